@@ -1,0 +1,260 @@
+"""The data that flows between pipeline stages.
+
+Every stage of the tracker (source -> segment -> crop -> network -> refit -> sinks) talks to
+the next through the frozen dataclasses below. Conventions, used everywhere in the project:
+
+* Camera frame: OpenCV/RealSense, x right, y down, z forward, metres, float32.
+* Pixels: (u, v) = (column, row) with pixel centres at integer coordinates.
+* Depth images hold the device's raw uint16 units; multiply by ``depth_scale`` (m/unit)
+  for metres. 0 means "no measurement".
+* Transforms are 4x4 and named ``dst_from_src`` (``cam_from_hand`` maps hand-frame
+  points into the camera frame).
+* The hand frame is the wrist joint's bind frame of the hand model (the WebXR hand
+  convention): origin at the wrist, -z from the wrist towards the fingers, +y out of the
+  back of the hand, x completing a right-handed frame.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class Joint(enum.IntEnum):
+    """The 21 hand keypoints in MediaPipe order."""
+
+    WRIST = 0
+    THUMB_CMC = 1
+    THUMB_MCP = 2
+    THUMB_IP = 3
+    THUMB_TIP = 4
+    INDEX_FINGER_MCP = 5
+    INDEX_FINGER_PIP = 6
+    INDEX_FINGER_DIP = 7
+    INDEX_FINGER_TIP = 8
+    MIDDLE_FINGER_MCP = 9
+    MIDDLE_FINGER_PIP = 10
+    MIDDLE_FINGER_DIP = 11
+    MIDDLE_FINGER_TIP = 12
+    RING_FINGER_MCP = 13
+    RING_FINGER_PIP = 14
+    RING_FINGER_DIP = 15
+    RING_FINGER_TIP = 16
+    PINKY_MCP = 17
+    PINKY_PIP = 18
+    PINKY_DIP = 19
+    PINKY_TIP = 20
+
+
+NUM_JOINTS = len(Joint)
+
+#: Parent of each keypoint in the kinematic tree (the wrist has none).
+JOINT_PARENTS: dict[Joint, Joint | None] = {
+    Joint.WRIST: None,
+    Joint.THUMB_CMC: Joint.WRIST,
+    Joint.THUMB_MCP: Joint.THUMB_CMC,
+    Joint.THUMB_IP: Joint.THUMB_MCP,
+    Joint.THUMB_TIP: Joint.THUMB_IP,
+    Joint.INDEX_FINGER_MCP: Joint.WRIST,
+    Joint.INDEX_FINGER_PIP: Joint.INDEX_FINGER_MCP,
+    Joint.INDEX_FINGER_DIP: Joint.INDEX_FINGER_PIP,
+    Joint.INDEX_FINGER_TIP: Joint.INDEX_FINGER_DIP,
+    Joint.MIDDLE_FINGER_MCP: Joint.WRIST,
+    Joint.MIDDLE_FINGER_PIP: Joint.MIDDLE_FINGER_MCP,
+    Joint.MIDDLE_FINGER_DIP: Joint.MIDDLE_FINGER_PIP,
+    Joint.MIDDLE_FINGER_TIP: Joint.MIDDLE_FINGER_DIP,
+    Joint.RING_FINGER_MCP: Joint.WRIST,
+    Joint.RING_FINGER_PIP: Joint.RING_FINGER_MCP,
+    Joint.RING_FINGER_DIP: Joint.RING_FINGER_PIP,
+    Joint.RING_FINGER_TIP: Joint.RING_FINGER_DIP,
+    Joint.PINKY_MCP: Joint.WRIST,
+    Joint.PINKY_PIP: Joint.PINKY_MCP,
+    Joint.PINKY_DIP: Joint.PINKY_PIP,
+    Joint.PINKY_TIP: Joint.PINKY_DIP,
+}
+
+#: Parent index per keypoint as an int array (-1 for the wrist), for vectorised code.
+JOINT_PARENT_INDEX = np.array(
+    [-1 if JOINT_PARENTS[j] is None else int(JOINT_PARENTS[j]) for j in Joint], dtype=np.int32
+)
+
+#: (child, parent) pairs: the 20 bones of the drawn skeleton.
+SKELETON_BONES: tuple[tuple[Joint, Joint], ...] = tuple(
+    (j, p) for j, p in JOINT_PARENTS.items() if p is not None
+)
+
+
+class Handedness(str, enum.Enum):
+    RIGHT = "right"
+    LEFT = "left"
+
+
+class DistortionModel(str, enum.Enum):
+    """Lens models as librealsense names them."""
+
+    NONE = "none"
+    BROWN_CONRADY = "brown_conrady"
+    INVERSE_BROWN_CONRADY = "inverse_brown_conrady"
+    MODIFIED_BROWN_CONRADY = "modified_brown_conrady"
+    KANNALA_BRANDT4 = "kannala_brandt4"
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class CameraIntrinsics:
+    """Pinhole intrinsics of one depth stream, as read from the device or a recording.
+
+    width, height: image size in pixels (> 0).
+    fx, fy: focal lengths in pixels (> 0).
+    cx, cy: principal point in pixels (pixel centres at integer coordinates).
+    distortion: the lens model; coeffs: its 5 coefficients (float64, librealsense order).
+    """
+
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    distortion: DistortionModel = DistortionModel.NONE
+    coeffs: tuple[float, float, float, float, float] = (0.0, 0.0, 0.0, 0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        _require(
+            int(self.width) > 0 and int(self.height) > 0,
+            f"intrinsics have zero or negative image size {self.width}x{self.height}; "
+            "the stream's width and height must be positive",
+        )
+        values = (self.fx, self.fy, self.cx, self.cy, *self.coeffs)
+        _require(all(math.isfinite(float(x)) for x in values), f"intrinsics contain NaN/inf: {self}")
+        _require(
+            float(self.fx) > 0 and float(self.fy) > 0,
+            f"intrinsics have non-positive focal length fx={self.fx}, fy={self.fy}",
+        )
+        _require(len(self.coeffs) == 5, f"expected 5 distortion coefficients, got {len(self.coeffs)}")
+        object.__setattr__(self, "width", int(self.width))
+        object.__setattr__(self, "height", int(self.height))
+        object.__setattr__(self, "distortion", DistortionModel(self.distortion))
+        object.__setattr__(self, "coeffs", tuple(float(c) for c in self.coeffs))
+
+    @property
+    def is_pinhole(self) -> bool:
+        """True when pixels can be (un)projected without a distortion model."""
+        return self.distortion == DistortionModel.NONE or not any(self.coeffs)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """(3, 3) float64 camera matrix K."""
+        return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1]], dtype=np.float64)
+
+    def to_dict(self) -> dict:
+        return {
+            "width": self.width,
+            "height": self.height,
+            "fx": self.fx,
+            "fy": self.fy,
+            "cx": self.cx,
+            "cy": self.cy,
+            "distortion": self.distortion.value,
+            "coeffs": list(self.coeffs),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CameraIntrinsics":
+        missing = {"width", "height", "fx", "fy", "cx", "cy"} - set(d)
+        _require(not missing, f"intrinsics are missing fields: {sorted(missing)}")
+        return cls(
+            width=d["width"],
+            height=d["height"],
+            fx=d["fx"],
+            fy=d["fy"],
+            cx=d["cx"],
+            cy=d["cy"],
+            distortion=d.get("distortion", "none"),
+            coeffs=tuple(d.get("coeffs", (0.0,) * 5)),
+        )
+
+
+@dataclass(frozen=True)
+class DepthFrame:
+    """One depth image as the camera delivered it.
+
+    depth: (H, W) uint16 raw device units; metres = depth * depth_scale; 0 = no measurement.
+    depth_scale: metres per unit (D4xx 0.001, SR305 0.000125).
+    intrinsics: of this stream; (height, width) must match depth.shape.
+    timestamp_ms: device or recording timestamp in milliseconds.
+    serial: camera serial number ("synthetic" for rendered frames).
+    frame_number: the device's frame counter (monotonic per stream).
+    """
+
+    depth: np.ndarray
+    depth_scale: float
+    intrinsics: CameraIntrinsics
+    timestamp_ms: float = 0.0
+    serial: str = ""
+    frame_number: int = 0
+
+    def __post_init__(self) -> None:
+        depth = self.depth
+        _require(isinstance(depth, np.ndarray), "DepthFrame.depth must be a numpy array")
+        _require(depth.dtype == np.uint16, f"DepthFrame.depth must be uint16, got {depth.dtype}")
+        _require(depth.ndim == 2, f"DepthFrame.depth must be 2-D (H, W), got shape {depth.shape}")
+        _require(
+            depth.shape == (self.intrinsics.height, self.intrinsics.width),
+            f"depth image is {depth.shape[1]}x{depth.shape[0]} but the intrinsics are "
+            f"{self.intrinsics.width}x{self.intrinsics.height}",
+        )
+        _require(
+            math.isfinite(self.depth_scale) and self.depth_scale > 0,
+            f"depth_scale must be a positive number of metres per unit, got {self.depth_scale}",
+        )
+
+    def depth_m(self) -> np.ndarray:
+        """(H, W) float32 metres, 0 where there is no measurement."""
+        return self.depth.astype(np.float32) * np.float32(self.depth_scale)
+
+
+@dataclass(frozen=True)
+class HandCrop:
+    """The network input: a fixed-size 3-D cube around the hand, resampled to S x S pixels.
+
+    depth: (S, S) float32, (z - center_cam_m[2]) / (cube_size_m / 2) clipped to [-1, 1];
+        background and missing pixels are 1 (the far face of the cube).
+    center_cam_m: (3,) float32 cube centre in the camera frame, metres.
+    cube_size_m: edge length of the cube in metres.
+    image_from_crop: (3, 3) float64 affine map from crop pixel (u, v, 1) to image pixel.
+    handedness: the crop of a left hand is mirrored in x so the network always sees a right hand.
+    """
+
+    depth: np.ndarray
+    center_cam_m: np.ndarray
+    cube_size_m: float
+    image_from_crop: np.ndarray
+    handedness: Handedness = Handedness.RIGHT
+
+
+@dataclass(frozen=True)
+class HandEstimate:
+    """The tracker's answer for one hand in one frame.
+
+    vertices_cam_m: (V, 3) float32 mesh vertices in the camera frame, metres.
+    joints_cam_m: (21, 3) float32 keypoints in Joint order, camera frame, metres.
+    joints_uv_px: (21, 2) float32 keypoints projected into the depth image, pixels.
+    handedness: which hand.
+    confidence: in [0, 1].
+    timings_ms: stage name -> milliseconds spent on this estimate.
+    """
+
+    vertices_cam_m: np.ndarray
+    joints_cam_m: np.ndarray
+    joints_uv_px: np.ndarray
+    handedness: Handedness = Handedness.RIGHT
+    confidence: float = 1.0
+    timings_ms: dict[str, float] = field(default_factory=dict)
