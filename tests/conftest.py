@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from tracker.hand_model import HandModel
+
+
+@pytest.fixture(scope="session")
+def hand_model() -> HandModel:
+    return HandModel.load()
+
+
+def closest_points_on_triangles(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Closest point on each of T triangles for each of P points: (P, T, 3).
+
+    points (P, 3), triangles (T, 3, 3). Region tests after Ericson, Real-Time Collision
+    Detection 5.1.5, vectorised; written independently of the renderer so tests that use
+    it check the renderer rather than restate it.
+    """
+    p = points[:, None, :]
+    a, b, c = (triangles[None, :, i, :] for i in range(3))
+    ab, ac, ap = b - a, c - a, p - a
+    d1, d2 = np.sum(ab * ap, -1), np.sum(ac * ap, -1)
+    bp = p - b
+    d3, d4 = np.sum(ab * bp, -1), np.sum(ac * bp, -1)
+    cp = p - c
+    d5, d6 = np.sum(ab * cp, -1), np.sum(ac * cp, -1)
+    va = d3 * d6 - d5 * d4
+    vb = d5 * d2 - d1 * d6
+    vc = d1 * d4 - d3 * d2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        denom = va + vb + vc
+        v = vb / denom
+        w = vc / denom
+        result = a + ab * v[..., None] + ac * w[..., None]
+        # Edge regions.
+        t_ab = d1 / (d1 - d3)
+        t_ac = d2 / (d2 - d6)
+        t_bc = (d4 - d3) / ((d4 - d3) + (d5 - d6))
+    edge_ab = (vc <= 0) & (d1 >= 0) & (d3 <= 0)
+    edge_ac = (vb <= 0) & (d2 >= 0) & (d6 <= 0)
+    edge_bc = (va <= 0) & ((d4 - d3) >= 0) & ((d5 - d6) >= 0)
+    result = np.where(edge_bc[..., None], b + (c - b) * t_bc[..., None], result)
+    result = np.where(edge_ac[..., None], a + ac * t_ac[..., None], result)
+    result = np.where(edge_ab[..., None], a + ab * t_ab[..., None], result)
+    # Vertex regions.
+    result = np.where(((d6 >= 0) & (d5 <= d6))[..., None], c, result)
+    result = np.where(((d3 >= 0) & (d4 <= d3))[..., None], b, result)
+    result = np.where(((d1 <= 0) & (d2 <= 0))[..., None], a, result)
+    return result
+
+
+def point_to_mesh(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray):
+    """(distance (P,), nearest face (P,), closest point (P, 3)) by brute force."""
+    closest = closest_points_on_triangles(points.astype(np.float64), vertices[faces].astype(np.float64))
+    dist = np.linalg.norm(closest - points[:, None, :], axis=-1)
+    nearest = np.argmin(dist, axis=1)
+    idx = np.arange(len(points))
+    return dist[idx, nearest], nearest, closest[idx, nearest]

@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+
+from tracker.types import JOINT_PARENT_INDEX, SKELETON_BONES, CameraIntrinsics, DepthFrame, Joint
+
+
+def test_joints_are_mediapipe_order():
+    assert len(Joint) == 21
+    assert Joint.WRIST == 0 and Joint.THUMB_TIP == 4 and Joint.INDEX_FINGER_MCP == 5 and Joint.PINKY_TIP == 20
+    # Every parent precedes its child, so one forward pass resolves the tree.
+    assert all(JOINT_PARENT_INDEX[j] < j for j in Joint)
+    assert len(SKELETON_BONES) == 20
+
+
+@pytest.mark.parametrize("width,height,fx", [(0, 480, 400.0), (640, 0, 400.0), (640, 480, 0.0), (640, 480, float("nan"))])
+def test_bad_intrinsics_are_rejected(width, height, fx):
+    with pytest.raises(ValueError, match="intrinsics"):
+        CameraIntrinsics(width, height, fx, fx, 320.0, 240.0)
+
+
+def test_intrinsics_round_trip_through_dict():
+    k = CameraIntrinsics(848, 480, 425.1, 425.2, 423.9, 239.5, "brown_conrady", (0.1, 0, 0, 0, 0))
+    assert CameraIntrinsics.from_dict(k.to_dict()) == k
+    assert not k.is_pinhole
+
+
+def test_depth_frame_checks_shape_dtype_and_scale():
+    k = CameraIntrinsics(4, 3, 2.0, 2.0, 1.5, 1.0)
+    frame = DepthFrame(np.full((3, 4), 500, np.uint16), 0.001, k)
+    assert np.allclose(frame.depth_m(), 0.5)
+    with pytest.raises(ValueError, match="4x3"):
+        DepthFrame(np.zeros((4, 4), np.uint16), 0.001, k)
+    with pytest.raises(ValueError, match="uint16"):
+        DepthFrame(np.zeros((3, 4), np.float32), 0.001, k)
+    with pytest.raises(ValueError, match="depth_scale"):
+        DepthFrame(np.zeros((3, 4), np.uint16), 0.0, k)
