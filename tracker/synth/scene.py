@@ -1,0 +1,241 @@
+"""Renders one synthetic depth frame with ground truth: hand, forearm, distractors, noise.
+
+The synthetic data generator (``tracker.synth.dataset``), the synthetic live source and the
+tests call ``render_sample(model, config, seed)``. It draws a camera and a hand pose from the
+seed, poses the hand model, attaches a forearm at the wrist, optionally places a torso and a
+table plane, rasterises everything into one z-buffer with per-pixel ground truth (mesh
+coordinate, part label), corrupts the depth with the stereo noise model and quantises it
+to the device's depth unit, as a camera would deliver it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from kernels.raster import (
+    composite_ellipsoid,
+    composite_plane,
+    dominant_vertex_labels,
+    interpolate_attributes,
+    rasterize_mesh,
+    visible_vertices,
+)
+from kernels.sensor_noise import StereoNoiseModel, apply_stereo_noise
+from tracker.hand_model import HandModel
+from tracker.skeleton import NUM_PARTS
+from tracker.synth.pose_sampler import HandPose, PoseSamplerConfig, sample_hand_pose
+from tracker.types import CameraIntrinsics, Handedness
+
+
+class SceneLabel(enum.IntEnum):
+    """Per-pixel labels beyond the 16 hand parts (0..15)."""
+
+    BACKGROUND = -1
+    FOREARM = NUM_PARTS
+    BODY = NUM_PARTS + 1
+    TABLE = NUM_PARTS + 2
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """The random camera each sample is seen by (defaults: a RealSense at 640x480)."""
+
+    width: int = 640
+    height: int = 480
+    focal_range_px: tuple[float, float] = (380.0, 620.0)
+    principal_point_jitter_px: float = 8.0
+    depth_scale_m: float = 0.001
+
+    def sample(self, rng: np.random.Generator) -> CameraIntrinsics:
+        f = rng.uniform(*self.focal_range_px)
+        jitter = rng.uniform(-self.principal_point_jitter_px, self.principal_point_jitter_px, size=2)
+        return CameraIntrinsics(
+            width=self.width,
+            height=self.height,
+            fx=f,
+            fy=f,
+            cx=(self.width - 1) / 2 + jitter[0],
+            cy=(self.height - 1) / 2 + jitter[1],
+        )
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    """Everything that decides what a synthetic sample looks like."""
+
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    pose: PoseSamplerConfig = field(default_factory=PoseSamplerConfig)
+    noise: StereoNoiseModel = field(default_factory=StereoNoiseModel)
+    #: Probability that the sensor noise is applied at all (clean samples help early training).
+    noise_probability: float = 1.0
+    forearm: bool = True
+    #: Forearm length and elliptic cross-section (half-widths, lateral x dorsal) at the wrist and
+    #: at the far end, metres, for a hand of template size.
+    forearm_length_m: float = 0.25
+    forearm_radii_wrist_m: tuple[float, float] = (0.027, 0.019)
+    forearm_radii_far_m: tuple[float, float] = (0.035, 0.027)
+    body_probability: float = 0.3
+    table_probability: float = 0.3
+    #: Re-draw the pose when fewer hand pixels than this are visible (hand hidden by the forearm).
+    min_hand_pixels: int = 40
+    near_m: float = 0.05
+    max_depth_m: float = 3.0
+
+
+@dataclass(frozen=True)
+class SyntheticSample:
+    """One rendered frame and its ground truth (H, W from the camera; V = hand vertices).
+
+    depth: (H, W) uint16 device units (metres = depth * depth_scale), noisy, 0 = no data.
+    depth_scale: metres per unit.
+    mask: (H, W) bool, pixels where the hand surface is the nearest surface (noise-free).
+    mesh_coords: (H, W, 2) float32 mesh-grid coordinates (grid units, 0..16) of the hand
+        surface seen at each pixel, NaN elsewhere.
+    labels: (H, W) int16 hand part 0..15 or a SceneLabel.
+    vertices: (V, 3) float32 posed hand vertices, camera frame, metres.
+    joints: (21, 3) float32 keypoints in Joint order, camera frame, metres.
+    vertex_visible: (V,) bool, vertex used by a face that covers at least one pixel.
+    intrinsics: the camera; seed: reproduces this sample exactly with the same config.
+    pose: the hand pose parameters that made it.
+    """
+
+    depth: np.ndarray
+    depth_scale: float
+    mask: np.ndarray
+    mesh_coords: np.ndarray
+    labels: np.ndarray
+    vertices: np.ndarray
+    joints: np.ndarray
+    vertex_visible: np.ndarray
+    intrinsics: CameraIntrinsics
+    seed: int
+    pose: HandPose
+
+
+def forearm_mesh(length_m: float, radii_wrist: tuple[float, float], radii_far: tuple[float, float], segments: int = 16, rings: int = 6):
+    """A tapered elliptic tube along +z, capped at the far end.
+
+    Returns (vertices (N, 3) float64 in the forearm frame, metres; faces (M, 3) int32). The
+    tube starts 1.5 cm inside the hand so no gap opens at the wrist when the wrist bends.
+    """
+    z = np.linspace(-0.015, length_m, rings)
+    t = (z - z[0]) / (z[-1] - z[0])
+    angles = np.linspace(0.0, 2 * np.pi, segments, endpoint=False)
+    rx = radii_wrist[0] + (radii_far[0] - radii_wrist[0]) * t
+    ry = radii_wrist[1] + (radii_far[1] - radii_wrist[1]) * t
+    ring_points = np.stack(
+        [rx[:, None] * np.cos(angles)[None], ry[:, None] * np.sin(angles)[None], np.repeat(z[:, None], segments, 1)],
+        axis=-1,
+    ).reshape(-1, 3)
+    vertices = np.vstack([ring_points, [[0.0, 0.0, length_m]]])
+    faces = []
+    for r in range(rings - 1):
+        for s in range(segments):
+            a, b = r * segments + s, r * segments + (s + 1) % segments
+            faces += [(a, b + segments, b), (a, a + segments, b + segments)]
+    cap = len(vertices) - 1
+    last = (rings - 1) * segments
+    faces += [(last + s, cap, last + (s + 1) % segments) for s in range(segments)]
+    return vertices, np.asarray(faces, dtype=np.int32)
+
+
+def _hand_scale(pose: HandPose) -> float:
+    return float(np.median(pose.bone_scales))
+
+
+def render_sample(model: HandModel, config: SceneConfig, seed: int) -> SyntheticSample:
+    """Draw and render the sample identified by ``seed`` (deterministic)."""
+    rng = np.random.default_rng(seed)
+    intrinsics = config.camera.sample(rng)
+    h, w = intrinsics.height, intrinsics.width
+    k = (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy)
+    vertex_labels = model.vertex_part.astype(np.int16)
+    for _ in range(100):
+        pose = sample_hand_pose(rng, intrinsics, config.pose)
+        posed = model.pose(pose.local_rotations, pose.bone_scales, pose.cam_from_hand, pose.handedness)
+        depth = np.zeros((h, w), np.float32)
+        face_index = np.full((h, w), -1, np.int32)
+        bary = np.zeros((h, w, 3), np.float32)
+        labels = np.full((h, w), SceneLabel.BACKGROUND, np.int16)
+        # Distractors first: the meshes then claim only pixels where they are nearer, so
+        # face_index >= 0 means "a mesh is the visible surface".
+        if rng.uniform() < config.table_probability:
+            _add_table(rng, pose, k, depth, labels, config)
+        if rng.uniform() < config.body_probability:
+            _add_body(rng, pose, k, depth, labels)
+        rasterize_mesh(posed.vertices, posed.faces, *k, h, w, config.near_m, depth, face_index, bary, 0)
+        n_hand_faces = len(posed.faces)
+        if config.forearm:
+            fa_vertices, fa_faces = _posed_forearm(pose, config)
+            rasterize_mesh(fa_vertices, fa_faces, *k, h, w, config.near_m, depth, face_index, bary, n_hand_faces)
+            labels[face_index >= n_hand_faces] = SceneLabel.FOREARM
+        hand_face_index = np.where(face_index < n_hand_faces, face_index, -1)
+        mask = hand_face_index >= 0
+        if mask.sum() >= config.min_hand_pixels:
+            break
+    else:
+        raise RuntimeError("could not draw a pose with the hand in view; check the scene config")
+
+    hand_labels = np.empty((h, w), np.int16)
+    dominant_vertex_labels(hand_face_index, bary, posed.faces, vertex_labels, hand_labels)
+    labels[mask] = hand_labels[mask]
+    mesh_coords = np.empty((h, w, 2), np.float32)
+    interpolate_attributes(hand_face_index, bary, posed.faces, model.mesh_coords, mesh_coords)
+    vertex_visible = visible_vertices(hand_face_index, posed.faces, model.num_vertices)
+
+    if rng.uniform() < config.noise_probability:
+        depth = apply_stereo_noise(depth, intrinsics.fx, config.noise, rng)
+    depth[(depth < 0) | (depth > config.max_depth_m)] = 0.0
+    depth_units = np.round(depth / config.camera.depth_scale_m)
+    depth_units = np.clip(depth_units, 0, np.iinfo(np.uint16).max).astype(np.uint16)
+    return SyntheticSample(
+        depth=depth_units,
+        depth_scale=config.camera.depth_scale_m,
+        mask=mask,
+        mesh_coords=mesh_coords,
+        labels=labels,
+        vertices=posed.vertices,
+        joints=posed.joints,
+        vertex_visible=vertex_visible,
+        intrinsics=intrinsics,
+        seed=int(seed),
+        pose=pose,
+    )
+
+
+def _posed_forearm(pose: HandPose, config: SceneConfig) -> tuple[np.ndarray, np.ndarray]:
+    scale = _hand_scale(pose)
+    vertices, faces = forearm_mesh(
+        config.forearm_length_m * scale,
+        tuple(r * scale for r in config.forearm_radii_wrist_m),
+        tuple(r * scale for r in config.forearm_radii_far_m),
+    )
+    hand_from_forearm = pose.hand_from_forearm_rotation
+    if pose.handedness == Handedness.LEFT:
+        mirror = np.diag([-1.0, 1.0, 1.0])
+        hand_from_forearm = mirror @ hand_from_forearm @ mirror
+    cam_from_forearm = pose.cam_from_hand[:3, :3] @ hand_from_forearm
+    return vertices @ cam_from_forearm.T + pose.cam_from_hand[:3, 3], faces
+
+
+def _add_table(rng, pose: HandPose, k, depth, labels, config: SceneConfig) -> None:
+    # A plane under or behind the hand, tilted at random: a desk or a wall.
+    wrist = pose.cam_from_hand[:3, 3]
+    normal = Rotation.from_euler("xz", rng.uniform(-35, 35, size=2), degrees=True).apply([0.0, -1.0, 0.0])
+    if rng.uniform() < 0.5:  # a wall facing the camera instead of a desk below
+        normal = Rotation.from_euler("xy", rng.uniform(-30, 30, size=2), degrees=True).apply([0.0, 0.0, -1.0])
+    point = wrist - normal * rng.uniform(0.08, 0.4)
+    composite_plane(point, normal, *k, depth, labels, np.int16(SceneLabel.TABLE), config.max_depth_m)
+
+
+def _add_body(rng, pose: HandPose, k, depth, labels) -> None:
+    # A torso-sized ellipsoid behind the hand, offset sideways as when the arm reaches out.
+    wrist = pose.cam_from_hand[:3, 3]
+    radii = np.array([rng.uniform(0.15, 0.22), rng.uniform(0.25, 0.35), rng.uniform(0.10, 0.14)])
+    centre = wrist + np.array([rng.uniform(-0.3, 0.3), rng.uniform(-0.1, 0.4), rng.uniform(0.25, 0.55) + radii[2]])
+    rotation = Rotation.from_euler("z", rng.uniform(-20, 20), degrees=True).as_matrix()
+    composite_ellipsoid(centre, rotation, radii, *k, depth, labels, np.int16(SceneLabel.BODY))
