@@ -1,0 +1,71 @@
+"""Synthetic-data throughput: rendered samples per second per core, and with sharded output.
+
+    python -m benchmarks.synthetic_throughput            # writes benchmarks/results/synthetic_throughput.json
+
+Measures ``render_sample`` alone in one process (the cost a training data-loader worker
+pays per sample, i.e. per core), then the whole generator (render + compress + write
+shards) with one worker and with one worker per core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.machine import machine_info
+from tracker.hand_model import HandModel
+from tracker.synth.dataset import config_to_dict, generate_dataset
+from tracker.synth.scene import SceneConfig, render_sample
+
+RESULT = Path(__file__).resolve().parent / "results" / "synthetic_throughput.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.synthetic_throughput", description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=300, help="samples per measurement (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=RESULT, help="result JSON (default %(default)s)")
+    args = parser.parse_args(argv)
+    config = SceneConfig()
+    model = HandModel.load()
+    for seed in range(5):  # JIT compilation and caches
+        render_sample(model, config, seed)
+    times = []
+    for seed in range(1000, 1000 + args.samples):
+        t0 = time.perf_counter()
+        render_sample(model, config, seed)
+        times.append(time.perf_counter() - t0)
+    times_ms = np.array(times) * 1e3
+    result = {
+        "benchmark": "synthetic_throughput",
+        "machine": machine_info(),
+        "scene_config": config_to_dict(config),
+        "render_sample_one_core": {
+            "samples": args.samples,
+            "median_ms": float(np.median(times_ms)),
+            "p90_ms": float(np.percentile(times_ms, 90)),
+            "samples_per_second_per_core": float(1e3 / np.mean(times_ms)),
+        },
+    }
+    for workers in sorted({1, os.cpu_count() or 1}):
+        with tempfile.TemporaryDirectory() as tmp:
+            summary = generate_dataset(tmp, args.samples, seed=0, shard_size=64, workers=workers, config=config, progress=False)
+        result[f"generate_dataset_{workers}_workers"] = {
+            "samples": args.samples,
+            "seconds": summary["seconds"],
+            "samples_per_second": summary["samples_per_second"],
+            "samples_per_second_per_core": summary["samples_per_second"] / workers,
+        }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k not in ("scene_config", "machine")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

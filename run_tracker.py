@@ -1,0 +1,7 @@
+#!/usr/bin/env python3
+"""Command-line entry point of the hand tracker (see `python run_tracker.py --help`)."""
+
+from tracker.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())
