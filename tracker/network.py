@@ -1,0 +1,172 @@
+"""Dual Grid Net (Wan et al., 2020, §3): depth crop -> initial mesh vertices P_s.
+
+    64x64 normalised depth
+      -> pixel-unshuffle x2 -> image-grid hourglass -> heads at 64x64 (pixel-shuffle x2):
+           I_m  2 ch  mesh coordinate of each pixel (grid units, 0..16)
+           I_f  d ch  features
+           I_s  1 ch  hand-pixel logit (ours: the paper assumed a pre-segmented input)
+      -> extension: each pixel's features splatted onto the 16x16 mesh grid at its predicted
+         mesh coordinate, weights exp(-sigma |n - m|^2) normalised over the 8x8 grid nodes
+         around m (sigma = 0.5), times the pixel's hand probability; a dense weight-matrix
+         product so the graph exports to ONNX/TensorRT unchanged
+      -> mesh-grid hourglass (pixel-unshuffle x2 too) -> 3-D offsets on the 16x16 grid
+      -> sampling: each vertex reads the grid bilinearly at its fixed mesh coordinate (a
+         fixed (V, 256) matrix) -> P_s in crop-normalised coordinates
+
+Crop-normalised coordinates are camera-frame offsets from the crop centre divided by half
+the cube size (``tracker.crop``). Everything here has static shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class DualGridNetConfig:
+    """Width and depth of the two hourglasses and the size of the grids."""
+
+    crop_size: int = 64
+    mesh_grid_size: int = 16
+    image_channels: int = 64
+    image_levels: int = 3
+    mesh_channels: int = 64
+    mesh_levels: int = 2
+    feature_channels: int = 32
+    extension_sigma: float = 0.5
+    extension_window: int = 8
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.body(x))
+
+
+class Hourglass(nn.Module):
+    """Encoder-decoder with a skip at every level (Newell et al.), static shapes."""
+
+    def __init__(self, in_channels: int, channels: int, out_channels: int, levels: int) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(_conv_bn_relu(in_channels, channels), ResidualBlock(channels))
+        self.down = nn.ModuleList([nn.Sequential(_conv_bn_relu(channels, channels, 2), ResidualBlock(channels)) for _ in range(levels)])
+        self.skip = nn.ModuleList([ResidualBlock(channels) for _ in range(levels)])
+        self.bottom = ResidualBlock(channels)
+        self.up = nn.ModuleList([ResidualBlock(channels) for _ in range(levels)])
+        self.head = nn.Conv2d(channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        skips = []
+        for down, skip in zip(self.down, self.skip):
+            skips.append(skip(x))
+            x = down(x)
+        x = self.bottom(x)
+        for up, s in zip(self.up, reversed(skips)):
+            x = up(F.interpolate(x, scale_factor=2.0, mode="nearest") + s)
+        return self.head(x)
+
+
+def bilinear_sampling_matrix(mesh_coords: np.ndarray, grid_size: int) -> np.ndarray:
+    """(V, G*G) float32: row v reads grid values bilinearly at mesh_coords[v].
+
+    Grid node (row r, column c) sits at mesh coordinate (c + 0.5, r + 0.5): node centres.
+    """
+    m = np.asarray(mesh_coords, np.float64) - 0.5
+    x0 = np.clip(np.floor(m[:, 0]), 0, grid_size - 2).astype(int)
+    y0 = np.clip(np.floor(m[:, 1]), 0, grid_size - 2).astype(int)
+    fx = np.clip(m[:, 0] - x0, 0, 1)
+    fy = np.clip(m[:, 1] - y0, 0, 1)
+    out = np.zeros((len(m), grid_size * grid_size), np.float32)
+    rows = np.arange(len(m))
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            np.add.at(out, (rows, (y0 + dy) * grid_size + x0 + dx), wy * wx)
+    return out
+
+
+class DualGridNet(nn.Module):
+    """Depth crop (B, 1, 64, 64) -> dict of I_m, I_s logits, grid offsets and P_s."""
+
+    def __init__(self, mesh_coords: np.ndarray, config: DualGridNetConfig = DualGridNetConfig()) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        if c.crop_size % 2 or c.mesh_grid_size % 2:
+            raise ValueError("crop and mesh grid sizes must be even (pixel-unshuffle x2)")
+        self.image_hourglass = Hourglass(4, c.image_channels, 4 * (3 + c.feature_channels), c.image_levels)
+        self.mesh_hourglass = Hourglass(4 * (c.feature_channels + 1), c.mesh_channels, 4 * 3, c.mesh_levels)
+        g = c.mesh_grid_size
+        self.register_buffer("grid_axis", torch.arange(g, dtype=torch.float32) + 0.5, persistent=False)
+        sampling = bilinear_sampling_matrix(mesh_coords, g)
+        self.register_buffer("sampling", torch.as_tensor(sampling), persistent=False)
+        self.num_vertices = len(mesh_coords)
+
+    def extension(self, mesh_coords: torch.Tensor, features: torch.Tensor, hand_probability: torch.Tensor) -> torch.Tensor:
+        """Splat per-pixel features onto the mesh grid.
+
+        mesh_coords (B, 2, H, W) grid units; features (B, d, H, W); hand_probability (B, 1, H, W).
+        Returns (B, d + 1, G, G): the weighted mean feature per node and its total weight.
+        The kernel exp(-sigma |n - m|^2) over a square window factorises into a row and a
+        column kernel, and so does its normalisation, so the (P, G*G) weight matrix is built
+        from two (P, G) factors: the same result, a fraction of the work.
+        """
+        b, d = features.shape[:2]
+        g = self.config.mesh_grid_size
+        half = self.config.extension_window / 2
+        m = mesh_coords.flatten(2)  # (B, 2, P)
+
+        def axis_kernel(coord: torch.Tensor) -> torch.Tensor:  # (B, P) -> (B, P, G), rows sum to 1
+            diff = coord[..., None] - self.grid_axis
+            k = torch.exp(-self.config.extension_sigma * diff * diff) * (diff.abs() < half).to(coord.dtype)
+            return k / (k.sum(-1, keepdim=True) + 1e-6)
+
+        kx = axis_kernel(m[:, 0]) * hand_probability.flatten(2).transpose(1, 2)  # (B, P, G)
+        ky = axis_kernel(m[:, 1])  # (B, P, G)
+        f = features.flatten(2).transpose(1, 2)  # (B, P, d)
+        f1 = torch.cat([f, torch.ones_like(f[..., :1])], dim=-1)  # a ones channel gives the total weight
+        per_column = (kx[..., :, None] * f1[..., None, :]).flatten(2)  # (B, P, G * (d + 1))
+        splat = torch.bmm(ky.transpose(1, 2), per_column).reshape(b, g, g, d + 1)  # (B, row, col, d + 1)
+        total = splat[..., d:]
+        mean = splat[..., :d] / (total + 1e-3)
+        grid = torch.cat([mean, torch.log1p(total)], dim=-1)
+        return grid.permute(0, 3, 1, 2).contiguous()
+
+    def forward(self, depth: torch.Tensor) -> dict[str, torch.Tensor]:
+        c = self.config
+        x = F.pixel_unshuffle(depth, 2)
+        heads = F.pixel_shuffle(self.image_hourglass(x), 2)  # (B, 3 + d, 64, 64)
+        grid_size = float(c.mesh_grid_size)
+        mesh_coords = torch.sigmoid(heads[:, :2]) * grid_size
+        hand_logit = heads[:, 2:3]
+        features = heads[:, 3:]
+        grid = self.extension(mesh_coords, features, torch.sigmoid(hand_logit))
+        offsets = F.pixel_shuffle(self.mesh_hourglass(F.pixel_unshuffle(grid, 2)), 2)  # (B, 3, G, G)
+        vertices = torch.matmul(self.sampling, offsets.flatten(2).transpose(1, 2))  # (B, V, 3)
+        return {"mesh_coords": mesh_coords, "hand_logit": hand_logit, "grid_offsets": offsets, "vertices": vertices}
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,257 @@
+"""Supervised training of Dual Grid Net on synthetic data rendered on the fly.
+
+    python -m tracker.train --out runs/cpu --recipe cpu               # this machine
+    torchrun --nproc-per-node 8 -m tracker.train --out runs/gpu --recipe gpu
+
+Loss (paper eq. 4, plus terms on the vertices and keypoints):
+
+    L = w_coords * |I_m - I_m*|^2 (hand pixels)  + w_mask * BCE(I_s, hand mask)
+      + w_initial * |P_s - V*| + w_refined * |P_r - V*| + w_joints * |J_r - J*|
+
+with distances in centimetres (crop-normalised units times half the cube). Runs unchanged
+under ``torchrun``: DistributedDataParallel over gloo (CPU) or NCCL (GPU), each rank with
+its own slice of the sample stream. Rank 0 writes ``config.json`` (the resolved config),
+``metrics.csv``, checkpoints (``last.pt``, resumed automatically) and, at the end, the
+exported weights (``export/``: dgn.pt, dgn.onnx, dgn.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from tracker.hand_model import HandModel
+from tracker.network import DualGridNet, DualGridNetConfig, count_parameters
+from tracker.refit import Refit
+from tracker.synth.dataset import config_to_dict
+from tracker.training_data import ExampleConfig, SyntheticStream
+from tracker.weights import export_weights
+
+TRAIN_STREAM_SEED = 1  # held-out evaluation uses another stream (tracker.evaluate)
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    coords: float = 0.05
+    mask: float = 0.5
+    initial: float = 1.0
+    refined: float = 1.0
+    joints: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 32  # per process
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    #: The refit's SVD gradients are wild while P_s is still noise; its terms start later.
+    refit_start_step: int = 300
+    workers: int = 2  # data-loader processes per rank
+    seed: int = 0
+    log_every: int = 20
+    checkpoint_every: int = 250
+    device: str = "auto"
+    network: DualGridNetConfig = field(default_factory=DualGridNetConfig)
+    data: ExampleConfig = field(default_factory=ExampleConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+
+
+RECIPES = {
+    # Two CPU cores: one renders, one trains. Small batches, as many steps as time allows.
+    "cpu": TrainConfig(steps=3000, batch_size=16, workers=1, warmup_steps=100, refit_start_step=200),
+    # One H100-class GPU with 16 CPU cores for rendering; <= 10 minutes.
+    "gpu": TrainConfig(steps=6000, batch_size=128, workers=14, learning_rate=3e-3, warmup_steps=300, refit_start_step=500, log_every=50, checkpoint_every=1000),
+    # A few steps, for tests and smoke runs.
+    "smoke": TrainConfig(steps=4, batch_size=2, workers=0, warmup_steps=1, refit_start_step=2, log_every=1, checkpoint_every=2),
+}
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1)
+    return config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def compute_losses(outputs: dict, batch: dict, refit: Refit, weights: LossWeights, use_refit: bool) -> dict[str, torch.Tensor]:
+    """Loss terms (scalars); distances in cm, see the module docstring."""
+    to_cm = (batch["cube_size_m"] * 50.0)[:, None]  # crop units -> centimetres
+    valid = batch["coords_valid"]
+    coord_error = ((outputs["mesh_coords"] - batch["mesh_coords"]) ** 2).sum(1, keepdim=True)
+    terms = {
+        "coords": (coord_error * valid).sum() / valid.sum().clamp_min(1.0),
+        "mask": F.binary_cross_entropy_with_logits(outputs["hand_logit"], batch["hand_mask"]),
+        "initial": (torch.linalg.norm(outputs["vertices"] - batch["vertices"], dim=-1) * to_cm).mean(),
+    }
+    if use_refit:
+        refined, joints, _ = refit.fit_torch(outputs["vertices"])
+        terms["refined"] = (torch.linalg.norm(refined - batch["vertices"], dim=-1) * to_cm).mean()
+        terms["joints"] = (torch.linalg.norm(joints - batch["joints"], dim=-1) * to_cm).mean()
+    terms["total"] = sum(getattr(weights, k) * v for k, v in terms.items())
+    return terms
+
+
+def _setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_name == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device(device_name)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return rank, world_size, device
+
+
+def _save_checkpoint(path: Path, network, optimizer, step: int, samples_seen: int, config: TrainConfig) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(
+        {
+            "network": network.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "samples_seen": samples_seen,
+            "config": config_to_dict(config),
+        },
+        tmp,
+    )
+    os.replace(tmp, path)  # never leave a half-written checkpoint
+
+
+def train(config: TrainConfig, out_dir: str | Path, resume: bool = True, progress: bool = True, max_seconds: float | None = None) -> dict:
+    """Train, checkpoint and export; returns a summary (rank 0)."""
+    out_dir = Path(out_dir)
+    rank, world_size, device = _setup_distributed(config.device)
+    torch.manual_seed(config.seed + rank)
+    hand_model = HandModel.load()
+    refit = Refit(hand_model)
+    network = DualGridNet(hand_model.mesh_coords, config.network).to(device)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    step, samples_seen = 0, 0
+    checkpoint = out_dir / "last.pt"
+    if resume and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, samples_seen = int(state["step"]), int(state["samples_seen"])
+    model = DistributedDataParallel(network) if world_size > 1 else network
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        resolved = {"train": config_to_dict(config), "world_size": world_size, "device": str(device), "parameters": count_parameters(network)}
+        (out_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+
+    stream = SyntheticStream(config.data, TRAIN_STREAM_SEED, start=samples_seen, rank=rank, world_size=world_size)
+    loader = DataLoader(
+        stream,
+        batch_size=config.batch_size,
+        num_workers=config.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=config.workers > 0,
+        prefetch_factor=4 if config.workers > 0 else None,
+        multiprocessing_context="spawn" if config.workers > 0 else None,
+    )
+    metrics_file = out_dir / "metrics.csv"
+    writer = None
+    if rank == 0:
+        new_file = not metrics_file.exists() or step == 0
+        handle = open(metrics_file, "w" if new_file else "a", newline="")
+        writer = csv.writer(handle)
+        if new_file:
+            writer.writerow(["step", "samples_seen", "lr", "samples_per_s", "total", "coords", "mask", "initial_cm", "refined_cm", "joints_cm"])
+    bar = tqdm(total=config.steps, initial=step, disable=not progress or rank != 0, unit="step", desc="training")
+    network.train()
+    began = time.perf_counter()
+    window_start, window_samples = time.perf_counter(), 0
+    last_terms: dict[str, float] = {}
+    for batch in loader:
+        if step >= config.steps or (max_seconds is not None and time.perf_counter() - began > max_seconds):
+            break
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
+        outputs = model(batch["depth"])
+        terms = compute_losses(outputs, batch, refit, config.loss, use_refit=step >= config.refit_start_step)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)
+        optimizer.step()
+        step += 1
+        samples_seen += config.batch_size * world_size
+        window_samples += config.batch_size * world_size
+        if rank == 0:
+            last_terms = {k: float(v.detach()) for k, v in terms.items()}
+            bar.update(1)
+            if step % config.log_every == 0 or step == config.steps:
+                rate = window_samples / max(time.perf_counter() - window_start, 1e-9)
+                window_start, window_samples = time.perf_counter(), 0
+                writer.writerow(
+                    [step, samples_seen, f"{learning_rate(config, step - 1):.3g}", f"{rate:.1f}"]
+                    + [f"{last_terms.get(k, float('nan')):.4f}" for k in ("total", "coords", "mask", "initial", "refined", "joints")]
+                )
+                handle.flush()
+                bar.set_postfix(loss=f"{last_terms['total']:.3f}", init_cm=f"{last_terms['initial']:.2f}", joints_cm=f"{last_terms.get('joints', float('nan')):.2f}", sps=f"{rate:.0f}")
+            if step % config.checkpoint_every == 0:
+                _save_checkpoint(checkpoint, network, optimizer, step, samples_seen, config)
+    bar.close()
+    summary = {"steps": step, "samples_seen": samples_seen, "seconds": time.perf_counter() - began, "last_losses": last_terms}
+    if rank == 0:
+        handle.close()
+        _save_checkpoint(checkpoint, network, optimizer, step, samples_seen, config)
+        training = {**summary, "world_size": world_size, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "recipe": config_to_dict(config)}
+        export_weights(network.eval(), config.data.cube_size_m, out_dir / "export", training)
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if world_size > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tracker.train",
+        description="Train Dual Grid Net on synthetic depth rendered on the fly; checkpoints and resumes "
+        "from OUT/last.pt; exports weights to OUT/export. Works under torchrun (DDP).",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="run directory")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="cpu", help="preset (default %(default)s)")
+    parser.add_argument("--steps", type=int, help="override the recipe's optimisation steps")
+    parser.add_argument("--batch-size", type=int, help="override the per-process batch size")
+    parser.add_argument("--workers", type=int, help="override data-loader workers per process")
+    parser.add_argument("--lr", type=float, help="override the peak learning rate")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the device")
+    parser.add_argument("--max-minutes", type=float, help="stop (checkpoint and export) after this wall time")
+    parser.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.pt exists")
+    args = parser.parse_args(argv)
+    config = RECIPES[args.recipe]
+    overrides = {"steps": args.steps, "batch_size": args.batch_size, "workers": args.workers, "learning_rate": args.lr, "device": args.device}
+    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    if config.steps < 1 or config.batch_size < 1 or config.workers < 0:
+        parser.error("--steps and --batch-size must be >= 1, --workers >= 0")
+    summary = train(config, args.out, resume=not args.no_resume, max_seconds=None if args.max_minutes is None else 60 * args.max_minutes)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"trained {summary['steps']} steps, {summary['samples_seen']} samples in {summary['seconds'] / 60:.1f} min; weights in {args.out / 'export'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,103 @@
+"""Training examples for Dual Grid Net, rendered on the fly in data-loader workers.
+
+Each example is one synthetic sample (``tracker.synth.scene``) cut to the network input
+exactly as the live pipeline cuts a camera frame (``tracker.crop``), with the ground truth
+moved into the crop: the mesh-coordinate map and hand mask resampled like the depth, the
+vertices and keypoints in crop-normalised coordinates. The crop centre is the centroid of
+the visible hand points, jittered, so the network learns to tolerate the segmentation's
+centring error.
+
+Sample i of a stream has seed ``sample_seed(stream_seed, i)``; the indices are dealt out to
+(rank, worker) pairs round-robin, so a run is reproducible and resumable by sample count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, camera_to_crop, make_crop, resample
+from tracker.hand_model import HandModel
+from tracker.synth.dataset import sample_seed
+from tracker.synth.scene import SceneConfig, render_sample
+
+
+@dataclass(frozen=True)
+class ExampleConfig:
+    scene: SceneConfig = field(default_factory=lambda: dataclasses.replace(SceneConfig(), render_window_m=0.45))
+    cube_size_m: float = DEFAULT_CUBE_SIZE_M
+    #: Standard deviation of the crop-centre jitter per axis, metres (segmentation error).
+    center_jitter_m: float = 0.01
+    crop_size: int = CROP_SIZE
+
+
+def hand_centroid(depth_m: np.ndarray, mask: np.ndarray, intrinsics, fallback: np.ndarray) -> np.ndarray:
+    """(3,) mean camera-frame point of the measured hand pixels (fallback if too few)."""
+    valid = mask & (depth_m > 0)
+    if valid.sum() < 10:
+        return np.asarray(fallback, np.float64)
+    v, u = np.nonzero(valid)
+    z = depth_m[v, u].astype(np.float64)
+    return np.array([((u - intrinsics.cx) / intrinsics.fx * z).mean(), ((v - intrinsics.cy) / intrinsics.fy * z).mean(), z.mean()])
+
+
+def make_example(model: HandModel, config: ExampleConfig, seed: int) -> dict[str, np.ndarray]:
+    """One training example (numpy), see the module docstring.
+
+    depth (1, S, S) float32 network input; mesh_coords (2, S, S) float32 grid units (0 off
+    the hand); coords_valid (1, S, S) float32, 1 where the hand is seen and measured;
+    hand_mask (1, S, S) float32 ground-truth hand pixels; vertices (V, 3), joints (21, 3)
+    float32 crop-normalised; cube_size_m, center_cam_m; seed.
+    """
+    sample = render_sample(model, config.scene, seed)
+    depth_m = sample.depth.astype(np.float32) * np.float32(sample.depth_scale)
+    rng = np.random.default_rng([seed, 1])
+    centre = hand_centroid(depth_m, sample.mask, sample.intrinsics, sample.joints.mean(0))
+    centre = centre + rng.normal(0.0, config.center_jitter_m, 3)
+    crop = make_crop(depth_m, sample.intrinsics, centre, config.cube_size_m, crop_size=config.crop_size)
+    coords = resample(sample.mesh_coords, crop.image_from_crop, config.crop_size, (np.nan, np.nan, np.nan, np.nan))
+    mask = resample(sample.mask, crop.image_from_crop, config.crop_size, 0)
+    valid = mask & np.all(np.isfinite(coords), axis=-1) & (crop.depth < 1.0)
+    return {
+        "depth": crop.depth[None],
+        "mesh_coords": np.where(valid[..., None], coords, 0.0).transpose(2, 0, 1).astype(np.float32),
+        "coords_valid": valid[None].astype(np.float32),
+        "hand_mask": mask[None].astype(np.float32),
+        "vertices": camera_to_crop(sample.vertices, crop),
+        "joints": camera_to_crop(sample.joints, crop),
+        "cube_size_m": np.float32(config.cube_size_m),
+        "center_cam_m": crop.center_cam_m,
+        "seed": np.int64(seed),
+    }
+
+
+class SyntheticStream(IterableDataset):
+    """Endless stream of examples for one (rank, world size), from sample index ``start``."""
+
+    def __init__(self, config: ExampleConfig, stream_seed: int, start: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.config, self.stream_seed, self.start = config, stream_seed, start
+        self.rank, self.world_size = rank, world_size
+
+    def __iter__(self):
+        info = get_worker_info()
+        workers = info.num_workers if info else 1
+        worker = info.id if info else 0
+        lanes = self.world_size * workers
+        lane = self.rank * workers + worker
+        model = HandModel.load()
+        index = self.start + lane
+        while True:
+            example = make_example(model, self.config, sample_seed(self.stream_seed, index))
+            yield {k: torch.as_tensor(v) for k, v in example.items()}
+            index += lanes
+
+
+def fixed_examples(config: ExampleConfig, stream_seed: int, count: int) -> dict[str, torch.Tensor]:
+    """A fixed batch of ``count`` examples (held-out sets, tests)."""
+    model = HandModel.load()
+    examples = [make_example(model, config, sample_seed(stream_seed, i)) for i in range(count)]
+    return {k: torch.as_tensor(np.stack([e[k] for e in examples])) for k in examples[0]}

@@ -1,0 +1,133 @@
+"""Shipped network weights: export, checksums and checked loading.
+
+A weights directory (``weights/`` by default) holds
+
+* ``dgn.pt``    the network's state dict (loads with ``torch.load(weights_only=True)``),
+* ``dgn.onnx``  the same network exported for onnxruntime / TensorRT (batch 1, static),
+* ``dgn.json``  the manifest: network config, crop cube size, SHA-256 of both files and of
+  the hand-model asset they were trained with, and the training summary.
+
+Every load checks the file against the manifest's checksum first, so a truncated download,
+a stale export or a file from another model fails with a message instead of garbage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tracker.hand_model import DEFAULT_ASSET, HandModel
+from tracker.network import DualGridNet, DualGridNetConfig
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+MANIFEST = "dgn.json"
+STATE_DICT = "dgn.pt"
+ONNX = "dgn.onnx"
+ONNX_INPUT = "depth"
+ONNX_OUTPUTS = ("mesh_coords", "hand_logit", "grid_offsets", "vertices")
+ONNX_OPSET = 17
+
+
+class WeightsError(ValueError):
+    """Network weights are missing, corrupt or do not match their manifest."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_manifest(weights_dir: str | Path = WEIGHTS_DIR) -> dict:
+    path = Path(weights_dir) / MANIFEST
+    if not path.is_file():
+        raise WeightsError(f"no network weights at {weights_dir} ({MANIFEST} missing); train and export a model first")
+    try:
+        manifest = json.loads(path.read_text())
+        DualGridNetConfig(**manifest["network"])
+        manifest["files"], manifest["cube_size_m"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise WeightsError(f"{path}: not a valid weights manifest ({exc!r})") from exc
+    return manifest
+
+
+def verified_path(weights_dir: str | Path, name: str, manifest: dict | None = None) -> Path:
+    """Path of a weights file whose SHA-256 matches the manifest; WeightsError otherwise."""
+    manifest = manifest or load_manifest(weights_dir)
+    path = Path(weights_dir) / name
+    if not path.is_file():
+        raise WeightsError(f"{path} is missing")
+    expected = manifest["files"].get(name)
+    if expected is None:
+        raise WeightsError(f"{name} is not listed in {Path(weights_dir) / MANIFEST}")
+    actual = sha256_of(path)
+    if actual != expected:
+        raise WeightsError(
+            f"{path} is corrupt or from another model: SHA-256 {actual[:12]}... does not match the manifest's "
+            f"{expected[:12]}... (truncated download? re-export or fetch the weights again)"
+        )
+    return path
+
+
+def load_network(weights_dir: str | Path = WEIGHTS_DIR, hand_model: HandModel | None = None) -> tuple[DualGridNet, dict]:
+    """The verified torch network (eval mode, CPU) and its manifest."""
+    manifest = load_manifest(weights_dir)
+    path = verified_path(weights_dir, STATE_DICT, manifest)
+    hand_model = hand_model or HandModel.load()
+    network = DualGridNet(hand_model.mesh_coords, DualGridNetConfig(**manifest["network"]))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        network.load_state_dict(state)
+    except Exception as exc:  # torch raises several types for bad archives
+        raise WeightsError(f"{path}: cannot load the state dict ({exc})") from exc
+    return network.eval(), manifest
+
+
+def export_onnx(network: DualGridNet, path: Path) -> None:
+    network = network.eval()
+    example = torch.zeros(1, 1, network.config.crop_size, network.config.crop_size)
+    torch.onnx.export(
+        network,
+        (example,),
+        str(path),
+        input_names=[ONNX_INPUT],
+        output_names=list(ONNX_OUTPUTS),
+        opset_version=ONNX_OPSET,
+        dynamo=False,
+    )
+
+
+def export_weights(network: DualGridNet, cube_size_m: float, out_dir: str | Path, training: dict | None = None) -> dict:
+    """Write dgn.pt, dgn.onnx and the manifest into ``out_dir``; returns the manifest."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+    torch.save(state, out_dir / STATE_DICT)
+    export_onnx(network.cpu(), out_dir / ONNX)
+    manifest = {
+        "network": network.config.to_dict(),
+        "cube_size_m": float(cube_size_m),
+        "parameters": int(sum(p.numel() for p in network.parameters())),
+        "onnx": {"input": ONNX_INPUT, "input_shape": [1, 1, network.config.crop_size, network.config.crop_size], "outputs": list(ONNX_OUTPUTS), "opset": ONNX_OPSET},
+        "hand_model_sha256": sha256_of(DEFAULT_ASSET),
+        "files": {STATE_DICT: sha256_of(out_dir / STATE_DICT), ONNX: sha256_of(out_dir / ONNX)},
+        "training": training or {},
+    }
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def random_input(seed: int = 0, crop_size: int = 64) -> np.ndarray:
+    """(1, 1, S, S) float32 crop-like input for parity tests and benchmarks."""
+    rng = np.random.default_rng(seed)
+    depth = np.ones((1, 1, crop_size, crop_size), np.float32)
+    yy, xx = np.mgrid[:crop_size, :crop_size]
+    blob = (xx - crop_size / 2) ** 2 / 300 + (yy - crop_size / 2) ** 2 / 500 < 1
+    depth[0, 0][blob] = rng.uniform(-0.4, 0.3, blob.sum()).astype(np.float32)
+    return depth
