@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole GPU job in one call, for a machine with an NVIDIA GPU and PyTorch (CUDA) but
+# nothing else installed: train the "gpu" recipe, evaluate the result, measure the GPU
+# backends, and pack weights, logs and results into $OUT/gpu_run.tar.gz.
+#
+#   OUT=/some/dir bash benchmarks/gpu_session.sh [MAX_TRAIN_MINUTES]
+#
+# Needs numpy, numba, scipy, opencv-python-headless, onnx, onnxruntime, tqdm, matplotlib.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
+out=${OUT:-out/gpu_session}
+minutes=${1:-9}
+run=runs/gpu
+mkdir -p "$out" "$run"
+python=${PYTHON:-python3}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/session.log"
+
+"$python" -m tracker.train --out "$run" --recipe gpu --max-minutes "$minutes" --no-resume 2>&1 \
+  | tr '\r' '\n' | grep -v '^training: ' | tee -a "$out/session.log"
+"$python" -m tracker.evaluate --weights "$run/export" --out "$run/eval" --frames 1000 --no-model-card 2>&1 \
+  | tr '\r' '\n' | grep -v '^held-out synthetic: ' | tee -a "$out/session.log"
+"$python" -m benchmarks.network_speed --weights "$run/export" --backends torch-cuda,torch,onnxruntime \
+  --out "$run/network_speed_gpu.json" 2>&1 | tee -a "$out/session.log"
+tar -czf "$out/gpu_run.tar.gz" -C "$run" export eval metrics.csv config.json summary.json network_speed_gpu.json
+ls -la "$out"

@@ -1,0 +1,222 @@
+"""Network speed: batch-1 forward latency per inference backend, and the numba refit.
+
+    python -m benchmarks.network_speed                          # weights/, every backend
+    python -m benchmarks.network_speed --weights /tmp/dgn --backends onnxruntime,torch --iterations 200
+    python -m benchmarks.network_speed --threads 1               # CPU backends on one core
+
+Per backend: build it (``setup_s``, which includes a TensorRT engine build on a cold cache),
+``--warmup`` untimed runs, then ``--iterations`` timed ``run`` calls on one fixed crop, each
+including the host->device and device->host copies the live loop pays. Reports median /
+p90 / p99 latency in ms and sequential runs per second, plus the largest output deviation
+from the torch CPU reference (max|a - b| / max|b| per output). TensorRT is measured at fp16
+and fp32. A backend that cannot run here is recorded as {"skipped": reason}.
+
+The refit (``Refit.fit``, numba) runs on the reference's output vertices; its time adds to
+the network's per frame.
+
+Results go to ``benchmarks/results/network_speed_<device>.json`` (device: "cpu", or the
+sanitised name of the CUDA GPU torch sees) with the machine, the network config from the
+manifest and the library versions. Any exported weights directory works (``--weights``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.machine import machine_info
+from tracker.backends import (
+    BACKENDS,
+    Backend,
+    BackendUnavailable,
+    TensorRTBackend,
+    TorchBackend,
+    create_backend,
+    physical_cores,
+)
+from tracker.hand_model import HandModel
+from tracker.refit import Refit
+from tracker.weights import ONNX, ONNX_OUTPUTS, WEIGHTS_DIR, WeightsError, load_manifest, random_input
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def device_tag() -> str:
+    if not torch.cuda.is_available():
+        return "cpu"
+    return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name().lower()).strip("-") or "cuda"
+
+
+def library_versions() -> dict:
+    versions = {"torch": torch.__version__, "numpy": np.__version__, "cuda": torch.version.cuda}
+    for name in ("onnxruntime", "onnx", "numba", "tensorrt"):
+        try:
+            versions[name] = importlib.import_module(name).__version__
+        except ImportError:
+            versions[name] = None
+    return versions
+
+
+def latency_stats(times_s: list[float]) -> dict:
+    ms = np.asarray(times_s) * 1e3
+    return {
+        "iterations": len(ms),
+        "median_ms": float(np.median(ms)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "min_ms": float(ms.min()),
+        "runs_per_second": float(len(ms) / (ms.sum() / 1e3)),
+    }
+
+
+def time_calls(fn, warmup: int, iterations: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def max_relative_error(out: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, float]:
+    return {
+        n: float(np.max(np.abs(out[n] - reference[n])) / max(float(np.max(np.abs(reference[n]))), 1e-6))
+        for n in ONNX_OUTPUTS
+    }
+
+
+def variants(name: str, threads: int | None) -> list[tuple[str, dict]]:
+    """(result key, create_backend options) for each configuration of one backend measured."""
+    if name == "onnxruntime" and threads is not None:
+        return [(name, {"threads": threads})]
+    if name == "tensorrt":
+        return [("tensorrt-fp16", {"precision": "fp16"}), ("tensorrt-fp32", {"precision": "fp32"})]
+    return [(name, {})]
+
+
+def measure_backend(
+    name: str, options: dict, weights: Path, depth: np.ndarray, reference, warmup: int, iterations: int
+) -> dict:
+    t0 = time.perf_counter()
+    try:
+        backend: Backend = create_backend(name, weights, **options)
+    except BackendUnavailable as exc:
+        return {"skipped": str(exc)}
+    setup_s = time.perf_counter() - t0
+    try:
+        result = {"setup_s": setup_s, **latency_stats(time_calls(lambda: backend.run(depth), warmup, iterations))}
+        result["max_relative_error_vs_torch_cpu"] = max_relative_error(backend.run(depth), reference)
+        if isinstance(backend, TensorRTBackend):
+            result.update(engine=str(backend.engine_path), engine_built_now=backend.built_engine)
+        if hasattr(backend, "threads"):
+            result["threads"] = backend.threads
+    finally:
+        backend.close()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.network_speed", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--weights", type=Path, default=WEIGHTS_DIR, help="exported weights directory (default %(default)s)"
+    )
+    parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated, from: %(default)s")
+    parser.add_argument("--iterations", type=int, default=300, help="timed runs per backend (default %(default)s)")
+    parser.add_argument("--warmup", type=int, default=30, help="untimed runs first (default %(default)s)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch and onnxruntime (default: their own defaults)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="result JSON (default benchmarks/results/network_speed_<device>.json)"
+    )
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.backends.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown:
+        parser.error(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
+    if args.iterations < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
+        parser.error("--iterations and --threads must be >= 1, --warmup >= 0")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        manifest = load_manifest(args.weights)
+        reference_backend = TorchBackend(args.weights)
+    except WeightsError as exc:
+        print(
+            f"error: {exc}\n(pass --weights DIR with a directory written by tracker.weights.export_weights)",
+            file=sys.stderr,
+        )
+        return 2
+
+    depth = random_input(seed=0, crop_size=int(manifest["network"]["crop_size"]))
+    reference = reference_backend.run(depth)
+    reference_backend.close()
+    tag = device_tag()
+    result = {
+        "benchmark": "network_speed",
+        "device": tag,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "machine": machine_info(),
+        "physical_cores": physical_cores(),
+        # Other work on the machine inflates the tails (p90/p99) first; keep the evidence.
+        "load_average_1min_at_start": os.getloadavg()[0],
+        "torch_threads": torch.get_num_threads(),
+        "versions": library_versions(),
+        "weights": {
+            "dir": str(args.weights.resolve()),
+            "onnx_sha256": manifest["files"][ONNX],
+            "parameters": manifest.get("parameters"),
+        },
+        "network": manifest["network"],
+        "settings": {"warmup": args.warmup, "iterations": args.iterations, "batch": 1, "threads": args.threads},
+        "backends": {},
+    }
+    for name in names:
+        for key, options in variants(name, args.threads):
+            print(f"{key} ...", file=sys.stderr, flush=True)
+            result["backends"][key] = measure_backend(
+                name, options, args.weights, depth, reference, args.warmup, args.iterations
+            )
+    if torch.cuda.is_available() and "torch" in names:
+        # Eager CUDA next to the graph-replay backend shows what the CUDA graph saves.
+        result["backends"]["torch-cuda-eager"] = measure_backend(
+            "torch", {"device": "cuda"}, args.weights, depth, reference, args.warmup, args.iterations
+        )
+
+    refit = Refit(HandModel.load())
+    vertices = reference["vertices"][0]
+    refit_times = time_calls(
+        lambda: refit.fit(vertices), warmup=5, iterations=args.iterations
+    )  # warm-up compiles the numba kernels
+    result["refit"] = {"vertices": int(vertices.shape[0]), **latency_stats(refit_times)}
+
+    result["load_average_1min_at_end"] = os.getloadavg()[0]
+    out = args.out or RESULTS_DIR / f"network_speed_{tag}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    summary = {
+        k: (
+            {m: round(v, 3) for m, v in r.items() if m.endswith("_ms") or m == "runs_per_second"}
+            if "skipped" not in r
+            else r
+        )
+        for k, r in {**result["backends"], "refit": result["refit"]}.items()
+    }
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

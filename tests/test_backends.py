@@ -1,0 +1,271 @@
+"""Inference backends: parity with the torch reference, the ONNX export, checked weights
+loading and explicit errors for backends this machine cannot run.
+
+A small randomly initialised network stands in for the trained one (same graph, fewer
+channels), so the file runs in seconds and does not need ``weights/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tracker.backends import (
+    BACKENDS,
+    Backend,
+    BackendUnavailable,
+    OnnxRuntimeBackend,
+    TensorRTBackend,
+    TorchBackend,
+    TorchCudaGraphBackend,
+    create_backend,
+    default_engine_cache_dir,
+    engine_cache_path,
+    physical_cores,
+)
+from tracker.network import DualGridNet, DualGridNetConfig
+from tracker.weights import (
+    MANIFEST,
+    ONNX,
+    ONNX_INPUT,
+    ONNX_OUTPUTS,
+    STATE_DICT,
+    WeightsError,
+    export_weights,
+    load_manifest,
+    random_input,
+)
+
+SMALL = DualGridNetConfig(image_channels=16, mesh_channels=16, feature_channels=8)
+CUDA = torch.cuda.is_available()
+
+
+def relative_error(actual: np.ndarray, reference: np.ndarray, eps: float = 1e-6) -> float:
+    """max|a - b| / max(max|b|, eps) over one output.
+
+    Normalising by the output's peak magnitude, not element-wise, makes the bound
+    scale-free across outputs that live on different scales (mesh coordinates up to 16,
+    offsets below 1) without blowing up on elements that happen to be near zero, where
+    float32 reassociation in a different kernel library leaves an absolute, not relative,
+    error. eps only guards an all-zero output.
+    """
+    return float(np.max(np.abs(actual - reference)) / max(float(np.max(np.abs(reference))), eps))
+
+
+def expected_shapes(config: DualGridNetConfig, num_vertices: int) -> dict[str, tuple[int, ...]]:
+    s, g = config.crop_size, config.mesh_grid_size
+    return {
+        "mesh_coords": (1, 2, s, s),
+        "hand_logit": (1, 1, s, s),
+        "grid_offsets": (1, 3, g, g),
+        "vertices": (1, num_vertices, 3),
+    }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    # The test network is tiny: with several intra-op threads torch spends its time in thread
+    # hand-offs, and on a machine busy with other work those stall for seconds per forward.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory, hand_model) -> Path:
+    torch.manual_seed(0)
+    network = DualGridNet(hand_model.mesh_coords, SMALL)
+    # Train-mode passes move BatchNorm's running statistics off their (0, 1) initial values,
+    # so an export that folded or dropped them would change the outputs and fail parity.
+    network.train()
+    with torch.no_grad():
+        for _ in range(3):
+            network(torch.randn(4, 1, SMALL.crop_size, SMALL.crop_size))
+    network.eval()
+    out = tmp_path_factory.mktemp("dgn_weights")
+    export_weights(network, 0.25, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(weights_dir) -> dict[str, np.ndarray]:
+    with TorchBackend(weights_dir) as backend:
+        return backend.run(random_input(seed=1, crop_size=SMALL.crop_size))
+
+
+def copy_weights(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for name in (MANIFEST, STATE_DICT, ONNX):
+        shutil.copy(src / name, dst / name)
+    return dst
+
+
+def test_torch_reference_outputs(reference, hand_model):
+    assert set(reference) == set(ONNX_OUTPUTS)
+    for name, shape in expected_shapes(SMALL, hand_model.num_vertices).items():
+        assert reference[name].shape == shape and reference[name].dtype == np.float32, name
+        assert np.all(np.isfinite(reference[name])), name
+
+
+def test_onnxruntime_matches_torch(weights_dir, reference):
+    with create_backend("onnxruntime", weights_dir, threads=1) as backend:
+        assert isinstance(backend, Backend)
+        out = backend.run(random_input(seed=1, crop_size=SMALL.crop_size))
+    assert set(out) == set(ONNX_OUTPUTS)
+    for name in ONNX_OUTPUTS:
+        assert out[name].dtype == np.float32 and out[name].shape == reference[name].shape, name
+        assert relative_error(out[name], reference[name]) < 1e-4, name
+
+
+def test_onnxruntime_defaults_and_missing_provider(weights_dir):
+    with OnnxRuntimeBackend(weights_dir) as backend:
+        assert 1 <= backend.threads == physical_cores() <= os.cpu_count()
+        assert backend.providers == ("CPUExecutionProvider",)
+    with pytest.raises(BackendUnavailable, match="not \\['NoSuchExecutionProvider'\\]"):
+        OnnxRuntimeBackend(weights_dir, providers=("NoSuchExecutionProvider",))
+
+
+def test_onnx_export_round_trip(weights_dir, hand_model):
+    onnx = pytest.importorskip("onnx")
+    manifest = load_manifest(weights_dir)
+    model = onnx.load(str(weights_dir / ONNX))
+    onnx.checker.check_model(model, full_check=True)
+
+    def static_shape(value_info) -> tuple[int, ...]:
+        dims = value_info.type.tensor_type.shape.dim
+        assert all(d.HasField("dim_value") for d in dims), f"{value_info.name} has a symbolic dimension"
+        return tuple(d.dim_value for d in dims)
+
+    assert [i.name for i in model.graph.input] == [ONNX_INPUT] == [manifest["onnx"]["input"]]
+    assert static_shape(model.graph.input[0]) == tuple(manifest["onnx"]["input_shape"])
+    assert [o.name for o in model.graph.output] == list(ONNX_OUTPUTS) == manifest["onnx"]["outputs"]
+    shapes = expected_shapes(SMALL, hand_model.num_vertices)
+    for output in model.graph.output:
+        assert static_shape(output) == shapes[output.name], output.name
+    float32 = onnx.TensorProto.FLOAT
+    assert all(v.type.tensor_type.elem_type == float32 for v in [*model.graph.input, *model.graph.output])
+
+
+def test_truncated_onnx_is_rejected(weights_dir, tmp_path):
+    broken = copy_weights(weights_dir, tmp_path / "w")
+    data = (broken / ONNX).read_bytes()
+    (broken / ONNX).write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match=r"dgn\.onnx is corrupt or from another model.*SHA-256"):
+        create_backend("onnxruntime", broken)
+
+
+def test_truncated_state_dict_is_rejected(weights_dir, tmp_path):
+    broken = copy_weights(weights_dir, tmp_path / "w")
+    data = (broken / STATE_DICT).read_bytes()
+    (broken / STATE_DICT).write_bytes(data[:-100])
+    with pytest.raises(WeightsError, match=r"dgn\.pt is corrupt or from another model.*re-export"):
+        create_backend("torch", broken)
+
+
+def test_changed_state_dict_is_rejected(weights_dir, tmp_path):
+    broken = copy_weights(weights_dir, tmp_path / "w")
+    data = bytearray((broken / STATE_DICT).read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte flipped
+    (broken / STATE_DICT).write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match=r"dgn\.pt is corrupt or from another model"):
+        create_backend("torch", broken)
+
+
+def test_missing_weights_dir_says_so(tmp_path):
+    with pytest.raises(WeightsError, match="dgn.json missing"):
+        create_backend("onnxruntime", tmp_path)
+
+
+def test_unknown_backend_lists_valid_names(weights_dir):
+    with pytest.raises(ValueError, match="unknown inference backend 'tflite'") as info:
+        create_backend("tflite", weights_dir)
+    for name in BACKENDS:
+        assert name in str(info.value)
+
+
+def test_wrong_input_is_rejected(weights_dir):
+    with OnnxRuntimeBackend(weights_dir, threads=1) as backend:
+        with pytest.raises(ValueError, match=r"expected a \(1, 1, 64, 64\) float32 crop"):
+            backend.run(np.zeros((1, 64, 64), np.float32))
+        with pytest.raises(ValueError, match="expected float32 input, got float64"):
+            backend.run(np.zeros((1, 1, 64, 64)))
+
+
+def test_tensorrt_missing_is_unavailable(weights_dir, monkeypatch):
+    # A None entry in sys.modules makes `import tensorrt` raise ImportError even where it is installed.
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(BackendUnavailable, match=r"pip install -e '\.\[gpu\]' on a machine with an NVIDIA GPU"):
+        create_backend("tensorrt", weights_dir)
+
+
+def test_cuda_backends_without_cuda_are_unavailable(weights_dir, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(BackendUnavailable, match="needs an NVIDIA GPU with CUDA.*onnxruntime"):
+        create_backend("torch-cuda", weights_dir)
+    with pytest.raises(BackendUnavailable, match="needs an NVIDIA GPU"):
+        create_backend("torch", weights_dir, device="cuda")
+
+
+@pytest.mark.skipif(CUDA, reason="this machine has CUDA; the unavailable path is covered by the monkeypatched test")
+def test_gpu_backends_unavailable_here(weights_dir):
+    with pytest.raises(BackendUnavailable):
+        create_backend("torch-cuda", weights_dir)
+    with pytest.raises(BackendUnavailable):
+        create_backend("tensorrt", weights_dir)
+
+
+def test_engine_cache_key_and_location(monkeypatch, tmp_path):
+    path = engine_cache_path(tmp_path, "NVIDIA GeForce RTX 4090/x", "10.7.0.post1", "ab" * 32, "fp16")
+    assert path.parent == tmp_path
+    assert path.name == f"NVIDIA-GeForce-RTX-4090-x_trt10.7.0.post1_{'ab' * 32}_fp16.engine"
+    assert engine_cache_path(tmp_path, "g", "10.7", "ab" * 32, "fp32") != engine_cache_path(
+        tmp_path, "g", "10.7", "ab" * 32, "fp16"
+    )
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_engine_cache_dir() == tmp_path / "dgn-hand-tracker" / "tensorrt"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the XDG spec says relative paths are invalid
+    assert default_engine_cache_dir() == Path.home() / ".cache" / "dgn-hand-tracker" / "tensorrt"
+
+
+def test_engine_cache_inside_repo_is_refused(weights_dir):
+    with pytest.raises(ValueError, match="inside the repository"):
+        TensorRTBackend(weights_dir, cache_dir=Path(__file__).resolve().parent / "engines")
+    with pytest.raises(ValueError, match="precision must be 'fp16' or 'fp32'"):
+        TensorRTBackend(weights_dir, precision="int8")
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_torch_cuda_graph_matches_torch(weights_dir, reference):
+    with TorchCudaGraphBackend(weights_dir) as backend:
+        first = backend.run(random_input(seed=1, crop_size=SMALL.crop_size))
+        backend.run(random_input(seed=2, crop_size=SMALL.crop_size))
+        again = backend.run(random_input(seed=1, crop_size=SMALL.crop_size))
+    for name in ONNX_OUTPUTS:
+        # cuDNN may use TF32 convolutions (10-bit mantissa), hence 1e-2 rather than 1e-4.
+        assert relative_error(first[name], reference[name]) < 1e-2, name
+        np.testing.assert_array_equal(first[name], again[name])  # replay reads the new input each time
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("precision, tolerance", [("fp32", 1e-4), ("fp16", 5e-2)])
+def test_tensorrt_matches_torch(weights_dir, reference, tmp_path, precision, tolerance):
+    pytest.importorskip("tensorrt")
+    backend = TensorRTBackend(weights_dir, precision=precision, cache_dir=tmp_path)
+    assert backend.built_engine and backend.engine_path.is_file() and backend.engine_path.parent == tmp_path
+    out = backend.run(random_input(seed=1, crop_size=SMALL.crop_size))
+    backend.close()
+    for name in ONNX_OUTPUTS:
+        assert relative_error(out[name], reference[name]) < tolerance, name
+    cached = TensorRTBackend(weights_dir, precision=precision, cache_dir=tmp_path)
+    assert not cached.built_engine
+    np.testing.assert_allclose(
+        cached.run(random_input(seed=1, crop_size=SMALL.crop_size))["vertices"], out["vertices"], rtol=0, atol=1e-6
+    )
+    cached.close()

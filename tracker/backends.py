@@ -1,0 +1,475 @@
+"""Inference backends: one interface over torch, onnxruntime and TensorRT for the live loop.
+
+The tracker calls ``backend.run(depth)`` once per frame with the (1, 1, S, S) float32 crop
+from ``tracker.crop`` (S = 64) and gets back the network's four outputs as float32 numpy
+arrays, named as in the ONNX export (``tracker.weights.ONNX_OUTPUTS``):
+
+    mesh_coords   (1, 2, S, S)  mesh coordinate of each pixel, grid units (0..G)
+    hand_logit    (1, 1, S, S)  hand-pixel logit
+    grid_offsets  (1, 3, G, G)  3-D offsets on the mesh grid, crop-normalised units
+    vertices      (1, V, 3)     P_s, crop-normalised units (input to ``tracker.refit``)
+
+Backends (``create_backend(name)``):
+
+* ``onnxruntime``  CPU, the default for machines without an NVIDIA GPU;
+* ``torch``        the reference implementation (eval mode, no autograd), CPU or CUDA;
+* ``torch-cuda``   torch on CUDA replaying one captured CUDA graph per frame;
+* ``tensorrt``     an engine built from the shipped ONNX on first use and cached per GPU,
+  TensorRT version, ONNX checksum and precision under the user cache directory.
+
+Every backend loads its weights file through the manifest's SHA-256 check
+(``tracker.weights``). A backend that cannot run on this machine raises
+``BackendUnavailable`` when created; the caller chose it explicitly, so nothing falls back
+to another backend behind its back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from tracker.weights import (
+    ONNX,
+    ONNX_INPUT,
+    ONNX_OUTPUTS,
+    WEIGHTS_DIR,
+    WeightsError,
+    load_manifest,
+    load_network,
+    verified_path,
+)
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: GPU scratch memory TensorRT may use while choosing kernels (bytes); the network needs far
+#: less, the limit only bounds what the builder tries.
+DEFAULT_TRT_WORKSPACE_BYTES = 1 << 30
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run on this machine (missing package or GPU)."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Batch-1 network inference: (1, 1, S, S) float32 crop -> the four named float32 outputs."""
+
+    name: str
+
+    def run(self, depth: np.ndarray) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+class _BackendBase:
+    """Input checking and context-manager support shared by the backends."""
+
+    name = "?"
+    crop_size: int
+
+    def _checked_input(self, depth: np.ndarray) -> np.ndarray:
+        s = self.crop_size
+        if not isinstance(depth, np.ndarray) or depth.shape != (1, 1, s, s):
+            got = depth.shape if isinstance(depth, np.ndarray) else type(depth).__name__
+            raise ValueError(f"{self.name}: expected a (1, 1, {s}, {s}) float32 crop, got {got}")
+        if depth.dtype != np.float32:
+            # Casting here would hide a float64 pipeline that costs a copy every frame.
+            raise ValueError(f"{self.name}: expected float32 input, got {depth.dtype}; make the crop float32 upstream")
+        return np.ascontiguousarray(depth)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _require_cuda(backend: str) -> None:
+    if not torch.cuda.is_available():
+        raise BackendUnavailable(
+            f"the {backend} backend needs an NVIDIA GPU with CUDA, and torch {torch.__version__} sees none "
+            "(a CPU-only torch build, no driver, or CUDA_VISIBLE_DEVICES hides the GPU); "
+            "use the 'onnxruntime' backend on this machine"
+        )
+
+
+def physical_cores() -> int:
+    """Physical CPU cores this process may run on (hyper-threads counted once).
+
+    Linux: distinct (package, core) pairs among the CPUs in the affinity mask, from sysfs.
+    Elsewhere, or if sysfs is unreadable, the logical CPU count: the cost of over-counting is
+    a slower session, never a wrong result.
+    """
+    try:
+        cpus = os.sched_getaffinity(0)
+        cores = set()
+        for cpu in cpus:
+            topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+            cores.add(
+                ((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip())
+            )
+        return max(1, len(cores))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+# --------------------------------------------------------------------------- torch
+
+
+class TorchBackend(_BackendBase):
+    """The reference: the torch network from ``dgn.pt``, eval mode, no autograd."""
+
+    name = "torch"
+
+    def __init__(self, weights_dir: str | Path = WEIGHTS_DIR, device: str = "cpu") -> None:
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            _require_cuda("torch (device='cuda')")
+        network, self.manifest = load_network(weights_dir)
+        self.network = network.to(self.device).eval()
+        self.crop_size = self.network.config.crop_size
+
+    def run(self, depth: np.ndarray) -> dict[str, np.ndarray]:
+        x = torch.from_numpy(self._checked_input(depth)).to(self.device)
+        with torch.inference_mode():
+            out = self.network(x)
+        return {name: out[name].float().cpu().numpy() for name in ONNX_OUTPUTS}
+
+    def close(self) -> None:
+        self.network = None
+
+
+class TorchCudaGraphBackend(_BackendBase):
+    """torch on CUDA, the whole forward captured once as a CUDA graph and replayed per frame.
+
+    At batch 1 the eager network is bound by kernel-launch overhead (hundreds of small
+    kernels); a graph replay launches them all in one call. The graph reads a fixed input
+    buffer and writes fixed output buffers, so each frame copies in and copies out.
+    Convolutions follow torch's cuDNN defaults (TF32 allowed on Ampere and newer).
+    """
+
+    name = "torch-cuda"
+
+    def __init__(self, weights_dir: str | Path = WEIGHTS_DIR, warmup_runs: int = 3) -> None:
+        _require_cuda(self.name)
+        self.device = torch.device("cuda")
+        network, self.manifest = load_network(weights_dir)
+        self.network = network.to(self.device).eval()
+        s = self.crop_size = self.network.config.crop_size
+        self.static_input = torch.zeros((1, 1, s, s), dtype=torch.float32, device=self.device)
+        # Warm-up on a side stream, as capture requires: it lets cuDNN pick its algorithms and
+        # the caching allocator settle before the graph's memory pool is recorded.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), torch.inference_mode():
+            for _ in range(warmup_runs):
+                self.network(self.static_input)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(self.graph):
+            self.static_outputs = self.network(self.static_input)
+        # Pinned host buffers make the per-frame copies true DMA transfers.
+        self.host_input = torch.empty((1, 1, s, s), dtype=torch.float32, pin_memory=True)
+        self.host_outputs = {
+            n: torch.empty(self.static_outputs[n].shape, dtype=torch.float32, pin_memory=True) for n in ONNX_OUTPUTS
+        }
+
+    def run(self, depth: np.ndarray) -> dict[str, np.ndarray]:
+        self.host_input.numpy()[...] = self._checked_input(depth)
+        self.static_input.copy_(self.host_input, non_blocking=True)
+        self.graph.replay()
+        for name, host in self.host_outputs.items():
+            host.copy_(self.static_outputs[name], non_blocking=True)
+        torch.cuda.current_stream().synchronize()
+        # Copies: the host buffers are overwritten by the next frame.
+        return {name: host.numpy().copy() for name, host in self.host_outputs.items()}
+
+    def close(self) -> None:
+        self.graph = self.static_outputs = self.static_input = self.network = None
+
+
+# --------------------------------------------------------------------------- onnxruntime
+
+
+class OnnxRuntimeBackend(_BackendBase):
+    """onnxruntime with the verified ``dgn.onnx``, on the CPU unless ``providers`` says otherwise.
+
+    One frame at a time, so the session runs sequentially (no inter-op parallelism) with one
+    intra-op thread per physical core by default: hyper-threads share the core's vector
+    units and only add synchronisation cost for convolutions this small. On a machine that
+    is busy with other work, fewer threads than cores avoid stalls (see
+    ``benchmarks.network_speed --threads``).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        weights_dir: str | Path = WEIGHTS_DIR,
+        threads: int | None = None,
+        providers: tuple[str, ...] = ("CPUExecutionProvider",),
+    ) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendUnavailable(
+                f"the onnxruntime backend needs the onnxruntime package ({exc}); pip install onnxruntime"
+            ) from exc
+        missing = [p for p in providers if p not in ort.get_available_providers()]
+        if missing:
+            # onnxruntime itself would warn and quietly run on the CPU instead.
+            raise BackendUnavailable(
+                f"onnxruntime {ort.__version__} here offers {ort.get_available_providers()}, not {missing}; "
+                "install the onnxruntime build for that provider or leave providers at the CPU default"
+            )
+        self.providers = tuple(providers)
+        self.manifest = load_manifest(weights_dir)
+        path = verified_path(weights_dir, ONNX, self.manifest)
+        self.crop_size = int(self.manifest["network"]["crop_size"])
+        self.threads = physical_cores() if threads is None else int(threads)
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=list(self.providers))
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
+            raise WeightsError(f"{path}: onnxruntime cannot load the model ({exc}); re-export the weights") from exc
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if inputs != [ONNX_INPUT] or set(outputs) != set(ONNX_OUTPUTS):
+            raise WeightsError(
+                f"{path}: expected input {[ONNX_INPUT]} and outputs {list(ONNX_OUTPUTS)}, got {inputs} and {outputs}; "
+                "the file was not written by tracker.weights.export_onnx, re-export it"
+            )
+        self.ort_version = ort.__version__
+
+    def run(self, depth: np.ndarray) -> dict[str, np.ndarray]:
+        values = self.session.run(list(ONNX_OUTPUTS), {ONNX_INPUT: self._checked_input(depth)})
+        return {name: np.asarray(v, np.float32) for name, v in zip(ONNX_OUTPUTS, values, strict=True)}
+
+    def close(self) -> None:
+        self.session = None
+
+
+# --------------------------------------------------------------------------- TensorRT
+
+
+def _sanitise(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "unknown"
+
+
+def default_engine_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/dgn-hand-tracker/tensorrt`` (``~/.cache`` when unset or relative, per XDG)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".cache"
+    return root / "dgn-hand-tracker" / "tensorrt"
+
+
+def engine_cache_path(
+    cache_dir: str | Path, gpu_name: str, tensorrt_version: str, onnx_sha256: str, precision: str
+) -> Path:
+    """Where the engine for this GPU, TensorRT version, ONNX file and precision is cached.
+
+    An engine is only valid for the GPU model and TensorRT version that built it, and for one
+    network file; all four go into the name, so a new model or upgrade builds a fresh engine.
+    """
+    name = "_".join(
+        [_sanitise(gpu_name), "trt" + _sanitise(tensorrt_version), _sanitise(onnx_sha256), _sanitise(precision)]
+    )
+    return Path(cache_dir) / f"{name}.engine"
+
+
+def _import_tensorrt():
+    try:
+        import tensorrt
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"the tensorrt backend needs NVIDIA TensorRT >= 10 ({exc}); "
+            "pip install -e '.[gpu]' on a machine with an NVIDIA GPU, or use the 'onnxruntime' backend"
+        ) from exc
+    return tensorrt
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
+
+
+class TensorRTBackend(_BackendBase):
+    """A TensorRT engine built from the shipped ``dgn.onnx``, cached per GPU and model.
+
+    The first run on a machine builds the engine (tens of seconds) and writes it to
+    ``cache_dir`` (default ``default_engine_cache_dir()``, never the repository); later runs
+    deserialize it. torch CUDA tensors serve as the engine's device buffers, so no pycuda.
+
+    precision "fp16" lets TensorRT pick half-precision kernels (I/O stays float32); it needs
+    a GPU with fast FP16 and TensorRT 10.x (TensorRT 11 removed weakly typed FP16 builds).
+    "fp32" also disables TF32, so its outputs track the torch reference to float precision.
+    """
+
+    name = "tensorrt"
+
+    def __init__(
+        self,
+        weights_dir: str | Path = WEIGHTS_DIR,
+        precision: str = "fp16",
+        cache_dir: str | Path | None = None,
+        workspace_bytes: int = DEFAULT_TRT_WORKSPACE_BYTES,
+    ) -> None:
+        if precision not in ("fp16", "fp32"):
+            raise ValueError(f"precision must be 'fp16' or 'fp32', got {precision!r}")
+        self.precision = precision
+        cache_dir = Path(cache_dir) if cache_dir is not None else default_engine_cache_dir()
+        if cache_dir.resolve().is_relative_to(REPO_ROOT):
+            # Engines are per-machine binaries of ~MBs; one committed by accident is useless elsewhere.
+            raise ValueError(
+                f"TensorRT engine cache {cache_dir} is inside the repository {REPO_ROOT}; choose a directory outside it"
+            )
+        trt = _import_tensorrt()
+        self.tensorrt_version = trt.__version__
+        if _version_tuple(trt.__version__) < (8, 5):
+            raise BackendUnavailable(
+                f"TensorRT {trt.__version__} lacks the named-tensor API (execute_async_v3); install TensorRT >= 10"
+            )
+        _require_cuda(self.name)
+        self.device = torch.device("cuda")
+        self.manifest = load_manifest(weights_dir)
+        onnx_path = verified_path(weights_dir, ONNX, self.manifest)
+        self.crop_size = int(self.manifest["network"]["crop_size"])
+        self.gpu_name = torch.cuda.get_device_name(self.device)
+        self.engine_path = engine_cache_path(
+            cache_dir, self.gpu_name, trt.__version__, self.manifest["files"][ONNX], precision
+        )
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.built_engine = not self.engine_path.is_file()
+        if self.built_engine:
+            self._build(trt, onnx_path, workspace_bytes)
+        self.runtime = trt.Runtime(self.logger)
+        self.engine = self.runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+        if self.engine is None:
+            raise RuntimeError(
+                f"TensorRT could not deserialize the cached engine {self.engine_path} (see the TensorRT log above); "
+                "delete the file and it is rebuilt on the next start"
+            )
+        self.context = self.engine.create_execution_context()
+        self._bind_buffers(trt)
+        self.stream = torch.cuda.Stream(self.device)
+        # The buffers were allocated on the default stream; order their first use after that.
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+
+    def _build(self, trt, onnx_path: Path, workspace_bytes: int) -> None:
+        log.info(
+            "building TensorRT %s engine for %s from %s (first run on this machine)",
+            self.precision,
+            self.gpu_name,
+            onnx_path,
+        )
+        builder = trt.Builder(self.logger)
+        # Before TensorRT 10 the ONNX parser only accepts explicit-batch networks; from 10 on the
+        # flag is deprecated (and removed in 11) because every network is explicit batch.
+        flags = (
+            0
+            if _version_tuple(trt.__version__) >= (10,)
+            else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+        )
+        network = builder.create_network(flags)
+        parser = trt.OnnxParser(network, self.logger)
+        if not parser.parse_from_file(str(onnx_path)):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise WeightsError(f"{onnx_path}: the TensorRT ONNX parser rejected the model: {errors}")
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
+        if self.precision == "fp16":
+            fp16 = getattr(trt.BuilderFlag, "FP16", None)
+            if fp16 is None:
+                raise BackendUnavailable(
+                    f"TensorRT {trt.__version__} has no FP16 builder flag (weakly typed builds were removed in 11.x); "
+                    "use precision='fp32', or install tensorrt>=10,<11 for FP16"
+                )
+            # Deprecated from TensorRT 10.5 but still answered; where it is gone, FP16 stays an
+            # allowance (weak typing) and TensorRT keeps FP32 kernels the GPU lacks FP16 for.
+            if not getattr(builder, "platform_has_fast_fp16", True):
+                raise BackendUnavailable(f"{self.gpu_name} has no fast FP16 support; use precision='fp32'")
+            config.set_flag(fp16)
+        elif hasattr(trt.BuilderFlag, "TF32"):
+            config.clear_flag(trt.BuilderFlag.TF32)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)")
+        self.engine_path.parent.mkdir(parents=True, exist_ok=True)
+        # Write-then-rename: an interrupted build never leaves a truncated engine under the final name.
+        partial = self.engine_path.with_name(f"{self.engine_path.name}.{os.getpid()}.partial")
+        partial.write_bytes(serialized)
+        os.replace(partial, self.engine_path)
+
+    def _bind_buffers(self, trt) -> None:
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        if set(names) != {ONNX_INPUT, *ONNX_OUTPUTS}:
+            raise WeightsError(
+                f"{self.engine_path}: engine tensors {names} are not {[ONNX_INPUT, *ONNX_OUTPUTS]}; "
+                "delete the file to rebuild it"
+            )
+        self.device_buffers: dict[str, torch.Tensor] = {}
+        for name in names:
+            shape = tuple(self.engine.get_tensor_shape(name))
+            dtype = self.engine.get_tensor_dtype(name)
+            if any(d < 0 for d in shape) or dtype != trt.DataType.FLOAT:
+                raise WeightsError(f"{self.engine_path}: tensor {name} is {shape} {dtype}, expected static float32")
+            buffer = torch.empty(shape, dtype=torch.float32, device=self.device)
+            self.context.set_tensor_address(name, buffer.data_ptr())
+            self.device_buffers[name] = buffer
+        self.host_input = torch.empty(self.device_buffers[ONNX_INPUT].shape, dtype=torch.float32, pin_memory=True)
+        self.host_outputs = {
+            n: torch.empty(self.device_buffers[n].shape, dtype=torch.float32, pin_memory=True) for n in ONNX_OUTPUTS
+        }
+
+    def run(self, depth: np.ndarray) -> dict[str, np.ndarray]:
+        self.host_input.numpy()[...] = self._checked_input(depth)
+        with torch.cuda.stream(self.stream):
+            self.device_buffers[ONNX_INPUT].copy_(self.host_input, non_blocking=True)
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
+            for name, host in self.host_outputs.items():
+                host.copy_(self.device_buffers[name], non_blocking=True)
+        self.stream.synchronize()
+        return {name: host.numpy().copy() for name, host in self.host_outputs.items()}
+
+    def close(self) -> None:
+        # Context before engine before runtime: TensorRT objects must die in reverse creation order.
+        self.context = None
+        self.engine = None
+        self.runtime = None
+        self.device_buffers = {}
+
+
+# --------------------------------------------------------------------------- registry
+
+BACKENDS: dict[str, type] = {
+    "onnxruntime": OnnxRuntimeBackend,
+    "torch": TorchBackend,
+    "torch-cuda": TorchCudaGraphBackend,
+    "tensorrt": TensorRTBackend,
+}
+
+
+def create_backend(name: str, weights_dir: str | Path = WEIGHTS_DIR, **options) -> Backend:
+    """The backend called ``name`` (a key of BACKENDS) with its options.
+
+    Raises BackendUnavailable unchanged when it cannot run here: the choice was explicit.
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"unknown inference backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+    return BACKENDS[name](weights_dir, **options)
