@@ -1,0 +1,299 @@
+"""Frame sources: recordings round-trip bit-exactly, broken inputs fail fast and clearly.
+
+Everything runs without a camera: recordings are written with librealsense's software device
+(``write_recording``), so the playback path is the SDK's own.
+"""
+
+import gc
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rs = pytest.importorskip("pyrealsense2")
+
+from tracker.sources import (  # noqa: E402
+    FolderSource,
+    RealSenseSource,
+    RecordingSource,
+    SourceError,
+    SyntheticSource,
+    open_source,
+    write_recording,
+)
+from tracker.types import CameraIntrinsics, DepthFrame, DistortionModel  # noqa: E402
+
+SR305 = Path(__file__).parent / "data" / "sr305-gestures"
+
+
+@pytest.fixture(scope="module")
+def synthetic_frames(hand_model):
+    with SyntheticSource(seed=3, max_frames=10, hand_model=hand_model) as source:
+        return list(source.frames())
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory, synthetic_frames):
+    """A 10-frame .db3 written at the frames' own pace (0.3 s)."""
+    path = tmp_path_factory.mktemp("rec") / "hand.db3"
+    assert write_recording(path, synthetic_frames) == 10
+    return path
+
+
+def _same_frames(expected, got):
+    assert len(got) == len(expected)
+    for a, b in zip(expected, got):
+        assert b.depth.dtype == np.uint16 and np.array_equal(a.depth, b.depth)
+        assert b.intrinsics == a.intrinsics
+        assert b.depth_scale == a.depth_scale
+        assert b.frame_number == a.frame_number
+        assert b.serial == a.serial
+        # librealsense keeps timestamps to the nanosecond.
+        assert b.timestamp_ms == pytest.approx(a.timestamp_ms, abs=1e-5)
+
+
+def test_recording_plays_back_every_frame_bit_exactly(recording, synthetic_frames):
+    with RecordingSource(recording, realtime=False) as source:
+        assert "depth 640x480" in source.description
+        got = list(source.frames())
+    _same_frames(synthetic_frames, got)
+    assert np.all(np.diff([f.timestamp_ms for f in got]) > 0)
+
+
+def test_recording_round_trips_distortion_and_odd_depth_unit(tmp_path):
+    coeffs = (0.1, -0.02, 0.001, 0.002, 0.0)
+    k = CameraIntrinsics(64, 48, 50.25, 51.5, 31.7, 23.2, DistortionModel.INVERSE_BROWN_CONRADY, coeffs)
+    rng = np.random.default_rng(0)
+    frames = [
+        DepthFrame(rng.integers(0, 65535, (48, 64), dtype=np.uint16), 0.000125, k, 1000.0 + 11.1 * i, "1234", 100 + i)
+        for i in range(5)
+    ]
+    write_recording(tmp_path / "odd.db3", frames, pace=False)
+    with RecordingSource(tmp_path / "odd.db3", realtime=False) as source:
+        _same_frames(frames, list(source.frames()))
+
+
+def test_realtime_playback_of_a_paced_recording(recording, synthetic_frames):
+    began = time.perf_counter()
+    with RecordingSource(recording, realtime=True) as source:
+        got = list(source.frames())
+    # At the recorded pace (0.3 s); a consumer this fast gets every frame, but real time may
+    # skip one on a loaded machine, so only order and the last frame are required.
+    numbers = [f.frame_number for f in got]
+    assert len(got) >= 5 and numbers == sorted(set(numbers)) and numbers[-1] == synthetic_frames[-1].frame_number
+    assert time.perf_counter() - began > 0.25
+
+
+def test_close_from_another_thread_ends_the_iteration_promptly(recording):
+    source = RecordingSource(recording, realtime=True)
+    got, errors = [], []
+
+    def consume():
+        try:
+            for frame in source.frames():
+                got.append(frame)
+                time.sleep(0.05)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    while not got:
+        time.sleep(0.005)
+    began = time.perf_counter()
+    source.close()
+    thread.join(timeout=5)
+    assert not thread.is_alive() and not errors
+    assert time.perf_counter() - began < 1.0
+    assert len(got) < 10
+
+
+def test_close_from_the_consumer_ends_playback(recording):
+    source = RecordingSource(recording, realtime=False)
+    it = source.frames()
+    next(it)
+    source.close()
+    assert list(it) == []
+    source.close()  # idempotent
+
+
+def test_truncated_recording_fails_fast(recording, tmp_path):
+    data = recording.read_bytes()
+    cut = tmp_path / "cut.db3"
+    cut.write_bytes(data[: len(data) // 2])
+    began = time.perf_counter()
+    with pytest.raises(SourceError, match="truncated, corrupt"):
+        list(RecordingSource(cut, realtime=False).frames())
+    assert time.perf_counter() - began < 10
+
+
+@pytest.mark.parametrize("name", ["garbage.db3", "garbage.bag"])
+def test_garbage_file_is_rejected(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(SourceError, match="not a RealSense recording"):
+        RecordingSource(path)
+
+
+def test_missing_and_empty_files(tmp_path):
+    with pytest.raises(SourceError, match="does not exist"):
+        RecordingSource(tmp_path / "nope.db3")
+    (tmp_path / "empty.db3").touch()
+    with pytest.raises(SourceError, match="empty"):
+        RecordingSource(tmp_path / "empty.db3")
+
+
+def test_corrupt_frame_midway_yields_the_frames_before_then_fails(recording, synthetic_frames, tmp_path):
+    broken = tmp_path / "broken.db3"
+    broken.write_bytes(recording.read_bytes())
+    with sqlite3.connect(broken) as db:  # cut the compressed image of the 6th depth frame short
+        rows = db.execute(
+            "SELECT messages.id FROM messages JOIN topics ON messages.topic_id = topics.id "
+            "WHERE topics.name LIKE '%Depth_0/image/data%' ORDER BY messages.timestamp"
+        ).fetchall()
+        assert len(rows) == 10
+        db.execute("UPDATE messages SET data = substr(data, 1, 300) WHERE id = ?", rows[5])
+    got = []
+    with pytest.raises(SourceError, match="corrupt"):
+        for frame in RecordingSource(broken, realtime=False).frames():
+            got.append(frame)
+    _same_frames(synthetic_frames[:5], got)
+
+
+def _write_infrared_only(path: Path) -> None:
+    w, h = 32, 24
+    device = rs.software_device()
+    sensor = device.add_sensor("Stereo Module")
+    stream = rs.video_stream()
+    stream.type, stream.index, stream.uid = rs.stream.infrared, 1, 7
+    stream.width, stream.height, stream.fps, stream.bpp, stream.fmt = w, h, 30, 1, rs.format.y8
+    k = rs.intrinsics()
+    k.width, k.height, k.fx, k.fy, k.ppx, k.ppy = w, h, 30.0, 30.0, 16.0, 12.0
+    k.model, k.coeffs = rs.distortion.none, [0.0] * 5
+    stream.intrinsics = k
+    profile = sensor.add_video_stream(stream, True).as_video_stream_profile()
+    recorder = rs.recorder(str(path), device)
+    recorded = recorder.query_sensors()[0]
+    recorded.open(recorded.get_stream_profiles()[0])
+    queue = rs.frame_queue(1)
+    recorded.start(queue)
+    for i in range(3):
+        frame = rs.software_video_frame()
+        frame.pixels = np.full((h, w), i, np.uint8)
+        frame.stride, frame.bpp, frame.timestamp, frame.frame_number, frame.profile = w, 1, 33.3 * i, i + 1, profile
+        sensor.on_video_frame(frame)
+    recorded.stop()
+    recorded.close()
+    del recorded, queue, recorder, sensor, profile, device
+    gc.collect()
+
+
+def test_recording_without_depth_stream(tmp_path):
+    path = tmp_path / "ir.db3"
+    _write_infrared_only(path)
+    with pytest.raises(SourceError, match="no depth stream") as info:
+        RecordingSource(path)
+    assert "Infrared" in str(info.value)
+
+
+def test_write_recording_rejects_bad_input(tmp_path, synthetic_frames):
+    with pytest.raises(SourceError, match=r"\.db3"):
+        write_recording(tmp_path / "x.bag", synthetic_frames[:1])
+    with pytest.raises(SourceError, match="no frames"):
+        write_recording(tmp_path / "x.db3", [])
+    other = DepthFrame(np.zeros((48, 64), np.uint16), 0.001, CameraIntrinsics(64, 48, 50, 50, 32, 24))
+    with pytest.raises(SourceError, match="one depth stream"):
+        write_recording(tmp_path / "x.db3", [synthetic_frames[0], other], pace=False)
+    # The frame written before the rejected one is in a finalised, playable file.
+    assert len(list(RecordingSource(tmp_path / "x.db3", realtime=False).frames())) == 1
+
+
+def test_folder_source_reads_the_sr305_sample():
+    with FolderSource(SR305) as source:
+        frames = list(source.frames())
+    assert len(frames) == 19
+    first = frames[0]
+    assert first.intrinsics.fx == pytest.approx(476.007) and first.depth_scale == 0.000125
+    assert first.serial == "SR305" and first.depth.dtype == np.uint16
+    assert [f.frame_number for f in frames] == list(range(19))
+    assert frames[1].timestamp_ms == pytest.approx(1000 / 30)
+    # Numeric order within each folder: 30.png before 110.png.
+    names = [p.relative_to(SR305).as_posix() for p in source.files]
+    assert names[:2] == ["20210326-230536/30.png", "20210326-230536/50.png"]
+
+
+def test_folder_errors(tmp_path):
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "0.png"), np.zeros((4, 6), np.uint16))
+    with pytest.raises(SourceError, match="intrinsics.json") as info:
+        FolderSource(tmp_path)
+    assert "depth_scale" in str(info.value) and "fx" in str(info.value)
+    intrinsics = '{"width": 6, "height": 4, "fx": 5, "fy": 5, "cx": 3, "cy": 2}'
+    meta = '{"serial": "x", "depth_scale": 0.001, "intrinsics": %s}' % intrinsics
+    (tmp_path / "intrinsics.json").write_text(meta)
+    cv2.imwrite(str(tmp_path / "1.png"), np.zeros((4, 6), np.uint8))
+    got = []
+    with pytest.raises(SourceError, match="1.png"):
+        for frame in FolderSource(tmp_path).frames():
+            got.append(frame)
+    assert len(got) == 1
+    (tmp_path / "intrinsics.json").write_text('{"depth_scale": 0.001}')
+    with pytest.raises(SourceError, match="intrinsics.json"):
+        FolderSource(tmp_path)
+
+
+def test_synthetic_source_is_deterministic_smooth_and_has_ground_truth(hand_model, synthetic_frames):
+    with SyntheticSource(seed=3, max_frames=10, hand_model=hand_model) as again:
+        for a, b in zip(synthetic_frames, again.frames()):
+            assert np.array_equal(a.depth, b.depth)
+        truth = [again.ground_truth(i) for i in range(10)]
+    assert all(t.shape == (21, 3) for t in truth)
+    assert again.ground_truth(10) is None
+    first = synthetic_frames[0]
+    assert first.serial == "synthetic" and first.depth_scale == 0.001
+    assert (first.intrinsics.width, first.intrinsics.height, first.intrinsics.fx) == (640, 480, 475.0)
+    # Every frame shows the hand near its ground truth depth.
+    for frame, joints in zip(synthetic_frames, truth):
+        wrist = joints[0]
+        u = int(round(frame.intrinsics.fx * wrist[0] / wrist[2] + frame.intrinsics.cx))
+        v = int(round(frame.intrinsics.fy * wrist[1] / wrist[2] + frame.intrinsics.cy))
+        assert 0 <= u < 640 and 0 <= v < 480
+        assert np.count_nonzero(frame.depth) > 400
+    # Smooth: over a stretch that crosses keyframes (2 s each), joints move < 3 cm per frame.
+    source = SyntheticSource(seed=5, hand_model=hand_model)
+    joints = np.stack([source.ground_truth(i) for i in range(0, 200, 1)])
+    step = np.linalg.norm(np.diff(joints, axis=0), axis=-1)
+    assert step.max() < 0.03
+    assert np.linalg.norm(joints[-1] - joints[0], axis=-1).mean() > 0.02  # and it does move
+
+
+def test_synthetic_source_different_seeds_differ(hand_model):
+    a = SyntheticSource(seed=0, hand_model=hand_model).ground_truth(0)
+    b = SyntheticSource(seed=1, hand_model=hand_model).ground_truth(0)
+    assert not np.allclose(a, b)
+
+
+def test_realsense_without_camera_says_so():
+    if len(rs.context().query_devices()) > 0:
+        pytest.skip("a RealSense device is connected")
+    with pytest.raises(SourceError, match="no RealSense camera connected") as info:
+        RealSenseSource()
+    assert "found: nothing" in str(info.value)
+
+
+def test_open_source_specs(tmp_path, recording):
+    with pytest.raises(SourceError, match="accepted") as info:
+        open_source("webcam")
+    for form in ("realsense:SERIAL", ".db3", ".bag", "intrinsics.json", "synthetic"):
+        assert form in str(info.value)
+    with pytest.raises(SourceError, match="live camera"):
+        open_source("synthetic", record_path=tmp_path / "x.db3")
+    assert isinstance(open_source(str(SR305)), FolderSource)
+    with open_source(str(recording)) as source:
+        assert isinstance(source, RecordingSource) and source.realtime
+    with pytest.raises(SourceError, match="does not exist"):
+        open_source(str(tmp_path / "missing.bag"))

@@ -1,0 +1,1177 @@
+"""Where depth frames come from: a RealSense camera, a recording, a folder of PNGs, or a renderer.
+
+Every input of the tracker is a ``FrameSource``: ``frames()`` yields ``DepthFrame`` objects in
+order until the input ends, ``close()`` releases it (and finalises a recording), and every
+failure is a ``SourceError`` whose message says what went wrong and how to fix it. Frames
+always carry the intrinsics (with the lens model), the depth unit and the serial of the
+device or recording they came from; nothing here assumes a particular camera.
+
+* ``RealSenseSource``: a live RealSense camera (D4xx, SR30x) through pyrealsense2, optionally
+  recording to a ROS 2 ``.db3`` file while it streams.
+* ``RecordingSource``: a ``.db3`` (librealsense >= 2.58) or ``.bag`` recording, played back
+  either at its own pace or frame by frame with every frame delivered.
+* ``FolderSource``: 16-bit depth PNGs plus an ``intrinsics.json`` (the format of
+  ``tests/data/sr305-gestures`` and of ``tracker.evaluate``).
+* ``SyntheticSource``: a rendered hand moving smoothly between random poses, with stereo
+  sensor noise and per-frame ground truth; needs no camera.
+
+``open_source(spec)`` turns a command-line string into one of these, and
+``write_recording(path, frames)`` writes any frames into a ``.db3`` that the RealSense SDK
+(and ``RecordingSource``) plays back bit-exactly.
+
+pyrealsense2 is imported only by the classes that need it, so folders and synthetic input
+work without the SDK.
+
+What librealsense does here (2.59, verified by experiment; see the tests):
+
+* Non-real-time playback delivers every frame only if ``set_real_time(False)`` is applied
+  before the pipeline starts: ``config.resolve(pipeline)`` returns the very playback device
+  that ``pipeline.start(config)`` then uses, so it is set there. Set after ``start()``, the
+  first frames have often already been played in real time and dropped.
+* Every ``config.enable_stream`` must come before ``resolve``; a later one makes ``start``
+  resolve a fresh (real-time) playback device.
+* End of file: ``try_wait_for_frames`` times out and the playback reports ``stopped``. A
+  frame that cannot be decoded midway (corrupt payload) also just stops the playback (the
+  SDK only logs it), so the end is checked against the file's duration.
+* Recording: ``rs.recorder`` stores the wall-clock arrival time of each frame as its place in
+  the file's timeline (the frame's own timestamp is stored alongside), and the file is
+  complete once the recorded sensor is stopped and the recorder released.
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tracker.types import CameraIntrinsics, DepthFrame, DistortionModel, Handedness
+
+log = logging.getLogger(__name__)
+
+#: How long one blocking wait on librealsense may last. Short, so that ``close()`` from
+#: another thread (the pipeline's main thread, on Ctrl-C) takes effect promptly: the SDK
+#: serialises ``pipeline.stop()`` behind a wait in progress.
+_POLL_MS = 100
+
+
+class SourceError(RuntimeError):
+    """A frame source cannot be opened or has failed; the message says why and what to do."""
+
+
+class FrameSource(abc.ABC):
+    """A stream of depth frames.
+
+    ``frames()`` yields ``DepthFrame`` objects in order and returns at the end of the input; it
+    raises ``SourceError`` on failure (after the frames that were read before the failure).
+    ``close()`` is idempotent, may be called from another thread while ``frames()`` runs (the
+    iteration then ends quietly), and finalises a recording. Sources are context managers.
+    """
+
+    description: str = ""
+
+    def __init__(self) -> None:
+        self._closed = threading.Event()
+
+    @abc.abstractmethod
+    def frames(self) -> Iterator[DepthFrame]:
+        """Yield the frames of this source until its end."""
+
+    def close(self) -> None:
+        self._closed.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def __iter__(self) -> Iterator[DepthFrame]:
+        return self.frames()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.description}>"
+
+    def _sleep_until(self, deadline: float) -> bool:
+        """Wait until ``time.perf_counter()`` reaches ``deadline``; False if closed meanwhile."""
+        delay = deadline - time.perf_counter()
+        if delay > 0:
+            return not self._closed.wait(delay)
+        return not self._closed.is_set()
+
+
+# ---------------------------------------------------------------------------- librealsense helpers
+
+
+def _import_rs():
+    try:
+        import pyrealsense2 as rs
+    except ImportError as exc:  # the SDK is optional for folders and synthetic input
+        raise SourceError(
+            f"pyrealsense2 is not installed ({exc}); install it with `pip install pyrealsense2` "
+            "to use RealSense cameras and recordings"
+        ) from exc
+    return rs
+
+
+def _from_float32(value: float) -> float:
+    """The shortest decimal that is the same float32 as ``value``.
+
+    librealsense stores intrinsics and the depth unit as float32, so 0.000125 comes back as
+    0.0001250000059371814. The shortest decimal with the same float32 is what the device or
+    recording was given; using it makes values round-trip exactly through recordings.
+    """
+    return float(np.format_float_scientific(np.float32(value), unique=True))
+
+
+def _intrinsics_from_rs(rs, intrinsics) -> CameraIntrinsics:
+    """CameraIntrinsics from an ``rs.intrinsics`` (lens model and coefficients included)."""
+    model_name = intrinsics.model.name
+    try:
+        distortion = DistortionModel(model_name)
+    except ValueError:
+        supported = ", ".join(m.value for m in DistortionModel)
+        raise SourceError(
+            f"the depth stream uses the lens model '{model_name}', which the tracker cannot "
+            f"(un)project; supported: {supported}"
+        ) from None
+    return CameraIntrinsics(
+        width=intrinsics.width,
+        height=intrinsics.height,
+        fx=_from_float32(intrinsics.fx),
+        fy=_from_float32(intrinsics.fy),
+        cx=_from_float32(intrinsics.ppx),
+        cy=_from_float32(intrinsics.ppy),
+        distortion=distortion,
+        coeffs=tuple(_from_float32(c) for c in intrinsics.coeffs),
+    )
+
+
+def _intrinsics_to_rs(rs, intrinsics: CameraIntrinsics):
+    out = rs.intrinsics()
+    out.width, out.height = intrinsics.width, intrinsics.height
+    out.fx, out.fy, out.ppx, out.ppy = intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy
+    out.model = getattr(rs.distortion, intrinsics.distortion.value)
+    out.coeffs = list(intrinsics.coeffs)
+    return out
+
+
+class _DepthFrameConverter:
+    """Turns librealsense depth frames into DepthFrames (intrinsics cached per stream profile)."""
+
+    def __init__(self, rs, serial: str) -> None:
+        self._rs = rs
+        self._serial = serial
+        self._intrinsics: dict[tuple[int, int, int], CameraIntrinsics] = {}
+
+    def __call__(self, depth) -> DepthFrame:
+        profile = depth.profile.as_video_stream_profile()
+        key = (profile.unique_id(), profile.width(), profile.height())
+        intrinsics = self._intrinsics.get(key)
+        if intrinsics is None:
+            intrinsics = self._intrinsics[key] = _intrinsics_from_rs(self._rs, profile.get_intrinsics())
+        # Copy: the SDK recycles a small pool of frame buffers, and holding them stalls the stream.
+        pixels = np.array(np.asanyarray(depth.get_data()), dtype=np.uint16, copy=True)
+        return DepthFrame(
+            depth=pixels,
+            depth_scale=_from_float32(depth.get_units()),
+            intrinsics=intrinsics,
+            timestamp_ms=float(depth.get_timestamp()),
+            serial=self._serial,
+            frame_number=int(depth.get_frame_number()),
+        )
+
+
+def _device_info(rs, device, info, default: str = "") -> str:
+    return device.get_info(info) if device.supports(info) else default
+
+
+def _stop_pipeline(pipe) -> None:
+    try:
+        pipe.stop()
+    except RuntimeError:  # not started or already stopped: nothing to release
+        pass
+
+
+# ---------------------------------------------------------------------------- live camera
+
+
+@dataclass(frozen=True)
+class _ConnectedDevice:
+    name: str
+    serial: str
+    has_depth: bool
+
+    def __str__(self) -> str:
+        return f"{self.name} (serial {self.serial}{'' if self.has_depth else ', no depth sensor'})"
+
+
+class RealSenseSource(FrameSource):
+    """A live RealSense depth camera.
+
+    serial: which camera (None: the first one with a depth sensor).
+    width, height, fps: the depth mode; 848x480 @ 90 fps is the D4xx's native depth resolution
+        at its highest rate for it: the least motion blur between frames and the lowest
+        latency. A camera that does not offer it (an SR305, a D4xx on USB 2) streams the
+        closest z16 depth mode it has, and ``description`` says so.
+    record_path: if set (a ``.db3``), every raw depth frame is also recorded there;
+        ``close()`` finalises the file. After a reconnect, recording continues in
+        ``<name>-part2.db3``, ``-part3`` ... (the SDK finalises a file when its stream stops).
+    max_depth_m, min_depth_m: the threshold filter's range (None: no threshold filter).
+    spatial, temporal, hole_filling: librealsense's other depth filters, off by default.
+    frame_timeout_s: no frame for this long counts as a disconnect.
+    reconnect_attempts: how often to try to get the camera back before giving up.
+
+    Post-processing, chosen for hand tracking: only the threshold filter is on. It zeroes
+    everything beyond ``max_depth_m`` (the room behind the user, and the far-range noise of a
+    stereo camera), which keeps the "nearest object" segmentation on the hand, and it costs
+    well under a millisecond without adding latency. The spatial filter (edge-preserving
+    smoothing) rounds off and merges fingers a few pixels wide; the temporal filter averages
+    over past frames, so a moving hand leaves a smeared trail and its position lags; hole
+    filling invents depth in the gaps between fingers and along silhouettes. All three change
+    the finger geometry the network has learned from raw-like (synthetic stereo noise) data,
+    so they are off. Recordings always hold the raw, unfiltered frames.
+    """
+
+    DEFAULT_MAX_DEPTH_M = 2.0
+
+    def __init__(
+        self,
+        serial: str | None = None,
+        width: int = 848,
+        height: int = 480,
+        fps: int = 90,
+        record_path: str | os.PathLike | None = None,
+        *,
+        max_depth_m: float | None = DEFAULT_MAX_DEPTH_M,
+        min_depth_m: float = 0.1,
+        spatial: bool = False,
+        temporal: bool = False,
+        hole_filling: bool = False,
+        frame_timeout_s: float = 3.0,
+        reconnect_attempts: int = 5,
+    ) -> None:
+        super().__init__()
+        rs = self._rs = _import_rs()
+        if width <= 0 or height <= 0 or fps <= 0:
+            raise SourceError(f"the depth mode must be positive, got {width}x{height} @ {fps} fps")
+        if max_depth_m is not None and not 0 <= min_depth_m < max_depth_m:
+            raise SourceError(f"the threshold range must satisfy 0 <= min < max, got {min_depth_m}-{max_depth_m} m")
+        self._record_base = None if record_path is None else Path(record_path)
+        if self._record_base is not None:
+            _check_db3_path(self._record_base, "record_path")
+        self._frame_timeout_s = float(frame_timeout_s)
+        self._reconnect_attempts = int(reconnect_attempts)
+        self._ctx = rs.context()
+        device = self._find_device(serial)
+        self.serial = device.serial
+        self._profile = self._choose_profile(device, width, height, fps)
+        self._filters = []
+        if max_depth_m is not None:
+            self._filters.append(rs.threshold_filter(float(min_depth_m), float(max_depth_m)))
+        if spatial:
+            self._filters.append(rs.spatial_filter())
+        if temporal:
+            self._filters.append(rs.temporal_filter())
+        if hole_filling:
+            self._filters.append(rs.hole_filling_filter())
+        w, h, f = self._profile
+        mode = f"depth {w}x{h} @ {f} fps"
+        if (w, h, f) != (width, height, fps):
+            mode += f" (the camera does not offer {width}x{height} @ {fps} fps; this is its closest depth mode)"
+        filters = [f"threshold {min_depth_m:g}-{max_depth_m:g} m"] if max_depth_m is not None else []
+        optional = (("spatial", spatial), ("temporal", temporal), ("hole filling", hole_filling))
+        filters += [name for name, on in optional if on]
+        self._lock = threading.Lock()
+        self._pipe = None
+        self._iterated = False
+        self._record_paths: list[Path] = []
+        self._start()
+        depth_unit_mm = 1000 * self._depth_scale
+        self.description = (
+            f"RealSense {device.name} (serial {device.serial}), {mode}, depth unit {depth_unit_mm:g} mm, "
+            f"filters: {', '.join(filters) or 'none'}"
+            + (f", recording to {self._record_paths[0]}" if self._record_paths else "")
+        )
+
+    @property
+    def record_paths(self) -> list[Path]:
+        """The recording files written so far (more than one after a reconnect)."""
+        return list(self._record_paths)
+
+    def _list_devices(self) -> list[_ConnectedDevice]:
+        rs = self._rs
+        found = []
+        for device in self._ctx.query_devices():
+            try:
+                has_depth = any(s.is_depth_sensor() for s in device.query_sensors())
+            except RuntimeError:
+                has_depth = False
+            found.append(
+                _ConnectedDevice(
+                    name=_device_info(rs, device, rs.camera_info.name, "unknown device"),
+                    serial=_device_info(rs, device, rs.camera_info.serial_number, "?"),
+                    has_depth=has_depth,
+                )
+            )
+        return found
+
+    def _find_device(self, serial: str | None) -> _ConnectedDevice:
+        found = self._list_devices()
+        cameras = [d for d in found if d.has_depth]
+        if not cameras:
+            listing = "; ".join(str(d) for d in found) or "nothing"
+            raise SourceError(
+                f"no RealSense camera connected (found: {listing}); connect a D4xx or SR30x camera "
+                "to a USB 3 port, or use a recording, a folder or 'synthetic' as the source"
+            )
+        if serial is None:
+            return cameras[0]
+        for d in cameras:
+            if d.serial == serial:
+                return d
+        listing = ", ".join(f"{d.serial} ({d.name})" for d in cameras)
+        raise SourceError(f"no RealSense camera with serial {serial} is connected; connected: {listing}")
+
+    def _device_handle(self):
+        rs = self._rs
+        for device in self._ctx.query_devices():
+            if _device_info(rs, device, rs.camera_info.serial_number) == self.serial:
+                return device
+        return None
+
+    def _choose_profile(self, device: _ConnectedDevice, width: int, height: int, fps: int) -> tuple[int, int, int]:
+        rs = self._rs
+        handle = self._device_handle()
+        if handle is None:
+            raise SourceError(f"RealSense camera {device} disappeared while it was being opened; reconnect it")
+        modes = set()
+        for sensor in handle.query_sensors():
+            if not sensor.is_depth_sensor():
+                continue
+            for p in sensor.get_stream_profiles():
+                if p.stream_type() == rs.stream.depth and p.format() == rs.format.z16 and p.is_video_stream_profile():
+                    v = p.as_video_stream_profile()
+                    modes.add((v.width(), v.height(), v.fps()))
+        if not modes:
+            raise SourceError(f"RealSense camera {device} offers no z16 depth stream; update its firmware")
+        # Closest: resolution first (the crop and network see pixels), then frame rate.
+        def distance(mode):
+            w, h, f = mode
+            return (abs(math.log(w / width)) + abs(math.log(h / height)), abs(math.log(f / fps)), -f)
+
+        return min(modes, key=distance)
+
+    def _next_record_path(self) -> Path | None:
+        if self._record_base is None:
+            return None
+        part = len(self._record_paths) + 1
+        if part == 1:
+            return self._record_base
+        return self._record_base.with_name(f"{self._record_base.stem}-part{part}{self._record_base.suffix}")
+
+    def _start(self) -> None:
+        """Start streaming (the device must be listed: a pipeline start without one blocks ~15 s)."""
+        rs = self._rs
+        if self._device_handle() is None:
+            raise SourceError(f"RealSense camera {self.serial} is not connected")
+        w, h, f = self._profile
+        cfg = rs.config()
+        cfg.enable_device(self.serial)
+        cfg.enable_stream(rs.stream.depth, w, h, rs.format.z16, f)
+        record_path = self._next_record_path()
+        if record_path is not None:
+            cfg.enable_record_to_file(str(record_path))
+        pipe = rs.pipeline(self._ctx)
+        try:
+            profile = pipe.start(cfg)
+        except RuntimeError as exc:
+            raise SourceError(
+                f"cannot start RealSense camera {self.serial} at depth {w}x{h} @ {f} fps: {exc}; "
+                "is another program using it?"
+            ) from exc
+        self._depth_scale = _from_float32(profile.get_device().first_depth_sensor().get_depth_scale())
+        self._convert = _DepthFrameConverter(rs, self.serial)
+        if record_path is not None:
+            self._record_paths.append(record_path)
+        with self._lock:
+            closed_meanwhile = self._closed.is_set()  # close() during a reconnect
+            if not closed_meanwhile:
+                self._pipe = pipe
+        if closed_meanwhile:
+            _stop_pipeline(pipe)
+
+    def _stop(self) -> None:
+        with self._lock:
+            pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            _stop_pipeline(pipe)  # also finalises the recording
+
+    def _reconnect(self, problem: str) -> None:
+        log.warning("RealSense camera %s: %s; reconnecting", self.serial, problem)
+        self._stop()
+        delay = 0.5
+        for attempt in range(1, self._reconnect_attempts + 1):
+            if self._closed.wait(delay):
+                return
+            delay = min(2 * delay, 8.0)
+            try:
+                self._start()
+            except SourceError as exc:
+                log.warning(
+                    "RealSense camera %s: reconnect attempt %d/%d failed: %s",
+                    self.serial, attempt, self._reconnect_attempts, exc,
+                )
+                continue
+            log.warning("RealSense camera %s: reconnected (attempt %d)", self.serial, attempt)
+            return
+        raise SourceError(
+            f"RealSense camera {self.serial} stopped delivering frames ({problem}) and "
+            f"{self._reconnect_attempts} attempts to reconnect failed; check the USB cable and port (USB 3)"
+        )
+
+    def frames(self) -> Iterator[DepthFrame]:
+        """Frames until ``close()``; a camera stream can be iterated once."""
+        if self._iterated:
+            raise SourceError("a RealSense stream can be iterated once; open a new RealSenseSource")
+        self._iterated = True
+        try:
+            last_frame = time.perf_counter()
+            while not self._closed.is_set():
+                pipe = self._pipe
+                if pipe is None:
+                    return
+                try:
+                    ok, frameset = pipe.try_wait_for_frames(_POLL_MS)
+                    problem = None
+                except RuntimeError as exc:
+                    ok, problem = False, f"the SDK reported: {exc}"
+                if self._closed.is_set():
+                    return
+                if ok:
+                    depth = frameset.get_depth_frame()
+                    if not depth:
+                        continue
+                    for f in self._filters:
+                        depth = f.process(depth)
+                    last_frame = time.perf_counter()
+                    yield self._convert(depth.as_depth_frame())
+                    continue
+                if problem is None and time.perf_counter() - last_frame < self._frame_timeout_s:
+                    continue
+                self._reconnect(problem or f"no frame for {self._frame_timeout_s:g} s")
+                last_frame = time.perf_counter()
+        finally:
+            # The stream ends with the iteration (also when the consumer stops early).
+            self.close()
+
+    def close(self) -> None:
+        super().close()
+        self._stop()
+
+
+# ---------------------------------------------------------------------------- recordings
+
+
+def _check_db3_path(path: Path, what: str) -> None:
+    if path.suffix.lower() != ".db3":
+        raise SourceError(
+            f"{what} {path} must end in .db3: librealsense >= 2.58 records only ROS 2 .db3 files "
+            "(.bag files still play back)"
+        )
+    if not path.parent.is_dir():
+        raise SourceError(f"cannot write {path}: the folder {path.parent} does not exist")
+
+
+class RecordingSource(FrameSource):
+    """A RealSense recording (``.db3``, or ``.bag`` from older SDKs): its depth stream, in order.
+
+    realtime: True plays at the recorded pace and, like a live camera, skips frames the
+        consumer is too slow for; False delivers every frame as fast as it is consumed.
+    stall_timeout_s: while the playback says it is playing, a gap without frames longer than
+        this is an error (a recording paused for longer would be cut here).
+
+    Opening checks the file (missing, not a recording, truncated, no depth stream) and fails
+    fast with a SourceError. A frame that cannot be decoded midway ends the playback: the
+    frames before it have been yielded, then SourceError. (librealsense only logs such a
+    failure, so it is recognised by the playback stopping short of the file's duration; a
+    failure within the last two frames looks like the end.)
+    """
+
+    def __init__(self, path: str | os.PathLike, realtime: bool = True, *, stall_timeout_s: float = 10.0) -> None:
+        super().__init__()
+        rs = self._rs = _import_rs()
+        self.path = Path(path)
+        self.realtime = bool(realtime)
+        self._stall_timeout_s = float(stall_timeout_s)
+        if self.path.suffix.lower() not in (".db3", ".bag"):
+            raise SourceError(f"{self.path} is not a RealSense recording: expected a .db3 or .bag file")
+        if not self.path.is_file():
+            raise SourceError(f"recording {self.path} does not exist")
+        if self.path.stat().st_size == 0:
+            raise SourceError(f"recording {self.path} is empty (0 bytes); was the recording finalised?")
+        self._lock = threading.Lock()
+        self._pipe = None
+        self._running = False
+        # Probe: resolve every stream of the file (no enable_stream), which reads the file's
+        # index and device description without playing anything.
+        cfg = rs.config()
+        cfg.enable_device_from_file(str(self.path), repeat_playback=False)
+        device = self._resolve(cfg, rs.pipeline()).get_device()
+        streams = []
+        depth = []
+        for sensor in device.query_sensors():
+            for p in sensor.get_stream_profiles():
+                streams.append(f"{p.stream_name()} {_profile_text(p)}")
+                if p.stream_type() == rs.stream.depth:
+                    depth.append(p)
+        if not depth:
+            held = ", ".join(streams) or "no streams at all"
+            raise SourceError(
+                f"recording {self.path} has no depth stream (it holds: {held}); record with the depth stream enabled"
+            )
+        z16 = [p for p in depth if p.format() == rs.format.z16]
+        if not z16:
+            raise SourceError(
+                f"the depth stream of {self.path} is {', '.join(_profile_text(p) for p in depth)}; "
+                "the tracker needs z16 depth"
+            )
+        self.serial = _device_info(rs, device, rs.camera_info.serial_number)
+        name = _device_info(rs, device, rs.camera_info.name, "unknown device")
+        self.duration_s = device.as_playback().get_duration().total_seconds()
+        pace = "at the recorded pace, skipping frames when slow" if self.realtime else "every frame, as fast as read"
+        self.description = (
+            f"recording {self.path} ({name}, serial {self.serial or 'not recorded'}, depth {_profile_text(z16[0])}, "
+            f"{self.duration_s:.1f} s), played {pace}"
+        )
+
+    def _resolve(self, cfg, pipe):
+        try:
+            return cfg.resolve(pipe)
+        except RuntimeError as exc:
+            raise SourceError(
+                f"cannot open recording {self.path}: it is truncated, corrupt or not a RealSense recording "
+                f"(librealsense: {exc})"
+            ) from exc
+
+    def frames(self) -> Iterator[DepthFrame]:
+        """Every depth frame of the recording (a new playback from the start on each call)."""
+        rs = self._rs
+        with self._lock:
+            if self._running:
+                raise SourceError(f"recording {self.path} is already being played; open a second RecordingSource")
+            if self._closed.is_set():
+                raise SourceError(f"recording {self.path} was closed")
+            self._running = True
+        try:
+            cfg = rs.config()
+            cfg.enable_device_from_file(str(self.path), repeat_playback=False)
+            cfg.enable_stream(rs.stream.depth)  # before resolve: see the module docstring
+            pipe = rs.pipeline()
+            device = self._resolve(cfg, pipe).get_device()
+            playback = device.as_playback()
+            playback.set_real_time(self.realtime)  # before start, or early frames are lost
+            try:
+                pipe.start(cfg)
+            except RuntimeError as exc:
+                raise SourceError(f"cannot play recording {self.path}: {exc}") from exc
+            with self._lock:
+                self._pipe = pipe
+            yield from self._play(pipe, playback, _DepthFrameConverter(rs, self.serial))
+        finally:
+            with self._lock:
+                pipe, self._pipe, self._running = self._pipe, None, False
+            if pipe is not None:
+                _stop_pipeline(pipe)
+
+    def _play(self, pipe, playback, convert) -> Iterator[DepthFrame]:
+        rs = self._rs
+        count = 0
+        last_position_ns = 0  # furthest point of the file's timeline seen while frames came
+        waiting_since = time.perf_counter()
+        draining = False
+        while True:
+            try:
+                ok, frameset = pipe.try_wait_for_frames(_POLL_MS)
+            except RuntimeError as exc:
+                if self._closed.is_set():
+                    return
+                raise SourceError(f"playback of {self.path} failed after {count} frames: {exc}") from exc
+            if self._closed.is_set():
+                return
+            if ok:
+                depth = frameset.get_depth_frame()
+                last_position_ns = max(last_position_ns, playback.get_position())
+                waiting_since = time.perf_counter()
+                if depth:
+                    count += 1
+                    yield convert(depth)
+                    # The playback ran on while the consumer worked (real time): sample again.
+                    last_position_ns = max(last_position_ns, playback.get_position())
+                continue
+            if playback.current_status() == rs.playback_status.stopped:
+                # A frame may have been queued between the timed-out wait and the status
+                # read; only a second empty wait after "stopped" is the end.
+                if not draining:
+                    draining = True
+                    continue
+                self._check_complete(count, last_position_ns)
+                return
+            draining = False
+            if time.perf_counter() - waiting_since > self._stall_timeout_s:
+                raise SourceError(
+                    f"playback of {self.path} stalled: no frame for {self._stall_timeout_s:g} s after {count} frames "
+                    f"although it is at {playback.get_position() / 1e9:.2f} s of {self.duration_s:.2f} s"
+                )
+
+    def _check_complete(self, count: int, last_position_ns: int) -> None:
+        duration_ns = self.duration_s * 1e9
+        if count == 0:
+            raise SourceError(f"recording {self.path} has a depth stream but no depth frame could be read from it")
+        # The last depth frame may precede the file's last message (another stream, metadata)
+        # by up to a frame interval; allow two average intervals plus a millisecond.
+        interval_ns = last_position_ns / max(count - 1, 1)
+        if last_position_ns + 2 * interval_ns + 1e6 < duration_ns:
+            raise SourceError(
+                f"recording {self.path} stopped at {last_position_ns / 1e9:.2f} s of {duration_ns / 1e9:.2f} s after "
+                f"{count} frames: the next frame could not be read (the file is corrupt there)"
+            )
+
+    def close(self) -> None:
+        super().close()
+        with self._lock:
+            pipe = self._pipe
+        if pipe is not None:
+            _stop_pipeline(pipe)  # a wait in progress on another thread then ends the iteration
+
+
+def _profile_text(p) -> str:
+    fmt = p.format().name
+    if p.is_video_stream_profile():
+        v = p.as_video_stream_profile()
+        return f"{v.width()}x{v.height()} @ {p.fps()} fps {fmt}"
+    return f"@ {p.fps()} Hz {fmt}"
+
+
+def write_recording(
+    path: str | os.PathLike,
+    frames: Iterable[DepthFrame],
+    *,
+    fps: int = 30,
+    pace: bool = True,
+) -> int:
+    """Write depth frames into a RealSense ``.db3`` recording; returns the number written.
+
+    The first frame sets the stream (intrinsics, depth unit, serial); every frame must match
+    it. Depth, frame numbers, intrinsics (with the lens model), the depth unit and the serial
+    play back exactly with ``RecordingSource`` or any RealSense tool; timestamps to the
+    nanosecond (the file keeps them to 1e-6 ms). ``fps`` is the nominal rate written into the
+    stream profile.
+
+    pace: the SDK places each frame in the file's timeline at the moment it is handed over,
+        so frames are handed over at the spacing of their timestamps; real-time playback then
+        runs at the right speed. Without pacing the file is written as fast as possible and
+        plays back correctly only with ``realtime=False``.
+
+    An existing file is replaced. If the frames run out early or one is rejected, the frames
+    written so far stay in a finalised file and the error propagates.
+    """
+    rs = _import_rs()
+    path = Path(path)
+    _check_db3_path(path, "the recording")
+    if fps <= 0:
+        raise SourceError(f"fps must be positive, got {fps}")
+    iterator = iter(frames)
+    first = next(iterator, None)
+    if first is None:
+        raise SourceError(f"no frames to write to {path}")
+    if path.exists():
+        path.unlink()
+    intrinsics, scale = first.intrinsics, first.depth_scale
+    written = 0
+    device = rs.software_device()
+    device.register_info(rs.camera_info.name, "dgn-hand-tracker software depth camera")
+    if first.serial:
+        device.register_info(rs.camera_info.serial_number, first.serial)
+    sensor = device.add_sensor("Depth")
+    stream = rs.video_stream()
+    stream.type, stream.index, stream.uid = rs.stream.depth, 0, 1
+    stream.width, stream.height, stream.fps = intrinsics.width, intrinsics.height, int(fps)
+    stream.bpp, stream.fmt = 2, rs.format.z16
+    stream.intrinsics = _intrinsics_to_rs(rs, intrinsics)
+    profile = sensor.add_video_stream(stream, True).as_video_stream_profile()
+    # The depth unit is an option of the depth sensor; the recorder stores it with the stream.
+    sensor.add_read_only_option(rs.option.depth_units, float(scale))
+    recorder = rs.recorder(str(path), device)
+    recorded = recorder.query_sensors()[0]
+    recorded.open(recorded.get_stream_profiles()[0])
+    # Frames are recorded as they pass the recorder; a one-slot queue that drops them
+    # afterwards keeps nothing alive (no Python callback, so no GIL hand-offs either).
+    sink = rs.frame_queue(1)
+    recorded.start(sink)
+    try:
+        began, first_ts = time.perf_counter(), first.timestamp_ms
+        for index, frame in enumerate(_chain(first, iterator)):
+            if frame.intrinsics != intrinsics or frame.depth_scale != scale:
+                raise SourceError(
+                    f"frame {index} (number {frame.frame_number}) has intrinsics {frame.intrinsics} and depth unit "
+                    f"{frame.depth_scale} m, but the recording's stream was set up from the first frame with "
+                    f"{intrinsics} and {scale} m; a recording holds one depth stream"
+                )
+            if pace:
+                delay = began + (frame.timestamp_ms - first_ts) / 1000.0 - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            out = rs.software_video_frame()
+            out.pixels = np.ascontiguousarray(frame.depth)  # copied by the SDK
+            out.stride, out.bpp = 2 * intrinsics.width, 2
+            out.timestamp = float(frame.timestamp_ms)
+            out.domain = rs.timestamp_domain.hardware_clock
+            out.frame_number = int(frame.frame_number)
+            out.profile = profile
+            sensor.on_video_frame(out)
+            written += 1
+    finally:
+        # Finalise: stop and close the recorded sensor (this flushes the file), then release
+        # the recorder before the device it wraps.
+        recorded.stop()
+        recorded.close()
+        del recorded, sink, recorder, sensor, profile, device
+    if not path.is_file() or path.stat().st_size == 0:
+        raise SourceError(f"librealsense did not write {path} (no file or an empty one after {written} frames)")
+    return written
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+# ---------------------------------------------------------------------------- folders of PNGs
+
+_INTRINSICS_FORMAT = (
+    '{"serial": "...", "depth_scale": <metres per unit>, "intrinsics": {"width", "height", "fx", "fy", '
+    '"cx", "cy", "distortion": "none" | "brown_conrady" | ..., "coeffs": [5 numbers]}}'
+)
+
+
+def _png_sort_key(folder: Path, path: Path):
+    stem = path.stem
+    number = (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
+    return (path.parent.relative_to(folder).parts, number)
+
+
+class FolderSource(FrameSource):
+    """16-bit depth PNGs in a folder (and its sub-folders) with an ``intrinsics.json``.
+
+    Frames come in folder order, then numeric file-name order (2.png before 10.png). The
+    timestamp of frame i is i / fps seconds and its frame number is i.
+    realtime: True paces the frames at ``fps``; False yields them as fast as consumed.
+    """
+
+    def __init__(self, path: str | os.PathLike, realtime: bool = False, fps: float = 30.0) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.realtime = bool(realtime)
+        if not (math.isfinite(fps) and fps > 0):
+            raise SourceError(f"fps must be a positive number, got {fps}")
+        self.fps = float(fps)
+        if not self.path.is_dir():
+            raise SourceError(f"{self.path} is not a folder of depth PNGs")
+        meta_path = self.path / "intrinsics.json"
+        if not meta_path.is_file():
+            raise SourceError(
+                f"{self.path} has no intrinsics.json; the depth unit and the camera intrinsics of the PNGs are "
+                f"needed. Expected {meta_path} with {_INTRINSICS_FORMAT}"
+            )
+        try:
+            meta = json.loads(meta_path.read_text())
+            missing = [k for k in ("depth_scale", "intrinsics") if k not in meta]
+            if missing:
+                raise ValueError(f"missing {missing}")
+            self.intrinsics = CameraIntrinsics.from_dict(meta["intrinsics"])
+            self.depth_scale = float(meta["depth_scale"])
+            if not (math.isfinite(self.depth_scale) and self.depth_scale > 0):
+                raise ValueError(f"depth_scale must be a positive number of metres per unit, got {meta['depth_scale']}")
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise SourceError(f"{meta_path} is not valid ({exc}); expected {_INTRINSICS_FORMAT}") from exc
+        self.serial = str(meta.get("serial", ""))
+        self.files = sorted(self.path.rglob("*.png"), key=lambda p: _png_sort_key(self.path, p))
+        if not self.files:
+            raise SourceError(f"{self.path} holds no .png depth images")
+        k = self.intrinsics
+        self.description = (
+            f"folder {self.path} ({len(self.files)} depth PNGs {k.width}x{k.height}, depth unit "
+            f"{1000 * self.depth_scale:g} mm, serial {self.serial or 'not given'}) at {self.fps:g} fps"
+            + (" in real time" if self.realtime else "")
+        )
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def frames(self) -> Iterator[DepthFrame]:
+        import cv2
+
+        began = time.perf_counter()
+        k = self.intrinsics
+        for index, path in enumerate(self.files):
+            if self._closed.is_set():
+                return
+            if self.realtime and not self._sleep_until(began + index / self.fps):
+                return
+            depth = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if depth is None:
+                raise SourceError(f"{path} cannot be read as an image (corrupt or not a PNG)")
+            if depth.dtype != np.uint16 or depth.ndim != 2:
+                channels = 1 if depth.ndim == 2 else depth.shape[2]
+                raise SourceError(
+                    f"{path} is a {depth.dtype} image with {channels} channel(s); depth PNGs must be "
+                    "single-channel 16-bit (raw device units)"
+                )
+            if depth.shape != (k.height, k.width):
+                raise SourceError(
+                    f"{path} is {depth.shape[1]}x{depth.shape[0]} but intrinsics.json says {k.width}x{k.height}"
+                )
+            yield DepthFrame(
+                depth=depth,
+                depth_scale=self.depth_scale,
+                intrinsics=k,
+                timestamp_ms=1000.0 * index / self.fps,
+                serial=self.serial,
+                frame_number=index,
+            )
+
+
+# ---------------------------------------------------------------------------- synthetic input
+
+
+def render_hand_pose(
+    hand_model,
+    pose,
+    intrinsics: CameraIntrinsics,
+    depth_scale_m: float,
+    *,
+    forearm: bool = True,
+    noise=None,
+    rng: np.random.Generator | None = None,
+    near_m: float = 0.05,
+    max_depth_m: float = 3.0,
+):
+    """Render one ``HandPose`` as a camera with ``intrinsics`` would see it.
+
+    Returns (depth (H, W) uint16 in units of ``depth_scale_m``, 0 = no data; the
+    ``PosedHand`` with vertices and 21 joints in the camera frame, metres; number of pixels
+    where the hand is the visible surface). The forearm (optional) uses the scene's default
+    dimensions; ``noise`` is a ``StereoNoiseModel`` (None: clean depth) drawn from ``rng``.
+    """
+    from kernels.raster import rasterize_mesh
+    from kernels.sensor_noise import apply_stereo_noise
+
+    h, w = intrinsics.height, intrinsics.width
+    k = (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy)
+    posed = hand_model.pose(pose.local_rotations, pose.bone_scales, pose.cam_from_hand, pose.handedness)
+    depth = np.zeros((h, w), np.float32)
+    face_index = np.full((h, w), -1, np.int32)
+    bary = np.zeros((h, w, 3), np.float32)
+    rasterize_mesh(posed.vertices, posed.faces, *k, h, w, near_m, depth, face_index, bary, 0)
+    n_hand_faces = len(posed.faces)
+    if forearm:
+        vertices, faces = _posed_forearm(pose)
+        rasterize_mesh(vertices, faces, *k, h, w, near_m, depth, face_index, bary, n_hand_faces)
+    hand_pixels = int(np.count_nonzero((face_index >= 0) & (face_index < n_hand_faces)))
+    if noise is not None:
+        if rng is None:
+            raise ValueError("render_hand_pose: noise needs an rng (numpy Generator)")
+        depth = apply_stereo_noise(depth, intrinsics.fx, noise, rng)
+    depth[(depth < 0) | (depth > max_depth_m)] = 0.0
+    units = np.clip(np.round(depth / depth_scale_m), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+    return units, posed, hand_pixels
+
+
+def _posed_forearm(pose) -> tuple[np.ndarray, np.ndarray]:
+    """The scene's forearm tube at the wrist of ``pose`` (camera frame), as the scene renders it."""
+    from tracker.synth.scene import SceneConfig, forearm_mesh
+
+    scene = SceneConfig()
+    scale = float(np.median(pose.bone_scales))  # the forearm follows the hand's size
+    vertices, faces = forearm_mesh(
+        scene.forearm_length_m * scale,
+        tuple(r * scale for r in scene.forearm_radii_wrist_m),
+        tuple(r * scale for r in scene.forearm_radii_far_m),
+    )
+    hand_from_forearm = pose.hand_from_forearm_rotation
+    if pose.handedness == Handedness.LEFT:  # the left hand is the right one mirrored in x
+        mirror = np.diag([-1.0, 1.0, 1.0])
+        hand_from_forearm = mirror @ hand_from_forearm @ mirror
+    cam_from_forearm = pose.cam_from_hand[:3, :3] @ hand_from_forearm
+    return vertices @ cam_from_forearm.T + pose.cam_from_hand[:3, 3], faces
+
+
+@dataclass(frozen=True)
+class _Keyframe:
+    angles: dict  # skin joint name -> (flexion, abduction, twist) degrees
+    rotation: object  # scipy Rotation: hand frame -> camera frame
+    palm_cam_m: np.ndarray  # (3,) palm centre in the camera frame
+    forearm: object  # scipy Rotation: forearm orientation in the hand frame
+
+
+class SyntheticSource(FrameSource):
+    """A rendered right hand moving smoothly in front of a virtual RealSense-like camera.
+
+    Keyframes are drawn from ``seed`` every ``keyframe_interval_s`` seconds of stream time:
+    joint angles from the anatomical sampler, an orientation and a palm position in view at
+    0.3-0.7 m, a wrist bend. Consecutive keyframes are at most 0.25 m and 90 degrees apart,
+    and the hand eases in and out of each (smoothstep): joint angles and the palm position
+    are interpolated linearly in the eased parameter, orientations by slerp. Hand speeds stay
+    below ~0.3 m/s, a few millimetres per frame at 30 fps. Each frame is rendered with the
+    forearm and the stereo noise model, quantised to 1 mm units.
+
+    The camera: 640x480, fx = fy = 475 px, principal point at the image centre, no lens
+    distortion, depth unit 0.001 m, serial "synthetic". Frame i has frame number i and
+    timestamp i / fps s. The stream is deterministic for a seed (the noise of frame i is
+    drawn from (seed, i)); ``ground_truth(i)`` gives its 21 joints.
+
+    max_frames: None streams forever. realtime: pace the frames at ``fps``.
+    """
+
+    WIDTH, HEIGHT, FOCAL_PX, DEPTH_SCALE_M = 640, 480, 475.0, 0.001
+    MAX_TRAVEL_M = 0.25
+    MAX_TURN_RAD = math.pi / 2
+    MIN_HAND_PIXELS = 400
+    GROUND_TRUTH_CACHE = 1000
+
+    def __init__(
+        self,
+        seed: int = 0,
+        fps: float = 30.0,
+        max_frames: int | None = None,
+        realtime: bool = False,
+        *,
+        keyframe_interval_s: float = 2.0,
+        forearm: bool = True,
+        noise: bool = True,
+        hand_model=None,
+    ) -> None:
+        super().__init__()
+        from kernels.sensor_noise import StereoNoiseModel
+        from tracker.hand_model import HandModel
+        from tracker.synth.pose_sampler import PoseSamplerConfig, sample_bone_scales
+
+        if not (math.isfinite(fps) and fps > 0):
+            raise SourceError(f"fps must be a positive number, got {fps}")
+        if max_frames is not None and max_frames < 0:
+            raise SourceError(f"max_frames must be >= 0 or None, got {max_frames}")
+        if not keyframe_interval_s > 0:
+            raise SourceError(f"keyframe_interval_s must be positive, got {keyframe_interval_s}")
+        self.seed = int(seed)
+        self.fps = float(fps)
+        self.max_frames = max_frames
+        self.realtime = bool(realtime)
+        self.forearm = bool(forearm)
+        self.keyframe_interval_s = float(keyframe_interval_s)
+        self._noise = StereoNoiseModel() if noise else None
+        self.hand_model = hand_model if hand_model is not None else HandModel.load()
+        self.intrinsics = CameraIntrinsics(
+            self.WIDTH, self.HEIGHT, self.FOCAL_PX, self.FOCAL_PX, (self.WIDTH - 1) / 2, (self.HEIGHT - 1) / 2
+        )
+        self.depth_scale = self.DEPTH_SCALE_M
+        self._pose_config = PoseSamplerConfig(distance_range_m=(0.3, 0.7))
+        self._rng = np.random.default_rng(self.seed)
+        self._bone_scales = sample_bone_scales(self._rng, self._pose_config)
+        self._keyframes: list[_Keyframe] = []
+        self._lock = threading.Lock()
+        self._truth: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        length = "endless" if max_frames is None else f"{max_frames} frames"
+        self.description = (
+            f"synthetic moving hand (seed {self.seed}, {length} at {self.fps:g} fps"
+            f"{', real time' if self.realtime else ''}; 640x480, f 475 px, depth unit 1 mm"
+            f"{', stereo noise' if noise else ', no noise'}{'' if forearm else ', no forearm'})"
+        )
+
+    # -- motion
+
+    def _keyframe(self, index: int) -> _Keyframe:
+        with self._lock:  # frames() and ground_truth() may run on different threads
+            while len(self._keyframes) <= index:
+                previous = self._keyframes[-1] if self._keyframes else None
+                self._keyframes.append(self._draw_keyframe(previous))
+            return self._keyframes[index]
+
+    def _draw_keyframe(self, previous: _Keyframe | None) -> _Keyframe:
+        from scipy.spatial.transform import Rotation
+
+        from tracker.synth.pose_sampler import PALM_CENTRE_HAND_M, sample_cam_from_hand, sample_joint_angles
+
+        rng, config = self._rng, self._pose_config
+        for _ in range(100):
+            angles = sample_joint_angles(rng, config)
+            cam_from_hand = sample_cam_from_hand(rng, self.intrinsics, config)
+            forearm = Rotation.from_euler(
+                "xy", [rng.uniform(*config.wrist_flexion_deg), rng.uniform(*config.wrist_deviation_deg)], degrees=True
+            )
+            rotation = Rotation.from_matrix(cam_from_hand[:3, :3])
+            palm = cam_from_hand[:3, :3] @ PALM_CENTRE_HAND_M + cam_from_hand[:3, 3]
+            if previous is not None:
+                # Limit the step from the previous keyframe. Both palms are in view, so every
+                # point between them is too (a segment projects to a segment).
+                step = palm - previous.palm_cam_m
+                distance = float(np.linalg.norm(step))
+                if distance > self.MAX_TRAVEL_M:
+                    palm = previous.palm_cam_m + step * (self.MAX_TRAVEL_M / distance)
+                turn = (previous.rotation.inv() * rotation).as_rotvec()
+                angle = float(np.linalg.norm(turn))
+                if angle > self.MAX_TURN_RAD:
+                    rotation = previous.rotation * Rotation.from_rotvec(turn * (self.MAX_TURN_RAD / angle))
+            keyframe = _Keyframe(angles, rotation, palm, forearm)
+            # Keep keyframes where the hand itself is visible (not hidden behind its forearm).
+            _, _, hand_pixels = render_hand_pose(
+                self.hand_model, self._pose_from(keyframe, keyframe, 0.0), self.intrinsics, self.depth_scale,
+                forearm=self.forearm,
+            )
+            if hand_pixels >= self.MIN_HAND_PIXELS:
+                return keyframe
+        raise SourceError(f"synthetic source: no visible hand pose found in 100 draws (seed {self.seed})")
+
+    def _pose_from(self, a: _Keyframe, b: _Keyframe, e: float):
+        from scipy.spatial.transform import Rotation, Slerp
+
+        from tracker.synth.pose_sampler import PALM_CENTRE_HAND_M, HandPose, local_rotations_from_angles
+
+        angles = {name: tuple((1 - e) * x + e * y for x, y in zip(a.angles[name], b.angles[name])) for name in a.angles}
+        if e == 0.0:
+            rotation, forearm = a.rotation, a.forearm
+        else:
+            rotation = Slerp([0.0, 1.0], Rotation.concatenate([a.rotation, b.rotation]))(e)
+            forearm = Slerp([0.0, 1.0], Rotation.concatenate([a.forearm, b.forearm]))(e)
+        palm = (1 - e) * a.palm_cam_m + e * b.palm_cam_m
+        cam_from_hand = np.eye(4)
+        cam_from_hand[:3, :3] = rotation.as_matrix()
+        cam_from_hand[:3, 3] = palm - cam_from_hand[:3, :3] @ PALM_CENTRE_HAND_M
+        return HandPose(
+            local_rotations=local_rotations_from_angles(angles),
+            bone_scales=self._bone_scales,
+            cam_from_hand=cam_from_hand,
+            handedness=Handedness.RIGHT,
+            hand_from_forearm_rotation=forearm.as_matrix(),
+        )
+
+    def pose_at(self, frame_number: int):
+        """The ``HandPose`` of frame ``frame_number`` (deterministic)."""
+        if frame_number < 0:
+            raise ValueError(f"frame numbers start at 0, got {frame_number}")
+        t = frame_number / self.fps / self.keyframe_interval_s
+        k = int(math.floor(t))
+        s = t - k
+        e = s * s * (3.0 - 2.0 * s)  # smoothstep: velocity is continuous through keyframes
+        return self._pose_from(self._keyframe(k), self._keyframe(k + 1), e)
+
+    def ground_truth(self, frame_number: int) -> np.ndarray | None:
+        """(21, 3) float32 joints of frame ``frame_number`` in the camera frame, metres.
+
+        The last 1000 streamed frames are kept; any other frame of the stream is recomputed
+        (the motion is deterministic). None for a frame number outside the stream.
+        """
+        frame_number = int(frame_number)
+        if frame_number < 0 or (self.max_frames is not None and frame_number >= self.max_frames):
+            return None
+        with self._lock:
+            joints = self._truth.get(frame_number)
+        if joints is None:
+            pose = self.pose_at(frame_number)
+            posed = self.hand_model.pose(pose.local_rotations, pose.bone_scales, pose.cam_from_hand, pose.handedness)
+            joints = posed.joints
+        return joints.copy()
+
+    # -- frames
+
+    def render(self, frame_number: int) -> tuple[DepthFrame, np.ndarray]:
+        """Frame ``frame_number`` and its (21, 3) ground-truth joints (deterministic)."""
+        pose = self.pose_at(frame_number)
+        rng = np.random.default_rng([self.seed, frame_number])
+        depth, posed, _ = render_hand_pose(
+            self.hand_model, pose, self.intrinsics, self.depth_scale, forearm=self.forearm, noise=self._noise, rng=rng
+        )
+        frame = DepthFrame(
+            depth=depth,
+            depth_scale=self.depth_scale,
+            intrinsics=self.intrinsics,
+            timestamp_ms=1000.0 * frame_number / self.fps,
+            serial="synthetic",
+            frame_number=frame_number,
+        )
+        return frame, posed.joints
+
+    def frames(self) -> Iterator[DepthFrame]:
+        began = time.perf_counter()
+        index = 0
+        while self.max_frames is None or index < self.max_frames:
+            if self._closed.is_set():
+                return
+            if self.realtime and not self._sleep_until(began + index / self.fps):
+                return
+            frame, joints = self.render(index)
+            with self._lock:
+                self._truth[index] = joints
+                while len(self._truth) > self.GROUND_TRUTH_CACHE:
+                    self._truth.popitem(last=False)
+            yield frame
+            index += 1
+
+
+# ---------------------------------------------------------------------------- command-line specs
+
+SOURCE_FORMS = (
+    "'realsense' (the first connected camera), 'realsense:SERIAL', a recording 'FILE.db3' or 'FILE.bag', "
+    "a folder of 16-bit depth PNGs with intrinsics.json, 'synthetic' or 'synthetic:SEED'"
+)
+
+
+def open_source(
+    spec: str,
+    *,
+    realtime: bool | None = None,
+    record_path: str | os.PathLike | None = None,
+) -> FrameSource:
+    """Open the source a command-line string names (see ``SOURCE_FORMS``).
+
+    realtime: None takes each kind's natural mode: recordings play at their recorded pace,
+        folders and synthetic input as fast as consumed. A camera is always real time.
+    record_path: record a live camera's depth to this ``.db3`` (cameras only).
+    """
+    spec = str(spec).strip()
+    kind, _, argument = spec.partition(":")
+    if kind.lower() == "realsense":
+        if realtime is False:
+            raise SourceError("a live camera is always real time; drop --no-realtime (or record it and play the file)")
+        return RealSenseSource(serial=argument or None, record_path=record_path)
+    if record_path is not None:
+        raise SourceError(
+            f"recording needs a live camera source ('realsense' or 'realsense:SERIAL'), not {spec!r}; "
+            "to convert other input use tracker.sources.write_recording"
+        )
+    if kind.lower() == "synthetic":
+        try:
+            seed = int(argument) if argument else 0
+        except ValueError:
+            raise SourceError(f"'synthetic:SEED' needs an integer seed, got {argument!r}") from None
+        return SyntheticSource(seed=seed, realtime=bool(realtime))
+    path = Path(spec)
+    if path.suffix.lower() in (".db3", ".bag"):
+        return RecordingSource(path, realtime=True if realtime is None else realtime)
+    if path.is_dir():
+        return FolderSource(path, realtime=bool(realtime))
+    what = "does not exist" if not path.exists() else "is neither a recording nor a folder"
+    raise SourceError(f"unknown source {spec!r} ({what}); accepted: {SOURCE_FORMS}")
