@@ -1,0 +1,75 @@
+"""Network + refit on one hand crop: the step from HandCrop to HandEstimate.
+
+Runs the chosen inference backend on the crop, refits the template to the predicted
+vertices on the host (numba), and maps everything from crop-normalised coordinates back to
+the camera frame (un-mirroring a left hand). Used by the evaluation and the live pipeline.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from tracker.crop import crop_to_camera
+from tracker.hand_model import HandModel
+from tracker.refit import Refit
+from tracker.types import CameraIntrinsics, HandCrop, HandEstimate
+
+
+@dataclass(frozen=True)
+class NetworkOutput:
+    """Raw per-crop outputs: initial vertices (V, 3) and refined vertices (V, 3) and joints
+    (21, 3) float32 in the camera frame (metres); hand probability (S, S) float32; mesh
+    coordinates (2, S, S) float32 grid units (crop pixels)."""
+
+    initial_vertices: np.ndarray
+    refined_vertices: np.ndarray
+    joints: np.ndarray
+    hand_probability: np.ndarray
+    mesh_coords: np.ndarray
+
+
+class HandEstimator:
+    def __init__(self, backend, hand_model: HandModel | None = None) -> None:
+        self.backend = backend
+        self.hand_model = hand_model or HandModel.load()
+        self.refit = Refit(self.hand_model)
+
+    def run(self, crop: HandCrop) -> tuple[NetworkOutput, dict[str, float]]:
+        timings = {}
+        t0 = time.perf_counter()
+        outputs = self.backend.run(crop.depth[None, None].astype(np.float32))
+        t1 = time.perf_counter()
+        vertices_crop = outputs["vertices"][0]
+        refit = self.refit.fit(vertices_crop)
+        t2 = time.perf_counter()
+        timings["network"] = 1e3 * (t1 - t0)
+        timings["refit"] = 1e3 * (t2 - t1)
+        hand_probability = 1.0 / (1.0 + np.exp(-outputs["hand_logit"][0, 0]))
+        return (
+            NetworkOutput(
+                initial_vertices=crop_to_camera(vertices_crop, crop),
+                refined_vertices=crop_to_camera(refit.vertices, crop),
+                joints=crop_to_camera(refit.joints, crop),
+                hand_probability=hand_probability.astype(np.float32),
+                mesh_coords=outputs["mesh_coords"][0],
+            ),
+            timings,
+        )
+
+    def estimate(self, crop: HandCrop, intrinsics: CameraIntrinsics) -> HandEstimate:
+        output, timings = self.run(crop)
+        joints = output.joints
+        uv = np.stack([intrinsics.fx * joints[:, 0] / joints[:, 2] + intrinsics.cx, intrinsics.fy * joints[:, 1] / joints[:, 2] + intrinsics.cy], 1)
+        visible = crop.depth < 1.0
+        confidence = float((output.hand_probability[visible] > 0.5).mean()) if visible.any() else 0.0
+        return HandEstimate(
+            vertices_cam_m=output.refined_vertices,
+            joints_cam_m=joints,
+            joints_uv_px=uv.astype(np.float32),
+            handedness=crop.handedness,
+            confidence=confidence,
+            timings_ms=timings,
+        )
