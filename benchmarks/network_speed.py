@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.machine import machine_info
+from tracker.machine import machine_info
 from tracker.backends import (
     BACKENDS,
     Backend,

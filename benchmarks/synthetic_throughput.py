@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import machine_info
+from tracker.machine import machine_info
 from tracker.hand_model import HandModel
 from tracker.synth.dataset import config_to_dict, generate_dataset
 from tracker.synth.scene import SceneConfig, render_sample

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,14 +10,24 @@ from tracker.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_default_run_writes_a_picture(tmp_path, capsys):
-    image = tmp_path / "frames.png"
-    assert main(["--max-frames", "2", "--image", str(image)]) == 0
-    out = capsys.readouterr().out
-    assert "synthetic" in out and "frame 1" in out
-    assert cv2.imread(str(image)).shape[0] > 2 * 220
+def test_default_run_tracks_the_built_in_input(tmp_path, capsys):
+    out, video = tmp_path / "t.jsonl", tmp_path / "last.png"
+    assert main(["--max-frames", "5", "--out", str(out), "--video", str(video)]) == 0
+    stdout = capsys.readouterr().out
+    assert "built-in synthetic input" in stdout and "mean joint error against the rendered truth" in stdout
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["frame"] for r in lines] == [0, 1, 2, 3, 4] and lines[0]["serial"] == "synthetic"
+    assert cv2.imread(str(video)).shape == (480, 640, 3)
 
 
 def test_help_explains_the_command():
     result = subprocess.run([sys.executable, str(ROOT / "run_tracker.py"), "--help"], capture_output=True, text=True, check=True)
     assert "--source" in result.stdout and "no camera" in result.stdout.lower()
+
+
+def test_record_needs_a_camera(tmp_path, capsys):
+    try:
+        main(["--source", "synthetic", "--record", str(tmp_path / "r.db3")])
+    except SystemExit as exc:
+        assert exc.code == 2
+    assert "--record needs a live camera" in capsys.readouterr().err

@@ -1,55 +1,117 @@
-"""The ``run_tracker.py`` / ``dgn-track`` command line.
+"""The ``run_tracker.py`` / ``dgn-track`` command line: track hands from a source into files.
 
-The live tracking pipeline is not assembled yet; today the command runs the built-in
-synthetic input (the renderer streaming random hands, no camera needed) and writes a
-picture of what the tracker will be fed: depth, ground-truth skeleton, mesh coordinates
-and part labels.
+With no ``--source`` it uses a connected RealSense camera, or, when none is connected, the
+built-in synthetic input (a rendered moving hand with sensor noise; no camera needed) and
+says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
+
+DEFAULT_SYNTHETIC_FRAMES = 120
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_tracker.py",
-        description="Depth-camera hand tracker (Dual Grid Net). With no arguments it runs on the built-in "
-        "synthetic input, which needs no camera.",
+        description="Track a hand (mesh + 21 keypoints, metres, camera frame) in depth frames with Dual Grid Net. "
+        "With no --source: a connected RealSense camera, else the built-in synthetic input (no camera needed).",
     )
     parser.add_argument(
-        "--source", default="synthetic", choices=["synthetic"], help="input to run on (default: %(default)s)"
+        "--source",
+        help="realsense | realsense:SERIAL | FILE.db3 | FILE.bag | DIR (16-bit PNGs + intrinsics.json) | synthetic",
     )
-    parser.add_argument("--max-frames", type=int, default=6, help="frames to process (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic input (default: %(default)s)")
-    parser.add_argument(
-        "--image", type=Path, default=Path("out/synthetic_frames.png"), help="PNG to write (default: %(default)s)"
-    )
+    parser.add_argument("--out", type=Path, default=Path("out/tracking.jsonl"), help="JSON-lines output, one object per frame (default %(default)s)")
+    parser.add_argument("--out-vertices", action="store_true", help="also write the 1159 mesh vertices per hand")
+    parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch", "torch-cuda", "tensorrt"], help="network backend (default %(default)s)")
+    parser.add_argument("--video", type=Path, help="write an overlay video (.mp4) or the last overlay frame (.png)")
+    parser.add_argument("--record", type=Path, help="while tracking a live camera, record its depth to this .db3")
+    parser.add_argument("--max-frames", type=int, help="stop after this many frames (synthetic default: %d)" % DEFAULT_SYNTHETIC_FRAMES)
+    parser.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None, help="play recordings at their own pace (default) or as fast as possible (--no-realtime)")
+    parser.add_argument("--weights", type=Path, help="network weights directory (default: the shipped weights/)")
+    parser.add_argument("--hand", choices=["right", "left"], default="right", help="which hand to track (default %(default)s)")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.max_frames < 1:
-        build_parser().error("--max-frames must be at least 1")
-    from tracker.hand_model import HandModel
-    from tracker.synth.contact_sheet import sample_row, write_contact_sheet
-    from tracker.synth.scene import SceneConfig, render_sample
+def _default_source() -> str:
+    try:
+        import pyrealsense2 as rs
 
-    print("No camera requested: running on the built-in synthetic input (rendered hands with sensor noise).")
-    model = HandModel.load()
-    rows = []
-    for i in range(args.max_frames):
-        sample = render_sample(model, SceneConfig(), args.seed + i)
-        depth_m = sample.depth.astype(np.float32) * np.float32(sample.depth_scale)
-        wrist = sample.joints[0]
-        print(f"frame {i}: hand at {np.linalg.norm(wrist):.2f} m, {int(sample.mask.sum())} hand pixels")
-        rows.append(
-            sample_row(depth_m, sample.mask, sample.mesh_coords, sample.labels, sample.joints, sample.intrinsics, f"frame {i}")
-        )
-    path = write_contact_sheet(rows, args.image)
-    print(f"wrote {path}")
+        if len(rs.context().query_devices()) > 0:
+            return "realsense"
+    except Exception:  # no SDK or no USB access: same as no camera
+        pass
+    return "synthetic"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.max_frames is not None and args.max_frames < 1:
+        parser.error("--max-frames must be at least 1")
+    from tracker.backends import BackendUnavailable, create_backend
+    from tracker.estimator import HandEstimator
+    from tracker.hand_model import HandModel
+    from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
+    from tracker.sinks import JsonLinesSink
+    from tracker.sources import SourceError, SyntheticSource, open_source
+    from tracker.types import Handedness
+    from tracker.weights import WEIGHTS_DIR, WeightsError, load_manifest
+
+    spec = args.source or _default_source()
+    if args.source is None:
+        what = "a connected RealSense camera" if spec == "realsense" else "the built-in synthetic input (no camera connected)"
+        print(f"No --source given: tracking {what}.")
+    if args.record is not None and not spec.startswith("realsense"):
+        parser.error("--record needs a live camera source (realsense or realsense:SERIAL)")
+    max_frames = args.max_frames
+    if spec == "synthetic" and max_frames is None:
+        max_frames = DEFAULT_SYNTHETIC_FRAMES
+    try:
+        weights = args.weights or WEIGHTS_DIR
+        manifest = load_manifest(weights)
+        hand_model = HandModel.load()
+        backend = create_backend(args.backend, weights)
+        source = open_source(spec, realtime=args.realtime, record_path=args.record)
+    except (WeightsError, BackendUnavailable, SourceError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    tracker = HandTracker(HandEstimator(backend, hand_model), TrackerConfig(cube_size_m=manifest["cube_size_m"], handedness=Handedness(args.hand)))
+    sinks = [JsonLinesSink(args.out, include_vertices=args.out_vertices)]
+    if args.video is not None:
+        from tracker.viewer import VideoSink
+
+        sinks.append(VideoSink(args.video, hand_model))
+    print(f"source: {source.description}; backend: {args.backend}; writing {args.out}")
+    realtime = args.realtime if args.realtime is not None else spec.startswith("realsense")
+    summary = run_pipeline(source, tracker, sinks, drop_old_frames=realtime, max_frames=max_frames)
+    stats = summary.stats()
+    print(
+        f"{stats['frames']} frames ({stats['frames_with_hand']} with a hand, {stats['dropped']} dropped) in {stats['seconds']:.1f} s: "
+        f"{stats['frames_per_second']:.1f} frames/s, latency p50 {stats['latency_ms_p50']:.1f} ms, p99 {stats['latency_ms_p99']:.1f} ms; "
+        f"stopped by {stats['stopped_by']}"
+    )
+    if isinstance(source, SyntheticSource):
+        _report_synthetic_accuracy(args.out, source)
+    if summary.error:
+        print(f"error: input failed after {stats['frames']} frames (all of them written): {summary.error}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _report_synthetic_accuracy(jsonl: Path, source) -> None:
+    errors = []
+    with open(jsonl) as f:
+        for line in f:
+            record = json.loads(line)
+            truth = source.ground_truth(record["frame"])
+            if record["hands"] and truth is not None:
+                errors.append(np.linalg.norm(np.array(record["hands"][0]["joints_xyz_m"]) - truth, axis=1).mean() * 1000)
+    if errors:
+        print(f"synthetic input: mean joint error against the rendered truth {np.mean(errors):.1f} mm over {len(errors)} frames")

@@ -234,7 +234,10 @@ def write_model_card(path: Path, manifest: dict, synthetic: dict, real: dict | N
             "",
         ]
     if speed:
-        lines += ["## Speed", "", "```", json.dumps(speed, indent=2), "```", ""]
+        lines += ["## Speed (batch 1, median ms; `python -m benchmarks.network_speed`)", "", "| result file | stage | median ms |", "|---|---|---|"]
+        for result_file, stages in speed.items():
+            lines += [f"| {result_file} | {stage} | {ms:.2f} |" for stage, ms in stages.items() if ms is not None]
+        lines.append("")
     lines += [
         "## Limitations",
         "",

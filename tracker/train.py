@@ -123,7 +123,7 @@ def _setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
     return rank, world_size, device
 
 
-def _save_checkpoint(path: Path, network, optimizer, step: int, samples_seen: int, config: TrainConfig) -> None:
+def _save_checkpoint(path: Path, network, optimizer, step: int, samples_seen: int, config: TrainConfig, seconds: float) -> None:
     tmp = path.with_name(path.name + ".partial")
     torch.save(
         {
@@ -131,6 +131,7 @@ def _save_checkpoint(path: Path, network, optimizer, step: int, samples_seen: in
             "optimizer": optimizer.state_dict(),
             "step": step,
             "samples_seen": samples_seen,
+            "train_seconds": seconds,
             "config": config_to_dict(config),
         },
         tmp,
@@ -147,13 +148,14 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = True, progres
     refit = Refit(hand_model)
     network = DualGridNet(hand_model.mesh_coords, config.network).to(device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    step, samples_seen = 0, 0
+    step, samples_seen, earlier_seconds = 0, 0, 0.0
     checkpoint = out_dir / "last.pt"
     if resume and checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
         step, samples_seen = int(state["step"]), int(state["samples_seen"])
+        earlier_seconds = float(state.get("train_seconds", 0.0))
     model = DistributedDataParallel(network) if world_size > 1 else network
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -211,13 +213,18 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = True, progres
                 handle.flush()
                 bar.set_postfix(loss=f"{last_terms['total']:.3f}", init_cm=f"{last_terms['initial']:.2f}", joints_cm=f"{last_terms.get('joints', float('nan')):.2f}", sps=f"{rate:.0f}")
             if step % config.checkpoint_every == 0:
-                _save_checkpoint(checkpoint, network, optimizer, step, samples_seen, config)
+                _save_checkpoint(checkpoint, network, optimizer, step, samples_seen, config, earlier_seconds + time.perf_counter() - began)
     bar.close()
-    summary = {"steps": step, "samples_seen": samples_seen, "seconds": time.perf_counter() - began, "last_losses": last_terms}
+    # Wall time summed over every resumed segment of the run.
+    summary = {"steps": step, "samples_seen": samples_seen, "seconds": earlier_seconds + time.perf_counter() - began, "last_losses": last_terms}
     if rank == 0:
         handle.close()
-        _save_checkpoint(checkpoint, network, optimizer, step, samples_seen, config)
-        training = {**summary, "world_size": world_size, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "recipe": config_to_dict(config)}
+        _save_checkpoint(checkpoint, network, optimizer, step, samples_seen, config, summary["seconds"])
+        from tracker.machine import machine_info
+
+        machine = machine_info()
+        device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{machine['logical_cores']}-core CPU ({machine['cpu']})"
+        training = {**summary, "world_size": world_size, "device": device_name, "recipe": config_to_dict(config)}
         export_weights(network.eval(), config.data.cube_size_m, out_dir / "export", training)
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if world_size > 1:

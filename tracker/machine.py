@@ -1,4 +1,4 @@
-"""Describes the machine a benchmark ran on, stored with every result."""
+"""Describes the machine a benchmark or training run ran on, stored with its results."""
 
 from __future__ import annotations
 

@@ -1,0 +1,201 @@
+"""The streaming tracker: capture thread -> segment -> crop -> network + refit -> sinks.
+
+Capture runs on its own thread so a slow frame never stalls the camera. For a live camera
+(or real-time playback) the tracker always takes the newest frame and counts the ones it
+skipped; for as-fast-as-possible playback the capture waits for the tracker so every frame
+is processed. Each frame's stages are timed. Ctrl-C / SIGTERM stop the loop cleanly: the
+source is closed (finalising a recording) and every sink flushed and closed.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tracker.crop import DEFAULT_CUBE_SIZE_M, make_crop
+from tracker.estimator import HandEstimator
+from tracker.segment import SegmentConfig, find_hand_center
+from tracker.types import DepthFrame, HandEstimate, Handedness
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    cube_size_m: float = DEFAULT_CUBE_SIZE_M
+    #: Which hand the crop is taken as; left hands are mirrored into the right-hand network.
+    handedness: Handedness = Handedness.RIGHT
+    #: Below this confidence the estimate is dropped (no hand reported).
+    min_confidence: float = 0.3
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """What the tracker found in one frame: zero or more hands and the stage timings (ms)."""
+
+    frame: DepthFrame
+    hands: tuple[HandEstimate, ...]
+    timings_ms: dict[str, float]
+    dropped_before: int = 0
+
+
+class HandTracker:
+    """Per-frame processing: no state beyond the configuration and the estimator."""
+
+    def __init__(self, estimator: HandEstimator, config: TrackerConfig = TrackerConfig()) -> None:
+        self.estimator = estimator
+        self.config = config
+
+    def process(self, frame: DepthFrame) -> FrameResult:
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        depth_m = frame.depth_m()
+        centre = find_hand_center(depth_m, frame.intrinsics, self.config.segment)
+        timings["segment"] = 1e3 * (time.perf_counter() - t0)
+        if centre is None:
+            return FrameResult(frame, (), timings)
+        t1 = time.perf_counter()
+        crop = make_crop(depth_m, frame.intrinsics, centre, self.config.cube_size_m, self.config.handedness)
+        timings["crop"] = 1e3 * (time.perf_counter() - t1)
+        estimate = self.estimator.estimate(crop, frame.intrinsics)
+        timings.update(estimate.timings_ms)
+        hands = (estimate,) if estimate.confidence >= self.config.min_confidence else ()
+        return FrameResult(frame, hands, timings)
+
+
+class _NewestFrameSlot:
+    """Hands frames from the capture thread to the tracker.
+
+    ``drop_old``: keep only the newest frame (live); otherwise the producer waits until the
+    consumer took the previous one (as-fast-as-possible playback loses nothing).
+    """
+
+    def __init__(self, drop_old: bool) -> None:
+        self.drop_old = drop_old
+        self.condition = threading.Condition()
+        self.frame: DepthFrame | None = None
+        self.dropped = 0
+        self.finished = False
+        self.error: BaseException | None = None
+
+    def put(self, frame: DepthFrame, stop: threading.Event, arrival: dict) -> None:
+        """Offer a frame; its arrival time is when the tracker could first have taken it."""
+        with self.condition:
+            if not self.drop_old:
+                while self.frame is not None and not stop.is_set():
+                    self.condition.wait(0.1)
+            elif self.frame is not None:
+                arrival.pop(id(self.frame), None)
+                self.dropped += 1
+            self.frame = frame
+            arrival[id(frame)] = time.perf_counter()
+            self.condition.notify_all()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        with self.condition:
+            self.finished, self.error = True, error
+            self.condition.notify_all()
+
+    def take(self) -> tuple[DepthFrame | None, int]:
+        """Next frame and how many were dropped before it; (None, n) at the end."""
+        with self.condition:
+            while self.frame is None and not self.finished:
+                self.condition.wait(0.1)
+            frame, self.frame = self.frame, None
+            dropped, self.dropped = self.dropped, 0
+            self.condition.notify_all()
+            return frame, dropped
+
+
+@dataclass
+class RunSummary:
+    frames: int = 0
+    dropped: int = 0
+    frames_with_hand: int = 0
+    seconds: float = 0.0
+    latency_ms: list = field(default_factory=list)
+    stopped_by: str = "end of input"
+    error: str | None = None
+
+    def stats(self) -> dict:
+        lat = np.array(self.latency_ms) if self.latency_ms else np.array([np.nan])
+        return {
+            "frames": self.frames,
+            "dropped": self.dropped,
+            "frames_with_hand": self.frames_with_hand,
+            "seconds": self.seconds,
+            "frames_per_second": self.frames / self.seconds if self.seconds > 0 else 0.0,
+            "latency_ms_p50": float(np.nanpercentile(lat, 50)),
+            "latency_ms_p99": float(np.nanpercentile(lat, 99)),
+            "stopped_by": self.stopped_by,
+            "error": self.error,
+        }
+
+
+def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: bool, max_frames: int | None = None) -> RunSummary:
+    """Stream ``source`` through ``tracker`` into ``sinks`` until the end, an error or a signal.
+
+    Sink errors propagate; source errors end the run with ``summary.error`` set after every
+    frame already received was processed and written.
+    """
+    slot = _NewestFrameSlot(drop_old_frames)
+    stop = threading.Event()
+    summary = RunSummary()
+    arrival: dict[int, float] = {}
+
+    def capture() -> None:
+        try:
+            for frame in source.frames():
+                if stop.is_set():
+                    break
+                slot.put(frame, stop, arrival)
+            slot.finish()
+        except BaseException as exc:  # reported by the consumer
+            slot.finish(exc)
+
+    def request_stop(signum, _frame) -> None:
+        summary.stopped_by = signal.Signals(signum).name
+        stop.set()
+        slot.finish()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, request_stop)
+    thread = threading.Thread(target=capture, name="capture", daemon=True)
+    began = time.perf_counter()
+    thread.start()
+    try:
+        while not stop.is_set():
+            frame, dropped = slot.take()
+            if frame is None:
+                break
+            summary.dropped += dropped
+            result = tracker.process(frame)
+            result = FrameResult(result.frame, result.hands, result.timings_ms, dropped)
+            for sink in sinks:
+                sink.write(result)
+            arrived = arrival.pop(id(frame), None)
+            if arrived is not None:
+                summary.latency_ms.append(1e3 * (time.perf_counter() - arrived))
+            summary.frames += 1
+            summary.frames_with_hand += bool(result.hands)
+            if max_frames is not None and summary.frames >= max_frames:
+                summary.stopped_by = "max frames"
+                break
+        if slot.error is not None:
+            summary.error = str(slot.error)
+            summary.stopped_by = "input error"
+    finally:
+        stop.set()
+        source.close()
+        thread.join(timeout=5.0)
+        for sink in sinks:
+            sink.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        summary.seconds = time.perf_counter() - began
+    return summary

@@ -1,0 +1,63 @@
+"""Where tracking results go: JSON lines (one object per processed frame).
+
+Each line is written and flushed as soon as its frame is done, so a crash or a failing
+input never loses frames already processed. The object per frame:
+
+    {"frame": int, "timestamp_ms": float, "serial": str,
+     "hands": [{"handedness": "right"|"left", "confidence": float,
+                "joints_xyz_m": [[x, y, z] x 21],     # MediaPipe order, camera frame, metres
+                "joints_uv_px": [[u, v] x 21],        # depth-image pixels
+                "vertices_xyz_m": [[x, y, z] x V]}],  # only with include_vertices
+     "timings_ms": {stage: ms}, "dropped_before": int}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tracker.pipeline import FrameResult
+
+
+def _rounded(array: np.ndarray, decimals: int) -> list:
+    return np.round(np.asarray(array, np.float64), decimals).tolist()
+
+
+def frame_record(result: FrameResult, include_vertices: bool = False) -> dict:
+    hands = []
+    for hand in result.hands:
+        entry = {
+            "handedness": hand.handedness.value,
+            "confidence": round(float(hand.confidence), 4),
+            "joints_xyz_m": _rounded(hand.joints_cam_m, 5),  # 10 micrometres
+            "joints_uv_px": _rounded(hand.joints_uv_px, 2),
+        }
+        if include_vertices:
+            entry["vertices_xyz_m"] = _rounded(hand.vertices_cam_m, 5)
+        hands.append(entry)
+    return {
+        "frame": int(result.frame.frame_number),
+        "timestamp_ms": float(result.frame.timestamp_ms),
+        "serial": result.frame.serial,
+        "hands": hands,
+        "timings_ms": {k: round(float(v), 3) for k, v in result.timings_ms.items()},
+        "dropped_before": int(result.dropped_before),
+    }
+
+
+class JsonLinesSink:
+    def __init__(self, path: str | Path, include_vertices: bool = False) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.include_vertices = include_vertices
+        self._file = open(self.path, "w", buffering=1)
+
+    def write(self, result: FrameResult) -> None:
+        self._file.write(json.dumps(frame_record(result, self.include_vertices), separators=(",", ":")) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
