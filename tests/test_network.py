@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 import torch
 
 from tracker.network import DualGridNet, DualGridNetConfig, bilinear_sampling_matrix

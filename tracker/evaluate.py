@@ -27,7 +27,6 @@ from kernels.raster import render_mesh
 from tracker.crop import make_crop
 from tracker.estimator import HandEstimator
 from tracker.hand_model import HandModel
-from tracker.network import count_parameters
 from tracker.segment import find_hand_center
 from tracker.synth.contact_sheet import colourise_depth, draw_skeleton
 from tracker.synth.dataset import sample_seed

@@ -879,6 +879,7 @@ def render_hand_pose(
     """
     from kernels.raster import rasterize_mesh
     from kernels.sensor_noise import apply_stereo_noise
+    from tracker.synth.scene import posed_forearm, to_depth_units
 
     h, w = intrinsics.height, intrinsics.width
     k = (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy)
@@ -889,35 +890,14 @@ def render_hand_pose(
     rasterize_mesh(posed.vertices, posed.faces, *k, h, w, near_m, depth, face_index, bary, 0)
     n_hand_faces = len(posed.faces)
     if forearm:
-        vertices, faces = _posed_forearm(pose)
+        vertices, faces = posed_forearm(pose)
         rasterize_mesh(vertices, faces, *k, h, w, near_m, depth, face_index, bary, n_hand_faces)
     hand_pixels = int(np.count_nonzero((face_index >= 0) & (face_index < n_hand_faces)))
     if noise is not None:
         if rng is None:
             raise ValueError("render_hand_pose: noise needs an rng (numpy Generator)")
         depth = apply_stereo_noise(depth, intrinsics.fx, noise, rng)
-    depth[(depth < 0) | (depth > max_depth_m)] = 0.0
-    units = np.clip(np.round(depth / depth_scale_m), 0, np.iinfo(np.uint16).max).astype(np.uint16)
-    return units, posed, hand_pixels
-
-
-def _posed_forearm(pose) -> tuple[np.ndarray, np.ndarray]:
-    """The scene's forearm tube at the wrist of ``pose`` (camera frame), as the scene renders it."""
-    from tracker.synth.scene import SceneConfig, forearm_mesh
-
-    scene = SceneConfig()
-    scale = float(np.median(pose.bone_scales))  # the forearm follows the hand's size
-    vertices, faces = forearm_mesh(
-        scene.forearm_length_m * scale,
-        tuple(r * scale for r in scene.forearm_radii_wrist_m),
-        tuple(r * scale for r in scene.forearm_radii_far_m),
-    )
-    hand_from_forearm = pose.hand_from_forearm_rotation
-    if pose.handedness == Handedness.LEFT:  # the left hand is the right one mirrored in x
-        mirror = np.diag([-1.0, 1.0, 1.0])
-        hand_from_forearm = mirror @ hand_from_forearm @ mirror
-    cam_from_forearm = pose.cam_from_hand[:3, :3] @ hand_from_forearm
-    return vertices @ cam_from_forearm.T + pose.cam_from_hand[:3, 3], faces
+    return to_depth_units(depth, depth_scale_m, max_depth_m), posed, hand_pixels
 
 
 @dataclass(frozen=True)

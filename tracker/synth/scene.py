@@ -175,7 +175,7 @@ def render_sample(model: HandModel, config: SceneConfig, seed: int) -> Synthetic
         rasterize_mesh(posed.vertices, posed.faces, *k, h, w, config.near_m, depth, face_index, bary, 0)
         n_hand_faces = len(posed.faces)
         if config.forearm:
-            fa_vertices, fa_faces = _posed_forearm(pose, config)
+            fa_vertices, fa_faces = posed_forearm(pose, config)
             rasterize_mesh(fa_vertices, fa_faces, *k, h, w, config.near_m, depth, face_index, bary, n_hand_faces)
             labels[face_index >= n_hand_faces] = SceneLabel.FOREARM
         hand_face_index = np.where(face_index < n_hand_faces, face_index, -1)
@@ -194,9 +194,7 @@ def render_sample(model: HandModel, config: SceneConfig, seed: int) -> Synthetic
 
     if rng.uniform() < config.noise_probability:
         depth = apply_stereo_noise(depth, intrinsics.fx, config.noise, rng)
-    depth[(depth < 0) | (depth > config.max_depth_m)] = 0.0
-    depth_units = np.round(depth / config.camera.depth_scale_m)
-    depth_units = np.clip(depth_units, 0, np.iinfo(np.uint16).max).astype(np.uint16)
+    depth_units = to_depth_units(depth, config.camera.depth_scale_m, config.max_depth_m)
     return SyntheticSample(
         depth=depth_units,
         depth_scale=config.camera.depth_scale_m,
@@ -212,6 +210,12 @@ def render_sample(model: HandModel, config: SceneConfig, seed: int) -> Synthetic
     )
 
 
+def to_depth_units(depth_m: np.ndarray, depth_scale_m: float, max_depth_m: float) -> np.ndarray:
+    """(H, W) float metres -> uint16 device units as a camera delivers them (0 beyond range)."""
+    depth = np.where((depth_m < 0) | (depth_m > max_depth_m), 0.0, depth_m)
+    return np.clip(np.round(depth / depth_scale_m), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+
+
 def _window(sensor: CameraIntrinsics, pose: HandPose, side_m: float) -> CameraIntrinsics:
     """Intrinsics of the square sub-window of the sensor around the palm centre."""
     palm = pose.cam_from_hand[:3, :3] @ PALM_CENTRE_HAND_M + pose.cam_from_hand[:3, 3]
@@ -223,7 +227,9 @@ def _window(sensor: CameraIntrinsics, pose: HandPose, side_m: float) -> CameraIn
     return CameraIntrinsics(max(x1 - x0, 1), max(y1 - y0, 1), sensor.fx, sensor.fy, sensor.cx - x0, sensor.cy - y0)
 
 
-def _posed_forearm(pose: HandPose, config: SceneConfig) -> tuple[np.ndarray, np.ndarray]:
+def posed_forearm(pose: HandPose, config: SceneConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The forearm tube at the wrist of ``pose``: (vertices (N, 3) camera frame metres, faces (M, 3))."""
+    config = config or SceneConfig()
     scale = _hand_scale(pose)
     vertices, faces = forearm_mesh(
         config.forearm_length_m * scale,
