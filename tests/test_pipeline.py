@@ -121,3 +121,18 @@ def test_sigterm_stops_cleanly_with_complete_lines(tmp_path):
     assert "stopped by SIGTERM" in stdout
     records = _read(out)  # every line parses: nothing half-written
     assert len(records) >= 3
+
+
+def test_tracking_seeds_from_the_last_hand_and_redetects_after_loss(hand_model):
+    from tracker.backends import create_backend
+    from tracker.estimator import HandEstimator
+    from tracker.pipeline import HandTracker
+
+    frames = list(SyntheticSource(seed=2, max_frames=3, hand_model=hand_model).frames())
+    tracker = HandTracker(HandEstimator(create_backend("onnxruntime"), hand_model))
+    assert tracker.process(frames[0]).hands
+    assert tracker._previous_center is not None
+    empty = frames[1].__class__(np.zeros_like(frames[1].depth), frames[1].depth_scale, frames[1].intrinsics)
+    assert tracker.process(empty).hands == ()
+    assert tracker._previous_center is None  # lost: the next frame detects from scratch
+    assert tracker.process(frames[2]).hands

@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--record", type=Path, help="while tracking a live camera, record its depth to this .db3")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames (synthetic default: %d)" % DEFAULT_SYNTHETIC_FRAMES)
     parser.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None, help="play recordings at their own pace (default) or as fast as possible (--no-realtime)")
+    parser.add_argument("--smooth", action="store_true", help="smooth the joints over time (One-Euro filter)")
     parser.add_argument("--weights", type=Path, help="network weights directory (default: the shipped weights/)")
     parser.add_argument("--hand", choices=["right", "left"], default="right", help="which hand to track (default %(default)s)")
     return parser
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except (WeightsError, BackendUnavailable, SourceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    tracker = HandTracker(HandEstimator(backend, hand_model), TrackerConfig(cube_size_m=manifest["cube_size_m"], handedness=Handedness(args.hand)))
+    tracker = HandTracker(HandEstimator(backend, hand_model), TrackerConfig(cube_size_m=manifest["cube_size_m"], handedness=Handedness(args.hand), smooth=args.smooth))
     sinks = [JsonLinesSink(args.out, include_vertices=args.out_vertices)]
     if args.video is not None:
         from tracker.viewer import VideoSink

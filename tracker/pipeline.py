@@ -9,6 +9,7 @@ source is closed (finalising a recording) and every sink flushed and closed.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 import time
@@ -18,7 +19,8 @@ import numpy as np
 
 from tracker.crop import DEFAULT_CUBE_SIZE_M, make_crop
 from tracker.estimator import HandEstimator
-from tracker.segment import SegmentConfig, find_hand_center
+from tracker.segment import SegmentConfig, track_hand_center
+from tracker.smoothing import OneEuroFilter
 from tracker.types import DepthFrame, HandEstimate, Handedness
 
 
@@ -29,6 +31,8 @@ class TrackerConfig:
     handedness: Handedness = Handedness.RIGHT
     #: Below this confidence the estimate is dropped (no hand reported).
     min_confidence: float = 0.3
+    #: Smooth the joints over time with a One-Euro filter (off: raw per-frame estimates).
+    smooth: bool = False
     segment: SegmentConfig = field(default_factory=SegmentConfig)
 
 
@@ -43,27 +47,44 @@ class FrameResult:
 
 
 class HandTracker:
-    """Per-frame processing: no state beyond the configuration and the estimator."""
+    """Per-frame processing. The last hand centre backs up the next segmentation; when the
+    hand is lost (nothing found or low confidence) that memory is cleared."""
 
     def __init__(self, estimator: HandEstimator, config: TrackerConfig = TrackerConfig()) -> None:
         self.estimator = estimator
         self.config = config
+        self._previous_center: np.ndarray | None = None
+        self._smoother = OneEuroFilter() if config.smooth else None
+
+    def _lost(self) -> None:
+        self._previous_center = None
+        if self._smoother is not None:
+            self._smoother.reset()
 
     def process(self, frame: DepthFrame) -> FrameResult:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         depth_m = frame.depth_m()
-        centre = find_hand_center(depth_m, frame.intrinsics, self.config.segment)
+        centre = track_hand_center(depth_m, frame.intrinsics, self._previous_center, self.config.segment)
         timings["segment"] = 1e3 * (time.perf_counter() - t0)
         if centre is None:
+            self._lost()
             return FrameResult(frame, (), timings)
         t1 = time.perf_counter()
         crop = make_crop(depth_m, frame.intrinsics, centre, self.config.cube_size_m, self.config.handedness)
         timings["crop"] = 1e3 * (time.perf_counter() - t1)
         estimate = self.estimator.estimate(crop, frame.intrinsics)
         timings.update(estimate.timings_ms)
-        hands = (estimate,) if estimate.confidence >= self.config.min_confidence else ()
-        return FrameResult(frame, hands, timings)
+        if estimate.confidence < self.config.min_confidence:
+            self._lost()
+            return FrameResult(frame, (), timings)
+        self._previous_center = centre
+        if self._smoother is not None:
+            joints = self._smoother(estimate.joints_cam_m, frame.timestamp_ms / 1e3).astype(np.float32)
+            k = frame.intrinsics
+            uv = np.stack([k.fx * joints[:, 0] / joints[:, 2] + k.cx, k.fy * joints[:, 1] / joints[:, 2] + k.cy], 1)
+            estimate = dataclasses.replace(estimate, joints_cam_m=joints, joints_uv_px=uv.astype(np.float32))
+        return FrameResult(frame, (estimate,), timings)
 
 
 class _NewestFrameSlot:

@@ -6,7 +6,7 @@ the nearest robust depth, keeps the connected blob that holds the nearest points
 that blob is elongated like a hand plus forearm, starts from its hand end: the end that
 does not run out of the image (forearms enter from the border), else the nearer one.
 A 3-D mean-shift with a hand-sized kernel then settles on the hand's centre, where the
-network's crop cube goes. In tracking, the previous frame's centre seeds the mean-shift.
+network's crop cube goes. In a stream, ``track_hand_center`` falls back on the last centre.
 """
 
 from __future__ import annotations
@@ -71,19 +71,11 @@ def find_hand_center(
     depth_m: np.ndarray,
     intrinsics: CameraIntrinsics,
     config: SegmentConfig = SegmentConfig(),
-    previous_center: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """(3,) float64 hand centre in the camera frame (metres), or None if nothing hand-like is near."""
     valid = (depth_m > config.min_depth_m) & (depth_m < config.max_depth_m) & np.isfinite(depth_m)
     if valid.sum() < config.min_points:
         return None
-    if previous_center is not None:
-        near_previous = valid & (np.abs(depth_m - previous_center[2]) < config.depth_band_m)
-        if near_previous.sum() >= config.min_points:
-            points = _subsample(back_project(depth_m, intrinsics, near_previous), config.max_points)[0]
-            centre = _mean_shift(points, np.asarray(previous_center, np.float64), config.kernel_radius_m, config)
-            if centre is not None:
-                return centre
     # A low percentile, not the minimum: flying pixels and speckle sit in front of everything.
     nearest = np.percentile(depth_m[valid], 0.5)
     band = valid & (depth_m < nearest + config.depth_band_m)
@@ -116,3 +108,26 @@ def find_hand_center(
         extreme = along.max() if sign > 0 else along.min()
         start = mean + axes[0] * (extreme - sign * config.hand_end_offset_m)
     return _mean_shift(points, start, config.kernel_radius_m, config)
+
+
+def track_hand_center(
+    depth_m: np.ndarray,
+    intrinsics: CameraIntrinsics,
+    previous_center: np.ndarray | None,
+    config: SegmentConfig = SegmentConfig(),
+) -> np.ndarray | None:
+    """Hand centre in a tracked stream: detect afresh, and fall back on the last centre.
+
+    Detection each frame keeps the forearm cut in force (a mean-shift seeded only from the
+    last centre creeps down the forearm over a few frames); when detection finds nothing
+    (a hand briefly behind the nearest object, a dropout) the mean-shift seeded from the
+    previous centre keeps the hand.
+    """
+    centre = find_hand_center(depth_m, intrinsics, config)
+    if centre is not None or previous_center is None:
+        return centre
+    valid = (depth_m > config.min_depth_m) & (depth_m < config.max_depth_m) & (np.abs(depth_m - previous_center[2]) < config.depth_band_m)
+    if valid.sum() < config.min_points:
+        return None
+    points = _subsample(back_project(depth_m, intrinsics, valid), config.max_points)[0]
+    return _mean_shift(points, np.asarray(previous_center, np.float64), config.kernel_radius_m, config)

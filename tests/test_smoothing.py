@@ -1,0 +1,33 @@
+import numpy as np
+
+from tracker.smoothing import OneEuroConfig, OneEuroFilter
+
+
+def test_still_hand_jitter_is_reduced():
+    rng = np.random.default_rng(0)
+    truth = np.full((21, 3), 0.5)
+    f = OneEuroFilter()
+    out = np.array([f(truth + rng.normal(0, 0.003, truth.shape), t / 30) for t in range(300)])
+    # At 1.5 Hz cut-off and 30 fps the noise power drops several-fold after settling.
+    assert np.std(out[100:] - truth) < 0.5 * 0.003
+
+
+def test_moving_hand_is_followed_with_little_lag():
+    f = OneEuroFilter(OneEuroConfig())
+    times = np.arange(60) / 30
+    positions = 0.3 * times  # 30 cm/s
+    out = np.array([f(np.full((21, 3), p), t)[0, 0] for p, t in zip(positions, times)])
+    # A first-order low-pass lags by about v * tau, tau = 1 / (2 pi f_c); the speed term
+    # raises f_c from 1.5 to 2.7 Hz at 30 cm/s, bounding the lag by ~1.8 cm (2.5x less
+    # than without it).
+    cutoff = 1.5 + 4.0 * 0.3
+    assert np.abs(out[30:] - positions[30:]).max() < 0.3 / (2 * np.pi * cutoff)
+
+
+def test_reset_and_time_going_backwards_restart_the_filter():
+    f = OneEuroFilter()
+    f(np.zeros(3), 0.0)
+    f(np.ones(3), 0.1)
+    np.testing.assert_array_equal(f(np.full(3, 5.0), 0.05), np.full(3, 5.0))
+    f.reset()
+    np.testing.assert_array_equal(f(np.full(3, 7.0), 1.0), np.full(3, 7.0))

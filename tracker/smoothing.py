@@ -1,0 +1,53 @@
+"""Temporal smoothing of keypoints: the One-Euro filter (Casiez et al., CHI 2012).
+
+A low-pass filter whose cut-off rises with speed: strong smoothing when the hand is still
+(no jitter), little when it moves (no lag). Applied per coordinate of the 21 joints.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class OneEuroConfig:
+    #: Cut-off at rest, Hz: lower = smoother when still.
+    min_cutoff_hz: float = 1.5
+    #: How fast the cut-off rises with speed (per m/s): higher = less lag in fast motion.
+    speed_coefficient: float = 4.0
+    #: Cut-off for the speed estimate itself, Hz.
+    derivative_cutoff_hz: float = 1.0
+
+
+def _alpha(cutoff_hz: np.ndarray | float, dt: float) -> np.ndarray | float:
+    tau = 1.0 / (2 * math.pi * cutoff_hz)
+    return 1.0 / (1.0 + tau / dt)
+
+
+class OneEuroFilter:
+    """Filters arrays of a fixed shape (e.g. (21, 3) joints in metres) over timestamps."""
+
+    def __init__(self, config: OneEuroConfig = OneEuroConfig()) -> None:
+        self.config = config
+        self.reset()
+
+    def reset(self) -> None:
+        self._value = None
+        self._speed = None
+        self._time_s = None
+
+    def __call__(self, value: np.ndarray, time_s: float) -> np.ndarray:
+        value = np.asarray(value, np.float64)
+        if self._value is None or self._value.shape != value.shape or time_s <= self._time_s:
+            self._value, self._speed, self._time_s = value.copy(), np.zeros_like(value), time_s
+            return value.copy()
+        dt = time_s - self._time_s
+        speed = (value - self._value) / dt
+        self._speed = self._speed + _alpha(self.config.derivative_cutoff_hz, dt) * (speed - self._speed)
+        cutoff = self.config.min_cutoff_hz + self.config.speed_coefficient * np.abs(self._speed)
+        self._value = self._value + _alpha(cutoff, dt) * (value - self._value)
+        self._time_s = time_s
+        return self._value.copy()
