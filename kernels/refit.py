@@ -78,25 +78,3 @@ def fit_part_transforms(template_vertices, predicted_vertices, vertex_part, num_
                 i += 1
         out[k] = umeyama(src, dst)
     return out
-
-
-@njit(cache=True)
-def blend_part_transforms(points, point_part_weights, part_transforms):
-    """Linear blend skinning with per-part transforms.
-
-    points: (N, 3) float32/64 rest positions (template frame); point_part_weights: (N, P)
-    float32/64 rows summing to 1; part_transforms: (P, 4, 4) float64. Returns (N, 3) float64.
-    """
-    n = points.shape[0]
-    num_parts = part_transforms.shape[0]
-    out = np.zeros((n, 3))
-    for i in range(n):
-        x, y, z = points[i, 0], points[i, 1], points[i, 2]
-        for k in range(num_parts):
-            w = point_part_weights[i, k]
-            if w == 0.0:
-                continue
-            t = part_transforms[k]
-            for r in range(3):
-                out[i, r] += w * (t[r, 0] * x + t[r, 1] * y + t[r, 2] * z + t[r, 3])
-    return out

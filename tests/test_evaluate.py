@@ -4,10 +4,9 @@ import cv2
 import numpy as np
 import pytest
 
-from tracker.evaluate import main as evaluate_main, read_depth_folder, surface_samples
+from tracker.evaluate import main as evaluate_main, surface_samples
 from tracker.train import RECIPES, train
 
-ROOT_DATA = __import__("pathlib").Path(__file__).resolve().parent / "data" / "sr305-gestures"
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +31,6 @@ def test_evaluation_writes_metrics_plots_and_a_model_card(smoke_weights, tmp_pat
     card = (smoke_weights / "MODEL_CARD.md").read_text()
     assert "mean joint error after refit" in card and "python -m tracker.evaluate --frames 3" in card
     assert "held-out synthetic (3 frames)" in capsys.readouterr().out
-
-
-def test_depth_folder_reader_checks_its_input(tmp_path):
-    frames, intrinsics, scale = read_depth_folder(ROOT_DATA)
-    assert len(frames) == 19 and intrinsics.fx == pytest.approx(476.007) and scale == 0.000125
-    with pytest.raises(FileNotFoundError, match="intrinsics.json"):
-        read_depth_folder(tmp_path)
-    (tmp_path / "intrinsics.json").write_text((ROOT_DATA / "intrinsics.json").read_text())
-    cv2.imwrite(str(tmp_path / "0.png"), np.zeros((10, 10), np.uint8))
-    with pytest.raises(ValueError, match="16-bit depth PNG"):
-        read_depth_folder(tmp_path)
 
 
 def test_surface_samples_cover_the_triangles():

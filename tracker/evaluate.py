@@ -28,6 +28,7 @@ from tracker.crop import make_crop
 from tracker.estimator import HandEstimator
 from tracker.hand_model import HandModel
 from tracker.segment import find_hand_center
+from tracker.sources import FolderSource
 from tracker.synth.contact_sheet import colourise_depth, draw_skeleton
 from tracker.synth.dataset import sample_seed
 from tracker.training_data import ExampleConfig, make_example
@@ -86,22 +87,6 @@ def plot_success_curve(metrics: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def read_depth_folder(folder: Path) -> tuple[list[tuple[str, np.ndarray]], CameraIntrinsics, float]:
-    """16-bit depth PNGs under ``folder`` (recursively) and its intrinsics.json."""
-    meta_path = folder / "intrinsics.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{folder} has no intrinsics.json (depth_scale and intrinsics are needed)")
-    meta = json.loads(meta_path.read_text())
-    intrinsics = CameraIntrinsics.from_dict(meta["intrinsics"])
-    frames = []
-    for path in sorted(folder.rglob("*.png"), key=lambda p: (p.parent.name, int(p.stem) if p.stem.isdigit() else p.stem)):
-        depth = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if depth is None or depth.dtype != np.uint16 or depth.shape != (intrinsics.height, intrinsics.width):
-            raise ValueError(f"{path} is not a {intrinsics.width}x{intrinsics.height} 16-bit depth PNG")
-        frames.append((str(path.relative_to(folder)), depth))
-    return frames, intrinsics, float(meta["depth_scale"])
-
-
 def surface_samples(vertices: np.ndarray, faces: np.ndarray, per_edge: int = 4) -> np.ndarray:
     """Points spread over every triangle (a barycentric grid), for point-to-surface distances.
 
@@ -115,10 +100,11 @@ def surface_samples(vertices: np.ndarray, faces: np.ndarray, per_edge: int = 4) 
 
 
 def evaluate_real(estimator: HandEstimator, folder: Path, cube_size_m: float) -> tuple[dict, list[np.ndarray]]:
-    frames, intrinsics, depth_scale = read_depth_folder(folder)
+    source = FolderSource(folder)
     results, rows = [], []
-    for name, raw in frames:
-        depth_m = raw.astype(np.float32) * np.float32(depth_scale)
+    for path, frame in zip(source.files, source.frames()):
+        name, intrinsics = str(path.relative_to(folder)), frame.intrinsics
+        depth_m = frame.depth_m()
         centre = find_hand_center(depth_m, intrinsics)
         if centre is None:
             results.append({"frame": name, "hand_found": False})

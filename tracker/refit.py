@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from kernels.refit import blend_part_transforms, fit_part_transforms
+from kernels.lbs import linear_blend_skinning
+from kernels.refit import fit_part_transforms
 from tracker.hand_model import HandModel
 from tracker.skeleton import KEYPOINT_SKIN_JOINT_INDEX, NUM_PARTS, SKIN_JOINT_PARENTS, SKIN_JOINT_PART
 
@@ -64,8 +65,9 @@ class Refit:
         if not np.all(np.isfinite(p)):
             raise ValueError("predicted vertices contain NaN/inf")
         transforms = fit_part_transforms(self.template, p, self.vertex_part, NUM_PARTS)
-        vertices = blend_part_transforms(self.template, self.vertex_part_weights, transforms)
-        joints = blend_part_transforms(self.keypoint_rest, self.keypoint_part_weights, transforms)
+        # Skinning with per-part weights and transforms is the same blend as with per-joint ones.
+        vertices = linear_blend_skinning(self.template, self.vertex_part_weights, transforms)
+        joints = linear_blend_skinning(self.keypoint_rest, self.keypoint_part_weights, transforms)
         return RefitResult(vertices.astype(np.float32), joints.astype(np.float32), transforms)
 
     def _constants(self, device, dtype):
