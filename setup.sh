@@ -3,12 +3,25 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# pyrealsense2 and open3d load the system libusb.
-if ! ldconfig -p | grep -q 'libusb-1.0.so.0'; then
+# System libraries the wheels load: libusb (pyrealsense2, open3d), OpenGL/EGL/X11 (open3d,
+# the OpenCV window), GLib (OpenCV's GUI build), OpenMP (open3d). Install only what is missing.
+missing=()
+need() { ldconfig -p | grep -q "$1" || missing+=("$2"); }
+glib=libglib2.0-0
+apt-cache show libglib2.0-0t64 >/dev/null 2>&1 && glib=libglib2.0-0t64  # renamed in Debian 13
+need 'libusb-1.0.so.0' libusb-1.0-0
+need 'libGL.so.1' libgl1
+need 'libEGL.so.1' libegl1
+need 'libX11.so.6' libx11-6
+need 'libudev.so.1' libudev1
+need 'libgthread-2.0.so.0' "$glib"
+need 'libgomp.so.1' libgomp1
+if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "installing system libraries: ${missing[*]}"
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq libusb-1.0-0 >/dev/null
+  $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 python=${PYTHON:-python3.11}
@@ -18,4 +31,8 @@ pip=".venv/bin/python -m pip"
 $pip install -q --disable-pip-version-check --upgrade pip
 # The CPU build of torch first: anything that depends on torch then finds it satisfied.
 $pip install -q --disable-pip-version-check torch==2.13.0
+# Two OpenCV builds share one cv2 folder: drop the headless one before the GUI build goes in.
+if $pip show -q opencv-python-headless >/dev/null 2>&1; then
+  $pip uninstall -y -q opencv-python-headless opencv-python
+fi
 $pip install -q --disable-pip-version-check -e ".[test]"

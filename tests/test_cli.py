@@ -10,7 +10,9 @@ from tracker.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_default_run_tracks_the_built_in_input(tmp_path, capsys):
+def test_default_run_tracks_the_built_in_input(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     out, video = tmp_path / "t.jsonl", tmp_path / "last.png"
     assert main(["--max-frames", "5", "--out", str(out), "--video", str(video)]) == 0
     stdout = capsys.readouterr().out
@@ -18,6 +20,21 @@ def test_default_run_tracks_the_built_in_input(tmp_path, capsys):
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["frame"] for r in lines] == [0, 1, 2, 3, 4] and lines[0]["serial"] == "synthetic"
     assert cv2.imread(str(video)).shape == (480, 640, 3)
+    assert "running headless" in stdout
+    # The resolved settings are kept beside the output.
+    resolved = json.loads((tmp_path / "t.config.json").read_text())
+    assert resolved["command"]["max_frames"] == 5 and resolved["source"]["spec"] == "synthetic"
+    assert resolved["tracker"]["cube_size_m"] > 0
+
+
+def test_left_hand_input_and_mesh_files(tmp_path, capsys):
+    out, meshes = tmp_path / "t.jsonl", tmp_path / "meshes"
+    args = ["--source", "synthetic:3:left", "--hand", "left", "--max-frames", "3", "--no-viewer"]
+    assert main(args + ["--out", str(out), "--mesh-dir", str(meshes), "--mesh-format", "obj"]) == 0
+    assert "moving left hand" in capsys.readouterr().out
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 3 and all(r["hands"][0]["handedness"] == "left" for r in records)
+    assert sorted(p.name for p in meshes.iterdir()) == [f"frame_00000{i}_left.obj" for i in range(3)]
 
 
 def test_help_explains_the_command():

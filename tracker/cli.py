@@ -31,12 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out-vertices", action="store_true", help="also write the 1159 mesh vertices per hand")
     parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch", "torch-cuda", "tensorrt"], help="network backend (default %(default)s)")
     parser.add_argument("--video", type=Path, help="write an overlay video (.mp4) or the last overlay frame (.png)")
+    parser.add_argument(
+        "--no-viewer", action="store_true",
+        help="no live window (default: a live overlay window when a display is present; Q or Esc quits)",
+    )
+    parser.add_argument("--viewer-3d", action="store_true", help="also show a live 3-D window (open3d): depth points, hand mesh, skeleton")
+    parser.add_argument("--mesh-dir", type=Path, help="write each frame's hand mesh (camera frame, metres) into this folder")
+    parser.add_argument("--mesh-format", choices=["ply", "obj"], default="ply", help="mesh file format for --mesh-dir (default %(default)s)")
     parser.add_argument("--record", type=Path, help="while tracking a live camera, record its depth to this .db3")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames (synthetic default: %d)" % DEFAULT_SYNTHETIC_FRAMES)
     parser.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None, help="play recordings at their own pace (default) or as fast as possible (--no-realtime)")
     parser.add_argument("--smooth", action="store_true", help="smooth the joints over time (One-Euro filter)")
     parser.add_argument("--weights", type=Path, help="network weights directory (default: the shipped weights/)")
-    parser.add_argument("--hand", choices=["right", "left"], default="right", help="which hand to track (default %(default)s)")
+    parser.add_argument("--hand", choices=["right", "left"], default="right", help="which hand to track; a left hand is mirrored into the network (default %(default)s)")
     return parser
 
 
@@ -60,7 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     from tracker.estimator import HandEstimator
     from tracker.hand_model import HandModel
     from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
-    from tracker.sinks import JsonLinesSink
     from tracker.sources import SourceError, SyntheticSource, open_source
     from tracker.types import Handedness
     from tracker.weights import WEIGHTS_DIR, WeightsError, load_manifest
@@ -72,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.record is not None and not spec.startswith("realsense"):
         parser.error("--record needs a live camera source (realsense or realsense:SERIAL)")
     max_frames = args.max_frames
-    if spec == "synthetic" and max_frames is None:
+    if spec.partition(":")[0] == "synthetic" and max_frames is None:
         max_frames = DEFAULT_SYNTHETIC_FRAMES
     try:
         weights = args.weights or WEIGHTS_DIR
@@ -84,11 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     tracker = HandTracker(HandEstimator(backend, hand_model), TrackerConfig(cube_size_m=manifest["cube_size_m"], handedness=Handedness(args.hand), smooth=args.smooth))
-    sinks = [JsonLinesSink(args.out, include_vertices=args.out_vertices)]
-    if args.video is not None:
-        from tracker.viewer import VideoSink
-
-        sinks.append(VideoSink(args.video, hand_model))
+    try:
+        sinks = _open_sinks(args, hand_model)
+    except (OSError, RuntimeError, ValueError) as exc:
+        source.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _save_resolved_config(args, spec, source, tracker.config, manifest)
     print(f"source: {source.description}; backend: {args.backend}; writing {args.out}")
     realtime = args.realtime if args.realtime is not None else spec.startswith("realsense")
     summary = run_pipeline(source, tracker, sinks, drop_old_frames=realtime, max_frames=max_frames)
@@ -104,6 +112,57 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: input failed after {stats['frames']} frames (all of them written): {summary.error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _save_resolved_config(args, spec: str, source, config, manifest: dict) -> None:
+    """The run's resolved settings beside its output (and beside a recording it makes)."""
+    from tracker.machine import machine_info
+    from tracker.synth.dataset import config_to_dict
+
+    resolved = {
+        "command": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "source": {"spec": spec, "description": source.description},
+        "tracker": config_to_dict(config),
+        "weights": {"directory": str(args.weights or "weights/"), "files": manifest.get("files"), "parameters": manifest.get("parameters")},
+        "machine": machine_info(),
+    }
+    text = json.dumps(resolved, indent=2, default=str) + "\n"
+    paths = [args.out.with_name(args.out.stem + ".config.json")]
+    if args.record is not None:
+        paths.append(args.record.with_name(args.record.stem + ".config.json"))
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def _open_sinks(args, hand_model) -> list:
+    """The outputs the flags ask for; the live window only where a display is present."""
+    from tracker.sinks import JsonLinesSink
+    from tracker.viewer import OverlayPainter, VideoSink, WindowSink, display_available
+
+    sinks = [JsonLinesSink(args.out, include_vertices=args.out_vertices)]
+    try:
+        painter = OverlayPainter(hand_model.faces)
+        if args.video is not None:
+            sinks.append(VideoSink(args.video, hand_model, painter=painter))
+        if args.mesh_dir is not None:
+            from tracker.mesh_output import MeshSink
+
+            sinks.append(MeshSink(args.mesh_dir, hand_model.faces, fmt=args.mesh_format))
+        if not args.no_viewer:
+            if display_available():
+                sinks.append(WindowSink(hand_model, painter=painter))
+            else:
+                print("no display (or an OpenCV without a GUI): running headless; --video writes the overlay to a file")
+        if args.viewer_3d:
+            from tracker.mesh_output import Open3DViewer
+
+            sinks.append(Open3DViewer(hand_model.faces))
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks
 
 
 def _report_synthetic_accuracy(jsonl: Path, source) -> None:

@@ -61,6 +61,11 @@ class HandEstimator:
 
     def estimate(self, crop: HandCrop, intrinsics: CameraIntrinsics) -> HandEstimate:
         output, timings = self.run(crop)
+        return self.to_estimate(crop, output, timings, intrinsics)
+
+    @staticmethod
+    def to_estimate(crop: HandCrop, output: NetworkOutput, timings: dict[str, float], intrinsics: CameraIntrinsics) -> HandEstimate:
+        """The reported estimate for one crop's network output."""
         joints = output.joints
         uv = np.stack([intrinsics.fx * joints[:, 0] / joints[:, 2] + intrinsics.cx, intrinsics.fy * joints[:, 1] / joints[:, 2] + intrinsics.cy], 1)
         visible = crop.depth < 1.0

@@ -909,7 +909,7 @@ class _Keyframe:
 
 
 class SyntheticSource(FrameSource):
-    """A rendered right hand moving smoothly in front of a virtual RealSense-like camera.
+    """A rendered hand (right by default) moving smoothly in front of a virtual RealSense-like camera.
 
     Keyframes are drawn from ``seed`` every ``keyframe_interval_s`` seconds of stream time:
     joint angles from the anatomical sampler, an orientation and a palm position in view at
@@ -943,6 +943,7 @@ class SyntheticSource(FrameSource):
         keyframe_interval_s: float = 2.0,
         forearm: bool = True,
         noise: bool = True,
+        hand: Handedness = Handedness.RIGHT,
         hand_model=None,
     ) -> None:
         super().__init__()
@@ -961,6 +962,7 @@ class SyntheticSource(FrameSource):
         self.max_frames = max_frames
         self.realtime = bool(realtime)
         self.forearm = bool(forearm)
+        self.hand = Handedness(hand)
         self.keyframe_interval_s = float(keyframe_interval_s)
         self._noise = StereoNoiseModel() if noise else None
         self.hand_model = hand_model if hand_model is not None else HandModel.load()
@@ -976,7 +978,7 @@ class SyntheticSource(FrameSource):
         self._truth: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
         length = "endless" if max_frames is None else f"{max_frames} frames"
         self.description = (
-            f"synthetic moving hand (seed {self.seed}, {length} at {self.fps:g} fps"
+            f"synthetic moving {self.hand.value} hand (seed {self.seed}, {length} at {self.fps:g} fps"
             f"{', real time' if self.realtime else ''}; 640x480, f 475 px, depth unit 1 mm"
             f"{', stereo noise' if noise else ', no noise'}{'' if forearm else ', no forearm'})"
         )
@@ -1044,7 +1046,7 @@ class SyntheticSource(FrameSource):
             local_rotations=local_rotations_from_angles(angles),
             bone_scales=self._bone_scales,
             cam_from_hand=cam_from_hand,
-            handedness=Handedness.RIGHT,
+            handedness=self.hand,
             hand_from_forearm_rotation=forearm.as_matrix(),
         )
 
@@ -1143,11 +1145,16 @@ def open_source(
             "to convert other input use tracker.sources.write_recording"
         )
     if kind.lower() == "synthetic":
-        try:
-            seed = int(argument) if argument else 0
-        except ValueError:
-            raise SourceError(f"'synthetic:SEED' needs an integer seed, got {argument!r}") from None
-        return SyntheticSource(seed=seed, realtime=bool(realtime))
+        seed, hand = 0, Handedness.RIGHT
+        for part in filter(None, argument.split(":")):
+            if part.lower() in ("left", "right"):
+                hand = Handedness(part.lower())
+                continue
+            try:
+                seed = int(part)
+            except ValueError:
+                raise SourceError(f"'synthetic[:SEED][:left|right]' needs an integer seed and/or a hand side, got {part!r}") from None
+        return SyntheticSource(seed=seed, realtime=bool(realtime), hand=hand)
     path = Path(spec)
     if path.suffix.lower() in (".db3", ".bag"):
         return RecordingSource(path, realtime=True if realtime is None else realtime)

@@ -1,12 +1,17 @@
 """Pictures of tracking results: depth colour map, shaded hand mesh, skeleton, frame rate.
 
 ``draw_overlay`` makes one BGR image per frame; ``VideoSink`` writes them to an MP4 (or,
-for a path ending in .png, keeps the last frame as a PNG). Works headless: nothing here
-needs a display.
+for a path ending in .png, keeps the last frame as a PNG) and needs no display.
+``WindowSink`` shows them live in an OpenCV window; ``display_available`` says whether
+one can open (a display server, and an OpenCV build with a GUI), so the command line
+stays headless by default where there is no screen. Both sinks share one ``OverlayPainter``
+so a frame is drawn once however many sinks show it.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -45,22 +50,37 @@ def draw_overlay(result: FrameResult, faces: np.ndarray, fps: float | None = Non
     return image
 
 
-class VideoSink:
-    """Overlay frames into an MP4 (mp4v) or, for *.png, the last frame as a picture."""
+class OverlayPainter:
+    """Draws each frame's overlay once, with the display rate over the last second."""
 
-    def __init__(self, path: str | Path, hand_model: HandModel, fps: float = 30.0) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.faces = hand_model.faces
-        self.fps = fps
-        self._writer = None
-        self._last = None
+    def __init__(self, faces: np.ndarray) -> None:
+        self.faces = faces
         self._times: list[float] = []
+        self._last: tuple[FrameResult, np.ndarray] | None = None
 
-    def write(self, result: FrameResult) -> None:
+    def __call__(self, result: FrameResult) -> np.ndarray:
+        if self._last is not None and self._last[0] is result:
+            return self._last[1]
         now = time.perf_counter()
         self._times = [t for t in self._times if now - t < 1.0] + [now]
         image = draw_overlay(result, self.faces, fps=len(self._times) if len(self._times) > 1 else None)
+        self._last = (result, image)
+        return image
+
+
+class VideoSink:
+    """Overlay frames into an MP4 (mp4v) or, for *.png, the last frame as a picture."""
+
+    def __init__(self, path: str | Path, hand_model: HandModel, fps: float = 30.0, painter: OverlayPainter | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.painter = painter or OverlayPainter(hand_model.faces)
+        self.fps = fps
+        self._writer = None
+        self._last = None
+
+    def write(self, result: FrameResult) -> None:
+        image = self.painter(result)
         if self.path.suffix.lower() == ".png":
             self._last = image
             return
@@ -78,3 +98,68 @@ class VideoSink:
         if self._last is not None:
             cv2.imwrite(str(self.path), self._last)
             self._last = None
+
+
+def opencv_has_gui() -> bool:
+    """True for an OpenCV build with a window toolkit (the headless wheels have none)."""
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GUI:"):
+            return line.split(":", 1)[1].strip().upper() not in ("", "NONE")
+    return False
+
+
+def display_available(environ: dict | None = None, platform: str | None = None) -> bool:
+    """Whether a live window can open: a display server on Linux/BSD (X11 or Wayland; on
+    Windows and macOS there always is one) and an OpenCV build with a GUI."""
+    environ = os.environ if environ is None else environ
+    platform = sys.platform if platform is None else platform
+    if not platform.startswith(("win", "darwin")) and not (environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY")):
+        return False
+    return opencv_has_gui()
+
+
+class WindowSink:
+    """The overlay, live, in an OpenCV window. Q or Esc, or closing the window, asks the
+    pipeline to stop (``stop_requested``), which then finalises outputs and recordings.
+
+    ``show``, ``wait_key`` and ``window_visible`` default to OpenCV's; tests pass stand-ins.
+    """
+
+    QUIT_KEYS = (ord("q"), ord("Q"), 27)
+
+    def __init__(
+        self,
+        hand_model: HandModel,
+        title: str = "DGN hand tracker (Q to quit)",
+        painter: OverlayPainter | None = None,
+        show=None,
+        wait_key=None,
+        window_visible=None,
+    ) -> None:
+        self.title = title
+        self.painter = painter or OverlayPainter(hand_model.faces)
+        self._show = show or cv2.imshow
+        self._wait_key = wait_key or cv2.waitKey
+        self._window_visible = window_visible or (lambda name: cv2.getWindowProperty(name, cv2.WND_PROP_VISIBLE) >= 1)
+        self._shown = False
+        self.stop_requested = False
+
+    def write(self, result: FrameResult) -> None:
+        if self.stop_requested:
+            return
+        self._show(self.title, self.painter(result))
+        self._shown = True
+        key = self._wait_key(1)  # also runs the GUI event loop: without it nothing is drawn
+        if key is not None and key >= 0 and (key & 0xFF) in self.QUIT_KEYS:
+            self.stop_requested = True
+        elif not self._window_visible(self.title):
+            self.stop_requested = True  # closed with the mouse
+
+    def close(self) -> None:
+        if self._shown and self._show is cv2.imshow:
+            try:
+                cv2.destroyWindow(self.title)
+                cv2.waitKey(1)
+            except cv2.error:
+                pass  # already gone with the display
+        self._shown = False

@@ -1,0 +1,76 @@
+"""The live overlay window, its display detection, and viewers stopping the pipeline."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tracker.backends import create_backend
+from tracker.estimator import HandEstimator
+from tracker.pipeline import HandTracker, run_pipeline
+from tracker.sinks import JsonLinesSink
+from tracker.sources import SyntheticSource
+from tracker.viewer import WindowSink, display_available, opencv_has_gui
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_display_detection():
+    assert opencv_has_gui()  # the project depends on the GUI build of OpenCV
+    assert not display_available(environ={}, platform="linux")
+    assert display_available(environ={"DISPLAY": ":0"}, platform="linux")
+    assert display_available(environ={"WAYLAND_DISPLAY": "wayland-0"}, platform="linux")
+    assert display_available(environ={}, platform="win32")
+
+
+class FakeWindow:
+    """Stands in for cv2.imshow / waitKey / getWindowProperty; presses a key on a given frame."""
+
+    def __init__(self, key_on_frame: int | None = None, closed_on_frame: int | None = None):
+        self.key_on_frame, self.closed_on_frame = key_on_frame, closed_on_frame
+        self.images = []
+
+    def show(self, title, image):
+        self.images.append(image)
+
+    def wait_key(self, delay):
+        return ord("q") if len(self.images) == self.key_on_frame else -1
+
+    def visible(self, title):
+        return len(self.images) != self.closed_on_frame
+
+
+@pytest.mark.parametrize("how", ["key", "closed"])
+def test_window_quits_the_run_and_keeps_what_was_written(tmp_path, hand_model, how):
+    window = FakeWindow(key_on_frame=3) if how == "key" else FakeWindow(closed_on_frame=3)
+    sink = WindowSink(hand_model, show=window.show, wait_key=window.wait_key, window_visible=window.visible)
+    out = tmp_path / "t.jsonl"
+    tracker = HandTracker(HandEstimator(create_backend("onnxruntime"), hand_model))
+    source = SyntheticSource(seed=1, max_frames=40, hand_model=hand_model)
+    summary = run_pipeline(source, tracker, [JsonLinesSink(out), sink], drop_old_frames=False)
+    assert summary.stopped_by == "viewer closed"
+    assert summary.frames == 3 and len(window.images) == 3
+    assert window.images[0].shape == (480, 640, 3)
+    assert [json.loads(line)["frame"] for line in out.read_text().splitlines()] == [0, 1, 2]
+
+
+@pytest.mark.skipif(shutil.which("Xvfb") is None, reason="needs Xvfb (apt install xvfb) for a real X display")
+def test_live_window_opens_on_a_display(tmp_path):
+    display = f":{90 + os.getpid() % 9}"
+    server = subprocess.Popen(["Xvfb", display, "-screen", "0", "800x600x24", "-nolisten", "tcp"], stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)  # let the server accept connections
+        env = {**os.environ, "DISPLAY": display, "QT_QPA_PLATFORM": "xcb"}
+        cmd = [sys.executable, str(ROOT / "run_tracker.py"), "--source", "synthetic", "--max-frames", "4", "--out", str(tmp_path / "t.jsonl")]
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+        assert result.returncode == 0, result.stderr
+        assert "running headless" not in result.stdout  # the window sink was used
+        assert len((tmp_path / "t.jsonl").read_text().splitlines()) == 4
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
