@@ -156,7 +156,8 @@ class Open3DViewer:
 
     Everything is drawn in the camera frame. The view is placed on the first frame, and once
     more on the first hand seen: from where the depth camera is, looking along +z at the
-    hand, image-up -y, so it first looks like the depth image; the mouse orbits from there.
+    hand (from at most ``VIEW_DISTANCE_M``), image-up -y, so it first looks like the depth
+    image; the mouse orbits from there.
     Key M toggles the mesh, which otherwise hides the skeleton inside it. The geometry
     objects are updated in place, never re-created per frame.
 
@@ -167,6 +168,10 @@ class Open3DViewer:
     ``visible=False`` renders offscreen (EGL) for tests and ``capture``; without a display,
     a visible window is refused rather than silently rendering to nowhere.
     """
+
+    #: The eye never starts further than this from the hand: a hand at arm's length seen
+    #: from the camera would fill a tenth of the window.
+    VIEW_DISTANCE_M = 0.25
 
     def __init__(
         self,
@@ -294,6 +299,18 @@ class Open3DViewer:
         mask = np.zeros(depth_m.shape, bool)
         mask[::stride, ::stride] = grid > 0
         points = back_project(depth_m, frame.intrinsics, mask)
+        colour_depth = grid[grid > 0]
+        if hand is not None:
+            # Denser around the hand, which is what the viewer is for.
+            k = frame.intrinsics
+            uv = np.asarray(hand.joints_uv_px)
+            u0, v0 = np.clip(np.floor(uv.min(0)) - 20, 0, [w - 1, h - 1]).astype(int)
+            u1, v1 = np.clip(np.ceil(uv.max(0)) + 20, 0, [w - 1, h - 1]).astype(int)
+            fine = np.zeros(depth_m.shape, bool)
+            fine[v0 : v1 + 1 : 2, u0 : u1 + 1 : 2] = True
+            fine &= (depth_m > 0) & ~mask
+            points = np.concatenate([points, back_project(depth_m, k, fine)])
+            colour_depth = np.concatenate([colour_depth, depth_m[fine]])
         if hand is not None:
             # The same colour range as the 2-D overlay: the hand and what is just behind it.
             near = float(np.median(hand.joints_cam_m[:, 2]))
@@ -303,9 +320,10 @@ class Open3DViewer:
             far = max(far, near + 0.3)  # a flat scene would otherwise map to one colour
         else:
             near, far = 0.2, 1.5
-        # Colour the (never empty) grid image, not the point list: OpenCV's colour map
-        # dies with SIGFPE on an empty array. Both are in row-major order.
-        colours = colourise_depth(grid, float(near), float(far))[grid > 0][:, ::-1] / 255.0
+        # OpenCV's colour map dies with SIGFPE on an empty array: with no points, colour the
+        # (never empty) grid image instead, which then selects nothing.
+        colours = colourise_depth(colour_depth[None, :] if colour_depth.size else grid, float(near), float(far))
+        colours = (colours[0] if colour_depth.size else colours[grid > 0])[:, ::-1] / 255.0
         o3d = self._o3d
         self._cloud.points = o3d.utility.Vector3dVector(points)
         self._cloud.colors = o3d.utility.Vector3dVector(colours.astype(np.float64))
@@ -332,7 +350,8 @@ class Open3DViewer:
             self._skeleton.colors = o3d.utility.Vector3dVector(_BONE_RGB)
 
     def _set_view(self, lookat: np.ndarray) -> None:
-        """Look from the depth camera's side along +z at ``lookat``, eye about at the camera."""
+        """Look from the depth camera's side along +z at ``lookat``, from the camera or, for a
+        far hand, from ``VIEW_DISTANCE_M`` in front of it."""
         vis = self._vis
         # Fit the view's bounding box (near/far planes and the zoom scale) to the content now
         # present; the geometries were added empty.
@@ -348,7 +367,7 @@ class Open3DViewer:
         eye = -extrinsic[:3, :3].T @ extrinsic[:3, 3]
         unit_distance = float(np.linalg.norm(eye - lookat))
         if unit_distance > 0 and lookat[2] > 0:
-            control.set_zoom(float(lookat[2]) / unit_distance)
+            control.set_zoom(min(float(lookat[2]), self.VIEW_DISTANCE_M) / unit_distance)
         # Fixed clip planes: the fitted ones came from this frame and would cut off a scene
         # that later grows deeper.
         control.set_constant_z_near(0.01)
