@@ -1,12 +1,53 @@
-"""Finds the hand in a depth frame without ground truth: nearest object, forearm cut, 3-D mean-shift.
+"""Finds the hand in a depth frame without ground truth: peel objects off from near to far,
+judge each on metric properties, forearm cut, 3-D mean-shift.
 
-The hand held towards a depth camera is, as a rule, the nearest object in view, often with
-its forearm attached. The segmentation takes the valid points within a depth band behind
-the nearest robust depth, keeps the connected blob that holds the nearest points, and, if
-that blob is elongated like a hand plus forearm, starts from its hand end: the end that
-does not run out of the image (forearms enter from the border), else the nearer one.
-A 3-D mean-shift with a hand-sized kernel then settles on the hand's centre, where the
-network's crop cube goes. In a stream, ``track_hand_center`` falls back on the last centre.
+The hand held towards a depth camera is, as a rule, the nearest object in view, but not
+always: the other arm, a shoulder or a chair back reaching in from the image border can be
+nearer. So objects are peeled off from near to far, one per step (at most ``max_steps``),
+and each is judged before it may count as the hand.
+
+1. Candidate: the valid points within ``depth_band_m`` behind the nearest remaining depth (a
+   low percentile, so speckle does not decide), split where neighbouring depths jump by more
+   than ``continuation_m`` (a hand a few centimetres in front of a wall is not one surface
+   with it), and of those the 8-connected blob that holds the nearest points. Points with
+   no neighbour on their surface (flying pixels) are dropped up front, and blobs too small
+   to be even part of a hand in the same step, so speckle cannot use up the steps. A blob
+   judged too big or too attached (below) is tried once more with half the band, which
+   parts a hand held just in front of the body from it. The candidate is then removed and
+   the next step looks behind it.
+2. Judgement, in metres from the pinhole back-projection, so the same at every distance.
+   NOT_HAND, skipped:
+   - visible area above ``max_hand_area_m2`` (more than hand, forearm and upper arm): a
+     torso, wall or table;
+   - attached along more than ``max_attachment_m`` of its outline. A hand hangs on the rest
+     of the scene only by the forearm, so only about a forearm's width of its outline may be
+     cut rather than free: in contact with the image border (within ``border_px``), or where
+     its surface runs on without a jump behind the band. A piece of a torso or of the other
+     arm is cut along a much longer outline;
+   - its surface runs on into a nearer candidate: it is that candidate's continuation (a
+     forearm behind its hand, a torso behind a shoulder), not a new object.
+   PARTIAL, at most part of a hand, kept in reserve:
+   - entering the image along more than ``max_border_contact_m`` of the border: wider than
+     an arm coming in, so a hand lying along the border or something bigger;
+   - visible area below ``min_hand_area_m2`` (a fist or a hand edge-on shows more);
+   - cut by the image border, with less than ``min_border_reach_m`` (about a hand length)
+     of it reaching in from the cut.
+   Otherwise HAND.
+3. Choice: the first HAND wins. A PARTIAL wins only if no HAND follows within
+   ``depth_band_m`` behind it: a fragment just in front of a whole hand is not the hand,
+   but a hand cut by the border or seen edge-on, with nothing hand-like beside it, is.
+   With the last hand centre (``previous_center``), a candidate within ``prior_radius_m`` of
+   it wins first (HAND before PARTIAL), so a tracked hand is not taken over by a hand-like
+   object appearing in front of it; failing that, the choice above.
+4. Centre: if the blob is elongated like a hand plus forearm it starts from its hand end:
+   the end where the arm does not run on (out of the image, as forearms enter from the
+   border, or on behind the band towards the elbow), else the nearer one. A 3-D mean-shift
+   with a hand-sized kernel then settles on the hand's centre, where the crop cube goes.
+
+Candidates are found on a grid about ``grid_width_px`` wide (every 2nd pixel at 640 px),
+which keeps a frame at about a millisecond or two; the metric thresholds do not depend on it.
+In a stream, ``track_hand_center`` passes the last centre down as the prior and, when
+nothing is found, falls back on a mean-shift from it.
 """
 
 from __future__ import annotations
@@ -31,12 +72,46 @@ class SegmentConfig:
     forearm_min_length_m: float = 0.22
     #: The hand centre sits about this far in from the hand end of the blob.
     hand_end_offset_m: float = 0.07
-    #: Fewer points than this is "no hand in view".
+    #: Fewer points than this (on the candidate grid) is "no hand in view".
     min_points: int = 60
     max_points: int = 4000
     iterations: int = 15
-    #: Pixels from the image edge that count as "touching the border".
-    border_px: int = 6
+    #: Pixels from the image edge that count as "touching the border": depth cameras lose
+    #: the outermost pixels (matching window, projector coverage), ~2 % of the width.
+    border_px: int = 12
+    #: Neighbouring points closer in depth than this lie on one surface; a larger jump is an
+    #: occluding edge. A surface seen at up to ~80 degrees stays below it on the grid.
+    continuation_m: float = 0.03
+    #: Smallest visible area of a whole hand: a fist shows ~60 cm^2, a flat hand edge-on
+    #: ~18 x 2.5 cm. Smaller blobs may be part of a hand (PARTIAL: still used if nothing better).
+    min_hand_area_m2: float = 0.004
+    #: Smaller than this is not even part of a hand worth cropping: speckle.
+    min_part_area_m2: float = 0.0005
+    #: Largest visible area of a hand with its forearm and upper arm (~180 + 200 + 300 cm^2).
+    max_hand_area_m2: float = 0.08
+    #: A blob cut by the image border needs this much of it reaching in from the cut to hold a
+    #: whole hand.
+    min_border_reach_m: float = 0.10
+    #: A blob entering the image wider than this is not an arm coming in (~6-12 cm across,
+    #: more if oblique): at most part of a hand lying along the border.
+    max_border_contact_m: float = 0.15
+    #: Longest cut outline (image border, plus surface running on behind the band) a hand can
+    #: have: it hangs on the scene only by its arm, which may be cut twice (entering the image,
+    #: leaving the band), each cut ~6-12 cm across, ragged and perhaps oblique.
+    max_attachment_m: float = 0.30
+    #: A blob running on into a nearer candidate along more than this is its continuation
+    #: (a few pixels' contact is noise).
+    min_join_m: float = 0.02
+    #: A candidate too big or too attached at ``depth_band_m`` is tried once more with half the
+    #: band, if that is no narrower than this (a hand's own depth relief is a few centimetres).
+    min_band_m: float = 0.05
+    #: Candidates judged per frame at most (bounds the work on cluttered frames).
+    max_steps: int = 6
+    #: With a prior, a candidate within this distance of the last centre is the tracked hand:
+    #: a hand moves a few centimetres between frames.
+    prior_radius_m: float = 0.10
+    #: Candidates are searched on a grid about this many pixels wide.
+    grid_width_px: int = 320
 
 
 def back_project(depth_m: np.ndarray, intrinsics: CameraIntrinsics, mask: np.ndarray) -> np.ndarray:
@@ -47,13 +122,16 @@ def back_project(depth_m: np.ndarray, intrinsics: CameraIntrinsics, mask: np.nda
 
 
 def _mean_shift(points: np.ndarray, start: np.ndarray, radius: float, config: SegmentConfig) -> np.ndarray | None:
-    centre = start
+    centre = np.asarray(start, np.float64)
     r2 = radius**2
+    # |p - c|^2 = |p|^2 - 2 p.c + |c|^2: one matrix-vector product per iteration.
+    p2 = np.einsum("ij,ij->i", points, points)
     for _ in range(config.iterations):
-        near = np.sum((points - centre) ** 2, axis=1) < r2
-        if near.sum() < config.min_points // 2:
+        near = (p2 - 2.0 * (points @ centre) + centre @ centre) < r2
+        count = np.count_nonzero(near)
+        if count < config.min_points // 2:
             return None
-        new = points[near].mean(axis=0)
+        new = (near.astype(np.float64) @ points) / count
         if np.linalg.norm(new - centre) < 1e-4:
             return new
         centre = new
@@ -63,51 +141,268 @@ def _mean_shift(points: np.ndarray, start: np.ndarray, radius: float, config: Se
 def _subsample(points: np.ndarray, n: int, *arrays):
     if len(points) <= n:
         return (points, *arrays)
-    pick = np.random.default_rng(0).choice(len(points), n, replace=False)
+    # Evenly spaced in scan order: spread over the whole blob, deterministic, and cheap.
+    pick = np.linspace(0, len(points) - 1, n).astype(np.intp)
     return (points[pick], *(a[pick] for a in arrays))
+
+
+#: Verdicts on a candidate, best first.
+HAND, PARTIAL, NOT_HAND = 0, 1, 2
+
+_CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)
+
+
+@dataclass
+class _Blob:
+    """One candidate: camera-frame points of its grid pixels, the depth of its front, which
+    points lie at a cut (the image border, or where the surface runs on behind the band),
+    the verdict."""
+
+    points: np.ndarray
+    front_m: float
+    cut: np.ndarray
+    verdict: int = HAND
+    reason: str = "hand-like"
+    #: NOT_HAND for being too big or too attached: maybe merged with what it touches.
+    merged: bool = False
+
+
+class _Grid:
+    """The frame sampled every ``step`` pixels, and what the candidates peeled off it took."""
+
+    def __init__(self, depth_m: np.ndarray, intrinsics: CameraIntrinsics, config: SegmentConfig) -> None:
+        self.config = config
+        self.k = intrinsics
+        self.step = max(1, int(depth_m.shape[1]) // max(1, config.grid_width_px))
+        self.depth = np.ascontiguousarray(depth_m[:: self.step, :: self.step], dtype=np.float32)
+        # NaN fails both comparisons, so holes marked NaN are invalid like zeros.
+        self.valid = (self.depth > config.min_depth_m) & (self.depth < config.max_depth_m)
+        self.depth[~self.valid] = 0.0
+        # Metric size of one grid pixel at depth 1 m (square pixels assumed for lengths).
+        self.pixel_at_1m = self.step / np.sqrt(intrinsics.fx * intrinsics.fy)
+        self.zone = max(1, -(-config.border_px // self.step))
+        isolated, self.behind_edge = self._depth_edges()
+        # A point with no neighbour on its surface is a flying pixel or speckle.
+        self.valid &= ~isolated
+        self.depth[isolated] = 0.0
+        # Far face of the band of the candidate that took each pixel (0: none did).
+        self.taken_back = np.zeros(self.depth.shape, np.float32)
+
+    def _depth_edges(self) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels with no neighbour on their own surface (8-neighbourhood); and, among the
+        rest, pixels on the far side of a depth jump to a neighbour, which are left out of
+        the blobs to keep surfaces that only touch in the image apart."""
+        d, jump = self.depth, self.config.continuation_m
+        pairs = []
+        connected = np.zeros(d.shape, bool)
+        for a, b in (
+            ((slice(None), slice(1, None)), (slice(None), slice(None, -1))),
+            ((slice(1, None), slice(None)), (slice(None, -1), slice(None))),
+            ((slice(1, None), slice(1, None)), (slice(None, -1), slice(None, -1))),
+            ((slice(1, None), slice(None, -1)), (slice(None, -1), slice(1, None))),
+        ):
+            diff = d[a] - d[b]
+            same = self.valid[a] & self.valid[b] & (np.abs(diff) <= jump)
+            connected[a] |= same
+            connected[b] |= same
+            pairs.append((a, b, diff))
+        ok = self.valid & connected
+        behind = np.zeros(d.shape, bool)
+        for a, b, diff in pairs:
+            both = ok[a] & ok[b]
+            behind[a] |= both & (diff > jump)
+            behind[b] |= both & (diff < -jump)
+        return ~connected, behind
+
+    def candidates(self):
+        """Yield candidate blobs from near to far, each judged."""
+        c = self.config
+        remaining = self.valid.copy()
+        judged = 0
+        # Steps that find only speckle cost little and clear at least 0.5 % of what remains,
+        # but are bounded too.
+        for _ in range(3 * c.max_steps):
+            if judged == c.max_steps:
+                return
+            values = self.depth[remaining]
+            if len(values) < c.min_points:
+                return
+            # A low percentile, not the minimum: flying pixels and speckle sit in front of all.
+            nearest = float(np.percentile(values, 0.5))
+            back = nearest + c.depth_band_m
+            band = remaining & (self.depth < back)
+            count, labels = cv2.connectedComponents((band & ~self.behind_edge).view(np.uint8), connectivity=8)
+            sizes = np.bincount(labels.ravel(), minlength=count)
+            # Too few pixels for even part of a hand were they all at the band's far face.
+            tiny = sizes * (back * self.pixel_at_1m) ** 2 < c.min_part_area_m2
+            tiny[0] = False
+            if tiny.any():
+                remaining &= ~tiny[labels]
+            # The blob holding the nearest points (not merely the biggest: that may be the body).
+            votes = np.bincount(labels[band & (self.depth < nearest + 0.02)], minlength=count)
+            votes[0] = 0
+            votes[tiny] = 0
+            if votes.max() == 0:
+                remaining &= ~band  # only jump edges and speckle: look behind them
+                continue
+            mask = labels == int(np.argmax(votes))
+            blob = self._judge(mask, back)
+            if blob.merged and c.depth_band_m / 2 >= c.min_band_m:
+                # Too big or too attached: perhaps a hand held just in front of a torso or
+                # a wall, one surface with it at this band. Its front part alone may be the
+                # hand; if so, the rest is left to be peeled off later.
+                back = nearest + c.depth_band_m / 2
+                front = remaining & (self.depth < back) & ~self.behind_edge
+                count, labels = cv2.connectedComponents(front.view(np.uint8), connectivity=8)
+                votes = np.bincount(labels[front & (self.depth < nearest + 0.02)], minlength=count)
+                votes[0] = 0
+                if votes.max() > 0:
+                    part = labels == int(np.argmax(votes))
+                    part_blob = self._judge(part, back)
+                    if part_blob.verdict != NOT_HAND:
+                        mask, blob = part, part_blob
+            remaining &= ~mask
+            self.taken_back[mask] = back
+            judged += 1
+            yield blob
+
+    def _judge(self, mask: np.ndarray, back_m: float) -> _Blob:
+        c, k = self.config, self.k
+        gv, gu = np.nonzero(mask)
+        z = self.depth[gv, gu].astype(np.float64)
+        u, v = gu * self.step, gv * self.step
+        points = np.stack([(u - k.cx) / k.fx * z, (v - k.cy) / k.fy * z, z], axis=1)
+        size = z * self.pixel_at_1m  # metres per grid pixel at each point
+        area = float(np.sum(size * size))
+        h, w = self.depth.shape
+        at_edge = (gu < self.zone) | (gv < self.zone) | (gu >= w - self.zone) | (gv >= h - self.zone)
+        blob = _Blob(points, float(np.percentile(z, 2)), at_edge)
+        if area > c.max_hand_area_m2:
+            blob.verdict, blob.reason, blob.merged = NOT_HAND, f"larger than an arm ({area * 1e4:.0f} cm^2)", True
+            return blob
+        if area < c.min_part_area_m2:
+            blob.verdict, blob.reason = NOT_HAND, f"speckle ({area * 1e4:.1f} cm^2)"
+            return blob
+
+        # The outline: a pixel just outside whose depth is within continuation_m of its
+        # neighbour inside continues the blob's surface. Behind the band's far face the blob
+        # is cut off there; into a nearer candidate, the blob continues that candidate.
+        y0, y1 = max(int(gv.min()) - 1, 0), min(int(gv.max()) + 2, h)
+        x0, x1 = max(int(gu.min()) - 1, 0), min(int(gu.max()) + 2, w)
+        inside = np.ascontiguousarray(mask[y0:y1, x0:x1])
+        depth = self.depth[y0:y1, x0:x1]
+        ring = cv2.dilate(inside.view(np.uint8), _CROSS).view(bool) & ~inside
+        inner = cv2.dilate(np.where(inside, depth, 0.0).astype(np.float32), _CROSS)[ring]
+        around = depth[ring]
+        continues = (around > 0) & (np.abs(around - inner) < c.continuation_m)
+        taken_back = self.taken_back[y0:y1, x0:x1][ring]
+        into_nearer = continues & (taken_back > 0)
+        join_m = float(np.sum(around[into_nearer])) * self.pixel_at_1m
+        if join_m > c.min_join_m:
+            blob.verdict, blob.reason = NOT_HAND, f"continues a nearer candidate along {join_m * 100:.0f} cm"
+            return blob
+        runs_on = continues & (taken_back == 0) & (around >= back_m)
+        cut_m = float(np.sum(around[runs_on])) * self.pixel_at_1m
+        # Blob points within the border zone's width of such a cut are at the cut, too.
+        cut_roi = np.zeros(inside.shape, np.uint8)
+        cut_roi[ring] = runs_on
+        near_cut = cv2.dilate(cut_roi, None, iterations=self.zone).view(bool)
+        blob.cut = blob.cut | near_cut[inside]  # row-major order, as np.nonzero gave the points
+
+        # Contact with the image border: its length along the edges, and how far the blob
+        # reaches from where it is cut off (3-D distance to the nearest contact point).
+        reach, contact_m = np.inf, 0.0
+        if np.count_nonzero(at_edge) >= 2:
+            z_ = self.zone
+            for at, along in ((gv < z_, gu), (gv >= h - z_, gu), (gu < z_, gv), (gu >= w - z_, gv)):
+                if at.any():
+                    contact_m += len(np.unique(along[at])) * float(np.mean(size[at]))
+            cut_m += contact_m
+            contact = points[at_edge]
+            contact = contact[:: max(1, len(contact) // 64)]
+            sample = points[:: max(1, len(points) // 256)]
+            gap2 = np.sum(sample**2, axis=1)[:, None] + np.sum(contact**2, axis=1)[None, :] - 2.0 * sample @ contact.T
+            reach = float(np.sqrt(max(np.percentile(np.min(gap2, axis=1), 98), 0.0)))
+        if cut_m > c.max_attachment_m:
+            blob.verdict, blob.reason, blob.merged = NOT_HAND, f"attached along {cut_m * 100:.0f} cm of outline", True
+        elif contact_m > c.max_border_contact_m:
+            blob.verdict, blob.reason = PARTIAL, f"enters the image {contact_m * 100:.0f} cm wide"
+        elif area < c.min_hand_area_m2:
+            blob.verdict, blob.reason = PARTIAL, f"smaller than a hand ({area * 1e4:.0f} cm^2)"
+        elif reach < c.min_border_reach_m:
+            blob.verdict, blob.reason = PARTIAL, f"cut by the image border, reaches {reach * 100:.0f} cm in"
+        return blob
+
+
+def _choose(candidates, prior: np.ndarray | None, config: SegmentConfig) -> _Blob | None:
+    """The hand among the candidates (near to far), by the rule in the module docstring."""
+    partial = fresh = tracked_partial = None
+    for blob in candidates:
+        if fresh is None and partial is not None and blob.front_m > partial.front_m + config.depth_band_m:
+            fresh = partial  # no whole hand right behind the partial one
+        if prior is None and fresh is not None:
+            return fresh
+        if prior is not None and blob.front_m > prior[2] + config.prior_radius_m:
+            break  # this and everything further on lies behind the tracked hand
+        if blob.verdict == NOT_HAND:
+            continue
+        if prior is not None:
+            sample = blob.points[:: max(1, len(blob.points) // 2000)]
+            if np.min(np.sum((sample - prior) ** 2, axis=1)) < config.prior_radius_m**2:
+                if blob.verdict == HAND:
+                    return blob
+                tracked_partial = tracked_partial or blob
+        if fresh is None:
+            if blob.verdict == HAND:
+                fresh = blob
+                if prior is None:
+                    return fresh
+            elif partial is None:
+                partial = blob
+    return tracked_partial or fresh or partial
+
+
+def _hand_centre(blob: _Blob, config: SegmentConfig) -> np.ndarray | None:
+    points, cut = _subsample(blob.points, config.max_points, blob.cut)
+    if len(points) < config.min_points:
+        return None
+    mean = points.mean(axis=0)
+    centred = points - mean
+    main_axis = np.linalg.eigh(centred.T @ centred)[1][:, -1]
+    along = centred @ main_axis
+    start = mean
+    if along.max() - along.min() > config.forearm_min_length_m:
+        ends = []
+        for sign in (1.0, -1.0):
+            tip = sign * along > np.percentile(sign * along, 90)  # the last 10 % of the blob
+            ends.append((np.mean(cut[tip]) > 0.05, float(points[tip, 2].mean()), sign))
+        # At the forearm's end the arm runs on, out of the image or behind the band: prefer
+        # the end where it does not, then the nearer one.
+        sign = min(ends)[-1]
+        extreme = along.max() if sign > 0 else along.min()
+        start = mean + main_axis * (extreme - sign * config.hand_end_offset_m)
+    return _mean_shift(points, start, config.kernel_radius_m, config)
 
 
 def find_hand_center(
     depth_m: np.ndarray,
     intrinsics: CameraIntrinsics,
     config: SegmentConfig = SegmentConfig(),
+    previous_center: np.ndarray | None = None,
 ) -> np.ndarray | None:
-    """(3,) float64 hand centre in the camera frame (metres), or None if nothing hand-like is near."""
-    valid = (depth_m > config.min_depth_m) & (depth_m < config.max_depth_m) & np.isfinite(depth_m)
-    if valid.sum() < config.min_points:
+    """(3,) float64 hand centre in the camera frame (metres), or None if nothing hand-like is near.
+
+    ``previous_center``: the last hand centre when tracking; a candidate near it is
+    preferred over a nearer one.
+    """
+    depth_m = np.asarray(depth_m)
+    if depth_m.ndim != 2 or depth_m.size == 0:
         return None
-    # A low percentile, not the minimum: flying pixels and speckle sit in front of everything.
-    nearest = np.percentile(depth_m[valid], 0.5)
-    band = valid & (depth_m < nearest + config.depth_band_m)
-    if band.sum() < config.min_points:
-        return None
-    count, labels = cv2.connectedComponents(band.astype(np.uint8), connectivity=8)
-    # The blob holding the nearest points (not merely the biggest: that may be the body).
-    nearest_pixels = band & (depth_m < nearest + 0.02)
-    votes = np.bincount(labels[nearest_pixels], minlength=count)
-    votes[0] = 0
-    blob = labels == int(np.argmax(votes))
-    if blob.sum() < config.min_points:
-        return None
-    v, u = np.nonzero(blob)
-    points = back_project(depth_m, intrinsics, blob)
-    points, u, v = _subsample(points, config.max_points, u, v)
-    mean = points.mean(axis=0)
-    _, _, axes = np.linalg.svd(points - mean, full_matrices=False)
-    along = (points - mean) @ axes[0]
-    start = mean
-    if along.max() - along.min() > config.forearm_min_length_m:
-        h, w = depth_m.shape
-        ends = []
-        for sign in (1.0, -1.0):
-            tip = sign * along > np.percentile(sign * along, 90)  # the last 10 % of the blob
-            at_border = np.mean((u[tip] < config.border_px) | (v[tip] < config.border_px) | (u[tip] >= w - config.border_px) | (v[tip] >= h - config.border_px))
-            ends.append((at_border > 0.05, float(points[tip, 2].mean()), sign))
-        # Prefer the end inside the image, then the nearer one.
-        _, _, sign = min(ends)
-        extreme = along.max() if sign > 0 else along.min()
-        start = mean + axes[0] * (extreme - sign * config.hand_end_offset_m)
-    return _mean_shift(points, start, config.kernel_radius_m, config)
+    prior = None if previous_center is None else np.asarray(previous_center, np.float64).reshape(3)
+    if prior is not None and not np.all(np.isfinite(prior)):
+        prior = None
+    blob = _choose(_Grid(depth_m, intrinsics, config).candidates(), prior, config)
+    return None if blob is None else _hand_centre(blob, config)
 
 
 def track_hand_center(
@@ -116,16 +411,18 @@ def track_hand_center(
     previous_center: np.ndarray | None,
     config: SegmentConfig = SegmentConfig(),
 ) -> np.ndarray | None:
-    """Hand centre in a tracked stream: detect afresh, and fall back on the last centre.
+    """Hand centre in a tracked stream: detect afresh, preferring the hand near the last
+    centre, and fall back on the last centre.
 
     Detection each frame keeps the forearm cut in force (a mean-shift seeded only from the
     last centre creeps down the forearm over a few frames); when detection finds nothing
     (a hand briefly behind the nearest object, a dropout) the mean-shift seeded from the
     previous centre keeps the hand.
     """
-    centre = find_hand_center(depth_m, intrinsics, config)
+    centre = find_hand_center(depth_m, intrinsics, config, previous_center)
     if centre is not None or previous_center is None:
         return centre
+    depth_m = np.asarray(depth_m)
     valid = (depth_m > config.min_depth_m) & (depth_m < config.max_depth_m) & (np.abs(depth_m - previous_center[2]) < config.depth_band_m)
     if valid.sum() < config.min_points:
         return None

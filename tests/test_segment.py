@@ -1,0 +1,271 @@
+"""Finding the hand without ground truth (tracker.segment): nearer objects that are not the
+hand, a forearm running out of the image, the tracking prior, degenerate frames, and the
+real SR305 frames in tests/data/sr305-gestures."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from kernels.raster import composite_ellipsoid, composite_plane, rasterize_mesh
+from tracker.segment import find_hand_center, track_hand_center
+from tracker.synth.pose_sampler import PALM_CENTRE_HAND_M, HandPose
+from tracker.synth.scene import SceneConfig, posed_forearm
+from tracker.types import CameraIntrinsics
+
+K = CameraIntrinsics(640, 480, 475.0, 475.0, 319.5, 239.5)
+# A stand-in hand: a flat ellipsoid 9 cm wide, 18 cm long and 3 cm thick (~130 cm^2 face-on).
+HAND_RADII = (0.045, 0.09, 0.015)
+# A centre on the hand lands within this of the centroid of the hand's visible surface: the
+# mean-shift settles on that centroid up to the candidate grid (every 2nd pixel) and its
+# kernel's reach, well under 1 cm for these shapes. A centre on any distractor below is
+# 20 cm or more away.
+ON_HAND_M = 0.03
+
+
+def render(*objects, intrinsics=K):
+    """Depth (metres) and per-pixel object index (-1: nothing) of ellipsoids given as
+    (centre xyz m, radii m, xyz Euler angles in degrees)."""
+    k = intrinsics
+    depth = np.zeros((k.height, k.width), np.float32)
+    labels = np.full((k.height, k.width), -1, np.int16)
+    for i, (centre, radii, angles) in enumerate(objects):
+        rotation = Rotation.from_euler("xyz", angles, degrees=True).as_matrix()
+        centre, radii = np.array(centre, float), np.array(radii, float)
+        composite_ellipsoid(centre, rotation, radii, k.fx, k.fy, k.cx, k.cy, depth, labels, np.int16(i))
+    return depth, labels
+
+
+def visible_centroid(depth, labels, index, intrinsics=K):
+    v, u = np.nonzero(labels == index)
+    z = depth[v, u].astype(np.float64)
+    k = intrinsics
+    return np.stack([(u - k.cx) / k.fx * z, (v - k.cy) / k.fy * z, z], axis=1).mean(axis=0)
+
+
+def distance(centre, target) -> float:
+    assert centre is not None, "no hand found"
+    return float(np.linalg.norm(np.asarray(centre) - target))
+
+
+HAND = ((-0.12, -0.02, 0.62), HAND_RADII, (0, 0, 10))
+# Things nearer than the hand at the image border, as in the real frames where the other arm
+# or the body reaches in at the bottom right: each must be judged "not the hand".
+DISTRACTORS = {
+    # A torso-sized body cut by the bottom-right corner: enters the image ~25 cm wide.
+    "body at the corner": ((0.45, 0.36, 0.64), (0.14, 0.22, 0.09), (0, 0, 30)),
+    # A shoulder rising from the bottom edge: attached along ~40 cm of outline.
+    "shoulder at the bottom": ((0.12, 0.36, 0.62), (0.25, 0.10, 0.08), (0, 0, 0)),
+    # The end of something poking in at a corner: reaches only ~3 cm into the image.
+    "tip in the corner": ((0.36, 0.27, 0.57), (0.04, 0.06, 0.03), (0, 0, 40)),
+    # A fragment smaller than a hand (~30 cm^2), with the whole hand just behind it.
+    "small fragment": ((0.20, 0.15, 0.55), (0.025, 0.04, 0.02), (0, 0, 0)),
+}
+
+
+@pytest.mark.parametrize("name", DISTRACTORS)
+def test_hand_is_found_behind_a_nearer_object_that_is_not_a_hand(name):
+    depth, labels = render(HAND, DISTRACTORS[name])
+    # The premise: the distractor is the nearest surface, so "the nearest object" is wrong.
+    assert depth[labels == 1].min() < depth[labels == 0].min() - 0.02
+    hand = visible_centroid(depth, labels, 0)
+    assert distance(find_hand_center(depth, K), hand) < ON_HAND_M
+    assert distance(track_hand_center(depth, K, None), hand) < ON_HAND_M
+
+
+def render_arm(hand_model, palm_xyz, flexion_deg, forearm_length_m=0.45):
+    """The hand model, flat, fingers up and palm to the camera, with its forearm running down
+    from the wrist (bent towards the camera by -flexion_deg): depth, labels (0 hand, 1 arm)."""
+    cam_from_hand = np.eye(4)
+    # Hand frame: fingers along -z, the forearm along +z; put +z down the image, y to the camera.
+    cam_from_hand[:3, :3] = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])
+    cam_from_hand[:3, 3] = np.asarray(palm_xyz) - cam_from_hand[:3, :3] @ PALM_CENTRE_HAND_M
+    pose = HandPose(
+        hand_model.rest_rotations(),
+        np.ones((25, 2)),
+        cam_from_hand,
+        hand_from_forearm_rotation=Rotation.from_euler("x", flexion_deg, degrees=True).as_matrix(),
+    )
+    posed = hand_model.pose(pose.local_rotations, pose.bone_scales, pose.cam_from_hand)
+    depth = np.zeros((K.height, K.width), np.float32)
+    face = np.full(depth.shape, -1, np.int32)
+    bary = np.zeros((*depth.shape, 3), np.float32)
+    k = (K.fx, K.fy, K.cx, K.cy, K.height, K.width, 0.05)
+    rasterize_mesh(posed.vertices, posed.faces, *k, depth, face, bary, 0)
+    arm_vertices, arm_faces = posed_forearm(pose, SceneConfig(forearm_length_m=forearm_length_m))
+    rasterize_mesh(arm_vertices, arm_faces, *k, depth, face, bary, len(posed.faces))
+    labels = np.where(face < 0, -1, np.where(face < len(posed.faces), 0, 1)).astype(np.int16)
+    return depth, labels
+
+
+@pytest.mark.parametrize("flexion_deg", [0.0, -20.0])
+def test_forearm_running_out_of_the_image_is_cut_off_at_the_hand_end(hand_model, flexion_deg):
+    depth, labels = render_arm(hand_model, (0.0, -0.05, 0.55), flexion_deg)
+    assert (labels[-1] == 1).any(), "the forearm should run out at the bottom"
+    if flexion_deg < 0:
+        # Bent towards the camera, the forearm's border end is the nearest surface in view.
+        assert depth[-1][depth[-1] > 0].min() < depth[labels == 0].min() - 0.05
+    hand = visible_centroid(depth, labels, 0)
+    # The hand-sized kernel also takes in the wrist and pulls the centre ~2 cm towards it;
+    # the forearm's other end is 30 cm and more away.
+    assert distance(find_hand_center(depth, K), hand) < 0.04
+
+
+NEAR_HAND = ((-0.15, 0.0, 0.50), HAND_RADII, (0, 0, -15))
+FAR_HAND = ((0.15, 0.0, 0.60), HAND_RADII, (0, 0, 15))
+
+
+def test_prior_picks_the_tracked_hand_among_two():
+    depth, labels = render(NEAR_HAND, FAR_HAND)
+    near, far = visible_centroid(depth, labels, 0), visible_centroid(depth, labels, 1)
+    # Without a prior the nearer hand-like blob wins.
+    assert distance(find_hand_center(depth, K), near) < ON_HAND_M
+    # With the last centre on the farther hand (moved a little since), that one is kept.
+    prior = far + np.array([0.03, -0.02, 0.01])
+    assert distance(find_hand_center(depth, K, previous_center=prior), far) < ON_HAND_M
+    assert distance(track_hand_center(depth, K, prior), far) < ON_HAND_M
+    # A prior near neither (the hand left) does not stop the nearer hand from being found.
+    assert distance(track_hand_center(depth, K, np.array([0.0, 0.3, 1.2])), near) < ON_HAND_M
+
+
+def test_tracked_hand_is_not_taken_over_by_a_nearer_object_entering():
+    alone, labels = render(FAR_HAND)
+    first = track_hand_center(alone, K, None)
+    assert distance(first, visible_centroid(alone, labels, 0)) < ON_HAND_M
+    # A hand-like object comes in 10 cm nearer than the tracked hand.
+    both, labels = render(FAR_HAND, NEAR_HAND)
+    tracked, newcomer = visible_centroid(both, labels, 0), visible_centroid(both, labels, 1)
+    assert distance(track_hand_center(both, K, first), tracked) < ON_HAND_M
+    assert distance(find_hand_center(both, K), newcomer) < ON_HAND_M  # what the prior prevents
+
+
+def add_wall(depth, labels, z, normal=(0.0, 0.0, -1.0)):
+    """Composite a plane through (0, 0, z) facing the camera (index 1 in labels)."""
+    point, normal = np.array([0.0, 0.0, z]), np.array(normal, float)
+    composite_plane(point, normal, K.fx, K.fy, K.cx, K.cy, depth, labels, np.int16(1), 3.0)
+
+
+def test_hand_a_few_centimetres_in_front_of_a_wall_is_found():
+    for gap in (0.03, 0.08, 0.12):  # all inside the 15 cm depth band
+        depth, labels = render(((0.0, 0.0, 0.60), HAND_RADII, (0, 0, 0)))
+        add_wall(depth, labels, 0.615 + gap)
+        assert distance(find_hand_center(depth, K), visible_centroid(depth, labels, 0)) < ON_HAND_M, gap
+
+
+def test_hand_flat_on_a_wall_is_kept_by_the_fallback_on_the_last_centre():
+    # Touching the wall, the hand is one surface with it: detection finds nothing hand-like,
+    # and tracking keeps the hand by a mean-shift from the last centre.
+    depth, labels = render(((0.0, 0.0, 0.60), HAND_RADII, (0, 0, 0)))
+    add_wall(depth, labels, 0.615)
+    hand = visible_centroid(depth, labels, 0)
+    assert find_hand_center(depth, K) is None
+    assert distance(track_hand_center(depth, K, hand), hand) < ON_HAND_M
+
+
+def _wall_at(z):
+    depth = np.zeros((K.height, K.width), np.float32)
+    add_wall(depth, np.zeros(depth.shape, np.int16), z, normal=(0.1, 0.0, -1.0))
+    return depth
+
+
+NO_HAND = {
+    "all zero": lambda: np.zeros((480, 640), np.float32),
+    "all NaN": lambda: np.full((480, 640), np.nan, np.float32),
+    "all inf": lambda: np.full((480, 640), np.inf, np.float32),
+    "negative": lambda: np.full((480, 640), -0.5, np.float32),
+    "beyond range": lambda: np.full((480, 640), 2.0, np.float32),
+    "a wall only": lambda: _wall_at(1.0),
+    "a few valid pixels": lambda: np.pad(np.full((3, 3), 0.6, np.float32), ((0, 477), (0, 637))),
+    "empty array": lambda: np.zeros((0, 0), np.float32),
+    "one pixel": lambda: np.full((1, 1), 0.6, np.float32),
+}
+
+
+@pytest.mark.parametrize("name", NO_HAND)
+def test_no_hand_in_view_gives_none(name):
+    depth = NO_HAND[name]()
+    assert find_hand_center(depth, K) is None
+    assert track_hand_center(depth, K, None) is None
+    # With a stale prior (nothing near it) tracking gives up rather than raising.
+    assert track_hand_center(depth, K, np.array([0.0, 0.0, 0.5])) is None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_noise_frames_do_not_crash(seed):
+    rng = np.random.default_rng(seed)
+    frames = [
+        rng.uniform(0.0, 2.0, (480, 640)).astype(np.float32),
+        np.where(rng.uniform(size=(480, 640)) < 0.05, rng.uniform(0.1, 1.5, (480, 640)), 0.0).astype(np.float32),
+        np.where(rng.uniform(size=(480, 640)) < 0.3, np.nan, rng.uniform(0.3, 0.4, (480, 640))).astype(np.float32),
+    ]
+    for depth in frames:
+        for centre in (find_hand_center(depth, K), track_hand_center(depth, K, np.array([0.0, 0.0, 0.35]))):
+            assert centre is None or (centre.shape == (3,) and np.all(np.isfinite(centre)))
+
+
+def test_speckle_in_front_of_the_hand_is_ignored():
+    depth, labels = render(HAND, DISTRACTORS["body at the corner"])
+    rng = np.random.default_rng(0)
+    speckle = rng.uniform(size=depth.shape) < 0.01  # flying pixels, scattered over the frame
+    depth[speckle] = rng.uniform(0.2, 0.5, speckle.sum())
+    labels[speckle] = -1
+    assert distance(find_hand_center(depth, K), visible_centroid(depth, labels, 0)) < ON_HAND_M
+
+
+def test_smaller_frames_work_alike():
+    small = CameraIntrinsics(320, 240, 237.5, 237.5, 159.5, 119.5)
+    depth, labels = render(HAND, DISTRACTORS["body at the corner"], intrinsics=small)
+    assert distance(find_hand_center(depth, small), visible_centroid(depth, labels, 0, small)) < ON_HAND_M
+
+
+SR305 = Path(__file__).parent / "data" / "sr305-gestures"
+# Hand-labelled centres (pixel u, v) of the palm in each real frame, read off 2x zoomed depth
+# images with a 20-px grid, not from any segmentation output; good to ~10 px. The hand is at
+# 0.5-0.65 m, where 40 px is 4-5 cm: a centre anywhere on the palm is within it, and the
+# wrong object (the body or the other arm at the bottom right in 20.png and 200.png, which
+# "nearest object" picked) is 200 px and more away.
+PALM_PX = {
+    "20210326-230536/30.png": (300, 312),
+    "20210326-230536/50.png": (298, 285),
+    "20210326-230536/70.png": (305, 270),
+    "20210326-230536/90.png": (308, 250),
+    "20210326-230536/110.png": (287, 242),
+    "20210326-230536/130.png": (270, 230),
+    "20210326-230536/150.png": (302, 222),
+    "20210326-230536/170.png": (285, 240),
+    "20210326-231615/0.png": (272, 287),
+    "20210326-231615/20.png": (332, 292),
+    "20210326-231615/40.png": (317, 297),
+    "20210326-231615/60.png": (325, 297),
+    "20210326-231615/80.png": (325, 297),
+    "20210326-231615/100.png": (325, 297),
+    "20210326-231615/140.png": (317, 292),
+    "20210326-231615/160.png": (328, 297),
+    "20210326-231615/180.png": (335, 288),
+    "20210326-231615/200.png": (330, 282),
+    "20210326-231615/220.png": (348, 292),
+}
+
+
+def test_every_real_frame_is_labelled():
+    assert sorted(str(p.relative_to(SR305)) for p in SR305.glob("*/*.png")) == sorted(PALM_PX)
+
+
+@pytest.mark.parametrize("name", sorted(PALM_PX))
+def test_real_sr305_frames_centre_on_the_palm(name):
+    info = json.loads((SR305 / "intrinsics.json").read_text())
+    k = info["intrinsics"]
+    intrinsics = CameraIntrinsics(k["width"], k["height"], k["fx"], k["fy"], k["cx"], k["cy"])
+    depth = cv2.imread(str(SR305 / name), cv2.IMREAD_UNCHANGED).astype(np.float32) * info["depth_scale"]
+    centre = find_hand_center(depth, intrinsics)
+    assert centre is not None
+    u = intrinsics.fx * centre[0] / centre[2] + intrinsics.cx
+    v = intrinsics.fy * centre[1] / centre[2] + intrinsics.cy
+    label_u, label_v = PALM_PX[name]
+    assert np.hypot(u - label_u, v - label_v) < 40, (u, v)
+    # And at the palm's depth, not on something in front of or behind it.
+    palm = depth[label_v - 10 : label_v + 11, label_u - 10 : label_u + 11]
+    assert abs(centre[2] - np.median(palm[palm > 0])) < 0.05
