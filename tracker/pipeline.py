@@ -19,7 +19,6 @@ import numpy as np
 
 from tracker.crop import DEFAULT_CUBE_SIZE_M, make_crop
 from tracker.estimator import HandEstimator
-from tracker.handedness import HandednessConfig, HandednessVote, crop_points_cam, fit_residual_mm
 from tracker.segment import SegmentConfig, track_hand_center
 from tracker.smoothing import OneEuroFilter
 from tracker.types import DepthFrame, HandEstimate, Handedness
@@ -28,15 +27,13 @@ from tracker.types import DepthFrame, HandEstimate, Handedness
 @dataclass(frozen=True)
 class TrackerConfig:
     cube_size_m: float = DEFAULT_CUBE_SIZE_M
-    #: Which hand the crop is taken as (left hands are mirrored into the right-hand
-    #: network); None decides per track from the depth (``tracker.handedness``).
-    handedness: Handedness | None = Handedness.RIGHT
+    #: Which hand the crop is taken as; left hands are mirrored into the right-hand network.
+    handedness: Handedness = Handedness.RIGHT
     #: Below this confidence the estimate is dropped (no hand reported).
     min_confidence: float = 0.3
     #: Smooth the joints over time with a One-Euro filter (off: raw per-frame estimates).
     smooth: bool = False
     segment: SegmentConfig = field(default_factory=SegmentConfig)
-    handedness_vote: HandednessConfig = field(default_factory=HandednessConfig)
 
 
 @dataclass(frozen=True)
@@ -58,38 +55,19 @@ class HandTracker:
         self.config = config
         self._previous_center: np.ndarray | None = None
         self._smoother = OneEuroFilter() if config.smooth else None
-        self._vote = HandednessVote(config.handedness_vote)
 
     def _lost(self) -> None:
         self._previous_center = None
-        self._vote.reset()
         if self._smoother is not None:
             self._smoother.reset()
 
     def _estimate(self, depth_m: np.ndarray, frame: DepthFrame, centre: np.ndarray, timings: dict[str, float]) -> HandEstimate:
-        """Crop, network and refit for the configured side, or for the side the vote believes."""
         t0 = time.perf_counter()
-        side = self.config.handedness
-        if side is not None or not self._vote.next_frame_needs_both():
-            crop = make_crop(depth_m, frame.intrinsics, centre, self.config.cube_size_m, side or self._vote.handedness)
-            timings["crop"] = 1e3 * (time.perf_counter() - t0)
-            output, stage_ms = self.estimator.run(crop)
-            timings.update(stage_ms)
-            return self.estimator.to_estimate(crop, output, timings, frame.intrinsics)
-        crops = {h: make_crop(depth_m, frame.intrinsics, centre, self.config.cube_size_m, h) for h in (Handedness.RIGHT, Handedness.LEFT)}
+        crop = make_crop(depth_m, frame.intrinsics, centre, self.config.cube_size_m, self.config.handedness)
         timings["crop"] = 1e3 * (time.perf_counter() - t0)
-        runs = {h: self.estimator.run(crop) for h, crop in crops.items()}
-        for h, (_, stage_ms) in runs.items():
-            for stage, ms in stage_ms.items():
-                timings[stage] = timings.get(stage, 0.0) + ms
-        t1 = time.perf_counter()
-        residual = {
-            h: fit_residual_mm(crop_points_cam(crops[h], frame.intrinsics, runs[h][0].hand_probability), runs[h][0].refined_vertices)
-            for h in crops
-        }
-        side = self._vote.add(residual[Handedness.RIGHT], residual[Handedness.LEFT])
-        timings["handedness"] = 1e3 * (time.perf_counter() - t1)
-        return self.estimator.to_estimate(crops[side], runs[side][0], timings, frame.intrinsics)
+        output, stage_ms = self.estimator.run(crop)
+        timings.update(stage_ms)
+        return self.estimator.to_estimate(crop, output, dict(timings), frame.intrinsics)
 
     def process(self, frame: DepthFrame) -> FrameResult:
         timings: dict[str, float] = {}
