@@ -62,7 +62,7 @@ from tracker.synth.pose_sampler import PALM_CENTRE_HAND_M
 from tracker.synth.scene import SceneLabel, render_sample
 from tracker.training_data import ExampleConfig, hand_centroid
 from tracker.types import Handedness, Joint
-from tracker.weights import WEIGHTS_DIR, WeightsError, sha256_of
+from tracker.weights import WEIGHTS_DIR, WeightsError, sha256_of, verified_path
 
 SIDE_WEIGHTS_DIR = WEIGHTS_DIR / "side_classifier"
 MANIFEST = "side.json"
@@ -669,32 +669,12 @@ def load_manifest(directory: str | Path = SIDE_WEIGHTS_DIR) -> dict:
     return manifest
 
 
-def verified_bytes(directory: str | Path, name: str, manifest: dict) -> bytes:
-    """The file's contents if their SHA-256 matches the manifest; WeightsError otherwise.
-
-    The bytes that were checked are the bytes that get loaded (no second read that could differ).
-    """
-    import hashlib
-
-    path = Path(directory) / name
-    if not path.is_file():
-        raise WeightsError(f"{path} is missing")
-    data = path.read_bytes()
-    actual, expected = hashlib.sha256(data).hexdigest(), manifest["files"][name]
-    if actual != expected:
-        raise WeightsError(
-            f"{path} is corrupt or from another model: SHA-256 {actual[:12]}... does not match {MANIFEST}'s "
-            f"{expected[:12]}... (truncated copy? re-export or fetch the weights again)"
-        )
-    return data
-
-
 def load_side_network(directory: str | Path = SIDE_WEIGHTS_DIR) -> tuple[SideNet, dict]:
     """The verified torch network (eval mode, CPU) and its manifest."""
     import io
 
     manifest = load_manifest(directory)
-    data = verified_bytes(directory, STATE_DICT, manifest)
+    data = verified_path(directory, STATE_DICT, manifest).read_bytes()
     network = SideNet(SideNetConfig.from_dict(manifest["network"]))
     try:
         network.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
@@ -717,7 +697,7 @@ class SideClassifier:
         import onnxruntime as ort
 
         manifest = load_manifest(directory)
-        data = verified_bytes(directory, ONNX, manifest)
+        data = verified_path(directory, ONNX, manifest).read_bytes()
         options = ort.SessionOptions()
         # One thread: the crop is tiny, and the main network wants the other cores.
         options.intra_op_num_threads = int(threads)
