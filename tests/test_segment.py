@@ -114,6 +114,50 @@ def test_forearm_running_out_of_the_image_is_cut_off_at_the_hand_end(hand_model,
     assert distance(find_hand_center(depth, K), hand) < 0.04
 
 
+@pytest.mark.parametrize("flexion_deg", [-40.0, -60.0])
+def test_hand_behind_the_band_at_the_far_end_of_a_forearm_reaching_away(hand_model, flexion_deg):
+    # Seen over the shoulder: the forearm enters at the bottom border 15-25 cm nearer than
+    # the hand, so a 15 cm band behind the nearest surface holds the forearm alone. The
+    # candidate must be followed along its surface to the hand at its far end.
+    depth, labels = render_arm(hand_model, (0.0, -0.05, 0.55), flexion_deg)
+    assert depth[labels == 0].min() > depth[depth > 0].min() + 0.15
+    hand = visible_centroid(depth, labels, 0)
+    # As above: the kernel takes in some wrist; the forearm's border end is 25 cm away.
+    assert distance(find_hand_center(depth, K), hand) < 0.04
+
+
+@pytest.mark.parametrize("flexion_deg", [-50.0, -70.0])
+def test_prior_picks_the_hand_end_of_an_arm_with_no_cut_end(hand_model, flexion_deg):
+    # A short forearm bent towards the camera ends in mid-air, nearer than the hand: neither
+    # end runs on, and without a prior the nearer end (the elbow) is taken, the documented
+    # tie-break. Tracking, the end at the last hand centre wins.
+    depth, labels = render_arm(hand_model, (0.0, -0.12, 0.55), flexion_deg, forearm_length_m=0.25)
+    assert not (labels[-1] == 1).any(), "the forearm must end inside the image"
+    hand = visible_centroid(depth, labels, 0)
+    assert distance(find_hand_center(depth, K), hand) > 0.15
+    assert distance(track_hand_center(depth, K, hand + 0.03), hand) < 0.04
+
+
+def test_mean_shift_weighs_area_not_pixels():
+    # A hand-sized disc at 60 cm beside a same-sized one at 30 cm that sees four times the
+    # pixels for the same area; both in one kernel, the centre is their area midpoint (x = 0),
+    # not the pixel-count one (x = +0.03 m, towards the near disc).
+    from tracker.segment import SegmentConfig, _mean_shift
+
+    rng = np.random.default_rng(0)
+    far = np.c_[rng.uniform(-0.07, -0.03, 500), rng.uniform(-0.02, 0.02, 500), np.full(500, 0.6)]
+    near = np.c_[rng.uniform(0.03, 0.07, 2000), rng.uniform(-0.02, 0.02, 2000), np.full(2000, 0.3)]
+    # Pixel counts in the ratio (0.6 / 0.3)^2 = 4; the same z for both would put the area
+    # midpoint at x = 0. Only x is compared: the discs lie at different depths by design.
+    points = np.vstack([far, near])
+    points_equal_z = points.copy()
+    points_equal_z[:, 2] = 0.45
+    centre = _mean_shift(points_equal_z, np.zeros(3) + [0, 0, 0.45], 1.0, SegmentConfig())
+    assert abs(centre[0] - 0.03) < 0.005  # equal depths: pixels are area, the count wins
+    centre = _mean_shift(points, np.array([0.0, 0.0, 0.45]), 1.0, SegmentConfig())
+    assert abs(centre[0]) < 0.005
+
+
 NEAR_HAND = ((-0.15, 0.0, 0.50), HAND_RADII, (0, 0, -15))
 FAR_HAND = ((0.15, 0.0, 0.60), HAND_RADII, (0, 0, 15))
 

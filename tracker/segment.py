@@ -39,10 +39,16 @@ and each is judged before it may count as the hand.
    With the last hand centre (``previous_center``), a candidate within ``prior_radius_m`` of
    it wins first (HAND before PARTIAL), so a tracked hand is not taken over by a hand-like
    object appearing in front of it; failing that, the choice above.
+   A candidate whose surface runs on behind its band is followed up to ``grow_band_m``
+   behind its front, if that makes it no worse a hand: a forearm reaching away from the
+   camera would otherwise be cut off from its own hand, and stand in for it.
 4. Centre: if the blob is elongated like a hand plus forearm it starts from its hand end:
-   the end where the arm does not run on (out of the image, as forearms enter from the
-   border, or on behind the band towards the elbow), else the nearer one. A 3-D mean-shift
-   with a hand-sized kernel then settles on the hand's centre, where the crop cube goes.
+   when tracking, the end near the last centre; else the end where the arm does not run on
+   (out of the image, as forearms enter from the border, or on behind the band towards the
+   elbow), else the nearer one. A 3-D mean-shift with a hand-sized kernel then settles on
+   the hand's centre, where the crop cube goes. Points weigh the surface area they see
+   (~z^2), and from the hand end of an arm the centre moves at most ``hand_end_offset_m``:
+   counted by pixels, a nearer forearm outweighs the hand and draws the kernel down the arm.
 
 Candidates are found on a grid about ``grid_width_px`` wide (every 2nd pixel at 640 px),
 which keeps a frame at about a millisecond or two; the metric thresholds do not depend on it.
@@ -112,6 +118,9 @@ class SegmentConfig:
     prior_radius_m: float = 0.10
     #: Candidates are searched on a grid about this many pixels wide.
     grid_width_px: int = 320
+    #: A candidate whose surface runs on behind its band is followed this far behind its front
+    #: (a forearm pointing away from the camera, with the hand at its far end: ~25 + 20 cm).
+    grow_band_m: float = 0.45
 
 
 def back_project(depth_m: np.ndarray, intrinsics: CameraIntrinsics, mask: np.ndarray) -> np.ndarray:
@@ -121,17 +130,29 @@ def back_project(depth_m: np.ndarray, intrinsics: CameraIntrinsics, mask: np.nda
     return np.stack([(u - intrinsics.cx) / intrinsics.fx * z, (v - intrinsics.cy) / intrinsics.fy * z, z], axis=1)
 
 
-def _mean_shift(points: np.ndarray, start: np.ndarray, radius: float, config: SegmentConfig) -> np.ndarray | None:
-    centre = np.asarray(start, np.float64)
+def _mean_shift(
+    points: np.ndarray, start: np.ndarray, radius: float, config: SegmentConfig, max_travel_m: float | None = None
+) -> np.ndarray | None:
+    """Mean-shift from ``start``; with ``max_travel_m`` the centre stays within that of the start."""
+    start = np.asarray(start, np.float64)
+    centre = start
     r2 = radius**2
     # |p - c|^2 = |p|^2 - 2 p.c + |c|^2: one matrix-vector product per iteration.
     p2 = np.einsum("ij,ij->i", points, points)
+    # Each pixel weighs the surface area it sees (~z^2): by pixel count, a nearer forearm
+    # would outweigh the hand behind it and draw the centre onto itself.
+    area = points[:, 2] ** 2
     for _ in range(config.iterations):
         near = (p2 - 2.0 * (points @ centre) + centre @ centre) < r2
         count = np.count_nonzero(near)
         if count < config.min_points // 2:
             return None
-        new = (near.astype(np.float64) @ points) / count
+        weight = np.where(near, area, 0.0)
+        new = (weight @ points) / weight.sum()
+        if max_travel_m is not None:
+            travel = float(np.linalg.norm(new - start))
+            if travel > max_travel_m:
+                new = start + (new - start) * (max_travel_m / travel)
         if np.linalg.norm(new - centre) < 1e-4:
             return new
         centre = new
@@ -165,6 +186,8 @@ class _Blob:
     reason: str = "hand-like"
     #: NOT_HAND for being too big or too attached: maybe merged with what it touches.
     merged: bool = False
+    #: Length of outline where the surface runs on behind the band (metres).
+    runs_on_m: float = 0.0
 
 
 class _Grid:
@@ -261,10 +284,30 @@ class _Grid:
                     part_blob = self._judge(part, back)
                     if part_blob.verdict != NOT_HAND:
                         mask, blob = part, part_blob
+            elif blob.verdict != NOT_HAND and blob.runs_on_m > c.min_join_m and c.grow_band_m > c.depth_band_m:
+                mask, blob, back = self._follow_behind_band(mask, blob, back, nearest, remaining)
             remaining &= ~mask
             self.taken_back[mask] = back
             judged += 1
             yield blob
+
+    def _follow_behind_band(self, mask: np.ndarray, blob: _Blob, back: float, nearest: float, remaining: np.ndarray):
+        """The candidate followed along its surface up to ``grow_band_m`` behind its front, if
+        that is no worse a hand: a forearm reaching away from the camera leaves its hand behind
+        the band, and the band's cut would make the forearm alone the candidate. A hand held
+        towards the camera grows by its forearm at most (an upper arm and torso make the blob
+        too big or too attached, and it stays as it was)."""
+        grow_back = nearest + self.config.grow_band_m
+        region = remaining & (self.depth < grow_back) & ~self.behind_edge
+        _, labels = cv2.connectedComponents(region.view(np.uint8), connectivity=8)
+        grown_mask = np.isin(labels, np.unique(labels[mask & region]).tolist()) & region
+        grown_mask[labels == 0] = False
+        if np.count_nonzero(grown_mask) <= np.count_nonzero(mask):
+            return mask, blob, back
+        grown = self._judge(grown_mask | mask, grow_back)
+        if grown.verdict > blob.verdict:
+            return mask, blob, back
+        return grown_mask | mask, grown, grow_back
 
     def _judge(self, mask: np.ndarray, back_m: float) -> _Blob:
         c, k = self.config, self.k
@@ -302,7 +345,7 @@ class _Grid:
             blob.verdict, blob.reason = NOT_HAND, f"continues a nearer candidate along {join_m * 100:.0f} cm"
             return blob
         runs_on = continues & (taken_back == 0) & (around >= back_m)
-        cut_m = float(np.sum(around[runs_on])) * self.pixel_at_1m
+        cut_m = blob.runs_on_m = float(np.sum(around[runs_on])) * self.pixel_at_1m
         # Blob points within the border zone's width of such a cut are at the cut, too.
         cut_roi = np.zeros(inside.shape, np.uint8)
         cut_roi[ring] = runs_on
@@ -362,7 +405,7 @@ def _choose(candidates, prior: np.ndarray | None, config: SegmentConfig) -> _Blo
     return tracked_partial or fresh or partial
 
 
-def _hand_centre(blob: _Blob, config: SegmentConfig) -> np.ndarray | None:
+def _hand_centre(blob: _Blob, config: SegmentConfig, prior: np.ndarray | None = None) -> np.ndarray | None:
     points, cut = _subsample(blob.points, config.max_points, blob.cut)
     if len(points) < config.min_points:
         return None
@@ -372,15 +415,29 @@ def _hand_centre(blob: _Blob, config: SegmentConfig) -> np.ndarray | None:
     along = centred @ main_axis
     start = mean
     if along.max() - along.min() > config.forearm_min_length_m:
-        ends = []
+        ends, near_prior = [], []
         for sign in (1.0, -1.0):
             tip = sign * along > np.percentile(sign * along, 90)  # the last 10 % of the blob
-            ends.append((np.mean(cut[tip]) > 0.05, float(points[tip, 2].mean()), sign))
+            ends.append((float(np.mean(cut[tip])), float(points[tip, 2].mean()), sign))
+            if prior is not None:
+                near_prior.append(np.linalg.norm(points[tip].mean(axis=0) - prior) < config.prior_radius_m)
         # At the forearm's end the arm runs on, out of the image or behind the band: prefer
-        # the end where it does not, then the nearer one.
-        sign = min(ends)[-1]
+        # the end where it does not, then the nearer one. Fingers may touch the border too,
+        # so of two cut ends the one cut much less is the hand's.
+        # When tracking, the end where the hand was last time wins over both: an arm seen
+        # end-on with nothing cut looks the same from either end.
+        (cut_a, _, _), (cut_b, _, _) = ends
+        if len(near_prior) == 2 and near_prior[0] != near_prior[1]:
+            sign = ends[0][-1] if near_prior[0] else ends[1][-1]
+        elif (cut_a > 0.05) != (cut_b > 0.05) or (cut_a > 0.05 and abs(cut_a - cut_b) > 0.1):
+            sign = min(ends)[-1]
+        else:
+            sign = min(ends, key=lambda end: end[1])[-1]
         extreme = along.max() if sign > 0 else along.min()
         start = mean + main_axis * (extreme - sign * config.hand_end_offset_m)
+        # On an arm the kernel always holds more forearm than fingers and would slide down
+        # it: the centre may settle anywhere near the hand end, but not leave it.
+        return _mean_shift(points, start, config.kernel_radius_m, config, config.hand_end_offset_m)
     return _mean_shift(points, start, config.kernel_radius_m, config)
 
 
@@ -402,7 +459,7 @@ def find_hand_center(
     if prior is not None and not np.all(np.isfinite(prior)):
         prior = None
     blob = _choose(_Grid(depth_m, intrinsics, config).candidates(), prior, config)
-    return None if blob is None else _hand_centre(blob, config)
+    return None if blob is None else _hand_centre(blob, config, prior)
 
 
 def track_hand_center(

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import abc
 import collections
+import dataclasses
 import json
 import logging
 import math
@@ -869,17 +870,19 @@ def render_hand_pose(
     rng: np.random.Generator | None = None,
     near_m: float = 0.05,
     max_depth_m: float = 3.0,
+    arm_length_m: float | None = None,
 ):
     """Render one ``HandPose`` as a camera with ``intrinsics`` would see it.
 
     Returns (depth (H, W) uint16 in units of ``depth_scale_m``, 0 = no data; the
     ``PosedHand`` with vertices and 21 joints in the camera frame, metres; number of pixels
     where the hand is the visible surface). The forearm (optional) uses the scene's default
-    dimensions; ``noise`` is a ``StereoNoiseModel`` (None: clean depth) drawn from ``rng``.
+    dimensions, its length ``arm_length_m`` if given; ``noise`` is a ``StereoNoiseModel``
+    (None: clean depth) drawn from ``rng``.
     """
     from kernels.raster import rasterize_mesh
     from kernels.sensor_noise import apply_stereo_noise
-    from tracker.synth.scene import posed_forearm, to_depth_units
+    from tracker.synth.scene import SceneConfig, posed_forearm, to_depth_units
 
     h, w = intrinsics.height, intrinsics.width
     k = (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy)
@@ -890,7 +893,8 @@ def render_hand_pose(
     rasterize_mesh(posed.vertices, posed.faces, *k, h, w, near_m, depth, face_index, bary, 0)
     n_hand_faces = len(posed.faces)
     if forearm:
-        vertices, faces = posed_forearm(pose)
+        scene = None if arm_length_m is None else dataclasses.replace(SceneConfig(), forearm_length_m=arm_length_m)
+        vertices, faces = posed_forearm(pose, scene)
         rasterize_mesh(vertices, faces, *k, h, w, near_m, depth, face_index, bary, n_hand_faces)
     hand_pixels = int(np.count_nonzero((face_index >= 0) & (face_index < n_hand_faces)))
     if noise is not None:
@@ -920,7 +924,10 @@ class SyntheticSource(FrameSource):
     forearm and the stereo noise model, quantised to 1 mm units.
 
     The camera: 640x480, fx = fy = 475 px, principal point at the image centre, no lens
-    distortion, depth unit 0.001 m, serial "synthetic". Frame i has frame number i and
+    distortion, depth unit 0.001 m, serial "synthetic". The arm is a tube ``ARM_LENGTH_M`` long
+    (forearm and upper arm in one, so it runs on out of view as a real arm does, instead of
+    ending in mid-air), and its far end is never much nearer to the camera than the wrist:
+    the user faces the camera, as in front of a monitor. Frame i has frame number i and
     timestamp i / fps s. The stream is deterministic for a seed (the noise of frame i is
     drawn from (seed, i)); ``ground_truth(i)`` gives its 21 joints.
 
@@ -931,6 +938,9 @@ class SyntheticSource(FrameSource):
     MAX_TRAVEL_M = 0.25
     MAX_TURN_RAD = math.pi / 2
     MIN_HAND_PIXELS = 400
+    ARM_LENGTH_M = 0.55
+    #: How much nearer to the camera than the wrist the elbow may be (metres).
+    MAX_ELBOW_RISE_M = 0.05
     GROUND_TRUTH_CACHE = 1000
 
     def __init__(
@@ -1018,14 +1028,26 @@ class SyntheticSource(FrameSource):
                 if angle > self.MAX_TURN_RAD:
                     rotation = previous.rotation * Rotation.from_rotvec(turn * (self.MAX_TURN_RAD / angle))
             keyframe = _Keyframe(angles, rotation, palm, forearm)
+            pose = self._pose_from(keyframe, keyframe, 0.0)
+            if self._elbow_rise_m(pose) > self.MAX_ELBOW_RISE_M:
+                continue
             # Keep keyframes where the hand itself is visible (not hidden behind its forearm).
             _, _, hand_pixels = render_hand_pose(
-                self.hand_model, self._pose_from(keyframe, keyframe, 0.0), self.intrinsics, self.depth_scale,
-                forearm=self.forearm,
+                self.hand_model, pose, self.intrinsics, self.depth_scale,
+                forearm=self.forearm, arm_length_m=self.ARM_LENGTH_M,
             )
             if hand_pixels >= self.MIN_HAND_PIXELS:
                 return keyframe
         raise SourceError(f"synthetic source: no visible hand pose found in 100 draws (seed {self.seed})")
+
+    @staticmethod
+    def _elbow_rise_m(pose) -> float:
+        """How much nearer the camera a forearm's length along the arm is than the wrist."""
+        from tracker.synth.scene import SceneConfig, posed_forearm
+
+        vertices, _ = posed_forearm(pose, dataclasses.replace(SceneConfig(), forearm_length_m=0.25))
+        wrist = vertices[:16].mean(axis=0)  # forearm_mesh: the first ring (16 segments) at the wrist
+        return float(wrist[2] - vertices[-1, 2])  # the last vertex: the centre of the far cap
 
     def _pose_from(self, a: _Keyframe, b: _Keyframe, e: float):
         from scipy.spatial.transform import Rotation, Slerp
@@ -1084,7 +1106,8 @@ class SyntheticSource(FrameSource):
         pose = self.pose_at(frame_number)
         rng = np.random.default_rng([self.seed, frame_number])
         depth, posed, _ = render_hand_pose(
-            self.hand_model, pose, self.intrinsics, self.depth_scale, forearm=self.forearm, noise=self._noise, rng=rng
+            self.hand_model, pose, self.intrinsics, self.depth_scale, forearm=self.forearm, noise=self._noise, rng=rng,
+            arm_length_m=self.ARM_LENGTH_M,
         )
         frame = DepthFrame(
             depth=depth,
