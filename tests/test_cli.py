@@ -37,6 +37,17 @@ def test_left_hand_input_and_mesh_files(tmp_path, capsys):
     assert sorted(p.name for p in meshes.iterdir()) == [f"frame_00000{i}_left.obj" for i in range(3)]
 
 
+def test_the_side_is_decided_automatically_by_default(tmp_path):
+    # Seed 10: a sequence the shipped side classifier calls left from its first frame
+    # (tests/test_side_vote.py covers the vote itself).
+    out = tmp_path / "t.jsonl"
+    assert main(["--source", "synthetic:10:left", "--max-frames", "4", "--no-viewer", "--out", str(out)]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["hands"][0]["handedness"] for r in records] == ["left"] * 4
+    assert all("side" in r["timings_ms"] for r in records)
+    assert json.loads((tmp_path / "t.config.json").read_text())["command"]["hand"] == "auto"
+
+
 def test_help_explains_the_command():
     result = subprocess.run([sys.executable, str(ROOT / "run_tracker.py"), "--help"], capture_output=True, text=True, check=True)
     assert "--source" in result.stdout and "no camera" in result.stdout.lower()

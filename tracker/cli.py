@@ -43,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None, help="play recordings at their own pace (default) or as fast as possible (--no-realtime)")
     parser.add_argument("--smooth", action="store_true", help="smooth the joints over time (One-Euro filter)")
     parser.add_argument("--weights", type=Path, help="network weights directory (default: the shipped weights/)")
-    parser.add_argument("--hand", choices=["right", "left"], default="right", help="which hand to track; a left hand is mirrored into the network (default %(default)s)")
+    parser.add_argument(
+        "--hand", choices=["auto", "right", "left"], default="auto",
+        help="which hand to track: auto decides per track from the depth crop (a small classifier whose "
+        "votes add up over the frames; it may take a second to settle), right or left fixes it. "
+        "A left hand is mirrored into the right-hand network (default %(default)s)",
+    )
     return parser
 
 
@@ -86,10 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         hand_model = HandModel.load()
         backend = create_backend(args.backend, weights)
         source = open_source(spec, realtime=args.realtime, record_path=args.record)
+        handedness = None if args.hand == "auto" else Handedness(args.hand)
+        config = TrackerConfig(cube_size_m=manifest["cube_size_m"], handedness=handedness, smooth=args.smooth)
+        tracker = HandTracker(HandEstimator(backend, hand_model), config)
     except (WeightsError, BackendUnavailable, SourceError, ValueError) as exc:
+        if "source" in locals():
+            source.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    tracker = HandTracker(HandEstimator(backend, hand_model), TrackerConfig(cube_size_m=manifest["cube_size_m"], handedness=Handedness(args.hand), smooth=args.smooth))
     try:
         sinks = _open_sinks(args, hand_model)
     except (OSError, RuntimeError, ValueError) as exc:

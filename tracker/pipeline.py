@@ -20,6 +20,7 @@ import numpy as np
 from tracker.crop import DEFAULT_CUBE_SIZE_M, make_crop
 from tracker.estimator import HandEstimator
 from tracker.segment import SegmentConfig, track_hand_center
+from tracker.side_vote import SideVote, SideVoteConfig
 from tracker.smoothing import OneEuroFilter
 from tracker.types import DepthFrame, HandEstimate, Handedness
 
@@ -28,7 +29,9 @@ from tracker.types import DepthFrame, HandEstimate, Handedness
 class TrackerConfig:
     cube_size_m: float = DEFAULT_CUBE_SIZE_M
     #: Which hand the crop is taken as; left hands are mirrored into the right-hand network.
-    handedness: Handedness = Handedness.RIGHT
+    #: None: decided per track by the side classifier (``tracker.side_vote``).
+    handedness: Handedness | None = None
+    side_vote: SideVoteConfig = field(default_factory=SideVoteConfig)
     #: Below this confidence the estimate is dropped (no hand reported).
     min_confidence: float = 0.3
     #: Smooth the joints over time with a One-Euro filter (off: raw per-frame estimates).
@@ -47,24 +50,54 @@ class FrameResult:
 
 
 class HandTracker:
-    """Per-frame processing. The last hand centre backs up the next segmentation; when the
-    hand is lost (nothing found or low confidence) that memory is cleared."""
+    """Per-frame processing. The last hand centre backs up the next segmentation, and with
+    automatic handedness the side vote runs over the track; when the hand is lost (nothing
+    found or low confidence) both are cleared.
 
-    def __init__(self, estimator: HandEstimator, config: TrackerConfig = TrackerConfig()) -> None:
+    ``side_classifier``: a ``tracker.side_classifier.SideClassifier`` for automatic
+    handedness (``config.handedness`` None); the shipped one is loaded if not given.
+    """
+
+    def __init__(self, estimator: HandEstimator, config: TrackerConfig = TrackerConfig(), side_classifier=None) -> None:
         self.estimator = estimator
         self.config = config
         self._previous_center: np.ndarray | None = None
         self._smoother = OneEuroFilter() if config.smooth else None
+        self.side_classifier = None
+        if config.handedness is None:
+            if side_classifier is None:
+                from tracker.side_classifier import SideClassifier
+
+                side_classifier = SideClassifier.load()
+            self.side_classifier = side_classifier
+        self._side_vote = SideVote(config.side_vote)
 
     def _lost(self) -> None:
         self._previous_center = None
+        self._side_vote.reset()
         if self._smoother is not None:
             self._smoother.reset()
 
-    def _estimate(self, depth_m: np.ndarray, frame: DepthFrame, centre: np.ndarray, timings: dict[str, float]) -> HandEstimate:
+    def _crop(self, depth_m: np.ndarray, frame: DepthFrame, centre: np.ndarray, timings: dict[str, float]):
+        """The network's crop, mirrored for a left hand (fixed, or as the side vote says)."""
         t0 = time.perf_counter()
-        crop = make_crop(depth_m, frame.intrinsics, centre, self.config.cube_size_m, self.config.handedness)
-        timings["crop"] = 1e3 * (time.perf_counter() - t0)
+        cube = self.config.cube_size_m
+        if self.config.handedness is not None:
+            crop = make_crop(depth_m, frame.intrinsics, centre, cube, self.config.handedness)
+            timings["crop"] = 1e3 * (time.perf_counter() - t0)
+            return crop
+        crop = make_crop(depth_m, frame.intrinsics, centre, cube, Handedness.RIGHT)
+        t1 = time.perf_counter()
+        side = self._side_vote.update(self.side_classifier.logit(crop.depth))
+        t2 = time.perf_counter()
+        if side == Handedness.LEFT:
+            crop = make_crop(depth_m, frame.intrinsics, centre, cube, Handedness.LEFT)
+        timings["crop"] = 1e3 * ((t1 - t0) + (time.perf_counter() - t2))
+        timings["side"] = 1e3 * (t2 - t1)
+        return crop
+
+    def _estimate(self, depth_m: np.ndarray, frame: DepthFrame, centre: np.ndarray, timings: dict[str, float]) -> HandEstimate:
+        crop = self._crop(depth_m, frame, centre, timings)
         output, stage_ms = self.estimator.run(crop)
         timings.update(stage_ms)
         return self.estimator.to_estimate(crop, output, dict(timings), frame.intrinsics)
