@@ -1,10 +1,12 @@
 """End-to-end tracking capacity: a recording played as fast as possible through the tracker.
 
-    python -m benchmarks.pipeline_speed [--frames 2000] [--backend onnxruntime]
+    python -m benchmarks.pipeline_speed [--frames 2000] [--backend onnxruntime] [--input recording|memory]
 
 Builds a .db3 recording of the synthetic moving hand (rs.software_device + rs.recorder),
 then runs the whole chain on it, every frame, no viewer: playback -> segment -> crop ->
-network -> refit -> JSON lines. Reports frames/s (median over 100-frame windows, and
+side vote -> network -> refit -> JSON lines. ``--input memory`` plays the same frames
+from memory instead (the first 500 rendered, looped), for machines without the RealSense
+SDK (GPU boxes) or to take the playback out of the measurement. Reports frames/s (median over 100-frame windows, and
 overall), latency from frame arrival to written estimate (p50/p99), per-stage medians, and
 the resident memory at the start and end of the run (growth over the frames).
 """
@@ -12,6 +14,7 @@ the resident memory at the start and end of the run (growth over the frames).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import tempfile
@@ -26,7 +29,7 @@ from tracker.hand_model import HandModel
 from tracker.machine import machine_info
 from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
 from tracker.sinks import JsonLinesSink
-from tracker.sources import RecordingSource, SyntheticSource, write_recording
+from tracker.sources import FrameSource, RecordingSource, SyntheticSource, write_recording
 from tracker.synth.dataset import config_to_dict
 from tracker.weights import load_manifest
 
@@ -56,32 +59,63 @@ class _Probe:
         pass
 
 
+class _LoopedFrames(FrameSource):
+    """Pre-rendered frames played from memory, looped and renumbered, as fast as taken."""
+
+    def __init__(self, frames: list, total: int) -> None:
+        super().__init__()
+        self._frames, self.total = frames, total
+        self.description = f"{len(frames)} synthetic frames in memory, looped to {total}"
+
+    def frames(self):
+        for i in range(self.total):
+            if self.closed:
+                return
+            frame = self._frames[i % len(self._frames)]
+            yield dataclasses.replace(frame, frame_number=i, timestamp_ms=i * 1000.0 / 30.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline_speed", description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=2000, help="frames in the recording (default %(default)s)")
-    parser.add_argument("--backend", default="onnxruntime")
+    parser.add_argument("--backend", default="onnxruntime", help="onnxruntime | torch | torch-cuda | tensorrt")
+    parser.add_argument(
+        "--input", choices=["recording", "memory"], default="recording",
+        help="play a .db3 recording (default) or pre-rendered frames from memory (no RealSense SDK needed)",
+    )
     parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>.json)")
     args = parser.parse_args(argv)
     hand_model = HandModel.load()
     manifest = load_manifest()
     with tempfile.TemporaryDirectory() as tmp:
-        recording = Path(tmp) / "hand.db3"
-        print(f"recording {args.frames} synthetic frames ...")
-        write_recording(recording, SyntheticSource(seed=0, max_frames=args.frames, hand_model=hand_model).frames(), pace=False)
+        synthetic = SyntheticSource(seed=0, max_frames=args.frames, hand_model=hand_model)
+        if args.input == "recording":
+            recording = Path(tmp) / "hand.db3"
+            print(f"recording {args.frames} synthetic frames ...")
+            write_recording(recording, synthetic.frames(), pace=False)
+            source = RecordingSource(recording, realtime=False)
+        else:
+            print(f"rendering {min(args.frames, 500)} synthetic frames ...")
+            source = _LoopedFrames([synthetic.render(i)[0] for i in range(min(args.frames, 500))], args.frames)
         config = TrackerConfig(cube_size_m=manifest["cube_size_m"])
         tracker = HandTracker(HandEstimator(create_backend(args.backend), hand_model), config)
         probe = _Probe()
         rss_start = rss_mb()
-        summary = run_pipeline(RecordingSource(recording, realtime=False), tracker, [JsonLinesSink(Path(tmp) / "out.jsonl"), probe], drop_old_frames=False)
+        summary = run_pipeline(source, tracker, [JsonLinesSink(Path(tmp) / "out.jsonl"), probe], drop_old_frames=False)
         rss_end = rss_mb()
     stats = summary.stats()
     done = np.array(probe.done)
     windows = [100 / (done[i + 100] - done[i]) for i in range(0, len(done) - 100, 100)]
-    stages = {k: float(np.median([t[k] for t in probe.timings if k in t])) for k in ("segment", "crop", "network", "refit")}
+    stages = {
+        k: float(np.median(v))
+        for k in ("segment", "crop", "side", "network", "refit")
+        if (v := [t[k] for t in probe.timings if k in t])
+    }
     result = {
         "benchmark": "pipeline_speed",
         "machine": machine_info(),
         "backend": args.backend,
+        "input": source.description,
         "tracker_config": config_to_dict(config),
         "frames": stats["frames"],
         "frames_with_hand": stats["frames_with_hand"],
@@ -95,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         "rss_mb_growth": rss_end - rss_start,
         "rss_mb_every_100_frames": probe.rss,
     }
-    out = args.out or RESULTS / f"pipeline_speed_{args.backend}.json"
+    suffix = "" if args.input == "recording" else "_memory"
+    out = args.out or RESULTS / f"pipeline_speed_{args.backend}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "tracker_config", "rss_mb_every_100_frames")}, indent=2))
