@@ -20,7 +20,7 @@ K = CameraIntrinsics(640, 480, 475.0, 475.0, 319.5, 239.5)
 # A stand-in hand: a flat ellipsoid 9 cm wide, 18 cm long and 3 cm thick (~130 cm^2 face-on).
 HAND_RADII = (0.045, 0.09, 0.015)
 # A centre on the hand lands within this of the centroid of the hand's visible surface: the
-# mean-shift settles on that centroid up to the candidate grid (every 2nd pixel) and its
+# mean-shift settles on that centroid up to the candidate grid (every 3rd pixel) and its
 # kernel's reach, well under 1 cm for these shapes. A centre on any distractor below is
 # 20 cm or more away.
 ON_HAND_M = 0.03
