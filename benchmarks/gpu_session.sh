@@ -25,9 +25,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
   --out "$run/network_speed_gpu.json" 2>&1 | tee -a "$out/session.log"
 # End to end on the GPU box (frames from memory: no RealSense SDK there). A failure here
 # must not lose the trained weights above, so it only logs.
-"$python" -m benchmarks.pipeline_speed --input memory --frames 5000 --backend torch-cuda \
-  --out "$run/pipeline_speed_gpu.json" 2>&1 | tee -a "$out/session.log" || echo "pipeline benchmark failed" | tee -a "$out/session.log"
+for mode in segment-ahead no-segment-ahead; do
+  "$python" -m benchmarks.pipeline_speed --input memory --frames 5000 --backend torch-cuda --$mode \
+    --out "$run/pipeline_speed_gpu_$mode.json" 2>&1 | tee -a "$out/session.log" \
+    || echo "pipeline benchmark ($mode) failed" | tee -a "$out/session.log"
+done
 files="export eval metrics.csv config.json summary.json network_speed_gpu.json"
-[ -f "$run/pipeline_speed_gpu.json" ] && files="$files pipeline_speed_gpu.json"
+for f in "$run"/pipeline_speed_gpu_*.json; do [ -f "$f" ] && files="$files $(basename "$f")"; done
 tar -czf "$out/gpu_run.tar.gz" -C "$run" $files
 ls -la "$out"

@@ -27,7 +27,7 @@ from tracker.backends import create_backend
 from tracker.estimator import HandEstimator
 from tracker.hand_model import HandModel
 from tracker.machine import machine_info
-from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
+from tracker.pipeline import GPU_BACKENDS, HandTracker, TrackerConfig, run_pipeline
 from tracker.sinks import JsonLinesSink
 from tracker.sources import FrameSource, RecordingSource, SyntheticSource, write_recording
 from tracker.synth.dataset import config_to_dict
@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=2000, help="frames in the recording (default %(default)s)")
     parser.add_argument("--backend", default="onnxruntime", help="onnxruntime | torch | torch-cuda | tensorrt")
     parser.add_argument(
+        "--segment-ahead", action=argparse.BooleanOptionalAction, default=None,
+        help="segment the next frame beside the network on a second thread (default: on for GPU backends, as the tracker does)",
+    )
+    parser.add_argument(
         "--input", choices=["recording", "memory"], default="recording",
         help="play a .db3 recording (default) or pre-rendered frames from memory (no RealSense SDK needed)",
     )
@@ -97,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"rendering {min(args.frames, 500)} synthetic frames ...")
             source = _LoopedFrames([synthetic.render(i)[0] for i in range(min(args.frames, 500))], args.frames)
-        config = TrackerConfig(cube_size_m=manifest["cube_size_m"])
+        ahead = args.backend in GPU_BACKENDS if args.segment_ahead is None else args.segment_ahead
+        config = TrackerConfig(cube_size_m=manifest["cube_size_m"], segment_ahead=ahead)
         tracker = HandTracker(HandEstimator(create_backend(args.backend), hand_model), config)
         probe = _Probe()
         rss_start = rss_mb()

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from tracker.backends import BackendUnavailable, create_backend
     from tracker.estimator import HandEstimator
     from tracker.hand_model import HandModel
-    from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
+    from tracker.pipeline import GPU_BACKENDS, HandTracker, TrackerConfig, run_pipeline
     from tracker.sources import SourceError, SyntheticSource, open_source
     from tracker.types import Handedness
     from tracker.weights import WEIGHTS_DIR, WeightsError, load_manifest
@@ -92,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         backend = create_backend(args.backend, weights)
         source = open_source(spec, realtime=args.realtime, record_path=args.record)
         handedness = None if args.hand == "auto" else Handedness(args.hand)
-        config = TrackerConfig(cube_size_m=manifest["cube_size_m"], handedness=handedness, smooth=args.smooth)
+        config = TrackerConfig(
+            cube_size_m=manifest["cube_size_m"], handedness=handedness, smooth=args.smooth,
+            segment_ahead=args.backend in GPU_BACKENDS,
+        )
         tracker = HandTracker(HandEstimator(backend, hand_model), config)
     except (WeightsError, BackendUnavailable, SourceError, ValueError) as exc:
         if "source" in locals():

@@ -3,8 +3,10 @@
 Capture runs on its own thread so a slow frame never stalls the camera. For a live camera
 (or real-time playback) the tracker always takes the newest frame and counts the ones it
 skipped; for as-fast-as-possible playback the capture waits for the tracker so every frame
-is processed. Each frame's stages are timed. Ctrl-C / SIGTERM stop the loop cleanly: the
-source is closed (finalising a recording) and every sink flushed and closed.
+is processed; there, with ``segment_ahead``, the next frame is segmented on a second thread
+while the current one is in the network. Each frame's stages are timed. Ctrl-C / SIGTERM
+stop the loop cleanly: the source is closed (finalising a recording) and every sink
+flushed and closed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import dataclasses
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,7 +39,28 @@ class TrackerConfig:
     min_confidence: float = 0.3
     #: Smooth the joints over time with a One-Euro filter (off: raw per-frame estimates).
     smooth: bool = False
+    #: When playing a recording as fast as possible, segment the next frame on a second
+    #: thread while the network runs on this one. It pays where the network does not already
+    #: keep the CPU busy (a GPU backend); on a 2-core CPU with onnxruntime, which uses both
+    #: cores, it measured slower (117-122 vs 126 frames/s, ``benchmarks.pipeline_speed
+    #: --input memory``). The next frame's segmentation then uses the hand centre of the
+    #: frame before the current one as its prior.
+    segment_ahead: bool = False
     segment: SegmentConfig = field(default_factory=SegmentConfig)
+
+
+#: Backends whose network runs off the CPU, where segmenting ahead pays.
+GPU_BACKENDS = ("torch-cuda", "tensorrt")
+
+
+@dataclass(frozen=True)
+class Located:
+    """One frame after segmentation: depth_m (H, W) float32 metres; centre (3,) float64 hand
+    centre in the camera frame (m) or None; segment_ms, the time it took."""
+
+    depth_m: np.ndarray
+    centre: np.ndarray | None
+    segment_ms: float
 
 
 @dataclass(frozen=True)
@@ -102,12 +126,26 @@ class HandTracker:
         timings.update(stage_ms)
         return self.estimator.to_estimate(crop, output, dict(timings), frame.intrinsics)
 
-    def process(self, frame: DepthFrame) -> FrameResult:
-        timings: dict[str, float] = {}
+    @property
+    def previous_center(self) -> np.ndarray | None:
+        """The last confidently tracked hand centre (camera frame, m), the next prior."""
+        return self._previous_center
+
+    def locate(self, frame: DepthFrame, prior: np.ndarray | None) -> Located:
+        """Segmentation alone: reads no tracker state but ``prior``, so it may run on
+        another thread while ``finish`` runs on the previous frame."""
         t0 = time.perf_counter()
         depth_m = frame.depth_m()
-        centre = track_hand_center(depth_m, frame.intrinsics, self._previous_center, self.config.segment)
-        timings["segment"] = 1e3 * (time.perf_counter() - t0)
+        centre = track_hand_center(depth_m, frame.intrinsics, prior, self.config.segment)
+        return Located(depth_m, centre, 1e3 * (time.perf_counter() - t0))
+
+    def process(self, frame: DepthFrame) -> FrameResult:
+        return self.finish(frame, self.locate(frame, self._previous_center))
+
+    def finish(self, frame: DepthFrame, located: Located) -> FrameResult:
+        """Everything after segmentation: side, crop, network, refit, tracking state."""
+        timings: dict[str, float] = {"segment": located.segment_ms}
+        depth_m, centre = located.depth_m, located.centre
         if centre is None:
             self._lost()
             return FrameResult(frame, (), timings)
@@ -220,6 +258,21 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
         stop.set()
         slot.finish()
 
+    # Segmenting ahead needs the next frame at hand; waiting for it from a live camera would
+    # add a frame of latency, so only as-fast-as-possible playback does it.
+    ahead = None
+    if getattr(getattr(tracker, "config", None), "segment_ahead", False) and not drop_old_frames:
+        ahead = ThreadPoolExecutor(1, thread_name_prefix="segment")
+
+    def take_next():
+        """(frame, dropped, segmentation future or None), or None at the end."""
+        frame, dropped = slot.take()
+        if frame is None:
+            return None
+        # Submitted before the current frame's finish: the prior is the state after the
+        # frame before it, whatever the threads' timing, so runs are reproducible.
+        return frame, dropped, None if ahead is None else ahead.submit(tracker.locate, frame, tracker.previous_center)
+
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -228,12 +281,15 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
     began = time.perf_counter()
     thread.start()
     try:
+        pending = None
         while not stop.is_set():
-            frame, dropped = slot.take()
-            if frame is None:
+            current = pending or take_next()
+            if current is None:
                 break
+            frame, dropped, located = current
+            pending = take_next() if ahead is not None else None
             summary.dropped += dropped
-            result = tracker.process(frame)
+            result = tracker.process(frame) if located is None else tracker.finish(frame, located.result())
             result = FrameResult(result.frame, result.hands, result.timings_ms, dropped)
             for sink in sinks:
                 sink.write(result)
@@ -248,11 +304,15 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
             if max_frames is not None and summary.frames >= max_frames:
                 summary.stopped_by = "max frames"
                 break
+            if ahead is not None and pending is None:
+                break  # the end of the input
         if slot.error is not None:
             summary.error = str(slot.error)
             summary.stopped_by = "input error"
     finally:
         stop.set()
+        if ahead is not None:
+            ahead.shutdown(wait=True, cancel_futures=True)
         source.close()
         thread.join(timeout=5.0)
         for sink in sinks:
