@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = load_manifest(weights)
         hand_model = HandModel.load()
         backend = create_backend(args.backend, weights)
-        source = open_source(spec, realtime=args.realtime, record_path=args.record)
+        source = open_source(spec, realtime=args.realtime, record_path=args.record, max_frames=max_frames)
         handedness = None if args.hand == "auto" else Handedness(args.hand)
         config = TrackerConfig(
             cube_size_m=manifest["cube_size_m"], handedness=handedness, smooth=args.smooth,

@@ -1149,12 +1149,14 @@ def open_source(
     *,
     realtime: bool | None = None,
     record_path: str | os.PathLike | None = None,
+    max_frames: int | None = None,
 ) -> FrameSource:
     """Open the source a command-line string names (see ``SOURCE_FORMS``).
 
     realtime: None takes each kind's natural mode: recordings play at their recorded pace,
         folders and synthetic input as fast as consumed. A camera is always real time.
     record_path: record a live camera's depth to this ``.db3`` (cameras only).
+    max_frames: length of the synthetic stream (None: endless); other sources ignore it.
     """
     spec = str(spec).strip()
     kind, _, argument = spec.partition(":")
@@ -1177,7 +1179,7 @@ def open_source(
                 seed = int(part)
             except ValueError:
                 raise SourceError(f"'synthetic[:SEED][:left|right]' needs an integer seed and/or a hand side, got {part!r}") from None
-        return SyntheticSource(seed=seed, realtime=bool(realtime), hand=hand)
+        return SyntheticSource(seed=seed, realtime=bool(realtime), hand=hand, max_frames=max_frames)
     path = Path(spec)
     if path.suffix.lower() in (".db3", ".bag"):
         return RecordingSource(path, realtime=True if realtime is None else realtime)
