@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tracker.backends import create_backend
+from tracker.crop import make_crop
 from tracker.estimator import HandEstimator
 from tracker.pipeline import HandTracker, TrackerConfig
 from tracker.side_vote import SideVote, SideVoteConfig
@@ -70,10 +71,14 @@ def test_tracker_mirrors_the_crop_the_vote_calls_left_and_forgets_it_when_the_ha
     tracker = HandTracker(estimator, TrackerConfig(), side_classifier=classifier)
     first = tracker.process(frames[0][0])
     assert first.hands[0].handedness == Handedness.LEFT and "side" in first.timings_ms
-    # The classifier sees the crop unmirrored, whatever the vote says.
     second = tracker.process(frames[1][0])
     assert second.hands[0].handedness == Handedness.LEFT  # mean -0.5
-    np.testing.assert_array_equal(classifier.seen[0].shape, (64, 64))
+    # The classifier sees the crop unmirrored, whatever the vote says.
+    frame = frames[0][0]
+    located = HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT)).locate(frame, None)
+    unmirrored = make_crop(located.depth_m, frame.intrinsics, located.centre).depth
+    np.testing.assert_array_equal(classifier.seen[0], unmirrored)
+    assert not np.array_equal(unmirrored, unmirrored[:, ::-1])  # so a mirrored crop would differ
     # An empty frame loses the hand; the next track votes afresh (+3 alone: right).
     empty = frames[2][0]
     empty = DepthFrame(np.zeros_like(empty.depth), empty.depth_scale, empty.intrinsics, empty.timestamp_ms, empty.serial, 2)

@@ -90,16 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         manifest = load_manifest(weights)
         hand_model = HandModel.load()
         backend = create_backend(args.backend, weights)
-        source = open_source(spec, realtime=args.realtime, record_path=args.record, max_frames=max_frames)
         handedness = None if args.hand == "auto" else Handedness(args.hand)
         config = TrackerConfig(
             cube_size_m=manifest["cube_size_m"], handedness=handedness, smooth=args.smooth,
             segment_ahead=args.backend in GPU_BACKENDS,
         )
         tracker = HandTracker(HandEstimator(backend, hand_model), config)
+        # Last: a camera opened here must be closed on any later failure.
+        source = open_source(spec, realtime=args.realtime, record_path=args.record, max_frames=max_frames)
     except (WeightsError, BackendUnavailable, SourceError, ValueError) as exc:
-        if "source" in locals():
-            source.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:

@@ -51,9 +51,9 @@ and each is judged before it may count as the hand.
    counted by pixels, a nearer forearm outweighs the hand and draws the kernel down the arm.
 
 Candidates are found on a grid about ``grid_width_px`` wide (every 3rd pixel at 640 or
-848 px), which keeps a frame at about 1.5 ms on a 2-core CPU; the metric thresholds do not
-depend on it. Every 2nd pixel took 2.3 ms and found the same centres (SR305 palms 6.5 px
-off on average either way; synthetic sequences 12 mm median either way).
+848 px), which keeps a frame at a couple of milliseconds (the ``segment`` stage of
+``benchmarks.pipeline_speed``); the metric thresholds do not depend on it, and the
+SR305 palm tests hold at every 2nd pixel too.
 In a stream, ``track_hand_center`` passes the last centre down as the prior and, when
 nothing is found, falls back on a mean-shift from it.
 """

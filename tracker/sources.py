@@ -1042,12 +1042,13 @@ class SyntheticSource(FrameSource):
 
     @staticmethod
     def _elbow_rise_m(pose) -> float:
-        """How much nearer the camera a forearm's length along the arm is than the wrist."""
-        from tracker.synth.scene import SceneConfig, posed_forearm
+        """How much nearer the camera a forearm's length (the scene's default) along the arm
+        is than the wrist."""
+        from tracker.synth.scene import posed_forearm
 
-        vertices, _ = posed_forearm(pose, dataclasses.replace(SceneConfig(), forearm_length_m=0.25))
-        wrist = vertices[:16].mean(axis=0)  # forearm_mesh: the first ring (16 segments) at the wrist
-        return float(wrist[2] - vertices[-1, 2])  # the last vertex: the centre of the far cap
+        vertices, _ = posed_forearm(pose)
+        # The forearm frame's origin is the hand frame's; its last vertex is the far cap's centre.
+        return float(pose.cam_from_hand[2, 3] - vertices[-1, 2])
 
     def _pose_from(self, a: _Keyframe, b: _Keyframe, e: float):
         from scipy.spatial.transform import Rotation, Slerp
