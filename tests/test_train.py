@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tracker.train import RECIPES, learning_rate, train
+from tracker.network import DualGridNet, DualGridNetConfig
+from tracker.train import RECIPES, initial_weights, learning_rate, train
 from tracker.weights import WeightsError, load_network
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +60,30 @@ def test_learning_rate_schedule():
     assert learning_rate(config, 0) < learning_rate(config, config.warmup_steps - 1)
     assert learning_rate(config, config.warmup_steps) == pytest.approx(config.learning_rate)
     assert learning_rate(config, config.steps) == pytest.approx(0.0, abs=1e-12)
+    # A time budget that runs out first ends the cosine by then; the step count no longer matters.
+    early = config.warmup_steps + 10
+    assert learning_rate(config, early, time_fraction=0.5) == pytest.approx(0.5 * config.learning_rate)
+    assert learning_rate(config, early, time_fraction=1.0) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate(config, config.steps - 1, time_fraction=0.1) == learning_rate(config, config.steps - 1)
+
+
+def test_fine_tuning_starts_from_exported_weights_and_counts_their_samples(tmp_path, hand_model):
+    train(SMOKE, tmp_path / "first", progress=False)
+    start, _ = load_network(tmp_path / "first" / "export")
+    fresh = DualGridNet(hand_model.mesh_coords, DualGridNetConfig(**start.config.to_dict()))
+    record = initial_weights(fresh, tmp_path / "first" / "export")
+    assert record["samples_seen"] == SMOKE.steps * SMOKE.batch_size
+    for name, value in start.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], value), name
+
+    summary = train(SMOKE, tmp_path / "second", progress=False, init_from=tmp_path / "first" / "export")
+    assert summary["samples_seen_total"] == 2 * SMOKE.steps * SMOKE.batch_size
+    _, manifest = load_network(tmp_path / "second" / "export")
+    assert manifest["training"]["initialised_from"]["samples_seen"] == SMOKE.steps * SMOKE.batch_size
+
+    narrower = DualGridNet(hand_model.mesh_coords, DualGridNetConfig(image_channels=32))
+    with pytest.raises(WeightsError, match="network shape"):
+        initial_weights(narrower, tmp_path / "first" / "export")
 
 
 def test_two_process_ddp_run_with_gloo(tmp_path):
@@ -73,3 +98,19 @@ def test_two_process_ddp_run_with_gloo(tmp_path):
     # Two ranks, each with its own batch: the global sample count doubles.
     assert state["samples_seen"] == 3 * SMOKE.batch_size * 2
     assert (tmp_path / "export" / "dgn.onnx").is_file()
+
+
+def test_ddp_ranks_stop_together_when_the_time_budget_ends(tmp_path):
+    # Far more steps than fit in 6 s: the time budget ends the run. A rank that stopped on
+    # its own clock would leave the other waiting in the all-reduce until the timeout.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29518",
+           "-m", "tracker.train", "--out", str(tmp_path), "--recipe", "smoke", "--steps", "100000", "--device", "cpu",
+           "--max-minutes", "0.1"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert 0 < state["step"] < 100000 and state["samples_seen"] == state["step"] * SMOKE.batch_size * 2
+    # The learning rate decays with the clock: by the last step most of the budget is gone
+    # even on a slow machine (a step takes well under a third of it), so it is far below the peak.
+    assert float(_rows(tmp_path / "metrics.csv")[-1]["lr"]) < 0.5 * SMOKE.learning_rate

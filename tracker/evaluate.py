@@ -189,6 +189,14 @@ def write_model_card(path: Path, manifest: dict, synthetic: dict, real: dict | N
         "",
         f"- Samples seen: {training.get('samples_seen', 'unknown'):,} in {training.get('steps', '?')} steps"
         f" (batch {recipe.get('batch_size', '?')} × {training.get('world_size', 1)} process(es)), {training.get('seconds', 0) / 60:.0f} min on {training.get('device', '?')}.",
+    ]
+    earlier = training.get("initialised_from")
+    if earlier:
+        lines.append(
+            f"- Fine-tuned from weights that had seen {earlier['samples_seen']:,} samples ({earlier['seconds'] / 60:.0f} min on {earlier['device']}):"
+            f" {training.get('samples_seen_total', 0):,} samples in all."
+        )
+    lines += [
         f"- Peak learning rate {recipe.get('learning_rate', '?')}, AdamW, cosine schedule; refit terms from step {recipe.get('refit_start_step', '?')}.",
         "- Data rendered on the fly: `python -m tracker.train --recipe cpu|gpu` (see `tracker/train.py`).",
         "",

@@ -82,10 +82,13 @@ RECIPES = {
 }
 
 
-def learning_rate(config: TrainConfig, step: int) -> float:
+def learning_rate(config: TrainConfig, step: int, time_fraction: float = 0.0) -> float:
+    """Linear warm-up, then a cosine to zero by the last step, or by the end of the time
+    budget when that comes first (``time_fraction``: share of it used), so a run cut short
+    by ``--max-minutes`` still ends its schedule instead of stopping at a high rate."""
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1)
+    progress = max((step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1), time_fraction)
     return config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
@@ -123,7 +126,40 @@ def _setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
     return rank, world_size, device
 
 
-def _save_checkpoint(path: Path, network, optimizer, step: int, samples_seen: int, config: TrainConfig, seconds: float) -> None:
+def _agreed_elapsed(began: float, world_size: int, device: torch.device) -> float:
+    """Seconds since ``began``; the slowest rank's under DDP, so that every rank takes the
+    same learning rate and stops at the same step (one stopping early would hang the rest
+    in the gradient all-reduce)."""
+    elapsed = time.perf_counter() - began
+    if world_size > 1:
+        value = torch.tensor([elapsed], dtype=torch.float64, device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        elapsed = float(value)
+    return elapsed
+
+
+def initial_weights(network: DualGridNet, weights_dir: str | Path) -> dict:
+    """Load exported weights (checksums verified) into ``network`` to fine-tune them; returns
+    what they had been trained with, for the run's record."""
+    from tracker.weights import WeightsError, load_manifest, verified_path
+
+    manifest = load_manifest(weights_dir)
+    if manifest.get("network") != network.config.to_dict():
+        raise WeightsError(f"{weights_dir}: network shape {manifest.get('network')} differs from the recipe's {network.config.to_dict()}")
+    path = verified_path(weights_dir, "dgn.pt", manifest)
+    network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    earlier = manifest.get("training", {})
+    return {
+        "path": str(weights_dir),
+        "samples_seen": int(earlier.get("samples_seen_total", earlier.get("samples_seen", 0))),
+        "seconds": float(earlier.get("seconds_total", earlier.get("seconds", 0.0))),
+        "device": earlier.get("device", "unknown"),
+    }
+
+
+def _save_checkpoint(
+    path: Path, network, optimizer, step: int, samples_seen: int, config: TrainConfig, seconds: float, initialised_from: dict | None
+) -> None:
     tmp = path.with_name(path.name + ".partial")
     torch.save(
         {
@@ -133,14 +169,26 @@ def _save_checkpoint(path: Path, network, optimizer, step: int, samples_seen: in
             "samples_seen": samples_seen,
             "train_seconds": seconds,
             "config": config_to_dict(config),
+            "initialised_from": initialised_from,
         },
         tmp,
     )
     os.replace(tmp, path)  # never leave a half-written checkpoint
 
 
-def train(config: TrainConfig, out_dir: str | Path, resume: bool = True, progress: bool = True, max_seconds: float | None = None) -> dict:
-    """Train, checkpoint and export; returns a summary (rank 0)."""
+def train(
+    config: TrainConfig,
+    out_dir: str | Path,
+    resume: bool = True,
+    progress: bool = True,
+    max_seconds: float | None = None,
+    init_from: str | Path | None = None,
+) -> dict:
+    """Train, checkpoint and export; returns a summary (rank 0).
+
+    ``init_from``: exported weights to start from instead of random ones (fine-tuning);
+    ignored when resuming a checkpoint, which already holds them.
+    """
     out_dir = Path(out_dir)
     rank, world_size, device = _setup_distributed(config.device)
     torch.manual_seed(config.seed + rank)
@@ -149,6 +197,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = True, progres
     network = DualGridNet(hand_model.mesh_coords, config.network).to(device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     step, samples_seen, earlier_seconds = 0, 0, 0.0
+    initialised_from = None
     checkpoint = out_dir / "last.pt"
     if resume and checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
@@ -156,10 +205,14 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = True, progres
         optimizer.load_state_dict(state["optimizer"])
         step, samples_seen = int(state["step"]), int(state["samples_seen"])
         earlier_seconds = float(state.get("train_seconds", 0.0))
+        initialised_from = state.get("initialised_from")
+    elif init_from is not None:
+        initialised_from = initial_weights(network, init_from)
+        network.to(device)
     model = DistributedDataParallel(network) if world_size > 1 else network
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        resolved = {"train": config_to_dict(config), "world_size": world_size, "device": str(device), "parameters": count_parameters(network)}
+        resolved = {"train": config_to_dict(config), "world_size": world_size, "device": str(device), "parameters": count_parameters(network), "initialised_from": initialised_from}
         (out_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
 
     stream = SyntheticStream(config.data, TRAIN_STREAM_SEED, start=samples_seen, rank=rank, world_size=world_size)
@@ -186,11 +239,14 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = True, progres
     window_start, window_samples = time.perf_counter(), 0
     last_terms: dict[str, float] = {}
     for batch in loader:
-        if step >= config.steps or (max_seconds is not None and time.perf_counter() - began > max_seconds):
+        # The time budget covers the whole run, resumed segments included.
+        time_fraction = 0.0 if max_seconds is None else (earlier_seconds + _agreed_elapsed(began, world_size, device)) / max_seconds
+        if step >= config.steps or time_fraction >= 1.0:
             break
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        rate_now = learning_rate(config, step, time_fraction)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, step)
+            group["lr"] = rate_now
         outputs = model(batch["depth"])
         terms = compute_losses(outputs, batch, refit, config.loss, use_refit=step >= config.refit_start_step)
         optimizer.zero_grad(set_to_none=True)
@@ -207,19 +263,23 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = True, progres
                 rate = window_samples / max(time.perf_counter() - window_start, 1e-9)
                 window_start, window_samples = time.perf_counter(), 0
                 writer.writerow(
-                    [step, samples_seen, f"{learning_rate(config, step - 1):.3g}", f"{rate:.1f}"]
+                    [step, samples_seen, f"{rate_now:.3g}", f"{rate:.1f}"]
                     + [f"{last_terms.get(k, float('nan')):.4f}" for k in ("total", "coords", "mask", "initial", "refined", "joints")]
                 )
                 handle.flush()
                 bar.set_postfix(loss=f"{last_terms['total']:.3f}", init_cm=f"{last_terms['initial']:.2f}", joints_cm=f"{last_terms.get('joints', float('nan')):.2f}", sps=f"{rate:.0f}")
             if step % config.checkpoint_every == 0:
-                _save_checkpoint(checkpoint, network, optimizer, step, samples_seen, config, earlier_seconds + time.perf_counter() - began)
+                _save_checkpoint(checkpoint, network, optimizer, step, samples_seen, config, earlier_seconds + time.perf_counter() - began, initialised_from)
     bar.close()
     # Wall time summed over every resumed segment of the run.
     summary = {"steps": step, "samples_seen": samples_seen, "seconds": earlier_seconds + time.perf_counter() - began, "last_losses": last_terms}
+    if initialised_from is not None:  # fine-tuned: count what the starting weights had seen too
+        summary["initialised_from"] = initialised_from
+        summary["samples_seen_total"] = samples_seen + initialised_from["samples_seen"]
+        summary["seconds_total"] = summary["seconds"] + initialised_from["seconds"]
     if rank == 0:
         handle.close()
-        _save_checkpoint(checkpoint, network, optimizer, step, samples_seen, config, summary["seconds"])
+        _save_checkpoint(checkpoint, network, optimizer, step, samples_seen, config, summary["seconds"], initialised_from)
         from tracker.machine import machine_info
 
         machine = machine_info()
@@ -246,7 +306,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="override data-loader workers per process")
     parser.add_argument("--lr", type=float, help="override the peak learning rate")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the device")
-    parser.add_argument("--max-minutes", type=float, help="stop (checkpoint and export) after this wall time")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        help="time budget of the whole run (resumed segments included): the learning rate decays to zero by then "
+        "if the steps have not run out first, and training stops, checkpoints and exports",
+    )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="WEIGHTS_DIR",
+        help="start from these exported weights (dgn.json, dgn.pt; checksums verified) instead of random ones, "
+        "with a fresh optimiser and schedule; ignored when resuming OUT/last.pt",
+    )
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.pt exists")
     args = parser.parse_args(argv)
     config = RECIPES[args.recipe]
@@ -254,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if config.steps < 1 or config.batch_size < 1 or config.workers < 0:
         parser.error("--steps and --batch-size must be >= 1, --workers >= 0")
-    summary = train(config, args.out, resume=not args.no_resume, max_seconds=None if args.max_minutes is None else 60 * args.max_minutes)
+    summary = train(config, args.out, resume=not args.no_resume, max_seconds=None if args.max_minutes is None else 60 * args.max_minutes, init_from=args.init_from)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"trained {summary['steps']} steps, {summary['samples_seen']} samples in {summary['seconds'] / 60:.1f} min; weights in {args.out / 'export'}")
     return 0
