@@ -17,7 +17,8 @@ mkdir -p "$out" "$run"
 python=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/session.log"
 
-"$python" -m tracker.train --out "$run" --recipe gpu --max-minutes "$minutes" --no-resume 2>&1 \
+# Starts from the shipped weights: the CPU-trained model is a head start, not a constraint.
+"$python" -m tracker.train --out "$run" --recipe gpu --max-minutes "$minutes" --no-resume --init-from weights 2>&1 \
   | tr '\r' '\n' | grep -v '^training: ' | tee -a "$out/session.log"
 "$python" -m tracker.evaluate --weights "$run/export" --out "$run/eval" --frames 1000 --no-model-card 2>&1 \
   | tr '\r' '\n' | grep -v '^held-out synthetic: ' | tee -a "$out/session.log"

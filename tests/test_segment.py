@@ -2,6 +2,7 @@
 hand, a forearm running out of the image, the tracking prior, degenerate frames, and the
 real SR305 frames in tests/data/sr305-gestures."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,10 +12,12 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from kernels.raster import composite_ellipsoid, composite_plane, rasterize_mesh
-from tracker.segment import find_hand_center, track_hand_center
+from tracker import segment
+from tracker.segment import SegmentConfig, find_hand_center, track_hand_center
+from tracker.sources import SyntheticSource
 from tracker.synth.pose_sampler import PALM_CENTRE_HAND_M, HandPose
 from tracker.synth.scene import SceneConfig, posed_forearm
-from tracker.types import CameraIntrinsics
+from tracker.types import CameraIntrinsics, Handedness
 
 K = CameraIntrinsics(640, 480, 475.0, 475.0, 319.5, 239.5)
 # A stand-in hand: a flat ellipsoid 9 cm wide, 18 cm long and 3 cm thick (~130 cm^2 face-on).
@@ -266,32 +269,8 @@ def test_smaller_frames_work_alike():
 
 
 SR305 = Path(__file__).parent / "data" / "sr305-gestures"
-# Hand-labelled centres (pixel u, v) of the palm in each real frame, read off 2x zoomed depth
-# images with a 20-px grid, not from any segmentation output; good to ~10 px. The hand is at
-# 0.5-0.65 m, where 40 px is 4-5 cm: a centre anywhere on the palm is within it, and the
-# wrong object (the body or the other arm at the bottom right in 20.png and 200.png, which
-# "nearest object" picked) is 200 px and more away.
-PALM_PX = {
-    "20210326-230536/30.png": (300, 312),
-    "20210326-230536/50.png": (298, 285),
-    "20210326-230536/70.png": (305, 270),
-    "20210326-230536/90.png": (308, 250),
-    "20210326-230536/110.png": (287, 242),
-    "20210326-230536/130.png": (270, 230),
-    "20210326-230536/150.png": (302, 222),
-    "20210326-230536/170.png": (285, 240),
-    "20210326-231615/0.png": (272, 287),
-    "20210326-231615/20.png": (332, 292),
-    "20210326-231615/40.png": (317, 297),
-    "20210326-231615/60.png": (325, 297),
-    "20210326-231615/80.png": (325, 297),
-    "20210326-231615/100.png": (325, 297),
-    "20210326-231615/140.png": (317, 292),
-    "20210326-231615/160.png": (328, 297),
-    "20210326-231615/180.png": (335, 288),
-    "20210326-231615/200.png": (330, 282),
-    "20210326-231615/220.png": (348, 292),
-}
+# Hand-labelled palm centres (pixel u, v); how they were made is in the file's "about".
+PALM_PX = {name: tuple(uv) for name, uv in json.loads((SR305 / "palm_labels.json").read_text())["palm_px"].items()}
 
 
 def test_every_real_frame_is_labelled():
@@ -313,3 +292,52 @@ def test_real_sr305_frames_centre_on_the_palm(name):
     # And at the palm's depth, not on something in front of or behind it.
     palm = depth[label_v - 10 : label_v + 11, label_u - 10 : label_u + 11]
     assert abs(centre[2] - np.median(palm[palm > 0])) < 0.05
+
+
+# Frames of the synthetic moving-hand source (deterministic per seed) that once put the
+# centre off the hand. Each names its situation and checks it still arises, so a change to
+# the source that loses it fails here rather than leaving a test that tests nothing.
+# Within ON_SYNTHETIC_HAND_M of the visible hand's centroid the crop holds the whole hand
+# (the 26 cm cube around a ~19 cm hand leaves 3.5 cm either side).
+ON_SYNTHETIC_HAND_M = 0.035
+
+
+def _synthetic_frame(seed: int, frame_number: int, hand_model):
+    source = SyntheticSource(seed=seed, hand=Handedness.RIGHT if seed % 2 == 0 else Handedness.LEFT, hand_model=hand_model)
+    frame, _ = source.render(frame_number)
+    return frame.depth_m(), frame.intrinsics, source.visible_hand_centroid(frame_number)
+
+
+# Frame 42 of seed 14 alone stays ambiguous: the fingers touch the border while the arm's
+# far end floats in view uncut, so the single-frame rule takes the uncut (far) end.
+@pytest.mark.parametrize("seed, frame_number, priors", [(3, 34, ("none", "truth")), (14, 42, ("truth",))])
+def test_hand_in_front_of_its_own_wrist_joins_its_arm(seed, frame_number, priors, hand_model):
+    depth, intrinsics, truth = _synthetic_frame(seed, frame_number, hand_model)
+    candidates = list(segment._Grid(depth, intrinsics, SegmentConfig()).candidates())
+    # The situation: the hand, cut from its arm by the occluding edge, is only PARTIAL (too
+    # small); behind it the arm alone passes as HAND.
+    assert candidates[0].verdict == segment.PARTIAL
+    assert next(c for c in candidates if c.verdict == segment.HAND).front_m > candidates[0].front_m
+    for prior in priors:
+        centre = track_hand_center(depth, intrinsics, truth if prior == "truth" else None)
+        assert distance(centre, truth) < ON_SYNTHETIC_HAND_M, prior
+
+
+def test_arm_cut_at_both_ends_far_apart_in_depth_takes_the_nearer_end(hand_model):
+    depth, intrinsics, truth = _synthetic_frame(118, 0, hand_model)
+    blob = segment._choose(segment._Grid(depth, intrinsics, SegmentConfig()).candidates(), None, SegmentConfig())
+    # The situation: hand and arm one blob reaching 30+ cm away, the fingers at the border
+    # and the arm running on behind the band, the hand end cut more.
+    assert np.ptp(blob.points[:, 2]) > 0.3 and blob.cut.any()
+    assert distance(find_hand_center(depth, intrinsics), truth) < ON_SYNTHETIC_HAND_M
+
+
+def test_edge_on_hand_is_not_drawn_down_its_forearm(hand_model):
+    depth, intrinsics, truth = _synthetic_frame(19, 24, hand_model)
+    # The situation: one elongated blob, hand and forearm, the arm cut by the border.
+    candidates = list(segment._Grid(depth, intrinsics, SegmentConfig()).candidates())
+    assert candidates[0].verdict == segment.HAND and candidates[0].cut.any()
+    assert distance(find_hand_center(depth, intrinsics), truth) < ON_SYNTHETIC_HAND_M
+    # With a 7 cm travel limit the centre slid ~5 cm down the forearm, cutting fingertips off.
+    slid = find_hand_center(depth, intrinsics, dataclasses.replace(SegmentConfig(), hand_end_travel_m=0.07))
+    assert distance(slid, truth) > 0.045

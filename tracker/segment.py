@@ -42,6 +42,10 @@ and each is judged before it may count as the hand.
    A candidate whose surface runs on behind its band is followed up to ``grow_band_m``
    behind its front, if that makes it no worse a hand: a forearm reaching away from the
    camera would otherwise be cut off from its own hand, and stand in for it.
+   PARTIAL candidates in front of the chosen HAND and within ``part_gap_m`` of it join it:
+   a hand held in front of its own wrist (a fist towards the camera, a forearm reaching
+   away) is cut from its arm by the occluding edge, often in pieces too small to pass as a
+   hand, and the arm alone would otherwise be chosen and cropped at its wrist end.
 4. Centre: if the blob is elongated like a hand plus forearm it starts from its hand end:
    when tracking, the end near the last centre; else the end where the arm does not run on
    (out of the image, as forearms enter from the border, or on behind the band towards the
@@ -80,6 +84,13 @@ class SegmentConfig:
     forearm_min_length_m: float = 0.22
     #: The hand centre sits about this far in from the hand end of the blob.
     hand_end_offset_m: float = 0.07
+    #: From there the mean-shift may move the centre at most this far: further, the
+    #: forearm's larger visible area draws it down the arm (a hand seen edge-on).
+    hand_end_travel_m: float = 0.04
+    #: Two ends of an arm this far apart in depth, both cut or neither: the nearer is the
+    #: hand's. More than a forearm's length: the blob holds the upper arm too, so it is an
+    #: arm reaching away from the body, towards the camera.
+    arm_depth_span_m: float = 0.27
     #: Fewer points than this (on the candidate grid) is "no hand in view".
     min_points: int = 60
     max_points: int = 4000
@@ -118,11 +129,18 @@ class SegmentConfig:
     #: With a prior, a candidate within this distance of the last centre is the tracked hand:
     #: a hand moves a few centimetres between frames.
     prior_radius_m: float = 0.10
+    #: An end of an arm this much nearer the last centre than the other is the hand's.
+    prior_end_margin_m: float = 0.05
     #: Candidates are searched on a grid about this many pixels wide.
     grid_width_px: int = 213
     #: A candidate whose surface runs on behind its band is followed this far behind its front
     #: (a forearm pointing away from the camera, with the hand at its far end: ~25 + 20 cm).
     grow_band_m: float = 0.45
+    #: A PARTIAL candidate in front of the chosen hand and this close to it (3-D, nearest
+    #: points) is part of it, cut off by an occluding edge (see the module docstring).
+    #: Within ``continuation_m``: the pieces of a hand in front of its wrist measured
+    #: 0.6-2.5 cm apart.
+    part_gap_m: float = 0.03
 
 
 def back_project(depth_m: np.ndarray, intrinsics: CameraIntrinsics, mask: np.ndarray) -> np.ndarray:
@@ -379,7 +397,46 @@ class _Grid:
 
 
 def _choose(candidates, prior: np.ndarray | None, config: SegmentConfig) -> _Blob | None:
-    """The hand among the candidates (near to far), by the rule in the module docstring."""
+    """The hand among the candidates (near to far), by the rule in the module docstring,
+    with the pieces of it that lie in front joined to it."""
+    seen: list[_Blob] = []
+
+    def recorded():
+        for blob in candidates:
+            seen.append(blob)
+            yield blob
+
+    chosen = _pick(recorded(), prior, config)
+    if chosen is None or chosen.verdict != HAND:
+        return chosen
+    before = next(i for i, blob in enumerate(seen) if blob is chosen)
+    return _with_parts_in_front(chosen, [blob for blob in seen[:before] if blob.verdict == PARTIAL], config)
+
+
+def _with_parts_in_front(blob: _Blob, parts: list[_Blob], config: SegmentConfig) -> _Blob:
+    """``blob`` joined by those of ``parts`` (nearer candidates) within ``part_gap_m`` of it."""
+    if not parts:
+        return blob
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(blob.points)
+    joined = [
+        part for part in parts
+        if np.isfinite(tree.query(part.points, k=1, distance_upper_bound=config.part_gap_m)[0]).any()
+    ]
+    if not joined:
+        return blob
+    merged = _Blob(
+        np.concatenate([blob.points] + [part.points for part in joined]),
+        min([blob.front_m] + [part.front_m for part in joined]),
+        np.concatenate([blob.cut] + [part.cut for part in joined]),
+    )
+    merged.reason = f"{blob.reason}, with {len(joined)} piece(s) in front"
+    merged.runs_on_m = blob.runs_on_m
+    return merged
+
+
+def _pick(candidates, prior: np.ndarray | None, config: SegmentConfig) -> _Blob | None:
     partial = fresh = tracked_partial = None
     for blob in candidates:
         if fresh is None and partial is not None and blob.front_m > partial.front_m + config.depth_band_m:
@@ -416,20 +473,29 @@ def _hand_centre(blob: _Blob, config: SegmentConfig, prior: np.ndarray | None = 
     along = centred @ main_axis
     start = mean
     if along.max() - along.min() > config.forearm_min_length_m:
-        ends, near_prior = [], []
+        ends, to_prior = [], []
         for sign in (1.0, -1.0):
             tip = sign * along > np.percentile(sign * along, 90)  # the last 10 % of the blob
             ends.append((float(np.mean(cut[tip])), float(points[tip, 2].mean()), sign))
             if prior is not None:
-                near_prior.append(np.linalg.norm(points[tip].mean(axis=0) - prior) < config.prior_radius_m)
+                to_prior.append(float(np.linalg.norm(points[tip].mean(axis=0) - prior)))
         # At the forearm's end the arm runs on, out of the image or behind the band: prefer
         # the end where it does not, then the nearer one. Fingers may touch the border too,
         # so of two cut ends the one cut much less is the hand's.
-        # When tracking, the end where the hand was last time wins over both: an arm with
-        # neither end cut (or both) is otherwise a guess.
-        (cut_a, _, _), (cut_b, _, _) = ends
-        if len(near_prior) == 2 and near_prior[0] != near_prior[1]:
-            sign = ends[0][-1] if near_prior[0] else ends[1][-1]
+        # When tracking, the end clearly nearer where the hand was last time wins over both:
+        # an arm with neither end cut (or both) is otherwise a guess. Not on a short blob,
+        # though, whose ends are both about as near: a centre that drifted towards the
+        # wrist would flip the choice onto the forearm's end and keep it there.
+        # Of two ends far apart in depth, both cut or neither, the nearer is the hand's, even
+        # against the last centre (which may have locked onto the wrong end): the arm reaches
+        # away from the camera towards the body, and the hand is big and near enough to touch
+        # the border.
+        (cut_a, z_a, _), (cut_b, z_b, _) = ends
+        far_apart = abs(z_a - z_b) > config.arm_depth_span_m
+        if far_apart and (cut_a > 0.05) == (cut_b > 0.05):
+            sign = min(ends, key=lambda end: end[1])[-1]
+        elif to_prior and min(to_prior) < config.prior_radius_m and abs(to_prior[0] - to_prior[1]) > config.prior_end_margin_m:
+            sign = ends[int(np.argmin(to_prior))][-1]
         elif (cut_a > 0.05) != (cut_b > 0.05) or (cut_a > 0.05 and abs(cut_a - cut_b) > 0.1):
             sign = min(ends)[-1]
         else:
@@ -438,7 +504,7 @@ def _hand_centre(blob: _Blob, config: SegmentConfig, prior: np.ndarray | None = 
         start = mean + main_axis * (extreme - sign * config.hand_end_offset_m)
         # On an arm the kernel always holds more forearm than fingers and would slide down
         # it: the centre may settle anywhere near the hand end, but not leave it.
-        return _mean_shift(points, start, config.kernel_radius_m, config, config.hand_end_offset_m)
+        return _mean_shift(points, start, config.kernel_radius_m, config, config.hand_end_travel_m)
     return _mean_shift(points, start, config.kernel_radius_m, config)
 
 

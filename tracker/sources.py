@@ -1100,6 +1100,21 @@ class SyntheticSource(FrameSource):
             joints = posed.joints
         return joints.copy()
 
+    def visible_hand_centroid(self, frame_number: int) -> np.ndarray:
+        """(3,) float64 mean camera-frame point (metres) of the hand's visible surface in frame
+        ``frame_number``, without noise: where the hand alone and the hand with its arm
+        render the same depth. The point a crop should be centred on (training crops are)."""
+        pose = self.pose_at(frame_number)
+        k = self.intrinsics
+        depth = {
+            arm: render_hand_pose(self.hand_model, pose, k, self.depth_scale, forearm=arm, arm_length_m=self.ARM_LENGTH_M)[0]
+            for arm in (False, True)
+        }
+        visible = (depth[False] > 0) & (depth[False] == depth[True])
+        v, u = np.nonzero(visible)
+        z = depth[True][v, u] * self.depth_scale
+        return np.array([((u - k.cx) / k.fx * z).mean(), ((v - k.cy) / k.fy * z).mean(), z.mean()])
+
     # -- frames
 
     def render(self, frame_number: int) -> tuple[DepthFrame, np.ndarray]:

@@ -1,0 +1,36 @@
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks.segmentation_accuracy import error_stats, main
+from tracker.sources import SyntheticSource
+
+
+def test_error_stats_golden():
+    stats = error_stats(np.array([0.01, 0.04, 0.06, np.inf]))
+    assert stats["frames"] == 4 and stats["found"] == 0.75
+    assert stats["median_mm"] == pytest.approx(40.0)
+    assert stats["within_3cm"] == 0.25
+    assert stats["over_5cm_or_missed"] == 0.5  # the 6 cm frame and the miss
+
+
+def test_visible_centroid_lies_on_the_hand(hand_model):
+    source = SyntheticSource(seed=0, max_frames=2, hand_model=hand_model)
+    centroid = source.visible_hand_centroid(0)
+    joints = source.ground_truth(0)
+    # On the hand's visible surface: within a palm's half-width (~5 cm) of some joint, and
+    # not behind the hand (the surface faces the camera, so it is at most ~3 cm deeper than
+    # the nearest joint, a finger's thickness plus the palm's).
+    assert np.linalg.norm(joints - centroid, axis=1).min() < 0.05
+    assert centroid[2] < joints[:, 2].min() + 0.03
+
+
+def test_command_writes_results_with_its_config(tmp_path):
+    out = tmp_path / "seg.json"
+    assert main(["--sequences", "1", "--frames", "3", "--out", str(out), "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    assert result["config"]["sequences"] == 1 and result["config"]["frames"] == 3
+    assert result["synthetic"]["tracked"]["frames"] == 3
+    assert result["real_sr305"]["frames"] == 19 and result["real_sr305"]["found"] == 19
+    assert out.with_suffix(".png").stat().st_size > 0
