@@ -47,12 +47,14 @@ and each is judged before it may count as the hand.
    away) is cut from its arm by the occluding edge, often in pieces too small to pass as a
    hand, and the arm alone would otherwise be chosen and cropped at its wrist end.
 4. Centre: if the blob is elongated like a hand plus forearm it starts from its hand end:
-   when tracking, the end near the last centre; else the end where the arm does not run on
-   (out of the image, as forearms enter from the border, or on behind the band towards the
-   elbow), else the nearer one. A 3-D mean-shift with a hand-sized kernel then settles on
+   the end where the arm does not run on (out of the image, as forearms enter from the
+   border, or on behind the band towards the elbow); of two ends more than
+   ``arm_depth_span_m`` apart in depth, the nearer; when tracking, the end clearly nearer
+   the last centre; else the nearer one. A 3-D mean-shift with a hand-sized kernel then settles on
    the hand's centre, where the crop cube goes. Points weigh the surface area they see
-   (~z^2), and from the hand end of an arm the centre moves at most ``hand_end_offset_m``:
-   counted by pixels, a nearer forearm outweighs the hand and draws the kernel down the arm.
+   (~z^2), and from the hand end of an arm the centre moves at most ``hand_end_travel_m``:
+   counted by pixels, a nearer forearm outweighs the hand and draws the kernel down the arm,
+   and even by area a forearm outweighs a hand seen edge-on.
 
 Candidates are found on a grid about ``grid_width_px`` wide (every 3rd pixel at 640 or
 848 px), which keeps a frame at a couple of milliseconds (the ``segment`` stage of
