@@ -198,7 +198,7 @@ def write_model_card(path: Path, manifest: dict, synthetic: dict, real: dict | N
         )
     lines += [
         f"- Peak learning rate {recipe.get('learning_rate', '?')}, AdamW, cosine schedule; refit terms from step {recipe.get('refit_start_step', '?')}.",
-        "- Data rendered on the fly: `python -m tracker.train --recipe cpu|gpu` (see `tracker/train.py`).",
+        "- Data rendered on the fly: `python -m tracker.train --recipe cpu|gpu` (see `tracker/train.py`); `--init-from DIR` fine-tunes exported weights.",
         "",
         "## Metrics",
         "",
