@@ -70,6 +70,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy.spatial import cKDTree
 
 from tracker.types import CameraIntrinsics
 
@@ -419,8 +420,6 @@ def _with_parts_in_front(blob: _Blob, parts: list[_Blob], config: SegmentConfig)
     """``blob`` joined by those of ``parts`` (nearer candidates) within ``part_gap_m`` of it."""
     if not parts:
         return blob
-    from scipy.spatial import cKDTree
-
     tree = cKDTree(blob.points)
     joined = [
         part for part in parts

@@ -141,13 +141,12 @@ def _agreed_elapsed(began: float, world_size: int, device: torch.device) -> floa
 def initial_weights(network: DualGridNet, weights_dir: str | Path) -> dict:
     """Load exported weights (checksums verified) into ``network`` to fine-tune them; returns
     what they had been trained with, for the run's record."""
-    from tracker.weights import WeightsError, load_manifest, verified_path
+    from tracker.weights import WeightsError, load_network
 
-    manifest = load_manifest(weights_dir)
-    if manifest.get("network") != network.config.to_dict():
-        raise WeightsError(f"{weights_dir}: network shape {manifest.get('network')} differs from the recipe's {network.config.to_dict()}")
-    path = verified_path(weights_dir, "dgn.pt", manifest)
-    network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    exported, manifest = load_network(weights_dir)
+    if exported.config != network.config:
+        raise WeightsError(f"{weights_dir}: network shape {exported.config.to_dict()} differs from the recipe's {network.config.to_dict()}")
+    network.load_state_dict(exported.state_dict())
     earlier = manifest.get("training", {})
     return {
         "path": str(weights_dir),
