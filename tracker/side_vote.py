@@ -10,7 +10,7 @@ lost the vote starts over, as the next hand found may be the other one.
 
 Measured on 24 synthetic sequences (12 left, 12 right, 150 frames, crops where the live
 segmentation puts them; ``python -m tracker.side_classifier evaluate``, stored in
-``weights/side_classifier/side.json``): single frames 79 % right; the running decision 94 %
+``weights/side_classifier/side.json``): single frames 79 % right; the running decision 93 %
 of all frames, 88 % at frame 30, 96 % at frame 60, and all 24 right at the end.
 """
 
