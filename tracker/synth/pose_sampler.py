@@ -91,15 +91,27 @@ class HandPose:
 
 
 def joint_rotation(flexion_deg: float, abduction_deg: float, twist_deg: float) -> np.ndarray:
-    """(3, 3) local rotation: abduction, then flexion, then twist about the bone."""
-    abd = Rotation.from_rotvec(np.radians(abduction_deg) * np.array([0.0, 1.0, 0.0]))
-    flex = Rotation.from_rotvec(np.radians(flexion_deg) * np.array([-1.0, 0.0, 0.0]))
-    twist = Rotation.from_rotvec(np.radians(twist_deg) * np.array([0.0, 0.0, 1.0]))
-    return (abd * flex * twist).as_matrix()
+    """(3, 3) local rotation: abduction, then flexion, then twist about the bone.
+
+    R = R_y(abduction) @ R_x(-flexion) @ R_z(twist), written out in closed form: the pose
+    sampler calls this ~20 times per sample, and scipy's ``Rotation`` objects cost ~0.25 ms
+    a call, a third of the time it takes to render a training example.
+    """
+    a, f, t = np.radians(abduction_deg), -np.radians(flexion_deg), np.radians(twist_deg)
+    ca, sa, cf, sf, ct, st = np.cos(a), np.sin(a), np.cos(f), np.sin(f), np.cos(t), np.sin(t)
+    abd = np.array([[ca, 0.0, sa], [0.0, 1.0, 0.0], [-sa, 0.0, ca]])
+    flex = np.array([[1.0, 0.0, 0.0], [0.0, cf, -sf], [0.0, sf, cf]])
+    twist = np.array([[ct, -st, 0.0], [st, ct, 0.0], [0.0, 0.0, 1.0]])
+    return abd @ flex @ twist
 
 
 def _lerp(lo: float, hi: float, t: float) -> float:
     return lo + (hi - lo) * t
+
+
+def _clip(x: float, lo: float, hi: float) -> float:
+    # np.clip on a scalar costs ~10 us; the sampler clips ~80 scalars per pose.
+    return float(min(max(x, lo), hi))
 
 
 def sample_joint_angles(rng: np.random.Generator, config: PoseSamplerConfig) -> dict[str, tuple[float, float, float]]:
@@ -113,7 +125,7 @@ def sample_joint_angles(rng: np.random.Generator, config: PoseSamplerConfig) -> 
         if rng.uniform() < config.independent_finger_probability:
             curl = float(rng.uniform(0.0, 1.0))
         else:
-            curl = float(np.clip(grasp + rng.normal(0.0, 0.12), 0.0, 1.0))
+            curl = _clip(grasp + rng.normal(0.0, 0.12), 0.0, 1.0)
         mcp = _lerp(-10.0, 85.0, curl) + rng.normal(0.0, 8.0)
         pip = _lerp(0.0, 100.0, curl) + rng.normal(0.0, 8.0)
         dip = 0.7 * pip + rng.normal(0.0, 6.0)  # DIP follows PIP through the tendons
@@ -125,7 +137,7 @@ def sample_joint_angles(rng: np.random.Generator, config: PoseSamplerConfig) -> 
         angles[f"{finger}-finger-phalanx-intermediate"] = (pip, 0.0, rng.normal(0.0, 1.5))
         angles[f"{finger}-finger-phalanx-distal"] = (dip, 0.0, rng.normal(0.0, 1.5))
     opposition = float(rng.uniform(0.0, 1.0))
-    thumb_curl = float(np.clip(0.6 * grasp + 0.4 * rng.uniform(), 0.0, 1.0))
+    thumb_curl = _clip(0.6 * grasp + 0.4 * rng.uniform(), 0.0, 1.0)
     angles["thumb-metacarpal"] = (
         _lerp(-10.0, 40.0, opposition) + rng.normal(0.0, 6.0),
         _lerp(-5.0, 40.0, opposition) + rng.normal(0.0, 6.0),
@@ -137,9 +149,9 @@ def sample_joint_angles(rng: np.random.Generator, config: PoseSamplerConfig) -> 
     for name, (flex, abd, twist) in angles.items():
         lim = JOINT_LIMITS[name]
         clipped[name] = (
-            float(np.clip(flex, *lim.flexion)),
-            float(np.clip(abd, *lim.abduction)),
-            float(np.clip(twist, *lim.twist)),
+            _clip(flex, *lim.flexion),
+            _clip(abd, *lim.abduction),
+            _clip(twist, *lim.twist),
         )
     return clipped
 
