@@ -1,37 +1,132 @@
 #!/usr/bin/env bash
-# The whole GPU job in one call, for a machine with an NVIDIA GPU and PyTorch (CUDA) but
-# nothing else installed: train the "gpu" recipe, evaluate the result, measure the GPU
-# backends and the whole tracking pipeline, and pack weights, logs and results into
-# $OUT/gpu_run.tar.gz.
+# The whole GPU job in one call of at most ten minutes, for a machine with an NVIDIA GPU and
+# PyTorch (CUDA) but nothing of this project installed:
 #
-#   OUT=/some/dir bash benchmarks/gpu_session.sh [MAX_TRAIN_MINUTES]
+#   OUT=/some/dir bash benchmarks/gpu_session.sh [BUDGET_SECONDS]      (default 540)
 #
-# Needs numpy, numba, scipy, opencv-python-headless, onnx, onnxruntime, tqdm, matplotlib.
-set -euo pipefail
+# 1. the CUDA backend tests (CUDA graph vs eager torch; TensorRT where it is installed);
+# 2. network speed at batch 1: torch-cuda (CUDA graph), torch (CUDA), onnxruntime;
+# 3. the whole tracking pipeline on the GPU, frames from memory, with and without
+#    segmenting the next frame beside the network;
+# 4. the "gpu" training recipe, fine-tuning the shipped weights for whatever is left of the
+#    budget (the learning-rate schedule ends with the time), then export.
+#
+# The short measurements come first and each result is written to $OUT as soon as it
+# exists, so a call cut short still brings back what was done. What comes back ($OUT, at
+# most 8 files): session.log (everything printed), network_speed_gpu.json,
+# pipeline_speed_gpu_segment-ahead.json, pipeline_speed_gpu_no-segment-ahead.json and
+# gpu_training.tar.gz (export/ with dgn.pt, dgn.onnx, dgn.json; metrics.csv, config.json,
+# summary.json). Then, where the project is installed:
+#
+#   mkdir -p runs/gpu && tar -xzf gpu_training.tar.gz -C runs/gpu
+#   python -m tracker.evaluate --weights runs/gpu/export --out runs/gpu/eval --frames 1000 --no-model-card
+#
+# If the export fails there, the archive holds state_dict.pt (the network's weights from the
+# last checkpoint) instead of export/: load it into a DualGridNet and write it out with
+# tracker.weights.export_weights.
+#
+# Needs python3 with torch, numpy, numba, scipy, opencv-python-headless, onnx, onnxscript,
+# onnxruntime, tqdm, matplotlib and pytest. GPU_SESSION_SMOKE=1 runs every stage tiny and
+# on the CPU, to check the script itself (tests/test_gpu_session.py).
+set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
+start=$(date +%s)
+budget=${1:-540}
+deadline=$((start + budget))
 out=${OUT:-out/gpu_session}
-minutes=${1:-9}
-run=runs/gpu
-mkdir -p "$out" "$run"
+run=${GPU_SESSION_RUN:-runs/gpu}
 python=${PYTHON:-python3}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/session.log"
+smoke=${GPU_SESSION_SMOKE:-0}
+mkdir -p "$out" "$run"
+log="$out/session.log"
+failed=()
 
-# Starts from the shipped weights: the CPU-trained model is a head start, not a constraint.
-"$python" -m tracker.train --out "$run" --recipe gpu --max-minutes "$minutes" --no-resume --init-from weights 2>&1 \
-  | tr '\r' '\n' | grep -v '^training: ' | tee -a "$out/session.log"
-"$python" -m tracker.evaluate --weights "$run/export" --out "$run/eval" --frames 1000 --no-model-card 2>&1 \
-  | tr '\r' '\n' | grep -v '^held-out synthetic: ' | tee -a "$out/session.log"
-"$python" -m benchmarks.network_speed --weights "$run/export" --backends torch-cuda,torch,onnxruntime \
-  --out "$run/network_speed_gpu.json" 2>&1 | tee -a "$out/session.log"
-# End to end on the GPU box (frames from memory: no RealSense SDK there). A failure here
-# must not lose the trained weights above, so it only logs.
+if [ "$smoke" = 1 ]; then
+  backends=onnxruntime,torch
+  speed_args=(--iterations 5 --warmup 2)
+  pipeline_backend=onnxruntime
+  pipeline_frames=120
+  train_args=(--recipe smoke --device cpu)
+  # Seconds the training stage needs beyond its own budget: start-up and export.
+  train_overhead=20
+else
+  backends=torch-cuda,torch,onnxruntime
+  speed_args=()
+  pipeline_backend=torch-cuda
+  pipeline_frames=3000
+  train_args=(--recipe gpu)
+  # 14 data workers import torch and compile the numba renderer (~40 s), then the ONNX
+  # export and the archive (~20 s).
+  train_overhead=75
+fi
+
+stage() {  # stage NAME: log the stage's start, seconds into the job and seconds left
+  local now
+  now=$(date +%s)
+  echo "=== $1 (t=$((now - start)) s, $((deadline - now)) s left)" | tee -a "$log"
+}
+
+# run_stage NAME SECONDS COMMAND...: run with a time limit, log its output, note a failure.
+run_stage() {
+  local name=$1 limit=$2
+  shift 2
+  stage "$name"
+  timeout --kill-after=10 "$limit" "$@" 2>&1 | tr '\r' '\n' | grep --line-buffered -v -E '^(training|held-out synthetic): ' | tee -a "$log"
+  local rc=${PIPESTATUS[0]}
+  if [ "$rc" -ne 0 ]; then
+    echo "!!! $name failed (exit $rc)" | tee -a "$log"
+    failed+=("$name")
+  fi
+  return 0
+}
+
+stage "machine"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || echo "no nvidia-smi"; } | tee -a "$log"
+"$python" - 2>&1 <<'EOF' | tee -a "$log"
+import platform, numba, numpy, onnxruntime, torch
+print(f"python {platform.python_version()}, torch {torch.__version__} (CUDA {torch.version.cuda}, available: {torch.cuda.is_available()}), "
+      f"numpy {numpy.__version__}, numba {numba.__version__}, onnxruntime {onnxruntime.__version__}, {len(__import__('os').sched_getaffinity(0))} CPUs")
+EOF
+
+run_stage "backend tests" 150 "$python" -m pytest -q -p no:cacheprovider tests/test_backends.py
+
+run_stage "network speed" 120 "$python" -m benchmarks.network_speed --backends "$backends" "${speed_args[@]}" \
+  --out "$out/network_speed_gpu.json"
+
 for mode in segment-ahead no-segment-ahead; do
-  "$python" -m benchmarks.pipeline_speed --input memory --frames 5000 --backend torch-cuda --$mode \
-    --out "$run/pipeline_speed_gpu_$mode.json" 2>&1 | tee -a "$out/session.log" \
-    || echo "pipeline benchmark ($mode) failed" | tee -a "$out/session.log"
+  run_stage "pipeline ($mode)" 120 "$python" -m benchmarks.pipeline_speed --input memory --frames "$pipeline_frames" \
+    --backend "$pipeline_backend" --"$mode" --out "$out/pipeline_speed_gpu_$mode.json"
 done
-files="export eval metrics.csv config.json summary.json network_speed_gpu.json"
-for f in "$run"/pipeline_speed_gpu_*.json; do [ -f "$f" ] && files="$files $(basename "$f")"; done
-tar -czf "$out/gpu_run.tar.gz" -C "$run" $files
-ls -la "$out"
+
+now=$(date +%s)
+train_seconds=$((deadline - now - train_overhead))
+if [ "$train_seconds" -lt 30 ]; then
+  stage "training skipped: ${train_seconds} s left for it"
+  failed+=("training")
+else
+  minutes=$(awk "BEGIN { printf \"%.2f\", $train_seconds / 60 }")
+  # The hard limit leaves the export room to finish; a run killed before it still leaves its
+  # last checkpoint, packed below.
+  run_stage "training (${minutes} min)" $((train_seconds + train_overhead - 15)) \
+    "$python" -m tracker.train --out "$run" "${train_args[@]}" --max-minutes "$minutes" --no-resume --init-from weights
+  stage "packing"
+  files=()
+  for f in export metrics.csv config.json summary.json; do [ -e "$run/$f" ] && files+=("$f"); done
+  if [ ! -f "$run/export/dgn.json" ] && [ -f "$run/last.pt" ]; then
+    # No export: keep the network's weights alone (the checkpoint with its optimiser state
+    # is larger than a file that comes back may be).
+    "$python" -c "import sys, torch; torch.save(torch.load(sys.argv[1], map_location='cpu', weights_only=True)['network'], sys.argv[2])" \
+      "$run/last.pt" "$run/state_dict.pt" 2>&1 | tee -a "$log" && files+=(state_dict.pt)
+  fi
+  if [ ${#files[@]} -gt 0 ]; then
+    tar -czf "$out/gpu_training.tar.gz" -C "$run" "${files[@]}"
+  fi
+fi
+
+stage "done"
+ls -la "$out" | tee -a "$log"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "failed stages: ${failed[*]}" | tee -a "$log"
+  exit 1
+fi
