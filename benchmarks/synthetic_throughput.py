@@ -2,9 +2,12 @@
 
     python -m benchmarks.synthetic_throughput            # writes benchmarks/results/synthetic_throughput.json
 
-Measures ``render_sample`` alone in one process (the cost a training data-loader worker
-pays per sample, i.e. per core), then the whole generator (render + compress + write
-shards) with one worker and with one worker per core.
+Measures ``render_sample`` alone in one process (a full 640x480 frame, as the synthetic
+source and the data-set generator render it), then a training example as a data-loader
+worker makes it (``tracker.training_data.make_example``: a window around the hand, cut to
+the 64x64 network input; the cost per sample per core of on-the-fly training), then the
+whole generator (render + compress + write shards) with one worker and with one worker per
+core.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from tracker.machine import machine_info
 from tracker.hand_model import HandModel
 from tracker.synth.dataset import config_to_dict, generate_dataset
 from tracker.synth.scene import SceneConfig, render_sample
+from tracker.training_data import ExampleConfig, make_example
 
 RESULT = Path(__file__).resolve().parent / "results" / "synthetic_throughput.json"
 
@@ -41,6 +45,15 @@ def main(argv: list[str] | None = None) -> int:
         render_sample(model, config, seed)
         times.append(time.perf_counter() - t0)
     times_ms = np.array(times) * 1e3
+    example_config = ExampleConfig()
+    for seed in range(5):
+        make_example(model, example_config, seed)
+    example_times = []
+    for seed in range(1000, 1000 + args.samples):
+        t0 = time.perf_counter()
+        make_example(model, example_config, seed)
+        example_times.append(time.perf_counter() - t0)
+    example_ms = np.array(example_times) * 1e3
     result = {
         "benchmark": "synthetic_throughput",
         "machine": machine_info(),
@@ -50,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
             "median_ms": float(np.median(times_ms)),
             "p90_ms": float(np.percentile(times_ms, 90)),
             "samples_per_second_per_core": float(1e3 / np.mean(times_ms)),
+        },
+        "training_example_one_core": {
+            "samples": args.samples,
+            "render_window_m": example_config.scene.render_window_m,
+            "median_ms": float(np.median(example_ms)),
+            "p90_ms": float(np.percentile(example_ms, 90)),
+            "samples_per_second_per_core": float(1e3 / np.mean(example_ms)),
         },
     }
     for workers in sorted({1, os.cpu_count() or 1}):
