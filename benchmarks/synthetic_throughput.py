@@ -30,46 +30,40 @@ from tracker.training_data import ExampleConfig, make_example
 RESULT = Path(__file__).resolve().parent / "results" / "synthetic_throughput.json"
 
 
+def time_per_sample(make, samples: int) -> dict:
+    """Median and p90 ms of ``make(seed)`` over ``samples`` seeds, after 5 untimed calls
+    (JIT compilation and caches)."""
+    for seed in range(5):
+        make(seed)
+    times_ms = []
+    for seed in range(1000, 1000 + samples):
+        t0 = time.perf_counter()
+        make(seed)
+        times_ms.append((time.perf_counter() - t0) * 1e3)
+    return {
+        "samples": samples,
+        "median_ms": float(np.median(times_ms)),
+        "p90_ms": float(np.percentile(times_ms, 90)),
+        "samples_per_second_per_core": float(1e3 / np.mean(times_ms)),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.synthetic_throughput", description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=300, help="samples per measurement (default %(default)s)")
     parser.add_argument("--out", type=Path, default=RESULT, help="result JSON (default %(default)s)")
     args = parser.parse_args(argv)
     config = SceneConfig()
-    model = HandModel.load()
-    for seed in range(5):  # JIT compilation and caches
-        render_sample(model, config, seed)
-    times = []
-    for seed in range(1000, 1000 + args.samples):
-        t0 = time.perf_counter()
-        render_sample(model, config, seed)
-        times.append(time.perf_counter() - t0)
-    times_ms = np.array(times) * 1e3
     example_config = ExampleConfig()
-    for seed in range(5):
-        make_example(model, example_config, seed)
-    example_times = []
-    for seed in range(1000, 1000 + args.samples):
-        t0 = time.perf_counter()
-        make_example(model, example_config, seed)
-        example_times.append(time.perf_counter() - t0)
-    example_ms = np.array(example_times) * 1e3
+    model = HandModel.load()
     result = {
         "benchmark": "synthetic_throughput",
         "machine": machine_info(),
         "scene_config": config_to_dict(config),
-        "render_sample_one_core": {
-            "samples": args.samples,
-            "median_ms": float(np.median(times_ms)),
-            "p90_ms": float(np.percentile(times_ms, 90)),
-            "samples_per_second_per_core": float(1e3 / np.mean(times_ms)),
-        },
+        "render_sample_one_core": time_per_sample(lambda seed: render_sample(model, config, seed), args.samples),
         "training_example_one_core": {
-            "samples": args.samples,
             "render_window_m": example_config.scene.render_window_m,
-            "median_ms": float(np.median(example_ms)),
-            "p90_ms": float(np.percentile(example_ms, 90)),
-            "samples_per_second_per_core": float(1e3 / np.mean(example_ms)),
+            **time_per_sample(lambda seed: make_example(model, example_config, seed), args.samples),
         },
     }
     for workers in sorted({1, os.cpu_count() or 1}):
