@@ -6,16 +6,17 @@
 #
 # 1. the CUDA backend tests (CUDA graph vs eager torch; TensorRT where it is installed);
 # 2. network speed at batch 1: torch-cuda (CUDA graph), torch (CUDA), onnxruntime;
-# 3. the whole tracking pipeline on the GPU, frames from memory, with and without
-#    segmenting the next frame beside the network;
+# 3. the whole tracking pipeline on the GPU, frames from memory, segmenting ahead in 3
+#    worker processes and not at all, and with the network's output replayed (the ceiling
+#    the CPU stages set);
 # 4. the "gpu" training recipe, fine-tuning the shipped weights for whatever is left of the
 #    budget (the learning-rate schedule ends with the time), then export.
 #
 # The short measurements come first and each result is written to $OUT as soon as it
 # exists, so a call cut short still brings back what was done. What comes back ($OUT, at
 # most 8 files): session.log (everything printed), network_speed_gpu.json,
-# pipeline_speed_gpu_segment-ahead.json, pipeline_speed_gpu_no-segment-ahead.json and
-# gpu_training.tar.gz (export/ with dgn.pt, dgn.onnx, dgn.json; metrics.csv, config.json,
+# pipeline_speed_gpu_ahead3.json, pipeline_speed_gpu_ahead0.json,
+# pipeline_speed_gpu_ahead3_replayed_network.json and gpu_training.tar.gz (export/ with dgn.pt, dgn.onnx, dgn.json; metrics.csv, config.json,
 # summary.json). Then, where the project is installed:
 #
 #   mkdir -p runs/gpu && tar -xzf gpu_training.tar.gz -C runs/gpu
@@ -94,9 +95,14 @@ run_stage "backend tests" 150 "$python" -m pytest -q -p no:cacheprovider tests/t
 run_stage "network speed" 120 "$python" -m benchmarks.network_speed --backends "$backends" "${speed_args[@]}" \
   --out "$out/network_speed_gpu.json"
 
-for mode in segment-ahead no-segment-ahead; do
-  run_stage "pipeline ($mode)" 120 "$python" -m benchmarks.pipeline_speed --input memory --frames "$pipeline_frames" \
-    --backend "$pipeline_backend" --"$mode" --out "$out/pipeline_speed_gpu_$mode.json"
+# Segmenting ahead in 3 worker processes and not at all; then the same with the network's
+# output replayed, which is what this machine's CPU allows at most.
+for run_args in "ahead3 --segment-ahead 3" "ahead0 --segment-ahead 0" "ahead3_replayed_network --segment-ahead 3 --replay-network"; do
+  set -- $run_args
+  name=$1
+  shift
+  run_stage "pipeline ($name)" 120 "$python" -m benchmarks.pipeline_speed --input memory --frames "$pipeline_frames" \
+    --backend "$pipeline_backend" "$@" --out "$out/pipeline_speed_gpu_$name.json"
 done
 
 now=$(date +%s)

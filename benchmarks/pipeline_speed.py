@@ -1,14 +1,18 @@
 """End-to-end tracking capacity: a recording played as fast as possible through the tracker.
 
     python -m benchmarks.pipeline_speed [--frames 2000] [--backend onnxruntime] [--input recording|memory]
+        [--segment-ahead N] [--replay-network]
 
 Builds a .db3 recording of the synthetic moving hand (rs.software_device + rs.recorder),
 then runs the whole chain on it, every frame, no viewer: playback -> segment -> crop ->
 side vote -> network -> refit -> JSON lines. ``--input memory`` plays the same frames
 from memory instead (the first 500 rendered, looped), for machines without the RealSense
-SDK (GPU boxes) or to take the playback out of the measurement. Reports frames/s (median over 100-frame windows, and
-overall), latency from frame arrival to written estimate (p50/p99), per-stage medians, and
-the resident memory at the start and end of the run (growth over the frames).
+SDK (GPU boxes) or to take the playback out of the measurement. ``--replay-network``
+runs the network once and replays its output, which measures what the CPU stages alone
+allow: no backend, however fast, can take the pipeline past that. Reports frames/s (median
+over 100-frame windows, and overall), latency from frame arrival to written estimate
+(p50/p99), per-stage medians, and the resident memory at the start and end of the run
+(growth over the frames).
 """
 
 from __future__ import annotations
@@ -23,15 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tracker.backends import create_backend
-from tracker.estimator import HandEstimator
-from tracker.hand_model import HandModel
 from tracker.machine import machine_info
-from tracker.pipeline import GPU_BACKENDS, HandTracker, TrackerConfig, run_pipeline
-from tracker.sinks import JsonLinesSink
 from tracker.sources import FrameSource, RecordingSource, SyntheticSource, write_recording
-from tracker.synth.dataset import config_to_dict
-from tracker.weights import load_manifest
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -59,6 +56,22 @@ class _Probe:
         pass
 
 
+class _ReplayedNetwork:
+    """A backend that runs the real one once and then returns that output every frame, so
+    that the pipeline's capacity without the network's cost can be measured."""
+
+    def __init__(self, backend) -> None:
+        self.backend, self.name, self.output = backend, f"{backend.name} (replayed)", None
+
+    def run(self, depth: np.ndarray) -> dict[str, np.ndarray]:
+        if self.output is None:
+            self.output = self.backend.run(depth)
+        return {name: value.copy() for name, value in self.output.items()}
+
+    def close(self) -> None:
+        self.backend.close()
+
+
 class _LoopedFrames(FrameSource):
     """Pre-rendered frames played from memory, looped and renumbered, as fast as taken."""
 
@@ -80,8 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=2000, help="frames in the recording (default %(default)s)")
     parser.add_argument("--backend", default="onnxruntime", help="onnxruntime | torch | torch-cuda | tensorrt")
     parser.add_argument(
-        "--segment-ahead", action=argparse.BooleanOptionalAction, default=None,
-        help="segment the next frame beside the network on a second thread (default: on for GPU backends, as the tracker does)",
+        "--segment-ahead", type=int, default=None, metavar="N",
+        help="segment the next N frames in N worker processes beside the network "
+        "(default: as the tracker does, 0 on CPU backends, up to 3 on GPU backends)",
+    )
+    parser.add_argument(
+        "--replay-network", action="store_true",
+        help="run the backend's network on the first crop only and replay that output for every later frame: "
+        "what the CPU stages alone allow, the ceiling for any backend, a GPU one included",
     )
     parser.add_argument(
         "--input", choices=["recording", "memory"], default="recording",
@@ -89,6 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>.json)")
     args = parser.parse_args(argv)
+    # Imported here, not at the top: segmentation worker processes import this module again
+    # when they start, and need none of torch, numba or the inference runtimes.
+    from tracker.backends import create_backend
+    from tracker.estimator import HandEstimator
+    from tracker.hand_model import HandModel
+    from tracker.pipeline import HandTracker, TrackerConfig, default_segment_ahead, run_pipeline
+    from tracker.sinks import JsonLinesSink
+    from tracker.synth.dataset import config_to_dict
+    from tracker.weights import load_manifest
+
     hand_model = HandModel.load()
     manifest = load_manifest()
     with tempfile.TemporaryDirectory() as tmp:
@@ -101,9 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"rendering {min(args.frames, 500)} synthetic frames ...")
             source = _LoopedFrames([synthetic.render(i)[0] for i in range(min(args.frames, 500))], args.frames)
-        ahead = args.backend in GPU_BACKENDS if args.segment_ahead is None else args.segment_ahead
+        ahead = default_segment_ahead(args.backend) if args.segment_ahead is None else args.segment_ahead
         config = TrackerConfig(cube_size_m=manifest["cube_size_m"], segment_ahead=ahead)
-        tracker = HandTracker(HandEstimator(create_backend(args.backend), hand_model), config)
+        backend = create_backend(args.backend)
+        if args.replay_network:
+            backend = _ReplayedNetwork(backend)
+        tracker = HandTracker(HandEstimator(backend, hand_model), config)
         probe = _Probe()
         rss_start = rss_mb()
         summary = run_pipeline(source, tracker, [JsonLinesSink(Path(tmp) / "out.jsonl"), probe], drop_old_frames=False)
@@ -120,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "pipeline_speed",
         "machine": machine_info(),
         "backend": args.backend,
+        "network": "replayed (first crop's output every frame)" if args.replay_network else "run every frame",
         "input": source.description,
         "tracker_config": config_to_dict(config),
         "frames": stats["frames"],
@@ -134,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "rss_mb_growth": rss_end - rss_start,
         "rss_mb_every_100_frames": probe.rss,
     }
-    suffix = "" if args.input == "recording" else "_memory"
+    suffix = ("" if args.input == "recording" else "_memory") + ("_replayed_network" if args.replay_network else "")
     out = args.out or RESULTS / f"pipeline_speed_{args.backend}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -29,13 +29,16 @@ def test_gpu_session_smoke_run_brings_back_every_result(tmp_path):
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = (out / "session.log").read_text()
-    for stage in ("backend tests", "network speed", "pipeline (segment-ahead)", "pipeline (no-segment-ahead)", "training", "packing"):
+    runs = {"ahead3": (3, False), "ahead0": (0, False), "ahead3_replayed_network": (3, True)}
+    for stage in ("backend tests", "network speed", *(f"pipeline ({name})" for name in runs), "training", "packing"):
         assert f"=== {stage}" in log
+    assert "failed" not in log
     speed = json.loads((out / "network_speed_gpu.json").read_text())
     assert {"onnxruntime", "torch"} <= set(speed["backends"])
-    for mode in ("segment-ahead", "no-segment-ahead"):
-        pipeline = json.loads((out / f"pipeline_speed_gpu_{mode}.json").read_text())
-        assert pipeline["frames"] == 120 and pipeline["tracker_config"]["segment_ahead"] == (mode == "segment-ahead")
+    for name, (ahead, replayed) in runs.items():
+        pipeline = json.loads((out / f"pipeline_speed_gpu_{name}.json").read_text())
+        assert pipeline["frames"] == 120 and pipeline["tracker_config"]["segment_ahead"] == ahead
+        assert pipeline["network"].startswith("replayed") == replayed
     with tarfile.open(out / "gpu_training.tar.gz") as archive:
         names = set(archive.getnames())
     assert {"export/dgn.pt", "export/dgn.onnx", "export/dgn.json", "metrics.csv", "summary.json"} <= names

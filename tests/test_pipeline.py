@@ -1,5 +1,6 @@
 """End-to-end: recordings and folders through run_tracker.py into JSON lines."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -149,7 +150,7 @@ class _Collect:
         pass
 
 
-def _run(hand_model, segment_ahead: bool, frames: int, stop_after: int | None = None):
+def _run(hand_model, segment_ahead: int, frames: int, stop_after: int | None = None):
     from tracker.backends import create_backend
     from tracker.estimator import HandEstimator
     from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
@@ -162,15 +163,17 @@ def _run(hand_model, segment_ahead: bool, frames: int, stop_after: int | None = 
     return summary, sink.results
 
 
-def test_segmenting_ahead_processes_every_frame_in_order_reproducibly(hand_model):
-    # The next frame is segmented beside the current one's network, with the prior of the
-    # frame before: the same frames in the same order, the same results on every run, and
-    # the same as one thread wherever the one-frame-older prior picks the same hand (it
-    # does on a hand moving a few millimetres per frame: all of them here).
+@pytest.mark.parametrize("workers", [1, 2])
+def test_segmenting_ahead_processes_every_frame_in_order_reproducibly(hand_model, workers):
+    # The next frames are segmented in worker processes beside the current one's network,
+    # with the prior of the frame workers + 1 before: the same frames in the same order,
+    # the same results on every run, and the same as segmenting in turn wherever the older
+    # prior picks the same hand (it does on a hand moving a few millimetres per frame: all
+    # of them here).
     frames = 24
-    _, alone = _run(hand_model, False, frames)
-    summary, ahead = _run(hand_model, True, frames)
-    _, again = _run(hand_model, True, frames)
+    _, alone = _run(hand_model, 0, frames)
+    summary, ahead = _run(hand_model, workers, frames)
+    _, again = _run(hand_model, workers, frames)
     assert summary.frames == frames and summary.stopped_by == "end of input"
     assert [r.frame.frame_number for r in ahead] == list(range(frames))
     for a, b, c in zip(ahead, again, alone):
@@ -181,5 +184,59 @@ def test_segmenting_ahead_processes_every_frame_in_order_reproducibly(hand_model
 
 
 def test_segmenting_ahead_stops_at_max_frames(hand_model):
-    summary, results = _run(hand_model, True, 10, stop_after=4)
+    summary, results = _run(hand_model, 2, 10, stop_after=4)
     assert summary.frames == 4 and summary.stopped_by == "max frames" and len(results) == 4
+
+
+def test_segment_workers_answer_like_the_tracker_and_clean_up(hand_model):
+    from multiprocessing import shared_memory
+
+    from tracker.pipeline import SegmentWorkers
+    from tracker.segment import SegmentConfig, track_hand_center
+    from tracker.types import DepthFrame
+
+    frames = list(SyntheticSource(seed=6, max_frames=3, hand_model=hand_model).frames())
+    workers = SegmentWorkers(2, SegmentConfig())
+    try:
+        for frame in frames:
+            workers.send(frame, None)
+        for frame in frames:
+            located = workers.receive(frame)
+            expected = track_hand_center(frame.depth_m(), frame.intrinsics, None, SegmentConfig())
+            np.testing.assert_array_equal(located.centre, expected)  # the same computation, exactly
+            np.testing.assert_array_equal(located.depth_m, frame.depth_m())
+        # A larger image than before: the shared buffer it goes through grows to fit it.
+        big = DepthFrame(np.pad(frames[0].depth, ((0, 40), (0, 60))), frames[0].depth_scale,
+                         dataclasses.replace(frames[0].intrinsics, width=frames[0].intrinsics.width + 60,
+                                             height=frames[0].intrinsics.height + 40))
+        workers.send(big, None)
+        np.testing.assert_array_equal(
+            workers.receive(big).centre, track_hand_center(big.depth_m(), big.intrinsics, None, SegmentConfig())
+        )
+        # A failure inside a worker comes back as the exception it raised.
+        workers.send(frames[0], np.zeros(5))
+        with pytest.raises(ValueError):
+            workers.receive(frames[0])
+        names = [block.name for block in workers._buffers.values()]
+    finally:
+        workers.close()
+    assert not any(p.is_alive() for p in workers._processes)
+    for name in names:  # the shared depth buffers are gone with the workers
+        with pytest.raises(FileNotFoundError):
+            shared_memory.SharedMemory(name=name)
+
+
+def test_a_segment_worker_that_dies_gives_a_clear_error(hand_model):
+    from tracker.pipeline import SegmentWorkers
+    from tracker.segment import SegmentConfig
+
+    frame = next(iter(SyntheticSource(seed=6, max_frames=1, hand_model=hand_model).frames()))
+    workers = SegmentWorkers(1, SegmentConfig())
+    try:
+        workers._processes[0].kill()
+        workers._processes[0].join()
+        with pytest.raises(RuntimeError, match="segmentation worker 0 ended unexpectedly"):
+            workers.send(frame, None)
+            workers.receive(frame)
+    finally:
+        workers.close()

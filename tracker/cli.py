@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from tracker.backends import BackendUnavailable, create_backend
     from tracker.estimator import HandEstimator
     from tracker.hand_model import HandModel
-    from tracker.pipeline import GPU_BACKENDS, HandTracker, TrackerConfig, run_pipeline
+    from tracker.pipeline import HandTracker, TrackerConfig, default_segment_ahead, run_pipeline
     from tracker.sources import SourceError, SyntheticSource, open_source
     from tracker.types import Handedness
     from tracker.weights import WEIGHTS_DIR, WeightsError, load_manifest
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         handedness = None if args.hand == "auto" else Handedness(args.hand)
         config = TrackerConfig(
             cube_size_m=manifest["cube_size_m"], handedness=handedness, smooth=args.smooth,
-            segment_ahead=args.backend in GPU_BACKENDS,
+            segment_ahead=default_segment_ahead(args.backend),
         )
         tracker = HandTracker(HandEstimator(backend, hand_model), config)
         # Last: a camera opened here must be closed on any later failure.

@@ -3,26 +3,29 @@
 Capture runs on its own thread so a slow frame never stalls the camera. For a live camera
 (or real-time playback) the tracker always takes the newest frame and counts the ones it
 skipped; for as-fast-as-possible playback the capture waits for the tracker so every frame
-is processed; there, with ``segment_ahead``, the next frame is segmented on a second thread
-while the current one is in the network. Each frame's stages are timed. Ctrl-C / SIGTERM
-stop the loop cleanly: the source is closed (finalising a recording) and every sink
-flushed and closed.
+is processed; there, with ``segment_ahead`` = N, the next N frames are segmented in N
+worker processes while the current one is in the network. Each frame's stages are timed.
+Ctrl-C / SIGTERM stop the loop cleanly: the source is closed (finalising a recording) and
+every sink flushed and closed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import os
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
 from dataclasses import dataclass, field
+from multiprocessing import shared_memory
 
 import numpy as np
 
 from tracker.crop import DEFAULT_CUBE_SIZE_M, make_crop
 from tracker.estimator import HandEstimator
-from tracker.segment import SegmentConfig, track_hand_center
+from tracker.segment import SegmentConfig, serve_segmentation, track_hand_center
 from tracker.side_vote import SideVote, SideVoteConfig
 from tracker.smoothing import OneEuroFilter
 from tracker.types import DepthFrame, HandEstimate, Handedness
@@ -39,18 +42,29 @@ class TrackerConfig:
     min_confidence: float = 0.3
     #: Smooth the joints over time with a One-Euro filter (off: raw per-frame estimates).
     smooth: bool = False
-    #: When playing a recording as fast as possible, segment the next frame on a second
-    #: thread while the network runs on this one. It pays where the network does not already
-    #: keep the CPU busy (a GPU backend); on a 2-core CPU with onnxruntime, which uses both
-    #: cores, it measured slower (117-122 vs 126 frames/s, ``benchmarks.pipeline_speed
-    #: --input memory``). The next frame's segmentation then uses the hand centre of the
-    #: frame before the current one as its prior.
-    segment_ahead: bool = False
+    #: When playing a recording as fast as possible, segment the next N frames in N worker
+    #: processes while the network runs on this one (0: segment each frame when its turn
+    #: comes). Segmentation is the costliest stage on the CPU and holds the GIL most of the
+    #: time, so a thread does not overlap it with the rest (it measured slower than none);
+    #: processes do, on a machine whose cores the network does not already keep busy (a GPU
+    #: backend). Frame i's segmentation then uses the hand centre of frame i - N - 1 as its
+    #: prior, fixed when it is sent, so runs are reproducible.
+    segment_ahead: int = 0
     segment: SegmentConfig = field(default_factory=SegmentConfig)
 
 
 #: Backends whose network runs off the CPU, where segmenting ahead pays.
 GPU_BACKENDS = ("torch-cuda", "tensorrt")
+
+
+def default_segment_ahead(backend: str) -> int:
+    """Frames to segment ahead with this backend: none on the CPU backends (the network
+    keeps the cores busy); with a GPU backend up to 3, a process each, leaving a core to the
+    tracker thread and one to capture. Segmentation costs about twice what the rest of a
+    frame costs on the CPU, so 2-3 workers keep the tracker thread busy."""
+    if backend not in GPU_BACKENDS:
+        return 0
+    return max(1, min(3, len(os.sched_getaffinity(0)) - 2))
 
 
 @dataclass(frozen=True)
@@ -132,8 +146,7 @@ class HandTracker:
         return self._previous_center
 
     def locate(self, frame: DepthFrame, prior: np.ndarray | None) -> Located:
-        """Segmentation alone: reads no tracker state but ``prior``, so it may run on
-        another thread while ``finish`` runs on the previous frame."""
+        """Segmentation alone: reads no tracker state but ``prior``."""
         t0 = time.perf_counter()
         depth_m = frame.depth_m()
         centre = track_hand_center(depth_m, frame.intrinsics, prior, self.config.segment)
@@ -206,6 +219,93 @@ class _NewestFrameSlot:
             return frame, dropped
 
 
+class SegmentWorkers:
+    """``count`` processes that segment frames ahead of the tracker, request n in worker
+    n % count.
+
+    The depth image goes through shared memory and only a small request through the pipe:
+    a frame is larger than a pipe's buffer, so sending it whole would block until the busy
+    worker reads it. The calling thread sends and receives itself: with a helper thread
+    moving them (as a process pool has), every hand-over waits for the GIL, which the busy
+    tracker thread gives up only every few milliseconds. Each worker has two depth buffers,
+    used in turn; with at most ``count + 1`` frames in flight, a buffer is written again
+    only after the answer to what it last held was received.
+    """
+
+    def __init__(self, count: int, config: SegmentConfig) -> None:
+        # spawn: the capture thread and the inference runtimes' threads make fork unsafe.
+        context = multiprocessing.get_context("spawn")
+        self._connections, self._processes = [], []
+        self._buffers: dict[tuple[int, int], shared_memory.SharedMemory] = {}
+        try:
+            for i in range(count):
+                ours, theirs = context.Pipe()
+                process = context.Process(target=serve_segmentation, args=(theirs, config), name=f"segment-{i}", daemon=True)
+                process.start()
+                theirs.close()
+                self._connections.append(ours)
+                self._processes.append(process)
+        except BaseException:
+            self.close()
+            raise
+        self._next_request = self._next_answer = 0
+
+    def _buffer(self, key: tuple[int, int], nbytes: int) -> shared_memory.SharedMemory:
+        block = self._buffers.get(key)
+        if block is None or block.size < nbytes:  # first use, or a larger image
+            if block is not None:
+                block.close()
+                block.unlink()
+            block = self._buffers[key] = shared_memory.SharedMemory(create=True, size=nbytes)
+        return block
+
+    def send(self, frame: DepthFrame, prior: np.ndarray | None) -> None:
+        count = len(self._connections)
+        worker, turn = self._next_request % count, (self._next_request // count) % 2
+        block = self._buffer((worker, turn), frame.depth.nbytes)
+        np.ndarray(frame.depth.shape, np.uint16, buffer=block.buf)[...] = frame.depth
+        try:
+            self._connections[worker].send((block.name, frame.depth.shape, frame.depth_scale, frame.intrinsics, prior))
+        except OSError:
+            raise self._ended(worker) from None
+        self._next_request += 1
+
+    def _ended(self, worker: int) -> RuntimeError:
+        code = self._processes[worker].exitcode
+        return RuntimeError(f"segmentation worker {worker} ended unexpectedly (exit code {code})")
+
+    def receive(self, frame: DepthFrame) -> Located:
+        """The answer to the oldest request not yet received, which was ``frame``."""
+        worker = self._next_answer % len(self._connections)
+        self._next_answer += 1
+        try:
+            answer = self._connections[worker].recv()
+        except (EOFError, OSError):
+            raise self._ended(worker) from None
+        if isinstance(answer, Exception):
+            raise answer
+        centre, segment_ms = answer
+        return Located(frame.depth_m(), centre, segment_ms)
+
+    def close(self) -> None:
+        for connection in self._connections:
+            try:
+                connection.send(None)
+            except OSError:  # the worker is gone already
+                pass
+        for process in self._processes:
+            process.join(timeout=2.0)
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=2.0)
+        for connection in self._connections:
+            connection.close()
+        for block in self._buffers.values():
+            block.close()
+            block.unlink()
+        self._buffers.clear()
+
+
 @dataclass
 class RunSummary:
     frames: int = 0
@@ -258,20 +358,23 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
         stop.set()
         slot.finish()
 
-    # Segmenting ahead needs the next frame at hand; waiting for it from a live camera would
-    # add a frame of latency, so only as-fast-as-possible playback does it.
-    ahead = None
-    if getattr(getattr(tracker, "config", None), "segment_ahead", False) and not drop_old_frames:
-        ahead = ThreadPoolExecutor(1, thread_name_prefix="segment")
+    # Segmenting ahead needs the next frames at hand; waiting for them from a live camera
+    # would add frames of latency, so only as-fast-as-possible playback does it.
+    config = getattr(tracker, "config", None)
+    workers = 0 if drop_old_frames else int(getattr(config, "segment_ahead", 0))
+    ahead = SegmentWorkers(workers, config.segment) if workers > 0 else None
 
     def take_next():
-        """(frame, dropped, segmentation future or None), or None at the end."""
+        """(frame, dropped), the frame sent for segmentation when segmenting ahead, or None at the end."""
         frame, dropped = slot.take()
         if frame is None:
             return None
-        # Submitted before the current frame's finish: the prior is the state after the
-        # frame before it, whatever the threads' timing, so runs are reproducible.
-        return frame, dropped, None if ahead is None else ahead.submit(tracker.locate, frame, tracker.previous_center)
+        if ahead is not None:
+            # Sent before the frames in flight finish: the prior is the state after the
+            # frame ``workers + 1`` before, whatever the processes' timing, so runs are
+            # reproducible.
+            ahead.send(frame, tracker.previous_center)
+        return frame, dropped
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -281,15 +384,21 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
     began = time.perf_counter()
     thread.start()
     try:
-        pending = None
+        in_flight: deque = deque()
+        ended = False
         while not stop.is_set():
-            current = pending or take_next()
-            if current is None:
+            # The current frame and, segmenting ahead, the next ``workers`` frames.
+            while not ended and len(in_flight) <= workers:
+                taken = take_next()
+                if taken is None:
+                    ended = True
+                else:
+                    in_flight.append(taken)
+            if not in_flight:
                 break
-            frame, dropped, located = current
-            pending = take_next() if ahead is not None else None
+            frame, dropped = in_flight.popleft()
             summary.dropped += dropped
-            result = tracker.process(frame) if located is None else tracker.finish(frame, located.result())
+            result = tracker.process(frame) if ahead is None else tracker.finish(frame, ahead.receive(frame))
             result = FrameResult(result.frame, result.hands, result.timings_ms, dropped)
             for sink in sinks:
                 sink.write(result)
@@ -304,15 +413,13 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
             if max_frames is not None and summary.frames >= max_frames:
                 summary.stopped_by = "max frames"
                 break
-            if ahead is not None and pending is None:
-                break  # the end of the input
         if slot.error is not None:
             summary.error = str(slot.error)
             summary.stopped_by = "input error"
     finally:
         stop.set()
         if ahead is not None:
-            ahead.shutdown(wait=True, cancel_futures=True)
+            ahead.close()
         source.close()
         thread.join(timeout=5.0)
         for sink in sinks:

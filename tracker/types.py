@@ -182,6 +182,11 @@ class CameraIntrinsics:
         )
 
 
+def depth_to_metres(depth: np.ndarray, depth_scale: float) -> np.ndarray:
+    """(H, W) uint16 device units -> (H, W) float32 metres (0 stays 0, no measurement)."""
+    return depth.astype(np.float32) * np.float32(depth_scale)
+
+
 @dataclass(frozen=True)
 class DepthFrame:
     """One depth image as the camera delivered it.
@@ -218,7 +223,7 @@ class DepthFrame:
 
     def depth_m(self) -> np.ndarray:
         """(H, W) float32 metres, 0 where there is no measurement."""
-        return self.depth.astype(np.float32) * np.float32(self.depth_scale)
+        return depth_to_metres(self.depth, self.depth_scale)
 
 
 @dataclass(frozen=True)
