@@ -16,6 +16,7 @@ import pytest
 
 from tracker.cli import main
 from tracker.sources import SyntheticSource, write_recording
+from tracker.types import Handedness
 
 pytest.importorskip("pyrealsense2")
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,36 +189,47 @@ def test_segmenting_ahead_stops_at_max_frames(hand_model):
     assert summary.frames == 4 and summary.stopped_by == "max frames" and len(results) == 4
 
 
-def test_segment_workers_answer_like_the_tracker_and_clean_up(hand_model):
+def _prepare_config(handedness=None):
+    from tracker.crop import DEFAULT_CUBE_SIZE_M
+    from tracker.prepare import PrepareConfig
+    from tracker.segment import SegmentConfig
+
+    return PrepareConfig(SegmentConfig(), DEFAULT_CUBE_SIZE_M, handedness)
+
+
+def test_prepare_workers_answer_like_the_tracker_thread_and_clean_up(hand_model):
     from multiprocessing import shared_memory
 
-    from tracker.pipeline import SegmentWorkers
-    from tracker.segment import SegmentConfig, track_hand_center
+    from tracker.prepare import PrepareWorkers, prepare_frame
+    from tracker.side_inference import SideClassifier
     from tracker.types import DepthFrame
 
+    classifier = SideClassifier.load()
+    config = _prepare_config()
     frames = list(SyntheticSource(seed=6, max_frames=3, hand_model=hand_model).frames())
-    workers = SegmentWorkers(2, SegmentConfig())
+    # A larger image than before: the shared buffer it goes through is made anew to fit it.
+    k = frames[0].intrinsics
+    frames.append(DepthFrame(np.pad(frames[0].depth, ((0, 40), (0, 60))), frames[0].depth_scale,
+                             dataclasses.replace(k, width=k.width + 60, height=k.height + 40)))
+    workers = PrepareWorkers(2, config, classifier)
     try:
         for frame in frames:
             workers.send(frame, None)
         for frame in frames:
-            located = workers.receive(frame)
-            expected = track_hand_center(frame.depth_m(), frame.intrinsics, None, SegmentConfig())
-            np.testing.assert_array_equal(located.centre, expected)  # the same computation, exactly
-            np.testing.assert_array_equal(located.depth_m, frame.depth_m())
-        # A larger image than before: the shared buffer it goes through grows to fit it.
-        big = DepthFrame(np.pad(frames[0].depth, ((0, 40), (0, 60))), frames[0].depth_scale,
-                         dataclasses.replace(frames[0].intrinsics, width=frames[0].intrinsics.width + 60,
-                                             height=frames[0].intrinsics.height + 40))
-        workers.send(big, None)
-        np.testing.assert_array_equal(
-            workers.receive(big).centre, track_hand_center(big.depth_m(), big.intrinsics, None, SegmentConfig())
-        )
+            got = workers.receive()
+            expected = prepare_frame(frame.depth_m(), frame.intrinsics, None, config, classifier)
+            # The same computation on the same numbers: equal to the last bit.
+            np.testing.assert_array_equal(got.centre, expected.centre)
+            assert got.crops.keys() == expected.crops.keys() == {Handedness.RIGHT, Handedness.LEFT}
+            for side, crop in got.crops.items():
+                np.testing.assert_array_equal(crop.depth, expected.crops[side].depth)
+            assert got.right_logit == expected.right_logit
+            assert set(got.timings_ms) == {"segment", "crop", "side"}
         # A failure inside a worker comes back as the exception it raised.
         workers.send(frames[0], np.zeros(5))
         with pytest.raises(ValueError):
-            workers.receive(frames[0])
-        names = [block.name for block in workers._buffers.values()]
+            workers.receive()
+        names = [block.name for block, _ in workers._buffers.values()]
     finally:
         workers.close()
     assert not any(p.is_alive() for p in workers._processes)
@@ -226,17 +238,39 @@ def test_segment_workers_answer_like_the_tracker_and_clean_up(hand_model):
             shared_memory.SharedMemory(name=name)
 
 
-def test_a_segment_worker_that_dies_gives_a_clear_error(hand_model):
-    from tracker.pipeline import SegmentWorkers
-    from tracker.segment import SegmentConfig
+def test_prepare_workers_leave_the_side_to_a_classifier_they_cannot_copy(hand_model):
+    from tracker.prepare import PrepareWorkers
 
     frame = next(iter(SyntheticSource(seed=6, max_frames=1, hand_model=hand_model).frames()))
-    workers = SegmentWorkers(1, SegmentConfig())
+    workers = PrepareWorkers(1, _prepare_config(), classifier=object())
+    try:
+        workers.send(frame, None)
+        got = workers.receive()
+    finally:
+        workers.close()
+    assert got.centre is not None and got.right_logit is None and "side" not in got.timings_ms
+
+
+def test_a_prepare_worker_that_dies_gives_a_clear_error(hand_model):
+    from tracker.prepare import PrepareWorkers
+
+    frame = next(iter(SyntheticSource(seed=6, max_frames=1, hand_model=hand_model).frames()))
+    workers = PrepareWorkers(1, _prepare_config(Handedness.RIGHT))
     try:
         workers._processes[0].kill()
         workers._processes[0].join()
-        with pytest.raises(RuntimeError, match="segmentation worker 0 ended unexpectedly"):
+        with pytest.raises(RuntimeError, match="frame preparation worker 0 ended unexpectedly"):
             workers.send(frame, None)
-            workers.receive(frame)
+            workers.receive()
     finally:
         workers.close()
+
+
+@pytest.mark.parametrize("cores, workers", [(1, 1), (2, 1), (4, 2), (16, 3)])
+def test_only_gpu_backends_prepare_frames_ahead_by_default(monkeypatch, cores, workers):
+    from tracker.pipeline import default_segment_ahead
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    assert default_segment_ahead("onnxruntime") == default_segment_ahead("torch") == 0
+    # At least one worker, at most 3, and two cores left to the tracker and capture threads.
+    assert default_segment_ahead("torch-cuda") == default_segment_ahead("tensorrt") == workers

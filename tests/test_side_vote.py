@@ -75,8 +75,8 @@ def test_tracker_mirrors_the_crop_the_vote_calls_left_and_forgets_it_when_the_ha
     assert second.hands[0].handedness == Handedness.LEFT  # mean -0.5
     # The classifier sees the crop unmirrored, whatever the vote says.
     frame = frames[0][0]
-    located = HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT)).locate(frame, None)
-    unmirrored = make_crop(located.depth_m, frame.intrinsics, located.centre).depth
+    prepared = HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT)).prepare(frame, None)
+    unmirrored = make_crop(frame.depth_m(), frame.intrinsics, prepared.centre).depth
     np.testing.assert_array_equal(classifier.seen[0], unmirrored)
     assert not np.array_equal(unmirrored, unmirrored[:, ::-1])  # so a mirrored crop would differ
     # An empty frame loses the hand; the next track votes afresh (+3 alone: right).

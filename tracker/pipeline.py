@@ -1,9 +1,10 @@
-"""The streaming tracker: capture thread -> segment -> crop -> network + refit -> sinks.
+"""The streaming tracker: capture thread -> segment + crop + side (``tracker.prepare``) ->
+side vote -> network + refit -> sinks.
 
 Capture runs on its own thread so a slow frame never stalls the camera. For a live camera
 (or real-time playback) the tracker always takes the newest frame and counts the ones it
 skipped; for as-fast-as-possible playback the capture waits for the tracker so every frame
-is processed; there, with ``segment_ahead`` = N, the next N frames are segmented in N
+is processed; there, with ``segment_ahead`` = N, the next N frames are prepared in N
 worker processes while the current one is in the network. Each frame's stages are timed.
 Ctrl-C / SIGTERM stop the loop cleanly: the source is closed (finalising a recording) and
 every sink flushed and closed.
@@ -12,20 +13,19 @@ every sink flushed and closed.
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import os
 import signal
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from multiprocessing import shared_memory
 
 import numpy as np
 
-from tracker.crop import DEFAULT_CUBE_SIZE_M, make_crop
+from tracker.crop import DEFAULT_CUBE_SIZE_M
 from tracker.estimator import HandEstimator
-from tracker.segment import SegmentConfig, serve_segmentation, track_hand_center
+from tracker.prepare import PrepareConfig, Prepared, PrepareWorkers, prepare_frame
+from tracker.segment import SegmentConfig
 from tracker.side_vote import SideVote, SideVoteConfig
 from tracker.smoothing import OneEuroFilter
 from tracker.types import DepthFrame, HandEstimate, Handedness
@@ -42,13 +42,14 @@ class TrackerConfig:
     min_confidence: float = 0.3
     #: Smooth the joints over time with a One-Euro filter (off: raw per-frame estimates).
     smooth: bool = False
-    #: When playing a recording as fast as possible, segment the next N frames in N worker
-    #: processes while the network runs on this one (0: segment each frame when its turn
-    #: comes). Segmentation is the costliest stage on the CPU and holds the GIL most of the
-    #: time, so a thread does not overlap it with the rest (it measured slower than none);
-    #: processes do, on a machine whose cores the network does not already keep busy (a GPU
-    #: backend). Frame i's segmentation then uses the hand centre of frame i - N - 1 as its
-    #: prior, fixed when it is sent, so runs are reproducible.
+    #: When playing a recording as fast as possible, prepare the next N frames (segment,
+    #: crop, side classifier: ``tracker.prepare``) in N worker processes while the network
+    #: runs on this one (0: each frame when its turn comes). Segmentation is the costliest
+    #: stage on the CPU and holds the GIL most of the time, so a thread does not overlap it
+    #: with the rest (it measured slower than none); processes do, on a machine whose cores
+    #: the network does not already keep busy (a GPU backend). Frame i's segmentation then
+    #: uses the hand centre of frame i - N - 1 as its prior, fixed when it is sent, so runs
+    #: are reproducible.
     segment_ahead: int = 0
     segment: SegmentConfig = field(default_factory=SegmentConfig)
 
@@ -68,16 +69,6 @@ def default_segment_ahead(backend: str) -> int:
 
 
 @dataclass(frozen=True)
-class Located:
-    """One frame after segmentation: depth_m (H, W) float32 metres; centre (3,) float64 hand
-    centre in the camera frame (m) or None; segment_ms, the time it took."""
-
-    depth_m: np.ndarray
-    centre: np.ndarray | None
-    segment_ms: float
-
-
-@dataclass(frozen=True)
 class FrameResult:
     """What the tracker found in one frame: zero or more hands and the stage timings (ms)."""
 
@@ -92,7 +83,7 @@ class HandTracker:
     automatic handedness the side vote runs over the track; when the hand is lost (nothing
     found or low confidence) both are cleared.
 
-    ``side_classifier``: a ``tracker.side_classifier.SideClassifier`` for automatic
+    ``side_classifier``: a ``tracker.side_inference.SideClassifier`` for automatic
     handedness (``config.handedness`` None); the shipped one is loaded if not given.
     """
 
@@ -104,7 +95,7 @@ class HandTracker:
         self.side_classifier = None
         if config.handedness is None:
             if side_classifier is None:
-                from tracker.side_classifier import SideClassifier
+                from tracker.side_inference import SideClassifier
 
                 side_classifier = SideClassifier.load()
             self.side_classifier = side_classifier
@@ -116,53 +107,45 @@ class HandTracker:
         if self._smoother is not None:
             self._smoother.reset()
 
-    def _crop(self, depth_m: np.ndarray, frame: DepthFrame, centre: np.ndarray, timings: dict[str, float]):
-        """The network's crop, mirrored for a left hand (fixed, or as the side vote says)."""
-        t0 = time.perf_counter()
-        cube = self.config.cube_size_m
-        if self.config.handedness is not None:
-            crop = make_crop(depth_m, frame.intrinsics, centre, cube, self.config.handedness)
-            timings["crop"] = 1e3 * (time.perf_counter() - t0)
-            return crop
-        crop = make_crop(depth_m, frame.intrinsics, centre, cube, Handedness.RIGHT)
-        t1 = time.perf_counter()
-        side = self._side_vote.update(self.side_classifier.logit(crop.depth))
-        t2 = time.perf_counter()
-        if side == Handedness.LEFT:
-            crop = make_crop(depth_m, frame.intrinsics, centre, cube, Handedness.LEFT)
-        timings["crop"] = 1e3 * ((t1 - t0) + (time.perf_counter() - t2))
-        timings["side"] = 1e3 * (t2 - t1)
-        return crop
-
-    def _estimate(self, depth_m: np.ndarray, frame: DepthFrame, centre: np.ndarray, timings: dict[str, float]) -> HandEstimate:
-        crop = self._crop(depth_m, frame, centre, timings)
-        output, stage_ms = self.estimator.run(crop)
-        timings.update(stage_ms)
-        return self.estimator.to_estimate(crop, output, dict(timings), frame.intrinsics)
+    @property
+    def prepare_config(self) -> PrepareConfig:
+        return PrepareConfig(self.config.segment, self.config.cube_size_m, self.config.handedness)
 
     @property
     def previous_center(self) -> np.ndarray | None:
         """The last confidently tracked hand centre (camera frame, m), the next prior."""
         return self._previous_center
 
-    def locate(self, frame: DepthFrame, prior: np.ndarray | None) -> Located:
-        """Segmentation alone: reads no tracker state but ``prior``."""
-        t0 = time.perf_counter()
-        depth_m = frame.depth_m()
-        centre = track_hand_center(depth_m, frame.intrinsics, prior, self.config.segment)
-        return Located(depth_m, centre, 1e3 * (time.perf_counter() - t0))
+    def prepare(self, frame: DepthFrame, prior: np.ndarray | None) -> Prepared:
+        """Segmentation, crops and side logit: reads no tracker state but ``prior``."""
+        return prepare_frame(frame.depth_m(), frame.intrinsics, prior, self.prepare_config, self.side_classifier)
 
     def process(self, frame: DepthFrame) -> FrameResult:
-        return self.finish(frame, self.locate(frame, self._previous_center))
+        return self.finish(frame, self.prepare(frame, self._previous_center))
 
-    def finish(self, frame: DepthFrame, located: Located) -> FrameResult:
-        """Everything after segmentation: side, crop, network, refit, tracking state."""
-        timings: dict[str, float] = {"segment": located.segment_ms}
-        depth_m, centre = located.depth_m, located.centre
+    def _crop(self, prepared: Prepared, timings: dict[str, float]):
+        """The network's crop, mirrored for a left hand (fixed, or as the side vote says)."""
+        if self.config.handedness is not None:
+            return prepared.crops[self.config.handedness]
+        logit = prepared.right_logit
+        if logit is None:  # prepared without the classifier (see PrepareWorkers)
+            t0 = time.perf_counter()
+            logit = self.side_classifier.logit(prepared.crops[Handedness.RIGHT].depth)
+            timings["side"] = 1e3 * (time.perf_counter() - t0)
+        side = self._side_vote.update(logit)
+        return prepared.crops[Handedness.LEFT if side == Handedness.LEFT else Handedness.RIGHT]
+
+    def finish(self, frame: DepthFrame, prepared: Prepared) -> FrameResult:
+        """Everything after preparing the frame: side vote, network, refit, tracking state."""
+        timings: dict[str, float] = dict(prepared.timings_ms)
+        centre = prepared.centre
         if centre is None:
             self._lost()
             return FrameResult(frame, (), timings)
-        estimate = self._estimate(depth_m, frame, centre, timings)
+        crop = self._crop(prepared, timings)
+        output, stage_ms = self.estimator.run(crop)
+        timings.update(stage_ms)
+        estimate = self.estimator.to_estimate(crop, output, dict(timings), frame.intrinsics)
         if estimate.confidence < self.config.min_confidence:
             self._lost()
             return FrameResult(frame, (), timings)
@@ -217,93 +200,6 @@ class _NewestFrameSlot:
             dropped, self.dropped = self.dropped, 0
             self.condition.notify_all()
             return frame, dropped
-
-
-class SegmentWorkers:
-    """``count`` processes that segment frames ahead of the tracker, request n in worker
-    n % count.
-
-    The depth image goes through shared memory and only a small request through the pipe:
-    a frame is larger than a pipe's buffer, so sending it whole would block until the busy
-    worker reads it. The calling thread sends and receives itself: with a helper thread
-    moving them (as a process pool has), every hand-over waits for the GIL, which the busy
-    tracker thread gives up only every few milliseconds. Each worker has two depth buffers,
-    used in turn; with at most ``count + 1`` frames in flight, a buffer is written again
-    only after the answer to what it last held was received.
-    """
-
-    def __init__(self, count: int, config: SegmentConfig) -> None:
-        # spawn: the capture thread and the inference runtimes' threads make fork unsafe.
-        context = multiprocessing.get_context("spawn")
-        self._connections, self._processes = [], []
-        self._buffers: dict[tuple[int, int], shared_memory.SharedMemory] = {}
-        try:
-            for i in range(count):
-                ours, theirs = context.Pipe()
-                process = context.Process(target=serve_segmentation, args=(theirs, config), name=f"segment-{i}", daemon=True)
-                process.start()
-                theirs.close()
-                self._connections.append(ours)
-                self._processes.append(process)
-        except BaseException:
-            self.close()
-            raise
-        self._next_request = self._next_answer = 0
-
-    def _buffer(self, key: tuple[int, int], nbytes: int) -> shared_memory.SharedMemory:
-        block = self._buffers.get(key)
-        if block is None or block.size < nbytes:  # first use, or a larger image
-            if block is not None:
-                block.close()
-                block.unlink()
-            block = self._buffers[key] = shared_memory.SharedMemory(create=True, size=nbytes)
-        return block
-
-    def send(self, frame: DepthFrame, prior: np.ndarray | None) -> None:
-        count = len(self._connections)
-        worker, turn = self._next_request % count, (self._next_request // count) % 2
-        block = self._buffer((worker, turn), frame.depth.nbytes)
-        np.ndarray(frame.depth.shape, np.uint16, buffer=block.buf)[...] = frame.depth
-        try:
-            self._connections[worker].send((block.name, frame.depth.shape, frame.depth_scale, frame.intrinsics, prior))
-        except OSError:
-            raise self._ended(worker) from None
-        self._next_request += 1
-
-    def _ended(self, worker: int) -> RuntimeError:
-        code = self._processes[worker].exitcode
-        return RuntimeError(f"segmentation worker {worker} ended unexpectedly (exit code {code})")
-
-    def receive(self, frame: DepthFrame) -> Located:
-        """The answer to the oldest request not yet received, which was ``frame``."""
-        worker = self._next_answer % len(self._connections)
-        self._next_answer += 1
-        try:
-            answer = self._connections[worker].recv()
-        except (EOFError, OSError):
-            raise self._ended(worker) from None
-        if isinstance(answer, Exception):
-            raise answer
-        centre, segment_ms = answer
-        return Located(frame.depth_m(), centre, segment_ms)
-
-    def close(self) -> None:
-        for connection in self._connections:
-            try:
-                connection.send(None)
-            except OSError:  # the worker is gone already
-                pass
-        for process in self._processes:
-            process.join(timeout=2.0)
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=2.0)
-        for connection in self._connections:
-            connection.close()
-        for block in self._buffers.values():
-            block.close()
-            block.unlink()
-        self._buffers.clear()
 
 
 @dataclass
@@ -362,10 +258,10 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
     # would add frames of latency, so only as-fast-as-possible playback does it.
     config = getattr(tracker, "config", None)
     workers = 0 if drop_old_frames else int(getattr(config, "segment_ahead", 0))
-    ahead = SegmentWorkers(workers, config.segment) if workers > 0 else None
+    ahead = PrepareWorkers(workers, tracker.prepare_config, tracker.side_classifier) if workers > 0 else None
 
     def take_next():
-        """(frame, dropped), the frame sent for segmentation when segmenting ahead, or None at the end."""
+        """(frame, dropped), the frame sent to be prepared when segmenting ahead, or None at the end."""
         frame, dropped = slot.take()
         if frame is None:
             return None
@@ -398,7 +294,7 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
                 break
             frame, dropped = in_flight.popleft()
             summary.dropped += dropped
-            result = tracker.process(frame) if ahead is None else tracker.finish(frame, ahead.receive(frame))
+            result = tracker.process(frame) if ahead is None else tracker.finish(frame, ahead.receive())
             result = FrameResult(result.frame, result.hands, result.timings_ms, dropped)
             for sink in sinks:
                 sink.write(result)

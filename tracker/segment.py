@@ -66,15 +66,13 @@ nothing is found, falls back on a mean-shift from it.
 
 from __future__ import annotations
 
-import signal
-import time
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
-from tracker.types import CameraIntrinsics, depth_to_metres
+from tracker.types import CameraIntrinsics
 
 
 @dataclass(frozen=True)
@@ -556,42 +554,3 @@ def track_hand_center(
     points = _subsample(back_project(depth_m, intrinsics, valid), config.max_points)[0]
     return _mean_shift(points, np.asarray(previous_center, np.float64), config.kernel_radius_m, config)
 
-
-def serve_segmentation(connection, config: SegmentConfig) -> None:
-    """A segmentation worker process (``tracker.pipeline.SegmentWorkers``).
-
-    Each request on ``connection`` names a shared-memory block holding a (H, W) uint16 depth
-    image, with its shape, depth scale, intrinsics and prior; the answer is (centre or None,
-    milliseconds), or the exception raised. Ends on None or when the other end closes.
-
-    It lives here, away from torch and the inference runtimes, so a worker starts in a
-    fraction of a second. Ctrl-C reaches the whole process group, but only the main process
-    decides how a run ends (it finishes the frame at hand and closes the outputs).
-    """
-    from multiprocessing import shared_memory
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    blocks: dict[str, shared_memory.SharedMemory] = {}
-    try:
-        while True:
-            try:
-                request = connection.recv()
-            except (EOFError, OSError):
-                return
-            if request is None:
-                return
-            try:
-                name, shape, depth_scale, intrinsics, prior = request
-                if name not in blocks:
-                    # The main process created the block and unlinks it; attaching only maps it.
-                    blocks[name] = shared_memory.SharedMemory(name=name)
-                t0 = time.perf_counter()
-                depth = np.ndarray(shape, np.uint16, buffer=blocks[name].buf)
-                centre = track_hand_center(depth_to_metres(depth, depth_scale), intrinsics, prior, config)
-                answer = (centre, 1e3 * (time.perf_counter() - t0))
-            except Exception as exc:  # sent back and raised in the main process
-                answer = exc
-            connection.send(answer)
-    finally:
-        for block in blocks.values():
-            block.close()

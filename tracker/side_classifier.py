@@ -58,6 +58,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, make_crop, resample
+from tracker.side_inference import ONNX, ONNX_INPUT, ONNX_OUTPUT, SideClassifier  # noqa: F401 (re-exported)
 from tracker.synth.dataset import config_to_dict, sample_seed
 from tracker.synth.pose_sampler import PALM_CENTRE_HAND_M
 from tracker.synth.scene import SceneLabel, render_sample
@@ -68,9 +69,6 @@ from tracker.weights import WEIGHTS_DIR, WeightsError, sha256_of, verified_path
 SIDE_WEIGHTS_DIR = WEIGHTS_DIR / "side_classifier"
 MANIFEST = "side.json"
 STATE_DICT = "side.pt"
-ONNX = "side.onnx"
-ONNX_INPUT = "depth"
-ONNX_OUTPUT = "right_logit"
 ONNX_OPSET = 17  # as tracker.weights
 FORMAT = "dgn-side-classifier/1"
 
@@ -682,58 +680,6 @@ def load_side_network(directory: str | Path = SIDE_WEIGHTS_DIR) -> tuple[SideNet
     except Exception as exc:  # torch raises several types for bad archives
         raise WeightsError(f"{Path(directory) / STATE_DICT}: cannot load the state dict ({exc})") from exc
     return network.eval(), manifest
-
-
-class SideClassifier:
-    """The shipped classifier on onnxruntime: ``SideClassifier.load().probability_right(crop.depth)``."""
-
-    def __init__(self, session, manifest: dict) -> None:
-        self.session = session
-        self.manifest = manifest
-        self.crop_size = int(manifest["network"]["crop_size"])
-        self._feed = np.empty((1, 1, self.crop_size, self.crop_size), np.float32)
-
-    @classmethod
-    def load(cls, directory: str | Path = SIDE_WEIGHTS_DIR, threads: int = 1) -> SideClassifier:
-        import onnxruntime as ort
-
-        manifest = load_manifest(directory)
-        data = verified_path(directory, ONNX, manifest).read_bytes()
-        options = ort.SessionOptions()
-        # One thread: the crop is tiny, and the main network wants the other cores.
-        options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            raise WeightsError(
-                f"{Path(directory) / ONNX}: onnxruntime cannot load the model ({exc}); re-export the weights"
-            ) from exc
-        inputs, outputs = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
-        if inputs != [ONNX_INPUT] or outputs != [ONNX_OUTPUT]:
-            raise WeightsError(
-                f"{Path(directory) / ONNX}: expected input {ONNX_INPUT!r} and output {ONNX_OUTPUT!r}, "
-                f"got {inputs} and {outputs}"
-            )
-        return cls(session, manifest)
-
-    def logit(self, crop_depth: np.ndarray) -> float:
-        """Logit of "right hand" for one (S, S) crop (as make_crop(..., RIGHT) gives it)."""
-        crop_depth = np.asarray(crop_depth)
-        if crop_depth.shape != (self.crop_size, self.crop_size):
-            raise ValueError(f"expected a ({self.crop_size}, {self.crop_size}) crop, got shape {crop_depth.shape}")
-        self._feed[0, 0] = crop_depth
-        return float(self.session.run([ONNX_OUTPUT], {ONNX_INPUT: self._feed})[0][0, 0])
-
-    def probability_right(self, crop_depth: np.ndarray) -> float:
-        """P(right hand) for one (S, S) crop; the mirrored crop of the same hand gives ~1 - p."""
-        z = self.logit(crop_depth)
-        return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
-
-    def logits(self, crops: np.ndarray) -> np.ndarray:
-        return np.array([self.logit(c) for c in crops], np.float32)
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -1,0 +1,213 @@
+"""What a frame needs before the network: the hand centre, the crops, the side logit.
+
+``prepare_frame`` segments a depth frame (``tracker.segment``), cuts the network's crops
+around the hand (``tracker.crop``) and, when the side is decided per track, asks the side
+classifier about the unmirrored crop. None of it reads the tracker's state except the
+prior, the last hand centre, so when a recording plays as fast as possible the tracker
+hands frames to ``PrepareWorkers``, processes that prepare the next frames while it runs
+the network on the current one (``tracker.pipeline``).
+
+This module imports neither torch nor the inference runtimes' network code: a worker
+process starts in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import time
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+
+import numpy as np
+
+from tracker.crop import make_crop
+from tracker.segment import SegmentConfig, track_hand_center
+from tracker.side_inference import SideClassifier
+from tracker.types import CameraIntrinsics, DepthFrame, HandCrop, Handedness, depth_to_metres
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    segment: SegmentConfig
+    cube_size_m: float
+    #: The side the crop is taken as; None: both crops, and the classifier decides per track.
+    handedness: Handedness | None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One frame made ready for the network.
+
+    centre: (3,) float64 hand centre, camera frame, metres; None when no hand was found.
+    crops: the crop of the cube around it per side it may be taken as (both when the side is
+        decided per track, else the fixed one); empty without a centre.
+    right_logit: the side classifier's logit of "right" on the unmirrored crop; None when
+        the side is fixed, or when it was left to the caller (no classifier given).
+    timings_ms: segment, crop and side (those that ran), milliseconds.
+    """
+
+    centre: np.ndarray | None
+    crops: dict[Handedness, HandCrop]
+    right_logit: float | None
+    timings_ms: dict[str, float]
+
+
+def prepare_frame(
+    depth_m: np.ndarray,
+    intrinsics: CameraIntrinsics,
+    prior: np.ndarray | None,
+    config: PrepareConfig,
+    classifier: SideClassifier | None = None,
+) -> Prepared:
+    """Segment (H, W) float32 metres, crop around the hand and classify its side (see Prepared)."""
+    t0 = time.perf_counter()
+    centre = track_hand_center(depth_m, intrinsics, prior, config.segment)
+    t1 = time.perf_counter()
+    timings = {"segment": 1e3 * (t1 - t0)}
+    if centre is None:
+        return Prepared(None, {}, None, timings)
+    sides = (Handedness.RIGHT, Handedness.LEFT) if config.handedness is None else (config.handedness,)
+    crops = {side: make_crop(depth_m, intrinsics, centre, config.cube_size_m, side) for side in sides}
+    t2 = time.perf_counter()
+    timings["crop"] = 1e3 * (t2 - t1)
+    right_logit = None
+    if config.handedness is None and classifier is not None:
+        right_logit = classifier.logit(crops[Handedness.RIGHT].depth)
+        timings["side"] = 1e3 * (time.perf_counter() - t2)
+    return Prepared(centre, crops, right_logit, timings)
+
+
+def serve(connection, config: PrepareConfig, classifier_onnx: tuple[bytes, dict] | None) -> None:
+    """A worker process: each request on ``connection`` names a shared-memory block holding
+    a (H, W) uint16 depth image, with its shape, depth scale, intrinsics and prior; the
+    answer is its ``Prepared``, or the exception raised. Ends on None or when the other end
+    closes. ``classifier_onnx``: (ONNX bytes, manifest) of the side classifier, checked by
+    the main process.
+
+    Ctrl-C reaches the whole process group, but only the main process decides how a run
+    ends (it finishes the frame at hand and closes the outputs).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    classifier = None if classifier_onnx is None else SideClassifier.from_onnx(*classifier_onnx)
+    blocks: dict[str, shared_memory.SharedMemory] = {}
+    try:
+        while True:
+            try:
+                request = connection.recv()
+            except (EOFError, OSError):
+                return
+            if request is None:
+                return
+            try:
+                name, shape, depth_scale, intrinsics, prior = request
+                if name not in blocks:
+                    # The main process created the block and unlinks it; attaching only maps it.
+                    blocks[name] = shared_memory.SharedMemory(name=name)
+                # No view of the block outlives this line: a block with views cannot be closed.
+                depth_m = depth_to_metres(np.ndarray(shape, np.uint16, buffer=blocks[name].buf), depth_scale)
+                answer = prepare_frame(depth_m, intrinsics, prior, config, classifier)
+            except Exception as exc:  # sent back and raised in the main process
+                answer = exc
+            connection.send(answer)
+    finally:
+        for block in blocks.values():
+            block.close()
+
+
+class PrepareWorkers:
+    """``count`` processes that prepare frames ahead of the tracker, request n in worker
+    n % count.
+
+    The depth image goes through shared memory and only a small request through the pipe:
+    a frame is larger than a pipe's buffer, so sending it whole would block until the busy
+    worker reads it. The calling thread sends and receives itself: with a helper thread
+    moving them (as a process pool has), every hand-over waits for the GIL, which the busy
+    tracker thread gives up only every few milliseconds. Each worker has two depth buffers,
+    used in turn; with at most ``count + 1`` frames in flight, a buffer is written again
+    only after the answer to what it last held was received.
+
+    ``classifier``: the tracker's side classifier; a worker makes its own from the same
+    ONNX bytes. One it cannot copy (no ``onnx_bytes``) stays with the caller, and the
+    answers leave ``right_logit`` to it.
+    """
+
+    def __init__(self, count: int, config: PrepareConfig, classifier: SideClassifier | None = None) -> None:
+        onnx = getattr(classifier, "onnx_bytes", None)
+        classifier_onnx = None if onnx is None or config.handedness is not None else (onnx, classifier.manifest)
+        # spawn: the capture thread and the inference runtimes' threads make fork unsafe.
+        context = multiprocessing.get_context("spawn")
+        self._connections, self._processes = [], []
+        self._buffers: dict[tuple[int, int], tuple[shared_memory.SharedMemory, np.ndarray]] = {}
+        self._next_request = self._next_answer = 0
+        try:
+            for i in range(count):
+                ours, theirs = context.Pipe()
+                process = context.Process(target=serve, args=(theirs, config, classifier_onnx), name=f"prepare-{i}", daemon=True)
+                process.start()
+                theirs.close()
+                self._connections.append(ours)
+                self._processes.append(process)
+        except BaseException:
+            self.close()
+            raise
+
+    def _buffer(self, key: tuple[int, int], shape: tuple[int, int]) -> tuple[shared_memory.SharedMemory, np.ndarray]:
+        held = self._buffers.get(key)
+        if held is not None and held[1].shape == shape:
+            return held
+        if held is not None:  # another image size: a new block
+            del held
+            self._release(key)
+        block = shared_memory.SharedMemory(create=True, size=int(np.prod(shape)) * 2)
+        held = self._buffers[key] = (block, np.ndarray(shape, np.uint16, buffer=block.buf))
+        return held
+
+    def _release(self, key: tuple[int, int]) -> None:
+        block, image = self._buffers.pop(key)
+        del image  # the last view of the block: a block with views cannot be closed
+        block.close()
+        block.unlink()
+
+    def send(self, frame: DepthFrame, prior: np.ndarray | None) -> None:
+        count = len(self._connections)
+        worker, turn = self._next_request % count, (self._next_request // count) % 2
+        block, image = self._buffer((worker, turn), frame.depth.shape)
+        np.copyto(image, frame.depth)
+        try:
+            self._connections[worker].send((block.name, frame.depth.shape, frame.depth_scale, frame.intrinsics, prior))
+        except OSError:
+            raise self._ended(worker) from None
+        self._next_request += 1
+
+    def receive(self) -> Prepared:
+        """The answer to the oldest request not yet received."""
+        worker = self._next_answer % len(self._connections)
+        self._next_answer += 1
+        try:
+            answer = self._connections[worker].recv()
+        except (EOFError, OSError):
+            raise self._ended(worker) from None
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def _ended(self, worker: int) -> RuntimeError:
+        code = self._processes[worker].exitcode
+        return RuntimeError(f"frame preparation worker {worker} ended unexpectedly (exit code {code})")
+
+    def close(self) -> None:
+        for connection in self._connections:
+            try:
+                connection.send(None)
+            except OSError:  # the worker is gone already
+                pass
+        for process in self._processes:
+            process.join(timeout=2.0)
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=2.0)
+        for connection in self._connections:
+            connection.close()
+        for key in list(self._buffers):
+            self._release(key)
