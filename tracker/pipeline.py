@@ -256,9 +256,8 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
 
     # Segmenting ahead needs the next frames at hand; waiting for them from a live camera
     # would add frames of latency, so only as-fast-as-possible playback does it.
-    config = getattr(tracker, "config", None)
-    workers = 0 if drop_old_frames else int(getattr(config, "segment_ahead", 0))
-    ahead = PrepareWorkers(workers, tracker.prepare_config, tracker.side_classifier) if workers > 0 else None
+    workers = 0 if drop_old_frames else int(getattr(getattr(tracker, "config", None), "segment_ahead", 0))
+    ahead = None
 
     def take_next():
         """(frame, dropped), the frame sent to be prepared when segmenting ahead, or None at the end."""
@@ -278,8 +277,10 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
             previous[sig] = signal.signal(sig, request_stop)
     thread = threading.Thread(target=capture, name="capture", daemon=True)
     began = time.perf_counter()
-    thread.start()
     try:
+        if workers > 0:  # in here: a failure to start them still closes the source and sinks
+            ahead = PrepareWorkers(workers, tracker.prepare_config, tracker.side_classifier)
+        thread.start()
         in_flight: deque = deque()
         ended = False
         while not stop.is_set():
@@ -317,7 +318,8 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
         if ahead is not None:
             ahead.close()
         source.close()
-        thread.join(timeout=5.0)
+        if thread.is_alive():
+            thread.join(timeout=5.0)
         for sink in sinks:
             sink.close()
         for sig, handler in previous.items():
