@@ -37,7 +37,8 @@ Shortcuts the renderer offers, and what is done about them:
 Weights (``weights/side_classifier/``): ``side.pt`` (state dict, loads with
 ``weights_only=True``), ``side.onnx`` (batch 1, static), ``side.json`` (manifest: network
 config, SHA-256 of both files, ONNX names, training summary, metrics). Every load checks the
-checksum first, so a truncated or foreign file raises ``WeightsError``.
+checksum first, so a truncated or foreign file raises ``WeightsError``. Inference
+(``SideClassifier``) lives in ``tracker.side_inference``, which needs no torch.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, make_crop, resample
-from tracker.side_inference import ONNX, ONNX_INPUT, ONNX_OUTPUT, SideClassifier  # noqa: F401 (re-exported)
+from tracker.side_inference import ONNX, ONNX_INPUT, ONNX_OUTPUT, SideClassifier
 from tracker.synth.dataset import config_to_dict, sample_seed
 from tracker.synth.pose_sampler import PALM_CENTRE_HAND_M
 from tracker.synth.scene import SceneLabel, render_sample
