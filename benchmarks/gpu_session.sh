@@ -62,6 +62,10 @@ else
   train_overhead=75
 fi
 
+# tr holds its output back in a pipe; line by line, a call cut short still logs what ran.
+line_buffered=""
+command -v stdbuf >/dev/null 2>&1 && line_buffered="stdbuf -oL"
+
 stage() {  # stage NAME: log the stage's start, seconds into the job and seconds left
   local now
   now=$(date +%s)
@@ -73,7 +77,8 @@ run_stage() {
   local name=$1 limit=$2
   shift 2
   stage "$name"
-  timeout --kill-after=10 "$limit" "$@" 2>&1 | tr '\r' '\n' | grep --line-buffered -v -E '^(training|held-out synthetic): ' | tee -a "$log"
+  timeout --kill-after=10 "$limit" "$@" 2>&1 | $line_buffered tr '\r' '\n' \
+    | grep --line-buffered -v -E '^(training|held-out synthetic): ' | tee -a "$log"
   local rc=${PIPESTATUS[0]}
   if [ "$rc" -ne 0 ]; then
     echo "!!! $name failed (exit $rc)" | tee -a "$log"
