@@ -341,3 +341,16 @@ def test_edge_on_hand_is_not_drawn_down_its_forearm(hand_model):
     # With a 7 cm travel limit the centre slid ~5 cm down the forearm, cutting fingertips off.
     slid = find_hand_center(depth, intrinsics, dataclasses.replace(SegmentConfig(), hand_end_travel_m=0.07))
     assert distance(slid, truth) > 0.045
+
+
+def test_percentile_is_numpys_to_the_last_bit():
+    from tracker.segment import percentile
+
+    rng = np.random.default_rng(1)
+    for trial in range(600):
+        n = int(rng.integers(1, 2000))
+        dtype = np.float32 if trial % 2 else np.float64
+        values = (rng.uniform(0.2, 2.0, n) if trial % 3 else np.round(rng.uniform(0, 5, n), 2)).astype(dtype)
+        for q in (0, 0.5, 2, 37.3, 50, 90, 98, 100):
+            expected, got = np.percentile(values, q), percentile(values, q)
+            assert got == expected and type(got) is type(expected), (n, dtype, q)
