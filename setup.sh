@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # System libraries the wheels load: libusb (pyrealsense2, open3d), OpenGL/EGL/X11 (open3d,
-# the OpenCV window), GLib (OpenCV's GUI build), OpenMP (open3d). Install only what is missing.
+# the OpenCV window), GLib (OpenCV's GUI build), OpenMP (open3d); and Xvfb for the tests.
+# Install only what is missing.
 missing=()
 need() { ldconfig -p | grep -q "$1" || missing+=("$2"); }
 glib=libglib2.0-0
@@ -16,6 +17,8 @@ need 'libX11.so.6' libx11-6
 need 'libudev.so.1' libudev1
 need 'libgthread-2.0.so.0' "$glib"
 need 'libgomp.so.1' libgomp1
+# Xvfb: a virtual display for the test that opens the live window for real.
+command -v Xvfb >/dev/null 2>&1 || missing+=(xvfb)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
