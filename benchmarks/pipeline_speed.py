@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
 import resource
 import tempfile
 import time
@@ -33,9 +34,20 @@ from tracker.sources import FrameSource, RecordingSource, SyntheticSource, write
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
+def rss_mb(pid: int | str = "self") -> float:
+    with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def workers_rss_mb() -> float:
+    """Resident size of the frame-preparation worker processes together (0 without any)."""
+    total = 0.0
+    for child in multiprocessing.active_children():
+        try:
+            total += rss_mb(child.pid)
+        except OSError:  # ended between the listing and the read
+            pass
+    return total
 
 
 class _Probe:
@@ -45,12 +57,14 @@ class _Probe:
         self.done: list[float] = []
         self.timings: list[dict] = []
         self.rss: list[float] = []
+        self.workers_rss: list[float] = []
 
     def write(self, result) -> None:
         self.done.append(time.perf_counter())
         self.timings.append(result.timings_ms)
         if len(self.done) % 100 == 0:
             self.rss.append(rss_mb())
+            self.workers_rss.append(workers_rss_mb())
 
     def close(self) -> None:
         pass
@@ -95,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--segment-ahead", type=int, default=None, metavar="N",
         help="segment the next N frames in N worker processes beside the network "
-        "(default: as the tracker does, 0 on CPU backends, up to 3 on GPU backends)",
+        "(default: as the tracker does, 1 with onnxruntime on 2+ cores, 0 with torch on the CPU, up to 3 on GPU backends)",
     )
     parser.add_argument(
         "--replay-network", action="store_true",
@@ -113,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from tracker.backends import create_backend
     from tracker.estimator import HandEstimator
     from tracker.hand_model import HandModel
-    from tracker.pipeline import HandTracker, TrackerConfig, default_segment_ahead, run_pipeline
+    from tracker.pipeline import HandTracker, TrackerConfig, backend_options, default_segment_ahead, run_pipeline
     from tracker.sinks import JsonLinesSink
     from tracker.synth.dataset import config_to_dict
     from tracker.weights import load_manifest
@@ -132,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             source = _LoopedFrames([synthetic.render(i)[0] for i in range(min(args.frames, 500))], args.frames)
         ahead = default_segment_ahead(args.backend) if args.segment_ahead is None else args.segment_ahead
         config = TrackerConfig(cube_size_m=manifest["cube_size_m"], segment_ahead=ahead)
-        backend = create_backend(args.backend)
+        backend = create_backend(args.backend, **backend_options(args.backend, ahead))
         if args.replay_network:
             backend = _ReplayedNetwork(backend)
         tracker = HandTracker(HandEstimator(backend, hand_model), config)
@@ -166,12 +180,14 @@ def main(argv: list[str] | None = None) -> int:
         "rss_mb_end": rss_end,
         "rss_mb_growth": rss_end - rss_start,
         "rss_mb_every_100_frames": probe.rss,
+        # Worker processes, together: their growth counts as much as the tracker's own.
+        "workers_rss_mb_every_100_frames": probe.workers_rss,
     }
     suffix = ("" if args.input == "recording" else "_memory") + ("_replayed_network" if args.replay_network else "")
     out = args.out or RESULTS / f"pipeline_speed_{args.backend}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "tracker_config", "rss_mb_every_100_frames")}, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "tracker_config", "rss_mb_every_100_frames", "workers_rss_mb_every_100_frames")}, indent=2))
     return 0
 
 

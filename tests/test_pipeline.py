@@ -267,10 +267,26 @@ def test_a_prepare_worker_that_dies_gives_a_clear_error(hand_model):
 
 
 @pytest.mark.parametrize("cores, workers", [(1, 1), (2, 1), (4, 2), (16, 3)])
-def test_only_gpu_backends_prepare_frames_ahead_by_default(monkeypatch, cores, workers):
-    from tracker.pipeline import default_segment_ahead
+def test_frames_are_prepared_ahead_where_it_was_measured_to_pay(monkeypatch, cores, workers):
+    from tracker.pipeline import backend_options, default_segment_ahead
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
-    assert default_segment_ahead("onnxruntime") == default_segment_ahead("torch") == 0
     # At least one worker, at most 3, and two cores left to the tracker and capture threads.
     assert default_segment_ahead("torch-cuda") == default_segment_ahead("tensorrt") == workers
+    # onnxruntime on the CPU: one worker beside the network when there is a second core.
+    assert default_segment_ahead("onnxruntime") == (1 if cores >= 2 else 0)
+    assert default_segment_ahead("torch") == 0
+    # Spin-waiting threads would steal the workers' cores.
+    assert backend_options("onnxruntime", 1) == {"spin": False}
+    assert backend_options("onnxruntime", 0) == {} == backend_options("torch-cuda", 3)
+
+
+def test_onnxruntime_backend_without_spinning_gives_the_same_outputs():
+    from tracker.backends import OnnxRuntimeBackend
+
+    depth = np.random.default_rng(0).uniform(-1, 1, (1, 1, 64, 64)).astype(np.float32)
+    spinning, waiting = OnnxRuntimeBackend(), OnnxRuntimeBackend(spin=False)
+    assert spinning.spin and not waiting.spin
+    a, b = spinning.run(depth), waiting.run(depth)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])

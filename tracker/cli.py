@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from tracker.backends import BackendUnavailable, create_backend
     from tracker.estimator import HandEstimator
     from tracker.hand_model import HandModel
-    from tracker.pipeline import HandTracker, TrackerConfig, default_segment_ahead, run_pipeline
+    from tracker.pipeline import HandTracker, TrackerConfig, backend_options, default_segment_ahead, run_pipeline
     from tracker.sources import SourceError, SyntheticSource, open_source
     from tracker.types import Handedness
     from tracker.weights import WEIGHTS_DIR, WeightsError, load_manifest
@@ -85,15 +85,21 @@ def main(argv: list[str] | None = None) -> int:
     max_frames = args.max_frames
     if spec.partition(":")[0] == "synthetic" and max_frames is None:
         max_frames = DEFAULT_SYNTHETIC_FRAMES
+    realtime = args.realtime if args.realtime is not None else spec.startswith("realsense")
+    # Frames are prepared ahead only when every frame is processed (a live camera would wait
+    # for them) and the source outpaces the tracker: the renderer behind the synthetic
+    # source is slower than the tracker, and a worker would only take its cores.
+    synthetic = spec.partition(":")[0] == "synthetic"
+    segment_ahead = 0 if realtime or synthetic else default_segment_ahead(args.backend)
     try:
         weights = args.weights or WEIGHTS_DIR
         manifest = load_manifest(weights)
         hand_model = HandModel.load()
-        backend = create_backend(args.backend, weights)
+        backend = create_backend(args.backend, weights, **backend_options(args.backend, segment_ahead))
         handedness = None if args.hand == "auto" else Handedness(args.hand)
         config = TrackerConfig(
             cube_size_m=manifest["cube_size_m"], handedness=handedness, smooth=args.smooth,
-            segment_ahead=default_segment_ahead(args.backend),
+            segment_ahead=segment_ahead,
         )
         tracker = HandTracker(HandEstimator(backend, hand_model), config)
         # Last: a camera opened here must be closed on any later failure.
@@ -109,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _save_resolved_config(args, spec, source, tracker.config, manifest)
     print(f"source: {source.description}; backend: {args.backend}; writing {args.out}")
-    realtime = args.realtime if args.realtime is not None else spec.startswith("realsense")
     summary = run_pipeline(source, tracker, sinks, drop_old_frames=realtime, max_frames=max_frames)
     stats = summary.stats()
     print(
