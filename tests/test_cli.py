@@ -25,6 +25,8 @@ def test_default_run_tracks_the_built_in_input(tmp_path, capsys, monkeypatch):
     resolved = json.loads((tmp_path / "t.config.json").read_text())
     assert resolved["command"]["max_frames"] == 5 and resolved["source"]["spec"] == "synthetic"
     assert resolved["tracker"]["cube_size_m"] > 0
+    # The renderer is slower than the tracker: no worker would help it.
+    assert resolved["tracker"]["segment_ahead"] == 0
 
 
 def test_left_hand_input_and_mesh_files(tmp_path, capsys):

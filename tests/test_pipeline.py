@@ -93,6 +93,11 @@ def test_frames_without_a_trackable_hand_give_empty_results(tmp_path, content):
     assert len(records) == 3
     if content != "noise":  # uniform noise may look like anything; it must just not crash
         assert all(r["hands"] == [] for r in records)
+    # Every frame is processed here, so frames were prepared ahead (a worker on 2+ cores).
+    from tracker.pipeline import default_segment_ahead
+
+    resolved = json.loads((tmp_path / "x.config.json").read_text())
+    assert resolved["tracker"]["segment_ahead"] == default_segment_ahead("onnxruntime")
 
 
 def test_bad_sources_fail_with_a_message(tmp_path, recorded, capsys):
