@@ -46,8 +46,8 @@ class TrackerConfig:
     #: crop, side classifier: ``tracker.prepare``) in N worker processes while the network
     #: runs on this one (0: each frame when its turn comes). Segmentation is the costliest
     #: stage on the CPU and holds the GIL most of the time, so a thread does not overlap it
-    #: with the rest (it measured slower than none); processes do, on a machine whose cores
-    #: the network does not already keep busy (a GPU backend). Frame i's segmentation then
+    #: with the rest (it measured slower than none); processes do (``default_segment_ahead``
+    #: says how many pay with each backend). Frame i's segmentation then
     #: uses the hand centre of frame i - N - 1 as its prior, fixed when it is sent, so runs
     #: are reproducible.
     segment_ahead: int = 0
