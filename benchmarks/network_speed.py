@@ -14,6 +14,12 @@ and fp32. A backend that cannot run here is recorded as {"skipped": reason}.
 The refit (``Refit.fit``, numba) runs on the reference's output vertices; its time adds to
 the network's per frame.
 
+So that figures from different machines can be compared, the result also holds the
+forward's arithmetic (``network_gflop``: convolutions and matrix products, counted by
+torch), each backend's ``achieved_gflops``, and on the CPU what a large float32 matrix
+product reaches with the same threads (``cpu_matmul_gflops``), a practical peak: the
+forward cannot take less than network_gflop / cpu_matmul_gflops seconds there.
+
 Results go to ``benchmarks/results/network_speed_<device>.json`` (device: "cpu", or the
 sanitised name of the CUDA GPU torch sees) with the machine, the network config from the
 manifest and the library versions. Any exported weights directory works (``--weights``).
@@ -64,6 +70,28 @@ def library_versions() -> dict:
         except ImportError:
             versions[name] = None
     return versions
+
+
+def network_gflop(network: torch.nn.Module, depth: np.ndarray) -> float:
+    """Floating-point operations of one forward (multiply-adds count two), in 1e9."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        network(torch.as_tensor(depth))
+    return counter.get_total_flops() / 1e9
+
+
+def cpu_matmul_gflops(threads: int, size: int = 2048, repeats: int = 8) -> float:
+    """float32 GFLOP/s of a size x size matrix product in torch on ``threads`` threads (best of ``repeats``)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        a @ b
+        best = min(time_calls(lambda: a @ b, warmup=1, iterations=repeats))
+    finally:
+        torch.set_num_threads(previous)
+    return 2 * size**3 / best / 1e9
 
 
 def latency_stats(times_s: list[float]) -> dict:
@@ -161,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     depth = random_input(seed=0, crop_size=int(manifest["network"]["crop_size"]))
     reference = reference_backend.run(depth)
+    gflop = network_gflop(reference_backend.network, depth)
     reference_backend.close()
     tag = device_tag()
     result = {
@@ -179,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             "parameters": manifest.get("parameters"),
         },
         "network": manifest["network"],
+        "network_gflop": gflop,
         "settings": {"warmup": args.warmup, "iterations": args.iterations, "batch": 1, "threads": args.threads},
         "backends": {},
     }
@@ -193,6 +223,14 @@ def main(argv: list[str] | None = None) -> int:
         result["backends"]["torch-cuda-eager"] = measure_backend(
             "torch", {"device": "cuda"}, args.weights, depth, reference, args.warmup, args.iterations
         )
+
+    for measured in result["backends"].values():
+        if "median_ms" in measured:
+            measured["achieved_gflops"] = gflop / (measured["median_ms"] / 1e3)
+    if tag == "cpu":
+        threads = args.threads or physical_cores()
+        result["cpu_matmul_gflops"] = {"threads": threads, "gflops": cpu_matmul_gflops(threads)}
+        result["forward_floor_ms"] = 1e3 * gflop / result["cpu_matmul_gflops"]["gflops"]
 
     refit = Refit(HandModel.load())
     vertices = reference["vertices"][0]

@@ -1,0 +1,28 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import network_speed
+
+
+def test_network_gflop_counts_multiply_adds_twice():
+    conv = torch.nn.Conv2d(4, 8, 3, padding=1, bias=False)
+    depth = np.zeros((1, 4, 10, 12), np.float32)
+    # 8 outputs x 120 pixels, each 4 x 3 x 3 multiply-adds.
+    assert network_speed.network_gflop(conv, depth) == pytest.approx(2 * 8 * 120 * 4 * 9 / 1e9)
+
+
+def test_cpu_result_holds_the_arithmetic_and_the_machine_peak(tmp_path):
+    out = tmp_path / "speed.json"
+    args = ["--backends", "onnxruntime", "--iterations", "3", "--warmup", "1", "--threads", "1", "--out", str(out)]
+    assert network_speed.main(args) == 0
+    result = json.loads(out.read_text())
+    # The shipped network: about 0.38 G multiply-adds, nine tenths in the image hourglass.
+    assert 0.7 < result["network_gflop"] < 0.85
+    measured = result["backends"]["onnxruntime"]
+    assert measured["achieved_gflops"] == pytest.approx(result["network_gflop"] / measured["median_ms"] * 1e3)
+    peak = result["cpu_matmul_gflops"]
+    assert peak["threads"] == 1 and peak["gflops"] > 0
+    assert result["forward_floor_ms"] == pytest.approx(1e3 * result["network_gflop"] / peak["gflops"])
