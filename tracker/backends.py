@@ -212,7 +212,7 @@ class OnnxRuntimeBackend(_BackendBase):
 
     ``spin``: whether idle intra-op threads spin-wait for the next operator. Spinning is
     faster when the network has the cores to itself (60 against 51 frames/s end to end on
-    a 2-core CPU); when frame-preparation worker processes share those cores, the spinning
+    a 2-core CPU, 2000-frame runs); when frame-preparation worker processes share those cores, the spinning
     threads steal their time, and turning it off is faster (70 against 58 frames/s with one
     worker). ``tracker.pipeline.backend_options`` chooses.
     """

@@ -65,8 +65,8 @@ def default_segment_ahead(backend: str) -> int:
     one to capture: segmentation costs about twice what the rest of a frame costs on the
     CPU, so 2-3 workers keep the tracker thread busy. With onnxruntime on the CPU one, when
     there are two cores or more: preparation (about 4 ms a frame) then overlaps the network
-    instead of waiting for it, 70 against 60 frames/s end to end on a 2-core CPU, although
-    the network slows from 9 to 12 ms sharing the cores (two workers measured 59). The torch
+    instead of waiting for it, 65 against 59 frames/s end to end on a 2-core CPU, although
+    the network slows from 9 to 13 ms sharing the cores (two workers measured 59). The torch
     CPU backend gains nothing from a worker (33 frames/s either way), so it gets none.
     """
     cores = len(os.sched_getaffinity(0))
