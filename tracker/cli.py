@@ -83,13 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.record is not None and not spec.startswith("realsense"):
         parser.error("--record needs a live camera source (realsense or realsense:SERIAL)")
     max_frames = args.max_frames
-    if spec.partition(":")[0] == "synthetic" and max_frames is None:
+    synthetic = spec.partition(":")[0] == "synthetic"
+    if synthetic and max_frames is None:
         max_frames = DEFAULT_SYNTHETIC_FRAMES
     realtime = args.realtime if args.realtime is not None else spec.startswith("realsense")
     # Frames are prepared ahead only when every frame is processed (a live camera would wait
     # for them) and the source outpaces the tracker: the renderer behind the synthetic
     # source is slower than the tracker, and a worker would only take its cores.
-    synthetic = spec.partition(":")[0] == "synthetic"
     segment_ahead = 0 if realtime or synthetic else default_segment_ahead(args.backend)
     try:
         weights = args.weights or WEIGHTS_DIR
