@@ -48,7 +48,8 @@ if [ "$smoke" = 1 ]; then
   speed_args=(--iterations 5 --warmup 2)
   pipeline_backend=onnxruntime
   pipeline_frames=120
-  train_args=(--recipe smoke --device cpu)
+  # With a replay memory, as the gpu recipe has.
+  train_args=(--recipe smoke --device cpu --replay-examples 8)
   # Seconds the training stage needs beyond its own budget: start-up and export.
   train_overhead=20
 else

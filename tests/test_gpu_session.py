@@ -41,7 +41,9 @@ def test_gpu_session_smoke_run_brings_back_every_result(tmp_path):
         assert pipeline["network"].startswith("replayed") == replayed
     with tarfile.open(out / "gpu_training.tar.gz") as archive:
         names = set(archive.getnames())
+        summary = json.load(archive.extractfile("summary.json"))
     assert {"export/dgn.pt", "export/dgn.onnx", "export/dgn.json", "metrics.csv", "summary.json"} <= names
+    assert summary["examples_trained"] == 4 * 2 and summary["samples_seen"] >= 2  # smoke: 4 steps of 2, replayed
     # What the device tool brings back: at most 8 files, each under 16 MiB.
     files = [p for p in out.rglob("*") if p.is_file()]
     assert len(files) <= 8 and all(p.stat().st_size < 16 * 2**20 for p in files)

@@ -190,6 +190,11 @@ def write_model_card(path: Path, manifest: dict, synthetic: dict, real: dict | N
         f"- Samples seen: {training.get('samples_seen', 'unknown'):,} in {training.get('steps', '?')} steps"
         f" (batch {recipe.get('batch_size', '?')} × {training.get('world_size', 1)} process(es)), {training.get('seconds', 0) / 60:.0f} min on {training.get('device', '?')}.",
     ]
+    if training.get("examples_trained", training.get("samples_seen")) != training.get("samples_seen"):
+        lines.append(
+            f"- Batches drawn from a replay memory of the last {recipe.get('replay_examples', 0):,} rendered samples:"
+            f" {training['examples_trained']:,} examples trained on."
+        )
     earlier = training.get("initialised_from")
     if earlier:
         lines.append(

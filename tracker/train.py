@@ -13,6 +13,10 @@ under ``torchrun``: DistributedDataParallel over gloo (CPU) or NCCL (GPU), each 
 its own slice of the sample stream. Rank 0 writes ``config.json`` (the resolved config),
 ``metrics.csv``, checkpoints (``last.pt``, resumed automatically) and, at the end, the
 exported weights (``export/``: dgn.pt, dgn.onnx, dgn.json).
+
+Where the renderer cannot keep up with the optimiser (the ``gpu`` recipe), batches are
+drawn from a replay memory of recent examples (``tracker.replay``); ``samples_seen`` then
+counts the rendered examples and ``examples_trained`` the ones drawn.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from tqdm import tqdm
 from tracker.hand_model import HandModel
 from tracker.network import DualGridNet, DualGridNetConfig, count_parameters
 from tracker.refit import Refit
+from tracker.replay import BackgroundBatches, ReplayMemory
 from tracker.synth.dataset import config_to_dict
 from tracker.training_data import ExampleConfig, SyntheticStream
 from tracker.weights import export_weights
@@ -63,6 +68,11 @@ class TrainConfig:
     #: The refit's SVD gradients are wild while P_s is still noise; its terms start later.
     refit_start_step: int = 300
     workers: int = 2  # data-loader processes per rank
+    #: Examples kept on the training device and drawn from when rendering cannot keep up
+    #: with the optimiser (``tracker.replay``); 0: every batch is freshly rendered.
+    replay_examples: int = 0
+    #: With a replay memory, the most times each rendered example is drawn, on average.
+    replay_max_uses: float = 4.0
     seed: int = 0
     log_every: int = 20
     checkpoint_every: int = 250
@@ -75,8 +85,13 @@ class TrainConfig:
 RECIPES = {
     # Two CPU cores: one renders, one trains. Small batches, as many steps as time allows.
     "cpu": TrainConfig(steps=3000, batch_size=16, workers=1, warmup_steps=100, refit_start_step=200),
-    # One H100-class GPU with 16 CPU cores for rendering; <= 10 minutes.
-    "gpu": TrainConfig(steps=6000, batch_size=128, workers=14, learning_rate=3e-3, warmup_steps=300, refit_start_step=500, log_every=50, checkpoint_every=1000),
+    # One H100-class GPU with 16 CPU cores for rendering; <= 10 minutes. 14 workers render
+    # about 900 examples/s, a fraction of what the GPU trains on, so batches are drawn from
+    # the last 64k examples (6 GB on the GPU), each drawn 4 times on average at most.
+    "gpu": TrainConfig(
+        steps=15000, batch_size=128, workers=14, learning_rate=3e-3, warmup_steps=300, refit_start_step=500,
+        log_every=50, checkpoint_every=1000, replay_examples=65536, replay_max_uses=4.0,
+    ),
     # A few steps, for tests and smoke runs.
     "smoke": TrainConfig(steps=4, batch_size=2, workers=0, warmup_steps=1, refit_start_step=2, log_every=1, checkpoint_every=2),
 }
@@ -108,6 +123,49 @@ def compute_losses(outputs: dict, batch: dict, refit: Refit, weights: LossWeight
         terms["joints"] = (torch.linalg.norm(joints - batch["joints"], dim=-1) * to_cm).mean()
     terms["total"] = sum(getattr(weights, k) * v for k, v in terms.items())
     return terms
+
+
+def training_batches(loader, config: TrainConfig, device: torch.device, rank: int = 0):
+    """Yields (batch on ``device``, examples newly taken from the data stream for it).
+
+    Without a replay memory every batch is the loader's next one. With one, each batch is
+    drawn from the memory after it has taken in whatever the loader finished meanwhile;
+    the loop waits for the loader only while the memory holds less than a batch or one more
+    batch would draw the rendered examples more than ``replay_max_uses`` times on average.
+    """
+    if config.replay_examples == 0:
+        for batch in loader:
+            yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}, len(next(iter(batch.values())))
+        return
+    memory = ReplayMemory(config.replay_examples, device)
+    background = BackgroundBatches(loader)
+    generator = torch.Generator().manual_seed(config.seed + 7919 * rank)
+    rendered = drawn = 0
+    ended = False  # a finite loader ran out (an endless stream never does)
+
+    def take(block: bool) -> int | None:  # examples newly stored; None: nothing ready or the end
+        nonlocal ended
+        try:
+            batch = background.get(block=block)
+        except StopIteration:
+            ended = True
+            return None
+        return None if batch is None else memory.add(batch)
+
+    try:
+        while True:
+            taken = 0
+            while not ended and (count := take(block=False)) is not None:
+                taken += count
+            while len(memory) < config.batch_size or drawn + config.batch_size > config.replay_max_uses * (rendered + taken):
+                if ended:
+                    return
+                taken += take(block=True) or 0
+            rendered += taken
+            drawn += config.batch_size
+            yield memory.sample(config.batch_size, generator), taken
+    finally:
+        background.close()
 
 
 def _setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
@@ -157,7 +215,15 @@ def initial_weights(network: DualGridNet, weights_dir: str | Path) -> dict:
 
 
 def _save_checkpoint(
-    path: Path, network, optimizer, step: int, samples_seen: int, config: TrainConfig, seconds: float, initialised_from: dict | None
+    path: Path,
+    network,
+    optimizer,
+    step: int,
+    samples_seen: int,
+    examples_trained: int,
+    config: TrainConfig,
+    seconds: float,
+    initialised_from: dict | None,
 ) -> None:
     tmp = path.with_name(path.name + ".partial")
     torch.save(
@@ -166,6 +232,7 @@ def _save_checkpoint(
             "optimizer": optimizer.state_dict(),
             "step": step,
             "samples_seen": samples_seen,
+            "examples_trained": examples_trained,
             "train_seconds": seconds,
             "config": config_to_dict(config),
             "initialised_from": initialised_from,
@@ -195,7 +262,9 @@ def train(
     refit = Refit(hand_model)
     network = DualGridNet(hand_model.mesh_coords, config.network).to(device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    step, samples_seen, earlier_seconds = 0, 0, 0.0
+    # samples_seen: examples taken from the rendered stream (where a resumed run picks it
+    # up); examples_trained: batch size times steps, more than samples_seen with replay.
+    step, samples_seen, examples_trained, earlier_seconds = 0, 0, 0, 0.0
     initialised_from = None
     checkpoint = out_dir / "last.pt"
     if resume and checkpoint.is_file():
@@ -203,6 +272,7 @@ def train(
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
         step, samples_seen = int(state["step"]), int(state["samples_seen"])
+        examples_trained = int(state.get("examples_trained", samples_seen))
         earlier_seconds = float(state.get("train_seconds", 0.0))
         initialised_from = state.get("initialised_from")
     elif init_from is not None:
@@ -231,18 +301,25 @@ def train(
         handle = open(metrics_file, "w" if new_file else "a", newline="")
         writer = csv.writer(handle)
         if new_file:
-            writer.writerow(["step", "samples_seen", "lr", "samples_per_s", "total", "coords", "mask", "initial_cm", "refined_cm", "joints_cm"])
+            writer.writerow(
+                ["step", "samples_seen", "lr", "samples_per_s", "total", "coords", "mask", "initial_cm", "refined_cm", "joints_cm", "examples_trained", "rendered_per_s"]
+            )
     bar = tqdm(total=config.steps, initial=step, disable=not progress or rank != 0, unit="step", desc="training")
     network.train()
     began = time.perf_counter()
-    window_start, window_samples = time.perf_counter(), 0
+    window_start, window_samples, window_rendered = time.perf_counter(), 0, 0
     last_terms: dict[str, float] = {}
-    for batch in loader:
+    for batch, rendered in training_batches(loader, config, device, rank):
         # The time budget covers the whole run, resumed segments included.
         time_fraction = 0.0 if max_seconds is None else (earlier_seconds + _agreed_elapsed(began, world_size, device)) / max_seconds
         if step >= config.steps or time_fraction >= 1.0:
             break
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        if world_size > 1 and config.replay_examples:  # each rank takes in what its own loader made
+            count = torch.tensor([rendered], dtype=torch.int64, device=device)
+            dist.all_reduce(count)
+            rendered = int(count)
+        else:
+            rendered *= world_size
         rate_now = learning_rate(config, step, time_fraction)
         for group in optimizer.param_groups:
             group["lr"] = rate_now
@@ -253,32 +330,41 @@ def train(
         torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)
         optimizer.step()
         step += 1
-        samples_seen += config.batch_size * world_size
+        samples_seen += rendered
+        examples_trained += config.batch_size * world_size
         window_samples += config.batch_size * world_size
+        window_rendered += rendered
         if rank == 0:
             last_terms = {k: float(v.detach()) for k, v in terms.items()}
             bar.update(1)
             if step % config.log_every == 0 or step == config.steps:
-                rate = window_samples / max(time.perf_counter() - window_start, 1e-9)
-                window_start, window_samples = time.perf_counter(), 0
+                window_seconds = max(time.perf_counter() - window_start, 1e-9)
+                rate, rendered_rate = window_samples / window_seconds, window_rendered / window_seconds
+                window_start, window_samples, window_rendered = time.perf_counter(), 0, 0
                 writer.writerow(
                     [step, samples_seen, f"{rate_now:.3g}", f"{rate:.1f}"]
                     + [f"{last_terms.get(k, float('nan')):.4f}" for k in ("total", "coords", "mask", "initial", "refined", "joints")]
+                    + [examples_trained, f"{rendered_rate:.1f}"]
                 )
                 handle.flush()
-                bar.set_postfix(loss=f"{last_terms['total']:.3f}", init_cm=f"{last_terms['initial']:.2f}", joints_cm=f"{last_terms.get('joints', float('nan')):.2f}", sps=f"{rate:.0f}")
+                postfix = {"loss": f"{last_terms['total']:.3f}", "init_cm": f"{last_terms['initial']:.2f}", "joints_cm": f"{last_terms.get('joints', float('nan')):.2f}", "sps": f"{rate:.0f}"}
+                if config.replay_examples:
+                    postfix["rendered_sps"] = f"{rendered_rate:.0f}"
+                bar.set_postfix(postfix)
             if step % config.checkpoint_every == 0:
-                _save_checkpoint(checkpoint, network, optimizer, step, samples_seen, config, earlier_seconds + time.perf_counter() - began, initialised_from)
+                _save_checkpoint(
+                    checkpoint, network, optimizer, step, samples_seen, examples_trained, config, earlier_seconds + time.perf_counter() - began, initialised_from
+                )
     bar.close()
     # Wall time summed over every resumed segment of the run.
-    summary = {"steps": step, "samples_seen": samples_seen, "seconds": earlier_seconds + time.perf_counter() - began, "last_losses": last_terms}
+    summary = {"steps": step, "samples_seen": samples_seen, "examples_trained": examples_trained, "seconds": earlier_seconds + time.perf_counter() - began, "last_losses": last_terms}
     if initialised_from is not None:  # fine-tuned: count what the starting weights had seen too
         summary["initialised_from"] = initialised_from
         summary["samples_seen_total"] = samples_seen + initialised_from["samples_seen"]
         summary["seconds_total"] = summary["seconds"] + initialised_from["seconds"]
     if rank == 0:
         handle.close()
-        _save_checkpoint(checkpoint, network, optimizer, step, samples_seen, config, summary["seconds"], initialised_from)
+        _save_checkpoint(checkpoint, network, optimizer, step, samples_seen, examples_trained, config, summary["seconds"], initialised_from)
         from tracker.machine import machine_info
 
         machine = machine_info()
@@ -304,6 +390,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help="override the per-process batch size")
     parser.add_argument("--workers", type=int, help="override data-loader workers per process")
     parser.add_argument("--lr", type=float, help="override the peak learning rate")
+    parser.add_argument(
+        "--replay-examples",
+        type=int,
+        metavar="N",
+        help="override the replay memory: the last N rendered examples, kept on the training device, from which batches "
+        "are drawn when rendering is slower than training (0: every batch freshly rendered)",
+    )
+    parser.add_argument("--replay-max-uses", type=float, metavar="X", help="override how often each rendered example may be drawn, on average")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the device")
     parser.add_argument(
         "--max-minutes",
@@ -321,13 +415,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.pt exists")
     args = parser.parse_args(argv)
     config = RECIPES[args.recipe]
-    overrides = {"steps": args.steps, "batch_size": args.batch_size, "workers": args.workers, "learning_rate": args.lr, "device": args.device}
+    overrides = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "learning_rate": args.lr,
+        "device": args.device,
+        "replay_examples": args.replay_examples,
+        "replay_max_uses": args.replay_max_uses,
+    }
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if config.steps < 1 or config.batch_size < 1 or config.workers < 0:
         parser.error("--steps and --batch-size must be >= 1, --workers >= 0")
+    if config.replay_examples < 0 or (config.replay_examples and (config.replay_examples < config.batch_size or config.replay_max_uses < 1)):
+        parser.error(f"the replay memory ({config.replay_examples}) must hold at least a batch ({config.batch_size}) and replay_max_uses must be >= 1")
     summary = train(config, args.out, resume=not args.no_resume, max_seconds=None if args.max_minutes is None else 60 * args.max_minutes, init_from=args.init_from)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"trained {summary['steps']} steps, {summary['samples_seen']} samples in {summary['seconds'] / 60:.1f} min; weights in {args.out / 'export'}")
+        replayed = f" ({summary['examples_trained']} drawn from a replay memory)" if config.replay_examples else ""
+        print(f"trained {summary['steps']} steps, {summary['samples_seen']} samples{replayed} in {summary['seconds'] / 60:.1f} min; weights in {args.out / 'export'}")
     return 0
 
 

@@ -1,0 +1,95 @@
+import csv
+import dataclasses
+import time
+
+import pytest
+import torch
+
+from tracker.replay import BackgroundBatches, ReplayMemory
+from tracker.train import RECIPES, train, training_batches
+
+SMOKE = RECIPES["smoke"]
+
+
+def _batch(first: int, count: int) -> dict[str, torch.Tensor]:
+    values = torch.arange(first, first + count)
+    return {"index": values, "image": values.float()[:, None, None].expand(count, 2, 3).clone()}
+
+
+def test_replay_memory_keeps_the_newest_examples():
+    memory = ReplayMemory(5, torch.device("cpu"))
+    assert memory.add(_batch(0, 3)) == 3 and len(memory) == 3
+    memory.add(_batch(3, 4))  # wraps around: 0 and 1 make room
+    assert len(memory) == 5
+    drawn = memory.sample(200, torch.Generator().manual_seed(0))
+    assert set(drawn["index"].tolist()) == {2, 3, 4, 5, 6}  # 200 draws from 5 miss one with p < 1e-19
+    assert torch.equal(drawn["image"][:, 1, 2], drawn["index"].float())  # fields stay together
+    memory.add(_batch(10, 8))  # larger than the memory: only its newest 5 fit
+    assert set(memory.sample(200, torch.Generator().manual_seed(1))["index"].tolist()) == {13, 14, 15, 16, 17}
+    with pytest.raises(ValueError, match="empty"):
+        ReplayMemory(3, torch.device("cpu")).sample(1, torch.Generator())
+    with pytest.raises(ValueError, match=">= 1"):
+        ReplayMemory(0, torch.device("cpu"))
+
+
+def _get_blocking(background: BackgroundBatches):
+    return background.get(block=True)
+
+
+def test_background_batches_keep_order_end_and_report_failures():
+    background = BackgroundBatches(_batch(i, 1) for i in range(6))
+    assert [int(_get_blocking(background)["index"]) for _ in range(6)] == list(range(6))
+    with pytest.raises(StopIteration):
+        background.get(block=True)
+    background.close()
+
+    def failing():
+        yield _batch(0, 1)
+        raise OSError("worker died")
+
+    background = BackgroundBatches(failing())
+    assert int(background.get(block=True)["index"]) == 0
+    with pytest.raises(RuntimeError, match="stream failed") as error:
+        background.get(block=True)
+    assert isinstance(error.value.__cause__, OSError)
+    background.close()
+
+    slow = BackgroundBatches(time.sleep(0.5) or _batch(0, 1) for _ in range(1))
+    assert slow.get(block=False) is None  # nothing ready yet: no waiting
+    slow.close()
+
+
+def test_batches_without_replay_are_the_loaders_own():
+    config = dataclasses.replace(SMOKE, batch_size=2)
+    loader = [_batch(0, 2), _batch(2, 2)]
+    got = list(training_batches(loader, config, torch.device("cpu")))
+    assert [(b["index"].tolist(), fresh) for b, fresh in got] == [([0, 1], 2), ([2, 3], 2)]
+
+
+def test_replay_draws_each_rendered_example_at_most_max_uses_times_on_average():
+    config = dataclasses.replace(SMOKE, batch_size=2, replay_examples=4, replay_max_uses=2.5)
+    loader = [_batch(2 * i, 2) for i in range(5)]  # 10 examples in all, then the stream ends
+    got = list(training_batches(loader, config, torch.device("cpu")))
+    rendered = sum(fresh for _, fresh in got)
+    # 10 rendered, 2.5 uses each -> 25 draws at most -> 12 batches of 2.
+    assert rendered == 10 and len(got) == 12
+    seen_so_far = 0
+    for count, (batch, fresh) in enumerate(got, start=1):
+        seen_so_far += fresh
+        assert 2 * count <= 2.5 * seen_so_far  # the cap holds at every step, not just at the end
+        assert batch["index"].max() < seen_so_far  # nothing drawn before it was rendered
+        assert batch["index"].min() >= seen_so_far - 4  # nor after it left the memory
+
+
+def test_training_with_replay_counts_rendered_and_drawn_examples(tmp_path):
+    config = dataclasses.replace(SMOKE, steps=6, batch_size=2, replay_examples=4, replay_max_uses=3.0, checkpoint_every=100)
+    summary = train(config, tmp_path, progress=False)
+    assert summary["examples_trained"] == 12
+    # At least 12 draws / 3 uses; the renderer may run ahead of the steps, so no upper bound.
+    assert summary["samples_seen"] >= 4
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["examples_trained"]) for r in rows] == [2 * s for s in range(1, 7)]
+    assert int(rows[-1]["samples_seen"]) == summary["samples_seen"]
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert (state["samples_seen"], state["examples_trained"]) == (summary["samples_seen"], 12)
