@@ -309,7 +309,8 @@ def train(
     began = time.perf_counter()
     window_start, window_samples, window_rendered = time.perf_counter(), 0, 0
     last_terms: dict[str, float] = {}
-    for batch, rendered in training_batches(loader, config, device, rank):
+    batches = training_batches(loader, config, device, rank)
+    for batch, rendered in batches:
         # The time budget covers the whole run, resumed segments included.
         time_fraction = 0.0 if max_seconds is None else (earlier_seconds + _agreed_elapsed(began, world_size, device)) / max_seconds
         if step >= config.steps or time_fraction >= 1.0:
@@ -355,6 +356,7 @@ def train(
                 _save_checkpoint(
                     checkpoint, network, optimizer, step, samples_seen, examples_trained, config, earlier_seconds + time.perf_counter() - began, initialised_from
                 )
+    batches.close()  # stops the replay memory's loader thread now, not when collected
     bar.close()
     # Wall time summed over every resumed segment of the run.
     summary = {"steps": step, "samples_seen": samples_seen, "examples_trained": examples_trained, "seconds": earlier_seconds + time.perf_counter() - began, "last_losses": last_terms}
