@@ -1,5 +1,6 @@
 import csv
 import dataclasses
+import threading
 import time
 
 import pytest
@@ -26,6 +27,9 @@ def test_replay_memory_keeps_the_newest_examples():
     assert torch.equal(drawn["image"][:, 1, 2], drawn["index"].float())  # fields stay together
     memory.add(_batch(10, 8))  # larger than the memory: only its newest 5 fit
     assert set(memory.sample(200, torch.Generator().manual_seed(1))["index"].tolist()) == {13, 14, 15, 16, 17}
+    partly = ReplayMemory(5, torch.device("cpu"))
+    partly.add(_batch(7, 2))  # only the filled slots are drawn from
+    assert set(partly.sample(200, torch.Generator().manual_seed(2))["index"].tolist()) == {7, 8}
     with pytest.raises(ValueError, match="empty"):
         ReplayMemory(3, torch.device("cpu")).sample(1, torch.Generator())
     with pytest.raises(ValueError, match=">= 1"):
@@ -81,15 +85,45 @@ def test_replay_draws_each_rendered_example_at_most_max_uses_times_on_average():
         assert batch["index"].min() >= seen_so_far - 4  # nor after it left the memory
 
 
-def test_training_with_replay_counts_rendered_and_drawn_examples(tmp_path):
+def test_training_with_replay_counts_rendered_and_drawn_examples(tmp_path, monkeypatch):
+    yielded = []
+
+    def recorded(*args, **kwargs):
+        for batch, rendered in training_batches(*args, **kwargs):
+            yielded.append(rendered)
+            yield batch, rendered
+
+    monkeypatch.setattr("tracker.train.training_batches", recorded)
     config = dataclasses.replace(SMOKE, steps=6, batch_size=2, replay_examples=4, replay_max_uses=3.0, checkpoint_every=100)
     summary = train(config, tmp_path, progress=False)
     assert summary["examples_trained"] == 12
-    # At least 12 draws / 3 uses; the renderer may run ahead of the steps, so no upper bound.
-    assert summary["samples_seen"] >= 4
+    # What the six trained batches took in from the stream (a seventh may have been drawn
+    # when the loop stopped, untrained and uncounted).
+    assert summary["samples_seen"] == sum(yielded[:6]) >= 4  # 12 draws / 3 uses at least
+    assert not any(t.name == "training-batches" and t.is_alive() for t in threading.enumerate())
     with open(tmp_path / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["examples_trained"]) for r in rows] == [2 * s for s in range(1, 7)]
     assert int(rows[-1]["samples_seen"]) == summary["samples_seen"]
     state = torch.load(tmp_path / "last.pt", weights_only=True)
     assert (state["samples_seen"], state["examples_trained"]) == (summary["samples_seen"], 12)
+
+
+def test_impossible_replay_settings_are_refused(tmp_path):
+    for bad in ({"replay_examples": 1}, {"replay_examples": 8, "replay_max_uses": 0.5}, {"replay_examples": 8, "replay_max_uses": float("nan")}, {"replay_examples": -1}):
+        with pytest.raises(ValueError, match="replay"):
+            train(dataclasses.replace(SMOKE, **bad), tmp_path, progress=False)
+
+
+def test_resuming_a_run_keeps_its_metrics_columns(tmp_path):
+    train(SMOKE, tmp_path, progress=False)
+    # A run written before the replay columns existed.
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.reader(f))
+    with open(tmp_path / "metrics.csv", "w", newline="") as f:
+        csv.writer(f).writerows(row[:10] for row in rows)
+    train(dataclasses.replace(SMOKE, steps=SMOKE.steps + 2), tmp_path, progress=False)
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == list(range(1, SMOKE.steps + 3))
+    assert all(None not in r and len(r) == 10 for r in rows)

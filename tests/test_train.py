@@ -100,6 +100,21 @@ def test_two_process_ddp_run_with_gloo(tmp_path):
     assert (tmp_path / "export" / "dgn.onnx").is_file()
 
 
+def test_two_process_ddp_run_with_a_replay_memory(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29519",
+           "-m", "tracker.train", "--out", str(tmp_path), "--recipe", "smoke", "--steps", "3", "--device", "cpu",
+           "--replay-examples", "8", "--replay-max-uses", "2"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["examples_trained"] == 3 * SMOKE.batch_size * 2
+    # Summed over both ranks: each drew 6 examples, at most 2 draws per rendered example.
+    assert summary["samples_seen"] >= 2 * 3
+    rows = _rows(tmp_path / "metrics.csv")
+    assert [int(r["examples_trained"]) for r in rows] == [4, 8, 12]
+
+
 def test_ddp_ranks_stop_together_when_the_time_budget_ends(tmp_path):
     # Far more steps than fit in 6 s: the time budget ends the run. A rank that stopped on
     # its own clock would leave the other waiting in the all-reduce until the timeout.

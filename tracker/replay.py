@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import warnings
 from typing import Iterable, Iterator
 
 import torch
@@ -71,7 +72,10 @@ class BackgroundBatches:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5.0)
+        # The thread stops once the loader hands over the batch it is making.
+        self._thread.join(timeout=30.0)
+        if self._thread.is_alive():
+            warnings.warn("the training data thread is still waiting for its loader; leaving it behind", RuntimeWarning, stacklevel=2)
 
 
 class ReplayMemory:

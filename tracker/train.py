@@ -125,6 +125,16 @@ def compute_losses(outputs: dict, batch: dict, refit: Refit, weights: LossWeight
     return terms
 
 
+def check_replay(config: TrainConfig) -> None:
+    """Raise ValueError for replay settings under which no batch could ever be drawn."""
+    if config.replay_examples < 0:
+        raise ValueError(f"replay_examples must be >= 0, got {config.replay_examples}")
+    if config.replay_examples and config.replay_examples < config.batch_size:
+        raise ValueError(f"the replay memory ({config.replay_examples} examples) must hold at least a batch ({config.batch_size})")
+    if config.replay_examples and not config.replay_max_uses >= 1:  # NaN fails too
+        raise ValueError(f"replay_max_uses must be >= 1, got {config.replay_max_uses}")
+
+
 def training_batches(loader, config: TrainConfig, device: torch.device, rank: int = 0):
     """Yields (batch on ``device``, examples newly taken from the data stream for it).
 
@@ -133,6 +143,7 @@ def training_batches(loader, config: TrainConfig, device: torch.device, rank: in
     the loop waits for the loader only while the memory holds less than a batch or one more
     batch would draw the rendered examples more than ``replay_max_uses`` times on average.
     """
+    check_replay(config)
     if config.replay_examples == 0:
         for batch in loader:
             yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}, len(next(iter(batch.values())))
@@ -255,6 +266,7 @@ def train(
     ``init_from``: exported weights to start from instead of random ones (fine-tuning);
     ignored when resuming a checkpoint, which already holds them.
     """
+    check_replay(config)
     out_dir = Path(out_dir)
     rank, world_size, device = _setup_distributed(config.device)
     torch.manual_seed(config.seed + rank)
@@ -284,6 +296,9 @@ def train(
         resolved = {"train": config_to_dict(config), "world_size": world_size, "device": str(device), "parameters": count_parameters(network), "initialised_from": initialised_from}
         (out_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
 
+    # A resumed run restarts every (rank, worker) lane at samples_seen: exact with one rank
+    # and one worker; otherwise the lanes had taken unequal shares, so a few examples are
+    # rendered twice or skipped, which does not matter for a random stream.
     stream = SyntheticStream(config.data, TRAIN_STREAM_SEED, start=samples_seen, rank=rank, world_size=world_size)
     loader = DataLoader(
         stream,
@@ -295,68 +310,72 @@ def train(
         multiprocessing_context="spawn" if config.workers > 0 else None,
     )
     metrics_file = out_dir / "metrics.csv"
+    columns = ["step", "samples_seen", "lr", "samples_per_s", "total", "coords", "mask", "initial_cm", "refined_cm", "joints_cm", "examples_trained", "rendered_per_s"]
     writer = None
     if rank == 0:
         new_file = not metrics_file.exists() or step == 0
+        if not new_file:  # a resumed run keeps its file's columns, which older versions wrote fewer of
+            with open(metrics_file, newline="") as existing:
+                columns = next(csv.reader(existing), None) or columns
         handle = open(metrics_file, "w" if new_file else "a", newline="")
-        writer = csv.writer(handle)
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         if new_file:
-            writer.writerow(
-                ["step", "samples_seen", "lr", "samples_per_s", "total", "coords", "mask", "initial_cm", "refined_cm", "joints_cm", "examples_trained", "rendered_per_s"]
-            )
+            writer.writeheader()
     bar = tqdm(total=config.steps, initial=step, disable=not progress or rank != 0, unit="step", desc="training")
     network.train()
     began = time.perf_counter()
     window_start, window_samples, window_rendered = time.perf_counter(), 0, 0
     last_terms: dict[str, float] = {}
     batches = training_batches(loader, config, device, rank)
-    for batch, rendered in batches:
-        # The time budget covers the whole run, resumed segments included.
-        time_fraction = 0.0 if max_seconds is None else (earlier_seconds + _agreed_elapsed(began, world_size, device)) / max_seconds
-        if step >= config.steps or time_fraction >= 1.0:
-            break
-        if world_size > 1 and config.replay_examples:  # each rank takes in what its own loader made
-            count = torch.tensor([rendered], dtype=torch.int64, device=device)
-            dist.all_reduce(count)
-            rendered = int(count)
-        else:
-            rendered *= world_size
-        rate_now = learning_rate(config, step, time_fraction)
-        for group in optimizer.param_groups:
-            group["lr"] = rate_now
-        outputs = model(batch["depth"])
-        terms = compute_losses(outputs, batch, refit, config.loss, use_refit=step >= config.refit_start_step)
-        optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)
-        optimizer.step()
-        step += 1
-        samples_seen += rendered
-        examples_trained += config.batch_size * world_size
-        window_samples += config.batch_size * world_size
-        window_rendered += rendered
-        if rank == 0:
-            last_terms = {k: float(v.detach()) for k, v in terms.items()}
-            bar.update(1)
-            if step % config.log_every == 0 or step == config.steps:
-                window_seconds = max(time.perf_counter() - window_start, 1e-9)
-                rate, rendered_rate = window_samples / window_seconds, window_rendered / window_seconds
-                window_start, window_samples, window_rendered = time.perf_counter(), 0, 0
-                writer.writerow(
-                    [step, samples_seen, f"{rate_now:.3g}", f"{rate:.1f}"]
-                    + [f"{last_terms.get(k, float('nan')):.4f}" for k in ("total", "coords", "mask", "initial", "refined", "joints")]
-                    + [examples_trained, f"{rendered_rate:.1f}"]
-                )
-                handle.flush()
-                postfix = {"loss": f"{last_terms['total']:.3f}", "init_cm": f"{last_terms['initial']:.2f}", "joints_cm": f"{last_terms.get('joints', float('nan')):.2f}", "sps": f"{rate:.0f}"}
-                if config.replay_examples:
-                    postfix["rendered_sps"] = f"{rendered_rate:.0f}"
-                bar.set_postfix(postfix)
-            if step % config.checkpoint_every == 0:
-                _save_checkpoint(
-                    checkpoint, network, optimizer, step, samples_seen, examples_trained, config, earlier_seconds + time.perf_counter() - began, initialised_from
-                )
-    batches.close()  # stops the replay memory's loader thread now, not when collected
+    try:
+        for batch, rendered in batches:
+            # The time budget covers the whole run, resumed segments included.
+            time_fraction = 0.0 if max_seconds is None else (earlier_seconds + _agreed_elapsed(began, world_size, device)) / max_seconds
+            if step >= config.steps or time_fraction >= 1.0:
+                break
+            if world_size > 1 and config.replay_examples:  # each rank takes in what its own loader made
+                count = torch.tensor([rendered], dtype=torch.int64, device=device)
+                dist.all_reduce(count)
+                rendered = int(count)
+            else:
+                rendered *= world_size
+            rate_now = learning_rate(config, step, time_fraction)
+            for group in optimizer.param_groups:
+                group["lr"] = rate_now
+            outputs = model(batch["depth"])
+            terms = compute_losses(outputs, batch, refit, config.loss, use_refit=step >= config.refit_start_step)
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)
+            optimizer.step()
+            step += 1
+            samples_seen += rendered
+            examples_trained += config.batch_size * world_size
+            window_samples += config.batch_size * world_size
+            window_rendered += rendered
+            if rank == 0:
+                last_terms = {k: float(v.detach()) for k, v in terms.items()}
+                bar.update(1)
+                if step % config.log_every == 0 or step == config.steps:
+                    window_seconds = max(time.perf_counter() - window_start, 1e-9)
+                    rate, rendered_rate = window_samples / window_seconds, window_rendered / window_seconds
+                    window_start, window_samples, window_rendered = time.perf_counter(), 0, 0
+                    losses = {f"{k}_cm" if k in ("initial", "refined", "joints") else k: f"{last_terms.get(k, float('nan')):.4f}" for k in ("total", "coords", "mask", "initial", "refined", "joints")}
+                    writer.writerow(
+                        {"step": step, "samples_seen": samples_seen, "lr": f"{rate_now:.3g}", "samples_per_s": f"{rate:.1f}", **losses}
+                        | {"examples_trained": examples_trained, "rendered_per_s": f"{rendered_rate:.1f}"}
+                    )
+                    handle.flush()
+                    postfix = {"loss": f"{last_terms['total']:.3f}", "init_cm": f"{last_terms['initial']:.2f}", "joints_cm": f"{last_terms.get('joints', float('nan')):.2f}", "sps": f"{rate:.0f}"}
+                    if config.replay_examples:
+                        postfix["rendered_sps"] = f"{rendered_rate:.0f}"
+                    bar.set_postfix(postfix)
+                if step % config.checkpoint_every == 0:
+                    _save_checkpoint(
+                        checkpoint, network, optimizer, step, samples_seen, examples_trained, config, earlier_seconds + time.perf_counter() - began, initialised_from
+                    )
+    finally:
+        batches.close()  # stops the replay memory's loader thread now, not when collected
     bar.close()
     # Wall time summed over every resumed segment of the run.
     summary = {"steps": step, "samples_seen": samples_seen, "examples_trained": examples_trained, "seconds": earlier_seconds + time.perf_counter() - began, "last_losses": last_terms}
@@ -429,8 +448,10 @@ def main(argv: list[str] | None = None) -> int:
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if config.steps < 1 or config.batch_size < 1 or config.workers < 0:
         parser.error("--steps and --batch-size must be >= 1, --workers >= 0")
-    if config.replay_examples < 0 or (config.replay_examples and (config.replay_examples < config.batch_size or config.replay_max_uses < 1)):
-        parser.error(f"the replay memory ({config.replay_examples}) must hold at least a batch ({config.batch_size}) and replay_max_uses must be >= 1")
+    try:
+        check_replay(config)
+    except ValueError as error:
+        parser.error(str(error))
     summary = train(config, args.out, resume=not args.no_resume, max_seconds=None if args.max_minutes is None else 60 * args.max_minutes, init_from=args.init_from)
     if int(os.environ.get("RANK", "0")) == 0:
         replayed = f" ({summary['examples_trained']} drawn from a replay memory)" if config.replay_examples else ""
