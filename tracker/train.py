@@ -416,9 +416,9 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         metavar="N",
         help="override the replay memory: the last N rendered examples, kept on the training device, from which batches "
-        "are drawn when rendering is slower than training (0: every batch freshly rendered)",
+        "are drawn when rendering is slower than training (0: every batch freshly rendered; the gpu recipe keeps 65536)",
     )
-    parser.add_argument("--replay-max-uses", type=float, metavar="X", help="override how often each rendered example may be drawn, on average")
+    parser.add_argument("--replay-max-uses", type=float, metavar="X", help="override the most times each rendered example is drawn, on average")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the device")
     parser.add_argument(
         "--max-minutes",
