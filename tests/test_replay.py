@@ -36,15 +36,11 @@ def test_replay_memory_keeps_the_newest_examples():
         ReplayMemory(0, torch.device("cpu"))
 
 
-def _get_blocking(background: BackgroundBatches):
-    return background.get(block=True)
-
-
 def test_background_batches_keep_order_end_and_report_failures():
     background = BackgroundBatches(_batch(i, 1) for i in range(6))
-    assert [int(_get_blocking(background)["index"]) for _ in range(6)] == list(range(6))
-    with pytest.raises(StopIteration):
-        background.get(block=True)
+    assert [int(background.get(block=True)["index"]) for _ in range(6)] == list(range(6))
+    assert background.get(block=True) is None and background.ended
+    assert background.get(block=True) is None  # and stays ended, without waiting
     background.close()
 
     def failing():

@@ -26,8 +26,8 @@ class BackgroundBatches:
     """Pulls batches from ``batches`` on a daemon thread into a short queue.
 
     ``get(block=False)`` returns None when nothing is ready. An exception raised by the
-    iterator (a data-loader worker that died, say) is raised again by ``get``; so is the end
-    of a finite iterator, as StopIteration.
+    iterator (a data-loader worker that died, say) is raised again by ``get``. When a finite
+    iterator has run out, ``get`` returns None and ``ended`` is True.
     """
 
     _END = object()
@@ -35,37 +35,40 @@ class BackgroundBatches:
     def __init__(self, batches: Iterable[dict[str, torch.Tensor]], max_pending: int = 4) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
         self._stop = threading.Event()
+        self.ended = False
         self._thread = threading.Thread(target=self._pull, args=(iter(batches),), name="training-batches", daemon=True)
         self._thread.start()
+
+    def _put(self, item) -> bool:
+        """Queue ``item`` unless closed first (False then); the timeout lets close() stop a full queue's wait."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def _pull(self, iterator: Iterator) -> None:
         try:
             for batch in iterator:
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
+                if not self._put(batch):
                     return
             item = self._END
         except BaseException as error:  # handed to the training loop, which raises it
             item = error
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        self._put(item)
 
     def get(self, block: bool) -> dict[str, torch.Tensor] | None:
+        if self.ended:
+            return None
         try:
             item = self._queue.get(block=block)
         except queue.Empty:
             return None
         if item is self._END:
-            raise StopIteration("the training data stream ended")
+            self.ended = True
+            return None
         if isinstance(item, BaseException):
             raise RuntimeError("the training data stream failed") from item
         return item

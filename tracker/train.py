@@ -152,26 +152,16 @@ def training_batches(loader, config: TrainConfig, device: torch.device, rank: in
     background = BackgroundBatches(loader)
     generator = torch.Generator().manual_seed(config.seed + 7919 * rank)
     rendered = drawn = 0
-    ended = False  # a finite loader ran out (an endless stream never does)
-
-    def take(block: bool) -> int | None:  # examples newly stored; None: nothing ready or the end
-        nonlocal ended
-        try:
-            batch = background.get(block=block)
-        except StopIteration:
-            ended = True
-            return None
-        return None if batch is None else memory.add(batch)
-
     try:
         while True:
             taken = 0
-            while not ended and (count := take(block=False)) is not None:
-                taken += count
+            while (batch := background.get(block=False)) is not None:
+                taken += memory.add(batch)
             while len(memory) < config.batch_size or drawn + config.batch_size > config.replay_max_uses * (rendered + taken):
-                if ended:
+                if background.ended:  # a finite loader ran out (an endless stream never does)
                     return
-                taken += take(block=True) or 0
+                if (batch := background.get(block=True)) is not None:
+                    taken += memory.add(batch)
             rendered += taken
             drawn += config.batch_size
             yield memory.sample(config.batch_size, generator), taken
