@@ -3,7 +3,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from kernels.refit import umeyama
+from kernels.refit import _largest_eigenpair_sym4, fit_part_transforms, umeyama
 from tracker.refit import Refit
 from tracker.skeleton import NUM_PARTS
 from tracker.types import Joint
@@ -25,6 +25,48 @@ def test_umeyama_recovers_a_similarity_and_never_reflects():
     np.testing.assert_allclose(umeyama(source, target), truth, atol=1e-10)
     mirrored = target * [-1, 1, 1]  # the best fit would be a reflection
     assert np.linalg.det(umeyama(source, mirrored)[:3, :3]) > 0
+
+
+def test_jacobi_finds_the_largest_eigenpair():
+    rng = np.random.default_rng(5)
+    for trial in range(200):
+        a = rng.normal(size=(4, 4))
+        a = a + a.T
+        if trial % 4 == 0:  # a repeated top eigenvalue: any vector of its plane is right
+            q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+            a = q @ np.diag([3.0, 3.0, -1.0, 0.5]) @ q.T
+        values, vectors = np.linalg.eigh(a)
+        work, found = a.copy(), np.empty((4, 4))
+        best = _largest_eigenpair_sym4(work, found)
+        # float64 round-off on entries of size ~5, with margin
+        assert abs(work[best, best] - values[-1]) < 1e-12
+        v = found[:, best]
+        np.testing.assert_allclose(a @ v, values[-1] * v, atol=1e-12)
+        np.testing.assert_allclose(found.T @ found, np.eye(4), atol=1e-12)
+
+
+def test_part_fit_matches_the_svd_reference_on_hard_cases(hand_model):
+    """The inference fit (Horn's quaternion) and the reference (Umeyama's SVD) solve the
+    same problem; they must give the same transform, mirrored and collapsed parts included."""
+    refit = Refit(hand_model)
+    rng = np.random.default_rng(6)
+    part = refit.vertex_part
+    cases = [
+        refit.template + rng.normal(0, 0.003, refit.template.shape),  # a network's noise
+        refit.template @ _similarity(7)[:3, :3].T * 2.0 + 0.4,  # rotated, scaled, far
+        refit.template * [-1, 1, 1] + rng.normal(0, 0.001, refit.template.shape),  # mirrored
+        rng.normal(0, 0.05, refit.template.shape),  # nothing like a hand
+        refit.template * [1, 1, 0],  # every part flattened onto a plane
+    ]
+    collapsed = refit.template.copy()
+    collapsed[part == 3] = [0.1, 0.2, 0.3]  # one part shrunk to a point
+    cases.append(collapsed)
+    for target in cases:
+        fast = fit_part_transforms(refit.template, target, part, NUM_PARTS)
+        for k in range(NUM_PARTS):
+            reference = umeyama(refit.template[part == k], target[part == k])
+            # Moments summed in a different order: round-off of the float64 sums only.
+            np.testing.assert_allclose(fast[k], reference, atol=1e-9)
 
 
 def test_refit_recovers_known_part_transforms_exactly(hand_model):

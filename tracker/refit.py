@@ -1,10 +1,12 @@
 """Refit (Dual Grid Net §3.4): initial vertices P_s -> refined vertices P_r and 21 keypoints.
 
-For each of the 16 rigid parts, the similarity transform from the template's part vertices
-to P_s (Umeyama, SVD, reflection-safe); then linear blend skinning of the template with
-those transforms, using the model's skin weights summed per part. Keypoints are skinned
-the same way from their rest positions: a keypoint where two bones meet (a knuckle) takes
-the mean of the two parts' transforms, a fingertip or the wrist its one part's.
+For each of the 16 rigid parts, the least-squares similarity transform from the template's
+part vertices to P_s (Umeyama; never a reflection): by SVD in the torch twin, by Horn's
+quaternion eigenvector, the same optimum, in the numba kernel (``kernels.refit``); then
+linear blend skinning of the template with those transforms, using the model's skin
+weights summed per part. Keypoints are skinned the same way from their rest positions: a
+keypoint where two bones meet (a knuckle) takes the mean of the two parts' transforms, a
+fingertip or the wrist its one part's.
 
 ``Refit.fit`` runs on the host (numba kernels, for inference); ``Refit.fit_torch`` is the
 differentiable batched twin used in training. Both agree to float precision.
