@@ -4,7 +4,9 @@ import cv2
 import numpy as np
 import pytest
 
-from tracker.evaluate import main as evaluate_main, surface_samples
+from tracker.crop import make_crop
+from tracker.evaluate import crop_pixels, main as evaluate_main, surface_samples
+from tracker.types import CameraIntrinsics
 from tracker.train import RECIPES, train
 
 
@@ -28,7 +30,14 @@ def test_evaluation_writes_metrics_plots_and_a_model_card(smoke_weights, tmp_pat
     assert real["frames"] == 19 and real["hands_found"] >= 1
     assert cv2.imread(str(out / "success_curve.png")) is not None
     assert cv2.imread(str(out / "real_overlay.png")) is not None
+    worst = metrics["worst_frames"]
+    assert len(worst) == 3 and sorted(f["frame"] for f in worst) == [0, 1, 2]
+    assert [f["mean_joint_error_mm"] for f in worst] == sorted((f["mean_joint_error_mm"] for f in worst), reverse=True)
+    assert all(f["max_joint_error_mm"] >= f["mean_joint_error_mm"] for f in worst)
+    sheet = cv2.imread(str(out / "synthetic_worst.png"))
+    assert sheet is not None and sheet.shape[1] == 3 * 2 * 200  # three frames, truth | estimate
     card = (smoke_weights / "MODEL_CARD.md").read_text()
+    assert "eval/synthetic_worst.png" in card
     assert "mean joint error after refit" in card and "python -m tracker.evaluate --frames 3" in card
     assert "held-out synthetic (3 frames)" in capsys.readouterr().out
 
@@ -38,3 +47,20 @@ def test_surface_samples_cover_the_triangles():
     points = surface_samples(vertices, np.array([[0, 1, 2]]), per_edge=4)
     assert len(points) == 15 and np.allclose(points[:, 2], 0)
     assert np.all(points[:, :2].sum(1) <= 1 + 1e-9)
+
+
+def test_crop_pixels_follow_the_crop_window():
+    intrinsics = CameraIntrinsics(width=640, height=480, fx=380.0, fy=385.0, cx=321.0, cy=238.0)
+    centre = np.array([0.05, -0.03, 0.45])
+    crop = make_crop(np.full((480, 640), 0.45, np.float32), intrinsics, centre, 0.26, crop_size=64)
+    # Golden values: the centre is the middle of the 64-pixel window, and a point half a cube
+    # to the right at the centre's depth is on the window's right edge.
+    np.testing.assert_allclose(crop_pixels(np.zeros((1, 3)), centre, 0.26, 64), [[31.5, 31.5]], atol=1e-9)
+    np.testing.assert_allclose(crop_pixels(np.array([[1.0, 0.0, 0.0]]), centre, 0.26, 64), [[63.5, 31.5]], atol=1e-9)
+    # Anywhere in the cube: the same pixel as projecting with the intrinsics and undoing the
+    # crop's image_from_crop (only float64 round-off apart).
+    points = np.random.default_rng(0).uniform(-1, 1, (50, 3))
+    camera = points * 0.13 + centre
+    uv = np.stack([intrinsics.fx * camera[:, 0] / camera[:, 2] + intrinsics.cx, intrinsics.fy * camera[:, 1] / camera[:, 2] + intrinsics.cy, np.ones(50)])
+    expected = (np.linalg.inv(crop.image_from_crop) @ uv)[:2].T
+    np.testing.assert_allclose(crop_pixels(points, centre, 0.26, 64), expected, atol=1e-9)

@@ -5,7 +5,9 @@
 1. A held-out synthetic set (its own seed stream, never used in training, with sensor
    noise), cropped exactly as in training: mean joint error of the refitted keypoints, mean
    vertex error of P_s and of P_r (mm), per-joint errors and the success-frame curve
-   (fraction of frames whose largest joint error is below t, t = 0..80 mm) as JSON and PNG.
+   (fraction of frames whose largest joint error is below t, t = 0..80 mm) as JSON and PNG,
+   and a sheet of the frames with the largest errors (truth beside estimate) to see where
+   the network fails.
 2. Real RealSense SR305 frames (no labels): the hand is found by the nearest-object
    segmentation, and the self-supervised fitting error is the median distance (mm) of the
    crop's hand points to the predicted mesh surface; an overlay sheet shows the fits.
@@ -39,6 +41,7 @@ EVAL_STREAM_SEED = 2  # training draws from stream 1
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REAL_DIR = ROOT / "tests" / "data" / "sr305-gestures"
 SUCCESS_THRESHOLDS_MM = np.arange(0, 81)
+WORST_FRAMES_SHOWN = 9
 
 
 def evaluate_synthetic(estimator: HandEstimator, count: int, config: ExampleConfig = ExampleConfig(), progress: bool = True) -> dict:
@@ -55,6 +58,11 @@ def evaluate_synthetic(estimator: HandEstimator, count: int, config: ExampleConf
     joint_errors = np.array(joint_errors)
     worst = joint_errors.max(axis=1)
     success = [float(np.mean(worst < t)) for t in SUCCESS_THRESHOLDS_MM]
+    per_frame_mean = joint_errors.mean(axis=1)
+    worst_frames = [
+        {"frame": int(i), "mean_joint_error_mm": float(per_frame_mean[i]), "max_joint_error_mm": float(worst[i])}
+        for i in np.argsort(-per_frame_mean, kind="stable")[:WORST_FRAMES_SHOWN]
+    ]
     return {
         "frames": count,
         "stream_seed": EVAL_STREAM_SEED,
@@ -64,7 +72,41 @@ def evaluate_synthetic(estimator: HandEstimator, count: int, config: ExampleConf
         "mean_refined_vertex_error_mm": float(np.mean(refined_errors)),
         "per_joint_error_mm": {j.name: float(joint_errors[:, j].mean()) for j in Joint},
         "success_curve": {"threshold_mm": SUCCESS_THRESHOLDS_MM.tolist(), "fraction_of_frames": success},
+        "worst_frames": worst_frames,
     }
+
+
+def crop_pixels(points_crop: np.ndarray, center_cam_m: np.ndarray, cube_size_m: float, crop_size: int) -> np.ndarray:
+    """(N, 3) crop-normalised points -> (N, 2) crop pixels (centres at integers) of an
+    unmirrored crop. The crop window is the cube's projection at the centre's depth, so the
+    focal length cancels: only the centre and the cube size are needed."""
+    half_cube = cube_size_m / 2
+    camera = np.asarray(points_crop, np.float64) * half_cube + np.asarray(center_cam_m, np.float64)
+    centre = np.asarray(center_cam_m, np.float64)
+    pixels_per_ray = crop_size * centre[2] / cube_size_m  # crop pixels per unit of x/z
+    return (crop_size - 1) / 2 + pixels_per_ray * (camera[:, :2] / camera[:, 2:3] - centre[:2] / centre[2])
+
+
+def synthetic_frame_row(estimator: HandEstimator, config: ExampleConfig, frame: dict, panel: int = 200) -> np.ndarray:
+    """One held-out frame: its depth crop with the true skeleton | with the estimated one."""
+    example = make_example(estimator.hand_model, config, sample_seed(EVAL_STREAM_SEED, frame["frame"]))
+    outputs = estimator.backend.run(example["depth"][None])
+    estimate = estimator.refit.fit(outputs["vertices"][0]).joints
+    depth = example["depth"][0]
+    image = colourise_depth(np.where(depth < 1.0, depth + 2.0, 0.0), 1.0, 3.0)  # cube's near..far face
+    image = cv2.resize(image, (panel, panel), interpolation=cv2.INTER_NEAREST)
+    scale = panel / config.crop_size
+    panels = []
+    for joints, label in ((example["joints"], "truth"), (estimate, "estimate")):
+        uv = (crop_pixels(joints, example["center_cam_m"], config.cube_size_m, config.crop_size) + 0.5) * scale - 0.5
+        picture = image.copy()
+        draw_skeleton(picture, uv)
+        cv2.putText(picture, label, (6, panel - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+        panels.append(picture)
+    row = np.hstack(panels)
+    title = f"frame {frame['frame']}: mean {frame['mean_joint_error_mm']:.0f}, max {frame['max_joint_error_mm']:.0f} mm"
+    cv2.putText(row, title, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    return row
 
 
 def plot_success_curve(metrics: dict, path: Path) -> None:
@@ -182,7 +224,7 @@ def write_model_card(path: Path, manifest: dict, synthetic: dict, real: dict | N
         f"- Image-grid hourglass ({net['image_channels']} channels, {net['image_levels']} levels, pixel-unshuffle ×2) with heads for mesh coordinates (2), features ({net['feature_channels']}) and a hand mask (1).",
         f"- Extension onto the {net['mesh_grid_size']}×{net['mesh_grid_size']} mesh grid (softmax kernel σ = {net['extension_sigma']}, {net['extension_window']}×{net['extension_window']} window, weighted by the hand mask).",
         f"- Mesh-grid hourglass ({net['mesh_channels']} channels, {net['mesh_levels']} levels) -> 3-D offsets; bilinear sampling at each vertex's mesh coordinate -> P_s (1159 vertices).",
-        "- Refit: per-part (16) similarity transforms by SVD, linear blend skinning -> P_r and 21 keypoints.",
+        "- Refit: per-part (16) least-squares similarity transforms (SVD in training; the same optimum from Horn's quaternion in the numba kernel), linear blend skinning -> P_r and 21 keypoints.",
         f"- Parameters: {manifest.get('parameters', 0):,}.",
         "",
         "## Training",
@@ -219,6 +261,10 @@ def write_model_card(path: Path, manifest: dict, synthetic: dict, real: dict | N
         f"| frames with all joints < 20 / 40 mm | {synthetic['success_curve']['fraction_of_frames'][20]:.2f} / {synthetic['success_curve']['fraction_of_frames'][40]:.2f} |",
         "",
         "![success curve](eval/success_curve.png)",
+        "",
+        f"The {len(synthetic.get('worst_frames', []))} held-out frames with the largest mean joint error (depth crop with the true skeleton | with the estimate):",
+        "",
+        "![worst held-out frames](eval/synthetic_worst.png)",
         "",
         "Per-joint mean error (mm): " + ", ".join(f"{k.lower()} {v:.1f}" for k, v in synthetic["per_joint_error_mm"].items()),
         "",
@@ -263,9 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     hand_model = HandModel.load()
     estimator = HandEstimator(create_backend(args.backend, args.weights), hand_model)
     began = time.perf_counter()
-    synthetic = evaluate_synthetic(estimator, args.frames, ExampleConfig(cube_size_m=manifest["cube_size_m"]))
+    example_config = ExampleConfig(cube_size_m=manifest["cube_size_m"])
+    synthetic = evaluate_synthetic(estimator, args.frames, example_config)
     (out / "synthetic_metrics.json").write_text(json.dumps(synthetic, indent=2) + "\n")
     plot_success_curve(synthetic, out / "success_curve.png")
+    write_sheet([synthetic_frame_row(estimator, example_config, f) for f in synthetic["worst_frames"]], out / "synthetic_worst.png")
     real = None
     if args.real_dir and args.real_dir.is_dir():
         real, rows = evaluate_real(estimator, args.real_dir, manifest["cube_size_m"])
