@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tracker.crop import make_crop
-from tracker.evaluate import crop_pixels, main as evaluate_main, surface_samples
+from tracker.evaluate import crop_pixels, keypoints_in_image, main as evaluate_main, surface_samples
 from tracker.types import CameraIntrinsics
 from tracker.train import RECIPES, train
 
@@ -34,6 +34,10 @@ def test_evaluation_writes_metrics_plots_and_a_model_card(smoke_weights, tmp_pat
     assert len(worst) == 3 and sorted(f["frame"] for f in worst) == [0, 1, 2]
     assert [f["mean_joint_error_mm"] for f in worst] == sorted((f["mean_joint_error_mm"] for f in worst), reverse=True)
     assert all(f["max_joint_error_mm"] >= f["mean_joint_error_mm"] for f in worst)
+    split = metrics["whole_hand_in_image"]
+    parts = [(split["fraction_of_frames"], split["mean_joint_error_mm"]), (1 - split["fraction_of_frames"], split["mean_joint_error_mm_partly_outside"])]
+    # The two groups' means, weighted by their shares, give the overall mean (float32 sums).
+    assert sum(w * e for w, e in parts if e is not None) == pytest.approx(metrics["mean_joint_error_mm"], rel=1e-5)
     sheet = cv2.imread(str(out / "synthetic_worst.png"))
     assert sheet is not None and sheet.shape[1] == 3 * 2 * 200  # three frames, truth | estimate
     card = (smoke_weights / "MODEL_CARD.md").read_text()
@@ -64,3 +68,11 @@ def test_crop_pixels_follow_the_crop_window():
     uv = np.stack([intrinsics.fx * camera[:, 0] / camera[:, 2] + intrinsics.cx, intrinsics.fy * camera[:, 1] / camera[:, 2] + intrinsics.cy, np.ones(50)])
     expected = (np.linalg.inv(crop.image_from_crop) @ uv)[:2].T
     np.testing.assert_allclose(crop_pixels(points, centre, 0.26, 64), expected, atol=1e-9)
+
+
+def test_keypoints_in_image_counts_the_whole_pixel_area():
+    intrinsics = CameraIntrinsics(width=100, height=80, fx=100.0, fy=100.0, cx=49.5, cy=39.5)
+    # At z = 1 m, x = (u - cx) / fx: u = 99.5 is the right edge of the last pixel column.
+    assert keypoints_in_image(np.array([[0.0, 0.0, 1.0], [0.5, 0.4, 1.0]]), intrinsics)
+    assert not keypoints_in_image(np.array([[0.0, 0.0, 1.0], [0.51, 0.0, 1.0]]), intrinsics)
+    assert not keypoints_in_image(np.array([[0.0, -0.41, 1.0]]), intrinsics)

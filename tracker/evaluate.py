@@ -31,9 +31,10 @@ from tracker.estimator import HandEstimator
 from tracker.hand_model import HandModel
 from tracker.segment import find_hand_center
 from tracker.sources import FolderSource
-from tracker.synth.contact_sheet import colourise_depth, draw_skeleton
+from tracker.synth.contact_sheet import colourise_depth, draw_skeleton, project
 from tracker.synth.dataset import sample_seed
-from tracker.training_data import ExampleConfig, make_example
+from tracker.synth.scene import render_sample
+from tracker.training_data import ExampleConfig, example_from_sample, make_example
 from tracker.types import CameraIntrinsics, Joint
 from tracker.weights import WEIGHTS_DIR, load_manifest
 
@@ -46,9 +47,12 @@ WORST_FRAMES_SHOWN = 9
 
 def evaluate_synthetic(estimator: HandEstimator, count: int, config: ExampleConfig = ExampleConfig(), progress: bool = True) -> dict:
     model = estimator.hand_model
-    joint_errors, initial_errors, refined_errors = [], [], []
+    joint_errors, initial_errors, refined_errors, in_image = [], [], [], []
     for i in tqdm(range(count), desc="held-out synthetic", disable=not progress, unit="frame"):
-        example = make_example(model, config, sample_seed(EVAL_STREAM_SEED, i))
+        seed = sample_seed(EVAL_STREAM_SEED, i)
+        sample = render_sample(model, config.scene, seed)
+        example = example_from_sample(sample, config, seed)
+        in_image.append(keypoints_in_image(sample.joints, sample.intrinsics))
         outputs = estimator.backend.run(example["depth"][None])
         to_mm = 1000.0 * config.cube_size_m / 2
         refit = estimator.refit.fit(outputs["vertices"][0])
@@ -59,6 +63,7 @@ def evaluate_synthetic(estimator: HandEstimator, count: int, config: ExampleConf
     worst = joint_errors.max(axis=1)
     success = [float(np.mean(worst < t)) for t in SUCCESS_THRESHOLDS_MM]
     per_frame_mean = joint_errors.mean(axis=1)
+    in_image = np.array(in_image)
     worst_frames = [
         {"frame": int(i), "mean_joint_error_mm": float(per_frame_mean[i]), "max_joint_error_mm": float(worst[i])}
         for i in np.argsort(-per_frame_mean, kind="stable")[:WORST_FRAMES_SHOWN]
@@ -73,7 +78,20 @@ def evaluate_synthetic(estimator: HandEstimator, count: int, config: ExampleConf
         "per_joint_error_mm": {j.name: float(joint_errors[:, j].mean()) for j in Joint},
         "success_curve": {"threshold_mm": SUCCESS_THRESHOLDS_MM.tolist(), "fraction_of_frames": success},
         "worst_frames": worst_frames,
+        # The pose sampler places the palm anywhere in the image, so some fingers leave it:
+        # the network must guess them, as it must for a real hand at the edge of the view.
+        "whole_hand_in_image": {
+            "fraction_of_frames": float(in_image.mean()),
+            "mean_joint_error_mm": float(joint_errors[in_image].mean()) if in_image.any() else None,
+            "mean_joint_error_mm_partly_outside": float(joint_errors[~in_image].mean()) if (~in_image).any() else None,
+        },
     }
+
+
+def keypoints_in_image(joints_cam_m: np.ndarray, intrinsics: CameraIntrinsics) -> bool:
+    """Whether every keypoint projects inside the depth image (pixel centres at integers)."""
+    u, v = project(np.asarray(joints_cam_m, np.float64), intrinsics).T
+    return bool(np.all((u >= -0.5) & (u <= intrinsics.width - 0.5) & (v >= -0.5) & (v <= intrinsics.height - 0.5)))
 
 
 def crop_pixels(points_crop: np.ndarray, center_cam_m: np.ndarray, cube_size_m: float, crop_size: int) -> np.ndarray:
@@ -260,6 +278,15 @@ def write_model_card(path: Path, manifest: dict, synthetic: dict, real: dict | N
         f"| mean vertex error P_r (refit) | {synthetic['mean_refined_vertex_error_mm']:.2f} mm |",
         f"| frames with all joints < 20 / 40 mm | {synthetic['success_curve']['fraction_of_frames'][20]:.2f} / {synthetic['success_curve']['fraction_of_frames'][40]:.2f} |",
         "",
+    ]
+    in_image = synthetic.get("whole_hand_in_image")
+    if in_image and in_image["mean_joint_error_mm"] is not None and in_image["mean_joint_error_mm_partly_outside"] is not None:
+        lines += [
+            f"The hand is placed anywhere in the image, so in {1 - in_image['fraction_of_frames']:.0%} of the frames some keypoints lie outside it"
+            f" (mean joint error {in_image['mean_joint_error_mm_partly_outside']:.2f} mm there, {in_image['mean_joint_error_mm']:.2f} mm where the whole hand is in view).",
+            "",
+        ]
+    lines += [
         "![success curve](eval/success_curve.png)",
         "",
         f"The {len(synthetic.get('worst_frames', []))} held-out frames with the largest mean joint error (depth crop with the true skeleton | with the estimate):",

@@ -23,7 +23,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, camera_to_crop, make_crop, resample
 from tracker.hand_model import HandModel
 from tracker.synth.dataset import sample_seed
-from tracker.synth.scene import SceneConfig, render_sample
+from tracker.synth.scene import SceneConfig, SyntheticSample, render_sample
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,11 @@ def make_example(model: HandModel, config: ExampleConfig, seed: int) -> dict[str
     hand_mask (1, S, S) float32 ground-truth hand pixels; vertices (V, 3), joints (21, 3)
     float32 crop-normalised; cube_size_m, center_cam_m; seed.
     """
-    sample = render_sample(model, config.scene, seed)
+    return example_from_sample(render_sample(model, config.scene, seed), config, seed)
+
+
+def example_from_sample(sample: SyntheticSample, config: ExampleConfig, seed: int) -> dict[str, np.ndarray]:
+    """``make_example`` for an already rendered sample (its seed also draws the jitter)."""
     depth_m = sample.depth.astype(np.float32) * np.float32(sample.depth_scale)
     rng = np.random.default_rng([seed, 1])
     centre = hand_centroid(depth_m, sample.mask, sample.intrinsics, sample.joints.mean(0))
