@@ -13,7 +13,7 @@ Horn's closed form: the unit quaternion that maximises trace(R^T C) over proper 
 eigenvalue, and that eigenvalue is Umeyama's trace(D S), which gives the scale. Both solve
 the same least-squares problem over rotations with det +1 (never a reflection); the
 eigenvector takes a few scalar Jacobi sweeps, where 16 LAPACK SVDs with their copies, and
-a copy of each part's points, took most of the refit's time (0.26 -> 0.04 ms).
+a copy of each part's points, took most of the refit's time.
 """
 
 from __future__ import annotations

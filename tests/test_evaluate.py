@@ -34,6 +34,7 @@ def test_evaluation_writes_metrics_plots_and_a_model_card(smoke_weights, tmp_pat
     assert len(worst) == 3 and sorted(f["frame"] for f in worst) == [0, 1, 2]
     assert [f["mean_joint_error_mm"] for f in worst] == sorted((f["mean_joint_error_mm"] for f in worst), reverse=True)
     assert all(f["max_joint_error_mm"] >= f["mean_joint_error_mm"] for f in worst)
+    assert all(0.0 < f["visible_vertex_fraction"] < 1.0 for f in worst)  # never all, never none
     split = metrics["whole_hand_in_image"]
     parts = [(split["fraction_of_frames"], split["mean_joint_error_mm"]), (1 - split["fraction_of_frames"], split["mean_joint_error_mm_partly_outside"])]
     # The two groups' means, weighted by their shares, give the overall mean (float32 sums).

@@ -47,12 +47,13 @@ WORST_FRAMES_SHOWN = 9
 
 def evaluate_synthetic(estimator: HandEstimator, count: int, config: ExampleConfig = ExampleConfig(), progress: bool = True) -> dict:
     model = estimator.hand_model
-    joint_errors, initial_errors, refined_errors, in_image = [], [], [], []
+    joint_errors, initial_errors, refined_errors, in_image, visible = [], [], [], [], []
     for i in tqdm(range(count), desc="held-out synthetic", disable=not progress, unit="frame"):
         seed = sample_seed(EVAL_STREAM_SEED, i)
         sample = render_sample(model, config.scene, seed)
         example = example_from_sample(sample, config, seed)
         in_image.append(keypoints_in_image(sample.joints, sample.intrinsics))
+        visible.append(float(sample.vertex_visible.mean()))
         outputs = estimator.backend.run(example["depth"][None])
         to_mm = 1000.0 * config.cube_size_m / 2
         refit = estimator.refit.fit(outputs["vertices"][0])
@@ -65,7 +66,12 @@ def evaluate_synthetic(estimator: HandEstimator, count: int, config: ExampleConf
     per_frame_mean = joint_errors.mean(axis=1)
     in_image = np.array(in_image)
     worst_frames = [
-        {"frame": int(i), "mean_joint_error_mm": float(per_frame_mean[i]), "max_joint_error_mm": float(worst[i])}
+        {
+            "frame": int(i),
+            "mean_joint_error_mm": float(per_frame_mean[i]),
+            "max_joint_error_mm": float(worst[i]),
+            "visible_vertex_fraction": visible[i],  # mesh vertices the camera sees (noise-free)
+        }
         for i in np.argsort(-per_frame_mean, kind="stable")[:WORST_FRAMES_SHOWN]
     ]
     return {
@@ -122,7 +128,7 @@ def synthetic_frame_row(estimator: HandEstimator, config: ExampleConfig, frame: 
         cv2.putText(picture, label, (6, panel - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
         panels.append(picture)
     row = np.hstack(panels)
-    title = f"frame {frame['frame']}: mean {frame['mean_joint_error_mm']:.0f}, max {frame['max_joint_error_mm']:.0f} mm"
+    title = f"frame {frame['frame']}: mean {frame['mean_joint_error_mm']:.0f}, max {frame['max_joint_error_mm']:.0f} mm, {frame['visible_vertex_fraction']:.0%} seen"
     cv2.putText(row, title, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
     return row
 
