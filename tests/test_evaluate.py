@@ -43,6 +43,7 @@ def test_evaluation_writes_metrics_plots_and_a_model_card(smoke_weights, tmp_pat
     assert sheet is not None and sheet.shape[1] == 3 * 2 * 200  # three frames, truth | estimate
     card = (smoke_weights / "MODEL_CARD.md").read_text()
     assert "eval/synthetic_worst.png" in card
+    assert "eval/training_curve.png" not in card  # an export keeps no training logs beside it
     assert "mean joint error after refit" in card and "python -m tracker.evaluate --frames 3" in card
     assert "held-out synthetic (3 frames)" in capsys.readouterr().out
 

@@ -35,6 +35,7 @@ from tracker.synth.contact_sheet import colourise_depth, draw_skeleton, project
 from tracker.synth.dataset import sample_seed
 from tracker.synth.scene import render_sample
 from tracker.training_data import ExampleConfig, example_from_sample, make_example
+from tracker.training_history import TrainingHistoryError, load_training_history, plot_training_curve
 from tracker.types import CameraIntrinsics, Joint
 from tracker.weights import WEIGHTS_DIR, load_manifest
 
@@ -232,7 +233,9 @@ def write_sheet(rows: list[np.ndarray], path: Path, columns: int = 3) -> None:
     cv2.imwrite(str(path), grid)
 
 
-def write_model_card(path: Path, manifest: dict, synthetic: dict, real: dict | None, command: str, speed: dict | None) -> None:
+def write_model_card(
+    path: Path, manifest: dict, synthetic: dict, real: dict | None, command: str, speed: dict | None, training_curve: bool = False
+) -> None:
     training = manifest.get("training", {})
     recipe = training.get("recipe", {})
     net = manifest["network"]
@@ -271,6 +274,16 @@ def write_model_card(path: Path, manifest: dict, synthetic: dict, real: dict | N
         f"- Peak learning rate {recipe.get('learning_rate', '?')}, AdamW, cosine schedule; refit terms from step {recipe.get('refit_start_step', '?')}.",
         "- Data rendered on the fly: `python -m tracker.train --recipe cpu|gpu` (see `tracker/train.py`); `--init-from DIR` fine-tunes exported weights.",
         "",
+    ]
+    if training_curve:
+        lines += [
+            "Every stage's config and loss log are kept beside the weights (`training_config*.json`, `training_metrics*.csv`);"
+            " the joint error on the training batches across all of them:",
+            "",
+            "![training history](eval/training_curve.png)",
+            "",
+        ]
+    lines += [
         "## Metrics",
         "",
         f"Reproduce: `{command}`",
@@ -325,6 +338,19 @@ def write_model_card(path: Path, manifest: dict, synthetic: dict, real: dict | N
     path.write_text("\n".join(lines))
 
 
+def write_training_curve(weights_dir: Path, path: Path, held_out_mm: float) -> bool:
+    """Draw the weights' training history if their logs are there; whether it was drawn.
+    A broken history costs the picture, not the evaluation."""
+    try:
+        stages = load_training_history(weights_dir)
+        if stages:
+            plot_training_curve(stages, path, held_out_mm)
+            return True
+    except TrainingHistoryError as exc:
+        print(f"no training curve: {exc}")
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tracker.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="weights directory (default %(default)s)")
@@ -347,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "synthetic_metrics.json").write_text(json.dumps(synthetic, indent=2) + "\n")
     plot_success_curve(synthetic, out / "success_curve.png")
     write_sheet([synthetic_frame_row(estimator, example_config, f) for f in synthetic["worst_frames"]], out / "synthetic_worst.png")
+    training_curve = write_training_curve(args.weights, out / "training_curve.png", synthetic["mean_joint_error_mm"])
     real = None
     if args.real_dir and args.real_dir.is_dir():
         real, rows = evaluate_real(estimator, args.real_dir, manifest["cube_size_m"])
@@ -368,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             speed[f.stem] = {k: v.get("median_ms") if isinstance(v, dict) else v for k, v in data.get("backends", {}).items()}
             if "refit" in data:
                 speed[f.stem]["refit_numba"] = data["refit"].get("median_ms")
-        write_model_card(args.weights / "MODEL_CARD.md", manifest, synthetic, real, command, speed or None)
+        write_model_card(args.weights / "MODEL_CARD.md", manifest, synthetic, real, command, speed or None, training_curve)
     return 0
 
 

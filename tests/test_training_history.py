@@ -1,0 +1,86 @@
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from tracker.evaluate import write_training_curve
+from tracker.training_history import (
+    CURRENT_STAGE,
+    TrainingHistoryError,
+    load_training_history,
+    plot_training_curve,
+    smoothed,
+)
+
+
+def write_stage(directory, suffix, start_samples, joints_cm, learning_rate=1e-3, batch=16):
+    """A stage's config and log as tracker.train writes them (suffix "" for the current one)."""
+    config = {"train": {"learning_rate": learning_rate}, "world_size": 1}
+    if start_samples is not None:
+        config["initialised_from"] = {"path": "weights", "samples_seen": start_samples, "seconds": 60.0, "device": "cpu"}
+    name = f"_{suffix}" if suffix else ""
+    (directory / f"training_config{name}.json").write_text(json.dumps(config))
+    with open(directory / f"training_metrics{name}.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["step", "samples_seen", "lr", "joints_cm"])
+        for i, value in enumerate(joints_cm):
+            writer.writerow([20 * (i + 1), 20 * (i + 1) * batch, learning_rate, "nan" if value is None else value])
+
+
+def test_stages_are_chained_by_where_each_began(tmp_path):
+    write_stage(tmp_path, "", 1600, [1.0, 0.9])  # the current weights, trained last
+    write_stage(tmp_path, "tune1", 640, [2.0, 1.8, 1.7])
+    write_stage(tmp_path, "base", None, [None, 5.0])  # no refit terms in the first rows yet
+    stages = load_training_history(tmp_path)
+    assert [s.name for s in stages] == ["base", "tune1", CURRENT_STAGE]
+    assert [s.start_samples for s in stages] == [0, 640, 1600]
+    assert [s.end_samples for s in stages] == [640, 1600, 2240]  # start + last logged row
+    np.testing.assert_allclose(stages[1].joint_error_mm, [20.0, 18.0, 17.0])  # cm -> mm
+    assert np.isnan(stages[0].joint_error_mm[0])
+    assert stages[2].peak_learning_rate == pytest.approx(1e-3)
+    path = tmp_path / "curve.png"
+    plot_training_curve(stages, path, held_out_mm=9.5)
+    image = cv2.imread(str(path))
+    assert image is not None and image.shape[0] > 100
+
+
+def test_a_directory_without_logs_has_no_history(tmp_path):
+    assert load_training_history(tmp_path) == []
+    assert write_training_curve(tmp_path, tmp_path / "curve.png", 10.0) is False
+    assert not (tmp_path / "curve.png").exists()
+
+
+def test_a_config_without_its_log_is_left_out(tmp_path):
+    write_stage(tmp_path, "tune1", 640, [2.0])
+    (tmp_path / "training_metrics_tune1.csv").unlink()
+    write_stage(tmp_path, "", 1600, [1.0])
+    assert [s.name for s in load_training_history(tmp_path)] == [CURRENT_STAGE]
+
+
+def test_broken_histories_say_what_is_wrong(tmp_path, capsys):
+    write_stage(tmp_path, "", 640, [1.0])
+    write_stage(tmp_path, "tune1", 640, [2.0])
+    with pytest.raises(TrainingHistoryError, match="same sample count"):
+        load_training_history(tmp_path)
+    # The evaluation goes on without the picture and says why.
+    assert write_training_curve(tmp_path, tmp_path / "curve.png", 10.0) is False
+    assert "same sample count" in capsys.readouterr().out
+
+    (tmp_path / "training_config_tune1.json").write_text("{not json")
+    with pytest.raises(TrainingHistoryError, match="training_config_tune1.json"):
+        load_training_history(tmp_path)
+
+    (tmp_path / "training_config_tune1.json").unlink()
+    (tmp_path / "training_metrics.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(TrainingHistoryError, match="not a training log"):
+        load_training_history(tmp_path)
+
+
+def test_smoothing_is_a_centred_mean_that_skips_gaps():
+    values = np.array([np.nan, 1.0, 2.0, 3.0, np.nan, np.nan, np.nan])
+    # Golden values: each output is the mean of the finite values among itself and its
+    # two neighbours; a window with none is NaN.
+    np.testing.assert_allclose(smoothed(values, 3), [1.0, 1.5, 2.0, 2.5, 3.0, np.nan, np.nan])
+    np.testing.assert_allclose(smoothed(np.arange(4.0), 1), np.arange(4.0))
