@@ -78,3 +78,18 @@ def test_keypoints_in_image_counts_the_whole_pixel_area():
     assert keypoints_in_image(np.array([[0.0, 0.0, 1.0], [0.5, 0.4, 1.0]]), intrinsics)
     assert not keypoints_in_image(np.array([[0.0, 0.0, 1.0], [0.51, 0.0, 1.0]]), intrinsics)
     assert not keypoints_in_image(np.array([[0.0, -0.41, 1.0]]), intrinsics)
+
+
+def test_bad_arguments_get_clear_errors_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        evaluate_main(["--frames", "0"])
+    assert "--frames must be at least 1" in capsys.readouterr().err
+    missing = tmp_path / "missing"
+    assert evaluate_main(["--weights", str(missing), "--frames", "2"]) == 2
+    assert "no network weights" in capsys.readouterr().err
+    assert not missing.exists()  # nothing written for a failed start
+    no_intrinsics = tmp_path / "pngs"
+    no_intrinsics.mkdir()
+    assert evaluate_main(["--real-dir", str(no_intrinsics), "--frames", "2", "--out", str(tmp_path / "eval")]) == 2
+    assert "no intrinsics.json" in capsys.readouterr().err
+    assert not (tmp_path / "eval").exists()

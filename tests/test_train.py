@@ -129,3 +129,11 @@ def test_ddp_ranks_stop_together_when_the_time_budget_ends(tmp_path):
     # The learning rate decays with the clock: by the last step most of the budget is gone
     # even on a slow machine (a step takes well under a third of it), so it is far below the peak.
     assert float(_rows(tmp_path / "metrics.csv")[-1]["lr"]) < 0.5 * SMOKE.learning_rate
+
+
+def test_fine_tuning_from_missing_weights_is_a_clear_error(tmp_path, capsys):
+    from tracker.train import main as train_main
+
+    assert train_main(["--out", str(tmp_path / "run"), "--recipe", "smoke", "--init-from", str(tmp_path / "none")]) == 2
+    assert "no network weights" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -27,17 +28,18 @@ from tqdm import tqdm
 
 from kernels.raster import render_mesh
 from tracker.crop import make_crop
+from tracker.backends import BACKENDS, BackendUnavailable, create_backend
 from tracker.estimator import HandEstimator
 from tracker.hand_model import HandModel
 from tracker.segment import find_hand_center
-from tracker.sources import FolderSource
+from tracker.sources import FolderSource, SourceError
 from tracker.synth.contact_sheet import colourise_depth, draw_skeleton, project
 from tracker.synth.dataset import sample_seed
 from tracker.synth.scene import render_sample
 from tracker.training_data import ExampleConfig, example_from_sample, make_example
 from tracker.training_history import TrainingHistoryError, load_training_history, plot_training_curve
 from tracker.types import CameraIntrinsics, Joint
-from tracker.weights import WEIGHTS_DIR, load_manifest
+from tracker.weights import WEIGHTS_DIR, WeightsError, load_manifest
 
 EVAL_STREAM_SEED = 2  # training draws from stream 1
 ROOT = Path(__file__).resolve().parent.parent
@@ -354,19 +356,24 @@ def write_training_curve(weights_dir: Path, path: Path, held_out_mm: float) -> b
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tracker.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="weights directory (default %(default)s)")
-    parser.add_argument("--backend", default="onnxruntime", help="inference backend (default %(default)s)")
+    parser.add_argument("--backend", default="onnxruntime", choices=list(BACKENDS), help="inference backend (default %(default)s)")
     parser.add_argument("--frames", type=int, default=1000, help="held-out synthetic frames (default %(default)s)")
     parser.add_argument("--real-dir", type=Path, default=DEFAULT_REAL_DIR, help="folder of real depth PNGs + intrinsics.json")
     parser.add_argument("--out", type=Path, help="results directory (default WEIGHTS/eval)")
     parser.add_argument("--no-model-card", action="store_true", help="do not (re)write WEIGHTS/MODEL_CARD.md")
     args = parser.parse_args(argv)
-    from tracker.backends import create_backend
-
+    if args.frames < 1:
+        parser.error("--frames must be at least 1")
+    try:
+        FolderSource(args.real_dir)  # a bad folder fails now, not after the synthetic half
+        manifest = load_manifest(args.weights)
+        hand_model = HandModel.load()
+        estimator = HandEstimator(create_backend(args.backend, args.weights), hand_model)
+    except (WeightsError, BackendUnavailable, SourceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = args.out or args.weights / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    manifest = load_manifest(args.weights)
-    hand_model = HandModel.load()
-    estimator = HandEstimator(create_backend(args.backend, args.weights), hand_model)
     began = time.perf_counter()
     example_config = ExampleConfig(cube_size_m=manifest["cube_size_m"])
     synthetic = evaluate_synthetic(estimator, args.frames, example_config)
@@ -375,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     write_sheet([synthetic_frame_row(estimator, example_config, f) for f in synthetic["worst_frames"]], out / "synthetic_worst.png")
     training_curve = write_training_curve(args.weights, out / "training_curve.png", synthetic["mean_joint_error_mm"])
     real = None
-    if args.real_dir and args.real_dir.is_dir():
+    if args.real_dir:
         real, rows = evaluate_real(estimator, args.real_dir, manifest["cube_size_m"])
         (out / "real_fitting.json").write_text(json.dumps(real, indent=2) + "\n")
         write_sheet(rows, out / "real_overlay.png")

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,7 @@ from tracker.refit import Refit
 from tracker.replay import BackgroundBatches, ReplayMemory
 from tracker.synth.dataset import config_to_dict
 from tracker.training_data import ExampleConfig, SyntheticStream
-from tracker.weights import export_weights
+from tracker.weights import WeightsError, export_weights, load_network
 
 TRAIN_STREAM_SEED = 1  # held-out evaluation uses another stream (tracker.evaluate)
 
@@ -200,8 +201,6 @@ def _agreed_elapsed(began: float, world_size: int, device: torch.device) -> floa
 def initial_weights(network: DualGridNet, weights_dir: str | Path) -> dict:
     """Load exported weights (checksums verified) into ``network`` to fine-tune them; returns
     what they had been trained with, for the run's record."""
-    from tracker.weights import WeightsError, load_network
-
     exported, manifest = load_network(weights_dir)
     if exported.config != network.config:
         raise WeightsError(f"{weights_dir}: network shape {exported.config.to_dict()} differs from the recipe's {network.config.to_dict()}")
@@ -442,7 +441,11 @@ def main(argv: list[str] | None = None) -> int:
         check_replay(config)
     except ValueError as error:
         parser.error(str(error))
-    summary = train(config, args.out, resume=not args.no_resume, max_seconds=None if args.max_minutes is None else 60 * args.max_minutes, init_from=args.init_from)
+    try:
+        summary = train(config, args.out, resume=not args.no_resume, max_seconds=None if args.max_minutes is None else 60 * args.max_minutes, init_from=args.init_from)
+    except WeightsError as exc:  # --init-from: missing, truncated or another network's weights
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if int(os.environ.get("RANK", "0")) == 0:
         replayed = f" ({summary['examples_trained']} drawn from a replay memory)" if config.replay_examples else ""
         print(f"trained {summary['steps']} steps, {summary['samples_seen']} samples{replayed} in {summary['seconds'] / 60:.1f} min; weights in {args.out / 'export'}")
