@@ -124,7 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Imported here, not at the top: segmentation worker processes import this module again
     # when they start, and need none of torch, numba or the inference runtimes.
-    from tracker.backends import create_backend
+    from tracker.backends import BACKENDS, create_backend
+
+    if args.frames < 1:
+        parser.error("--frames must be at least 1")
+    if args.backend not in BACKENDS:
+        parser.error(f"unknown backend {args.backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if args.segment_ahead is not None and args.segment_ahead < 0:
+        parser.error("--segment-ahead must be >= 0")
     from tracker.estimator import HandEstimator
     from tracker.hand_model import HandModel
     from tracker.pipeline import HandTracker, TrackerConfig, backend_options, default_segment_ahead, run_pipeline

@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=300, help="samples per measurement (default %(default)s)")
     parser.add_argument("--out", type=Path, default=RESULT, help="result JSON (default %(default)s)")
     args = parser.parse_args(argv)
+    if args.samples < 1:
+        parser.error("--samples must be at least 1")
     config = SceneConfig()
     example_config = ExampleConfig()
     model = HandModel.load()

@@ -48,6 +48,7 @@ import csv
 import dataclasses
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -974,7 +975,11 @@ def main(argv: list[str] | None = None) -> int:
                 args.out / "cache",
             )
     if args.command == "evaluate" or getattr(args, "evaluate", False):
-        metrics = evaluate(args.weights, args.held_out, tuple(args.seeds), args.frames, args.cache)
+        try:
+            metrics = evaluate(args.weights, args.held_out, tuple(args.seeds), args.frames, args.cache)
+        except WeightsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(
             json.dumps(
                 {

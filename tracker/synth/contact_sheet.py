@@ -11,6 +11,7 @@ ground-truth skeleton drawn on the depth, the ground-truth mesh coordinates as c
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import cv2
@@ -130,7 +131,7 @@ def write_contact_sheet(rows: list[np.ndarray], path: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tracker.synth.dataset import iter_shard_samples
+    from tracker.synth.dataset import ShardError, iter_shard_samples
     from tracker.synth.scene import SceneConfig, render_sample
     from tracker.hand_model import HandModel
 
@@ -147,8 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--count must be at least 1")
     rows = []
     if args.shard is not None:
-        for i, s in zip(range(args.count), iter_shard_samples(args.shard)):
-            rows.append(sample_row(s["depth_m"], s["mask"], s["mesh_coords"], s["labels"], s["joints"], s["intrinsics"], f"seed {s['seed']}"))
+        try:
+            for i, s in zip(range(args.count), iter_shard_samples(args.shard)):
+                rows.append(sample_row(s["depth_m"], s["mask"], s["mesh_coords"], s["labels"], s["joints"], s["intrinsics"], f"seed {s['seed']}"))
+        except ShardError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     else:
         model = HandModel.load()
         for seed in range(args.seed, args.seed + args.count):

@@ -1,0 +1,38 @@
+"""Every command-line tool turns bad arguments into a one-line error and exit code 2,
+before doing any work (no traceback, nothing written)."""
+
+import pytest
+
+from benchmarks import pipeline_speed, synthetic_throughput
+from tracker import side_classifier
+from tracker.synth import contact_sheet
+
+
+def exit_code_and_error(main, argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's parser.error
+        code = exit_.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "main, argv, message",
+    [
+        (pipeline_speed.main, ["--frames", "0"], "--frames must be at least 1"),
+        (pipeline_speed.main, ["--backend", "cuda-magic"], "unknown backend 'cuda-magic'"),
+        (pipeline_speed.main, ["--segment-ahead", "-1"], "--segment-ahead must be >= 0"),
+        (synthetic_throughput.main, ["--samples", "0"], "--samples must be at least 1"),
+        (side_classifier.main, ["evaluate", "--weights", "{tmp}/none"], "no side-classifier weights"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(main, argv, message, tmp_path, capsys):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code, err = exit_code_and_error(main, argv, capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_contact_sheet_of_a_missing_shard(tmp_path, capsys):
+    out = tmp_path / "sheet.png"
+    code, err = exit_code_and_error(contact_sheet.main, ["--out", str(out), "--shard", str(tmp_path / "none.npz")], capsys)
+    assert code == 2 and "shard not found" in err and not out.exists()
