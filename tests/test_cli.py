@@ -61,3 +61,10 @@ def test_record_needs_a_camera(tmp_path, capsys):
     except SystemExit as exc:
         assert exc.code == 2
     assert "--record needs a live camera" in capsys.readouterr().err
+
+
+def test_a_video_path_without_a_known_suffix_fails_before_tracking(tmp_path, capsys):
+    out = tmp_path / "t.jsonl"
+    assert main(["--max-frames", "2", "--no-viewer", "--out", str(out), "--video", str(tmp_path / "hands")]) == 2
+    assert "give a video file (.mp4" in capsys.readouterr().err
+    assert not out.exists() or out.read_text() == ""  # nothing tracked, nothing half-written

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tracker.cli import main
+from tracker.pipeline import default_segment_ahead
 from tracker.sources import SyntheticSource, write_recording
 from tracker.types import Handedness
 
@@ -53,6 +54,24 @@ def test_recording_is_tracked_frame_by_frame(recorded, tmp_path):
     hand = tracked[0]["hands"][0]
     assert len(hand["joints_xyz_m"]) == 21 and len(hand["joints_uv_px"]) == 21
     assert set(records[0]["timings_ms"]) >= {"segment", "crop", "network", "refit"}
+
+
+def test_a_recording_plays_at_its_own_pace_by_default_and_the_pipeline_knows_it(recorded, tmp_path):
+    path, frames, _ = recorded
+    runs = {}
+    for flags in ([], ["--no-realtime"]):
+        out = tmp_path / f"run{len(flags)}.jsonl"
+        assert main(["--source", str(path), "--out", str(out), "--no-viewer", *flags]) == 0
+        numbers = [r["frame"] for r in _read(out)]
+        if flags:
+            assert numbers == [f.frame_number for f in frames]
+        else:  # as live: a tracker that falls behind skips to the newest frame (and counts it)
+            assert numbers and numbers == sorted(set(numbers)) and set(numbers) <= {f.frame_number for f in frames}
+        runs[tuple(flags)] = json.loads(out.with_name(out.stem + ".config.json").read_text())["tracker"]
+    # Paced: no frames prepared ahead (each would wait for the next to arrive).
+    assert runs[()]["segment_ahead"] == 0
+    # As fast as possible: the worker that prepares the next frame, where the cores allow one.
+    assert runs[("--no-realtime",)]["segment_ahead"] == default_segment_ahead("onnxruntime")
 
 
 def test_input_failing_midway_keeps_what_was_written(recorded, tmp_path, capsys):
@@ -128,6 +147,34 @@ def test_sigterm_stops_cleanly_with_complete_lines(tmp_path):
     assert "stopped by SIGTERM" in stdout
     records = _read(out)  # every line parses: nothing half-written
     assert len(records) >= 3
+
+
+def test_sigterm_to_the_process_group_stops_cleanly_with_workers(tmp_path):
+    # `timeout`, `kill -- -PGID` and service managers signal the whole group: the workers
+    # preparing frames ahead end at once, and the run must still stop as asked.
+    if default_segment_ahead("onnxruntime") == 0:
+        pytest.skip("one CPU core: no frames are prepared ahead")
+    sr305 = ROOT / "tests" / "data" / "sr305-gestures"
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "intrinsics.json").write_bytes((sr305 / "intrinsics.json").read_bytes())
+    pngs = sorted(sr305.rglob("*.png"))
+    for i in range(100 * len(pngs)):  # long enough to be running when the signal comes
+        (folder / f"{i:05d}.png").write_bytes(pngs[i % len(pngs)].read_bytes())
+    out = tmp_path / "x.jsonl"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "run_tracker.py"), "--source", str(folder), "--no-viewer", "--out", str(out)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 5):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "stopped by SIGTERM" in stdout and "Traceback" not in stderr
+    assert len(_read(out)) >= 5  # every line parses: nothing half-written
 
 
 def test_tracking_seeds_from_the_last_hand_and_redetects_after_loss(hand_model):
@@ -264,11 +311,39 @@ def test_a_prepare_worker_that_dies_gives_a_clear_error(hand_model):
     try:
         workers._processes[0].kill()
         workers._processes[0].join()
-        with pytest.raises(RuntimeError, match="frame preparation worker 0 ended unexpectedly"):
+        with pytest.raises(RuntimeError, match="frame preparation worker 0 ended unexpectedly") as ended:
             workers.send(frame, None)
             workers.receive()
+        assert ended.value.signal_name == "SIGKILL"
     finally:
         workers.close()
+
+
+@pytest.mark.parametrize("signum, stops_cleanly", [(signal.SIGTERM, True), (signal.SIGKILL, False)])
+def test_a_stop_signal_that_reaches_the_workers_first_ends_the_run_cleanly(hand_model, monkeypatch, signum, stops_cleanly):
+    # A signal to the whole process group can end a worker before the main process's own
+    # handler runs: the tracker then finds the worker gone while it waits for an answer.
+    # That is a stop, as asked; a worker killed by anything else is a failure.
+    from tracker.prepare import PrepareWorkerEnded, PrepareWorkers
+
+    receive, calls = PrepareWorkers.receive, []
+
+    def receive_then_lose_the_worker(self):
+        calls.append(1)
+        if len(calls) == 4:
+            os.kill(self._processes[0].pid, signum)
+            self._processes[0].join()
+        return receive(self)
+
+    monkeypatch.setattr(PrepareWorkers, "receive", receive_then_lose_the_worker)
+    if stops_cleanly:
+        summary, results = _run(hand_model, 1, 12)
+        assert summary.stopped_by == "SIGTERM" and summary.error is None
+        # Frames 0-2, and 3 too where the worker had answered it before it was ended.
+        assert [r.frame.frame_number for r in results] in ([0, 1, 2], [0, 1, 2, 3])
+    else:
+        with pytest.raises(PrepareWorkerEnded, match="exit code -9"):
+            _run(hand_model, 1, 12)
 
 
 @pytest.mark.parametrize("cores, workers", [(1, 1), (2, 1), (4, 2), (16, 3)])
@@ -284,6 +359,14 @@ def test_frames_are_prepared_ahead_where_it_was_measured_to_pay(monkeypatch, cor
     # Spin-waiting threads would steal the workers' cores.
     assert backend_options("onnxruntime", 1) == {"spin": False}
     assert backend_options("onnxruntime", 0) == {} == backend_options("torch-cuda", 3)
+
+
+def test_preparing_ahead_counts_cores_where_affinity_is_unknown(monkeypatch):
+    from tracker.pipeline import default_segment_ahead
+
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS, Windows
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert default_segment_ahead("torch-cuda") == 3 and default_segment_ahead("onnxruntime") == 1
 
 
 def test_onnxruntime_backend_without_spinning_gives_the_same_outputs():

@@ -265,7 +265,12 @@ def test_speckle_in_front_of_the_hand_is_ignored():
 def test_smaller_frames_work_alike():
     small = CameraIntrinsics(320, 240, 237.5, 237.5, 159.5, 119.5)
     depth, labels = render(HAND, DISTRACTORS["body at the corner"], intrinsics=small)
+    depth[:4] = 2.5  # a far wall along the top, beyond the segmentation's depth range
+    before = depth.copy()
     assert distance(find_hand_center(depth, small), visible_centroid(depth, labels, 0, small)) < ON_HAND_M
+    # At this size the grid is the frame itself; segmenting must not edit the frame, which
+    # the network's crop is cut from next.
+    np.testing.assert_array_equal(depth, before)
 
 
 SR305 = Path(__file__).parent / "data" / "sr305-gestures"

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     from tracker.estimator import HandEstimator
     from tracker.hand_model import HandModel
     from tracker.pipeline import HandTracker, TrackerConfig, backend_options, default_segment_ahead, run_pipeline
-    from tracker.sources import SourceError, SyntheticSource, open_source
+    from tracker.sources import RECORDING_SUFFIXES, SourceError, SyntheticSource, open_source
     from tracker.types import Handedness
     from tracker.weights import WEIGHTS_DIR, WeightsError, load_manifest
 
@@ -86,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     synthetic = spec.partition(":")[0] == "synthetic"
     if synthetic and max_frames is None:
         max_frames = DEFAULT_SYNTHETIC_FRAMES
-    realtime = args.realtime if args.realtime is not None else spec.startswith("realsense")
+    # Cameras and recordings run at their own pace unless told otherwise; folders and the
+    # renderer deliver every frame as fast as they can. The pipeline's settings follow the
+    # source's actual pace, so both are decided here, once.
+    paced_by_default = spec.startswith("realsense") or Path(spec).suffix.lower() in RECORDING_SUFFIXES
+    realtime = args.realtime if args.realtime is not None else paced_by_default
     # Frames are prepared ahead only when every frame is processed (a live camera would wait
     # for them) and the source outpaces the tracker: the renderer behind the synthetic
     # source is slower than the tracker, and a worker would only take its cores.
@@ -103,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         tracker = HandTracker(HandEstimator(backend, hand_model), config)
         # Last: a camera opened here must be closed on any later failure.
-        source = open_source(spec, realtime=args.realtime, record_path=args.record, max_frames=max_frames)
+        source = open_source(spec, realtime=realtime, record_path=args.record, max_frames=max_frames)
     except (WeightsError, BackendUnavailable, SourceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ import numpy as np
 
 from tracker.crop import DEFAULT_CUBE_SIZE_M
 from tracker.estimator import HandEstimator
-from tracker.prepare import PrepareConfig, Prepared, PrepareWorkers, prepare_frame
+from tracker.prepare import PrepareConfig, Prepared, PrepareWorkerEnded, PrepareWorkers, prepare_frame
 from tracker.segment import SegmentConfig
 from tracker.side_vote import SideVote, SideVoteConfig
 from tracker.smoothing import OneEuroFilter
@@ -56,6 +56,9 @@ class TrackerConfig:
 
 #: Backends whose network runs off the CPU, where segmenting ahead pays.
 GPU_BACKENDS = ("torch-cuda", "tensorrt")
+#: Signals that stop a run; sent to the whole process group, they end the frame-preparation
+#: workers as well.
+GROUP_STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
 
 def default_segment_ahead(backend: str) -> int:
@@ -69,7 +72,8 @@ def default_segment_ahead(backend: str) -> int:
     the network slows from 9 to 13 ms sharing the cores (two workers measured 59). The torch
     CPU backend gains nothing from a worker (33 frames/s either way), so it gets none.
     """
-    cores = len(os.sched_getaffinity(0))
+    # The CPUs this process may use (a container's or taskset's share); Linux only.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if backend in GPU_BACKENDS:
         return max(1, min(3, cores - 2))
     if backend == "onnxruntime" and cores >= 2:
@@ -300,33 +304,41 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
         thread.start()
         in_flight: deque = deque()
         ended = False
-        while not stop.is_set():
-            # The current frame and, segmenting ahead, the next ``workers`` frames.
-            while not ended and len(in_flight) <= workers:
-                taken = take_next()
-                if taken is None:
-                    ended = True
-                else:
-                    in_flight.append(taken)
-            if not in_flight:
-                break
-            frame, dropped = in_flight.popleft()
-            summary.dropped += dropped
-            result = tracker.process(frame) if ahead is None else tracker.finish(frame, ahead.receive())
-            result = FrameResult(result.frame, result.hands, result.timings_ms, dropped)
-            for sink in sinks:
-                sink.write(result)
-            if any(getattr(sink, "stop_requested", False) for sink in sinks):
-                summary.stopped_by = "viewer closed"
-                stop.set()
-            arrived = arrival.pop(id(frame), None)
-            if arrived is not None:
-                summary.latency_ms.append(1e3 * (time.perf_counter() - arrived))
-            summary.frames += 1
-            summary.frames_with_hand += bool(result.hands)
-            if max_frames is not None and summary.frames >= max_frames:
-                summary.stopped_by = "max frames"
-                break
+        try:
+            while not stop.is_set():
+                # The current frame and, segmenting ahead, the next ``workers`` frames.
+                while not ended and len(in_flight) <= workers:
+                    taken = take_next()
+                    if taken is None:
+                        ended = True
+                    else:
+                        in_flight.append(taken)
+                if not in_flight:
+                    break
+                frame, dropped = in_flight.popleft()
+                summary.dropped += dropped
+                result = tracker.process(frame) if ahead is None else tracker.finish(frame, ahead.receive())
+                result = FrameResult(result.frame, result.hands, result.timings_ms, dropped)
+                for sink in sinks:
+                    sink.write(result)
+                if any(getattr(sink, "stop_requested", False) for sink in sinks):
+                    summary.stopped_by = "viewer closed"
+                    stop.set()
+                arrived = arrival.pop(id(frame), None)
+                if arrived is not None:
+                    summary.latency_ms.append(1e3 * (time.perf_counter() - arrived))
+                summary.frames += 1
+                summary.frames_with_hand += bool(result.hands)
+                if max_frames is not None and summary.frames >= max_frames:
+                    summary.stopped_by = "max frames"
+                    break
+        except PrepareWorkerEnded as exc:
+            if exc.signal_name not in GROUP_STOP_SIGNALS and not stop.is_set():
+                raise
+            # The signal that stops the run reached the worker processes too (sent to the
+            # whole process group): the frames still with them are left unprocessed.
+            if not stop.is_set():  # it reached them before our own handler ran
+                summary.stopped_by = exc.signal_name
         if slot.error is not None:
             summary.error = str(slot.error)
             summary.stopped_by = "input error"

@@ -115,6 +115,25 @@ def serve(connection, config: PrepareConfig, classifier_onnx: tuple[bytes, dict]
             block.close()
 
 
+class PrepareWorkerEnded(RuntimeError):
+    """A worker process is gone. ``signal_name``: the signal that ended it, if one did.
+
+    A signal sent to the whole process group (``timeout``, ``kill -- -PGID``, a service
+    manager stopping the run) ends the workers along with the run; the pipeline treats that
+    as the stop request it is, not as a failure.
+    """
+
+    def __init__(self, worker: int, exit_code: int | None) -> None:
+        self.worker, self.exit_code = worker, exit_code
+        self.signal_name = None
+        if exit_code is not None and exit_code < 0:
+            try:
+                self.signal_name = signal.Signals(-exit_code).name
+            except ValueError:
+                self.signal_name = f"signal {-exit_code}"
+        super().__init__(f"frame preparation worker {worker} ended unexpectedly (exit code {exit_code})")
+
+
 class PrepareWorkers:
     """``count`` processes that prepare frames ahead of the tracker, request n in worker
     n % count.
@@ -192,9 +211,10 @@ class PrepareWorkers:
             raise answer
         return answer
 
-    def _ended(self, worker: int) -> RuntimeError:
-        code = self._processes[worker].exitcode
-        return RuntimeError(f"frame preparation worker {worker} ended unexpectedly (exit code {code})")
+    def _ended(self, worker: int) -> "PrepareWorkerEnded":
+        process = self._processes[worker]
+        process.join(timeout=1.0)  # its pipe closes a moment before it can be reaped
+        return PrepareWorkerEnded(worker, process.exitcode)
 
     def close(self) -> None:
         for connection in self._connections:

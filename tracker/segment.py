@@ -240,7 +240,9 @@ class _Grid:
         self.config = config
         self.k = intrinsics
         self.step = max(1, int(depth_m.shape[1]) // max(1, config.grid_width_px))
-        self.depth = np.ascontiguousarray(depth_m[:: self.step, :: self.step], dtype=np.float32)
+        # Always a copy: it is edited below, and with step 1 (frames up to 425 px wide) a
+        # view would edit the caller's frame, which the crop is cut from afterwards.
+        self.depth = np.array(depth_m[:: self.step, :: self.step], dtype=np.float32, order="C", copy=True)
         # NaN fails both comparisons, so holes marked NaN are invalid like zeros.
         self.valid = (self.depth > config.min_depth_m) & (self.depth < config.max_depth_m)
         self.depth[~self.valid] = 0.0

@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 #: another thread (the pipeline's main thread, on Ctrl-C) takes effect promptly: the SDK
 #: serialises ``pipeline.stop()`` behind a wait in progress.
 _POLL_MS = 100
+#: What pyrealsense2 records: .db3 (rosbag2, SDK >= 2.58) and .bag (rosbag1, older SDKs).
+RECORDING_SUFFIXES = (".db3", ".bag")
 
 
 class SourceError(RuntimeError):
@@ -518,7 +520,7 @@ class RecordingSource(FrameSource):
         self.path = Path(path)
         self.realtime = bool(realtime)
         self._stall_timeout_s = float(stall_timeout_s)
-        if self.path.suffix.lower() not in (".db3", ".bag"):
+        if self.path.suffix.lower() not in RECORDING_SUFFIXES:
             raise SourceError(f"{self.path} is not a RealSense recording: expected a .db3 or .bag file")
         if not self.path.is_file():
             raise SourceError(f"recording {self.path} does not exist")
@@ -1197,7 +1199,7 @@ def open_source(
                 raise SourceError(f"'synthetic[:SEED][:left|right]' needs an integer seed and/or a hand side, got {part!r}") from None
         return SyntheticSource(seed=seed, realtime=bool(realtime), hand=hand, max_frames=max_frames)
     path = Path(spec)
-    if path.suffix.lower() in (".db3", ".bag"):
+    if path.suffix.lower() in RECORDING_SUFFIXES:
         return RecordingSource(path, realtime=True if realtime is None else realtime)
     if path.is_dir():
         return FolderSource(path, realtime=bool(realtime))

@@ -71,8 +71,16 @@ class OverlayPainter:
 class VideoSink:
     """Overlay frames into an MP4 (mp4v) or, for *.png, the last frame as a picture."""
 
+    #: Containers OpenCV writes mp4v video into; it picks the container from the suffix.
+    VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv")
+
     def __init__(self, path: str | Path, hand_model: HandModel, fps: float = 30.0, painter: OverlayPainter | None = None) -> None:
         self.path = Path(path)
+        if self.path.suffix.lower() not in (".png", *self.VIDEO_SUFFIXES):
+            raise ValueError(
+                f"cannot tell what to write to {self.path}: give a video file ({', '.join(self.VIDEO_SUFFIXES)}) "
+                "or a .png for the last overlay frame"
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.painter = painter or OverlayPainter(hand_model.faces)
         self.fps = fps
