@@ -31,11 +31,15 @@ def test_training_checkpoints_resumes_and_exports(tmp_path):
     assert [int(r["step"]) for r in rows] == list(range(1, SMOKE.steps + 1))
     assert all(float(r["initial_cm"]) > 0 for r in rows)
 
-    # Resume: a longer run continues from the checkpoint instead of starting over.
+    # Resume: a longer run continues from the checkpoint instead of starting over. A row
+    # logged after the checkpoint (the run died between the two) is logged again, once.
+    with open(tmp_path / "metrics.csv", "a", newline="") as f:
+        csv.writer(f).writerow([SMOKE.steps + 1] + ["0"] * (len(rows[0]) - 1))
     longer = SMOKE.__class__(**{**SMOKE.__dict__, "steps": SMOKE.steps + 2})
     train(longer, tmp_path, progress=False)
     rows = _rows(tmp_path / "metrics.csv")
-    assert [int(r["step"]) for r in rows][-2:] == [SMOKE.steps + 1, SMOKE.steps + 2]
+    assert [int(r["step"]) for r in rows] == list(range(1, SMOKE.steps + 3))
+    assert float(rows[SMOKE.steps]["initial_cm"]) > 0  # the new row, not the stale one
     assert torch.load(tmp_path / "last.pt", weights_only=True)["samples_seen"] == (SMOKE.steps + 2) * SMOKE.batch_size
 
     network, manifest = load_network(tmp_path / "export")
@@ -65,9 +69,22 @@ def test_learning_rate_schedule():
     assert learning_rate(config, early, time_fraction=0.5) == pytest.approx(0.5 * config.learning_rate)
     assert learning_rate(config, early, time_fraction=1.0) == pytest.approx(0.0, abs=1e-12)
     assert learning_rate(config, config.steps - 1, time_fraction=0.1) == learning_rate(config, config.steps - 1)
+    # ... also when it runs out during the warm-up.
+    assert learning_rate(config, config.warmup_steps // 2, time_fraction=1.0) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate(config, config.warmup_steps - 1, time_fraction=0.5) == pytest.approx(0.5 * config.learning_rate)
 
 
-def test_fine_tuning_starts_from_exported_weights_and_counts_their_samples(tmp_path, hand_model):
+def test_fine_tuning_starts_from_exported_weights_and_counts_their_samples(tmp_path, hand_model, monkeypatch):
+    import tracker.train as train_module
+
+    starts = []
+
+    class RecordingStream(train_module.SyntheticStream):
+        def __init__(self, *args, start=0, **kwargs):
+            starts.append(start)
+            super().__init__(*args, start=start, **kwargs)
+
+    monkeypatch.setattr(train_module, "SyntheticStream", RecordingStream)
     train(SMOKE, tmp_path / "first", progress=False)
     start, _ = load_network(tmp_path / "first" / "export")
     fresh = DualGridNet(hand_model.mesh_coords, DualGridNetConfig(**start.config.to_dict()))
@@ -78,6 +95,10 @@ def test_fine_tuning_starts_from_exported_weights_and_counts_their_samples(tmp_p
 
     summary = train(SMOKE, tmp_path / "second", progress=False, init_from=tmp_path / "first" / "export")
     assert summary["samples_seen_total"] == 2 * SMOKE.steps * SMOKE.batch_size
+    # The fine-tune draws the samples after those the first run drew, never the same ones.
+    first_total = SMOKE.steps * SMOKE.batch_size
+    assert starts == [0, first_total]
+    assert json.loads((tmp_path / "second" / "config.json").read_text())["sample_stream"]["first_index"] == first_total
     _, manifest = load_network(tmp_path / "second" / "export")
     assert manifest["training"]["initialised_from"]["samples_seen"] == SMOKE.steps * SMOKE.batch_size
 

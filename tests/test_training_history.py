@@ -46,6 +46,17 @@ def test_stages_are_chained_by_where_each_began(tmp_path):
     assert image is not None and image.shape[0] > 100
 
 
+def test_steps_logged_twice_by_a_resumed_run_count_once(tmp_path):
+    write_stage(tmp_path, "", None, [3.0, 2.0, 1.0])
+    path = tmp_path / "training_metrics.csv"
+    lines = path.read_text().splitlines()
+    # The run died after logging step 40 and resumed from a checkpoint at step 20.
+    path.write_text("\n".join(lines + ["40,640,0.001,1.5", "60,960,0.001,0.5"]) + "\n")
+    (stage,) = load_training_history(tmp_path)
+    assert stage.samples.tolist() == [320, 640, 960]
+    np.testing.assert_allclose(stage.joint_error_mm, [30.0, 15.0, 5.0])
+
+
 def test_a_directory_without_logs_has_no_history(tmp_path):
     assert load_training_history(tmp_path) == []
     assert write_training_curve(tmp_path, tmp_path / "curve.png", 10.0) is False

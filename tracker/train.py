@@ -102,10 +102,13 @@ def learning_rate(config: TrainConfig, step: int, time_fraction: float = 0.0) ->
     """Linear warm-up, then a cosine to zero by the last step, or by the end of the time
     budget when that comes first (``time_fraction``: share of it used), so a run cut short
     by ``--max-minutes`` still ends its schedule instead of stopping at a high rate."""
+    def cosine(progress: float) -> float:
+        return config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
     if step < config.warmup_steps:
-        return config.learning_rate * (step + 1) / config.warmup_steps
-    progress = max((step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1), time_fraction)
-    return config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        # A budget that ends during the warm-up still ends at a low rate.
+        return min(config.learning_rate * (step + 1) / config.warmup_steps, cosine(time_fraction))
+    return cosine(max((step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1), time_fraction))
 
 
 def compute_losses(outputs: dict, batch: dict, refit: Refit, weights: LossWeights, use_refit: bool) -> dict[str, torch.Tensor]:
@@ -280,15 +283,21 @@ def train(
         initialised_from = initial_weights(network, init_from)
         network.to(device)
     model = DistributedDataParallel(network) if world_size > 1 else network
+    # A fine-tune takes up the sample stream where the weights it starts from left it, so it
+    # never trains on their samples again (each earlier stage drew from below their total).
+    stream_start = 0 if initialised_from is None else int(initialised_from["samples_seen"])
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        resolved = {"train": config_to_dict(config), "world_size": world_size, "device": str(device), "parameters": count_parameters(network), "initialised_from": initialised_from}
+        resolved = {
+            "train": config_to_dict(config), "world_size": world_size, "device": str(device), "parameters": count_parameters(network),
+            "initialised_from": initialised_from, "sample_stream": {"seed": TRAIN_STREAM_SEED, "first_index": stream_start},
+        }
         (out_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
 
     # A resumed run restarts every (rank, worker) lane at samples_seen: exact with one rank
     # and one worker; otherwise the lanes had taken unequal shares, so a few examples are
     # rendered twice or skipped, which does not matter for a random stream.
-    stream = SyntheticStream(config.data, TRAIN_STREAM_SEED, start=samples_seen, rank=rank, world_size=world_size)
+    stream = SyntheticStream(config.data, TRAIN_STREAM_SEED, start=stream_start + samples_seen, rank=rank, world_size=world_size)
     loader = DataLoader(
         stream,
         batch_size=config.batch_size,
@@ -305,7 +314,12 @@ def train(
         new_file = not metrics_file.exists() or step == 0
         if not new_file:  # a resumed run keeps its file's columns, which older versions wrote fewer of
             with open(metrics_file, newline="") as existing:
-                columns = next(csv.reader(existing), None) or columns
+                rows = list(csv.reader(existing))
+            columns = rows[0] if rows else columns
+            # Rows logged after the checkpoint are logged again from it: drop the old ones.
+            kept = [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= step]
+            with open(metrics_file, "w", newline="") as rewritten:
+                csv.writer(rewritten).writerows([columns, *kept])
         handle = open(metrics_file, "w" if new_file else "a", newline="")
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         if new_file:

@@ -73,6 +73,12 @@ def read_stage(name: str, config_path: Path, metrics_path: Path) -> TrainingStag
         raise TrainingHistoryError(f"{metrics_path}: cannot read the stage's log ({exc})") from exc
     if not rows or "samples_seen" not in rows[0] or "joints_cm" not in rows[0]:
         raise TrainingHistoryError(f"{metrics_path}: no rows with samples_seen and joints_cm (not a training log?)")
+    # A run resumed from a checkpoint logs the steps after it again (older versions kept
+    # both rows): the later row of a step is the one the run went on from.
+    by_step = {}
+    for row in rows:
+        by_step[int(float(row.get("step") or row["samples_seen"]))] = row
+    rows = [by_step[step] for step in sorted(by_step)]
     earlier = config.get("initialised_from") or {}
     return TrainingStage(
         name=name,
