@@ -59,6 +59,30 @@ def test_corrupt_weights_fail_the_checksum(tmp_path):
         load_network(export)
 
 
+def test_weights_refuse_a_hand_model_they_were_not_trained_with(tmp_path, hand_model):
+    import numpy as np
+
+    from tracker.backends import create_backend
+    from tracker.estimator import HandEstimator
+    from tracker.hand_model import DEFAULT_ASSET, HandModel
+
+    train(SMOKE, tmp_path, progress=False)
+    export = tmp_path / "export"
+    with np.load(DEFAULT_ASSET, allow_pickle=False) as data:
+        arrays = dict(data)
+    arrays["mesh_coords"] = arrays["mesh_coords"][::-1].copy()  # another embedding, same shapes
+    other = tmp_path / "other_hand.npz"
+    np.savez(other, **arrays)
+    other_model = HandModel.load(other)
+    with pytest.raises(WeightsError, match="trained with the hand model"):
+        load_network(export, hand_model=other_model)
+    with pytest.raises(WeightsError, match="trained with the hand model"):
+        HandEstimator(create_backend("onnxruntime", export), other_model)
+    # The asset they were exported with loads; so does a model made in memory (no file).
+    load_network(export, hand_model=HandModel.load(DEFAULT_ASSET))
+    HandEstimator(create_backend("onnxruntime", export), HandModel(arrays))
+
+
 def test_learning_rate_schedule():
     config = RECIPES["cpu"]
     assert learning_rate(config, 0) < learning_rate(config, config.warmup_steps - 1)

@@ -35,6 +35,11 @@ class HandEstimator:
     def __init__(self, backend, hand_model: HandModel | None = None) -> None:
         self.backend = backend
         self.hand_model = hand_model or HandModel.load()
+        manifest = getattr(backend, "manifest", None)
+        if manifest is not None:  # the ONNX and TensorRT networks carry the asset's sampling baked in
+            from tracker.weights import check_hand_model  # torch-free import of this module otherwise
+
+            check_hand_model(manifest, self.hand_model)
         self.refit = Refit(self.hand_model)
 
     def run(self, crop: HandCrop) -> tuple[NetworkOutput, dict[str, float]]:

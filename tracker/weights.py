@@ -80,6 +80,7 @@ def load_network(weights_dir: str | Path = WEIGHTS_DIR, hand_model: HandModel | 
     manifest = load_manifest(weights_dir)
     path = verified_path(weights_dir, STATE_DICT, manifest)
     hand_model = hand_model or HandModel.load()
+    check_hand_model(manifest, hand_model, weights_dir)
     network = DualGridNet(hand_model.mesh_coords, DualGridNetConfig(**manifest["network"]))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -101,6 +102,27 @@ def export_onnx(network: DualGridNet, path: Path) -> None:
         opset_version=ONNX_OPSET,
         dynamo=False,
     )
+
+
+def check_hand_model(manifest: dict, hand_model: HandModel, weights_dir: str | Path | None = None) -> None:
+    """Raise WeightsError unless ``hand_model`` is the asset the weights were exported with.
+
+    The network samples its vertices at the asset's mesh coordinates and the refit fits the
+    asset's template parts, so weights used with another asset give wrong hands, with every
+    file checksum intact. A model made in memory (tests) has no file to compare.
+    """
+    expected = manifest.get("hand_model_sha256")
+    source = Path(hand_model.source)
+    if expected is None or not source.is_file():
+        return
+    actual = sha256_of(source)
+    if actual != expected:
+        which = "the network weights" if weights_dir is None else f"the network weights in {weights_dir}"
+        raise WeightsError(
+            f"{which} were trained with the hand model {expected[:12]}..., but {source} is {actual[:12]}...; "
+            "their vertices and refit would not match. Use the asset they were exported with, or train and "
+            "export weights for this one"
+        )
 
 
 def export_weights(network: DualGridNet, cube_size_m: float, out_dir: str | Path, training: dict | None = None) -> dict:
