@@ -191,6 +191,59 @@ def _write_infrared_only(path: Path) -> None:
     gc.collect()
 
 
+def _write_depth_then_colour(path: Path, depth_frames: int, colour_after_s: float) -> None:
+    """Depth at 90 fps, then one colour frame ``colour_after_s`` after the last depth frame:
+    a complete recording whose timeline runs on past its depth stream."""
+    w, h = 32, 24
+    k = rs.intrinsics()
+    k.width, k.height, k.fx, k.fy, k.ppx, k.ppy = w, h, 30.0, 30.0, 16.0, 12.0
+    k.model, k.coeffs = rs.distortion.none, [0.0] * 5
+    device = rs.software_device()
+    depth_sensor, colour_sensor = device.add_sensor("Depth"), device.add_sensor("Colour")
+    profiles = []
+    for sensor, (kind, uid, fps, bpp, fmt) in zip(
+        (depth_sensor, colour_sensor), ((rs.stream.depth, 1, 90, 2, rs.format.z16), (rs.stream.color, 2, 30, 3, rs.format.rgb8))
+    ):
+        stream = rs.video_stream()
+        stream.type, stream.index, stream.uid = kind, 0, uid
+        stream.width, stream.height, stream.fps, stream.bpp, stream.fmt = w, h, fps, bpp, fmt
+        stream.intrinsics = k
+        profiles.append(sensor.add_video_stream(stream, True).as_video_stream_profile())
+    depth_sensor.add_read_only_option(rs.option.depth_units, 0.001)
+    recorder = rs.recorder(str(path), device)
+    recorded, queues = recorder.query_sensors(), []
+    for sensor in recorded:
+        sensor.open(sensor.get_stream_profiles()[0])
+        queues.append(rs.frame_queue(1))
+        sensor.start(queues[-1])
+
+    def push(sensor, profile, pixels, number):
+        frame = rs.software_video_frame()
+        frame.pixels, frame.stride, frame.bpp = pixels, pixels.strides[0], pixels.itemsize * (pixels.shape[2] if pixels.ndim == 3 else 1)
+        frame.timestamp, frame.domain, frame.frame_number, frame.profile = 1000.0 * time.perf_counter(), rs.timestamp_domain.hardware_clock, number, profile
+        sensor.on_video_frame(frame)
+
+    for i in range(depth_frames):
+        push(depth_sensor, profiles[0], np.full((h, w), 500 + i, np.uint16), i + 1)
+        time.sleep(1 / 90)
+    time.sleep(colour_after_s)
+    push(colour_sensor, profiles[1], np.zeros((h, w, 3), np.uint8), 1)
+    for sensor in recorded:
+        sensor.stop()
+        sensor.close()
+    del recorded, queues, recorder, depth_sensor, colour_sensor, profiles, device
+    gc.collect()
+
+
+def test_a_complete_recording_whose_other_streams_run_on_is_not_called_corrupt(tmp_path):
+    path = tmp_path / "depth_and_colour.db3"
+    _write_depth_then_colour(path, depth_frames=20, colour_after_s=0.06)
+    source = RecordingSource(path, realtime=False)
+    assert source.duration_s > 19 / 90 + 0.05  # the timeline does run on past the depth
+    frames = list(source.frames())
+    assert len(frames) == 20 and frames[-1].depth[0, 0] == 519
+
+
 def test_recording_without_depth_stream(tmp_path):
     path = tmp_path / "ir.db3"
     _write_infrared_only(path)

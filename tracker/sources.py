@@ -202,6 +202,14 @@ def _device_info(rs, device, info, default: str = "") -> str:
     return device.get_info(info) if device.supports(info) else default
 
 
+def _depth_frame_of(frame):
+    """The depth frame in what a pipeline delivers (a frameset, or the frame itself), or None."""
+    if frame.is_frameset():
+        depth = frame.as_frameset().get_depth_frame()
+        return depth if depth else None
+    return frame.as_depth_frame() if frame.is_depth_frame() else None
+
+
 def _stop_pipeline(pipe) -> None:
     try:
         pipe.stop()
@@ -299,7 +307,7 @@ class RealSenseSource(FrameSource):
         optional = (("spatial", spatial), ("temporal", temporal), ("hole filling", hole_filling))
         filters += [name for name, on in optional if on]
         self._lock = threading.Lock()
-        self._pipe = None
+        self._pipe = self._queue = None
         self._iterated = False
         self._record_paths: list[Path] = []
         self._start()
@@ -399,8 +407,13 @@ class RealSenseSource(FrameSource):
         if record_path is not None:
             cfg.enable_record_to_file(str(record_path))
         pipe = rs.pipeline(self._ctx)
+        # Frames arrive in a queue the pipeline fills, not through the pipeline's own wait:
+        # that wait restarts a camera that went away by itself, with the same settings, so a
+        # recording would start again from an empty file. Here only _reconnect restarts, into
+        # the next -partN file.
+        queue = rs.frame_queue(2)
         try:
-            profile = pipe.start(cfg)
+            profile = pipe.start(cfg, queue)
         except RuntimeError as exc:
             raise SourceError(
                 f"cannot start RealSense camera {self.serial} at depth {w}x{h} @ {f} fps: {exc}; "
@@ -413,13 +426,13 @@ class RealSenseSource(FrameSource):
         with self._lock:
             closed_meanwhile = self._closed.is_set()  # close() during a reconnect
             if not closed_meanwhile:
-                self._pipe = pipe
+                self._pipe, self._queue = pipe, queue
         if closed_meanwhile:
             _stop_pipeline(pipe)
 
     def _stop(self) -> None:
         with self._lock:
-            pipe, self._pipe = self._pipe, None
+            pipe, self._pipe, self._queue = self._pipe, None, None
         if pipe is not None:
             _stop_pipeline(pipe)  # also finalises the recording
 
@@ -454,19 +467,20 @@ class RealSenseSource(FrameSource):
         try:
             last_frame = time.perf_counter()
             while not self._closed.is_set():
-                pipe = self._pipe
-                if pipe is None:
+                with self._lock:
+                    queue = self._queue
+                if queue is None:
                     return
                 try:
-                    ok, frameset = pipe.try_wait_for_frames(_POLL_MS)
+                    ok, frame = queue.try_wait_for_frame(_POLL_MS)
                     problem = None
                 except RuntimeError as exc:
                     ok, problem = False, f"the SDK reported: {exc}"
                 if self._closed.is_set():
                     return
                 if ok:
-                    depth = frameset.get_depth_frame()
-                    if not depth:
+                    depth = _depth_frame_of(frame)
+                    if depth is None:
                         continue
                     for f in self._filters:
                         depth = f.process(depth)
@@ -536,11 +550,18 @@ class RecordingSource(FrameSource):
         device = self._resolve(cfg, rs.pipeline()).get_device()
         streams = []
         depth = []
+        other_fps = []
         for sensor in device.query_sensors():
             for p in sensor.get_stream_profiles():
                 streams.append(f"{p.stream_name()} {_profile_text(p)}")
                 if p.stream_type() == rs.stream.depth:
                     depth.append(p)
+                elif p.fps() > 0:
+                    other_fps.append(p.fps())
+        # How far the file may run on past its last depth frame when it is complete: other
+        # streams (colour, IMU) go on until their own last frame, and their sensors stop one
+        # after another. Two intervals of the slowest of them, and half a second for the stops.
+        self._tail_allowance_ns = (2e9 / min(other_fps) + 0.5e9) if other_fps else 0.0
         if not depth:
             held = ", ".join(streams) or "no streams at all"
             raise SourceError(
@@ -644,10 +665,10 @@ class RecordingSource(FrameSource):
         duration_ns = self.duration_s * 1e9
         if count == 0:
             raise SourceError(f"recording {self.path} has a depth stream but no depth frame could be read from it")
-        # The last depth frame may precede the file's last message (another stream, metadata)
-        # by up to a frame interval; allow two average intervals plus a millisecond.
+        # The last depth frame may precede the file's last message (metadata) by up to a frame
+        # interval; allow two average intervals plus a millisecond, and what other streams add.
         interval_ns = last_position_ns / max(count - 1, 1)
-        if last_position_ns + 2 * interval_ns + 1e6 < duration_ns:
+        if last_position_ns + 2 * interval_ns + 1e6 + self._tail_allowance_ns < duration_ns:
             raise SourceError(
                 f"recording {self.path} stopped at {last_position_ns / 1e9:.2f} s of {duration_ns / 1e9:.2f} s after "
                 f"{count} frames: the next frame could not be read (the file is corrupt there)"
