@@ -40,3 +40,110 @@ def test_crop_camera_round_trip_and_left_mirroring():
     x_right = camera_to_crop(points, right)[:, 0]
     x_left = camera_to_crop(points, left)[:, 0]
     np.testing.assert_allclose(x_left, -x_right, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the ray crop frame
+
+from kernels.raster import render_mesh  # noqa: E402
+from tracker.crop import CropFrame, cam_from_ray, crop_points_camera  # noqa: E402
+
+
+def _sphere_depth(centre: np.ndarray, radius: float, k: CameraIntrinsics = K) -> np.ndarray:
+    """(H, W) camera z of a sphere's front surface, 0 where the ray misses it (exact)."""
+    v, u = np.mgrid[: k.height, : k.width].astype(np.float64)
+    d = np.stack([(u - k.cx) / k.fx, (v - k.cy) / k.fy, np.ones_like(u)], axis=-1)  # z = 1 rays
+    a = (d * d).sum(-1)
+    b = (d * centre).sum(-1)
+    disc = b * b - a * (centre @ centre - radius**2)
+    t = (b - np.sqrt(np.maximum(disc, 0.0))) / a
+    return np.where(disc > 0, t, 0.0).astype(np.float32)
+
+
+def test_the_ray_is_reached_by_the_smallest_rotation():
+    for centre in ([0.0, 0.0, 0.6], [0.3, -0.2, 0.5], [-0.4, 0.35, 0.45], [1e-9, 0.0, 1.0]):
+        rotation = cam_from_ray(np.array(centre))
+        np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-12)
+        assert np.linalg.det(rotation) == np.float64(1.0) or abs(np.linalg.det(rotation) - 1) < 1e-12
+        np.testing.assert_allclose(rotation @ [0, 0, 1], np.array(centre) / np.linalg.norm(centre), atol=1e-12)
+        # Smallest: the rotation axis is perpendicular to the optical axis (no roll about it).
+        np.testing.assert_allclose((rotation @ [1, 0, 0])[1], (rotation @ [0, 1, 0])[0], atol=1e-12)
+    np.testing.assert_array_equal(cam_from_ray(np.array([0.0, 0.0, 0.5])), np.eye(3))
+
+
+def test_on_the_optical_axis_both_frames_give_the_same_crop():
+    centre = np.array([0.0, 0.0, 0.5])
+    depth = _sphere_depth(centre + [0.01, 0.02, 0.03], 0.05)
+    camera, ray = (make_crop(depth, K, centre, 0.26, frame=f) for f in (CropFrame.CAMERA, CropFrame.RAY))
+    np.testing.assert_allclose(ray.image_from_crop, camera.image_from_crop, atol=1e-9)
+    np.testing.assert_allclose(ray.depth, camera.depth, atol=1e-6)
+
+
+def test_ray_crop_points_lie_on_the_surface_they_were_cut_from():
+    # A sphere far off the optical axis: every measured crop pixel, taken back to the camera
+    # frame, is a point of its surface (nearest-neighbour sampling moves it along the surface,
+    # never off it), in both frames, for both hands (the left one is mirrored).
+    sphere, radius = np.array([0.28, -0.17, 0.5]), 0.06
+    depth = _sphere_depth(sphere, radius)
+    for frame in CropFrame:
+        for hand in Handedness:
+            crop = make_crop(depth, K, sphere - [0.0, 0.0, 0.03], 0.26, hand, frame=frame)
+            grid, measured = crop_points_camera(crop, K)
+            points = grid[measured]
+            assert len(points) > 300
+            # Nearest-neighbour sampling reads the depth of an image pixel up to half a pixel
+            # (0.5 mm here) beside the crop pixel's ray, so on the sloped sphere a point lies up
+            # to ~1 mm off its surface; a wrong homography or depth along the wrong axis would
+            # be centimetres off this far from the axis.
+            off_surface = np.abs(np.linalg.norm(points - sphere, axis=1) - radius)
+            assert np.median(off_surface) < 2e-4 and off_surface.max() < 1.5e-3, (frame, hand, off_surface.max())
+            # crop_to_camera of the crop-normalised point is the same point.
+            normalised = camera_to_crop(points, crop)
+            np.testing.assert_allclose(crop_to_camera(normalised, crop), points, atol=1e-5)
+
+
+def test_a_sphere_looks_the_same_in_the_ray_frame_wherever_it_is():
+    # Seen along the ray to it, a sphere is a disc of the same size wherever it is (at the
+    # same distance). The camera-frame window sees it obliquely: off the axis it shows a
+    # different shape (9 % more pixels here) for the same sphere.
+    def silhouette(frame, sphere):
+        crop = make_crop(_sphere_depth(sphere, 0.06), K, sphere, 0.26, frame=frame)
+        rows, cols = np.nonzero(crop.depth < 1.0)
+        return len(rows), rows.max() - rows.min(), cols.max() - cols.min(), crop.depth.min()
+
+    off_axis = np.array([0.22, 0.15, 0.6])  # 24 degrees off the axis, wholly in the image
+    on_axis = silhouette(CropFrame.RAY, np.array([0.0, 0.0, np.linalg.norm(off_axis)]))  # as far away
+    off_axis_ray = silhouette(CropFrame.RAY, off_axis)
+    off_axis_camera = silhouette(CropFrame.CAMERA, off_axis)
+    assert abs(off_axis_ray[0] / on_axis[0] - 1) < 0.03  # area: the same disc, up to its rim pixels
+    assert abs(off_axis_ray[1] - on_axis[1]) <= 1 and abs(off_axis_ray[2] - on_axis[2]) <= 1
+    assert abs(off_axis_ray[3] - on_axis[3]) < 3e-3  # the nearest point, one radius in front (0.4 mm)
+    assert abs(off_axis_camera[0] / on_axis[0] - 1) > 0.05
+
+
+def test_a_hand_looks_the_same_and_has_the_same_targets_wherever_it_is(hand_model):
+    # The same hand seen along two rays: once on the optical axis, once 28 degrees off it
+    # (the whole scene turned about the camera). In the ray frame both crops and both sets
+    # of targets agree; in the camera frame the targets differ by centimetres although the
+    # crops look alike, which is what a network cannot resolve.
+    k = CameraIntrinsics(640, 480, 380.0, 380.0, 319.5, 239.5)
+    posed = hand_model.pose(cam_from_hand=np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0.45], [0, 0, 0, 1.0]]))
+    # Centred exactly on the optical axis, so that the turned copy is seen along the ray the
+    # turn takes the axis to (the ray frame's roll is that of the smallest rotation to a ray).
+    shift = np.array([0.0, 0.0, 0.45]) - posed.vertices.mean(0)
+    vertices_on_axis, joints_on_axis = posed.vertices + shift, posed.joints + shift
+    turn = cam_from_ray(np.array([np.sin(np.radians(28)), 0.0, np.cos(np.radians(28))]))  # in the image
+    results = {}
+    for name, rotation in (("on axis", np.eye(3)), ("off axis", turn)):
+        vertices = vertices_on_axis.astype(np.float64) @ rotation.T
+        depth, _, _ = render_mesh(vertices, posed.faces, k.fx, k.fy, k.cx, k.cy, k.height, k.width)
+        centre = rotation @ [0.0, 0.0, 0.45]
+        for frame in CropFrame:
+            crop = make_crop(depth, k, centre, 0.26, frame=frame)
+            results[name, frame] = crop.depth, camera_to_crop(joints_on_axis.astype(np.float64) @ rotation.T, crop)
+    ray_on, ray_off = results["on axis", CropFrame.RAY], results["off axis", CropFrame.RAY]
+    # Crops: nearest-neighbour sampling of two renderings differs at the silhouette only.
+    assert np.mean(np.abs(ray_on[0] - ray_off[0]) > 0.05) < 0.03
+    np.testing.assert_allclose(ray_on[1], ray_off[1], atol=1e-5)  # targets: the same
+    camera_off = results["off axis", CropFrame.CAMERA]
+    moved_mm = np.linalg.norm(camera_off[1] - ray_on[1], axis=1).mean() * 130
+    assert moved_mm > 10, moved_mm

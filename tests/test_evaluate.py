@@ -93,3 +93,20 @@ def test_bad_arguments_get_clear_errors_before_any_work(tmp_path, capsys):
     assert evaluate_main(["--real-dir", str(no_intrinsics), "--frames", "2", "--out", str(tmp_path / "eval")]) == 2
     assert "no intrinsics.json" in capsys.readouterr().err
     assert not (tmp_path / "eval").exists()
+
+
+def test_crop_pixels_follow_the_ray_frames_virtual_camera():
+    from tracker.crop import CropFrame, crop_to_camera
+
+    intrinsics = CameraIntrinsics(width=640, height=480, fx=380.0, fy=385.0, cx=321.0, cy=238.0)
+    centre = np.array([0.21, -0.12, 0.45])  # 29 degrees off the optical axis
+    crop = make_crop(np.full((480, 640), 0.45, np.float32), intrinsics, centre, 0.26, crop_size=64, frame=CropFrame.RAY)
+    np.testing.assert_allclose(crop_pixels(np.zeros((1, 3)), centre, 0.26, 64, CropFrame.RAY), [[31.5, 31.5]], atol=1e-9)
+    # Anywhere in the cube: the pixel the camera sees the point at, taken through the crop's
+    # homography (homogeneous coordinates, so divided by the third).
+    points = np.random.default_rng(0).uniform(-1, 1, (50, 3))
+    camera = crop_to_camera(points, crop).astype(np.float64)
+    uv = np.stack([intrinsics.fx * camera[:, 0] / camera[:, 2] + intrinsics.cx, intrinsics.fy * camera[:, 1] / camera[:, 2] + intrinsics.cy, np.ones(50)])
+    back = np.linalg.inv(crop.image_from_crop) @ uv
+    # 1e-3 px: crop_to_camera returns float32 metres.
+    np.testing.assert_allclose(crop_pixels(points, centre, 0.26, 64, CropFrame.RAY), (back[:2] / back[2]).T, atol=1e-3)

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from tracker.pipeline import HandTracker, TrackerConfig, backend_options, default_segment_ahead, run_pipeline
     from tracker.sources import RECORDING_SUFFIXES, SourceError, SyntheticSource, open_source
     from tracker.types import Handedness
-    from tracker.weights import WEIGHTS_DIR, WeightsError, load_manifest
+    from tracker.weights import WEIGHTS_DIR, WeightsError, crop_frame_of, load_manifest
 
     spec = args.source or _default_source()
     if args.source is None:
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         backend = create_backend(args.backend, weights, **backend_options(args.backend, segment_ahead))
         handedness = None if args.hand == "auto" else Handedness(args.hand)
         config = TrackerConfig(
-            cube_size_m=manifest["cube_size_m"], handedness=handedness, smooth=args.smooth,
+            cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest), handedness=handedness, smooth=args.smooth,
             segment_ahead=segment_ahead,
         )
         tracker = HandTracker(HandEstimator(backend, hand_model), config)

@@ -1,15 +1,28 @@
 """Cuts the network input out of a depth frame: a fixed 3-D cube around the hand, 64 x 64.
 
 Used by training (centre from ground truth, jittered), evaluation and the live pipeline
-(centre from the segmentation). The cube of edge ``cube_size_m`` is centred at a 3-D point;
-its projection at the centre's depth defines a square image window, resampled with
-nearest-neighbour to S x S (depth must not be blended across edges). Depth becomes
-(z - z_centre) / (cube / 2), and everything outside [-1, 1] or missing becomes 1, the far
-face of the cube. Predictions in crop-normalised coordinates (x, y, z relative to the
-centre, divided by cube / 2) map back to the camera frame with ``crop_to_camera``.
+(centre from the segmentation). The cube of edge ``cube_size_m`` is centred at a 3-D point
+c; the crop is the cube seen by a virtual camera, resampled with nearest-neighbour to S x S
+(depth must not be blended across edges). Depth becomes (depth - depth of c) / (cube / 2),
+and everything outside [-1, 1] or missing becomes 1, the far face of the cube. Predictions
+in crop-normalised coordinates (relative to c, divided by cube / 2, along the crop's axes)
+map back to the camera frame with ``crop_to_camera``.
+
+Two crop frames (``CropFrame``); the weights' manifest says which one they were trained in:
+
+* ``camera``: the crop's axes are the camera's; the virtual camera is the sensor itself and
+  the crop a square window of the image around c's projection.
+* ``ray``: the virtual camera looks straight at c (rotated from the camera by the smallest
+  rotation that turns its optical axis onto the ray to c), and the crop's axes are the
+  virtual camera's. A hand then looks the same, and has the same targets, wherever in the
+  image it is. In the camera frame it does not: away from the optical axis the same crop
+  belongs to targets sheared by the ray's angle, x_target = x_crop + (x_c / z_c) dz, which
+  the crop does not show (it holds neither x_c / z_c nor z_c), so a network must guess it.
 """
 
 from __future__ import annotations
+
+from enum import Enum
 
 import cv2
 import numpy as np
@@ -20,31 +33,72 @@ CROP_SIZE = 64
 DEFAULT_CUBE_SIZE_M = 0.26
 
 
-def crop_window(center_cam_m: np.ndarray, cube_size_m: float, intrinsics: CameraIntrinsics, crop_size: int = CROP_SIZE) -> np.ndarray:
-    """(3, 3) float64 image_from_crop affine for a cube centred at ``center_cam_m``.
+class CropFrame(str, Enum):
+    CAMERA = "camera"
+    RAY = "ray"
 
-    Crop pixel (i, j) (centres at integers) maps to image pixel image_from_crop @ (i, j, 1).
+
+def cam_from_ray(center_cam_m: np.ndarray) -> np.ndarray:
+    """(3, 3) float64 rotation taking the camera's optical axis onto the ray to the centre,
+    the smallest such (about the axis z x ray); the identity on the optical axis."""
+    c = np.asarray(center_cam_m, np.float64)
+    ray = c / np.linalg.norm(c)
+    axis = np.array([-ray[1], ray[0], 0.0])  # z x ray
+    sin, cos = np.linalg.norm(axis), ray[2]
+    if sin < 1e-12:
+        return np.eye(3)
+    k = axis / sin
+    cross = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return np.eye(3) + sin * cross + (1.0 - cos) * (cross @ cross)  # Rodrigues
+
+
+def crop_window(
+    center_cam_m: np.ndarray,
+    cube_size_m: float,
+    intrinsics: CameraIntrinsics,
+    crop_size: int = CROP_SIZE,
+    frame: CropFrame = CropFrame.CAMERA,
+) -> np.ndarray:
+    """(3, 3) float64 image_from_crop for a cube centred at ``center_cam_m``.
+
+    Crop pixel (i, j) (centres at integers) maps to the image pixel (u / w, v / w) with
+    (u, v, w) = image_from_crop @ (i, j, 1): an affine map (w = 1) in the camera frame, a
+    homography in the ray frame. Either way the cube spans the crop at the centre's depth
+    along the virtual camera's axis.
     """
-    x, y, z = (float(c) for c in center_cam_m)
-    if not z > 0:
-        raise ValueError(f"crop centre must be in front of the camera, got z = {z}")
-    u = intrinsics.fx * x / z + intrinsics.cx
-    v = intrinsics.fy * y / z + intrinsics.cy
-    su = intrinsics.fx * cube_size_m / z / crop_size  # image pixels per crop pixel
-    sv = intrinsics.fy * cube_size_m / z / crop_size
+    c = np.asarray(center_cam_m, np.float64)
+    if not c[2] > 0:
+        raise ValueError(f"crop centre must be in front of the camera, got z = {c[2]}")
+    frame = CropFrame(frame)
+    rotation = np.eye(3) if frame == CropFrame.CAMERA else cam_from_ray(c)
+    depth = float((rotation.T @ c)[2])  # the centre's depth along the virtual camera's axis
     half = (crop_size - 1) / 2
-    return np.array([[su, 0.0, u - su * half], [0.0, sv, v - sv * half], [0.0, 0.0, 1.0]])
+    pixels_per_unit = crop_size * depth / cube_size_m  # crop pixels per unit of x/z (virtual camera)
+    centre_virtual = rotation.T @ c
+    # Virtual camera: crop pixel -> ray direction in its own axes (the centre's ray at the middle).
+    ray_from_crop = np.array([
+        [1.0 / pixels_per_unit, 0.0, centre_virtual[0] / centre_virtual[2] - half / pixels_per_unit],
+        [0.0, 1.0 / pixels_per_unit, centre_virtual[1] / centre_virtual[2] - half / pixels_per_unit],
+        [0.0, 0.0, 1.0],
+    ])
+    image_from_crop = _k(intrinsics) @ rotation @ ray_from_crop
+    return image_from_crop / image_from_crop[2, 2] if frame == CropFrame.CAMERA else image_from_crop
 
 
 def resample(image: np.ndarray, image_from_crop: np.ndarray, crop_size: int, fill) -> np.ndarray:
-    """Nearest-neighbour resample of an (H, W[, C]) image into the crop window."""
-    crop_from_image = np.linalg.inv(image_from_crop)[:2]
-    flags = cv2.INTER_NEAREST
-    if image.dtype == np.bool_:
-        return cv2.warpAffine(image.astype(np.uint8), crop_from_image, (crop_size, crop_size), flags=flags, borderValue=0) > 0
+    """Nearest-neighbour resample of an (H, W[, C]) image into the crop window (affine or
+    projective ``image_from_crop``)."""
     if image.ndim == 3 and image.shape[2] > 4:
         raise ValueError("at most 4 channels")
-    return cv2.warpAffine(image, crop_from_image, (crop_size, crop_size), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+    affine = np.allclose(image_from_crop[2], (0.0, 0.0, 1.0))
+    size, flags = (crop_size, crop_size), cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+    source = image.astype(np.uint8) if image.dtype == np.bool_ else image
+    border = 0 if image.dtype == np.bool_ else fill
+    if affine:
+        out = cv2.warpAffine(source, np.ascontiguousarray(image_from_crop[:2]), size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=border)
+    else:
+        out = cv2.warpPerspective(source, image_from_crop, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=border)
+    return out > 0 if image.dtype == np.bool_ else out
 
 
 def make_crop(
@@ -54,17 +108,27 @@ def make_crop(
     cube_size_m: float = DEFAULT_CUBE_SIZE_M,
     handedness: Handedness = Handedness.RIGHT,
     crop_size: int = CROP_SIZE,
+    frame: CropFrame = CropFrame.CAMERA,
 ) -> HandCrop:
     """Crop and normalise (H, W) float32 metres depth around a 3-D centre (camera frame, m).
 
     A left hand's crop is mirrored left-right so the network always sees a right hand.
     """
-    image_from_crop = crop_window(center_cam_m, cube_size_m, intrinsics, crop_size)
+    frame = CropFrame(frame)
+    image_from_crop = crop_window(center_cam_m, cube_size_m, intrinsics, crop_size, frame)
     if handedness == Handedness.LEFT:
         flip = np.array([[-1.0, 0.0, crop_size - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
         image_from_crop = image_from_crop @ flip
     depth = resample(depth_m.astype(np.float32, copy=False), image_from_crop, crop_size, 0.0)
-    normalised = (depth - np.float32(center_cam_m[2])) / np.float32(cube_size_m / 2)
+    cam_from_crop = np.eye(3) if frame == CropFrame.CAMERA else cam_from_ray(center_cam_m)
+    centre_depth = float((cam_from_crop.T @ np.asarray(center_cam_m, np.float64))[2])
+    if frame == CropFrame.RAY:
+        # A pixel's camera z -> depth along the virtual axis. Its ray r = K^-1 image_from_crop
+        # (i, j, 1) has virtual z' = 1, and the point z r / r_z on it has virtual depth z / r_z.
+        ii, jj = np.meshgrid(np.arange(crop_size, dtype=np.float64), np.arange(crop_size, dtype=np.float64))
+        ray_z = (np.linalg.inv(_k(intrinsics)) @ image_from_crop)[2] @ np.stack([ii.ravel(), jj.ravel(), np.ones(ii.size)])
+        depth = np.where(depth > 0, depth / ray_z.reshape(crop_size, crop_size).astype(np.float32), 0.0).astype(np.float32)
+    normalised = (depth - np.float32(centre_depth)) / np.float32(cube_size_m / 2)
     normalised[(depth <= 0) | (normalised > 1) | (normalised < -1)] = 1.0
     return HandCrop(
         depth=normalised.astype(np.float32),
@@ -72,7 +136,12 @@ def make_crop(
         cube_size_m=float(cube_size_m),
         image_from_crop=image_from_crop,
         handedness=Handedness(handedness),
+        cam_from_crop=cam_from_crop,
     )
+
+
+def _k(intrinsics: CameraIntrinsics) -> np.ndarray:
+    return np.array([[intrinsics.fx, 0.0, intrinsics.cx], [0.0, intrinsics.fy, intrinsics.cy], [0.0, 0.0, 1.0]])
 
 
 def crop_to_camera(points_crop: np.ndarray, crop: HandCrop) -> np.ndarray:
@@ -80,12 +149,27 @@ def crop_to_camera(points_crop: np.ndarray, crop: HandCrop) -> np.ndarray:
     points = np.array(points_crop, dtype=np.float64, copy=True)
     if crop.handedness == Handedness.LEFT:
         points[..., 0] *= -1
-    return (points * (crop.cube_size_m / 2) + crop.center_cam_m).astype(np.float32)
+    return (points @ crop.cam_from_crop.T * (crop.cube_size_m / 2) + crop.center_cam_m).astype(np.float32)
 
 
 def camera_to_crop(points_cam_m: np.ndarray, crop: HandCrop) -> np.ndarray:
     """(..., 3) camera frame metres -> crop-normalised coordinates (inverse of crop_to_camera)."""
-    points = (np.asarray(points_cam_m, np.float64) - crop.center_cam_m) / (crop.cube_size_m / 2)
+    points = (np.asarray(points_cam_m, np.float64) - crop.center_cam_m) @ crop.cam_from_crop / (crop.cube_size_m / 2)
     if crop.handedness == Handedness.LEFT:
         points[..., 0] *= -1
     return points.astype(np.float32)
+
+
+def crop_points_camera(crop: HandCrop, intrinsics: CameraIntrinsics) -> tuple[np.ndarray, np.ndarray]:
+    """Every measured crop pixel as a camera-frame point: (S, S, 3) float64 metres and the
+    (S, S) bool mask of measured pixels (depth inside the cube).
+
+    A crop pixel's ray r = K^-1 image_from_crop (i, j, 1) has unit depth along the virtual
+    camera's axis in either frame, so its point is r times the pixel's depth along that axis.
+    """
+    s = crop.depth.shape[0]
+    jj, ii = np.mgrid[:s, :s].astype(np.float64)
+    rays = np.linalg.inv(_k(intrinsics)) @ crop.image_from_crop @ np.stack([ii.ravel(), jj.ravel(), np.ones(s * s)])
+    centre_depth = (crop.cam_from_crop.T @ crop.center_cam_m.astype(np.float64))[2]
+    depth = centre_depth + crop.depth.astype(np.float64).ravel() * crop.cube_size_m / 2
+    return (rays * depth).T.reshape(s, s, 3), crop.depth < 1.0

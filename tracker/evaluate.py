@@ -27,7 +27,7 @@ from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 from kernels.raster import render_mesh
-from tracker.crop import make_crop
+from tracker.crop import CropFrame, crop_points_camera, make_crop
 from tracker.backends import BACKENDS, BackendUnavailable, create_backend
 from tracker.estimator import HandEstimator
 from tracker.hand_model import HandModel
@@ -39,7 +39,7 @@ from tracker.synth.scene import render_sample
 from tracker.training_data import ExampleConfig, example_from_sample, make_example
 from tracker.training_history import TrainingHistoryError, load_training_history, plot_training_curve
 from tracker.types import CameraIntrinsics, Joint
-from tracker.weights import WEIGHTS_DIR, WeightsError, load_manifest
+from tracker.weights import WEIGHTS_DIR, WeightsError, crop_frame_of, load_manifest
 
 EVAL_STREAM_SEED = 2  # training draws from stream 1
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,13 +103,18 @@ def keypoints_in_image(joints_cam_m: np.ndarray, intrinsics: CameraIntrinsics) -
     return bool(np.all((u >= -0.5) & (u <= intrinsics.width - 0.5) & (v >= -0.5) & (v <= intrinsics.height - 0.5)))
 
 
-def crop_pixels(points_crop: np.ndarray, center_cam_m: np.ndarray, cube_size_m: float, crop_size: int) -> np.ndarray:
+def crop_pixels(
+    points_crop: np.ndarray, center_cam_m: np.ndarray, cube_size_m: float, crop_size: int, frame: CropFrame = CropFrame.CAMERA
+) -> np.ndarray:
     """(N, 3) crop-normalised points -> (N, 2) crop pixels (centres at integers) of an
-    unmirrored crop. The crop window is the cube's projection at the centre's depth, so the
-    focal length cancels: only the centre and the cube size are needed."""
+    unmirrored crop. The crop is the cube's projection at the centre's depth, so the focal
+    length cancels: only the centre and the cube size are needed. In the ray frame the
+    virtual camera's axes are the crop's, and the centre lies on its axis."""
     half_cube = cube_size_m / 2
-    camera = np.asarray(points_crop, np.float64) * half_cube + np.asarray(center_cam_m, np.float64)
     centre = np.asarray(center_cam_m, np.float64)
+    if CropFrame(frame) == CropFrame.RAY:
+        centre = np.array([0.0, 0.0, np.linalg.norm(centre)])
+    camera = np.asarray(points_crop, np.float64) * half_cube + centre  # in the virtual camera's axes
     pixels_per_ray = crop_size * centre[2] / cube_size_m  # crop pixels per unit of x/z
     return (crop_size - 1) / 2 + pixels_per_ray * (camera[:, :2] / camera[:, 2:3] - centre[:2] / centre[2])
 
@@ -125,7 +130,7 @@ def synthetic_frame_row(estimator: HandEstimator, config: ExampleConfig, frame: 
     scale = panel / config.crop_size
     panels = []
     for joints, label in ((example["joints"], "truth"), (estimate, "estimate")):
-        uv = (crop_pixels(joints, example["center_cam_m"], config.cube_size_m, config.crop_size) + 0.5) * scale - 0.5
+        uv = (crop_pixels(joints, example["center_cam_m"], config.cube_size_m, config.crop_size, config.crop_frame) + 0.5) * scale - 0.5
         picture = image.copy()
         draw_skeleton(picture, uv)
         cv2.putText(picture, label, (6, panel - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
@@ -168,7 +173,9 @@ def surface_samples(vertices: np.ndarray, faces: np.ndarray, per_edge: int = 4) 
     return np.einsum("sk,fkc->fsc", bary, corners).reshape(-1, 3)
 
 
-def evaluate_real(estimator: HandEstimator, folder: Path, cube_size_m: float) -> tuple[dict, list[np.ndarray]]:
+def evaluate_real(
+    estimator: HandEstimator, folder: Path, cube_size_m: float, crop_frame: CropFrame = CropFrame.CAMERA
+) -> tuple[dict, list[np.ndarray]]:
     source = FolderSource(folder)
     results, rows = [], []
     for path, frame in zip(source.files, source.frames()):
@@ -178,13 +185,10 @@ def evaluate_real(estimator: HandEstimator, folder: Path, cube_size_m: float) ->
         if centre is None:
             results.append({"frame": name, "hand_found": False})
             continue
-        crop = make_crop(depth_m, intrinsics, centre, cube_size_m)
+        crop = make_crop(depth_m, intrinsics, centre, cube_size_m, frame=crop_frame)
         output, _ = estimator.run(crop)
-        hand = (crop.depth < 1.0) & (output.hand_probability > 0.5)
-        jj, ii = np.nonzero(hand)
-        uv = (crop.image_from_crop @ np.stack([ii, jj, np.ones_like(ii)]).astype(np.float64))[:2]
-        z = crop.depth[jj, ii] * cube_size_m / 2 + crop.center_cam_m[2]
-        points = np.stack([(uv[0] - intrinsics.cx) / intrinsics.fx * z, (uv[1] - intrinsics.cy) / intrinsics.fy * z, z], 1)
+        crop_points, measured = crop_points_camera(crop, intrinsics)
+        points = crop_points[measured & (output.hand_probability > 0.5)]
         tree = cKDTree(surface_samples(output.refined_vertices, estimator.hand_model.faces))
         distances = tree.query(points)[0] if len(points) else np.array([np.nan])
         results.append({"frame": name, "hand_found": True, "hand_points": int(len(points)), "median_distance_mm": float(np.median(distances) * 1000)})
@@ -249,7 +253,12 @@ def write_model_card(
         "",
         "## Architecture",
         "",
-        f"- Input: {net['crop_size']}×{net['crop_size']} depth crop of a {manifest['cube_size_m']:.2f} m cube around the hand, normalised to [-1, 1].",
+        f"- Input: {net['crop_size']}×{net['crop_size']} depth crop of a {manifest['cube_size_m']:.2f} m cube around the hand, normalised to [-1, 1]; "
+        + (
+            "seen by a virtual camera looking along the ray to the cube's centre, with targets in its axes (ray crop frame)."
+            if crop_frame_of(manifest) == CropFrame.RAY
+            else "a square window of the image, with targets along the camera's axes (camera crop frame)."
+        ),
         f"- Image-grid hourglass ({net['image_channels']} channels, {net['image_levels']} levels, pixel-unshuffle ×2) with heads for mesh coordinates (2), features ({net['feature_channels']}) and a hand mask (1).",
         f"- Extension onto the {net['mesh_grid_size']}×{net['mesh_grid_size']} mesh grid (softmax kernel σ = {net['extension_sigma']}, {net['extension_window']}×{net['extension_window']} window, weighted by the hand mask).",
         f"- Mesh-grid hourglass ({net['mesh_channels']} channels, {net['mesh_levels']} levels) -> 3-D offsets; bilinear sampling at each vertex's mesh coordinate -> P_s (1159 vertices).",
@@ -375,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or args.weights / "eval"
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    example_config = ExampleConfig(cube_size_m=manifest["cube_size_m"])
+    example_config = ExampleConfig(cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest))
     synthetic = evaluate_synthetic(estimator, args.frames, example_config)
     (out / "synthetic_metrics.json").write_text(json.dumps(synthetic, indent=2) + "\n")
     plot_success_curve(synthetic, out / "success_curve.png")
@@ -383,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     training_curve = write_training_curve(args.weights, out / "training_curve.png", synthetic["mean_joint_error_mm"])
     real = None
     if args.real_dir:
-        real, rows = evaluate_real(estimator, args.real_dir, manifest["cube_size_m"])
+        real, rows = evaluate_real(estimator, args.real_dir, manifest["cube_size_m"], example_config.crop_frame)
         (out / "real_fitting.json").write_text(json.dumps(real, indent=2) + "\n")
         write_sheet(rows, out / "real_overlay.png")
     print(

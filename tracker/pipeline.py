@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tracker.crop import DEFAULT_CUBE_SIZE_M
+from tracker.crop import DEFAULT_CUBE_SIZE_M, CropFrame
 from tracker.estimator import HandEstimator
 from tracker.prepare import PrepareConfig, Prepared, PrepareWorkerEnded, PrepareWorkers, prepare_frame
 from tracker.segment import SegmentConfig
@@ -34,6 +34,8 @@ from tracker.types import DepthFrame, HandEstimate, Handedness
 @dataclass(frozen=True)
 class TrackerConfig:
     cube_size_m: float = DEFAULT_CUBE_SIZE_M
+    #: The crop frame the network was trained in; None: as its weights' manifest says.
+    crop_frame: CropFrame | None = None
     #: Which hand the crop is taken as; left hands are mirrored into the right-hand network.
     #: None: decided per track by the side classifier (``tracker.side_vote``).
     handedness: Handedness | None = None
@@ -110,6 +112,16 @@ class HandTracker:
 
     def __init__(self, estimator: HandEstimator, config: TrackerConfig = TrackerConfig(), side_classifier=None) -> None:
         self.estimator = estimator
+        manifest = getattr(estimator.backend, "manifest", None)
+        if manifest is not None:
+            from tracker.weights import crop_frame_of
+
+            trained_in = crop_frame_of(manifest)
+            if config.crop_frame is not None and CropFrame(config.crop_frame) != trained_in:
+                raise ValueError(f"crops in the {CropFrame(config.crop_frame).value} frame for weights trained in the {trained_in.value} frame")
+            config = dataclasses.replace(config, crop_frame=trained_in)
+        elif config.crop_frame is None:
+            config = dataclasses.replace(config, crop_frame=CropFrame.CAMERA)
         self.config = config
         self._previous_center: np.ndarray | None = None
         self._smoother = OneEuroFilter() if config.smooth else None
@@ -130,7 +142,7 @@ class HandTracker:
 
     @property
     def prepare_config(self) -> PrepareConfig:
-        return PrepareConfig(self.config.segment, self.config.cube_size_m, self.config.handedness)
+        return PrepareConfig(self.config.segment, self.config.cube_size_m, self.config.handedness, CropFrame(self.config.crop_frame))
 
     @property
     def previous_center(self) -> np.ndarray | None:

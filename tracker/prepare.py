@@ -21,7 +21,7 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
-from tracker.crop import make_crop
+from tracker.crop import CropFrame, make_crop
 from tracker.segment import SegmentConfig, track_hand_center
 from tracker.side_inference import SideClassifier
 from tracker.types import CameraIntrinsics, DepthFrame, HandCrop, Handedness, depth_to_metres
@@ -33,6 +33,9 @@ class PrepareConfig:
     cube_size_m: float
     #: The side the crop is taken as; None: both crops, and the classifier decides per track.
     handedness: Handedness | None
+    #: The network's crop frame (its weights say which); the side classifier always takes
+    #: the camera-frame crop it was trained on.
+    crop_frame: CropFrame = CropFrame.CAMERA
 
 
 @dataclass(frozen=True)
@@ -68,12 +71,15 @@ def prepare_frame(
     if centre is None:
         return Prepared(None, {}, None, timings)
     sides = (Handedness.RIGHT, Handedness.LEFT) if config.handedness is None else (config.handedness,)
-    crops = {side: make_crop(depth_m, intrinsics, centre, config.cube_size_m, side) for side in sides}
+    crops = {side: make_crop(depth_m, intrinsics, centre, config.cube_size_m, side, frame=config.crop_frame) for side in sides}
     t2 = time.perf_counter()
     timings["crop"] = 1e3 * (t2 - t1)
     right_logit = None
     if config.handedness is None and classifier is not None:
-        right_logit = classifier.logit(crops[Handedness.RIGHT].depth)
+        side_crop = crops[Handedness.RIGHT]
+        if config.crop_frame != CropFrame.CAMERA:
+            side_crop = make_crop(depth_m, intrinsics, centre, config.cube_size_m, Handedness.RIGHT)
+        right_logit = classifier.logit(side_crop.depth)
         timings["side"] = 1e3 * (time.perf_counter() - t2)
     return Prepared(centre, crops, right_logit, timings)
 

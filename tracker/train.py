@@ -394,7 +394,7 @@ def train(
         machine = machine_info()
         device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{machine['logical_cores']}-core CPU ({machine['cpu']})"
         training = {**summary, "world_size": world_size, "device": device_name, "recipe": config_to_dict(config)}
-        export_weights(network.eval(), config.data.cube_size_m, out_dir / "export", training)
+        export_weights(network.eval(), config.data.cube_size_m, out_dir / "export", training, crop_frame=config.data.crop_frame)
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if world_size > 1:
         dist.barrier()

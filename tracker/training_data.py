@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, camera_to_crop, make_crop, resample
+from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, CropFrame, camera_to_crop, make_crop, resample
 from tracker.hand_model import HandModel
 from tracker.synth.dataset import sample_seed
 from tracker.synth.scene import SceneConfig, SyntheticSample, render_sample
@@ -33,6 +33,10 @@ class ExampleConfig:
     #: Standard deviation of the crop-centre jitter per axis, metres (segmentation error).
     center_jitter_m: float = 0.01
     crop_size: int = CROP_SIZE
+    #: The crop's axes (``tracker.crop``): the ray frame shows a hand and its targets the same
+    #: wherever it is in the image. Weights record theirs; ones from before it was a choice
+    #: were trained in the camera frame.
+    crop_frame: CropFrame = CropFrame.RAY
 
 
 def hand_centroid(depth_m: np.ndarray, mask: np.ndarray, intrinsics, fallback: np.ndarray) -> np.ndarray:
@@ -62,7 +66,7 @@ def example_from_sample(sample: SyntheticSample, config: ExampleConfig, seed: in
     rng = np.random.default_rng([seed, 1])
     centre = hand_centroid(depth_m, sample.mask, sample.intrinsics, sample.joints.mean(0))
     centre = centre + rng.normal(0.0, config.center_jitter_m, 3)
-    crop = make_crop(depth_m, sample.intrinsics, centre, config.cube_size_m, crop_size=config.crop_size)
+    crop = make_crop(depth_m, sample.intrinsics, centre, config.cube_size_m, crop_size=config.crop_size, frame=config.crop_frame)
     coords = resample(sample.mesh_coords, crop.image_from_crop, config.crop_size, (np.nan, np.nan, np.nan, np.nan))
     mask = resample(sample.mask, crop.image_from_crop, config.crop_size, 0)
     valid = mask & np.all(np.isfinite(coords), axis=-1) & (crop.depth < 1.0)

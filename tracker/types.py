@@ -234,8 +234,11 @@ class HandCrop:
         background and missing pixels are 1 (the far face of the cube).
     center_cam_m: (3,) float32 cube centre in the camera frame, metres.
     cube_size_m: edge length of the cube in metres.
-    image_from_crop: (3, 3) float64 affine map from crop pixel (u, v, 1) to image pixel.
+    image_from_crop: (3, 3) float64 map from crop pixel (u, v, 1) to image pixel (homogeneous:
+        affine in the camera crop frame, a homography in the ray frame; see tracker.crop).
     handedness: the crop of a left hand is mirrored in x so the network always sees a right hand.
+    cam_from_crop: (3, 3) float64 rotation from the crop's axes to the camera's (the identity
+        in the camera crop frame).
     """
 
     depth: np.ndarray
@@ -243,6 +246,7 @@ class HandCrop:
     cube_size_m: float
     image_from_crop: np.ndarray
     handedness: Handedness = Handedness.RIGHT
+    cam_from_crop: np.ndarray = field(default_factory=lambda: np.eye(3))
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tracker.crop import CropFrame
 from tracker.hand_model import DEFAULT_ASSET, HandModel
 from tracker.network import DualGridNet, DualGridNetConfig
 
@@ -125,7 +126,21 @@ def check_hand_model(manifest: dict, hand_model: HandModel, weights_dir: str | P
         )
 
 
-def export_weights(network: DualGridNet, cube_size_m: float, out_dir: str | Path, training: dict | None = None) -> dict:
+def crop_frame_of(manifest: dict) -> CropFrame:
+    """The crop frame the weights were trained in (manifests from before the choice: camera)."""
+    try:
+        return CropFrame(manifest.get("crop_frame", CropFrame.CAMERA.value))
+    except ValueError as exc:
+        raise WeightsError(f"unknown crop frame {manifest.get('crop_frame')!r} in the manifest; expected one of {[f.value for f in CropFrame]}") from exc
+
+
+def export_weights(
+    network: DualGridNet,
+    cube_size_m: float,
+    out_dir: str | Path,
+    training: dict | None = None,
+    crop_frame: CropFrame = CropFrame.CAMERA,
+) -> dict:
     """Write dgn.pt, dgn.onnx and the manifest into ``out_dir``; returns the manifest."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -135,6 +150,7 @@ def export_weights(network: DualGridNet, cube_size_m: float, out_dir: str | Path
     manifest = {
         "network": network.config.to_dict(),
         "cube_size_m": float(cube_size_m),
+        "crop_frame": CropFrame(crop_frame).value,
         "parameters": int(sum(p.numel() for p in network.parameters())),
         "onnx": {"input": ONNX_INPUT, "input_shape": [1, 1, network.config.crop_size, network.config.crop_size], "outputs": list(ONNX_OUTPUTS), "opset": ONNX_OPSET},
         "hand_model_sha256": sha256_of(DEFAULT_ASSET),

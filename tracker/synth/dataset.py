@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import enum
 import json
 import multiprocessing as mp
 import os
@@ -64,6 +65,8 @@ def config_to_dict(config) -> dict:
             return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
         if isinstance(value, (tuple, list)):
             return [convert(v) for v in value]
+        if isinstance(value, enum.Enum):  # plain values, for JSON and weights-only checkpoints
+            return value.value
         return value
 
     return convert(config)
