@@ -35,6 +35,7 @@ def test_evaluation_writes_metrics_plots_and_a_model_card(smoke_weights, tmp_pat
     assert [f["mean_joint_error_mm"] for f in worst] == sorted((f["mean_joint_error_mm"] for f in worst), reverse=True)
     assert all(f["max_joint_error_mm"] >= f["mean_joint_error_mm"] for f in worst)
     assert all(0.0 < f["visible_vertex_fraction"] < 1.0 for f in worst)  # never all, never none
+    assert sum(b["frames"] for b in metrics["by_off_axis_angle"]) == 3
     split = metrics["whole_hand_in_image"]
     parts = [(split["fraction_of_frames"], split["mean_joint_error_mm"]), (1 - split["fraction_of_frames"], split["mean_joint_error_mm_partly_outside"])]
     # The two groups' means, weighted by their shares, give the overall mean (float32 sums).
@@ -110,3 +111,11 @@ def test_crop_pixels_follow_the_ray_frames_virtual_camera():
     back = np.linalg.inv(crop.image_from_crop) @ uv
     # 1e-3 px: crop_to_camera returns float32 metres.
     np.testing.assert_allclose(crop_pixels(points, centre, 0.26, 64, CropFrame.RAY), (back[:2] / back[2]).T, atol=1e-3)
+
+
+def test_the_off_axis_split_bins_frames_by_angle():
+    from tracker.evaluate import off_axis_split
+
+    split = off_axis_split(np.array([5.0, 12.0, 18.0, 45.0]), np.array([10.0, 20.0, 40.0, 7.0]))
+    assert [b["frames"] for b in split] == [1, 2, 0, 1]
+    assert [b["mean_joint_error_mm"] for b in split] == [10.0, 30.0, None, 7.0]

@@ -50,13 +50,15 @@ WORST_FRAMES_SHOWN = 9
 
 def evaluate_synthetic(estimator: HandEstimator, count: int, config: ExampleConfig = ExampleConfig(), progress: bool = True) -> dict:
     model = estimator.hand_model
-    joint_errors, initial_errors, refined_errors, in_image, visible = [], [], [], [], []
+    joint_errors, initial_errors, refined_errors, in_image, visible, off_axis = [], [], [], [], [], []
     for i in tqdm(range(count), desc="held-out synthetic", disable=not progress, unit="frame"):
         seed = sample_seed(EVAL_STREAM_SEED, i)
         sample = render_sample(model, config.scene, seed)
         example = example_from_sample(sample, config, seed)
         in_image.append(keypoints_in_image(sample.joints, sample.intrinsics))
         visible.append(float(sample.vertex_visible.mean()))
+        centre = example["center_cam_m"].astype(np.float64)
+        off_axis.append(float(np.degrees(np.arccos(centre[2] / np.linalg.norm(centre)))))
         outputs = estimator.backend.run(example["depth"][None])
         to_mm = 1000.0 * config.cube_size_m / 2
         refit = estimator.refit.fit(outputs["vertices"][0])
@@ -89,12 +91,31 @@ def evaluate_synthetic(estimator: HandEstimator, count: int, config: ExampleConf
         "worst_frames": worst_frames,
         # The pose sampler places the palm anywhere in the image, so some fingers leave it:
         # the network must guess them, as it must for a real hand at the edge of the view.
+        # The crop frame matters most away from the optical axis (see tracker.crop).
+        "by_off_axis_angle": off_axis_split(np.array(off_axis), per_frame_mean),
         "whole_hand_in_image": {
             "fraction_of_frames": float(in_image.mean()),
             "mean_joint_error_mm": float(joint_errors[in_image].mean()) if in_image.any() else None,
             "mean_joint_error_mm_partly_outside": float(joint_errors[~in_image].mean()) if (~in_image).any() else None,
         },
     }
+
+
+OFF_AXIS_BINS_DEG = (0, 10, 20, 30, 90)
+
+
+def off_axis_split(angles_deg: np.ndarray, per_frame_error_mm: np.ndarray) -> list[dict]:
+    """Mean joint error per bin of the angle between the optical axis and the ray to the crop
+    centre (frames in each bin; empty bins have no error)."""
+    split = []
+    for low, high in zip(OFF_AXIS_BINS_DEG[:-1], OFF_AXIS_BINS_DEG[1:]):
+        inside = (angles_deg >= low) & (angles_deg < high)
+        split.append({
+            "degrees": [low, high],
+            "frames": int(inside.sum()),
+            "mean_joint_error_mm": float(per_frame_error_mm[inside].mean()) if inside.any() else None,
+        })
+    return split
 
 
 def keypoints_in_image(joints_cam_m: np.ndarray, intrinsics: CameraIntrinsics) -> bool:
@@ -314,6 +335,14 @@ def write_model_card(
         lines += [
             f"The hand is placed anywhere in the image, so in {1 - in_image['fraction_of_frames']:.0%} of the frames some keypoints lie outside it"
             f" (mean joint error {in_image['mean_joint_error_mm_partly_outside']:.2f} mm there, {in_image['mean_joint_error_mm']:.2f} mm where the whole hand is in view).",
+            "",
+        ]
+    split = [b for b in synthetic.get("by_off_axis_angle", []) if b["frames"]]
+    if split:
+        lines += [
+            "Mean joint error by the hand's angle off the optical axis: "
+            + ", ".join(f"{b['degrees'][0]}–{b['degrees'][1]}° {b['mean_joint_error_mm']:.1f} mm ({b['frames']} frames)" for b in split)
+            + ".",
             "",
         ]
     lines += [

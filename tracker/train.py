@@ -39,13 +39,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from tracker.crop import CropFrame
 from tracker.hand_model import HandModel
 from tracker.network import DualGridNet, DualGridNetConfig, count_parameters
 from tracker.refit import Refit
 from tracker.replay import BackgroundBatches, ReplayMemory
 from tracker.synth.dataset import config_to_dict
 from tracker.training_data import ExampleConfig, SyntheticStream
-from tracker.weights import WeightsError, export_weights, load_network
+from tracker.weights import WeightsError, crop_frame_of, export_weights, load_network
 
 TRAIN_STREAM_SEED = 1  # held-out evaluation uses another stream (tracker.evaluate)
 
@@ -214,6 +215,7 @@ def initial_weights(network: DualGridNet, weights_dir: str | Path) -> dict:
         "samples_seen": int(earlier.get("samples_seen_total", earlier.get("samples_seen", 0))),
         "seconds": float(earlier.get("seconds_total", earlier.get("seconds", 0.0))),
         "device": earlier.get("device", "unknown"),
+        "crop_frame": crop_frame_of(manifest).value,
     }
 
 
@@ -424,6 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay-max-uses", type=float, metavar="X", help="override the most times each rendered example is drawn, on average")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the device")
     parser.add_argument(
+        "--crop-frame", choices=[f.value for f in CropFrame],
+        help="the crops' axes (default: ray, the virtual camera looking at the hand; camera: the sensor's axes, "
+        "as weights from before the choice were trained); the exported weights record it",
+    )
+    parser.add_argument(
         "--max-minutes",
         type=float,
         help="time budget of the whole run (resumed segments included): the learning rate decays to zero by then "
@@ -449,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
         "replay_max_uses": args.replay_max_uses,
     }
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    if args.crop_frame is not None:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, crop_frame=CropFrame(args.crop_frame)))
     if config.steps < 1 or config.batch_size < 1 or config.workers < 0:
         parser.error("--steps and --batch-size must be >= 1, --workers >= 0")
     try:
