@@ -381,3 +381,41 @@ def test_onnxruntime_backend_without_spinning_gives_the_same_outputs():
     a, b = spinning.run(depth), waiting.run(depth)
     for name in a:
         np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_ray_frame_crops_for_the_network_and_a_camera_frame_crop_for_the_side_classifier(hand_model):
+    import dataclasses as dc
+
+    from tracker.crop import CropFrame, make_crop
+    from tracker.prepare import prepare_frame
+
+    class Recorder:
+        def logit(self, depth):
+            self.depth = depth
+            return 1.0
+
+    frame = next(iter(SyntheticSource(seed=6, max_frames=1, hand_model=hand_model).frames()))
+    classifier = Recorder()
+    config = dc.replace(_prepare_config(), crop_frame=CropFrame.RAY)
+    prepared = prepare_frame(frame.depth_m(), frame.intrinsics, None, config, classifier)
+    for side, crop in prepared.crops.items():
+        expected = make_crop(frame.depth_m(), frame.intrinsics, prepared.centre, config.cube_size_m, side, frame=CropFrame.RAY)
+        np.testing.assert_array_equal(crop.depth, expected.depth)
+    camera = make_crop(frame.depth_m(), frame.intrinsics, prepared.centre, config.cube_size_m, Handedness.RIGHT)
+    np.testing.assert_array_equal(classifier.depth, camera.depth)
+
+
+def test_the_tracker_crops_in_the_frame_its_weights_were_trained_in(hand_model):
+    from tracker.crop import CropFrame
+    from tracker.pipeline import HandTracker, TrackerConfig
+
+    class Backend:
+        manifest = {"crop_frame": "ray"}
+
+    estimator = type("Estimator", (), {"backend": Backend()})()
+    tracker = HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT))
+    assert tracker.config.crop_frame == CropFrame.RAY and tracker.prepare_config.crop_frame == CropFrame.RAY
+    with pytest.raises(ValueError, match="weights trained in the ray frame"):
+        HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT, crop_frame=CropFrame.CAMERA))
+    Backend.manifest = {}  # from before the choice: the camera frame
+    assert HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT)).config.crop_frame == CropFrame.CAMERA

@@ -41,10 +41,14 @@ def test_network_output_shape():
 
 
 def test_crop_is_the_one_make_example_cuts(hand_model):
-    # The classifier must see exactly what the pipeline's crop of a right hand looks like.
+    # The classifier must see exactly what the pipeline gives it: the camera-frame crop of a
+    # right hand, whatever frame the network's own crop is in.
+    from tracker.crop import CropFrame
+
     seed = sample_seed(sc.HELD_OUT_STREAM_SEED, 0)
     ours = sc.render_crop(hand_model, ExampleConfig(), seed)
-    np.testing.assert_array_equal(ours["depth"], make_example(hand_model, ExampleConfig(), seed)["depth"][0])
+    camera_frame = ExampleConfig(crop_frame=CropFrame.CAMERA)
+    np.testing.assert_array_equal(ours["depth"], make_example(hand_model, camera_frame, seed)["depth"][0])
 
 
 def test_augmentation_mirrors_labels_and_keeps_range(held_out):
