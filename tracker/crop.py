@@ -124,10 +124,12 @@ def make_crop(
     centre_depth = float((cam_from_crop.T @ np.asarray(center_cam_m, np.float64))[2])
     if frame == CropFrame.RAY:
         # A pixel's camera z -> depth along the virtual axis. Its ray r = K^-1 image_from_crop
-        # (i, j, 1) has virtual z' = 1, and the point z r / r_z on it has virtual depth z / r_z.
-        ii, jj = np.meshgrid(np.arange(crop_size, dtype=np.float64), np.arange(crop_size, dtype=np.float64))
-        ray_z = (np.linalg.inv(_k(intrinsics)) @ image_from_crop)[2] @ np.stack([ii.ravel(), jj.ravel(), np.ones(ii.size)])
-        depth = np.where(depth > 0, depth / ray_z.reshape(crop_size, crop_size).astype(np.float32), 0.0).astype(np.float32)
+        # (i, j, 1) has virtual z' = 1, and the point z r / r_z on it has virtual depth z / r_z;
+        # K^-1 keeps the third coordinate, so r_z is image_from_crop's third row at (i, j, 1).
+        steps = np.arange(crop_size, dtype=np.float64)
+        w = image_from_crop[2]
+        ray_z = (w[0] * steps[None, :] + w[1] * steps[:, None] + w[2]).astype(np.float32)
+        depth = depth / ray_z  # 0 (no data) stays 0
     normalised = (depth - np.float32(centre_depth)) / np.float32(cube_size_m / 2)
     normalised[(depth <= 0) | (normalised > 1) | (normalised < -1)] = 1.0
     return HandCrop(
