@@ -23,6 +23,7 @@ def test_evaluation_writes_metrics_plots_and_a_model_card(smoke_weights, tmp_pat
     assert evaluate_main(["--weights", str(smoke_weights), "--frames", "3", "--out", str(out)]) == 0
     metrics = json.loads((out / "synthetic_metrics.json").read_text())
     assert metrics["frames"] == 3 and len(metrics["per_joint_error_mm"]) == 21
+    assert metrics["crop_frame"] == "ray"  # the smoke weights were trained in the default frame
     curve = metrics["success_curve"]
     assert curve["threshold_mm"][0] == 0 and curve["threshold_mm"][-1] == 80
     assert all(a <= b for a, b in zip(curve["fraction_of_frames"], curve["fraction_of_frames"][1:]))
@@ -94,6 +95,9 @@ def test_bad_arguments_get_clear_errors_before_any_work(tmp_path, capsys):
     assert evaluate_main(["--real-dir", str(no_intrinsics), "--frames", "2", "--out", str(tmp_path / "eval")]) == 2
     assert "no intrinsics.json" in capsys.readouterr().err
     assert not (tmp_path / "eval").exists()
+    with pytest.raises(SystemExit):
+        evaluate_main(["--crop-frame", "ray", "--frames", "2"])
+    assert "--crop-frame needs --out" in capsys.readouterr().err
 
 
 def test_crop_pixels_follow_the_ray_frames_virtual_camera():

@@ -82,6 +82,7 @@ def evaluate_synthetic(estimator: HandEstimator, count: int, config: ExampleConf
     return {
         "frames": count,
         "stream_seed": EVAL_STREAM_SEED,
+        "crop_frame": CropFrame(config.crop_frame).value,
         "mean_joint_error_mm": float(joint_errors.mean()),
         "median_joint_error_mm": float(np.median(joint_errors)),
         "mean_initial_vertex_error_mm": float(np.mean(initial_errors)),
@@ -399,9 +400,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-dir", type=Path, default=DEFAULT_REAL_DIR, help="folder of real depth PNGs + intrinsics.json")
     parser.add_argument("--out", type=Path, help="results directory (default WEIGHTS/eval)")
     parser.add_argument("--no-model-card", action="store_true", help="do not (re)write WEIGHTS/MODEL_CARD.md")
+    parser.add_argument(
+        "--crop-frame", choices=[f.value for f in CropFrame],
+        help="crop in this frame instead of the one the weights were trained in (a diagnostic; implies --no-model-card)",
+    )
     args = parser.parse_args(argv)
     if args.frames < 1:
         parser.error("--frames must be at least 1")
+    if args.crop_frame and args.out is None:
+        parser.error("--crop-frame needs --out: the weights' own results in WEIGHTS/eval stay as they are")
     try:
         FolderSource(args.real_dir)  # a bad folder fails now, not after the synthetic half
         manifest = load_manifest(args.weights)
@@ -413,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or args.weights / "eval"
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    example_config = ExampleConfig(cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest))
+    crop_frame = CropFrame(args.crop_frame) if args.crop_frame else crop_frame_of(manifest)
+    example_config = ExampleConfig(cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame)
     synthetic = evaluate_synthetic(estimator, args.frames, example_config)
     (out / "synthetic_metrics.json").write_text(json.dumps(synthetic, indent=2) + "\n")
     plot_success_curve(synthetic, out / "success_curve.png")
@@ -431,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     if real:
         print(f"real frames: {real['hands_found']}/{real['frames']} hands, median fitting error {real['median_fitting_error_mm']:.1f} mm")
     print(f"results in {out} ({time.perf_counter() - began:.0f} s)")
-    if not args.no_model_card:
+    if not args.no_model_card and crop_frame == crop_frame_of(manifest):
         command = f"python -m tracker.evaluate --frames {args.frames}"
         speed_files = sorted((ROOT / "benchmarks" / "results").glob("network_speed_*.json"))
         speed = {}
