@@ -71,18 +71,16 @@ def crop_window(
         raise ValueError(f"crop centre must be in front of the camera, got z = {c[2]}")
     frame = CropFrame(frame)
     rotation = np.eye(3) if frame == CropFrame.CAMERA else cam_from_ray(c)
-    depth = float((rotation.T @ c)[2])  # the centre's depth along the virtual camera's axis
+    centre = rotation.T @ c  # in the virtual camera's axes: on its axis in the ray frame
     half = (crop_size - 1) / 2
-    pixels_per_unit = crop_size * depth / cube_size_m  # crop pixels per unit of x/z (virtual camera)
-    centre_virtual = rotation.T @ c
-    # Virtual camera: crop pixel -> ray direction in its own axes (the centre's ray at the middle).
+    pixels_per_unit = crop_size * centre[2] / cube_size_m  # crop pixels per unit of x/z
+    # Crop pixel -> ray with unit depth in the virtual camera's axes, the centre's in the middle.
     ray_from_crop = np.array([
-        [1.0 / pixels_per_unit, 0.0, centre_virtual[0] / centre_virtual[2] - half / pixels_per_unit],
-        [0.0, 1.0 / pixels_per_unit, centre_virtual[1] / centre_virtual[2] - half / pixels_per_unit],
+        [1.0 / pixels_per_unit, 0.0, centre[0] / centre[2] - half / pixels_per_unit],
+        [0.0, 1.0 / pixels_per_unit, centre[1] / centre[2] - half / pixels_per_unit],
         [0.0, 0.0, 1.0],
     ])
-    image_from_crop = _k(intrinsics) @ rotation @ ray_from_crop
-    return image_from_crop / image_from_crop[2, 2] if frame == CropFrame.CAMERA else image_from_crop
+    return _k(intrinsics) @ rotation @ ray_from_crop
 
 
 def resample(image: np.ndarray, image_from_crop: np.ndarray, crop_size: int, fill) -> np.ndarray:
