@@ -76,6 +76,7 @@ class _ReplayedNetwork:
 
     def __init__(self, backend) -> None:
         self.backend, self.name, self.output = backend, f"{backend.name} (replayed)", None
+        self.manifest = getattr(backend, "manifest", None)  # the crop frame and hand model it was trained with
 
     def run(self, depth: np.ndarray) -> dict[str, np.ndarray]:
         if self.output is None:
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     from tracker.pipeline import HandTracker, TrackerConfig, backend_options, default_segment_ahead, run_pipeline
     from tracker.sinks import JsonLinesSink
     from tracker.synth.dataset import config_to_dict
-    from tracker.weights import load_manifest
+    from tracker.weights import crop_frame_of, load_manifest
 
     hand_model = HandModel.load()
     manifest = load_manifest()
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rendering {min(args.frames, 500)} synthetic frames ...")
             source = _LoopedFrames([synthetic.render(i)[0] for i in range(min(args.frames, 500))], args.frames)
         ahead = default_segment_ahead(args.backend) if args.segment_ahead is None else args.segment_ahead
-        config = TrackerConfig(cube_size_m=manifest["cube_size_m"], segment_ahead=ahead)
+        config = TrackerConfig(cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest), segment_ahead=ahead)
         backend = create_backend(args.backend, **backend_options(args.backend, ahead))
         if args.replay_network:
             backend = _ReplayedNetwork(backend)

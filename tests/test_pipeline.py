@@ -419,3 +419,31 @@ def test_the_tracker_crops_in_the_frame_its_weights_were_trained_in(hand_model):
         HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT, crop_frame=CropFrame.CAMERA))
     Backend.manifest = {}  # from before the choice: the camera frame
     assert HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT)).config.crop_frame == CropFrame.CAMERA
+
+
+def test_a_side_left_to_the_tracker_is_judged_on_the_camera_frame_crop(hand_model):
+    # Workers that could not copy the classifier leave the side to the tracker thread; with
+    # ray-frame weights it must still show the classifier the camera-frame crop.
+    import dataclasses as dc
+
+    from tracker.crop import CropFrame, make_crop
+    from tracker.pipeline import HandTracker
+    from tracker.prepare import prepare_frame
+
+    class Recorder:
+        def logit(self, depth):
+            self.depth = depth
+            return 1.0
+
+    class Backend:
+        manifest = {"crop_frame": "ray"}
+
+    frame = next(iter(SyntheticSource(seed=6, max_frames=1, hand_model=hand_model).frames()))
+    classifier = Recorder()
+    tracker = HandTracker(type("Estimator", (), {"backend": Backend()})(), side_classifier=classifier)
+    prepared = prepare_frame(frame.depth_m(), frame.intrinsics, None, dc.replace(_prepare_config(), crop_frame=CropFrame.RAY))
+    assert prepared.right_logit is None
+    crop = tracker._crop(frame, prepared, {})
+    np.testing.assert_array_equal(crop.depth, prepared.crops[Handedness.RIGHT].depth)  # the network's: ray
+    camera = make_crop(frame.depth_m(), frame.intrinsics, prepared.centre, tracker.config.cube_size_m, Handedness.RIGHT)
+    np.testing.assert_array_equal(classifier.depth, camera.depth)

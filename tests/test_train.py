@@ -182,3 +182,15 @@ def test_fine_tuning_from_missing_weights_is_a_clear_error(tmp_path, capsys):
     assert train_main(["--out", str(tmp_path / "run"), "--recipe", "smoke", "--init-from", str(tmp_path / "none")]) == 2
     assert "no network weights" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_resumes_only_in_the_crop_frame_it_was_trained_in(tmp_path, capsys):
+    from tracker.train import main as train_main
+
+    out = tmp_path / "run"
+    assert train_main(["--out", str(out), "--recipe", "smoke", "--crop-frame", "camera"]) == 0
+    capsys.readouterr()
+    assert train_main(["--out", str(out), "--recipe", "smoke", "--steps", "6"]) == 2  # the default is ray
+    assert "trained on camera-frame crops" in capsys.readouterr().err
+    assert train_main(["--out", str(out), "--recipe", "smoke", "--steps", "6", "--crop-frame", "camera"]) == 0
+    assert json.loads((out / "export" / "dgn.json").read_text())["crop_frame"] == "camera"

@@ -439,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     if real:
         print(f"real frames: {real['hands_found']}/{real['frames']} hands, median fitting error {real['median_fitting_error_mm']:.1f} mm")
     print(f"results in {out} ({time.perf_counter() - began:.0f} s)")
-    if not args.no_model_card and crop_frame == crop_frame_of(manifest):
+    if not args.no_model_card and args.crop_frame is None:
         command = f"python -m tracker.evaluate --frames {args.frames}"
         speed_files = sorted((ROOT / "benchmarks" / "results").glob("network_speed_*.json"))
         speed = {}

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tracker.crop import DEFAULT_CUBE_SIZE_M, CropFrame
+from tracker.crop import DEFAULT_CUBE_SIZE_M, CropFrame, make_crop
 from tracker.estimator import HandEstimator
 from tracker.prepare import PrepareConfig, Prepared, PrepareWorkerEnded, PrepareWorkers, prepare_frame
 from tracker.segment import SegmentConfig
@@ -156,14 +156,17 @@ class HandTracker:
     def process(self, frame: DepthFrame) -> FrameResult:
         return self.finish(frame, self.prepare(frame, self._previous_center))
 
-    def _crop(self, prepared: Prepared, timings: dict[str, float]):
+    def _crop(self, frame: DepthFrame, prepared: Prepared, timings: dict[str, float]):
         """The network's crop, mirrored for a left hand (fixed, or as the side vote says)."""
         if self.config.handedness is not None:
             return prepared.crops[self.config.handedness]
         logit = prepared.right_logit
         if logit is None:  # prepared without the classifier (see PrepareWorkers)
             t0 = time.perf_counter()
-            logit = self.side_classifier.logit(prepared.crops[Handedness.RIGHT].depth)
+            side_crop = prepared.crops[Handedness.RIGHT]
+            if self.config.crop_frame != CropFrame.CAMERA:  # the classifier's own frame
+                side_crop = make_crop(frame.depth_m(), frame.intrinsics, prepared.centre, self.config.cube_size_m, Handedness.RIGHT)
+            logit = self.side_classifier.logit(side_crop.depth)
             timings["side"] = 1e3 * (time.perf_counter() - t0)
         side = self._side_vote.update(logit)
         return prepared.crops[Handedness.LEFT if side == Handedness.LEFT else Handedness.RIGHT]
@@ -175,7 +178,7 @@ class HandTracker:
         if centre is None:
             self._lost()
             return FrameResult(frame, (), timings)
-        crop = self._crop(prepared, timings)
+        crop = self._crop(frame, prepared, timings)
         output, stage_ms = self.estimator.run(crop)
         timings.update(stage_ms)
         estimate = self.estimator.to_estimate(crop, output, dict(timings), frame.intrinsics)

@@ -51,6 +51,10 @@ from tracker.weights import WeightsError, crop_frame_of, export_weights, load_ne
 TRAIN_STREAM_SEED = 1  # held-out evaluation uses another stream (tracker.evaluate)
 
 
+class ResumeError(ValueError):
+    """The run's checkpoint cannot be resumed with these settings."""
+
+
 @dataclass(frozen=True)
 class LossWeights:
     coords: float = 0.05
@@ -275,6 +279,13 @@ def train(
     checkpoint = out_dir / "last.pt"
     if resume and checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
+        # Checkpoints from before the choice hold camera-frame training.
+        trained_in = CropFrame(state.get("config", {}).get("data", {}).get("crop_frame", CropFrame.CAMERA.value))
+        if trained_in != CropFrame(config.data.crop_frame):
+            raise ResumeError(
+                f"{checkpoint} was trained on {trained_in.value}-frame crops, not {CropFrame(config.data.crop_frame).value}; "
+                f"resume it with --crop-frame {trained_in.value}, or start afresh with --no-resume"
+            )
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
         step, samples_seen = int(state["step"]), int(state["samples_seen"])
@@ -466,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     try:
         summary = train(config, args.out, resume=not args.no_resume, max_seconds=None if args.max_minutes is None else 60 * args.max_minutes, init_from=args.init_from)
-    except WeightsError as exc:  # --init-from: missing, truncated or another network's weights
+    except (WeightsError, ResumeError) as exc:  # --init-from weights missing or wrong; a resume in another frame
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
