@@ -15,9 +15,9 @@ from tracker.training_history import (
 )
 
 
-def write_stage(directory, suffix, start_samples, joints_cm, learning_rate=1e-3, batch=16):
+def write_stage(directory, suffix, start_samples, joints_cm, learning_rate=1e-3, batch=16, crop_frame="camera"):
     """A stage's config and log as tracker.train writes them (suffix "" for the current one)."""
-    config = {"train": {"learning_rate": learning_rate}, "world_size": 1}
+    config = {"train": {"learning_rate": learning_rate, "data": {"crop_frame": crop_frame}}, "world_size": 1}
     if start_samples is not None:
         config["initialised_from"] = {"path": "weights", "samples_seen": start_samples, "seconds": 60.0, "device": "cpu"}
     name = f"_{suffix}" if suffix else ""
@@ -30,7 +30,7 @@ def write_stage(directory, suffix, start_samples, joints_cm, learning_rate=1e-3,
 
 
 def test_stages_are_chained_by_where_each_began(tmp_path):
-    write_stage(tmp_path, "", 1600, [1.0, 0.9])  # the current weights, trained last
+    write_stage(tmp_path, "", 1600, [1.0, 0.9], crop_frame="ray")  # the current weights, trained last
     write_stage(tmp_path, "tune1", 640, [2.0, 1.8, 1.7])
     write_stage(tmp_path, "base", None, [None, 5.0])  # no refit terms in the first rows yet
     stages = load_training_history(tmp_path)
@@ -40,6 +40,7 @@ def test_stages_are_chained_by_where_each_began(tmp_path):
     np.testing.assert_allclose(stages[1].joint_error_mm, [20.0, 18.0, 17.0])  # cm -> mm
     assert np.isnan(stages[0].joint_error_mm[0])
     assert stages[2].peak_learning_rate == pytest.approx(1e-3)
+    assert [s.crop_frame for s in stages] == ["camera", "camera", "ray"]
     path = tmp_path / "curve.png"
     plot_training_curve(stages, path, held_out_mm=9.5)
     image = cv2.imread(str(path))

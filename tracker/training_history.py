@@ -40,6 +40,7 @@ class TrainingStage:
         (NaN before the refit terms start).
     learning_rate: (N,) float64.
     peak_learning_rate: the stage's configured learning rate.
+    crop_frame: the crop frame it trained in (``tracker.crop``; logs from before the choice: camera).
     """
 
     name: str
@@ -48,6 +49,7 @@ class TrainingStage:
     joint_error_mm: np.ndarray
     learning_rate: np.ndarray
     peak_learning_rate: float
+    crop_frame: str = "camera"
 
     @property
     def end_samples(self) -> int:
@@ -87,6 +89,7 @@ def read_stage(name: str, config_path: Path, metrics_path: Path) -> TrainingStag
         joint_error_mm=np.array([10.0 * _float(r["joints_cm"]) for r in rows]),
         learning_rate=np.array([_float(r.get("lr")) for r in rows]),
         peak_learning_rate=float(config.get("train", {}).get("learning_rate", math.nan)),
+        crop_frame=str(config.get("train", {}).get("data", {}).get("crop_frame", "camera")),
     )
 
 
@@ -139,7 +142,7 @@ def plot_training_curve(stages: list[TrainingStage], path: Path, held_out_mm: fl
     colours = plt.cm.viridis(np.linspace(0.0, 0.85, len(stages)))
     for stage, colour in zip(stages, colours):
         x = (stage.start_samples + stage.samples) / 1e6
-        ax.plot(x, smoothed(stage.joint_error_mm, window), color=colour, lw=1.5, label=f"{stage.name} (lr {stage.peak_learning_rate:g})")
+        ax.plot(x, smoothed(stage.joint_error_mm, window), color=colour, lw=1.5, label=f"{stage.name} (lr {stage.peak_learning_rate:g}, {stage.crop_frame})")
         ax.axvline(stage.start_samples / 1e6, color=colour, lw=0.8, ls=":")
     if held_out_mm is not None:
         ax.plot([stages[-1].end_samples / 1e6], [held_out_mm], "r*", ms=12, label=f"held-out: {held_out_mm:.1f} mm")
