@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tracker.crop import DEFAULT_CUBE_SIZE_M, CropFrame, make_crop
+from tracker.crop import DEFAULT_CUBE_SIZE_M, CropFrame
 from tracker.estimator import HandEstimator
-from tracker.prepare import PrepareConfig, Prepared, PrepareWorkerEnded, PrepareWorkers, prepare_frame
+from tracker.prepare import PrepareConfig, Prepared, PrepareWorkerEnded, PrepareWorkers, prepare_frame, side_classifier_crop
 from tracker.segment import SegmentConfig
 from tracker.side_vote import SideVote, SideVoteConfig
 from tracker.smoothing import OneEuroFilter
@@ -163,10 +163,8 @@ class HandTracker:
         logit = prepared.right_logit
         if logit is None:  # prepared without the classifier (see PrepareWorkers)
             t0 = time.perf_counter()
-            side_crop = prepared.crops[Handedness.RIGHT]
-            if self.config.crop_frame != CropFrame.CAMERA:  # the classifier's own frame
-                side_crop = make_crop(frame.depth_m(), frame.intrinsics, prepared.centre, self.config.cube_size_m, Handedness.RIGHT)
-            logit = self.side_classifier.logit(side_crop.depth)
+            depth = side_classifier_crop(frame.depth_m(), frame.intrinsics, prepared.centre, self.prepare_config, prepared.crops)
+            logit = self.side_classifier.logit(depth)
             timings["side"] = 1e3 * (time.perf_counter() - t0)
         side = self._side_vote.update(logit)
         return prepared.crops[Handedness.LEFT if side == Handedness.LEFT else Handedness.RIGHT]

@@ -56,6 +56,16 @@ class Prepared:
     timings_ms: dict[str, float]
 
 
+def side_classifier_crop(
+    depth_m: np.ndarray, intrinsics: CameraIntrinsics, centre: np.ndarray, config: PrepareConfig, crops: dict[Handedness, HandCrop]
+) -> np.ndarray:
+    """(S, S) depth the side classifier takes: the unmirrored crop in the camera frame it was
+    trained in, the network's own right-hand crop when that is in the same frame."""
+    if config.crop_frame == CropFrame.CAMERA and Handedness.RIGHT in crops:
+        return crops[Handedness.RIGHT].depth
+    return make_crop(depth_m, intrinsics, centre, config.cube_size_m, Handedness.RIGHT).depth
+
+
 def prepare_frame(
     depth_m: np.ndarray,
     intrinsics: CameraIntrinsics,
@@ -76,10 +86,7 @@ def prepare_frame(
     timings["crop"] = 1e3 * (t2 - t1)
     right_logit = None
     if config.handedness is None and classifier is not None:
-        side_crop = crops[Handedness.RIGHT]
-        if config.crop_frame != CropFrame.CAMERA:
-            side_crop = make_crop(depth_m, intrinsics, centre, config.cube_size_m, Handedness.RIGHT)
-        right_logit = classifier.logit(side_crop.depth)
+        right_logit = classifier.logit(side_classifier_crop(depth_m, intrinsics, centre, config, crops))
         timings["side"] = 1e3 * (time.perf_counter() - t2)
     return Prepared(centre, crops, right_logit, timings)
 
