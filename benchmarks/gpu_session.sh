@@ -52,6 +52,8 @@ if [ "$smoke" = 1 ]; then
   train_args=(--recipe smoke --device cpu --replay-examples 8)
   # Seconds the training stage needs beyond its own budget: start-up and export.
   train_overhead=20
+  # Seconds of training the measurements before it may not eat into.
+  train_reserve=30
 else
   backends=torch-cuda,torch,onnxruntime
   speed_args=()
@@ -61,6 +63,7 @@ else
   # 14 data workers import torch and compile the numba renderer (~40 s), then the ONNX
   # export and the archive (~20 s).
   train_overhead=75
+  train_reserve=120
 fi
 
 # tr holds its output back in a pipe; line by line, a call cut short still logs what ran.
@@ -74,10 +77,21 @@ stage() {  # stage NAME: log the stage's start, seconds into the job and seconds
 }
 
 # run_stage NAME SECONDS COMMAND...: run with a time limit, log its output, note a failure.
+# A stage before the training also stops where it would leave the training less than its
+# reserve, so a slow or stuck measurement costs that measurement, not the whole call.
 run_stage() {
-  local name=$1 limit=$2
+  local name=$1 limit=$2 left
   shift 2
   stage "$name"
+  if [ "$name" != training ]; then
+    left=$((deadline - $(date +%s) - train_overhead - train_reserve))
+    [ "$left" -lt "$limit" ] && limit=$left
+    if [ "$limit" -le 0 ]; then
+      echo "!!! $name skipped: no time left before the training" | tee -a "$log"
+      failed+=("$name")
+      return 0
+    fi
+  fi
   timeout --kill-after=10 "$limit" "$@" 2>&1 | $line_buffered tr '\r' '\n' \
     | grep --line-buffered -v -E '^(training|held-out synthetic): ' | tee -a "$log"
   local rc=${PIPESTATUS[0]}
@@ -89,6 +103,9 @@ run_stage() {
 }
 
 stage "machine"
+# 14 data workers pass their batches through shared memory, one file descriptor each.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+echo "open files: $(ulimit -n); /dev/shm: $(df -h /dev/shm 2>/dev/null | awk 'NR == 2 { print $4 " free of " $2 }')" | tee -a "$log"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || echo "no nvidia-smi"; } | tee -a "$log"
 "$python" - 2>&1 <<'EOF' | tee -a "$log"
 import platform, numba, numpy, onnxruntime, torch
@@ -107,7 +124,7 @@ for run_args in "ahead3 --segment-ahead 3" "ahead0 --segment-ahead 0" "ahead3_re
   set -- $run_args
   name=$1
   shift
-  run_stage "pipeline ($name)" 120 "$python" -m benchmarks.pipeline_speed --input memory --frames "$pipeline_frames" \
+  run_stage "pipeline ($name)" 90 "$python" -m benchmarks.pipeline_speed --input memory --frames "$pipeline_frames" \
     --backend "$pipeline_backend" "$@" --out "$out/pipeline_speed_gpu_$name.json"
 done
 
@@ -118,9 +135,12 @@ if [ "$train_seconds" -lt 30 ]; then
   failed+=("training")
 else
   minutes=$(awk "BEGIN { printf \"%.2f\", $train_seconds / 60 }")
+  # Nothing of an earlier call on the same machine may be packed as this one's result.
+  rm -rf "$run"
+  echo "training for ${minutes} min" | tee -a "$log"
   # The hard limit leaves the export room to finish; a run killed before it still leaves its
   # last checkpoint, packed below.
-  run_stage "training (${minutes} min)" $((train_seconds + train_overhead - 15)) \
+  run_stage training $((train_seconds + train_overhead - 15)) \
     "$python" -m tracker.train --out "$run" "${train_args[@]}" --max-minutes "$minutes" --no-resume --init-from weights
   stage "packing"
   files=()

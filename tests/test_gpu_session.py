@@ -14,15 +14,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_gpu_session_smoke_run_brings_back_every_result(tmp_path):
-    out = tmp_path / "out"
-    env = {
+def _smoke_env(tmp_path: Path) -> dict:
+    return {
         **os.environ,
         "GPU_SESSION_SMOKE": "1",
-        "OUT": str(out),
+        "OUT": str(tmp_path / "out"),
         "GPU_SESSION_RUN": str(tmp_path / "run"),
         "PYTHON": sys.executable,
     }
+
+
+def test_gpu_session_smoke_run_brings_back_every_result(tmp_path):
+    out = tmp_path / "out"
+    env = _smoke_env(tmp_path)
+    # What an earlier call left on the same machine must not come back as this call's result.
+    (tmp_path / "run" / "export").mkdir(parents=True)
+    (tmp_path / "run" / "export" / "stale.txt").write_text("from an earlier call")
     done = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "gpu_session.sh"), "400"],
         env=env, capture_output=True, text=True, timeout=600,
@@ -43,7 +50,23 @@ def test_gpu_session_smoke_run_brings_back_every_result(tmp_path):
         names = set(archive.getnames())
         summary = json.load(archive.extractfile("summary.json"))
     assert {"export/dgn.pt", "export/dgn.onnx", "export/dgn.json", "metrics.csv", "summary.json"} <= names
+    assert "export/stale.txt" not in names
     assert summary["examples_trained"] == 4 * 2 and summary["samples_seen"] >= 2  # smoke: 4 steps of 2, replayed
     # What the device tool brings back: at most 8 files, each under 16 MiB.
     files = [p for p in out.rglob("*") if p.is_file()]
     assert len(files) <= 8 and all(p.stat().st_size < 16 * 2**20 for p in files)
+
+
+def test_gpu_session_measurements_give_way_to_the_training_when_time_is_short(tmp_path):
+    # 40 s: less than the smoke training's start-up and export (20 s) plus its reserve (30 s),
+    # so every measurement is skipped at once rather than run into the training's time.
+    done = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_session.sh"), "40"],
+        env=_smoke_env(tmp_path), capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 1
+    log = (tmp_path / "out" / "session.log").read_text()
+    for stage in ("backend tests", "network speed", "pipeline (ahead3)", "pipeline (ahead0)", "pipeline (ahead3_replayed_network)"):
+        assert f"!!! {stage} skipped: no time left before the training" in log
+    assert "training skipped" in log
+    assert not list((tmp_path / "out").glob("*.json"))
