@@ -76,21 +76,21 @@ stage() {  # stage NAME: log the stage's start, seconds into the job and seconds
   echo "=== $1 (t=$((now - start)) s, $((deadline - now)) s left)" | tee -a "$log"
 }
 
+# Seconds before the deadline that a stage may not run into: the training's, until it starts.
+# So a slow or stuck measurement costs that measurement, not the whole call.
+held_back=$((train_overhead + train_reserve))
+
 # run_stage NAME SECONDS COMMAND...: run with a time limit, log its output, note a failure.
-# A stage before the training also stops where it would leave the training less than its
-# reserve, so a slow or stuck measurement costs that measurement, not the whole call.
 run_stage() {
   local name=$1 limit=$2 left
   shift 2
   stage "$name"
-  if [ "$name" != training ]; then
-    left=$((deadline - $(date +%s) - train_overhead - train_reserve))
-    [ "$left" -lt "$limit" ] && limit=$left
-    if [ "$limit" -le 0 ]; then
-      echo "!!! $name skipped: no time left before the training" | tee -a "$log"
-      failed+=("$name")
-      return 0
-    fi
+  left=$((deadline - $(date +%s) - held_back))
+  [ "$left" -lt "$limit" ] && limit=$left
+  if [ "$limit" -le 0 ]; then
+    echo "!!! $name skipped: no time left before the training" | tee -a "$log"
+    failed+=("$name")
+    return 0
   fi
   timeout --kill-after=10 "$limit" "$@" 2>&1 | $line_buffered tr '\r' '\n' \
     | grep --line-buffered -v -E '^(training|held-out synthetic): ' | tee -a "$log"
@@ -137,10 +137,10 @@ else
   minutes=$(awk "BEGIN { printf \"%.2f\", $train_seconds / 60 }")
   # Nothing of an earlier call on the same machine may be packed as this one's result.
   rm -rf "$run"
-  echo "training for ${minutes} min" | tee -a "$log"
+  held_back=0
   # The hard limit leaves the export room to finish; a run killed before it still leaves its
   # last checkpoint, packed below.
-  run_stage training $((train_seconds + train_overhead - 15)) \
+  run_stage "training (${minutes} min)" $((train_seconds + train_overhead - 15)) \
     "$python" -m tracker.train --out "$run" "${train_args[@]}" --max-minutes "$minutes" --no-resume --init-from weights
   stage "packing"
   files=()
