@@ -20,6 +20,7 @@
 # summary.json). Then, where the project is installed:
 #
 #   mkdir -p runs/gpu && tar -xzf gpu_training.tar.gz -C runs/gpu
+#   python -m tracker.quantize --weights runs/gpu/export      # the 8-bit network for onnxruntime-int8
 #   python -m tracker.evaluate --weights runs/gpu/export --out runs/gpu/eval --frames 1000 --no-model-card
 #
 # If the export fails there, the archive holds state_dict.pt (the network's weights from the

@@ -9,7 +9,9 @@ Per backend: build it (``setup_s``, which includes a TensorRT engine build on a 
 including the host->device and device->host copies the live loop pays. Reports median /
 p90 / p99 latency in ms and sequential runs per second, plus the largest output deviation
 from the torch CPU reference (max|a - b| / max|b| per output). TensorRT is measured at fp16
-and fp32. A backend that cannot run here is recorded as {"skipped": reason}.
+and fp32; ``onnxruntime-int8`` (the 8-bit network, when ``tracker.quantize`` made one) differs
+from the reference by its rounding, not by a defect. A backend that cannot run here is
+recorded as {"skipped": reason}.
 
 The refit (``Refit.fit``, numba) runs on the reference's output vertices; its time adds to
 the network's per frame.
@@ -18,7 +20,8 @@ So that figures from different machines can be compared, the result also holds t
 forward's arithmetic (``network_gflop``: convolutions and matrix products, counted by
 torch), each backend's ``achieved_gflops``, and on the CPU what a large float32 matrix
 product reaches with the same threads (``cpu_matmul_gflops``), a practical peak: the
-forward cannot take less than network_gflop / cpu_matmul_gflops seconds there.
+forward cannot take less than network_gflop / cpu_matmul_gflops seconds there in float32
+(integer arithmetic has another peak).
 
 Results go to ``benchmarks/results/network_speed_<device>.json`` (device: "cpu", or the
 sanitised name of the CUDA GPU torch sees) with the machine, the network config from the
@@ -51,7 +54,7 @@ from tracker.backends import (
 )
 from tracker.hand_model import HandModel
 from tracker.refit import Refit
-from tracker.weights import ONNX, ONNX_OUTPUTS, WEIGHTS_DIR, WeightsError, load_manifest, random_input
+from tracker.weights import ONNX, ONNX_INT8, ONNX_OUTPUTS, WEIGHTS_DIR, WeightsError, load_manifest, random_input
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -126,7 +129,7 @@ def max_relative_error(out: dict[str, np.ndarray], reference: dict[str, np.ndarr
 
 def variants(name: str, threads: int | None) -> list[tuple[str, dict]]:
     """(result key, create_backend options) for each configuration of one backend measured."""
-    if name == "onnxruntime" and threads is not None:
+    if name in ("onnxruntime", "onnxruntime-int8") and threads is not None:
         return [(name, {"threads": threads})]
     if name == "tensorrt":
         return [("tensorrt-fp16", {"precision": "fp16"}), ("tensorrt-fp32", {"precision": "fp32"})]
@@ -141,6 +144,10 @@ def measure_backend(
         backend: Backend = create_backend(name, weights, **options)
     except BackendUnavailable as exc:
         return {"skipped": str(exc)}
+    except WeightsError as exc:
+        if name == "onnxruntime-int8" and ONNX_INT8 not in load_manifest(weights)["files"]:
+            return {"skipped": str(exc)}  # an optional file; a damaged one still fails
+        raise
     setup_s = time.perf_counter() - t0
     try:
         result = {"setup_s": setup_s, **latency_stats(time_calls(lambda: backend.run(depth), warmup, iterations))}

@@ -106,7 +106,7 @@ class _LoopedFrames(FrameSource):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline_speed", description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=2000, help="frames in the recording (default %(default)s)")
-    parser.add_argument("--backend", default="onnxruntime", help="onnxruntime | torch | torch-cuda | tensorrt")
+    parser.add_argument("--backend", default="onnxruntime", help="onnxruntime | onnxruntime-int8 | torch | torch-cuda | tensorrt")
     parser.add_argument(
         "--segment-ahead", type=int, default=None, metavar="N",
         help="segment the next N frames in N worker processes beside the network "

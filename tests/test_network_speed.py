@@ -16,13 +16,15 @@ def test_network_gflop_counts_multiply_adds_twice():
 
 def test_cpu_result_holds_the_arithmetic_and_the_machine_peak(tmp_path):
     out = tmp_path / "speed.json"
-    args = ["--backends", "onnxruntime", "--iterations", "3", "--warmup", "1", "--threads", "1", "--out", str(out)]
+    args = ["--backends", "onnxruntime,onnxruntime-int8", "--iterations", "3", "--warmup", "1", "--threads", "1", "--out", str(out)]
     assert network_speed.main(args) == 0
     result = json.loads(out.read_text())
     # The shipped network: about 0.38 G multiply-adds, nine tenths in the image hourglass.
     assert 0.7 < result["network_gflop"] < 0.85
     measured = result["backends"]["onnxruntime"]
     assert measured["achieved_gflops"] == pytest.approx(result["network_gflop"] / measured["median_ms"] * 1e3)
+    int8 = result["backends"]["onnxruntime-int8"]
+    assert int8["threads"] == 1 and int8["median_ms"] > 0 and "skipped" not in int8
     peak = result["cpu_matmul_gflops"]
     assert peak["threads"] == 1 and peak["gflops"] > 0
     assert result["forward_floor_ms"] == pytest.approx(1e3 * result["network_gflop"] / peak["gflops"])

@@ -29,7 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, default=Path("out/tracking.jsonl"), help="JSON-lines output, one object per frame (default %(default)s)")
     parser.add_argument("--out-vertices", action="store_true", help="also write the 1159 mesh vertices per hand")
-    parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch", "torch-cuda", "tensorrt"], help="network backend (default %(default)s)")
+    parser.add_argument(
+        "--backend", default="onnxruntime", choices=["onnxruntime", "onnxruntime-int8", "torch", "torch-cuda", "tensorrt"],
+        help="network backend (default %(default)s; onnxruntime-int8: the 8-bit network, faster on a CPU, "
+        "see weights/MODEL_CARD.md for its accuracy)",
+    )
     parser.add_argument("--video", type=Path, help="write an overlay video (.mp4) or the last overlay frame (.png)")
     parser.add_argument(
         "--no-viewer", action="store_true",

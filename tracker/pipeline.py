@@ -58,6 +58,8 @@ class TrackerConfig:
 
 #: Backends whose network runs off the CPU, where segmenting ahead pays.
 GPU_BACKENDS = ("torch-cuda", "tensorrt")
+#: onnxruntime on the CPU, float or 8-bit: the same threading, so the same worker choice.
+ONNXRUNTIME_CPU_BACKENDS = ("onnxruntime", "onnxruntime-int8")
 #: Signals that stop a run; sent to the whole process group, they end the frame-preparation
 #: workers as well.
 GROUP_STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
@@ -78,7 +80,7 @@ def default_segment_ahead(backend: str) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if backend in GPU_BACKENDS:
         return max(1, min(3, cores - 2))
-    if backend == "onnxruntime" and cores >= 2:
+    if backend in ONNXRUNTIME_CPU_BACKENDS and cores >= 2:
         return 1
     return 0
 
@@ -86,7 +88,7 @@ def default_segment_ahead(backend: str) -> int:
 def backend_options(backend: str, segment_ahead: int) -> dict:
     """Options for ``tracker.backends.create_backend`` that suit ``segment_ahead`` workers:
     onnxruntime's threads stop spin-waiting when worker processes share the cores."""
-    if backend == "onnxruntime" and segment_ahead > 0:
+    if backend in ONNXRUNTIME_CPU_BACKENDS and segment_ahead > 0:
         return {"spin": False}
     return {}
 

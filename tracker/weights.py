@@ -4,7 +4,9 @@ A weights directory (``weights/`` by default) holds
 
 * ``dgn.pt``    the network's state dict (loads with ``torch.load(weights_only=True)``),
 * ``dgn.onnx``  the same network exported for onnxruntime / TensorRT (batch 1, static),
-* ``dgn.json``  the manifest: network config, crop cube size, SHA-256 of both files and of
+* ``dgn_int8.onnx`` optionally, the same network quantised to 8 bits for the CPU
+  (``tracker.quantize``),
+* ``dgn.json``  the manifest: network config, crop cube size, SHA-256 of every file and of
   the hand-model asset they were trained with, and the training summary.
 
 Every load checks the file against the manifest's checksum first, so a truncated download,
@@ -28,6 +30,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 MANIFEST = "dgn.json"
 STATE_DICT = "dgn.pt"
 ONNX = "dgn.onnx"
+ONNX_INT8 = "dgn_int8.onnx"
 ONNX_INPUT = "depth"
 ONNX_OUTPUTS = ("mesh_coords", "hand_logit", "grid_offsets", "vertices")
 ONNX_OPSET = 17
