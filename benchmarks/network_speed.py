@@ -212,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "weights": {
             "dir": str(args.weights.resolve()),
             "onnx_sha256": manifest["files"][ONNX],
+            "onnx_int8_sha256": manifest["files"].get(ONNX_INT8),
             "parameters": manifest.get("parameters"),
         },
         "network": manifest["network"],

@@ -47,7 +47,38 @@ def test_evaluation_writes_metrics_plots_and_a_model_card(smoke_weights, tmp_pat
     assert "eval/synthetic_worst.png" in card
     assert "eval/training_curve.png" not in card  # an export keeps no training logs beside it
     assert "mean joint error after refit" in card and "python -m tracker.evaluate --frames 3" in card
-    assert "held-out synthetic (3 frames)" in capsys.readouterr().out
+    stdout = capsys.readouterr().out
+    assert "held-out synthetic (3 frames)" in stdout and "no 8-bit network" in stdout
+    assert "8-bit network" not in card and not (out / "synthetic_metrics_int8.json").exists()
+
+
+def test_evaluation_judges_the_8_bit_network_on_the_same_frames(smoke_weights, tmp_path, capsys):
+    import shutil
+
+    from tracker.quantize import quantize_weights
+    from tracker.weights import ONNX_INT8
+
+    weights = tmp_path / "weights"
+    shutil.copytree(smoke_weights, weights)
+    quantize_weights(weights, samples=2, progress=False)
+    out = tmp_path / "eval"
+    assert evaluate_main(["--weights", str(weights), "--frames", "3", "--out", str(out)]) == 0
+    float_metrics = json.loads((out / "synthetic_metrics.json").read_text())
+    int8 = json.loads((out / "synthetic_metrics_int8.json").read_text())
+    assert float_metrics["backend"] == "onnxruntime" and int8["backend"] == "onnxruntime-int8"
+    assert int8["frames"] == 3 and int8["quantization"]["calibration_samples"] == 2
+    assert int8["mean_joint_error_mm"] != float_metrics["mean_joint_error_mm"]  # another network ran
+    card = (weights / "MODEL_CARD.md").read_text()
+    assert f"joints {int8['mean_joint_error_mm']:.2f} mm" in card and "on the same 3 frames" in card
+    assert "8-bit network (onnxruntime-int8), same frames" in capsys.readouterr().out
+    # Listed but damaged: the evaluation stops before it starts, and says which file.
+    (weights / ONNX_INT8).write_bytes(b"truncated")
+    assert evaluate_main(["--weights", str(weights), "--frames", "2", "--out", str(tmp_path / "eval2")]) == 2
+    assert "dgn_int8.onnx is corrupt" in capsys.readouterr().err
+    # The 8-bit network alone only into a folder of its own.
+    with pytest.raises(SystemExit):
+        evaluate_main(["--weights", str(weights), "--backend", "onnxruntime-int8"])
+    assert "--backend onnxruntime-int8 needs --out" in capsys.readouterr().err
 
 
 def test_surface_samples_cover_the_triangles():

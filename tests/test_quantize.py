@@ -5,6 +5,7 @@ the float network it was made from."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def copy_weights(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_quantisation_writes_a_listed_int8_model_with_the_first_convolution_in_float(small_weights):
+def test_quantisation_writes_a_listed_int8_model_with_the_first_convolution_and_the_heads_in_float(small_weights):
     manifest = load_manifest(small_weights)
     assert manifest["onnx_int8"]["quantized_from"] == manifest["files"][ONNX]
     assert manifest["onnx_int8"]["calibration_samples"] == 4
@@ -60,9 +61,11 @@ def test_quantisation_writes_a_listed_int8_model_with_the_first_convolution_in_f
     convolutions = [n for n in model.graph.node if n.op_type == "Conv"]
     quantized_tensors = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     # In the QDQ form a quantised convolution reads its weight from a DequantizeLinear.
-    quantized = [c.input[1] in quantized_tensors for c in convolutions]
-    assert not quantized[0], "the convolution on the raw depth must stay in float"
-    assert all(quantized[1:])
+    in_float = [c.name for c in convolutions if c.input[1] not in quantized_tensors]
+    # The convolution on the raw depth and the two 1x1 heads whose outputs leave the network.
+    assert in_float == [convolutions[0].name, "/image_hourglass/head/Conv", "/mesh_hourglass/head/Conv"]
+    assert manifest["onnx_int8"]["float_convolutions"] == in_float
+    assert len(convolutions) - len(in_float) == 44
     assert [o.name for o in model.graph.output] == list(ONNX_OUTPUTS)
     # Four times smaller weights, plus the float parts (first convolution, sampling matrix).
     assert (small_weights / ONNX_INT8).stat().st_size < (small_weights / ONNX).stat().st_size
@@ -84,6 +87,7 @@ def test_int8_backend_follows_the_float_network(small_weights):
     # tensor is off by the whole magnitude.
     spread = float(np.ptp(reference["vertices"]))
     assert float(np.abs(out["vertices"] - reference["vertices"]).mean()) < 0.03 * spread
+    assert not np.array_equal(out["vertices"], reference["vertices"])  # it did not load dgn.onnx
 
 
 def test_without_an_int8_model_the_backend_says_how_to_make_one(small_weights, tmp_path):
@@ -150,9 +154,28 @@ def test_network_speed_skips_a_missing_int8_model_and_fails_on_a_damaged_one(sma
     assert "no 8-bit network" in json.loads((tmp_path / "without.json").read_text())["backends"]["onnxruntime-int8"]["skipped"]
 
 
-def test_the_live_loop_treats_it_as_onnxruntime():
-    assert default_segment_ahead("onnxruntime-int8") == default_segment_ahead("onnxruntime")
-    assert backend_options("onnxruntime-int8", 1) == backend_options("onnxruntime", 1)
+@pytest.mark.parametrize("cores", [1, 2, 8])
+def test_the_live_loop_treats_it_as_onnxruntime(monkeypatch, cores):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert default_segment_ahead("onnxruntime-int8") == default_segment_ahead("onnxruntime") == (1 if cores >= 2 else 0)
+    assert backend_options("onnxruntime-int8", 1) == backend_options("onnxruntime", 1) == {"spin": False}
+
+
+def test_a_failed_quantisation_keeps_the_previous_int8_model(small_weights, tmp_path, monkeypatch):
+    import onnxruntime.quantization
+
+    weights = copy_weights(small_weights, tmp_path / "w")
+    before = {name: (weights / name).read_bytes() for name in (ONNX_INT8, MANIFEST)}
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("simulated failure inside the quantiser")
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_static", fails)
+    with pytest.raises(WeightsError, match="quantising .*dgn.onnx failed: RuntimeError: simulated failure"):
+        quantize_weights(weights, samples=1, progress=False)
+    assert {name: (weights / name).read_bytes() for name in before} == before
+    assert sorted(p.name for p in weights.iterdir()) == sorted(p.name for p in small_weights.iterdir())  # no partial files
+    create_backend("onnxruntime-int8", weights).close()
 
 
 shipped = pytest.mark.skipif(

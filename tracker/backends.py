@@ -234,7 +234,7 @@ class OnnxRuntimeBackend(_BackendBase):
             import onnxruntime as ort
         except ImportError as exc:
             raise BackendUnavailable(
-                f"the onnxruntime backend needs the onnxruntime package ({exc}); pip install onnxruntime"
+                f"the {self.name} backend needs the onnxruntime package ({exc}); pip install onnxruntime"
             ) from exc
         missing = [p for p in providers if p not in ort.get_available_providers()]
         if missing:
@@ -260,18 +260,21 @@ class OnnxRuntimeBackend(_BackendBase):
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=list(self.providers))
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            raise WeightsError(f"{path}: onnxruntime cannot load the model ({exc}); re-export the weights") from exc
+            raise WeightsError(f"{path}: onnxruntime cannot load the model ({exc}); {self._remedy(Path(weights_dir))}") from exc
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
         if inputs != [ONNX_INPUT] or set(outputs) != set(ONNX_OUTPUTS):
             raise WeightsError(
                 f"{path}: expected input {[ONNX_INPUT]} and outputs {list(ONNX_OUTPUTS)}, got {inputs} and {outputs}; "
-                "the file was not written by tracker.weights.export_onnx, re-export it"
+                f"the file was not written by this project's export; {self._remedy(Path(weights_dir))}"
             )
         self.ort_version = ort.__version__
 
     def _model_path(self, weights_dir: Path) -> Path:
         return verified_path(weights_dir, ONNX, self.manifest)
+
+    def _remedy(self, weights_dir: Path) -> str:
+        return "re-export the weights"
 
     def run(self, depth: np.ndarray) -> dict[str, np.ndarray]:
         values = self.session.run(list(ONNX_OUTPUTS), {ONNX_INPUT: self._checked_input(depth)})
@@ -289,6 +292,9 @@ class OnnxRuntimeInt8Backend(OnnxRuntimeBackend):
     """
 
     name = "onnxruntime-int8"
+
+    def _remedy(self, weights_dir: Path) -> str:
+        return f"remake it with: python -m tracker.quantize --weights {weights_dir}"
 
     def _model_path(self, weights_dir: Path) -> Path:
         command = f"python -m tracker.quantize --weights {weights_dir}"

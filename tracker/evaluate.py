@@ -41,7 +41,7 @@ from tracker.synth.scene import render_sample
 from tracker.training_data import ExampleConfig, example_from_sample, make_example
 from tracker.training_history import TrainingHistoryError, load_training_history, plot_training_curve
 from tracker.types import CameraIntrinsics, Joint
-from tracker.weights import WEIGHTS_DIR, WeightsError, crop_frame_of, load_manifest
+from tracker.weights import ONNX_INT8, WEIGHTS_DIR, WeightsError, crop_frame_of, load_manifest
 
 EVAL_STREAM_SEED = 2  # training draws from stream 1
 ROOT = Path(__file__).resolve().parent.parent
@@ -369,8 +369,8 @@ def write_model_card(
         q = int8["quantization"]
         lines += [
             f"The 8-bit network (`dgn_int8.onnx`, backend `onnxruntime-int8`; `python -m tracker.quantize`: int8 convolution weights, one scale per"
-            f" output channel, uint8 activations calibrated on {q['calibration_samples']} synthetic crops, the first convolution and every other"
-            f" operator in float) on the same {int8['frames']} frames:"
+            f" output channel, uint8 activations calibrated on {q['calibration_samples']} synthetic crops; the first convolution, the heads and"
+            f" everything after them in float) on the same {int8['frames']} frames:"
             f" joints {int8['mean_joint_error_mm']:.2f} mm, P_s {int8['mean_initial_vertex_error_mm']:.2f} mm,"
             f" P_r {int8['mean_refined_vertex_error_mm']:.2f} mm, frames with all joints < 20 / 40 mm"
             f" {int8['success_curve']['fraction_of_frames'][20]:.2f} / {int8['success_curve']['fraction_of_frames'][40]:.2f}.",
@@ -429,11 +429,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--frames must be at least 1")
     if args.crop_frame and args.out is None:
         parser.error("--crop-frame needs --out: the weights' own results in WEIGHTS/eval stay as they are")
+    if args.backend == "onnxruntime-int8" and args.out is None:
+        # WEIGHTS/eval and the model card hold the float network's figures; the default run
+        # adds the 8-bit network's beside them.
+        parser.error("--backend onnxruntime-int8 needs --out (the default run evaluates the 8-bit network too)")
     try:
         FolderSource(args.real_dir)  # a bad folder fails now, not after the synthetic half
         manifest = load_manifest(args.weights)
         hand_model = HandModel.load()
         estimator = HandEstimator(create_backend(args.backend, args.weights), hand_model)
+        int8_estimator = None
+        if args.backend == "onnxruntime" and ONNX_INT8 in manifest["files"]:
+            # Listed, so it must load: a stale or damaged 8-bit file fails here, before the run.
+            int8_estimator = HandEstimator(create_backend("onnxruntime-int8", args.weights), hand_model)
     except (WeightsError, BackendUnavailable, SourceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -443,22 +451,22 @@ def main(argv: list[str] | None = None) -> int:
     crop_frame = CropFrame(args.crop_frame) if args.crop_frame else crop_frame_of(manifest)
     example_config = ExampleConfig(cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame)
     synthetic = evaluate_synthetic(estimator, args.frames, example_config)
+    synthetic["backend"] = args.backend
     (out / "synthetic_metrics.json").write_text(json.dumps(synthetic, indent=2) + "\n")
     plot_success_curve(synthetic, out / "success_curve.png")
     write_sheet([synthetic_frame_row(estimator, example_config, f) for f in synthetic["worst_frames"]], out / "synthetic_worst.png")
     training_curve = write_training_curve(args.weights, out / "training_curve.png", synthetic["mean_joint_error_mm"])
     int8 = None
-    if args.backend == "onnxruntime":
-        # The 8-bit network is judged on the same frames, so the model card can say what it costs.
-        try:
-            int8_estimator = HandEstimator(create_backend("onnxruntime-int8", args.weights), hand_model)
-        except (WeightsError, BackendUnavailable) as exc:
-            print(f"8-bit network not evaluated: {exc}", file=sys.stderr)
-        else:
-            int8 = evaluate_synthetic(int8_estimator, args.frames, example_config)
-            int8["backend"] = "onnxruntime-int8"
-            int8["quantization"] = manifest["onnx_int8"]
-            (out / "synthetic_metrics_int8.json").write_text(json.dumps(int8, indent=2) + "\n")
+    if int8_estimator is not None:
+        # The same frames, so the model card can say what the 8-bit network costs.
+        int8 = evaluate_synthetic(int8_estimator, args.frames, example_config)
+        int8["backend"] = "onnxruntime-int8"
+        int8["quantization"] = manifest["onnx_int8"]
+        (out / "synthetic_metrics_int8.json").write_text(json.dumps(int8, indent=2) + "\n")
+    else:
+        (out / "synthetic_metrics_int8.json").unlink(missing_ok=True)  # an earlier run's, for other weights
+        if args.backend == "onnxruntime":
+            print(f"no 8-bit network in {args.weights} to evaluate beside it (python -m tracker.quantize makes one)")
     real = None
     if args.real_dir:
         real, rows = evaluate_real(estimator, args.real_dir, manifest["cube_size_m"], example_config.crop_frame)
