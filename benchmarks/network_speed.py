@@ -53,6 +53,7 @@ from tracker.backends import (
     physical_cores,
 )
 from tracker.hand_model import HandModel
+from tracker.pipeline import ONNXRUNTIME_CPU_BACKENDS
 from tracker.refit import Refit
 from tracker.weights import ONNX, ONNX_INT8, ONNX_OUTPUTS, WEIGHTS_DIR, WeightsError, load_manifest, random_input
 
@@ -129,7 +130,7 @@ def max_relative_error(out: dict[str, np.ndarray], reference: dict[str, np.ndarr
 
 def variants(name: str, threads: int | None) -> list[tuple[str, dict]]:
     """(result key, create_backend options) for each configuration of one backend measured."""
-    if name in ("onnxruntime", "onnxruntime-int8") and threads is not None:
+    if name in ONNXRUNTIME_CPU_BACKENDS and threads is not None:
         return [(name, {"threads": threads})]
     if name == "tensorrt":
         return [("tensorrt-fp16", {"precision": "fp16"}), ("tensorrt-fp32", {"precision": "fp32"})]

@@ -9,6 +9,27 @@ def hand_model() -> HandModel:
     return HandModel.load()
 
 
+def export_small_network(hand_model: HandModel, config, out_dir, cube_size_m: float):
+    """Export a small randomly initialised Dual Grid Net (same graph, fewer channels) that
+    stands in for the trained one; returns the network (eval mode)."""
+    import torch
+
+    from tracker.network import DualGridNet
+    from tracker.weights import export_weights
+
+    torch.manual_seed(0)
+    network = DualGridNet(hand_model.mesh_coords, config)
+    # Train-mode passes move BatchNorm's running statistics off their (0, 1) initial values,
+    # so an export that folded or dropped them would change the outputs and fail parity.
+    network.train()
+    with torch.no_grad():
+        for _ in range(3):
+            network(torch.randn(4, 1, config.crop_size, config.crop_size))
+    network.eval()
+    export_weights(network, cube_size_m, out_dir)
+    return network
+
+
 def closest_points_on_triangles(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """Closest point on each of T triangles for each of P points: (P, T, 3).
 

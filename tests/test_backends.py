@@ -29,6 +29,7 @@ from tracker.backends import (
     engine_cache_path,
     physical_cores,
 )
+from conftest import export_small_network
 from tracker.network import DualGridNet, DualGridNetConfig
 from tracker.weights import (
     MANIFEST,
@@ -80,17 +81,8 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def weights_dir(tmp_path_factory, hand_model) -> Path:
-    torch.manual_seed(0)
-    network = DualGridNet(hand_model.mesh_coords, SMALL)
-    # Train-mode passes move BatchNorm's running statistics off their (0, 1) initial values,
-    # so an export that folded or dropped them would change the outputs and fail parity.
-    network.train()
-    with torch.no_grad():
-        for _ in range(3):
-            network(torch.randn(4, 1, SMALL.crop_size, SMALL.crop_size))
-    network.eval()
     out = tmp_path_factory.mktemp("dgn_weights")
-    export_weights(network, 0.25, out)
+    export_small_network(hand_model, SMALL, out, 0.25)
     return out
 
 

@@ -16,6 +16,7 @@ import torch
 pytest.importorskip("onnxruntime.quantization")
 onnx = pytest.importorskip("onnx")
 
+from conftest import export_small_network  # noqa: E402
 from tracker.backends import OnnxRuntimeInt8Backend, create_backend  # noqa: E402
 from tracker.cli import main as run_tracker  # noqa: E402
 from tracker.estimator import HandEstimator  # noqa: E402
@@ -34,14 +35,8 @@ SMALL = DualGridNetConfig(image_channels=16, mesh_channels=16, feature_channels=
 @pytest.fixture(scope="module")
 def small_weights(tmp_path_factory, hand_model) -> Path:
     """A small trained-looking network (BatchNorm statistics moved off their defaults), quantised."""
-    torch.manual_seed(0)
-    network = DualGridNet(hand_model.mesh_coords, SMALL)
-    network.train()
-    with torch.no_grad():
-        for _ in range(3):
-            network(torch.randn(4, 1, SMALL.crop_size, SMALL.crop_size))
     out = tmp_path_factory.mktemp("dgn_int8")
-    export_weights(network.eval(), 0.26, out)
+    export_small_network(hand_model, SMALL, out, 0.26)
     quantize_weights(out, samples=4, progress=False)
     return out
 
