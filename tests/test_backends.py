@@ -30,7 +30,7 @@ from tracker.backends import (
     physical_cores,
 )
 from conftest import export_small_network
-from tracker.network import DualGridNet, DualGridNetConfig
+from tracker.network import DualGridNetConfig
 from tracker.weights import (
     MANIFEST,
     ONNX,
@@ -38,7 +38,6 @@ from tracker.weights import (
     ONNX_OUTPUTS,
     STATE_DICT,
     WeightsError,
-    export_weights,
     load_manifest,
     random_input,
 )
