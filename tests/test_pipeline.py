@@ -447,3 +447,58 @@ def test_a_side_left_to_the_tracker_is_judged_on_the_camera_frame_crop(hand_mode
     np.testing.assert_array_equal(crop.depth, prepared.crops[Handedness.RIGHT].depth)  # the network's: ray
     camera = make_crop(frame.depth_m(), frame.intrinsics, prepared.centre, tracker.config.cube_size_m, Handedness.RIGHT)
     np.testing.assert_array_equal(classifier.depth, camera.depth)
+
+
+class _SideEchoEstimator:
+    """Stands in for the network: joints 0.5 m away on the right crop, 0.6 m on the left,
+    full confidence, so what the tracker did with sides and smoothing shows in the output."""
+
+    backend = type("Backend", (), {"manifest": {"crop_frame": "ray"}})()
+
+    def run(self, crop):
+        return crop, {}
+
+    def to_estimate(self, crop, output, timings, intrinsics):
+        from tracker.types import HandEstimate
+
+        side = Handedness(crop)
+        joints = np.full((21, 3), 0.5 if side == Handedness.RIGHT else 0.6, np.float32)
+        return HandEstimate(np.zeros((1, 3), np.float32), joints, np.zeros((21, 2), np.float32), side, 1.0, timings)
+
+
+def _side_echo_step(tracker, frame_number: int, centre, right_logit: float):
+    from tracker.prepare import Prepared
+    from tracker.types import CameraIntrinsics, DepthFrame
+
+    intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
+    frame = DepthFrame(np.zeros((48, 64), np.uint16), 0.001, intrinsics, timestamp_ms=frame_number * 33.0, frame_number=frame_number)
+    crops = {Handedness.RIGHT: "right", Handedness.LEFT: "left"}
+    (hand,) = tracker.finish(frame, Prepared(np.asarray(centre, np.float64), crops, right_logit, {})).hands
+    return hand
+
+
+def test_a_hand_found_far_from_the_last_one_starts_a_new_track():
+    from tracker.pipeline import HandTracker, TrackerConfig
+
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(smooth=True), side_classifier=object())
+    for i in range(5):  # a right hand, tracked long enough to hold a clear vote
+        assert _side_echo_step(tracker, i, [0.0, 0.0, 0.5], 3.0).handedness == Handedness.RIGHT
+    # It leaves; segmentation finds a left hand 30 cm away. Were it the same track, the
+    # vote (+15 - 3) would keep it right, and the smoothing would blend the two hands.
+    other = _side_echo_step(tracker, 5, [0.3, 0.0, 0.5], -3.0)
+    assert other.handedness == Handedness.LEFT
+    np.testing.assert_array_equal(other.joints_cam_m, np.full((21, 3), 0.6, np.float32))
+    # A move within the jump limit is the same track: the vote goes on (-3 + 1 stays left).
+    assert _side_echo_step(tracker, 6, [0.35, 0.0, 0.5], 1.0).handedness == Handedness.LEFT
+
+
+def test_smoothing_starts_over_when_the_side_vote_changes_its_mind():
+    from tracker.pipeline import HandTracker, TrackerConfig
+
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(smooth=True), side_classifier=object())
+    assert _side_echo_step(tracker, 0, [0.0, 0.0, 0.5], 1.0).handedness == Handedness.RIGHT
+    right = _side_echo_step(tracker, 1, [0.0, 0.0, 0.5], 0.5)
+    flipped = _side_echo_step(tracker, 2, [0.0, 0.0, 0.5], -3.0)  # the vote turns left
+    assert (right.handedness, flipped.handedness) == (Handedness.RIGHT, Handedness.LEFT)
+    # The left fit's joints as they are, not a blend with the right fit's.
+    np.testing.assert_array_equal(flipped.joints_cam_m, np.full((21, 3), 0.6, np.float32))

@@ -31,3 +31,13 @@ def test_reset_and_time_going_backwards_restart_the_filter():
     np.testing.assert_array_equal(f(np.full(3, 5.0), 0.05), np.full(3, 5.0))
     f.reset()
     np.testing.assert_array_equal(f(np.full(3, 7.0), 1.0), np.full(3, 7.0))
+
+
+def test_a_repeated_timestamp_keeps_the_filtered_value():
+    f = OneEuroFilter()
+    f(np.zeros(3), 0.0)
+    filtered = f(np.ones(3), 0.1)
+    assert 0 < filtered[0] < 1
+    # Same clock reading again: no jump to the raw sample, and the filter goes on from there.
+    np.testing.assert_array_equal(f(np.full(3, 5.0), 0.1), filtered)
+    assert filtered[0] < f(np.ones(3), 0.2)[0] < 1

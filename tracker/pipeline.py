@@ -44,6 +44,10 @@ class TrackerConfig:
     min_confidence: float = 0.3
     #: Smooth the joints over time with a One-Euro filter (off: raw per-frame estimates).
     smooth: bool = False
+    #: A hand centre this far from the last one starts a new track (side vote and smoothing
+    #: start over): the tracked hand left and segmentation found another one. A hand moves a
+    #: few centimetres between frames (12 cm is 3.6 m/s at 30 frames/s).
+    new_track_jump_m: float = 0.12
     #: When playing a recording as fast as possible, prepare the next N frames (segment,
     #: crop, side classifier: ``tracker.prepare``) in N worker processes while the network
     #: runs on this one (0: each frame when its turn comes). Segmentation is the costliest
@@ -106,7 +110,9 @@ class FrameResult:
 class HandTracker:
     """Per-frame processing. The last hand centre backs up the next segmentation, and with
     automatic handedness the side vote runs over the track; when the hand is lost (nothing
-    found or low confidence) both are cleared.
+    found, low confidence, or a centre too far from the last one: another hand) both are
+    cleared, and so is the smoothing, which also starts over when the side vote changes its
+    mind (the joints then come from the other side's fit).
 
     ``side_classifier``: a ``tracker.side_inference.SideClassifier`` for automatic
     handedness (``config.handedness`` None); the shipped one is loaded if not given.
@@ -135,10 +141,12 @@ class HandTracker:
                 side_classifier = SideClassifier.load()
             self.side_classifier = side_classifier
         self._side_vote = SideVote(config.side_vote)
+        self._side: Handedness | None = None
 
     def _lost(self) -> None:
         self._previous_center = None
         self._side_vote.reset()
+        self._side = None
         if self._smoother is not None:
             self._smoother.reset()
 
@@ -168,8 +176,11 @@ class HandTracker:
             depth = side_classifier_crop(frame.depth_m(), frame.intrinsics, prepared.centre, self.prepare_config, prepared.crops)
             logit = self.side_classifier.logit(depth)
             timings["side"] = 1e3 * (time.perf_counter() - t0)
-        side = self._side_vote.update(logit)
-        return prepared.crops[Handedness.LEFT if side == Handedness.LEFT else Handedness.RIGHT]
+        side = Handedness.LEFT if self._side_vote.update(logit) == Handedness.LEFT else Handedness.RIGHT
+        if self._side is not None and side != self._side and self._smoother is not None:
+            self._smoother.reset()
+        self._side = side
+        return prepared.crops[side]
 
     def finish(self, frame: DepthFrame, prepared: Prepared) -> FrameResult:
         """Everything after preparing the frame: side vote, network, refit, tracking state."""
@@ -178,6 +189,8 @@ class HandTracker:
         if centre is None:
             self._lost()
             return FrameResult(frame, (), timings)
+        if self._previous_center is not None and np.linalg.norm(centre - self._previous_center) > self.config.new_track_jump_m:
+            self._lost()
         crop = self._crop(frame, prepared, timings)
         output, stage_ms = self.estimator.run(crop)
         timings.update(stage_ms)

@@ -41,9 +41,13 @@ class OneEuroFilter:
 
     def __call__(self, value: np.ndarray, time_s: float) -> np.ndarray:
         value = np.asarray(value, np.float64)
-        if self._value is None or self._value.shape != value.shape or time_s <= self._time_s:
+        if self._value is None or self._value.shape != value.shape or time_s < self._time_s:
             self._value, self._speed, self._time_s = value.copy(), np.zeros_like(value), time_s
             return value.copy()
+        if time_s == self._time_s:
+            # A repeated timestamp (a device or recording clock quirk) gives no speed to
+            # filter with; starting over would make the output jump to the raw sample.
+            return self._value.copy()
         dt = time_s - self._time_s
         speed = (value - self._value) / dt
         self._speed = self._speed + _alpha(self.config.derivative_cutoff_hz, dt) * (speed - self._speed)
