@@ -30,6 +30,16 @@ def test_depth_normalisation_and_background():
     assert np.all(far.depth == 1.0)  # beyond the cube -> far face
 
 
+def test_nan_and_infinite_depth_are_background_in_both_frames():
+    depth = _plane(0.52)
+    depth[220:260, 300:340] = np.nan
+    depth[100:120, 100:120] = np.inf
+    for frame in ("camera", "ray"):
+        crop = make_crop(depth, K, np.array([0.01, 0.0, 0.5]), 0.26, frame=frame)
+        assert np.all(np.isfinite(crop.depth)) and np.all(np.abs(crop.depth) <= 1)
+        assert np.any(crop.depth == 1.0) and np.any(crop.depth < 1.0)
+
+
 def test_crop_camera_round_trip_and_left_mirroring():
     points = np.random.default_rng(0).normal([0.02, 0.01, 0.6], 0.05, (50, 3))
     for side in (Handedness.RIGHT, Handedness.LEFT):

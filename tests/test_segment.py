@@ -226,6 +226,8 @@ NO_HAND = {
     "beyond range": lambda: np.full((480, 640), 2.0, np.float32),
     "a wall only": lambda: _wall_at(1.0),
     "a few valid pixels": lambda: np.pad(np.full((3, 3), 0.6, np.float32), ((0, 477), (0, 637))),
+    # ~2 cm across at the stale prior's depth: speckle, for detection and for the fallback alike.
+    "a speck at the last centre": lambda: np.pad(np.full((20, 20), 0.5, np.float32), ((230, 230), (310, 310))),
     "empty array": lambda: np.zeros((0, 0), np.float32),
     "one pixel": lambda: np.full((1, 1), 0.6, np.float32),
 }

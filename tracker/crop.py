@@ -129,7 +129,8 @@ def make_crop(
         ray_z = (w[0] * steps[None, :] + w[1] * steps[:, None] + w[2]).astype(np.float32)
         depth = depth / ray_z  # 0 (no data) stays 0
     normalised = (depth - np.float32(centre_depth)) / np.float32(cube_size_m / 2)
-    normalised[(depth <= 0) | (normalised > 1) | (normalised < -1)] = 1.0
+    # Written so NaN or infinite depth (holes some sources mark that way) fails too: background.
+    normalised[(depth <= 0) | ~(np.abs(normalised) <= 1)] = 1.0
     return HandCrop(
         depth=normalised.astype(np.float32),
         center_cam_m=np.asarray(center_cam_m, np.float32),

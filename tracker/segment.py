@@ -551,7 +551,9 @@ def track_hand_center(
         return centre
     depth_m = np.asarray(depth_m)
     valid = (depth_m > config.min_depth_m) & (depth_m < config.max_depth_m) & (np.abs(depth_m - previous_center[2]) < config.depth_band_m)
-    if valid.sum() < config.min_points:
+    # ``min_points`` counts points on the candidate grid, as detection does.
+    step = max(1, int(depth_m.shape[1]) // max(1, config.grid_width_px))
+    if valid[::step, ::step].sum() < config.min_points:
         return None
     points = _subsample(back_project(depth_m, intrinsics, valid), config.max_points)[0]
     return _mean_shift(points, np.asarray(previous_center, np.float64), config.kernel_radius_m, config)
