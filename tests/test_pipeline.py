@@ -502,3 +502,91 @@ def test_smoothing_starts_over_when_the_side_vote_changes_its_mind():
     assert (right.handedness, flipped.handedness) == (Handedness.RIGHT, Handedness.LEFT)
     # The left fit's joints as they are, not a blend with the right fit's.
     np.testing.assert_array_equal(flipped.joints_cam_m, np.full((21, 3), 0.6, np.float32))
+
+
+def test_source_kinds_are_read_alike_everywhere():
+    from tracker.sources import source_kind
+
+    assert source_kind("RealSense") == source_kind("realsense:0123") == "realsense"
+    assert source_kind(" Synthetic:3:left") == "synthetic"
+    assert source_kind("session.DB3") == source_kind("a/b.bag") == "recording"
+    assert source_kind("realsense_captures/") == source_kind("frames") == "folder"
+
+
+def test_a_camera_named_in_capitals_is_still_a_camera(tmp_path, capsys):
+    # Not mistaken for a recording played as fast as possible, which a camera refuses.
+    assert main(["--source", "RealSense", "--out", str(tmp_path / "x.jsonl"), "--no-viewer"]) == 2
+    assert "no RealSense camera connected" in capsys.readouterr().err
+
+
+class _ClosableSource:
+    description = "stand-in"
+
+    def __init__(self, frames=()):
+        self.closed = False
+        self._frames = list(frames)
+
+    def frames(self):
+        yield from self._frames
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sighup", "unwritable"])
+def test_an_interruption_or_failure_before_tracking_closes_the_camera(tmp_path, monkeypatch, capsys, how):
+    # A camera opened (and perhaps recording) is closed, finalising its file, whatever stops
+    # the set-up after it.
+    import tracker.cli as cli
+    import tracker.sources
+
+    source = _ClosableSource()
+    monkeypatch.setattr(tracker.sources, "open_source", lambda *args, **kwargs: source)
+
+    def open_sinks(args, hand_model):
+        if how == "ctrl-c":
+            raise KeyboardInterrupt
+        if how == "unwritable":
+            raise PermissionError(13, "Permission denied", str(args.out))
+        os.kill(os.getpid(), getattr(signal, how.upper()))
+        time.sleep(1.0)  # the handler runs here
+        raise AssertionError("the signal did not interrupt")
+
+    monkeypatch.setattr(cli, "_open_sinks", open_sinks)
+    code = main(["--source", "synthetic", "--out", str(tmp_path / "x.jsonl"), "--no-viewer"])
+    assert source.closed
+    assert code == (2 if how == "unwritable" else 130)
+    assert ("Permission denied" if how == "unwritable" else "interrupted") in capsys.readouterr().err
+    # The signal handlers are back as they were.
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_an_output_that_fails_midway_is_a_message_and_keeps_the_frames_before(recorded, tmp_path, monkeypatch, capsys):
+    import tracker.sinks
+
+    path, frames, _ = recorded
+    write = tracker.sinks.JsonLinesSink.write
+    calls = []
+
+    def failing_write(self, result):
+        calls.append(result)
+        if len(calls) == 5:
+            raise OSError(28, "No space left on device")
+        write(self, result)
+
+    monkeypatch.setattr(tracker.sinks.JsonLinesSink, "write", failing_write)
+    out = tmp_path / "x.jsonl"
+    assert main(["--source", str(path), "--out", str(out), "--no-realtime", "--no-viewer"]) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert [r["frame"] for r in _read(out)] == [f.frame_number for f in frames[:4]]
+
+
+def test_a_stop_request_keeps_an_input_error_and_an_empty_run_has_no_latency():
+    from tracker.pipeline import RunSummary, _NewestFrameSlot
+
+    slot = _NewestFrameSlot(drop_old=False)
+    slot.finish(RuntimeError("recording cut short"))
+    slot.finish()  # Ctrl-C just after
+    assert str(slot.error) == "recording cut short"
+    stats = RunSummary().stats()
+    assert stats["latency_ms_p50"] is None and stats["latency_ms_p99"] is None and stats["frames_per_second"] == 0.0

@@ -223,3 +223,21 @@ def test_a_camera_that_never_comes_back_is_an_error_that_says_so(camera):
     with pytest.raises(SourceError, match="2 attempts to reconnect failed"):
         for _ in source.frames():
             pass
+
+
+def test_sdk_failures_while_opening_are_clear_errors_and_stop_the_stream(camera, monkeypatch):
+    def broken_listing():
+        raise RuntimeError("failed to set power state")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(StandInContext, "query_devices", lambda self: broken_listing())
+        with pytest.raises(SourceError, match="RealSense SDK failed while looking for a camera: failed to set power state"):
+            RealSenseSource(width=W, height=H, fps=FPS)
+    # Streaming had begun when the depth unit could not be read: the stream is stopped.
+    stopped = []
+    original_stop = StandInPipeline.stop
+    monkeypatch.setattr(StandInPipeline, "stop", lambda self: (stopped.append(True), original_stop(self)))
+    monkeypatch.setattr(StandInProfile, "get_depth_scale", lambda self: broken_listing())
+    with pytest.raises(SourceError, match="started but its depth unit could not be read"):
+        RealSenseSource(width=W, height=H, fps=FPS)
+    assert stopped == [True]

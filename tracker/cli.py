@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -67,16 +69,38 @@ def _default_source() -> str:
     return "synthetic"
 
 
+#: Signals that end the program; before and after the tracking loop (which stops cleanly on
+#: them itself) they interrupt like Ctrl-C, so an open camera and its recording are closed.
+_STOP_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.max_frames is not None and args.max_frames < 1:
         parser.error("--max-frames must be at least 1")
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in _STOP_SIGNALS:
+            if hasattr(signal, name):
+                previous[name] = signal.signal(getattr(signal, name), signal.default_int_handler)
+    try:
+        return _track(args, parser)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+
+def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from tracker.backends import BackendUnavailable, create_backend
     from tracker.estimator import HandEstimator
     from tracker.hand_model import HandModel
     from tracker.pipeline import HandTracker, TrackerConfig, backend_options, default_segment_ahead, run_pipeline
-    from tracker.sources import RECORDING_SUFFIXES, SourceError, SyntheticSource, open_source
+    from tracker.prepare import PrepareWorkerEnded
+    from tracker.sources import SourceError, SyntheticSource, open_source, source_kind
     from tracker.types import Handedness
     from tracker.weights import WEIGHTS_DIR, WeightsError, crop_frame_of, load_manifest
 
@@ -84,16 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.source is None:
         what = "a connected RealSense camera" if spec == "realsense" else "the built-in synthetic input (no camera connected)"
         print(f"No --source given: tracking {what}.")
-    if args.record is not None and not spec.startswith("realsense"):
+    kind = source_kind(spec)
+    if args.record is not None and kind != "realsense":
         parser.error("--record needs a live camera source (realsense or realsense:SERIAL)")
     max_frames = args.max_frames
-    synthetic = spec.partition(":")[0] == "synthetic"
+    synthetic = kind == "synthetic"
     if synthetic and max_frames is None:
         max_frames = DEFAULT_SYNTHETIC_FRAMES
     # Cameras and recordings run at their own pace unless told otherwise; folders and the
     # renderer deliver every frame as fast as they can. The pipeline's settings follow the
     # source's actual pace, so both are decided here, once.
-    paced_by_default = spec.startswith("realsense") or Path(spec).suffix.lower() in RECORDING_SUFFIXES
+    paced_by_default = kind in ("realsense", "recording")
     realtime = args.realtime if args.realtime is not None else paced_by_default
     # Frames are prepared ahead only when every frame is processed (a live camera would wait
     # for them) and the source outpaces the tracker: the renderer behind the synthetic
@@ -115,20 +140,30 @@ def main(argv: list[str] | None = None) -> int:
     except (WeightsError, BackendUnavailable, SourceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    sinks = []
     try:
         sinks = _open_sinks(args, hand_model)
-    except (OSError, RuntimeError, ValueError) as exc:
+        _save_resolved_config(args, spec, source, tracker.config, manifest)
+    except BaseException as exc:  # the camera (and a recording it makes) closes on any of them
+        for sink in sinks:
+            sink.close()
         source.close()
+        if not isinstance(exc, (OSError, RuntimeError, ValueError)):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    _save_resolved_config(args, spec, source, tracker.config, manifest)
     print(f"source: {source.description}; backend: {args.backend}; writing {args.out}")
-    summary = run_pipeline(source, tracker, sinks, drop_old_frames=realtime, max_frames=max_frames)
+    try:
+        # Closes the source and the sinks whatever happens.
+        summary = run_pipeline(source, tracker, sinks, drop_old_frames=realtime, max_frames=max_frames)
+    except (OSError, PrepareWorkerEnded) as exc:  # an output that cannot be written, a worker killed
+        print(f"error: {exc}; the frames processed before it are in {args.out}", file=sys.stderr)
+        return 1
     stats = summary.stats()
+    latency = "" if stats["latency_ms_p50"] is None else f", latency p50 {stats['latency_ms_p50']:.1f} ms, p99 {stats['latency_ms_p99']:.1f} ms"
     print(
         f"{stats['frames']} frames ({stats['frames_with_hand']} with a hand, {stats['dropped']} dropped) in {stats['seconds']:.1f} s: "
-        f"{stats['frames_per_second']:.1f} frames/s, latency p50 {stats['latency_ms_p50']:.1f} ms, p99 {stats['latency_ms_p99']:.1f} ms; "
-        f"stopped by {stats['stopped_by']}"
+        f"{stats['frames_per_second']:.1f} frames/s{latency}; stopped by {stats['stopped_by']}"
     )
     if isinstance(source, SyntheticSource):
         _report_synthetic_accuracy(args.out, source)

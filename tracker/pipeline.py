@@ -237,7 +237,8 @@ class _NewestFrameSlot:
 
     def finish(self, error: BaseException | None = None) -> None:
         with self.condition:
-            self.finished, self.error = True, error
+            # A stop request after the input failed must not erase the failure.
+            self.finished, self.error = True, self.error or error
             self.condition.notify_all()
 
     def take(self) -> tuple[DepthFrame | None, int]:
@@ -253,6 +254,9 @@ class _NewestFrameSlot:
 
 @dataclass
 class RunSummary:
+    """What a run did. ``seconds``: from taking the first frame to writing the last one
+    (start-up and shutdown left out, so frames / seconds is the processing rate)."""
+
     frames: int = 0
     dropped: int = 0
     frames_with_hand: int = 0
@@ -262,15 +266,16 @@ class RunSummary:
     error: str | None = None
 
     def stats(self) -> dict:
-        lat = np.array(self.latency_ms) if self.latency_ms else np.array([np.nan])
+        """Counts and rates; the latency percentiles are None when no frame was processed."""
+        lat = np.array(self.latency_ms)
         return {
             "frames": self.frames,
             "dropped": self.dropped,
             "frames_with_hand": self.frames_with_hand,
             "seconds": self.seconds,
             "frames_per_second": self.frames / self.seconds if self.seconds > 0 else 0.0,
-            "latency_ms_p50": float(np.nanpercentile(lat, 50)),
-            "latency_ms_p99": float(np.nanpercentile(lat, 99)),
+            "latency_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,
+            "latency_ms_p99": float(np.percentile(lat, 99)) if lat.size else None,
             "stopped_by": self.stopped_by,
             "error": self.error,
         }
@@ -322,10 +327,11 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, request_stop)
+        for name in GROUP_STOP_SIGNALS:  # SIGHUP: the terminal or ssh session went away
+            if hasattr(signal, name):
+                previous[getattr(signal, name)] = signal.signal(getattr(signal, name), request_stop)
     thread = threading.Thread(target=capture, name="capture", daemon=True)
-    began = time.perf_counter()
+    first_taken = last_written = None
     try:
         if workers > 0:  # in here: a failure to start them still closes the source and sinks
             ahead = PrepareWorkers(workers, tracker.prepare_config, tracker.side_classifier)
@@ -344,11 +350,14 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
                 if not in_flight:
                     break
                 frame, dropped = in_flight.popleft()
+                if first_taken is None:
+                    first_taken = time.perf_counter()
                 summary.dropped += dropped
                 result = tracker.process(frame) if ahead is None else tracker.finish(frame, ahead.receive())
                 result = FrameResult(result.frame, result.hands, result.timings_ms, dropped)
                 for sink in sinks:
                     sink.write(result)
+                last_written = time.perf_counter()
                 if any(getattr(sink, "stop_requested", False) for sink in sinks):
                     summary.stopped_by = "viewer closed"
                     stop.set()
@@ -381,5 +390,6 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
             sink.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        summary.seconds = time.perf_counter() - began
+        if first_taken is not None and last_written is not None:
+            summary.seconds = last_written - first_taken
     return summary

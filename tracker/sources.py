@@ -286,10 +286,13 @@ class RealSenseSource(FrameSource):
             _check_db3_path(self._record_base, "record_path")
         self._frame_timeout_s = float(frame_timeout_s)
         self._reconnect_attempts = int(reconnect_attempts)
-        self._ctx = rs.context()
-        device = self._find_device(serial)
-        self.serial = device.serial
-        self._profile = self._choose_profile(device, width, height, fps)
+        try:
+            self._ctx = rs.context()
+            device = self._find_device(serial)
+            self.serial = device.serial
+            self._profile = self._choose_profile(device, width, height, fps)
+        except RuntimeError as exc:  # how librealsense reports USB and firmware trouble
+            raise SourceError(f"the RealSense SDK failed while looking for a camera: {exc}; reconnect the camera and try again") from exc
         self._filters = []
         if max_depth_m is not None:
             self._filters.append(rs.threshold_filter(float(min_depth_m), float(max_depth_m)))
@@ -419,7 +422,11 @@ class RealSenseSource(FrameSource):
                 f"cannot start RealSense camera {self.serial} at depth {w}x{h} @ {f} fps: {exc}; "
                 "is another program using it?"
             ) from exc
-        self._depth_scale = _from_float32(profile.get_device().first_depth_sensor().get_depth_scale())
+        try:
+            self._depth_scale = _from_float32(profile.get_device().first_depth_sensor().get_depth_scale())
+        except RuntimeError as exc:
+            _stop_pipeline(pipe)  # streaming, and perhaps recording, already: stop and finalise
+            raise SourceError(f"RealSense camera {self.serial} started but its depth unit could not be read: {exc}") from exc
         self._convert = _DepthFrameConverter(rs, self.serial)
         if record_path is not None:
             self._record_paths.append(record_path)
@@ -1183,6 +1190,16 @@ SOURCE_FORMS = (
 )
 
 
+def source_kind(spec: str | os.PathLike) -> str:
+    """How ``open_source`` reads ``spec``: "realsense", "synthetic", "recording" or "folder"
+    (whether it exists is left to ``open_source``)."""
+    spec = str(spec).strip()
+    kind = spec.partition(":")[0].lower()
+    if kind in ("realsense", "synthetic"):
+        return kind
+    return "recording" if Path(spec).suffix.lower() in RECORDING_SUFFIXES else "folder"
+
+
 def open_source(
     spec: str,
     *,
@@ -1198,8 +1215,9 @@ def open_source(
     max_frames: length of the synthetic stream (None: endless); other sources ignore it.
     """
     spec = str(spec).strip()
-    kind, _, argument = spec.partition(":")
-    if kind.lower() == "realsense":
+    argument = spec.partition(":")[2]
+    kind = source_kind(spec)
+    if kind == "realsense":
         if realtime is False:
             raise SourceError("a live camera is always real time; drop --no-realtime (or record it and play the file)")
         return RealSenseSource(serial=argument or None, record_path=record_path)
@@ -1208,7 +1226,7 @@ def open_source(
             f"recording needs a live camera source ('realsense' or 'realsense:SERIAL'), not {spec!r}; "
             "to convert other input use tracker.sources.write_recording"
         )
-    if kind.lower() == "synthetic":
+    if kind == "synthetic":
         seed, hand = 0, Handedness.RIGHT
         for part in filter(None, argument.split(":")):
             if part.lower() in ("left", "right"):
@@ -1220,7 +1238,7 @@ def open_source(
                 raise SourceError(f"'synthetic[:SEED][:left|right]' needs an integer seed and/or a hand side, got {part!r}") from None
         return SyntheticSource(seed=seed, realtime=bool(realtime), hand=hand, max_frames=max_frames)
     path = Path(spec)
-    if path.suffix.lower() in RECORDING_SUFFIXES:
+    if kind == "recording":
         return RecordingSource(path, realtime=True if realtime is None else realtime)
     if path.is_dir():
         return FolderSource(path, realtime=bool(realtime))

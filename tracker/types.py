@@ -132,8 +132,12 @@ class CameraIntrinsics:
             f"intrinsics have zero or negative image size {self.width}x{self.height}; "
             "the stream's width and height must be positive",
         )
-        values = (self.fx, self.fy, self.cx, self.cy, *self.coeffs)
-        _require(all(math.isfinite(float(x)) for x in values), f"intrinsics contain NaN/inf: {self}")
+        try:
+            values = [float(x) for x in (self.fx, self.fy, self.cx, self.cy, *self.coeffs)]
+        except (TypeError, ValueError):
+            values = None
+        _require(values is not None, f"intrinsics must be numbers: {self}")
+        _require(all(math.isfinite(x) for x in values), f"intrinsics contain NaN/inf: {self}")
         _require(
             float(self.fx) > 0 and float(self.fy) > 0,
             f"intrinsics have non-positive focal length fx={self.fx}, fy={self.fy}",
@@ -141,6 +145,8 @@ class CameraIntrinsics:
         _require(len(self.coeffs) == 5, f"expected 5 distortion coefficients, got {len(self.coeffs)}")
         object.__setattr__(self, "width", int(self.width))
         object.__setattr__(self, "height", int(self.height))
+        for name in ("fx", "fy", "cx", "cy"):  # e.g. quoted numbers in a JSON file
+            object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "distortion", DistortionModel(self.distortion))
         object.__setattr__(self, "coeffs", tuple(float(c) for c in self.coeffs))
 
