@@ -590,3 +590,27 @@ def test_a_stop_request_keeps_an_input_error_and_an_empty_run_has_no_latency():
     assert str(slot.error) == "recording cut short"
     stats = RunSummary().stats()
     assert stats["latency_ms_p50"] is None and stats["latency_ms_p99"] is None and stats["frames_per_second"] == 0.0
+
+
+@pytest.mark.parametrize("case", ["nan", "at the camera", "fine"])
+def test_an_estimate_that_is_not_finite_or_at_the_camera_has_no_confidence(hand_model, case):
+    from tracker.crop import make_crop
+    from tracker.estimator import HandEstimator
+    from tracker.types import CameraIntrinsics
+
+    class Backend:  # every vertex at the crop centre, every pixel "hand"
+        def run(self, depth):
+            vertices = np.zeros((1, len(hand_model.template_vertices), 3), np.float32)
+            if case == "nan":
+                vertices[0, 7] = np.nan
+            return {"vertices": vertices, "hand_logit": np.full((1, 1, 64, 64), 5.0, np.float32), "mesh_coords": np.zeros((1, 2, 64, 64), np.float32)}
+
+    k = CameraIntrinsics(160, 120, 120.0, 120.0, 79.5, 59.5)
+    depth = np.full((120, 160), 0.5, np.float32)
+    centre = np.array([0.0, 0.0, 0.01 if case == "at the camera" else 0.5])
+    crop = make_crop(depth, k, centre, 0.26)
+    crop = dataclasses.replace(crop, depth=np.zeros_like(crop.depth))  # all of it seen
+    estimate = HandEstimator(Backend(), hand_model).estimate(crop, k)
+    assert estimate.confidence == (1.0 if case == "fine" else 0.0)
+    if case == "fine":
+        np.testing.assert_allclose(estimate.joints_cam_m, np.tile(centre, (21, 1)), atol=1e-6)

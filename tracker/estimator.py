@@ -14,8 +14,14 @@ import numpy as np
 
 from tracker.crop import crop_to_camera
 from tracker.hand_model import HandModel
-from tracker.refit import Refit
+from tracker.refit import Refit, RefitResult
+from tracker.skeleton import NUM_PARTS
 from tracker.types import CameraIntrinsics, HandCrop, HandEstimate
+
+
+#: Joints nearer than this are not a hand the camera can have seen (depth cameras start at
+#: ~0.1-0.2 m).
+MIN_JOINT_DEPTH_M = 0.02
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,11 @@ class HandEstimator:
         outputs = self.backend.run(crop.depth[None, None].astype(np.float32))
         t1 = time.perf_counter()
         vertices_crop = outputs["vertices"][0]
-        refit = self.refit.fit(vertices_crop)
+        if np.all(np.isfinite(vertices_crop)):
+            refit = self.refit.fit(vertices_crop)
+        else:  # a numerical failure in the backend: reported as no hand (to_estimate), not an error
+            nan = np.full_like(vertices_crop, np.nan)
+            refit = RefitResult(nan, np.full((len(self.refit.keypoint_rest), 3), np.nan, np.float32), np.full((NUM_PARTS, 4, 4), np.nan))
         t2 = time.perf_counter()
         timings["network"] = 1e3 * (t1 - t0)
         timings["refit"] = 1e3 * (t2 - t1)
@@ -70,11 +80,15 @@ class HandEstimator:
 
     @staticmethod
     def to_estimate(crop: HandCrop, output: NetworkOutput, timings: dict[str, float], intrinsics: CameraIntrinsics) -> HandEstimate:
-        """The reported estimate for one crop's network output."""
+        """The reported estimate for one crop's network output. Confidence 0 (dropped by the
+        tracker) when it is not finite or reaches to the camera or behind it (a crop cube
+        around a centre nearer than half its size)."""
         joints = output.joints
-        uv = np.stack([intrinsics.fx * joints[:, 0] / joints[:, 2] + intrinsics.cx, intrinsics.fy * joints[:, 1] / joints[:, 2] + intrinsics.cy], 1)
+        usable = bool(np.all(np.isfinite(joints)) and np.all(joints[:, 2] >= MIN_JOINT_DEPTH_M) and np.all(np.isfinite(output.refined_vertices)))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uv = np.stack([intrinsics.fx * joints[:, 0] / joints[:, 2] + intrinsics.cx, intrinsics.fy * joints[:, 1] / joints[:, 2] + intrinsics.cy], 1)
         visible = crop.depth < 1.0
-        confidence = float((output.hand_probability[visible] > 0.5).mean()) if visible.any() else 0.0
+        confidence = float((output.hand_probability[visible] > 0.5).mean()) if visible.any() and usable else 0.0
         return HandEstimate(
             vertices_cam_m=output.refined_vertices,
             joints_cam_m=joints,

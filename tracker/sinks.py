@@ -55,7 +55,8 @@ class JsonLinesSink:
         self._file = open(self.path, "w", buffering=1)
 
     def write(self, result: FrameResult) -> None:
-        self._file.write(json.dumps(frame_record(result, self.include_vertices), separators=(",", ":")) + "\n")
+        # allow_nan=False: a NaN or infinity would make the line invalid JSON for strict readers.
+        self._file.write(json.dumps(frame_record(result, self.include_vertices), separators=(",", ":"), allow_nan=False) + "\n")
         self._file.flush()
 
     def close(self) -> None:
