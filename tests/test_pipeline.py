@@ -614,3 +614,20 @@ def test_an_estimate_that_is_not_finite_or_at_the_camera_has_no_confidence(hand_
     assert estimate.confidence == (1.0 if case == "fine" else 0.0)
     if case == "fine":
         np.testing.assert_allclose(estimate.joints_cam_m, np.tile(centre, (21, 1)), atol=1e-6)
+
+
+def test_every_output_is_closed_when_closing_the_source_fails(hand_model):
+    from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
+
+    class BadClose(_ClosableSource):
+        def close(self):
+            super().close()
+            raise OSError("device vanished while stopping")
+
+    sink = _Collect()
+    sink.closed = False
+    sink.close = lambda: setattr(sink, "closed", True)
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(handedness=Handedness.RIGHT))
+    with pytest.raises(OSError, match="device vanished"):
+        run_pipeline(BadClose(), tracker, [sink], drop_old_frames=False)
+    assert sink.closed

@@ -74,3 +74,48 @@ def test_live_window_opens_on_a_display(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def _video_frames(path: Path) -> list:
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            return frames
+        frames.append(image)
+
+
+@pytest.mark.parametrize(
+    "times_ms,expected",
+    [
+        # At 30 fps: the first frame is held until the second's time, 100 ms on (3 video
+        # frames); one 6.7 ms after the third is skipped; a 10 s gap shrinks to 2 s (60 frames).
+        ([0.0, 100.0, 133.3, 140.0, 10140.0], [0, 0, 0, 1] + [2] * 60 + [4]),
+        ([5.0, 5.0, 5.0], [0, 1, 2]),  # no clock to follow: one video frame each
+    ],
+)
+def test_the_overlay_video_follows_the_frames_timestamps(tmp_path, hand_model, times_ms, expected):
+    import numpy as np
+
+    from tracker.pipeline import FrameResult
+    from tracker.types import CameraIntrinsics, DepthFrame
+    from tracker.viewer import VideoSink
+
+    k = CameraIntrinsics(64, 48, 50.0, 50.0, 31.5, 23.5)
+
+    def result(i: int, time_ms: float = 0.0) -> FrameResult:
+        depth = np.full((48, 64), 500, np.uint16)
+        depth[:, : 12 * (i + 1)] = 0  # told apart by how much of the frame has no depth
+        return FrameResult(DepthFrame(depth, 0.001, k, timestamp_ms=time_ms, frame_number=i), (), {})
+
+    sink = VideoSink(tmp_path / "v.mp4", hand_model)
+    for i, t in enumerate(times_ms):
+        sink.write(result(i, t))
+    sink.close()
+    looks = [sink.painter(result(i)).astype(float) for i in range(len(times_ms))]
+    # Nearest drawn frame for each decoded one (the codec is lossy).
+    shown = [int(np.argmin([np.abs(image - look).mean() for look in looks])) for image in _video_frames(tmp_path / "v.mp4")]
+    assert shown == expected

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -381,15 +382,27 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
             summary.stopped_by = "input error"
     finally:
         stop.set()
+        # Each part is closed even when one before it fails (a video must still get its
+        # index, a recording its end); the first failure is raised after all of them.
+        failures = []
+
+        def close(part) -> None:
+            try:
+                part.close()
+            except Exception as exc:
+                failures.append(exc)
+
         if ahead is not None:
-            ahead.close()
-        source.close()
+            close(ahead)
+        close(source)
         if thread.is_alive():
             thread.join(timeout=5.0)
         for sink in sinks:
-            sink.close()
+            close(sink)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if first_taken is not None and last_written is not None:
             summary.seconds = last_written - first_taken
+        if failures and sys.exc_info()[1] is None:
+            raise failures[0]
     return summary

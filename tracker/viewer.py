@@ -63,13 +63,25 @@ class OverlayPainter:
             return self._last[1]
         now = time.perf_counter()
         self._times = [t for t in self._times if now - t < 1.0] + [now]
-        image = draw_overlay(result, self.faces, fps=len(self._times) if len(self._times) > 1 else None)
+        # Frames over the time they spanned: right from the second frame on and after a pause
+        # (a count over the last second would climb from 1 for a second).
+        span = self._times[-1] - self._times[0]
+        image = draw_overlay(result, self.faces, fps=(len(self._times) - 1) / span if span > 0 else None)
         self._last = (result, image)
         return image
 
 
 class VideoSink:
-    """Overlay frames into an MP4 (mp4v) or, for *.png, the last frame as a picture."""
+    """Overlay frames into an MP4 (mp4v) or, for *.png, the last frame as a picture.
+
+    The video runs at ``fps`` and follows the frames' timestamps: a frame is shown until the
+    next one's time (repeated), and frames closer together than a video frame are skipped,
+    so it plays at the pace of the input whatever rate the tracker managed. Frames without
+    increasing timestamps take one video frame each.
+    """
+
+    #: A longer gap between frames (a camera reconnecting) is shortened to this in the video.
+    MAX_GAP_S = 2.0
 
     #: Containers OpenCV writes mp4v video into; it picks the container from the suffix.
     VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv")
@@ -86,6 +98,10 @@ class VideoSink:
         self.fps = fps
         self._writer = None
         self._last = None
+        self._written = 0  # video frames so far
+        self._shown: np.ndarray | None = None  # the last frame written
+        self._first_time_ms = 0.0  # the input time of video frame 0
+        self._previous_time_ms: float | None = None
 
     def write(self, result: FrameResult) -> None:
         image = self.painter(result)
@@ -97,15 +113,35 @@ class VideoSink:
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
             if not self._writer.isOpened():
                 raise OSError(f"cannot write video {self.path} (OpenCV has no mp4v encoder here?)")
+        slot = self._slot(float(result.frame.timestamp_ms))
+        if slot < self._written:
+            return  # shown too briefly for a video frame of its own
+        while self._written < slot:  # the previous frame stays on until this one's time
+            self._writer.write(self._shown)
+            self._written += 1
         self._writer.write(image)
+        self._written += 1
+        self._shown = image
+
+    def _slot(self, time_ms: float) -> int:
+        """The video frame at which a frame with this timestamp appears."""
+        previous, self._previous_time_ms = self._previous_time_ms, time_ms
+        if previous is None or not time_ms > previous:
+            # The first frame, or no clock to follow: next in line, and the clock restarts here.
+            self._first_time_ms = time_ms - 1e3 * self._written / self.fps
+            return self._written
+        if time_ms - previous > 1e3 * self.MAX_GAP_S:
+            self._first_time_ms += time_ms - previous - 1e3 * self.MAX_GAP_S
+        return int(round((time_ms - self._first_time_ms) * self.fps / 1e3))
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
         if self._last is not None:
-            cv2.imwrite(str(self.path), self._last)
-            self._last = None
+            image, self._last = self._last, None
+            if not cv2.imwrite(str(self.path), image):
+                raise OSError(f"cannot write the overlay picture {self.path}")
 
 
 def opencv_has_gui() -> bool:
