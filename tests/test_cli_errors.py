@@ -22,6 +22,7 @@ def exit_code_and_error(main, argv, capsys):
         (pipeline_speed.main, ["--frames", "0"], "--frames must be at least 1"),
         (pipeline_speed.main, ["--backend", "cuda-magic"], "unknown backend 'cuda-magic'"),
         (pipeline_speed.main, ["--segment-ahead", "-1"], "--segment-ahead must be >= 0"),
+        (pipeline_speed.main, ["--frames", "50", "--warmup", "50"], "--warmup must be at least 0 and fewer than --frames"),
         (synthetic_throughput.main, ["--samples", "0"], "--samples must be at least 1"),
         (side_classifier.main, ["evaluate", "--weights", "{tmp}/none"], "no side-classifier weights"),
     ],
