@@ -59,6 +59,10 @@ class SegmentationBenchConfig:
     segment: SegmentConfig = field(default_factory=SegmentConfig)
 
 
+def _mm_or_none(error_m: float) -> float | None:
+    return float(error_m * 1e3) if np.isfinite(error_m) else None
+
+
 def error_stats(errors_m: np.ndarray) -> dict:
     """Summary of centre errors (metres; inf where no hand was found)."""
     errors_m = np.asarray(errors_m, np.float64)
@@ -117,9 +121,9 @@ def real_errors(config: SegmentationBenchConfig) -> list[dict]:
         if centre is not None:
             k = frame.intrinsics
             u, v = k.fx * centre[0] / centre[2] + k.cx, k.fy * centre[1] / centre[2] + k.cy
-            palm = depth_m[label_v - 10 : label_v + 11, label_u - 10 : label_u + 11]
+            palm = depth_m[max(0, label_v - 10) : label_v + 11, max(0, label_u - 10) : label_u + 11]  # clipped at the image edge
             row["distance_px"] = float(np.hypot(u - label_u, v - label_v))
-            row["depth_offset_m"] = float(centre[2] - np.median(palm[palm > 0]))
+            row["depth_offset_m"] = float(centre[2] - np.median(palm[palm > 0])) if np.any(palm > 0) else None
         rows.append(row)
     return rows
 
@@ -173,30 +177,35 @@ def main(argv: list[str] | None = None) -> int:
         "config": asdict(config),
         "synthetic": {name: error_stats(e.ravel()) for name, e in errors.items()},
         "synthetic_worst_frames": [
-            {"seed": config.first_seed + int(s), "frame": int(f), "tracked_error_mm": float(errors["tracked"][s, f] * 1e3)}
+            # None: no hand found in that frame at all (the worst, so listed first).
+            {"seed": config.first_seed + int(s), "frame": int(f), "tracked_error_mm": _mm_or_none(errors["tracked"][s, f])}
             for s, f in zip(*np.unravel_index(np.argsort(-errors["tracked"], axis=None)[:10], errors["tracked"].shape))
         ],
         "real_sr305": {
             "frames": len(real),
             "found": int(np.isfinite(distances).sum()),
             "mean_distance_px": float(distances[np.isfinite(distances)].mean()) if np.isfinite(distances).any() else None,
-            "max_distance_px": float(distances.max()) if len(real) else None,
+            "max_distance_px": float(distances.max()) if len(real) and np.isfinite(distances).all() else None,  # None: some not found
             "within_40px": int((distances < 40).sum()),
             "per_frame": real,
         },
         "seconds": time.perf_counter() - began,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")  # strict JSON: no Infinity
     plot(errors, args.out.with_suffix(".png"))
     for name, stats in result["synthetic"].items():
+        if stats["median_mm"] is None:
+            print(f"synthetic {name:12s}: no hand found in any of the {stats['frames']} frames")
+            continue
         print(
             f"synthetic {name:12s}: median {stats['median_mm']:.1f} mm, p90 {stats['p90_mm']:.1f} mm, "
             f"within 3 cm {stats['within_3cm']:.1%}, over 5 cm or missed {stats['over_5cm_or_missed']:.1%} "
             f"({stats['frames']} frames)"
         )
     r = result["real_sr305"]
-    print(f"real SR305: {r['found']}/{r['frames']} found, {r['within_40px']} within 40 px of the palm label, mean {r['mean_distance_px']:.1f} px")
+    mean = "" if r["mean_distance_px"] is None else f", mean {r['mean_distance_px']:.1f} px"
+    print(f"real SR305: {r['found']}/{r['frames']} found, {r['within_40px']} within 40 px of the palm label{mean}")
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0
 

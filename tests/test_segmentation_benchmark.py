@@ -34,3 +34,20 @@ def test_command_writes_results_with_its_config(tmp_path):
     assert result["synthetic"]["tracked"]["frames"] == 3
     assert result["real_sr305"]["frames"] == 19 and result["real_sr305"]["found"] == 19
     assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_frames_where_nothing_is_found_are_written_as_strict_json(tmp_path, monkeypatch, capsys):
+    import benchmarks.segmentation_accuracy as bench
+
+    monkeypatch.setattr(bench, "find_hand_center", lambda *args, **kwargs: None)
+    monkeypatch.setattr(bench, "track_hand_center", lambda *args, **kwargs: None)
+    out = tmp_path / "seg.json"
+    assert main(["--sequences", "1", "--frames", "2", "--out", str(out), "--no-progress"]) == 0
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    result = json.loads(out.read_text(), parse_constant=refuse)
+    assert result["synthetic_worst_frames"][0]["tracked_error_mm"] is None
+    assert result["real_sr305"]["found"] == 0 and result["real_sr305"]["max_distance_px"] is None
+    assert "no hand found in any of the 2 frames" in capsys.readouterr().out
