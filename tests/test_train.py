@@ -209,3 +209,25 @@ def test_a_run_resumes_only_in_the_crop_frame_it_was_trained_in(tmp_path, capsys
     assert "trained on camera-frame crops" in capsys.readouterr().err
     assert train_main(["--out", str(out), "--recipe", "smoke", "--steps", "6", "--crop-frame", "camera"]) == 0
     assert json.loads((out / "export" / "dgn.json").read_text())["crop_frame"] == "camera"
+
+
+def test_a_resumed_run_keeps_its_time_budget_and_says_what_changed(tmp_path, capsys):
+    train(SMOKE, tmp_path, progress=False, max_seconds=3600.0)
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["max_seconds"] == 3600.0
+    capsys.readouterr()
+    # Resumed without the budget: the learning rate still follows the hour, not the steps.
+    longer = SMOKE.__class__(**{**SMOKE.__dict__, "steps": SMOKE.steps + 2})
+    train(longer, tmp_path, progress=False)
+    out = capsys.readouterr().out
+    assert "resuming with the run's time budget of 60 min" in out
+    assert f"steps {SMOKE.steps} -> {SMOKE.steps + 2}" in out
+    assert json.loads((tmp_path / "config.json").read_text())["max_seconds"] == 3600.0
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["max_seconds"] == 3600.0
+
+
+def test_a_time_budget_must_be_positive(tmp_path, capsys):
+    from tracker.train import main as train_main
+
+    with pytest.raises(SystemExit):
+        train_main(["--out", str(tmp_path / "run"), "--recipe", "smoke", "--max-minutes", "0"])
+    assert "--max-minutes must be more than 0" in capsys.readouterr().err

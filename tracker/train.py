@@ -233,6 +233,7 @@ def _save_checkpoint(
     config: TrainConfig,
     seconds: float,
     initialised_from: dict | None,
+    max_seconds: float | None,
 ) -> None:
     tmp = path.with_name(path.name + ".partial")
     torch.save(
@@ -245,10 +246,34 @@ def _save_checkpoint(
             "train_seconds": seconds,
             "config": config_to_dict(config),
             "initialised_from": initialised_from,
+            "max_seconds": max_seconds,  # the schedule's time budget, which a resume keeps
         },
         tmp,
     )
     os.replace(tmp, path)  # never leave a half-written checkpoint
+
+
+def _resumed_budget(saved: float | None, given: float | None, rank: int) -> float | None:
+    """The time budget of a resumed run: the one it was started with unless another is given."""
+    if given is None:
+        if saved is not None and rank == 0:
+            print(f"resuming with the run's time budget of {saved / 60:g} min")
+        return saved
+    if saved != given and rank == 0:
+        was = "none" if saved is None else f"{saved / 60:g} min"
+        print(f"warning: the time budget changes from {was} to {given / 60:g} min; the learning rate follows the new one from here")
+    return given
+
+
+#: Settings whose change on resume moves the learning-rate schedule or the data under it.
+SCHEDULE_SETTINGS = ("steps", "learning_rate", "warmup_steps", "batch_size", "refit_start_step")
+
+
+def _warn_schedule_changes(saved: dict, config: TrainConfig, rank: int) -> None:
+    now = config_to_dict(config)
+    changed = [f"{key} {saved[key]} -> {now[key]}" for key in SCHEDULE_SETTINGS if key in saved and saved[key] != now[key]]
+    if changed and rank == 0:
+        print(f"warning: resuming with other settings than the checkpoint's: {', '.join(changed)}")
 
 
 def train(
@@ -292,6 +317,8 @@ def train(
         examples_trained = int(state.get("examples_trained", samples_seen))
         earlier_seconds = float(state.get("train_seconds", 0.0))
         initialised_from = state.get("initialised_from")
+        max_seconds = _resumed_budget(state.get("max_seconds"), max_seconds, rank)
+        _warn_schedule_changes(state.get("config", {}), config, rank)
     elif init_from is not None:
         initialised_from = initial_weights(network, init_from)
         network.to(device)
@@ -304,6 +331,7 @@ def train(
         resolved = {
             "train": config_to_dict(config), "world_size": world_size, "device": str(device), "parameters": count_parameters(network),
             "initialised_from": initialised_from, "sample_stream": {"seed": TRAIN_STREAM_SEED, "first_index": stream_start},
+            "max_seconds": max_seconds,
         }
         (out_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
 
@@ -331,8 +359,10 @@ def train(
             columns = rows[0] if rows else columns
             # Rows logged after the checkpoint are logged again from it: drop the old ones.
             kept = [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= step]
-            with open(metrics_file, "w", newline="") as rewritten:
+            partial = metrics_file.with_name(metrics_file.name + ".partial")
+            with open(partial, "w", newline="") as rewritten:
                 csv.writer(rewritten).writerows([columns, *kept])
+            os.replace(partial, metrics_file)  # a crash here keeps the old log whole
         handle = open(metrics_file, "w" if new_file else "a", newline="")
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         if new_file:
@@ -388,7 +418,7 @@ def train(
                     bar.set_postfix(postfix)
                 if step % config.checkpoint_every == 0:
                     _save_checkpoint(
-                        checkpoint, network, optimizer, step, samples_seen, examples_trained, config, earlier_seconds + time.perf_counter() - began, initialised_from
+                        checkpoint, network, optimizer, step, samples_seen, examples_trained, config, earlier_seconds + time.perf_counter() - began, initialised_from, max_seconds
                     )
     finally:
         batches.close()  # stops the replay memory's loader thread now, not when collected
@@ -401,7 +431,7 @@ def train(
         summary["seconds_total"] = summary["seconds"] + initialised_from["seconds"]
     if rank == 0:
         handle.close()
-        _save_checkpoint(checkpoint, network, optimizer, step, samples_seen, examples_trained, config, summary["seconds"], initialised_from)
+        _save_checkpoint(checkpoint, network, optimizer, step, samples_seen, examples_trained, config, summary["seconds"], initialised_from, max_seconds)
         from tracker.machine import machine_info
 
         machine = machine_info()
@@ -471,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, crop_frame=CropFrame(args.crop_frame)))
     if config.steps < 1 or config.batch_size < 1 or config.workers < 0:
         parser.error("--steps and --batch-size must be >= 1, --workers >= 0")
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        parser.error("--max-minutes must be more than 0")
     try:
         check_replay(config)
     except ValueError as error:
