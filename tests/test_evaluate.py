@@ -154,3 +154,19 @@ def test_the_off_axis_split_bins_frames_by_angle():
     split = off_axis_split(np.array([5.0, 12.0, 18.0, 45.0]), np.array([10.0, 20.0, 40.0, 7.0]))
     assert [b["frames"] for b in split] == [1, 2, 0, 1]
     assert [b["mean_joint_error_mm"] for b in split] == [10.0, 30.0, None, 7.0]
+
+
+def test_a_damaged_real_frame_is_a_clear_error_after_the_synthetic_results(smoke_weights, tmp_path, capsys):
+    import shutil
+
+    from tracker.evaluate import DEFAULT_REAL_DIR
+
+    real = tmp_path / "real"
+    shutil.copytree(DEFAULT_REAL_DIR, real)
+    damaged = sorted(real.rglob("*.png"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    out = tmp_path / "eval"
+    assert evaluate_main(["--weights", str(smoke_weights), "--frames", "2", "--out", str(out), "--real-dir", str(real)]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "synthetic results are in" in err and "Traceback" not in err
+    assert (out / "synthetic_metrics.json").is_file()

@@ -231,3 +231,21 @@ def test_a_time_budget_must_be_positive(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_main(["--out", str(tmp_path / "run"), "--recipe", "smoke", "--max-minutes", "0"])
     assert "--max-minutes must be more than 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda text: text.encode("utf-8")[:40] + b"\xff\xfe" + text.encode("utf-8")[40:],  # not UTF-8
+        lambda text: json.dumps({**json.loads(text), "files": ["dgn.pt"]}).encode(),  # files not a table
+        lambda text: json.dumps({**json.loads(text), "cube_size_m": "big"}).encode(),
+    ],
+)
+def test_a_damaged_manifest_is_a_clear_error(tmp_path, damage):
+    from tracker.weights import load_manifest
+
+    train(SMOKE, tmp_path, progress=False)
+    manifest = tmp_path / "export" / "dgn.json"
+    manifest.write_bytes(damage(manifest.read_text()))
+    with pytest.raises(WeightsError, match="not a valid weights manifest"):
+        load_manifest(tmp_path / "export")

@@ -96,3 +96,13 @@ def test_smoothing_is_a_centred_mean_that_skips_gaps():
     # two neighbours; a window with none is NaN.
     np.testing.assert_allclose(smoothed(values, 3), [1.0, 1.5, 2.0, 2.5, 3.0, np.nan, np.nan])
     np.testing.assert_allclose(smoothed(np.arange(4.0), 1), np.arange(4.0))
+
+
+def test_a_log_line_cut_short_is_left_out(tmp_path):
+    write_stage(tmp_path, "", None, [3.0, 2.0])
+    path = tmp_path / "training_metrics.csv"
+    path.write_text(path.read_text() + "60,96")  # killed while writing the row
+    (stage,) = load_training_history(tmp_path)
+    assert stage.samples.tolist() == [320, 640]
+    path.write_text(path.read_text() + "\n8")  # a row with only its step
+    assert load_training_history(tmp_path)[0].samples.tolist() == [320, 640]

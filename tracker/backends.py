@@ -403,7 +403,7 @@ class TensorRTBackend(_BackendBase):
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if self.engine is None:
-            raise RuntimeError(
+            raise BackendUnavailable(
                 f"TensorRT could not deserialize the cached engine {self.engine_path} (see the TensorRT log above); "
                 "delete the file and it is rebuilt on the next start"
             )

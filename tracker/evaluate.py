@@ -469,7 +469,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no 8-bit network in {args.weights} to evaluate beside it (python -m tracker.quantize makes one)")
     real = None
     if args.real_dir:
-        real, rows = evaluate_real(estimator, args.real_dir, manifest["cube_size_m"], example_config.crop_frame)
+        try:
+            real, rows = evaluate_real(estimator, args.real_dir, manifest["cube_size_m"], example_config.crop_frame)
+        except SourceError as exc:  # a damaged frame in the folder
+            print(f"error: {exc} (the synthetic results are in {out}; no model card was written)", file=sys.stderr)
+            return 2
         (out / "real_fitting.json").write_text(json.dumps(real, indent=2) + "\n")
         write_sheet(rows, out / "real_overlay.png")
     print(

@@ -79,8 +79,17 @@ def read_stage(name: str, config_path: Path, metrics_path: Path) -> TrainingStag
     # both rows): the later row of a step is the one the run went on from.
     by_step = {}
     for row in rows:
-        by_step[int(float(row.get("step") or row["samples_seen"]))] = row
+        if None in row or None in row.values():  # fewer or more fields than the header: a line cut short
+            continue
+        try:
+            step = int(float(row.get("step") or row["samples_seen"]))
+            int(float(row["samples_seen"]))
+        except (TypeError, ValueError):  # a line cut short (the run was killed while writing it)
+            continue
+        by_step[step] = row
     rows = [by_step[step] for step in sorted(by_step)]
+    if not rows:
+        raise TrainingHistoryError(f"{metrics_path}: no readable rows")
     earlier = config.get("initialised_from") or {}
     return TrainingStage(
         name=name,

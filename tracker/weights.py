@@ -55,8 +55,10 @@ def load_manifest(weights_dir: str | Path = WEIGHTS_DIR) -> dict:
     try:
         manifest = json.loads(path.read_text())
         DualGridNetConfig(**manifest["network"])
-        manifest["files"], manifest["cube_size_m"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        if not isinstance(manifest["files"], dict):
+            raise TypeError(f"'files' is a {type(manifest['files']).__name__}, not a name -> SHA-256 table")
+        float(manifest["cube_size_m"])
+    except (ValueError, KeyError, TypeError) as exc:  # ValueError: also bad JSON and text that is not UTF-8
         raise WeightsError(f"{path}: not a valid weights manifest ({exc!r})") from exc
     return manifest
 
