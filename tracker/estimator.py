@@ -14,6 +14,7 @@ import numpy as np
 
 from tracker.crop import crop_to_camera
 from tracker.hand_model import HandModel
+from tracker.lens import project
 from tracker.refit import Refit, RefitResult
 from tracker.skeleton import NUM_PARTS
 from tracker.types import CameraIntrinsics, HandCrop, HandEstimate
@@ -85,8 +86,7 @@ class HandEstimator:
         around a centre nearer than half its size)."""
         joints = output.joints
         usable = bool(np.all(np.isfinite(joints)) and np.all(joints[:, 2] >= MIN_JOINT_DEPTH_M) and np.all(np.isfinite(output.refined_vertices)))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            uv = np.stack([intrinsics.fx * joints[:, 0] / joints[:, 2] + intrinsics.cx, intrinsics.fy * joints[:, 1] / joints[:, 2] + intrinsics.cy], 1)
+        uv = project(joints, intrinsics)  # into the stream's own image, through its lens
         visible = crop.depth < 1.0
         confidence = float((output.hand_probability[visible] > 0.5).mean()) if visible.any() and usable else 0.0
         return HandEstimate(

@@ -33,6 +33,7 @@ from tracker.crop import CropFrame, crop_points_camera, make_crop
 from tracker.backends import BACKENDS, BackendUnavailable, create_backend
 from tracker.estimator import HandEstimator
 from tracker.hand_model import HandModel
+from tracker.lens import pinhole_view
 from tracker.segment import find_hand_center
 from tracker.sources import FolderSource, SourceError
 from tracker.synth.contact_sheet import colourise_depth, draw_skeleton, project
@@ -203,8 +204,8 @@ def evaluate_real(
     source = FolderSource(folder)
     results, rows = [], []
     for path, frame in zip(source.files, source.frames()):
-        name, intrinsics = str(path.relative_to(folder)), frame.intrinsics
-        depth_m = frame.depth_m()
+        name = str(path.relative_to(folder))
+        depth_m, intrinsics = pinhole_view(frame.depth_m(), frame.intrinsics)
         centre = find_hand_center(depth_m, intrinsics)
         if centre is None:
             results.append({"frame": name, "hand_found": False})

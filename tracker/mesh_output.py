@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tracker.lens import pinhole_view, project
 from tracker.pipeline import FrameResult
 from tracker.types import NUM_JOINTS, SKELETON_BONES, HandEstimate, Handedness
 
@@ -291,19 +292,18 @@ class Open3DViewer:
         from tracker.synth.contact_sheet import colourise_depth
 
         frame = result.frame
-        depth_m = frame.depth_m()
+        depth_m, k = pinhole_view(frame.depth_m(), frame.intrinsics)  # exact 3-D points for a stream with a lens model
         h, w = depth_m.shape
         # A regular pixel grid keeps the cloud evenly spread and the draw cost fixed.
         stride = max(1, math.ceil(math.sqrt(h * w / max(self.max_points, 1))))
         grid = depth_m[::stride, ::stride]
         mask = np.zeros(depth_m.shape, bool)
         mask[::stride, ::stride] = grid > 0
-        points = back_project(depth_m, frame.intrinsics, mask)
+        points = back_project(depth_m, k, mask)
         colour_depth = grid[grid > 0]
         if hand is not None:
             # Denser around the hand, which is what the viewer is for.
-            k = frame.intrinsics
-            uv = np.asarray(hand.joints_uv_px)
+            uv = project(hand.joints_cam_m, k)
             u0, v0 = np.clip(np.floor(uv.min(0)) - 20, 0, [w - 1, h - 1]).astype(int)
             u1, v1 = np.clip(np.ceil(uv.max(0)) + 20, 0, [w - 1, h - 1]).astype(int)
             fine = np.zeros(depth_m.shape, bool)

@@ -25,6 +25,7 @@ import numpy as np
 
 from tracker.crop import DEFAULT_CUBE_SIZE_M, CropFrame
 from tracker.estimator import HandEstimator
+from tracker.lens import pinhole_view, project
 from tracker.prepare import PrepareConfig, Prepared, PrepareWorkerEnded, PrepareWorkers, prepare_frame, side_classifier_crop
 from tracker.segment import SegmentConfig
 from tracker.side_vote import SideVote, SideVoteConfig
@@ -174,7 +175,7 @@ class HandTracker:
         logit = prepared.right_logit
         if logit is None:  # prepared without the classifier (see PrepareWorkers)
             t0 = time.perf_counter()
-            depth = side_classifier_crop(frame.depth_m(), frame.intrinsics, prepared.centre, self.prepare_config, prepared.crops)
+            depth = side_classifier_crop(*pinhole_view(frame.depth_m(), frame.intrinsics), prepared.centre, self.prepare_config, prepared.crops)
             logit = self.side_classifier.logit(depth)
             timings["side"] = 1e3 * (time.perf_counter() - t0)
         side = Handedness.LEFT if self._side_vote.update(logit) == Handedness.LEFT else Handedness.RIGHT
@@ -202,8 +203,7 @@ class HandTracker:
         self._previous_center = centre
         if self._smoother is not None:
             joints = self._smoother(estimate.joints_cam_m, frame.timestamp_ms / 1e3).astype(np.float32)
-            k = frame.intrinsics
-            uv = np.stack([k.fx * joints[:, 0] / joints[:, 2] + k.cx, k.fy * joints[:, 1] / joints[:, 2] + k.cy], 1)
+            uv = project(joints, frame.intrinsics)
             estimate = dataclasses.replace(estimate, joints_cam_m=joints, joints_uv_px=uv.astype(np.float32))
         return FrameResult(frame, (estimate,), timings)
 

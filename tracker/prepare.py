@@ -22,6 +22,7 @@ from multiprocessing import shared_memory
 import numpy as np
 
 from tracker.crop import CropFrame, make_crop
+from tracker.lens import pinhole_view
 from tracker.segment import SegmentConfig, track_hand_center
 from tracker.side_inference import SideClassifier
 from tracker.types import CameraIntrinsics, DepthFrame, HandCrop, Handedness, depth_to_metres
@@ -73,8 +74,12 @@ def prepare_frame(
     config: PrepareConfig,
     classifier: SideClassifier | None = None,
 ) -> Prepared:
-    """Segment (H, W) float32 metres, crop around the hand and classify its side (see Prepared)."""
+    """Segment (H, W) float32 metres, crop around the hand and classify its side (see Prepared).
+
+    A stream with a lens model is first resampled onto its pinhole image (``tracker.lens``);
+    the centre and crops are exact 3-D either way."""
     t0 = time.perf_counter()
+    depth_m, intrinsics = pinhole_view(depth_m, intrinsics)
     centre = track_hand_center(depth_m, intrinsics, prior, config.segment)
     t1 = time.perf_counter()
     timings = {"segment": 1e3 * (t1 - t0)}

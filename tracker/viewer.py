@@ -20,6 +20,7 @@ import numpy as np
 
 from kernels.raster import render_mesh
 from tracker.hand_model import HandModel
+from tracker.lens import pinhole_view, project
 from tracker.pipeline import FrameResult
 from tracker.synth.contact_sheet import colourise_depth, draw_skeleton
 
@@ -27,14 +28,14 @@ from tracker.synth.contact_sheet import colourise_depth, draw_skeleton
 def draw_overlay(result: FrameResult, faces: np.ndarray, fps: float | None = None) -> np.ndarray:
     """(H, W, 3) uint8 BGR: the depth image with each tracked hand drawn on top."""
     frame = result.frame
-    depth_m = frame.depth_m()
+    # Drawn on the pinhole view of a stream with a lens model, where the mesh renders exactly.
+    depth_m, k = pinhole_view(frame.depth_m(), frame.intrinsics)
     valid = depth_m[depth_m > 0]
     near, far = (np.percentile(valid, [1, 90]) if valid.size else (0.2, 1.5))
     if result.hands:
         z = float(np.median(result.hands[0].joints_cam_m[:, 2]))
         near, far = z - 0.2, z + 0.6
     image = colourise_depth(depth_m, near, far)
-    k = frame.intrinsics
     for hand in result.hands:
         mesh_depth, face_index, _ = render_mesh(hand.vertices_cam_m, faces, k.fx, k.fy, k.cx, k.cy, k.height, k.width)
         covered = face_index >= 0
@@ -42,7 +43,7 @@ def draw_overlay(result: FrameResult, faces: np.ndarray, fps: float | None = Non
             gy, gx = np.gradient(np.where(covered, mesh_depth, np.median(mesh_depth[covered])))
             light = np.clip(0.65 + 30 * (gx + gy), 0.25, 1.0)[covered]
             image[covered] = (0.35 * image[covered] + 0.65 * np.stack([light * 235, light * 235, light * 245], -1)).astype(np.uint8)
-        draw_skeleton(image, hand.joints_uv_px)
+        draw_skeleton(image, hand.joints_uv_px if k is frame.intrinsics else project(hand.joints_cam_m, k))
     text = f"frame {frame.frame_number}  hands {len(result.hands)}"
     if fps is not None:
         text += f"  {fps:.0f} fps"
