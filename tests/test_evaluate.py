@@ -47,6 +47,8 @@ def test_evaluation_writes_metrics_plots_and_a_model_card(smoke_weights, tmp_pat
     assert "eval/synthetic_worst.png" in card
     assert "eval/training_curve.png" not in card  # an export keeps no training logs beside it
     assert "mean joint error after refit" in card and "python -m tracker.evaluate --frames 3" in card
+    assert metrics["training_overlap"]["frames_that_are_training_samples"] == []
+    assert "None of these frames is a training sample" in card
     stdout = capsys.readouterr().out
     assert "held-out synthetic (3 frames)" in stdout and "no 8-bit network" in stdout
     assert "8-bit network" not in card and not (out / "synthetic_metrics_int8.json").exists()
@@ -170,3 +172,16 @@ def test_a_damaged_real_frame_is_a_clear_error_after_the_synthetic_results(smoke
     err = capsys.readouterr().err
     assert "error:" in err and "synthetic results are in" in err and "Traceback" not in err
     assert (out / "synthetic_metrics.json").is_file()
+
+
+def test_held_out_frames_are_checked_against_the_training_stream(monkeypatch):
+    import tracker.evaluate as evaluate
+
+    manifest = {"training": {"samples_seen": 100, "samples_seen_total": 500}}
+    overlap = evaluate.training_stream_overlap(20, manifest, progress=False)
+    assert overlap == {"training_stream_indices_checked": 500 + evaluate.TRAINING_INDEX_MARGIN, "frames_that_are_training_samples": []}
+    # Were the streams to share seeds (here the training stream's index j has the held-out
+    # stream's seed of j + 3), the shared frames are named.
+    monkeypatch.setattr(evaluate, "sample_seed", lambda stream, index: index if stream == evaluate.EVAL_STREAM_SEED else index + 3)
+    assert evaluate.training_stream_overlap(5, manifest, progress=False)["frames_that_are_training_samples"] == [3, 4]
+    assert "share a seed" in evaluate._overlap_lines({"training_stream_indices_checked": 9, "frames_that_are_training_samples": [3]})[0]

@@ -51,6 +51,34 @@ SUCCESS_THRESHOLDS_MM = np.arange(0, 81)
 WORST_FRAMES_SHOWN = 9
 
 
+#: Indices beyond the count of samples a training run drew that it may have rendered (one
+#: stream lane per data worker and process, each a little ahead).
+TRAINING_INDEX_MARGIN = 10_000
+
+
+def training_stream_overlap(count: int, manifest: dict, progress: bool = True) -> dict:
+    """Which of the first ``count`` held-out frames are also training samples.
+
+    Each sample is rendered from one 32-bit seed drawn from (stream, index), so the held-out
+    stream and the training stream could share a seed by chance (about 1000 x 1.5 M / 2^32:
+    a 30 % chance that one frame does). This compares the held-out seeds with the seed of
+    every training-stream index the weights' training can have drawn.
+    """
+    from tracker.train import TRAIN_STREAM_SEED
+
+    training = manifest.get("training") or {}
+    checked = int(training.get("samples_seen_total", training.get("samples_seen", 0))) + TRAINING_INDEX_MARGIN
+    held_out = {sample_seed(EVAL_STREAM_SEED, i): i for i in range(count)}
+    shared = []
+    chunk = 100_000
+    with tqdm(total=checked, desc="held-out vs training seeds", disable=not progress, unit="seed", unit_scale=True) as bar:
+        for start in range(0, checked, chunk):
+            stop = min(checked, start + chunk)
+            shared += [held_out[seed] for seed in (sample_seed(TRAIN_STREAM_SEED, j) for j in range(start, stop)) if seed in held_out]
+            bar.update(stop - start)
+    return {"training_stream_indices_checked": checked, "frames_that_are_training_samples": sorted(shared)}
+
+
 def evaluate_synthetic(estimator: HandEstimator, count: int, config: ExampleConfig = ExampleConfig(), progress: bool = True) -> dict:
     model = estimator.hand_model
     joint_errors, initial_errors, refined_errors, in_image, visible, off_axis = [], [], [], [], [], []
@@ -264,6 +292,16 @@ def write_sheet(rows: list[np.ndarray], path: Path, columns: int = 3) -> None:
     cv2.imwrite(str(path), grid)
 
 
+def _overlap_lines(overlap: dict | None) -> list[str]:
+    if overlap is None:
+        return []
+    shared = overlap["frames_that_are_training_samples"]
+    checked = f"the first {overlap['training_stream_indices_checked']:,} samples of the training stream"
+    if not shared:
+        return [f"None of these frames is a training sample (their seeds checked against {checked}).", ""]
+    return [f"Frames {shared} share a seed with one of {checked}, so they are training samples too.", ""]
+
+
 def write_model_card(
     path: Path,
     manifest: dict,
@@ -333,6 +371,7 @@ def write_model_card(
         "",
         f"Held-out synthetic set ({synthetic['frames']} frames, seed stream {synthetic['stream_seed']}, with sensor noise):",
         "",
+        *_overlap_lines(synthetic.get("training_overlap")),
         "| metric | value |",
         "|---|---|",
         f"| mean joint error after refit | {synthetic['mean_joint_error_mm']:.2f} mm |",
@@ -453,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
     example_config = ExampleConfig(cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame)
     synthetic = evaluate_synthetic(estimator, args.frames, example_config)
     synthetic["backend"] = args.backend
+    synthetic["training_overlap"] = training_stream_overlap(args.frames, manifest)
+    if synthetic["training_overlap"]["frames_that_are_training_samples"]:
+        print(f"warning: held-out frames {synthetic['training_overlap']['frames_that_are_training_samples']} are also training samples (a shared 32-bit seed)")
     (out / "synthetic_metrics.json").write_text(json.dumps(synthetic, indent=2) + "\n")
     plot_success_curve(synthetic, out / "success_curve.png")
     write_sheet([synthetic_frame_row(estimator, example_config, f) for f in synthetic["worst_frames"]], out / "synthetic_worst.png")
