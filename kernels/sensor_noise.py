@@ -441,53 +441,42 @@ def _shadow_inplace(z, fb):
     """Stereo shadow, in place (see occlusion_shadow).
 
     A pixel at column j with disparity d projects to right-image column
-    xr(j) = j - d. It is hidden iff xr(j) > lb(k) for some valid k > j,
-    where lb(k) is the left end of the right-image footprint of pixel k:
-    xr(k) - 0.5 at a "left edge" (left neighbour invalid or farther by
-    > 1 px of disparity: the surface ends half a pixel left of the centre)
-    and xr(k) on a continuous surface (the centre is the bound there, which
-    spares steep but visible slopes: they fold over only beyond 1 px/px).
-    Along a continuous run xr does not decrease to the right, so only left
-    edges can hide anything: take them right to left, keep the running
-    minimum of their lb, and walk left from each until a valid pixel is
-    visible.
+    xr(j) = j - d. Only a left edge can hide anything (left neighbour
+    invalid or farther by > 1 px of disparity): along a continuous run xr
+    does not decrease to the right, so a run hides nothing of itself
+    unless it folds over (slope > 1 px/px, which makes a left edge). The
+    surface starting at left edge e runs right while each next pixel is
+    valid and not farther by > 1 px; its right-image footprint is
+    (xr(e) - 0.5, max xr over the run + 0.5). A valid pixel j < e is
+    hidden iff xr(j) falls inside that footprint. Such a j lies within
+    d(e) + 1 columns left of e, so each edge walks only that far; behind
+    an object narrower than the disparity jump the shadow comes off the
+    object's edge (the right imager sees past it).
     """
     h, w = z.shape
     disp = np.zeros(w)
-    left_edge = np.zeros((w + 7) // 8 * 8, np.uint8)
-    le64 = left_edge.view(np.uint64)
-    edges = np.empty(w, np.int64)
+    reach = np.zeros(w)  # the largest xr from each pixel to the end of its run
     for i in range(h):
         for j in range(w):
             zz = z[i, j]
             disp[j] = fb / zz if zz > 0.0 else 0.0
-        for j in range(1, w):
-            d = disp[j]
-            dl = disp[j - 1]
-            left_edge[j] = d > 0.0 and (dl <= 0.0 or dl < d - 1.0)
-        n_edges = 0
-        for blk in range(le64.shape[0]):
-            if le64[blk]:
-                for j in range(8 * blk, 8 * blk + 8):
-                    if left_edge[j]:
-                        edges[n_edges] = j
-                        n_edges += 1
-        bound = np.inf
-        for t in range(n_edges - 1, -1, -1):
-            e = edges[t]
-            lb = e - disp[e] - 0.5
-            if lb < bound:
-                bound = lb
+        for k in range(w - 1, -1, -1):
+            reach[k] = k - disp[k]
+            if k + 1 < w and disp[k] > 0.0 and disp[k + 1] > 0.0 and disp[k + 1] >= disp[k] - 1.0:
+                reach[k] = max(reach[k], reach[k + 1])
+        for e in range(w):
+            d = disp[e]
+            if d <= 0.0 or (e > 0 and disp[e - 1] > 0.0 and disp[e - 1] >= d - 1.0):
+                continue  # not a left edge
+            lb = e - d - 0.5
+            rb = reach[e] + 0.5
             j = e - 1
-            while j >= 0:
-                d = disp[j]
-                if d > 0.0:
-                    if j - d > bound:
+            while j >= 0 and j > lb:
+                dj = disp[j]
+                if dj > 0.0:
+                    xr = j - dj
+                    if lb < xr < rb:
                         z[i, j] = 0.0
-                    else:
-                        # Further left, this run only gets more visible;
-                        # the next left edge resumes from there.
-                        break
                 j -= 1
 
 
@@ -935,12 +924,13 @@ def occlusion_shadow(depth_m: np.ndarray, focal_px: float, baseline_m: float) ->
 
     The right imager is at ``+baseline_m`` along x, so a pixel at column
     ``u`` with disparity ``d`` lands at right-image column ``u - d``. A
-    pixel is shadowed if its centre lands behind the right-image footprint
-    of a pixel further right (which must then be nearer). For a
+    pixel is shadowed if its centre lands inside the right-image footprint
+    of a surface further right (which must then be nearer). For a
     fronto-parallel step this is the band of ``round(f*b*(1/z_fg -
-    1/z_bg))`` background pixels immediately LEFT of the foreground.
-    Continuous surfaces are only shadowed where they fold over (disparity
-    slope > 1 px/px).
+    1/z_bg))`` background pixels immediately LEFT of the foreground; behind
+    an object narrower than that (a finger over a far background) it is a
+    band of the object's width, detached from it. Continuous surfaces are
+    only shadowed where they fold over (disparity slope > 1 px/px).
 
     Parameters
     ----------

@@ -234,19 +234,23 @@ def test_occlusion_shadow_left_of_the_foreground_with_predicted_width(focal):
     assert not shadow[~fg_rows].any()
     for r in rows[fg_rows]:
         cols = np.flatnonzero(shadow[r])
-        # A contiguous band ending right at the foreground's left edge
-        # (column 50); its width is the disparity difference rounded to
-        # whole pixels (pixel footprints: the band covers pixel centres
-        # within [50 - 0.5 - width, 50 - 0.5)).
-        assert cols.size == round(width)
-        assert cols[-1] == 49 and np.all(np.diff(cols) == 1)
+        # The background pixels whose centres land, in the right image, within the square's
+        # footprint there: [50 - 0.5 - width, 70 - 0.5 - width). With the 12.3 px jump that
+        # is the band of round(width) pixels ending at the square's left edge (column 50);
+        # the 30 px jump is wider than the 20 px square, so the right imager sees past it:
+        # a 20 px band 10 px off the edge (columns 20-39), not 30 px ending at it.
+        expected = [c for c in range(50) if 50 - 0.5 - width < c < 70 - 0.5 - width]
+        assert cols.tolist() == expected
+        assert len(expected) == min(round(width), 20)
     assert np.array_equal(out[~shadow], z[~shadow])
 
 
 def reference_shadow(z, fb):
-    """Brute-force definition: pixel j is hidden iff j - d_j > lb(j') for a
-    valid j' > j, lb = j' - d_j' - 0.5 at a left edge (left neighbour
-    invalid or farther by > 1 px disparity), else j' - d_j'."""
+    """Brute-force definition: pixel j is hidden iff its right-image column j - d_j lies
+    inside the right-image footprint (j' - d_j' - 0.5, max xr over the run + 0.5) of the
+    surface starting at a left edge j' > j (left neighbour invalid or farther by > 1 px of
+    disparity; the surface runs on while each next pixel is valid and not farther by
+    > 1 px)."""
     d = np.where(z > 0, fb / np.where(z > 0, z, 1.0).astype(np.float64), 0.0)
     out = z.copy()
     h, w = z.shape
@@ -255,11 +259,13 @@ def reference_shadow(z, fb):
             if d[i, j] <= 0:
                 continue
             for jp in range(j + 1, w):
-                if d[i, jp] <= 0:
+                if d[i, jp] <= 0 or (jp > 0 and d[i, jp - 1] > 0 and d[i, jp - 1] >= d[i, jp] - 1.0):
                     continue
-                left_edge = d[i, jp - 1] <= 0 or d[i, jp - 1] < d[i, jp] - 1.0
-                lb = jp - d[i, jp] - (0.5 if left_edge else 0.0)
-                if j - d[i, j] > lb:
+                end = jp
+                while end + 1 < w and d[i, end + 1] > 0 and d[i, end + 1] >= d[i, end] - 1.0:
+                    end += 1
+                rb = max(k - d[i, k] for k in range(jp, end + 1)) + 0.5
+                if jp - d[i, jp] - 0.5 < j - d[i, j] < rb:
                     out[i, j] = 0.0
                     break
     return out
