@@ -96,3 +96,12 @@ def test_noise_changes_depth_but_not_ground_truth(hand_model):
     np.testing.assert_array_equal(clean.joints, noisy.joints)
     changed = np.mean(clean.depth[clean.mask] != noisy.depth[clean.mask])
     assert changed > 0.2
+
+
+def test_depth_beyond_range_or_16_bits_is_no_measurement():
+    from tracker.synth.scene import to_depth_units
+
+    depth = np.array([[0.0, 0.5, 0.6553, 0.70, 2.5, -0.1]])
+    # 10 micrometre units: 16 bits reach 0.65535 m; beyond it, as beyond max_depth_m, 0.
+    np.testing.assert_array_equal(to_depth_units(depth, 1e-5, 2.0), [[0, 50000, 65530, 0, 0, 0]])
+    np.testing.assert_array_equal(to_depth_units(depth, 1e-3, 2.0), [[0, 500, 655, 700, 0, 0]])

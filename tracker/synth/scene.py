@@ -212,8 +212,10 @@ def render_sample(model: HandModel, config: SceneConfig, seed: int) -> Synthetic
 
 def to_depth_units(depth_m: np.ndarray, depth_scale_m: float, max_depth_m: float) -> np.ndarray:
     """(H, W) float metres -> uint16 device units as a camera delivers them (0 beyond range)."""
-    depth = np.where((depth_m < 0) | (depth_m > max_depth_m), 0.0, depth_m)
-    return np.clip(np.round(depth / depth_scale_m), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+    units = np.round(np.where((depth_m < 0) | (depth_m > max_depth_m), 0.0, depth_m) / depth_scale_m)
+    # Beyond what 16 bits hold in this unit (65.5 m at 1 mm, 0.65 m at 10 um) a camera
+    # reports nothing; saturating would make a false flat surface at the limit.
+    return np.where(units > np.iinfo(np.uint16).max, 0, units).astype(np.uint16)
 
 
 def _window(sensor: CameraIntrinsics, pose: HandPose, side_m: float) -> CameraIntrinsics:
