@@ -167,6 +167,8 @@ def test_two_process_ddp_run_with_gloo(tmp_path):
     state = torch.load(tmp_path / "last.pt", weights_only=True)
     # Two ranks, each with its own batch: the global sample count doubles.
     assert state["samples_seen"] == 3 * SMOKE.batch_size * 2
+    # Rank r draws the indices r, r + 2, ...; the checkpoint holds both ranks' lanes.
+    assert state["stream_lanes"] == {"start": 0, "lanes": 2, "next": [12, 13]}
     assert (tmp_path / "export" / "dgn.onnx").is_file()
 
 
@@ -249,3 +251,30 @@ def test_a_damaged_manifest_is_a_clear_error(tmp_path, damage):
     manifest.write_bytes(damage(manifest.read_text()))
     with pytest.raises(WeightsError, match="not a valid weights manifest"):
         load_manifest(tmp_path / "export")
+
+
+def test_stream_lanes_record_how_far_each_lane_got():
+    from tracker.training_data import StreamLanes
+
+    lanes = StreamLanes(start=100, lanes=3)
+    assert lanes.next.tolist() == [100, 101, 102] and lanes.end == 100
+    lanes.update([100, 103, 101, 106])  # lane 0 took three, lane 1 one, lane 2 none
+    assert lanes.next.tolist() == [109, 104, 102] and lanes.end == 107
+    assert StreamLanes.resumed(lanes.to_dict(), 100, 3).next.tolist() == [109, 104, 102]
+    assert StreamLanes.resumed(lanes.to_dict(), 100, 4) is None  # other lanes: not these
+    assert StreamLanes.resumed(None, 100, 3) is None
+
+
+def test_a_run_with_two_workers_resumes_each_lane_where_it_was(tmp_path):
+    # Two data workers take turns, batch by batch: after 3 steps one lane has given two
+    # batches, the other one. Restarting both at samples_seen would draw some examples twice.
+    two = SMOKE.__class__(**{**SMOKE.__dict__, "workers": 2, "steps": 3, "checkpoint_every": 100})
+    train(two, tmp_path, progress=False)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    # Lane 0 drew 0, 2, 4, 6; lane 1 drew 1, 3.
+    assert state["stream_lanes"] == {"start": 0, "lanes": 2, "next": [8, 5]} and state["samples_seen"] == 6
+    train(SMOKE.__class__(**{**two.__dict__, "steps": 4}), tmp_path, progress=False)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["stream_lanes"]["next"] == [12, 5]  # lane 0 went on from 8, not from 6
+    network, manifest = load_network(tmp_path / "export")
+    assert manifest["training"]["stream_end"] == 11  # where a fine-tune from these weights begins

@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn import functional as F
@@ -45,7 +46,7 @@ from tracker.network import DualGridNet, DualGridNetConfig, count_parameters
 from tracker.refit import Refit
 from tracker.replay import BackgroundBatches, ReplayMemory
 from tracker.synth.dataset import config_to_dict
-from tracker.training_data import ExampleConfig, SyntheticStream
+from tracker.training_data import ExampleConfig, StreamLanes, SyntheticStream
 from tracker.weights import WeightsError, crop_frame_of, export_weights, load_network
 
 TRAIN_STREAM_SEED = 1  # held-out evaluation uses another stream (tracker.evaluate)
@@ -145,7 +146,8 @@ def check_replay(config: TrainConfig) -> None:
 
 
 def training_batches(loader, config: TrainConfig, device: torch.device, rank: int = 0):
-    """Yields (batch on ``device``, examples newly taken from the data stream for it).
+    """Yields (batch on ``device``, the stream indices of the examples newly taken from the
+    data stream for it: (n,) int64 on the CPU).
 
     Without a replay memory every batch is the loader's next one. With one, each batch is
     drawn from the memory after it has taken in whatever the loader finished meanwhile;
@@ -155,7 +157,7 @@ def training_batches(loader, config: TrainConfig, device: torch.device, rank: in
     check_replay(config)
     if config.replay_examples == 0:
         for batch in loader:
-            yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}, len(next(iter(batch.values())))
+            yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}, batch["index"]
         return
     memory = ReplayMemory(config.replay_examples, device)
     background = BackgroundBatches(loader)
@@ -163,17 +165,20 @@ def training_batches(loader, config: TrainConfig, device: torch.device, rank: in
     rendered = drawn = 0
     try:
         while True:
-            taken = 0
+            taken = []
             while (batch := background.get(block=False)) is not None:
-                taken += memory.add(batch)
-            while len(memory) < config.batch_size or drawn + config.batch_size > config.replay_max_uses * (rendered + taken):
+                memory.add(batch)
+                taken.append(batch["index"])
+            while len(memory) < config.batch_size or drawn + config.batch_size > config.replay_max_uses * (rendered + sum(map(len, taken))):
                 if background.ended:  # a finite loader ran out (an endless stream never does)
                     return
                 if (batch := background.get(block=True)) is not None:
-                    taken += memory.add(batch)
-            rendered += taken
+                    memory.add(batch)
+                    taken.append(batch["index"])
+            indices = torch.cat(taken) if taken else torch.zeros(0, dtype=torch.int64)
+            rendered += len(indices)
             drawn += config.batch_size
-            yield memory.sample(config.batch_size, generator), taken
+            yield memory.sample(config.batch_size, generator), indices
     finally:
         background.close()
 
@@ -192,6 +197,14 @@ def _setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return rank, world_size, device
+
+
+def _merge_lanes(lanes: StreamLanes, world_size: int, device: torch.device) -> None:
+    """Under DDP each rank saw only its own lanes' indices: take every lane's furthest."""
+    if world_size > 1:
+        merged = torch.as_tensor(lanes.next, device=device)
+        dist.all_reduce(merged, op=dist.ReduceOp.MAX)
+        lanes.next = merged.cpu().numpy().astype(np.int64)
 
 
 def _agreed_elapsed(began: float, world_size: int, device: torch.device) -> float:
@@ -214,9 +227,11 @@ def initial_weights(network: DualGridNet, weights_dir: str | Path) -> dict:
         raise WeightsError(f"{weights_dir}: network shape {exported.config.to_dict()} differs from the recipe's {network.config.to_dict()}")
     network.load_state_dict(exported.state_dict())
     earlier = manifest.get("training", {})
+    stream_end = {"stream_end": int(earlier["stream_end"])} if "stream_end" in earlier else {}
     return {
         "path": str(weights_dir),
         "samples_seen": int(earlier.get("samples_seen_total", earlier.get("samples_seen", 0))),
+        **stream_end,
         "seconds": float(earlier.get("seconds_total", earlier.get("seconds", 0.0))),
         "device": earlier.get("device", "unknown"),
         "crop_frame": crop_frame_of(manifest).value,
@@ -234,6 +249,7 @@ def _save_checkpoint(
     seconds: float,
     initialised_from: dict | None,
     max_seconds: float | None,
+    lanes: StreamLanes,
 ) -> None:
     tmp = path.with_name(path.name + ".partial")
     torch.save(
@@ -247,6 +263,7 @@ def _save_checkpoint(
             "config": config_to_dict(config),
             "initialised_from": initialised_from,
             "max_seconds": max_seconds,  # the schedule's time budget, which a resume keeps
+            "stream_lanes": lanes.to_dict(),  # where each lane of the sample stream goes on from
         },
         tmp,
     )
@@ -300,7 +317,7 @@ def train(
     # samples_seen: examples taken from the rendered stream (where a resumed run picks it
     # up); examples_trained: batch size times steps, more than samples_seen with replay.
     step, samples_seen, examples_trained, earlier_seconds = 0, 0, 0, 0.0
-    initialised_from = None
+    initialised_from = saved_lanes = None
     checkpoint = out_dir / "last.pt"
     if resume and checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
@@ -317,6 +334,7 @@ def train(
         examples_trained = int(state.get("examples_trained", samples_seen))
         earlier_seconds = float(state.get("train_seconds", 0.0))
         initialised_from = state.get("initialised_from")
+        saved_lanes = state.get("stream_lanes")
         max_seconds = _resumed_budget(state.get("max_seconds"), max_seconds, rank)
         _warn_schedule_changes(state.get("config", {}), config, rank)
     elif init_from is not None:
@@ -324,21 +342,27 @@ def train(
         network.to(device)
     model = DistributedDataParallel(network) if world_size > 1 else network
     # A fine-tune takes up the sample stream where the weights it starts from left it, so it
-    # never trains on their samples again (each earlier stage drew from below their total).
-    stream_start = 0 if initialised_from is None else int(initialised_from["samples_seen"])
+    # never trains on their samples again (each earlier stage drew from below their total;
+    # with several lanes, some ran a little past it: their stream end, where recorded).
+    stream_start = 0 if initialised_from is None else int(initialised_from.get("stream_end", initialised_from["samples_seen"]))
+    lane_count = world_size * max(1, config.workers)
+    lanes = StreamLanes.resumed(saved_lanes, stream_start, lane_count)
+    if lanes is None:
+        # A checkpoint from before lanes were recorded, or with other lanes: every lane from
+        # samples_seen on (a few examples may be drawn twice or skipped).
+        first = stream_start + samples_seen
+        lanes = StreamLanes(stream_start, lane_count, [first + (lane - first + stream_start) % lane_count for lane in range(lane_count)])
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         resolved = {
             "train": config_to_dict(config), "world_size": world_size, "device": str(device), "parameters": count_parameters(network),
-            "initialised_from": initialised_from, "sample_stream": {"seed": TRAIN_STREAM_SEED, "first_index": stream_start},
+            "initialised_from": initialised_from, "sample_stream": {"seed": TRAIN_STREAM_SEED, "first_index": stream_start, "lanes": lane_count},
             "max_seconds": max_seconds,
         }
         (out_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
 
-    # A resumed run restarts every (rank, worker) lane at samples_seen: exact with one rank
-    # and one worker; otherwise the lanes had taken unequal shares, so a few examples are
-    # rendered twice or skipped, which does not matter for a random stream.
-    stream = SyntheticStream(config.data, TRAIN_STREAM_SEED, start=stream_start + samples_seen, rank=rank, world_size=world_size)
+    # Each (rank, worker) lane goes on from where it had got to: lanes take unequal shares.
+    stream = SyntheticStream(config.data, TRAIN_STREAM_SEED, start=stream_start, rank=rank, world_size=world_size, lane_starts=lanes.next.tolist())
     loader = DataLoader(
         stream,
         batch_size=config.batch_size,
@@ -374,11 +398,13 @@ def train(
     last_terms: dict[str, float] = {}
     batches = training_batches(loader, config, device, rank)
     try:
-        for batch, rendered in batches:
+        for batch, taken in batches:
             # The time budget covers the whole run, resumed segments included.
             time_fraction = 0.0 if max_seconds is None else (earlier_seconds + _agreed_elapsed(began, world_size, device)) / max_seconds
             if step >= config.steps or time_fraction >= 1.0:
-                break
+                break  # this batch is not trained, so its examples are not counted as drawn
+            lanes.update(taken)
+            rendered = len(taken)
             if world_size > 1 and config.replay_examples:  # each rank takes in what its own loader made
                 count = torch.tensor([rendered], dtype=torch.int64, device=device)
                 dist.all_reduce(count)
@@ -416,22 +442,29 @@ def train(
                     if config.replay_examples:
                         postfix["rendered_sps"] = f"{rendered_rate:.0f}"
                     bar.set_postfix(postfix)
-                if step % config.checkpoint_every == 0:
+            if step % config.checkpoint_every == 0:
+                _merge_lanes(lanes, world_size, device)  # every rank: a collective
+                if rank == 0:
                     _save_checkpoint(
-                        checkpoint, network, optimizer, step, samples_seen, examples_trained, config, earlier_seconds + time.perf_counter() - began, initialised_from, max_seconds
+                        checkpoint, network, optimizer, step, samples_seen, examples_trained, config,
+                        earlier_seconds + time.perf_counter() - began, initialised_from, max_seconds, lanes,
                     )
     finally:
         batches.close()  # stops the replay memory's loader thread now, not when collected
     bar.close()
     # Wall time summed over every resumed segment of the run.
-    summary = {"steps": step, "samples_seen": samples_seen, "examples_trained": examples_trained, "seconds": earlier_seconds + time.perf_counter() - began, "last_losses": last_terms}
+    _merge_lanes(lanes, world_size, device)
+    summary = {
+        "steps": step, "samples_seen": samples_seen, "examples_trained": examples_trained, "seconds": earlier_seconds + time.perf_counter() - began,
+        "last_losses": last_terms, "stream_end": lanes.end,
+    }
     if initialised_from is not None:  # fine-tuned: count what the starting weights had seen too
         summary["initialised_from"] = initialised_from
         summary["samples_seen_total"] = samples_seen + initialised_from["samples_seen"]
         summary["seconds_total"] = summary["seconds"] + initialised_from["seconds"]
     if rank == 0:
         handle.close()
-        _save_checkpoint(checkpoint, network, optimizer, step, samples_seen, examples_trained, config, summary["seconds"], initialised_from, max_seconds)
+        _save_checkpoint(checkpoint, network, optimizer, step, samples_seen, examples_trained, config, summary["seconds"], initialised_from, max_seconds, lanes)
         from tracker.machine import machine_info
 
         machine = machine_info()

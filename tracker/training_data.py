@@ -8,7 +8,9 @@ the visible hand points, jittered, so the network learns to tolerate the segment
 centring error.
 
 Sample i of a stream has seed ``sample_seed(stream_seed, i)``; the indices are dealt out to
-(rank, worker) pairs round-robin, so a run is reproducible and resumable by sample count.
+(rank, worker) pairs, the stream's lanes, round-robin, so a run is reproducible. Lanes run
+at their own pace, so a resumed run restarts each where it had got to (``StreamLanes``),
+and no sample is drawn twice.
 """
 
 from __future__ import annotations
@@ -84,11 +86,16 @@ def example_from_sample(sample: SyntheticSample, config: ExampleConfig, seed: in
 
 
 class SyntheticStream(IterableDataset):
-    """Endless stream of examples for one (rank, world size), from sample index ``start``."""
+    """Endless stream of examples for one (rank, world size), from sample index ``start``,
+    or with ``lane_starts`` (one per lane, rank-major) from where each lane had got to.
+    Each example carries its stream index (``index``)."""
 
-    def __init__(self, config: ExampleConfig, stream_seed: int, start: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, config: ExampleConfig, stream_seed: int, start: int = 0, rank: int = 0, world_size: int = 1, lane_starts: list[int] | None = None
+    ) -> None:
         self.config, self.stream_seed, self.start = config, stream_seed, start
         self.rank, self.world_size = rank, world_size
+        self.lane_starts = None if lane_starts is None else [int(i) for i in lane_starts]
 
     def __iter__(self):
         info = get_worker_info()
@@ -97,11 +104,49 @@ class SyntheticStream(IterableDataset):
         lanes = self.world_size * workers
         lane = self.rank * workers + worker
         model = HandModel.load()
-        index = self.start + lane
+        if self.lane_starts is not None and len(self.lane_starts) != lanes:
+            raise ValueError(f"{len(self.lane_starts)} lane starts for {lanes} lanes")
+        index = self.start + lane if self.lane_starts is None else self.lane_starts[lane]
         while True:
             example = make_example(model, self.config, sample_seed(self.stream_seed, index))
-            yield {k: torch.as_tensor(v) for k, v in example.items()}
+            yield {**{k: torch.as_tensor(v) for k, v in example.items()}, "index": torch.tensor(index, dtype=torch.int64)}
             index += lanes
+
+
+class StreamLanes:
+    """How far each lane of a training stream has been taken: the next index of each.
+
+    Lane ``l`` of a stream from ``start`` with ``lanes`` lanes draws start + l, start + l +
+    lanes, ... The training loop reports the indices it took (``update``); a checkpoint keeps
+    ``next`` so that a resumed run continues each lane exactly, and ``end`` is the first
+    index no lane has reached (where a later fine-tune's stream begins).
+    """
+
+    def __init__(self, start: int, lanes: int, next_index: list[int] | None = None) -> None:
+        self.start, self.lanes = int(start), int(lanes)
+        self.next = np.arange(self.start, self.start + self.lanes, dtype=np.int64) if next_index is None else np.array(next_index, np.int64)
+        if self.next.shape != (self.lanes,):
+            raise ValueError(f"{self.next.shape[0]} lane positions for {self.lanes} lanes")
+
+    def update(self, indices) -> None:
+        indices = np.asarray(indices, np.int64).ravel()
+        if indices.size:
+            np.maximum.at(self.next, (indices - self.start) % self.lanes, indices + self.lanes)
+
+    @property
+    def end(self) -> int:
+        """One past the largest index any lane has drawn (start when none has)."""
+        return int(max(self.start, (self.next - self.lanes).max() + 1))
+
+    def to_dict(self) -> dict:
+        return {"start": self.start, "lanes": self.lanes, "next": self.next.tolist()}
+
+    @classmethod
+    def resumed(cls, saved: dict | None, start: int, lanes: int) -> "StreamLanes | None":
+        """The lanes a checkpoint recorded, if it recorded these lanes of this stream."""
+        if not saved or int(saved.get("start", -1)) != start or int(saved.get("lanes", -1)) != lanes:
+            return None
+        return cls(start, lanes, saved["next"])
 
 
 def fixed_examples(config: ExampleConfig, stream_seed: int, count: int) -> dict[str, torch.Tensor]:
