@@ -33,7 +33,10 @@ command -v "$python" >/dev/null 2>&1 || python=python3
 pip=".venv/bin/python -m pip"
 $pip install -q --disable-pip-version-check --upgrade pip
 # The CPU build of torch first: anything that depends on torch then finds it satisfied.
-$pip install -q --disable-pip-version-check torch==2.13.0
+# From a local wheel or mirror where one offers it, else from PyTorch's CPU index (PyPI's
+# Linux wheel would pull several GB of CUDA libraries).
+$pip install -q --disable-pip-version-check "torch==2.13.0+cpu" 2>/dev/null \
+  || $pip install -q --disable-pip-version-check torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 # Two OpenCV builds share one cv2 folder: drop the headless one before the GUI build goes in.
 if $pip show -q opencv-python-headless >/dev/null 2>&1; then
   $pip uninstall -y -q opencv-python-headless opencv-python

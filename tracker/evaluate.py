@@ -2,8 +2,8 @@
 
     python -m tracker.evaluate                       # weights/ -> weights/eval/, weights/MODEL_CARD.md
 
-1. A held-out synthetic set (its own seed stream, never used in training, with sensor
-   noise), cropped exactly as in training: mean joint error of the refitted keypoints, mean
+1. A held-out synthetic set (its own seed stream, with sensor noise; the frames whose seed
+   a training sample shares, if any, are named: ``training_overlap``), cropped exactly as in training: mean joint error of the refitted keypoints, mean
    vertex error of P_s and of P_r (mm), per-joint errors and the success-frame curve
    (fraction of frames whose largest joint error is below t, t = 0..80 mm) as JSON and PNG,
    and a sheet of the frames with the largest errors (truth beside estimate) to see where

@@ -6,7 +6,8 @@ sequence), but a hand does not change side while it is tracked, so the evidence 
 the decision is the sign of the mean logit since the track began. Each logit is clipped
 first, so one confidently wrong frame (a fist seen end-on, a crop half on the forearm)
 cannot outvote a run of moderate ones. The first frame decides alone; when the track is
-lost the vote starts over, as the next hand found may be the other one.
+lost, or found far from where it was (``TrackerConfig.new_track_jump_m``), the vote
+starts over, as the next hand found may be the other one.
 
 Measured on 24 synthetic sequences (12 left, 12 right, 150 frames, crops where the live
 segmentation puts them; ``python -m tracker.side_classifier evaluate``, stored in
