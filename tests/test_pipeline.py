@@ -631,3 +631,28 @@ def test_every_output_is_closed_when_closing_the_source_fails(hand_model):
     with pytest.raises(OSError, match="device vanished"):
         run_pipeline(BadClose(), tracker, [sink], drop_old_frames=False)
     assert sink.closed
+
+
+def test_a_prepare_worker_follows_frames_that_change_size(hand_model):
+    # Each change of size replaces the shared buffers; the worker lets go of the old ones
+    # and still answers every frame from the right one.
+    from tracker.prepare import PrepareWorkers, prepare_frame
+    from tracker.types import DepthFrame
+
+    config = _prepare_config(Handedness.RIGHT)
+    (frame,) = SyntheticSource(seed=6, max_frames=1, hand_model=hand_model).frames()
+    k = frame.intrinsics
+    frames = [
+        DepthFrame(np.pad(frame.depth, ((0, pad), (0, pad))), frame.depth_scale, dataclasses.replace(k, width=k.width + pad, height=k.height + pad))
+        for pad in (0, 8, 0, 16, 24, 0)
+    ]
+    workers = PrepareWorkers(1, config)
+    try:
+        for frame in frames:
+            workers.send(frame, None)
+            got = workers.receive()
+            expected = prepare_frame(frame.depth_m(), frame.intrinsics, None, config)
+            np.testing.assert_array_equal(got.centre, expected.centre)
+            np.testing.assert_array_equal(got.crops[Handedness.RIGHT].depth, expected.crops[Handedness.RIGHT].depth)
+    finally:
+        workers.close()

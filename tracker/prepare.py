@@ -122,7 +122,12 @@ def serve(connection, config: PrepareConfig, classifier_onnx: tuple[bytes, dict]
                 if name not in blocks:
                     # The main process created the block and unlinks it; attaching only maps it.
                     blocks[name] = shared_memory.SharedMemory(name=name)
-                # No view of the block outlives this line: a block with views cannot be closed.
+                    # The main process keeps two blocks per worker and replaces both when the
+                    # frame size changes: older mappings would keep their memory in use.
+                    while len(blocks) > 2:
+                        blocks.pop(next(iter(blocks))).close()
+                # No view of the block outlives this line: the block may be closed and unmapped
+                # after it, and a view would then point at nothing.
                 depth_m = depth_to_metres(np.ndarray(shape, np.uint16, buffer=blocks[name].buf), depth_scale)
                 answer = prepare_frame(depth_m, intrinsics, prior, config, classifier)
             except Exception as exc:  # sent back and raised in the main process
@@ -202,7 +207,7 @@ class PrepareWorkers:
 
     def _release(self, key: tuple[int, int]) -> None:
         block, image = self._buffers.pop(key)
-        del image  # the last view of the block: a block with views cannot be closed
+        del image  # the last view of the block: nothing may point into it once it is unmapped
         block.close()
         block.unlink()
 
