@@ -656,3 +656,26 @@ def test_a_prepare_worker_follows_frames_that_change_size(hand_model):
             np.testing.assert_array_equal(got.crops[Handedness.RIGHT].depth, expected.crops[Handedness.RIGHT].depth)
     finally:
         workers.close()
+
+
+def test_a_signal_the_user_ignores_stays_ignored(tmp_path, monkeypatch):
+    # Under nohup SIGHUP is ignored: neither the set-up nor the tracking loop may take it over.
+    import tracker.cli as cli
+    import tracker.sources
+
+    seen = []
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        source = _ClosableSource()
+        monkeypatch.setattr(tracker.sources, "open_source", lambda *args, **kwargs: source)
+
+        def open_sinks(args, hand_model):
+            seen.append(signal.getsignal(signal.SIGHUP))
+            os.kill(os.getpid(), signal.SIGHUP)  # ignored: set-up goes on
+            return [_Collect()]
+
+        monkeypatch.setattr(cli, "_open_sinks", open_sinks)
+        assert main(["--source", "synthetic", "--out", str(tmp_path / "x.jsonl"), "--no-viewer"]) == 0
+        assert seen == [signal.SIG_IGN] and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)

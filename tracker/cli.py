@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for name in _STOP_SIGNALS:
-            if hasattr(signal, name):
+            # An ignored signal stays ignored (SIGHUP under nohup).
+            if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN:
                 previous[name] = signal.signal(getattr(signal, name), signal.default_int_handler)
     try:
         return _track(args, parser)

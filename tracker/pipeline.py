@@ -329,7 +329,8 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for name in GROUP_STOP_SIGNALS:  # SIGHUP: the terminal or ssh session went away
-            if hasattr(signal, name):
+            # An ignored signal stays ignored (SIGHUP under nohup).
+            if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN:
                 previous[getattr(signal, name)] = signal.signal(getattr(signal, name), request_stop)
     thread = threading.Thread(target=capture, name="capture", daemon=True)
     first_taken = last_written = None
