@@ -553,7 +553,14 @@ def test_an_interruption_or_failure_before_tracking_closes_the_camera(tmp_path, 
         raise AssertionError("the signal did not interrupt")
 
     monkeypatch.setattr(cli, "_open_sinks", open_sinks)
-    code = main(["--source", "synthetic", "--out", str(tmp_path / "x.jsonl"), "--no-viewer"])
+    if how == "sighup":  # as from a terminal (a run under nohup ignores it, and keeps ignoring it)
+        previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        try:
+            code = main(["--source", "synthetic", "--out", str(tmp_path / "x.jsonl"), "--no-viewer"])
+        finally:
+            signal.signal(signal.SIGHUP, previous)
+    else:
+        code = main(["--source", "synthetic", "--out", str(tmp_path / "x.jsonl"), "--no-viewer"])
     assert source.closed
     assert code == (2 if how == "unwritable" else 130)
     assert ("Permission denied" if how == "unwritable" else "interrupted") in capsys.readouterr().err

@@ -63,19 +63,20 @@ def test_batches_without_replay_are_the_loaders_own():
     config = dataclasses.replace(SMOKE, batch_size=2)
     loader = [_batch(0, 2), _batch(2, 2)]
     got = list(training_batches(loader, config, torch.device("cpu")))
-    assert [(b["index"].tolist(), fresh) for b, fresh in got] == [([0, 1], 2), ([2, 3], 2)]
+    # Each batch with the stream indices it took in: its own.
+    assert [(b["index"].tolist(), taken.tolist()) for b, taken in got] == [([0, 1], [0, 1]), ([2, 3], [2, 3])]
 
 
 def test_replay_draws_each_rendered_example_at_most_max_uses_times_on_average():
     config = dataclasses.replace(SMOKE, batch_size=2, replay_examples=4, replay_max_uses=2.5)
     loader = [_batch(2 * i, 2) for i in range(5)]  # 10 examples in all, then the stream ends
     got = list(training_batches(loader, config, torch.device("cpu")))
-    rendered = sum(fresh for _, fresh in got)
+    rendered = sum(len(taken) for _, taken in got)
     # 10 rendered, 2.5 uses each -> 25 draws at most -> 12 batches of 2.
     assert rendered == 10 and len(got) == 12
     seen_so_far = 0
-    for count, (batch, fresh) in enumerate(got, start=1):
-        seen_so_far += fresh
+    for count, (batch, taken) in enumerate(got, start=1):
+        seen_so_far += len(taken)
         assert 2 * count <= 2.5 * seen_so_far  # the cap holds at every step, not just at the end
         assert batch["index"].max() < seen_so_far  # nothing drawn before it was rendered
         assert batch["index"].min() >= seen_so_far - 4  # nor after it left the memory
@@ -85,9 +86,9 @@ def test_training_with_replay_counts_rendered_and_drawn_examples(tmp_path, monke
     yielded = []
 
     def recorded(*args, **kwargs):
-        for batch, rendered in training_batches(*args, **kwargs):
-            yielded.append(rendered)
-            yield batch, rendered
+        for batch, taken in training_batches(*args, **kwargs):
+            yielded.append(len(taken))
+            yield batch, taken
 
     monkeypatch.setattr("tracker.train.training_batches", recorded)
     config = dataclasses.replace(SMOKE, steps=6, batch_size=2, replay_examples=4, replay_max_uses=3.0, checkpoint_every=100)

@@ -315,9 +315,9 @@ def _synthetic_frame(seed: int, frame_number: int, hand_model):
     return frame.depth_m(), frame.intrinsics, source.visible_hand_centroid(frame_number)
 
 
-# Frame 42 of seed 14 alone stays ambiguous: the fingers touch the border while the arm's
-# far end floats in view uncut, so the single-frame rule takes the uncut (far) end.
-@pytest.mark.parametrize("seed, frame_number, priors", [(3, 34, ("none", "truth")), (14, 42, ("truth",))])
+# Frames found to show the situation with the stereo-noise model as it is (a change to the
+# noise re-renders every frame, so the frames are picked again then).
+@pytest.mark.parametrize("seed, frame_number, priors", [(5, 15, ("none", "truth")), (18, 39, ("none", "truth"))])
 def test_hand_in_front_of_its_own_wrist_joins_its_arm(seed, frame_number, priors, hand_model):
     depth, intrinsics, truth = _synthetic_frame(seed, frame_number, hand_model)
     candidates = list(segment._Grid(depth, intrinsics, SegmentConfig()).candidates())
@@ -340,7 +340,7 @@ def test_arm_cut_at_both_ends_far_apart_in_depth_takes_the_nearer_end(hand_model
 
 
 def test_edge_on_hand_is_not_drawn_down_its_forearm(hand_model):
-    depth, intrinsics, truth = _synthetic_frame(19, 24, hand_model)
+    depth, intrinsics, truth = _synthetic_frame(19, 18, hand_model)
     # The situation: one elongated blob, hand and forearm, the arm cut by the border.
     candidates = list(segment._Grid(depth, intrinsics, SegmentConfig()).candidates())
     assert candidates[0].verdict == segment.HAND and candidates[0].cut.any()
