@@ -206,6 +206,29 @@ def test_a_disconnect_reconnects_and_records_on_into_a_second_file(camera, tmp_p
     assert first == [500, 501, 502, 503] and second == [600, 601, 602, 603]
 
 
+def test_an_sdk_error_while_the_camera_re_enumerates_is_one_failed_attempt(camera, monkeypatch):
+    source = RealSenseSource(width=W, height=H, fps=FPS, frame_timeout_s=0.3)
+    got, done, thread = collect(source, 2)
+    camera.push(500)
+    wait_for(lambda: len(got) == 1)
+    failures = []
+    listing = StandInContext.query_devices
+
+    def flaky_listing(self):
+        if not failures:  # USB trouble once, half-way through the re-plug
+            failures.append(True)
+            raise RuntimeError("failed to set power state")
+        return listing(self)
+
+    monkeypatch.setattr(StandInContext, "query_devices", flaky_listing)
+    wait_for(lambda: failures)  # the stream stalled, and the first attempt hit the error
+    wait_for(lambda: source._queue is not None)  # a later attempt started streaming again
+    camera.push(600)
+    assert done.wait(10)
+    source.close()
+    assert [int(f.depth[0, 0]) for f in got] == [500, 600]
+
+
 def test_close_during_a_disconnect_ends_the_stream_promptly(camera):
     source = RealSenseSource(width=W, height=H, fps=FPS, frame_timeout_s=0.2)
     got, done, thread = collect(source, 100)

@@ -362,9 +362,14 @@ class RealSenseSource(FrameSource):
 
     def _device_handle(self):
         rs = self._rs
-        for device in self._ctx.query_devices():
-            if _device_info(rs, device, rs.camera_info.serial_number) == self.serial:
-                return device
+        try:
+            for device in self._ctx.query_devices():
+                if _device_info(rs, device, rs.camera_info.serial_number) == self.serial:
+                    return device
+        except RuntimeError as exc:
+            # A camera half-way through re-enumerating makes the SDK throw here; as a
+            # SourceError it is one failed attempt the reconnect loop retries, not the end.
+            raise SourceError(f"the RealSense SDK failed while listing cameras: {exc}") from exc
         return None
 
     def _choose_profile(self, device: _ConnectedDevice, width: int, height: int, fps: int) -> tuple[int, int, int]:
