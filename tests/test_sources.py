@@ -5,6 +5,7 @@ Everything runs without a camera: recordings are written with librealsense's sof
 """
 
 import gc
+import json
 import sqlite3
 import threading
 import time
@@ -278,7 +279,7 @@ def test_folder_source_reads_the_sr305_sample():
     assert names[:2] == ["20210326-230536/30.png", "20210326-230536/50.png"]
 
 
-def test_folder_errors(tmp_path):
+def test_folder_errors(tmp_path, monkeypatch):
     import cv2
 
     cv2.imwrite(str(tmp_path / "0.png"), np.zeros((4, 6), np.uint16))
@@ -288,15 +289,52 @@ def test_folder_errors(tmp_path):
     intrinsics = '{"width": 6, "height": 4, "fx": 5, "fy": 5, "cx": 3, "cy": 2}'
     meta = '{"serial": "x", "depth_scale": 0.001, "intrinsics": %s}' % intrinsics
     (tmp_path / "intrinsics.json").write_text(meta)
-    cv2.imwrite(str(tmp_path / "1.png"), np.zeros((4, 6), np.uint8))
+    # A PNG that is not a depth image is refused before anything is tracked.
+    cv2.imwrite(str(tmp_path / "1.png"), np.zeros((4, 6, 3), np.uint8))
+    with pytest.raises(SourceError, match=r"1.png holds 8-bit RGB pixels, not depth"):
+        FolderSource(tmp_path)
+    cv2.imwrite(str(tmp_path / "1.png"), np.zeros((5, 6), np.uint16))
+    with pytest.raises(SourceError, match=r"1.png is 6x5 but intrinsics.json says 6x4"):
+        FolderSource(tmp_path)
+    # One damaged past its header fails where it comes, after the frames before it.
+    cv2.imwrite(str(tmp_path / "1.png"), np.zeros((4, 6), np.uint16))
+    (tmp_path / "1.png").write_bytes((tmp_path / "1.png").read_bytes()[:40])
     got = []
     with pytest.raises(SourceError, match="1.png"):
         for frame in FolderSource(tmp_path).frames():
             got.append(frame)
     assert len(got) == 1
+    (tmp_path / "1.png").write_bytes(b"not a png at all")
+    with pytest.raises(SourceError, match="1.png is not a PNG image"):
+        FolderSource(tmp_path)
+    (tmp_path / "1.png").unlink()
+    (tmp_path / ".thumbnails").mkdir()  # hidden folders are not frames
+    cv2.imwrite(str(tmp_path / ".thumbnails" / "0.png"), np.zeros((8, 8, 3), np.uint8))
+    assert len(FolderSource(tmp_path).files) == 1
     (tmp_path / "intrinsics.json").write_text('{"depth_scale": 0.001}')
     with pytest.raises(SourceError, match="intrinsics.json"):
         FolderSource(tmp_path)
+    def unreadable(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", unreadable)  # as chmod 0 would, for anyone but root
+    with pytest.raises(SourceError, match="cannot read .*intrinsics.json: .*Permission denied"):
+        FolderSource(tmp_path)
+
+
+def test_folder_frames_come_in_natural_order(tmp_path):
+    import cv2
+
+    meta = {"depth_scale": 0.001, "intrinsics": {"width": 2, "height": 2, "fx": 5, "fy": 5, "cx": 0.5, "cy": 0.5}}
+    (tmp_path / "intrinsics.json").write_text(json.dumps(meta))
+    names = ["s9/frame_2.png", "s9/frame_10.png", "s9/frame_1.png", "s10/frame_1.png", "s10/frame_0002.png"]
+    for value, name in enumerate(names):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(tmp_path / name), np.full((2, 2), value, np.uint16))
+    order = [int(f.depth[0, 0]) for f in FolderSource(tmp_path).frames()]
+    assert [names[v] for v in order] == [
+        "s9/frame_1.png", "s9/frame_2.png", "s9/frame_10.png", "s10/frame_1.png", "s10/frame_0002.png",
+    ]
 
 
 def test_synthetic_source_is_deterministic_smooth_and_has_ground_truth(hand_model, synthetic_frames):

@@ -47,6 +47,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -804,17 +805,35 @@ _INTRINSICS_FORMAT = (
 )
 
 
+def _natural_key(name: str) -> tuple:
+    """Digit runs compare as numbers: frame_2 before frame_10, s9/ before s10/."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part)
+
+
 def _png_sort_key(folder: Path, path: Path):
-    stem = path.stem
-    number = (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
-    return (path.parent.relative_to(folder).parts, number)
+    return tuple(_natural_key(part) for part in path.parent.relative_to(folder).parts), _natural_key(path.stem)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOUR_TYPES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey + alpha", 6: "RGBA"}
+
+
+def _png_header(path: Path) -> tuple[int, int, int, int] | None:
+    """(width, height, bit depth, colour type) from a PNG's IHDR chunk; None if it has none."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big"), head[24], head[25]
 
 
 class FolderSource(FrameSource):
     """16-bit depth PNGs in a folder (and its sub-folders) with an ``intrinsics.json``.
 
-    Frames come in folder order, then numeric file-name order (2.png before 10.png). The
-    timestamp of frame i is i / fps seconds and its frame number is i.
+    Frames come in natural order of folder, then file name: digit runs compare as numbers
+    (frame_2 before frame_10, s9/ before s10/). Hidden files and folders are skipped, and every
+    PNG must be a 16-bit single-channel image of the intrinsics' size. The timestamp of frame
+    i is i / fps seconds and its frame number is i.
     realtime: True paces the frames at ``fps``; False yields them as fast as consumed.
     """
 
@@ -842,18 +861,45 @@ class FolderSource(FrameSource):
             self.depth_scale = float(meta["depth_scale"])
             if not (math.isfinite(self.depth_scale) and self.depth_scale > 0):
                 raise ValueError(f"depth_scale must be a positive number of metres per unit, got {meta['depth_scale']}")
+        except OSError as exc:
+            raise SourceError(f"cannot read {meta_path}: {exc}") from exc
         except (ValueError, TypeError, AttributeError) as exc:
             raise SourceError(f"{meta_path} is not valid ({exc}); expected {_INTRINSICS_FORMAT}") from exc
         self.serial = str(meta.get("serial", ""))
-        self.files = sorted(self.path.rglob("*.png"), key=lambda p: _png_sort_key(self.path, p))
+        files = self.path.rglob("*.png")
+        # Hidden files and folders (editor and OS droppings) are not frames.
+        files = [p for p in files if not any(part.startswith(".") for part in p.relative_to(self.path).parts)]
+        self.files = sorted(files, key=lambda p: _png_sort_key(self.path, p))
         if not self.files:
             raise SourceError(f"{self.path} holds no .png depth images")
+        self._check_headers()
         k = self.intrinsics
         self.description = (
             f"folder {self.path} ({len(self.files)} depth PNGs {k.width}x{k.height}, depth unit "
             f"{1000 * self.depth_scale:g} mm, serial {self.serial or 'not given'}) at {self.fps:g} fps"
             + (" in real time" if self.realtime else "")
         )
+
+    def _check_headers(self) -> None:
+        """Refuse a folder holding a PNG that is not a depth image (an overlay saved into it,
+        a colour frame) before any frame is tracked, rather than failing half-way through."""
+        k = self.intrinsics
+        for path in self.files:
+            try:
+                header = _png_header(path)
+            except OSError as exc:
+                raise SourceError(f"cannot read {path}: {exc}") from exc
+            if header is None:
+                raise SourceError(f"{path} is not a PNG image (corrupt or renamed); move it out of {self.path}")
+            width, height, bits, colour = header
+            if bits != 16 or colour != 0:
+                kind = f"{bits}-bit {_PNG_COLOUR_TYPES.get(colour, f'colour type {colour}')}"
+                raise SourceError(
+                    f"{path} holds {kind} pixels, not depth; depth PNGs must be single-channel 16-bit "
+                    f"(raw device units). Move it out of {self.path}"
+                )
+            if (width, height) != (k.width, k.height):
+                raise SourceError(f"{path} is {width}x{height} but intrinsics.json says {k.width}x{k.height}")
 
     def __len__(self) -> int:
         return len(self.files)
