@@ -17,6 +17,7 @@ MODELS = [
     (DistortionModel.BROWN_CONRADY, (-0.05, 0.02, 0.001, -0.002, 0.003)),
     (DistortionModel.MODIFIED_BROWN_CONRADY, (0.04, -0.03, 0.002, 0.001, 0.01)),
     (DistortionModel.KANNALA_BRANDT4, FISHEYE_LIKE),
+    (DistortionModel.KANNALA_BRANDT4, (0.0,) * 5),  # the bare equidistant fisheye
 ]
 
 

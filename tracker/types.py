@@ -153,7 +153,11 @@ class CameraIntrinsics:
     @property
     def is_pinhole(self) -> bool:
         """True when pixels can be (un)projected without a distortion model."""
-        return self.distortion == DistortionModel.NONE or not any(self.coeffs)
+        if self.distortion == DistortionModel.NONE:
+            return True
+        # Zero coefficients switch a Brown-Conrady lens off, but Kannala-Brandt with zero
+        # coefficients is still the equidistant fisheye (r_d = atan r).
+        return self.distortion != DistortionModel.KANNALA_BRANDT4 and not any(self.coeffs)
 
     @property
     def matrix(self) -> np.ndarray:
