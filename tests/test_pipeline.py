@@ -640,6 +640,31 @@ def test_every_output_is_closed_when_closing_the_source_fails(hand_model):
     assert sink.closed
 
 
+@pytest.mark.parametrize("live", [True, False])
+def test_frames_the_camera_lost_count_as_dropped_live(live):
+    from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
+    from tracker.types import CameraIntrinsics, DepthFrame
+
+    k = CameraIntrinsics(16, 12, 12.0, 12.0, 7.5, 5.5)
+
+    sink = _Collect()
+
+    class Paced(_ClosableSource):
+        def frames(self):  # each frame once the last is written: none is dropped on this side
+            for index, number in enumerate((10, 11, 12, 16, 17, 3, 4)):  # 13-15 lost; 3: a restart
+                deadline = time.perf_counter() + 30
+                while len(sink.results) < index and time.perf_counter() < deadline:
+                    time.sleep(0.005)
+                yield DepthFrame(np.zeros((12, 16), np.uint16), 0.001, k, timestamp_ms=float(number), serial="s", frame_number=number)
+
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(handedness=Handedness.RIGHT))
+    summary = run_pipeline(Paced(), tracker, [sink], drop_old_frames=live)
+    assert [r.frame.frame_number for r in sink.results] == [10, 11, 12, 16, 17, 3, 4]
+    # As fast as possible every frame is the input's, gaps and all: none was dropped.
+    expected = [0, 0, 0, 3, 0, 0, 0] if live else [0] * 7
+    assert [r.dropped_before for r in sink.results] == expected and summary.dropped == sum(expected)
+
+
 def test_a_prepare_worker_follows_frames_that_change_size(hand_model):
     # Each change of size replaces the shared buffers; the worker lets go of the old ones
     # and still answers every frame from the right one.

@@ -223,9 +223,11 @@ class _NewestFrameSlot:
         self.finished = False
         self.error: BaseException | None = None
 
-    def put(self, frame: DepthFrame, stop: threading.Event, arrival: dict) -> None:
-        """Offer a frame; its arrival time is when the tracker could first have taken it."""
+    def put(self, frame: DepthFrame, stop: threading.Event, arrival: dict, lost_before: int = 0) -> None:
+        """Offer a frame; its arrival time is when the tracker could first have taken it.
+        ``lost_before``: frames the input lost just before this one (never offered)."""
         with self.condition:
+            self.dropped += lost_before
             if not self.drop_old:
                 while self.frame is not None and not stop.is_set():
                     self.condition.wait(0.1)
@@ -295,11 +297,21 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
     arrival: dict[int, float] = {}
 
     def capture() -> None:
+        # Live, the camera and the SDK's own queues drop frames too when capture falls
+        # behind; those show as gaps in the frame numbers and count as dropped. (A counter
+        # that goes back, as after a reconnect, is a restart, not a loss.)
+        last_number: dict[str, int] = {}
         try:
             for frame in source.frames():
                 if stop.is_set():
                     break
-                slot.put(frame, stop, arrival)
+                lost = 0
+                if drop_old_frames:
+                    previous_number = last_number.get(frame.serial)
+                    if previous_number is not None:
+                        lost = max(0, frame.frame_number - previous_number - 1)
+                    last_number[frame.serial] = frame.frame_number
+                slot.put(frame, stop, arrival, lost)
             slot.finish()
         except BaseException as exc:  # reported by the consumer
             slot.finish(exc)

@@ -8,7 +8,8 @@ input never loses frames already processed. The object per frame:
                 "joints_xyz_m": [[x, y, z] x 21],     # MediaPipe order, camera frame, metres
                 "joints_uv_px": [[u, v] x 21],        # depth-image pixels
                 "vertices_xyz_m": [[x, y, z] x V]}],  # only with include_vertices
-     "timings_ms": {stage: ms}, "dropped_before": int}
+     "timings_ms": {stage: ms},
+     "dropped_before": int}                   # frames lost before it (live / real time)
 """
 
 from __future__ import annotations
