@@ -200,8 +200,20 @@ def test_visible_window_without_display_is_refused(hand_model, monkeypatch):
         pytest.skip("the no-display check is for Linux (X11/Wayland)")
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    with pytest.raises(RuntimeError, match="--no-viewer"):
+    with pytest.raises(RuntimeError, match="leave out --viewer-3d"):
         Open3DViewer(hand_model.faces, visible=True)
+
+
+def test_the_command_line_says_how_to_run_headless_when_the_3d_viewer_cannot_open(monkeypatch, tmp_path, capsys):
+    from tracker.cli import main
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the no-display check is for Linux (X11/Wayland)")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    # --no-viewer concerns the overlay window; the advice must be one that works.
+    assert main(["--source", "synthetic", "--max-frames", "1", "--out", str(tmp_path / "x.jsonl"), "--no-viewer", "--viewer-3d"]) == 2
+    assert "leave out --viewer-3d" in capsys.readouterr().err
 
 
 def test_closing_the_window_requests_a_stop(viewer, hand_model):

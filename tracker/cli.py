@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-viewer", action="store_true",
         help="no live window (default: a live overlay window when a display is present; Q or Esc quits)",
     )
-    parser.add_argument("--viewer-3d", action="store_true", help="also show a live 3-D window (open3d): depth points, hand mesh, skeleton")
+    parser.add_argument("--viewer-3d", action="store_true", help="also show a live 3-D window (open3d, needs a display): depth points, hand mesh, skeleton")
     parser.add_argument("--mesh-dir", type=Path, help="write each frame's hand mesh (camera frame, metres) into this folder")
     parser.add_argument("--mesh-format", choices=["ply", "obj"], default="ply", help="mesh file format for --mesh-dir (default %(default)s)")
     parser.add_argument("--record", type=Path, help="while tracking a live camera, record its depth to this .db3")

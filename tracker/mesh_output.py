@@ -197,15 +197,15 @@ class Open3DViewer:
             # The legacy Visualizer would fall back to an offscreen context and "succeed"
             # with no window anywhere: a live view nobody can see.
             raise RuntimeError(
-                "no display for the 3-D viewer (DISPLAY/WAYLAND_DISPLAY not set); run with --no-viewer, "
-                "or use the mesh/video outputs when headless"
+                "no display for the 3-D viewer (DISPLAY/WAYLAND_DISPLAY not set); leave out --viewer-3d, "
+                "and use --mesh-dir or --video when headless"
             )
         # The key-callback flavour is still the legacy Visualizer, plus keyboard hooks.
         self._vis = o3d.visualization.VisualizerWithKeyCallback()
         if not self._vis.create_window(window_name=window_name, width=int(width), height=int(height), visible=visible):
             raise RuntimeError(
                 "open3d could not open the 3-D viewer window (no display or no OpenGL/EGL here); "
-                "run with --no-viewer, or use the mesh/video outputs when headless"
+                "leave out --viewer-3d, and use --mesh-dir or --video when headless"
             )
         options = self._vis.get_render_option()
         options.background_color = np.asarray(_BACKGROUND_RGB)
