@@ -640,6 +640,36 @@ def test_every_output_is_closed_when_closing_the_source_fails(hand_model):
     assert sink.closed
 
 
+def test_a_signal_while_the_stop_handlers_go_in_still_closes_everything(monkeypatch):
+    import tracker.pipeline as pipeline
+    from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
+
+    installed = []
+    real_signal = signal.signal
+
+    def interrupted_on_the_second(signum, handler):
+        if installed:
+            raise KeyboardInterrupt  # Ctrl-C just as the second handler goes in
+        installed.append((signum, real_signal(signum, handler)))
+        return installed[-1][1]
+
+    monkeypatch.setattr(pipeline.signal, "signal", interrupted_on_the_second)
+    source, sink = _ClosableSource(), _Collect()
+    sink.closed = False
+    sink.close = lambda: setattr(sink, "closed", True)
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(handedness=Handedness.RIGHT))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_pipeline(source, tracker, [sink], drop_old_frames=False)
+        put_back = [signal.getsignal(signum) is handler for signum, handler in installed]
+    finally:
+        monkeypatch.undo()
+        for signum, handler in installed:  # in case the run did not
+            signal.signal(signum, handler)
+    assert source.closed and sink.closed
+    assert put_back == [True]  # the handler that went in before the interrupt
+
+
 @pytest.mark.parametrize("live", [True, False])
 def test_frames_the_camera_lost_count_as_dropped_live(live):
     from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline

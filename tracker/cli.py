@@ -153,13 +153,21 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"source: {source.description}; backend: {args.backend}; writing {args.out}")
     try:
+        print(f"source: {source.description}; backend: {args.backend}; writing {args.out}")
         # Closes the source and the sinks whatever happens.
         summary = run_pipeline(source, tracker, sinks, drop_old_frames=realtime, max_frames=max_frames)
     except (OSError, PrepareWorkerEnded) as exc:  # an output that cannot be written, a worker killed
         print(f"error: {exc}; the frames processed before it are in {args.out}", file=sys.stderr)
         return 1
+    except BaseException:
+        # A signal before run_pipeline took over: close here (closing twice is harmless).
+        for part in (*sinks, source):
+            try:
+                part.close()
+            except Exception:
+                pass
+        raise
     stats = summary.stats()
     latency = "" if stats["latency_ms_p50"] is None else f", latency p50 {stats['latency_ms_p50']:.1f} ms, p99 {stats['latency_ms_p99']:.1f} ms"
     print(

@@ -339,14 +339,16 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
         return frame, dropped
 
     previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for name in GROUP_STOP_SIGNALS:  # SIGHUP: the terminal or ssh session went away
-            # An ignored signal stays ignored (SIGHUP under nohup).
-            if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN:
-                previous[getattr(signal, name)] = signal.signal(getattr(signal, name), request_stop)
     thread = threading.Thread(target=capture, name="capture", daemon=True)
     first_taken = last_written = None
     try:
+        # In here: a signal landing while the handlers go in still closes the source and
+        # sinks, and the handlers already replaced are put back.
+        if threading.current_thread() is threading.main_thread():
+            for name in GROUP_STOP_SIGNALS:  # SIGHUP: the terminal or ssh session went away
+                # An ignored signal stays ignored (SIGHUP under nohup).
+                if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN:
+                    previous[getattr(signal, name)] = signal.signal(getattr(signal, name), request_stop)
         if workers > 0:  # in here: a failure to start them still closes the source and sinks
             ahead = PrepareWorkers(workers, tracker.prepare_config, tracker.side_classifier)
         thread.start()
