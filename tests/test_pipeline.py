@@ -644,14 +644,17 @@ def test_a_signal_while_the_stop_handlers_go_in_still_closes_everything(monkeypa
     import tracker.pipeline as pipeline
     from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
 
-    installed = []
+    installed, calls = [], []
     real_signal = signal.signal
 
     def interrupted_on_the_second(signum, handler):
-        if installed:
+        calls.append(signum)
+        if len(calls) == 2:
             raise KeyboardInterrupt  # Ctrl-C just as the second handler goes in
-        installed.append((signum, real_signal(signum, handler)))
-        return installed[-1][1]
+        previous = real_signal(signum, handler)
+        if len(calls) == 1:
+            installed.append((signum, previous))
+        return previous
 
     monkeypatch.setattr(pipeline.signal, "signal", interrupted_on_the_second)
     source, sink = _ClosableSource(), _Collect()
