@@ -1,6 +1,7 @@
 """Mesh files and the open3d viewer, on a synthetic frame: a flat wall with the rest-pose
 hand held up 0.5 m in front of the camera, palm towards it, fingers up."""
 
+import dataclasses
 import sys
 
 import numpy as np
@@ -100,6 +101,21 @@ def test_frame_without_hand_writes_nothing(tmp_path, hand_model):
     sink.write(make_result(hand_model, hand=False))
     assert (tmp_path / "new" / "dir").is_dir() and not any((tmp_path / "new" / "dir").iterdir())
     assert sink.files_written == 0
+
+
+def test_a_frame_counter_that_restarts_writes_a_new_part_and_overwrites_nothing(tmp_path, hand_model):
+    sink = MeshSink(tmp_path, hand_model.faces)
+    names = []
+    for number in (7, 8, 2, 3, 3):  # the camera restarted at 2 after a reconnect; then a repeat
+        result = make_result(hand_model)
+        result = dataclasses.replace(result, frame=dataclasses.replace(result.frame, frame_number=number))
+        sink.write(result)
+        names += [p.name for p in sink.last_paths]
+    assert names == [
+        "frame_000007_right.ply", "frame_000008_right.ply", "frame_000002_right-part2.ply",
+        "frame_000003_right-part2.ply", "frame_000003_right-part3.ply",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
 
 
 def test_unknown_format_is_refused(tmp_path, hand_model):

@@ -93,11 +93,16 @@ class MeshSink:
         self.fmt = fmt
         self.files_written = 0
         self.last_paths: list[Path] = []
+        # A frame counter that goes back (a camera restarted after a reconnect) starts a new
+        # part, named like the recording's -partN files, so no earlier mesh is overwritten.
+        self._part = 1
+        self._last_frame_number: int | None = None
 
     def path_for(self, frame_number: int, handedness: Handedness, index: int = 0) -> Path:
         # A second hand of the same side in one frame must not overwrite the first.
         suffix = f"_{index}" if index else ""
-        return self.directory / f"frame_{int(frame_number):06d}_{Handedness(handedness).value}{suffix}.{self.fmt}"
+        part = f"-part{self._part}" if self._part > 1 else ""
+        return self.directory / f"frame_{int(frame_number):06d}_{Handedness(handedness).value}{suffix}{part}.{self.fmt}"
 
     def _mesh(self, hand: HandEstimate):
         o3d = self._o3d
@@ -113,6 +118,10 @@ class MeshSink:
 
     def write(self, result: FrameResult) -> None:
         self.last_paths = []
+        number = int(result.frame.frame_number)
+        if self._last_frame_number is not None and number <= self._last_frame_number:
+            self._part += 1
+        self._last_frame_number = number
         seen: dict[str, int] = {}
         for hand in result.hands:
             side = Handedness(hand.handedness).value
