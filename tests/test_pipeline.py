@@ -390,6 +390,8 @@ def test_ray_frame_crops_for_the_network_and_a_camera_frame_crop_for_the_side_cl
     from tracker.prepare import prepare_frame
 
     class Recorder:
+        crop_size, cube_size_m = 64, None  # the shipped classifier's crop, the tracker's cube
+
         def logit(self, depth):
             self.depth = depth
             return 1.0
@@ -403,6 +405,28 @@ def test_ray_frame_crops_for_the_network_and_a_camera_frame_crop_for_the_side_cl
         np.testing.assert_array_equal(crop.depth, expected.depth)
     camera = make_crop(frame.depth_m(), frame.intrinsics, prepared.centre, config.cube_size_m, Handedness.RIGHT)
     np.testing.assert_array_equal(classifier.depth, camera.depth)
+
+
+def test_the_side_classifier_gets_crops_of_its_own_cube_and_size(hand_model):
+    import dataclasses as dc
+
+    from tracker.crop import make_crop
+    from tracker.prepare import prepare_frame
+
+    class Recorder:
+        crop_size, cube_size_m = 48, 0.22  # trained on other crops than the network's
+
+        def logit(self, depth):
+            self.depth = depth
+            return 1.0
+
+    frame = next(iter(SyntheticSource(seed=6, max_frames=1, hand_model=hand_model).frames()))
+    classifier = Recorder()
+    config = dc.replace(_prepare_config(), cube_size_m=0.30)
+    prepared = prepare_frame(frame.depth_m(), frame.intrinsics, None, config, classifier)
+    assert prepared.crops[Handedness.RIGHT].depth.shape == (64, 64)
+    own = make_crop(frame.depth_m(), frame.intrinsics, prepared.centre, 0.22, Handedness.RIGHT, crop_size=48)
+    np.testing.assert_array_equal(classifier.depth, own.depth)
 
 
 def test_the_tracker_crops_in_the_frame_its_weights_were_trained_in(hand_model):
@@ -431,6 +455,8 @@ def test_a_side_left_to_the_tracker_is_judged_on_the_camera_frame_crop(hand_mode
     from tracker.prepare import prepare_frame
 
     class Recorder:
+        crop_size, cube_size_m = 64, None  # the shipped classifier's crop, the tracker's cube
+
         def logit(self, depth):
             self.depth = depth
             return 1.0

@@ -46,6 +46,8 @@ def test_nan_is_no_evidence_and_reset_starts_over():
 class _FakeClassifier:
     """Returns the logits it is given, in turn, and records what it was shown."""
 
+    crop_size, cube_size_m = 64, None  # the shipped classifier's crop, the tracker's cube
+
     def __init__(self, logits):
         self.logits = list(logits)
         self.seen = []

@@ -175,7 +175,7 @@ class HandTracker:
         logit = prepared.right_logit
         if logit is None:  # prepared without the classifier (see PrepareWorkers)
             t0 = time.perf_counter()
-            depth = side_classifier_crop(*pinhole_view(frame.depth_m(), frame.intrinsics), prepared.centre, self.prepare_config, prepared.crops)
+            depth = side_classifier_crop(*pinhole_view(frame.depth_m(), frame.intrinsics), prepared.centre, self.prepare_config, prepared.crops, self.side_classifier)
             logit = self.side_classifier.logit(depth)
             timings["side"] = 1e3 * (time.perf_counter() - t0)
         side = Handedness.LEFT if self._side_vote.update(logit) == Handedness.LEFT else Handedness.RIGHT

@@ -58,13 +58,26 @@ class Prepared:
 
 
 def side_classifier_crop(
-    depth_m: np.ndarray, intrinsics: CameraIntrinsics, centre: np.ndarray, config: PrepareConfig, crops: dict[Handedness, HandCrop]
+    depth_m: np.ndarray,
+    intrinsics: CameraIntrinsics,
+    centre: np.ndarray,
+    config: PrepareConfig,
+    crops: dict[Handedness, HandCrop],
+    classifier: SideClassifier,
 ) -> np.ndarray:
-    """(S, S) depth the side classifier takes: the unmirrored crop in the camera frame it was
-    trained in, the network's own right-hand crop when that is in the same frame."""
-    if config.crop_frame == CropFrame.CAMERA and Handedness.RIGHT in crops:
-        return crops[Handedness.RIGHT].depth
-    return make_crop(depth_m, intrinsics, centre, config.cube_size_m, Handedness.RIGHT).depth
+    """(S, S) depth the side classifier takes: the unmirrored crop in the camera frame, of
+    the cube and size it was trained on; the network's own right-hand crop when that is the
+    same crop."""
+    cube_size_m = classifier.cube_size_m or config.cube_size_m
+    right = crops.get(Handedness.RIGHT)
+    if (
+        config.crop_frame == CropFrame.CAMERA
+        and right is not None
+        and cube_size_m == config.cube_size_m
+        and right.depth.shape == (classifier.crop_size, classifier.crop_size)
+    ):
+        return right.depth
+    return make_crop(depth_m, intrinsics, centre, cube_size_m, Handedness.RIGHT, crop_size=classifier.crop_size).depth
 
 
 def prepare_frame(
@@ -91,7 +104,7 @@ def prepare_frame(
     timings["crop"] = 1e3 * (t2 - t1)
     right_logit = None
     if config.handedness is None and classifier is not None:
-        right_logit = classifier.logit(side_classifier_crop(depth_m, intrinsics, centre, config, crops))
+        right_logit = classifier.logit(side_classifier_crop(depth_m, intrinsics, centre, config, crops, classifier))
         timings["side"] = 1e3 * (time.perf_counter() - t2)
     return Prepared(centre, crops, right_logit, timings)
 

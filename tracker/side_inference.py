@@ -30,6 +30,9 @@ class SideClassifier:
         self.manifest = manifest
         self.onnx_bytes = onnx_bytes
         self.crop_size = int(manifest["network"]["crop_size"])
+        #: Edge of the cube its crops were cut from (m); None in a manifest that does not
+        #: say, which then takes the tracker's.
+        self.cube_size_m = float(manifest["cube_size_m"]) if manifest.get("cube_size_m") is not None else None
         self._feed = np.empty((1, 1, self.crop_size, self.crop_size), np.float32)
 
     @classmethod
