@@ -151,7 +151,7 @@ def umeyama(source, target):
         for r in range(3):
             for c in range(3):
                 cov[r, c] += dt[r] * ds[c]
-    if n < 3 or var_s < 1e-18:
+    if n < 3 or var_s < 1e-18 * n:  # the kernel's rule: a spread under 1 nm per point
         out[:3, 3] = mu_t - mu_s
         return out
     cov /= n

@@ -625,7 +625,8 @@ def test_a_stop_request_keeps_an_input_error_and_an_empty_run_has_no_latency():
     assert stats["latency_ms_p50"] is None and stats["latency_ms_p99"] is None and stats["frames_per_second"] == 0.0
 
 
-@pytest.mark.parametrize("case", ["nan", "at the camera", "fine"])
+@pytest.mark.parametrize("case", ["nan", "at the camera", "far outside the cube", "no hand", "fine"])
+@pytest.mark.filterwarnings("error")  # a very negative logit must not overflow on the way
 def test_an_estimate_that_is_not_finite_or_at_the_camera_has_no_confidence(hand_model, case):
     from tracker.crop import make_crop
     from tracker.estimator import HandEstimator
@@ -636,7 +637,10 @@ def test_an_estimate_that_is_not_finite_or_at_the_camera_has_no_confidence(hand_
             vertices = np.zeros((1, len(hand_model.template_vertices), 3), np.float32)
             if case == "nan":
                 vertices[0, 7] = np.nan
-            return {"vertices": vertices, "hand_logit": np.full((1, 1, 64, 64), 5.0, np.float32), "mesh_coords": np.zeros((1, 2, 64, 64), np.float32)}
+            if case == "far outside the cube":  # finite, but 5 m behind the crop: a failure
+                vertices[..., 2] = 40.0
+            logit = -1000.0 if case == "no hand" else 5.0
+            return {"vertices": vertices, "hand_logit": np.full((1, 1, 64, 64), logit, np.float32), "mesh_coords": np.zeros((1, 2, 64, 64), np.float32)}
 
     k = CameraIntrinsics(160, 120, 120.0, 120.0, 79.5, 59.5)
     depth = np.full((120, 160), 0.5, np.float32)

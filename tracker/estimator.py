@@ -23,6 +23,9 @@ from tracker.types import CameraIntrinsics, HandCrop, HandEstimate
 #: Joints nearer than this are not a hand the camera can have seen (depth cameras start at
 #: ~0.1-0.2 m).
 MIN_JOINT_DEPTH_M = 0.02
+#: Joints further than this many cube edges from the crop centre are a network failure, not
+#: a hand in the crop (the hand fills a cube of about its own size).
+MAX_JOINT_REACH_CUBES = 1.0
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,8 @@ class HandEstimator:
         t2 = time.perf_counter()
         timings["network"] = 1e3 * (t1 - t0)
         timings["refit"] = 1e3 * (t2 - t1)
-        hand_probability = 1.0 / (1.0 + np.exp(-outputs["hand_logit"][0, 0]))
+        # The logistic as a tanh: no overflow (and warning) for very negative logits.
+        hand_probability = 0.5 * (1.0 + np.tanh(0.5 * outputs["hand_logit"][0, 0]))
         return (
             NetworkOutput(
                 initial_vertices=crop_to_camera(vertices_crop, crop),
@@ -82,10 +86,16 @@ class HandEstimator:
     @staticmethod
     def to_estimate(crop: HandCrop, output: NetworkOutput, timings: dict[str, float], intrinsics: CameraIntrinsics) -> HandEstimate:
         """The reported estimate for one crop's network output. Confidence 0 (dropped by the
-        tracker) when it is not finite or reaches to the camera or behind it (a crop cube
-        around a centre nearer than half its size)."""
+        tracker) when it is not finite, reaches to the camera or behind it (a crop cube
+        around a centre nearer than half its size), or lies far outside its crop's cube."""
         joints = output.joints
-        usable = bool(np.all(np.isfinite(joints)) and np.all(joints[:, 2] >= MIN_JOINT_DEPTH_M) and np.all(np.isfinite(output.refined_vertices)))
+        reach = np.abs(joints - crop.center_cam_m).max() if joints.size else 0.0
+        usable = bool(
+            np.all(np.isfinite(joints))
+            and np.all(joints[:, 2] >= MIN_JOINT_DEPTH_M)
+            and np.all(np.isfinite(output.refined_vertices))
+            and reach <= MAX_JOINT_REACH_CUBES * crop.cube_size_m
+        )
         uv = project(joints, intrinsics)  # into the stream's own image, through its lens
         visible = crop.depth < 1.0
         confidence = float((output.hand_probability[visible] > 0.5).mean()) if visible.any() and usable else 0.0
