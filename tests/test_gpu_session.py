@@ -37,7 +37,7 @@ def test_gpu_session_smoke_run_brings_back_every_result(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = (out / "session.log").read_text()
     runs = {"ahead3": (3, False), "ahead0": (0, False), "ahead3_replayed_network": (3, True)}
-    for stage in ("backend tests", "network speed", *(f"pipeline ({name})" for name in runs), "training", "packing"):
+    for stage in ("compile", "backend tests", "network speed", *(f"pipeline ({name})" for name in runs), "training", "packing"):
         assert f"=== {stage}" in log
     assert "failed" not in log
     speed = json.loads((out / "network_speed_gpu.json").read_text())
@@ -66,7 +66,7 @@ def test_gpu_session_measurements_give_way_to_the_training_when_time_is_short(tm
     )
     assert done.returncode == 1
     log = (tmp_path / "out" / "session.log").read_text()
-    for stage in ("backend tests", "network speed", "pipeline (ahead3)", "pipeline (ahead0)", "pipeline (ahead3_replayed_network)"):
+    for stage in ("compile", "backend tests", "network speed", "pipeline (ahead3)", "pipeline (ahead0)", "pipeline (ahead3_replayed_network)"):
         assert f"!!! {stage} skipped: no time left before the training" in log
     assert "training skipped" in log
     assert not list((tmp_path / "out").glob("*.json"))
