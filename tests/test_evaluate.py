@@ -184,4 +184,10 @@ def test_held_out_frames_are_checked_against_the_training_stream(monkeypatch):
     # stream's seed of j + 3), the shared frames are named.
     monkeypatch.setattr(evaluate, "sample_seed", lambda stream, index: index if stream == evaluate.EVAL_STREAM_SEED else index + 3)
     assert evaluate.training_stream_overlap(5, manifest, progress=False)["frames_that_are_training_samples"] == [3, 4]
+    # With several data lanes the stream ends past the count drawn: checked to its end.
+    manifest["training"]["stream_end"] = 500 + 2 * evaluate.TRAINING_INDEX_MARGIN
+    monkeypatch.setattr(evaluate, "sample_seed", lambda stream, index: index if stream == evaluate.EVAL_STREAM_SEED else index - 500 - 15_000)
+    overlap = evaluate.training_stream_overlap(5, manifest, progress=False)
+    assert overlap["training_stream_indices_checked"] == 500 + 3 * evaluate.TRAINING_INDEX_MARGIN
+    assert overlap["frames_that_are_training_samples"] == [0, 1, 2, 3, 4]
     assert "share a seed" in evaluate._overlap_lines({"training_stream_indices_checked": 9, "frames_that_are_training_samples": [3]})[0]

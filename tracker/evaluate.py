@@ -67,7 +67,10 @@ def training_stream_overlap(count: int, manifest: dict, progress: bool = True) -
     from tracker.train import TRAIN_STREAM_SEED
 
     training = manifest.get("training") or {}
-    checked = int(training.get("samples_seen_total", training.get("samples_seen", 0))) + TRAINING_INDEX_MARGIN
+    drawn = int(training.get("samples_seen_total", training.get("samples_seen", 0)))
+    # Lanes resume where each stopped, so the stream can end past the count drawn (by up to
+    # a round of lanes x batch per stage); where the export records its end, check to there.
+    checked = max(drawn, int(training.get("stream_end", 0))) + TRAINING_INDEX_MARGIN
     held_out = {sample_seed(EVAL_STREAM_SEED, i): i for i in range(count)}
     shared = []
     chunk = 100_000
