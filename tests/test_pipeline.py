@@ -668,6 +668,12 @@ def test_every_output_is_closed_when_closing_the_source_fails(hand_model):
     with pytest.raises(OSError, match="device vanished"):
         run_pipeline(BadClose(), tracker, [sink], drop_old_frames=False)
     assert sink.closed
+    # The same from inside an except block: the exception handled there is not this run's.
+    try:
+        raise ValueError("handled by the caller")
+    except ValueError:
+        with pytest.raises(OSError, match="device vanished"):
+            run_pipeline(BadClose(), tracker, [sink], drop_old_frames=False)
 
 
 def test_a_signal_while_the_stop_handlers_go_in_still_closes_everything(monkeypatch):

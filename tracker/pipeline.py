@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import sys
 import threading
 import time
 from collections import deque
@@ -339,6 +338,7 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
         return frame, dropped
 
     previous = {}
+    ran_through = False
     thread = threading.Thread(target=capture, name="capture", daemon=True)
     first_taken = last_written = None
     try:
@@ -395,6 +395,7 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
         if slot.error is not None:
             summary.error = str(slot.error)
             summary.stopped_by = "input error"
+        ran_through = True
     finally:
         stop.set()
         # Each part is closed even when one before it fails (a video must still get its
@@ -418,6 +419,8 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
             signal.signal(sig, handler)
         if first_taken is not None and last_written is not None:
             summary.seconds = last_written - first_taken
-        if failures and sys.exc_info()[1] is None:
+        # A failure to close is raised only when nothing else is on its way out (not
+        # sys.exc_info(): called from an except block, that is the caller's exception).
+        if failures and ran_through:
             raise failures[0]
     return summary
