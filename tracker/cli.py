@@ -21,13 +21,13 @@ DEFAULT_SYNTHETIC_FRAMES = 120
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="run_tracker.py",
         description="Track a hand (mesh + 21 keypoints, metres, camera frame) in depth frames with Dual Grid Net. "
         "With no --source: a connected RealSense camera, else the built-in synthetic input (no camera needed).",
     )
     parser.add_argument(
         "--source",
-        help="realsense | realsense:SERIAL | FILE.db3 | FILE.bag | DIR (16-bit PNGs + intrinsics.json) | synthetic",
+        help="realsense | realsense:SERIAL | FILE.db3 | FILE.bag | DIR (16-bit PNGs + intrinsics.json) | "
+        "synthetic[:SEED[:left|right]] (the renderer; %d frames unless --max-frames)" % DEFAULT_SYNTHETIC_FRAMES,
     )
     parser.add_argument("--out", type=Path, default=Path("out/tracking.jsonl"), help="JSON-lines output, one object per frame (default %(default)s)")
     parser.add_argument("--out-vertices", action="store_true", help="also write the 1159 mesh vertices per hand")
@@ -46,7 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mesh-format", choices=["ply", "obj"], default="ply", help="mesh file format for --mesh-dir (default %(default)s)")
     parser.add_argument("--record", type=Path, help="while tracking a live camera, record its depth to this .db3")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames (synthetic default: %d)" % DEFAULT_SYNTHETIC_FRAMES)
-    parser.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None, help="play recordings at their own pace (default) or as fast as possible (--no-realtime)")
+    parser.add_argument(
+        "--realtime", action=argparse.BooleanOptionalAction, default=None,
+        help="pace the input in real time (the default for recordings; a camera runs in real time only) or take "
+        "every frame as fast as possible (--no-realtime; the default for folders and synthetic input)",
+    )
     parser.add_argument("--smooth", action="store_true", help="smooth the joints over time (One-Euro filter)")
     parser.add_argument("--weights", type=Path, help="network weights directory (default: the shipped weights/)")
     parser.add_argument(

@@ -1237,7 +1237,7 @@ class SyntheticSource(FrameSource):
 
 SOURCE_FORMS = (
     "'realsense' (the first connected camera), 'realsense:SERIAL', a recording 'FILE.db3' or 'FILE.bag', "
-    "a folder of 16-bit depth PNGs with intrinsics.json, 'synthetic' or 'synthetic:SEED'"
+    "a folder of 16-bit depth PNGs with intrinsics.json, 'synthetic', 'synthetic:SEED' or 'synthetic:SEED:left|right'"
 )
 
 
