@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole GPU job in one call of at most ten minutes, for a machine with an NVIDIA GPU and
-# PyTorch (CUDA) but nothing of this project installed:
+# The whole GPU job in one run of at most ten minutes (a short rented slot), for a machine
+# with an NVIDIA GPU and PyTorch (CUDA) but nothing of this project installed:
 #
 #   OUT=/some/dir bash benchmarks/gpu_session.sh [BUDGET_SECONDS]      (default 540)
 #
@@ -14,8 +14,8 @@
 #    budget (the learning-rate schedule ends with the time), then export.
 #
 # The short measurements come first and each result is written to $OUT as soon as it
-# exists, so a call cut short still brings back what was done. What comes back ($OUT, at
-# most 8 files): session.log (everything printed), network_speed_gpu.json,
+# exists, so a run cut short still leaves what was done. The results ($OUT, at most 8 files,
+# each small enough to copy back from a remote machine): session.log (everything printed), network_speed_gpu.json,
 # pipeline_speed_gpu_ahead3.json, pipeline_speed_gpu_ahead0.json,
 # pipeline_speed_gpu_ahead3_replayed_network.json and gpu_training.tar.gz (export/ with dgn.pt, dgn.onnx, dgn.json; metrics.csv, config.json,
 # summary.json). Then, where the project is installed:
@@ -68,7 +68,7 @@ else
   train_reserve=120
 fi
 
-# tr holds its output back in a pipe; line by line, a call cut short still logs what ran.
+# tr holds its output back in a pipe; line by line, a run cut short still logs what ran.
 line_buffered=""
 command -v stdbuf >/dev/null 2>&1 && line_buffered="stdbuf -oL"
 
@@ -79,7 +79,7 @@ stage() {  # stage NAME: log the stage's start, seconds into the job and seconds
 }
 
 # Seconds before the deadline that a stage may not run into: the training's, until it starts.
-# So a slow or stuck measurement costs that measurement, not the whole call.
+# So a slow or stuck measurement costs that measurement, not the whole run.
 held_back=$((train_overhead + train_reserve))
 
 # run_stage NAME SECONDS COMMAND...: run with a time limit, log its output, note a failure.
@@ -159,7 +159,7 @@ if [ "$train_seconds" -lt 30 ]; then
   failed+=("training")
 else
   minutes=$(awk "BEGIN { printf \"%.2f\", $train_seconds / 60 }")
-  # Nothing of an earlier call on the same machine may be packed as this one's result.
+  # Nothing of an earlier run on the same machine may be packed as this one's result.
   rm -rf "$run"
   held_back=0
   # The hard limit leaves the export room to finish; a run killed before it still leaves its

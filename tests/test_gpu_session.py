@@ -1,7 +1,8 @@
 """The GPU job script, run tiny on the CPU: every stage runs and leaves its result in $OUT.
 
-A GPU machine is lent rarely and briefly, so the script must work the first time there;
-this checks its wiring (stage order, arguments, file names, packing) on any machine.
+GPU time is scarce and usually rented by the minute, so the script must work the first
+time there; this checks its wiring (stage order, arguments, file names, packing) on any
+machine.
 """
 
 import json
@@ -52,7 +53,7 @@ def test_gpu_session_smoke_run_brings_back_every_result(tmp_path):
     assert {"export/dgn.pt", "export/dgn.onnx", "export/dgn.json", "metrics.csv", "summary.json"} <= names
     assert "export/stale.txt" not in names
     assert summary["examples_trained"] == 4 * 2 and summary["samples_seen"] >= 2  # smoke: 4 steps of 2, replayed
-    # What the device tool brings back: at most 8 files, each under 16 MiB.
+    # Small enough to copy back from a remote machine: at most 8 files, each under 16 MiB.
     files = [p for p in out.rglob("*") if p.is_file()]
     assert len(files) <= 8 and all(p.stat().st_size < 16 * 2**20 for p in files)
 

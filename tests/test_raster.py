@@ -252,7 +252,7 @@ def test_sphere_backprojection_on_reported_face(sphere_render):
     covered = fidx >= 0
     pts = backproject_image(depth)[covered]
     tri = verts[faces[fidx[covered]]]
-    # Brief asks for < 1e-5 m; the float32 depth alone allows ~3e-8 m.
+    # The raster's contract is < 1e-5 m; the float32 depth alone allows ~3e-8 m.
     assert plane_distance(pts, tri).max() < 1e-6
     # The barycentrics put the point inside that face, at that same place.
     p_interp = np.einsum("ni,nij->nj", bary[covered].astype(np.float64), tri)

@@ -94,7 +94,7 @@ def test_numba_and_torch_refits_agree(hand_model):
     noisy = posed + rng.normal(0, 0.004, posed.shape).astype(np.float32)
     reference = refit.fit(noisy)
     vertices, joints, transforms = refit.fit_torch(torch.tensor(noisy[None], dtype=torch.float64))
-    # The acceptance bound is 1e-5 m; both run in float64, so they agree far tighter.
+    # The two refits are specified to agree to 1e-5 m; both run in float64, so they agree far tighter.
     assert np.abs(vertices[0].numpy() - reference.vertices).max() < 1e-5
     assert np.abs(joints[0].numpy() - reference.joints).max() < 1e-5
     np.testing.assert_allclose(transforms[0].numpy(), reference.part_transforms, atol=1e-6)
