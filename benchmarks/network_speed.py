@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--weights", type=Path, default=WEIGHTS_DIR, help="exported weights directory (default %(default)s)"
     )
-    parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated, from: %(default)s")
+    parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated (default: all of %(default)s)")
     parser.add_argument("--iterations", type=int, default=300, help="timed runs per backend (default %(default)s)")
     parser.add_argument("--warmup", type=int, default=30, help="untimed runs first (default %(default)s)")
     parser.add_argument(

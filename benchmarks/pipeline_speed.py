@@ -106,8 +106,8 @@ class _LoopedFrames(FrameSource):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline_speed", description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=2000, help="frames in the recording (default %(default)s)")
-    parser.add_argument("--backend", default="onnxruntime", help="onnxruntime | onnxruntime-int8 | torch | torch-cuda | tensorrt")
+    parser.add_argument("--frames", type=int, default=2000, help="frames played: the recording's length, or with --input memory the frames looped through (default %(default)s)")
+    parser.add_argument("--backend", default="onnxruntime", help="onnxruntime | onnxruntime-int8 | torch | torch-cuda | tensorrt (default %(default)s)")
     parser.add_argument(
         "--segment-ahead", type=int, default=None, metavar="N",
         help="segment the next N frames in N worker processes beside the network "
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "--warmup", type=int, default=None, metavar="N",
         help="frames left out of the speed figures (default 100, or a fifth of --frames if that is fewer)",
     )
-    parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>.json)")
+    parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>[_memory][_replayed_network].json)")
     args = parser.parse_args(argv)
     # Imported here, not at the top: segmentation worker processes import this module again
     # when they start, and need none of torch, numba or the inference runtimes.

@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=SegmentationBenchConfig.frames, help="frames per sequence (default %(default)s)")
     parser.add_argument("--first-seed", type=int, default=SegmentationBenchConfig.first_seed, help="seed of the first sequence (default %(default)s)")
     parser.add_argument("--real-dir", type=Path, default=REAL_DIR, help="labelled real frames (default: the SR305 test frames)")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "segmentation_accuracy.json", help="result JSON (a PNG goes next to it)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "segmentation_accuracy.json", help="result JSON, a PNG goes next to it (default benchmarks/results/segmentation_accuracy.json)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.sequences < 1 or args.frames < 1:

@@ -3,16 +3,16 @@
     python -m tracker.evaluate                       # weights/ -> weights/eval/, weights/MODEL_CARD.md
 
 1. A held-out synthetic set (its own seed stream, with sensor noise; the frames whose seed
-   a training sample shares, if any, are named: ``training_overlap``), cropped exactly as in training: mean joint error of the refitted keypoints, mean
-   vertex error of P_s and of P_r (mm), per-joint errors and the success-frame curve
-   (fraction of frames whose largest joint error is below t, t = 0..80 mm) as JSON and PNG,
+   a training sample shares, if any, are named: ``training_overlap``), cropped exactly as
+   in training: mean joint error of the refitted keypoints, mean vertex error of P_s and
+   of P_r (mm), per-joint errors and the success-frame curve (fraction of frames whose largest joint error is below t, t = 0..80 mm) as JSON and PNG,
    and a sheet of the frames with the largest errors (truth beside estimate) to see where
    the network fails.
 2. Real RealSense SR305 frames (no labels): the hand is found by the nearest-object
    segmentation, and the self-supervised fitting error is the median distance (mm) of the
    crop's hand points to the predicted mesh surface; an overlay sheet shows the fits.
 3. With the default backend, the 8-bit network too when the weights have one
-   (``tracker.quantize``): the held-out set of 1, the same frames, so the two compare.
+   (``tracker.quantize``): the same held-out frames as in 1., so the two compare.
 """
 
 from __future__ import annotations
@@ -299,7 +299,11 @@ def _overlap_lines(overlap: dict | None) -> list[str]:
     if overlap is None:
         return []
     shared = overlap["frames_that_are_training_samples"]
-    checked = f"the first {overlap['training_stream_indices_checked']:,} samples of the training stream"
+    # More than were drawn: the stream's end, with a margin for the data lanes' read-ahead.
+    checked = (
+        f"the first {overlap['training_stream_indices_checked']:,} samples of the training stream "
+        f"(to where the weights' training stopped, and {TRAINING_INDEX_MARGIN:,} beyond for the data workers' read-ahead)"
+    )
     if not shared:
         return [f"None of these frames is a training sample (their seeds checked against {checked}).", ""]
     return [f"Frames {shared} share a seed with one of {checked}, so they are training samples too.", ""]
@@ -460,12 +464,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="weights directory (default %(default)s)")
     parser.add_argument("--backend", default="onnxruntime", choices=list(BACKENDS), help="inference backend (default %(default)s)")
     parser.add_argument("--frames", type=int, default=1000, help="held-out synthetic frames (default %(default)s)")
-    parser.add_argument("--real-dir", type=Path, default=DEFAULT_REAL_DIR, help="folder of real depth PNGs + intrinsics.json")
+    parser.add_argument("--real-dir", type=Path, default=DEFAULT_REAL_DIR, help="folder of real depth PNGs + intrinsics.json (default %(default)s)")
     parser.add_argument("--out", type=Path, help="results directory (default WEIGHTS/eval)")
     parser.add_argument("--no-model-card", action="store_true", help="do not (re)write WEIGHTS/MODEL_CARD.md")
     parser.add_argument(
         "--crop-frame", choices=[f.value for f in CropFrame],
-        help="crop in this frame instead of the one the weights were trained in (a diagnostic; implies --no-model-card)",
+        help="crop in this frame instead of the one the weights were trained in (a diagnostic: needs --out, writes no model card)",
     )
     args = parser.parse_args(argv)
     if args.frames < 1:
