@@ -5,9 +5,9 @@
 1. A held-out synthetic set (its own seed stream, with sensor noise; the frames whose seed
    a training sample shares, if any, are named: ``training_overlap``), cropped exactly as
    in training: mean joint error of the refitted keypoints, mean vertex error of P_s and
-   of P_r (mm), per-joint errors and the success-frame curve (fraction of frames whose largest joint error is below t, t = 0..80 mm) as JSON and PNG,
-   and a sheet of the frames with the largest errors (truth beside estimate) to see where
-   the network fails.
+   of P_r (mm), per-joint errors and the success-frame curve (fraction of frames whose
+   largest joint error is below t, t = 0..80 mm) as JSON and PNG, and a sheet of the
+   frames with the largest errors (truth beside estimate) to see where the network fails.
 2. Real RealSense SR305 frames (no labels): the hand is found by the nearest-object
    segmentation, and the self-supervised fitting error is the median distance (mm) of the
    crop's hand points to the predicted mesh surface; an overlay sheet shows the fits.
