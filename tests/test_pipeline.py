@@ -530,6 +530,23 @@ def test_smoothing_starts_over_when_the_side_vote_changes_its_mind():
     np.testing.assert_array_equal(flipped.joints_cam_m, np.full((21, 3), 0.6, np.float32))
 
 
+def test_smoothing_moves_the_mesh_with_the_joints():
+    from tracker.pipeline import HandTracker, TrackerConfig
+    from tracker.types import HandEstimate
+
+    class Stepping(_SideEchoEstimator):  # joints and a mesh at 0.5 m, then at 0.6 m
+        def to_estimate(self, crop, output, timings, intrinsics):
+            self.calls = getattr(self, "calls", 0) + 1
+            z = 0.5 if self.calls == 1 else 0.6
+            return HandEstimate(np.full((50, 3), z, np.float32), np.full((21, 3), z, np.float32), np.zeros((21, 2), np.float32), Handedness.RIGHT, 1.0, timings)
+
+    tracker = HandTracker(Stepping(), TrackerConfig(smooth=True, handedness=Handedness.RIGHT))
+    _side_echo_step(tracker, 0, [0.0, 0.0, 0.5], 1.0)
+    moved = _side_echo_step(tracker, 1, [0.0, 0.0, 0.5], 1.0)
+    assert 0.5 < moved.joints_cam_m[0, 2] < 0.6  # on its way, not jumped
+    np.testing.assert_array_equal(moved.vertices_cam_m, np.full((50, 3), moved.joints_cam_m[0, 2]))
+
+
 def test_source_kinds_are_read_alike_everywhere():
     from tracker.sources import source_kind
 

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="pace the input in real time (the default for recordings; a camera runs in real time only) or take "
         "every frame as fast as possible (--no-realtime; the default for folders and synthetic input)",
     )
-    parser.add_argument("--smooth", action="store_true", help="smooth the joints over time (One-Euro filter)")
+    parser.add_argument("--smooth", action="store_true", help="smooth the joints and the mesh over time (One-Euro filter)")
     parser.add_argument("--weights", type=Path, help="network weights directory (default: the shipped weights/)")
     parser.add_argument(
         "--hand", choices=["auto", "right", "left"], default="auto",

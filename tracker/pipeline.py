@@ -201,9 +201,14 @@ class HandTracker:
             return FrameResult(frame, (), timings)
         self._previous_center = centre
         if self._smoother is not None:
-            joints = self._smoother(estimate.joints_cam_m, frame.timestamp_ms / 1e3).astype(np.float32)
+            # Joints and mesh through one filter, so the drawn and written mesh stays on the
+            # smoothed skeleton rather than jittering around it.
+            count = len(estimate.joints_cam_m)
+            both = np.concatenate([estimate.joints_cam_m, estimate.vertices_cam_m])
+            both = self._smoother(both, frame.timestamp_ms / 1e3).astype(np.float32)
+            joints, vertices = both[:count], both[count:]
             uv = project(joints, frame.intrinsics)
-            estimate = dataclasses.replace(estimate, joints_cam_m=joints, joints_uv_px=uv.astype(np.float32))
+            estimate = dataclasses.replace(estimate, joints_cam_m=joints, vertices_cam_m=vertices, joints_uv_px=uv.astype(np.float32))
         return FrameResult(frame, (estimate,), timings)
 
 

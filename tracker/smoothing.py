@@ -1,7 +1,8 @@
 """Temporal smoothing of keypoints: the One-Euro filter (Casiez et al., CHI 2012).
 
 A low-pass filter whose cut-off rises with speed: strong smoothing when the hand is still
-(no jitter), little when it moves (no lag). Applied per coordinate of the 21 joints.
+(no jitter), little when it moves (no lag). Applied per coordinate of the 21 joints and
+the mesh vertices.
 """
 
 from __future__ import annotations
