@@ -7,7 +7,10 @@ cd "$(dirname "$0")"
 # the OpenCV window), GLib (OpenCV's GUI build), OpenMP (open3d); and Xvfb for the tests.
 # Install only what is missing.
 missing=()
-need() { ldconfig -p | grep -q "$1" || missing+=("$2"); }
+# ldconfig lives in /sbin, which a normal user's PATH on Debian leaves out; and the cache is
+# read once, as grep -q on a pipe could kill a long listing with SIGPIPE under pipefail.
+library_cache=$(PATH="$PATH:/sbin:/usr/sbin" ldconfig -p 2>/dev/null || true)
+need() { grep -qF -- "$1" <<<"$library_cache" || missing+=("$2"); }
 glib=libglib2.0-0
 apt-cache show libglib2.0-0t64 >/dev/null 2>&1 && glib=libglib2.0-0t64  # renamed in Debian 13
 need 'libusb-1.0.so.0' libusb-1.0-0
@@ -19,6 +22,10 @@ need 'libgthread-2.0.so.0' "$glib"
 need 'libgomp.so.1' libgomp1
 # Xvfb: a virtual display for the test that opens the live window for real.
 command -v Xvfb >/dev/null 2>&1 || missing+=(xvfb)
+python=${PYTHON:-python3.11}
+command -v "$python" >/dev/null 2>&1 || python=python3
+# Debian's Python makes virtual environments only with its -venv package (ensurepip).
+"$python" -c "import ensurepip" >/dev/null 2>&1 || missing+=("$(basename "$python")-venv")
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
@@ -27,9 +34,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-python=${PYTHON:-python3.11}
-command -v "$python" >/dev/null 2>&1 || python=python3
-[ -x .venv/bin/python ] || "$python" -m venv .venv
+# A .venv without pip (made before the -venv package was there) is made again.
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  rm -rf .venv
+  "$python" -m venv .venv
+fi
 pip=".venv/bin/python -m pip"
 $pip install -q --disable-pip-version-check --upgrade pip
 # The CPU build of torch first: anything that depends on torch then finds it satisfied.
