@@ -154,11 +154,15 @@ def opencv_has_gui() -> bool:
 
 
 def display_available(environ: dict | None = None, platform: str | None = None) -> bool:
-    """Whether a live window can open: a display server on Linux/BSD (X11 or Wayland; on
-    Windows and macOS there always is one) and an OpenCV build with a GUI."""
+    """Whether a live window can open: an X display on Linux/BSD (on Windows and macOS there
+    always is one) and an OpenCV build with a GUI.
+
+    Wayland alone is not enough: the OpenCV wheels' Qt has only its X11 (xcb) plugin, and
+    without an X server Qt aborts the whole process, outputs unfinished, instead of raising.
+    A Wayland desktop runs X programs through XWayland, which sets DISPLAY."""
     environ = os.environ if environ is None else environ
     platform = sys.platform if platform is None else platform
-    if not platform.startswith(("win", "darwin")) and not (environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY")):
+    if not platform.startswith(("win", "darwin")) and not environ.get("DISPLAY"):
         return False
     return opencv_has_gui()
 
