@@ -94,8 +94,9 @@ def _video_frames(path: Path) -> list:
     "times_ms,expected",
     [
         # At 30 fps: the first frame is held until the second's time, 100 ms on (3 video
-        # frames); one 6.7 ms after the third is skipped; a 10 s gap shrinks to 2 s (60 frames).
-        ([0.0, 100.0, 133.3, 140.0, 10140.0], [0, 0, 0, 1] + [2] * 60 + [4]),
+        # frames); one 6.7 ms after the third has no video frame of its own but is the newest,
+        # so it is what stays on through a 10 s gap, shrunk to 2 s (60 frames).
+        ([0.0, 100.0, 133.3, 140.0, 10140.0], [0, 0, 0, 1, 2] + [3] * 59 + [4]),
         ([5.0, 5.0, 5.0], [0, 1, 2]),  # no clock to follow: one video frame each
     ],
 )
@@ -121,3 +122,34 @@ def test_the_overlay_video_follows_the_frames_timestamps(tmp_path, hand_model, t
     # Nearest drawn frame for each decoded one (the codec is lossy).
     shown = [int(np.argmin([np.abs(image - look).mean() for look in looks])) for image in _video_frames(tmp_path / "v.mp4")]
     assert shown == expected
+
+
+def test_the_overlay_video_refuses_frames_it_cannot_write(tmp_path, hand_model):
+    import numpy as np
+
+    from tracker.pipeline import FrameResult
+    from tracker.types import CameraIntrinsics, DepthFrame
+    from tracker.viewer import VideoSink
+
+    def result(width: int, height: int, i: int) -> FrameResult:
+        k = CameraIntrinsics(width, height, 50.0, 50.0, width / 2, height / 2)
+        return FrameResult(DepthFrame(np.full((height, width), 500, np.uint16), 0.001, k, timestamp_ms=33.3 * i, frame_number=i), (), {})
+
+    sink = VideoSink(tmp_path / "v.mp4", hand_model)
+    sink.write(result(64, 48, 0))
+    # OpenCV would drop it with a log line: the video would silently lack frames.
+    with pytest.raises(OSError, match="changed size mid-stream"):
+        sink.write(result(80, 60, 1))
+    writer = sink._writer
+
+    class Full:  # the encoder's answer on a full disk
+        def write(self, image):
+            return False
+
+        def release(self):
+            writer.release()
+
+    sink._writer = Full()
+    with pytest.raises(OSError, match="encoder refused a frame"):
+        sink.write(result(64, 48, 2))
+    sink.close()

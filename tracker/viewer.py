@@ -111,18 +111,31 @@ class VideoSink:
             return
         if self._writer is None:
             h, w = image.shape[:2]
+            self._size = (w, h)
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
             if not self._writer.isOpened():
                 raise OSError(f"cannot write video {self.path} (OpenCV has no mp4v encoder here?)")
+        if image.shape[:2] != self._size[::-1]:
+            raise OSError(
+                f"cannot write video {self.path}: the input changed size mid-stream "
+                f"({image.shape[1]}x{image.shape[0]}, the video is {self._size[0]}x{self._size[1]})"
+            )
         slot = self._slot(float(result.frame.timestamp_ms))
         if slot < self._written:
-            return  # shown too briefly for a video frame of its own
+            # Shown too briefly for a video frame of its own, but the newest frame: the one
+            # the next video frames hold until another comes.
+            self._shown = image
+            return
         while self._written < slot:  # the previous frame stays on until this one's time
-            self._writer.write(self._shown)
-            self._written += 1
-        self._writer.write(image)
-        self._written += 1
+            self._put(self._shown)
+        self._put(image)
         self._shown = image
+
+    def _put(self, image: np.ndarray) -> None:
+        # OpenCV only logs a frame the encoder refused (disk full, a broken pipe).
+        if self._writer.write(image) is False:
+            raise OSError(f"cannot write video {self.path}: the encoder refused a frame (disk full?)")
+        self._written += 1
 
     def _slot(self, time_ms: float) -> int:
         """The video frame at which a frame with this timestamp appears."""
