@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             **time_per_sample(lambda seed: make_example(model, example_config, seed), args.samples),
         },
     }
-    for workers in sorted({1, os.cpu_count() or 1}):
+    for workers in sorted({1, len(os.sched_getaffinity(0))}):  # the cores this process may use
         with tempfile.TemporaryDirectory() as tmp:
             summary = generate_dataset(tmp, args.samples, seed=0, shard_size=64, workers=workers, config=config, progress=False)
         result[f"generate_dataset_{workers}_workers"] = {

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -249,8 +250,10 @@ def build_hand_asset(glb_path: Path, asset_path: Path, report_path: Path | None,
 
     asset_path.parent.mkdir(parents=True, exist_ok=True)
     glb_sha256 = hashlib.sha256(Path(glb_path).read_bytes()).hexdigest()
+    # Written beside it and renamed into place: a crash half-way keeps the old asset whole.
+    partial_asset = asset_path.with_name(f".{asset_path.stem}.partial.npz")
     np.savez_compressed(
-        asset_path,
+        partial_asset,
         format_version=np.int32(ASSET_FORMAT_VERSION),
         source_sha256=np.array(glb_sha256),
         template_vertices=template,
@@ -266,6 +269,7 @@ def build_hand_asset(glb_path: Path, asset_path: Path, report_path: Path | None,
         mesh_coords_source=np.array(chosen),
         mesh_grid_size=np.int32(MESH_GRID_SIZE),
     )
+    os.replace(partial_asset, asset_path)
     report = {
         "source": str(Path(glb_path).name),
         "source_sha256": glb_sha256,

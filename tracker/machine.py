@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from pathlib import Path
 
 
 #: Vector extensions that decide how fast the network and the kernels run: virtual machines
@@ -29,7 +30,11 @@ def machine_info() -> dict:
     cpu = fields.get("model name", cpu)
     flags = set(fields.get("flags", "").split())
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
+        # The project's own commit, from wherever the command was started.
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
     except OSError:
         commit = ""
     return {

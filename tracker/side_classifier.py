@@ -48,6 +48,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -649,7 +650,12 @@ def export_weights(
 
 
 def write_manifest(directory: str | Path, manifest: dict) -> None:
-    (Path(directory) / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    # Renamed into place: `evaluate --write` rewrites the shipped manifest, and a crash
+    # half-way must not leave a tracker that cannot start.
+    path = Path(directory) / MANIFEST
+    partial = path.with_name(f".{MANIFEST}.partial")
+    partial.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(partial, path)
 
 
 def load_manifest(directory: str | Path = SIDE_WEIGHTS_DIR) -> dict:
