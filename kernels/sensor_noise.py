@@ -442,9 +442,12 @@ def _shadow_inplace(z, fb):
 
     A pixel at column j with disparity d projects to right-image column
     xr(j) = j - d. Only a left edge can hide anything (left neighbour
-    invalid or farther by > 1 px of disparity): along a continuous run xr
-    does not decrease to the right, so a run hides nothing of itself
-    unless it folds over (slope > 1 px/px, which makes a left edge). The
+    invalid, or off by > 1 px of disparity: farther, or nearer, as a finger
+    in front of the edge of a palm, which still hides what lies left of the
+    finger): along a continuous run xr does not decrease to the right, so a
+    run hides nothing of itself unless it folds over (slope > 1 px/px,
+    which makes a left edge). Only pixels farther than the run can fall
+    inside its footprint, so a nearer one is never hidden. The
     surface starting at left edge e runs right while each next pixel is
     valid and not farther by > 1 px; its right-image footprint is
     (xr(e) - 0.5, max xr over the run + 0.5). A valid pixel j < e is
@@ -466,7 +469,7 @@ def _shadow_inplace(z, fb):
                 reach[k] = max(reach[k], reach[k + 1])
         for e in range(w):
             d = disp[e]
-            if d <= 0.0 or (e > 0 and disp[e - 1] > 0.0 and disp[e - 1] >= d - 1.0):
+            if d <= 0.0 or (e > 0 and disp[e - 1] > 0.0 and abs(disp[e - 1] - d) <= 1.0):
                 continue  # not a left edge
             lb = e - d - 0.5
             rb = reach[e] + 0.5

@@ -248,9 +248,9 @@ def test_occlusion_shadow_left_of_the_foreground_with_predicted_width(focal):
 def reference_shadow(z, fb):
     """Brute-force definition: pixel j is hidden iff its right-image column j - d_j lies
     inside the right-image footprint (j' - d_j' - 0.5, max xr over the run + 0.5) of the
-    surface starting at a left edge j' > j (left neighbour invalid or farther by > 1 px of
-    disparity; the surface runs on while each next pixel is valid and not farther by
-    > 1 px)."""
+    surface starting at a left edge j' > j (left neighbour invalid or off by > 1 px of
+    disparity, farther or nearer; the surface runs on while each next pixel is valid and
+    not farther by > 1 px)."""
     d = np.where(z > 0, fb / np.where(z > 0, z, 1.0).astype(np.float64), 0.0)
     out = z.copy()
     h, w = z.shape
@@ -259,7 +259,7 @@ def reference_shadow(z, fb):
             if d[i, j] <= 0:
                 continue
             for jp in range(j + 1, w):
-                if d[i, jp] <= 0 or (jp > 0 and d[i, jp - 1] > 0 and d[i, jp - 1] >= d[i, jp] - 1.0):
+                if d[i, jp] <= 0 or (jp > 0 and d[i, jp - 1] > 0 and abs(d[i, jp - 1] - d[i, jp]) <= 1.0):
                     continue
                 end = jp
                 while end + 1 < w and d[i, end + 1] > 0 and d[i, end + 1] >= d[i, end] - 1.0:
@@ -285,6 +285,20 @@ def test_occlusion_shadow_matches_brute_force_definition():
         z = z.astype(np.float32)
         fb = float(rng.uniform(5, 30))
         assert np.array_equal(sn.occlusion_shadow(z, fb, 1.0), reference_shadow(z, fb))
+
+
+def test_a_nearer_object_left_of_a_surface_does_not_lift_the_surfaces_shadow():
+    # One row, f = 420 px, b = 0.05 m (fb = 21 px m): background at 1.0 m (21 px), a finger
+    # 5 px wide at 0.30 m (70 px) in front of the edge of a palm at 0.45 m (46.7 px).
+    fb = 21.0
+    z = np.array([[1.0] * 30 + [0.30] * 5 + [0.45] * 40], np.float32)
+    out = sn.occlusion_shadow(z, 420.0, 0.05)
+    # The right imager sees the palm's edge (column 35) at 35 - 46.7 = -11.7 and the
+    # background pixel j at j - 21: the palm hides j - 21 > -12.2, so columns 9 up to the
+    # finger (29). The finger's own shadow (70 px of disparity) falls left of the image.
+    assert np.nonzero(out[0] == 0)[0].tolist() == list(range(9, 30))
+    assert np.array_equal(out[0, 30:], z[0, 30:])  # the finger and palm stay
+    assert np.array_equal(out, reference_shadow(z, fb))
 
 
 def test_occlusion_shadow_spares_steep_but_visible_slopes():
