@@ -75,3 +75,29 @@ def test_command_lines(dataset, tmp_path, capsys):
     assert image is not None and image.shape[1] == 4 * 220 and image.shape[0] > 2 * 220
     with pytest.raises(SystemExit):
         dataset_main(["--out", str(tmp_path / "e"), "--num-samples", "0"])
+
+
+def test_windowed_scenes_cannot_go_into_shards(tmp_path):
+    from tracker.synth.scene import SceneConfig
+
+    with pytest.raises(ValueError, match="render_window_m"):
+        generate_dataset(tmp_path, num_samples=1, config=SceneConfig(render_window_m=0.4), progress=False)
+
+
+def test_a_left_hand_reaches_the_network_mirrored_into_a_right_one(hand_model):
+    import dataclasses
+
+    from tracker.training_data import ExampleConfig, example_from_sample
+    from tracker.synth.scene import render_sample
+    from tracker.types import Handedness
+
+    def signed_volume(vertices):  # > 0 for the right-hand template's winding, < 0 mirrored
+        a, b, c = (vertices[hand_model.faces[:, k]].astype(np.float64) for k in range(3))
+        return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6)
+
+    config = ExampleConfig()
+    config = dataclasses.replace(config, scene=dataclasses.replace(config.scene, pose=dataclasses.replace(config.scene.pose, left_hand_probability=1.0)))
+    sample = render_sample(hand_model, config.scene, 7)
+    assert sample.pose.handedness == Handedness.LEFT and signed_volume(sample.vertices) < 0
+    example = example_from_sample(sample, config, 7)
+    assert signed_volume(example["vertices"]) > 0

@@ -68,7 +68,10 @@ def example_from_sample(sample: SyntheticSample, config: ExampleConfig, seed: in
     rng = np.random.default_rng([seed, 1])
     centre = hand_centroid(depth_m, sample.mask, sample.intrinsics, sample.joints.mean(0))
     centre = centre + rng.normal(0.0, config.center_jitter_m, 3)
-    crop = make_crop(depth_m, sample.intrinsics, centre, config.cube_size_m, crop_size=config.crop_size, frame=config.crop_frame)
+    # A left hand is mirrored into the right-hand network, targets with it, as at inference.
+    crop = make_crop(
+        depth_m, sample.intrinsics, centre, config.cube_size_m, sample.pose.handedness, crop_size=config.crop_size, frame=config.crop_frame
+    )
     coords = resample(sample.mesh_coords, crop.image_from_crop, config.crop_size, (np.nan, np.nan, np.nan, np.nan))
     mask = resample(sample.mask, crop.image_from_crop, config.crop_size, 0)
     valid = mask & np.all(np.isfinite(coords), axis=-1) & (crop.depth < 1.0)

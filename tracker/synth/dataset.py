@@ -7,7 +7,8 @@ dataset is reproducible in whole or sample by sample (``render_sample(model, con
 seed)`` with the stored seed), whatever the shard size or worker count. Each shard is
 written to a temporary name and renamed when complete, so an interrupted run never
 leaves a half-written shard behind; ``config.json`` next to the shards holds the resolved
-configuration. Training renders the same samples on the fly instead of reading shards.
+configuration. Training renders its samples on the fly from a stream of its own (and a
+window around the hand), instead of reading shards.
 """
 
 from __future__ import annotations
@@ -170,6 +171,9 @@ def generate_dataset(
     if num_samples < 1 or shard_size < 1 or workers < 1:
         raise ValueError("num_samples, shard_size and workers must be at least 1")
     config = config or SceneConfig()
+    if config.render_window_m is not None:
+        # Each windowed sample has its own image size, which a shard's stacked arrays cannot hold.
+        raise ValueError("shards hold full frames: use a scene config without render_window_m")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     starts = range(0, num_samples, shard_size)
