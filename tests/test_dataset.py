@@ -78,8 +78,6 @@ def test_command_lines(dataset, tmp_path, capsys):
 
 
 def test_windowed_scenes_cannot_go_into_shards(tmp_path):
-    from tracker.synth.scene import SceneConfig
-
     with pytest.raises(ValueError, match="render_window_m"):
         generate_dataset(tmp_path, num_samples=1, config=SceneConfig(render_window_m=0.4), progress=False)
 
@@ -88,7 +86,6 @@ def test_a_left_hand_reaches_the_network_mirrored_into_a_right_one(hand_model):
     import dataclasses
 
     from tracker.training_data import ExampleConfig, example_from_sample
-    from tracker.synth.scene import render_sample
     from tracker.types import Handedness
 
     def signed_volume(vertices):  # > 0 for the right-hand template's winding, < 0 mirrored
