@@ -200,6 +200,9 @@ def test_shipped_int8_network_tracks_held_out_hands_like_the_float_one(hand_mode
     # first convolution too, for one, puts it near 40 mm.
     assert np.mean(disagreement) < 4.0
     assert np.mean(int8_errors) < np.mean(float_errors) + 1.5
+    # And the float network itself is the tracker the model card describes (11 mm over
+    # 1000 held-out frames), not a broken one the int8 copy merely matches.
+    assert np.mean(float_errors) < 20.0, np.mean(float_errors)
 
 
 @shipped

@@ -307,10 +307,13 @@ def test_real_sr305_frames_centre_on_the_palm(name):
     u = intrinsics.fx * centre[0] / centre[2] + intrinsics.cx
     v = intrinsics.fy * centre[1] / centre[2] + intrinsics.cy
     label_u, label_v = PALM_PX[name]
-    assert np.hypot(u - label_u, v - label_v) < 40, (u, v)
+    # The worst of the 19 frames lands 20 px from its hand-set label and 7 mm off the palm's
+    # depth (benchmarks/results/segmentation_accuracy.json); a palm is 70-80 px across here, and
+    # a centre on the wrist or forearm would be further off in the image or in depth.
+    assert np.hypot(u - label_u, v - label_v) < 30, (u, v)
     # And at the palm's depth, not on something in front of or behind it.
     palm = depth[label_v - 10 : label_v + 11, label_u - 10 : label_u + 11]
-    assert abs(centre[2] - np.median(palm[palm > 0])) < 0.05
+    assert abs(centre[2] - np.median(palm[palm > 0])) < 0.02
 
 
 # Frames of the synthetic moving-hand source (deterministic per seed) that once put the

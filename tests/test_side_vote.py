@@ -114,5 +114,8 @@ def test_shipped_classifier_settles_on_the_true_side_and_tracks_as_well_as_the_f
         errors_fixed.append(np.linalg.norm(f.hands[0].joints_cam_m - joints, axis=1).mean())
     assert sides[-1] == hand
     assert sum(s == hand for s in sides) >= 27  # >= 90 % of the frames
+    # Both tracks against the truth, not only against each other: the shipped model's mean
+    # joint error is 11 mm on held-out frames; 20 mm excludes a mirrored or misplaced hand.
+    assert np.mean(errors_fixed) < 0.02, np.mean(errors_fixed)
     # Where the vote is right the crops are identical, so the errors match to the float.
     assert np.mean(errors_auto[-10:]) == pytest.approx(np.mean(errors_fixed[-10:]), rel=1e-5)
