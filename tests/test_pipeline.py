@@ -597,19 +597,26 @@ def test_an_interruption_or_failure_before_tracking_closes_the_camera(tmp_path, 
         raise AssertionError("the signal did not interrupt")
 
     monkeypatch.setattr(cli, "_open_sinks", open_sinks)
-    if how == "sighup":  # as from a terminal (a run under nohup ignores it, and keeps ignoring it)
-        previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)
-        try:
-            code = main(["--source", "synthetic", "--out", str(tmp_path / "x.jsonl"), "--no-viewer"])
-        finally:
-            signal.signal(signal.SIGHUP, previous)
-    else:
+
+    class SignalEscaped(Exception):
+        pass
+
+    def sentinel(signum, frame):  # were the CLI's handler missing, this test fails, not pytest
+        raise SignalEscaped(signum)
+
+    # A handler in place, as from a terminal (a run under nohup ignores SIGHUP, and keeps
+    # ignoring it: another test).
+    saved = {signum: signal.signal(signum, sentinel) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
         code = main(["--source", "synthetic", "--out", str(tmp_path / "x.jsonl"), "--no-viewer"])
+        put_back = [signal.getsignal(signum) is sentinel for signum in saved]
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
     assert source.closed
     assert code == (2 if how == "unwritable" else 130)
     assert ("Permission denied" if how == "unwritable" else "interrupted") in capsys.readouterr().err
-    # The signal handlers are back as they were.
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert put_back == [True, True]  # the handlers are back as they were
 
 
 def test_an_output_that_fails_midway_is_a_message_and_keeps_the_frames_before(recorded, tmp_path, monkeypatch, capsys):
