@@ -11,7 +11,7 @@ from tracker.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_default_run_tracks_the_built_in_input(tmp_path, capsys, monkeypatch):
+def test_default_run_tracks_the_built_in_input(tmp_path, capsys, monkeypatch, no_camera):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     out, video = tmp_path / "t.jsonl", tmp_path / "last.png"

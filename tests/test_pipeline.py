@@ -120,7 +120,7 @@ def test_frames_without_a_trackable_hand_give_empty_results(tmp_path, content):
     assert resolved["tracker"]["segment_ahead"] == default_segment_ahead("onnxruntime")
 
 
-def test_bad_sources_fail_with_a_message(tmp_path, recorded, capsys):
+def test_bad_sources_fail_with_a_message(tmp_path, recorded, capsys, no_camera):
     (tmp_path / "empty").mkdir()
     assert main(["--source", str(tmp_path / "empty"), "--out", str(tmp_path / "x.jsonl")]) == 2
     assert "intrinsics.json" in capsys.readouterr().err
@@ -557,7 +557,7 @@ def test_source_kinds_are_read_alike_everywhere():
     assert source_kind("realsense_captures/") == source_kind("frames") == "folder"
 
 
-def test_a_camera_named_in_capitals_is_still_a_camera(tmp_path, capsys):
+def test_a_camera_named_in_capitals_is_still_a_camera(tmp_path, capsys, no_camera):
     # Not mistaken for a recording played as fast as possible, which a camera refuses.
     assert main(["--source", "RealSense", "--out", str(tmp_path / "x.jsonl"), "--no-viewer"]) == 2
     assert "no RealSense camera connected" in capsys.readouterr().err
