@@ -182,14 +182,17 @@ def test_frames_come_with_the_devices_own_intrinsics_and_depth_unit(camera):
 
 def test_a_disconnect_reconnects_and_records_on_into_a_second_file(camera, tmp_path, monkeypatch):
     base = tmp_path / "session.db3"
-    source = RealSenseSource(width=W, height=H, fps=FPS, record_path=base, frame_timeout_s=0.3)
+    # A second without frames is a disconnect: long enough that a busy test machine does not
+    # stall into one between two pushes.
+    source = RealSenseSource(width=W, height=H, fps=FPS, record_path=base, frame_timeout_s=1.0)
     got, done, thread = collect(source, 8)
     for value in range(500, 504):
         camera.push(value)
         time.sleep(1 / FPS)
     wait_for(lambda: len(got) == 4)
     camera.connected = False  # unplugged: no frames, and the camera is not listed
-    time.sleep(0.8)
+    wait_for(lambda: source._queue is None)  # the stream stopped: reconnecting
+    time.sleep(0.6)  # a reconnect attempt or two find nothing
     camera.connected = True
     wait_for(lambda: len(source.record_paths) == 2)  # streaming again, into part 2
     for value in range(600, 604):
@@ -233,7 +236,7 @@ def test_close_during_a_disconnect_ends_the_stream_promptly(camera):
     source = RealSenseSource(width=W, height=H, fps=FPS, frame_timeout_s=0.2)
     got, done, thread = collect(source, 100)
     camera.connected = False
-    time.sleep(0.5)  # reconnecting by now
+    wait_for(lambda: source._queue is None)  # reconnecting
     began = time.perf_counter()
     source.close()
     assert done.wait(5) and time.perf_counter() - began < 3.0

@@ -102,13 +102,16 @@ def test_close_from_another_thread_ends_the_iteration_promptly(recording):
 
     thread = threading.Thread(target=consume)
     thread.start()
-    while not got:
+    deadline = time.perf_counter() + 30
+    while not got and not errors and time.perf_counter() < deadline:
         time.sleep(0.005)
+    assert got, errors
     began = time.perf_counter()
     source.close()
     thread.join(timeout=5)
     assert not thread.is_alive() and not errors
-    assert time.perf_counter() - began < 1.0
+    # Promptly; the bound leaves a busy test machine room.
+    assert time.perf_counter() - began < 3.0
     assert len(got) < 10
 
 
