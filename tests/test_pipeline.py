@@ -548,6 +548,53 @@ def test_smoothing_moves_the_mesh_with_the_joints():
     np.testing.assert_array_equal(moved.vertices_cam_m, np.full((50, 3), moved.joints_cam_m[0, 2]))
 
 
+def test_an_estimate_without_confidence_is_no_hand_and_ends_the_track(tmp_path):
+    from tracker.pipeline import HandTracker, TrackerConfig
+    from tracker.prepare import Prepared
+    from tracker.sinks import JsonLinesSink
+    from tracker.types import CameraIntrinsics, DepthFrame, HandEstimate
+
+    class Failing(_SideEchoEstimator):  # the network's output turned to NaN on the second frame
+        def to_estimate(self, crop, output, timings, intrinsics):
+            self.calls = getattr(self, "calls", 0) + 1
+            if self.calls == 2:
+                nan = np.full((21, 3), np.nan, np.float32)
+                return HandEstimate(np.full((5, 3), np.nan, np.float32), nan, np.full((21, 2), np.nan, np.float32), Handedness.RIGHT, 0.0, timings)
+            z = 0.5 if self.calls == 1 else 0.7  # the hand found again elsewhere
+            return HandEstimate(np.full((5, 3), z, np.float32), np.full((21, 3), z, np.float32), np.zeros((21, 2), np.float32), Handedness.RIGHT, 1.0, timings)
+
+    tracker = HandTracker(Failing(), TrackerConfig(smooth=True, handedness=Handedness.RIGHT))
+    intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
+    sink = JsonLinesSink(tmp_path / "x.jsonl")
+    results = []
+    for number in range(3):
+        frame = DepthFrame(np.zeros((48, 64), np.uint16), 0.001, intrinsics, timestamp_ms=33.0 * number, frame_number=number)
+        prepared = Prepared(np.array([0.0, 0.0, 0.5]), {Handedness.RIGHT: "right"}, None, {})
+        results.append(tracker.finish(frame, prepared))
+        sink.write(results[-1])
+        if number == 1:
+            assert tracker.previous_center is None  # the next frame is found afresh
+    sink.close()
+    assert [len(r.hands) for r in results] == [1, 0, 1]
+    # The track starts over: the third frame's joints are its own, not smoothed with the first.
+    np.testing.assert_array_equal(results[2].hands[0].joints_cam_m, np.full((21, 3), 0.7, np.float32))
+    assert [r["hands"] for r in _read(tmp_path / "x.jsonl")][1] == []  # and valid JSON, no NaN
+
+
+def test_out_vertices_writes_the_mesh_of_each_hand(tmp_path):
+    out = tmp_path / "x.jsonl"
+    assert main(["--source", "synthetic", "--max-frames", "2", "--out", str(out), "--no-viewer", "--out-vertices"]) == 0
+    for record in _read(out):
+        (hand,) = record["hands"]
+        vertices = np.array(hand["vertices_xyz_m"])
+        assert vertices.shape == (1159, 3) and np.all(np.isfinite(vertices))
+        # Around the joints, in metres in the camera frame.
+        joints = np.array(hand["joints_xyz_m"])
+        assert np.linalg.norm(vertices.mean(0) - joints.mean(0)) < 0.05
+    assert main(["--source", "synthetic", "--max-frames", "1", "--out", str(out), "--no-viewer"]) == 0
+    assert "vertices_xyz_m" not in _read(out)[0]["hands"][0]
+
+
 def test_source_kinds_are_read_alike_everywhere():
     from tracker.sources import source_kind
 
