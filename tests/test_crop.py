@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from tracker.crop import camera_to_crop, crop_to_camera, crop_window, make_crop
 from tracker.types import CameraIntrinsics, Handedness
@@ -157,3 +158,28 @@ def test_a_hand_looks_the_same_and_has_the_same_targets_wherever_it_is(hand_mode
     camera_off = results["off axis", CropFrame.CAMERA]
     moved_mm = np.linalg.norm(camera_off[1] - ray_on[1], axis=1).mean() * 130
     assert moved_mm > 10, moved_mm
+
+
+def test_a_cube_partly_outside_the_image_is_far_face_there_and_a_centre_behind_is_refused():
+    # Centre near the left border: at 0.5 m the cube's 0.26 m are 260 px, so ~110 px of the
+    # crop's width (about 27 of its 64 columns) lie left of column 0.
+    centre = np.array([(20 - K.cx) / K.fx * 0.5, 0.0, 0.5])
+    for frame in ("camera", "ray"):
+        crop = make_crop(_plane(0.52), K, centre, 0.26, frame=frame)
+        outside = crop.depth[:, :20]
+        inside = crop.depth[:, 40:]
+        assert np.all(outside == 1.0), frame  # nothing measured there: the far face
+        assert np.all(inside < 1.0), frame  # the wall, inside the cube
+    # In the camera frame the wall 2 cm behind the centre is exactly 0.02 / 0.13 of the half cube.
+    np.testing.assert_allclose(make_crop(_plane(0.52), K, centre, 0.26).depth[:, 40:], 0.02 / 0.13, rtol=1e-5)
+    for z in (0.0, -0.3):
+        with pytest.raises(ValueError, match="in front of the camera"):
+            crop_window(np.array([0.0, 0.0, z]), 0.26, K, 64)
+
+
+def test_an_unknown_crop_frame_in_weights_is_a_clear_error():
+    from tracker.weights import WeightsError, crop_frame_of
+
+    assert crop_frame_of({}).value == "camera"  # weights from before the choice
+    with pytest.raises(WeightsError, match="unknown crop frame 'sideways'"):
+        crop_frame_of({"crop_frame": "sideways"})
