@@ -391,3 +391,38 @@ def test_open_source_specs(tmp_path, recording):
         assert isinstance(source, RecordingSource) and source.realtime
     with pytest.raises(SourceError, match="does not exist"):
         open_source(str(tmp_path / "missing.bag"))
+
+
+def test_a_folder_played_in_real_time_keeps_its_pace(tmp_path):
+    import cv2
+
+    meta = {"depth_scale": 0.001, "intrinsics": {"width": 2, "height": 2, "fx": 5, "fy": 5, "cx": 0.5, "cy": 0.5}}
+    (tmp_path / "intrinsics.json").write_text(json.dumps(meta))
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((2, 2), i, np.uint16))
+    began = time.perf_counter()
+    arrived = [time.perf_counter() - began for _ in FolderSource(tmp_path, realtime=True, fps=20.0).frames()]
+    # Frame i is due i / 20 s after the start: never early (late only by scheduling).
+    assert len(arrived) == 5
+    assert all(t >= i / 20.0 - 1e-3 for i, t in enumerate(arrived)), arrived
+    assert arrived[-1] < 0.2 + 1.0  # and not much later on a busy machine
+
+
+def test_recordings_and_cameras_need_the_sdk_and_say_how_to_get_it(monkeypatch):
+    import builtins
+
+    import tracker.sources as sources
+
+    real_import = builtins.__import__
+
+    def without_sdk(name, *args, **kwargs):
+        if name == "pyrealsense2":
+            raise ImportError("No module named 'pyrealsense2'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_sdk)
+    with pytest.raises(SourceError, match="pip install pyrealsense2"):
+        sources._import_rs()
+    from tracker.cli import _default_source
+
+    assert _default_source() == "synthetic"  # no SDK: tracked as if no camera were connected
