@@ -33,3 +33,16 @@ def test_cpu_result_holds_the_arithmetic_and_the_machine_peak(tmp_path):
     peak = result["cpu_matmul_gflops"]
     assert peak["threads"] == 1 and peak["gflops"] > 0
     assert result["forward_floor_ms"] == pytest.approx(1e3 * result["network_gflop"] / peak["gflops"])
+
+
+def test_pipeline_speed_measures_a_short_run_after_its_warm_up(tmp_path):
+    from benchmarks.pipeline_speed import main as pipeline_speed
+
+    out = tmp_path / "pipeline.json"
+    # From memory, the network replayed, no worker: the benchmark's own bookkeeping, quickly.
+    assert pipeline_speed(["--input", "memory", "--frames", "30", "--warmup", "10", "--segment-ahead", "0", "--replay-network", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["frames"] == 30 and result["warmup_frames"] == 10
+    assert result["network"].startswith("replayed") and result["tracker_config"]["segment_ahead"] == 0
+    assert result["frames_per_second_overall"] > 0 and result["latency_ms_p50"] <= result["latency_ms_p99"]
+    assert set(result["stage_median_ms"]) >= {"segment", "crop", "network", "refit"}
