@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import pytest
 
 from tracker.cli import main
 
@@ -60,10 +61,9 @@ def test_help_explains_the_command():
 
 
 def test_record_needs_a_camera(tmp_path, capsys):
-    try:
+    with pytest.raises(SystemExit) as exit_info:
         main(["--source", "synthetic", "--record", str(tmp_path / "r.db3")])
-    except SystemExit as exc:
-        assert exc.code == 2
+    assert exit_info.value.code == 2
     assert "--record needs a live camera" in capsys.readouterr().err
 
 
