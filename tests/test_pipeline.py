@@ -764,6 +764,12 @@ def test_a_signal_while_the_stop_handlers_go_in_still_closes_everything(monkeypa
             installed.append((signum, previous))
         return previous
 
+    # Handlers in place for every stop signal, as from a terminal (in a background job or
+    # under nohup, SIGINT or SIGHUP is ignored and stays so: fewer handlers would go in).
+    def sentinel(signum, frame):
+        raise AssertionError(f"signal {signum} reached the test")
+
+    saved = {getattr(signal, name): signal.signal(getattr(signal, name), sentinel) for name in pipeline.GROUP_STOP_SIGNALS}
     monkeypatch.setattr(pipeline.signal, "signal", interrupted_on_the_second)
     source, sink = _ClosableSource(), _Collect()
     sink.closed = False
@@ -775,7 +781,7 @@ def test_a_signal_while_the_stop_handlers_go_in_still_closes_everything(monkeypa
         put_back = [signal.getsignal(signum) is handler for signum, handler in installed]
     finally:
         monkeypatch.undo()
-        for signum, handler in installed:  # in case the run did not
+        for signum, handler in saved.items():
             signal.signal(signum, handler)
     assert source.closed and sink.closed
     assert put_back == [True]  # the handler that went in before the interrupt
