@@ -291,10 +291,7 @@ class _Grid:
             votes[0] = 0
             votes[tiny] = 0
             if votes.max() == 0:
-                # Only jump edges and speckle at the front: look behind them. Only the slice
-                # that voted goes (at least the 0.5 % below the percentile); the rest of the
-                # band may hold a hand a few centimetres behind a cluster of speckle.
-                remaining &= ~(band & (self.depth < nearest + 0.02))
+                remaining &= ~band  # only jump edges and speckle: look behind them
                 continue
             mask = labels == int(np.argmax(votes))
             blob = self._judge(mask, back)
