@@ -301,8 +301,8 @@ def _overlap_lines(overlap: dict | None) -> list[str]:
     shared = overlap["frames_that_are_training_samples"]
     # More than were drawn: the stream's end, with a margin for the data lanes' read-ahead.
     checked = (
-        f"the first {overlap['training_stream_indices_checked']:,} samples of the training stream "
-        f"(to where the weights' training stopped, and {TRAINING_INDEX_MARGIN:,} beyond for the data workers' read-ahead)"
+        f"the first {overlap['training_stream_indices_checked']:,} samples of the training stream: to where the "
+        f"weights' training stopped, and {TRAINING_INDEX_MARGIN:,} beyond for the data workers' read-ahead"
     )
     if not shared:
         return [f"None of these frames is a training sample (their seeds checked against {checked}).", ""]
