@@ -43,6 +43,15 @@ def test_bilinear_sampling_reads_node_values_at_node_centres():
     np.testing.assert_allclose(s.sum(1), 1.0, atol=1e-6)
 
 
+def test_vertices_read_the_offset_grid_bilinearly_at_their_mesh_coordinates(hand_model):
+    net = DualGridNet(hand_model.mesh_coords, SMALL).eval()
+    with torch.no_grad():
+        out = net(torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(0)))
+    sampling = torch.as_tensor(bilinear_sampling_matrix(hand_model.mesh_coords, SMALL.mesh_grid_size))
+    expected = torch.einsum("vn,bcn->bvc", sampling, out["grid_offsets"].flatten(2))
+    torch.testing.assert_close(out["vertices"], expected, rtol=1e-5, atol=1e-6)
+
+
 def test_output_shapes(hand_model):
     net = DualGridNet(hand_model.mesh_coords, SMALL).eval()
     out = net(torch.zeros(3, 1, 64, 64))
