@@ -4,6 +4,7 @@ the float network it was made from."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -22,11 +23,12 @@ from tracker.estimator import HandEstimator  # noqa: E402
 from tracker.evaluate import EVAL_STREAM_SEED  # noqa: E402
 from tracker.network import DualGridNet, DualGridNetConfig  # noqa: E402
 from tracker.pipeline import backend_options, default_segment_ahead  # noqa: E402
-from tracker.quantize import CALIBRATION_STREAM_SEED, main as quantize_main, quantize_weights  # noqa: E402
+from tracker.quantize import CALIBRATION_STREAM_SEED, chain_operators, main as quantize_main, quantize_weights  # noqa: E402
 from tracker.synth.dataset import sample_seed  # noqa: E402
 from tracker.train import TRAIN_STREAM_SEED  # noqa: E402
 from tracker.training_data import ExampleConfig, make_example  # noqa: E402
-from tracker.weights import MANIFEST, ONNX, ONNX_INT8, ONNX_OUTPUTS, STATE_DICT, WEIGHTS_DIR, WeightsError, crop_frame_of, export_weights, load_manifest, random_input  # noqa: E402
+from tracker.weights import MANIFEST, ONNX, ONNX_INT8, ONNX_OUTPUTS, STATE_DICT, WEIGHTS_DIR, WeightsError, crop_frame_of, export_weights, load_manifest, random_input, reexport_onnx  # noqa: E402
+from tracker.weights import main as weights_main  # noqa: E402
 
 SMALL = DualGridNetConfig(image_channels=16, mesh_channels=16, feature_channels=8)
 
@@ -63,6 +65,25 @@ def test_quantisation_writes_a_listed_int8_model_with_the_first_convolution_and_
     assert [o.name for o in model.graph.output] == list(ONNX_OUTPUTS)
     # Four times smaller weights, plus the float parts (first convolution, sampling matrix).
     assert (small_weights / ONNX_INT8).stat().st_size < (small_weights / ONNX).stat().st_size
+
+
+def test_the_hourglass_chains_are_quantised_and_the_extension_arithmetic_stays_float(small_weights):
+    inside, outside = chain_operators(small_weights / ONNX)
+    float_model = onnx.load(str(small_weights / ONNX))
+    hourglass = [n.name for n in float_model.graph.node if n.op_type in ("Add", "Relu", "Resize") and "hourglass" in n.name]
+    # Every residual addition, ReLU and upsampling of both hourglasses, and nothing else:
+    # the additions outside them (epsilons on kernel sums and node weights) are few and
+    # quantised they wreck the extension.
+    assert sorted(inside) == sorted(hourglass) and len(inside) > 40
+    assert outside and not any("hourglass" in name for name in outside)
+    assert load_manifest(small_weights)["onnx_int8"]["quantized_chain_operators"] == len(inside)
+    model = onnx.load(str(small_weights / ONNX_INT8))
+    producer = {output: node.op_type for node in model.graph.node for output in node.output}
+    adds = [n for n in model.graph.node if n.op_type == "Add"]
+    # In the QDQ form a quantised addition reads both operands from DequantizeLinear nodes.
+    quantized = [n.name for n in adds if all(producer.get(i) == "DequantizeLinear" for i in n.input)]
+    assert sorted(quantized) == sorted(n for n in inside if "Add" in n)
+    assert all(producer.get(i) != "DequantizeLinear" for n in adds if n.name in outside for i in n.input)
 
 
 def test_int8_backend_follows_the_float_network(small_weights):
@@ -109,6 +130,54 @@ def test_a_re_export_makes_the_int8_model_stale(small_weights, tmp_path, hand_mo
     (weights / MANIFEST).write_text(json.dumps(fresh))
     with pytest.raises(WeightsError, match=r"quantised from another dgn\.onnx.*remake it with: python -m tracker\.quantize"):
         create_backend("onnxruntime-int8", weights)
+
+
+def test_a_reexport_rewrites_the_float_graph_from_the_state_dict(small_weights, tmp_path, capsys):
+    weights = copy_weights(small_weights, tmp_path / "w")
+    exported = load_manifest(small_weights)["files"][ONNX]
+    # A float graph written by another version of the code (its contents do not matter).
+    (weights / ONNX).write_bytes(b"older graph")
+    manifest = load_manifest(weights)
+    manifest["files"][ONNX] = hashlib.sha256(b"older graph").hexdigest()
+    manifest["onnx_int8"]["quantized_from"] = manifest["files"][ONNX]
+    (weights / MANIFEST).write_text(json.dumps(manifest))
+    assert weights_main(["--weights", str(weights), "--reexport"]) == 0
+    out = capsys.readouterr().out
+    assert "it matches torch" in out and "remake it: python -m tracker.quantize --weights" in out
+    # The export is deterministic: this code writes the bytes it wrote before.
+    assert load_manifest(weights)["files"][ONNX] == exported
+    depth = random_input(seed=1, crop_size=SMALL.crop_size)
+    with create_backend("onnxruntime", weights, threads=1) as rewritten, create_backend("torch", weights) as reference:
+        np.testing.assert_allclose(rewritten.run(depth)["vertices"], reference.run(depth)["vertices"], atol=1e-5)
+    with pytest.raises(WeightsError, match="quantised from another dgn.onnx"):
+        create_backend("onnxruntime-int8", weights)
+    assert not [p.name for p in weights.iterdir() if p.name.endswith(".partial")]
+    # Every file still matches its checksum; only the 8-bit model's origin is out of date.
+    assert weights_main(["--weights", str(weights)]) == 0
+    # Re-exporting the graph an 8-bit model was made from leaves that model valid.
+    assert weights_main(["--weights", str(small_weights.parent / "unused")]) == 2
+    assert weights_main(["--weights", str(copy_weights(small_weights, tmp_path / "same")), "--reexport"]) == 0
+    assert "remake" not in capsys.readouterr().out
+    create_backend("onnxruntime-int8", tmp_path / "same").close()
+
+
+def test_a_reexport_that_does_not_match_torch_or_cannot_load_leaves_the_weights_as_they_were(small_weights, tmp_path, monkeypatch, hand_model, capsys):
+    import tracker.weights as weights_module
+
+    weights = copy_weights(small_weights, tmp_path / "w")
+    before = {p.name: p.read_bytes() for p in weights.iterdir()}
+    other = DualGridNet(hand_model.mesh_coords, SMALL).eval()  # other (random) parameters
+    export_onnx = weights_module.export_onnx
+    monkeypatch.setattr(weights_module, "export_onnx", lambda network, path: export_onnx(other, path))
+    with pytest.raises(WeightsError, match="off torch's"):
+        reexport_onnx(weights)
+    assert {p.name: p.read_bytes() for p in weights.iterdir()} == before
+    monkeypatch.undo()
+    data = (weights / STATE_DICT).read_bytes()
+    (weights / STATE_DICT).write_bytes(data[: len(data) // 2])
+    assert weights_main(["--weights", str(weights), "--reexport"]) == 2
+    assert "dgn.pt is corrupt" in capsys.readouterr().err
+    assert (weights / ONNX).read_bytes() == before[ONNX]
 
 
 def test_a_truncated_int8_model_is_rejected(small_weights, tmp_path):

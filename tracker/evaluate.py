@@ -414,9 +414,10 @@ def write_model_card(
     ]
     if int8:
         q = int8["quantization"]
+        chain = ", kept in 8 bits through the hourglasses' additions and upsamplings" if q.get("quantized_chain_operators") else ""
         lines += [
             f"The 8-bit network (`dgn_int8.onnx`, backend `onnxruntime-int8`; `python -m tracker.quantize`: int8 convolution weights, one scale per"
-            f" output channel, uint8 activations calibrated on {q['calibration_samples']} synthetic crops; the first convolution, the heads and"
+            f" output channel, uint8 activations calibrated on {q['calibration_samples']} synthetic crops{chain}; the first convolution, the heads and"
             f" everything after them in float) on the same {int8['frames']} frames:"
             f" joints {int8['mean_joint_error_mm']:.2f} mm, P_s {int8['mean_initial_vertex_error_mm']:.2f} mm,"
             f" P_r {int8['mean_refined_vertex_error_mm']:.2f} mm, frames with all joints < 20 / 40 mm"
