@@ -11,12 +11,19 @@ A weights directory (``weights/`` by default) holds
 
 Every load checks the file against the manifest's checksum first, so a truncated download,
 a stale export or a file from another model fails with a message instead of garbage.
+
+``python -m tracker.weights --reexport [--weights DIR]`` rewrites ``dgn.onnx`` from
+``dgn.pt`` with this version's graph (the state dict is the model; the ONNX graph is how this
+version computes it), after checking that onnxruntime's outputs match torch's.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +181,76 @@ def random_input(seed: int = 0, crop_size: int = 64) -> np.ndarray:
     blob = (xx - crop_size / 2) ** 2 / 300 + (yy - crop_size / 2) ** 2 / 500 < 1
     depth[0, 0][blob] = rng.uniform(-0.4, 0.3, blob.sum()).astype(np.float32)
     return depth
+
+
+#: onnxruntime's outputs may differ from torch's by float32 rounding only; a wrong graph is off
+#: by whole units.
+REEXPORT_TOLERANCE = 1e-4
+
+
+def reexport_onnx(weights_dir: str | Path = WEIGHTS_DIR) -> dict:
+    """Rewrite ``dgn.onnx`` from the verified ``dgn.pt`` and its checksum in the manifest.
+
+    The new file is checked against torch before it replaces the old one; both files are
+    renamed into place, so a failure leaves the previous export intact. The export is
+    deterministic: the same code writes the same bytes. An 8-bit model made from a
+    different graph becomes stale (its backend says so) until ``tracker.quantize`` runs
+    again. Returns the manifest.
+    """
+    import onnxruntime
+
+    weights_dir = Path(weights_dir)
+    network, manifest = load_network(weights_dir)
+    if not os.access(weights_dir, os.W_OK):
+        raise WeightsError(f"cannot write into {weights_dir}; copy the weights somewhere writable and re-export them there")
+    partial_model = weights_dir / f".{ONNX}.partial"
+    partial_manifest = weights_dir / f".{MANIFEST}.partial"
+    try:
+        export_onnx(network, partial_model)
+        depth = random_input(seed=0, crop_size=network.config.crop_size)
+        with torch.no_grad():
+            expected = {name: value.numpy() for name, value in network(torch.from_numpy(depth)).items()}
+        session = onnxruntime.InferenceSession(str(partial_model), providers=["CPUExecutionProvider"])
+        actual = dict(zip(ONNX_OUTPUTS, session.run(list(ONNX_OUTPUTS), {ONNX_INPUT: depth})))
+        for name in ONNX_OUTPUTS:
+            scale = max(float(np.abs(expected[name]).max()), 1e-6)
+            error = float(np.abs(actual[name] - expected[name]).max()) / scale
+            if not error < REEXPORT_TOLERANCE:
+                raise WeightsError(f"the re-exported graph's {name} is {error:.2g} (relative) off torch's; {weights_dir / ONNX} is left as it was")
+        manifest["files"][ONNX] = sha256_of(partial_model)
+        partial_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(partial_model, weights_dir / ONNX)
+        os.replace(partial_manifest, weights_dir / MANIFEST)
+    finally:
+        partial_model.unlink(missing_ok=True)
+        partial_manifest.unlink(missing_ok=True)
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tracker.weights", description="Check or re-export a weights directory.")
+    parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="weights directory (default %(default)s)")
+    parser.add_argument(
+        "--reexport", action="store_true",
+        help="rewrite dgn.onnx from dgn.pt with this version's graph (then run python -m tracker.quantize for the 8-bit model)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        if args.reexport:
+            manifest = reexport_onnx(args.weights)
+            print(f"wrote {args.weights / ONNX} (SHA-256 {manifest['files'][ONNX][:12]}...) from {STATE_DICT}; it matches torch")
+            if ONNX_INT8 in manifest["files"] and manifest.get("onnx_int8", {}).get("quantized_from") != manifest["files"][ONNX]:
+                print(f"{ONNX_INT8} was made from the previous graph; remake it: python -m tracker.quantize --weights {args.weights}")
+        else:
+            manifest = load_manifest(args.weights)
+            for name in manifest["files"]:
+                verified_path(args.weights, name, manifest)
+            print(f"{args.weights}: {', '.join(manifest['files'])} match {MANIFEST}")
+    except WeightsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
