@@ -152,13 +152,15 @@ def test_a_reexport_rewrites_the_float_graph_from_the_state_dict(small_weights, 
     with pytest.raises(WeightsError, match="quantised from another dgn.onnx"):
         create_backend("onnxruntime-int8", weights)
     assert not [p.name for p in weights.iterdir() if p.name.endswith(".partial")]
-    # Every file still matches its checksum; only the 8-bit model's origin is out of date.
-    assert weights_main(["--weights", str(weights)]) == 0
+    # Every file still matches its checksum, but the 8-bit model was made from another graph.
+    assert weights_main(["--weights", str(weights)]) == 2
+    assert "remake it: python -m tracker.quantize" in capsys.readouterr().err
     # Re-exporting the graph an 8-bit model was made from leaves that model valid.
-    assert weights_main(["--weights", str(small_weights.parent / "unused")]) == 2
     assert weights_main(["--weights", str(copy_weights(small_weights, tmp_path / "same")), "--reexport"]) == 0
     assert "remake" not in capsys.readouterr().out
     create_backend("onnxruntime-int8", tmp_path / "same").close()
+    assert weights_main(["--weights", str(tmp_path / "same")]) == 0
+    assert "dgn.pt, dgn.onnx, dgn_int8.onnx match dgn.json" in capsys.readouterr().out
 
 
 def test_a_reexport_that_does_not_match_torch_or_cannot_load_leaves_the_weights_as_they_were(small_weights, tmp_path, monkeypatch, hand_model, capsys):
@@ -178,6 +180,8 @@ def test_a_reexport_that_does_not_match_torch_or_cannot_load_leaves_the_weights_
     assert weights_main(["--weights", str(weights), "--reexport"]) == 2
     assert "dgn.pt is corrupt" in capsys.readouterr().err
     assert (weights / ONNX).read_bytes() == before[ONNX]
+    assert weights_main(["--weights", str(tmp_path / "nothing"), "--reexport"]) == 2
+    assert "no network weights" in capsys.readouterr().err
 
 
 def test_a_truncated_int8_model_is_rejected(small_weights, tmp_path):

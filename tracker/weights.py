@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             manifest = load_manifest(args.weights)
             for name in manifest["files"]:
                 verified_path(args.weights, name, manifest)
+            if ONNX_INT8 in manifest["files"] and manifest.get("onnx_int8", {}).get("quantized_from") != manifest["files"].get(ONNX):
+                raise WeightsError(f"{ONNX_INT8} was quantised from another {ONNX}; remake it: python -m tracker.quantize --weights {args.weights}")
             print(f"{args.weights}: {', '.join(manifest['files'])} match {MANIFEST}")
     except WeightsError as exc:
         print(f"error: {exc}", file=sys.stderr)
