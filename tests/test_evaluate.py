@@ -72,7 +72,7 @@ def test_evaluation_judges_the_8_bit_network_on_the_same_frames(smoke_weights, t
     assert int8["mean_joint_error_mm"] != float_metrics["mean_joint_error_mm"]  # another network ran
     card = (weights / "MODEL_CARD.md").read_text()
     assert f"joints {int8['mean_joint_error_mm']:.2f} mm" in card and "on the same 3 frames" in card
-    assert "kept in 8 bits through the hourglasses' additions and upsamplings" in card
+    assert "kept in 8 bits through the hourglasses' additions, ReLUs and upsamplings" in card
     assert "8-bit network (onnxruntime-int8), same frames" in capsys.readouterr().out
     # Listed but damaged: the evaluation stops before it starts, and says which file.
     (weights / ONNX_INT8).write_bytes(b"truncated")

@@ -68,7 +68,8 @@ def test_quantisation_writes_a_listed_int8_model_with_the_first_convolution_and_
 
 
 def test_the_hourglass_chains_are_quantised_and_the_extension_arithmetic_stays_float(small_weights):
-    inside, outside = chain_operators(small_weights / ONNX)
+    heads = load_manifest(small_weights)["onnx_int8"]["float_convolutions"][1:]
+    inside, outside = chain_operators(small_weights / ONNX, heads)
     float_model = onnx.load(str(small_weights / ONNX))
     hourglass = [n.name for n in float_model.graph.node if n.op_type in ("Add", "Relu", "Resize") and "hourglass" in n.name]
     # Every residual addition, ReLU and upsampling of both hourglasses, and nothing else:
@@ -76,7 +77,7 @@ def test_the_hourglass_chains_are_quantised_and_the_extension_arithmetic_stays_f
     # quantised they wreck the extension.
     assert sorted(inside) == sorted(hourglass) and len(inside) > 40
     assert outside and not any("hourglass" in name for name in outside)
-    assert load_manifest(small_weights)["onnx_int8"]["quantized_chain_operators"] == len(inside)
+    assert load_manifest(small_weights)["onnx_int8"]["chain_operators_selected"] == len(inside)
     model = onnx.load(str(small_weights / ONNX_INT8))
     producer = {output: node.op_type for node in model.graph.node for output in node.output}
     adds = [n for n in model.graph.node if n.op_type == "Add"]
@@ -84,6 +85,14 @@ def test_the_hourglass_chains_are_quantised_and_the_extension_arithmetic_stays_f
     quantized = [n.name for n in adds if all(producer.get(i) == "DequantizeLinear" for i in n.input)]
     assert sorted(quantized) == sorted(n for n in inside if "Add" in n)
     assert all(producer.get(i) != "DequantizeLinear" for n in adds if n.name in outside for i in n.input)
+
+
+def test_nodes_without_a_name_of_their_own_cannot_be_chosen(small_weights, tmp_path):
+    model = onnx.load(str(small_weights / ONNX))
+    model.graph.node[5].name = ""
+    onnx.save(model, str(tmp_path / "unnamed.onnx"))
+    with pytest.raises(WeightsError, match="1 nodes without a name of their own"):
+        chain_operators(tmp_path / "unnamed.onnx", [])
 
 
 def test_int8_backend_follows_the_float_network(small_weights):

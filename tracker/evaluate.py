@@ -414,7 +414,7 @@ def write_model_card(
     ]
     if int8:
         q = int8["quantization"]
-        chain = ", kept in 8 bits through the hourglasses' additions and upsamplings" if q.get("quantized_chain_operators") else ""
+        chain = ", kept in 8 bits through the hourglasses' additions, ReLUs and upsamplings" if q.get("chain_operators_selected") else ""
         lines += [
             f"The 8-bit network (`dgn_int8.onnx`, backend `onnxruntime-int8`; `python -m tracker.quantize`: int8 convolution weights, one scale per"
             f" output channel, uint8 activations calibrated on {q['calibration_samples']} synthetic crops{chain}; the first convolution, the heads and"

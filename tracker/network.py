@@ -11,7 +11,7 @@
          product so the graph exports to ONNX/TensorRT unchanged
       -> mesh-grid hourglass (pixel-unshuffle x2 too) -> 3-D offsets on the 16x16 grid
       -> sampling: each vertex reads the grid bilinearly at its fixed mesh coordinate (a
-         fixed (V, 256) matrix) -> P_s in crop-normalised coordinates
+         fixed (256, V) matrix) -> P_s in crop-normalised coordinates
 
 Crop-normalised coordinates are camera-frame offsets from the crop centre divided by half
 the cube size (``tracker.crop``). Everything here has static shapes.
@@ -139,8 +139,8 @@ class DualGridNet(nn.Module):
         (P, d) features costs half the memory traffic of weighting the features per column
         first, which is what bounds training on a CPU. The total weight per node is the
         product of the two factors alone, (G, P) x (P, G), so the large product keeps exactly
-        d = 32 columns: a 33rd (a ones channel) made the CPU's matrix kernels run a third
-        panel for one column, about 6% of the whole float forward.
+        d columns (32 in the shipped network): a 33rd (a ones channel) made the CPU's matrix
+        kernels run a third panel for one column, about 6% of the whole float forward.
         """
         b, d = features.shape[:2]
         g = self.config.mesh_grid_size

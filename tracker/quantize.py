@@ -95,22 +95,29 @@ def float_convolutions(model_path: Path) -> list[str]:
 CHAIN_OPERATORS = ("Add", "Relu", "Resize")
 
 
-def chain_operators(model_path: Path) -> tuple[list[str], list[str]]:
+def chain_operators(model_path: Path, float_heads: list[str]) -> tuple[list[str], list[str]]:
     """(inside, outside): names of the additions, ReLUs and upsamplings whose data inputs all
-    come from convolutions or from other such operators, and of the rest.
+    come from convolutions other than the float heads, or from other such operators; and of
+    the rest.
 
     Inside are the residual blocks, skips and upsamplings of both hourglasses; outside are
-    the extension's and the sampling's arithmetic on grid coordinates and weights.
+    the extension's and the sampling's arithmetic on grid coordinates and weights. The
+    quantiser excludes nodes by name, so every candidate needs a name of its own.
     """
     import onnx
 
     graph = onnx.load(str(model_path)).graph
+    names = [node.name for node in graph.node]
+    unnamed = [i for i, node in enumerate(graph.node) if not node.name or names.count(node.name) > 1]
+    if unnamed:
+        raise WeightsError(f"{model_path}: {len(unnamed)} nodes without a name of their own (first: #{unnamed[0]} {graph.node[unnamed[0]].op_type}); cannot choose what to quantise")
+    heads = set(float_heads)
     producer = {output: node for node in graph.node for output in node.output}
     inside: set[str] = set()
 
     def from_chain(tensor: str) -> bool:
         node = producer.get(tensor)
-        return node is not None and (node.op_type == "Conv" or node.name in inside)
+        return node is not None and ((node.op_type == "Conv" and node.name not in heads) or node.name in inside)
 
     grew = True
     while grew:  # a fixed point, so the order of the graph's nodes does not matter
@@ -170,7 +177,9 @@ def quantize_weights(weights_dir: str | Path = WEIGHTS_DIR, samples: int = DEFAU
             # quantiser then sees every tensor's shape and the batch-norms already folded.
             quant_pre_process(str(float_path), str(prepared))
             kept_float = float_convolutions(prepared)
-            chain, outside_chain = chain_operators(prepared)
+            # The first convolution stays float but its ReLU and the stem's residual addition
+            # still belong to the chain (onnxruntime leaves a ReLU on float input in float).
+            chain, outside_chain = chain_operators(prepared, float_heads=kept_float[1:])
             quantize_static(
                 str(prepared),
                 str(partial_model),
@@ -195,7 +204,7 @@ def quantize_weights(weights_dir: str | Path = WEIGHTS_DIR, samples: int = DEFAU
             "calibration_samples": int(samples),
             "calibration_stream_seed": CALIBRATION_STREAM_SEED,
             "float_convolutions": kept_float,
-            "quantized_chain_operators": len(chain),
+            "chain_operators_selected": len(chain),
             "onnxruntime": onnxruntime.__version__,
         }
         partial_manifest.write_text(json.dumps(manifest, indent=2) + "\n")

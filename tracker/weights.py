@@ -191,20 +191,26 @@ REEXPORT_TOLERANCE = 1e-4
 def reexport_onnx(weights_dir: str | Path = WEIGHTS_DIR) -> dict:
     """Rewrite ``dgn.onnx`` from the verified ``dgn.pt`` and its checksum in the manifest.
 
-    The new file is checked against torch before it replaces the old one; both files are
-    renamed into place, so a failure leaves the previous export intact. The export is
-    deterministic: the same code writes the same bytes. An 8-bit model made from a
-    different graph becomes stale (its backend says so) until ``tracker.quantize`` runs
-    again. Returns the manifest.
+    The new file is checked against torch before anything is replaced, so a graph that does
+    not match, or a failure while exporting, leaves the previous export intact. Both files
+    are then renamed into place; a crash between the two renames leaves a ``dgn.onnx`` the
+    manifest refuses, which running the re-export again repairs (it needs only ``dgn.pt``).
+    The export is deterministic: the same code writes the same bytes. An 8-bit model made
+    from a different graph becomes stale (its backend says so) until ``tracker.quantize``
+    runs again. Returns the manifest.
     """
-    import onnxruntime
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise WeightsError(f"re-exporting checks the new graph with onnxruntime ({exc}); pip install onnxruntime") from exc
 
     weights_dir = Path(weights_dir)
     network, manifest = load_network(weights_dir)
     if not os.access(weights_dir, os.W_OK):
         raise WeightsError(f"cannot write into {weights_dir}; copy the weights somewhere writable and re-export them there")
-    partial_model = weights_dir / f".{ONNX}.partial"
-    partial_manifest = weights_dir / f".{MANIFEST}.partial"
+    partial_model = weights_dir / f".{ONNX}.reexport.partial"
+    partial_manifest = weights_dir / f".{MANIFEST}.reexport.partial"
+    model_replaced = False
     try:
         export_onnx(network, partial_model)
         depth = random_input(seed=0, crop_size=network.config.crop_size)
@@ -213,14 +219,27 @@ def reexport_onnx(weights_dir: str | Path = WEIGHTS_DIR) -> dict:
         session = onnxruntime.InferenceSession(str(partial_model), providers=["CPUExecutionProvider"])
         actual = dict(zip(ONNX_OUTPUTS, session.run(list(ONNX_OUTPUTS), {ONNX_INPUT: depth})))
         for name in ONNX_OUTPUTS:
+            if actual[name].shape != expected[name].shape:
+                raise WeightsError(f"the re-exported graph's {name} is {actual[name].shape}, torch's {expected[name].shape}; {weights_dir / ONNX} is left as it was")
             scale = max(float(np.abs(expected[name]).max()), 1e-6)
             error = float(np.abs(actual[name] - expected[name]).max()) / scale
             if not error < REEXPORT_TOLERANCE:
                 raise WeightsError(f"the re-exported graph's {name} is {error:.2g} (relative) off torch's; {weights_dir / ONNX} is left as it was")
         manifest["files"][ONNX] = sha256_of(partial_model)
-        partial_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
+        with open(partial_manifest, "w") as f:
+            f.write(json.dumps(manifest, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        with open(partial_model, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(partial_model, weights_dir / ONNX)
+        model_replaced = True
         os.replace(partial_manifest, weights_dir / MANIFEST)
+    except WeightsError:
+        raise
+    except Exception as exc:  # torch, onnxruntime and the file system raise their own types
+        state = "run the re-export again to repair it" if model_replaced else "it is left as it was"
+        raise WeightsError(f"re-exporting {weights_dir / STATE_DICT} failed: {type(exc).__name__}: {exc}; {weights_dir / ONNX}: {state}") from exc
     finally:
         partial_model.unlink(missing_ok=True)
         partial_manifest.unlink(missing_ok=True)
@@ -245,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             manifest = load_manifest(args.weights)
             for name in manifest["files"]:
                 verified_path(args.weights, name, manifest)
+            check_hand_model(manifest, HandModel.load(), args.weights)
             if ONNX_INT8 in manifest["files"] and manifest.get("onnx_int8", {}).get("quantized_from") != manifest["files"].get(ONNX):
                 raise WeightsError(f"{ONNX_INT8} was quantised from another {ONNX}; remake it: python -m tracker.quantize --weights {args.weights}")
             print(f"{args.weights}: {', '.join(manifest['files'])} match {MANIFEST}")
