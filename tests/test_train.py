@@ -35,18 +35,117 @@ def test_training_checkpoints_resumes_and_exports(tmp_path):
 
     # Resume: a longer run continues from the checkpoint instead of starting over. A row
     # logged after the checkpoint (the run died between the two) is logged again, once.
+    first_rows = rows
     with open(tmp_path / "metrics.csv", "a", newline="") as f:
         csv.writer(f).writerow([SMOKE.steps + 1] + ["0"] * (len(rows[0]) - 1))
     longer = SMOKE.__class__(**{**SMOKE.__dict__, "steps": SMOKE.steps + 2})
     train(longer, tmp_path, progress=False)
     rows = _rows(tmp_path / "metrics.csv")
     assert [int(r["step"]) for r in rows] == list(range(1, SMOKE.steps + 3))
+    # Started over, the run would have rewritten the first rows (another schedule, other
+    # timings) and an optimiser of 2 steps.
+    assert rows[: SMOKE.steps] == first_rows
+    optimizer_steps = {float(v["step"]) for v in torch.load(tmp_path / "last.pt", weights_only=True)["optimizer"]["state"].values()}
+    assert optimizer_steps == {SMOKE.steps + 2.0}
     assert float(rows[SMOKE.steps]["initial_cm"]) > 0  # the new row, not the stale one
     assert torch.load(tmp_path / "last.pt", weights_only=True)["samples_seen"] == (SMOKE.steps + 2) * SMOKE.batch_size
 
     network, manifest = load_network(tmp_path / "export")
     assert manifest["training"]["samples_seen"] == (SMOKE.steps + 2) * SMOKE.batch_size
     assert network(torch.zeros(1, 1, 64, 64))["vertices"].shape[-1] == 3
+
+
+def _losses_with(monkeypatch, action):
+    """compute_losses as in training, with ``action(call_number, terms)`` run on each call."""
+    import tracker.train as train_module
+
+    real = train_module.compute_losses
+    calls = []
+
+    def patched(*args, **kwargs):
+        terms = real(*args, **kwargs)
+        calls.append(1)
+        return action(len(calls), terms)
+
+    monkeypatch.setattr(train_module, "compute_losses", patched)
+
+
+def test_a_step_with_non_finite_gradients_is_skipped(tmp_path, monkeypatch):
+    def nan_on_second(call, terms):
+        if call == 2:
+            terms["total"] = terms["total"] * float("nan")
+        return terms
+
+    _losses_with(monkeypatch, nan_on_second)
+    summary = train(SMOKE, tmp_path, progress=False)
+    assert summary["steps"] == SMOKE.steps and summary["skipped_steps"] == 1
+    network, _ = load_network(tmp_path / "export")
+    assert all(bool(torch.isfinite(p).all()) for p in network.parameters())
+    # The optimiser took the other steps only.
+    state = torch.load(tmp_path / "last.pt", weights_only=True)["optimizer"]["state"]
+    assert {float(v["step"]) for v in state.values()} == {SMOKE.steps - 1.0}
+
+
+def test_a_run_that_stays_non_finite_stops_with_a_clear_error(tmp_path, monkeypatch, capsys):
+    import tracker.train as train_module
+
+    monkeypatch.setattr(train_module, "MAX_NONFINITE_STEPS", 2)
+
+    def nan_from_third(call, terms):
+        if call >= 3:
+            terms["total"] = terms["total"] * float("inf")
+        return terms
+
+    _losses_with(monkeypatch, nan_from_third)
+    rc = train_module.main(["--out", str(tmp_path), "--recipe", "smoke", "--steps", "8"])
+    assert rc == 2
+    assert "not finite for 2 steps in a row (step 4)" in capsys.readouterr().err
+    state = torch.load(tmp_path / "last.pt", weights_only=True)  # the checkpoint of step 2 stays
+    assert state["step"] == 2 and all(bool(torch.isfinite(v).all()) for v in state["network"].values())
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_signal_ends_the_run_after_its_step_with_a_checkpoint_and_an_export(tmp_path, monkeypatch, capsys, name):
+    import signal
+
+    import tracker.train as train_module
+
+    number = getattr(signal, name)
+    before = signal.getsignal(number)
+
+    def signal_on_third(call, terms):
+        if call == 3:
+            os.kill(os.getpid(), number)
+        return terms
+
+    _losses_with(monkeypatch, signal_on_third)
+    rc = train_module.main(["--out", str(tmp_path), "--recipe", "smoke", "--steps", "8"])
+    assert rc == 128 + number
+    captured = capsys.readouterr()
+    assert f"{name}: stopping after this step" in captured.err and "run the same command again to resume" in captured.out
+    # Step 3 was finished (not checkpointed by the schedule: every 2 steps) and kept.
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 3
+    assert [int(r["step"]) for r in _rows(tmp_path / "metrics.csv")] == [1, 2, 3]
+    _, manifest = load_network(tmp_path / "export")
+    assert manifest["training"]["steps"] == 3 and manifest["training"]["stopped_by"] == name
+    assert signal.getsignal(number) is before
+
+
+def test_a_second_signal_aborts_at_once(tmp_path, monkeypatch):
+    import signal
+
+    def two_signals(call, terms):
+        if call == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return terms
+
+    _losses_with(monkeypatch, two_signals)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        train(SMOKE, tmp_path, progress=False)
+    assert not (tmp_path / "export").exists()  # aborted mid-step: nothing written as if finished
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_corrupt_weights_fail_the_checksum(tmp_path):

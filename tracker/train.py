@@ -12,7 +12,9 @@ with distances in centimetres (crop-normalised units times half the cube). Runs 
 under ``torchrun``: DistributedDataParallel over gloo (CPU) or NCCL (GPU), each rank with
 its own slice of the sample stream. Rank 0 writes ``config.json`` (the resolved config),
 ``metrics.csv``, checkpoints (``last.pt``, resumed automatically) and, at the end, the
-exported weights (``export/``: dgn.pt, dgn.onnx, dgn.json).
+exported weights (``export/``: dgn.pt, dgn.onnx, dgn.json). Ctrl-C or SIGTERM ends the run
+after the step in progress with a checkpoint and an export (exit status 128 + the signal);
+the same command resumes it. A step whose gradients are not finite is skipped, not taken.
 
 Where the renderer cannot keep up with the optimiser (the ``gpu`` recipe), batches are
 drawn from a replay memory of recent examples (``tracker.replay``); ``samples_seen`` then
@@ -27,7 +29,9 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,6 +223,73 @@ def _agreed_elapsed(began: float, world_size: int, device: torch.device) -> floa
     return elapsed
 
 
+def _agreed_flag(flag: bool, world_size: int, device: torch.device) -> bool:
+    """True when ``flag`` is set on any rank, so that all of them leave at the same step."""
+    if world_size > 1:
+        value = torch.tensor([float(flag)], dtype=torch.float64, device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        flag = bool(value)
+    return flag
+
+
+class StopRequest:
+    """SIGINT / SIGTERM end the run after the step in progress, with a checkpoint and an
+    export, instead of losing everything since the last checkpoint; a second signal aborts.
+
+    Schedulers (torchrun, SLURM) stop jobs with SIGTERM, terminals with SIGINT. Handlers can
+    only be installed from the main thread; elsewhere the run keeps the default behaviour.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, announce: bool) -> None:
+        self.signal_name: str | None = None
+        self.signal_number = 0
+        self.announce = announce
+        self.previous: dict[int, object] = {}
+
+    def _handle(self, number: int, frame) -> None:
+        if self.signal_name is not None:
+            raise KeyboardInterrupt
+        self.signal_number, self.signal_name = number, signal.Signals(number).name
+        if self.announce:
+            print(f"\n{self.signal_name}: stopping after this step with a checkpoint and an export (send it again to abort)", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            try:
+                for number in self.SIGNALS:
+                    self.previous[number] = signal.signal(number, self._handle)
+            except BaseException:
+                self.__exit__(None, None, None)
+                raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        self.previous.clear()
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+
+def _ignore_interrupts(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the training process, which stops cleanly; they
+    end with it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _all_finite(network) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in network.parameters())
+
+
+#: Consecutive steps with non-finite gradients after which a run stops: the data or the
+#: weights are broken, not one unlucky batch.
+MAX_NONFINITE_STEPS = 20
+
+
 def initial_weights(network: DualGridNet, weights_dir: str | Path) -> dict:
     """Load exported weights (checksums verified) into ``network`` to fine-tune them; returns
     what they had been trained with, for the run's record."""
@@ -251,6 +322,8 @@ def _save_checkpoint(
     max_seconds: float | None,
     lanes: StreamLanes,
 ) -> None:
+    if not _all_finite(network):
+        raise FloatingPointError(f"the network's weights are not finite at step {step}; {path} keeps the last good checkpoint")
     tmp = path.with_name(path.name + ".partial")
     torch.save(
         {
@@ -371,6 +444,7 @@ def train(
         persistent_workers=config.workers > 0,
         prefetch_factor=4 if config.workers > 0 else None,
         multiprocessing_context="spawn" if config.workers > 0 else None,
+        worker_init_fn=_ignore_interrupts if config.workers > 0 else None,
     )
     metrics_file = out_dir / "metrics.csv"
     columns = ["step", "samples_seen", "lr", "samples_per_s", "total", "coords", "mask", "initial_cm", "refined_cm", "joints_cm", "examples_trained", "rendered_per_s"]
@@ -396,8 +470,31 @@ def train(
     began = time.perf_counter()
     window_start, window_samples, window_rendered = time.perf_counter(), 0, 0
     last_terms: dict[str, float] = {}
+    logged_step = step
+    skipped_steps = nonfinite_in_a_row = 0
+    rate_now = learning_rate(config, step, 0.0)
+
+    def log_row() -> None:
+        nonlocal window_start, window_samples, window_rendered, logged_step
+        window_seconds = max(time.perf_counter() - window_start, 1e-9)
+        rate, rendered_rate = window_samples / window_seconds, window_rendered / window_seconds
+        window_start, window_samples, window_rendered = time.perf_counter(), 0, 0
+        losses = {f"{k}_cm" if k in ("initial", "refined", "joints") else k: f"{last_terms.get(k, float('nan')):.4f}" for k in ("total", "coords", "mask", "initial", "refined", "joints")}
+        writer.writerow(
+            {"step": step, "samples_seen": samples_seen, "lr": f"{rate_now:.3g}", "samples_per_s": f"{rate:.1f}", **losses}
+            | {"examples_trained": examples_trained, "rendered_per_s": f"{rendered_rate:.1f}"}
+        )
+        handle.flush()
+        logged_step = step
+        postfix = {"loss": f"{last_terms.get('total', float('nan')):.3f}", "init_cm": f"{last_terms.get('initial', float('nan')):.2f}", "joints_cm": f"{last_terms.get('joints', float('nan')):.2f}", "sps": f"{rate:.0f}"}
+        if config.replay_examples:
+            postfix["rendered_sps"] = f"{rendered_rate:.0f}"
+        bar.set_postfix(postfix)
+
     batches = training_batches(loader, config, device, rank)
+    stop = StopRequest(announce=rank == 0)
     try:
+        stop.__enter__()
         for batch, taken in batches:
             # The time budget covers the whole run, resumed segments included.
             time_fraction = 0.0 if max_seconds is None else (earlier_seconds + _agreed_elapsed(began, world_size, device)) / max_seconds
@@ -418,8 +515,21 @@ def train(
             terms = compute_losses(outputs, batch, refit, config.loss, use_refit=step >= config.refit_start_step)
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
-            torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)
-            optimizer.step()
+            # Gradients are all-reduced by now, so every rank sees the same norm and skips
+            # the same steps. One non-finite gradient stepped would make every weight NaN.
+            norm = torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)
+            if bool(torch.isfinite(norm)):
+                optimizer.step()
+                nonfinite_in_a_row = 0
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                skipped_steps += 1
+                nonfinite_in_a_row += 1
+                if nonfinite_in_a_row >= MAX_NONFINITE_STEPS:
+                    raise FloatingPointError(
+                        f"the gradients were not finite for {nonfinite_in_a_row} steps in a row (step {step + 1}); "
+                        f"{checkpoint} keeps the last checkpoint"
+                    )
             step += 1
             samples_seen += rendered
             examples_trained += config.batch_size * world_size
@@ -429,19 +539,7 @@ def train(
                 last_terms = {k: float(v.detach()) for k, v in terms.items()}
                 bar.update(1)
                 if step % config.log_every == 0 or step == config.steps:
-                    window_seconds = max(time.perf_counter() - window_start, 1e-9)
-                    rate, rendered_rate = window_samples / window_seconds, window_rendered / window_seconds
-                    window_start, window_samples, window_rendered = time.perf_counter(), 0, 0
-                    losses = {f"{k}_cm" if k in ("initial", "refined", "joints") else k: f"{last_terms.get(k, float('nan')):.4f}" for k in ("total", "coords", "mask", "initial", "refined", "joints")}
-                    writer.writerow(
-                        {"step": step, "samples_seen": samples_seen, "lr": f"{rate_now:.3g}", "samples_per_s": f"{rate:.1f}", **losses}
-                        | {"examples_trained": examples_trained, "rendered_per_s": f"{rendered_rate:.1f}"}
-                    )
-                    handle.flush()
-                    postfix = {"loss": f"{last_terms['total']:.3f}", "init_cm": f"{last_terms['initial']:.2f}", "joints_cm": f"{last_terms.get('joints', float('nan')):.2f}", "sps": f"{rate:.0f}"}
-                    if config.replay_examples:
-                        postfix["rendered_sps"] = f"{rendered_rate:.0f}"
-                    bar.set_postfix(postfix)
+                    log_row()
             if step % config.checkpoint_every == 0:
                 _merge_lanes(lanes, world_size, device)  # every rank: a collective
                 if rank == 0:
@@ -449,15 +547,23 @@ def train(
                         checkpoint, network, optimizer, step, samples_seen, examples_trained, config,
                         earlier_seconds + time.perf_counter() - began, initialised_from, max_seconds, lanes,
                     )
+            if _agreed_flag(stop.requested, world_size, device):
+                break
     finally:
+        stop.__exit__(None, None, None)
         batches.close()  # stops the replay memory's loader thread now, not when collected
+    if rank == 0 and logged_step != step:  # stopped by the time budget or a signal between log rows
+        log_row()
     bar.close()
     # Wall time summed over every resumed segment of the run.
     _merge_lanes(lanes, world_size, device)
     summary = {
         "steps": step, "samples_seen": samples_seen, "examples_trained": examples_trained, "seconds": earlier_seconds + time.perf_counter() - began,
-        "last_losses": last_terms, "stream_end": lanes.end,
+        "last_losses": last_terms, "stream_end": lanes.end, "skipped_steps": skipped_steps,
     }
+    if stop.requested:
+        summary["stopped_by"] = stop.signal_name
+        summary["stopped_by_signal"] = stop.signal_number
     if initialised_from is not None:  # fine-tuned: count what the starting weights had seen too
         summary["initialised_from"] = initialised_from
         summary["samples_seen_total"] = samples_seen + initialised_from["samples_seen"]
@@ -542,12 +648,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     try:
         summary = train(config, args.out, resume=not args.no_resume, max_seconds=None if args.max_minutes is None else 60 * args.max_minutes, init_from=args.init_from)
-    except (WeightsError, ResumeError) as exc:  # --init-from weights missing or wrong; a resume in another frame
+    except (WeightsError, ResumeError, FloatingPointError) as exc:  # --init-from weights missing or wrong; a resume in another frame; a run gone non-finite
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
         replayed = f" ({summary['examples_trained']} drawn from a replay memory)" if config.replay_examples else ""
         print(f"trained {summary['steps']} steps, {summary['samples_seen']} samples{replayed} in {summary['seconds'] / 60:.1f} min; weights in {args.out / 'export'}")
+        if summary["skipped_steps"]:
+            print(f"warning: {summary['skipped_steps']} steps had non-finite gradients and were skipped")
+        if "stopped_by" in summary:
+            print(f"stopped by {summary['stopped_by']}; run the same command again to resume from {args.out / 'last.pt'}")
+    if "stopped_by" in summary:
+        return 128 + summary["stopped_by_signal"]
     return 0
 
 
