@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tracker.gltf import GlbError
+from tracker.gltf import GlbError, read_glb_skinned_mesh
 from tracker.hand_asset_builder import DEFAULT_ASSET, DEFAULT_GLB, build_hand_asset, main
 from tracker.hand_model import HandModel, HandModelError
 from tracker.skeleton import NUM_PARTS
@@ -19,14 +19,16 @@ def _glb(doc: dict, binary: bytes) -> bytes:
     return struct.pack("<4sII", b"glTF", 2, 12 + len(body)) + body
 
 
-def _one_triangle_skinned_glb() -> bytes:
+def _one_triangle_skinned_glb(modify=None) -> bytes:
+    """A one-triangle, one-bone skinned mesh; ``modify(doc)`` may damage its JSON first."""
     positions = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32).tobytes()
     joints = np.zeros((3, 4), np.uint8).tobytes()
     weights = np.tile(np.array([1, 0, 0, 0], np.float32), (3, 1)).tobytes()
     indices = np.array([0, 1, 2, 0], np.uint16).tobytes()  # padded to 4 bytes
-    binary = positions + joints + weights + indices
+    uv = np.array([[0, 0], [255, 0], [0, 51]], np.uint8).tobytes() + b"\0\0"  # padded to 4 bytes
+    binary = positions + joints + weights + indices + uv
     views, offset = [], 0
-    for chunk in (positions, joints, weights, indices):
+    for chunk in (positions, joints, weights, indices, uv):
         views.append({"buffer": 0, "byteOffset": offset, "byteLength": len(chunk)})
         offset += len(chunk)
     doc = {
@@ -43,6 +45,8 @@ def _one_triangle_skinned_glb() -> bytes:
         "bufferViews": views,
         "buffers": [{"byteLength": len(binary)}],
     }
+    if modify is not None:
+        modify(doc)
     return _glb(doc, binary)
 
 
@@ -121,6 +125,67 @@ def test_wrong_glb_is_rejected_with_the_reason(tmp_path, capsys):
         main(["--glb", str(other), "--out", str(tmp_path / "out.npz")])
     assert exit_info.value.code == 2
     assert "expected the 25 joints" in capsys.readouterr().err
+
+
+def _with_normalised_uv(doc):
+    doc["accessors"].append({"bufferView": 4, "componentType": 5121, "normalized": True, "count": 3, "type": "VEC2"})
+    doc["meshes"][0]["primitives"][0]["attributes"]["TEXCOORD_0"] = 4
+
+
+def test_normalised_integer_texture_coordinates_are_read_as_fractions(tmp_path):
+    path = tmp_path / "uv.glb"
+    path.write_bytes(_one_triangle_skinned_glb(_with_normalised_uv))
+    mesh = read_glb_skinned_mesh(path)
+    np.testing.assert_allclose(mesh.uv, [[0, 0], [1, 0], [0, 0.2]], atol=1e-7)
+
+
+def _cycle(doc):
+    doc["nodes"][0]["children"] = [1]
+    doc["nodes"][1]["children"] = [0]
+
+
+def _two_parents(doc):
+    doc["nodes"].append({"name": "other", "children": [0]})
+    doc["nodes"][1]["children"] = [0]
+
+
+def _past_its_view(doc):
+    doc["accessors"][0]["count"] = 4  # the next view's bytes, still inside the chunk
+
+
+def _no_count(doc):
+    del doc["accessors"][0]["count"]
+
+
+def _negative_count(doc):
+    doc["accessors"][0]["count"] = -1
+
+
+def _mesh_index_out_of_range(doc):
+    doc["nodes"][1]["mesh"] = 5
+
+
+def _skin_joint_out_of_range(doc):
+    doc["skins"][0]["joints"] = [7]
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_cycle, "do not form a tree|cycle"),
+        (_two_parents, "do not form a tree"),
+        (_past_its_view, "past the end of its buffer view"),
+        (_no_count, "no valid count"),
+        (_negative_count, "no valid count"),
+        (_mesh_index_out_of_range, "malformed glTF structure"),
+        (_skin_joint_out_of_range, "malformed glTF structure"),
+    ],
+)
+def test_a_malformed_glb_structure_is_a_clear_error(tmp_path, damage, message):
+    path = tmp_path / "bad.glb"
+    path.write_bytes(_one_triangle_skinned_glb(damage))
+    with pytest.raises(GlbError, match=message):
+        read_glb_skinned_mesh(path)
 
 
 def test_missing_asset(tmp_path):

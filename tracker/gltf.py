@@ -131,20 +131,38 @@ def read_glb_skinned_mesh(path: str | Path) -> GlbSkinnedMesh:
             raise GlbError(f"{path}: accessor {index} is malformed ({exc!r})") from exc
         if view.get("byteStride", dtype.itemsize * width) != dtype.itemsize * width:
             raise GlbError(f"{path}: interleaved buffer views are not supported")
-        start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
-        count = acc["count"] * width
-        if start + count * dtype.itemsize > len(binary):
-            raise GlbError(f"{path}: accessor {index} reads past the end of the binary chunk")
+        if view.get("buffer", 0) != 0:
+            raise GlbError(f"{path}: accessor {index} reads an external buffer; only the .glb's own is supported")
+        items, view_start, view_length, offset = (acc.get("count"), view.get("byteOffset", 0), view.get("byteLength"), acc.get("byteOffset", 0))
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (items, view_start, view_length, offset)):
+            raise GlbError(f"{path}: accessor {index} has no valid count, byteOffset or byteLength")
+        count = items * width
+        start = view_start + offset
+        # Within its own view, not merely inside the chunk: past the view lie other arrays.
+        if offset + count * dtype.itemsize > view_length or view_start + view_length > len(binary):
+            raise GlbError(f"{path}: accessor {index} reads past the end of its buffer view or of the binary chunk")
         arr = np.frombuffer(binary, dtype=dtype, count=count, offset=start)
-        return arr.reshape(acc["count"], width) if width > 1 else arr.copy()
+        if acc.get("normalized") and dtype.kind in "iu":  # glTF's normalised integers stand for [0, 1] (or [-1, 1])
+            arr = np.maximum(arr.astype(np.float32) / np.iinfo(dtype).max, -1.0)
+        return arr.reshape(items, width) if width > 1 else arr.copy()
 
+    try:
+        return _skinned_mesh(doc, accessor, path)
+    except GlbError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:  # a structure the format does not allow
+        raise GlbError(f"{path}: malformed glTF structure ({type(exc).__name__}: {exc})") from exc
+
+
+def _skinned_mesh(doc: dict, accessor, path: Path) -> GlbSkinnedMesh:
     meshes = doc.get("meshes", [])
     skins = doc.get("skins", [])
     nodes = doc.get("nodes", [])
-    mesh_nodes = [n for n in nodes if "mesh" in n and "skin" in n]
-    if not meshes or not skins or not mesh_nodes:
+    mesh_node_indices = [i for i, n in enumerate(nodes) if "mesh" in n and "skin" in n]
+    if not meshes or not skins or not mesh_node_indices:
         raise GlbError(f"{path}: no skinned mesh found (meshes={len(meshes)}, skins={len(skins)})")
-    prim = meshes[mesh_nodes[0]["mesh"]]["primitives"][0]
+    mesh_node = nodes[mesh_node_indices[0]]
+    prim = meshes[mesh_node["mesh"]]["primitives"][0]
     if prim.get("mode", 4) != 4:
         raise GlbError(f"{path}: primitive mode {prim.get('mode')} is not a triangle list")
     attrs = prim.get("attributes", {})
@@ -170,7 +188,7 @@ def read_glb_skinned_mesh(path: str | Path) -> GlbSkinnedMesh:
     if not np.all(np.isfinite(positions)) or not np.all(np.isfinite(weights)):
         raise GlbError(f"{path}: NaN/inf in vertex data")
 
-    skin = skins[mesh_nodes[0]["skin"]]
+    skin = skins[mesh_node["skin"]]
     joint_nodes = skin["joints"]
     if joints.max() >= len(joint_nodes):
         raise GlbError(f"{path}: vertex joint index beyond the skin's {len(joint_nodes)} joints")
@@ -180,18 +198,24 @@ def read_glb_skinned_mesh(path: str | Path) -> GlbSkinnedMesh:
     parent = {}
     for i, node in enumerate(nodes):
         for c in node.get("children", []):
+            if c in parent or c == i or not 0 <= c < len(nodes):
+                raise GlbError(f"{path}: node {c} is a child of node {i} but the nodes do not form a tree")
             parent[c] = i
 
     def world(i: int) -> np.ndarray:
         m = _node_local_matrix(nodes[i])
+        seen = {i}
         while i in parent:
             i = parent[i]
+            if i in seen:
+                raise GlbError(f"{path}: the node hierarchy has a cycle through node {i}")
+            seen.add(i)
             m = _node_local_matrix(nodes[i]) @ m
         return m
 
     model_from_joint = np.stack([world(i) for i in joint_nodes])
     # Mesh vertices live in the mesh node's frame; express joints in that frame too.
-    mesh_world = world(nodes.index(mesh_nodes[0]))
+    mesh_world = world(mesh_node_indices[0])
     model_from_joint = np.linalg.inv(mesh_world)[None] @ model_from_joint
     if "inverseBindMatrices" in skin:
         inverse_bind = accessor(skin["inverseBindMatrices"]).reshape(-1, 4, 4).transpose(0, 2, 1)
