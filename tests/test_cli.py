@@ -42,6 +42,11 @@ def test_left_hand_input_and_mesh_files(tmp_path, capsys):
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 3 and all(r["hands"][0]["handedness"] == "left" for r in records)
     assert sorted(p.name for p in meshes.iterdir()) == [f"frame_00000{i}_left.obj" for i in range(3)]
+    # A second run into the same folder is refused before it replaces the first's output.
+    first_output = out.read_bytes()
+    assert main(args + ["--out", str(out), "--mesh-dir", str(meshes)]) == 2
+    assert "already holds 3 hand meshes from an earlier run" in capsys.readouterr().err
+    assert out.read_bytes() == first_output
 
 
 def test_the_side_is_decided_automatically_by_default(tmp_path):

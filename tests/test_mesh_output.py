@@ -118,6 +118,23 @@ def test_a_frame_counter_that_restarts_writes_a_new_part_and_overwrites_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
 
 
+def test_a_folder_with_meshes_of_an_earlier_run_is_refused(tmp_path, hand_model):
+    sink = MeshSink(tmp_path, hand_model.faces, fmt="obj")
+    sink.write(make_result(hand_model))
+    sink.close()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for fmt in ("ply", "obj"):  # whichever format the new run writes
+        with pytest.raises(FileExistsError, match="already holds 1 hand meshes from an earlier run"):
+            MeshSink(tmp_path, hand_model.faces, fmt=fmt)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    # Other files do not count.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("x")
+    (other / "frame_000001_right.png").write_bytes(b"")
+    MeshSink(other, hand_model.faces).close()
+
+
 def test_unknown_format_is_refused(tmp_path, hand_model):
     with pytest.raises(ValueError, match="ply, obj"):
         MeshSink(tmp_path, hand_model.faces, fmt="stl")

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="no live window (default: a live overlay window when a display is present; Q or Esc quits)",
     )
     parser.add_argument("--viewer-3d", action="store_true", help="also show a live 3-D window (open3d, needs a display): depth points, hand mesh, skeleton")
-    parser.add_argument("--mesh-dir", type=Path, help="write each frame's hand mesh (camera frame, metres) into this folder")
+    parser.add_argument("--mesh-dir", type=Path, help="write each frame's hand mesh (camera frame, metres) into this folder (one without meshes of an earlier run)")
     parser.add_argument("--mesh-format", choices=["ply", "obj"], default="ply", help="mesh file format for --mesh-dir (default %(default)s)")
     parser.add_argument("--record", type=Path, help="while tracking a live camera, record its depth to this .db3")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames (synthetic default: %d)" % DEFAULT_SYNTHETIC_FRAMES)
@@ -116,6 +116,14 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     kind = source_kind(spec)
     if args.record is not None and kind != "realsense":
         parser.error("--record needs a live camera source (realsense or realsense:SERIAL)")
+    if args.mesh_dir is not None:
+        from tracker.mesh_output import check_mesh_directory
+
+        try:  # before any output is opened (the JSON lines file is replaced) or a camera started
+            check_mesh_directory(args.mesh_dir)
+        except FileExistsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     max_frames = args.max_frames
     synthetic = kind == "synthetic"
     if synthetic and max_frames is None:

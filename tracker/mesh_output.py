@@ -70,8 +70,28 @@ def _hand_vertices(hand: HandEstimate, faces: np.ndarray) -> np.ndarray:
     return vertices
 
 
+def earlier_meshes(directory: str | Path) -> list[Path]:
+    """Hand meshes a MeshSink wrote into ``directory`` before (none if it does not exist)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob("frame_*") if p.suffix.lower().lstrip(".") in MESH_FORMATS)
+
+
+def check_mesh_directory(directory: str | Path) -> None:
+    """Refuse a folder that already holds meshes: a new run would overwrite those of the
+    frame numbers it shares with the old one and leave the rest, a mix of two runs."""
+    found = earlier_meshes(directory)
+    if found:
+        raise FileExistsError(
+            f"{directory} already holds {len(found)} hand meshes from an earlier run (such as {found[0].name}); "
+            "a new run would overwrite some and mix the two. Choose an empty folder or move them away"
+        )
+
+
 class MeshSink:
-    """One mesh file per tracked hand per frame: ``frame_000123_right.ply`` in ``directory``.
+    """One mesh file per tracked hand per frame: ``frame_000123_right.ply`` in ``directory``,
+    which must not hold meshes from an earlier run.
 
     ``faces``: the hand model's (F, 3) triangles for a right hand (``HandModel.faces``); a
     left hand's are reversed here. Frames without a hand write nothing. ``files_written``
@@ -88,6 +108,7 @@ class MeshSink:
             raise ValueError(f"unknown mesh format {fmt!r}; choose one of {', '.join(MESH_FORMATS)}")
         self._o3d = _import_open3d()
         self.directory = Path(directory)
+        check_mesh_directory(self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.faces = _check_faces(faces)
         self.fmt = fmt
