@@ -326,6 +326,38 @@ def test_a_resumed_run_keeps_its_time_budget_and_says_what_changed(tmp_path, cap
     assert torch.load(tmp_path / "last.pt", weights_only=True)["max_seconds"] == 3600.0
 
 
+def test_a_fine_tune_says_when_it_changes_the_crop_frame_and_a_resume_when_it_ignores_init_from(tmp_path, capsys):
+    import dataclasses
+
+    from tracker.crop import CropFrame
+
+    train(SMOKE, tmp_path / "first", progress=False)
+    trained_in = CropFrame(SMOKE.data.crop_frame)
+    other = CropFrame.CAMERA if trained_in is CropFrame.RAY else CropFrame.RAY
+    capsys.readouterr()
+    switched = dataclasses.replace(SMOKE, data=dataclasses.replace(SMOKE.data, crop_frame=other))
+    train(switched, tmp_path / "second", progress=False, init_from=tmp_path / "first" / "export")
+    assert f"trained on {trained_in.value}-frame crops; this run trains them on {other.value}-frame ones" in capsys.readouterr().out
+    longer = dataclasses.replace(switched, steps=SMOKE.steps + 2)
+    train(longer, tmp_path / "second", progress=False, init_from=tmp_path / "first" / "export")
+    assert f"at step {SMOKE.steps}: --init-from {tmp_path / 'first' / 'export'} is not used" in capsys.readouterr().out
+
+
+def test_the_command_line_refuses_a_bad_learning_rate_and_warns_of_a_schedule_cut_short(tmp_path, capsys, monkeypatch):
+    import tracker.train as train_module
+
+    for bad in ("0", "-1e-3", "nan"):
+        with pytest.raises(SystemExit):
+            train_module.main(["--out", str(tmp_path), "--recipe", "smoke", f"--lr={bad}"])
+        assert "--lr must be a positive number" in capsys.readouterr().err
+    monkeypatch.setattr(train_module, "train", lambda *args, **kwargs: {"steps": 0, "samples_seen": 0, "seconds": 0.0, "skipped_steps": 0})
+    assert train_module.main(["--out", str(tmp_path), "--recipe", "cpu", "--steps", "150"]) == 0
+    err = capsys.readouterr().err
+    assert "end before the refit terms start (step 200)" in err and "warm-up" not in err
+    train_module.main(["--out", str(tmp_path), "--recipe", "cpu", "--steps", "50"])
+    assert "within the recipe's 100-step warm-up" in capsys.readouterr().err
+
+
 def test_a_time_budget_must_be_positive(tmp_path, capsys):
     from tracker.train import main as train_main
 

@@ -410,9 +410,13 @@ def train(
         saved_lanes = state.get("stream_lanes")
         max_seconds = _resumed_budget(state.get("max_seconds"), max_seconds, rank)
         _warn_schedule_changes(state.get("config", {}), config, rank)
+        if init_from is not None and rank == 0:
+            print(f"resuming {checkpoint} at step {step}: --init-from {init_from} is not used (--no-resume starts afresh from it)")
     elif init_from is not None:
         initialised_from = initial_weights(network, init_from)
         network.to(device)
+        if initialised_from["crop_frame"] != CropFrame(config.data.crop_frame).value and rank == 0:
+            print(f"note: {init_from} were trained on {initialised_from['crop_frame']}-frame crops; this run trains them on {CropFrame(config.data.crop_frame).value}-frame ones")
     model = DistributedDataParallel(network) if world_size > 1 else network
     # A fine-tune takes up the sample stream where the weights it starts from left it, so it
     # never trains on their samples again (each earlier stage drew from below their total;
@@ -642,6 +646,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--steps and --batch-size must be >= 1, --workers >= 0")
     if args.max_minutes is not None and not args.max_minutes > 0:
         parser.error("--max-minutes must be more than 0")
+    if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):  # NaN fails too
+        parser.error(f"--lr must be a positive number, got {config.learning_rate}")
+    if config.steps <= config.warmup_steps:
+        print(f"warning: {config.steps} steps end within the recipe's {config.warmup_steps}-step warm-up: the learning rate never decays", file=sys.stderr)
+    if config.steps <= config.refit_start_step:
+        print(f"warning: {config.steps} steps end before the refit terms start (step {config.refit_start_step}): P_r and the joints are not trained", file=sys.stderr)
     try:
         check_replay(config)
     except ValueError as error:
