@@ -71,7 +71,18 @@ def test_tracker_mirrors_the_crop_the_vote_calls_left_and_forgets_it_when_the_ha
     _, frames = _frames(Handedness.RIGHT, 3)
     classifier = _FakeClassifier([-2.0, 1.0, 3.0])
     tracker = HandTracker(estimator, TrackerConfig(), side_classifier=classifier)
-    first = tracker.process(frames[0][0])
+    network_inputs = []
+    run = estimator.run
+
+    def spy(crop):
+        network_inputs.append(crop)
+        return run(crop)
+
+    estimator.run = spy  # the fixture is shared; restored below
+    try:
+        first = tracker.process(frames[0][0])
+    finally:
+        del estimator.run
     assert first.hands[0].handedness == Handedness.LEFT and "side" in first.timings_ms
     second = tracker.process(frames[1][0])
     assert second.hands[0].handedness == Handedness.LEFT  # mean -0.5
@@ -81,6 +92,11 @@ def test_tracker_mirrors_the_crop_the_vote_calls_left_and_forgets_it_when_the_ha
     unmirrored = make_crop(frame.depth_m(), frame.intrinsics, prepared.centre).depth
     np.testing.assert_array_equal(classifier.seen[0], unmirrored)
     assert not np.array_equal(unmirrored, unmirrored[:, ::-1])  # so a mirrored crop would differ
+    # The network, though, was given the left-hand (mirrored) crop, as the vote said.
+    assert network_inputs[0].handedness == Handedness.LEFT
+    both = HandTracker(estimator, TrackerConfig(), side_classifier=_FakeClassifier([0.0])).prepare(frame, None).crops
+    np.testing.assert_array_equal(network_inputs[0].depth, both[Handedness.LEFT].depth)
+    assert not np.array_equal(both[Handedness.LEFT].depth, both[Handedness.RIGHT].depth)
     # An empty frame loses the hand; the next track votes afresh (+3 alone: right).
     empty = frames[2][0]
     empty = DepthFrame(np.zeros_like(empty.depth), empty.depth_scale, empty.intrinsics, empty.timestamp_ms, empty.serial, 2)
