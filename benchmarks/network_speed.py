@@ -183,8 +183,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
     if args.iterations < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
         parser.error("--iterations and --threads must be >= 1, --warmup >= 0")
+    threads_before = torch.get_num_threads()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    try:
+        return _measure(args, names)
+    finally:  # the caller's own setting again (an importing process, a test session)
+        torch.set_num_threads(threads_before)
+
+
+def _measure(args: argparse.Namespace, names: list[str]) -> int:
     try:
         manifest = load_manifest(args.weights)
         reference_backend = TorchBackend(args.weights)

@@ -10,10 +10,14 @@ from memory instead (the first 500 rendered, looped), for machines without the R
 SDK (GPU boxes) or to take the playback out of the measurement. ``--replay-network``
 runs the network once and replays its output, which measures what the CPU stages alone
 allow: no backend, however fast, can take the pipeline past that. Reports frames/s (median
-over 100-frame windows, and overall), latency from frame arrival to written estimate
-(p50/p99) and per-stage medians, all after the first ``--warmup`` frames (loading numba's
-cache, the runtimes' first runs, the workers starting), and the resident memory at the
-start and end of the run (growth over all the frames).
+over 100-frame windows, and overall), latency (p50/p99) and per-stage medians, all after
+the first ``--warmup`` frames (loading numba's cache, the runtimes' first runs, the workers
+starting), and the resident memory at the start and end of the run (growth over all the
+frames). Two latencies: from the frame's arrival to its estimate written, which here
+includes waiting for the frame before it (played as fast as possible, each frame arrives
+as soon as the one before is taken: latency at saturation), and from the tracker taking
+the frame to its estimate written (``processing_ms``). A run that ends before every frame
+is processed (a signal, an input error) writes no result and exits with status 1.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import argparse
 import dataclasses
 import json
 import multiprocessing
+import os
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -167,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             backend = _ReplayedNetwork(backend)
         tracker = HandTracker(HandEstimator(backend, hand_model), config)
         probe = _Probe()
+        machine_at_start = machine_info()
         rss_start = rss_mb()
         summary = run_pipeline(source, tracker, [JsonLinesSink(Path(tmp) / "out.jsonl"), probe], drop_old_frames=False)
         rss_end = rss_mb()
@@ -174,27 +181,45 @@ def main(argv: list[str] | None = None) -> int:
     # Frame ``warmup`` is the first timed one: speed from the time it was written on.
     done = np.array(probe.done[max(0, warmup - 1) :]) if warmup else np.array(probe.done)
     windows = [100 / (done[i + 100] - done[i]) for i in range(0, len(done) - 100, 100)]
-    overall = (len(done) - 1) / (done[-1] - done[0]) if warmup and len(done) > 1 and done[-1] > done[0] else stats["frames_per_second"]
+    if not warmup:
+        overall = stats["frames_per_second"]
+    else:
+        overall = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else None
     latency = np.array(summary.latency_ms[warmup:])
+    processing = np.array(summary.processing_ms[warmup:])
     stages = {
         k: float(np.median(v))
         for k in ("segment", "crop", "side", "network", "refit")
         if (v := [t[k] for t in probe.timings[warmup:] if k in t])
     }
+    ended_early = stats["frames"] != args.frames or stats["error"] is not None or stats["stopped_by"] != "end of input"
     result = {
         "benchmark": "pipeline_speed",
-        "machine": machine_info(),
+        "command": ["python", "-m", "benchmarks.pipeline_speed", *(sys.argv[1:] if argv is None else argv)],
+        "machine": machine_at_start,
+        "load_average_1min_at_end": os.getloadavg()[0],
+        "weights_sha256": manifest["files"],
         "backend": args.backend,
         "network": "replayed (first crop's output every frame)" if args.replay_network else "run every frame",
         "input": source.description,
         "tracker_config": config_to_dict(config),
         "frames": stats["frames"],
+        "frames_requested": args.frames,
+        "dropped": stats["dropped"],
+        "stopped_by": stats["stopped_by"],
+        "error": stats["error"],
         "frames_with_hand": stats["frames_with_hand"],
         "warmup_frames": warmup,
+        "timed_frames": max(len(done) - 1, 0) if warmup else len(done),
+        "windows_of_100_frames": len(windows),
         "frames_per_second_median_100_frame_windows": float(np.median(windows)) if windows else None,
         "frames_per_second_overall": overall,
+        "latency_note": "from the frame's arrival to its estimate written; played as fast as possible, a frame arrives as soon as "
+        "the one before is taken, so this includes waiting for that frame's processing (latency at saturation)",
         "latency_ms_p50": float(np.percentile(latency, 50)) if latency.size else None,
         "latency_ms_p99": float(np.percentile(latency, 99)) if latency.size else None,
+        "processing_ms_p50": float(np.percentile(processing, 50)) if processing.size else None,
+        "processing_ms_p99": float(np.percentile(processing, 99)) if processing.size else None,
         "stage_median_ms": stages,
         "rss_mb_start": rss_start,
         "rss_mb_end": rss_end,
@@ -205,9 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     suffix = ("" if args.input == "recording" else "_memory") + ("_replayed_network" if args.replay_network else "")
     out = args.out or RESULTS / f"pipeline_speed_{args.backend}{suffix}.json"
+    print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "tracker_config", "rss_mb_every_100_frames", "workers_rss_mb_every_100_frames")}, indent=2))
+    if ended_early:
+        print(f"error: the run ended early ({stats['stopped_by']}{': ' + stats['error'] if stats['error'] else ''}; "
+              f"{stats['frames']} of {args.frames} frames); {out} is left as it was", file=sys.stderr)
+        return 1
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "tracker_config", "rss_mb_every_100_frames", "workers_rss_mb_every_100_frames")}, indent=2))
     return 0
 
 

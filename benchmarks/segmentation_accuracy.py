@@ -33,12 +33,14 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from tracker.machine import machine_info
 from tracker.segment import SegmentConfig, find_hand_center, track_hand_center
 from tracker.sources import FolderSource, SyntheticSource
 from tracker.types import Handedness
@@ -64,12 +66,16 @@ def _mm_or_none(error_m: float) -> float | None:
 
 
 def error_stats(errors_m: np.ndarray) -> dict:
-    """Summary of centre errors (metres; inf where no hand was found)."""
+    """Summary of centre errors (metres; inf where no hand was found, NaN where no part of
+    the hand was visible, so that there was nothing to find: those frames are left out)."""
     errors_m = np.asarray(errors_m, np.float64)
+    without_visible_hand = int(np.isnan(errors_m).sum())
+    errors_m = errors_m[~np.isnan(errors_m)]
     found = np.isfinite(errors_m)
     kept = errors_m[found]
     return {
         "frames": int(len(errors_m)),
+        "frames_without_visible_hand": without_visible_hand,
         "found": float(found.mean()) if len(errors_m) else 0.0,
         "median_mm": float(np.median(kept) * 1e3) if kept.size else None,
         "p90_mm": float(np.percentile(kept, 90) * 1e3) if kept.size else None,
@@ -91,13 +97,17 @@ def synthetic_errors(config: SegmentationBenchConfig, progress: bool = True) -> 
         with source:
             for frame in source.frames():
                 depth_m = frame.depth_m()
-                truth = source.visible_hand_centroid(frame.frame_number)
+                with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # the mean of no visible pixel: NaN
+                    truth = source.visible_hand_centroid(frame.frame_number)
                 single = find_hand_center(depth_m, frame.intrinsics, config.segment)
                 tracked = track_hand_center(depth_m, frame.intrinsics, prior, config.segment)
                 prior = tracked
                 i = frame.frame_number
                 for name, centre in (("single_frame", single), ("tracked", tracked)):
-                    if centre is not None:
+                    if not np.all(np.isfinite(truth)):
+                        errors[name][index, i] = np.nan  # nothing of the hand in view to find
+                    elif centre is not None:
                         errors[name][index, i] = np.linalg.norm(centre - truth)
                 bar.update(1)
     bar.close()
@@ -174,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     real = real_errors(config)
     distances = np.array([np.inf if r["distance_px"] is None else r["distance_px"] for r in real])
     result = {
+        "benchmark": "segmentation_accuracy",
+        "command": ["python", "-m", "benchmarks.segmentation_accuracy", *(sys.argv[1:] if argv is None else argv)],
+        "machine": machine_info(),
         "config": asdict(config),
         "synthetic": {name: error_stats(e.ravel()) for name, e in errors.items()},
         "synthetic_worst_frames": [

@@ -14,3 +14,11 @@ def test_the_commit_is_the_projects_whatever_the_working_directory(monkeypatch, 
     info = machine_info()
     assert info["git_commit"] == expected
     assert info["logical_cores"] >= 1 and info["python"].count(".") == 2
+
+
+def test_the_record_says_whether_tracked_files_differ_from_the_commit_and_what_ran_it():
+    info = machine_info()
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, check=False).stdout
+    assert info["git_uncommitted_changes"] is bool(status.strip())
+    assert info["libraries"]["numpy"] == __import__("numpy").__version__
+    assert info["load_average_1min"] is None or info["load_average_1min"] >= 0

@@ -18,7 +18,9 @@ def test_network_gflop_counts_multiply_adds_twice():
 def test_cpu_result_holds_the_arithmetic_and_the_machine_peak(tmp_path):
     out = tmp_path / "speed.json"
     args = ["--backends", "onnxruntime,onnxruntime-int8", "--iterations", "3", "--warmup", "1", "--threads", "1", "--out", str(out)]
+    threads = torch.get_num_threads()
     assert network_speed.main(args) == 0
+    assert torch.get_num_threads() == threads  # --threads 1 held for the benchmark only
     result = json.loads(out.read_text())
     # The shipped network: about 0.38 G multiply-adds, nine tenths in the image hourglass.
     assert 0.7 < result["network_gflop"] < 0.85
@@ -43,7 +45,25 @@ def test_pipeline_speed_measures_a_short_run_after_its_warm_up(tmp_path):
     assert pipeline_speed(["--input", "memory", "--frames", "30", "--warmup", "10", "--segment-ahead", "0", "--replay-network", "--out", str(out)]) == 0
     result = json.loads(out.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
     assert result["frames"] == 30 and result["warmup_frames"] == 10
+    assert result["timed_frames"] == 20 and result["windows_of_100_frames"] == 0
     assert result["frames_per_second_median_100_frame_windows"] is None  # 20 timed frames: no window
+    assert result["stopped_by"] == "end of input" and result["error"] is None and result["dropped"] == 0
+    # The tracker's own part of the latency is part of it.
+    assert 0 < result["processing_ms_p50"] <= result["latency_ms_p50"]
+    assert result["command"][-2:] == ["--out", str(out)] and result["weights_sha256"]["dgn.onnx"]
     assert result["network"].startswith("replayed") and result["tracker_config"]["segment_ahead"] == 0
     assert result["frames_per_second_overall"] > 0 and result["latency_ms_p50"] <= result["latency_ms_p99"]
     assert set(result["stage_median_ms"]) >= {"segment", "crop", "network", "refit"}
+
+
+def test_pipeline_speed_writes_no_result_for_a_run_that_ended_early(tmp_path, monkeypatch, capsys):
+    import tracker.pipeline
+    from benchmarks.pipeline_speed import main as pipeline_speed
+
+    run_pipeline = tracker.pipeline.run_pipeline
+    # As if a signal or an input error had ended the run after 12 frames.
+    monkeypatch.setattr(tracker.pipeline, "run_pipeline", lambda *args, **kwargs: run_pipeline(*args, **{**kwargs, "max_frames": 12}))
+    out = tmp_path / "pipeline.json"
+    assert pipeline_speed(["--input", "memory", "--frames", "30", "--warmup", "5", "--segment-ahead", "0", "--replay-network", "--out", str(out)]) == 1
+    assert not out.exists()
+    assert "the run ended early (max frames; 12 of 30 frames)" in capsys.readouterr().err

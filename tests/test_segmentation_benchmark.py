@@ -13,6 +13,9 @@ def test_error_stats_golden():
     assert stats["median_mm"] == pytest.approx(40.0)
     assert stats["within_3cm"] == 0.25
     assert stats["over_5cm_or_missed"] == 0.5  # the 6 cm frame and the miss
+    # A frame with nothing of the hand in view has nothing to find: left out, and counted.
+    with_hidden = error_stats(np.array([0.01, 0.04, np.nan, 0.06, np.inf]))
+    assert with_hidden == {**stats, "frames_without_visible_hand": 1}
 
 
 def test_visible_centroid_lies_on_the_hand(hand_model):
@@ -31,6 +34,8 @@ def test_command_writes_results_with_its_config(tmp_path):
     assert main(["--sequences", "1", "--frames", "3", "--out", str(out), "--no-progress"]) == 0
     result = json.loads(out.read_text())
     assert result["config"]["sequences"] == 1 and result["config"]["frames"] == 3
+    assert result["config"]["segment"]["max_depth_m"] > 0  # the segmentation's own settings too
+    assert result["machine"]["git_commit"] and result["command"][-1] == "--no-progress"
     assert result["synthetic"]["tracked"]["frames"] == 3
     assert result["real_sr305"]["frames"] == 19 and result["real_sr305"]["found"] == 19
     assert out.with_suffix(".png").stat().st_size > 0

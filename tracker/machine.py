@@ -29,14 +29,14 @@ def machine_info() -> dict:
         pass
     cpu = fields.get("model name", cpu)
     flags = set(fields.get("flags", "").split())
+    # The project's own commit, from wherever the command was started, and whether tracked
+    # files differed from it (a result from uncommitted code cannot be reproduced from it).
+    commit = _git("rev-parse", "--short", "HEAD")
+    changes = _git("status", "--porcelain", "--untracked-files=no") if commit else None
     try:
-        # The project's own commit, from wherever the command was started.
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip()
+        load = round(os.getloadavg()[0], 2)
     except OSError:
-        commit = ""
+        load = None
     return {
         "cpu": cpu,
         "cpu_family_model": f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}",
@@ -45,4 +45,34 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "git_commit": commit,
+        "git_uncommitted_changes": None if changes is None else bool(changes),
+        # Other work on the machine slows what is measured: 1.0 is one core busy.
+        "load_average_1min": load,
+        "libraries": library_versions(),
     }
+
+
+#: Distributions whose versions decide a result (installed or not).
+LIBRARIES = ("torch", "numpy", "onnxruntime", "onnx", "numba", "tensorrt", "pyrealsense2", "opencv-python-headless", "opencv-python", "open3d", "scipy")
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions, read from the package metadata (nothing is imported)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parent
+        ).stdout.strip()
+    except OSError:
+        return ""

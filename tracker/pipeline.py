@@ -228,7 +228,9 @@ class _NewestFrameSlot:
         self.error: BaseException | None = None
 
     def put(self, frame: DepthFrame, stop: threading.Event, arrival: dict, lost_before: int = 0) -> None:
-        """Offer a frame; its arrival time is when the tracker could first have taken it.
+        """Offer a frame; its arrival time is when it is offered. A live camera offers each
+        frame as it comes; playback as fast as possible offers the next one as soon as the
+        slot is free, so its frames wait there while the one before is processed.
         ``lost_before``: frames the input lost just before this one (never offered)."""
         with self.condition:
             self.dropped += lost_before
@@ -262,19 +264,23 @@ class _NewestFrameSlot:
 @dataclass
 class RunSummary:
     """What a run did. ``seconds``: from taking the first frame to writing the last one
-    (start-up and shutdown left out, so frames / seconds is the processing rate)."""
+    (start-up and shutdown left out, so frames / seconds is the processing rate).
+    ``latency_ms``: per frame, from its arrival (``_NewestFrameSlot.put``) to its estimate
+    written; ``processing_ms``: from the tracker taking it to its estimate written, the
+    part of that latency the tracker itself adds."""
 
     frames: int = 0
     dropped: int = 0
     frames_with_hand: int = 0
     seconds: float = 0.0
     latency_ms: list = field(default_factory=list)
+    processing_ms: list = field(default_factory=list)
     stopped_by: str = "end of input"
     error: str | None = None
 
     def stats(self) -> dict:
         """Counts and rates; the latency percentiles are None when no frame was processed."""
-        lat = np.array(self.latency_ms)
+        lat, processing = np.array(self.latency_ms), np.array(self.processing_ms)
         return {
             "frames": self.frames,
             "dropped": self.dropped,
@@ -283,6 +289,8 @@ class RunSummary:
             "frames_per_second": self.frames / self.seconds if self.seconds > 0 else 0.0,
             "latency_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,
             "latency_ms_p99": float(np.percentile(lat, 99)) if lat.size else None,
+            "processing_ms_p50": float(np.percentile(processing, 50)) if processing.size else None,
+            "processing_ms_p99": float(np.percentile(processing, 99)) if processing.size else None,
             "stopped_by": self.stopped_by,
             "error": self.error,
         }
@@ -330,11 +338,14 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
     workers = 0 if drop_old_frames else int(getattr(getattr(tracker, "config", None), "segment_ahead", 0))
     ahead = None
 
+    taken_at: dict[int, float] = {}
+
     def take_next():
         """(frame, dropped), the frame sent to be prepared when segmenting ahead, or None at the end."""
         frame, dropped = slot.take()
         if frame is None:
             return None
+        taken_at[id(frame)] = time.perf_counter()
         if ahead is not None:
             # Sent before the frames in flight finish: the prior is the state after the
             # frame ``workers + 1`` before, whatever the processes' timing, so runs are
@@ -382,9 +393,11 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
                 if any(getattr(sink, "stop_requested", False) for sink in sinks):
                     summary.stopped_by = "viewer closed"
                     stop.set()
+                now = time.perf_counter()
                 arrived = arrival.pop(id(frame), None)
                 if arrived is not None:
-                    summary.latency_ms.append(1e3 * (time.perf_counter() - arrived))
+                    summary.latency_ms.append(1e3 * (now - arrived))
+                summary.processing_ms.append(1e3 * (now - taken_at.pop(id(frame))))
                 summary.frames += 1
                 summary.frames_with_hand += bool(result.hands)
                 if max_frames is not None and summary.frames >= max_frames:
