@@ -7,14 +7,20 @@ source and the data-set generator render it), then a training example as a data-
 worker makes it (``tracker.training_data.make_example``: a window around the hand, cut to
 the 64x64 network input; the cost per sample per core of on-the-fly training), then the
 whole generator (render + compress + write shards) with one worker and with one worker per
-core.
+core. The generator's figures are what its command gives: with more than one worker they
+include starting the worker processes (a fresh interpreter each, importing and loading the
+hand model), which ``pool_start_up_s`` measures on its own; the samples are split into
+four equal shards per worker, so no worker idles while another finishes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import multiprocessing as mp
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -48,6 +54,22 @@ def time_per_sample(make, samples: int) -> dict:
     }
 
 
+def _ready(_: int) -> bool:
+    from tracker.synth import dataset  # noqa: F401  what a generator worker imports first
+
+    HandModel.load()
+    return True
+
+
+def pool_start_up_seconds(workers: int) -> float:
+    """Seconds for ``workers`` spawned processes to start, import the renderer and load the
+    hand model: the part of a multi-worker generator run that is not rendering."""
+    began = time.perf_counter()
+    with mp.get_context("spawn").Pool(workers) as pool:
+        pool.map(_ready, range(workers), chunksize=1)
+    return time.perf_counter() - began
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.synthetic_throughput", description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=300, help="samples per measurement (default %(default)s)")
@@ -60,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     model = HandModel.load()
     result = {
         "benchmark": "synthetic_throughput",
+        "command": ["python", "-m", "benchmarks.synthetic_throughput", *(sys.argv[1:] if argv is None else argv)],
         "machine": machine_info(),
         "scene_config": config_to_dict(config),
+        "example_config": config_to_dict(example_config),
         "render_sample_one_core": time_per_sample(lambda seed: render_sample(model, config, seed), args.samples),
         "training_example_one_core": {
             "render_window_m": example_config.scene.render_window_m,
@@ -69,14 +93,20 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     for workers in sorted({1, len(os.sched_getaffinity(0))}):  # the cores this process may use
+        shard_size = math.ceil(args.samples / (4 * workers))
         with tempfile.TemporaryDirectory() as tmp:
-            summary = generate_dataset(tmp, args.samples, seed=0, shard_size=64, workers=workers, config=config, progress=False)
-        result[f"generate_dataset_{workers}_workers"] = {
+            summary = generate_dataset(tmp, args.samples, seed=0, shard_size=shard_size, workers=workers, config=config, progress=False)
+        entry = {
             "samples": args.samples,
+            "shard_size": shard_size,
             "seconds": summary["seconds"],
             "samples_per_second": summary["samples_per_second"],
             "samples_per_second_per_core": summary["samples_per_second"] / workers,
         }
+        if workers > 1:
+            entry["pool_start_up_s"] = pool_start_up_seconds(workers)
+        result[f"generate_dataset_{workers}_workers"] = entry
+    result["load_average_1min_at_end"] = os.getloadavg()[0]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("scene_config", "machine")}, indent=2))

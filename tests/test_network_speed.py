@@ -67,3 +67,20 @@ def test_pipeline_speed_writes_no_result_for_a_run_that_ended_early(tmp_path, mo
     assert pipeline_speed(["--input", "memory", "--frames", "30", "--warmup", "5", "--segment-ahead", "0", "--replay-network", "--out", str(out)]) == 1
     assert not out.exists()
     assert "the run ended early (max frames; 12 of 30 frames)" in capsys.readouterr().err
+
+
+def test_synthetic_throughput_writes_its_figures_and_the_workers_start_up_apart(tmp_path):
+    import os
+
+    from benchmarks import synthetic_throughput
+
+    out = tmp_path / "throughput.json"
+    assert synthetic_throughput.main(["--samples", "4", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["render_sample_one_core"]["samples"] == 4 and result["example_config"]["crop_size"] == 64
+    cores = len(os.sched_getaffinity(0))
+    one = result["generate_dataset_1_workers"]
+    assert one["shard_size"] == 1 and one["samples_per_second"] > 0 and "pool_start_up_s" not in one
+    if cores > 1:
+        many = result[f"generate_dataset_{cores}_workers"]
+        assert many["shard_size"] == 1 and many["pool_start_up_s"] > 0
