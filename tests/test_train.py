@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tracker.network import DualGridNet, DualGridNetConfig
-from tracker.train import RECIPES, initial_weights, learning_rate, train
+from tracker.train import RECIPES, DataStalled, _loader_timed_out, initial_weights, learning_rate, train
 from tracker.weights import WeightsError, load_network
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -409,3 +409,34 @@ def test_a_run_with_two_workers_resumes_each_lane_where_it_was(tmp_path):
     assert state["stream_lanes"]["next"] == [12, 5]  # lane 0 went on from 8, not from 6
     network, manifest = load_network(tmp_path / "export")
     assert manifest["training"]["stream_end"] == 11  # where a fine-tune from these weights begins
+
+
+class StuckStream(torch.utils.data.IterableDataset):
+    """Stands in for the synthetic stream with a worker that never hands over a batch
+    (spawned workers import it from this module)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__()
+
+    def __iter__(self):
+        import time
+
+        time.sleep(3600)
+        yield {}
+
+
+def test_a_stuck_data_worker_ends_the_run_with_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr("tracker.train.SyntheticStream", StuckStream)
+    # A short timeout keeps the test quick; the worker never hands over a batch however
+    # long it is given.
+    stuck = SMOKE.__class__(**{**SMOKE.__dict__, "workers": 1, "data_timeout_s": 5.0})
+    with pytest.raises(DataStalled, match="no batch came from the data-loader workers in 5 s.*no checkpoint had been written"):
+        train(stuck, tmp_path, progress=False)
+
+
+def test_the_loader_timeout_is_recognised_through_the_replay_thread():
+    timeout = RuntimeError("DataLoader timed out after 5 seconds")
+    wrapped = RuntimeError("the training data stream failed")
+    wrapped.__cause__ = timeout
+    assert _loader_timed_out(wrapped) and _loader_timed_out(timeout)
+    assert not _loader_timed_out(RuntimeError("DataLoader worker (pid 1) exited unexpectedly"))

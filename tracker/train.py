@@ -56,6 +56,19 @@ from tracker.weights import WeightsError, crop_frame_of, export_weights, load_ne
 TRAIN_STREAM_SEED = 1  # held-out evaluation uses another stream (tracker.evaluate)
 
 
+class DataStalled(RuntimeError):
+    """No batch came from the data-loader workers within ``TrainConfig.data_timeout_s``."""
+
+
+def _loader_timed_out(error: BaseException | None) -> bool:
+    """Whether ``error`` (or what it was raised from) is the DataLoader's timeout."""
+    while error is not None:
+        if isinstance(error, RuntimeError) and "DataLoader timed out" in str(error):
+            return True
+        error = error.__cause__
+    return False
+
+
 class ResumeError(ValueError):
     """The run's checkpoint cannot be resumed with these settings."""
 
@@ -84,6 +97,11 @@ class TrainConfig:
     replay_examples: int = 0
     #: With a replay memory, the most times each rendered example is drawn, on average.
     replay_max_uses: float = 4.0
+    #: Seconds the loop waits for a batch from the data-loader workers before it gives up
+    #: on them: a worker stuck in native code would otherwise hang the run for good. The
+    #: first batch includes the workers' start-up and numba compilation (about a minute on
+    #: two cores), so this is generous.
+    data_timeout_s: float = 600.0
     seed: int = 0
     log_every: int = 20
     checkpoint_every: int = 250
@@ -449,6 +467,7 @@ def train(
         prefetch_factor=4 if config.workers > 0 else None,
         multiprocessing_context="spawn" if config.workers > 0 else None,
         worker_init_fn=_ignore_interrupts if config.workers > 0 else None,
+        timeout=config.data_timeout_s if config.workers > 0 else 0,
     )
     metrics_file = out_dir / "metrics.csv"
     columns = ["step", "samples_seen", "lr", "samples_per_s", "total", "coords", "mask", "initial_cm", "refined_cm", "joints_cm", "examples_trained", "rendered_per_s"]
@@ -553,6 +572,14 @@ def train(
                     )
             if _agreed_flag(stop.requested, world_size, device):
                 break
+    except RuntimeError as error:
+        if not _loader_timed_out(error):
+            raise
+        kept = f"{checkpoint} keeps the last checkpoint and the same command resumes from it" if checkpoint.is_file() else "no checkpoint had been written yet"
+        raise DataStalled(
+            f"no batch came from the data-loader workers in {config.data_timeout_s:g} s, so one of them is stuck "
+            f"(any message it printed is above); {kept}"
+        ) from error
     finally:
         stop.__exit__(None, None, None)
         batches.close()  # stops the replay memory's loader thread now, not when collected
@@ -658,7 +685,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     try:
         summary = train(config, args.out, resume=not args.no_resume, max_seconds=None if args.max_minutes is None else 60 * args.max_minutes, init_from=args.init_from)
-    except (WeightsError, ResumeError, FloatingPointError) as exc:  # --init-from weights missing or wrong; a resume in another frame; a run gone non-finite
+    # --init-from weights missing or wrong; a resume in another frame; a run gone non-finite; stuck data workers
+    except (WeightsError, ResumeError, FloatingPointError, DataStalled) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
