@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -230,6 +231,64 @@ def test_engine_cache_inside_repo_is_refused(weights_dir):
         TensorRTBackend(weights_dir, cache_dir=Path(__file__).resolve().parent / "engines")
     with pytest.raises(ValueError, match="precision must be 'fp16' or 'fp32'"):
         TensorRTBackend(weights_dir, precision="int8")
+
+
+class _StandInTensorRT:
+    """Just enough of the tensorrt module for the engine cache's logic: an engine file
+    loads when it holds b"engine" and not otherwise; builds are counted."""
+
+    __version__ = "10.7.0"
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            pass
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data: bytes):
+            return SimpleNamespace(create_execution_context=lambda: None) if data == b"engine" else None
+
+
+@pytest.fixture
+def stand_in_tensorrt(monkeypatch):
+    """TensorRTBackend on this machine with a stand-in module and GPU. Returns the build
+    function (its ``output`` is what the next build writes) and the list of what was built."""
+    monkeypatch.setitem(sys.modules, "tensorrt", _StandInTensorRT)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Stand-in GPU")
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: SimpleNamespace(wait_stream=lambda other: None))
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: None)
+    monkeypatch.setattr(TensorRTBackend, "_bind_buffers", lambda self, trt: None)
+    builds: list[bytes] = []
+
+    def build(self, trt, onnx_path, workspace_bytes):
+        self.engine_path.parent.mkdir(parents=True, exist_ok=True)
+        self.engine_path.write_bytes(build.output)
+        builds.append(build.output)
+
+    build.output = b"engine"
+    monkeypatch.setattr(TensorRTBackend, "_build", build)
+    return build, builds
+
+
+def test_a_cached_engine_that_no_longer_loads_is_rebuilt_once(weights_dir, tmp_path, stand_in_tensorrt):
+    build, builds = stand_in_tensorrt
+    first = TensorRTBackend(weights_dir, precision="fp32", cache_dir=tmp_path)
+    assert first.built_engine and builds == [b"engine"]
+    assert not TensorRTBackend(weights_dir, precision="fp32", cache_dir=tmp_path).built_engine and len(builds) == 1
+    first.engine_path.write_bytes(b"damaged")
+    again = TensorRTBackend(weights_dir, precision="fp32", cache_dir=tmp_path)
+    assert again.built_engine and len(builds) == 2 and first.engine_path.read_bytes() == b"engine"
+    # An engine that does not load even when freshly built is not rebuilt in a loop.
+    build.output = b"still broken"
+    first.engine_path.write_bytes(b"damaged")
+    with pytest.raises(BackendUnavailable, match="could not deserialize the engine it has just built"):
+        TensorRTBackend(weights_dir, precision="fp32", cache_dir=tmp_path)
+    assert len(builds) == 3
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")

@@ -356,7 +356,7 @@ class TensorRTBackend(_BackendBase):
 
     The first run on a machine builds the engine (tens of seconds) and writes it to
     ``cache_dir`` (default ``default_engine_cache_dir()``, never the repository); later runs
-    deserialize it. torch CUDA tensors serve as the engine's device buffers, so no pycuda.
+    deserialize it, and build it again if the cached file no longer loads. torch CUDA tensors serve as the engine's device buffers, so no pycuda.
 
     precision "fp16" lets TensorRT pick half-precision kernels (I/O stays float32); it needs
     a GPU with fast FP16 and TensorRT 10.x (TensorRT 11 removed weakly typed FP16 builds).
@@ -397,15 +397,25 @@ class TensorRTBackend(_BackendBase):
             cache_dir, self.gpu_name, trt.__version__, self.manifest["files"][ONNX], precision
         )
         self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
         self.built_engine = not self.engine_path.is_file()
         if self.built_engine:
             self._build(trt, onnx_path, workspace_bytes)
-        self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+        if self.engine is None and not self.built_engine:
+            # The key cannot see everything an engine depends on (a driver update, a damaged
+            # disk block), and a stale engine is only a cache: build it again, once.
+            log.warning(
+                "the cached TensorRT engine %s could not be loaded (see the TensorRT log above); rebuilding it",
+                self.engine_path,
+            )
+            self._build(trt, onnx_path, workspace_bytes)
+            self.built_engine = True
+            self.engine = self.runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if self.engine is None:
             raise BackendUnavailable(
-                f"TensorRT could not deserialize the cached engine {self.engine_path} (see the TensorRT log above); "
-                "delete the file and it is rebuilt on the next start"
+                f"TensorRT could not deserialize the engine it has just built, {self.engine_path} "
+                "(see the TensorRT log above); use the 'torch-cuda' backend on this machine"
             )
         self.context = self.engine.create_execution_context()
         self._bind_buffers(trt)
