@@ -216,3 +216,33 @@ def test_asset_with_nan(tmp_path):
     np.savez(tmp_path / "hand.npz", **arrays)
     with pytest.raises(HandModelError, match="NaN"):
         HandModel.load(tmp_path / "hand.npz")
+
+
+def _damaged_asset(tmp_path, field, damage):
+    with np.load(DEFAULT_ASSET) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays[field] = damage(arrays[field].copy())
+    np.savez(tmp_path / "hand.npz", **arrays)
+    return tmp_path / "hand.npz"
+
+
+def _set(index, value):
+    def damage(array):
+        array[index] = value
+        return array
+
+    return damage
+
+
+@pytest.mark.parametrize(
+    "field, damage, message",
+    [
+        # -1 would index part 15 from the end in both refits and pull the pinky's fit off.
+        ("vertex_part", _set(0, -1), "vertex_part must be"),
+        ("vertex_part", lambda part: np.where(part == 15, 14, part), "at least 3 vertices"),
+        ("skin_joint_part", _set(5, 9), "skin_joint_part differs"),
+    ],
+)
+def test_asset_with_bad_part_labels(tmp_path, field, damage, message):
+    with pytest.raises(HandModelError, match=message):
+        HandModel.load(_damaged_asset(tmp_path, field, damage))

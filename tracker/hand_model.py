@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from kernels.lbs import forward_kinematics, linear_blend_skinning, skinning_transforms, transform_points
-from tracker.skeleton import KEYPOINT_SKIN_JOINT_INDEX, NUM_PARTS, NUM_SKIN_JOINTS, SKIN_JOINT_NAMES
+from tracker.skeleton import KEYPOINT_SKIN_JOINT_INDEX, NUM_PARTS, NUM_SKIN_JOINTS, SKIN_JOINT_NAMES, SKIN_JOINT_PART
 from tracker.types import Handedness
 
 DEFAULT_ASSET = Path(__file__).resolve().parent.parent / "weights" / "hand_model.npz"
@@ -113,7 +113,18 @@ class HandModel:
             (self.skin_weights.shape == (v, NUM_SKIN_JOINTS), "skin_weights must be (V, 25)"),
             (np.allclose(self.skin_weights.sum(axis=1), 1.0, atol=1e-4), "skin weights do not sum to 1"),
             (self.hand_from_joint_bind.shape == (NUM_SKIN_JOINTS, 4, 4), "hand_from_joint_bind must be (25, 4, 4)"),
-            (self.vertex_part.shape == (v,) and self.vertex_part.max() < NUM_PARTS, "vertex_part must be (V,) in 0..15"),
+            (
+                self.vertex_part.shape == (v,) and 0 <= self.vertex_part.min() and self.vertex_part.max() < NUM_PARTS,
+                "vertex_part must be (V,) in 0..15",
+            ),
+            # The refit fits a similarity per part, which needs three points; with fewer the
+            # numba and torch refits would part ways (identity vs a singular SVD).
+            (
+                self.vertex_part.shape == (v,) and np.bincount(self.vertex_part.clip(0), minlength=NUM_PARTS).min() >= 3,
+                "every one of the 16 parts needs at least 3 vertices in vertex_part",
+            ),
+            # Vertices are fitted with this table and keypoints with the code's: they must agree.
+            (np.array_equal(self.joint_part, SKIN_JOINT_PART), "skin_joint_part differs from tracker.skeleton.SKIN_JOINT_PART"),
             (self.mesh_coords.shape == (v, 2), "mesh_coords must be (V, 2)"),
             (
                 bool(np.all(self.mesh_coords >= 0) and np.all(self.mesh_coords < self.mesh_grid_size)),
