@@ -493,12 +493,13 @@ class _SideEchoEstimator:
         return HandEstimate(np.zeros((1, 3), np.float32), joints, np.zeros((21, 2), np.float32), side, 1.0, timings)
 
 
-def _side_echo_step(tracker, frame_number: int, centre, right_logit: float):
+def _side_echo_step(tracker, frame_number: int, centre, right_logit: float, timestamp_ms: float | None = None, serial: str = ""):
     from tracker.prepare import Prepared
     from tracker.types import CameraIntrinsics, DepthFrame
 
     intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
-    frame = DepthFrame(np.zeros((48, 64), np.uint16), 0.001, intrinsics, timestamp_ms=frame_number * 33.0, frame_number=frame_number)
+    timestamp_ms = frame_number * 33.0 if timestamp_ms is None else timestamp_ms
+    frame = DepthFrame(np.zeros((48, 64), np.uint16), 0.001, intrinsics, timestamp_ms=timestamp_ms, frame_number=frame_number, serial=serial)
     crops = {Handedness.RIGHT: "right", Handedness.LEFT: "left"}
     (hand,) = tracker.finish(frame, Prepared(np.asarray(centre, np.float64), crops, right_logit, {})).hands
     return hand
@@ -517,6 +518,70 @@ def test_a_hand_found_far_from_the_last_one_starts_a_new_track():
     np.testing.assert_array_equal(other.joints_cam_m, np.full((21, 3), 0.6, np.float32))
     # A move within the jump limit is the same track: the vote goes on (-3 + 1 stays left).
     assert _side_echo_step(tracker, 6, [0.35, 0.0, 0.5], 1.0).handedness == Handedness.LEFT
+
+
+@pytest.mark.parametrize(
+    "frame_number, timestamp_ms, serial",
+    [
+        (5, 5 * 33.0 + 8000.0, ""),  # the camera came back after 8 s
+        (0, 0.0, ""),  # its counter started over (a reconnect, a new recording)
+        (5, 5 * 33.0, "another camera"),
+    ],
+)
+def test_a_gap_a_restarted_counter_or_another_camera_starts_a_new_track(frame_number, timestamp_ms, serial):
+    from tracker.pipeline import HandTracker, TrackerConfig
+
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(), side_classifier=object())
+    for i in range(5):
+        assert _side_echo_step(tracker, i, [0.0, 0.0, 0.5], 3.0).handedness == Handedness.RIGHT
+    # A left hand where the right one was: only a new track lets its first frame decide.
+    left = _side_echo_step(tracker, frame_number, [0.0, 0.0, 0.5], -3.0, timestamp_ms, serial)
+    assert left.handedness == Handedness.LEFT
+    # Frames without a clock (all at 0 ms) continue their track.
+    tracker.reset()
+    for i in range(5):
+        _side_echo_step(tracker, i, [0.0, 0.0, 0.5], 3.0, timestamp_ms=0.0)
+    assert _side_echo_step(tracker, 5, [0.0, 0.0, 0.5], -3.0, timestamp_ms=0.0).handedness == Handedness.RIGHT
+
+
+def test_each_run_starts_with_a_new_track_and_reading_past_max_frames_is_no_error():
+    from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
+    from tracker.prepare import Prepared
+
+    class StubTracker(HandTracker):
+        """The side-echo network on prepared frames whose centre and logit are fixed."""
+
+        def __init__(self, logit):
+            super().__init__(_SideEchoEstimator(), TrackerConfig(), side_classifier=object())
+            self.logit = logit
+
+        def prepare(self, frame, prior):
+            crops = {Handedness.RIGHT: "right", Handedness.LEFT: "left"}
+            return Prepared(np.array([0.0, 0.0, 0.5]), crops, self.logit, {})
+
+    class FailsAfterThree(_ClosableSource):
+        def frames(self):
+            yield from self._frames[:3]
+            raise RuntimeError("frame 3 is corrupt")
+
+    from tracker.types import CameraIntrinsics, DepthFrame
+
+    intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
+    frames = [DepthFrame(np.zeros((48, 64), np.uint16), 0.001, intrinsics, i * 33.0, "cam", i) for i in range(4)]
+    tracker = StubTracker(3.0)
+    sink = _Collect()
+    summary = run_pipeline(FailsAfterThree(frames), tracker, [sink], drop_old_frames=False, max_frames=3)
+    # Every frame asked for was written; the capture thread met the error reading ahead.
+    assert (summary.frames, summary.stopped_by, summary.error) == (3, "max frames", None)
+    # Without a limit the same error ends the run.
+    summary = run_pipeline(FailsAfterThree(frames), tracker, [_Collect()], drop_old_frames=False)
+    assert summary.stopped_by == "input error" and "frame 3 is corrupt" in summary.error
+    # The same tracker on another run, whose frame follows on from the last one: a left
+    # hand there is not outvoted by the right-hand track of the run before.
+    tracker.logit = -3.0
+    sink = _Collect()
+    run_pipeline(_ClosableSource(frames[3:]), tracker, [sink], drop_old_frames=False)
+    assert sink.results[0].hands[0].handedness == Handedness.LEFT
 
 
 def test_smoothing_starts_over_when_the_side_vote_changes_its_mind():

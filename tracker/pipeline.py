@@ -49,6 +49,10 @@ class TrackerConfig:
     #: start over): the tracked hand left and segmentation found another one. A hand moves a
     #: few centimetres between frames (12 cm is 3.6 m/s at 30 frames/s).
     new_track_jump_m: float = 0.12
+    #: Frames further apart than this (a camera that reconnected, a recording resumed) start
+    #: a new track, as does a frame counter that goes back or another camera's frame: the
+    #: hand seen next may be another one, and the side vote must not carry over.
+    new_track_gap_ms: float = 500.0
     #: When playing a recording as fast as possible, prepare the next N frames (segment,
     #: crop, side classifier: ``tracker.prepare``) in N worker processes while the network
     #: runs on this one (0: each frame when its turn comes). Segmentation is the costliest
@@ -143,6 +147,21 @@ class HandTracker:
             self.side_classifier = side_classifier
         self._side_vote = SideVote(config.side_vote)
         self._side: Handedness | None = None
+        self._last_frame: tuple[str, int, float] | None = None  # serial, frame number, timestamp (ms)
+
+    def reset(self) -> None:
+        """Forget the track: the next frame is treated as the first of a new input."""
+        self._lost()
+        self._last_frame = None
+
+    def _continues_stream(self, frame: DepthFrame) -> bool:
+        """Whether ``frame`` follows the last one processed closely enough to continue its track."""
+        last, self._last_frame = self._last_frame, (frame.serial, frame.frame_number, frame.timestamp_ms)
+        if last is None:
+            return True
+        serial, number, time_ms = last
+        # Without a clock (every timestamp 0) only the serial and the counter can tell.
+        return frame.serial == serial and frame.frame_number >= number and time_ms <= frame.timestamp_ms <= time_ms + self.config.new_track_gap_ms
 
     def _lost(self) -> None:
         self._previous_center = None
@@ -186,6 +205,8 @@ class HandTracker:
     def finish(self, frame: DepthFrame, prepared: Prepared) -> FrameResult:
         """Everything after preparing the frame: side vote, network, refit, tracking state."""
         timings: dict[str, float] = dict(prepared.timings_ms)
+        if not self._continues_stream(frame):
+            self._lost()
         centre = prepared.centre
         if centre is None:
             self._lost()
@@ -303,6 +324,7 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
     frame already received was processed and written. A sink whose ``stop_requested``
     turns true (a viewer window closed) ends the run after the current frame.
     """
+    tracker.reset()  # a tracker used for an earlier run starts this one afresh
     slot = _NewestFrameSlot(drop_old_frames)
     stop = threading.Event()
     summary = RunSummary()
@@ -410,7 +432,8 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
             # whole process group): the frames still with them are left unprocessed.
             if not stop.is_set():  # it reached them before our own handler ran
                 summary.stopped_by = exc.signal_name
-        if slot.error is not None:
+        # An input error met while reading ahead, past the frames asked for, ends nothing.
+        if slot.error is not None and summary.stopped_by != "max frames":
             summary.error = str(slot.error)
             summary.stopped_by = "input error"
         ran_through = True
