@@ -76,4 +76,8 @@ def test_a_video_path_without_a_known_suffix_fails_before_tracking(tmp_path, cap
     out = tmp_path / "t.jsonl"
     assert main(["--max-frames", "2", "--no-viewer", "--out", str(out), "--video", str(tmp_path / "hands")]) == 2
     assert "give a video file (.mp4" in capsys.readouterr().err
-    assert not out.exists() or out.read_text() == ""  # nothing tracked, nothing half-written
+    assert not out.exists()  # nothing tracked, nothing half-written
+    # An earlier run's output outlives an output that fails to open.
+    out.write_text('{"frame":0}\n')
+    assert main(["--max-frames", "2", "--no-viewer", "--out", str(out), "--video", str(tmp_path / "hands")]) == 2
+    assert out.read_text() == '{"frame":0}\n'

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tracker.cli import main
-from tracker.pipeline import default_segment_ahead
+from tracker.pipeline import FrameResult, default_segment_ahead
 from tracker.sources import SyntheticSource, write_recording
 from tracker.types import Handedness
 
@@ -749,6 +749,43 @@ def test_an_output_that_fails_midway_is_a_message_and_keeps_the_frames_before(re
     assert main(["--source", str(path), "--out", str(out), "--no-realtime", "--no-viewer"]) == 1
     assert "No space left on device" in capsys.readouterr().err
     assert [r["frame"] for r in _read(out)] == [f.frame_number for f in frames[:4]]
+
+
+def test_a_line_cut_off_by_a_full_disk_is_taken_back(tmp_path):
+    from tracker.sinks import JsonLinesSink
+    from tracker.types import CameraIntrinsics, DepthFrame
+
+    class FillsUp:
+        """The sink's file, with a disk that fills up 100 bytes into the third line."""
+
+        def __init__(self, real):
+            self.real, self.lines = real, 0
+
+        def write(self, data):
+            if self.lines == 2:
+                if self.real.tell() > self.first_two + 50:
+                    raise OSError(28, "No space left on device")
+                return self.real.write(data[:50])  # a short write, as a nearly full disk gives
+            written = self.real.write(data)
+            self.lines += 1
+            self.first_two = self.real.tell()
+            return written
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    sink = JsonLinesSink(tmp_path / "x.jsonl")
+    sink._file = FillsUp(sink._file)
+    intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
+    for number in range(3):
+        result = FrameResult(DepthFrame(np.zeros((48, 64), np.uint16), 0.001, intrinsics, 33.0 * number, "cam", number), (), {"segment": 1.0})
+        if number < 2:
+            sink.write(result)
+        else:
+            with pytest.raises(OSError, match="No space left"):
+                sink.write(result)
+    sink.close()
+    assert [r["frame"] for r in _read(tmp_path / "x.jsonl")] == [0, 1]  # every line whole, json.loads each
 
 
 def test_a_stop_request_keeps_an_input_error_and_an_empty_run_has_no_latency():

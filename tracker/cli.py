@@ -220,7 +220,9 @@ def _open_sinks(args, hand_model) -> list:
     from tracker.sinks import JsonLinesSink
     from tracker.viewer import OverlayPainter, VideoSink, WindowSink, display_available
 
-    sinks = [JsonLinesSink(args.out, include_vertices=args.out_vertices)]
+    # The JSON lines go in last: opening them replaces an earlier run's file, which must
+    # outlive an output that fails to open.
+    sinks = []
     try:
         painter = OverlayPainter(hand_model.faces)
         if args.video is not None:
@@ -238,6 +240,7 @@ def _open_sinks(args, hand_model) -> list:
             from tracker.mesh_output import Open3DViewer
 
             sinks.append(Open3DViewer(hand_model.faces))
+        sinks.insert(0, JsonLinesSink(args.out, include_vertices=args.out_vertices))
     except BaseException:
         for sink in sinks:
             sink.close()

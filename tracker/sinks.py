@@ -15,6 +15,7 @@ input never loses frames already processed. The object per frame:
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -49,16 +50,31 @@ def frame_record(result: FrameResult, include_vertices: bool = False) -> dict:
 
 
 class JsonLinesSink:
+    """Every line in the file is whole, even when a write fails (a full disk) halfway
+    through one: what had gone out of that line is taken back before the error is raised."""
+
     def __init__(self, path: str | Path, include_vertices: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.include_vertices = include_vertices
-        self._file = open(self.path, "w", buffering=1)
+        # Unbuffered: a line (tens of kB with the mesh) goes out in one write call, here.
+        self._file = open(self.path, "wb", buffering=0)
 
     def write(self, result: FrameResult) -> None:
         # allow_nan=False: a NaN or infinity would make the line invalid JSON for strict readers.
-        self._file.write(json.dumps(frame_record(result, self.include_vertices), separators=(",", ":"), allow_nan=False) + "\n")
-        self._file.flush()
+        line = (json.dumps(frame_record(result, self.include_vertices), separators=(",", ":"), allow_nan=False) + "\n").encode()
+        start = self._file.tell()
+        try:
+            rest = memoryview(line)
+            while rest:
+                rest = rest[self._file.write(rest) :]
+        except OSError:
+            try:
+                os.ftruncate(self._file.fileno(), start)
+                self._file.seek(start)
+            except OSError:
+                pass  # the write's own error says more
+            raise
 
     def close(self) -> None:
         if not self._file.closed:
