@@ -33,11 +33,21 @@ def test_reset_and_time_going_backwards_restart_the_filter():
     np.testing.assert_array_equal(f(np.full(3, 7.0), 1.0), np.full(3, 7.0))
 
 
-def test_a_repeated_timestamp_keeps_the_filtered_value():
+def test_a_repeated_timestamp_filters_over_the_last_interval():
     f = OneEuroFilter()
     f(np.zeros(3), 0.0)
     filtered = f(np.ones(3), 0.1)
     assert 0 < filtered[0] < 1
-    # Same clock reading again: no jump to the raw sample, and the filter goes on from there.
-    np.testing.assert_array_equal(f(np.full(3, 5.0), 0.1), filtered)
-    assert filtered[0] < f(np.ones(3), 0.2)[0] < 1
+    # Same clock reading again: a step towards the new sample over the last interval (0.1 s),
+    # no jump to it.
+    again = f(np.full(3, 5.0), 0.1)
+    assert filtered[0] < again[0] < 5.0
+    assert f(np.full(3, 5.0), 0.2)[0] > again[0]
+
+
+def test_an_input_without_a_clock_is_still_followed():
+    # Every timestamp 0 (frames without one): filtered at a nominal 30 frames/s, not frozen
+    # on the first frame.
+    f = OneEuroFilter()
+    outputs = [f(np.full(3, x), 0.0)[0] for x in (0.0, 0.1, 0.2, 0.3, 0.4)]
+    assert all(a < b for a, b in zip(outputs, outputs[1:])) and outputs[-1] < 0.4

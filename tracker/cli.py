@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mesh-dir", type=Path, help="write each frame's hand mesh (camera frame, metres) into this folder (one without meshes of an earlier run)")
     parser.add_argument("--mesh-format", choices=["ply", "obj"], default="ply", help="mesh file format for --mesh-dir (default %(default)s)")
     parser.add_argument("--record", type=Path, help="while tracking a live camera, record its depth to this .db3")
-    parser.add_argument("--max-frames", type=int, help="stop after this many frames (synthetic default: %d)" % DEFAULT_SYNTHETIC_FRAMES)
+    parser.add_argument("--max-frames", type=int, help="stop after this many frames have been tracked and written (frames dropped to keep up in real time "
+        "do not count; the built-in input renders no more than this many either, default %d)" % DEFAULT_SYNTHETIC_FRAMES)
     parser.add_argument(
         "--realtime", action=argparse.BooleanOptionalAction, default=None,
         help="pace the input in real time (the default for recordings; a camera runs in real time only) or take "

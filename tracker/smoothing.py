@@ -23,6 +23,10 @@ class OneEuroConfig:
     derivative_cutoff_hz: float = 1.0
 
 
+#: The interval assumed between frames until the timestamps show one (30 frames/s).
+NOMINAL_FRAME_S = 1.0 / 30.0
+
+
 def _alpha(cutoff_hz: np.ndarray | float, dt: float) -> np.ndarray | float:
     tau = 1.0 / (2 * math.pi * cutoff_hz)
     return 1.0 / (1.0 + tau / dt)
@@ -39,17 +43,22 @@ class OneEuroFilter:
         self._value = None
         self._speed = None
         self._time_s = None
+        self._last_dt = NOMINAL_FRAME_S
 
     def __call__(self, value: np.ndarray, time_s: float) -> np.ndarray:
         value = np.asarray(value, np.float64)
         if self._value is None or self._value.shape != value.shape or time_s < self._time_s:
             self._value, self._speed, self._time_s = value.copy(), np.zeros_like(value), time_s
             return value.copy()
-        if time_s == self._time_s:
-            # A repeated timestamp (a device or recording clock quirk) gives no speed to
-            # filter with; starting over would make the output jump to the raw sample.
-            return self._value.copy()
         dt = time_s - self._time_s
+        if dt == 0:
+            # A repeated timestamp (a clock quirk, or an input with no clock at all) gives no
+            # interval to filter over. Starting over would make the output jump to the raw
+            # sample, keeping the old value would freeze a clockless input for good: take the
+            # interval between the last two distinct timestamps (or a nominal frame).
+            dt = self._last_dt
+        else:
+            self._last_dt = dt
         speed = (value - self._value) / dt
         self._speed = self._speed + _alpha(self.config.derivative_cutoff_hz, dt) * (speed - self._speed)
         cutoff = self.config.min_cutoff_hz + self.config.speed_coefficient * np.abs(self._speed)
