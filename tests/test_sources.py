@@ -88,6 +88,21 @@ def test_realtime_playback_of_a_paced_recording(recording, synthetic_frames):
     assert time.perf_counter() - began > 0.25
 
 
+def test_a_consumer_that_pauses_near_the_end_of_a_real_time_playback_gets_no_false_corruption(tmp_path):
+    # The playback reaches the end while the consumer sleeps; the frames it had queued come
+    # after it stopped, when it no longer says where it is in the file.
+    k = CameraIntrinsics(64, 48, 50.0, 50.0, 31.5, 23.5)
+    frames = [DepthFrame(np.full((48, 64), 500 + i, np.uint16), 0.001, k, 1000.0 + 1000 / 90 * i, "S1", i) for i in range(90)]
+    write_recording(tmp_path / "p90.db3", frames, pace=True, fps=90)
+    numbers = []
+    with RecordingSource(tmp_path / "p90.db3", realtime=True) as source:
+        for frame in source.frames():
+            numbers.append(frame.frame_number)
+            if frame.frame_number == 84:
+                time.sleep(0.2)
+    assert numbers[-1] == 89
+
+
 def test_close_from_another_thread_ends_the_iteration_promptly(recording):
     source = RecordingSource(recording, realtime=True)
     got, errors = [], []

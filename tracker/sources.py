@@ -638,6 +638,7 @@ class RecordingSource(FrameSource):
         rs = self._rs
         count = 0
         last_position_ns = 0  # furthest point of the file's timeline seen while frames came
+        first_frame = None  # (timestamp ms, file position ns) of the first depth frame
         waiting_since = time.perf_counter()
         draining = False
         while True:
@@ -654,6 +655,14 @@ class RecordingSource(FrameSource):
                 last_position_ns = max(last_position_ns, playback.get_position())
                 waiting_since = time.perf_counter()
                 if depth:
+                    # A stopped playback says it is at 0, yet frames it queued before stopping
+                    # still come (real time, behind a slow consumer): each frame's own
+                    # timestamp places it on the file's timeline as well.
+                    stamp_ms = depth.get_timestamp()
+                    if first_frame is None:
+                        first_frame = (stamp_ms, last_position_ns)
+                    elif stamp_ms > first_frame[0]:
+                        last_position_ns = max(last_position_ns, first_frame[1] + int((stamp_ms - first_frame[0]) * 1e6))
                     count += 1
                     yield convert(depth)
                     # The playback ran on while the consumer worked (real time): sample again.
