@@ -4,7 +4,9 @@ Everything runs without a camera: recordings are written with librealsense's sof
 (``write_recording``), so the playback path is the SDK's own.
 """
 
+import dataclasses
 import gc
+import os
 import json
 import sqlite3
 import threading
@@ -277,7 +279,7 @@ def test_write_recording_rejects_bad_input(tmp_path, synthetic_frames):
     with pytest.raises(SourceError, match="no frames"):
         write_recording(tmp_path / "x.db3", [])
     other = DepthFrame(np.zeros((48, 64), np.uint16), 0.001, CameraIntrinsics(64, 48, 50, 50, 32, 24))
-    with pytest.raises(SourceError, match="one depth stream"):
+    with pytest.raises(SourceError, match="one camera.s depth stream"):
         write_recording(tmp_path / "x.db3", [synthetic_frames[0], other], pace=False)
     # The frame written before the rejected one is in a finalised, playable file.
     assert len(list(RecordingSource(tmp_path / "x.db3", realtime=False).frames())) == 1
@@ -353,6 +355,32 @@ def test_folder_frames_come_in_natural_order(tmp_path):
     assert [names[v] for v in order] == [
         "s9/frame_1.png", "s9/frame_2.png", "s9/frame_10.png", "s10/frame_1.png", "s10/frame_0002.png",
     ]
+
+
+def test_folders_linked_into_the_input_are_read_once_and_an_unreadable_one_is_an_error(tmp_path, monkeypatch):
+    import cv2
+
+    root, elsewhere = tmp_path / "input", tmp_path / "elsewhere"
+    for folder in (root / "s1", elsewhere / "s2"):
+        folder.mkdir(parents=True)
+        cv2.imwrite(str(folder / "0.png"), np.zeros((2, 2), np.uint16))
+    meta = {"depth_scale": 0.001, "intrinsics": {"width": 2, "height": 2, "fx": 5, "fy": 5, "cx": 0.5, "cy": 0.5}}
+    (root / "intrinsics.json").write_text(json.dumps(meta))
+    (root / "s2").symlink_to(elsewhere / "s2")
+    (root / "s1" / "loop").symlink_to(root)  # a link back up the tree is walked once
+    files = FolderSource(root).files
+    assert [str(p.relative_to(root)) for p in files] == ["s1/0.png", "s2/0.png"]
+
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("s2"):
+            raise PermissionError(13, "Permission denied", str(path))  # chmod 0, for anyone but root
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(SourceError, match="cannot read folder .*s2: Permission denied"):
+        FolderSource(root)
 
 
 def test_synthetic_source_is_deterministic_smooth_and_has_ground_truth(hand_model, synthetic_frames):
@@ -441,3 +469,78 @@ def test_recordings_and_cameras_need_the_sdk_and_say_how_to_get_it(monkeypatch):
     from tracker.cli import _default_source
 
     assert _default_source() == "synthetic"  # no SDK: tracked as if no camera were connected
+
+
+@pytest.mark.parametrize("depth_sensors, expected", [((False,), "synthetic"), ((False, True), "realsense")])
+def test_with_no_source_named_only_a_device_with_depth_counts_as_a_camera(monkeypatch, depth_sensors, expected):
+    # A tracking camera, or a depth camera in recovery mode, lists no depth sensor.
+    from types import SimpleNamespace
+
+    from tracker.cli import _default_source
+
+    sensors = [SimpleNamespace(is_depth_sensor=lambda depth=depth: depth) for depth in depth_sensors]
+    device = SimpleNamespace(query_sensors=lambda: sensors)
+    monkeypatch.setattr(rs, "context", lambda: SimpleNamespace(query_devices=lambda: [device]))
+    assert _default_source() == expected
+
+
+def _software_recording(path, frames: int = 5, depth_units: float | None = 0.001, fx: float = 30.0):
+    """A depth recording written straight through librealsense, with what write_recording
+    would refuse to write: no or a zero depth unit, impossible intrinsics, no frames."""
+    w, h = 32, 24
+    device = rs.software_device()
+    sensor = device.add_sensor("Depth")
+    stream = rs.video_stream()
+    stream.type, stream.index, stream.uid = rs.stream.depth, 0, 1
+    stream.width, stream.height, stream.fps, stream.bpp, stream.fmt = w, h, 30, 2, rs.format.z16
+    k = rs.intrinsics()
+    k.width, k.height, k.fx, k.fy, k.ppx, k.ppy = w, h, fx, 30.0, 16.0, 12.0
+    k.model, k.coeffs = rs.distortion.none, [0.0] * 5
+    stream.intrinsics = k
+    profile = sensor.add_video_stream(stream, True).as_video_stream_profile()
+    if depth_units is not None:
+        sensor.add_read_only_option(rs.option.depth_units, depth_units)
+    recorder = rs.recorder(str(path), device)
+    recorded = recorder.query_sensors()[0]
+    recorded.open(recorded.get_stream_profiles()[0])
+    queue = rs.frame_queue(1)
+    recorded.start(queue)
+    for i in range(frames):
+        frame = rs.software_video_frame()
+        frame.pixels = np.full((h, w), 100 + i, np.uint16)
+        frame.stride, frame.bpp, frame.timestamp, frame.frame_number, frame.profile = 2 * w, 2, 33.3 * i, i + 1, profile
+        frame.domain = rs.timestamp_domain.hardware_clock
+        sensor.on_video_frame(frame)
+        time.sleep(1 / 30)
+    recorded.stop()
+    recorded.close()
+    del recorded, queue, recorder, sensor, profile, device
+    gc.collect()
+    return path
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"depth_units": None}, "no usable depth unit \\(none was recorded\\)"),
+        ({"depth_units": 0.0}, "no usable depth unit \\(it says 0.0 m per unit\\)"),
+        ({"frames": 0}, "holds no frames at all"),
+    ],
+)
+def test_a_recording_that_cannot_be_tracked_is_refused_when_opened(tmp_path, options, message):
+    path = _software_recording(tmp_path / "r.db3", **options)
+    with pytest.raises(SourceError, match=message):
+        RecordingSource(path, realtime=False)
+
+
+def test_a_frame_with_impossible_intrinsics_is_a_source_error(tmp_path):
+    path = _software_recording(tmp_path / "r.db3", fx=0.0)
+    with RecordingSource(path, realtime=False) as source:
+        with pytest.raises(SourceError, match="r.db3: depth frame 1 cannot be used: .*focal length"):
+            list(source.frames())
+
+
+def test_a_recording_holds_one_camera(tmp_path, synthetic_frames):
+    frames = [synthetic_frames[0], dataclasses.replace(synthetic_frames[1], serial="another camera")]
+    with pytest.raises(SourceError, match="serial 'another camera'.*holds one camera's depth stream"):
+        write_recording(tmp_path / "two.db3", frames, pace=False)

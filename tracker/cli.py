@@ -67,7 +67,8 @@ def _default_source() -> str:
     try:
         import pyrealsense2 as rs
 
-        if len(rs.context().query_devices()) > 0:
+        # A device with no depth sensor (a tracking camera, one in recovery mode) is no camera here.
+        if any(sensor.is_depth_sensor() for device in rs.context().query_devices() for sensor in device.query_sensors()):
             return "realsense"
     except Exception:  # no SDK or no USB access: same as no camera
         pass

@@ -176,27 +176,51 @@ def _intrinsics_to_rs(rs, intrinsics: CameraIntrinsics):
 class _DepthFrameConverter:
     """Turns librealsense depth frames into DepthFrames (intrinsics cached per stream profile)."""
 
-    def __init__(self, rs, serial: str) -> None:
+    def __init__(self, rs, serial: str, where: str) -> None:
         self._rs = rs
         self._serial = serial
+        self._where = where  # "recording PATH", "RealSense camera SERIAL": for error messages
         self._intrinsics: dict[tuple[int, int, int], CameraIntrinsics] = {}
 
     def __call__(self, depth) -> DepthFrame:
-        profile = depth.profile.as_video_stream_profile()
-        key = (profile.unique_id(), profile.width(), profile.height())
-        intrinsics = self._intrinsics.get(key)
-        if intrinsics is None:
-            intrinsics = self._intrinsics[key] = _intrinsics_from_rs(self._rs, profile.get_intrinsics())
-        # Copy: the SDK recycles a small pool of frame buffers, and holding them stalls the stream.
-        pixels = np.array(np.asanyarray(depth.get_data()), dtype=np.uint16, copy=True)
-        return DepthFrame(
-            depth=pixels,
-            depth_scale=_from_float32(depth.get_units()),
-            intrinsics=intrinsics,
-            timestamp_ms=float(depth.get_timestamp()),
-            serial=self._serial,
-            frame_number=int(depth.get_frame_number()),
-        )
+        try:
+            profile = depth.profile.as_video_stream_profile()
+            key = (profile.unique_id(), profile.width(), profile.height())
+            intrinsics = self._intrinsics.get(key)
+            if intrinsics is None:
+                intrinsics = self._intrinsics[key] = _intrinsics_from_rs(self._rs, profile.get_intrinsics())
+            # Copy: the SDK recycles a small pool of frame buffers, and holding them stalls the stream.
+            pixels = np.array(np.asanyarray(depth.get_data()), dtype=np.uint16, copy=True)
+            return DepthFrame(
+                depth=pixels,
+                depth_scale=_from_float32(depth.get_units()),
+                intrinsics=intrinsics,
+                timestamp_ms=float(depth.get_timestamp()),
+                serial=self._serial,
+                frame_number=int(depth.get_frame_number()),
+            )
+        except ValueError as exc:  # a zero depth unit, impossible intrinsics: what DepthFrame refuses
+            raise SourceError(f"{self._where}: depth frame {depth.get_frame_number()} cannot be used: {exc}") from exc
+
+
+def _png_files(root: Path) -> list[Path]:
+    """Every .png under ``root``, in folders linked into it too (each folder once). Hidden
+    files and folders (editor and OS droppings) are not frames. A folder that cannot be
+    read is an error rather than frames silently missing."""
+
+    def refuse(error: OSError) -> None:
+        raise SourceError(f"cannot read folder {error.filename}: {error.strerror or error}")
+
+    found, seen = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True, onerror=refuse):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree, or a second link to one folder
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        found += [Path(folder) / n for n in names if n.endswith(".png") and not n.startswith(".")]
+    return found
 
 
 def _device_info(rs, device, info, default: str = "") -> str:
@@ -430,10 +454,12 @@ class RealSenseSource(FrameSource):
             ) from exc
         try:
             self._depth_scale = _from_float32(profile.get_device().first_depth_sensor().get_depth_scale())
+            if not (math.isfinite(self._depth_scale) and self._depth_scale > 0):
+                raise RuntimeError(f"it reports {self._depth_scale} m per unit")
         except RuntimeError as exc:
             _stop_pipeline(pipe)  # streaming, and perhaps recording, already: stop and finalise
             raise SourceError(f"RealSense camera {self.serial} started but its depth unit could not be read: {exc}") from exc
-        self._convert = _DepthFrameConverter(rs, self.serial)
+        self._convert = _DepthFrameConverter(rs, self.serial, f"RealSense camera {self.serial}")
         if record_path is not None:
             self._record_paths.append(record_path)
         with self._lock:
@@ -564,27 +590,41 @@ class RecordingSource(FrameSource):
         streams = []
         depth = []
         other_fps = []
+        depth_sensor = None
         for sensor in device.query_sensors():
             for p in sensor.get_stream_profiles():
                 streams.append(f"{p.stream_name()} {_profile_text(p)}")
                 if p.stream_type() == rs.stream.depth:
                     depth.append(p)
+                    depth_sensor = sensor
                 elif p.fps() > 0:
                     other_fps.append(p.fps())
         # How far the file may run on past its last depth frame when it is complete: other
         # streams (colour, IMU) go on until their own last frame, and their sensors stop one
         # after another. Two intervals of the slowest of them, and half a second for the stops.
         self._tail_allowance_ns = (2e9 / min(other_fps) + 0.5e9) if other_fps else 0.0
-        if not depth:
-            held = ", ".join(streams) or "no streams at all"
+        if not streams:
             raise SourceError(
-                f"recording {self.path} has no depth stream (it holds: {held}); record with the depth stream enabled"
+                f"recording {self.path} holds no frames at all (the camera was stopped before its first frame arrived)"
+            )
+        if not depth:
+            raise SourceError(
+                f"recording {self.path} has no depth stream (it holds: {', '.join(streams)}); record with the depth stream enabled"
             )
         z16 = [p for p in depth if p.format() == rs.format.z16]
         if not z16:
             raise SourceError(
                 f"the depth stream of {self.path} is {', '.join(_profile_text(p) for p in depth)}; "
                 "the tracker needs z16 depth"
+            )
+        try:
+            units = depth_sensor.get_option(rs.option.depth_units) if depth_sensor.supports(rs.option.depth_units) else None
+        except RuntimeError:
+            units = None
+        if units is None or not (math.isfinite(units) and units > 0):
+            found = "none was recorded" if units is None else f"it says {units} m per unit"
+            raise SourceError(
+                f"recording {self.path} has no usable depth unit ({found}), so its depth cannot be turned into metres"
             )
         self.serial = _device_info(rs, device, rs.camera_info.serial_number)
         name = _device_info(rs, device, rs.camera_info.name, "unknown device")
@@ -627,7 +667,7 @@ class RecordingSource(FrameSource):
                 raise SourceError(f"cannot play recording {self.path}: {exc}") from exc
             with self._lock:
                 self._pipe = pipe
-            yield from self._play(pipe, playback, _DepthFrameConverter(rs, self.serial))
+            yield from self._play(pipe, playback, _DepthFrameConverter(rs, self.serial, f"recording {self.path}"))
         finally:
             with self._lock:
                 pipe, self._pipe, self._running = self._pipe, None, False
@@ -771,11 +811,11 @@ def write_recording(
     try:
         began, first_ts = time.perf_counter(), first.timestamp_ms
         for index, frame in enumerate(_chain(first, iterator)):
-            if frame.intrinsics != intrinsics or frame.depth_scale != scale:
+            if frame.intrinsics != intrinsics or frame.depth_scale != scale or frame.serial != first.serial:
                 raise SourceError(
-                    f"frame {index} (number {frame.frame_number}) has intrinsics {frame.intrinsics} and depth unit "
-                    f"{frame.depth_scale} m, but the recording's stream was set up from the first frame with "
-                    f"{intrinsics} and {scale} m; a recording holds one depth stream"
+                    f"frame {index} (number {frame.frame_number}, serial {frame.serial!r}) has intrinsics {frame.intrinsics} "
+                    f"and depth unit {frame.depth_scale} m, but the recording's stream was set up from the first frame "
+                    f"(serial {first.serial!r}) with {intrinsics} and {scale} m; a recording holds one camera's depth stream"
                 )
             if pace:
                 delay = began + (frame.timestamp_ms - first_ts) / 1000.0 - time.perf_counter()
@@ -875,10 +915,7 @@ class FolderSource(FrameSource):
         except (ValueError, TypeError, AttributeError) as exc:
             raise SourceError(f"{meta_path} is not valid ({exc}); expected {_INTRINSICS_FORMAT}") from exc
         self.serial = str(meta.get("serial", ""))
-        files = self.path.rglob("*.png")
-        # Hidden files and folders (editor and OS droppings) are not frames.
-        files = [p for p in files if not any(part.startswith(".") for part in p.relative_to(self.path).parts)]
-        self.files = sorted(files, key=lambda p: _png_sort_key(self.path, p))
+        self.files = sorted(_png_files(self.path), key=lambda p: _png_sort_key(self.path, p))
         if not self.files:
             raise SourceError(f"{self.path} holds no .png depth images")
         self._check_headers()
