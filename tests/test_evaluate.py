@@ -19,8 +19,12 @@ def smoke_weights(tmp_path_factory):
 
 
 def test_evaluation_writes_metrics_plots_and_a_model_card(smoke_weights, tmp_path, capsys):
-    out = tmp_path / "eval"
-    assert evaluate_main(["--weights", str(smoke_weights), "--frames", "3", "--out", str(out)]) == 0
+    import shutil
+
+    weights = tmp_path / "weights"
+    shutil.copytree(smoke_weights, weights)
+    out = weights / "eval"  # the default: the weights' own results, which the card cites
+    assert evaluate_main(["--weights", str(weights), "--frames", "3"]) == 0
     metrics = json.loads((out / "synthetic_metrics.json").read_text())
     assert metrics["frames"] == 3 and len(metrics["per_joint_error_mm"]) == 21
     assert metrics["crop_frame"] == "ray"  # the smoke weights were trained in the default frame
@@ -43,10 +47,10 @@ def test_evaluation_writes_metrics_plots_and_a_model_card(smoke_weights, tmp_pat
     assert sum(w * e for w, e in parts if e is not None) == pytest.approx(metrics["mean_joint_error_mm"], rel=1e-5)
     sheet = cv2.imread(str(out / "synthetic_worst.png"))
     assert sheet is not None and sheet.shape[1] == 3 * 2 * 200  # three frames, truth | estimate
-    card = (smoke_weights / "MODEL_CARD.md").read_text()
+    card = (weights / "MODEL_CARD.md").read_text()
     assert "eval/synthetic_worst.png" in card
     assert "eval/training_curve.png" not in card  # an export keeps no training logs beside it
-    assert "mean joint error after refit" in card and "python -m tracker.evaluate --frames 3" in card
+    assert "mean joint error after refit" in card and f"python -m tracker.evaluate --weights {weights} --frames 3" in card
     assert metrics["training_overlap"]["frames_that_are_training_samples"] == []
     assert "None of these frames is a training sample" in card
     stdout = capsys.readouterr().out
@@ -63,8 +67,8 @@ def test_evaluation_judges_the_8_bit_network_on_the_same_frames(smoke_weights, t
     weights = tmp_path / "weights"
     shutil.copytree(smoke_weights, weights)
     quantize_weights(weights, samples=2, progress=False)
-    out = tmp_path / "eval"
-    assert evaluate_main(["--weights", str(weights), "--frames", "3", "--out", str(out)]) == 0
+    out = weights / "eval"
+    assert evaluate_main(["--weights", str(weights), "--frames", "3"]) == 0
     float_metrics = json.loads((out / "synthetic_metrics.json").read_text())
     int8 = json.loads((out / "synthetic_metrics_int8.json").read_text())
     assert float_metrics["backend"] == "onnxruntime" and int8["backend"] == "onnxruntime-int8"
@@ -74,6 +78,10 @@ def test_evaluation_judges_the_8_bit_network_on_the_same_frames(smoke_weights, t
     assert f"joints {int8['mean_joint_error_mm']:.2f} mm" in card and "on the same 3 frames" in card
     assert "kept in 8 bits through the hourglasses' additions, ReLUs and upsamplings" in card
     assert "8-bit network (onnxruntime-int8), same frames" in capsys.readouterr().out
+    # Into a folder of its own it leaves the card, which cites the float run, as it was.
+    card = (weights / "MODEL_CARD.md").read_bytes()
+    assert evaluate_main(["--weights", str(weights), "--backend", "onnxruntime-int8", "--frames", "2", "--out", str(tmp_path / "int8")]) == 0
+    assert (weights / "MODEL_CARD.md").read_bytes() == card and "no model card written" in capsys.readouterr().out
     # Listed but damaged: the evaluation stops before it starts, and says which file.
     (weights / ONNX_INT8).write_bytes(b"truncated")
     assert evaluate_main(["--weights", str(weights), "--frames", "2", "--out", str(tmp_path / "eval2")]) == 2
@@ -132,6 +140,49 @@ def test_bad_arguments_get_clear_errors_before_any_work(tmp_path, capsys):
     with pytest.raises(SystemExit):
         evaluate_main(["--crop-frame", "ray", "--frames", "2"])
     assert "--crop-frame needs --out" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the card would cite figures no longer in WEIGHTS/eval
+        evaluate_main(["--no-model-card", "--frames", "2"])
+    assert "--no-model-card needs --out" in capsys.readouterr().err
+
+
+def test_the_model_card_quotes_only_speeds_measured_with_its_weights(tmp_path):
+    from tracker.evaluate import network_speeds
+
+    manifest = {"files": {"dgn.onnx": "aa", "dgn_int8.onnx": "bb"}}
+    results = {
+        "network_speed_cpu": {"onnx_sha256": "aa", "onnx_int8_sha256": "bb"},
+        "network_speed_cpu_stale_int8": {"onnx_sha256": "aa", "onnx_int8_sha256": "old"},
+        "network_speed_cpu_previous_weights": {"onnx_sha256": "old", "onnx_int8_sha256": "older"},
+    }
+    for name, weights in results.items():
+        backends = {"onnxruntime": {"median_ms": 6.0}, "onnxruntime-int8": {"median_ms": 4.0}}
+        (tmp_path / f"{name}.json").write_text(json.dumps({"weights": weights, "backends": backends, "refit": {"median_ms": 0.07}}))
+    assert network_speeds(manifest, tmp_path) == {
+        "network_speed_cpu": {"onnxruntime": 6.0, "onnxruntime-int8": 4.0, "refit_numba": 0.07},
+        "network_speed_cpu_stale_int8": {"onnxruntime": 6.0, "refit_numba": 0.07},
+    }
+    assert network_speeds({"files": {"dgn.onnx": "new"}}, tmp_path) is None
+
+
+def test_a_real_hand_without_hand_pixels_is_left_out_of_the_fitting_error(hand_model):
+    from types import SimpleNamespace
+
+    from tracker.evaluate import DEFAULT_REAL_DIR, evaluate_real
+
+    class NoHandPixels:
+        """A network that finds no hand pixel in any crop."""
+
+        def __init__(self):
+            self.hand_model = hand_model
+
+        def run(self, crop):
+            vertices = hand_model.template_vertices + np.array([0.0, 0.0, 0.4], np.float32)
+            return SimpleNamespace(hand_probability=np.zeros(crop.depth.shape, np.float32), refined_vertices=vertices, joints=vertices[:21]), {}
+
+    summary, rows = evaluate_real(NoHandPixels(), DEFAULT_REAL_DIR, 0.26)
+    assert summary["hands_found"] == len(rows) > 0 and summary["hands_without_points"] == summary["hands_found"]
+    assert summary["median_fitting_error_mm"] is None
+    json.dumps(summary, allow_nan=False)  # no NaN: strict JSON
 
 
 def test_crop_pixels_follow_the_ray_frames_virtual_camera():

@@ -42,7 +42,7 @@ from tracker.synth.scene import render_sample
 from tracker.training_data import ExampleConfig, example_from_sample, make_example
 from tracker.training_history import TrainingHistoryError, load_training_history, plot_training_curve
 from tracker.types import CameraIntrinsics, Joint
-from tracker.weights import ONNX_INT8, WEIGHTS_DIR, WeightsError, crop_frame_of, load_manifest
+from tracker.weights import ONNX, ONNX_INT8, WEIGHTS_DIR, WeightsError, crop_frame_of, load_manifest
 
 EVAL_STREAM_SEED = 2  # training draws from stream 1
 ROOT = Path(__file__).resolve().parent.parent
@@ -246,15 +246,19 @@ def evaluate_real(
         crop_points, measured = crop_points_camera(crop, intrinsics)
         points = crop_points[measured & (output.hand_probability > 0.5)]
         tree = cKDTree(surface_samples(output.refined_vertices, estimator.hand_model.faces))
-        distances = tree.query(points)[0] if len(points) else np.array([np.nan])
-        results.append({"frame": name, "hand_found": True, "hand_points": int(len(points)), "median_distance_mm": float(np.median(distances) * 1000)})
-        rows.append(overlay_row(depth_m, intrinsics, output.refined_vertices, estimator.hand_model.faces, output.joints, f"{name}: {results[-1]['median_distance_mm']:.1f} mm"))
+        # No pixel the network calls hand: nothing to measure the fit by (None, not NaN).
+        distance_mm = float(np.median(tree.query(points)[0]) * 1000) if len(points) else None
+        results.append({"frame": name, "hand_found": True, "hand_points": int(len(points)), "median_distance_mm": distance_mm})
+        label = f"{name}: {distance_mm:.1f} mm" if distance_mm is not None else f"{name}: no hand pixels"
+        rows.append(overlay_row(depth_m, intrinsics, output.refined_vertices, estimator.hand_model.faces, output.joints, label))
     found = [r for r in results if r["hand_found"]]
+    measured = [r["median_distance_mm"] for r in found if r["median_distance_mm"] is not None]
     summary = {
         "folder": folder.name,
         "frames": len(results),
         "hands_found": len(found),
-        "median_fitting_error_mm": float(np.median([r["median_distance_mm"] for r in found])) if found else None,
+        "hands_without_points": len(found) - len(measured),
+        "median_fitting_error_mm": float(np.median(measured)) if measured else None,
         "per_frame": results,
     }
     return summary, rows
@@ -425,9 +429,10 @@ def write_model_card(
             "",
         ]
     if real:
+        fitting = real["median_fitting_error_mm"]
         lines += [
             f"Real SR305 frames ({real['hands_found']} of {real['frames']} with a hand found): median self-supervised fitting error "
-            f"(hand points to predicted surface) {real['median_fitting_error_mm']:.1f} mm.",
+            f"(hand points to predicted surface) " + (f"{fitting:.1f} mm." if fitting is not None else "not measured (no hand points)."),
             "",
             "![real overlays](eval/real_overlay.png)",
             "",
@@ -477,10 +482,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--frames must be at least 1")
     if args.crop_frame and args.out is None:
         parser.error("--crop-frame needs --out: the weights' own results in WEIGHTS/eval stay as they are")
-    if args.backend == "onnxruntime-int8" and args.out is None:
-        # WEIGHTS/eval and the model card hold the float network's figures; the default run
-        # adds the 8-bit network's beside them.
-        parser.error("--backend onnxruntime-int8 needs --out (the default run evaluates the 8-bit network too)")
+    if args.backend != "onnxruntime" and args.out is None:
+        # WEIGHTS/eval and the model card hold the float onnxruntime network's figures (the
+        # default run adds the 8-bit network's beside them).
+        parser.error(f"--backend {args.backend} needs --out: WEIGHTS/eval holds the onnxruntime network's figures")
+    if args.no_model_card and args.out is None:
+        parser.error("--no-model-card needs --out: WEIGHTS/eval holds the figures the model card cites")
     try:
         FolderSource(args.real_dir)  # a bad folder fails now, not after the synthetic half
         manifest = load_manifest(args.weights)
@@ -497,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     crop_frame = CropFrame(args.crop_frame) if args.crop_frame else crop_frame_of(manifest)
-    example_config = ExampleConfig(cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame)
+    example_config = ExampleConfig(crop_size=int(manifest["network"]["crop_size"]), cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame)
     synthetic = evaluate_synthetic(estimator, args.frames, example_config)
     synthetic["backend"] = args.backend
     synthetic["training_overlap"] = training_stream_overlap(args.frames, manifest)
@@ -532,24 +539,44 @@ def main(argv: list[str] | None = None) -> int:
         f"P_s {synthetic['mean_initial_vertex_error_mm']:.2f} mm, P_r {synthetic['mean_refined_vertex_error_mm']:.2f} mm"
     )
     if real:
-        print(f"real frames: {real['hands_found']}/{real['frames']} hands, median fitting error {real['median_fitting_error_mm']:.1f} mm")
+        fitting = real["median_fitting_error_mm"]
+        print(f"real frames: {real['hands_found']}/{real['frames']} hands, median fitting error " + (f"{fitting:.1f} mm" if fitting is not None else "not measured"))
     if int8:
         print(
             f"8-bit network (onnxruntime-int8), same frames: joints {int8['mean_joint_error_mm']:.2f} mm, "
             f"P_s {int8['mean_initial_vertex_error_mm']:.2f} mm, P_r {int8['mean_refined_vertex_error_mm']:.2f} mm"
         )
     print(f"results in {out} ({time.perf_counter() - began:.0f} s)")
-    if not args.no_model_card and args.crop_frame is None:
-        command = f"python -m tracker.evaluate --frames {args.frames}"
-        speed_files = sorted((ROOT / "benchmarks" / "results").glob("network_speed_*.json"))
-        speed = {}
-        for f in speed_files:
-            data = json.loads(f.read_text())
-            speed[f.stem] = {k: v.get("median_ms") if isinstance(v, dict) else v for k, v in data.get("backends", {}).items()}
-            if "refit" in data:
-                speed[f.stem]["refit_numba"] = data["refit"].get("median_ms")
-        write_model_card(args.weights / "MODEL_CARD.md", manifest, synthetic, real, command, speed or None, training_curve, int8)
+    # The card is the weights' own: written from their float run into WEIGHTS/eval, whose
+    # images it shows. Another backend, frame or folder is a diagnostic beside it.
+    own_run = args.backend == "onnxruntime" and args.crop_frame is None and out.resolve() == (args.weights / "eval").resolve()
+    if own_run and not args.no_model_card:
+        command = "python -m tracker.evaluate" + (f" --weights {args.weights}" if args.weights != WEIGHTS_DIR else "") + f" --frames {args.frames}"
+        if args.real_dir != DEFAULT_REAL_DIR:
+            command += f" --real-dir {args.real_dir}"
+        write_model_card(args.weights / "MODEL_CARD.md", manifest, synthetic, real, command, network_speeds(manifest), training_curve, int8)
+    elif not args.no_model_card:
+        print(f"no model card written: it cites the onnxruntime network's own run into {args.weights / 'eval'}")
     return 0
+
+
+def network_speeds(manifest: dict, results_dir: Path = ROOT / "benchmarks" / "results") -> dict | None:
+    """Median ms per stage from the network speed results measured with these weights (a
+    result for other weights, kept for comparison, is left out; so is an 8-bit figure of
+    another 8-bit file)."""
+    speed = {}
+    for f in sorted(results_dir.glob("network_speed_*.json")):
+        data = json.loads(f.read_text())
+        weights = data.get("weights", {})
+        if weights.get("onnx_sha256") != manifest["files"].get(ONNX):
+            continue
+        stages = {k: v.get("median_ms") if isinstance(v, dict) else v for k, v in data.get("backends", {}).items()}
+        if weights.get("onnx_int8_sha256") != manifest["files"].get(ONNX_INT8):
+            stages.pop("onnxruntime-int8", None)
+        if "refit" in data:
+            stages["refit_numba"] = data["refit"].get("median_ms")
+        speed[f.stem] = stages
+    return speed or None
 
 
 if __name__ == "__main__":
