@@ -6,7 +6,8 @@
 #
 # 0. one short tracking run that fills the numba kernels' cache;
 # 1. the CUDA backend tests (CUDA graph vs eager torch; TensorRT where it is installed);
-# 2. network speed at batch 1: torch-cuda (CUDA graph), torch (CUDA), onnxruntime;
+# 2. network speed at batch 1: torch-cuda (CUDA graph), torch on the CPU and eager on CUDA
+#    (torch-cuda-eager), onnxruntime;
 # 3. the whole tracking pipeline on the GPU, frames from memory, segmenting ahead in 3
 #    worker processes and not at all, and with the network's output replayed (the ceiling
 #    the CPU stages set);

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "--warmup", type=int, default=None, metavar="N",
         help="frames left out of the speed figures (default 100, or a fifth of --frames if that is fewer)",
     )
-    parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>[_memory][_replayed_network].json)")
+    parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>[_memory][_replayed_network][_aheadN].json)")
     args = parser.parse_args(argv)
     # Imported here, not at the top: segmentation worker processes import this module again
     # when they start, and need none of torch, numba or the inference runtimes.
@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.frames < 1:
         parser.error("--frames must be at least 1")
+    # Before the synthetic frames are rendered, which loads the machine itself.
+    load_before = os.getloadavg()[0]
     if args.backend not in BACKENDS:
         parser.error(f"unknown backend {args.backend!r}; choose one of: {', '.join(BACKENDS)}")
     if args.segment_ahead is not None and args.segment_ahead < 0:
@@ -197,12 +199,14 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "pipeline_speed",
         "command": ["python", "-m", "benchmarks.pipeline_speed", *(sys.argv[1:] if argv is None else argv)],
         "machine": machine_at_start,
+        "load_average_1min_before_rendering": load_before,
         "load_average_1min_at_end": os.getloadavg()[0],
         "weights_sha256": manifest["files"],
         "backend": args.backend,
         "network": "replayed (first crop's output every frame)" if args.replay_network else "run every frame",
         "input": source.description,
-        "tracker_config": config_to_dict(config),
+        "tracker_config": config_to_dict(tracker.config),  # as the tracker resolved it
+        "backend_options": backend_options(args.backend, ahead),
         "frames": stats["frames"],
         "frames_requested": args.frames,
         "dropped": stats["dropped"],
@@ -229,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         "workers_rss_mb_every_100_frames": probe.workers_rss,
     }
     suffix = ("" if args.input == "recording" else "_memory") + ("_replayed_network" if args.replay_network else "")
+    if args.segment_ahead is not None:  # not the tracker's own choice: a file of its own
+        suffix += f"_ahead{args.segment_ahead}"
     out = args.out or RESULTS / f"pipeline_speed_{args.backend}{suffix}.json"
     print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "tracker_config", "rss_mb_every_100_frames", "workers_rss_mb_every_100_frames")}, indent=2))
     if ended_early:

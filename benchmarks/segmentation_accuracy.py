@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from tracker.lens import pinhole_view, project
 from tracker.machine import machine_info
 from tracker.segment import SegmentConfig, find_hand_center, track_hand_center
 from tracker.sources import FolderSource, SyntheticSource
@@ -96,12 +97,13 @@ def synthetic_errors(config: SegmentationBenchConfig, progress: bool = True) -> 
         prior = None
         with source:
             for frame in source.frames():
-                depth_m = frame.depth_m()
+                # As the tracker segments: the image without lens distortion (a no-op for a pinhole camera).
+                depth_m, intrinsics = pinhole_view(frame.depth_m(), frame.intrinsics)
                 with np.errstate(invalid="ignore"), warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)  # the mean of no visible pixel: NaN
                     truth = source.visible_hand_centroid(frame.frame_number)
-                single = find_hand_center(depth_m, frame.intrinsics, config.segment)
-                tracked = track_hand_center(depth_m, frame.intrinsics, prior, config.segment)
+                single = find_hand_center(depth_m, intrinsics, config.segment)
+                tracked = track_hand_center(depth_m, intrinsics, prior, config.segment)
                 prior = tracked
                 i = frame.frame_number
                 for name, centre in (("single_frame", single), ("tracked", tracked)):
@@ -126,11 +128,11 @@ def real_errors(config: SegmentationBenchConfig) -> list[dict]:
     for name, (label_u, label_v) in sorted(labels.items()):
         frame = frames[name]
         depth_m = frame.depth_m()
-        centre = find_hand_center(depth_m, frame.intrinsics, config.segment)
+        centre = find_hand_center(*pinhole_view(depth_m, frame.intrinsics), config.segment)  # as the tracker does
         row = {"frame": name, "distance_px": None, "depth_offset_m": None}
         if centre is not None:
-            k = frame.intrinsics
-            u, v = k.fx * centre[0] / centre[2] + k.cx, k.fy * centre[1] / centre[2] + k.cy
+            # The labels are pixels of the image as recorded, lens distortion and all.
+            u, v = project(centre[None], frame.intrinsics)[0]
             palm = depth_m[max(0, label_v - 10) : label_v + 11, max(0, label_u - 10) : label_u + 11]  # clipped at the image edge
             row["distance_px"] = float(np.hypot(u - label_u, v - label_v))
             row["depth_offset_m"] = float(centre[2] - np.median(palm[palm > 0])) if np.any(palm > 0) else None
@@ -148,6 +150,7 @@ def plot(errors: dict[str, np.ndarray], path: Path) -> None:
     t = np.linspace(0, 100, 201)
     for name, e in errors.items():
         e = e.ravel() * 1e3
+        e = e[~np.isnan(e)]  # frames with nothing of the hand in view, left out as in error_stats
         ax.plot(t, [(e <= x).mean() for x in t], label=name.replace("_", " "))
     for x in (NEAR_M, FAR_M):
         ax.axvline(x * 1e3, color="0.7", lw=0.8, ls="--")
@@ -205,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": time.perf_counter() - began,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")  # strict JSON: no Infinity
+    # The picture first: if drawing fails, the JSON beside it is not left newer than it.
     plot(errors, args.out.with_suffix(".png"))
+    args.out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")  # strict JSON: no Infinity
     for name, stats in result["synthetic"].items():
         if stats["median_mm"] is None:
             print(f"synthetic {name:12s}: no hand found in any of the {stats['frames']} frames")

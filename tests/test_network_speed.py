@@ -33,8 +33,16 @@ def test_cpu_result_holds_the_arithmetic_and_the_machine_peak(tmp_path):
     else:
         assert "no 8-bit network" in int8["skipped"]
     peak = result["cpu_matmul_gflops"]
-    assert peak["threads"] == 1 and peak["gflops"] > 0
-    assert result["forward_floor_ms"] == pytest.approx(1e3 * result["network_gflop"] / peak["gflops"])
+    assert peak["threads"] == 1 and peak["gflops"] == max(peak["before_backends"], peak["after_backends"]) > 0
+    assert result["forward_ms_at_matmul_rate"] == pytest.approx(1e3 * result["network_gflop"] / peak["gflops"])
+    assert result["machine"]["utc_time"].endswith("+00:00")
+
+
+def test_a_partial_run_does_not_replace_the_full_result(capsys):
+    for args in (["--backends", "onnxruntime"], ["--threads", "1"], ["--weights", "elsewhere"]):
+        with pytest.raises(SystemExit):
+            network_speed.main(args)
+        assert "need --out" in capsys.readouterr().err
 
 
 def test_pipeline_speed_measures_a_short_run_after_its_warm_up(tmp_path):
@@ -50,6 +58,10 @@ def test_pipeline_speed_measures_a_short_run_after_its_warm_up(tmp_path):
     assert result["stopped_by"] == "end of input" and result["error"] is None and result["dropped"] == 0
     # The tracker's own part of the latency is part of it.
     assert 0 < result["processing_ms_p50"] <= result["latency_ms_p50"]
+    # What ran is on record: the tracker's resolved settings, the backend's options, the load.
+    assert result["tracker_config"]["crop_frame"] in ("ray", "camera") and result["tracker_config"]["new_track_gap_ms"] == 500.0
+    assert result["backend_options"] == {}  # no worker: onnxruntime as it comes
+    assert result["load_average_1min_before_rendering"] >= 0
     assert result["command"][-2:] == ["--out", str(out)] and result["weights_sha256"]["dgn.onnx"]
     assert result["network"].startswith("replayed") and result["tracker_config"]["segment_ahead"] == 0
     assert result["frames_per_second_overall"] > 0 and result["latency_ms_p50"] <= result["latency_ms_p99"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 
@@ -38,6 +40,7 @@ def machine_info() -> dict:
     except OSError:
         load = None
     return {
+        "utc_time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu,
         "cpu_family_model": f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}",
         "vector_extensions": [name for name in VECTOR_FLAGS if name in flags],
@@ -49,11 +52,24 @@ def machine_info() -> dict:
         # Other work on the machine slows what is measured: 1.0 is one core busy.
         "load_average_1min": load,
         "libraries": library_versions(),
+        "gpu": _gpu(),
     }
 
 
+def _gpu() -> dict | None:
+    """The CUDA GPU torch uses, when torch is already loaded (it is not imported for this)."""
+    torch = sys.modules.get("torch")
+    try:
+        if torch is None or not torch.cuda.is_available():
+            return None
+        major, minor = torch.cuda.get_device_capability()
+        return {"name": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}", "cuda": torch.version.cuda}
+    except Exception:  # a broken driver: the result still gets written
+        return None
+
+
 #: Distributions whose versions decide a result (installed or not).
-LIBRARIES = ("torch", "numpy", "onnxruntime", "onnx", "numba", "tensorrt", "pyrealsense2", "opencv-python-headless", "opencv-python", "open3d", "scipy")
+LIBRARIES = ("torch", "numpy", "onnxruntime", "onnxruntime-gpu", "onnx", "numba", "tensorrt", "tensorrt-cu12", "pyrealsense2", "opencv-python-headless", "opencv-python", "open3d", "scipy")
 
 
 def library_versions() -> dict[str, str | None]:
