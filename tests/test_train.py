@@ -440,3 +440,21 @@ def test_the_loader_timeout_is_recognised_through_the_replay_thread():
     wrapped.__cause__ = timeout
     assert _loader_timed_out(wrapped) and _loader_timed_out(timeout)
     assert not _loader_timed_out(RuntimeError("DataLoader worker (pid 1) exited unexpectedly"))
+
+
+def test_the_export_records_the_hand_model_the_network_was_built_from(tmp_path, monkeypatch):
+    # Not whatever the asset file holds when the run ends: it may have been rebuilt meanwhile.
+    from types import SimpleNamespace
+
+    import tracker.train
+    from tracker.hand_model import HandModel
+
+    loaded = HandModel.load()
+    assert loaded.sha256 is not None
+    loaded.sha256 = "ab" * 32
+    monkeypatch.setattr(tracker.train, "HandModel", SimpleNamespace(load=lambda: loaded))
+    train(SMOKE, tmp_path, progress=False)
+    manifest = json.loads((tmp_path / "export" / "dgn.json").read_text())
+    assert manifest["hand_model_sha256"] == "ab" * 32
+    with pytest.raises(WeightsError, match="were trained with the hand model abababababab"):
+        load_network(tmp_path / "export", hand_model=HandModel.load())

@@ -19,6 +19,8 @@ Left hands are the right-hand model mirrored in the hand frame's x (the lateral 
 
 from __future__ import annotations
 
+import hashlib
+import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,8 +74,11 @@ class PosedHand:
 class HandModel:
     """The template mesh, its skeleton and skin; poses it into any frame."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], source: str = "<memory>") -> None:
+    def __init__(self, arrays: dict[str, np.ndarray], source: str = "<memory>", sha256: str | None = None) -> None:
         self.source = source
+        #: SHA-256 of the file the arrays were read from (None: made in memory). Weights
+        #: record it, so that they are only used with the model they were trained with.
+        self.sha256 = sha256
         try:
             self.template_vertices = np.ascontiguousarray(arrays["template_vertices"], dtype=np.float32)
             self.faces = np.ascontiguousarray(arrays["faces"], dtype=np.int32)
@@ -145,7 +150,9 @@ class HandModel:
         if not path.is_file():
             raise HandModelError(f"hand model asset not found at {path}; {hint}")
         try:
-            with np.load(path, allow_pickle=False) as data:
+            # Read once: the checksum is of exactly the bytes the arrays came from.
+            content = path.read_bytes()
+            with np.load(io.BytesIO(content), allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
         except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
             raise HandModelError(f"{path}: hand model asset is corrupt or truncated ({exc}); {hint}") from exc
@@ -156,7 +163,7 @@ class HandModel:
             raise HandModelError(
                 f"{path}: asset format {int(arrays['format_version'])}, this code reads {ASSET_FORMAT_VERSION}; {hint}"
             )
-        return cls(arrays, source=str(path))
+        return cls(arrays, source=str(path), sha256=hashlib.sha256(content).hexdigest())
 
     # ------------------------------------------------------------------ host (numba) posing
 

@@ -607,7 +607,10 @@ def train(
         machine = machine_info()
         device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{machine['logical_cores']}-core CPU ({machine['cpu']})"
         training = {**summary, "world_size": world_size, "device": device_name, "recipe": config_to_dict(config)}
-        export_weights(network.eval(), config.data.cube_size_m, out_dir / "export", training, crop_frame=config.data.crop_frame)
+        export_weights(
+            network.eval(), config.data.cube_size_m, out_dir / "export", training, crop_frame=config.data.crop_frame,
+            hand_model_sha256=hand_model.sha256,  # the model it was built from, should the file change meanwhile
+        )
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if world_size > 1:
         dist.barrier()

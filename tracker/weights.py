@@ -126,9 +126,11 @@ def check_hand_model(manifest: dict, hand_model: HandModel, weights_dir: str | P
     """
     expected = manifest.get("hand_model_sha256")
     source = Path(hand_model.source)
-    if expected is None or not source.is_file():
+    actual = hand_model.sha256
+    if actual is None and source.is_file():  # a model built from a file's arrays by hand
+        actual = sha256_of(source)
+    if expected is None or actual is None:
         return
-    actual = sha256_of(source)
     if actual != expected:
         which = "the network weights" if weights_dir is None else f"the network weights in {weights_dir}"
         raise WeightsError(
@@ -152,8 +154,13 @@ def export_weights(
     out_dir: str | Path,
     training: dict | None = None,
     crop_frame: CropFrame = CropFrame.CAMERA,
+    hand_model_sha256: str | None = None,
 ) -> dict:
-    """Write dgn.pt, dgn.onnx and the manifest into ``out_dir``; returns the manifest."""
+    """Write dgn.pt, dgn.onnx and the manifest into ``out_dir``; returns the manifest.
+
+    ``hand_model_sha256``: of the hand model the network was built from (``HandModel.sha256``);
+    by default the asset file's as it is now, which is only right if it has not changed since.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
@@ -165,7 +172,7 @@ def export_weights(
         "crop_frame": CropFrame(crop_frame).value,
         "parameters": int(sum(p.numel() for p in network.parameters())),
         "onnx": {"input": ONNX_INPUT, "input_shape": [1, 1, network.config.crop_size, network.config.crop_size], "outputs": list(ONNX_OUTPUTS), "opset": ONNX_OPSET},
-        "hand_model_sha256": sha256_of(DEFAULT_ASSET),
+        "hand_model_sha256": hand_model_sha256 or sha256_of(DEFAULT_ASSET),
         "files": {STATE_DICT: sha256_of(out_dir / STATE_DICT), ONNX: sha256_of(out_dir / ONNX)},
         "training": training or {},
     }
