@@ -163,3 +163,21 @@ def test_shipped_weights_tell_held_out_hands_and_their_mirrors_apart(held_out):
     # guessing model would reach 65 % with probability ~3 % (sd ~8 % over 40 trials), and a
     # retrained model of the same quality still clears it with ~2 sd to spare.
     assert np.mean((logits > 0) == truth) >= 0.65
+
+
+def test_sequence_metrics_count_the_changes_of_the_reported_side():
+    class Scripted:
+        """Both crops of frame i (hand centroid, live centre) get the i-th logit."""
+
+        def __init__(self):
+            self.calls = 0
+
+        def logit(self, crop):
+            self.calls += 1
+            return (1.0, -1.05, -0.5)[(self.calls - 1) // 2 % 3]
+
+    metrics = sc.sequence_metrics(Scripted(), seeds=(10,), frames=3, progress=False)
+    assert metrics["frames_without_centre"] == 0  # so every frame made both calls
+    # Right, right (mean -0.025 is within the margin), left (mean -0.18): one change each.
+    assert [q["side_changes"] for q in metrics["per_sequence"]] == [1, 1]
+    assert metrics["vote"]["side_changes"] == 2 and metrics["vote"]["most_side_changes_in_a_sequence"] == 1

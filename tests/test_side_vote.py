@@ -24,6 +24,20 @@ def test_first_frame_decides_then_the_mean_logit():
     assert vote.frames == 4 and vote.mean_logit == pytest.approx(-0.125)
 
 
+def test_a_decided_side_changes_only_past_the_margin():
+    vote = SideVote(SideVoteConfig(switch_margin=0.1))
+    assert vote.update(1.0) == Handedness.RIGHT
+    # Mean -0.025, -0.05: just below 0, not past the margin, so the side holds.
+    assert vote.update(-1.05) == Handedness.RIGHT
+    assert vote.update(-0.1) == Handedness.RIGHT
+    assert vote.update(-0.5) == Handedness.LEFT  # mean -0.1625
+    assert vote.update(0.55) == Handedness.LEFT  # mean -0.02: back above 0, not past +0.1
+    assert vote.update(1.0) == Handedness.RIGHT  # mean +0.15
+    # Without a margin the side follows the sign of the mean at every frame.
+    bare = SideVote(SideVoteConfig(switch_margin=0.0))
+    assert [bare.update(x) for x in (1.0, -1.05, 0.1)] == [Handedness.RIGHT, Handedness.LEFT, Handedness.RIGHT]
+
+
 def test_one_confident_wrong_frame_does_not_outvote_a_run():
     vote = SideVote(SideVoteConfig(max_abs_logit=4.0))
     for _ in range(3):

@@ -808,6 +808,8 @@ def sequence_metrics(
         per_frame += list((logits > 0) == want_right)
         live_frame += list((live_logits > 0) == want_right)
         vote_right.append([d is not None and d == want_right for d in decided])
+        # Changes of the reported side within a track (each one mirrors the drawn mesh).
+        changes = sum(a is not None and b is not None and a != b for a, b in zip(decided, decided[1:]))
         sequences.append(
             {
                 "hand": hand.value,
@@ -817,6 +819,7 @@ def sequence_metrics(
                 "mean_live_logit": round(float(live_logits.mean()), 3) if len(live_logits) else None,
                 "vote_right_frames": int(sum(vote_right[-1])),
                 "vote_right_at_end": bool(vote_right[-1][-1]),
+                "side_changes": int(changes),
             }
         )
     vote = np.array(vote_right, float)
@@ -833,6 +836,8 @@ def sequence_metrics(
             "frame_accuracy": round(float(vote.mean()), 4),
             "accuracy_at_frame": {str(i + 1): round(float(vote[:, i].mean()), 4) for i in at},
             "sequences_right_at_end": f"{int(vote[:, -1].sum())}/{len(vote)}",
+            "side_changes": int(sum(q["side_changes"] for q in sequences)),
+            "most_side_changes_in_a_sequence": int(max(q["side_changes"] for q in sequences)),
         },
         "per_sequence": sequences,
     }
