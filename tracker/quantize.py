@@ -70,7 +70,9 @@ DEFAULT_CALIBRATION_SAMPLES = 128
 
 def calibration_crops(manifest: dict, count: int, progress: bool = True) -> np.ndarray:
     """(count, 1, S, S) float32 network inputs rendered as training renders them."""
-    config = ExampleConfig(cube_size_m=float(manifest["cube_size_m"]), crop_frame=crop_frame_of(manifest))
+    config = ExampleConfig(
+        crop_size=int(manifest["network"]["crop_size"]), cube_size_m=float(manifest["cube_size_m"]), crop_frame=crop_frame_of(manifest)
+    )
     model = HandModel.load()
     crops = [
         make_example(model, config, sample_seed(CALIBRATION_STREAM_SEED, i))["depth"]
