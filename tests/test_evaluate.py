@@ -89,7 +89,7 @@ def test_evaluation_judges_the_8_bit_network_on_the_same_frames(smoke_weights, t
     # The 8-bit network alone only into a folder of its own.
     with pytest.raises(SystemExit):
         evaluate_main(["--weights", str(weights), "--backend", "onnxruntime-int8"])
-    assert "--backend onnxruntime-int8 needs --out" in capsys.readouterr().err
+    assert "--backend onnxruntime-int8 needs --out elsewhere" in capsys.readouterr().err
 
 
 def test_surface_samples_cover_the_triangles():
@@ -139,10 +139,15 @@ def test_bad_arguments_get_clear_errors_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "eval").exists()
     with pytest.raises(SystemExit):
         evaluate_main(["--crop-frame", "ray", "--frames", "2"])
-    assert "--crop-frame needs --out" in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # the card would cite figures no longer in WEIGHTS/eval
-        evaluate_main(["--no-model-card", "--frames", "2"])
-    assert "--no-model-card needs --out" in capsys.readouterr().err
+    assert "--crop-frame needs --out elsewhere" in capsys.readouterr().err
+    for args in (["--no-model-card"], ["--backend", "onnxruntime-int8"]):
+        # The card would cite figures no longer in WEIGHTS/eval, named or not.
+        from tracker.weights import WEIGHTS_DIR
+
+        for out in ([], ["--out", str(WEIGHTS_DIR / "eval")]):
+            with pytest.raises(SystemExit):
+                evaluate_main([*args, *out, "--frames", "2"])
+            assert "needs --out elsewhere than WEIGHTS/eval" in capsys.readouterr().err
 
 
 def test_the_model_card_quotes_only_speeds_measured_with_its_weights(tmp_path):

@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -526,6 +527,7 @@ def test_a_hand_found_far_from_the_last_one_starts_a_new_track():
         (5, 5 * 33.0 + 8000.0, ""),  # the camera came back after 8 s
         (0, 0.0, ""),  # its counter started over (a reconnect, a new recording)
         (5, 5 * 33.0, "another camera"),
+        (3, 5 * 33.0, ""),  # the counter went back while the clock went on
     ],
 )
 def test_a_gap_a_restarted_counter_or_another_camera_starts_a_new_track(frame_number, timestamp_ms, serial):
@@ -537,6 +539,11 @@ def test_a_gap_a_restarted_counter_or_another_camera_starts_a_new_track(frame_nu
     # A left hand where the right one was: only a new track lets its first frame decide.
     left = _side_echo_step(tracker, frame_number, [0.0, 0.0, 0.5], -3.0, timestamp_ms, serial)
     assert left.handedness == Handedness.LEFT
+    # A device clock that steps back a little while the counter goes on continues the track.
+    tracker.reset()
+    for i in range(5):
+        _side_echo_step(tracker, i, [0.0, 0.0, 0.5], 3.0)
+    assert _side_echo_step(tracker, 5, [0.0, 0.0, 0.5], -3.0, timestamp_ms=4 * 33.0 - 0.1).handedness == Handedness.RIGHT
     # Frames without a clock (all at 0 ms) continue their track.
     tracker.reset()
     for i in range(5):
@@ -786,6 +793,23 @@ def test_a_line_cut_off_by_a_full_disk_is_taken_back(tmp_path):
                 sink.write(result)
     sink.close()
     assert [r["frame"] for r in _read(tmp_path / "x.jsonl")] == [0, 1]  # every line whole, json.loads each
+
+
+def test_the_json_lines_can_go_to_a_pipe(tmp_path):
+    from tracker.sinks import JsonLinesSink
+    from tracker.types import CameraIntrinsics, DepthFrame
+
+    fifo = tmp_path / "lines"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    sink = JsonLinesSink(fifo)  # --out /dev/stdout piped on, say: no seeking there
+    intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
+    sink.write(FrameResult(DepthFrame(np.zeros((48, 64), np.uint16), 0.001, intrinsics, 0.0, "cam", 7), (), {}))
+    sink.close()
+    reader.join(timeout=10)
+    assert json.loads(received[0])["frame"] == 7
 
 
 def test_a_stop_request_keeps_an_input_error_and_an_empty_run_has_no_latency():

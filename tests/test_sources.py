@@ -368,6 +368,7 @@ def test_folders_linked_into_the_input_are_read_once_and_an_unreadable_one_is_an
     (root / "intrinsics.json").write_text(json.dumps(meta))
     (root / "s2").symlink_to(elsewhere / "s2")
     (root / "s1" / "loop").symlink_to(root)  # a link back up the tree is walked once
+    (root / "a_link_to_s1").symlink_to(root / "s1")  # read as s1, the folder itself, not via the link
     files = FolderSource(root).files
     assert [str(p.relative_to(root)) for p in files] == ["s1/0.png", "s2/0.png"]
 

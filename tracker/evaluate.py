@@ -29,7 +29,7 @@ from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 from kernels.raster import render_mesh
-from tracker.crop import CropFrame, crop_points_camera, make_crop
+from tracker.crop import CROP_SIZE, CropFrame, crop_points_camera, make_crop
 from tracker.backends import BACKENDS, BackendUnavailable, create_backend
 from tracker.estimator import HandEstimator
 from tracker.hand_model import HandModel
@@ -230,7 +230,7 @@ def surface_samples(vertices: np.ndarray, faces: np.ndarray, per_edge: int = 4) 
 
 
 def evaluate_real(
-    estimator: HandEstimator, folder: Path, cube_size_m: float, crop_frame: CropFrame = CropFrame.CAMERA
+    estimator: HandEstimator, folder: Path, cube_size_m: float, crop_frame: CropFrame = CropFrame.CAMERA, crop_size: int = CROP_SIZE
 ) -> tuple[dict, list[np.ndarray]]:
     source = FolderSource(folder)
     results, rows = [], []
@@ -241,7 +241,7 @@ def evaluate_real(
         if centre is None:
             results.append({"frame": name, "hand_found": False})
             continue
-        crop = make_crop(depth_m, intrinsics, centre, cube_size_m, frame=crop_frame)
+        crop = make_crop(depth_m, intrinsics, centre, cube_size_m, crop_size=crop_size, frame=crop_frame)
         output, _ = estimator.run(crop)
         crop_points, measured = crop_points_camera(crop, intrinsics)
         points = crop_points[measured & (output.hand_probability > 0.5)]
@@ -480,14 +480,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.frames < 1:
         parser.error("--frames must be at least 1")
-    if args.crop_frame and args.out is None:
-        parser.error("--crop-frame needs --out: the weights' own results in WEIGHTS/eval stay as they are")
-    if args.backend != "onnxruntime" and args.out is None:
-        # WEIGHTS/eval and the model card hold the float onnxruntime network's figures (the
-        # default run adds the 8-bit network's beside them).
-        parser.error(f"--backend {args.backend} needs --out: WEIGHTS/eval holds the onnxruntime network's figures")
-    if args.no_model_card and args.out is None:
-        parser.error("--no-model-card needs --out: WEIGHTS/eval holds the figures the model card cites")
+    # WEIGHTS/eval holds the float onnxruntime network's own figures, which the model card
+    # cites (the default run adds the 8-bit network's beside them): a diagnostic goes elsewhere.
+    into_own = (args.out or args.weights / "eval").resolve() == (args.weights / "eval").resolve()
+    if args.crop_frame and into_own:
+        parser.error("--crop-frame needs --out elsewhere than WEIGHTS/eval: the weights' own results there stay as they are")
+    if args.backend != "onnxruntime" and into_own:
+        parser.error(f"--backend {args.backend} needs --out elsewhere than WEIGHTS/eval, which holds the onnxruntime network's figures")
+    if args.no_model_card and into_own:
+        parser.error("--no-model-card needs --out elsewhere than WEIGHTS/eval, which holds the figures the model card cites")
     try:
         FolderSource(args.real_dir)  # a bad folder fails now, not after the synthetic half
         manifest = load_manifest(args.weights)
@@ -528,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     real = None
     if args.real_dir:
         try:
-            real, rows = evaluate_real(estimator, args.real_dir, manifest["cube_size_m"], example_config.crop_frame)
+            real, rows = evaluate_real(estimator, args.real_dir, manifest["cube_size_m"], example_config.crop_frame, example_config.crop_size)
         except SourceError as exc:  # a damaged frame in the folder
             print(f"error: {exc} (the synthetic results are in {out}; no model card was written)", file=sys.stderr)
             return 2
@@ -551,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     # images it shows. Another backend, frame or folder is a diagnostic beside it.
     own_run = args.backend == "onnxruntime" and args.crop_frame is None and out.resolve() == (args.weights / "eval").resolve()
     if own_run and not args.no_model_card:
-        command = "python -m tracker.evaluate" + (f" --weights {args.weights}" if args.weights != WEIGHTS_DIR else "") + f" --frames {args.frames}"
+        command = "python -m tracker.evaluate" + (f" --weights {args.weights}" if args.weights.resolve() != WEIGHTS_DIR.resolve() else "") + f" --frames {args.frames}"
         if args.real_dir != DEFAULT_REAL_DIR:
             command += f" --real-dir {args.real_dir}"
         write_model_card(args.weights / "MODEL_CARD.md", manifest, synthetic, real, command, network_speeds(manifest), training_curve, int8)

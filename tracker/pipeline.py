@@ -160,8 +160,10 @@ class HandTracker:
         if last is None:
             return True
         serial, number, time_ms = last
-        # Without a clock (every timestamp 0) only the serial and the counter can tell.
-        return frame.serial == serial and frame.frame_number >= number and time_ms <= frame.timestamp_ms <= time_ms + self.config.new_track_gap_ms
+        # The counter says the order; device clocks may step back a little while it goes on,
+        # so the timestamp only tells a gap. Without a clock (every timestamp 0) only the
+        # serial and the counter can tell.
+        return frame.serial == serial and frame.frame_number >= number and abs(frame.timestamp_ms - time_ms) <= self.config.new_track_gap_ms
 
     def _lost(self) -> None:
         self._previous_center = None

@@ -59,21 +59,24 @@ class JsonLinesSink:
         self.include_vertices = include_vertices
         # Unbuffered: a line (tens of kB with the mesh) goes out in one write call, here.
         self._file = open(self.path, "wb", buffering=0)
+        # A pipe or FIFO (--out /dev/stdout) cannot be taken back: lines are still written whole.
+        self._seekable = self._file.seekable()
 
     def write(self, result: FrameResult) -> None:
         # allow_nan=False: a NaN or infinity would make the line invalid JSON for strict readers.
         line = (json.dumps(frame_record(result, self.include_vertices), separators=(",", ":"), allow_nan=False) + "\n").encode()
-        start = self._file.tell()
+        start = self._file.tell() if self._seekable else None
         try:
             rest = memoryview(line)
             while rest:
                 rest = rest[self._file.write(rest) :]
         except OSError:
-            try:
-                os.ftruncate(self._file.fileno(), start)
-                self._file.seek(start)
-            except OSError:
-                pass  # the write's own error says more
+            if start is not None:
+                try:
+                    os.ftruncate(self._file.fileno(), start)
+                    self._file.seek(start)
+                except OSError:
+                    pass  # the write's own error says more
             raise
 
     def close(self) -> None:

@@ -218,7 +218,12 @@ def _png_files(root: Path) -> list[Path]:
             subfolders[:] = []
             continue
         seen.add(real)
-        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        # Real folders before links to them, in name order: one listing on every filesystem.
+        # lost+found (a drive's root) belongs to the file system, not the recording.
+        subfolders[:] = sorted(
+            (d for d in subfolders if not d.startswith(".") and d != "lost+found"),
+            key=lambda d: (os.path.islink(os.path.join(folder, d)), d),
+        )
         found += [Path(folder) / n for n in names if n.endswith(".png") and not n.startswith(".")]
     return found
 
