@@ -22,8 +22,8 @@ are quantised too, so that their activations stay 8-bit from one convolution to 
 Left in float they cost a dequantise, a float add and a quantise per block, and NCHW/NHWC
 transposes around each. With the weights of the time, on an idle AVX-512 VNNI CPU, the
 8-bit forward took 3.83 ms quantised the earlier way and 3.63 ms this way, the float graph's
-rewrite included (``benchmarks/results/network_speed_cpu_previous_weights_*.json``, back to
-back), for 0.03 mm of held-out joint error (11.04 -> 11.07 mm over 1000 frames; the float
+rewrite included (``benchmarks/results/network_speed_cpu_previous_weights_*.json``: single
+runs, within what runs on that machine vary by), for 0.03 mm of held-out joint error (11.04 -> 11.07 mm over 1000 frames; the float
 network scored 10.95). Additions outside that convolution chain (the extension's epsilons) are
 kept in float: quantised, they put the error at 55 mm. Quantising the convolutions alone
 had cost 0.09 mm on 300 frames of earlier weights (11.51 -> 11.60 mm); quantising the
