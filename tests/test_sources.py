@@ -184,34 +184,6 @@ def test_corrupt_frame_midway_yields_the_frames_before_then_fails(recording, syn
     _same_frames(synthetic_frames[:5], got)
 
 
-def _write_infrared_only(path: Path) -> None:
-    w, h = 32, 24
-    device = rs.software_device()
-    sensor = device.add_sensor("Stereo Module")
-    stream = rs.video_stream()
-    stream.type, stream.index, stream.uid = rs.stream.infrared, 1, 7
-    stream.width, stream.height, stream.fps, stream.bpp, stream.fmt = w, h, 30, 1, rs.format.y8
-    k = rs.intrinsics()
-    k.width, k.height, k.fx, k.fy, k.ppx, k.ppy = w, h, 30.0, 30.0, 16.0, 12.0
-    k.model, k.coeffs = rs.distortion.none, [0.0] * 5
-    stream.intrinsics = k
-    profile = sensor.add_video_stream(stream, True).as_video_stream_profile()
-    recorder = rs.recorder(str(path), device)
-    recorded = recorder.query_sensors()[0]
-    recorded.open(recorded.get_stream_profiles()[0])
-    queue = rs.frame_queue(1)
-    recorded.start(queue)
-    for i in range(3):
-        frame = rs.software_video_frame()
-        frame.pixels = np.full((h, w), i, np.uint8)
-        frame.stride, frame.bpp, frame.timestamp, frame.frame_number, frame.profile = w, 1, 33.3 * i, i + 1, profile
-        sensor.on_video_frame(frame)
-    recorded.stop()
-    recorded.close()
-    del recorded, queue, recorder, sensor, profile, device
-    gc.collect()
-
-
 def _write_depth_then_colour(path: Path, depth_frames: int, colour_after_s: float) -> None:
     """Depth at 90 fps, then one colour frame ``colour_after_s`` after the last depth frame:
     a complete recording whose timeline runs on past its depth stream."""
@@ -267,7 +239,7 @@ def test_a_complete_recording_whose_other_streams_run_on_is_not_called_corrupt(t
 
 def test_recording_without_depth_stream(tmp_path):
     path = tmp_path / "ir.db3"
-    _write_infrared_only(path)
+    _software_recording(path, frames=3, infrared=True)
     with pytest.raises(SourceError, match="no depth stream") as info:
         RecordingSource(path)
     assert "Infrared" in str(info.value)
@@ -485,21 +457,28 @@ def test_with_no_source_named_only_a_device_with_depth_counts_as_a_camera(monkey
     assert _default_source() == expected
 
 
-def _software_recording(path, frames: int = 5, depth_units: float | None = 0.001, fx: float = 30.0):
-    """A depth recording written straight through librealsense, with what write_recording
-    would refuse to write: no or a zero depth unit, impossible intrinsics, no frames."""
+def _software_recording(
+    path, frames: int = 5, depth_units: float | None = 0.001, fx: float = 30.0, infrared: bool = False
+):
+    """A recording written straight through librealsense, with what write_recording would
+    refuse to write: no or a zero depth unit, impossible intrinsics, no frames, or an
+    infrared stream instead of depth."""
     w, h = 32, 24
     device = rs.software_device()
-    sensor = device.add_sensor("Depth")
     stream = rs.video_stream()
-    stream.type, stream.index, stream.uid = rs.stream.depth, 0, 1
-    stream.width, stream.height, stream.fps, stream.bpp, stream.fmt = w, h, 30, 2, rs.format.z16
+    if infrared:
+        sensor, dtype = device.add_sensor("Stereo Module"), np.uint8
+        stream.type, stream.index, stream.uid, stream.bpp, stream.fmt = rs.stream.infrared, 1, 7, 1, rs.format.y8
+    else:
+        sensor, dtype = device.add_sensor("Depth"), np.uint16
+        stream.type, stream.index, stream.uid, stream.bpp, stream.fmt = rs.stream.depth, 0, 1, 2, rs.format.z16
+    stream.width, stream.height, stream.fps = w, h, 30
     k = rs.intrinsics()
     k.width, k.height, k.fx, k.fy, k.ppx, k.ppy = w, h, fx, 30.0, 16.0, 12.0
     k.model, k.coeffs = rs.distortion.none, [0.0] * 5
     stream.intrinsics = k
     profile = sensor.add_video_stream(stream, True).as_video_stream_profile()
-    if depth_units is not None:
+    if depth_units is not None and not infrared:
         sensor.add_read_only_option(rs.option.depth_units, depth_units)
     recorder = rs.recorder(str(path), device)
     recorded = recorder.query_sensors()[0]
@@ -508,8 +487,8 @@ def _software_recording(path, frames: int = 5, depth_units: float | None = 0.001
     recorded.start(queue)
     for i in range(frames):
         frame = rs.software_video_frame()
-        frame.pixels = np.full((h, w), 100 + i, np.uint16)
-        frame.stride, frame.bpp, frame.timestamp, frame.frame_number, frame.profile = 2 * w, 2, 33.3 * i, i + 1, profile
+        frame.pixels = np.full((h, w), 100 + i, dtype)
+        frame.stride, frame.bpp, frame.timestamp, frame.frame_number, frame.profile = w * stream.bpp, stream.bpp, 33.3 * i, i + 1, profile
         frame.domain = rs.timestamp_domain.hardware_clock
         sensor.on_video_frame(frame)
         time.sleep(1 / 30)
