@@ -765,7 +765,7 @@ def hand_pixel_centre(source, frame_number: int, depth_m: np.ndarray, joints: np
 
 
 def sequence_metrics(
-    classifier: SideClassifier, seeds=tuple(range(10, 22)), frames: int = 150, progress: bool = True
+    classifier: SideClassifier, seeds=tuple(range(10, 22)), frames: int = 150, progress: bool = True, vote_config=None
 ) -> dict:
     """Per-frame accuracy, and that of the live tracker's running vote, on SyntheticSource
     sequences of real left and right hands.
@@ -779,7 +779,7 @@ def sequence_metrics(
     throughout.
     """
     from tracker.segment import track_hand_center
-    from tracker.side_vote import SideVote
+    from tracker.side_vote import SideVote, SideVoteConfig
     from tracker.sources import SyntheticSource
 
     sequences, per_frame, live_frame, vote_right, seg_missing = [], [], [], [], 0
@@ -787,7 +787,7 @@ def sequence_metrics(
     for hand, seed in tqdm(jobs, disable=not progress, desc="sequences", unit="seq"):
         source = SyntheticSource(seed=seed, max_frames=frames, hand=hand)
         want_right = hand == Handedness.RIGHT
-        logits, live_logits, decided, previous, vote = [], [], [], None, SideVote()
+        logits, live_logits, decided, previous, vote = [], [], [], None, SideVote(vote_config or SideVoteConfig())
         for i in range(frames):
             frame, joints = source.render(i)
             depth_m = frame.depth.astype(np.float32) * np.float32(frame.depth_scale)
@@ -833,6 +833,7 @@ def sequence_metrics(
         "frames_without_centre": seg_missing,
         "vote": {
             "note": "the side HandTracker reports: SideVote over the live-centre logits of the track so far",
+            "switch_margin": (vote_config or SideVoteConfig()).switch_margin,
             "frame_accuracy": round(float(vote.mean()), 4),
             "accuracy_at_frame": {str(i + 1): round(float(vote[:, i].mean()), 4) for i in at},
             "sequences_right_at_end": f"{int(vote[:, -1].sum())}/{len(vote)}",
@@ -897,6 +898,7 @@ def evaluate(
     frames: int = 150,
     cache_dir: Path | None = None,
     progress: bool = True,
+    vote_config=None,
 ) -> dict:
     """All metrics of the shipped ONNX model (held-out stream, sequences, real frames, timing)."""
     classifier = SideClassifier.load(directory)
@@ -906,7 +908,7 @@ def evaluate(
     held = held_out_metrics(classifier.logits(data["depth"]), data, logits_fn=classifier.logits)
     return {
         "held_out": held,
-        "sequences": sequence_metrics(classifier, seeds, frames, progress),
+        "sequences": sequence_metrics(classifier, seeds, frames, progress, vote_config),
         "real_sr305": real_frame_metrics(classifier),
         "inference": inference_ms(classifier, data["depth"][0]),
     }
@@ -956,6 +958,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     e.add_argument("--frames", type=int, default=150, help="frames per sequence (default %(default)s)")
     e.add_argument("--cache", type=Path, help="reuse / keep rendered held-out crops here")
+    e.add_argument(
+        "--switch-margin", type=float, metavar="M",
+        help="the side vote's margin for the sequences (default: the tracker's, tracker.side_vote.SideVoteConfig)",
+    )
     e.add_argument("--write", action="store_true", help="store the metrics in the manifest (checksums are unaffected)")
     args = parser.parse_args(argv)
 
@@ -991,7 +997,13 @@ def main(argv: list[str] | None = None) -> int:
             )
     if args.command == "evaluate" or getattr(args, "evaluate", False):
         try:
-            metrics = evaluate(args.weights, args.held_out, tuple(args.seeds), args.frames, args.cache)
+            from tracker.side_vote import SideVoteConfig
+
+            margin = getattr(args, "switch_margin", None)
+            vote_config = SideVoteConfig() if margin is None else SideVoteConfig(switch_margin=margin)
+            if args.write and vote_config != SideVoteConfig():
+                parser.error("--write stores the tracker's own vote; leave --switch-margin out")
+            metrics = evaluate(args.weights, args.held_out, tuple(args.seeds), args.frames, args.cache, vote_config=vote_config)
         except WeightsError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -17,14 +17,14 @@ segmentation puts them; ``python -m tracker.side_classifier evaluate``, stored i
 of all frames, 88 % at frame 30, 96 % at frame 60, and all 24 right at the end.
 
 Once decided, the side changes only when the mean logit passes ``switch_margin`` (0.1)
-beyond 0 the other way. Without that margin, and with the segmentation as it is now (the
-figures above are the stored run, from before both), the reported side changed 13 times
-over those 24 sequences, up to 3 times in one, where 7 changes (the corrections of a wrong first
+beyond 0 the other way. Without that margin (``--switch-margin 0``) the reported side
+changed 13 times over those 24 sequences, up to 3 times in one, where 7 changes (the corrections of a wrong first
 frame) were all that was needed; with it, 7, at the same accuracy. On 24 other sequences
 (seeds 22 to 33, ``--seeds``), which played no part in choosing it: 7 changes instead of
 17 (up to 4 in one), 91.4 % of frames right instead of 90.9 %, all 24 right at the end
-either way; margins of 0.25 and more held wrong first decisions too long (88 % and less).
-``side_changes`` in the evaluation's vote section counts them.
+either way; a margin of 0.25 held wrong first decisions too long (88.1 %, one sequence
+still wrong at the end). ``side_changes`` in the evaluation's vote section counts them
+(``benchmarks/results/side_vote_*.json``).
 """
 
 from __future__ import annotations
