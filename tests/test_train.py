@@ -12,6 +12,7 @@ import torch
 
 from tracker.network import DualGridNet, DualGridNetConfig
 from tracker.train import RECIPES, DataStalled, _loader_timed_out, initial_weights, learning_rate, train
+from tracker.training_data import SyntheticStream
 from tracker.weights import WeightsError, load_network
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -430,8 +431,32 @@ def test_a_stuck_data_worker_ends_the_run_with_a_clear_error(tmp_path, monkeypat
     # A short timeout keeps the test quick; the worker never hands over a batch however
     # long it is given.
     stuck = SMOKE.__class__(**{**SMOKE.__dict__, "workers": 1, "data_timeout_s": 5.0})
-    with pytest.raises(DataStalled, match="no batch came from the data-loader workers in 5 s.*no checkpoint had been written"):
+    with pytest.raises(DataStalled, match="no batch came from the data-loader workers in 5 s.*no checkpoint of this run had been written"):
         train(stuck, tmp_path, progress=False)
+
+
+class StreamThatStalls(SyntheticStream):
+    """The synthetic stream, whose worker gets stuck after a few examples."""
+
+    def __iter__(self):
+        import time
+
+        for count, example in enumerate(super().__iter__()):
+            if count == 6:
+                time.sleep(3600)
+            yield example
+
+
+def test_a_stall_after_some_steps_saves_them_in_a_checkpoint_first(tmp_path, monkeypatch):
+    monkeypatch.setattr("tracker.train.SyntheticStream", StreamThatStalls)
+    # Batches of 2 and a checkpoint every 100 steps: the three steps the worker's six
+    # examples make would otherwise be lost.
+    stalling = SMOKE.__class__(**{**SMOKE.__dict__, "steps": 10, "workers": 1, "data_timeout_s": 5.0, "checkpoint_every": 100})
+    with pytest.raises(DataStalled, match="last.pt holds step 3 and the same command resumes"):
+        train(stalling, tmp_path, progress=False)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["step"] == 3 and state["samples_seen"] == 6
+    assert state["stream_lanes"]["next"] == [6]  # a resume goes on with the seventh example
 
 
 def test_the_loader_timeout_is_recognised_through_the_replay_thread():

@@ -495,6 +495,9 @@ def train(
     last_terms: dict[str, float] = {}
     logged_step = step
     skipped_steps = nonfinite_in_a_row = 0
+    # The step the checkpoint file holds; None while it holds none of this run (a fresh
+    # run started with --no-resume beside an old one).
+    checkpointed_step: int | None = step if step > 0 else None
     rate_now = learning_rate(config, step, 0.0)
 
     def log_row() -> None:
@@ -570,12 +573,25 @@ def train(
                         checkpoint, network, optimizer, step, samples_seen, examples_trained, config,
                         earlier_seconds + time.perf_counter() - began, initialised_from, max_seconds, lanes,
                     )
+                checkpointed_step = step
             if _agreed_flag(stop.requested, world_size, device):
                 break
     except RuntimeError as error:
         if not _loader_timed_out(error):
             raise
-        kept = f"{checkpoint} keeps the last checkpoint and the same command resumes from it" if checkpoint.is_file() else "no checkpoint had been written yet"
+        if world_size == 1 and step > (checkpointed_step or 0):
+            # The network and the stream position are sound (only the loader is stuck), so
+            # the steps since the last checkpoint need not be lost. Under DDP saving takes a
+            # collective that the other ranks, waiting in theirs, would not meet.
+            _save_checkpoint(
+                checkpoint, network, optimizer, step, samples_seen, examples_trained, config,
+                earlier_seconds + time.perf_counter() - began, initialised_from, max_seconds, lanes,
+            )
+            checkpointed_step = step
+        if checkpointed_step is not None:
+            kept = f"{checkpoint} holds step {checkpointed_step} and the same command resumes from it"
+        else:
+            kept = "no checkpoint of this run had been written yet"
         raise DataStalled(
             f"no batch came from the data-loader workers in {config.data_timeout_s:g} s, so one of them is stuck "
             f"(any message it printed is above); {kept}"
