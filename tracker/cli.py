@@ -11,10 +11,11 @@ import argparse
 import json
 import signal
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
+
+from tracker.signals import SignalHandlers
 
 DEFAULT_SYNTHETIC_FRAMES = 120
 
@@ -85,20 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.max_frames is not None and args.max_frames < 1:
         parser.error("--max-frames must be at least 1")
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for name in _STOP_SIGNALS:
-            # An ignored signal stays ignored (SIGHUP under nohup).
-            if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN:
-                previous[name] = signal.signal(getattr(signal, name), signal.default_int_handler)
+    handlers = SignalHandlers(_STOP_SIGNALS, signal.default_int_handler)
     try:
+        handlers.install()
         return _track(args, parser)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
-        for name, handler in previous.items():
-            signal.signal(getattr(signal, name), handler)
+        handlers.restore()
 
 
 def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -28,6 +28,7 @@ from tracker.lens import pinhole_view, project
 from tracker.prepare import PrepareConfig, Prepared, PrepareWorkerEnded, PrepareWorkers, prepare_frame, side_classifier_crop
 from tracker.segment import SegmentConfig
 from tracker.side_vote import SideVote, SideVoteConfig
+from tracker.signals import SignalHandlers
 from tracker.smoothing import OneEuroFilter
 from tracker.types import DepthFrame, HandEstimate, Handedness
 
@@ -377,18 +378,15 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
             ahead.send(frame, tracker.previous_center)
         return frame, dropped
 
-    previous = {}
+    # SIGHUP: the terminal or ssh session went away.
+    handlers = SignalHandlers(GROUP_STOP_SIGNALS, request_stop)
     ran_through = False
     thread = threading.Thread(target=capture, name="capture", daemon=True)
     first_taken = last_written = None
     try:
         # In here: a signal landing while the handlers go in still closes the source and
         # sinks, and the handlers already replaced are put back.
-        if threading.current_thread() is threading.main_thread():
-            for name in GROUP_STOP_SIGNALS:  # SIGHUP: the terminal or ssh session went away
-                # An ignored signal stays ignored (SIGHUP under nohup).
-                if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN:
-                    previous[getattr(signal, name)] = signal.signal(getattr(signal, name), request_stop)
+        handlers.install()
         if workers > 0:  # in here: a failure to start them still closes the source and sinks
             ahead = PrepareWorkers(workers, tracker.prepare_config, tracker.side_classifier)
         thread.start()
@@ -458,8 +456,7 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
             thread.join(timeout=5.0)
         for sink in sinks:
             close(sink)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        handlers.restore()
         if first_taken is not None and last_written is not None:
             summary.seconds = last_written - first_taken
         # A failure to close is raised only when nothing else is on its way out (not

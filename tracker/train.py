@@ -31,7 +31,6 @@ import math
 import os
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ from tracker.hand_model import HandModel
 from tracker.network import DualGridNet, DualGridNetConfig, count_parameters
 from tracker.refit import Refit
 from tracker.replay import BackgroundBatches, ReplayMemory
+from tracker.signals import SignalHandlers
 from tracker.synth.dataset import config_to_dict
 from tracker.training_data import ExampleConfig, StreamLanes, SyntheticStream
 from tracker.weights import WeightsError, crop_frame_of, export_weights, load_network
@@ -258,13 +258,13 @@ class StopRequest:
     only be installed from the main thread; elsewhere the run keeps the default behaviour.
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = ("SIGINT", "SIGTERM")
 
     def __init__(self, announce: bool) -> None:
         self.signal_name: str | None = None
         self.signal_number = 0
         self.announce = announce
-        self.previous: dict[int, object] = {}
+        self.handlers = SignalHandlers(self.SIGNALS, self._handle)
 
     def _handle(self, number: int, frame) -> None:
         if self.signal_name is not None:
@@ -274,19 +274,11 @@ class StopRequest:
             print(f"\n{self.signal_name}: stopping after this step with a checkpoint and an export (send it again to abort)", file=sys.stderr, flush=True)
 
     def __enter__(self) -> "StopRequest":
-        if threading.current_thread() is threading.main_thread():
-            try:
-                for number in self.SIGNALS:
-                    self.previous[number] = signal.signal(number, self._handle)
-            except BaseException:
-                self.__exit__(None, None, None)
-                raise
+        self.handlers.install()
         return self
 
     def __exit__(self, *exc_info) -> None:
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
-        self.previous.clear()
+        self.handlers.restore()
 
     @property
     def requested(self) -> bool:
