@@ -7,6 +7,7 @@ channels), so the file runs in seconds and does not need ``weights/``.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -266,9 +267,8 @@ def stand_in_tensorrt(monkeypatch):
     builds: list[bytes] = []
 
     def build(self, trt, onnx_path, workspace_bytes):
-        self.engine_path.parent.mkdir(parents=True, exist_ok=True)
-        self.engine_path.write_bytes(build.output)
         builds.append(build.output)
+        return build.output
 
     build.output = b"engine"
     monkeypatch.setattr(TensorRTBackend, "_build", build)
@@ -289,6 +289,39 @@ def test_a_cached_engine_that_no_longer_loads_is_rebuilt_once(weights_dir, tmp_p
     with pytest.raises(BackendUnavailable, match="could not deserialize the engine it has just built"):
         TensorRTBackend(weights_dir, precision="fp32", cache_dir=tmp_path)
     assert len(builds) == 3
+
+
+def test_a_container_cpu_quota_caps_the_thread_count(tmp_path, monkeypatch):
+    from tracker import backends
+
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    assert backends.cgroup_cpu_quota(v2) == 1.5
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert backends.cgroup_cpu_quota(v2) is None
+    v1 = tmp_path / "v1" / "cpu,cpuacct"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("300000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert backends.cgroup_cpu_quota(tmp_path / "v1") == 3.0
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    assert backends.cgroup_cpu_quota(tmp_path / "v1") is None
+    assert backends.cgroup_cpu_quota(tmp_path / "nothing here") is None
+    monkeypatch.setattr(backends, "cgroup_cpu_quota", lambda: 0.5)  # half a CPU: still one thread
+    assert backends.physical_cores() == 1
+
+
+def test_an_engine_cache_that_cannot_be_written_costs_a_rebuild_not_the_run(weights_dir, tmp_path, stand_in_tensorrt, caplog):
+    build, builds = stand_in_tensorrt
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder would go")
+    with caplog.at_level(logging.WARNING, logger="tracker.backends"):
+        backend = TensorRTBackend(weights_dir, precision="fp32", cache_dir=blocked)
+    assert backend.built_engine and backend.engine is not None and builds == [b"engine"]
+    assert "could not cache the TensorRT engine" in caplog.text
+    assert TensorRTBackend(weights_dir, precision="fp32", cache_dir=blocked).built_engine and len(builds) == 2
+    assert blocked.is_file() and list(tmp_path.iterdir()) == [blocked]  # no partial file left behind
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")

@@ -28,6 +28,7 @@ to another backend behind its back.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from pathlib import Path
@@ -110,7 +111,9 @@ def _require_cuda(backend: str) -> None:
 def physical_cores() -> int:
     """Physical CPU cores this process may run on (hyper-threads counted once).
 
-    Linux: distinct (package, core) pairs among the CPUs in the affinity mask, from sysfs.
+    Linux: distinct (package, core) pairs among the CPUs in the affinity mask, from sysfs,
+    and no more than a container's CPU quota allows (a container limited to 2 CPUs on a
+    64-core host sees all 64 in its mask, and 32 spinning threads there are throttled).
     Elsewhere, or if sysfs is unreadable, the logical CPU count: the cost of over-counting is
     a slower session, never a wrong result.
     """
@@ -122,9 +125,38 @@ def physical_cores() -> int:
             cores.add(
                 ((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip())
             )
-        return max(1, len(cores))
+        count = len(cores)
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        count = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    if quota is not None:
+        count = min(count, math.ceil(quota))
+    return max(1, count)
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPUs' worth of time this process's cgroup may use (a container's --cpus), or None
+    when unlimited or unknown. cgroup v2: ``cpu.max`` ("QUOTA PERIOD" or "max PERIOD") of
+    the process's own group; v1: ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (-1: none)."""
+    try:
+        groups = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        groups = []
+    own = next((line.split(":", 2)[2] for line in groups if line.startswith("0::")), "/")
+    for folder in (root / own.lstrip("/"), root):
+        try:
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        except (OSError, ValueError):
+            continue
+    for folder in (root / "cpu,cpuacct", root / "cpu"):
+        try:
+            quota = int((folder / "cpu.cfs_quota_us").read_text())
+            period = int((folder / "cpu.cfs_period_us").read_text())
+            return None if quota <= 0 or period <= 0 else quota / period
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 # --------------------------------------------------------------------------- torch
@@ -400,8 +432,10 @@ class TensorRTBackend(_BackendBase):
         self.runtime = trt.Runtime(self.logger)
         self.built_engine = not self.engine_path.is_file()
         if self.built_engine:
-            self._build(trt, onnx_path, workspace_bytes)
-        self.engine = self.runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+            serialized = self._build_and_cache(trt, onnx_path, workspace_bytes)
+        else:
+            serialized = self.engine_path.read_bytes()
+        self.engine = self.runtime.deserialize_cuda_engine(serialized)
         if self.engine is None and not self.built_engine:
             # The key cannot see everything an engine depends on (a driver update, a damaged
             # disk block), and a stale engine is only a cache: build it again, once.
@@ -409,9 +443,9 @@ class TensorRTBackend(_BackendBase):
                 "the cached TensorRT engine %s could not be loaded (see the TensorRT log above); rebuilding it",
                 self.engine_path,
             )
-            self._build(trt, onnx_path, workspace_bytes)
+            serialized = self._build_and_cache(trt, onnx_path, workspace_bytes)
             self.built_engine = True
-            self.engine = self.runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+            self.engine = self.runtime.deserialize_cuda_engine(serialized)
         if self.engine is None:
             raise BackendUnavailable(
                 f"TensorRT could not deserialize the engine it has just built, {self.engine_path} "
@@ -423,7 +457,25 @@ class TensorRTBackend(_BackendBase):
         # The buffers were allocated on the default stream; order their first use after that.
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
 
-    def _build(self, trt, onnx_path: Path, workspace_bytes: int) -> None:
+    def _build_and_cache(self, trt, onnx_path: Path, workspace_bytes: int) -> bytes:
+        serialized = self._build(trt, onnx_path, workspace_bytes)
+        # Write-then-rename: an interrupted build never leaves a truncated engine under the final name.
+        partial = self.engine_path.with_name(f"{self.engine_path.name}.{os.getpid()}.partial")
+        try:
+            self.engine_path.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_bytes(serialized)
+            os.replace(partial, self.engine_path)
+        except OSError as exc:
+            # The cache is only a cache (a read-only home, a full disk): this run uses the
+            # engine it has built, and the next one builds it again.
+            log.warning("could not cache the TensorRT engine in %s (%s); it is built again on the next run", self.engine_path, exc)
+            try:
+                partial.unlink(missing_ok=True)
+            except OSError:
+                pass
+        return serialized
+
+    def _build(self, trt, onnx_path: Path, workspace_bytes: int) -> bytes:
         log.info(
             "building TensorRT %s engine for %s from %s (first run on this machine)",
             self.precision,
@@ -462,11 +514,7 @@ class TensorRTBackend(_BackendBase):
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)")
-        self.engine_path.parent.mkdir(parents=True, exist_ok=True)
-        # Write-then-rename: an interrupted build never leaves a truncated engine under the final name.
-        partial = self.engine_path.with_name(f"{self.engine_path.name}.{os.getpid()}.partial")
-        partial.write_bytes(serialized)
-        os.replace(partial, self.engine_path)
+        return bytes(serialized)
 
     def _bind_buffers(self, trt) -> None:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
