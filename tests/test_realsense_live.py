@@ -8,6 +8,7 @@ queue it is given, and, like the SDK's, refuses its own wait once it was given a
 """
 
 import gc
+import logging
 import threading
 import time
 
@@ -25,16 +26,18 @@ W, H, FPS, SCALE = 32, 24, 30, 0.001
 class SoftwareCamera:
     """A depth camera made of a librealsense software device; ``push`` delivers a frame."""
 
-    def __init__(self, serial: str = "0123456789"):
+    def __init__(self, serial: str = "0123456789", width: int = W, height: int = H, fps: int = FPS):
+        self.width, self.height = width, height
         self.device = rs.software_device()
         self.device.register_info(rs.camera_info.name, "Software D435")
         self.device.register_info(rs.camera_info.serial_number, serial)
         self.sensor = self.device.add_sensor("Stereo Module")
         stream = rs.video_stream()
         stream.type, stream.index, stream.uid = rs.stream.depth, 0, 1
-        stream.width, stream.height, stream.fps, stream.bpp, stream.fmt = W, H, FPS, 2, rs.format.z16
+        stream.width, stream.height, stream.fps, stream.bpp, stream.fmt = width, height, fps, 2, rs.format.z16
         k = rs.intrinsics()
-        k.width, k.height, k.fx, k.fy, k.ppx, k.ppy = W, H, 30.0, 31.0, 15.5, 11.5
+        k.width, k.height = width, height
+        k.fx, k.fy, k.ppx, k.ppy = 30.0 * width / W, 31.0 * height / H, (width - 1) / 2, (height - 1) / 2
         k.model, k.coeffs = rs.distortion.none, [0.0] * 5
         stream.intrinsics = k
         self.profile = self.sensor.add_video_stream(stream, True).as_video_stream_profile()
@@ -45,8 +48,8 @@ class SoftwareCamera:
     def push(self, value: int) -> None:
         self.number += 1
         frame = rs.software_video_frame()
-        frame.pixels = np.full((H, W), value, np.uint16)
-        frame.stride, frame.bpp = 2 * W, 2
+        frame.pixels = np.full((self.height, self.width), value, np.uint16)
+        frame.stride, frame.bpp = 2 * self.width, 2
         frame.timestamp, frame.domain = 1000.0 * time.perf_counter(), rs.timestamp_domain.hardware_clock
         frame.frame_number, frame.profile = self.number, self.profile
         self.sensor.on_video_frame(frame)
@@ -66,7 +69,13 @@ class StandInPipeline:
             self.sensor = self.recorder.query_sensors()[0]
         else:
             self.sensor = self.camera.sensor
-        self.sensor.open(self.sensor.get_stream_profiles()[0])
+        # Like the SDK's, a mode the camera does not offer cannot be resolved.
+        _, width, height, _, fps = config.stream
+        profiles = [p.as_video_stream_profile() for p in self.sensor.get_stream_profiles()]
+        offered = [p for p in profiles if (p.width(), p.height(), p.fps()) == (width, height, fps)]
+        if not offered:
+            raise RuntimeError("Couldn't resolve requests")
+        self.sensor.open(offered[0])
         self.sensor.start(queue)
         return StandInProfile()
 
@@ -110,11 +119,12 @@ class StandInConfig:
 
 
 class StandInContext:
-    def __init__(self, camera):
-        self.camera = camera
+    def __init__(self, sdk):
+        self.sdk = sdk  # through the SDK: a test can plug in another camera
 
     def query_devices(self):
-        return [self.camera.device] if self.camera.connected else []
+        camera = self.sdk.camera
+        return [camera.device] if camera.connected else []
 
 
 class StandInSdk:
@@ -127,7 +137,7 @@ class StandInSdk:
         return getattr(rs, name)
 
     def context(self):
-        return StandInContext(self.camera)
+        return StandInContext(self)
 
     def pipeline(self, ctx=None):
         return StandInPipeline(self.camera)
@@ -136,10 +146,15 @@ class StandInSdk:
 
 
 @pytest.fixture
-def camera(monkeypatch):
-    camera = SoftwareCamera()
-    monkeypatch.setattr(sources, "_import_rs", lambda: StandInSdk(camera))
-    return camera
+def sdk(monkeypatch):
+    sdk = StandInSdk(SoftwareCamera())
+    monkeypatch.setattr(sources, "_import_rs", lambda: sdk)
+    return sdk
+
+
+@pytest.fixture
+def camera(sdk):
+    return sdk.camera
 
 
 def collect(source, count: int, timeout_s: float = 20.0) -> list:
@@ -147,11 +162,13 @@ def collect(source, count: int, timeout_s: float = 20.0) -> list:
     got, done = [], threading.Event()
 
     def capture():
-        for frame in source.frames():
-            got.append(frame)
-            if len(got) == count:
-                break
-        done.set()
+        try:
+            for frame in source.frames():
+                got.append(frame)
+                if len(got) == count:
+                    break
+        finally:  # also when the stream fails: the test sees it at once, not at its timeout
+            done.set()
 
     thread = threading.Thread(target=capture, daemon=True)
     thread.start()
@@ -267,3 +284,95 @@ def test_sdk_failures_while_opening_are_clear_errors_and_stop_the_stream(camera,
     with pytest.raises(SourceError, match="started but its depth unit could not be read"):
         RealSenseSource(width=W, height=H, fps=FPS)
     assert stopped == [True]
+
+
+def test_a_camera_that_restarts_but_sends_no_frames_gives_up_and_says_where_it_recorded(camera, tmp_path, monkeypatch):
+    monkeypatch.setattr(RealSenseSource, "_RECONNECT_DELAY_S", 0.01)
+    base = tmp_path / "session.db3"
+    source = RealSenseSource(width=W, height=H, fps=FPS, record_path=base, frame_timeout_s=0.1, reconnect_attempts=3)
+    starts = []
+    start = StandInPipeline.start
+
+    def counted_start(self, config, queue=None):
+        starts.append(True)
+        if len(starts) == 10:  # without a limit on frameless restarts this would go on for ever
+            source.close()
+        return start(self, config, queue)
+
+    monkeypatch.setattr(StandInPipeline, "start", counted_start)
+    camera.push(500)  # one frame, then the camera is listed and starts each time, but sends nothing
+    got = []
+    with pytest.raises(SourceError, match="restarted 3 times but sent no frame after any restart") as info:
+        for frame in source.frames():
+            got.append(int(frame.depth[0, 0]))
+    assert got == [500] and len(starts) == 3
+    parts = [tmp_path / f"session-part{n}.db3" for n in (2, 3, 4)]
+    assert source.record_paths == [base, *parts]
+    assert f"recorded: {base}, {', '.join(map(str, parts))}" in str(info.value)
+    assert "(session-part2.db3, session-part3.db3, session-part4.db3 hold no frames)" in str(info.value)
+
+
+def test_a_camera_replugged_into_a_slower_port_streams_its_closest_mode(sdk, camera, monkeypatch, caplog):
+    monkeypatch.setattr(RealSenseSource, "_RECONNECT_DELAY_S", 0.01)
+    source = RealSenseSource(width=W, height=H, fps=FPS, frame_timeout_s=0.3)
+    got, done, thread = collect(source, 2)
+    camera.push(500)
+    wait_for(lambda: len(got) == 1)
+    camera.connected = False
+    wait_for(lambda: source._queue is None)  # reconnecting
+    # Back on USB 2: the same camera, which no longer offers the mode it streamed.
+    slower = sdk.camera = SoftwareCamera(width=W // 2, height=H // 2, fps=FPS // 2)
+    with caplog.at_level(logging.WARNING, logger="tracker.sources"):
+        wait_for(lambda: source._queue is not None or done.is_set())
+        slower.push(600)
+        assert done.wait(10)
+    source.close()
+    assert [int(f.depth[0, 0]) for f in got] == [500, 600]
+    after = got[1]
+    assert after.depth.shape == (H // 2, W // 2)
+    k = after.intrinsics
+    assert (k.fx, k.fy, k.cx, k.cy) == (15.0, 15.5, 7.5, 5.5)  # the slower stream's own, not those from before
+    old, new = f"{W}x{H} @ {FPS} fps", f"{W // 2}x{H // 2} @ {FPS // 2} fps"
+    assert f"depth {new} (the camera does not offer {old}" in source.description
+    assert f"now streams depth {new} instead of {old}" in caplog.text
+
+
+def test_a_start_that_fails_after_the_recording_began_does_not_overwrite_that_part(camera, tmp_path, monkeypatch):
+    monkeypatch.setattr(RealSenseSource, "_RECONNECT_DELAY_S", 0.01)
+    base = tmp_path / "session.db3"
+    source = RealSenseSource(width=W, height=H, fps=FPS, record_path=base, frame_timeout_s=0.3)
+    got, done, thread = collect(source, 2)
+    camera.push(500)
+    wait_for(lambda: len(got) == 1)
+    failures = []
+    scale = StandInProfile.get_depth_scale
+
+    def flaky_scale(self):
+        if not failures:  # the first restart streams, and records, but its depth unit cannot be read
+            failures.append(True)
+            raise RuntimeError("failed to read option")
+        return scale(self)
+
+    monkeypatch.setattr(StandInProfile, "get_depth_scale", flaky_scale)
+    wait_for(lambda: failures and source._queue is not None)  # the stall, the failed restart, a good one
+    camera.push(600)
+    assert done.wait(10)
+    source.close()
+    assert [int(f.depth[0, 0]) for f in got] == [500, 600]
+    assert source.record_paths == [base, tmp_path / "session-part2.db3", tmp_path / "session-part3.db3"]
+    monkeypatch.undo()  # the real SDK plays the file back
+    assert [int(f.depth[0, 0]) for f in RecordingSource(source.record_paths[2], realtime=False).frames()] == [600]
+
+
+@pytest.mark.parametrize("earlier", ["session.db3", "session-part3.db3"])
+def test_recording_over_an_earlier_recording_is_refused_before_the_camera_starts(
+    camera, tmp_path, monkeypatch, earlier
+):
+    (tmp_path / earlier).write_bytes(b"an earlier run")
+    for unrelated in ("session-partial.db3", "session-part2.bag", "other.db3"):
+        (tmp_path / unrelated).write_bytes(b"")
+    monkeypatch.setattr(StandInPipeline, "start", lambda *args: pytest.fail("the camera started"))
+    refused = f"cannot record to .*session.db3: {earlier} from an earlier recording already exists"
+    with pytest.raises(SourceError, match=refused):
+        RealSenseSource(width=W, height=H, fps=FPS, record_path=tmp_path / "session.db3")
+    assert (tmp_path / earlier).read_bytes() == b"an earlier run"

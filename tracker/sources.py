@@ -271,10 +271,14 @@ class RealSenseSource(FrameSource):
     record_path: if set (a ``.db3``), every raw depth frame is also recorded there;
         ``close()`` finalises the file. After a reconnect, recording continues in
         ``<name>-part2.db3``, ``-part3`` ... (the SDK finalises a file when its stream stops).
+        Opening refuses a path where that file or any of its parts exists already.
     max_depth_m, min_depth_m: the threshold filter's range (None: no threshold filter).
     spatial, temporal, hole_filling: librealsense's other depth filters, off by default.
     frame_timeout_s: no frame for this long counts as a disconnect.
-    reconnect_attempts: how often to try to get the camera back before giving up.
+    reconnect_attempts: how often to try to get the camera back before giving up. Counted
+        from the last frame: a restart after which no frame arrives is a failed attempt.
+        Each reconnect chooses the depth mode again (a camera replugged into a USB 2 port
+        offers fewer), and ``description`` follows a change.
 
     Post-processing, chosen for hand tracking: only the threshold filter is on. It zeroes
     everything beyond ``max_depth_m`` (the room behind the user, and the far-range noise of a
@@ -288,6 +292,8 @@ class RealSenseSource(FrameSource):
     """
 
     DEFAULT_MAX_DEPTH_M = 2.0
+    # Wait before the first reconnect attempt; it doubles with each further one, up to 8 s.
+    _RECONNECT_DELAY_S = 0.5
 
     def __init__(
         self,
@@ -314,13 +320,13 @@ class RealSenseSource(FrameSource):
         self._record_base = None if record_path is None else Path(record_path)
         if self._record_base is not None:
             _check_db3_path(self._record_base, "record_path")
+            _refuse_earlier_recording(self._record_base)  # before the camera starts and creates the file
         self._frame_timeout_s = float(frame_timeout_s)
         self._reconnect_attempts = int(reconnect_attempts)
         try:
             self._ctx = rs.context()
             device = self._find_device(serial)
             self.serial = device.serial
-            self._profile = self._choose_profile(device, width, height, fps)
         except RuntimeError as exc:  # how librealsense reports USB and firmware trouble
             raise SourceError(f"the RealSense SDK failed while looking for a camera: {exc}; reconnect the camera and try again") from exc
         self._filters = []
@@ -332,22 +338,35 @@ class RealSenseSource(FrameSource):
             self._filters.append(rs.temporal_filter())
         if hole_filling:
             self._filters.append(rs.hole_filling_filter())
-        w, h, f = self._profile
-        mode = f"depth {w}x{h} @ {f} fps"
-        if (w, h, f) != (width, height, fps):
-            mode += f" (the camera does not offer {width}x{height} @ {fps} fps; this is its closest depth mode)"
         filters = [f"threshold {min_depth_m:g}-{max_depth_m:g} m"] if max_depth_m is not None else []
         optional = (("spatial", spatial), ("temporal", temporal), ("hole filling", hole_filling))
         filters += [name for name, on in optional if on]
+        self._device = device
+        self._requested = (width, height, fps)
+        self._filter_names = filters
+        self._profile: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
         self._pipe = self._queue = None
         self._iterated = False
         self._record_paths: list[Path] = []
+        # Since the last frame (or the start): reconnect attempts, those of them that started
+        # the camera, and how many recording parts were opened before it.
+        self._attempts_without_frame = 0
+        self._restarts_without_frame = 0
+        self._parts_with_frames = 0
         self._start()
+        self._describe()
+
+    def _describe(self) -> None:
+        w, h, f = self._profile
+        width, height, fps = self._requested
+        mode = f"depth {w}x{h} @ {f} fps"
+        if (w, h, f) != (width, height, fps):
+            mode += f" (the camera does not offer {width}x{height} @ {fps} fps; this is its closest depth mode)"
         depth_unit_mm = 1000 * self._depth_scale
         self.description = (
-            f"RealSense {device.name} (serial {device.serial}), {mode}, depth unit {depth_unit_mm:g} mm, "
-            f"filters: {', '.join(filters) or 'none'}"
+            f"RealSense {self._device.name} (serial {self.serial}), {mode}, depth unit {depth_unit_mm:g} mm, "
+            f"filters: {', '.join(self._filter_names) or 'none'}"
             + (f", recording to {self._record_paths[0]}" if self._record_paths else "")
         )
 
@@ -402,11 +421,8 @@ class RealSenseSource(FrameSource):
             raise SourceError(f"the RealSense SDK failed while listing cameras: {exc}") from exc
         return None
 
-    def _choose_profile(self, device: _ConnectedDevice, width: int, height: int, fps: int) -> tuple[int, int, int]:
+    def _choose_profile(self, handle, width: int, height: int, fps: int) -> tuple[int, int, int]:
         rs = self._rs
-        handle = self._device_handle()
-        if handle is None:
-            raise SourceError(f"RealSense camera {device} disappeared while it was being opened; reconnect it")
         modes = set()
         for sensor in handle.query_sensors():
             if not sensor.is_depth_sensor():
@@ -416,7 +432,7 @@ class RealSenseSource(FrameSource):
                     v = p.as_video_stream_profile()
                     modes.add((v.width(), v.height(), v.fps()))
         if not modes:
-            raise SourceError(f"RealSense camera {device} offers no z16 depth stream; update its firmware")
+            raise SourceError(f"RealSense camera {self._device} offers no z16 depth stream; update its firmware")
         # Closest: resolution first (the crop and network see pixels), then frame rate.
         def distance(mode):
             w, h, f = mode
@@ -435,9 +451,17 @@ class RealSenseSource(FrameSource):
     def _start(self) -> None:
         """Start streaming (the device must be listed: a pipeline start without one blocks ~15 s)."""
         rs = self._rs
-        if self._device_handle() is None:
+        handle = self._device_handle()
+        if handle is None:
             raise SourceError(f"RealSense camera {self.serial} is not connected")
-        w, h, f = self._profile
+        # Chosen on every start, not once: replugged into a USB 2 port, a camera no longer
+        # offers the mode it streamed on USB 3, and only the closest one it has now works.
+        try:
+            w, h, f = self._choose_profile(handle, *self._requested)
+        except RuntimeError as exc:
+            raise SourceError(
+                f"the RealSense SDK failed while reading the depth modes of camera {self.serial}: {exc}"
+            ) from exc
         cfg = rs.config()
         cfg.enable_device(self.serial)
         cfg.enable_stream(rs.stream.depth, w, h, rs.format.z16, f)
@@ -457,6 +481,10 @@ class RealSenseSource(FrameSource):
                 f"cannot start RealSense camera {self.serial} at depth {w}x{h} @ {f} fps: {exc}; "
                 "is another program using it?"
             ) from exc
+        # The file exists from here on, even if what follows fails: the next start records
+        # into the next part instead of overwriting this one.
+        if record_path is not None:
+            self._record_paths.append(record_path)
         try:
             self._depth_scale = _from_float32(profile.get_device().first_depth_sensor().get_depth_scale())
             if not (math.isfinite(self._depth_scale) and self._depth_scale > 0):
@@ -464,9 +492,9 @@ class RealSenseSource(FrameSource):
         except RuntimeError as exc:
             _stop_pipeline(pipe)  # streaming, and perhaps recording, already: stop and finalise
             raise SourceError(f"RealSense camera {self.serial} started but its depth unit could not be read: {exc}") from exc
+        # A new converter per start: its intrinsics come from the stream started here.
         self._convert = _DepthFrameConverter(rs, self.serial, f"RealSense camera {self.serial}")
-        if record_path is not None:
-            self._record_paths.append(record_path)
+        self._profile = (w, h, f)
         with self._lock:
             closed_meanwhile = self._closed.is_set()  # close() during a reconnect
             if not closed_meanwhile:
@@ -480,14 +508,21 @@ class RealSenseSource(FrameSource):
         if pipe is not None:
             _stop_pipeline(pipe)  # also finalises the recording
 
+    def _frame_arrived(self) -> None:
+        self._attempts_without_frame = self._restarts_without_frame = 0
+        self._parts_with_frames = len(self._record_paths)
+
     def _reconnect(self, problem: str) -> None:
         log.warning("RealSense camera %s: %s; reconnecting", self.serial, problem)
         self._stop()
-        delay = 0.5
-        for attempt in range(1, self._reconnect_attempts + 1):
-            if self._closed.wait(delay):
+        # Attempts are counted from the last frame, not from the last start: a camera that
+        # enumerates and starts but never delivers would otherwise be restarted for ever,
+        # each time into a new recording part.
+        while self._attempts_without_frame < self._reconnect_attempts:
+            attempt = self._attempts_without_frame = self._attempts_without_frame + 1
+            if self._closed.wait(min(self._RECONNECT_DELAY_S * 2 ** (attempt - 1), 8.0)):
                 return
-            delay = min(2 * delay, 8.0)
+            mode = self._profile
             try:
                 self._start()
             except SourceError as exc:
@@ -496,12 +531,31 @@ class RealSenseSource(FrameSource):
                     self.serial, attempt, self._reconnect_attempts, exc,
                 )
                 continue
+            self._restarts_without_frame += 1
             log.warning("RealSense camera %s: reconnected (attempt %d)", self.serial, attempt)
+            if self._profile != mode:
+                log.warning(
+                    "RealSense camera %s: now streams depth %dx%d @ %d fps instead of %dx%d @ %d fps, "
+                    "the closest mode it offers on this connection (a USB 2 port offers fewer)",
+                    self.serial, *self._profile, *mode,
+                )
+                self._describe()
             return
-        raise SourceError(
-            f"RealSense camera {self.serial} stopped delivering frames ({problem}) and "
-            f"{self._reconnect_attempts} attempts to reconnect failed; check the USB cable and port (USB 3)"
-        )
+        if self._restarts_without_frame:
+            what = (
+                f"{self._reconnect_attempts} reconnect attempts since its last frame: the camera restarted "
+                f"{self._restarts_without_frame} times but sent no frame after any restart; unplug it, wait "
+                "a few seconds and plug it into a USB 3 port"
+            )
+        else:
+            what = f"{self._reconnect_attempts} attempts to reconnect failed; check the USB cable and port (USB 3)"
+        recorded = ""
+        if self._record_paths:
+            recorded = f"; recorded: {', '.join(str(p) for p in self._record_paths)}"
+            empty = self._record_paths[self._parts_with_frames:]
+            if empty:
+                recorded += f" ({', '.join(p.name for p in empty)} hold no frames)"
+        raise SourceError(f"RealSense camera {self.serial} stopped delivering frames ({problem}); {what}{recorded}")
 
     def frames(self) -> Iterator[DepthFrame]:
         """Frames until ``close()``; a camera stream can be iterated once."""
@@ -526,6 +580,7 @@ class RealSenseSource(FrameSource):
                     depth = _depth_frame_of(frame)
                     if depth is None:
                         continue
+                    self._frame_arrived()
                     for f in self._filters:
                         depth = f.process(depth)
                     last_frame = time.perf_counter()
@@ -545,6 +600,22 @@ class RealSenseSource(FrameSource):
 
 
 # ---------------------------------------------------------------------------- recordings
+
+
+def _refuse_earlier_recording(base: Path) -> None:
+    """Refuse a record path where a recording, or a -partN of one, exists: a new run would
+    overwrite the file and some parts and leave the rest, a mix of two runs."""
+    part = re.compile(re.escape(base.stem) + r"-part[0-9]+" + re.escape(base.suffix))
+    try:
+        names = sorted(n for n in os.listdir(base.parent) if n == base.name or part.fullmatch(n))
+    except OSError as exc:
+        raise SourceError(f"cannot read folder {base.parent}: {exc.strerror or exc}") from exc
+    if names:
+        raise SourceError(
+            f"cannot record to {base}: {', '.join(names)} from an earlier recording already "
+            f"{'exists' if len(names) == 1 else 'exist'} in {base.parent}, and a new recording would "
+            "overwrite them. Choose another name or move them away"
+        )
 
 
 def _check_db3_path(path: Path, what: str) -> None:
