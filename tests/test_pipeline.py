@@ -146,7 +146,7 @@ def test_sigterm_stops_cleanly_with_complete_lines(tmp_path):
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
-    assert "stopped by SIGTERM" in stdout
+    assert "stopped by SIGTERM" in stderr
     records = _read(out)  # every line parses: nothing half-written
     assert len(records) >= 3
 
@@ -175,7 +175,7 @@ def test_sigterm_to_the_process_group_stops_cleanly_with_workers(tmp_path):
     os.killpg(proc.pid, signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
-    assert "stopped by SIGTERM" in stdout and "Traceback" not in stderr
+    assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr
     assert len(_read(out)) >= 5  # every line parses: nothing half-written
 
 

@@ -71,7 +71,7 @@ def test_live_window_opens_on_a_display(tmp_path):
         cmd = [sys.executable, str(ROOT / "run_tracker.py"), "--source", "synthetic", "--max-frames", "4", "--out", str(tmp_path / "t.jsonl")]
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
         assert result.returncode == 0, result.stderr
-        assert "running headless" not in result.stdout  # the window sink was used
+        assert "running headless" not in result.stderr  # the window sink was used
         assert len((tmp_path / "t.jsonl").read_text().splitlines()) == 4
     finally:
         server.terminate()
@@ -98,6 +98,9 @@ def _video_frames(path: Path) -> list:
         # so it is what stays on through a 10 s gap, shrunk to 2 s (60 frames).
         ([0.0, 100.0, 133.3, 140.0, 10140.0], [0, 0, 0, 1, 2] + [3] * 59 + [4]),
         ([5.0, 5.0, 5.0], [0, 1, 2]),  # no clock to follow: one video frame each
+        # Frames 1, 3 and 4 come too soon for a slot of their own; the video still ends on
+        # the last one, the state the input ended in.
+        ([0.0, 10.0, 20.0, 40.0, 45.0], [0, 2, 4]),
     ],
 )
 def test_the_overlay_video_follows_the_frames_timestamps(tmp_path, hand_model, times_ms, expected):
@@ -153,3 +156,11 @@ def test_the_overlay_video_refuses_frames_it_cannot_write(tmp_path, hand_model):
     with pytest.raises(OSError, match="encoder refused a frame"):
         sink.write(result(64, 48, 2))
     sink.close()
+
+
+def test_a_video_path_that_cannot_be_written_fails_before_any_frame(tmp_path, hand_model):
+    from tracker.viewer import VideoSink
+
+    (tmp_path / "v.mp4").mkdir()
+    with pytest.raises(ValueError, match="v.mp4: it is a folder"):
+        VideoSink(tmp_path / "v.mp4", hand_model)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -30,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="realsense | realsense:SERIAL | FILE.db3 | FILE.bag | DIR (16-bit PNGs + intrinsics.json) | "
         "synthetic[:SEED[:left|right]] (the renderer; %d frames unless --max-frames)" % DEFAULT_SYNTHETIC_FRAMES,
     )
-    parser.add_argument("--out", type=Path, default=Path("out/tracking.jsonl"), help="JSON-lines output, one object per frame (default %(default)s)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("out/tracking.jsonl"), help="JSON-lines output, one object per frame (default %(default)s; - for standard output, "
+        "with every message on standard error); the run's resolved settings go beside it as NAME.config.json",
+    )
     parser.add_argument("--out-vertices", action="store_true", help="also write the 1159 mesh vertices per hand")
     parser.add_argument(
         "--backend", default="onnxruntime", choices=["onnxruntime", "onnxruntime-int8", "torch", "torch-cuda", "tensorrt"],
@@ -110,7 +114,7 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     spec = args.source or _default_source()
     if args.source is None:
         what = "a connected RealSense camera" if spec == "realsense" else "the built-in synthetic input (no camera connected)"
-        print(f"No --source given: tracking {what}.")
+        print(f"No --source given: tracking {what}.", file=sys.stderr)
     kind = source_kind(spec)
     if args.record is not None and kind != "realsense":
         parser.error("--record needs a live camera source (realsense or realsense:SERIAL)")
@@ -151,24 +155,32 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except (WeightsError, BackendUnavailable, SourceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    sinks = []
+    sinks, configs = [], []
     try:
+        # The settings are written first and put in place once the outputs are open: a path
+        # that cannot take them fails before the JSON lines replace an earlier run's.
+        configs = _write_resolved_config(args, spec, source, tracker.config, manifest)
         sinks = _open_sinks(args, hand_model)
-        _save_resolved_config(args, spec, source, tracker.config, manifest)
+        if isinstance(source, SyntheticSource):
+            sinks.append(_SyntheticTruthError(source))
+        for partial, path in configs:
+            os.replace(partial, path)
     except BaseException as exc:  # the camera (and a recording it makes) closes on any of them
         for sink in sinks:
             sink.close()
+        for partial, _ in configs:
+            partial.unlink(missing_ok=True)
         source.close()
         if not isinstance(exc, (OSError, RuntimeError, ValueError)):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        print(f"source: {source.description}; backend: {args.backend}; writing {args.out}")
+        print(f"source: {source.description}; backend: {args.backend}; writing {_out_name(args.out)}", file=sys.stderr)
         # Closes the source and the sinks whatever happens.
         summary = run_pipeline(source, tracker, sinks, drop_old_frames=realtime, max_frames=max_frames)
     except (OSError, PrepareWorkerEnded) as exc:  # an output that cannot be written, a worker killed
-        print(f"error: {exc}; the frames processed before it are in {args.out}", file=sys.stderr)
+        print(f"error: {exc}; the frames processed before it are in {_out_name(args.out)}", file=sys.stderr)
         return 1
     except BaseException:
         # A signal before run_pipeline took over: close here (closing twice is harmless).
@@ -182,19 +194,34 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     latency = "" if stats["latency_ms_p50"] is None else f", latency p50 {stats['latency_ms_p50']:.1f} ms, p99 {stats['latency_ms_p99']:.1f} ms"
     print(
         f"{stats['frames']} frames ({stats['frames_with_hand']} with a hand, {stats['dropped']} dropped) in {stats['seconds']:.1f} s: "
-        f"{stats['frames_per_second']:.1f} frames/s{latency}; stopped by {stats['stopped_by']}"
+        f"{stats['frames_per_second']:.1f} frames/s{latency}; stopped by {stats['stopped_by']}",
+        file=sys.stderr,
     )
-    if isinstance(source, SyntheticSource):
-        _report_synthetic_accuracy(args.out, source)
+    for sink in sinks:
+        if isinstance(sink, _SyntheticTruthError) and sink.errors_mm:
+            print(
+                f"synthetic input: mean joint error against the rendered truth {np.mean(sink.errors_mm):.1f} mm "
+                f"over {len(sink.errors_mm)} frames",
+                file=sys.stderr,
+            )
     if summary.error:
         print(f"error: input failed after {stats['frames']} frames (all of them written): {summary.error}", file=sys.stderr)
         return 1
     return 0
 
 
-def _save_resolved_config(args, spec: str, source, config, manifest: dict) -> None:
-    """The run's resolved settings beside its output (and beside a recording it makes)."""
+def _out_name(out: Path) -> str:
+    from tracker.sinks import is_standard_output
+
+    return "standard output" if is_standard_output(out) else str(out)
+
+
+def _write_resolved_config(args, spec: str, source, config, manifest: dict) -> list[tuple[Path, Path]]:
+    """The run's resolved settings, for beside its output (and beside a recording it makes),
+    written under temporary names: (written, where it goes) pairs. JSON lines sent to
+    standard output have no file to sit beside; their settings are not kept."""
     from tracker.machine import machine_info
+    from tracker.sinks import is_standard_output
     from tracker.synth.dataset import config_to_dict
 
     resolved = {
@@ -205,12 +232,23 @@ def _save_resolved_config(args, spec: str, source, config, manifest: dict) -> No
         "machine": machine_info(),
     }
     text = json.dumps(resolved, indent=2, default=str) + "\n"
-    paths = [args.out.with_name(args.out.stem + ".config.json")]
+    paths = [] if is_standard_output(args.out) else [args.out.with_name(args.out.stem + ".config.json")]
     if args.record is not None:
         paths.append(args.record.with_name(args.record.stem + ".config.json"))
-    for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    written = []
+    try:
+        for path in paths:
+            if path.is_dir():
+                raise IsADirectoryError(f"cannot save the run's settings as {path}: it is a folder")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(path.name + ".partial")
+            written.append((partial, path))
+            partial.write_text(text)
+    except BaseException:
+        for partial, _ in written:
+            partial.unlink(missing_ok=True)
+        raise
+    return written
 
 
 def _open_sinks(args, hand_model) -> list:
@@ -233,7 +271,7 @@ def _open_sinks(args, hand_model) -> list:
             if display_available():
                 sinks.append(WindowSink(hand_model, painter=painter))
             else:
-                print("no display (or an OpenCV without a GUI): running headless; --video writes the overlay to a file")
+                print("no display (or an OpenCV without a GUI): running headless; --video writes the overlay to a file", file=sys.stderr)
         if args.viewer_3d:
             from tracker.mesh_output import Open3DViewer
 
@@ -246,13 +284,17 @@ def _open_sinks(args, hand_model) -> list:
     return sinks
 
 
-def _report_synthetic_accuracy(jsonl: Path, source) -> None:
-    errors = []
-    with open(jsonl) as f:
-        for line in f:
-            record = json.loads(line)
-            truth = source.ground_truth(record["frame"])
-            if record["hands"] and truth is not None:
-                errors.append(np.linalg.norm(np.array(record["hands"][0]["joints_xyz_m"]) - truth, axis=1).mean() * 1000)
-    if errors:
-        print(f"synthetic input: mean joint error against the rendered truth {np.mean(errors):.1f} mm over {len(errors)} frames")
+class _SyntheticTruthError:
+    """Collects each frame's mean joint error against the built-in input's rendered truth."""
+
+    def __init__(self, source) -> None:
+        self.source = source
+        self.errors_mm: list[float] = []
+
+    def write(self, result) -> None:
+        truth = self.source.ground_truth(result.frame.frame_number)
+        if result.hands and truth is not None:
+            self.errors_mm.append(float(np.linalg.norm(result.hands[0].joints_cam_m - truth, axis=1).mean() * 1000))
+
+    def close(self) -> None:
+        pass

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,18 +50,37 @@ def frame_record(result: FrameResult, include_vertices: bool = False) -> dict:
     }
 
 
+#: Paths that mean this process's standard output.
+STANDARD_OUTPUT_NAMES = ("-", "/dev/stdout")
+
+
+def is_standard_output(path: str | Path) -> bool:
+    return str(path) in STANDARD_OUTPUT_NAMES
+
+
 class JsonLinesSink:
     """Every line in the file is whole, even when a write fails (a full disk) halfway
-    through one: what had gone out of that line is taken back before the error is raised."""
+    through one: what had gone out of that line is taken back before the error is raised.
+
+    ``-`` (or ``/dev/stdout``) writes to standard output, wherever it goes: a pipe, a
+    terminal, or a file it was redirected to, which is appended to rather than truncated.
+    """
 
     def __init__(self, path: str | Path, include_vertices: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.include_vertices = include_vertices
-        # Unbuffered: a line (tens of kB with the mesh) goes out in one write call, here.
-        self._file = open(self.path, "wb", buffering=0)
-        # A pipe or FIFO (--out /dev/stdout) cannot be taken back: lines are still written whole.
-        self._seekable = self._file.seekable()
+        if is_standard_output(path):
+            # A duplicate of the descriptor, not a reopening of /dev/stdout: that would
+            # truncate a redirected file and keep a write position of its own, so lines and
+            # anything else written to it would overwrite each other.
+            sys.stdout.flush()
+            self._file = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Unbuffered: a line (tens of kB with the mesh) goes out in one write call, here.
+            self._file = open(self.path, "wb", buffering=0)
+        # A pipe or a terminal cannot be taken back: lines are still written whole.
+        self._seekable = self._file.seekable() and not is_standard_output(path)
 
     def write(self, result: FrameResult) -> None:
         # allow_nan=False: a NaN or infinity would make the line invalid JSON for strict readers.
