@@ -94,13 +94,20 @@ class VideoSink:
                 f"cannot tell what to write to {self.path}: give a video file ({', '.join(self.VIDEO_SUFFIXES)}) "
                 "or a .png for the last overlay frame"
             )
+        # OpenCV opens the file only at the first frame, and says no more than that it could
+        # not: a path that cannot be written fails here, before a camera starts.
+        if self.path.is_dir():
+            raise ValueError(f"cannot write {self.path}: it is a folder")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.path.parent, os.W_OK) or (self.path.exists() and not os.access(self.path, os.W_OK)):
+            raise ValueError(f"cannot write {self.path}: permission denied")
         self.painter = painter or OverlayPainter(hand_model.faces)
         self.fps = fps
         self._writer = None
         self._last = None
         self._written = 0  # video frames so far
-        self._shown: np.ndarray | None = None  # the last frame written
+        self._shown: np.ndarray | None = None  # the newest frame, which the video holds
+        self._put_last: np.ndarray | None = None  # the frame last put into the video
         self._first_time_ms = 0.0  # the input time of video frame 0
         self._previous_time_ms: float | None = None
 
@@ -136,6 +143,7 @@ class VideoSink:
         if self._writer.write(image) is False:
             raise OSError(f"cannot write video {self.path}: the encoder refused a frame (disk full?)")
         self._written += 1
+        self._put_last = image
 
     def _slot(self, time_ms: float) -> int:
         """The video frame at which a frame with this timestamp appears."""
@@ -150,8 +158,14 @@ class VideoSink:
 
     def close(self) -> None:
         if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+            try:
+                # The newest frame came too soon after the one before for a slot of its own;
+                # the video still ends on it, the state the input ended in.
+                if self._shown is not None and self._shown is not self._put_last:
+                    self._put(self._shown)
+            finally:
+                self._writer.release()
+                self._writer = None
         if self._last is not None:
             image, self._last = self._last, None
             if not cv2.imwrite(str(self.path), image):
