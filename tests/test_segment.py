@@ -364,3 +364,47 @@ def test_percentile_is_numpys_to_the_last_bit():
         for q in (0, 0.5, 2, 37.3, 50, 90, 98, 100):
             expected, got = np.percentile(values, q), percentile(values, q)
             assert got == expected and type(got) is type(expected), (n, dtype, q)
+
+
+# A depth camera's 848 x 480 mode; the candidate grid takes every 3rd pixel of it.
+K848 = CameraIntrinsics(848, 480, 420.0, 420.0, 423.5, 239.5)
+
+
+def _disc_on_wall(z, wall_z):
+    """A hand-sized disc (5 cm radius) facing the camera at depth ``z``, centred on the optical
+    axis, in front of a wall at ``wall_z``; and the disc's mask."""
+    v, u = np.mgrid[: K848.height, : K848.width]
+    disc = ((u - K848.cx) / K848.fx * z) ** 2 + ((v - K848.cy) / K848.fy * z) ** 2 < 0.05**2
+    depth = np.full((K848.height, K848.width), wall_z, np.float32)
+    depth[disc] = z
+    return depth, disc
+
+
+def test_hand_right_behind_a_thin_layer_of_speckle_is_found():
+    depth, disc = _disc_on_wall(0.45, 1.2)
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        # Specks of 3 x 6 pixels (~0.2 cm^2 at 40 cm), 5 cm in front of the hand, each two
+        # neighbouring points on the candidate grid (so not flying pixels), off the hand.
+        gy, gx = int(rng.integers(2, 158)), int(rng.integers(2, 280))
+        patch = (slice(3 * gy, 3 * gy + 3), slice(3 * gx, 3 * gx + 6))
+        if not disc[patch].any():
+            depth[patch] = 0.40
+    # The premise: the speckle survives the flying-pixel filter and decides the nearest depth,
+    # so the nearest band holds nothing but speckle (all too small) and, behind it, the hand.
+    grid = segment._Grid(depth, K848, SegmentConfig())
+    assert segment.percentile(grid.depth[grid.valid], 0.5) < 0.42
+    assert distance(find_hand_center(depth, K848), [0.0, 0.0, 0.45]) < 0.01
+    assert distance(track_hand_center(depth, K848, None), [0.0, 0.0, 0.45]) < 0.01
+
+
+@pytest.mark.parametrize("z", [0.62, 0.70])
+def test_hand_further_behind_the_last_centre_than_the_prior_radius_is_found(z):
+    # The hand moved back more than prior_radius_m since the last frame (or the last centre
+    # was off): nothing is near the prior, so the choice without a prior stands.
+    depth, _ = _disc_on_wall(z, 1.4)
+    prior = np.array([0.0, 0.0, 0.5])
+    assert z - prior[2] > SegmentConfig().prior_radius_m
+    assert distance(find_hand_center(depth, K848), [0.0, 0.0, z]) < 0.01
+    assert distance(find_hand_center(depth, K848, previous_center=prior), [0.0, 0.0, z]) < 0.01
+    assert distance(track_hand_center(depth, K848, prior), [0.0, 0.0, z]) < 0.01

@@ -287,11 +287,17 @@ class _Grid:
             if tiny.any():
                 remaining &= ~tiny[labels]
             # The blob holding the nearest points (not merely the biggest: that may be the body).
-            votes = np.bincount(labels[band & (self.depth < nearest + 0.02)], minlength=count)
+            at_front = band & (self.depth < nearest + 0.02)
+            votes = np.bincount(labels[at_front], minlength=count)
             votes[0] = 0
             votes[tiny] = 0
             if votes.max() == 0:
-                remaining &= ~band  # only jump edges and speckle: look behind them
+                # Only speckle and jump edges at the front. Speckle alone: it went above, so
+                # look again without it (a hand may lie right behind a thin layer of it). Jump
+                # edges (the far side of an occluding edge, as behind the candidate just
+                # taken): look behind them. Either way the nearest point goes.
+                if (labels[at_front] == 0).any():
+                    remaining &= ~band
                 continue
             mask = labels == int(np.argmax(votes))
             blob = self._judge(mask, back)
@@ -444,13 +450,14 @@ def _pick(candidates, prior: np.ndarray | None, config: SegmentConfig) -> _Blob 
     for blob in candidates:
         if fresh is None and partial is not None and blob.front_m > partial.front_m + config.depth_band_m:
             fresh = partial  # no whole hand right behind the partial one
-        if prior is None and fresh is not None:
-            return fresh
-        if prior is not None and blob.front_m > prior[2] + config.prior_radius_m:
-            break  # this and everything further on lies behind the tracked hand
+        # This and everything further on lies behind the tracked hand: without a prior, or
+        # with nothing found near it, the choice without a prior stands (or is still to come).
+        near_prior = prior is not None and blob.front_m <= prior[2] + config.prior_radius_m
+        if not near_prior and (tracked_partial or fresh) is not None:
+            return tracked_partial or fresh
         if blob.verdict == NOT_HAND:
             continue
-        if prior is not None:
+        if near_prior:
             sample = blob.points[:: max(1, len(blob.points) // 2000)]
             if np.min(np.sum((sample - prior) ** 2, axis=1)) < config.prior_radius_m**2:
                 if blob.verdict == HAND:
@@ -459,7 +466,7 @@ def _pick(candidates, prior: np.ndarray | None, config: SegmentConfig) -> _Blob 
         if fresh is None:
             if blob.verdict == HAND:
                 fresh = blob
-                if prior is None:
+                if not near_prior:
                     return fresh
             elif partial is None:
                 partial = blob
