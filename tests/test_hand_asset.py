@@ -169,9 +169,18 @@ def _skin_joint_out_of_range(doc):
     doc["skins"][0]["joints"] = [7]
 
 
+def _inverse_bind_matrices_not_one_per_joint(doc):
+    doc["bufferViews"].append({"buffer": 0, "byteOffset": 0, "byteLength": doc["buffers"][0]["byteLength"]})
+    doc["accessors"].append({"bufferView": len(doc["bufferViews"]) - 1, "componentType": 5126, "count": 1, "type": "MAT4"})
+    doc["nodes"].append({"name": "second bone"})
+    doc["nodes"][0]["children"] = [2]
+    doc["skins"][0] = {"joints": [0, 2], "inverseBindMatrices": len(doc["accessors"]) - 1}
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
+        (_inverse_bind_matrices_not_one_per_joint, "2 joints but 1 inverse bind matrices"),
         (_cycle, "do not form a tree|cycle"),
         (_two_parents, "do not form a tree"),
         (_past_its_view, "past the end of its buffer view"),

@@ -135,6 +135,13 @@ def test_a_folder_with_meshes_of_an_earlier_run_is_refused(tmp_path, hand_model)
     MeshSink(other, hand_model.faces).close()
 
 
+def test_a_file_where_the_folder_would_go_is_refused_clearly(tmp_path, hand_model):
+    (tmp_path / "afile").write_text("x")
+    for path in (tmp_path / "afile", tmp_path / "afile" / "meshes"):
+        with pytest.raises(FileExistsError, match="afile is a file, not a folder"):
+            MeshSink(path, hand_model.faces)
+
+
 def test_unknown_format_is_refused(tmp_path, hand_model):
     with pytest.raises(ValueError, match="ply, obj"):
         MeshSink(tmp_path, hand_model.faces, fmt="stl")

@@ -197,7 +197,7 @@ def test_a_truncated_int8_model_is_rejected(small_weights, tmp_path):
     weights = copy_weights(small_weights, tmp_path / "w")
     data = (weights / ONNX_INT8).read_bytes()
     (weights / ONNX_INT8).write_bytes(data[: len(data) // 3])
-    with pytest.raises(WeightsError, match=r"dgn_int8\.onnx is corrupt or from another model"):
+    with pytest.raises(WeightsError, match=r"dgn_int8\.onnx is corrupt or from another model.*remake it: python -m tracker.quantize"):
         create_backend("onnxruntime-int8", weights)
 
 

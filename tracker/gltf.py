@@ -220,6 +220,8 @@ def _skinned_mesh(doc: dict, accessor, path: Path) -> GlbSkinnedMesh:
     if "inverseBindMatrices" in skin:
         inverse_bind = accessor(skin["inverseBindMatrices"]).reshape(-1, 4, 4).transpose(0, 2, 1)
         inverse_bind = inverse_bind.astype(np.float64)
+        if len(inverse_bind) != len(joint_nodes):  # one per joint, in the skin's joint order
+            raise GlbError(f"{path}: the skin has {len(joint_nodes)} joints but {len(inverse_bind)} inverse bind matrices")
     else:
         inverse_bind = np.linalg.inv(model_from_joint)
     return GlbSkinnedMesh(

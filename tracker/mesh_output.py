@@ -80,7 +80,12 @@ def earlier_meshes(directory: str | Path) -> list[Path]:
 
 def check_mesh_directory(directory: str | Path) -> None:
     """Refuse a folder that already holds meshes: a new run would overwrite those of the
-    frame numbers it shares with the old one and leave the rest, a mix of two runs."""
+    frame numbers it shares with the old one and leave the rest, a mix of two runs. A path
+    that is a file, or lies under one, cannot be the folder either."""
+    directory = Path(directory)
+    for part in (directory, *directory.parents):
+        if part.exists() and not part.is_dir():
+            raise FileExistsError(f"cannot write hand meshes into {directory}: {part} is a file, not a folder")
     found = earlier_meshes(directory)
     if found:
         raise FileExistsError(

@@ -81,9 +81,16 @@ def verified_path(weights_dir: str | Path, name: str, manifest: dict | None = No
         raise WeightsError(f"{name} is not listed in {Path(weights_dir) / MANIFEST}")
     actual = sha256_of(path)
     if actual != expected:
+        # The 8-bit network is made here from the float one, and an interrupted remake can
+        # leave it out of step with the manifest: making it again is the cure.
+        cure = (
+            f"remake it: python -m tracker.quantize --weights {weights_dir}"
+            if name == ONNX_INT8
+            else "truncated download? re-export or fetch the weights again"
+        )
         raise WeightsError(
             f"{path} is corrupt or from another model: SHA-256 {actual[:12]}... does not match the manifest's "
-            f"{expected[:12]}... (truncated download? re-export or fetch the weights again)"
+            f"{expected[:12]}... ({cure})"
         )
     return path
 
