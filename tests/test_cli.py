@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import subprocess
 import sys
@@ -107,3 +108,47 @@ def test_settings_that_cannot_be_saved_leave_the_earlier_output_alone(tmp_path, 
     assert "cannot save the run's settings as" in capsys.readouterr().err
     assert out.read_text() == '{"frame": 0}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.config.json", "t.jsonl"]  # no partial file left
+
+
+def test_on_standard_output_other_writers_go_to_standard_error_while_the_lines_flow(capfd):
+    import numpy as np
+
+    from tracker.pipeline import FrameResult
+    from tracker.sinks import JsonLinesSink
+    from tracker.types import CameraIntrinsics, DepthFrame
+
+    frame = DepthFrame(np.zeros((4, 4), np.uint16), 0.001, CameraIntrinsics(4, 4, 5.0, 5.0, 1.5, 1.5), frame_number=7)
+    sink = JsonLinesSink("-")
+    os.write(1, b"a native library's log line\n")  # what Open3D's C++ log would do
+    sink.write(FrameResult(frame, (), {}))
+    sink.close()
+    os.write(1, b"after the run\n")
+    captured = capfd.readouterr()
+    assert captured.out.splitlines()[0] == json.dumps({"frame": 7, "timestamp_ms": 0.0, "serial": "", "hands": [], "timings_ms": {}, "dropped_before": 0}, separators=(",", ":"))
+    assert captured.out.splitlines()[1:] == ["after the run"]  # standard output is back
+    assert "a native library's log line" in captured.err
+
+
+def test_a_reader_that_closes_the_pipe_stops_the_run_quietly():
+    # `run_tracker.py --out - | head -n 2`: once head has its lines, the run stops as asked.
+    cmd = [sys.executable, str(ROOT / "run_tracker.py"), "--source", "synthetic", "--max-frames", "500", "--no-viewer", "--out", "-"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines = [json.loads(proc.stdout.readline()) for _ in range(2)]
+    proc.stdout.close()
+    _, stderr = proc.communicate(timeout=240)
+    assert [line["frame"] for line in lines] == [0, 1]
+    assert proc.returncode == 0, stderr.decode()
+    assert b"stopped by output closed" in stderr and b"Traceback" not in stderr
+
+
+def test_output_and_recording_of_one_name_share_one_settings_file(tmp_path, monkeypatch):
+    # session.jsonl and session.db3 side by side: one session.config.json for both.
+    import tracker.cli as cli
+    from tracker.sources import SyntheticSource
+
+    args = cli.build_parser().parse_args(["--out", str(tmp_path / "session.jsonl"), "--record", str(tmp_path / "session.db3")])
+    written = cli._write_resolved_config(args, "realsense", SyntheticSource(max_frames=1), {}, {})
+    assert [path for _, path in written] == [tmp_path / "session.config.json"]
+    for partial, path in written:
+        os.replace(partial, path)
+    assert json.loads((tmp_path / "session.config.json").read_text())["source"]["spec"] == "realsense"

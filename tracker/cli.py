@@ -234,7 +234,11 @@ def _write_resolved_config(args, spec: str, source, config, manifest: dict) -> l
     text = json.dumps(resolved, indent=2, default=str) + "\n"
     paths = [] if is_standard_output(args.out) else [args.out.with_name(args.out.stem + ".config.json")]
     if args.record is not None:
-        paths.append(args.record.with_name(args.record.stem + ".config.json"))
+        beside_recording = args.record.with_name(args.record.stem + ".config.json")
+        if not any(p.resolve() == beside_recording.resolve() for p in paths):  # session.jsonl + session.db3: one file
+            paths.append(beside_recording)
+    if not paths:
+        print("note: the run's resolved settings are not saved: the JSON lines go to standard output", file=sys.stderr)
     written = []
     try:
         for path in paths:

@@ -412,8 +412,9 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
                 for sink in sinks:
                     sink.write(result)
                 last_written = time.perf_counter()
-                if any(getattr(sink, "stop_requested", False) for sink in sinks):
-                    summary.stopped_by = "viewer closed"
+                stopping = [sink for sink in sinks if getattr(sink, "stop_requested", False)]
+                if stopping:
+                    summary.stopped_by = getattr(stopping[0], "stop_reason", "viewer closed")
                     stop.set()
                 now = time.perf_counter()
                 arrived = arrival.pop(id(frame), None)

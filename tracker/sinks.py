@@ -64,25 +64,36 @@ class JsonLinesSink:
 
     ``-`` (or ``/dev/stdout``) writes to standard output, wherever it goes: a pipe, a
     terminal, or a file it was redirected to, which is appended to rather than truncated.
+    While the sink is open, anything else written to standard output (a native library's
+    log) goes to standard error instead, so the stream stays JSON lines; a reader that
+    closes the pipe (``| head``) stops the run like a closed viewer, as a stop, not an error.
     """
+
+    #: Why the pipeline stopped when ``stop_requested`` is set.
+    stop_reason = "output closed"
 
     def __init__(self, path: str | Path, include_vertices: bool = False) -> None:
         self.path = Path(path)
         self.include_vertices = include_vertices
-        if is_standard_output(path):
+        self.stop_requested = False
+        self._standard_output = is_standard_output(path)
+        if self._standard_output:
             # A duplicate of the descriptor, not a reopening of /dev/stdout: that would
             # truncate a redirected file and keep a write position of its own, so lines and
             # anything else written to it would overwrite each other.
             sys.stdout.flush()
-            self._file = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+            self._file = os.fdopen(os.dup(1), "wb", buffering=0)
+            os.dup2(2, 1)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Unbuffered: a line (tens of kB with the mesh) goes out in one write call, here.
             self._file = open(self.path, "wb", buffering=0)
         # A pipe or a terminal cannot be taken back: lines are still written whole.
-        self._seekable = self._file.seekable() and not is_standard_output(path)
+        self._seekable = self._file.seekable() and not self._standard_output
 
     def write(self, result: FrameResult) -> None:
+        if self.stop_requested:
+            return
         # allow_nan=False: a NaN or infinity would make the line invalid JSON for strict readers.
         line = (json.dumps(frame_record(result, self.include_vertices), separators=(",", ":"), allow_nan=False) + "\n").encode()
         start = self._file.tell() if self._seekable else None
@@ -90,6 +101,10 @@ class JsonLinesSink:
             rest = memoryview(line)
             while rest:
                 rest = rest[self._file.write(rest) :]
+        except BrokenPipeError:
+            if not self._standard_output:
+                raise
+            self.stop_requested = True  # the reader has gone: nothing more can be delivered
         except OSError:
             if start is not None:
                 try:
@@ -101,4 +116,7 @@ class JsonLinesSink:
 
     def close(self) -> None:
         if not self._file.closed:
+            if self._standard_output:
+                sys.stdout.flush()
+                os.dup2(self._file.fileno(), 1)  # standard output back where it was
             self._file.close()
