@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -452,10 +453,15 @@ def test_a_stall_after_some_steps_saves_them_in_a_checkpoint_first(tmp_path, mon
     # Batches of 2 and a checkpoint every 100 steps: the three steps the worker's six
     # examples make would otherwise be lost.
     stalling = SMOKE.__class__(**{**SMOKE.__dict__, "steps": 10, "workers": 1, "data_timeout_s": 5.0, "checkpoint_every": 100})
+    began = time.perf_counter()
     with pytest.raises(DataStalled, match="last.pt holds step 3 and the same command resumes"):
         train(stalling, tmp_path, progress=False)
+    elapsed = time.perf_counter() - began
     state = torch.load(tmp_path / "last.pt", weights_only=True)
     assert state["step"] == 3 and state["samples_seen"] == 6
+    # The 5 s spent waiting for the stuck worker trained nothing: it is not trained time,
+    # which a resumed run's time budget and schedule go on from.
+    assert state["train_seconds"] <= elapsed - 5.0
     assert state["stream_lanes"]["next"] == [6]  # a resume goes on with the seventh example
 
 

@@ -490,6 +490,7 @@ def train(
     # The step the checkpoint file holds; None while it holds none of this run (a fresh
     # run started with --no-resume beside an old one).
     checkpointed_step: int | None = step if step > 0 else None
+    step_done = time.perf_counter()  # when the last step finished
     rate_now = learning_rate(config, step, 0.0)
 
     def log_row() -> None:
@@ -549,6 +550,7 @@ def train(
                         f"{checkpoint} keeps the last checkpoint"
                     )
             step += 1
+            step_done = time.perf_counter()
             samples_seen += rendered
             examples_trained += config.batch_size * world_size
             window_samples += config.batch_size * world_size
@@ -575,9 +577,11 @@ def train(
             # The network and the stream position are sound (only the loader is stuck), so
             # the steps since the last checkpoint need not be lost. Under DDP saving takes a
             # collective that the other ranks, waiting in theirs, would not meet.
+            # Trained time up to the last step: the wait for the stuck loader trained nothing,
+            # and a resumed run's time budget and schedule go on from the step.
             _save_checkpoint(
                 checkpoint, network, optimizer, step, samples_seen, examples_trained, config,
-                earlier_seconds + time.perf_counter() - began, initialised_from, max_seconds, lanes,
+                earlier_seconds + step_done - began, initialised_from, max_seconds, lanes,
             )
             checkpointed_step = step
         if checkpointed_step is not None:
