@@ -123,10 +123,9 @@ class VideoSink:
             if not self._writer.isOpened():
                 raise OSError(f"cannot write video {self.path} (OpenCV has no mp4v encoder here?)")
         if image.shape[:2] != self._size[::-1]:
-            raise OSError(
-                f"cannot write video {self.path}: the input changed size mid-stream "
-                f"({image.shape[1]}x{image.shape[0]}, the video is {self._size[0]}x{self._size[1]})"
-            )
+            # A camera reconnected in another depth mode: a video has one size, and OpenCV
+            # would drop frames of another with no more than a log line.
+            image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
         slot = self._slot(float(result.frame.timestamp_ms))
         if slot < self._written:
             # Shown too briefly for a video frame of its own, but the newest frame: the one
