@@ -312,7 +312,7 @@ def test_a_container_cpu_quota_caps_the_thread_count(tmp_path, monkeypatch):
     assert backends.physical_cores() == 1
 
 
-def test_an_engine_cache_that_cannot_be_written_costs_a_rebuild_not_the_run(weights_dir, tmp_path, stand_in_tensorrt, caplog):
+def test_an_engine_cache_that_cannot_be_written_costs_a_rebuild_not_the_run(weights_dir, tmp_path, stand_in_tensorrt, caplog, monkeypatch):
     build, builds = stand_in_tensorrt
     blocked = tmp_path / "cache"
     blocked.write_text("a file where the cache folder would go")
@@ -321,7 +321,17 @@ def test_an_engine_cache_that_cannot_be_written_costs_a_rebuild_not_the_run(weig
     assert backend.built_engine and backend.engine is not None and builds == [b"engine"]
     assert "could not cache the TensorRT engine" in caplog.text
     assert TensorRTBackend(weights_dir, precision="fp32", cache_dir=blocked).built_engine and len(builds) == 2
-    assert blocked.is_file() and list(tmp_path.iterdir()) == [blocked]  # no partial file left behind
+    # A disk that fills up as the engine goes in: no partial file is left behind.
+    full = tmp_path / "full"
+
+    def no_space(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("tracker.backends.os.replace", no_space)
+    with caplog.at_level(logging.WARNING, logger="tracker.backends"):
+        assert TensorRTBackend(weights_dir, precision="fp32", cache_dir=full).built_engine and len(builds) == 3
+    assert "No space left on device" in caplog.text
+    assert [p for p in full.rglob("*") if p.is_file()] == []
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
