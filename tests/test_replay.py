@@ -72,14 +72,29 @@ def test_replay_draws_each_rendered_example_at_most_max_uses_times_on_average():
     loader = [_batch(2 * i, 2) for i in range(5)]  # 10 examples in all, then the stream ends
     got = list(training_batches(loader, config, torch.device("cpu")))
     rendered = sum(len(taken) for _, taken in got)
-    # 10 rendered, 2.5 uses each -> 25 draws at most -> 12 batches of 2.
-    assert rendered == 10 and len(got) == 12
+    # 10 rendered, 2.5 uses each -> 25 draws at most -> 12 batches of 2 (fewer when the
+    # loader runs ahead and overwrites examples before they are drawn).
+    assert rendered == 10 and 2 <= len(got) <= 12
     seen_so_far = 0
     for count, (batch, taken) in enumerate(got, start=1):
         seen_so_far += len(taken)
         assert 2 * count <= 2.5 * seen_so_far  # the cap holds at every step, not just at the end
         assert batch["index"].max() < seen_so_far  # nothing drawn before it was rendered
         assert batch["index"].min() >= seen_so_far - 4  # nor after it left the memory
+
+
+def test_a_stream_that_runs_ahead_then_stops_does_not_let_the_last_examples_be_drawn_over_and_over():
+    # The loader renders 160 examples while the first steps are slow, then ends: only the
+    # last 8 are still in the memory, and they may give 2 uses each, 4 batches of 4, not the
+    # 2 x 160 draws that every example ever rendered would allow.
+    config = dataclasses.replace(SMOKE, batch_size=4, replay_examples=8, replay_max_uses=2.0)
+    got = []
+    for step, (batch, taken) in enumerate(training_batches((_batch(4 * i, 4) for i in range(40)), config, torch.device("cpu"))):
+        got.append(len(taken))
+        if step < 10:
+            time.sleep(0.05)
+    last_intake = max(i for i, count in enumerate(got) if count)
+    assert sum(got) == 160 and len(got) - 1 - last_intake <= 4, got
 
 
 def test_training_with_replay_counts_rendered_and_drawn_examples(tmp_path, monkeypatch):

@@ -174,7 +174,10 @@ def training_batches(loader, config: TrainConfig, device: torch.device, rank: in
     Without a replay memory every batch is the loader's next one. With one, each batch is
     drawn from the memory after it has taken in whatever the loader finished meanwhile;
     the loop waits for the loader only while the memory holds less than a batch or one more
-    batch would draw the rendered examples more than ``replay_max_uses`` times on average.
+    batch would draw the examples taken in more than ``replay_max_uses`` times on average.
+    The allowance is kept for what the memory holds: examples overwritten before they were
+    drawn take theirs with them, so a stalled stream cannot be made up for by drawing the
+    last few examples over and over.
     """
     check_replay(config)
     if config.replay_examples == 0:
@@ -184,22 +187,26 @@ def training_batches(loader, config: TrainConfig, device: torch.device, rank: in
     memory = ReplayMemory(config.replay_examples, device)
     background = BackgroundBatches(loader)
     generator = torch.Generator().manual_seed(config.seed + 7919 * rank)
-    rendered = drawn = 0
+    allowance = 0.0  # draws the examples in the memory may still give
+
+    def take_in(batch, taken: list) -> None:
+        nonlocal allowance
+        kept = min(memory.add(batch), memory.capacity)
+        taken.append(batch["index"])
+        allowance = min(allowance + config.replay_max_uses * kept, config.replay_max_uses * len(memory))
+
     try:
         while True:
-            taken = []
+            taken: list = []
             while (batch := background.get(block=False)) is not None:
-                memory.add(batch)
-                taken.append(batch["index"])
-            while len(memory) < config.batch_size or drawn + config.batch_size > config.replay_max_uses * (rendered + sum(map(len, taken))):
+                take_in(batch, taken)
+            while len(memory) < config.batch_size or allowance < config.batch_size:
                 if background.ended:  # a finite loader ran out (an endless stream never does)
                     return
                 if (batch := background.get(block=True)) is not None:
-                    memory.add(batch)
-                    taken.append(batch["index"])
+                    take_in(batch, taken)
             indices = torch.cat(taken) if taken else torch.zeros(0, dtype=torch.int64)
-            rendered += len(indices)
-            drawn += config.batch_size
+            allowance -= config.batch_size
             yield memory.sample(config.batch_size, generator), indices
     finally:
         background.close()
@@ -435,9 +442,16 @@ def train(
     lane_count = world_size * max(1, config.workers)
     lanes = StreamLanes.resumed(saved_lanes, stream_start, lane_count)
     if lanes is None:
-        # A checkpoint from before lanes were recorded, or with other lanes: every lane from
+        # A checkpoint with other lanes (other --workers or processes): every lane from one
+        # past the furthest any of them drew, so nothing is drawn twice (the few indices some
+        # lanes had not reached yet are skipped). One from before lanes were recorded: from
         # samples_seen on (a few examples may be drawn twice or skipped).
         first = stream_start + samples_seen
+        try:
+            if saved_lanes and int(saved_lanes["start"]) == stream_start:
+                first = StreamLanes(stream_start, int(saved_lanes["lanes"]), saved_lanes["next"]).end
+        except (KeyError, TypeError, ValueError):
+            pass  # an unreadable record: as if there were none
         lanes = StreamLanes(stream_start, lane_count, [first + (lane - first + stream_start) % lane_count for lane in range(lane_count)])
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
