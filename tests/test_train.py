@@ -411,6 +411,11 @@ def test_a_run_with_two_workers_resumes_each_lane_where_it_was(tmp_path):
     assert state["stream_lanes"]["next"] == [12, 5]  # lane 0 went on from 8, not from 6
     network, manifest = load_network(tmp_path / "export")
     assert manifest["training"]["stream_end"] == 11  # where a fine-tune from these weights begins
+    # Resumed with other lanes (no workers: one lane), it goes on past everything drawn:
+    # from 11, not from samples_seen (8), which lane 0 had drawn already.
+    train(SMOKE.__class__(**{**two.__dict__, "workers": 0, "steps": 5}), tmp_path, progress=False)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["stream_lanes"] == {"start": 0, "lanes": 1, "next": [13]}
 
 
 class StuckStream(torch.utils.data.IterableDataset):

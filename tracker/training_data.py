@@ -154,6 +154,8 @@ class StreamLanes:
 
 def fixed_examples(config: ExampleConfig, stream_seed: int, count: int) -> dict[str, torch.Tensor]:
     """A fixed batch of ``count`` examples (held-out sets, tests)."""
+    if count < 1:
+        raise ValueError(f"a batch needs at least one example, not {count}")
     model = HandModel.load()
     examples = [make_example(model, config, sample_seed(stream_seed, i)) for i in range(count)]
     return {k: torch.as_tensor(np.stack([e[k] for e in examples])) for k in examples[0]}
