@@ -181,3 +181,28 @@ def test_sequence_metrics_count_the_changes_of_the_reported_side():
     # Right, right (mean -0.025 is within the margin), left (mean -0.18): one change each.
     assert [q["side_changes"] for q in metrics["per_sequence"]] == [1, 1]
     assert metrics["vote"]["side_changes"] == 2 and metrics["vote"]["most_side_changes_in_a_sequence"] == 1
+
+
+@pytest.mark.parametrize("counts", [["--frames", "0"], ["--held-out", "0"]])
+def test_evaluate_refuses_empty_counts_before_any_work(counts, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        sc.main(["evaluate", *counts])
+    assert exit_info.value.code == 2 and "must be >= 1" in capsys.readouterr().err
+
+
+def test_missing_real_frames_cost_their_check_not_the_evaluation(monkeypatch, capsys):
+    from tracker.sources import SourceError
+
+    def missing(classifier, folder=None):
+        raise SourceError("tests/data/sr305-gestures does not exist")
+
+    monkeypatch.setattr(sc, "real_frame_metrics", missing)
+    assert sc._real_frame_metrics_or_why_not(None) == {"not_measured": "tests/data/sr305-gestures does not exist"}
+    assert "no real-frame check" in capsys.readouterr().err
+
+
+def test_training_leaves_the_callers_thread_count_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(sc, "_train", lambda config, out_dir, progress: torch.set_num_threads(1) or {"steps": 0})
+    before = torch.get_num_threads()
+    assert sc.train(sc.TrainConfig(threads=1), tmp_path) == {"steps": 0}
+    assert torch.get_num_threads() == before
