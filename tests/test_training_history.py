@@ -80,9 +80,12 @@ def test_broken_histories_say_what_is_wrong(tmp_path, capsys):
     assert write_training_curve(tmp_path, tmp_path / "curve.png", 10.0) is False
     assert "same sample count" in capsys.readouterr().out
 
-    (tmp_path / "training_config_tune1.json").write_text("{not json")
-    with pytest.raises(TrainingHistoryError, match="training_config_tune1.json"):
-        load_training_history(tmp_path)
+    # Whatever is wrong with a config, it is this error (which the evaluation survives),
+    # never another that would end the evaluation after its slow part.
+    for damaged in (b"{not json", b"\xff\xfe{}", b"null", b'{"initialised_from": {"samples_seen": "many"}}', b'{"train": 3}'):
+        (tmp_path / "training_config_tune1.json").write_bytes(damaged)
+        with pytest.raises(TrainingHistoryError, match="training_config_tune1.json"):
+            load_training_history(tmp_path)
 
     (tmp_path / "training_config_tune1.json").unlink()
     (tmp_path / "training_metrics.csv").write_text("a,b\n1,2\n")

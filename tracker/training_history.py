@@ -66,12 +66,14 @@ def _float(text: str) -> float:
 def read_stage(name: str, config_path: Path, metrics_path: Path) -> TrainingStage:
     try:
         config = json.loads(config_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON and bytes that are not UTF-8
         raise TrainingHistoryError(f"{config_path}: cannot read the stage's config ({exc})") from exc
+    if not isinstance(config, dict):
+        raise TrainingHistoryError(f"{config_path}: not a training config (a JSON {type(config).__name__}, not an object)")
     try:
         with open(metrics_path, newline="") as handle:
             rows = list(csv.DictReader(handle))
-    except OSError as exc:
+    except (OSError, ValueError, csv.Error) as exc:
         raise TrainingHistoryError(f"{metrics_path}: cannot read the stage's log ({exc})") from exc
     if not rows or "samples_seen" not in rows[0] or "joints_cm" not in rows[0]:
         raise TrainingHistoryError(f"{metrics_path}: no rows with samples_seen and joints_cm (not a training log?)")
@@ -90,16 +92,20 @@ def read_stage(name: str, config_path: Path, metrics_path: Path) -> TrainingStag
     rows = [by_step[step] for step in sorted(by_step)]
     if not rows:
         raise TrainingHistoryError(f"{metrics_path}: no readable rows")
-    earlier = config.get("initialised_from") or {}
-    return TrainingStage(
-        name=name,
-        start_samples=int(earlier.get("samples_seen", 0)),
-        samples=np.array([int(float(r["samples_seen"])) for r in rows], np.int64),
-        joint_error_mm=np.array([10.0 * _float(r["joints_cm"]) for r in rows]),
-        learning_rate=np.array([_float(r.get("lr")) for r in rows]),
-        peak_learning_rate=float(config.get("train", {}).get("learning_rate", math.nan)),
-        crop_frame=str(config.get("train", {}).get("data", {}).get("crop_frame", "camera")),
-    )
+    try:
+        earlier = config.get("initialised_from") or {}
+        train = config.get("train") or {}
+        return TrainingStage(
+            name=name,
+            start_samples=int(earlier.get("samples_seen") or 0),
+            samples=np.array([int(float(r["samples_seen"])) for r in rows], np.int64),
+            joint_error_mm=np.array([10.0 * _float(r["joints_cm"]) for r in rows]),
+            learning_rate=np.array([_float(r.get("lr")) for r in rows]),
+            peak_learning_rate=_float(train.get("learning_rate")),
+            crop_frame=str((train.get("data") or {}).get("crop_frame", "camera")),
+        )
+    except (AttributeError, TypeError, ValueError) as exc:  # a field of another type than a config's
+        raise TrainingHistoryError(f"{config_path}: not a training config this can read ({type(exc).__name__}: {exc})") from exc
 
 
 def load_training_history(weights_dir: str | Path) -> list[TrainingStage]:
