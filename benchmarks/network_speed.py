@@ -51,6 +51,7 @@ from tracker.backends import (
     BackendUnavailable,
     TensorRTBackend,
     TorchBackend,
+    cgroup_cpu_quota,
     create_backend,
     physical_cores,
 )
@@ -221,7 +222,10 @@ def _measure(args: argparse.Namespace, names: list[str]) -> int:
         "device": tag,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "machine": machine_info(),
+        # The cores onnxruntime's threads are sized to: physical cores in the affinity mask,
+        # capped by a container's CPU quota (recorded too; None: no quota).
         "physical_cores": physical_cores(),
+        "cgroup_cpu_quota": cgroup_cpu_quota(),
         # Other work on the machine inflates the tails (p90/p99) first; keep the evidence.
         "load_average_1min_at_start": os.getloadavg()[0],
         "torch_threads": torch.get_num_threads(),
