@@ -51,3 +51,9 @@ def test_an_input_without_a_clock_is_still_followed():
     f = OneEuroFilter()
     outputs = [f(np.full(3, x), 0.0)[0] for x in (0.0, 0.1, 0.2, 0.3, 0.4)]
     assert all(a < b for a, b in zip(outputs, outputs[1:])) and outputs[-1] < 0.4
+
+
+def test_a_timestamp_that_is_not_a_number_does_not_poison_the_track():
+    f = OneEuroFilter()
+    outputs = [f(np.full(3, x), t)[0] for x, t in ((0.0, 0.0), (0.1, float("nan")), (0.2, 0.066), (0.3, float("inf")), (0.4, 0.2))]
+    assert np.all(np.isfinite(outputs)) and all(a < b for a, b in zip(outputs, outputs[1:]))

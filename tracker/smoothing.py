@@ -47,6 +47,10 @@ class OneEuroFilter:
 
     def __call__(self, value: np.ndarray, time_s: float) -> np.ndarray:
         value = np.asarray(value, np.float64)
+        if not math.isfinite(time_s):
+            # A frame without a usable clock reading: taken one interval after the last, so
+            # one NaN timestamp cannot make every later output NaN.
+            time_s = 0.0 if self._time_s is None else self._time_s + self._last_dt
         if self._value is None or self._value.shape != value.shape or time_s < self._time_s:
             self._value, self._speed, self._time_s = value.copy(), np.zeros_like(value), time_s
             return value.copy()
