@@ -250,6 +250,8 @@ def _set(index, value):
         ("vertex_part", _set(0, -1), "vertex_part must be"),
         ("vertex_part", lambda part: np.where(part == 15, 14, part), "at least 3 vertices"),
         ("skin_joint_part", _set(5, 9), "skin_joint_part differs"),
+        # The thumb's metacarpal hung from a joint posed after it: posed at the origin.
+        ("skin_joint_parents", _set(2, 5), "skin_joint_parents differs"),
     ],
 )
 def test_asset_with_bad_part_labels(tmp_path, field, damage, message):

@@ -28,7 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from kernels.lbs import forward_kinematics, linear_blend_skinning, skinning_transforms, transform_points
-from tracker.skeleton import KEYPOINT_SKIN_JOINT_INDEX, NUM_PARTS, NUM_SKIN_JOINTS, SKIN_JOINT_NAMES, SKIN_JOINT_PART
+from tracker.skeleton import (
+    KEYPOINT_SKIN_JOINT_INDEX,
+    NUM_PARTS,
+    NUM_SKIN_JOINTS,
+    SKIN_JOINT_NAMES,
+    SKIN_JOINT_PARENTS,
+    SKIN_JOINT_PART,
+)
 from tracker.types import Handedness
 
 DEFAULT_ASSET = Path(__file__).resolve().parent.parent / "weights" / "hand_model.npz"
@@ -130,6 +137,12 @@ class HandModel:
             ),
             # Vertices are fitted with this table and keypoints with the code's: they must agree.
             (np.array_equal(self.joint_part, SKIN_JOINT_PART), "skin_joint_part differs from tracker.skeleton.SKIN_JOINT_PART"),
+            # Posing walks the asset's tree and the refit's keypoints the code's; forward
+            # kinematics also needs every parent before its child.
+            (
+                np.array_equal(self.joint_parents, SKIN_JOINT_PARENTS),
+                "skin_joint_parents differs from tracker.skeleton.SKIN_JOINT_PARENTS",
+            ),
             (self.mesh_coords.shape == (v, 2), "mesh_coords must be (V, 2)"),
             (
                 bool(np.all(self.mesh_coords >= 0) and np.all(self.mesh_coords < self.mesh_grid_size)),
