@@ -41,3 +41,19 @@ def test_depth_frame_checks_shape_dtype_and_scale():
         DepthFrame(np.zeros((3, 4), np.float32), 0.001, k)
     with pytest.raises(ValueError, match="depth_scale"):
         DepthFrame(np.zeros((3, 4), np.uint16), 0.0, k)
+
+
+def test_hand_estimate_checks_its_shapes_and_confidence():
+    from tracker.types import HandEstimate
+
+    vertices, joints, uv = np.zeros((5, 3), np.float32), np.zeros((21, 3), np.float32), np.zeros((21, 2), np.float32)
+    HandEstimate(vertices, joints, uv, confidence=0.0)
+    for bad, message in (
+        ({"vertices_cam_m": np.zeros(5)}, "vertices_cam_m must be \\(V, 3\\)"),
+        ({"joints_cam_m": np.zeros((20, 3))}, "joints_cam_m must be \\(21, 3\\)"),
+        ({"joints_uv_px": np.zeros((21, 3))}, "joints_uv_px must be \\(21, 2\\)"),
+        ({"confidence": float("nan")}, "confidence must be in \\[0, 1\\]"),
+        ({"confidence": 1.5}, "confidence must be in \\[0, 1\\]"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            HandEstimate(**{"vertices_cam_m": vertices, "joints_cam_m": joints, "joints_uv_px": uv, **bad})

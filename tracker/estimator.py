@@ -32,7 +32,7 @@ MAX_JOINT_REACH_CUBES = 1.0
 class NetworkOutput:
     """Raw per-crop outputs: initial vertices (V, 3) and refined vertices (V, 3) and joints
     (21, 3) float32 in the camera frame (metres); hand probability (S, S) float32; mesh
-    coordinates (2, S, S) float32 grid units (crop pixels)."""
+    coordinates (2, S, S) float32 mesh-grid units (0..G), the mesh UV each crop pixel shows."""
 
     initial_vertices: np.ndarray
     refined_vertices: np.ndarray

@@ -278,3 +278,12 @@ class HandEstimate:
     handedness: Handedness = Handedness.RIGHT
     confidence: float = 1.0
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Every output (JSON lines, meshes, the overlay) reads these shapes; a wrong one
+        # would surface far from where it was made.
+        vertices, joints, uv = (np.shape(a) for a in (self.vertices_cam_m, self.joints_cam_m, self.joints_uv_px))
+        _require(len(vertices) == 2 and vertices[1] == 3, f"HandEstimate.vertices_cam_m must be (V, 3), got {vertices}")
+        _require(joints == (NUM_JOINTS, 3), f"HandEstimate.joints_cam_m must be ({NUM_JOINTS}, 3), got {joints}")
+        _require(uv == (NUM_JOINTS, 2), f"HandEstimate.joints_uv_px must be ({NUM_JOINTS}, 2), got {uv}")
+        _require(0.0 <= self.confidence <= 1.0, f"HandEstimate.confidence must be in [0, 1], got {self.confidence}")
