@@ -226,21 +226,29 @@ def test_a_disconnect_reconnects_and_records_on_into_a_second_file(camera, tmp_p
     assert first == [500, 501, 502, 503] and second == [600, 601, 602, 603]
 
 
+def _fail_once(monkeypatch, cls, name: str, message: str) -> list:
+    """Makes ``cls.name`` raise the SDK's RuntimeError on its first call only; the list it
+    returns is non-empty once that call has happened."""
+    failures: list = []
+    real = getattr(cls, name)
+
+    def flaky(self, *args, **kwargs):
+        if not failures:
+            failures.append(True)
+            raise RuntimeError(message)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, flaky)
+    return failures
+
+
 def test_an_sdk_error_while_the_camera_re_enumerates_is_one_failed_attempt(camera, monkeypatch):
     source = RealSenseSource(width=W, height=H, fps=FPS, frame_timeout_s=0.3)
     got, done, thread = collect(source, 2)
     camera.push(500)
     wait_for(lambda: len(got) == 1)
-    failures = []
-    listing = StandInContext.query_devices
-
-    def flaky_listing(self):
-        if not failures:  # USB trouble once, half-way through the re-plug
-            failures.append(True)
-            raise RuntimeError("failed to set power state")
-        return listing(self)
-
-    monkeypatch.setattr(StandInContext, "query_devices", flaky_listing)
+    # USB trouble once, half-way through the re-plug.
+    failures = _fail_once(monkeypatch, StandInContext, "query_devices", "failed to set power state")
     wait_for(lambda: failures)  # the stream stalled, and the first attempt hit the error
     wait_for(lambda: source._queue is not None)  # a later attempt started streaming again
     camera.push(600)
@@ -344,16 +352,8 @@ def test_a_start_that_fails_after_the_recording_began_does_not_overwrite_that_pa
     got, done, thread = collect(source, 2)
     camera.push(500)
     wait_for(lambda: len(got) == 1)
-    failures = []
-    scale = StandInProfile.get_depth_scale
-
-    def flaky_scale(self):
-        if not failures:  # the first restart streams, and records, but its depth unit cannot be read
-            failures.append(True)
-            raise RuntimeError("failed to read option")
-        return scale(self)
-
-    monkeypatch.setattr(StandInProfile, "get_depth_scale", flaky_scale)
+    # The first restart streams, and records, but its depth unit cannot be read.
+    failures = _fail_once(monkeypatch, StandInProfile, "get_depth_scale", "failed to read option")
     wait_for(lambda: failures and source._queue is not None)  # the stall, the failed restart, a good one
     camera.push(600)
     assert done.wait(10)
