@@ -204,5 +204,9 @@ def test_missing_real_frames_cost_their_check_not_the_evaluation(monkeypatch, ca
 def test_training_leaves_the_callers_thread_count_alone(tmp_path, monkeypatch):
     monkeypatch.setattr(sc, "_train", lambda config, out_dir, progress: torch.set_num_threads(1) or {"steps": 0})
     before = torch.get_num_threads()
-    assert sc.train(sc.TrainConfig(threads=1), tmp_path) == {"steps": 0}
-    assert torch.get_num_threads() == before
+    torch.set_num_threads(3)  # not what training sets, whatever this process started with
+    try:
+        assert sc.train(sc.TrainConfig(threads=1), tmp_path) == {"steps": 0}
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
