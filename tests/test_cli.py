@@ -100,6 +100,14 @@ def test_json_lines_on_standard_output_stay_pure_and_keep_what_came_before(tmp_p
         assert sorted(p.name for p in tmp_path.iterdir()) == ["redirected.txt"]  # no settings file beside "-"
 
 
+def test_a_path_to_a_file_named_dash_is_a_file_not_standard_output(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--source", "synthetic", "--max-frames", "2", "--no-viewer", "--out", "./-"]) == 0
+    assert capsys.readouterr().out == ""
+    assert [json.loads(line)["frame"] for line in (tmp_path / "-").read_text().splitlines()] == [0, 1]
+    assert (tmp_path / "-.config.json").is_file()
+
+
 def test_settings_that_cannot_be_saved_leave_the_earlier_output_alone(tmp_path, capsys):
     out = tmp_path / "t.jsonl"
     out.write_text('{"frame": 0}\n')

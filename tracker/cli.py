@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         "synthetic[:SEED[:left|right]] (the renderer; %d frames unless --max-frames)" % DEFAULT_SYNTHETIC_FRAMES,
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("out/tracking.jsonl"), help="JSON-lines output, one object per frame (default %(default)s; - for standard output, "
+        "--out", type=_output_argument, default=Path("out/tracking.jsonl"), help="JSON-lines output, one object per frame (default %(default)s; - for standard output, "
         "with every message on standard error); the run's resolved settings go beside it as NAME.config.json",
     )
     parser.add_argument("--out-vertices", action="store_true", help="also write the 1159 mesh vertices per hand")
@@ -210,7 +210,13 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def _out_name(out: Path) -> str:
+def _output_argument(text: str) -> str | Path:
+    """An ``--out`` value: ``-`` stays the string that means standard output; anything else
+    is a path, ``./-`` a file named ``-`` (which pathlib alone would read as ``-``)."""
+    return text if text == "-" else Path(text)
+
+
+def _out_name(out: str | Path) -> str:
     from tracker.sinks import is_standard_output
 
     return "standard output" if is_standard_output(out) else str(out)

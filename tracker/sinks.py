@@ -50,19 +50,22 @@ def frame_record(result: FrameResult, include_vertices: bool = False) -> dict:
     }
 
 
-#: Paths that mean this process's standard output.
-STANDARD_OUTPUT_NAMES = ("-", "/dev/stdout")
+#: The argument that means this process's standard output, as a string: pathlib reads
+#: ``./-`` as ``-`` too, and that one names a file.
+STANDARD_OUTPUT_ARGUMENT = "-"
 
 
 def is_standard_output(path: str | Path) -> bool:
-    return str(path) in STANDARD_OUTPUT_NAMES
+    if isinstance(path, str) and path == STANDARD_OUTPUT_ARGUMENT:
+        return True
+    return str(path) == "/dev/stdout"
 
 
 class JsonLinesSink:
     """Every line in the file is whole, even when a write fails (a full disk) halfway
     through one: what had gone out of that line is taken back before the error is raised.
 
-    ``-`` (or ``/dev/stdout``) writes to standard output, wherever it goes: a pipe, a
+    The string ``-`` (or ``/dev/stdout``) writes to standard output, wherever it goes: a pipe, a
     terminal, or a file it was redirected to, which is appended to rather than truncated.
     While the sink is open, anything else written to standard output (a native library's
     log) goes to standard error instead, so the stream stays JSON lines; a reader that
