@@ -297,9 +297,21 @@ def test_a_container_cpu_quota_caps_the_thread_count(tmp_path, monkeypatch):
     v2 = tmp_path / "v2"
     v2.mkdir()
     (v2 / "cpu.max").write_text("150000 100000\n")
-    assert backends.cgroup_cpu_quota(v2) == 1.5
+    assert backends.cgroup_cpu_quota(v2, "/") == 1.5
     (v2 / "cpu.max").write_text("max 100000\n")
-    assert backends.cgroup_cpu_quota(v2) is None
+    assert backends.cgroup_cpu_quota(v2, "/") is None
+    # A limit on a group above the process's own holds for it too; the smallest one counts.
+    own = v2 / "machine.slice" / "app.scope"
+    own.mkdir(parents=True)
+    (own / "cpu.max").write_text("max 100000\n")
+    (own.parent / "cpu.max").write_text("250000 100000\n")
+    assert backends.cgroup_cpu_quota(v2, "/machine.slice/app.scope\n") == 2.5
+    (own / "cpu.max").write_text("50000 100000\n")
+    assert backends.cgroup_cpu_quota(v2, "/machine.slice/app.scope") == 0.5
+    # A group not mounted here (a container without its own cgroup namespace): the mount's own limit.
+    assert backends.cgroup_cpu_quota(v2, "/docker/0123abcd") is None
+    (v2 / "cpu.max").write_text("200000 100000\n")
+    assert backends.cgroup_cpu_quota(v2, "/docker/0123abcd") == 2.0
     v1 = tmp_path / "v1" / "cpu,cpuacct"
     v1.mkdir(parents=True)
     (v1 / "cpu.cfs_quota_us").write_text("300000\n")

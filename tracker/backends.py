@@ -134,21 +134,33 @@ def physical_cores() -> int:
     return max(1, count)
 
 
-def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup"), own_group: str | None = None) -> float | None:
     """The CPUs' worth of time this process's cgroup may use (a container's --cpus), or None
-    when unlimited or unknown. cgroup v2: ``cpu.max`` ("QUOTA PERIOD" or "max PERIOD") of
-    the process's own group; v1: ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (-1: none)."""
-    try:
-        groups = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        groups = []
-    own = next((line.split(":", 2)[2] for line in groups if line.startswith("0::")), "/")
-    for folder in (root / own.lstrip("/"), root):
+    when unlimited or unknown. cgroup v2: the smallest ``cpu.max`` ("QUOTA PERIOD" or "max
+    PERIOD") of the process's own group (``own_group``, from /proc/self/cgroup when None) and
+    every group above it, since a parent's limit holds for all its children; v1:
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (-1: none)."""
+    if own_group is None:
+        try:
+            groups = Path("/proc/self/cgroup").read_text().splitlines()
+        except OSError:
+            groups = []
+        own_group = next((line.split(":", 2)[2] for line in groups if line.startswith("0::")), "/")
+    folder = root / own_group.strip().lstrip("/")
+    limits, any_v2 = [], False
+    while True:
         try:
             quota, period = (folder / "cpu.max").read_text().split()[:2]
-            return None if quota == "max" else int(quota) / int(period)
+            any_v2 = True
+            if quota != "max":
+                limits.append(int(quota) / int(period))
         except (OSError, ValueError):
-            continue
+            pass
+        if folder == root or root not in folder.parents:
+            break
+        folder = folder.parent
+    if any_v2:
+        return min(limits) if limits else None
     for folder in (root / "cpu,cpuacct", root / "cpu"):
         try:
             quota = int((folder / "cpu.cfs_quota_us").read_text())
