@@ -24,13 +24,32 @@ def test_moving_hand_is_followed_with_little_lag():
     assert np.abs(out[30:] - positions[30:]).max() < 0.3 / (2 * np.pi * cutoff)
 
 
-def test_reset_and_time_going_backwards_restart_the_filter():
+def test_reset_restarts_the_filter():
     f = OneEuroFilter()
     f(np.zeros(3), 0.0)
     f(np.ones(3), 0.1)
-    np.testing.assert_array_equal(f(np.full(3, 5.0), 0.05), np.full(3, 5.0))
     f.reset()
     np.testing.assert_array_equal(f(np.full(3, 7.0), 1.0), np.full(3, 7.0))
+
+
+def test_a_clock_stepping_back_a_little_keeps_the_track_smooth():
+    # Device clocks may step back while the frames go on in order (the pipeline resets the
+    # filter on a real gap): the output keeps moving towards the samples, no jump to the raw one.
+    f = OneEuroFilter()
+    outputs = [f(np.full(3, x), t)[0] for x, t in ((0.0, 0.0), (0.01, 0.033), (0.02, 0.066), (0.1, 0.065), (0.11, 0.098))]
+    assert all(a < b for a, b in zip(outputs, outputs[1:]))
+    assert outputs[3] < 0.05  # one interval's step towards 0.1, not 0.1 itself
+    # After the step back, intervals are measured from the new clock reading.
+    assert abs(f._last_dt - 0.033) < 1e-9
+
+
+def test_a_coordinate_without_a_sample_holds_its_value_and_does_not_poison_the_track():
+    f = OneEuroFilter()
+    f(np.array([0.0, 0.0, np.nan]), 0.0)  # no value yet for z
+    held = f(np.array([np.nan, 0.1, 0.5]), 0.033)
+    assert held[0] == 0.0 and 0 < held[1] < 0.1 and held[2] == 0.5  # z starts from its first sample
+    later = f(np.array([0.2, 0.2, 0.6]), 0.066)
+    assert np.all(np.isfinite(later)) and 0 < later[0] < 0.2 and 0.5 < later[2] < 0.6
 
 
 def test_a_repeated_timestamp_filters_over_the_last_interval():

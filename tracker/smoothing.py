@@ -51,21 +51,29 @@ class OneEuroFilter:
             # A frame without a usable clock reading: taken one interval after the last, so
             # one NaN timestamp cannot make every later output NaN.
             time_s = 0.0 if self._time_s is None else self._time_s + self._last_dt
-        if self._value is None or self._value.shape != value.shape or time_s < self._time_s:
+        if self._value is None or self._value.shape != value.shape:
             self._value, self._speed, self._time_s = value.copy(), np.zeros_like(value), time_s
             return value.copy()
         dt = time_s - self._time_s
-        if dt == 0:
-            # A repeated timestamp (a clock quirk, or an input with no clock at all) gives no
-            # interval to filter over. Starting over would make the output jump to the raw
-            # sample, keeping the old value would freeze a clockless input for good: take the
-            # interval between the last two distinct timestamps (or a nominal frame).
+        if dt <= 0:
+            # A repeated timestamp (a clock quirk, or an input with no clock at all) or a
+            # device clock that stepped back while its frames went on in order (the pipeline
+            # starts a new track, and resets this filter, on a real gap) gives no interval to
+            # filter over. Starting over would make the output jump to the raw sample, keeping
+            # the old value would freeze a clockless input for good: take the interval between
+            # the last two increasing timestamps (or a nominal frame).
             dt = self._last_dt
         else:
             self._last_dt = dt
+        # A coordinate without a sample holds its filtered value rather than carrying the
+        # NaN into every later output.
+        value = np.where(np.isfinite(value), value, self._value)
         speed = (value - self._value) / dt
         self._speed = self._speed + _alpha(self.config.derivative_cutoff_hz, dt) * (speed - self._speed)
         cutoff = self.config.min_cutoff_hz + self.config.speed_coefficient * np.abs(self._speed)
         self._value = self._value + _alpha(cutoff, dt) * (value - self._value)
+        # ... and one that had none yet (a NaN in the first frame) starts from its first sample.
+        unset = ~(np.isfinite(self._value) & np.isfinite(self._speed))
+        self._value[unset], self._speed[unset] = value[unset], 0.0
         self._time_s = time_s
         return self._value.copy()
