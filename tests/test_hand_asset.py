@@ -52,9 +52,12 @@ def _one_triangle_skinned_glb(modify=None) -> bytes:
 
 @pytest.fixture(scope="module")
 def rebuilt(tmp_path_factory):
+    # Through the command line: its report and figure go beside the asset it writes, not
+    # over the shipped asset's.
     out = tmp_path_factory.mktemp("asset")
-    report = build_hand_asset(DEFAULT_GLB, out / "hand.npz", out / "report.json", None)
-    return out / "hand.npz", report
+    assert main(["--out", str(out / "hand.npz")]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["hand.npz", "hand_embeddings.png", "hand_report.json"]
+    return out / "hand.npz", json.loads((out / "hand_report.json").read_text())
 
 
 def test_converter_reproduces_the_committed_asset(rebuilt):
@@ -257,3 +260,21 @@ def _set(index, value):
 def test_asset_with_bad_part_labels(tmp_path, field, damage, message):
     with pytest.raises(HandModelError, match=message):
         HandModel.load(_damaged_asset(tmp_path, field, damage))
+
+
+def test_a_failed_write_keeps_the_old_asset_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    from tracker import hand_asset_builder
+
+    asset = tmp_path / "hand.npz"
+    asset.write_bytes(b"the earlier asset")
+    # The embedding's slow refinement is not what this is about.
+    monkeypatch.setattr(hand_asset_builder, "smacof_mds", lambda geodesic, init: (init, 0.0))
+
+    def disk_full(path, **arrays):
+        Path(path).write_bytes(b"half an arch")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(hand_asset_builder.np, "savez_compressed", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        build_hand_asset(DEFAULT_GLB, asset, None, None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hand.npz"] and asset.read_bytes() == b"the earlier asset"

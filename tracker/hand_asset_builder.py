@@ -252,24 +252,27 @@ def build_hand_asset(glb_path: Path, asset_path: Path, report_path: Path | None,
     glb_sha256 = hashlib.sha256(Path(glb_path).read_bytes()).hexdigest()
     # Written beside it and renamed into place: a crash half-way keeps the old asset whole.
     partial_asset = asset_path.with_name(f".{asset_path.stem}.partial.npz")
-    np.savez_compressed(
-        partial_asset,
-        format_version=np.int32(ASSET_FORMAT_VERSION),
-        source_sha256=np.array(glb_sha256),
-        template_vertices=template,
-        faces=faces,
-        skin_joint_names=np.array(SKIN_JOINT_NAMES),
-        skin_joint_parents=SKIN_JOINT_PARENTS,
-        hand_from_joint_bind=hand_from_joint_bind.astype(np.float32),
-        skin_weights=skin_weights.astype(np.float32),
-        vertex_part=vertex_part,
-        skin_joint_part=SKIN_JOINT_PART,
-        part_names=np.array([p.name for p in HandPart]),
-        mesh_coords=candidates[chosen],
-        mesh_coords_source=np.array(chosen),
-        mesh_grid_size=np.int32(MESH_GRID_SIZE),
-    )
-    os.replace(partial_asset, asset_path)
+    try:
+        np.savez_compressed(
+            partial_asset,
+            format_version=np.int32(ASSET_FORMAT_VERSION),
+            source_sha256=np.array(glb_sha256),
+            template_vertices=template,
+            faces=faces,
+            skin_joint_names=np.array(SKIN_JOINT_NAMES),
+            skin_joint_parents=SKIN_JOINT_PARENTS,
+            hand_from_joint_bind=hand_from_joint_bind.astype(np.float32),
+            skin_weights=skin_weights.astype(np.float32),
+            vertex_part=vertex_part,
+            skin_joint_part=SKIN_JOINT_PART,
+            part_names=np.array([p.name for p in HandPart]),
+            mesh_coords=candidates[chosen],
+            mesh_coords_source=np.array(chosen),
+            mesh_grid_size=np.int32(MESH_GRID_SIZE),
+        )
+        os.replace(partial_asset, asset_path)
+    finally:
+        partial_asset.unlink(missing_ok=True)  # a failed write (a full disk) leaves nothing behind
     report = {
         "source": str(Path(glb_path).name),
         "source_sha256": glb_sha256,
@@ -297,13 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--glb", type=Path, default=DEFAULT_GLB, help="input right-hand .glb (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=DEFAULT_ASSET, help="output .npz (default: %(default)s)")
-    parser.add_argument(
-        "--report", type=Path, default=WEIGHTS_DIR / "hand_model_report.json", help="embedding comparison JSON"
-    )
-    parser.add_argument(
-        "--figure", type=Path, default=WEIGHTS_DIR / "hand_model_embeddings.png", help="embedding comparison PNG"
-    )
+    parser.add_argument("--report", type=Path, help="embedding comparison JSON (default: beside --out, NAME_report.json)")
+    parser.add_argument("--figure", type=Path, help="embedding comparison PNG (default: beside --out, NAME_embeddings.png)")
     args = parser.parse_args(argv)
+    # Beside the asset they describe: an asset written elsewhere leaves the shipped one's alone.
+    if args.report is None:
+        args.report = args.out.with_name(args.out.stem + "_report.json")
+    if args.figure is None:
+        args.figure = args.out.with_name(args.out.stem + "_embeddings.png")
     try:
         report = build_hand_asset(args.glb, args.out, args.report, args.figure)
     except GlbError as exc:
