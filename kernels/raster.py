@@ -237,11 +237,23 @@ def render_mesh(vertices_cam_m, faces, fx, fy, cx, cy, height, width, near_m=0.0
     """
     height = int(height)
     width = int(width)
+    vertices_cam_m = np.ascontiguousarray(vertices_cam_m)
+    faces = np.ascontiguousarray(faces, dtype=np.int32)
+    # The compiled rasteriser reads vertices by index unchecked: a face naming a vertex that
+    # is not there would read past the array instead of failing.
+    if vertices_cam_m.ndim != 2 or vertices_cam_m.shape[1] != 3:
+        raise ValueError(f"vertices must be (V, 3), got shape {vertices_cam_m.shape}")
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError(f"faces must be (F, 3), got shape {faces.shape}")
+    if faces.size and (faces.min() < 0 or faces.max() >= len(vertices_cam_m)):
+        raise ValueError(
+            f"faces name vertices {faces.min()}..{faces.max()}, but there are {len(vertices_cam_m)} vertices"
+        )
     depth_m = np.zeros((height, width), np.float32)
     face_index = np.full((height, width), -1, np.int32)
     barycentric = np.zeros((height, width, 3), np.float32)
-    rasterize_mesh(np.ascontiguousarray(vertices_cam_m),
-                   np.ascontiguousarray(faces, dtype=np.int32),
+    rasterize_mesh(vertices_cam_m,
+                   faces,
                    float(fx), float(fy), float(cx), float(cy), height, width,
                    float(near_m), depth_m, face_index, barycentric, 0)
     return depth_m, face_index, barycentric

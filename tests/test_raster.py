@@ -189,6 +189,18 @@ def test_near_plane_skips_triangle():
     assert np.all(fidx[fidx >= 0] == 1) and np.any(fidx == 1)
 
 
+def test_faces_naming_missing_vertices_are_an_error_not_a_read_past_the_array():
+    verts = np.array([[0.0, 0.0, 0.5], [0.01, 0.0, 0.5], [0.0, 0.01, 0.5]])
+    with pytest.raises(ValueError, match=r"faces name vertices 0\.\.5000, but there are 3 vertices"):
+        render_mesh(verts, np.array([[0, 1, 5000]]), FX, FY, CX, CY, H, W)
+    with pytest.raises(ValueError, match="faces must be"):
+        render_mesh(verts, np.array([0, 1, 2]), FX, FY, CX, CY, H, W)
+    with pytest.raises(ValueError, match="vertices must be"):
+        render_mesh(verts[:, :2], np.array([[0, 1, 2]]), FX, FY, CX, CY, H, W)
+    _, fidx, _ = render_mesh(verts, np.zeros((0, 3), np.int32), FX, FY, CX, CY, H, W)  # no faces: nothing drawn
+    assert not np.any(fidx >= 0)
+
+
 def test_buffer_shape_mismatch_raises():
     verts = np.array([[0.0, 0.0, 0.5], [0.01, 0.0, 0.5], [0.0, 0.01, 0.5]])
     faces = np.array([[0, 1, 2]], np.int32)
