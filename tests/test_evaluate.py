@@ -52,6 +52,11 @@ def test_evaluation_writes_metrics_plots_and_a_model_card(smoke_weights, tmp_pat
     assert "eval/training_curve.png" not in card  # an export keeps no training logs beside it
     assert "mean joint error after refit" in card and f"python -m tracker.evaluate --weights {weights} --frames 3" in card
     assert metrics["training_overlap"]["frames_that_are_training_samples"] == []
+    # Each results file says what made it: command, weights, data settings, machine and commit.
+    assert metrics["command"][:3] == ["python", "-m", "tracker.evaluate"] and "--frames" in metrics["command"]
+    assert metrics["weights"]["files"] == json.loads((weights / "dgn.json").read_text())["files"]
+    assert metrics["example_config"]["crop_frame"] == "ray" and "scene" in metrics["example_config"]
+    assert "git_commit" in metrics["machine"] and real["machine"] == metrics["machine"] and real["real_dir"]
     assert "None of these frames is a training sample" in card
     stdout = capsys.readouterr().out
     assert "held-out synthetic (3 frames)" in stdout and "no 8-bit network" in stdout
@@ -248,3 +253,18 @@ def test_held_out_frames_are_checked_against_the_training_stream(monkeypatch):
     assert overlap["training_stream_indices_checked"] == 500 + 3 * evaluate.TRAINING_INDEX_MARGIN
     assert overlap["frames_that_are_training_samples"] == [0, 1, 2, 3, 4]
     assert "share a seed" in evaluate._overlap_lines({"training_stream_indices_checked": 9, "frames_that_are_training_samples": [3]})[0]
+
+
+def test_weights_without_a_training_record_get_a_card_that_says_what_is_not_known(smoke_weights, tmp_path):
+    import tracker.evaluate as evaluate
+
+    # Exported by hand from a state dict: no training record at all.
+    manifest = {**json.loads((smoke_weights / "dgn.json").read_text()), "training": {}}
+    overlap = evaluate.training_stream_overlap(20, manifest, progress=False)
+    assert overlap == {"training_stream_indices_checked": None, "frames_that_are_training_samples": None}
+    synthetic = json.loads((evaluate.WEIGHTS_DIR / "eval" / "synthetic_metrics.json").read_text())
+    synthetic["training_overlap"] = overlap
+    card = tmp_path / "MODEL_CARD.md"
+    evaluate.write_model_card(card, manifest, synthetic, None, "python -m tracker.evaluate", None)
+    text = card.read_text()
+    assert "Samples seen: unknown" in text and "is not known" in text and "None of these frames" not in text

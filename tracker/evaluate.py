@@ -37,7 +37,8 @@ from tracker.lens import pinhole_view
 from tracker.segment import find_hand_center
 from tracker.sources import FolderSource, SourceError
 from tracker.synth.contact_sheet import colourise_depth, draw_skeleton, project
-from tracker.synth.dataset import sample_seed
+from tracker.machine import machine_info
+from tracker.synth.dataset import config_to_dict, sample_seed
 from tracker.synth.scene import render_sample
 from tracker.training_data import ExampleConfig, example_from_sample, make_example
 from tracker.training_history import TrainingHistoryError, load_training_history, plot_training_curve
@@ -67,6 +68,10 @@ def training_stream_overlap(count: int, manifest: dict, progress: bool = True) -
     from tracker.train import TRAIN_STREAM_SEED
 
     training = manifest.get("training") or {}
+    if not any(key in training for key in ("samples_seen_total", "samples_seen", "stream_end")):
+        # Weights exported without their training record: how far the stream went is not
+        # known, so no check could say the held-out frames are clear of it.
+        return {"training_stream_indices_checked": None, "frames_that_are_training_samples": None}
     drawn = int(training.get("samples_seen_total", training.get("samples_seen", 0)))
     # Lanes resume where each stopped, so the stream can end past the count drawn (by up to
     # a round of lanes x batch per stage); where the export records its end, check to there.
@@ -303,6 +308,8 @@ def _overlap_lines(overlap: dict | None) -> list[str]:
     if overlap is None:
         return []
     shared = overlap["frames_that_are_training_samples"]
+    if shared is None:
+        return ["Whether any of these frames is a training sample is not known: the weights do not record how much of the training stream they were trained on.", ""]
     # More than were drawn: the stream's end, with a margin for the data lanes' read-ahead.
     checked = (
         f"the first {overlap['training_stream_indices_checked']:,} samples of the training stream: to where the "
@@ -311,6 +318,10 @@ def _overlap_lines(overlap: dict | None) -> list[str]:
     if not shared:
         return [f"None of these frames is a training sample (their seeds checked against {checked}).", ""]
     return [f"Frames {shared} share a seed with one of {checked}, so they are training samples too.", ""]
+
+
+def _count(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else "unknown"
 
 
 def write_model_card(
@@ -348,7 +359,7 @@ def write_model_card(
         "",
         "## Training",
         "",
-        f"- Samples seen: {training.get('samples_seen', 'unknown'):,} in {training.get('steps', '?')} steps"
+        f"- Samples seen: {_count(training.get('samples_seen'))} in {training.get('steps', '?')} steps"
         f" (batch {recipe.get('batch_size', '?')} × {training.get('world_size', 1)} process(es)), {training.get('seconds', 0) / 60:.0f} min on {training.get('device', '?')}.",
     ]
     if training.get("examples_trained", training.get("samples_seen")) != training.get("samples_seen"):
@@ -506,11 +517,21 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     crop_frame = CropFrame(args.crop_frame) if args.crop_frame else crop_frame_of(manifest)
     example_config = ExampleConfig(crop_size=int(manifest["network"]["crop_size"]), cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame)
+    # What produced each results file, so a figure can be traced to its weights, data and code.
+    provenance = {
+        "command": ["python", "-m", "tracker.evaluate", *(sys.argv[1:] if argv is None else argv)],
+        "weights": {"directory": str(args.weights), "files": manifest.get("files")},
+        "example_config": config_to_dict(example_config),
+        "machine": machine_info(),
+    }
     synthetic = evaluate_synthetic(estimator, args.frames, example_config)
     synthetic["backend"] = args.backend
     synthetic["training_overlap"] = training_stream_overlap(args.frames, manifest)
+    synthetic.update(provenance)
     if synthetic["training_overlap"]["frames_that_are_training_samples"]:
         print(f"warning: held-out frames {synthetic['training_overlap']['frames_that_are_training_samples']} are also training samples (a shared 32-bit seed)")
+    elif synthetic["training_overlap"]["frames_that_are_training_samples"] is None:
+        print("warning: the weights do not record how much of the training stream they saw; whether any held-out frame is a training sample is not known")
     (out / "synthetic_metrics.json").write_text(json.dumps(synthetic, indent=2) + "\n")
     plot_success_curve(synthetic, out / "success_curve.png")
     write_sheet([synthetic_frame_row(estimator, example_config, f) for f in synthetic["worst_frames"]], out / "synthetic_worst.png")
@@ -521,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         int8 = evaluate_synthetic(int8_estimator, args.frames, example_config)
         int8["backend"] = "onnxruntime-int8"
         int8["quantization"] = manifest["onnx_int8"]
+        int8.update(provenance)
         (out / "synthetic_metrics_int8.json").write_text(json.dumps(int8, indent=2) + "\n")
     else:
         (out / "synthetic_metrics_int8.json").unlink(missing_ok=True)  # an earlier run's, for other weights
@@ -533,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         except SourceError as exc:  # a damaged frame in the folder
             print(f"error: {exc} (the synthetic results are in {out}; no model card was written)", file=sys.stderr)
             return 2
+        real.update(provenance, real_dir=str(args.real_dir))
         (out / "real_fitting.json").write_text(json.dumps(real, indent=2) + "\n")
         write_sheet(rows, out / "real_overlay.png")
     print(
