@@ -27,7 +27,8 @@
 #
 # If the export fails there, the archive holds state_dict.pt (the network's weights from the
 # last checkpoint) instead of export/: load it into a DualGridNet and write it out with
-# tracker.weights.export_weights.
+# tracker.weights.export_weights, passing the crop frame it was trained in (train.data.crop_frame
+# in the archive's config.json) and, as its training record, summary.json.
 #
 # Needs python3 with torch, numpy, numba, scipy, opencv-python-headless, onnx, onnxscript,
 # onnxruntime, tqdm, matplotlib and pytest. GPU_SESSION_SMOKE=1 runs every stage tiny and

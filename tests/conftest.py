@@ -14,6 +14,7 @@ def export_small_network(hand_model: HandModel, config, out_dir, cube_size_m: fl
     stands in for the trained one; returns the network (eval mode)."""
     import torch
 
+    from tracker.crop import CropFrame
     from tracker.network import DualGridNet
     from tracker.weights import export_weights
 
@@ -26,7 +27,7 @@ def export_small_network(hand_model: HandModel, config, out_dir, cube_size_m: fl
         for _ in range(3):
             network(torch.randn(4, 1, config.crop_size, config.crop_size))
     network.eval()
-    export_weights(network, cube_size_m, out_dir)
+    export_weights(network, cube_size_m, out_dir, crop_frame=CropFrame.CAMERA)
     return network
 
 

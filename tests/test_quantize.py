@@ -19,6 +19,7 @@ onnx = pytest.importorskip("onnx")
 from conftest import export_small_network  # noqa: E402
 from tracker.backends import OnnxRuntimeInt8Backend, create_backend  # noqa: E402
 from tracker.cli import main as run_tracker  # noqa: E402
+from tracker.crop import CropFrame  # noqa: E402
 from tracker.estimator import HandEstimator  # noqa: E402
 from tracker.evaluate import EVAL_STREAM_SEED  # noqa: E402
 from tracker.network import DualGridNet, DualGridNetConfig  # noqa: E402
@@ -129,7 +130,7 @@ def test_without_an_int8_model_the_backend_says_how_to_make_one(small_weights, t
 
 def test_a_re_export_makes_the_int8_model_stale(small_weights, tmp_path, hand_model):
     weights = copy_weights(small_weights, tmp_path / "w")
-    export_weights(DualGridNet(hand_model.mesh_coords, SMALL).eval(), 0.26, weights)
+    export_weights(DualGridNet(hand_model.mesh_coords, SMALL).eval(), 0.26, weights, crop_frame=CropFrame.CAMERA)
     with pytest.raises(WeightsError, match="not listed"):
         create_backend("onnxruntime-int8", weights)
     # A manifest that lists the old 8-bit file beside a new float one.

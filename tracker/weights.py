@@ -160,10 +160,15 @@ def export_weights(
     cube_size_m: float,
     out_dir: str | Path,
     training: dict | None = None,
-    crop_frame: CropFrame = CropFrame.CAMERA,
+    *,
+    crop_frame: CropFrame,
     hand_model_sha256: str | None = None,
 ) -> dict:
     """Write dgn.pt, dgn.onnx and the manifest into ``out_dir``; returns the manifest.
+
+    ``crop_frame``: the frame the network was trained in (``data.crop_frame`` of its
+    training config). No default: weights labelled with the wrong frame run without error,
+    on crops whose targets are sheared by the ray's angle.
 
     ``hand_model_sha256``: of the hand model the network was built from (``HandModel.sha256``);
     by default the asset file's as it is now, which is only right if it has not changed since.
