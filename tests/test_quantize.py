@@ -28,7 +28,7 @@ from tracker.quantize import CALIBRATION_STREAM_SEED, chain_operators, main as q
 from tracker.synth.dataset import sample_seed  # noqa: E402
 from tracker.train import TRAIN_STREAM_SEED  # noqa: E402
 from tracker.training_data import ExampleConfig, make_example  # noqa: E402
-from tracker.weights import MANIFEST, ONNX, ONNX_INT8, ONNX_OUTPUTS, STATE_DICT, WEIGHTS_DIR, WeightsError, crop_frame_of, export_weights, load_manifest, random_input, reexport_onnx  # noqa: E402
+from tracker.weights import MANIFEST, ONNX, ONNX_INT8, ONNX_OUTPUTS, STATE_DICT, WEIGHTS_DIR, WeightsError, crop_frame_of, export_onnx, export_weights, load_manifest, random_input, reexport_onnx  # noqa: E402
 from tracker.weights import main as weights_main  # noqa: E402
 
 SMALL = DualGridNetConfig(image_channels=16, mesh_channels=16, feature_channels=8)
@@ -171,6 +171,32 @@ def test_a_reexport_rewrites_the_float_graph_from_the_state_dict(small_weights, 
     create_backend("onnxruntime-int8", tmp_path / "same").close()
     assert weights_main(["--weights", str(tmp_path / "same")]) == 0
     assert "dgn.pt, dgn.onnx, dgn_int8.onnx match dgn.json" in capsys.readouterr().out
+
+
+def test_the_weights_check_loads_and_runs_what_a_run_would(small_weights, tmp_path, hand_model, capsys):
+    # A manifest that lists nothing passes no checksum test by having none to fail.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / MANIFEST).write_text(json.dumps({**load_manifest(small_weights), "files": {}}))
+    assert weights_main(["--weights", str(empty)]) == 2
+    assert "lists no dgn.pt or dgn.onnx" in capsys.readouterr().err
+    # An ONNX graph of other parameters, listed with its own checksum: every file matches
+    # the manifest, but the graph does not compute the state dict's network.
+    weights = copy_weights(small_weights, tmp_path / "w")
+    export_onnx(DualGridNet(hand_model.mesh_coords, SMALL).eval(), weights / ONNX)
+    manifest = load_manifest(weights)
+    manifest["files"][ONNX] = hashlib.sha256((weights / ONNX).read_bytes()).hexdigest()
+    manifest["onnx_int8"]["quantized_from"] = manifest["files"][ONNX]
+    (weights / MANIFEST).write_text(json.dumps(manifest))
+    assert weights_main(["--weights", str(weights)]) == 2
+    assert "does not compute what dgn.pt does" in capsys.readouterr().err
+    # A graph onnxruntime cannot load at all.
+    (weights / ONNX).write_bytes(b"not a graph")
+    manifest["files"][ONNX] = hashlib.sha256(b"not a graph").hexdigest()
+    manifest["onnx_int8"]["quantized_from"] = manifest["files"][ONNX]
+    (weights / MANIFEST).write_text(json.dumps(manifest))
+    assert weights_main(["--weights", str(weights)]) == 2
+    assert "does not load or run in onnxruntime" in capsys.readouterr().err
 
 
 def test_a_reexport_that_does_not_match_torch_or_cannot_load_leaves_the_weights_as_they_were(small_weights, tmp_path, monkeypatch, hand_model, capsys):

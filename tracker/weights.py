@@ -207,6 +207,71 @@ def random_input(seed: int = 0, crop_size: int = 64) -> np.ndarray:
 REEXPORT_TOLERANCE = 1e-4
 
 
+def onnx_mismatch(network: DualGridNet, onnx_path: Path, tolerance: float | None = REEXPORT_TOLERANCE) -> str | None:
+    """How the ONNX graph at ``onnx_path`` differs from ``network`` on a crop-like input, or
+    None where every output has torch's shape and (unless ``tolerance`` is None: an 8-bit
+    graph) its values to ``tolerance``, relative to the output's largest magnitude."""
+    import onnxruntime
+
+    depth = random_input(seed=0, crop_size=network.config.crop_size)
+    with torch.no_grad():
+        expected = {name: value.numpy() for name, value in network(torch.from_numpy(depth)).items()}
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    actual = dict(zip(ONNX_OUTPUTS, session.run(list(ONNX_OUTPUTS), {ONNX_INPUT: depth})))
+    for name in ONNX_OUTPUTS:
+        if actual[name].shape != expected[name].shape:
+            return f"{name} is {actual[name].shape}, torch's {expected[name].shape}"
+        if tolerance is None:
+            continue
+        scale = max(float(np.abs(expected[name]).max()), 1e-6)
+        error = float(np.abs(actual[name] - expected[name]).max()) / scale
+        if not error < tolerance:
+            return f"{name} is {error:.2g} (relative) off torch's"
+    return None
+
+
+def check_weights(weights_dir: str | Path = WEIGHTS_DIR) -> dict:
+    """Load everything a run loads from ``weights_dir`` and check it, or raise WeightsError:
+    the float network and its ONNX export are there, every file matches its checksum, the
+    state dict fits the manifest's network and hand model, each ONNX graph runs and gives
+    torch's output shapes (the float one torch's values), the 8-bit network was made from
+    this float one, and a side classifier beside them loads. Returns the manifest."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise WeightsError(f"checking the ONNX graphs needs onnxruntime ({exc}); pip install onnxruntime") from exc
+    weights_dir = Path(weights_dir)
+    manifest = load_manifest(weights_dir)
+    missing = [name for name in (STATE_DICT, ONNX) if name not in manifest["files"]]
+    if missing:
+        raise WeightsError(f"{weights_dir / MANIFEST} lists no {' or '.join(missing)}: a weights folder holds the network and its ONNX export")
+    for name in manifest["files"]:
+        verified_path(weights_dir, name, manifest)
+    network, _ = load_network(weights_dir)
+    graphs = {ONNX: REEXPORT_TOLERANCE, ONNX_INT8: None}
+    for name, tolerance in graphs.items():
+        if name not in manifest["files"]:
+            continue
+        try:
+            mismatch = onnx_mismatch(network, weights_dir / name, tolerance)
+        except Exception as exc:  # onnxruntime raises its own types for graphs it cannot load or run
+            raise WeightsError(f"{weights_dir / name} does not load or run in onnxruntime: {type(exc).__name__}: {exc}") from exc
+        if mismatch is not None:
+            cure = f"python -m tracker.quantize --weights {weights_dir}" if name == ONNX_INT8 else f"python -m tracker.weights --weights {weights_dir} --reexport"
+            raise WeightsError(f"{weights_dir / name} does not compute what {STATE_DICT} does: its {mismatch}; remake it: {cure}")
+    if ONNX_INT8 in manifest["files"] and manifest.get("onnx_int8", {}).get("quantized_from") != manifest["files"][ONNX]:
+        raise WeightsError(f"{ONNX_INT8} was quantised from another {ONNX}; remake it: python -m tracker.quantize --weights {weights_dir}")
+    side = weights_dir / "side_classifier"
+    if side.exists():
+        from tracker import side_classifier
+
+        side_manifest = side_classifier.load_manifest(side)
+        for name in side_manifest["files"]:
+            verified_path(side, name, side_manifest)
+        side_classifier.load_side_network(side)
+    return manifest
+
+
 def reexport_onnx(weights_dir: str | Path = WEIGHTS_DIR) -> dict:
     """Rewrite ``dgn.onnx`` from the verified ``dgn.pt`` and its checksum in the manifest.
 
@@ -232,18 +297,9 @@ def reexport_onnx(weights_dir: str | Path = WEIGHTS_DIR) -> dict:
     model_replaced = False
     try:
         export_onnx(network, partial_model)
-        depth = random_input(seed=0, crop_size=network.config.crop_size)
-        with torch.no_grad():
-            expected = {name: value.numpy() for name, value in network(torch.from_numpy(depth)).items()}
-        session = onnxruntime.InferenceSession(str(partial_model), providers=["CPUExecutionProvider"])
-        actual = dict(zip(ONNX_OUTPUTS, session.run(list(ONNX_OUTPUTS), {ONNX_INPUT: depth})))
-        for name in ONNX_OUTPUTS:
-            if actual[name].shape != expected[name].shape:
-                raise WeightsError(f"the re-exported graph's {name} is {actual[name].shape}, torch's {expected[name].shape}; {weights_dir / ONNX} is left as it was")
-            scale = max(float(np.abs(expected[name]).max()), 1e-6)
-            error = float(np.abs(actual[name] - expected[name]).max()) / scale
-            if not error < REEXPORT_TOLERANCE:
-                raise WeightsError(f"the re-exported graph's {name} is {error:.2g} (relative) off torch's; {weights_dir / ONNX} is left as it was")
+        mismatch = onnx_mismatch(network, partial_model)
+        if mismatch is not None:
+            raise WeightsError(f"the re-exported graph's {mismatch}; {weights_dir / ONNX} is left as it was")
         manifest["files"][ONNX] = sha256_of(partial_model)
         with open(partial_manifest, "w") as f:
             f.write(json.dumps(manifest, indent=2) + "\n")
@@ -280,13 +336,9 @@ def main(argv: list[str] | None = None) -> int:
             if ONNX_INT8 in manifest["files"] and manifest.get("onnx_int8", {}).get("quantized_from") != manifest["files"][ONNX]:
                 print(f"{ONNX_INT8} was made from the previous graph; remake it: python -m tracker.quantize --weights {args.weights}")
         else:
-            manifest = load_manifest(args.weights)
-            for name in manifest["files"]:
-                verified_path(args.weights, name, manifest)
-            check_hand_model(manifest, HandModel.load(), args.weights)
-            if ONNX_INT8 in manifest["files"] and manifest.get("onnx_int8", {}).get("quantized_from") != manifest["files"].get(ONNX):
-                raise WeightsError(f"{ONNX_INT8} was quantised from another {ONNX}; remake it: python -m tracker.quantize --weights {args.weights}")
-            print(f"{args.weights}: {', '.join(manifest['files'])} match {MANIFEST}")
+            manifest = check_weights(args.weights)
+            side = "; the side classifier loads too" if (args.weights / "side_classifier").exists() else ""
+            print(f"{args.weights}: {', '.join(manifest['files'])} match {MANIFEST}, load, and the ONNX graphs compute the network{side}")
     except WeightsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
