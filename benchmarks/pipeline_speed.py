@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Imported here, not at the top: segmentation worker processes import this module again
     # when they start, and need none of torch, numba or the inference runtimes.
-    from tracker.backends import BACKENDS, create_backend
+    from tracker.backends import BACKENDS, BackendUnavailable, create_backend
 
     if args.frames < 1:
         parser.error("--frames must be at least 1")
@@ -171,23 +171,36 @@ def main(argv: list[str] | None = None) -> int:
     from tracker.pipeline import HandTracker, TrackerConfig, backend_options, default_segment_ahead, run_pipeline
     from tracker.sinks import JsonLinesSink
     from tracker.synth.dataset import config_to_dict
-    from tracker.weights import crop_frame_of, load_manifest
+    from tracker.hand_model import HandModelError
+    from tracker.sources import SourceError
+    from tracker.weights import WeightsError, crop_frame_of, load_manifest
 
-    hand_model = HandModel.load()
-    manifest = load_manifest()
+    # Weights and backend first: a missing runtime or damaged weights fail before the
+    # frames are rendered, not after.
+    try:
+        hand_model = HandModel.load()
+        manifest = load_manifest()
+        ahead = default_segment_ahead(args.backend) if args.segment_ahead is None else args.segment_ahead
+        config = TrackerConfig(cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest), segment_ahead=ahead)
+        backend = create_backend(args.backend, **backend_options(args.backend, ahead))
+    except (HandModelError, WeightsError, BackendUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory() as tmp:
         synthetic = SyntheticSource(seed=0, max_frames=args.frames, hand_model=hand_model)
         if args.input == "recording":
             recording = Path(tmp) / "hand.db3"
             print(f"recording {args.frames} synthetic frames ...")
-            write_recording(recording, synthetic.frames(), pace=False)
+            try:
+                write_recording(recording, synthetic.frames(), pace=False)
+            except SourceError as exc:
+                backend.close()
+                print(f"error: {exc} (--input memory measures without a recording)", file=sys.stderr)
+                return 2
             source = RecordingSource(recording, realtime=False)
         else:
             print(f"rendering {min(args.frames, 500)} synthetic frames ...")
             source = _LoopedFrames([synthetic.render(i)[0] for i in range(min(args.frames, 500))], args.frames)
-        ahead = default_segment_ahead(args.backend) if args.segment_ahead is None else args.segment_ahead
-        config = TrackerConfig(cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest), segment_ahead=ahead)
-        backend = create_backend(args.backend, **backend_options(args.backend, ahead))
         if args.replay_network:
             backend = _ReplayedNetwork(backend)
         tracker = HandTracker(HandEstimator(backend, hand_model), config)

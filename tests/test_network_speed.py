@@ -81,6 +81,36 @@ def test_pipeline_speed_writes_no_result_for_a_run_that_ended_early(tmp_path, mo
     assert "the run ended early (max frames; 12 of 30 frames)" in capsys.readouterr().err
 
 
+def test_pipeline_speed_fails_clearly_before_rendering_a_frame(tmp_path, monkeypatch, capsys):
+    import benchmarks.pipeline_speed as pipeline_speed
+    import tracker.backends
+    import tracker.sources
+    from tracker.backends import BackendUnavailable
+
+    def no_rendering(*args, **kwargs):
+        raise AssertionError("frames rendered before the backend was known to load")
+
+    def unavailable(name, *args, **kwargs):
+        raise BackendUnavailable(f"{name}: TensorRT is not installed")
+
+    monkeypatch.setattr(pipeline_speed, "SyntheticSource", no_rendering)
+    monkeypatch.setattr(tracker.backends, "create_backend", unavailable)
+    out = tmp_path / "pipeline.json"
+    assert pipeline_speed.main(["--backend", "tensorrt", "--frames", "30", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "error: tensorrt: TensorRT is not installed" in err and "Traceback" not in err and not out.exists()
+    # A recording that cannot be written (no RealSense SDK): the way round it is named.
+    monkeypatch.undo()
+
+    def no_sdk(*args, **kwargs):
+        raise tracker.sources.SourceError("writing a .db3 needs pyrealsense2")
+
+    monkeypatch.setattr(pipeline_speed, "write_recording", no_sdk)
+    assert pipeline_speed.main(["--frames", "30", "--segment-ahead", "0", "--out", str(out)]) == 2
+    assert "error: writing a .db3 needs pyrealsense2 (--input memory measures without a recording)" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_synthetic_throughput_writes_its_figures_and_the_workers_start_up_apart(tmp_path):
     import os
 
