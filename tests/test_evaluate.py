@@ -45,10 +45,15 @@ def test_evaluation_writes_metrics_plots_and_a_model_card(smoke_weights, tmp_pat
     parts = [(split["fraction_of_frames"], split["mean_joint_error_mm"]), (1 - split["fraction_of_frames"], split["mean_joint_error_mm_partly_outside"])]
     # The two groups' means, weighted by their shares, give the overall mean (float32 sums).
     assert sum(w * e for w, e in parts if e is not None) == pytest.approx(metrics["mean_joint_error_mm"], rel=1e-5)
+    segmented = metrics["segmentation_centred"]
+    # Cropped where the segmentation finds the hand: errors of the frames it finds, beside
+    # the same frames' errors with the centroid crop.
+    assert 0 < segmented["frames_with_a_hand_found"] <= 3 and segmented["mean_joint_error_mm"] > 0
+    assert segmented["median_centre_offset_mm"] >= 0 and segmented["mean_joint_error_mm_centroid_crop_same_frames"] > 0
     sheet = cv2.imread(str(out / "synthetic_worst.png"))
     assert sheet is not None and sheet.shape[1] == 3 * 2 * 200  # three frames, truth | estimate
     card = (weights / "MODEL_CARD.md").read_text()
-    assert "eval/synthetic_worst.png" in card
+    assert "eval/synthetic_worst.png" in card and "where the tracker's segmentation finds the hand" in card
     assert "eval/training_curve.png" not in card  # an export keeps no training logs beside it
     assert "mean joint error after refit" in card and f"python -m tracker.evaluate --weights {weights} --frames 3" in card
     assert metrics["training_overlap"]["frames_that_are_training_samples"] == []
