@@ -91,6 +91,20 @@ def test_the_pinhole_view_shows_the_scene_a_pinhole_camera_would():
     # Nearest neighbour: off by at most about a pixel's step of the plane's depth.
     step = np.abs(np.diff(expected, axis=1)).max()
     assert np.abs(depth - expected)[seen].max() < 1.5 * step
+    # Pixel by pixel: each pinhole pixel shows the stream pixel nearest to where its ray
+    # lands through the lens (an image of pixel numbers, remapped, names the one it took).
+    numbers = (np.arange(lens.width * lens.height, dtype=np.float32) + 1).reshape(lens.height, lens.width)
+    taken, _ = pinhole_view(numbers, lens)
+    u, v = np.meshgrid(np.arange(lens.width, dtype=np.float64), np.arange(lens.height, dtype=np.float64))
+    rays = np.stack([(u - pinhole.cx) / pinhole.fx, (v - pinhole.cy) / pinhole.fy, np.ones_like(u)], -1).reshape(-1, 3)
+    landed = project(rays, lens).reshape(lens.height, lens.width, 2)
+    nearest = np.rint(landed).astype(int)
+    inside = (nearest[..., 0] >= 0) & (nearest[..., 0] < lens.width) & (nearest[..., 1] >= 0) & (nearest[..., 1] < lens.height)
+    # (A ray landing within a thousandth of a pixel of a half-pixel boundary may round either way.)
+    clear = inside & np.all(np.abs(landed - np.floor(landed) - 0.5) > 1e-3, axis=-1)
+    expected_numbers = numbers[nearest[..., 1].clip(0, lens.height - 1), nearest[..., 0].clip(0, lens.width - 1)]
+    np.testing.assert_array_equal(taken[clear], expected_numbers[clear])
+    assert np.all(taken[~inside] == 0) and clear.mean() > 0.8
     # Without a lens model the frame is passed through untouched.
     plain = _tilted_plane_depth(pinhole)
     assert pinhole_view(plain, pinhole)[0] is plain
