@@ -470,6 +470,34 @@ def test_a_stall_after_some_steps_saves_them_in_a_checkpoint_first(tmp_path, mon
     assert state["stream_lanes"]["next"] == [6]  # a resume goes on with the seventh example
 
 
+class StreamStoppedWithItsGroup(SyntheticStream):
+    """The synthetic stream, whose worker, after a few examples, is ended with the training
+    process by a SIGTERM to the whole process group (torchrun, timeout, a job scheduler)."""
+
+    def __iter__(self):
+        import signal
+        import time
+
+        for count, example in enumerate(super().__iter__()):
+            if count == 6:
+                time.sleep(2.0)  # the trainer has (most likely) taken the batches made and waits for the next
+                os.kill(os.getppid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield example
+
+
+def test_a_stop_signal_that_ends_the_data_workers_too_still_ends_with_a_checkpoint_and_an_export(tmp_path, monkeypatch):
+    monkeypatch.setattr("tracker.train.SyntheticStream", StreamStoppedWithItsGroup)
+    stopping = SMOKE.__class__(**{**SMOKE.__dict__, "steps": 10, "workers": 1, "data_timeout_s": 60.0, "checkpoint_every": 100})
+    summary = train(stopping, tmp_path, progress=False)
+    # The loader fails as soon as its worker is gone, whatever batches were still queued: the
+    # steps the trainer had got to (the six examples make at most three) are kept.
+    assert summary["stopped_by"] == "SIGTERM" and summary["steps"] <= 3
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == summary["steps"]
+    _, manifest = load_network(tmp_path / "export")
+    assert manifest["training"]["steps"] == summary["steps"] and manifest["training"]["stopped_by"] == "SIGTERM"
+
+
 def test_the_loader_timeout_is_recognised_through_the_replay_thread():
     timeout = RuntimeError("DataLoader timed out after 5 seconds")
     wrapped = RuntimeError("the training data stream failed")

@@ -585,27 +585,34 @@ def train(
             if _agreed_flag(stop.requested, world_size, device):
                 break
     except RuntimeError as error:
-        if not _loader_timed_out(error):
-            raise
-        if world_size == 1 and step > (checkpointed_step or 0):
-            # The network and the stream position are sound (only the loader is stuck), so
-            # the steps since the last checkpoint need not be lost. Under DDP saving takes a
-            # collective that the other ranks, waiting in theirs, would not meet.
-            # Trained time up to the last step: the wait for the stuck loader trained nothing,
-            # and a resumed run's time budget and schedule go on from the step.
-            _save_checkpoint(
-                checkpoint, network, optimizer, step, samples_seen, examples_trained, config,
-                earlier_seconds + step_done - began, initialised_from, max_seconds, lanes,
-            )
-            checkpointed_step = step
-        if checkpointed_step is not None:
-            kept = f"{checkpoint} holds step {checkpointed_step} and the same command resumes from it"
-        else:
-            kept = "no checkpoint of this run had been written yet"
-        raise DataStalled(
-            f"no batch came from the data-loader workers in {config.data_timeout_s:g} s, so one of them is stuck "
-            f"(any message it printed is above); {kept}"
-        ) from error
+        # A stop signal sent to the whole process group (torchrun, timeout, kill -- -PGID, a
+        # job scheduler) ends the data-loader workers too, and the loader fails while this
+        # process waits for a batch: that is the stop, not a failure, and the run ends below
+        # as a stop does, with a checkpoint and an export. Under DDP the other ranks may be
+        # elsewhere in the step, so no orderly end can be agreed on: the error stands.
+        stopped_with_the_workers = world_size == 1 and stop.requested and not _loader_timed_out(error)
+        if not stopped_with_the_workers:
+            if not _loader_timed_out(error):
+                raise
+            if world_size == 1 and step > (checkpointed_step or 0):
+                # The network and the stream position are sound (only the loader is stuck), so
+                # the steps since the last checkpoint need not be lost. Under DDP saving takes a
+                # collective that the other ranks, waiting in theirs, would not meet.
+                # Trained time up to the last step: the wait for the stuck loader trained nothing,
+                # and a resumed run's time budget and schedule go on from the step.
+                _save_checkpoint(
+                    checkpoint, network, optimizer, step, samples_seen, examples_trained, config,
+                    earlier_seconds + step_done - began, initialised_from, max_seconds, lanes,
+                )
+                checkpointed_step = step
+            if checkpointed_step is not None:
+                kept = f"{checkpoint} holds step {checkpointed_step} and the same command resumes from it"
+            else:
+                kept = "no checkpoint of this run had been written yet"
+            raise DataStalled(
+                f"no batch came from the data-loader workers in {config.data_timeout_s:g} s, so one of them is stuck "
+                f"(any message it printed is above); {kept}"
+            ) from error
     finally:
         stop.__exit__(None, None, None)
         batches.close()  # stops the replay memory's loader thread now, not when collected
