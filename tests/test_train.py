@@ -86,6 +86,11 @@ def test_a_step_with_non_finite_gradients_is_skipped(tmp_path, monkeypatch):
     # The optimiser took the other steps only.
     state = torch.load(tmp_path / "last.pt", weights_only=True)["optimizer"]["state"]
     assert {float(v["step"]) for v in state.values()} == {SMOKE.steps - 1.0}
+    # Resumed, the run still counts the step skipped before.
+    monkeypatch.undo()
+    longer = SMOKE.__class__(**{**SMOKE.__dict__, "steps": SMOKE.steps + 2})
+    assert train(longer, tmp_path, progress=False)["skipped_steps"] == 1
+    assert load_network(tmp_path / "export")[1]["training"]["skipped_steps"] == 1
 
 
 def test_a_run_that_stays_non_finite_stops_with_a_clear_error(tmp_path, monkeypatch, capsys):
@@ -312,6 +317,21 @@ def test_a_run_resumes_only_in_the_crop_frame_it_was_trained_in(tmp_path, capsys
     assert "trained on camera-frame crops" in capsys.readouterr().err
     assert train_main(["--out", str(out), "--recipe", "smoke", "--steps", "6", "--crop-frame", "camera"]) == 0
     assert json.loads((out / "export" / "dgn.json").read_text())["crop_frame"] == "camera"
+
+
+def test_a_run_resumes_only_with_the_hand_model_it_was_trained_with(tmp_path, hand_model):
+    from tracker.train import ResumeError
+
+    train(SMOKE, tmp_path, progress=False)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["hand_model_sha256"] == hand_model.sha256
+    # As if the asset had been rebuilt since: the network's vertices would be sampled at
+    # other mesh coordinates.
+    state["hand_model_sha256"] = "0" * 64
+    torch.save(state, tmp_path / "last.pt")
+    longer = SMOKE.__class__(**{**SMOKE.__dict__, "steps": SMOKE.steps + 2})
+    with pytest.raises(ResumeError, match="trained with the hand model 000000000000"):
+        train(longer, tmp_path, progress=False)
 
 
 def test_a_resumed_run_keeps_its_time_budget_and_says_what_changed(tmp_path, capsys):

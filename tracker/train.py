@@ -338,6 +338,8 @@ def _save_checkpoint(
     initialised_from: dict | None,
     max_seconds: float | None,
     lanes: StreamLanes,
+    skipped_steps: int = 0,
+    hand_model_sha256: str | None = None,
 ) -> None:
     if not _all_finite(network):
         raise FloatingPointError(f"the network's weights are not finite at step {step}; {path} keeps the last good checkpoint")
@@ -354,6 +356,8 @@ def _save_checkpoint(
             "initialised_from": initialised_from,
             "max_seconds": max_seconds,  # the schedule's time budget, which a resume keeps
             "stream_lanes": lanes.to_dict(),  # where each lane of the sample stream goes on from
+            "skipped_steps": skipped_steps,
+            "hand_model_sha256": hand_model_sha256,  # the mesh the network samples, which a resume must keep
         },
         tmp,
     )
@@ -406,7 +410,7 @@ def train(
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     # samples_seen: examples taken from the rendered stream (where a resumed run picks it
     # up); examples_trained: batch size times steps, more than samples_seen with replay.
-    step, samples_seen, examples_trained, earlier_seconds = 0, 0, 0, 0.0
+    step, samples_seen, examples_trained, earlier_seconds, earlier_skipped = 0, 0, 0, 0.0, 0
     initialised_from = saved_lanes = None
     checkpoint = out_dir / "last.pt"
     if resume and checkpoint.is_file():
@@ -418,8 +422,16 @@ def train(
                 f"{checkpoint} was trained on {trained_in.value}-frame crops, not {CropFrame(config.data.crop_frame).value}; "
                 f"resume it with --crop-frame {trained_in.value}, or start afresh with --no-resume"
             )
+        trained_on = state.get("hand_model_sha256")
+        if trained_on is not None and hand_model.sha256 is not None and trained_on != hand_model.sha256:
+            raise ResumeError(
+                f"{checkpoint} was trained with the hand model {trained_on[:12]}..., but {hand_model.source} is now "
+                f"{hand_model.sha256[:12]}...; the network samples its vertices at that model's mesh coordinates. "
+                "Put that asset back to resume, or start afresh with --no-resume"
+            )
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
+        earlier_skipped = int(state.get("skipped_steps", 0))
         step, samples_seen = int(state["step"]), int(state["samples_seen"])
         examples_trained = int(state.get("examples_trained", samples_seen))
         earlier_seconds = float(state.get("train_seconds", 0.0))
@@ -500,7 +512,7 @@ def train(
     window_start, window_samples, window_rendered = time.perf_counter(), 0, 0
     last_terms: dict[str, float] = {}
     logged_step = step
-    skipped_steps = nonfinite_in_a_row = 0
+    skipped_steps, nonfinite_in_a_row = earlier_skipped, 0  # skipped over every segment of the run
     # The step the checkpoint file holds; None while it holds none of this run (a fresh
     # run started with --no-resume beside an old one).
     checkpointed_step: int | None = step if step > 0 else None
@@ -580,6 +592,7 @@ def train(
                     _save_checkpoint(
                         checkpoint, network, optimizer, step, samples_seen, examples_trained, config,
                         earlier_seconds + time.perf_counter() - began, initialised_from, max_seconds, lanes,
+                        skipped_steps, hand_model.sha256,
                     )
                 checkpointed_step = step
             if _agreed_flag(stop.requested, world_size, device):
@@ -603,6 +616,7 @@ def train(
                 _save_checkpoint(
                     checkpoint, network, optimizer, step, samples_seen, examples_trained, config,
                     earlier_seconds + step_done - began, initialised_from, max_seconds, lanes,
+                    skipped_steps, hand_model.sha256,
                 )
                 checkpointed_step = step
             if checkpointed_step is not None:
@@ -634,7 +648,10 @@ def train(
         summary["seconds_total"] = summary["seconds"] + initialised_from["seconds"]
     if rank == 0:
         handle.close()
-        _save_checkpoint(checkpoint, network, optimizer, step, samples_seen, examples_trained, config, summary["seconds"], initialised_from, max_seconds, lanes)
+        _save_checkpoint(
+            checkpoint, network, optimizer, step, samples_seen, examples_trained, config, summary["seconds"], initialised_from, max_seconds, lanes,
+            skipped_steps, hand_model.sha256,
+        )
         from tracker.machine import machine_info
 
         machine = machine_info()
