@@ -240,9 +240,10 @@ class DepthFrame:
 class HandCrop:
     """The network input: a fixed-size 3-D cube around the hand, resampled to S x S pixels.
 
-    depth: (S, S) float32, (z - center_cam_m[2]) / (cube_size_m / 2); values outside [-1, 1]
-        (in front of the cube as well as behind it), background and missing pixels are 1
-        (the far face of the cube).
+    depth: (S, S) float32, (z - centre depth) / (cube_size_m / 2), in the crop frame's axes:
+        z - center_cam_m[2] in the camera frame; in the ray frame, depth along the virtual
+        camera's axis minus |center_cam_m|. Values outside [-1, 1] (in front of the cube as
+        well as behind it), background and missing pixels are 1 (the far face of the cube).
     center_cam_m: (3,) float32 cube centre in the camera frame, metres.
     cube_size_m: edge length of the cube in metres.
     image_from_crop: (3, 3) float64 map from crop pixel (u, v, 1) to image pixel (homogeneous:
