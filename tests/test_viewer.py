@@ -159,6 +159,32 @@ def test_the_overlay_video_takes_frames_of_another_size_and_reports_a_refused_on
     sink.close()
 
 
+@pytest.mark.parametrize("name", ["v.mp4", "v.png"])
+def test_the_overlay_goes_into_place_only_when_closed(tmp_path, hand_model, name):
+    import cv2
+    import numpy as np
+
+    from tracker.pipeline import FrameResult
+    from tracker.types import CameraIntrinsics, DepthFrame
+    from tracker.viewer import VideoSink
+
+    k = CameraIntrinsics(64, 48, 50.0, 50.0, 31.5, 23.5)
+    target = tmp_path / name
+    target.write_bytes(b"an earlier run's overlay")
+
+    sink = VideoSink(target, hand_model)
+    for i in range(3):
+        sink.write(FrameResult(DepthFrame(np.full((48, 64), 500, np.uint16), 0.001, k, timestamp_ms=33.3 * i, frame_number=i), (), {}))
+    # A run killed now (no close) would leave the earlier file whole under its name.
+    assert target.read_bytes() == b"an earlier run's overlay"
+    sink.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    if name.endswith(".png"):
+        assert cv2.imread(str(target)).shape == (48, 64, 3)
+    else:
+        assert len(_video_frames(target)) == 3
+
+
 def test_a_video_path_that_cannot_be_written_fails_before_any_frame(tmp_path, hand_model):
     from tracker.viewer import VideoSink
 

@@ -103,6 +103,10 @@ class VideoSink:
             raise ValueError(f"cannot write {self.path}: permission denied")
         self.painter = painter or OverlayPainter(hand_model.faces)
         self.fps = fps
+        # Written under a hidden name and renamed into place when closed: a run killed
+        # outright leaves no unplayable file under the real name, nor an earlier run's
+        # video cut short. (The suffix stays last: OpenCV picks the container from it.)
+        self._writing = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
         self._writer = None
         self._last = None
         self._written = 0  # video frames so far
@@ -119,7 +123,7 @@ class VideoSink:
         if self._writer is None:
             h, w = image.shape[:2]
             self._size = (w, h)
-            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            self._writer = cv2.VideoWriter(str(self._writing), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
             if not self._writer.isOpened():
                 raise OSError(f"cannot write video {self.path} (OpenCV has no mp4v encoder here?)")
         if image.shape[:2] != self._size[::-1]:
@@ -165,10 +169,13 @@ class VideoSink:
             finally:
                 self._writer.release()
                 self._writer = None
+                os.replace(self._writing, self.path)
         if self._last is not None:
             image, self._last = self._last, None
-            if not cv2.imwrite(str(self.path), image):
+            if not cv2.imwrite(str(self._writing), image):
+                self._writing.unlink(missing_ok=True)
                 raise OSError(f"cannot write the overlay picture {self.path}")
+            os.replace(self._writing, self.path)
 
 
 def opencv_has_gui() -> bool:
