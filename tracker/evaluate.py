@@ -514,7 +514,7 @@ def write_model_card(
             "",
         ]
     if speed:
-        lines += ["## Speed (batch 1, median ms; `python -m benchmarks.network_speed --iterations 1000`)", "", "| result file | stage | median ms |", "|---|---|---|"]
+        lines += ["## Speed (batch 1, median ms; `python -m benchmarks.network_speed`, with the settings each result file records)", "", "| result file | stage | median ms |", "|---|---|---|"]
         for result_file, stages in speed.items():
             lines += [f"| {result_file} | {stage} | {ms:.2f} |" for stage, ms in stages.items() if ms is not None]
         lines.append("")
