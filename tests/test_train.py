@@ -378,6 +378,11 @@ def test_the_command_line_refuses_a_bad_learning_rate_and_warns_of_a_schedule_cu
     assert "end before the refit terms start (step 200)" in err and "warm-up" not in err
     train_module.main(["--out", str(tmp_path), "--recipe", "cpu", "--steps", "50"])
     assert "within the recipe's 100-step warm-up" in capsys.readouterr().err
+    # A fine-tune trains the refit terms from its first step: its weights are trained already.
+    configs = []
+    monkeypatch.setattr(train_module, "train", lambda config, *args, **kwargs: configs.append(config) or {"steps": 0, "samples_seen": 0, "seconds": 0.0, "skipped_steps": 0})
+    assert train_module.main(["--out", str(tmp_path), "--recipe", "cpu", "--steps", "150", "--init-from", "weights"]) == 0
+    assert configs[0].refit_start_step == 0 and "refit terms start" not in capsys.readouterr().err
 
 
 def test_a_time_budget_must_be_positive(tmp_path, capsys):

@@ -722,6 +722,10 @@ def main(argv: list[str] | None = None) -> int:
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if args.crop_frame is not None:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, crop_frame=CropFrame(args.crop_frame)))
+    if args.init_from is not None:
+        # Trained weights give a P_s the refit can follow from the first step: the delay that
+        # spares a fresh network's noise would only leave P_r and the joints untrained a while.
+        config = dataclasses.replace(config, refit_start_step=0)
     if config.steps < 1 or config.batch_size < 1 or config.workers < 0:
         parser.error("--steps and --batch-size must be >= 1, --workers >= 0")
     if args.max_minutes is not None and not args.max_minutes > 0:
