@@ -93,6 +93,15 @@ def test_a_step_with_non_finite_gradients_is_skipped(tmp_path, monkeypatch):
     assert load_network(tmp_path / "export")[1]["training"]["skipped_steps"] == 1
 
 
+def test_weights_count_as_finite_only_with_finite_batchnorm_statistics():
+    from tracker.train import _all_finite
+
+    network = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    assert _all_finite(network)
+    network[1].running_var[0] = float("nan")  # exported with the weights, so it counts
+    assert not _all_finite(network)
+
+
 def test_a_run_that_stays_non_finite_stops_with_a_clear_error(tmp_path, monkeypatch, capsys):
     import tracker.train as train_module
 

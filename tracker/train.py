@@ -299,7 +299,8 @@ def _ignore_interrupts(worker_id: int) -> None:
 
 
 def _all_finite(network) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in network.parameters())
+    """Parameters and floating-point buffers (BatchNorm's running statistics, exported too)."""
+    return all(bool(torch.isfinite(v).all()) for v in network.state_dict().values() if v.is_floating_point())
 
 
 #: Consecutive steps with non-finite gradients after which a run stops: the data or the
@@ -587,6 +588,10 @@ def train(
                 if step % config.log_every == 0 or step == config.steps:
                     log_row()
             if step % config.checkpoint_every == 0:
+                if world_size > 1 and not _all_finite(network):
+                    # Checked on every rank (DDP keeps their weights equal), so all stop here
+                    # together instead of the others waiting in a collective for rank 0.
+                    raise FloatingPointError(f"the network's weights are not finite at step {step}; {checkpoint} keeps the last good checkpoint")
                 _merge_lanes(lanes, world_size, device)  # every rank: a collective
                 if rank == 0:
                     _save_checkpoint(
