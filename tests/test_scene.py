@@ -89,6 +89,52 @@ def test_forearm_and_distractors_are_rendered_and_labelled(hand_model):
     assert {SceneLabel.FOREARM, SceneLabel.BODY, SceneLabel.TABLE} <= seen
 
 
+def test_the_arm_reaches_away_from_the_camera_or_across_and_runs_on(hand_model):
+    from tracker.synth.scene import FOREARM_REFERENCE_LENGTH_M, arm_rise_m, posed_forearm
+
+    config = dataclasses.replace(CLEAN, render_window_m=None)
+    rises, lengths = [], []
+    for seed in range(40):
+        sample = render_sample(hand_model, config, seed)
+        rises.append(arm_rise_m(sample.pose))
+        arm, _ = posed_forearm(sample.pose, config)
+        lengths.append(float(np.linalg.norm(arm[-1] - sample.pose.cam_from_hand[:3, 3])))
+    # No elbow more than 5 cm nearer the camera than the wrist; most arms recede.
+    assert max(rises) <= config.max_arm_rise_m and np.mean(np.array(rises) < 0) > 0.5
+    # Forearm and upper arm in one (55 cm for a hand of template size, scaled with the hand).
+    assert min(lengths) > 0.4 and FOREARM_REFERENCE_LENGTH_M < config.forearm_length_m
+    # The rise is measured where the tube's axis is, a forearm's length along it.
+    pose = render_sample(hand_model, config, 3).pose
+    reference = dataclasses.replace(config, forearm_length_m=FOREARM_REFERENCE_LENGTH_M)
+    cap = posed_forearm(pose, reference)[0][-1]
+    assert arm_rise_m(pose) == pytest.approx(pose.cam_from_hand[2, 3] - cap[2], abs=1e-9)
+
+
+def test_a_desk_or_wall_never_cuts_through_the_hand_or_the_arm(hand_model, monkeypatch):
+    import tracker.synth.scene as scene
+    from tracker.synth.scene import plane_clear_of, posed_forearm
+
+    # Moved back along its normal just far enough: the nearest point then rests on it.
+    points = np.array([[0.0, 0.0, 0.5], [0.0, 0.1, 0.5]])
+    moved = plane_clear_of(np.array([0.0, 0.05, 0.0]), np.array([0.0, -1.0, 0.0]), points)
+    assert moved[1] == pytest.approx(0.1)
+    assert np.all(plane_clear_of(np.array([0.0, 0.3, 0.0]), np.array([0.0, -1.0, 0.0]), points) == [0.0, 0.3, 0.0])
+    planes = []
+    composite = scene.composite_plane
+    monkeypatch.setattr(scene, "composite_plane", lambda point, normal, *args: planes.append((point, normal)) or composite(point, normal, *args))
+    config = dataclasses.replace(CLEAN, table_probability=1.0)
+    drawn = 0
+    for seed in range(30):
+        planes.clear()
+        sample = render_sample(hand_model, config, seed)
+        drawn += len(planes)
+        for point, normal in planes:
+            occupied = np.vstack([sample.vertices, posed_forearm(sample.pose, config)[0]])
+            assert np.min((occupied - point) @ normal) >= -1e-9, seed
+            assert -point @ normal > 0  # the camera is in front of it
+    assert drawn >= 20  # (a plane the camera would be behind is left out)
+
+
 def test_noise_changes_depth_but_not_ground_truth(hand_model):
     clean = render_sample(hand_model, CLEAN, 21)
     noisy = render_sample(hand_model, dataclasses.replace(CLEAN, noise_probability=1.0), 21)

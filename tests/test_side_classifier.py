@@ -51,6 +51,18 @@ def test_crop_is_the_one_make_example_cuts(hand_model):
     np.testing.assert_array_equal(ours["depth"], make_example(hand_model, camera_frame, seed)["depth"][0])
 
 
+def test_the_classifier_renders_the_scenes_the_shipped_one_was_trained_and_measured_on():
+    import json
+
+    from tracker.synth.dataset import config_to_dict
+
+    shipped = json.loads((sc.SIDE_WEIGHTS_DIR / "side.json").read_text())["training"]["config"]["data"]["example"]["scene"]
+    now = config_to_dict(sc.DataConfig().example.scene)
+    assert {key: now[key] for key in shipped} == shipped
+    # Settings added since: at the values that render what it was trained on.
+    assert now["max_arm_rise_m"] is None and now["table_clear_of_arm"] is False
+
+
 def test_augmentation_mirrors_labels_and_keeps_range(held_out):
     tensors = {
         k: torch.from_numpy(np.ascontiguousarray(held_out[k]))

@@ -65,7 +65,7 @@ from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, make_crop, resample
 from tracker.side_inference import ONNX, ONNX_INPUT, ONNX_OUTPUT, SideClassifier
 from tracker.synth.dataset import config_to_dict, sample_seed
 from tracker.synth.pose_sampler import PALM_CENTRE_HAND_M
-from tracker.synth.scene import SceneLabel, render_sample
+from tracker.synth.scene import SceneConfig, SceneLabel, render_sample
 from tracker.training_data import ExampleConfig, hand_centroid
 from tracker.types import Handedness, Joint
 from tracker.weights import WEIGHTS_DIR, WeightsError, sha256_of, verified_path
@@ -223,7 +223,16 @@ def count_parameters(network: nn.Module) -> int:
 
 @dataclass(frozen=True)
 class DataConfig:
-    example: ExampleConfig = field(default_factory=ExampleConfig)
+    #: The scenes the shipped classifier was trained and measured on: a 25 cm forearm in any
+    #: direction, desk and wall planes placed without regard to the arm (the hand network's
+    #: scenes have since become more like a user's).
+    example: ExampleConfig = field(
+        default_factory=lambda: ExampleConfig(
+            scene=dataclasses.replace(
+                SceneConfig(), render_window_m=0.45, forearm_length_m=0.25, max_arm_rise_m=None, table_clear_of_arm=False
+            )
+        )
+    )
     #: Render every other sample as a real (mirrored-model) left hand; False renders right
     #: hands only, so left examples are mirrored crops (the shortcut ablation, see the docstring).
     render_left_hands: bool = True

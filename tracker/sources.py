@@ -1079,13 +1079,14 @@ def render_hand_pose(
 
     Returns (depth (H, W) uint16 in units of ``depth_scale_m``, 0 = no data; the
     ``PosedHand`` with vertices and 21 joints in the camera frame, metres; number of pixels
-    where the hand is the visible surface). The forearm (optional) uses the scene's default
-    dimensions, its length ``arm_length_m`` if given; ``noise`` is a ``StereoNoiseModel``
+    where the hand is the visible surface). The forearm (optional) has the scene's default
+    cross-section and is ``arm_length_m`` long (a forearm's length, 25 cm, if not given);
+    ``noise`` is a ``StereoNoiseModel``
     (None: clean depth) drawn from ``rng``.
     """
     from kernels.raster import rasterize_mesh
     from kernels.sensor_noise import apply_stereo_noise
-    from tracker.synth.scene import SceneConfig, posed_forearm, to_depth_units
+    from tracker.synth.scene import FOREARM_REFERENCE_LENGTH_M, SceneConfig, posed_forearm, to_depth_units
 
     h, w = intrinsics.height, intrinsics.width
     k = (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy)
@@ -1096,8 +1097,8 @@ def render_hand_pose(
     rasterize_mesh(posed.vertices, posed.faces, *k, h, w, near_m, depth, face_index, bary, 0)
     n_hand_faces = len(posed.faces)
     if forearm:
-        scene = None if arm_length_m is None else dataclasses.replace(SceneConfig(), forearm_length_m=arm_length_m)
-        vertices, faces = posed_forearm(pose, scene)
+        length = FOREARM_REFERENCE_LENGTH_M if arm_length_m is None else arm_length_m
+        vertices, faces = posed_forearm(pose, dataclasses.replace(SceneConfig(), forearm_length_m=length))
         rasterize_mesh(vertices, faces, *k, h, w, near_m, depth, face_index, bary, n_hand_faces)
     hand_pixels = int(np.count_nonzero((face_index >= 0) & (face_index < n_hand_faces)))
     if noise is not None:
@@ -1245,13 +1246,10 @@ class SyntheticSource(FrameSource):
 
     @staticmethod
     def _elbow_rise_m(pose) -> float:
-        """How much nearer the camera a forearm's length (the scene's default) along the arm
-        is than the wrist."""
-        from tracker.synth.scene import posed_forearm
+        """How much nearer the camera than the wrist the arm is a forearm's length along it."""
+        from tracker.synth.scene import arm_rise_m
 
-        vertices, _ = posed_forearm(pose)
-        # The forearm frame's origin is the hand frame's; its last vertex is the far cap's centre.
-        return float(pose.cam_from_hand[2, 3] - vertices[-1, 2])
+        return arm_rise_m(pose)
 
     def _pose_from(self, a: _Keyframe, b: _Keyframe, e: float):
         from scipy.spatial.transform import Rotation, Slerp

@@ -2,8 +2,9 @@
 
 The synthetic data generator (``tracker.synth.dataset``), the synthetic live source and the
 tests call ``render_sample(model, config, seed)``. It draws a camera and a hand pose from the
-seed, poses the hand model, attaches a forearm at the wrist, optionally places a torso and a
-table plane, rasterises everything into one z-buffer with per-pixel ground truth (mesh
+seed, poses the hand model, attaches an arm at the wrist (reaching away from the camera or
+across, long enough to run on out of view), optionally places a torso and a desk or wall
+plane (behind the hand and the arm), rasterises everything into one z-buffer with per-pixel ground truth (mesh
 coordinate, part label), corrupts the depth with the stereo noise model and quantises it
 to the device's depth unit, as a camera would deliver it.
 """
@@ -73,11 +74,20 @@ class SceneConfig:
     #: Probability that the sensor noise is applied at all (clean samples help early training).
     noise_probability: float = 1.0
     forearm: bool = True
-    #: Forearm length and elliptic cross-section (half-widths, lateral x dorsal) at the wrist and
-    #: at the far end, metres, for a hand of template size.
-    forearm_length_m: float = 0.25
+    #: Arm length and elliptic cross-section (half-widths, lateral x dorsal) at the wrist and
+    #: at the far end, metres, for a hand of template size. Forearm and upper arm are one
+    #: tube, long enough to run on out of view as a real arm does, instead of ending in mid-air.
+    forearm_length_m: float = 0.55
     forearm_radii_wrist_m: tuple[float, float] = (0.027, 0.019)
     forearm_radii_far_m: tuple[float, float] = (0.035, 0.027)
+    #: How much nearer the camera than the wrist the arm may come a forearm's length
+    #: (``FOREARM_REFERENCE_LENGTH_M``) from it, metres; poses with the elbow nearer are drawn
+    #: again. A user faces the camera: the arm reaches away from it or across, rarely at it
+    #: past the hand. None: any direction.
+    max_arm_rise_m: float | None = 0.05
+    #: A desk or wall plane stays behind the hand and the arm (touching them at most),
+    #: instead of cutting through them.
+    table_clear_of_arm: bool = True
     body_probability: float = 0.3
     table_probability: float = 0.3
     #: Re-draw the pose when fewer hand pixels than this are visible (hand hidden by the forearm).
@@ -158,10 +168,13 @@ def render_sample(model: HandModel, config: SceneConfig, seed: int) -> Synthetic
     vertex_labels = model.vertex_part.astype(np.int16)
     for _ in range(100):
         pose = sample_hand_pose(rng, sensor, config.pose)
+        if config.forearm and config.max_arm_rise_m is not None and arm_rise_m(pose) > config.max_arm_rise_m:
+            continue
         intrinsics = sensor if config.render_window_m is None else _window(sensor, pose, config.render_window_m)
         h, w = intrinsics.height, intrinsics.width
         k = (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy)
         posed = model.pose(pose.local_rotations, pose.bone_scales, pose.cam_from_hand, pose.handedness)
+        fa_vertices, fa_faces = posed_forearm(pose, config) if config.forearm else (np.zeros((0, 3)), np.zeros((0, 3), np.int32))
         depth = np.zeros((h, w), np.float32)
         face_index = np.full((h, w), -1, np.int32)
         bary = np.zeros((h, w, 3), np.float32)
@@ -169,13 +182,13 @@ def render_sample(model: HandModel, config: SceneConfig, seed: int) -> Synthetic
         # Distractors first: the meshes then claim only pixels where they are nearer, so
         # face_index >= 0 means "a mesh is the visible surface".
         if rng.uniform() < config.table_probability:
-            _add_table(rng, pose, k, depth, labels, config)
+            occupied = np.vstack([posed.vertices, fa_vertices]) if config.table_clear_of_arm else None
+            _add_table(rng, pose, k, depth, labels, config, occupied)
         if rng.uniform() < config.body_probability:
             _add_body(rng, pose, k, depth, labels)
         rasterize_mesh(posed.vertices, posed.faces, *k, h, w, config.near_m, depth, face_index, bary, 0)
         n_hand_faces = len(posed.faces)
         if config.forearm:
-            fa_vertices, fa_faces = posed_forearm(pose, config)
             rasterize_mesh(fa_vertices, fa_faces, *k, h, w, config.near_m, depth, face_index, bary, n_hand_faces)
             labels[face_index >= n_hand_faces] = SceneLabel.FOREARM
         hand_face_index = np.where(face_index < n_hand_faces, face_index, -1)
@@ -229,6 +242,26 @@ def _window(sensor: CameraIntrinsics, pose: HandPose, side_m: float) -> CameraIn
     return CameraIntrinsics(max(x1 - x0, 1), max(y1 - y0, 1), sensor.fx, sensor.fy, sensor.cx - x0, sensor.cy - y0)
 
 
+#: Where along the arm ``arm_rise_m`` looks by default: a forearm's length from the wrist
+#: (for a hand of template size), about where the elbow is.
+FOREARM_REFERENCE_LENGTH_M = 0.25
+
+
+def arm_rise_m(pose: HandPose, along_m: float = FOREARM_REFERENCE_LENGTH_M) -> float:
+    """How much nearer the camera than the wrist the arm's axis is ``along_m`` from it
+    (scaled with the hand, as the arm is), metres: > 0 when the arm comes towards the camera."""
+    direction = pose.cam_from_hand[:3, :3] @ _hand_from_forearm(pose)[:, 2]
+    return float(-direction[2] * along_m * _hand_scale(pose))
+
+
+def _hand_from_forearm(pose: HandPose) -> np.ndarray:
+    hand_from_forearm = pose.hand_from_forearm_rotation
+    if pose.handedness == Handedness.LEFT:
+        mirror = np.diag([-1.0, 1.0, 1.0])
+        hand_from_forearm = mirror @ hand_from_forearm @ mirror
+    return hand_from_forearm
+
+
 def posed_forearm(pose: HandPose, config: SceneConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The forearm tube at the wrist of ``pose``: (vertices (N, 3) camera frame metres, faces (M, 3))."""
     config = config or SceneConfig()
@@ -238,22 +271,32 @@ def posed_forearm(pose: HandPose, config: SceneConfig | None = None) -> tuple[np
         tuple(r * scale for r in config.forearm_radii_wrist_m),
         tuple(r * scale for r in config.forearm_radii_far_m),
     )
-    hand_from_forearm = pose.hand_from_forearm_rotation
-    if pose.handedness == Handedness.LEFT:
-        mirror = np.diag([-1.0, 1.0, 1.0])
-        hand_from_forearm = mirror @ hand_from_forearm @ mirror
-    cam_from_forearm = pose.cam_from_hand[:3, :3] @ hand_from_forearm
+    cam_from_forearm = pose.cam_from_hand[:3, :3] @ _hand_from_forearm(pose)
     return vertices @ cam_from_forearm.T + pose.cam_from_hand[:3, 3], faces
 
 
-def _add_table(rng, pose: HandPose, k, depth, labels, config: SceneConfig) -> None:
+def _add_table(rng, pose: HandPose, k, depth, labels, config: SceneConfig, occupied: np.ndarray | None = None) -> None:
     # A plane under or behind the hand, tilted at random: a desk or a wall.
     wrist = pose.cam_from_hand[:3, 3]
     normal = Rotation.from_euler("xz", rng.uniform(-35, 35, size=2), degrees=True).apply([0.0, -1.0, 0.0])
     if rng.uniform() < 0.5:  # a wall facing the camera instead of a desk below
         normal = Rotation.from_euler("xy", rng.uniform(-30, 30, size=2), degrees=True).apply([0.0, 0.0, -1.0])
     point = wrist - normal * rng.uniform(0.08, 0.4)
+    if occupied is not None:
+        point = plane_clear_of(point, normal, occupied)
+        if -point @ normal <= 0:
+            return  # the camera would be behind the desk, which would hide everything
     composite_plane(point, normal, *k, depth, labels, np.int16(SceneLabel.TABLE), config.max_depth_m)
+
+
+def plane_clear_of(point: np.ndarray, normal: np.ndarray, occupied: np.ndarray) -> np.ndarray:
+    """A point of the plane (through ``point``, facing ``normal``) moved back along the normal
+    until every one of the ``occupied`` (N, 3) points is on its front side or on it: a hand
+    or an arm that reached through the plane now rests on it."""
+    if len(occupied) == 0:
+        return point
+    reach = float(np.min((occupied - point) @ normal))
+    return point + normal * min(reach, 0.0)
 
 
 def _add_body(rng, pose: HandPose, k, depth, labels) -> None:
