@@ -82,6 +82,17 @@ def test_windowed_scenes_cannot_go_into_shards(tmp_path):
         generate_dataset(tmp_path, num_samples=1, config=SceneConfig(render_window_m=0.4), progress=False)
 
 
+def test_the_mask_target_is_hand_only_where_the_camera_measured_depth(hand_model):
+    from tracker.training_data import ExampleConfig, make_example
+
+    for seed in range(6):
+        example = make_example(hand_model, ExampleConfig(), seed)
+        hand, depth = example["hand_mask"][0] > 0, example["depth"][0]
+        # The clean render's hand pixels that the noise left without depth (1: no data, or
+        # beyond the cube) are not hand: the network cannot see them.
+        assert hand.any() and np.all(depth[hand] < 1.0)
+
+
 def test_a_left_hand_reaches_the_network_mirrored_into_a_right_one(hand_model):
     import dataclasses
 

@@ -79,7 +79,9 @@ def example_from_sample(sample: SyntheticSample, config: ExampleConfig, seed: in
         "depth": crop.depth[None],
         "mesh_coords": np.where(valid[..., None], coords, 0.0).transpose(2, 0, 1).astype(np.float32),
         "coords_valid": valid[None].astype(np.float32),
-        "hand_mask": mask[None].astype(np.float32),
+        # Hand where the camera measured it: the clean render's mask also covers the holes,
+        # dropouts and shadows the noise made, which the mask head would learn to call hand.
+        "hand_mask": (mask & (crop.depth < 1.0))[None].astype(np.float32),
         "vertices": camera_to_crop(sample.vertices, crop),
         "joints": camera_to_crop(sample.joints, crop),
         "cube_size_m": np.float32(config.cube_size_m),
