@@ -64,7 +64,7 @@ from tqdm import tqdm
 from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, make_crop, resample
 from tracker.side_inference import ONNX, ONNX_INPUT, ONNX_OUTPUT, SideClassifier
 from tracker.synth.dataset import config_to_dict, sample_seed
-from tracker.synth.pose_sampler import PALM_CENTRE_HAND_M
+from tracker.synth.pose_sampler import PALM_CENTRE_HAND_M, PoseSamplerConfig
 from tracker.synth.scene import SceneConfig, SceneLabel, render_sample
 from tracker.training_data import ExampleConfig, hand_centroid
 from tracker.types import Handedness, Joint
@@ -224,12 +224,14 @@ def count_parameters(network: nn.Module) -> int:
 @dataclass(frozen=True)
 class DataConfig:
     #: The scenes the shipped classifier was trained and measured on: a 25 cm forearm in any
-    #: direction, desk and wall planes placed without regard to the arm (the hand network's
-    #: scenes have since become more like a user's).
+    #: direction, desk and wall planes placed without regard to the arm, right hands unless
+    #: a crop asks for a left one (the hand network's scenes have since become more like a
+    #: user's).
     example: ExampleConfig = field(
         default_factory=lambda: ExampleConfig(
             scene=dataclasses.replace(
-                SceneConfig(), render_window_m=0.45, forearm_length_m=0.25, max_arm_rise_m=None, table_clear_of_arm=False
+                SceneConfig(), render_window_m=0.45, forearm_length_m=0.25, max_arm_rise_m=None, table_clear_of_arm=False,
+                pose=dataclasses.replace(PoseSamplerConfig(), left_hand_probability=0.0),  # (each crop sets its side)
             )
         )
     )

@@ -60,8 +60,10 @@ class PoseSamplerConfig:
     bone_scale_jitter: float = 0.15
     #: Overall hand size relative to the template (adult hands vary about +-10 %).
     hand_size_range: tuple[float, float] = (0.9, 1.1)
-    #: Fraction of left hands (the right model mirrored).
-    left_hand_probability: float = 0.0
+    #: Fraction of left hands (the right model mirrored). The network sees a left hand's crop
+    #: mirrored, with the camera's occlusion shadows on the other side of every edge, so
+    #: half of the hands are left ones, as at a camera.
+    left_hand_probability: float = 0.5
     #: Keep the hand centre at least this far (metres, in the hand's plane) inside the image.
     image_margin_m: float = 0.05
     #: Probability that a finger ignores the shared grasp (pointing, counting gestures).
