@@ -73,6 +73,13 @@ def test_command_lines(dataset, tmp_path, capsys):
 
     image = cv2.imread(str(sheet))
     assert image is not None and image.shape[1] == 4 * 220 and image.shape[0] > 2 * 220
+    # Rendered from the same stream seed, the sheet shows the samples the shards hold.
+    from_shard, rendered = tmp_path / "from_shard.png", tmp_path / "rendered.png"
+    assert contact_sheet_main(["--shard", str(tmp_path / "d" / "shard-00000.npz"), "--out", str(from_shard), "--count", "2"]) == 0
+    assert contact_sheet_main(["--seed", "1", "--out", str(rendered), "--count", "2"]) == 0
+    # (The shard keeps depth in metres at another precision: a colour may round one level off.)
+    difference = np.abs(cv2.imread(str(from_shard)).astype(int) - cv2.imread(str(rendered)).astype(int))
+    assert difference.max() <= 1 and np.mean(difference > 0) < 0.01
     with pytest.raises(SystemExit):
         dataset_main(["--out", str(tmp_path / "e"), "--num-samples", "0"])
 

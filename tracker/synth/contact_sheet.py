@@ -131,7 +131,7 @@ def write_contact_sheet(rows: list[np.ndarray], path: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tracker.synth.dataset import ShardError, iter_shard_samples
+    from tracker.synth.dataset import ShardError, iter_shard_samples, sample_seed
     from tracker.synth.scene import SceneConfig, render_sample
     from tracker.hand_model import HandModel
 
@@ -141,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("out/synthetic_contact_sheet.png"), help="PNG to write")
     parser.add_argument("--count", type=int, default=8, help="number of samples (rows)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the first rendered sample")
+    parser.add_argument(
+        "--seed", type=int, default=0,
+        help="sample stream: the first COUNT samples that python -m tracker.synth.dataset --seed SEED writes (default %(default)s)",
+    )
     parser.add_argument("--shard", type=Path, help="read samples from a generated shard instead of rendering")
     args = parser.parse_args(argv)
     if args.count < 1:
@@ -156,10 +159,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     else:
         model = HandModel.load()
-        for seed in range(args.seed, args.seed + args.count):
-            s = render_sample(model, SceneConfig(), seed)
+        for index in range(args.count):
+            s = render_sample(model, SceneConfig(), sample_seed(args.seed, index))
             depth_m = s.depth.astype(np.float32) * s.depth_scale
-            rows.append(sample_row(depth_m, s.mask, s.mesh_coords, s.labels, s.joints, s.intrinsics, f"seed {seed}  z={s.joints[0, 2]:.2f} m"))
+            rows.append(sample_row(depth_m, s.mask, s.mesh_coords, s.labels, s.joints, s.intrinsics, f"seed {s.seed}"))
     path = write_contact_sheet(rows, args.out)
     print(f"wrote {path} ({len(rows)} samples)")
     return 0
