@@ -465,8 +465,8 @@ def write_model_card(
             "Cropped where the tracker's segmentation finds the hand in the whole image, as a run does, instead of on the true visible centroid:"
             f" {segmented['frames_with_a_hand_found']} of {synthetic['frames']} frames have a hand found, centred {segmented['median_centre_offset_mm']:.1f} mm from the centroid (median),"
             f" with a mean joint error of {segmented['mean_joint_error_mm']:.2f} mm ({segmented['mean_joint_error_mm_centroid_crop_same_frames']:.2f} mm on the same frames cropped on the centroid)."
-            f" In {segmented['fraction_centre_off_over_50mm']:.0%} of them the centre is more than 5 cm off: these scenes' forearm is a 25 cm tube that often ends in view,"
-            " pointing any way, and the segmentation, made for an arm that runs out of the image, then takes the tube's free end for the hand"
+            f" In {segmented['fraction_centre_off_over_50mm']:.0%} of them the centre is more than 5 cm off, the segmentation having taken another part of the scene for the hand"
+            " (as a rule the far end of an arm that ends in view: the scenes' arm is a 55 cm tube, and a real one runs on to the body)"
             + (
                 f"; on the others the error is {segmented['mean_joint_error_mm_centre_within_50mm']:.2f} mm ({segmented['mean_joint_error_mm_centroid_crop_centre_within_50mm']:.2f} mm cropped on the centroid)."
                 if segmented["mean_joint_error_mm_centre_within_50mm"] is not None
