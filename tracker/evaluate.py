@@ -150,7 +150,8 @@ def evaluate_synthetic(estimator: HandEstimator, count: int, config: ExampleConf
 
 def _segmentation_centred_error(estimator: HandEstimator, sample, config: ExampleConfig) -> tuple[float | None, float | None]:
     """The frame's mean joint error (mm) with the crop centred where the tracker's
-    segmentation finds the hand in the whole image, as a run does, instead of on the true
+    segmentation finds the hand in the rendered frame (the whole image, or the window of it
+    that ``config.scene.render_window_m`` renders), as a run does, instead of on the true
     visible centroid; and how far (mm) that centre is from the centroid. (None, None) where
     it finds no hand. The side is the true one: this measures the crop, not the side vote."""
     depth_m = sample.depth.astype(np.float32) * np.float32(sample.depth_scale)
@@ -462,11 +463,12 @@ def write_model_card(
     segmented = synthetic.get("segmentation_centred")
     if segmented and segmented["mean_joint_error_mm"] is not None:
         lines += [
-            "Cropped where the tracker's segmentation finds the hand in the whole image, as a run does, instead of on the true visible centroid:"
+            "Cropped where the tracker's segmentation finds the hand in the frame, as a run does, instead of on the true visible centroid"
+            " (the held-out frames are rendered as a window of the image 45 cm wide at the hand):"
             f" {segmented['frames_with_a_hand_found']} of {synthetic['frames']} frames have a hand found, centred {segmented['median_centre_offset_mm']:.1f} mm from the centroid (median),"
             f" with a mean joint error of {segmented['mean_joint_error_mm']:.2f} mm ({segmented['mean_joint_error_mm_centroid_crop_same_frames']:.2f} mm on the same frames cropped on the centroid)."
-            f" In {segmented['fraction_centre_off_over_50mm']:.0%} of them the centre is more than 5 cm off, the segmentation having taken another part of the scene for the hand"
-            " (as a rule the far end of an arm that ends in view: the scenes' arm is a 55 cm tube, and a real one runs on to the body)"
+            f" In {segmented['fraction_centre_off_over_50mm']:.0%} of them the centre is more than 5 cm off, the segmentation having taken another part of the scene,"
+            " mostly the arm, for the hand"
             + (
                 f"; on the others the error is {segmented['mean_joint_error_mm_centre_within_50mm']:.2f} mm ({segmented['mean_joint_error_mm_centroid_crop_centre_within_50mm']:.2f} mm cropped on the centroid)."
                 if segmented["mean_joint_error_mm_centre_within_50mm"] is not None
