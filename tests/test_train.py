@@ -127,24 +127,30 @@ def test_a_signal_ends_the_run_after_its_step_with_a_checkpoint_and_an_export(tm
     import tracker.train as train_module
 
     number = getattr(signal, name)
-    before = signal.getsignal(number)
+    # A job started in the background inherits SIGINT ignored, which the run rightly leaves
+    # so: the signal gets its interactive default for this test.
+    inherited = signal.signal(number, signal.default_int_handler if number == signal.SIGINT else signal.SIG_DFL)
+    try:
+        before = signal.getsignal(number)
 
-    def signal_on_third(call, terms):
-        if call == 3:
-            os.kill(os.getpid(), number)
-        return terms
+        def signal_on_third(call, terms):
+            if call == 3:
+                os.kill(os.getpid(), number)
+            return terms
 
-    _losses_with(monkeypatch, signal_on_third)
-    rc = train_module.main(["--out", str(tmp_path), "--recipe", "smoke", "--steps", "8"])
-    assert rc == 128 + number
-    captured = capsys.readouterr()
-    assert f"{name}: stopping after this step" in captured.err and "run the same command again to resume" in captured.out
-    # Step 3 was finished (not checkpointed by the schedule: every 2 steps) and kept.
-    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 3
-    assert [int(r["step"]) for r in _rows(tmp_path / "metrics.csv")] == [1, 2, 3]
-    _, manifest = load_network(tmp_path / "export")
-    assert manifest["training"]["steps"] == 3 and manifest["training"]["stopped_by"] == name
-    assert signal.getsignal(number) is before
+        _losses_with(monkeypatch, signal_on_third)
+        rc = train_module.main(["--out", str(tmp_path), "--recipe", "smoke", "--steps", "8"])
+        assert rc == 128 + number
+        captured = capsys.readouterr()
+        assert f"{name}: stopping after this step" in captured.err and "run the same command again to resume" in captured.out
+        # Step 3 was finished (not checkpointed by the schedule: every 2 steps) and kept.
+        assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 3
+        assert [int(r["step"]) for r in _rows(tmp_path / "metrics.csv")] == [1, 2, 3]
+        _, manifest = load_network(tmp_path / "export")
+        assert manifest["training"]["steps"] == 3 and manifest["training"]["stopped_by"] == name
+        assert signal.getsignal(number) is before
+    finally:
+        signal.signal(number, inherited)
 
 
 def test_a_second_signal_aborts_at_once(tmp_path, monkeypatch):
