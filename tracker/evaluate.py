@@ -42,7 +42,7 @@ from tracker.synth.contact_sheet import colourise_depth, draw_skeleton, project
 from tracker.machine import machine_info
 from tracker.synth.dataset import config_to_dict, sample_seed
 from tracker.synth.scene import render_sample
-from tracker.training_data import ExampleConfig, example_from_sample, hand_centroid, make_example
+from tracker.training_data import ExampleConfig, example_from_sample, make_example, measured_hand
 from tracker.training_history import TrainingHistoryError, load_training_history, plot_training_curve
 from tracker.types import CameraIntrinsics, Joint
 from tracker.weights import ONNX, ONNX_INT8, WEIGHTS_DIR, WeightsError, crop_frame_of, load_manifest
@@ -154,7 +154,7 @@ def _segmentation_centred_error(estimator: HandEstimator, sample, config: Exampl
     that ``config.scene.render_window_m`` renders), as a run does, instead of on the true
     visible centroid; and how far (mm) that centre is from the centroid. (None, None) where
     it finds no hand. The side is the true one: this measures the crop, not the side vote."""
-    depth_m = sample.depth.astype(np.float32) * np.float32(sample.depth_scale)
+    depth_m, centroid = measured_hand(sample)
     found = find_hand_center(depth_m, sample.intrinsics)
     if found is None:
         return None, None
@@ -163,7 +163,6 @@ def _segmentation_centred_error(estimator: HandEstimator, sample, config: Exampl
     joints = estimator.refit.fit(outputs["vertices"][0]).joints
     to_mm = 1000.0 * config.cube_size_m / 2
     error = float(np.linalg.norm(joints - camera_to_crop(sample.joints, crop), axis=1).mean() * to_mm)
-    centroid = hand_centroid(depth_m, sample.mask, sample.intrinsics, sample.joints.mean(0))
     return error, float(np.linalg.norm(found - centroid) * 1000.0)
 
 

@@ -66,7 +66,7 @@ from tracker.side_inference import ONNX, ONNX_INPUT, ONNX_OUTPUT, SideClassifier
 from tracker.synth.dataset import config_to_dict, sample_seed
 from tracker.synth.pose_sampler import PALM_CENTRE_HAND_M, PoseSamplerConfig
 from tracker.synth.scene import SceneConfig, SceneLabel, render_sample
-from tracker.training_data import ExampleConfig, hand_centroid
+from tracker.training_data import ExampleConfig, hand_centroid, measured_hand
 from tracker.types import Handedness, Joint
 from tracker.weights import WEIGHTS_DIR, WeightsError, sha256_of, verified_path
 
@@ -272,10 +272,9 @@ def render_crop(
     )
     scene = dataclasses.replace(config.scene, pose=pose_config)
     sample = render_sample(model, scene, seed)
-    depth_m = sample.depth.astype(np.float32) * np.float32(sample.depth_scale)
+    depth_m, centroid = measured_hand(sample)
     rng = np.random.default_rng([seed, 1])  # make_example's jitter stream
-    centre = hand_centroid(depth_m, sample.mask, sample.intrinsics, sample.joints.mean(0))
-    centre = centre + rng.normal(0.0, config.center_jitter_m, 3)
+    centre = centroid + rng.normal(0.0, config.center_jitter_m, 3)
     crop = make_crop(depth_m, sample.intrinsics, centre, config.cube_size_m, crop_size=config.crop_size)
     labels = resample(sample.labels, crop.image_from_crop, config.crop_size, int(SceneLabel.BACKGROUND))
     rotation, translation = sample.pose.cam_from_hand[:3, :3], sample.pose.cam_from_hand[:3, 3]

@@ -51,6 +51,14 @@ def hand_centroid(depth_m: np.ndarray, mask: np.ndarray, intrinsics, fallback: n
     return np.array([((u - intrinsics.cx) / intrinsics.fx * z).mean(), ((v - intrinsics.cy) / intrinsics.fy * z).mean(), z.mean()])
 
 
+def measured_hand(sample: SyntheticSample) -> tuple[np.ndarray, np.ndarray]:
+    """The sample's depth, (H, W) float32 metres, and the centroid of its measured hand
+    pixels, (3,) float64 camera frame (the joints' mean where too few are measured): the
+    crop centre before any jitter."""
+    depth_m = sample.depth.astype(np.float32) * np.float32(sample.depth_scale)
+    return depth_m, hand_centroid(depth_m, sample.mask, sample.intrinsics, sample.joints.mean(0))
+
+
 def make_example(model: HandModel, config: ExampleConfig, seed: int) -> dict[str, np.ndarray]:
     """One training example (numpy), see the module docstring.
 
@@ -64,10 +72,9 @@ def make_example(model: HandModel, config: ExampleConfig, seed: int) -> dict[str
 
 def example_from_sample(sample: SyntheticSample, config: ExampleConfig, seed: int) -> dict[str, np.ndarray]:
     """``make_example`` for an already rendered sample (its seed also draws the jitter)."""
-    depth_m = sample.depth.astype(np.float32) * np.float32(sample.depth_scale)
+    depth_m, centroid = measured_hand(sample)
     rng = np.random.default_rng([seed, 1])
-    centre = hand_centroid(depth_m, sample.mask, sample.intrinsics, sample.joints.mean(0))
-    centre = centre + rng.normal(0.0, config.center_jitter_m, 3)
+    centre = centroid + rng.normal(0.0, config.center_jitter_m, 3)
     # A left hand is mirrored into the right-hand network, targets with it, as at inference.
     crop = make_crop(
         depth_m, sample.intrinsics, centre, config.cube_size_m, sample.pose.handedness, crop_size=config.crop_size, frame=config.crop_frame
