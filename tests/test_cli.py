@@ -160,3 +160,16 @@ def test_output_and_recording_of_one_name_share_one_settings_file(tmp_path, monk
     for partial, path in written:
         os.replace(partial, path)
     assert json.loads((tmp_path / "session.config.json").read_text())["source"]["spec"] == "realsense"
+
+
+def test_mesh_format_without_a_mesh_folder_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--source", "synthetic", "--mesh-format", "obj"])
+    assert exit_info.value.code == 2
+    assert "--mesh-format needs --mesh-dir" in capsys.readouterr().err
+
+
+def test_output_to_a_device_keeps_no_settings_file_beside_it(capsys):
+    assert main(["--source", "synthetic", "--max-frames", "2", "--no-viewer", "--out", os.devnull]) == 0
+    assert not Path(os.devnull).with_name("null.config.json").exists()
+    assert "is not a regular file" in capsys.readouterr().err

@@ -984,3 +984,49 @@ def test_a_signal_the_user_ignores_stays_ignored(tmp_path, monkeypatch):
         assert seen == [signal.SIG_IGN] and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def test_an_input_fault_names_its_type_keeps_its_trace_and_is_never_an_empty_message():
+    from tracker.pipeline import HandTracker, TrackerConfig, describe_input_error, run_pipeline
+    from tracker.sources import SourceError
+
+    assert describe_input_error(SourceError("recording cut short")) == "recording cut short"
+    assert describe_input_error(IndexError("index 5 is out of bounds")) == "IndexError: index 5 is out of bounds"
+    assert describe_input_error(MemoryError()) == "MemoryError"
+
+    class Faulty(_ClosableSource):
+        def frames(self):
+            raise AssertionError()  # str() of it is ""
+            yield
+
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(handedness=Handedness.RIGHT))
+    summary = run_pipeline(Faulty(), tracker, [_Collect()], drop_old_frames=False)
+    assert summary.stopped_by == "input error" and summary.error == "AssertionError"
+    assert "Traceback" in summary.error_traceback and "in frames" in summary.error_traceback
+
+
+def test_a_signal_while_the_run_closes_keeps_why_it_ended():
+    from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
+    from tracker.types import CameraIntrinsics, DepthFrame
+
+    class SignalsWhileClosing(_Collect):
+        def close(self):  # Ctrl-C while a video is being finalised
+            os.kill(os.getpid(), signal.SIGINT)
+
+    intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
+    frames = [DepthFrame(np.zeros((48, 64), np.uint16), 0.001, intrinsics, i * 33.0, "cam", i) for i in range(2)]
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(handedness=Handedness.RIGHT))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever the test run inherited
+    try:
+        summary = run_pipeline(_ClosableSource(frames), tracker, [SignalsWhileClosing()], drop_old_frames=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert summary.stopped_by == "end of input"
+
+
+def test_a_frame_without_a_finite_timestamp_is_refused():
+    from tracker.types import CameraIntrinsics, DepthFrame
+
+    intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
+    with pytest.raises(ValueError, match="timestamp_ms must be finite"):
+        DepthFrame(np.zeros((48, 64), np.uint16), 0.001, intrinsics, float("nan"), "cam", 0)

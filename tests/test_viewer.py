@@ -191,3 +191,17 @@ def test_a_video_path_that_cannot_be_written_fails_before_any_frame(tmp_path, ha
     (tmp_path / "v.mp4").mkdir()
     with pytest.raises(ValueError, match="v.mp4: it is a folder"):
         VideoSink(tmp_path / "v.mp4", hand_model)
+
+
+def test_a_video_with_no_frames_leaves_an_earlier_file_and_says_so(tmp_path, hand_model, capsys):
+    from tracker.viewer import VideoSink
+
+    video = tmp_path / "hands.mp4"
+    video.write_bytes(b"an earlier run's video")
+    sink = VideoSink(video, hand_model)
+    sink.close()
+    sink.close()
+    assert video.read_bytes() == b"an earlier run's video"
+    assert capsys.readouterr().err.count("was not written: the file there is from before") == 1
+    VideoSink(tmp_path / "new.mp4", hand_model).close()
+    assert not (tmp_path / "new.mp4").exists() and capsys.readouterr().err == ""

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--viewer-3d", action="store_true", help="also show a live 3-D window (open3d, needs a display): depth points, hand mesh, skeleton")
     parser.add_argument("--mesh-dir", type=Path, help="write each frame's hand mesh (camera frame, metres) into this folder (one without meshes of an earlier run)")
-    parser.add_argument("--mesh-format", choices=["ply", "obj"], default="ply", help="mesh file format for --mesh-dir (default %(default)s)")
+    parser.add_argument("--mesh-format", choices=["ply", "obj"], help="mesh file format for --mesh-dir (default ply)")
     parser.add_argument("--record", type=Path, help="while tracking a live camera, record its depth to this .db3")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames have been tracked and written (frames dropped to keep up in real time "
         "do not count; the built-in input renders no more than this many either, default %d)" % DEFAULT_SYNTHETIC_FRAMES)
@@ -118,6 +118,8 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     kind = source_kind(spec)
     if args.record is not None and kind != "realsense":
         parser.error("--record needs a live camera source (realsense or realsense:SERIAL)")
+    if args.mesh_format is not None and args.mesh_dir is None:
+        parser.error("--mesh-format needs --mesh-dir (the folder the meshes go to)")
     if args.mesh_dir is not None:
         from tracker.mesh_output import check_mesh_directory
 
@@ -204,7 +206,9 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 f"over {len(sink.errors_mm)} frames",
                 file=sys.stderr,
             )
-    if summary.error:
+    if summary.error is not None:
+        if summary.error_traceback:
+            print(summary.error_traceback, end="", file=sys.stderr)
         print(f"error: input failed after {stats['frames']} frames (all of them written): {summary.error}", file=sys.stderr)
         return 1
     return 0
@@ -238,12 +242,20 @@ def _write_resolved_config(args, spec: str, source, config, manifest: dict) -> l
         "machine": machine_info(),
     }
     text = json.dumps(resolved, indent=2, default=str) + "\n"
-    paths = [] if is_standard_output(args.out) else [args.out.with_name(args.out.stem + ".config.json")]
+    paths = []
+    if is_standard_output(args.out):
+        pass
+    elif args.out.exists() and not args.out.is_file():
+        # /dev/null, a FIFO: no folder of results to keep settings in (and /dev/null.config.json
+        # would land in /dev).
+        print(f"note: the run's resolved settings are not saved: {args.out} is not a regular file", file=sys.stderr)
+    else:
+        paths.append(args.out.with_name(args.out.stem + ".config.json"))
     if args.record is not None:
         beside_recording = args.record.with_name(args.record.stem + ".config.json")
         if not any(p.resolve() == beside_recording.resolve() for p in paths):  # session.jsonl + session.db3: one file
             paths.append(beside_recording)
-    if not paths:
+    if not paths and is_standard_output(args.out):
         print("note: the run's resolved settings are not saved: the JSON lines go to standard output", file=sys.stderr)
     written = []
     try:
@@ -276,7 +288,7 @@ def _open_sinks(args, hand_model) -> list:
         if args.mesh_dir is not None:
             from tracker.mesh_output import MeshSink
 
-            sinks.append(MeshSink(args.mesh_dir, hand_model.faces, fmt=args.mesh_format))
+            sinks.append(MeshSink(args.mesh_dir, hand_model.faces, fmt=args.mesh_format or "ply"))
         if not args.no_viewer:
             if display_available():
                 sinks.append(WindowSink(hand_model, painter=painter))

@@ -17,6 +17,7 @@ import os
 import signal
 import threading
 import time
+import traceback
 from array import array
 from collections import deque
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from tracker.segment import SegmentConfig
 from tracker.side_vote import SideVote, SideVoteConfig
 from tracker.signals import SignalHandlers
 from tracker.smoothing import OneEuroFilter
+from tracker.sources import SourceError
 from tracker.types import DepthFrame, HandEstimate, Handedness
 
 
@@ -304,6 +306,8 @@ class RunSummary:
     processing_ms: array = field(default_factory=lambda: array("d"))
     stopped_by: str = "end of input"
     error: str | None = None
+    #: The input's traceback when it failed with something other than a SourceError.
+    error_traceback: str | None = None
 
     def stats(self) -> dict:
         """Counts and rates; the latency percentiles are None when no frame was processed."""
@@ -321,6 +325,15 @@ class RunSummary:
             "stopped_by": self.stopped_by,
             "error": self.error,
         }
+
+
+def describe_input_error(error: BaseException) -> str:
+    """What stopped the input, in one line: a SourceError's own message (it names the cause
+    and what to do), anything else with its type, and never an empty string."""
+    text = str(error)
+    if isinstance(error, SourceError):
+        return text or type(error).__name__
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: bool, max_frames: int | None = None) -> RunSummary:
@@ -357,7 +370,10 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
             slot.finish(exc)
 
     def request_stop(signum, _frame) -> None:
-        summary.stopped_by = signal.Signals(signum).name
+        # A signal during shutdown (closing a video, joining the capture thread) does not
+        # rewrite why the run ended.
+        if not stop.is_set():
+            summary.stopped_by = signal.Signals(signum).name
         stop.set()
         slot.finish()
 
@@ -438,7 +454,9 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
                 summary.stopped_by = exc.signal_name
         # An input error met while reading ahead, past the frames asked for, ends nothing.
         if slot.error is not None and summary.stopped_by != "max frames":
-            summary.error = str(slot.error)
+            summary.error = describe_input_error(slot.error)
+            if not isinstance(slot.error, SourceError):  # a fault in the code, not the input: keep its trace
+                summary.error_traceback = "".join(traceback.format_exception(slot.error))
             summary.stopped_by = "input error"
         ran_through = True
     finally:

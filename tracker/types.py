@@ -230,6 +230,8 @@ class DepthFrame:
             math.isfinite(self.depth_scale) and self.depth_scale > 0,
             f"depth_scale must be a positive number of metres per unit, got {self.depth_scale}",
         )
+        # Every output line carries it; JSON has no NaN.
+        _require(math.isfinite(self.timestamp_ms), f"DepthFrame.timestamp_ms must be finite, got {self.timestamp_ms}")
 
     def depth_m(self) -> np.ndarray:
         """(H, W) float32 metres, 0 where there is no measurement."""

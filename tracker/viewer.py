@@ -114,6 +114,7 @@ class VideoSink:
         self._put_last: np.ndarray | None = None  # the frame last put into the video
         self._first_time_ms = 0.0  # the input time of video frame 0
         self._previous_time_ms: float | None = None
+        self._closed = False
 
     def write(self, result: FrameResult) -> None:
         image = self.painter(result)
@@ -160,6 +161,12 @@ class VideoSink:
         return int(round((time_ms - self._first_time_ms) * self.fps / 1e3))
 
     def close(self) -> None:
+        if self._writer is None and self._last is None and not self._closed:
+            # Nothing to write; an earlier run's file keeps its place, and says so, so it is
+            # not taken for this run's beside this run's (empty) outputs.
+            if self.path.exists():
+                print(f"note: no frame was tracked, so {self.path} was not written: the file there is from before", file=sys.stderr)
+        self._closed = True
         if self._writer is not None:
             try:
                 # The newest frame came too soon after the one before for a slot of its own;
