@@ -7,6 +7,7 @@ Everything runs without a camera: recordings are written with librealsense's sof
 import dataclasses
 import gc
 import os
+import shutil
 import json
 import sqlite3
 import threading
@@ -393,6 +394,27 @@ def test_realsense_without_camera_says_so():
     with pytest.raises(SourceError, match="no RealSense camera connected") as info:
         RealSenseSource()
     assert "found: nothing" in str(info.value)
+
+
+def test_realsense_errors_are_not_taken_for_sdk_failures():
+    if len(rs.context().query_devices()) > 0:
+        pytest.skip("a RealSense device is connected")
+    with pytest.raises(SourceError) as info:
+        RealSenseSource(serial="0123456789")
+    assert "SDK failed" not in str(info.value) and "no RealSense camera connected" in str(info.value)
+    # Beyond the SDK's threshold filter, which would only say "out of range value".
+    with pytest.raises(SourceError, match="max_depth_m must be at most 16 m"):
+        RealSenseSource(max_depth_m=20.0)
+
+
+def test_a_db3_suffix_in_capitals_is_named_not_called_corrupt(recording, tmp_path, synthetic_frames):
+    upper = tmp_path / "UP.DB3"
+    shutil.copyfile(recording, upper)
+    with pytest.raises(SourceError, match="must end in a lower-case .db3.*rename it to UP.db3"):
+        RecordingSource(upper)
+    with pytest.raises(SourceError, match="lower-case .db3"):
+        write_recording(tmp_path / "W.DB3", synthetic_frames[:1])
+    assert not (tmp_path / "W.DB3").exists()
 
 
 def test_open_source_specs(tmp_path, recording):

@@ -292,6 +292,8 @@ class RealSenseSource(FrameSource):
     """
 
     DEFAULT_MAX_DEPTH_M = 2.0
+    #: The SDK's threshold filter takes distances up to this; beyond, it raises a bare error.
+    THRESHOLD_FILTER_LIMIT_M = 16.0
     # Wait before the first reconnect attempt; it doubles with each further one, up to 8 s.
     _RECONNECT_DELAY_S = 0.5
 
@@ -317,6 +319,11 @@ class RealSenseSource(FrameSource):
             raise SourceError(f"the depth mode must be positive, got {width}x{height} @ {fps} fps")
         if max_depth_m is not None and not 0 <= min_depth_m < max_depth_m:
             raise SourceError(f"the threshold range must satisfy 0 <= min < max, got {min_depth_m}-{max_depth_m} m")
+        if max_depth_m is not None and max_depth_m > self.THRESHOLD_FILTER_LIMIT_M:
+            raise SourceError(
+                f"max_depth_m must be at most {self.THRESHOLD_FILTER_LIMIT_M:g} m (the SDK's threshold filter's range), "
+                f"got {max_depth_m:g}; None turns the filter off"
+            )
         self._record_base = None if record_path is None else Path(record_path)
         if self._record_base is not None:
             _check_db3_path(self._record_base, "record_path")
@@ -327,6 +334,8 @@ class RealSenseSource(FrameSource):
             self._ctx = rs.context()
             device = self._find_device(serial)
             self.serial = device.serial
+        except SourceError:  # no camera, another serial: already says what was found
+            raise
         except RuntimeError as exc:  # how librealsense reports USB and firmware trouble
             raise SourceError(f"the RealSense SDK failed while looking for a camera: {exc}; reconnect the camera and try again") from exc
         self._filters = []
@@ -458,6 +467,8 @@ class RealSenseSource(FrameSource):
         # offers the mode it streamed on USB 3, and only the closest one it has now works.
         try:
             w, h, f = self._choose_profile(handle, *self._requested)
+        except SourceError:
+            raise
         except RuntimeError as exc:
             raise SourceError(
                 f"the RealSense SDK failed while reading the depth modes of camera {self.serial}: {exc}"
@@ -618,7 +629,21 @@ def _refuse_earlier_recording(base: Path) -> None:
         )
 
 
+def _db3_suffix_case_error(path: Path, what: str) -> SourceError | None:
+    """librealsense tells a ROS 2 recording by its suffix, case-sensitively: it reads (and
+    refuses to write) a ``.DB3`` file as a ROS 1 bag, and calls a good recording corrupt."""
+    if path.suffix.lower() == ".db3" and path.suffix != ".db3":
+        return SourceError(
+            f"{what} {path} must end in a lower-case .db3: librealsense tells the format by the suffix "
+            f"and reads {path.suffix} as an old .bag; rename it to {path.with_suffix('.db3').name}"
+        )
+    return None
+
+
 def _check_db3_path(path: Path, what: str) -> None:
+    case_error = _db3_suffix_case_error(path, what)
+    if case_error is not None:
+        raise case_error
     if path.suffix.lower() != ".db3":
         raise SourceError(
             f"{what} {path} must end in .db3: librealsense >= 2.58 records only ROS 2 .db3 files "
@@ -651,6 +676,9 @@ class RecordingSource(FrameSource):
         self._stall_timeout_s = float(stall_timeout_s)
         if self.path.suffix.lower() not in RECORDING_SUFFIXES:
             raise SourceError(f"{self.path} is not a RealSense recording: expected a .db3 or .bag file")
+        case_error = _db3_suffix_case_error(self.path, "recording")
+        if case_error is not None:
+            raise case_error
         if not self.path.is_file():
             raise SourceError(f"recording {self.path} does not exist")
         if self.path.stat().st_size == 0:
