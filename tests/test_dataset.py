@@ -116,3 +116,23 @@ def test_a_left_hand_reaches_the_network_mirrored_into_a_right_one(hand_model):
     assert sample.pose.handedness == Handedness.LEFT and signed_volume(sample.vertices) < 0
     example = example_from_sample(sample, config, 7)
     assert signed_volume(example["vertices"]) > 0
+
+
+def test_a_folder_that_already_holds_a_dataset_is_refused(dataset, tmp_path, capsys):
+    before = sorted(p.name for p in dataset.iterdir())
+    with pytest.raises(FileExistsError, match="already holds a dataset"):
+        generate_dataset(dataset, num_samples=2, seed=4, shard_size=1, workers=1, progress=False)
+    assert sorted(p.name for p in dataset.iterdir()) == before
+    assert dataset_main(["--out", str(dataset), "--num-samples", "2", "--workers", "1"]) == 2
+    assert "already holds a dataset" in capsys.readouterr().err
+    assert sorted(p.name for p in dataset.iterdir()) == before
+
+
+def test_the_contact_sheet_says_what_is_wrong_with_its_output_path(dataset, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        contact_sheet_main(["--shard", str(dataset / "shard-00000.npz"), "--out", str(tmp_path / "sheet.txt"), "--count", "1"])
+    assert "give a .png" in capsys.readouterr().err
+    folder = tmp_path / "sheet.png"
+    folder.mkdir()
+    assert contact_sheet_main(["--shard", str(dataset / "shard-00000.npz"), "--out", str(folder), "--count", "1"]) == 2
+    assert f"error: cannot write {folder}" in capsys.readouterr().err

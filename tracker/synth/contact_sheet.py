@@ -126,7 +126,7 @@ def write_contact_sheet(rows: list[np.ndarray], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), sheet):
-        raise OSError(f"could not write {path}")
+        raise OSError(f"OpenCV could not write {path}")
     return path
 
 
@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be at least 1")
+    if args.out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        parser.error(f"--out {args.out}: give a .png (or .jpg) file")
     rows = []
     if args.shard is not None:
         try:
@@ -163,7 +165,11 @@ def main(argv: list[str] | None = None) -> int:
             s = render_sample(model, SceneConfig(), sample_seed(args.seed, index))
             depth_m = s.depth.astype(np.float32) * s.depth_scale
             rows.append(sample_row(depth_m, s.mask, s.mesh_coords, s.labels, s.joints, s.intrinsics, f"seed {s.seed}"))
-    path = write_contact_sheet(rows, args.out)
+    try:
+        path = write_contact_sheet(rows, args.out)
+    except OSError as exc:  # a folder of that name, no permission, a full disk
+        print(f"error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(f"wrote {path} ({len(rows)} samples)")
     return 0
 

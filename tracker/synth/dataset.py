@@ -19,6 +19,7 @@ import enum
 import json
 import multiprocessing as mp
 import os
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -56,7 +57,13 @@ class ShardError(ValueError):
 
 
 def sample_seed(dataset_seed: int, index: int) -> int:
-    """Seed of sample ``index`` of the dataset with seed ``dataset_seed``."""
+    """Seed of sample ``index`` of the dataset with seed ``dataset_seed``.
+
+    32 bits, so a few indices of a long stream share a seed, and render the same sample: about
+    n^2 / 2^33 pairs among n indices (some 560 in the 2.2 million samples the shipped weights
+    drew), which is also why the evaluation checks its held-out frames against the training
+    stream. Widening it would change every stream: the held-out set, and the place where a
+    fine-tune takes up the training stream."""
     return int(np.random.SeedSequence([int(dataset_seed), int(index)]).generate_state(1, dtype=np.uint32)[0])
 
 
@@ -176,12 +183,20 @@ def generate_dataset(
         raise ValueError("shards hold full frames: use a scene config without render_window_m")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Shards of an earlier run under other numbers would stay beside these and be read as
+    # part of this dataset (duplicates, or another seed's samples).
+    earlier = sorted(p.name for p in out_dir.iterdir() if p.name.startswith("shard-") or p.name.startswith("config.json"))
+    if earlier:
+        raise FileExistsError(
+            f"{out_dir} already holds a dataset ({', '.join(earlier[:3])}{', ...' if len(earlier) > 3 else ''}): "
+            "choose an empty folder, or delete that one first"
+        )
     starts = range(0, num_samples, shard_size)
     jobs = [
         (out_dir / f"shard-{k:05d}.npz", seed, start, min(shard_size, num_samples - start), config)
         for k, start in enumerate(starts)
     ]
-    (out_dir / "config.json").write_text(
+    description = (
         json.dumps(
             {
                 "shard_format_version": SHARD_FORMAT_VERSION,
@@ -205,6 +220,10 @@ def generate_dataset(
             for done in pool.imap_unordered(_render_shard, jobs):
                 bar.update(done)
     bar.close()
+    # Last, and whole: a config.json says the dataset is complete.
+    partial = out_dir / "config.json.partial"
+    partial.write_text(description)
+    os.replace(partial, out_dir / "config.json")
     seconds = time.perf_counter() - began
     return {"num_samples": num_samples, "shards": len(jobs), "seconds": seconds, "samples_per_second": num_samples / seconds}
 
@@ -231,7 +250,11 @@ def main(argv: list[str] | None = None) -> int:
         noise_probability=0.0 if args.no_noise else 1.0,
         pose=dataclasses.replace(SceneConfig().pose, distance_range_m=tuple(args.distance)),
     )
-    summary = generate_dataset(args.out, args.num_samples, args.seed, args.shard_size, args.workers, config)
+    try:
+        summary = generate_dataset(args.out, args.num_samples, args.seed, args.shard_size, args.workers, config)
+    except FileExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(
         f"wrote {summary['num_samples']} samples in {summary['shards']} shards to {args.out} "
         f"({summary['samples_per_second']:.1f} samples/s with {args.workers} worker(s))"
