@@ -55,7 +55,7 @@ from tracker.backends import (
     create_backend,
     physical_cores,
 )
-from tracker.hand_model import HandModel
+from tracker.hand_model import HandModel, HandModelError
 from tracker.pipeline import ONNXRUNTIME_CPU_BACKENDS
 from tracker.refit import Refit
 from tracker.weights import ONNX, ONNX_INT8, ONNX_OUTPUTS, WEIGHTS_DIR, WeightsError, load_manifest, random_input
@@ -150,8 +150,10 @@ def measure_backend(
         return {"skipped": str(exc)}
     except WeightsError as exc:
         if name == "onnxruntime-int8" and ONNX_INT8 not in load_manifest(weights)["files"]:
-            return {"skipped": str(exc)}  # an optional file; a damaged one still fails
-        raise
+            return {"skipped": str(exc)}  # an optional file
+        # A damaged or stale file: this backend's entry says so, the others are still
+        # measured, and the run ends with an error.
+        return {"error": str(exc)}
     setup_s = time.perf_counter() - t0
     try:
         result = {"setup_s": setup_s, **latency_stats(time_calls(lambda: backend.run(depth), warmup, iterations))}
@@ -203,7 +205,7 @@ def _measure(args: argparse.Namespace, names: list[str]) -> int:
     try:
         manifest = load_manifest(args.weights)
         reference_backend = TorchBackend(args.weights)
-    except WeightsError as exc:
+    except (WeightsError, HandModelError) as exc:
         print(
             f"error: {exc}\n(pass --weights DIR with a directory written by tracker.weights.export_weights)",
             file=sys.stderr,
@@ -276,14 +278,17 @@ def _measure(args: argparse.Namespace, names: list[str]) -> int:
     summary = {
         k: (
             {m: round(v, 3) for m, v in r.items() if m.endswith("_ms") or m == "runs_per_second"}
-            if "skipped" not in r
+            if "skipped" not in r and "error" not in r
             else r
         )
         for k, r in {**result["backends"], "refit": result["refit"]}.items()
     }
     print(json.dumps(summary, indent=2))
     print(f"wrote {out}", file=sys.stderr)
-    return 0
+    failed = {k: r["error"] for k, r in result["backends"].items() if "error" in r}
+    for key, error in failed.items():
+        print(f"error: {key}: {error}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     from tracker.pipeline import HandTracker, TrackerConfig, backend_options, default_segment_ahead, run_pipeline
     from tracker.sinks import JsonLinesSink
     from tracker.synth.dataset import config_to_dict
+    import torch
+
     from tracker.hand_model import HandModelError
     from tracker.sources import SourceError
     from tracker.weights import WeightsError, crop_frame_of, load_manifest
@@ -183,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         ahead = default_segment_ahead(args.backend) if args.segment_ahead is None else args.segment_ahead
         config = TrackerConfig(cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest), segment_ahead=ahead)
         backend = create_backend(args.backend, **backend_options(args.backend, ahead))
+        estimator = HandEstimator(backend, hand_model)  # checks the weights were made for this hand model
     except (HandModelError, WeightsError, BackendUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -201,9 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"rendering {min(args.frames, 500)} synthetic frames ...")
             source = _LoopedFrames([synthetic.render(i)[0] for i in range(min(args.frames, 500))], args.frames)
+        # What the figures depend on besides the backend: its intra-op threads (onnxruntime
+        # sizes them to the physical cores) and torch's.
+        threads = {"backend": getattr(backend, "threads", None), "torch": torch.get_num_threads()}
         if args.replay_network:
-            backend = _ReplayedNetwork(backend)
-        tracker = HandTracker(HandEstimator(backend, hand_model), config)
+            estimator = HandEstimator(_ReplayedNetwork(backend), hand_model)
+        tracker = HandTracker(estimator, config)
         probe = _Probe()
         machine_at_start = machine_info()
         rss_start = rss_mb()
@@ -237,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         "input": source.description,
         "tracker_config": config_to_dict(tracker.config),  # as the tracker resolved it
         "backend_options": backend_options(args.backend, ahead),
+        "threads": threads,
         "frames": stats["frames"],
         "frames_requested": args.frames,
         "dropped": stats["dropped"],

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tracker.backends import cgroup_cpu_quota
 from tracker.machine import machine_info
 from tracker.hand_model import HandModel
 from tracker.synth.dataset import config_to_dict, generate_dataset
@@ -61,6 +62,14 @@ def _ready(_: int) -> bool:
     return True
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may use: its affinity mask, capped by a container's CPU quota
+    (a 2-CPU limit on a 64-CPU host is 2 workers' worth, not 64)."""
+    cpus = len(os.sched_getaffinity(0))
+    quota = cgroup_cpu_quota()
+    return max(1, min(cpus, math.ceil(quota))) if quota is not None else cpus
+
+
 def pool_start_up_seconds(workers: int) -> float:
     """Seconds for ``workers`` spawned processes to start, import the renderer and load the
     hand model: the part of a multi-worker generator run that is not rendering."""
@@ -92,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             **time_per_sample(lambda seed: make_example(model, example_config, seed), args.samples),
         },
     }
-    for workers in sorted({1, len(os.sched_getaffinity(0))}):  # the cores this process may use
+    for workers in sorted({1, usable_cpus()}):
         shard_size = math.ceil(args.samples / (4 * workers))
         with tempfile.TemporaryDirectory() as tmp:
             summary = generate_dataset(tmp, args.samples, seed=0, shard_size=shard_size, workers=workers, config=config, progress=False)

@@ -291,6 +291,23 @@ def test_a_cached_engine_that_no_longer_loads_is_rebuilt_once(weights_dir, tmp_p
     assert len(builds) == 3
 
 
+def test_a_cached_engine_that_cannot_be_read_is_rebuilt(weights_dir, tmp_path, stand_in_tensorrt, caplog, monkeypatch):
+    build, builds = stand_in_tensorrt
+    first = TensorRTBackend(weights_dir, precision="fp32", cache_dir=tmp_path)
+    read_bytes = Path.read_bytes
+
+    def unreadable(path):  # a file without read permission (root reads anything, so simulated)
+        if path == first.engine_path:
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", unreadable)
+    with caplog.at_level("WARNING"):
+        again = TensorRTBackend(weights_dir, precision="fp32", cache_dir=tmp_path)
+    assert again.built_engine and again.engine is not None and len(builds) == 2
+    assert "could not read the cached TensorRT engine" in caplog.text
+
+
 def test_a_container_cpu_quota_caps_the_thread_count(tmp_path, monkeypatch):
     from tracker import backends
 

@@ -66,6 +66,7 @@ def test_pipeline_speed_measures_a_short_run_after_its_warm_up(tmp_path):
     assert result["network"].startswith("replayed") and result["tracker_config"]["segment_ahead"] == 0
     assert result["frames_per_second_overall"] > 0 and result["latency_ms_p50"] <= result["latency_ms_p99"]
     assert set(result["stage_median_ms"]) >= {"segment", "crop", "network", "refit"}
+    assert result["threads"]["torch"] >= 1 and result["threads"]["backend"] >= 1
 
 
 def test_pipeline_speed_writes_no_result_for_a_run_that_ended_early(tmp_path, monkeypatch, capsys):
@@ -120,9 +121,62 @@ def test_synthetic_throughput_writes_its_figures_and_the_workers_start_up_apart(
     assert synthetic_throughput.main(["--samples", "4", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["render_sample_one_core"]["samples"] == 4 and result["example_config"]["crop_size"] == 64
-    cores = len(os.sched_getaffinity(0))
+    cores = synthetic_throughput.usable_cpus()
     one = result["generate_dataset_1_workers"]
     assert one["shard_size"] == 1 and one["samples_per_second"] > 0 and "pool_start_up_s" not in one
     if cores > 1:
         many = result[f"generate_dataset_{cores}_workers"]
         assert many["shard_size"] == 1 and many["pool_start_up_s"] > 0
+
+
+def test_synthetic_throughput_counts_the_cpus_a_container_allows(monkeypatch):
+    import os
+
+    from benchmarks import synthetic_throughput
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    monkeypatch.setattr(synthetic_throughput, "cgroup_cpu_quota", lambda: 1.5)
+    assert synthetic_throughput.usable_cpus() == 2
+    monkeypatch.setattr(synthetic_throughput, "cgroup_cpu_quota", lambda: 0.5)
+    assert synthetic_throughput.usable_cpus() == 1
+    monkeypatch.setattr(synthetic_throughput, "cgroup_cpu_quota", lambda: None)
+    assert synthetic_throughput.usable_cpus() == 64
+
+
+def test_a_backend_whose_file_is_damaged_is_reported_and_the_others_still_measured(tmp_path, monkeypatch, capsys):
+    from tracker.weights import WeightsError
+
+    create_backend = network_speed.create_backend
+
+    def stale_int8(name, *args, **kwargs):
+        if name == "onnxruntime-int8":
+            raise WeightsError("dgn_int8.onnx was made from another dgn.onnx; remake it")
+        return create_backend(name, *args, **kwargs)
+
+    monkeypatch.setattr(network_speed, "create_backend", stale_int8)
+    monkeypatch.setattr(network_speed, "load_manifest", lambda weights: {**load_manifest(weights), "files": {**load_manifest(weights)["files"], ONNX_INT8: "0" * 64}})
+    out = tmp_path / "speed.json"
+    args = ["--backends", "onnxruntime,onnxruntime-int8", "--iterations", "2", "--warmup", "0", "--threads", "1", "--out", str(out)]
+    assert network_speed.main(args) == 1
+    result = json.loads(out.read_text())
+    assert result["backends"]["onnxruntime"]["median_ms"] > 0
+    assert "remake it" in result["backends"]["onnxruntime-int8"]["error"]
+    assert "error: onnxruntime-int8: dgn_int8.onnx was made from another" in capsys.readouterr().err
+
+
+def test_pipeline_speed_refuses_weights_of_another_hand_model_before_rendering(tmp_path, monkeypatch, capsys):
+    import benchmarks.pipeline_speed as pipeline_speed
+    import tracker.estimator
+    from tracker.weights import WeightsError
+
+    def no_rendering(*args, **kwargs):
+        raise AssertionError("frames rendered before the weights were checked against the hand model")
+
+    def other_asset(*args, **kwargs):
+        raise WeightsError("the weights were exported with another hand model")
+
+    monkeypatch.setattr(pipeline_speed, "SyntheticSource", no_rendering)
+    monkeypatch.setattr(tracker.estimator, "HandEstimator", other_asset)
+    out = tmp_path / "pipeline.json"
+    assert pipeline_speed.main(["--input", "memory", "--frames", "30", "--segment-ahead", "0", "--out", str(out)]) == 2
+    assert "error: the weights were exported with another hand model" in capsys.readouterr().err and not out.exists()

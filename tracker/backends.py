@@ -446,8 +446,12 @@ class TensorRTBackend(_BackendBase):
         if self.built_engine:
             serialized = self._build_and_cache(trt, onnx_path, workspace_bytes)
         else:
-            serialized = self.engine_path.read_bytes()
-        self.engine = self.runtime.deserialize_cuda_engine(serialized)
+            try:
+                serialized = self.engine_path.read_bytes()
+            except OSError as exc:  # unreadable: rebuilt below like one that does not load
+                log.warning("could not read the cached TensorRT engine %s (%s)", self.engine_path, exc)
+                serialized = b""
+        self.engine = self.runtime.deserialize_cuda_engine(serialized) if serialized else None
         if self.engine is None and not self.built_engine:
             # The key cannot see everything an engine depends on (a driver update, a damaged
             # disk block), and a stale engine is only a cache: build it again, once.
@@ -525,7 +529,10 @@ class TensorRTBackend(_BackendBase):
             config.clear_flag(trt.BuilderFlag.TF32)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
-            raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)")
+            raise BackendUnavailable(
+                f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above); "
+                "use the 'torch-cuda' backend on this machine"
+            )
         return bytes(serialized)
 
     def _bind_buffers(self, trt) -> None:

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from tracker.hand_model import HandModel
+from tracker.hand_model import HandModel, HandModelError
 from tracker.synth.dataset import sample_seed
 from tracker.training_data import ExampleConfig, make_example
 from tracker.weights import (
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--samples must be at least 1")
     try:
         manifest = quantize_weights(args.weights, args.samples)
-    except WeightsError as exc:
+    except (WeightsError, HandModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     path = args.weights / ONNX_INT8

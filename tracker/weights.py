@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from tracker.crop import CropFrame
-from tracker.hand_model import DEFAULT_ASSET, HandModel
+from tracker.hand_model import DEFAULT_ASSET, HandModel, HandModelError
 from tracker.network import DualGridNet, DualGridNetConfig
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             manifest = check_weights(args.weights)
             side = "; the side classifier loads too" if (args.weights / "side_classifier").exists() else ""
             print(f"{args.weights}: {', '.join(manifest['files'])} match {MANIFEST}, load, and the ONNX graphs compute the network{side}")
-    except WeightsError as exc:
+    except (WeightsError, HandModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
