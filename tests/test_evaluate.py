@@ -57,6 +57,7 @@ def test_evaluation_writes_metrics_plots_and_a_model_card(smoke_weights, tmp_pat
     assert "eval/training_curve.png" not in card  # an export keeps no training logs beside it
     assert "mean joint error after refit" in card and f"python -m tracker.evaluate --weights {weights} --frames 3" in card
     assert metrics["training_overlap"]["frames_that_are_training_samples"] == []
+    assert metrics["scenes_differ_from_training"] == []  # trained on today's scenes
     # Each results file says what made it: command, weights, data settings, machine and commit.
     assert metrics["command"][:3] == ["python", "-m", "tracker.evaluate"] and "--frames" in metrics["command"]
     assert metrics["weights"]["files"] == json.loads((weights / "dgn.json").read_text())["files"]
@@ -147,6 +148,10 @@ def test_bad_arguments_get_clear_errors_before_any_work(tmp_path, capsys):
     assert evaluate_main(["--real-dir", str(no_intrinsics), "--frames", "2", "--out", str(tmp_path / "eval")]) == 2
     assert "no intrinsics.json" in capsys.readouterr().err
     assert not (tmp_path / "eval").exists()
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("not a folder")
+    assert evaluate_main(["--frames", "2", "--out", str(a_file), "--no-model-card"]) == 2
+    assert "cannot write the results into" in capsys.readouterr().err and a_file.read_text() == "not a folder"
     with pytest.raises(SystemExit):
         evaluate_main(["--crop-frame", "ray", "--frames", "2"])
     assert "--crop-frame needs --out elsewhere" in capsys.readouterr().err
@@ -315,3 +320,44 @@ def test_the_synthetic_errors_are_the_distances_to_the_truth_in_millimetres(hand
     # Every frame's largest joint error is 6.5 mm: under every threshold from 7 mm on, none below.
     curve = dict(zip(metrics["success_curve"]["threshold_mm"], metrics["success_curve"]["fraction_of_frames"]))
     assert curve[6] == 0.0 and curve[7] == 1.0
+
+
+@pytest.mark.parametrize("frame", ["camera", "ray"])
+def test_crop_pixels_of_a_left_hands_mirrored_crop(frame):
+    from tracker.crop import CropFrame, crop_to_camera
+    from tracker.types import Handedness
+
+    intrinsics = CameraIntrinsics(width=640, height=480, fx=380.0, fy=385.0, cx=321.0, cy=238.0)
+    centre = np.array([0.25, 0.05, 0.5])  # well off the axis, where the mirrored crop differs most
+    crop = make_crop(np.full((480, 640), 0.5, np.float32), intrinsics, centre, 0.26, Handedness.LEFT, crop_size=64, frame=CropFrame(frame))
+    points = np.random.default_rng(1).uniform(-1, 1, (50, 3))
+    camera = crop_to_camera(points, crop).astype(np.float64)
+    uv = np.stack([intrinsics.fx * camera[:, 0] / camera[:, 2] + intrinsics.cx, intrinsics.fy * camera[:, 1] / camera[:, 2] + intrinsics.cy, np.ones(50)])
+    back = np.linalg.inv(crop.image_from_crop) @ uv
+    # 1e-3 px: crop_to_camera returns float32 metres.
+    np.testing.assert_allclose(crop_pixels(points, centre, 0.26, 64, CropFrame(frame), mirrored=True), (back[:2] / back[2]).T, atol=1e-3)
+
+
+def test_a_hand_model_that_does_not_load_is_a_message(tmp_path, monkeypatch, capsys):
+    from tracker.hand_model import HandModel, HandModelError
+
+    def damaged(*args, **kwargs):
+        raise HandModelError("weights/hand_model.npz is truncated")
+
+    monkeypatch.setattr(HandModel, "load", damaged)
+    assert evaluate_main(["--frames", "2", "--out", str(tmp_path / "eval"), "--no-model-card"]) == 2
+    assert "error: weights/hand_model.npz is truncated" in capsys.readouterr().err
+
+
+def test_scene_differences_name_what_the_held_out_scenes_changed():
+    from tracker.evaluate import scene_differences
+
+    assert scene_differences(None, {"a": 1}) is None
+    trained = {"a": 1, "scene": {"length": 0.25, "pose": {"left": 0.0}}}
+    held_out = {"a": 1, "scene": {"length": 0.55, "clear": True, "pose": {"left": 0.5}}}
+    assert scene_differences(trained, held_out) == [
+        "scene.clear: trained not recorded, held out true",
+        "scene.length: trained 0.25, held out 0.55",
+        "scene.pose.left: trained 0.0, held out 0.5",
+    ]
+    assert scene_differences(held_out, held_out) == []

@@ -34,7 +34,7 @@ from kernels.raster import render_mesh
 from tracker.crop import CROP_SIZE, CropFrame, camera_to_crop, crop_points_camera, make_crop
 from tracker.backends import BACKENDS, BackendUnavailable, create_backend
 from tracker.estimator import HandEstimator
-from tracker.hand_model import HandModel
+from tracker.hand_model import HandModel, HandModelError
 from tracker.lens import pinhole_view
 from tracker.segment import find_hand_center
 from tracker.sources import FolderSource, SourceError
@@ -42,9 +42,9 @@ from tracker.synth.contact_sheet import colourise_depth, draw_skeleton, project
 from tracker.machine import machine_info
 from tracker.synth.dataset import config_to_dict, sample_seed
 from tracker.synth.scene import render_sample
-from tracker.training_data import ExampleConfig, example_from_sample, make_example, measured_hand
+from tracker.training_data import ExampleConfig, example_from_sample, measured_hand
 from tracker.training_history import TrainingHistoryError, load_training_history, plot_training_curve
-from tracker.types import CameraIntrinsics, Joint
+from tracker.types import CameraIntrinsics, Handedness, Joint
 from tracker.weights import ONNX, ONNX_INT8, WEIGHTS_DIR, WeightsError, crop_frame_of, load_manifest
 
 EVAL_STREAM_SEED = 2  # training draws from stream 1
@@ -215,14 +215,22 @@ def keypoints_in_image(joints_cam_m: np.ndarray, intrinsics: CameraIntrinsics) -
 
 
 def crop_pixels(
-    points_crop: np.ndarray, center_cam_m: np.ndarray, cube_size_m: float, crop_size: int, frame: CropFrame = CropFrame.CAMERA
+    points_crop: np.ndarray,
+    center_cam_m: np.ndarray,
+    cube_size_m: float,
+    crop_size: int,
+    frame: CropFrame = CropFrame.CAMERA,
+    mirrored: bool = False,
 ) -> np.ndarray:
-    """(N, 3) crop-normalised points -> (N, 2) crop pixels (centres at integers) of an
-    unmirrored crop. The crop is the cube's projection at the centre's depth, so the focal
-    length cancels: only the centre and the cube size are needed. In the ray frame the
-    virtual camera's axes are the crop's, and the centre lies on its axis."""
+    """(N, 3) crop-normalised points -> (N, 2) crop pixels (centres at integers). The crop
+    is the cube's projection at the centre's depth, so the focal length cancels: only the
+    centre and the cube size are needed. In the ray frame the virtual camera's axes are the
+    crop's, and the centre lies on its axis. A mirrored crop (a left hand's) is the crop of
+    the scene reflected in x = 0, whose centre is the reflected one."""
     half_cube = cube_size_m / 2
     centre = np.asarray(center_cam_m, np.float64)
+    if mirrored:
+        centre = centre * np.array([-1.0, 1.0, 1.0])
     if CropFrame(frame) == CropFrame.RAY:
         centre = np.array([0.0, 0.0, np.linalg.norm(centre)])
     camera = np.asarray(points_crop, np.float64) * half_cube + centre  # in the virtual camera's axes
@@ -232,7 +240,10 @@ def crop_pixels(
 
 def synthetic_frame_row(estimator: HandEstimator, config: ExampleConfig, frame: dict, panel: int = 200) -> np.ndarray:
     """One held-out frame: its depth crop with the true skeleton | with the estimated one."""
-    example = make_example(estimator.hand_model, config, sample_seed(EVAL_STREAM_SEED, frame["frame"]))
+    seed = sample_seed(EVAL_STREAM_SEED, frame["frame"])
+    sample = render_sample(estimator.hand_model, config.scene, seed)
+    example = example_from_sample(sample, config, seed)
+    mirrored = sample.pose.handedness == Handedness.LEFT
     outputs = estimator.backend.run(example["depth"][None])
     estimate = estimator.refit.fit(outputs["vertices"][0]).joints
     depth = example["depth"][0]
@@ -241,7 +252,8 @@ def synthetic_frame_row(estimator: HandEstimator, config: ExampleConfig, frame: 
     scale = panel / config.crop_size
     panels = []
     for joints, label in ((example["joints"], "truth"), (estimate, "estimate")):
-        uv = (crop_pixels(joints, example["center_cam_m"], config.cube_size_m, config.crop_size, config.crop_frame) + 0.5) * scale - 0.5
+        uv = crop_pixels(joints, example["center_cam_m"], config.cube_size_m, config.crop_size, config.crop_frame, mirrored)
+        uv = (uv + 0.5) * scale - 0.5
         picture = image.copy()
         draw_skeleton(picture, uv)
         cv2.putText(picture, label, (6, panel - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
@@ -354,6 +366,29 @@ def write_sheet(rows: list[np.ndarray], path: Path, columns: int = 3) -> None:
     cv2.imwrite(str(path), grid)
 
 
+def scene_differences(trained_on: dict | None, held_out: dict) -> list[str] | None:
+    """Where the held-out frames' example config (``config_to_dict`` form) differs from the
+    one the weights' last training stage drew from: "dotted.key: trained T, held out H"
+    lines; [] when the same; None when the weights do not record theirs. The held-out set
+    follows the code's current scene defaults, so weights trained before those changed are
+    measured on scenes they were not trained on."""
+    if not trained_on:
+        return None
+    lines = []
+
+    def walk(trained, held, prefix: str) -> None:
+        for key in sorted(set(trained) | set(held)):
+            name = f"{prefix}{key}"
+            a, b = trained.get(key, "not recorded"), held.get(key, "not recorded")
+            if isinstance(a, dict) and isinstance(b, dict):
+                walk(a, b, name + ".")
+            elif a != b:
+                lines.append(f"{name}: trained {json.dumps(a) if a != 'not recorded' else a}, held out {json.dumps(b) if b != 'not recorded' else b}")
+
+    walk(trained_on, held_out, "")
+    return lines
+
+
 def _overlap_lines(overlap: dict | None) -> list[str]:
     if overlap is None:
         return []
@@ -368,6 +403,16 @@ def _overlap_lines(overlap: dict | None) -> list[str]:
     if not shared:
         return [f"None of these frames is a training sample (their seeds checked against {checked}).", ""]
     return [f"Frames {shared} share a seed with one of {checked}, so they are training samples too.", ""]
+
+
+def _scene_difference_lines(differences: list[str] | None) -> list[str]:
+    if not differences:
+        return []
+    return [
+        "The held-out scenes are the current code's, which differ from the scenes these weights' last training stage"
+        " drew from in: " + "; ".join(f"`{d}`" for d in differences) + ".",
+        "",
+    ]
 
 
 def _count(value) -> str:
@@ -444,6 +489,7 @@ def write_model_card(
         f"Held-out synthetic set ({synthetic['frames']} frames, seed stream {synthetic['stream_seed']}, with sensor noise):",
         "",
         *_overlap_lines(synthetic.get("training_overlap")),
+        *_scene_difference_lines(synthetic.get("scenes_differ_from_training")),
         "| metric | value |",
         "|---|---|",
         f"| mean joint error after refit | {synthetic['mean_joint_error_mm']:.2f} mm |",
@@ -575,11 +621,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.backend == "onnxruntime" and ONNX_INT8 in manifest["files"]:
             # Listed, so it must load: a stale or damaged 8-bit file fails here, before the run.
             int8_estimator = HandEstimator(create_backend("onnxruntime-int8", args.weights), hand_model)
-    except (WeightsError, BackendUnavailable, SourceError) as exc:
+    except (WeightsError, BackendUnavailable, SourceError, HandModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = args.out or args.weights / "eval"
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name, no permission
+        print(f"error: cannot write the results into {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     began = time.perf_counter()
     crop_frame = CropFrame(args.crop_frame) if args.crop_frame else crop_frame_of(manifest)
     example_config = ExampleConfig(crop_size=int(manifest["network"]["crop_size"]), cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame)
@@ -593,6 +643,8 @@ def main(argv: list[str] | None = None) -> int:
     synthetic = evaluate_synthetic(estimator, args.frames, example_config)
     synthetic["backend"] = args.backend
     synthetic["training_overlap"] = training_stream_overlap(args.frames, manifest)
+    trained_on = manifest.get("training", {}).get("recipe", {}).get("data")
+    synthetic["scenes_differ_from_training"] = scene_differences(trained_on, provenance["example_config"])
     synthetic.update(provenance)
     if synthetic["training_overlap"]["frames_that_are_training_samples"]:
         print(f"warning: held-out frames {synthetic['training_overlap']['frames_that_are_training_samples']} are also training samples (a shared 32-bit seed)")

@@ -8,8 +8,9 @@ earlier ones. A stage's ``initialised_from.samples_seen`` says how many samples 
 had seen when it began, which orders the stages and places them on one sample axis.
 
 The evaluation draws the curve (``eval/training_curve.png``) for the model card: the joint
-error on the training batches (the same noisy synthetic distribution as the held-out set)
-against all samples seen, and where each stage began.
+error on the training batches (noisy synthetic samples like the held-out frames; scenes that
+changed since a stage trained, the model card names) against all samples seen, and where
+each stage began.
 """
 
 from __future__ import annotations
