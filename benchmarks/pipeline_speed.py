@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Weights and backend first: a missing runtime or damaged weights fail before the
     # frames are rendered, not after.
+    backend = None
     try:
         hand_model = HandModel.load()
         manifest = load_manifest()
@@ -187,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         backend = create_backend(args.backend, **backend_options(args.backend, ahead))
         estimator = HandEstimator(backend, hand_model)  # checks the weights were made for this hand model
     except (HandModelError, WeightsError, BackendUnavailable) as exc:
+        if backend is not None:  # made, but the weights do not fit this hand model
+            backend.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as tmp:

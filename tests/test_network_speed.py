@@ -112,6 +112,29 @@ def test_pipeline_speed_fails_clearly_before_rendering_a_frame(tmp_path, monkeyp
     assert not out.exists()
 
 
+def test_pipeline_speed_closes_the_backend_when_the_weights_do_not_fit_the_hand_model(tmp_path, monkeypatch, capsys):
+    import benchmarks.pipeline_speed as pipeline_speed
+    import tracker.backends
+    import tracker.estimator
+    from tracker.hand_model import HandModelError
+
+    closed = []
+
+    class Backend:
+        def close(self):
+            closed.append(True)
+
+    def mismatched(*args, **kwargs):
+        raise HandModelError("the weights were made for another hand model")
+
+    monkeypatch.setattr(tracker.backends, "create_backend", lambda *args, **kwargs: Backend())
+    monkeypatch.setattr(tracker.estimator, "HandEstimator", mismatched)
+    out = tmp_path / "pipeline.json"
+    assert pipeline_speed.main(["--frames", "30", "--segment-ahead", "0", "--out", str(out)]) == 2
+    assert "error: the weights were made for another hand model" in capsys.readouterr().err
+    assert closed == [True] and not out.exists()
+
+
 def test_synthetic_throughput_writes_its_figures_and_the_workers_start_up_apart(tmp_path):
     import os
 
