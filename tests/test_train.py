@@ -562,3 +562,102 @@ def test_the_export_records_the_hand_model_the_network_was_built_from(tmp_path, 
     assert manifest["hand_model_sha256"] == "ab" * 32
     with pytest.raises(WeightsError, match="were trained with the hand model abababababab"):
         load_network(tmp_path / "export", hand_model=HandModel.load())
+
+
+def test_data_workers_leave_both_stop_signals_to_the_training_process():
+    import signal
+
+    from tracker.train import _ignore_interrupts
+
+    before = {name: signal.getsignal(name) for name in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _ignore_interrupts(0)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN and signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        for name, handler in before.items():
+            signal.signal(name, handler)
+
+
+def _mean_on_rank(rank: int, port: int, results) -> None:
+    """One of two gloo ranks logging losses (spawned processes import it from this module)."""
+    import torch.distributed as dist
+
+    from tracker.train import _mean_over_ranks
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        results[rank] = _mean_over_ranks({"total": rank + 1.0, "joints": 10.0 * rank}, 2, torch.device("cpu"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_logged_losses_are_the_mean_over_the_ranks():
+    import torch.multiprocessing as mp
+
+    from tracker.train import _mean_over_ranks
+
+    assert _mean_over_ranks({"total": 2.0}, 1, torch.device("cpu")) == {"total": 2.0}
+    results = mp.Manager().dict()
+    mp.spawn(_mean_on_rank, args=(29531, results), nprocs=2, join=True)
+    # Both ranks log the same figures: rank 0's 1 and rank 1's 2 average to 1.5.
+    assert results[0] == results[1] == {"joints": 5.0, "total": 1.5}
+
+
+def test_a_damaged_checkpoint_or_run_directory_is_a_clear_error(tmp_path, capsys):
+    from tracker.train import main as train_main
+
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    with pytest.raises(SystemExit):
+        train_main(["--out", str(not_a_folder), "--recipe", "smoke"])
+    assert "is a file, not a run directory" in capsys.readouterr().err
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_bytes(b"PK\x03\x04 truncated")
+    assert train_main(["--out", str(out), "--recipe", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot read {out / 'last.pt'}" in err and "--no-resume" in err and "Traceback" not in err
+    torch.save({"step": 3}, out / "last.pt")
+    assert train_main(["--out", str(out), "--recipe", "smoke"]) == 2
+    assert "is not a training checkpoint" in capsys.readouterr().err
+
+
+def test_no_resume_keeps_the_earlier_run_aside_and_a_finished_run_is_not_trained_again(tmp_path, monkeypatch, capsys):
+    import tracker.train as train_module
+
+    train(SMOKE, tmp_path, progress=False)
+    first = torch.load(tmp_path / "last.pt", weights_only=True)
+    capsys.readouterr()
+
+    # Run again as it is: finished, so no data workers start and nothing is trained.
+    def no_stream(*args, **kwargs):
+        raise AssertionError("the data stream was started for a finished run")
+
+    monkeypatch.setattr(train_module, "SyntheticStream", no_stream)
+    summary = train(SMOKE, tmp_path, progress=False)
+    assert summary["steps"] == SMOKE.steps and "already finished" in capsys.readouterr().out
+    assert summary["seconds"] == pytest.approx(first["train_seconds"], abs=5.0)  # export time only
+    assert len(_rows(tmp_path / "metrics.csv")) == SMOKE.steps
+    monkeypatch.undo()
+
+    train(SMOKE, tmp_path, resume=False, progress=False)
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("earlier-")]
+    assert len(aside) == 1 and "earlier run's files are kept in" in capsys.readouterr().out
+    assert torch.load(aside[0] / "last.pt", weights_only=True)["step"] == SMOKE.steps
+    assert (aside[0] / "metrics.csv").is_file() and (aside[0] / "export" / "dgn.pt").is_file()
+    # The new run's log holds its own rows only.
+    assert [int(r["step"]) for r in _rows(tmp_path / "metrics.csv")] == list(range(1, SMOKE.steps + 1))
+
+
+def test_a_resumed_fine_tune_keeps_its_refit_terms_and_its_earlier_settings_on_record(tmp_path):
+    train(SMOKE, tmp_path / "first", progress=False)
+    fine_tune = SMOKE.__class__(**{**SMOKE.__dict__, "refit_start_step": 0})  # as main sets it with --init-from
+    train(fine_tune, tmp_path / "second", progress=False, init_from=tmp_path / "first" / "export")
+    # Resumed without --init-from, with the recipe's refit delay and another learning rate.
+    longer = SMOKE.__class__(**{**SMOKE.__dict__, "steps": SMOKE.steps + 2, "learning_rate": SMOKE.learning_rate / 2})
+    train(longer, tmp_path / "second", progress=False)
+    config = json.loads((tmp_path / "second" / "config.json").read_text())
+    assert config["train"]["refit_start_step"] == 0 and config["resumed_at_step"] == SMOKE.steps
+    assert [segment["train"]["learning_rate"] for segment in config["earlier_segments"]] == [SMOKE.learning_rate]
+    assert config["train"]["learning_rate"] == SMOKE.learning_rate / 2

@@ -69,6 +69,10 @@ def _loader_timed_out(error: BaseException | None) -> bool:
     return False
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written (a full disk, a folder gone)."""
+
+
 class ResumeError(ValueError):
     """The run's checkpoint cannot be resumed with these settings."""
 
@@ -293,9 +297,22 @@ class StopRequest:
 
 
 def _ignore_interrupts(worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C to the training process, which stops cleanly; they
-    end with it."""
+    """DataLoader workers leave Ctrl-C and SIGTERM to the training process, which stops
+    cleanly; they end with it (they watch it). A stop sent to the whole process group
+    (torchrun, a job scheduler, ``kill -- -PGID``) would otherwise end them first, and under
+    DDP the loader's failure would end the run with no checkpoint."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _mean_over_ranks(terms: dict[str, float], world_size: int, device: torch.device) -> dict[str, float]:
+    """The logged losses as the mean over every rank's share of the batch, not rank 0's alone."""
+    if world_size == 1 or not terms:
+        return terms
+    keys = sorted(terms)
+    values = torch.tensor([terms[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(values)
+    return {k: float(v) / world_size for k, v in zip(keys, values.tolist())}
 
 
 def _all_finite(network) -> bool:
@@ -343,8 +360,17 @@ def _save_checkpoint(
     hand_model_sha256: str | None = None,
 ) -> None:
     if not _all_finite(network):
-        raise FloatingPointError(f"the network's weights are not finite at step {step}; {path} keeps the last good checkpoint")
+        raise FloatingPointError(f"the network's weights are not finite at step {step}; they were not saved over {path}")
     tmp = path.with_name(path.name + ".partial")
+    try:
+        _write_checkpoint(tmp, network, optimizer, step, samples_seen, examples_trained, config, seconds, initialised_from, max_seconds, lanes, skipped_steps, hand_model_sha256)
+    except (OSError, RuntimeError) as error:  # a full disk: torch reports it as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write the checkpoint {path} at step {step} ({error}); {path} is left as it was") from error
+    os.replace(tmp, path)  # never leave a half-written checkpoint
+
+
+def _write_checkpoint(tmp, network, optimizer, step, samples_seen, examples_trained, config, seconds, initialised_from, max_seconds, lanes, skipped_steps, hand_model_sha256) -> None:
     torch.save(
         {
             "network": network.state_dict(),
@@ -362,7 +388,6 @@ def _save_checkpoint(
         },
         tmp,
     )
-    os.replace(tmp, path)  # never leave a half-written checkpoint
 
 
 def _resumed_budget(saved: float | None, given: float | None, rank: int) -> float | None:
@@ -388,6 +413,33 @@ def _warn_schedule_changes(saved: dict, config: TrainConfig, rank: int) -> None:
         print(f"warning: resuming with other settings than the checkpoint's: {', '.join(changed)}")
 
 
+def _kept(checkpoint: Path, checkpointed_step: int | None) -> str:
+    """What a run that fails leaves to resume from."""
+    if checkpointed_step is None:
+        return "no checkpoint of this run had been written yet"
+    return f"{checkpoint} holds step {checkpointed_step} and the same command resumes from it"
+
+
+#: What a run writes into its folder; --no-resume moves an earlier run's aside.
+RUN_FILES = ("last.pt", "config.json", "metrics.csv", "summary.json", "export")
+
+
+def _set_aside(out_dir: Path) -> Path:
+    """Move an earlier run's files into a subfolder, so that a fresh start loses nothing and
+    cannot be mixed with them (its log with their rows, their checkpoint resumed by mistake)."""
+    aside = out_dir / time.strftime("earlier-%Y%m%d-%H%M%S")
+    suffix = 1
+    while aside.exists():
+        suffix += 1
+        aside = aside.with_name(f"{aside.name.split('.')[0]}.{suffix}")
+    aside.mkdir()
+    for name in RUN_FILES:
+        if (out_dir / name).exists():
+            os.replace(out_dir / name, aside / name)
+    print(f"--no-resume: the earlier run's files are kept in {aside}")
+    return aside
+
+
 def train(
     config: TrainConfig,
     out_dir: str | Path,
@@ -399,7 +451,8 @@ def train(
     """Train, checkpoint and export; returns a summary (rank 0).
 
     ``init_from``: exported weights to start from instead of random ones (fine-tuning);
-    ignored when resuming a checkpoint, which already holds them.
+    not used when resuming a checkpoint, which holds the weights it has got to. Without
+    ``resume`` an earlier run's files in ``out_dir`` are moved aside first.
     """
     check_replay(config)
     out_dir = Path(out_dir)
@@ -414,8 +467,15 @@ def train(
     step, samples_seen, examples_trained, earlier_seconds, earlier_skipped = 0, 0, 0, 0.0, 0
     initialised_from = saved_lanes = None
     checkpoint = out_dir / "last.pt"
+    if not resume and checkpoint.is_file() and rank == 0:
+        _set_aside(out_dir)
     if resume and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        try:
+            state = torch.load(checkpoint, map_location=device, weights_only=True)
+        except Exception as error:  # truncated, not a checkpoint, or from an unknown version
+            raise ResumeError(f"cannot read {checkpoint} ({type(error).__name__}: {error}); --no-resume starts afresh (and keeps it aside)") from error
+        if not isinstance(state, dict) or not {"network", "optimizer", "step", "samples_seen"} <= state.keys():
+            raise ResumeError(f"{checkpoint} is not a training checkpoint of this program; --no-resume starts afresh (and keeps it aside)")
         # Checkpoints from before the choice hold camera-frame training.
         trained_in = CropFrame(state.get("config", {}).get("data", {}).get("crop_frame", CropFrame.CAMERA.value))
         if trained_in != CropFrame(config.data.crop_frame):
@@ -430,8 +490,18 @@ def train(
                 f"{hand_model.sha256[:12]}...; the network samples its vertices at that model's mesh coordinates. "
                 "Put that asset back to resume, or start afresh with --no-resume"
             )
-        network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            network.load_state_dict(state["network"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as error:
+            raise ResumeError(
+                f"{checkpoint} does not fit this recipe's network ({type(error).__name__}: {str(error).splitlines()[0]}); "
+                "resume it with the recipe and settings it was trained with, or start afresh with --no-resume"
+            ) from error
+        if state.get("initialised_from") is not None:
+            # A fine-tune trains the refit terms from its first step (see main): resuming one
+            # without --init-from keeps that.
+            config = dataclasses.replace(config, refit_start_step=0)
         earlier_skipped = int(state.get("skipped_steps", 0))
         step, samples_seen = int(state["step"]), int(state["samples_seen"])
         examples_trained = int(state.get("examples_trained", samples_seen))
@@ -473,11 +543,26 @@ def train(
             "initialised_from": initialised_from, "sample_stream": {"seed": TRAIN_STREAM_SEED, "first_index": stream_start, "lanes": lane_count},
             "max_seconds": max_seconds,
         }
+        earlier_config = out_dir / "config.json"
+        if step > 0 and earlier_config.is_file():
+            # A resumed run: what each earlier segment ran with stays on record (an --lr
+            # changed on resuming, say).
+            try:
+                earlier = json.loads(earlier_config.read_text())
+                resolved["earlier_segments"] = [*earlier.pop("earlier_segments", []), earlier]
+            except (ValueError, AttributeError):
+                pass  # an unreadable record is not carried on
+            resolved["resumed_at_step"] = step
         (out_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
 
+    # A run that has already finished (its steps or its time budget) is not trained further:
+    # starting the data workers only to stop at once would cost minutes and count them.
+    finished = step >= config.steps or (max_seconds is not None and earlier_seconds >= max_seconds)
+    if finished and rank == 0:
+        print(f"{out_dir} has already finished ({step} steps); its checkpoint is exported again")
     # Each (rank, worker) lane goes on from where it had got to: lanes take unequal shares.
-    stream = SyntheticStream(config.data, TRAIN_STREAM_SEED, start=stream_start, rank=rank, world_size=world_size, lane_starts=lanes.next.tolist())
-    loader = DataLoader(
+    stream = None if finished else SyntheticStream(config.data, TRAIN_STREAM_SEED, start=stream_start, rank=rank, world_size=world_size, lane_starts=lanes.next.tolist())
+    loader = None if finished else DataLoader(
         stream,
         batch_size=config.batch_size,
         num_workers=config.workers,
@@ -535,9 +620,11 @@ def train(
         postfix = {"loss": f"{last_terms.get('total', float('nan')):.3f}", "init_cm": f"{last_terms.get('initial', float('nan')):.2f}", "joints_cm": f"{last_terms.get('joints', float('nan')):.2f}", "sps": f"{rate:.0f}"}
         if config.replay_examples:
             postfix["rendered_sps"] = f"{rendered_rate:.0f}"
+        if max_seconds is not None:  # the bar counts towards --steps, which a time budget may never reach
+            postfix["min_left"] = f"{max(0.0, max_seconds - earlier_seconds - (time.perf_counter() - began)) / 60:.0f}"
         bar.set_postfix(postfix)
 
-    batches = training_batches(loader, config, device, rank)
+    batches = iter(()) if finished else training_batches(loader, config, device, rank)
     stop = StopRequest(announce=rank == 0)
     try:
         stop.__enter__()
@@ -573,8 +660,7 @@ def train(
                 nonfinite_in_a_row += 1
                 if nonfinite_in_a_row >= MAX_NONFINITE_STEPS:
                     raise FloatingPointError(
-                        f"the gradients were not finite for {nonfinite_in_a_row} steps in a row (step {step + 1}); "
-                        f"{checkpoint} keeps the last checkpoint"
+                        f"the gradients were not finite for {nonfinite_in_a_row} steps in a row (step {step + 1}); {_kept(checkpoint, checkpointed_step)}"
                     )
             step += 1
             step_done = time.perf_counter()
@@ -582,16 +668,18 @@ def train(
             examples_trained += config.batch_size * world_size
             window_samples += config.batch_size * world_size
             window_rendered += rendered
-            if rank == 0:
-                last_terms = {k: float(v.detach()) for k, v in terms.items()}
-                bar.update(1)
-                if step % config.log_every == 0 or step == config.steps:
+            last_terms = {k: float(v.detach()) for k, v in terms.items()}
+            bar.update(1)
+            if step % config.log_every == 0 or step == config.steps:  # the same steps on every rank
+                last_terms = _mean_over_ranks(last_terms, world_size, device)
+                if rank == 0:
                     log_row()
+                logged_step = step
             if step % config.checkpoint_every == 0:
                 if world_size > 1 and not _all_finite(network):
                     # Checked on every rank (DDP keeps their weights equal), so all stop here
                     # together instead of the others waiting in a collective for rank 0.
-                    raise FloatingPointError(f"the network's weights are not finite at step {step}; {checkpoint} keeps the last good checkpoint")
+                    raise FloatingPointError(f"the network's weights are not finite at step {step}; {_kept(checkpoint, checkpointed_step)}")
                 _merge_lanes(lanes, world_size, device)  # every rank: a collective
                 if rank == 0:
                     _save_checkpoint(
@@ -624,19 +712,18 @@ def train(
                     skipped_steps, hand_model.sha256,
                 )
                 checkpointed_step = step
-            if checkpointed_step is not None:
-                kept = f"{checkpoint} holds step {checkpointed_step} and the same command resumes from it"
-            else:
-                kept = "no checkpoint of this run had been written yet"
             raise DataStalled(
                 f"no batch came from the data-loader workers in {config.data_timeout_s:g} s, so one of them is stuck "
-                f"(any message it printed is above); {kept}"
+                f"(any message it printed is above); {_kept(checkpoint, checkpointed_step)}"
             ) from error
     finally:
         stop.__exit__(None, None, None)
-        batches.close()  # stops the replay memory's loader thread now, not when collected
-    if rank == 0 and logged_step != step:  # stopped by the time budget or a signal between log rows
-        log_row()
+        if not finished:
+            batches.close()  # stops the replay memory's loader thread now, not when collected
+    if logged_step != step:  # stopped by the time budget or a signal between log rows (on every rank alike)
+        last_terms = _mean_over_ranks(last_terms, world_size, device)
+        if rank == 0:
+            log_row()
     bar.close()
     # Wall time summed over every resumed segment of the run.
     _merge_lanes(lanes, world_size, device)
@@ -710,9 +797,10 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         metavar="WEIGHTS_DIR",
         help="start from these exported weights (dgn.json, dgn.pt; checksums verified) instead of random ones, "
-        "with a fresh optimiser and schedule; ignored when resuming OUT/last.pt",
+        "with a fresh optimiser and schedule, the refit terms trained from the first step; when resuming OUT/last.pt the "
+        "checkpoint's weights are used instead (a resumed fine-tune keeps its refit terms from the first step)",
     )
-    parser.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.pt exists")
+    parser.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.pt exists (the earlier run's files are moved into OUT/earlier-<time>/)")
     args = parser.parse_args(argv)
     config = RECIPES[args.recipe]
     overrides = {
@@ -745,11 +833,19 @@ def main(argv: list[str] | None = None) -> int:
         check_replay(config)
     except ValueError as error:
         parser.error(str(error))
+    if config.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: this torch build sees no CUDA GPU (torch.cuda.is_available() is False); use --device cpu or auto")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file, not a run directory")
     try:
         summary = train(config, args.out, resume=not args.no_resume, max_seconds=None if args.max_minutes is None else 60 * args.max_minutes, init_from=args.init_from)
-    # --init-from weights missing or wrong; a resume in another frame; a run gone non-finite; stuck data workers
-    except (WeightsError, ResumeError, FloatingPointError, DataStalled) as exc:
+    # --init-from weights missing or wrong; a resume in another frame or from a damaged checkpoint; a checkpoint
+    # that cannot be written; a run gone non-finite; stuck data workers
+    except (WeightsError, ResumeError, CheckpointError, FloatingPointError, DataStalled) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the run directory or its files cannot be written
+        print(f"error: {exc.strerror or exc}: {exc.filename}" if exc.filename else f"error: {exc}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
         replayed = f" ({summary['examples_trained']} drawn from a replay memory)" if config.replay_examples else ""
