@@ -408,3 +408,48 @@ def test_hand_further_behind_the_last_centre_than_the_prior_radius_is_found(z):
     assert distance(find_hand_center(depth, K848), [0.0, 0.0, z]) < 0.01
     assert distance(find_hand_center(depth, K848, previous_center=prior), [0.0, 0.0, z]) < 0.01
     assert distance(track_hand_center(depth, K848, prior), [0.0, 0.0, z]) < 0.01
+
+
+def _body_beside(column_px: int, column_z: float, hand: bool):
+    """A body at 40 cm filling the left of the image, a wall at 1.3 m, and along the body's
+    outline a line ``column_px`` wide at ``column_z``: the in-between depths a camera gives
+    at such an edge, or the side of a rounded body seen edge-on. With ``hand``, a 5 cm disc
+    at (0.15, 0, 0.6) m, some 10 cm behind that line."""
+    v, u = np.mgrid[: K.height, : K.width]
+    depth = np.full((K.height, K.width), 1.3, np.float32)
+    depth[:, :300] = 0.40
+    depth[:, 300 : 300 + column_px] = column_z
+    if hand:
+        z = 0.6
+        depth[((u - K.cx) / K.fx * z - 0.15) ** 2 + ((v - K.cy) / K.fy * z) ** 2 < 0.05**2] = z
+    return depth
+
+
+@pytest.mark.parametrize("column_px, column_z", [(3, 0.47), (3, 0.50), (6, 0.50)])
+def test_a_line_of_edge_pixels_in_front_of_the_hand_does_not_hide_it(column_px, column_z):
+    depth = _body_beside(column_px, column_z, hand=True)
+    assert distance(find_hand_center(depth, K), [0.15, 0.0, 0.6]) < ON_HAND_M
+    assert distance(track_hand_center(depth, K, None), [0.15, 0.0, 0.6]) < ON_HAND_M
+
+
+@pytest.mark.parametrize("column_px", [6, 9])
+def test_a_sliver_along_a_body_is_not_a_hand(column_px):
+    # Some 50 cm tall and under 1 cm wide: the area of part of a hand, the shape of none.
+    depth = _body_beside(column_px, 0.50, hand=False)
+    assert find_hand_center(depth, K) is None
+    assert track_hand_center(depth, K, None) is None
+
+
+def test_the_fallback_on_the_last_centre_looks_near_it_only(monkeypatch):
+    # Detection found nothing; a wall 13 cm behind the hand (inside the depth band, outside
+    # the mean-shift's reach) fills the rest of the frame. Sampled over the whole image, the
+    # hand would get too few of the points to be kept.
+    z = 1.2
+    v, u = np.mgrid[: K848.height, : K848.width]
+    depth = np.full((K848.height, K848.width), 1.33, np.float32)
+    depth[((u - K848.cx) / K848.fx * z) ** 2 + ((v - K848.cy) / K848.fy * z) ** 2 < 0.035**2] = z
+    monkeypatch.setattr(segment, "find_hand_center", lambda *args, **kwargs: None)
+    assert distance(track_hand_center(depth, K848, np.array([0.0, 0.0, z])), [0.0, 0.0, z]) < 0.01
+    # A last centre off the image, or not a point at all: nothing to look near.
+    assert track_hand_center(depth, K848, np.array([5.0, 0.0, z])) is None
+    assert track_hand_center(depth, K848, np.array([np.nan, 0.0, z])) is None

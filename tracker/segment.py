@@ -98,6 +98,8 @@ class SegmentConfig:
     arm_depth_span_m: float = 0.27
     #: Fewer points than this (on the candidate grid) is "no hand in view".
     min_points: int = 60
+    #: Narrower blobs are not even part of a hand (a finger is some 15 mm wide).
+    min_width_m: float = 0.008
     max_points: int = 4000
     iterations: int = 15
     #: Pixels from the image edge that count as "touching the border": depth cameras lose
@@ -295,9 +297,15 @@ class _Grid:
                 # Only speckle and jump edges at the front. Speckle alone: it went above, so
                 # look again without it (a hand may lie right behind a thin layer of it). Jump
                 # edges (the far side of an occluding edge, as behind the candidate just
-                # taken): look behind them. Either way the nearest point goes.
+                # taken): look behind them. Either way the nearest point goes, with the band
+                # around it, except blobs in the band well apart from what was taken and from
+                # those edges: a hand a few cm behind a line of edge pixels along a body.
                 if (labels[at_front] == 0).any():
-                    remaining &= ~band
+                    taken_or_edge = ((self.taken_back > 0) | (at_front & (labels == 0))).view(np.uint8)
+                    beside = cv2.dilate(taken_or_edge, None, iterations=2).view(bool)
+                    touching = np.unique(labels[beside & band])
+                    apart = band & (labels > 0) & ~np.isin(labels, touching)
+                    remaining &= ~(band & ~apart)
                 continue
             mask = labels == int(np.argmax(votes))
             blob = self._judge(mask, back)
@@ -355,6 +363,14 @@ class _Grid:
             return blob
         if area < c.min_part_area_m2:
             blob.verdict, blob.reason = NOT_HAND, f"speckle ({area * 1e4:.1f} cm^2)"
+            return blob
+        # Width across the blob's long axis in the image plane (a uniform strip's is
+        # sqrt(12) standard deviations): a line of edge pixels along a body's outline can have
+        # the area of part of a hand, but even one finger seen alone is wider.
+        spread = np.cov(points[:, :2].T) if len(points) > 2 else np.zeros((2, 2))
+        width = float(np.sqrt(12.0 * max(float(np.linalg.eigvalsh(spread)[0]), 0.0)))
+        if width < c.min_width_m:
+            blob.verdict, blob.reason = NOT_HAND, f"a sliver {width * 1000:.0f} mm wide"
             return blob
 
         # The outline: a pixel just outside whose depth is within continuation_m of its
@@ -557,7 +573,18 @@ def track_hand_center(
     if centre is not None or previous_center is None:
         return centre
     depth_m = np.asarray(depth_m)
+    previous_center = np.asarray(previous_center, np.float64)
+    if not (np.all(np.isfinite(previous_center)) and previous_center[2] > config.min_depth_m):
+        return None
     valid = (depth_m > config.min_depth_m) & (depth_m < config.max_depth_m) & (np.abs(depth_m - previous_center[2]) < config.depth_band_m)
+    # Only pixels near the last centre's image position: a wall or body elsewhere at that
+    # depth would otherwise fill the sample and leave the hand too few points.
+    k = intrinsics
+    u, v = k.fx * previous_center[0] / previous_center[2] + k.cx, k.fy * previous_center[1] / previous_center[2] + k.cy
+    radius = 2.0 * config.kernel_radius_m * max(k.fx, k.fy) / previous_center[2]
+    window = np.zeros_like(valid)
+    window[max(0, int(v - radius)) : max(0, int(v + radius) + 1), max(0, int(u - radius)) : max(0, int(u + radius) + 1)] = True
+    valid &= window
     # ``min_points`` counts points on the candidate grid, as detection does.
     step = max(1, int(depth_m.shape[1]) // max(1, config.grid_width_px))
     if valid[::step, ::step].sum() < config.min_points:
