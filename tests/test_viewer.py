@@ -156,7 +156,10 @@ def test_the_overlay_video_takes_frames_of_another_size_and_reports_a_refused_on
     sink._writer = Full()
     with pytest.raises(OSError, match="encoder refused a frame"):
         sink.write(result(64, 48, 2))
+    # What was written stays under its hidden name; no likely unplayable file takes the
+    # real name, where an earlier run's video would have been replaced.
     sink.close()
+    assert not (tmp_path / "v.mp4").exists() and (tmp_path / ".v.partial.mp4").is_file()
 
 
 @pytest.mark.parametrize("name", ["v.mp4", "v.png"])
@@ -205,3 +208,29 @@ def test_a_video_with_no_frames_leaves_an_earlier_file_and_says_so(tmp_path, han
     assert capsys.readouterr().err.count("was not written: the file there is from before") == 1
     VideoSink(tmp_path / "new.mp4", hand_model).close()
     assert not (tmp_path / "new.mp4").exists() and capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("name, drawn", [("v.png", 1), ("v.mp4", 12)])
+def test_only_the_frames_the_overlay_shows_are_drawn(tmp_path, hand_model, name, drawn):
+    import numpy as np
+
+    from tracker.pipeline import FrameResult
+    from tracker.types import CameraIntrinsics, DepthFrame
+    from tracker.viewer import OverlayPainter, VideoSink
+
+    k = CameraIntrinsics(64, 48, 50.0, 50.0, 31.5, 23.5)
+    painter = OverlayPainter(hand_model.faces)
+    calls = []
+
+    def counted(result):
+        calls.append(result.frame.frame_number)
+        return OverlayPainter.__call__(painter, result)
+
+    sink = VideoSink(tmp_path / name, hand_model, painter=counted)
+    # 31 frames of a 90 fps camera (333 ms) into a 30 fps video: frames 0, 2, 5, ..., 29
+    # take a video frame each (11), and the video ends on the last, 30; a picture shows
+    # the last one only.
+    for i in range(31):
+        sink.write(FrameResult(DepthFrame(np.full((48, 64), 500, np.uint16), 0.001, k, timestamp_ms=1000 * i / 90, frame_number=i), (), {}))
+    sink.close()
+    assert len(calls) == drawn and calls[-1] == 30

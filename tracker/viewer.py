@@ -52,18 +52,26 @@ def draw_overlay(result: FrameResult, faces: np.ndarray, fps: float | None = Non
 
 
 class OverlayPainter:
-    """Draws each frame's overlay once, with the display rate over the last second."""
+    """Draws each frame's overlay once, with the rate frames came over the last second."""
 
     def __init__(self, faces: np.ndarray) -> None:
         self.faces = faces
         self._times: list[float] = []
+        self._noted: FrameResult | None = None
         self._last: tuple[FrameResult, np.ndarray] | None = None
+
+    def note(self, result: FrameResult) -> None:
+        """Count a frame towards the rate shown, whether or not it is drawn."""
+        if result is self._noted:
+            return
+        self._noted = result
+        now = time.perf_counter()
+        self._times = [t for t in self._times if now - t < 1.0] + [now]
 
     def __call__(self, result: FrameResult) -> np.ndarray:
         if self._last is not None and self._last[0] is result:
             return self._last[1]
-        now = time.perf_counter()
-        self._times = [t for t in self._times if now - t < 1.0] + [now]
+        self.note(result)
         # Frames over the time they spanned: right from the second frame on and after a pause
         # (a count over the last second would climb from 1 for a second).
         span = self._times[-1] - self._times[0]
@@ -108,46 +116,62 @@ class VideoSink:
         # video cut short. (The suffix stays last: OpenCV picks the container from it.)
         self._writing = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
         self._writer = None
-        self._last = None
+        self._last: FrameResult | None = None  # for a .png: the newest frame, drawn when closed
         self._written = 0  # video frames so far
-        self._shown: np.ndarray | None = None  # the newest frame, which the video holds
-        self._put_last: np.ndarray | None = None  # the frame last put into the video
+        # The newest frame, which the video holds, and its drawing once made: a frame that
+        # gets no video frame of its own (a 90 fps camera into a 30 fps video) is not drawn.
+        self._shown: FrameResult | None = None
+        self._shown_image: np.ndarray | None = None
+        self._put_last: FrameResult | None = None  # the frame last put into the video
+        self._failed = False  # the encoder refused a frame
         self._first_time_ms = 0.0  # the input time of video frame 0
         self._previous_time_ms: float | None = None
         self._closed = False
 
     def write(self, result: FrameResult) -> None:
-        image = self.painter(result)
+        if hasattr(self.painter, "note"):
+            self.painter.note(result)
         if self.path.suffix.lower() == ".png":
-            self._last = image
+            self._last = result  # only the last frame is drawn, when closed
             return
+        slot = self._slot(float(result.frame.timestamp_ms))
+        if slot < self._written:
+            # Shown too briefly for a video frame of its own, but the newest frame: the one
+            # the next video frames hold until another comes.
+            self._shown, self._shown_image = result, None
+            return
+        while self._written < slot:  # the previous frame stays on until this one's time
+            self._put(self._shown)
+        self._shown, self._shown_image = result, None
+        self._put(result)
+
+    def _drawn(self, result: FrameResult) -> np.ndarray:
+        if result is self._shown and self._shown_image is not None:
+            return self._shown_image
+        image = self.painter(result)
         if self._writer is None:
             h, w = image.shape[:2]
             self._size = (w, h)
             self._writer = cv2.VideoWriter(str(self._writing), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
             if not self._writer.isOpened():
+                self._writer = None
                 raise OSError(f"cannot write video {self.path} (OpenCV has no mp4v encoder here?)")
         if image.shape[:2] != self._size[::-1]:
             # A camera reconnected in another depth mode: a video has one size, and OpenCV
             # would drop frames of another with no more than a log line.
             image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
-        slot = self._slot(float(result.frame.timestamp_ms))
-        if slot < self._written:
-            # Shown too briefly for a video frame of its own, but the newest frame: the one
-            # the next video frames hold until another comes.
-            self._shown = image
-            return
-        while self._written < slot:  # the previous frame stays on until this one's time
-            self._put(self._shown)
-        self._put(image)
-        self._shown = image
+        if result is self._shown:
+            self._shown_image = image  # held over several video frames: drawn once
+        return image
 
-    def _put(self, image: np.ndarray) -> None:
+    def _put(self, result: FrameResult) -> None:
+        image = self._drawn(result)
         # OpenCV only logs a frame the encoder refused (disk full, a broken pipe).
         if self._writer.write(image) is False:
+            self._failed = True
             raise OSError(f"cannot write video {self.path}: the encoder refused a frame (disk full?)")
         self._written += 1
-        self._put_last = image
+        self._put_last = result
 
     def _slot(self, time_ms: float) -> int:
         """The video frame at which a frame with this timestamp appears."""
@@ -171,14 +195,22 @@ class VideoSink:
             try:
                 # The newest frame came too soon after the one before for a slot of its own;
                 # the video still ends on it, the state the input ended in.
-                if self._shown is not None and self._shown is not self._put_last:
+                if self._shown is not None and self._shown is not self._put_last and not self._failed:
                     self._put(self._shown)
             finally:
                 self._writer.release()
                 self._writer = None
-                os.replace(self._writing, self.path)
+                if self._failed:
+                    # Likely unplayable (a full disk): an earlier run's video keeps its place.
+                    print(
+                        f"note: the video stopped after {self._written} frames when the encoder refused one; "
+                        f"what it holds is in {self._writing}, and {self.path} was left as it was", file=sys.stderr,
+                    )
+                else:
+                    os.replace(self._writing, self.path)
         if self._last is not None:
-            image, self._last = self._last, None
+            result, self._last = self._last, None
+            image = self.painter(result)
             if not cv2.imwrite(str(self._writing), image):
                 self._writing.unlink(missing_ok=True)
                 raise OSError(f"cannot write the overlay picture {self.path}")
