@@ -11,14 +11,12 @@ missing=()
 # read once, as grep -q on a pipe could kill a long listing with SIGPIPE under pipefail.
 library_cache=$(PATH="$PATH:/sbin:/usr/sbin" ldconfig -p 2>/dev/null || true)
 need() { grep -qF -- "$1" <<<"$library_cache" || missing+=("$2"); }
-glib=libglib2.0-0
-apt-cache show libglib2.0-0t64 >/dev/null 2>&1 && glib=libglib2.0-0t64  # renamed in Debian 13
 need 'libusb-1.0.so.0' libusb-1.0-0
 need 'libGL.so.1' libgl1
 need 'libEGL.so.1' libegl1
 need 'libX11.so.6' libx11-6
 need 'libudev.so.1' libudev1
-need 'libgthread-2.0.so.0' "$glib"
+need 'libgthread-2.0.so.0' libglib2.0-0
 need 'libgomp.so.1' libgomp1
 # Xvfb: a virtual display for the test that opens the live window for real.
 command -v Xvfb >/dev/null 2>&1 || missing+=(xvfb)
@@ -31,7 +29,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   echo "installing system libraries: ${missing[*]}"
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  # GLib's package was renamed in Debian 13; only the updated lists of a fresh machine say
+  # which name it has here.
+  for i in "${!missing[@]}"; do
+    if [ "${missing[$i]}" = libglib2.0-0 ] && apt-cache show libglib2.0-0t64 >/dev/null 2>&1; then
+      missing[$i]=libglib2.0-0t64
+    fi
+  done
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # A .venv without pip (made before the -venv package was there) is made again.

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mesh-format", choices=["ply", "obj"], help="mesh file format for --mesh-dir (default ply)")
     parser.add_argument("--record", type=Path, help="while tracking a live camera, record its depth to this .db3")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames have been tracked and written (frames dropped to keep up in real time "
-        "do not count; the built-in input renders no more than this many either, default %d)" % DEFAULT_SYNTHETIC_FRAMES)
+        "do not count); default: no limit, except the synthetic input's %d frames" % DEFAULT_SYNTHETIC_FRAMES)
     parser.add_argument(
         "--realtime", action=argparse.BooleanOptionalAction, default=None,
         help="pace the input in real time (the default for recordings; a camera runs in real time only) or take "
