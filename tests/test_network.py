@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from tracker.network import DualGridNet, DualGridNetConfig, bilinear_sampling_matrix
@@ -80,3 +81,55 @@ def test_network_overfits_a_small_batch(hand_model):
     # ~35 cm); the last steps include the refit terms, which must be finite and small too.
     assert losses[59]["total"] < losses[0]["total"] / 10, (losses[0], losses[59])
     assert losses[-1]["joints"] < losses[0]["initial"] / 5
+
+
+def test_learned_sampling_starts_bilinear_and_trains_each_vertexs_own_nodes_only(hand_model):
+    import dataclasses
+
+    bilinear = DualGridNet(hand_model.mesh_coords, SMALL).eval()
+    learned = DualGridNet(hand_model.mesh_coords, dataclasses.replace(SMALL, learned_sampling=True))
+    learned.load_bilinear_state_dict(bilinear.state_dict())
+    depth = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(learned.eval()(depth)["vertices"], bilinear(depth)["vertices"], rtol=0, atol=0)
+
+    start = learned.grid_to_vertices.detach().clone()
+    support = torch.as_tensor(bilinear_sampling_matrix(hand_model.mesh_coords, SMALL.mesh_grid_size, support=True).T.copy()) > 0
+    assert (support.sum(0) == 4).all() and torch.equal(start[~support], torch.zeros(int((~support).sum())))
+    optimizer = torch.optim.AdamW(learned.parameters(), lr=0.01, weight_decay=0.01)
+    learned.train()
+    for _ in range(2):
+        optimizer.zero_grad()
+        learned(depth)["vertices"].square().sum().backward()
+        optimizer.step()
+    changed = learned.grid_to_vertices.detach() != start
+    assert changed[support].any() and not changed[~support].any()
+
+    # Its state carries the trained weights; bilinear networks refuse them.
+    again = DualGridNet(hand_model.mesh_coords, learned.config)
+    again.load_state_dict(learned.state_dict())
+    assert torch.equal(again.grid_to_vertices, learned.grid_to_vertices)
+    with pytest.raises(RuntimeError, match="unexpected"):
+        DualGridNet(hand_model.mesh_coords, SMALL).load_bilinear_state_dict(learned.state_dict())
+
+
+def test_learned_sampling_exports_and_fine_tunes_from_bilinear_weights(hand_model, tmp_path):
+    import dataclasses
+
+    from tracker.crop import CropFrame
+    from tracker.train import initial_weights
+    from tracker.weights import WeightsError, export_weights, load_network
+
+    bilinear = DualGridNet(hand_model.mesh_coords, SMALL).eval()
+    export_weights(bilinear, 0.26, tmp_path / "bilinear", crop_frame=CropFrame.RAY)
+    learned = DualGridNet(hand_model.mesh_coords, dataclasses.replace(SMALL, learned_sampling=True))
+    initial_weights(learned, tmp_path / "bilinear")
+    with torch.no_grad():
+        learned.grid_to_vertices.mul_(1.5)  # as if trained
+    export_weights(learned.eval(), 0.26, tmp_path / "learned", crop_frame=CropFrame.RAY)
+    loaded, manifest = load_network(tmp_path / "learned")
+    assert manifest["network"]["learned_sampling"] is True
+    assert torch.equal(loaded.grid_to_vertices, learned.grid_to_vertices)
+    # Learned sampling is not turned back into bilinear sampling.
+    with pytest.raises(WeightsError, match="network shape"):
+        initial_weights(DualGridNet(hand_model.mesh_coords, SMALL), tmp_path / "learned")

@@ -661,3 +661,19 @@ def test_a_resumed_fine_tune_keeps_its_refit_terms_and_its_earlier_settings_on_r
     assert config["train"]["refit_start_step"] == 0 and config["resumed_at_step"] == SMOKE.steps
     assert [segment["train"]["learning_rate"] for segment in config["earlier_segments"]] == [SMOKE.learning_rate]
     assert config["train"]["learning_rate"] == SMOKE.learning_rate / 2
+
+
+def test_learned_sampling_from_the_command_line_is_trained_and_exported(tmp_path, hand_model):
+    from tracker.network import bilinear_sampling_matrix
+    from tracker.train import main as train_main
+
+    out = tmp_path / "run"
+    assert train_main(["--out", str(out), "--recipe", "smoke", "--learned-sampling"]) == 0
+    network, manifest = load_network(out / "export")
+    assert manifest["network"]["learned_sampling"] is True
+    assert json.loads((out / "config.json").read_text())["train"]["network"]["learned_sampling"] is True
+    # Trained away from the bilinear start, on each vertex's own four nodes only.
+    start = torch.as_tensor(bilinear_sampling_matrix(hand_model.mesh_coords, 16).T.copy())
+    support = torch.as_tensor(bilinear_sampling_matrix(hand_model.mesh_coords, 16, support=True).T.copy()) > 0
+    trained = network.grid_to_vertices.detach()
+    assert not torch.equal(trained[support], start[support]) and not trained[~support].any()

@@ -13,6 +13,13 @@
       -> sampling: each vertex reads the grid bilinearly at its fixed mesh coordinate (a
          fixed (256, V) matrix) -> P_s in crop-normalised coordinates
 
+With ``learned_sampling`` (ours) each vertex's weights on its four grid nodes are trained,
+starting from the bilinear ones. The hand model's 2-D mesh layout puts most vertices in a
+cell shared with vertices far away on the surface (the palm side and the back of a finger
+overlap), so no grid read bilinearly can place them all; weights of their own let vertices
+in one cell differ. The matrix keeps its shape and sparsity, so the exported graph and its
+speed are the same.
+
 Crop-normalised coordinates are camera-frame offsets from the crop centre divided by half
 the cube size (``tracker.crop``). Everything here has static shapes.
 """
@@ -41,6 +48,7 @@ class DualGridNetConfig:
     feature_channels: int = 32
     extension_sigma: float = 0.5
     extension_window: int = 8
+    learned_sampling: bool = False
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -89,8 +97,9 @@ class Hourglass(nn.Module):
         return self.head(x)
 
 
-def bilinear_sampling_matrix(mesh_coords: np.ndarray, grid_size: int) -> np.ndarray:
-    """(V, G*G) float32: row v reads grid values bilinearly at mesh_coords[v].
+def bilinear_sampling_matrix(mesh_coords: np.ndarray, grid_size: int, support: bool = False) -> np.ndarray:
+    """(V, G*G) float32: row v reads grid values bilinearly at mesh_coords[v]; with
+    ``support``, 1 at the four nodes each vertex reads (whatever their weights) and 0 elsewhere.
 
     Grid node (row r, column c) sits at mesh coordinate (c + 0.5, r + 0.5): node centres.
     """
@@ -103,7 +112,11 @@ def bilinear_sampling_matrix(mesh_coords: np.ndarray, grid_size: int) -> np.ndar
     rows = np.arange(len(m))
     for dy, wy in ((0, 1 - fy), (1, fy)):
         for dx, wx in ((0, 1 - fx), (1, fx)):
-            np.add.at(out, (rows, (y0 + dy) * grid_size + x0 + dx), wy * wx)
+            index = (rows, (y0 + dy) * grid_size + x0 + dx)
+            if support:
+                out[index] = 1.0
+            else:
+                np.add.at(out, index, wy * wx)
     return out
 
 
@@ -122,9 +135,24 @@ class DualGridNet(nn.Module):
         self.register_buffer("grid_axis", torch.arange(g, dtype=torch.float32) + 0.5, persistent=False)
         # Stored transposed, (G*G, V): as the second operand of the product the constant is
         # packed once by onnxruntime's matrix kernels, which then write V columns instead of 3.
-        sampling = bilinear_sampling_matrix(mesh_coords, g)
-        self.register_buffer("grid_to_vertices", torch.as_tensor(sampling.T.copy()), persistent=False)
+        sampling = torch.as_tensor(bilinear_sampling_matrix(mesh_coords, g).T.copy())
+        if c.learned_sampling:
+            self.grid_to_vertices = nn.Parameter(sampling)
+            # Only each vertex's own four nodes are trained: in training the matrix is used
+            # through this mask, so the rest gets no gradient and stays 0 (exported as is).
+            support = torch.as_tensor(bilinear_sampling_matrix(mesh_coords, g, support=True).T.copy())
+            self.register_buffer("sampling_support", support, persistent=False)
+        else:
+            self.register_buffer("grid_to_vertices", sampling, persistent=False)
         self.num_vertices = len(mesh_coords)
+
+    def load_bilinear_state_dict(self, state: dict) -> None:
+        """Weights of a network with bilinear sampling into this one, whose sampling starts
+        from the bilinear weights (the same function until trained)."""
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        allowed = {"grid_to_vertices"} if self.config.learned_sampling else set()
+        if unexpected or set(missing) - allowed:
+            raise RuntimeError(f"state dict does not fit: missing {sorted(set(missing) - allowed)}, unexpected {sorted(unexpected)}")
 
     def extension(self, mesh_coords: torch.Tensor, features: torch.Tensor, hand_probability: torch.Tensor) -> torch.Tensor:
         """Splat per-pixel features onto the mesh grid.
@@ -181,7 +209,10 @@ class DualGridNet(nn.Module):
         features = raw[:, 12:].reshape(b, d, pixels, 1)
         grid = self.extension(splat_coords, features, splat_probability)
         offsets = F.pixel_shuffle(self.mesh_hourglass(F.pixel_unshuffle(grid, 2)), 2)  # (B, 3, G, G)
-        vertices = torch.matmul(offsets.flatten(2), self.grid_to_vertices).transpose(1, 2)  # (B, V, 3)
+        sampling = self.grid_to_vertices
+        if self.config.learned_sampling and self.training:
+            sampling = sampling * self.sampling_support
+        vertices = torch.matmul(offsets.flatten(2), sampling).transpose(1, 2)  # (B, V, 3)
         return {"mesh_coords": mesh_coords, "hand_logit": hand_logit, "grid_offsets": offsets, "vertices": vertices}
 
 

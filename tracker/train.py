@@ -329,9 +329,12 @@ def initial_weights(network: DualGridNet, weights_dir: str | Path) -> dict:
     """Load exported weights (checksums verified) into ``network`` to fine-tune them; returns
     what they had been trained with, for the run's record."""
     exported, manifest = load_network(weights_dir)
-    if exported.config != network.config:
+    # Bilinear sampling can be fine-tuned into learned sampling (which starts from it), not back.
+    if dataclasses.replace(exported.config, learned_sampling=network.config.learned_sampling) != network.config or (
+        exported.config.learned_sampling and not network.config.learned_sampling
+    ):
         raise WeightsError(f"{weights_dir}: network shape {exported.config.to_dict()} differs from the recipe's {network.config.to_dict()}")
-    network.load_state_dict(exported.state_dict())
+    network.load_bilinear_state_dict(exported.state_dict())
     earlier = manifest.get("training", {})
     stream_end = {"stream_end": int(earlier["stream_end"])} if "stream_end" in earlier else {}
     return {
@@ -461,7 +464,12 @@ def train(
     hand_model = HandModel.load()
     refit = Refit(hand_model)
     network = DualGridNet(hand_model.mesh_coords, config.network).to(device)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    # Learned sampling weights are not decayed: they start at the bilinear weights, not at 0.
+    sampling = [p for name, p in network.named_parameters() if name == "grid_to_vertices"]
+    others = [p for name, p in network.named_parameters() if name != "grid_to_vertices"]
+    optimizer = torch.optim.AdamW(
+        [{"params": others}, *([{"params": sampling, "weight_decay": 0.0}] if sampling else [])], lr=config.learning_rate, weight_decay=config.weight_decay
+    )
     # samples_seen: examples taken from the rendered stream (where a resumed run picks it
     # up); examples_trained: batch size times steps, more than samples_seen with replay.
     step, samples_seen, examples_trained, earlier_seconds, earlier_skipped = 0, 0, 0, 0.0, 0
@@ -800,6 +808,11 @@ def main(argv: list[str] | None = None) -> int:
         "with a fresh optimiser and schedule, the refit terms trained from the first step; when resuming OUT/last.pt the "
         "checkpoint's weights are used instead (a resumed fine-tune keeps its refit terms from the first step)",
     )
+    parser.add_argument(
+        "--learned-sampling", action="store_true",
+        help="train each vertex's weights on its four mesh-grid nodes, starting from the bilinear ones (with --init-from, "
+        "weights with bilinear sampling carry over unchanged); the exported network has the same shape and speed",
+    )
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.pt exists (the earlier run's files are moved into OUT/earlier-<time>/)")
     args = parser.parse_args(argv)
     config = RECIPES[args.recipe]
@@ -815,6 +828,8 @@ def main(argv: list[str] | None = None) -> int:
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if args.crop_frame is not None:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, crop_frame=CropFrame(args.crop_frame)))
+    if args.learned_sampling:
+        config = dataclasses.replace(config, network=dataclasses.replace(config.network, learned_sampling=True))
     if args.init_from is not None:
         # Trained weights give a P_s the refit can follow from the first step: the delay that
         # spares a fresh network's noise would only leave P_r and the joints untrained a while.
