@@ -678,3 +678,18 @@ def test_learned_sampling_from_the_command_line_is_trained_and_exported(tmp_path
     support = torch.as_tensor(bilinear_sampling_matrix(hand_model.mesh_coords, 16, support=True).T.copy()) > 0
     trained = network.grid_to_vertices.detach()
     assert not torch.equal(trained[support], start[support]) and not trained[~support].any()
+
+
+def test_a_checkpoint_that_cannot_be_written_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    import tracker.train as train_module
+
+    def full_disk(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"half")  # what a full disk leaves behind
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(train_module.torch, "save", full_disk)
+    out = tmp_path / "run"
+    assert train_module.main(["--out", str(out), "--recipe", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write the checkpoint {out / 'last.pt'}" in err and "Traceback" not in err
+    assert not (out / "last.pt").exists() and not (out / "last.pt.partial").exists()

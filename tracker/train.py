@@ -69,8 +69,9 @@ def _loader_timed_out(error: BaseException | None) -> bool:
     return False
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be written (a full disk, a folder gone)."""
+class CheckpointError(OSError):
+    """A checkpoint could not be written (a full disk, a folder gone). Not a RuntimeError, so
+    the training loop never takes it for its data workers having stopped."""
 
 
 class ResumeError(ValueError):
@@ -366,31 +367,27 @@ def _save_checkpoint(
         raise FloatingPointError(f"the network's weights are not finite at step {step}; they were not saved over {path}")
     tmp = path.with_name(path.name + ".partial")
     try:
-        _write_checkpoint(tmp, network, optimizer, step, samples_seen, examples_trained, config, seconds, initialised_from, max_seconds, lanes, skipped_steps, hand_model_sha256)
+        torch.save(
+            {
+                "network": network.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "samples_seen": samples_seen,
+                "examples_trained": examples_trained,
+                "train_seconds": seconds,
+                "config": config_to_dict(config),
+                "initialised_from": initialised_from,
+                "max_seconds": max_seconds,  # the schedule's time budget, which a resume keeps
+                "stream_lanes": lanes.to_dict(),  # where each lane of the sample stream goes on from
+                "skipped_steps": skipped_steps,
+                "hand_model_sha256": hand_model_sha256,  # the mesh the network samples, which a resume must keep
+            },
+            tmp,
+        )
     except (OSError, RuntimeError) as error:  # a full disk: torch reports it as a RuntimeError
         tmp.unlink(missing_ok=True)
         raise CheckpointError(f"cannot write the checkpoint {path} at step {step} ({error}); {path} is left as it was") from error
     os.replace(tmp, path)  # never leave a half-written checkpoint
-
-
-def _write_checkpoint(tmp, network, optimizer, step, samples_seen, examples_trained, config, seconds, initialised_from, max_seconds, lanes, skipped_steps, hand_model_sha256) -> None:
-    torch.save(
-        {
-            "network": network.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "step": step,
-            "samples_seen": samples_seen,
-            "examples_trained": examples_trained,
-            "train_seconds": seconds,
-            "config": config_to_dict(config),
-            "initialised_from": initialised_from,
-            "max_seconds": max_seconds,  # the schedule's time budget, which a resume keeps
-            "stream_lanes": lanes.to_dict(),  # where each lane of the sample stream goes on from
-            "skipped_steps": skipped_steps,
-            "hand_model_sha256": hand_model_sha256,  # the mesh the network samples, which a resume must keep
-        },
-        tmp,
-    )
 
 
 def _resumed_budget(saved: float | None, given: float | None, rank: int) -> float | None:
