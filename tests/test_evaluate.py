@@ -361,3 +361,16 @@ def test_scene_differences_name_what_the_held_out_scenes_changed():
         "scene.pose.left: trained 0.0, held out 0.5",
     ]
     assert scene_differences(held_out, held_out) == []
+
+
+def test_the_model_card_states_the_hand_shapes_the_weights_were_trained_on():
+    from tracker.evaluate import _hand_shape_line
+
+    older = {"scene": {"pose": {"hand_size_range": [0.9, 1.1], "bone_scale_jitter": 0.15}}}
+    assert _hand_shape_line(older) == "- One hand model shape (overall size 0.9–1.1×, every bone's length and thickness ±15 % on its own)."
+    newer = {"scene": {"pose": {"hand_size_range": [0.9, 1.1], "finger_length_jitter": 0.06, "thickness_jitter": 0.1, "bone_scale_jitter": 0.05}}}
+    assert _hand_shape_line(newer) == (
+        "- One hand model shape (overall size 0.9–1.1×, each finger's length ±6 %, thickness ±10 %,"
+        " every bone's length and thickness ±5 % on its own)."
+    )
+    assert "do not record" in _hand_shape_line(None)

@@ -6,9 +6,11 @@ from tracker.synth.pose_sampler import (
     PALM_CENTRE_HAND_M,
     PoseSamplerConfig,
     joint_rotation,
+    sample_bone_scales,
     sample_hand_pose,
     sample_joint_angles,
 )
+from tracker.skeleton import SKIN_JOINT_INDEX
 from tracker.types import CameraIntrinsics
 
 CAMERA = CameraIntrinsics(640, 480, 450.0, 450.0, 319.5, 239.5)
@@ -47,7 +49,10 @@ def test_hands_are_in_view_at_the_requested_distances_with_varied_bones():
         assert 0 <= u < CAMERA.width and 0 <= v < CAMERA.height
         z_values.append(palm[2])
         directions.append(rotation[:, 2])
-        assert np.all((pose.bone_scales >= 0.9 * 0.85 - 1e-9) & (pose.bone_scales <= 1.1 * 1.15 + 1e-9))
+        # Hand size x finger length (or hand thickness) x bone jitter, at their limits.
+        length, thickness = pose.bone_scales.T
+        assert np.all((length >= 0.9 * 0.94 * 0.95 - 1e-9) & (length <= 1.1 * 1.06 * 1.05 + 1e-9))
+        assert np.all((thickness >= 0.9 * 0.9 * 0.95 - 1e-9) & (thickness <= 1.1 * 1.1 * 1.05 + 1e-9))
     z_values = np.array(z_values)
     assert z_values.min() >= 0.2 and z_values.max() <= 0.9
     # Orientation covers the sphere: the hand's z axis points into every octant.
@@ -78,3 +83,44 @@ def test_joint_rotation_is_abduction_then_flexion_then_twist():
     # side (-y), and 90 degrees of abduction turns it to -x.
     np.testing.assert_allclose(joint_rotation(90.0, 0.0, 0.0) @ [0.0, 0.0, -1.0], [0.0, -1.0, 0.0], atol=1e-12)
     np.testing.assert_allclose(joint_rotation(0.0, 90.0, 0.0) @ [0.0, 0.0, -1.0], [-1.0, 0.0, 0.0], atol=1e-12)
+
+
+def test_the_bones_of_a_finger_share_its_length_scale():
+    rng = np.random.default_rng(4)
+    config = PoseSamplerConfig()
+    within, between = [], []
+    for _ in range(300):
+        length = sample_bone_scales(rng, config)[:, 0]
+        for finger in ("thumb", "index", "middle", "ring", "pinky"):
+            bones = ["metacarpal", "phalanx-proximal", "phalanx-distal"] if finger == "thumb" else ["phalanx-proximal", "phalanx-intermediate", "phalanx-distal"]
+            prefix = finger if finger == "thumb" else f"{finger}-finger"
+            scales = length[[SKIN_JOINT_INDEX[f"{prefix}-{b}"] for b in bones]]
+            # Only the per-bone jitter (+-5 %) separates the bones of one finger.
+            assert scales.max() / scales.min() <= 1.05 / 0.95 + 1e-9
+            within.append(np.log(scales[1] / scales[0]))
+        index = length[SKIN_JOINT_INDEX["index-finger-phalanx-proximal"]]
+        ring = length[SKIN_JOINT_INDEX["ring-finger-phalanx-proximal"]]
+        between.append(np.log(index / ring))
+        # The palm (wrist and the fingers' metacarpals) keeps the hand's own length scale.
+        palm = length[[SKIN_JOINT_INDEX[n] for n in ("wrist", "index-finger-metacarpal", "pinky-finger-metacarpal")]]
+        assert palm.max() / palm.min() <= 1.05 / 0.95 + 1e-9
+    # Fingers differ more from each other than bones of one finger do.
+    assert np.std(between) > 1.3 * np.std(within)
+
+
+def test_without_finger_and_thickness_jitter_the_scales_are_the_old_per_bone_draw():
+    # Configs that pin the older scenes (the side classifier's, the synthetic source's) must
+    # draw the same numbers as the code before those factors existed: size, then per bone.
+    config = PoseSamplerConfig(bone_scale_jitter=0.15, finger_length_jitter=0.0, thickness_jitter=0.0)
+    old = np.random.default_rng(5)
+    expected = old.uniform(0.9, 1.1) * old.uniform(0.85, 1.15, size=(25, 2))
+    new = np.random.default_rng(5)
+    np.testing.assert_array_equal(sample_bone_scales(new, config), expected)
+    assert new.uniform() == old.uniform()  # and the stream goes on in step
+
+
+def test_without_a_penetration_test_the_angles_are_the_plain_draw():
+    from tracker.synth.pose_sampler import sample_articulation
+
+    angles, _ = sample_articulation(np.random.default_rng(9), PoseSamplerConfig())
+    assert angles == sample_joint_angles(np.random.default_rng(9), PoseSamplerConfig())

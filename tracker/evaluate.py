@@ -569,10 +569,26 @@ def write_model_card(
         "## Limitations",
         "",
         "- Trained on synthetic data only: real sensors differ (see the paper, §5.2, for the size of that gap).",
-        "- One hand model shape (bone lengths/thickness varied ±15 %, overall size ±10 %).",
+        _hand_shape_line(recipe.get("data")),
         "",
     ]
     path.write_text("\n".join(lines))
+
+
+def _hand_shape_line(trained_on: dict | None) -> str:
+    """The hand shapes the weights' last stage was trained on, from its recorded scene config
+    (configs from before a setting existed lack it: the code then had none)."""
+    pose = ((trained_on or {}).get("scene") or {}).get("pose")
+    if not pose:
+        return "- One hand model shape, its bones scaled at random (the weights do not record how much)."
+    low, high = pose.get("hand_size_range", (0.9, 1.1))
+    parts = [f"overall size {low:g}–{high:g}×"]
+    if pose.get("finger_length_jitter"):
+        parts.append(f"each finger's length ±{100 * pose['finger_length_jitter']:.0f} %")
+    if pose.get("thickness_jitter"):
+        parts.append(f"thickness ±{100 * pose['thickness_jitter']:.0f} %")
+    parts.append(f"every bone's length and thickness ±{100 * pose.get('bone_scale_jitter', 0.0):.0f} % on its own")
+    return f"- One hand model shape ({', '.join(parts)})."
 
 
 def write_training_curve(weights_dir: Path, path: Path, held_out_mm: float) -> bool:

@@ -28,6 +28,7 @@ from kernels.raster import (
 from kernels.sensor_noise import StereoNoiseModel, apply_stereo_noise
 from tracker.hand_model import HandModel
 from tracker.skeleton import NUM_PARTS
+from tracker.synth.collision import penetration_test
 from tracker.synth.pose_sampler import PALM_CENTRE_HAND_M, HandPose, PoseSamplerConfig, sample_hand_pose
 from tracker.types import CameraIntrinsics, Handedness
 
@@ -90,6 +91,12 @@ class SceneConfig:
     table_clear_of_arm: bool = True
     body_probability: float = 0.3
     table_probability: float = 0.3
+    #: Draw the thumb (or the hand) again when a finger bone holds at least
+    #: ``penetration_vertices`` vertices of another finger (the thumb included) deeper than
+    #: this inside it, metres (``tracker.synth.collision``): a thumb through the index
+    #: finger is no real hand. None: keep every pose.
+    max_finger_penetration_m: float | None = 0.003
+    penetration_vertices: int = 3
     #: Re-draw the pose when fewer hand pixels than this are visible (hand hidden by the forearm).
     min_hand_pixels: int = 40
     near_m: float = 0.05
@@ -166,8 +173,13 @@ def render_sample(model: HandModel, config: SceneConfig, seed: int) -> Synthetic
     rng = np.random.default_rng(seed)
     sensor = config.camera.sample(rng)
     vertex_labels = model.vertex_part.astype(np.int16)
+    penetration = (
+        None
+        if config.max_finger_penetration_m is None
+        else penetration_test(model, config.max_finger_penetration_m, config.penetration_vertices)
+    )
     for _ in range(100):
-        pose = sample_hand_pose(rng, sensor, config.pose)
+        pose = sample_hand_pose(rng, sensor, config.pose, penetration)
         if config.forearm and config.max_arm_rise_m is not None and arm_rise_m(pose) > config.max_arm_rise_m:
             continue
         intrinsics = sensor if config.render_window_m is None else _window(sensor, pose, config.render_window_m)
