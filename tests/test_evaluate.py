@@ -374,3 +374,20 @@ def test_the_model_card_states_the_hand_shapes_the_weights_were_trained_on():
         " every bone's length and thickness ±5 % on its own)."
     )
     assert "do not record" in _hand_shape_line(None)
+
+
+def test_the_card_says_how_the_vertices_are_read_from_the_mesh_grid(smoke_weights, tmp_path):
+    import tracker.evaluate as evaluate
+
+    manifest = json.loads((smoke_weights / "dgn.json").read_text())
+    synthetic = json.loads((evaluate.WEIGHTS_DIR / "eval" / "synthetic_metrics.json").read_text())
+    card = tmp_path / "MODEL_CARD.md"
+    for learned in (False, True):
+        manifest["network"]["learned_sampling"] = learned
+        manifest["parameters"] = 300_000
+        evaluate.write_model_card(card, manifest, synthetic, None, "python -m tracker.evaluate", None)
+        text = card.read_text()
+        assert ("learned sampling" in text) == learned and ("bilinear sampling at each vertex" in text) != learned
+        # The readout matrix's unused entries (all but 4 per vertex of each 256-row column) are not counted as in use.
+        in_use = 300_000 - (manifest["network"]["mesh_grid_size"] ** 2 - 4) * 1159
+        assert (f"- Parameters: 300,000 ({in_use:,} in use" in text) == learned

@@ -448,9 +448,21 @@ def write_model_card(
         ),
         f"- Image-grid hourglass ({net['image_channels']} channels, {net['image_levels']} levels, pixel-unshuffle ×2) with heads for mesh coordinates (2), features ({net['feature_channels']}) and a hand mask (1).",
         f"- Extension onto the {net['mesh_grid_size']}×{net['mesh_grid_size']} mesh grid (softmax kernel σ = {net['extension_sigma']}, {net['extension_window']}×{net['extension_window']} window, weighted by the hand mask).",
-        f"- Mesh-grid hourglass ({net['mesh_channels']} channels, {net['mesh_levels']} levels) -> 3-D offsets; bilinear sampling at each vertex's mesh coordinate -> P_s (1159 vertices).",
+        f"- Mesh-grid hourglass ({net['mesh_channels']} channels, {net['mesh_levels']} levels) -> 3-D offsets; "
+        + (
+            "each vertex read from its four grid nodes around its mesh coordinate with trained weights (learned sampling,"
+            " started from the bilinear ones: a 256-row matrix with 4 entries per vertex in use)"
+            if net.get("learned_sampling")
+            else "bilinear sampling at each vertex's mesh coordinate"
+        )
+        + " -> P_s (1159 vertices).",
         "- Refit: per-part (16) least-squares similarity transforms (SVD in training; the same optimum from Horn's quaternion in the numba kernel), linear blend skinning -> P_r and 21 keypoints.",
-        f"- Parameters: {manifest.get('parameters', 0):,}.",
+        f"- Parameters: {manifest.get('parameters', 0):,}"
+        + (
+            f" ({manifest.get('parameters', 0) - (net['mesh_grid_size'] ** 2 - 4) * 1159:,} in use: the readout matrix's other entries stay 0)."
+            if net.get("learned_sampling")
+            else "."
+        ),
         "",
         "## Training",
         "",
