@@ -679,6 +679,11 @@ def test_learned_sampling_from_the_command_line_is_trained_and_exported(tmp_path
     trained = network.grid_to_vertices.detach()
     assert not torch.equal(trained[support], start[support]) and not trained[~support].any()
 
+    # Fine-tuned without the flag, weights trained with it keep it (there is no way back).
+    again = tmp_path / "again"
+    assert train_main(["--out", str(again), "--recipe", "smoke", "--init-from", str(out / "export"), "--steps", "1"]) == 0
+    assert load_network(again / "export")[1]["network"]["learned_sampling"] is True
+
 
 def test_a_checkpoint_that_cannot_be_written_is_a_clear_error(tmp_path, monkeypatch, capsys):
     import tracker.train as train_module

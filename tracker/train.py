@@ -51,7 +51,7 @@ from tracker.replay import BackgroundBatches, ReplayMemory
 from tracker.signals import SignalHandlers
 from tracker.synth.dataset import config_to_dict
 from tracker.training_data import ExampleConfig, StreamLanes, SyntheticStream
-from tracker.weights import WeightsError, crop_frame_of, export_weights, load_network
+from tracker.weights import WeightsError, crop_frame_of, export_weights, load_manifest, load_network
 
 TRAIN_STREAM_SEED = 1  # held-out evaluation uses another stream (tracker.evaluate)
 
@@ -324,6 +324,13 @@ def _all_finite(network) -> bool:
 #: Consecutive steps with non-finite gradients after which a run stops: the data or the
 #: weights are broken, not one unlucky batch.
 MAX_NONFINITE_STEPS = 20
+
+
+def _trained_with_learned_sampling(weights_dir: str | Path) -> bool:
+    try:
+        return bool(load_manifest(weights_dir)["network"].get("learned_sampling", False))
+    except WeightsError:
+        return False
 
 
 def initial_weights(network: DualGridNet, weights_dir: str | Path) -> dict:
@@ -808,7 +815,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--learned-sampling", action="store_true",
         help="train each vertex's weights on its four mesh-grid nodes, starting from the bilinear ones (with --init-from, "
-        "weights with bilinear sampling carry over unchanged); the exported network has the same shape and speed",
+        "weights with bilinear sampling carry over unchanged, and weights trained with it keep it without this flag); "
+        "the exported network has the same shape and speed",
     )
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.pt exists (the earlier run's files are moved into OUT/earlier-<time>/)")
     args = parser.parse_args(argv)
@@ -831,6 +839,11 @@ def main(argv: list[str] | None = None) -> int:
         # Trained weights give a P_s the refit can follow from the first step: the delay that
         # spares a fresh network's noise would only leave P_r and the joints untrained a while.
         config = dataclasses.replace(config, refit_start_step=0)
+        # Learned sampling cannot go back to bilinear: weights trained with it keep it, so the
+        # same fine-tune command serves either kind (a missing manifest is reported below).
+        if not config.network.learned_sampling and _trained_with_learned_sampling(args.init_from):
+            print(f"note: {args.init_from} were trained with learned sampling; this run keeps it")
+            config = dataclasses.replace(config, network=dataclasses.replace(config.network, learned_sampling=True))
     if config.steps < 1 or config.batch_size < 1 or config.workers < 0:
         parser.error("--steps and --batch-size must be >= 1, --workers >= 0")
     if args.max_minutes is not None and not args.max_minutes > 0:
