@@ -1,5 +1,6 @@
 import csv
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -477,8 +478,11 @@ def test_a_stuck_data_worker_ends_the_run_with_a_clear_error(tmp_path, monkeypat
     # A short timeout keeps the test quick; the worker never hands over a batch however
     # long it is given.
     stuck = SMOKE.__class__(**{**SMOKE.__dict__, "workers": 1, "data_timeout_s": 5.0})
+    before = set(multiprocessing.active_children())
     with pytest.raises(DataStalled, match="no batch came from the data-loader workers in 5 s.*no checkpoint of this run had been written"):
         train(stuck, tmp_path, progress=False)
+    # The stuck worker ignores SIGTERM: left alive, the interpreter's exit would wait on it.
+    assert set(multiprocessing.active_children()) <= before
 
 
 class StreamThatStalls(SyntheticStream):
@@ -499,9 +503,11 @@ def test_a_stall_after_some_steps_saves_them_in_a_checkpoint_first(tmp_path, mon
     # examples make would otherwise be lost.
     stalling = SMOKE.__class__(**{**SMOKE.__dict__, "steps": 10, "workers": 1, "data_timeout_s": 5.0, "checkpoint_every": 100})
     began = time.perf_counter()
+    before = set(multiprocessing.active_children())
     with pytest.raises(DataStalled, match="last.pt holds step 3 and the same command resumes"):
         train(stalling, tmp_path, progress=False)
     elapsed = time.perf_counter() - began
+    assert set(multiprocessing.active_children()) <= before  # not asleep for an hour past the run
     state = torch.load(tmp_path / "last.pt", weights_only=True)
     assert state["step"] == 3 and state["samples_seen"] == 6
     # The 5 s spent waiting for the stuck worker trained nothing: it is not trained time,

@@ -306,6 +306,26 @@ def _ignore_interrupts(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def _end_data_workers(loader: DataLoader) -> None:
+    """Ends the loader's persistent workers now, however the run ended.
+
+    Left to garbage collection they outlive a run that raised for as long as its traceback
+    is kept (a caller that logs it, a test), and at interpreter exit multiprocessing's
+    terminate() cannot end them, as they ignore SIGTERM: the exit would wait on them for
+    ever. A worker that is stuck, and so still alive after the orderly shutdown, is killed.
+    """
+    iterator = loader._iterator
+    if iterator is None:
+        return
+    workers = list(getattr(iterator, "_workers", ()))
+    iterator._shutdown_workers()
+    for worker in workers:
+        if worker.is_alive():
+            worker.kill()
+            worker.join(timeout=5.0)
+    loader._iterator = None
+
+
 def _mean_over_ranks(terms: dict[str, float], world_size: int, device: torch.device) -> dict[str, float]:
     """The logged losses as the mean over every rank's share of the batch, not rank 0's alone."""
     if world_size == 1 or not terms:
@@ -732,6 +752,7 @@ def train(
         stop.__exit__(None, None, None)
         if not finished:
             batches.close()  # stops the replay memory's loader thread now, not when collected
+            _end_data_workers(loader)
     if logged_step != step:  # stopped by the time budget or a signal between log rows (on every rank alike)
         last_terms = _mean_over_ranks(last_terms, world_size, device)
         if rank == 0:
