@@ -546,3 +546,14 @@ def test_a_recording_holds_one_camera(tmp_path, synthetic_frames):
     frames = [synthetic_frames[0], dataclasses.replace(synthetic_frames[1], serial="another camera")]
     with pytest.raises(SourceError, match="serial 'another camera'.*holds one camera's depth stream"):
         write_recording(tmp_path / "two.db3", frames, pace=False)
+
+
+def test_the_depth_frames_a_recording_holds_are_counted_in_its_tables(recording, tmp_path):
+    from tracker.sources import _recorded_depth_frames
+
+    assert _recorded_depth_frames(recording) == 10
+    # Where the tables cannot tell, playback falls back on the file's timeline.
+    not_sqlite = tmp_path / "junk.db3"
+    not_sqlite.write_bytes(b"not a database" * 100)
+    assert _recorded_depth_frames(not_sqlite) is None
+    assert _recorded_depth_frames(tmp_path / "hand.bag") is None

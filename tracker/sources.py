@@ -32,7 +32,8 @@ What librealsense does here (2.59, verified by experiment; see the tests):
   resolve a fresh (real-time) playback device.
 * End of file: ``try_wait_for_frames`` times out and the playback reports ``stopped``. A
   frame that cannot be decoded midway (corrupt payload) also just stops the playback (the
-  SDK only logs it), so the end is checked against the file's duration.
+  SDK only logs it), so the end is checked: played frame by frame, against the number of
+  depth frames a ``.db3`` file's tables hold; otherwise against the file's duration.
 * Recording: ``rs.recorder`` stores the wall-clock arrival time of each frame as its place in
   the file's timeline (the frame's own timestamp is stored alongside), and the file is
   complete once the recorded sensor is stopped and the recorder released.
@@ -42,12 +43,14 @@ from __future__ import annotations
 
 import abc
 import collections
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import os
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -733,6 +736,7 @@ class RecordingSource(FrameSource):
         self.serial = _device_info(rs, device, rs.camera_info.serial_number)
         name = _device_info(rs, device, rs.camera_info.name, "unknown device")
         self.duration_s = device.as_playback().get_duration().total_seconds()
+        self._recorded_depth_frames = _recorded_depth_frames(self.path)
         pace = "at the recorded pace, skipping frames when slow" if self.realtime else "every frame, as fast as read"
         self.description = (
             f"recording {self.path} ({name}, serial {self.serial or 'not recorded'}, depth {_profile_text(z16[0])}, "
@@ -831,6 +835,16 @@ class RecordingSource(FrameSource):
         duration_ns = self.duration_s * 1e9
         if count == 0:
             raise SourceError(f"recording {self.path} has a depth stream but no depth frame could be read from it")
+        if not self.realtime and self._recorded_depth_frames is not None:
+            # Played frame by frame, every depth frame the file holds comes: an exact count.
+            # The timeline below is a bound, and a playback that read on past the frame it
+            # could not decode (as it may on a busy machine) can stretch it over the rest.
+            if count < self._recorded_depth_frames:
+                raise SourceError(
+                    f"recording {self.path} stopped after {count} of its {self._recorded_depth_frames} depth frames: "
+                    "the next frame could not be read (the file is corrupt there)"
+                )
+            return
         # The last depth frame may precede the file's last message (metadata) by up to a frame
         # interval; allow two average intervals plus a millisecond, and what other streams add.
         interval_ns = last_position_ns / max(count - 1, 1)
@@ -846,6 +860,21 @@ class RecordingSource(FrameSource):
             pipe = self._pipe
         if pipe is not None:
             _stop_pipeline(pipe)  # a wait in progress on another thread then ends the iteration
+
+
+def _recorded_depth_frames(path: Path) -> int | None:
+    """The depth images a ``.db3`` recording holds, counted in its SQLite tables; None where
+    that cannot be told: a ROS 1 ``.bag``, more than one depth stream, other tables."""
+    if path.suffix.lower() != ".db3":
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            topics = db.execute(r"SELECT id FROM topics WHERE name LIKE '%/Depth\_%/image/data%' ESCAPE '\'").fetchall()
+            if len(topics) != 1:
+                return None
+            return int(db.execute("SELECT COUNT(*) FROM messages WHERE topic_id = ?", topics[0]).fetchone()[0])
+    except sqlite3.Error:
+        return None
 
 
 def _profile_text(p) -> str:
