@@ -1,7 +1,34 @@
+import multiprocessing
+
 import numpy as np
 import pytest
 
 from tracker.hand_model import HandModel
+
+
+def end_leaked_children(grace_s: float = 5.0) -> list[str]:
+    """Kill the multiprocessing children still alive; returns their names.
+
+    At exit multiprocessing terminates its daemonic children and then joins them. A child
+    that ignores SIGTERM (data-loader workers do, so that a stop sent to the process group
+    ends a training run cleanly) would keep the test run from exiting, for as long as the
+    child lives.
+    """
+    leaked = multiprocessing.active_children()
+    for child in leaked:
+        child.kill()
+    for child in leaked:
+        child.join(grace_s)
+    return [f"{child.name} (pid {child.pid})" for child in leaked]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    leaked = end_leaked_children()
+    if leaked:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = "child processes outlived the tests and were killed: " + ", ".join(leaked)
+        if reporter is not None:
+            reporter.write_line(f"WARNING: {message}", yellow=True)
 
 
 @pytest.fixture(scope="session")
