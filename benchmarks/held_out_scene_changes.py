@@ -28,8 +28,8 @@ from tracker.hand_model import HandModel
 from tracker.machine import machine_info
 from tracker.synth.dataset import config_to_dict
 from tracker.synth.scene import SceneConfig
-from tracker.training_data import ExampleConfig
-from tracker.weights import WEIGHTS_DIR, WeightsError, crop_frame_of, load_manifest
+from tracker.training_data import example_config_for
+from tracker.weights import WEIGHTS_DIR, WeightsError, load_manifest
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except WeightsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    base = ExampleConfig(crop_size=int(manifest["network"]["crop_size"]), cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest))
+    base = example_config_for(manifest)
     results = {}
     for name, scene in scene_variants(base.scene).items():
         metrics = evaluate_synthetic(estimator, args.frames, dataclasses.replace(base, scene=scene), progress=True)

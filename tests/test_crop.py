@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tracker.crop import camera_to_crop, crop_to_camera, crop_window, make_crop
+from tracker.crop import OUT_OF_IMAGE_DEPTH, OutOfImage, camera_to_crop, crop_to_camera, crop_window, make_crop
 from tracker.types import CameraIntrinsics, Handedness
 
 K = CameraIntrinsics(640, 480, 500.0, 500.0, 320.0, 240.0)
@@ -175,6 +175,52 @@ def test_a_cube_partly_outside_the_image_is_far_face_there_and_a_centre_behind_i
     for z in (0.0, -0.3):
         with pytest.raises(ValueError, match="in front of the camera"):
             crop_window(np.array([0.0, 0.0, z]), 0.26, K, 64)
+
+
+def test_a_marked_crop_shows_the_near_face_past_the_image_and_is_otherwise_the_same():
+    # As above: about 27 of the 64 columns lie left of the image; a hand cut by the border.
+    centre = np.array([(20 - K.cx) / K.fx * 0.5, 0.0, 0.5])
+    depth = _plane(0.0)
+    depth[:, :60] = 0.52  # measured only near the border
+    for frame in ("camera", "ray"):
+        for side in (Handedness.RIGHT, Handedness.LEFT):
+            far = make_crop(depth, K, centre, 0.26, side, frame=frame)
+            marked = make_crop(depth, K, centre, 0.26, side, frame=frame, out_of_image=OutOfImage.MARKED)
+            # Which crop pixels lie in the image, from the map itself (crop pixel centres).
+            i, j = np.meshgrid(np.arange(64.0), np.arange(64.0))
+            uvw = np.einsum("rc,cij->rij", marked.image_from_crop, np.stack([i, j, np.ones_like(i)]))
+            u = uvw[0] / uvw[2]
+            # Nearest-neighbour rounding decides the pixels within half a pixel of the border.
+            clearly_out, clearly_in = u < -0.5 - 1e-6, u > 0.5
+            assert clearly_out.sum() > 20 * 64 and clearly_in.sum() > 30 * 64, (frame, side)
+            assert np.all(marked.depth[clearly_out] == OUT_OF_IMAGE_DEPTH), (frame, side)
+            assert np.all(far.depth[clearly_out] == 1.0), (frame, side)
+            # In the image, background and measured pixels alike, the two crops agree.
+            np.testing.assert_array_equal(marked.depth[clearly_in], far.depth[clearly_in])
+            assert np.any(marked.measured) and not np.any(marked.measured & clearly_out)
+            np.testing.assert_array_equal(marked.measured, far.measured)
+    # A cube wholly in the image: nothing to mark.
+    inside = np.array([0.0, 0.0, 0.5])
+    np.testing.assert_array_equal(
+        make_crop(depth, K, inside, 0.26, frame="ray", out_of_image="marked").depth, make_crop(depth, K, inside, 0.26, frame="ray").depth
+    )
+
+
+def test_a_crops_measured_pixels_are_those_with_a_depth_inside_the_cube():
+    depth = _plane(0.0)
+    depth[200:280, 280:360] = 0.55
+    crop = make_crop(depth, K, np.array([0.0, 0.0, 0.5]), 0.26)
+    np.testing.assert_array_equal(crop.measured, crop.depth < 1.0)
+    assert crop.measured[28:36, 28:36].all() and not crop.measured[0, 0]
+
+
+def test_an_unknown_out_of_image_fill_in_weights_is_a_clear_error():
+    from tracker.weights import WeightsError, out_of_image_of
+
+    assert out_of_image_of({}) == OutOfImage.FAR  # weights from before the choice
+    assert out_of_image_of({"out_of_image": "marked"}) == OutOfImage.MARKED
+    with pytest.raises(WeightsError, match="unknown out-of-image fill 'grey'"):
+        out_of_image_of({"out_of_image": "grey"})
 
 
 def test_an_unknown_crop_frame_in_weights_is_a_clear_error():

@@ -136,3 +136,38 @@ def test_the_contact_sheet_says_what_is_wrong_with_its_output_path(dataset, tmp_
     folder.mkdir()
     assert contact_sheet_main(["--shard", str(dataset / "shard-00000.npz"), "--out", str(folder), "--count", "1"]) == 2
     assert f"error: cannot write {folder}" in capsys.readouterr().err
+
+
+def test_marked_examples_differ_from_far_ones_only_in_the_depth_past_the_image(hand_model):
+    import dataclasses
+
+    from tracker.crop import OUT_OF_IMAGE_DEPTH, OutOfImage
+    from tracker.training_data import ExampleConfig, example_from_sample
+
+    far_config = ExampleConfig()
+    marked_config = dataclasses.replace(far_config, out_of_image=OutOfImage.MARKED)
+    # The pose sampler puts the palm anywhere in the image: some cubes reach past its edge.
+    for seed in range(60):
+        sample = render_sample(hand_model, far_config.scene, seed)
+        far, marked = example_from_sample(sample, far_config, seed), example_from_sample(sample, marked_config, seed)
+        past = marked["depth"][0] == OUT_OF_IMAGE_DEPTH
+        if past.any():
+            break
+    else:
+        pytest.fail("no cube of the first 60 samples reached past the image")
+    assert np.all(far["depth"][0][past] == 1.0)
+    np.testing.assert_array_equal(marked["depth"][0][~past], far["depth"][0][~past])
+    for key in ("mesh_coords", "coords_valid", "hand_mask", "vertices", "joints", "center_cam_m"):
+        np.testing.assert_array_equal(marked[key], far[key], err_msg=key)
+    assert not np.any(marked["hand_mask"][0][past])
+
+
+def test_evaluation_and_calibration_cut_their_crops_as_the_weights_were_trained():
+    from tracker.crop import CropFrame, OutOfImage
+    from tracker.training_data import example_config_for
+
+    manifest = {"network": {"crop_size": 48}, "cube_size_m": 0.3, "crop_frame": "ray", "out_of_image": "marked"}
+    config = example_config_for(manifest)
+    assert (config.crop_size, config.cube_size_m, config.crop_frame, config.out_of_image) == (48, 0.3, CropFrame.RAY, OutOfImage.MARKED)
+    old = example_config_for({"network": {"crop_size": 64}, "cube_size_m": 0.26})  # from before both choices
+    assert (old.crop_frame, old.out_of_image) == (CropFrame.CAMERA, OutOfImage.FAR)

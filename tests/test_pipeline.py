@@ -447,6 +447,41 @@ def test_the_tracker_crops_in_the_frame_its_weights_were_trained_in(hand_model):
     assert HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT)).config.crop_frame == CropFrame.CAMERA
 
 
+def test_the_tracker_fills_past_the_image_as_its_weights_were_trained_and_the_side_classifier_as_it_was(hand_model, monkeypatch):
+    import tracker.prepare as prepare_module
+    from tracker.crop import OUT_OF_IMAGE_DEPTH, CropFrame, OutOfImage, make_crop
+    from tracker.pipeline import HandTracker, TrackerConfig
+
+    class Backend:
+        manifest = {"crop_frame": "camera", "out_of_image": "marked"}
+
+    class Recorder:
+        crop_size, cube_size_m = 64, None  # would take the network's own right-hand crop if it were filled alike
+
+        def logit(self, depth):
+            self.depth = depth
+            return 1.0
+
+    estimator = type("Estimator", (), {"backend": Backend()})()
+    config = HandTracker(estimator, TrackerConfig(), side_classifier=Recorder()).prepare_config
+    assert config.out_of_image == OutOfImage.MARKED and config.crop_frame == CropFrame.CAMERA
+    Backend.manifest = {"crop_frame": "camera"}  # from before the choice: the far face
+    assert HandTracker(estimator, TrackerConfig(), side_classifier=Recorder()).prepare_config.out_of_image == OutOfImage.FAR
+
+    frame = next(iter(SyntheticSource(seed=6, max_frames=1, hand_model=hand_model).frames()))
+    intrinsics = frame.intrinsics
+    near_the_edge = np.array([(10 - intrinsics.cx) / intrinsics.fx * 0.5, 0.0, 0.5])  # the cube reaches past column 0
+    monkeypatch.setattr(prepare_module, "track_hand_center", lambda *args: near_the_edge)
+    classifier = Recorder()
+    prepared = prepare_module.prepare_frame(frame.depth_m(), intrinsics, None, config, classifier)
+    for side, crop in prepared.crops.items():
+        assert np.any(crop.depth == OUT_OF_IMAGE_DEPTH), side
+        expected = make_crop(frame.depth_m(), intrinsics, near_the_edge, config.cube_size_m, side, out_of_image=OutOfImage.MARKED)
+        np.testing.assert_array_equal(crop.depth, expected.depth)
+    far = make_crop(frame.depth_m(), intrinsics, near_the_edge, config.cube_size_m, Handedness.RIGHT)
+    np.testing.assert_array_equal(classifier.depth, far.depth)
+
+
 def test_a_side_left_to_the_tracker_is_judged_on_the_camera_frame_crop(hand_model):
     # Workers that could not copy the classifier leave the side to the tracker thread; with
     # ray-frame weights it must still show the classifier the camera-frame crop.

@@ -335,6 +335,21 @@ def test_a_run_resumes_only_in_the_crop_frame_it_was_trained_in(tmp_path, capsys
     assert json.loads((out / "export" / "dgn.json").read_text())["crop_frame"] == "camera"
 
 
+def test_the_out_of_image_fill_is_recorded_kept_on_resume_and_announced_when_a_fine_tune_changes_it(tmp_path, capsys):
+    from tracker.train import main as train_main
+
+    out = tmp_path / "run"
+    assert train_main(["--out", str(out), "--recipe", "smoke", "--out-of-image", "marked"]) == 0
+    assert json.loads((out / "export" / "dgn.json").read_text())["out_of_image"] == "marked"
+    assert json.loads((out / "config.json").read_text())["train"]["data"]["out_of_image"] == "marked"
+    capsys.readouterr()
+    assert train_main(["--out", str(out), "--recipe", "smoke", "--steps", "6"]) == 2  # the default is far
+    assert "showing marked past the image's edge, not far" in capsys.readouterr().err
+    assert train_main(["--out", str(tmp_path / "tune"), "--recipe", "smoke", "--init-from", str(out / "export")]) == 0
+    assert "trained with crops showing marked past the image's edge; this run trains them with far" in capsys.readouterr().out
+    assert json.loads((tmp_path / "tune" / "export" / "dgn.json").read_text())["out_of_image"] == "far"
+
+
 def test_a_run_resumes_only_with_the_hand_model_it_was_trained_with(tmp_path, hand_model):
     from tracker.train import ResumeError
 

@@ -4,7 +4,10 @@ Used by training (centre from ground truth, jittered), evaluation and the live p
 (centre from the segmentation). The cube of edge ``cube_size_m`` is centred at a 3-D point
 c; the crop is the cube seen by a virtual camera, resampled with nearest-neighbour to S x S
 (depth must not be blended across edges). Depth becomes (depth - depth of c) / (cube / 2),
-and everything outside [-1, 1] or missing becomes 1, the far face of the cube. Predictions
+and everything outside [-1, 1] or missing becomes 1, the far face of the cube. Where the cube
+reaches past the image's edge the crop shows the far face too (``OutOfImage.FAR``), or, for
+weights trained so (their manifest says), ``OUT_OF_IMAGE_DEPTH`` (``OutOfImage.MARKED``): a
+hand cut by the edge of the view then does not look like a hand that ends there. Predictions
 in crop-normalised coordinates (relative to c, divided by cube / 2, along the crop's axes)
 map back to the camera frame with ``crop_to_camera``.
 
@@ -36,6 +39,19 @@ DEFAULT_CUBE_SIZE_M = 0.26
 class CropFrame(str, Enum):
     CAMERA = "camera"
     RAY = "ray"
+
+
+class OutOfImage(str, Enum):
+    """What a crop shows where its cube reaches past the image's edge."""
+
+    #: The far face of the cube, as for background and missing depth.
+    FAR = "far"
+    #: ``OUT_OF_IMAGE_DEPTH``, the near face, which measured depth all but never takes
+    #: exactly: unseen, rather than empty.
+    MARKED = "marked"
+
+
+OUT_OF_IMAGE_DEPTH = -1.0
 
 
 def cam_from_ray(center_cam_m: np.ndarray) -> np.ndarray:
@@ -107,6 +123,7 @@ def make_crop(
     handedness: Handedness = Handedness.RIGHT,
     crop_size: int = CROP_SIZE,
     frame: CropFrame = CropFrame.CAMERA,
+    out_of_image: OutOfImage = OutOfImage.FAR,
 ) -> HandCrop:
     """Crop and normalise (H, W) float32 metres depth around a 3-D centre (camera frame, m).
 
@@ -131,6 +148,10 @@ def make_crop(
     normalised = (depth - np.float32(centre_depth)) / np.float32(cube_size_m / 2)
     # Written so NaN or infinite depth (holes some sources mark that way) fails too: background.
     normalised[(depth <= 0) | ~(np.abs(normalised) <= 1)] = 1.0
+    if OutOfImage(out_of_image) == OutOfImage.MARKED:
+        # The same nearest-neighbour map as the depth's, so the two agree pixel for pixel.
+        inside = resample(np.ones(depth_m.shape[:2], np.bool_), image_from_crop, crop_size, 0)
+        normalised[~inside] = OUT_OF_IMAGE_DEPTH
     return HandCrop(
         depth=normalised.astype(np.float32),
         center_cam_m=np.asarray(center_cam_m, np.float32),

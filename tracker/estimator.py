@@ -97,7 +97,7 @@ class HandEstimator:
             and reach <= MAX_JOINT_REACH_CUBES * crop.cube_size_m
         )
         uv = project(joints, intrinsics)  # into the stream's own image, through its lens
-        visible = crop.depth < 1.0
+        visible = crop.measured
         confidence = float((output.hand_probability[visible] > 0.5).mean()) if visible.any() and usable else 0.0
         return HandEstimate(
             vertices_cam_m=output.refined_vertices,

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -31,7 +32,7 @@ from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 from kernels.raster import render_mesh
-from tracker.crop import CROP_SIZE, CropFrame, camera_to_crop, crop_points_camera, make_crop
+from tracker.crop import CROP_SIZE, CropFrame, OutOfImage, camera_to_crop, crop_points_camera, make_crop
 from tracker.backends import BACKENDS, BackendUnavailable, create_backend
 from tracker.estimator import HandEstimator
 from tracker.hand_model import HandModel, HandModelError
@@ -42,10 +43,10 @@ from tracker.synth.contact_sheet import colourise_depth, draw_skeleton, project
 from tracker.machine import machine_info
 from tracker.synth.dataset import config_to_dict, sample_seed
 from tracker.synth.scene import render_sample
-from tracker.training_data import ExampleConfig, example_from_sample, measured_hand
+from tracker.training_data import ExampleConfig, example_config_for, example_from_sample, measured_hand
 from tracker.training_history import TrainingHistoryError, load_training_history, plot_training_curve
 from tracker.types import CameraIntrinsics, Handedness, Joint
-from tracker.weights import ONNX, ONNX_INT8, WEIGHTS_DIR, WeightsError, crop_frame_of, load_manifest
+from tracker.weights import ONNX, ONNX_INT8, WEIGHTS_DIR, WeightsError, crop_frame_of, load_manifest, out_of_image_of
 
 EVAL_STREAM_SEED = 2  # training draws from stream 1
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,7 +159,10 @@ def _segmentation_centred_error(estimator: HandEstimator, sample, config: Exampl
     found = find_hand_center(depth_m, sample.intrinsics)
     if found is None:
         return None, None
-    crop = make_crop(depth_m, sample.intrinsics, found, config.cube_size_m, sample.pose.handedness, crop_size=config.crop_size, frame=config.crop_frame)
+    crop = make_crop(
+        depth_m, sample.intrinsics, found, config.cube_size_m, sample.pose.handedness, crop_size=config.crop_size, frame=config.crop_frame,
+        out_of_image=config.out_of_image,
+    )
     outputs = estimator.backend.run(crop.depth[None, None].astype(np.float32))
     joints = estimator.refit.fit(outputs["vertices"][0]).joints
     to_mm = 1000.0 * config.cube_size_m / 2
@@ -247,7 +251,8 @@ def synthetic_frame_row(estimator: HandEstimator, config: ExampleConfig, frame: 
     outputs = estimator.backend.run(example["depth"][None])
     estimate = estimator.refit.fit(outputs["vertices"][0]).joints
     depth = example["depth"][0]
-    image = colourise_depth(np.where(depth < 1.0, depth + 2.0, 0.0), 1.0, 3.0)  # cube's near..far face
+    measured = (depth < 1.0) & (depth > -1.0)
+    image = colourise_depth(np.where(measured, depth + 2.0, 0.0), 1.0, 3.0)  # cube's near..far face
     image = cv2.resize(image, (panel, panel), interpolation=cv2.INTER_NEAREST)
     scale = panel / config.crop_size
     panels = []
@@ -297,7 +302,12 @@ def surface_samples(vertices: np.ndarray, faces: np.ndarray, per_edge: int = 4) 
 
 
 def evaluate_real(
-    estimator: HandEstimator, folder: Path, cube_size_m: float, crop_frame: CropFrame = CropFrame.CAMERA, crop_size: int = CROP_SIZE
+    estimator: HandEstimator,
+    folder: Path,
+    cube_size_m: float,
+    crop_frame: CropFrame = CropFrame.CAMERA,
+    crop_size: int = CROP_SIZE,
+    out_of_image: OutOfImage = OutOfImage.FAR,
 ) -> tuple[dict, list[np.ndarray]]:
     source = FolderSource(folder)
     results, rows = [], []
@@ -308,7 +318,7 @@ def evaluate_real(
         if centre is None:
             results.append({"frame": name, "hand_found": False})
             continue
-        crop = make_crop(depth_m, intrinsics, centre, cube_size_m, crop_size=crop_size, frame=crop_frame)
+        crop = make_crop(depth_m, intrinsics, centre, cube_size_m, crop_size=crop_size, frame=crop_frame, out_of_image=out_of_image)
         output, _ = estimator.run(crop)
         crop_points, measured = crop_points_camera(crop, intrinsics)
         points = crop_points[measured & (output.hand_probability > 0.5)]
@@ -445,6 +455,11 @@ def write_model_card(
             "seen by a virtual camera looking along the ray to the cube's centre, with targets in its axes (ray crop frame)."
             if crop_frame_of(manifest) == CropFrame.RAY
             else "a square window of the image, with targets along the camera's axes (camera crop frame)."
+        )
+        + (
+            " Where the cube reaches past the image's edge the crop shows its near face (-1), which measured depth all but never takes."
+            if out_of_image_of(manifest) == OutOfImage.MARKED
+            else " Where the cube reaches past the image's edge the crop shows its far face (1), as for background."
         ),
         f"- Image-grid hourglass ({net['image_channels']} channels, {net['image_levels']} levels, pixel-unshuffle ×2) with heads for mesh coordinates (2), features ({net['feature_channels']}) and a hand mask (1).",
         f"- Extension onto the {net['mesh_grid_size']}×{net['mesh_grid_size']} mesh grid (softmax kernel σ = {net['extension_sigma']}, {net['extension_window']}×{net['extension_window']} window, weighted by the hand mask).",
@@ -659,8 +674,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write the results into {out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     began = time.perf_counter()
-    crop_frame = CropFrame(args.crop_frame) if args.crop_frame else crop_frame_of(manifest)
-    example_config = ExampleConfig(crop_size=int(manifest["network"]["crop_size"]), cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame)
+    example_config = example_config_for(manifest)
+    if args.crop_frame:
+        example_config = dataclasses.replace(example_config, crop_frame=CropFrame(args.crop_frame))
     # What produced each results file, so a figure can be traced to its weights, data and code.
     provenance = {
         "command": ["python", "-m", "tracker.evaluate", *(sys.argv[1:] if argv is None else argv)],
@@ -697,7 +713,9 @@ def main(argv: list[str] | None = None) -> int:
     real = None
     if args.real_dir:
         try:
-            real, rows = evaluate_real(estimator, args.real_dir, manifest["cube_size_m"], example_config.crop_frame, example_config.crop_size)
+            real, rows = evaluate_real(
+                estimator, args.real_dir, manifest["cube_size_m"], example_config.crop_frame, example_config.crop_size, example_config.out_of_image
+            )
         except SourceError as exc:  # a damaged frame in the folder
             print(f"error: {exc} (the synthetic results are in {out}; no model card was written)", file=sys.stderr)
             return 2

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tracker.crop import DEFAULT_CUBE_SIZE_M, CropFrame
+from tracker.crop import DEFAULT_CUBE_SIZE_M, CropFrame, OutOfImage
 from tracker.estimator import HandEstimator
 from tracker.lens import pinhole_view, project
 from tracker.prepare import PrepareConfig, Prepared, PrepareWorkerEnded, PrepareWorkers, prepare_frame, side_classifier_crop
@@ -130,9 +130,12 @@ class HandTracker:
     def __init__(self, estimator: HandEstimator, config: TrackerConfig = TrackerConfig(), side_classifier=None) -> None:
         self.estimator = estimator
         manifest = getattr(estimator.backend, "manifest", None)
+        #: What the network's crops show past the image's edge: as its weights were trained.
+        self.out_of_image = OutOfImage.FAR
         if manifest is not None:
-            from tracker.weights import crop_frame_of
+            from tracker.weights import crop_frame_of, out_of_image_of
 
+            self.out_of_image = out_of_image_of(manifest)
             trained_in = crop_frame_of(manifest)
             if config.crop_frame is not None and CropFrame(config.crop_frame) != trained_in:
                 raise ValueError(f"crops in the {CropFrame(config.crop_frame).value} frame for weights trained in the {trained_in.value} frame")
@@ -178,7 +181,7 @@ class HandTracker:
 
     @property
     def prepare_config(self) -> PrepareConfig:
-        return PrepareConfig(self.config.segment, self.config.cube_size_m, self.config.handedness, CropFrame(self.config.crop_frame))
+        return PrepareConfig(self.config.segment, self.config.cube_size_m, self.config.handedness, CropFrame(self.config.crop_frame), self.out_of_image)
 
     @property
     def previous_center(self) -> np.ndarray | None:

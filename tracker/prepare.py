@@ -21,7 +21,7 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
-from tracker.crop import CropFrame, make_crop
+from tracker.crop import CropFrame, OutOfImage, make_crop
 from tracker.lens import pinhole_view
 from tracker.segment import SegmentConfig, track_hand_center
 from tracker.side_inference import SideClassifier
@@ -37,6 +37,9 @@ class PrepareConfig:
     #: The network's crop frame (its weights say which); the side classifier always takes
     #: the camera-frame crop it was trained on.
     crop_frame: CropFrame = CropFrame.CAMERA
+    #: What the network's crops show past the image's edge (its weights say); the side
+    #: classifier's show the far face, as it was trained.
+    out_of_image: OutOfImage = OutOfImage.FAR
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ def side_classifier_crop(
     right = crops.get(Handedness.RIGHT)
     if (
         config.crop_frame == CropFrame.CAMERA
+        and config.out_of_image == OutOfImage.FAR
         and right is not None
         and cube_size_m == config.cube_size_m
         and right.depth.shape == (classifier.crop_size, classifier.crop_size)
@@ -99,7 +103,10 @@ def prepare_frame(
     if centre is None:
         return Prepared(None, {}, None, timings)
     sides = (Handedness.RIGHT, Handedness.LEFT) if config.handedness is None else (config.handedness,)
-    crops = {side: make_crop(depth_m, intrinsics, centre, config.cube_size_m, side, frame=config.crop_frame) for side in sides}
+    crops = {
+        side: make_crop(depth_m, intrinsics, centre, config.cube_size_m, side, frame=config.crop_frame, out_of_image=config.out_of_image)
+        for side in sides
+    }
     t2 = time.perf_counter()
     timings["crop"] = 1e3 * (t2 - t1)
     right_logit = None

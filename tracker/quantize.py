@@ -49,7 +49,7 @@ from tqdm import tqdm
 
 from tracker.hand_model import HandModel, HandModelError
 from tracker.synth.dataset import sample_seed
-from tracker.training_data import ExampleConfig, make_example
+from tracker.training_data import example_config_for, make_example
 from tracker.weights import (
     MANIFEST,
     ONNX,
@@ -57,7 +57,6 @@ from tracker.weights import (
     ONNX_INT8,
     WEIGHTS_DIR,
     WeightsError,
-    crop_frame_of,
     load_manifest,
     sha256_of,
     verified_path,
@@ -73,9 +72,7 @@ DEFAULT_CALIBRATION_SAMPLES = 512
 
 def calibration_crops(manifest: dict, count: int, progress: bool = True) -> np.ndarray:
     """(count, 1, S, S) float32 network inputs rendered as training renders them."""
-    config = ExampleConfig(
-        crop_size=int(manifest["network"]["crop_size"]), cube_size_m=float(manifest["cube_size_m"]), crop_frame=crop_frame_of(manifest)
-    )
+    config = example_config_for(manifest)
     model = HandModel.load()
     crops = [
         make_example(model, config, sample_seed(CALIBRATION_STREAM_SEED, i))["depth"]

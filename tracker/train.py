@@ -43,7 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from tracker.crop import CropFrame
+from tracker.crop import CropFrame, OutOfImage
 from tracker.hand_model import HandModel
 from tracker.network import DualGridNet, DualGridNetConfig, count_parameters
 from tracker.refit import Refit
@@ -51,7 +51,7 @@ from tracker.replay import BackgroundBatches, ReplayMemory
 from tracker.signals import SignalHandlers
 from tracker.synth.dataset import config_to_dict
 from tracker.training_data import ExampleConfig, StreamLanes, SyntheticStream
-from tracker.weights import WeightsError, crop_frame_of, export_weights, load_manifest, load_network
+from tracker.weights import WeightsError, crop_frame_of, export_weights, load_manifest, load_network, out_of_image_of
 
 TRAIN_STREAM_SEED = 1  # held-out evaluation uses another stream (tracker.evaluate)
 
@@ -372,6 +372,7 @@ def initial_weights(network: DualGridNet, weights_dir: str | Path) -> dict:
         "seconds": float(earlier.get("seconds_total", earlier.get("seconds", 0.0))),
         "device": earlier.get("device", "unknown"),
         "crop_frame": crop_frame_of(manifest).value,
+        "out_of_image": out_of_image_of(manifest).value,
     }
 
 
@@ -515,6 +516,12 @@ def train(
                 f"{checkpoint} was trained on {trained_in.value}-frame crops, not {CropFrame(config.data.crop_frame).value}; "
                 f"resume it with --crop-frame {trained_in.value}, or start afresh with --no-resume"
             )
+        filled = OutOfImage(state.get("config", {}).get("data", {}).get("out_of_image", OutOfImage.FAR.value))
+        if filled != OutOfImage(config.data.out_of_image):
+            raise ResumeError(
+                f"{checkpoint} was trained with crops showing {filled.value} past the image's edge, not "
+                f"{OutOfImage(config.data.out_of_image).value}; resume it with --out-of-image {filled.value}, or start afresh with --no-resume"
+            )
         trained_on = state.get("hand_model_sha256")
         if trained_on is not None and hand_model.sha256 is not None and trained_on != hand_model.sha256:
             raise ResumeError(
@@ -549,6 +556,11 @@ def train(
         network.to(device)
         if initialised_from["crop_frame"] != CropFrame(config.data.crop_frame).value and rank == 0:
             print(f"note: {init_from} were trained on {initialised_from['crop_frame']}-frame crops; this run trains them on {CropFrame(config.data.crop_frame).value}-frame ones")
+        if initialised_from["out_of_image"] != OutOfImage(config.data.out_of_image).value and rank == 0:
+            print(
+                f"note: {init_from} were trained with crops showing {initialised_from['out_of_image']} past the image's edge; "
+                f"this run trains them with {OutOfImage(config.data.out_of_image).value}"
+            )
     model = DistributedDataParallel(network) if world_size > 1 else network
     # A fine-tune takes up the sample stream where the weights it starts from left it, so it
     # never trains on their samples again (each earlier stage drew from below their total;
@@ -784,6 +796,7 @@ def train(
         training = {**summary, "world_size": world_size, "device": device_name, "recipe": config_to_dict(config)}
         export_weights(
             network.eval(), config.data.cube_size_m, out_dir / "export", training, crop_frame=config.data.crop_frame,
+            out_of_image=config.data.out_of_image,
             hand_model_sha256=hand_model.sha256,  # the model it was built from, should the file change meanwhile
         )
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -820,6 +833,12 @@ def main(argv: list[str] | None = None) -> int:
         "as weights from before the choice were trained); the exported weights record it",
     )
     parser.add_argument(
+        "--out-of-image", choices=[f.value for f in OutOfImage],
+        help="what the crops show where the cube reaches past the image's edge (default: far, the cube's far face, "
+        "as for background; marked: the near face, which measured depth all but never takes, so the network can "
+        "tell a hand cut by the edge of the view from one that ends there); the exported weights record it",
+    )
+    parser.add_argument(
         "--max-minutes",
         type=float,
         help="time budget of the whole run (resumed segments included): the learning rate decays to zero by then "
@@ -854,6 +873,8 @@ def main(argv: list[str] | None = None) -> int:
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if args.crop_frame is not None:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, crop_frame=CropFrame(args.crop_frame)))
+    if args.out_of_image is not None:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, out_of_image=OutOfImage(args.out_of_image)))
     if args.learned_sampling:
         config = dataclasses.replace(config, network=dataclasses.replace(config.network, learned_sampling=True))
     if args.init_from is not None:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, CropFrame, camera_to_crop, make_crop, resample
+from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, CropFrame, OutOfImage, camera_to_crop, make_crop, resample
 from tracker.hand_model import HandModel
 from tracker.synth.dataset import sample_seed
 from tracker.synth.scene import SceneConfig, SyntheticSample, render_sample
@@ -39,6 +39,23 @@ class ExampleConfig:
     #: wherever it is in the image. Weights record theirs; ones from before it was a choice
     #: were trained in the camera frame.
     crop_frame: CropFrame = CropFrame.RAY
+    #: What the crop shows past the image's edge (``tracker.crop``). Weights record theirs;
+    #: ones from before it was a choice were trained with the far face there.
+    out_of_image: OutOfImage = OutOfImage.FAR
+
+
+def example_config_for(manifest: dict) -> ExampleConfig:
+    """The examples a set of weights was trained on: their crop size, cube, crop frame and
+    what their crops showed past the image's edge (evaluation and calibration crops must
+    be cut the same way)."""
+    from tracker.weights import crop_frame_of, out_of_image_of
+
+    return ExampleConfig(
+        crop_size=int(manifest["network"]["crop_size"]),
+        cube_size_m=float(manifest["cube_size_m"]),
+        crop_frame=crop_frame_of(manifest),
+        out_of_image=out_of_image_of(manifest),
+    )
 
 
 def hand_centroid(depth_m: np.ndarray, mask: np.ndarray, intrinsics, fallback: np.ndarray) -> np.ndarray:
@@ -77,18 +94,19 @@ def example_from_sample(sample: SyntheticSample, config: ExampleConfig, seed: in
     centre = centroid + rng.normal(0.0, config.center_jitter_m, 3)
     # A left hand is mirrored into the right-hand network, targets with it, as at inference.
     crop = make_crop(
-        depth_m, sample.intrinsics, centre, config.cube_size_m, sample.pose.handedness, crop_size=config.crop_size, frame=config.crop_frame
+        depth_m, sample.intrinsics, centre, config.cube_size_m, sample.pose.handedness, crop_size=config.crop_size, frame=config.crop_frame,
+        out_of_image=config.out_of_image,
     )
     coords = resample(sample.mesh_coords, crop.image_from_crop, config.crop_size, (np.nan, np.nan, np.nan, np.nan))
     mask = resample(sample.mask, crop.image_from_crop, config.crop_size, 0)
-    valid = mask & np.all(np.isfinite(coords), axis=-1) & (crop.depth < 1.0)
+    valid = mask & np.all(np.isfinite(coords), axis=-1) & crop.measured
     return {
         "depth": crop.depth[None],
         "mesh_coords": np.where(valid[..., None], coords, 0.0).transpose(2, 0, 1).astype(np.float32),
         "coords_valid": valid[None].astype(np.float32),
         # Hand where the camera measured it: the clean render's mask also covers the holes,
         # dropouts and shadows the noise made, which the mask head would learn to call hand.
-        "hand_mask": (mask & (crop.depth < 1.0))[None].astype(np.float32),
+        "hand_mask": (mask & crop.measured)[None].astype(np.float32),
         "vertices": camera_to_crop(sample.vertices, crop),
         "joints": camera_to_crop(sample.joints, crop),
         "cube_size_m": np.float32(config.cube_size_m),

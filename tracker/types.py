@@ -245,7 +245,8 @@ class HandCrop:
     depth: (S, S) float32, (z - centre depth) / (cube_size_m / 2), in the crop frame's axes:
         z - center_cam_m[2] in the camera frame; in the ray frame, depth along the virtual
         camera's axis minus |center_cam_m|. Values outside [-1, 1] (in front of the cube as
-        well as behind it), background and missing pixels are 1 (the far face of the cube).
+        well as behind it), background and missing pixels are 1 (the far face of the cube);
+        where the cube reaches past the image, 1 or -1 (``tracker.crop.OutOfImage``).
     center_cam_m: (3,) float32 cube centre in the camera frame, metres.
     cube_size_m: edge length of the cube in metres.
     image_from_crop: (3, 3) float64 map from crop pixel (u, v, 1) to image pixel (homogeneous:
@@ -261,6 +262,12 @@ class HandCrop:
     image_from_crop: np.ndarray
     handedness: Handedness = Handedness.RIGHT
     cam_from_crop: np.ndarray = field(default_factory=lambda: np.eye(3))
+
+    @property
+    def measured(self) -> np.ndarray:
+        """(S, S) bool: pixels with a depth inside the cube (not background, missing or
+        out of the image)."""
+        return (self.depth < 1.0) & (self.depth > -1.0)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tracker.crop import CropFrame
+from tracker.crop import CropFrame, OutOfImage
 from tracker.hand_model import DEFAULT_ASSET, HandModel, HandModelError
 from tracker.network import DualGridNet, DualGridNetConfig
 
@@ -155,6 +155,15 @@ def crop_frame_of(manifest: dict) -> CropFrame:
         raise WeightsError(f"unknown crop frame {manifest.get('crop_frame')!r} in the manifest; expected one of {[f.value for f in CropFrame]}") from exc
 
 
+def out_of_image_of(manifest: dict) -> OutOfImage:
+    """What the weights' crops showed past the image's edge (manifests from before the
+    choice: the far face)."""
+    try:
+        return OutOfImage(manifest.get("out_of_image", OutOfImage.FAR.value))
+    except ValueError as exc:
+        raise WeightsError(f"unknown out-of-image fill {manifest.get('out_of_image')!r} in the manifest; expected one of {[f.value for f in OutOfImage]}") from exc
+
+
 def export_weights(
     network: DualGridNet,
     cube_size_m: float,
@@ -162,13 +171,15 @@ def export_weights(
     training: dict | None = None,
     *,
     crop_frame: CropFrame,
+    out_of_image: OutOfImage = OutOfImage.FAR,
     hand_model_sha256: str | None = None,
 ) -> dict:
     """Write dgn.pt, dgn.onnx and the manifest into ``out_dir``; returns the manifest.
 
     ``crop_frame``: the frame the network was trained in (``data.crop_frame`` of its
     training config). No default: weights labelled with the wrong frame run without error,
-    on crops whose targets are sheared by the ray's angle.
+    on crops whose targets are sheared by the ray's angle. ``out_of_image``: what its crops
+    showed past the image's edge (``data.out_of_image``).
 
     ``hand_model_sha256``: of the hand model the network was built from (``HandModel.sha256``);
     by default the asset file's as it is now, which is only right if it has not changed since.
@@ -182,6 +193,7 @@ def export_weights(
         "network": network.config.to_dict(),
         "cube_size_m": float(cube_size_m),
         "crop_frame": CropFrame(crop_frame).value,
+        "out_of_image": OutOfImage(out_of_image).value,
         "parameters": int(sum(p.numel() for p in network.parameters())),
         "onnx": {"input": ONNX_INPUT, "input_shape": [1, 1, network.config.crop_size, network.config.crop_size], "outputs": list(ONNX_OUTPUTS), "opset": ONNX_OPSET},
         "hand_model_sha256": hand_model_sha256 or sha256_of(DEFAULT_ASSET),
