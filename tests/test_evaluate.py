@@ -391,3 +391,15 @@ def test_the_card_says_how_the_vertices_are_read_from_the_mesh_grid(smoke_weight
         # The readout matrix's unused entries (all but 4 per vertex of each 256-row column) are not counted as in use.
         in_use = 300_000 - (manifest["network"]["mesh_grid_size"] ** 2 - 4) * 1159
         assert (f"- Parameters: 300,000 ({in_use:,} in use" in text) == learned
+
+
+def test_the_card_says_what_the_crops_show_past_the_image(smoke_weights, tmp_path):
+    import tracker.evaluate as evaluate
+
+    manifest = json.loads((smoke_weights / "dgn.json").read_text())
+    synthetic = json.loads((evaluate.WEIGHTS_DIR / "eval" / "synthetic_metrics.json").read_text())
+    card = tmp_path / "MODEL_CARD.md"
+    for fill, words in (("far", "shows its far face (1), as for background"), ("marked", "shows its near face (-1)")):
+        manifest["out_of_image"] = fill
+        evaluate.write_model_card(card, manifest, synthetic, None, "python -m tracker.evaluate", None)
+        assert words in card.read_text(), fill
