@@ -45,7 +45,7 @@ from tracker.synth.dataset import config_to_dict, sample_seed
 from tracker.synth.scene import render_sample
 from tracker.training_data import ExampleConfig, example_config_for, example_from_sample, measured_hand
 from tracker.training_history import TrainingHistoryError, load_training_history, plot_training_curve
-from tracker.types import CameraIntrinsics, Handedness, Joint
+from tracker.types import CameraIntrinsics, Handedness, Joint, measured_crop_pixels
 from tracker.weights import ONNX, ONNX_INT8, WEIGHTS_DIR, WeightsError, crop_frame_of, load_manifest, out_of_image_of
 
 EVAL_STREAM_SEED = 2  # training draws from stream 1
@@ -251,8 +251,7 @@ def synthetic_frame_row(estimator: HandEstimator, config: ExampleConfig, frame: 
     outputs = estimator.backend.run(example["depth"][None])
     estimate = estimator.refit.fit(outputs["vertices"][0]).joints
     depth = example["depth"][0]
-    measured = (depth < 1.0) & (depth > -1.0)
-    image = colourise_depth(np.where(measured, depth + 2.0, 0.0), 1.0, 3.0)  # cube's near..far face
+    image = colourise_depth(np.where(measured_crop_pixels(depth), depth + 2.0, 0.0), 1.0, 3.0)  # cube's near..far face
     image = cv2.resize(image, (panel, panel), interpolation=cv2.INTER_NEAREST)
     scale = panel / config.crop_size
     panels = []

@@ -267,7 +267,14 @@ class HandCrop:
     def measured(self) -> np.ndarray:
         """(S, S) bool: pixels with a depth inside the cube (not background, missing or
         out of the image)."""
-        return (self.depth < 1.0) & (self.depth > -1.0)
+        return measured_crop_pixels(self.depth)
+
+
+def measured_crop_pixels(depth: np.ndarray) -> np.ndarray:
+    """Bool mask of a normalised crop's (any shape) pixels with a depth inside the cube:
+    background and missing depth are 1, pixels past the image's edge 1 or -1
+    (``tracker.crop.OUT_OF_IMAGE_DEPTH``)."""
+    return (depth < 1.0) & (depth > -1.0)
 
 
 @dataclass(frozen=True)
