@@ -403,3 +403,19 @@ def test_the_card_says_what_the_crops_show_past_the_image(smoke_weights, tmp_pat
         manifest["out_of_image"] = fill
         evaluate.write_model_card(card, manifest, synthetic, None, "python -m tracker.evaluate", None)
         assert words in card.read_text(), fill
+
+
+def test_the_card_gives_the_width_inside_the_blocks_of_a_narrowed_network(smoke_weights, tmp_path):
+    import tracker.evaluate as evaluate
+
+    manifest = json.loads((smoke_weights / "dgn.json").read_text())
+    synthetic = json.loads((evaluate.WEIGHTS_DIR / "eval" / "synthetic_metrics.json").read_text())
+    card = tmp_path / "MODEL_CARD.md"
+    net = manifest["network"]
+    evaluate.write_model_card(card, manifest, synthetic, None, "python -m tracker.evaluate", None)
+    assert "inside each residual block" not in card.read_text()  # manifests from before the choice, or full width
+    net.update(image_block_channels=net["image_channels"] // 2, mesh_block_channels=net["mesh_channels"])
+    evaluate.write_model_card(card, manifest, synthetic, None, "python -m tracker.evaluate", None)
+    text = card.read_text()
+    assert f"Image-grid hourglass ({net['image_channels']} channels, {net['image_channels'] // 2} inside each residual block," in text
+    assert f"Mesh-grid hourglass ({net['mesh_channels']} channels, {net['mesh_levels']} levels)" in text

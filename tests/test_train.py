@@ -719,3 +719,36 @@ def test_a_checkpoint_that_cannot_be_written_is_a_clear_error(tmp_path, monkeypa
     err = capsys.readouterr().err
     assert f"cannot write the checkpoint {out / 'last.pt'}" in err and "Traceback" not in err
     assert not (out / "last.pt").exists() and not (out / "last.pt.partial").exists()
+
+
+def test_a_fine_tune_narrows_the_weights_it_starts_from_and_says_so(tmp_path, capsys, hand_model):
+    """Narrower widths on the command line with --init-from: the run starts from the weights'
+    most used channels, and its export and record carry the new widths."""
+    from tracker.crop import CropFrame
+    from tracker.narrowing import narrowed
+    from tracker.train import main as train_main
+    from tracker.weights import export_weights
+
+    wide, _ = load_network("weights")
+    export_weights(wide, 0.26, tmp_path / "wide", crop_frame=CropFrame.RAY)
+    capsys.readouterr()
+    args = ["--out", str(tmp_path / "narrow"), "--recipe", "smoke", "--init-from", str(tmp_path / "wide"), "--image-block-channels", "32", "--mesh-channels", "48"]
+    assert train_main(args) == 0
+    out = capsys.readouterr().out
+    assert "narrowed (image_block_channels 64 -> 32, mesh_channels 64 -> 48, mesh_block_channels 64 -> 48)" in out
+    manifest = json.loads((tmp_path / "narrow" / "export" / "dgn.json").read_text())
+    assert manifest["network"]["image_block_channels"] == 32 and manifest["network"]["mesh_channels"] == 48
+    record = json.loads((tmp_path / "narrow" / "config.json").read_text())["initialised_from"]
+    assert record["narrowed_from"]["image_block_channels"] == 64 and record["narrowed_from"]["mesh_channels"] == 64
+    exported, _ = load_network(tmp_path / "narrow" / "export")
+    assert exported.config == narrowed(wide, exported.config, hand_model.mesh_coords).config
+    # Fine-tuned again, the narrowed weights keep their widths without the flags.
+    assert train_main(["--out", str(tmp_path / "again"), "--recipe", "smoke", "--init-from", str(tmp_path / "narrow" / "export")]) == 0
+    assert "narrowed" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "again" / "export" / "dgn.json").read_text())["network"] == manifest["network"]
+    # Wider than the weights: a clear refusal, nothing trained.
+    assert train_main(["--out", str(tmp_path / "wider"), "--recipe", "smoke", "--init-from", str(tmp_path / "narrow" / "export"), "--mesh-channels", "64"]) == 2
+    assert "mesh_channels 64 is wider than the 48 of the weights started from" in capsys.readouterr().err
+    assert not (tmp_path / "wider" / "export").exists()
+    with pytest.raises(SystemExit):
+        train_main(["--out", str(tmp_path / "bad"), "--recipe", "smoke", "--image-block-channels", "0"])

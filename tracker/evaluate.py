@@ -428,6 +428,12 @@ def _count(value) -> str:
     return f"{value:,}" if isinstance(value, int) else "unknown"
 
 
+def _inside_blocks(net: dict, hourglass: str) -> str:
+    """", N inside each residual block" where a network's blocks are narrower than its hourglass."""
+    inner = net.get(f"{hourglass}_block_channels")
+    return "" if inner is None or inner == net[f"{hourglass}_channels"] else f", {inner} inside each residual block"
+
+
 def write_model_card(
     path: Path,
     manifest: dict,
@@ -460,9 +466,9 @@ def write_model_card(
             if out_of_image_of(manifest) == OutOfImage.MARKED
             else " Where the cube reaches past the image's edge the crop shows its far face (1), as for background."
         ),
-        f"- Image-grid hourglass ({net['image_channels']} channels, {net['image_levels']} levels, pixel-unshuffle ×2) with heads for mesh coordinates (2), features ({net['feature_channels']}) and a hand mask (1).",
+        f"- Image-grid hourglass ({net['image_channels']} channels{_inside_blocks(net, 'image')}, {net['image_levels']} levels, pixel-unshuffle ×2) with heads for mesh coordinates (2), features ({net['feature_channels']}) and a hand mask (1).",
         f"- Extension onto the {net['mesh_grid_size']}×{net['mesh_grid_size']} mesh grid (softmax kernel σ = {net['extension_sigma']}, {net['extension_window']}×{net['extension_window']} window, weighted by the hand mask).",
-        f"- Mesh-grid hourglass ({net['mesh_channels']} channels, {net['mesh_levels']} levels) -> 3-D offsets; "
+        f"- Mesh-grid hourglass ({net['mesh_channels']} channels{_inside_blocks(net, 'mesh')}, {net['mesh_levels']} levels) -> 3-D offsets; "
         + (
             "each vertex read from its four grid nodes around its mesh coordinate with trained weights (learned sampling,"
             " started from the bilinear ones: a 256-row matrix with 4 entries per vertex in use)"

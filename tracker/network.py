@@ -49,6 +49,16 @@ class DualGridNetConfig:
     extension_sigma: float = 0.5
     extension_window: int = 8
     learned_sampling: bool = False
+    #: Channels between the two convolutions of each residual block (None: the hourglass's
+    #: width). Most of a forward is these convolutions at the image hourglass's top level.
+    image_block_channels: int | None = None
+    mesh_block_channels: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("image_channels", "mesh_channels", "feature_channels", "image_block_channels", "mesh_block_channels"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -59,13 +69,14 @@ def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, inner_channels: int | None = None) -> None:
         super().__init__()
+        inner = channels if inner_channels is None else inner_channels
         self.body = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(channels),
+            nn.Conv2d(channels, inner, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(inner),
             nn.ReLU(inplace=True),
-            nn.Conv2d(channels, channels, 3, 1, 1, bias=False),
+            nn.Conv2d(inner, channels, 3, 1, 1, bias=False),
             nn.BatchNorm2d(channels),
         )
 
@@ -76,14 +87,21 @@ class ResidualBlock(nn.Module):
 class Hourglass(nn.Module):
     """Encoder-decoder with a skip at every level (Newell et al.), static shapes."""
 
-    def __init__(self, in_channels: int, channels: int, out_channels: int, levels: int) -> None:
+    def __init__(self, in_channels: int, channels: int, out_channels: int, levels: int, block_channels: int | None = None) -> None:
         super().__init__()
-        self.stem = nn.Sequential(_conv_bn_relu(in_channels, channels), ResidualBlock(channels))
-        self.down = nn.ModuleList([nn.Sequential(_conv_bn_relu(channels, channels, 2), ResidualBlock(channels)) for _ in range(levels)])
-        self.skip = nn.ModuleList([ResidualBlock(channels) for _ in range(levels)])
-        self.bottom = ResidualBlock(channels)
-        self.up = nn.ModuleList([ResidualBlock(channels) for _ in range(levels)])
+
+        def block() -> ResidualBlock:
+            return ResidualBlock(channels, block_channels)
+
+        self.stem = nn.Sequential(_conv_bn_relu(in_channels, channels), block())
+        self.down = nn.ModuleList([nn.Sequential(_conv_bn_relu(channels, channels, 2), block()) for _ in range(levels)])
+        self.skip = nn.ModuleList([block() for _ in range(levels)])
+        self.bottom = block()
+        self.up = nn.ModuleList([block() for _ in range(levels)])
         self.head = nn.Conv2d(channels, out_channels, 1)
+
+    def blocks(self) -> list[ResidualBlock]:
+        return [self.stem[1], *(d[1] for d in self.down), *self.skip, self.bottom, *self.up]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -129,8 +147,8 @@ class DualGridNet(nn.Module):
         c = config
         if c.crop_size % 2 or c.mesh_grid_size % 2:
             raise ValueError("crop and mesh grid sizes must be even (pixel-unshuffle x2)")
-        self.image_hourglass = Hourglass(4, c.image_channels, 4 * (3 + c.feature_channels), c.image_levels)
-        self.mesh_hourglass = Hourglass(4 * (c.feature_channels + 1), c.mesh_channels, 4 * 3, c.mesh_levels)
+        self.image_hourglass = Hourglass(4, c.image_channels, 4 * (3 + c.feature_channels), c.image_levels, c.image_block_channels)
+        self.mesh_hourglass = Hourglass(4 * (c.feature_channels + 1), c.mesh_channels, 4 * 3, c.mesh_levels, c.mesh_block_channels)
         g = c.mesh_grid_size
         self.register_buffer("grid_axis", torch.arange(g, dtype=torch.float32) + 0.5, persistent=False)
         # Stored transposed, (G*G, V): as the second operand of the product the constant is

@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from tracker.crop import CropFrame, OutOfImage
 from tracker.hand_model import HandModel
+from tracker.narrowing import WIDTHS, block_width, check_narrowing, narrow_into
 from tracker.network import DualGridNet, DualGridNetConfig, count_parameters
 from tracker.refit import Refit
 from tracker.replay import BackgroundBatches, ReplayMemory
@@ -353,16 +354,37 @@ def _trained_with_learned_sampling(weights_dir: str | Path) -> bool:
         return False
 
 
+def _trained_widths(weights_dir: str | Path) -> dict:
+    """The widths of exported weights' network, as their manifest gives them ({} if unreadable:
+    loading them reports that)."""
+    try:
+        network = load_manifest(weights_dir)["network"]
+        return {name: network[name] for name in WIDTHS if name in network}
+    except (WeightsError, KeyError, TypeError):
+        return {}
+
+
+def _width(config: DualGridNetConfig, name: str) -> int:
+    """A width of the network, the channels inside its blocks counted as they are when unset."""
+    return block_width(config, name.split("_")[0]) if name.endswith("_block_channels") else getattr(config, name)
+
+
 def initial_weights(network: DualGridNet, weights_dir: str | Path) -> dict:
     """Load exported weights (checksums verified) into ``network`` to fine-tune them; returns
     what they had been trained with, for the run's record."""
     exported, manifest = load_network(weights_dir)
-    # Bilinear sampling can be fine-tuned into learned sampling (which starts from it), not back.
-    if dataclasses.replace(exported.config, learned_sampling=network.config.learned_sampling) != network.config or (
-        exported.config.learned_sampling and not network.config.learned_sampling
-    ):
-        raise WeightsError(f"{weights_dir}: network shape {exported.config.to_dict()} differs from the recipe's {network.config.to_dict()}")
-    network.load_bilinear_state_dict(exported.state_dict())
+    # Bilinear sampling can be fine-tuned into learned sampling (which starts from it), not
+    # back; a network may be narrower than the weights (the channels that matter most kept).
+    try:
+        check_narrowing(exported.config, network.config)
+    except ValueError as error:
+        raise WeightsError(f"{weights_dir}: network shape {exported.config.to_dict()} does not fit the run's {network.config.to_dict()}: {error}") from error
+    narrowed_from = None
+    if any(getattr(exported.config, name) != getattr(network.config, name) for name in WIDTHS):
+        narrow_into(exported, network)
+        narrowed_from = {name: _width(exported.config, name) for name in WIDTHS}
+    else:
+        network.load_bilinear_state_dict(exported.state_dict())
     earlier = manifest.get("training", {})
     stream_end = {"stream_end": int(earlier["stream_end"])} if "stream_end" in earlier else {}
     return {
@@ -373,6 +395,7 @@ def initial_weights(network: DualGridNet, weights_dir: str | Path) -> dict:
         "device": earlier.get("device", "unknown"),
         "crop_frame": crop_frame_of(manifest).value,
         "out_of_image": out_of_image_of(manifest).value,
+        **({"narrowed_from": narrowed_from} if narrowed_from else {}),
     }
 
 
@@ -556,6 +579,12 @@ def train(
         network.to(device)
         if initialised_from["crop_frame"] != CropFrame(config.data.crop_frame).value and rank == 0:
             print(f"note: {init_from} were trained on {initialised_from['crop_frame']}-frame crops; this run trains them on {CropFrame(config.data.crop_frame).value}-frame ones")
+        if initialised_from.get("narrowed_from") and rank == 0:
+            widths = ", ".join(
+                f"{name} {was} -> {_width(config.network, name)}"
+                for name, was in initialised_from["narrowed_from"].items() if was != _width(config.network, name)
+            )
+            print(f"note: {init_from} narrowed ({widths}), keeping the channels their next layers weigh most")
         if initialised_from["out_of_image"] != OutOfImage(config.data.out_of_image).value and rank == 0:
             print(
                 f"note: {init_from} were trained with crops showing {initialised_from['out_of_image']} past the image's edge; "
@@ -858,6 +887,19 @@ def main(argv: list[str] | None = None) -> int:
         "weights with bilinear sampling carry over unchanged, and weights trained with it keep it without this flag); "
         "the exported network has the same shape and speed",
     )
+    widths = parser.add_argument_group(
+        "network widths",
+        "narrower than the recipe's network (64 channels everywhere) for a faster forward; with --init-from, the weights "
+        "are narrowed to them, keeping the channels the next layers weigh most, and then fine-tuned",
+    )
+    widths.add_argument("--image-channels", type=int, metavar="N", help="the image hourglass's width")
+    widths.add_argument(
+        "--image-block-channels", type=int, metavar="N",
+        help="channels between the two convolutions of each of the image hourglass's residual blocks (default: its width); "
+        "most of a forward on a CPU is these convolutions",
+    )
+    widths.add_argument("--mesh-channels", type=int, metavar="N", help="the mesh hourglass's width")
+    widths.add_argument("--mesh-block-channels", type=int, metavar="N", help="the same inside the mesh hourglass's blocks")
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.pt exists (the earlier run's files are moved into OUT/earlier-<time>/)")
     args = parser.parse_args(argv)
     config = RECIPES[args.recipe]
@@ -877,6 +919,16 @@ def main(argv: list[str] | None = None) -> int:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, out_of_image=OutOfImage(args.out_of_image)))
     if args.learned_sampling:
         config = dataclasses.replace(config, network=dataclasses.replace(config.network, learned_sampling=True))
+    width_args = {name: getattr(args, name) for name in WIDTHS if getattr(args, name) is not None}
+    if args.init_from is not None:
+        # A fine-tune keeps the widths of the weights it starts from unless told otherwise,
+        # so the same command fine-tunes a narrowed network again.
+        width_args = {**_trained_widths(args.init_from), **width_args}
+    if width_args:
+        try:
+            config = dataclasses.replace(config, network=dataclasses.replace(config.network, **width_args))
+        except ValueError as error:
+            parser.error(str(error))
     if args.init_from is not None:
         # Trained weights give a P_s the refit can follow from the first step: the delay that
         # spares a fresh network's noise would only leave P_r and the joints untrained a while.
