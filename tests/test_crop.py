@@ -206,6 +206,36 @@ def test_a_marked_crop_shows_the_near_face_past_the_image_and_is_otherwise_the_s
     )
 
 
+def test_a_window_of_the_image_marks_only_what_lies_past_the_whole_image():
+    """A training window (a sub-image with shifted principal point) cut with the sensor's
+    intrinsics marks the same crop pixels as the whole image does; past the window but in
+    the image it shows background, and in the window the same depth."""
+    from tracker.crop import resample
+
+    centre = np.array([(20 - K.cx) / K.fx * 0.5, 0.0, 0.5])  # the cube reaches past the left edge
+    depth = _plane(0.0)
+    depth[:, :60] = 0.52
+    x0, y0, w, h = 0, 180, 90, 120  # the window: the image's left edge, and a band of rows
+    window_k = CameraIntrinsics(w, h, K.fx, K.fy, K.cx - x0, K.cy - y0)
+    for frame in ("camera", "ray"):
+        for side in (Handedness.RIGHT, Handedness.LEFT):
+            full = make_crop(depth, K, centre, 0.26, side, frame=frame, out_of_image=OutOfImage.MARKED)
+            window = make_crop(depth[y0 : y0 + h, x0 : x0 + w], window_k, centre, 0.26, side, frame=frame, out_of_image=OutOfImage.MARKED, sensor=K)
+            past = full.depth == OUT_OF_IMAGE_DEPTH
+            assert past.sum() > 20 * 64, (frame, side)
+            np.testing.assert_array_equal(window.depth == OUT_OF_IMAGE_DEPTH, past)
+            in_window = resample(np.ones((h, w), np.bool_), window.image_from_crop, 64, 0)
+            # Rows above and below the band lie in the image: background, not marked.
+            assert (~in_window & ~past).sum() > 10 * 64, (frame, side)
+            assert np.all(window.depth[~in_window & ~past] == 1.0)
+            np.testing.assert_array_equal(window.depth[in_window], full.depth[in_window])
+            # Without the sensor, the window's own edges would be marked too.
+            unknown = make_crop(depth[y0 : y0 + h, x0 : x0 + w], window_k, centre, 0.26, side, frame=frame, out_of_image="marked")
+            assert (unknown.depth == OUT_OF_IMAGE_DEPTH).sum() > past.sum()
+    with pytest.raises(ValueError, match="focal lengths"):
+        make_crop(depth[:h, :w], CameraIntrinsics(w, h, 400.0, 400.0, 10.0, 10.0), centre, 0.26, out_of_image="marked", sensor=K)
+
+
 def test_a_crops_measured_pixels_are_those_with_a_depth_inside_the_cube():
     depth = _plane(0.0)
     depth[200:280, 280:360] = 0.55

@@ -162,6 +162,41 @@ def test_marked_examples_differ_from_far_ones_only_in_the_depth_past_the_image(h
     assert not np.any(marked["hand_mask"][0][past])
 
 
+def test_training_windows_mark_only_crop_pixels_past_the_sensor_image(hand_model):
+    """Training renders a window around the hand; a cube reaching past the window's edge
+    inside the image is not at the edge of the view, and a real frame shows something there.
+    The training window (0.45 m) holds the crop; a narrower one shows both cases."""
+    import dataclasses
+
+    from tracker.crop import OUT_OF_IMAGE_DEPTH, OutOfImage, make_crop
+    from tracker.training_data import ExampleConfig, example_from_sample, measured_hand
+
+    base = ExampleConfig()
+    config = dataclasses.replace(base, out_of_image=OutOfImage.MARKED, scene=dataclasses.replace(base.scene, render_window_m=0.25))
+    i, j = np.meshgrid(np.arange(64.0), np.arange(64.0))
+    past_window_only = past_sensor = 0
+    for seed in range(30):
+        sample = render_sample(hand_model, config.scene, seed)
+        example = example_from_sample(sample, config, seed)
+        # The same crop's map, to know where each of its pixels falls.
+        depth_m, _ = measured_hand(sample)
+        crop = make_crop(depth_m, sample.intrinsics, example["center_cam_m"], config.cube_size_m, sample.pose.handedness, frame=config.crop_frame)
+        uvw = np.einsum("rc,cij->rij", crop.image_from_crop, np.stack([i, j, np.ones_like(i)]))
+        u, v = uvw[0] / uvw[2], uvw[1] / uvw[2]  # window pixels
+        sensor, window = sample.sensor or sample.intrinsics, sample.intrinsics
+        us, vs = u + (sensor.cx - window.cx), v + (sensor.cy - window.cy)
+        # Half a pixel of slack: nearest-neighbour rounding decides the border pixels.
+        in_sensor = (us > 0.5) & (us < sensor.width - 1.5) & (vs > 0.5) & (vs < sensor.height - 1.5)
+        out_sensor = (us < -0.5 - 1e-6) | (us > sensor.width - 0.5 + 1e-6) | (vs < -0.5 - 1e-6) | (vs > sensor.height - 0.5 + 1e-6)
+        out_window = (u < -0.5 - 1e-6) | (u > window.width - 0.5 + 1e-6) | (v < -0.5 - 1e-6) | (v > window.height - 0.5 + 1e-6)
+        marked = example["depth"][0] == OUT_OF_IMAGE_DEPTH
+        assert np.all(marked[out_sensor]) and not np.any(marked[in_sensor]), seed
+        past_window_only += int((out_window & in_sensor).any())
+        past_sensor += int(out_sensor.any())
+    # Both cases occur in these samples, so both were checked.
+    assert past_window_only > 5 and past_sensor > 0, (past_window_only, past_sensor)
+
+
 def test_evaluation_and_calibration_cut_their_crops_as_the_weights_were_trained():
     from tracker.crop import CropFrame, OutOfImage
     from tracker.training_data import example_config_for

@@ -124,10 +124,15 @@ def make_crop(
     crop_size: int = CROP_SIZE,
     frame: CropFrame = CropFrame.CAMERA,
     out_of_image: OutOfImage = OutOfImage.FAR,
+    sensor: CameraIntrinsics | None = None,
 ) -> HandCrop:
     """Crop and normalise (H, W) float32 metres depth around a 3-D centre (camera frame, m).
 
     A left hand's crop is mirrored left-right so the network always sees a right hand.
+    ``sensor``: the whole image's intrinsics where ``depth_m`` is a window of it (a rendered
+    training window, ``intrinsics`` then being the window's). Crop pixels past the window but
+    in the image show background, as for any pixel with no depth; with ``out_of_image``
+    marked, only those past the whole image are marked, as they would be in a real frame.
     """
     frame = CropFrame(frame)
     image_from_crop = crop_window(center_cam_m, cube_size_m, intrinsics, crop_size, frame)
@@ -150,7 +155,7 @@ def make_crop(
     normalised[(depth <= 0) | ~(np.abs(normalised) <= 1)] = 1.0
     if OutOfImage(out_of_image) == OutOfImage.MARKED:
         # The same nearest-neighbour map as the depth's, so the two agree pixel for pixel.
-        inside = resample(np.ones(depth_m.shape[:2], np.bool_), image_from_crop, crop_size, 0)
+        inside = _inside_image(depth_m.shape[:2], intrinsics, image_from_crop, crop_size, sensor)
         normalised[~inside] = OUT_OF_IMAGE_DEPTH
     return HandCrop(
         depth=normalised.astype(np.float32),
@@ -160,6 +165,21 @@ def make_crop(
         handedness=Handedness(handedness),
         cam_from_crop=cam_from_crop,
     )
+
+
+def _inside_image(
+    shape: tuple[int, int], intrinsics: CameraIntrinsics, image_from_crop: np.ndarray, crop_size: int, sensor: CameraIntrinsics | None
+) -> np.ndarray:
+    """(S, S) bool: crop pixels whose nearest image pixel exists (in the whole sensor image
+    where the depth is a window of it)."""
+    if sensor is None:
+        return resample(np.ones(shape, np.bool_), image_from_crop, crop_size, 0)
+    if (sensor.fx, sensor.fy) != (intrinsics.fx, intrinsics.fy):
+        raise ValueError(f"a window keeps the sensor's focal lengths: {(intrinsics.fx, intrinsics.fy)} against {(sensor.fx, sensor.fy)}")
+    # The window's pixel (x, y) is the sensor's (x + x0, y + y0).
+    x0, y0 = round(sensor.cx - intrinsics.cx), round(sensor.cy - intrinsics.cy)
+    sensor_from_window = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
+    return resample(np.ones((sensor.height, sensor.width), np.bool_), sensor_from_window @ image_from_crop, crop_size, 0)
 
 
 def _k(intrinsics: CameraIntrinsics) -> np.ndarray:

@@ -98,7 +98,7 @@ def evaluate_synthetic(estimator: HandEstimator, count: int, config: ExampleConf
         seed = sample_seed(EVAL_STREAM_SEED, i)
         sample = render_sample(model, config.scene, seed)
         example = example_from_sample(sample, config, seed)
-        in_image.append(keypoints_in_image(sample.joints, sample.intrinsics))
+        in_image.append(keypoints_in_image(sample.joints, sample.intrinsics if sample.sensor is None else sample.sensor))
         visible.append(float(sample.vertex_visible.mean()))
         centre = example["center_cam_m"].astype(np.float64)
         off_axis.append(float(np.degrees(np.arccos(centre[2] / np.linalg.norm(centre)))))
@@ -161,7 +161,7 @@ def _segmentation_centred_error(estimator: HandEstimator, sample, config: Exampl
         return None, None
     crop = make_crop(
         depth_m, sample.intrinsics, found, config.cube_size_m, sample.pose.handedness, crop_size=config.crop_size, frame=config.crop_frame,
-        out_of_image=config.out_of_image,
+        out_of_image=config.out_of_image, sensor=sample.sensor,
     )
     outputs = estimator.backend.run(crop.depth[None, None].astype(np.float32))
     joints = estimator.refit.fit(outputs["vertices"][0]).joints

@@ -95,7 +95,7 @@ def example_from_sample(sample: SyntheticSample, config: ExampleConfig, seed: in
     # A left hand is mirrored into the right-hand network, targets with it, as at inference.
     crop = make_crop(
         depth_m, sample.intrinsics, centre, config.cube_size_m, sample.pose.handedness, crop_size=config.crop_size, frame=config.crop_frame,
-        out_of_image=config.out_of_image,
+        out_of_image=config.out_of_image, sensor=sample.sensor,
     )
     coords = resample(sample.mesh_coords, crop.image_from_crop, config.crop_size, (np.nan, np.nan, np.nan, np.nan))
     mask = resample(sample.mask, crop.image_from_crop, config.crop_size, 0)

@@ -122,6 +122,8 @@ class SyntheticSample:
     vertex_visible: (V,) bool, vertex used by a face that covers at least one pixel.
     intrinsics: the camera; seed: reproduces this sample exactly with the same config.
     pose: the hand pose parameters that made it.
+    sensor: the whole camera image where the arrays are a window of it (``render_window_m``:
+        ``intrinsics`` are then the window's), else None.
     """
 
     depth: np.ndarray
@@ -135,6 +137,7 @@ class SyntheticSample:
     intrinsics: CameraIntrinsics
     seed: int
     pose: HandPose
+    sensor: CameraIntrinsics | None = None
 
 
 def forearm_mesh(length_m: float, radii_wrist: tuple[float, float], radii_far: tuple[float, float], segments: int = 16, rings: int = 6):
@@ -232,6 +235,7 @@ def render_sample(model: HandModel, config: SceneConfig, seed: int) -> Synthetic
         intrinsics=intrinsics,
         seed=int(seed),
         pose=pose,
+        sensor=None if intrinsics is sensor else sensor,
     )
 
 
