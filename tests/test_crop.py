@@ -234,6 +234,10 @@ def test_a_window_of_the_image_marks_only_what_lies_past_the_whole_image():
             assert (unknown.depth == OUT_OF_IMAGE_DEPTH).sum() > past.sum()
     with pytest.raises(ValueError, match="focal lengths"):
         make_crop(depth[:h, :w], CameraIntrinsics(w, h, 400.0, 400.0, 10.0, 10.0), centre, 0.26, out_of_image="marked", sensor=K)
+    with pytest.raises(ValueError, match="not a whole-pixel window"):
+        make_crop(depth[:h, :w], CameraIntrinsics(w, h, K.fx, K.fy, K.cx - 0.5, K.cy), centre, 0.26, out_of_image="marked", sensor=K)
+    with pytest.raises(ValueError, match="not a whole-pixel window"):  # reaching past the sensor's right edge
+        make_crop(depth[:h, :w], CameraIntrinsics(w, h, K.fx, K.fy, K.cx - 600, K.cy), centre, 0.26, out_of_image="marked", sensor=K)
 
 
 def test_a_crops_measured_pixels_are_those_with_a_depth_inside_the_cube():

@@ -177,7 +177,13 @@ def _inside_image(
     if (sensor.fx, sensor.fy) != (intrinsics.fx, intrinsics.fy):
         raise ValueError(f"a window keeps the sensor's focal lengths: {(intrinsics.fx, intrinsics.fy)} against {(sensor.fx, sensor.fy)}")
     # The window's pixel (x, y) is the sensor's (x + x0, y + y0).
-    x0, y0 = round(sensor.cx - intrinsics.cx), round(sensor.cy - intrinsics.cy)
+    offset = np.array([sensor.cx - intrinsics.cx, sensor.cy - intrinsics.cy])
+    x0, y0 = (int(v) for v in np.round(offset))
+    if np.abs(offset - (x0, y0)).max() > 1e-6 or x0 < 0 or y0 < 0 or x0 + shape[1] > sensor.width or y0 + shape[0] > sensor.height:
+        raise ValueError(
+            f"a {shape[1]}x{shape[0]} window at pixel offset ({offset[0]:g}, {offset[1]:g}) is not a whole-pixel window of the "
+            f"{sensor.width}x{sensor.height} sensor image"
+        )
     sensor_from_window = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
     return resample(np.ones((sensor.height, sensor.width), np.bool_), sensor_from_window @ image_from_crop, crop_size, 0)
 

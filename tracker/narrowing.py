@@ -4,8 +4,9 @@ Most of a forward on a CPU is the 3x3 convolutions of the image hourglass's top 
 their cost goes with the product of their input and output channels. Training a narrower
 network from scratch takes as long as the wide one took; starting it from the wide one's
 weights, with the channels that matter most kept, leaves a network that tracks from its
-first step and recovers in a fine-tune (``tracker.train --init-from WEIGHTS
---image-channels N --image-block-channels K ...``).
+first step (with batch statistics: the running ones after a narrowed layer are the wide
+network's until the fine-tune updates them) and recovers in a fine-tune
+(``tracker.train --init-from WEIGHTS --image-channels N --image-block-channels K ...``).
 
 Two kinds of channel can go:
 
@@ -134,11 +135,19 @@ def narrow_into(source: DualGridNet, target: DualGridNet) -> None:
     """Copy ``source``'s weights on the channels kept into ``target``, whose config is
     ``source``'s with some widths smaller."""
     check_narrowing(source.config, target.config)
+    # Every entry of the target is written below: a layer added to the network later must be
+    # narrowed here too, not left at its random initialisation.
+    for tensor in target.state_dict().values():
+        if tensor.is_floating_point():
+            tensor.fill_(float("nan"))
     _narrow_hourglass(source.image_hourglass, target.image_hourglass)
     _narrow_hourglass(source.mesh_hourglass, target.mesh_hourglass)
     if target.config.learned_sampling:
         # From bilinear weights too: learned sampling starts from them.
         target.grid_to_vertices.data.copy_(source.grid_to_vertices.detach())
+    unwritten = [name for name, tensor in target.state_dict().items() if tensor.is_floating_point() and bool(torch.isnan(tensor).any())]
+    if unwritten:
+        raise RuntimeError(f"narrowing left these entries of the network unset: {unwritten}")
 
 
 def narrowed(source: DualGridNet, config: DualGridNetConfig, mesh_coords) -> DualGridNet:

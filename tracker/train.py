@@ -364,6 +364,18 @@ def _trained_widths(weights_dir: str | Path) -> dict:
         return {}
 
 
+def _resumed_network(out_dir: Path) -> dict:
+    """The network config of the run in ``out_dir`` that a resume would continue, from its
+    saved config ({} when there is no checkpoint or no readable record)."""
+    if not (out_dir / "last.pt").is_file():
+        return {}
+    try:
+        network = json.loads((out_dir / "config.json").read_text())["train"]["network"]
+        return network if isinstance(network, dict) else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def _width(config: DualGridNetConfig, name: str) -> int:
     """A width of the network, the channels inside its blocks counted as they are when unset."""
     return block_width(config, name.split("_")[0]) if name.endswith("_block_channels") else getattr(config, name)
@@ -378,9 +390,9 @@ def initial_weights(network: DualGridNet, weights_dir: str | Path) -> dict:
     try:
         check_narrowing(exported.config, network.config)
     except ValueError as error:
-        raise WeightsError(f"{weights_dir}: network shape {exported.config.to_dict()} does not fit the run's {network.config.to_dict()}: {error}") from error
+        raise WeightsError(f"{weights_dir}: {error} (their network: {exported.config.to_dict()}; this run's: {network.config.to_dict()})") from error
     narrowed_from = None
-    if any(getattr(exported.config, name) != getattr(network.config, name) for name in WIDTHS):
+    if any(_width(exported.config, name) != _width(network.config, name) for name in WIDTHS):
         narrow_into(exported, network)
         narrowed_from = {name: _width(exported.config, name) for name in WIDTHS}
     else:
@@ -556,8 +568,12 @@ def train(
             network.load_state_dict(state["network"])
             optimizer.load_state_dict(state["optimizer"])
         except (KeyError, RuntimeError, ValueError) as error:
+            saved = state.get("config", {}).get("network", {})
+            differing = ", ".join(
+                f"{name} {saved[name]} there, {value} here" for name, value in config.network.to_dict().items() if name in saved and saved[name] != value
+            )
             raise ResumeError(
-                f"{checkpoint} does not fit this recipe's network ({type(error).__name__}: {str(error).splitlines()[0]}); "
+                f"{checkpoint} does not fit this recipe's network ({differing or f'{type(error).__name__}: {str(error).splitlines()[0]}'}); "
                 "resume it with the recipe and settings it was trained with, or start afresh with --no-resume"
             ) from error
         if state.get("initialised_from") is not None:
@@ -919,16 +935,23 @@ def main(argv: list[str] | None = None) -> int:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, out_of_image=OutOfImage(args.out_of_image)))
     if args.learned_sampling:
         config = dataclasses.replace(config, network=dataclasses.replace(config.network, learned_sampling=True))
+    for name in WIDTHS:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     width_args = {name: getattr(args, name) for name in WIDTHS if getattr(args, name) is not None}
-    if args.init_from is not None:
-        # A fine-tune keeps the widths of the weights it starts from unless told otherwise,
-        # so the same command fine-tunes a narrowed network again.
-        width_args = {**_trained_widths(args.init_from), **width_args}
+    # Widths not given keep those of the run being resumed, or else of the weights a
+    # fine-tune starts from, so the same command resumes or fine-tunes a narrowed network again.
+    resumed = _resumed_network(args.out) if not args.no_resume else {}
+    kept = {name: resumed[name] for name in WIDTHS if name in resumed} if resumed else ({} if args.init_from is None else _trained_widths(args.init_from))
+    width_args = {**kept, **width_args}
     if width_args:
         try:
             config = dataclasses.replace(config, network=dataclasses.replace(config.network, **width_args))
         except ValueError as error:
             parser.error(str(error))
+    if resumed.get("learned_sampling") and not config.network.learned_sampling:
+        config = dataclasses.replace(config, network=dataclasses.replace(config.network, learned_sampling=True))
     if args.init_from is not None:
         # Trained weights give a P_s the refit can follow from the first step: the delay that
         # spares a fresh network's noise would only leave P_r and the joints untrained a while.
