@@ -131,5 +131,5 @@ def test_learned_sampling_exports_and_fine_tunes_from_bilinear_weights(hand_mode
     assert manifest["network"]["learned_sampling"] is True
     assert torch.equal(loaded.grid_to_vertices, learned.grid_to_vertices)
     # Learned sampling is not turned back into bilinear sampling.
-    with pytest.raises(WeightsError, match="network shape"):
+    with pytest.raises(WeightsError, match="cannot go back to bilinear"):
         initial_weights(DualGridNet(hand_model.mesh_coords, SMALL), tmp_path / "learned")
