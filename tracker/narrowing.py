@@ -2,11 +2,12 @@
 
 Most of a forward on a CPU is the 3x3 convolutions of the image hourglass's top level, and
 their cost goes with the product of their input and output channels. Training a narrower
-network from scratch takes as long as the wide one took; starting it from the wide one's
-weights, with the channels that matter most kept, leaves a network that tracks from its
-first step (with batch statistics: the running ones after a narrowed layer are the wide
-network's until the fine-tune updates them) and recovers in a fine-tune
-(``tracker.train --init-from WEIGHTS --image-channels N --image-block-channels K ...``).
+network from scratch takes as long as the wide one took; a fine-tune starts it instead from
+the wide one's weights on the channels that matter most (``tracker.train --init-from
+WEIGHTS --image-channels N --image-block-channels K ...``). That start is no finished
+network: the running batch statistics after a narrowed layer are the wide network's until
+the fine-tune updates them, and what the dropped channels carried has to be learnt again
+(how far a fine-tune got: ``docs/training_history.md``).
 
 Two kinds of channel can go:
 
