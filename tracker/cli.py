@@ -58,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
         "every frame as fast as possible (--no-realtime; the default for folders and synthetic input)",
     )
     parser.add_argument("--smooth", action="store_true", help="smooth the joints and the mesh over time (One-Euro filter)")
-    parser.add_argument("--weights", type=Path, help="network weights directory (default: the shipped weights/)")
+    parser.add_argument(
+        "--weights", type=Path,
+        help="network weights directory (default: the shipped weights/; weights/fast: a narrower network, faster on a CPU and less accurate, see weights/fast/MODEL_CARD.md)",
+    )
     parser.add_argument(
         "--hand", choices=["auto", "right", "left"], default="auto",
         help="which hand to track: auto decides per track from the depth crop (a small classifier whose "

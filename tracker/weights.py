@@ -34,6 +34,9 @@ from tracker.hand_model import DEFAULT_ASSET, HandModel, HandModelError
 from tracker.network import DualGridNet, DualGridNetConfig
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+# A narrower network beside the default one, for CPUs where the default misses real time:
+# less accurate, faster (its own model card says by how much).
+FAST_WEIGHTS_DIR = WEIGHTS_DIR / "fast"
 MANIFEST = "dgn.json"
 STATE_DICT = "dgn.pt"
 ONNX = "dgn.onnx"
