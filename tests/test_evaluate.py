@@ -419,3 +419,22 @@ def test_the_card_gives_the_width_inside_the_blocks_of_a_narrowed_network(smoke_
     text = card.read_text()
     assert f"Image-grid hourglass ({net['image_channels']} channels, {net['image_channels'] // 2} inside each residual block," in text
     assert f"Mesh-grid hourglass ({net['mesh_channels']} channels, {net['mesh_levels']} levels)" in text
+
+
+def test_the_card_says_where_a_narrowed_network_was_narrowed(smoke_weights, tmp_path):
+    import tracker.evaluate as evaluate
+    from tracker.training_history import CURRENT_STAGE, TrainingStage
+
+    manifest = json.loads((smoke_weights / "dgn.json").read_text())
+    synthetic = json.loads((evaluate.WEIGHTS_DIR / "eval" / "synthetic_metrics.json").read_text())
+    card = tmp_path / "MODEL_CARD.md"
+    wide = {"image_channels": 64, "image_block_channels": 64, "mesh_channels": 48, "mesh_block_channels": 40}
+    empty = np.zeros(0)
+    for name, words in (("narrow", "(stage `narrow` and after)"), (CURRENT_STAGE, "in this stage")):
+        stage = TrainingStage(name, 2_637_792, empty.astype(np.int64), empty, empty, 1e-3, "ray", wide)
+        evaluate.write_model_card(card, manifest, synthetic, None, "python -m tracker.evaluate", None, narrowing=stage)
+        text = card.read_text()
+        assert "Narrowed, when the weights had seen 2,637,792 samples, from a network with an image hourglass of 64 channels (64 inside each block)" in text
+        assert "mesh hourglass of 48 (40 inside each block)" in text and words in text
+    evaluate.write_model_card(card, manifest, synthetic, None, "python -m tracker.evaluate", None)
+    assert "Narrowed" not in card.read_text()

@@ -15,27 +15,31 @@ from tracker.synth.dataset import sample_seed
 from tracker.narrowing import WIDTHS
 from tracker.train import _width
 from tracker.training_data import example_config_for, make_example
-from tracker.training_history import load_training_history
+from tracker.training_history import last_narrowing, load_training_history
 from tracker.weights import FAST_WEIGHTS_DIR, ONNX_INT8, WEIGHTS_DIR, check_weights, load_manifest, load_network
 
 def test_the_fast_weights_check_out_and_are_narrower_than_the_default_ones():
     fast = check_weights(FAST_WEIGHTS_DIR)  # checksums, loading, ONNX graphs against torch
     default = load_manifest(WEIGHTS_DIR)
     assert fast["parameters"] < default["parameters"]
-    record = fast["training"]["initialised_from"]
-    # Narrowed from trained weights, not trained from scratch: the record says from what.
-    assert record["narrowed_from"] and record["samples_seen"] > 0
+    # Narrowed from trained weights, not trained from scratch: the stage that narrowed them
+    # records from what (the stages after it fine-tune the narrower network as it is).
+    narrowing = last_narrowing(load_training_history(FAST_WEIGHTS_DIR))
+    assert narrowing is not None and narrowing.start_samples > 0
     network, _ = load_network(FAST_WEIGHTS_DIR)
     widths = {name: _width(network.config, name) for name in WIDTHS}
-    assert all(widths[name] <= was for name, was in record["narrowed_from"].items())
-    assert any(widths[name] < was for name, was in record["narrowed_from"].items())
+    assert all(widths[name] <= was for name, was in narrowing.narrowed_from.items())
+    assert any(widths[name] < was for name, was in narrowing.narrowed_from.items())
     assert ONNX_INT8 in fast["files"]
 
 
 def test_the_fast_weights_history_continues_from_the_weights_they_were_narrowed_from():
     stages = load_training_history(FAST_WEIGHTS_DIR)
     manifest = load_manifest(FAST_WEIGHTS_DIR)
-    assert stages and stages[0].start_samples == manifest["training"]["initialised_from"]["samples_seen"]
+    # The chain starts where the default weights were narrowed, and every stage begins where the one before it ended.
+    assert stages and stages[0] is last_narrowing(stages)
+    assert [s.start_samples for s in stages[1:]] == [s.end_samples for s in stages[:-1]]
+    assert stages[-1].start_samples == manifest["training"]["initialised_from"]["samples_seen"]
     assert stages[-1].end_samples == manifest["training"]["samples_seen_total"]
 
 
@@ -44,7 +48,7 @@ def test_the_model_card_quotes_its_own_evaluation_and_speed():
     synthetic = json.loads((FAST_WEIGHTS_DIR / "eval" / "synthetic_metrics.json").read_text())
     assert f"{synthetic['mean_joint_error_mm']:.2f} mm" in card
     assert "--weights" in card and str(FAST_WEIGHTS_DIR.name) in card  # the command that measures it again
-    assert "inside each residual block" in card  # what makes it narrower
+    assert "inside each residual block" in card and "Narrowed, when the weights had seen" in card  # what makes it narrower, and since when
     # Its speed is in the card, from a benchmark run of these very files.
     assert re.search(r"\| network_speed_\w+ \| onnxruntime \| [0-9.]+ \|", card), card
 

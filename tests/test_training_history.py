@@ -9,17 +9,20 @@ from tracker.evaluate import write_training_curve
 from tracker.training_history import (
     CURRENT_STAGE,
     TrainingHistoryError,
+    last_narrowing,
     load_training_history,
     plot_training_curve,
     smoothed,
 )
 
 
-def write_stage(directory, suffix, start_samples, joints_cm, learning_rate=1e-3, batch=16, crop_frame="camera"):
+def write_stage(directory, suffix, start_samples, joints_cm, learning_rate=1e-3, batch=16, crop_frame="camera", narrowed_from=None):
     """A stage's config and log as tracker.train writes them (suffix "" for the current one)."""
     config = {"train": {"learning_rate": learning_rate, "data": {"crop_frame": crop_frame}}, "world_size": 1}
     if start_samples is not None:
         config["initialised_from"] = {"path": "weights", "samples_seen": start_samples, "seconds": 60.0, "device": "cpu"}
+        if narrowed_from:
+            config["initialised_from"]["narrowed_from"] = narrowed_from
     name = f"_{suffix}" if suffix else ""
     (directory / f"training_config{name}.json").write_text(json.dumps(config))
     with open(directory / f"training_metrics{name}.csv", "w", newline="") as handle:
@@ -45,6 +48,18 @@ def test_stages_are_chained_by_where_each_began(tmp_path):
     plot_training_curve(stages, path, held_out_mm=9.5)
     image = cv2.imread(str(path))
     assert image is not None and image.shape[0] > 100
+
+
+def test_the_stage_that_narrowed_the_network_is_found_after_later_fine_tunes(tmp_path):
+    wide = {"image_channels": 64, "image_block_channels": 64, "mesh_channels": 64, "mesh_block_channels": 64}
+    write_stage(tmp_path, "base", None, [5.0])
+    assert last_narrowing(load_training_history(tmp_path)) is None
+    write_stage(tmp_path, "narrow", 320, [2.0], narrowed_from=wide)
+    write_stage(tmp_path, "", 640, [1.0])  # a fine-tune of the narrowed weights as they are
+    stages = load_training_history(tmp_path)
+    assert [s.narrowed_from for s in stages] == [None, wide, None]
+    narrowing = last_narrowing(stages)
+    assert narrowing.name == "narrow" and narrowing.start_samples == 320
 
 
 def test_steps_logged_twice_by_a_resumed_run_count_once(tmp_path):

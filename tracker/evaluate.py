@@ -44,7 +44,7 @@ from tracker.machine import machine_info
 from tracker.synth.dataset import config_to_dict, sample_seed
 from tracker.synth.scene import render_sample
 from tracker.training_data import ExampleConfig, example_config_for, example_from_sample, measured_hand
-from tracker.training_history import TrainingHistoryError, load_training_history, plot_training_curve
+from tracker.training_history import CURRENT_STAGE, TrainingHistoryError, TrainingStage, last_narrowing, load_training_history, plot_training_curve
 from tracker.types import CameraIntrinsics, Handedness, Joint, measured_crop_pixels
 from tracker.weights import ONNX, ONNX_INT8, WEIGHTS_DIR, WeightsError, crop_frame_of, load_manifest, out_of_image_of
 
@@ -443,7 +443,10 @@ def write_model_card(
     speed: dict | None,
     training_curve: bool = False,
     int8: dict | None = None,
+    narrowing: TrainingStage | None = None,
 ) -> None:
+    """``narrowing``: the training stage that made this network narrower than the one it
+    started from (``last_narrowing`` of the weights' history), said in the card."""
     training = manifest.get("training", {})
     recipe = training.get("recipe", {})
     net = manifest["network"]
@@ -499,6 +502,15 @@ def write_model_card(
         lines.append(
             f"- Fine-tuned from weights that had seen {earlier['samples_seen']:,} samples ({earlier['seconds'] / 60:.0f} min on {earlier['device']}):"
             f" {training.get('samples_seen_total', 0):,} samples in all."
+        )
+    if narrowing is not None:
+        was = narrowing.narrowed_from
+        lines.append(
+            f"- Narrowed, when the weights had seen {narrowing.start_samples:,} samples, from a network with an image hourglass of"
+            f" {was.get('image_channels', '?')} channels ({was.get('image_block_channels', '?')} inside each block) and a mesh hourglass of"
+            f" {was.get('mesh_channels', '?')} ({was.get('mesh_block_channels', '?')} inside each block), keeping the channels"
+            " their next layers weigh most (`tracker/narrowing.py`), then trained on"
+            + (" in this stage." if narrowing.name == CURRENT_STAGE else f" (stage `{narrowing.name}` and after).")
         )
     lines += [
         f"- Peak learning rate {recipe.get('learning_rate', '?')}, AdamW, cosine schedule; refit terms from step {recipe.get('refit_start_step', '?')}.",
@@ -636,6 +648,15 @@ def write_training_curve(weights_dir: Path, path: Path, held_out_mm: float) -> b
     return False
 
 
+def narrowing_in_history(weights_dir: Path) -> TrainingStage | None:
+    """The stage of the weights' history that narrowed them, if the history says (a broken
+    history was already reported with the curve)."""
+    try:
+        return last_narrowing(load_training_history(weights_dir))
+    except TrainingHistoryError:
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tracker.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="weights directory (default %(default)s)")
@@ -747,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
         command = "python -m tracker.evaluate" + (f" --weights {args.weights}" if args.weights.resolve() != WEIGHTS_DIR.resolve() else "") + f" --frames {args.frames}"
         if args.real_dir != DEFAULT_REAL_DIR:
             command += f" --real-dir {args.real_dir}"
-        write_model_card(args.weights / "MODEL_CARD.md", manifest, synthetic, real, command, network_speeds(manifest), training_curve, int8)
+        write_model_card(args.weights / "MODEL_CARD.md", manifest, synthetic, real, command, network_speeds(manifest), training_curve, int8, narrowing_in_history(args.weights))
     elif not args.no_model_card:
         print(f"no model card written: it cites the onnxruntime network's own run into {args.weights / 'eval'}")
     return 0

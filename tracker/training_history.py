@@ -42,6 +42,8 @@ class TrainingStage:
     learning_rate: (N,) float64.
     peak_learning_rate: the stage's configured learning rate.
     crop_frame: the crop frame it trained in (``tracker.crop``; logs from before the choice: camera).
+    narrowed_from: the widths (``tracker.narrowing.WIDTHS``) of the weights the stage began
+        from where it narrowed them, else None.
     """
 
     name: str
@@ -51,6 +53,7 @@ class TrainingStage:
     learning_rate: np.ndarray
     peak_learning_rate: float
     crop_frame: str = "camera"
+    narrowed_from: dict | None = None
 
     @property
     def end_samples(self) -> int:
@@ -104,6 +107,7 @@ def read_stage(name: str, config_path: Path, metrics_path: Path) -> TrainingStag
             learning_rate=np.array([_float(r.get("lr")) for r in rows]),
             peak_learning_rate=_float(train.get("learning_rate")),
             crop_frame=str((train.get("data") or {}).get("crop_frame", "camera")),
+            narrowed_from=dict(earlier["narrowed_from"]) if earlier.get("narrowed_from") else None,
         )
     except (AttributeError, TypeError, ValueError) as exc:  # a field of another type than a config's
         raise TrainingHistoryError(f"{config_path}: not a training config this can read ({type(exc).__name__}: {exc})") from exc
@@ -131,6 +135,13 @@ def load_training_history(weights_dir: str | Path) -> list[TrainingStage]:
         clash = sorted({s.name for s in stages if starts.count(s.start_samples) > 1})
         raise TrainingHistoryError(f"{weights_dir}: stages {clash} all start at the same sample count; which came first is unknown")
     return stages
+
+
+def last_narrowing(stages: list[TrainingStage]) -> TrainingStage | None:
+    """The latest stage that began by narrowing the weights it started from, if any (the
+    stages after it fine-tune the narrower network as it is)."""
+    narrowing = [s for s in stages if s.narrowed_from]
+    return narrowing[-1] if narrowing else None
 
 
 def smoothed(values: np.ndarray, window: int) -> np.ndarray:
