@@ -18,6 +18,7 @@ from tracker.training_data import example_config_for, make_example
 from tracker.training_history import last_narrowing, load_training_history
 from tracker.weights import FAST_WEIGHTS_DIR, ONNX_INT8, WEIGHTS_DIR, check_weights, load_manifest, load_network
 
+
 def test_the_fast_weights_check_out_and_are_narrower_than_the_default_ones():
     fast = check_weights(FAST_WEIGHTS_DIR)  # checksums, loading, ONNX graphs against torch
     default = load_manifest(WEIGHTS_DIR)

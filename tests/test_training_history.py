@@ -75,7 +75,7 @@ def test_steps_logged_twice_by_a_resumed_run_count_once(tmp_path):
 
 def test_a_directory_without_logs_has_no_history(tmp_path):
     assert load_training_history(tmp_path) == []
-    assert write_training_curve(tmp_path, tmp_path / "curve.png", 10.0) is False
+    assert write_training_curve(tmp_path, tmp_path / "curve.png", 10.0) == []
     assert not (tmp_path / "curve.png").exists()
 
 
@@ -92,7 +92,7 @@ def test_broken_histories_say_what_is_wrong(tmp_path, capsys):
     with pytest.raises(TrainingHistoryError, match="same sample count"):
         load_training_history(tmp_path)
     # The evaluation goes on without the picture and says why.
-    assert write_training_curve(tmp_path, tmp_path / "curve.png", 10.0) is False
+    assert write_training_curve(tmp_path, tmp_path / "curve.png", 10.0) == []
     assert "same sample count" in capsys.readouterr().out
 
     # Whatever is wrong with a config, it is this error (which the evaluation survives),

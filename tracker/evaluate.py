@@ -635,26 +635,17 @@ def _hand_shape_line(trained_on: dict | None) -> str:
     return f"- One hand model shape ({', '.join(parts)})."
 
 
-def write_training_curve(weights_dir: Path, path: Path, held_out_mm: float) -> bool:
-    """Draw the weights' training history if their logs are there; whether it was drawn.
-    A broken history costs the picture, not the evaluation."""
+def write_training_curve(weights_dir: Path, path: Path, held_out_mm: float) -> list[TrainingStage]:
+    """Draw the weights' training history if their logs are there; the stages drawn ([] when
+    none were). A broken history costs the picture, not the evaluation."""
     try:
         stages = load_training_history(weights_dir)
         if stages:
             plot_training_curve(stages, path, held_out_mm)
-            return True
+            return stages
     except TrainingHistoryError as exc:
         print(f"no training curve: {exc}")
-    return False
-
-
-def narrowing_in_history(weights_dir: Path) -> TrainingStage | None:
-    """The stage of the weights' history that narrowed them, if the history says (a broken
-    history was already reported with the curve)."""
-    try:
-        return last_narrowing(load_training_history(weights_dir))
-    except TrainingHistoryError:
-        return None
+    return []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -723,7 +714,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "synthetic_metrics.json").write_text(json.dumps(synthetic, indent=2) + "\n")
     plot_success_curve(synthetic, out / "success_curve.png")
     write_sheet([synthetic_frame_row(estimator, example_config, f) for f in synthetic["worst_frames"]], out / "synthetic_worst.png")
-    training_curve = write_training_curve(args.weights, out / "training_curve.png", synthetic["mean_joint_error_mm"])
+    history = write_training_curve(args.weights, out / "training_curve.png", synthetic["mean_joint_error_mm"])
     int8 = None
     if int8_estimator is not None:
         # The same frames, so the model card can say what the 8-bit network costs.
@@ -768,7 +759,7 @@ def main(argv: list[str] | None = None) -> int:
         command = "python -m tracker.evaluate" + (f" --weights {args.weights}" if args.weights.resolve() != WEIGHTS_DIR.resolve() else "") + f" --frames {args.frames}"
         if args.real_dir != DEFAULT_REAL_DIR:
             command += f" --real-dir {args.real_dir}"
-        write_model_card(args.weights / "MODEL_CARD.md", manifest, synthetic, real, command, network_speeds(manifest), training_curve, int8, narrowing_in_history(args.weights))
+        write_model_card(args.weights / "MODEL_CARD.md", manifest, synthetic, real, command, network_speeds(manifest), bool(history), int8, last_narrowing(history))
     elif not args.no_model_card:
         print(f"no model card written: it cites the onnxruntime network's own run into {args.weights / 'eval'}")
     return 0
