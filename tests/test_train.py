@@ -3,6 +3,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -754,3 +755,50 @@ def test_a_fine_tune_narrows_the_weights_it_starts_from_and_says_so(tmp_path, ca
     assert not (tmp_path / "wider" / "export").exists()
     with pytest.raises(SystemExit):
         train_main(["--out", str(tmp_path / "bad"), "--recipe", "smoke", "--image-block-channels", "0"])
+
+
+class _Counting(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        count = 0
+        while True:
+            yield torch.tensor([count])
+            count += 1
+
+
+def _abort_when_exiting(worker_id: int) -> None:
+    """A data worker that ignores stop signals, as training's do, and dies by SIGABRT when
+    it exits, as one did at the end of a run on a GPU machine (spawned: imported from here)."""
+    import multiprocessing.util
+
+    from tracker.train import _ignore_interrupts
+
+    _ignore_interrupts(worker_id)
+    multiprocessing.util.Finalize(None, os.abort, exitpriority=100)
+
+
+def test_a_data_worker_dying_while_the_loader_stops_does_not_fail_the_run(capsys):
+    from torch.utils.data import DataLoader
+
+    from tracker.train import _end_data_workers
+
+    loader = DataLoader(
+        _Counting(), batch_size=2, num_workers=2, persistent_workers=True,
+        multiprocessing_context="spawn", worker_init_fn=_abort_when_exiting,
+    )
+    next(iter(loader))
+    iterator = loader._iterator
+    workers = list(iterator._workers)
+    shutdown = iterator._shutdown_workers
+
+    def shutdown_as_on_the_gpu_machine():
+        # Whether torch's SIGCHLD handler sees the death while it joins is a race; there it
+        # did, and raised this from the join.
+        shutdown()
+        iterator._shutdown_workers = shutdown  # once: the iterator's __del__ calls it again
+        raise RuntimeError(f"DataLoader worker (pid {workers[0].pid}) is killed by signal: Aborted. ")
+
+    iterator._shutdown_workers = shutdown_as_on_the_gpu_machine
+    _end_data_workers(loader)  # the trained network is sound; stopping must not raise
+    assert not any(worker.is_alive() for worker in workers)
+    assert any(worker.exitcode == -signal.SIGABRT for worker in workers)  # the death did happen
+    assert "ended abnormally" in capsys.readouterr().err

@@ -319,12 +319,34 @@ def _end_data_workers(loader: DataLoader) -> None:
     if iterator is None:
         return
     workers = list(getattr(iterator, "_workers", ()))
-    iterator._shutdown_workers()
+    try:
+        iterator._shutdown_workers()
+    except RuntimeError:
+        # torch's SIGCHLD handler raises when a worker dies while it stops them (one died by
+        # SIGABRT on the way out at the end of a GPU run, which then lost its export). By now
+        # every step has been taken and nothing more is read from the workers, so that death
+        # costs nothing: it is reported below, and the run goes on to its checkpoint.
+        pass
+    killed = []
     for worker in workers:
         if worker.is_alive():
             worker.kill()
             worker.join(timeout=5.0)
+            killed.append(worker)
+    ended_badly = [worker.exitcode for worker in workers if worker not in killed and worker.exitcode not in (0, None)]
+    if ended_badly:
+        how = ", ".join(sorted({_exit_described(code) for code in ended_badly}))
+        print(f"note: {len(ended_badly)} data-loader worker(s) ended abnormally while stopping ({how}); the trained network is not affected", file=sys.stderr)
     loader._iterator = None
+
+
+def _exit_described(exitcode: int) -> str:
+    if exitcode < 0:
+        try:
+            return signal.Signals(-exitcode).name
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"exit status {exitcode}"
 
 
 def _mean_over_ranks(terms: dict[str, float], world_size: int, device: torch.device) -> dict[str, float]:
