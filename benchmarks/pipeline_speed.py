@@ -23,11 +23,13 @@ is processed (a signal, an input error) writes no result and exits with status 1
 from __future__ import annotations
 
 import argparse
+import cProfile
 import dataclasses
 import json
 import math
 import multiprocessing
 import os
+import pstats
 import resource
 import sys
 import tempfile
@@ -127,6 +129,15 @@ class _LoopedFrames(FrameSource):
             yield dataclasses.replace(frame, frame_number=i, timestamp_ms=i * 1000.0 / 30.0)
 
 
+def _write_profile(profiler: cProfile.Profile, path: Path, frames: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        handle.write(f"cProfile of the tracker's thread over a run of {frames} frames (with the profiler's overhead)\n")
+        stats = pstats.Stats(profiler, stream=handle)
+        stats.sort_stats("tottime").print_stats(30)
+        stats.sort_stats("cumulative").print_stats(40)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline_speed", description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=2000, help="frames played: the recording's length, or with --input memory the frames looped through (default %(default)s)")
@@ -148,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--warmup", type=int, default=None, metavar="N",
         help="frames left out of the speed figures (default 100, or a fifth of --frames if that is fewer)",
+    )
+    parser.add_argument(
+        "--profile", type=Path, metavar="FILE",
+        help="also write where the tracker's thread spent the run's time (cProfile of the run alone, not the set-up; "
+        "the capture thread and worker processes are not in it): the top functions by own and by total time",
     )
     parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>[_memory][_replayed_network][_aheadN].json)")
     args = parser.parse_args(argv)
@@ -216,7 +232,15 @@ def main(argv: list[str] | None = None) -> int:
         probe = _Probe()
         machine_at_start = machine_info()
         rss_start = rss_mb()
-        summary = run_pipeline(source, tracker, [JsonLinesSink(Path(tmp) / "out.jsonl"), probe], drop_old_frames=False)
+        sinks = [JsonLinesSink(Path(tmp) / "out.jsonl"), probe]
+        if args.profile is None:
+            summary = run_pipeline(source, tracker, sinks, drop_old_frames=False)
+        else:
+            # The profiler's own cost per call slows the run: these figures are for the
+            # profile, not the speed.
+            profiler = cProfile.Profile()
+            summary = profiler.runcall(run_pipeline, source, tracker, sinks, drop_old_frames=False)
+            _write_profile(profiler, args.profile, summary.frames)
         rss_end = rss_mb()
     stats = summary.stats()
     # Frame ``warmup`` is the first timed one: speed from the time it was written on.
@@ -243,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         "weights_sha256": manifest["files"],
         "backend": args.backend,
         "network": "replayed (first crop's output every frame)" if args.replay_network else "run every frame",
+        # Under the profiler every Python call costs more: not a speed figure to quote.
+        "profiled": args.profile is not None,
         "input": source.description,
         "tracker_config": config_to_dict(tracker.config),  # as the tracker resolved it
         "backend_options": backend_options(args.backend, ahead),

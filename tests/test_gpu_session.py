@@ -71,3 +71,23 @@ def test_gpu_session_measurements_give_way_to_the_training_when_time_is_short(tm
         assert f"!!! {stage} skipped: no time left before the training" in log
     assert "training skipped" in log
     assert not list((tmp_path / "out").glob("*.json"))
+
+
+def test_gpu_pipeline_smoke_run_brings_back_every_result(tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_pipeline.sh"), "1", "2"],
+        env=_smoke_env(tmp_path), capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "failed" not in (out / "session.log").read_text()
+    for ahead, replayed in ((1, False), (2, False), (2, True)):
+        name = f"pipeline_speed_gpu_ahead{ahead}" + ("_replayed_network" if replayed else "")
+        pipeline = json.loads((out / f"{name}.json").read_text())
+        assert pipeline["frames"] == 120 and pipeline["tracker_config"]["segment_ahead"] == ahead
+        assert pipeline["network"].startswith("replayed") == replayed
+    assert "onnxruntime" in json.loads((out / "network_speed_gpu.json").read_text())["backends"]
+    profile = (out / "main_thread_profile.txt").read_text()
+    assert "tottime" in profile and "finish" in profile  # the tracker's per-frame step is in it
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) <= 8 and all(p.stat().st_size < 16 * 2**20 for p in files)

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The GPU speed checks without the training, in about three minutes, for a short slot on a
+# machine with an NVIDIA GPU and PyTorch (CUDA) but nothing of this project installed:
+#
+#   OUT=/some/dir bash benchmarks/gpu_pipeline.sh [WORKERS...]     (default: 3 6)
+#
+# 1. one short tracking run that fills the numba kernels' cache;
+# 2. the backend tests (the CUDA graph against eager torch; TensorRT where it is installed),
+#    then network speed at batch 1 on torch-cuda (CUDA graph);
+# 3. the whole tracking pipeline on the GPU, frames from memory, segmenting ahead in each
+#    number of worker processes given, then with the network's output replayed (the ceiling
+#    the CPU stages set) at the largest;
+# 4. where the tracker thread spends its time at the largest number: a cProfile of the main
+#    thread (the worker processes are not in it), the top functions by own and total time.
+#
+# Results in $OUT: session.log, network_speed_gpu.json, pipeline_speed_gpu_aheadN.json per
+# number, pipeline_speed_gpu_aheadN_replayed_network.json, main_thread_profile.txt (at most
+# 8 files for up to 4 numbers). Each is written as soon as it exists, so a run cut short
+# keeps what was done. Needs what benchmarks/gpu_session.sh needs. GPU_SESSION_SMOKE=1 runs
+# every stage tiny and on the CPU (tests/test_gpu_session.py).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
+start=$(date +%s)
+out=${OUT:-out/gpu_pipeline}
+python=${PYTHON:-python3}
+smoke=${GPU_SESSION_SMOKE:-0}
+workers=("$@")
+[ ${#workers[@]} -eq 0 ] && workers=(3 6)
+if [ ${#workers[@]} -gt 4 ]; then
+  echo "at most 4 numbers of workers (8 result files come back from a remote machine)" >&2
+  exit 2
+fi
+most=$(printf '%s\n' "${workers[@]}" | sort -n | tail -1)
+mkdir -p "$out"
+log="$out/session.log"
+: >"$log"
+failed=()
+
+if [ "$smoke" = 1 ]; then
+  backend=onnxruntime speed_backends=onnxruntime speed_args=(--iterations 5 --warmup 2) frames=120 profile_frames=60
+else
+  backend=torch-cuda speed_backends=torch-cuda speed_args=() frames=2000 profile_frames=1000
+fi
+
+line_buffered=""
+command -v stdbuf >/dev/null 2>&1 && line_buffered="stdbuf -oL"
+
+run_stage() {  # run_stage NAME SECONDS COMMAND...: time-limited, logged; a failure is noted
+  local name=$1 limit=$2
+  shift 2
+  echo "=== $name (t=$(($(date +%s) - start)) s)" | tee -a "$log"
+  timeout --kill-after=10 "$limit" "$@" 2>&1 | $line_buffered tr '\r' '\n' | tee -a "$log"
+  local rc=${PIPESTATUS[0]}
+  if [ "$rc" -ne 0 ]; then
+    echo "!!! $name failed (exit $rc)" | tee -a "$log"
+    failed+=("$name")
+  fi
+}
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || echo "no nvidia-smi"; } | tee -a "$log"
+
+run_stage "compile" 150 "$python" run_tracker.py --source synthetic --max-frames 3 --backend onnxruntime --no-viewer \
+  --out "$out.warmup/x.jsonl"
+
+run_stage "backend tests" 120 "$python" -m pytest -q -p no:cacheprovider tests/test_backends.py
+
+run_stage "network speed" 90 "$python" -m benchmarks.network_speed --backends "$speed_backends" "${speed_args[@]}" \
+  --out "$out/network_speed_gpu.json"
+
+for n in "${workers[@]}"; do
+  run_stage "pipeline ($n workers)" 90 "$python" -m benchmarks.pipeline_speed --input memory --frames "$frames" \
+    --backend "$backend" --segment-ahead "$n" --out "$out/pipeline_speed_gpu_ahead$n.json"
+done
+run_stage "pipeline ($most workers, network replayed)" 90 "$python" -m benchmarks.pipeline_speed --input memory \
+  --frames "$frames" --backend "$backend" --segment-ahead "$most" --replay-network \
+  --out "$out/pipeline_speed_gpu_ahead${most}_replayed_network.json"
+
+run_stage "main-thread profile ($most workers)" 120 "$python" -m benchmarks.pipeline_speed --input memory \
+  --frames "$profile_frames" --backend "$backend" --segment-ahead "$most" --profile "$out/main_thread_profile.txt" \
+  --out "$out.warmup/profiled.json"
+
+echo "=== done (t=$(($(date +%s) - start)) s)" | tee -a "$log"
+ls -la "$out" | tee -a "$log"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "failed stages: ${failed[*]}" | tee -a "$log"
+  exit 1
+fi
