@@ -26,7 +26,6 @@ the cube size (``tracker.crop``). Everything here has static shapes.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass
 
@@ -233,26 +232,6 @@ class DualGridNet(nn.Module):
             sampling = sampling * self.sampling_support
         vertices = torch.matmul(offsets.flatten(2), sampling).transpose(1, 2)  # (B, V, 3)
         return {"mesh_coords": mesh_coords, "hand_logit": hand_logit, "grid_offsets": offsets, "vertices": vertices}
-
-
-def fold_batch_norms(network: nn.Module) -> nn.Module:
-    """A copy of ``network`` for inference with every BatchNorm2d that directly follows a
-    Conv2d in a Sequential folded into that convolution (weights scaled, a bias added), the
-    norm left as an Identity. The outputs are the same up to float rounding, in fewer GPU
-    kernels: at batch 1 the CUDA-graph forward is a chain of tiny kernels, each costing
-    microseconds whatever its size, and half of them were the norms."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    folded = copy.deepcopy(network).eval()
-    for module in folded.modules():
-        if not isinstance(module, nn.Sequential):
-            continue
-        for i in range(len(module) - 1):
-            conv, norm = module[i], module[i + 1]
-            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats:
-                module[i] = fuse_conv_bn_eval(conv, norm)
-                module[i + 1] = nn.Identity()
-    return folded
 
 
 def count_parameters(model: nn.Module) -> int:
