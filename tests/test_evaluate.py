@@ -393,6 +393,19 @@ def test_the_card_says_how_the_vertices_are_read_from_the_mesh_grid(smoke_weight
         assert (f"- Parameters: 300,000 ({in_use:,} in use" in text) == learned
 
 
+def test_the_card_says_when_the_weights_were_exported_after_their_run(smoke_weights, tmp_path):
+    import tracker.evaluate as evaluate
+
+    manifest = json.loads((smoke_weights / "dgn.json").read_text())
+    synthetic = json.loads((evaluate.WEIGHTS_DIR / "eval" / "synthetic_metrics.json").read_text())
+    card = tmp_path / "MODEL_CARD.md"
+    evaluate.write_model_card(card, manifest, synthetic, None, "python -m tracker.evaluate", None)
+    assert "- Exported from" not in card.read_text()
+    manifest["training"]["recovered"] = "the run's last checkpoint (step 40 of 43)"
+    evaluate.write_model_card(card, manifest, synthetic, None, "python -m tracker.evaluate", None)
+    assert "- Exported from the run's last checkpoint (step 40 of 43).\n" in card.read_text()
+
+
 def test_the_card_says_what_the_crops_show_past_the_image(smoke_weights, tmp_path):
     import tracker.evaluate as evaluate
 

@@ -793,8 +793,8 @@ def test_a_data_worker_dying_while_the_loader_stops_does_not_fail_the_run(capsys
     def shutdown_as_on_the_gpu_machine():
         # Whether torch's SIGCHLD handler sees the death while it joins is a race; there it
         # did, and raised this from the join.
-        shutdown()
         iterator._shutdown_workers = shutdown  # once: the iterator's __del__ calls it again
+        shutdown()  # raises this itself when torch's handler sees the death in time
         raise RuntimeError(f"DataLoader worker (pid {workers[0].pid}) is killed by signal: Aborted. ")
 
     iterator._shutdown_workers = shutdown_as_on_the_gpu_machine

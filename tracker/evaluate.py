@@ -497,6 +497,8 @@ def write_model_card(
             f"- Batches drawn from a replay memory of the last {recipe.get('replay_examples', 0):,} rendered samples:"
             f" {training['examples_trained']:,} examples trained on."
         )
+    if training.get("recovered"):  # exported after the run, not by it: the record says what is reconstructed
+        lines.append(f"- Exported from {training['recovered']}.")
     earlier = training.get("initialised_from")
     if earlier:
         lines.append(
