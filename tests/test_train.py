@@ -802,3 +802,27 @@ def test_a_data_worker_dying_while_the_loader_stops_does_not_fail_the_run(capsys
     assert not any(worker.is_alive() for worker in workers)
     assert any(worker.exitcode == -signal.SIGABRT for worker in workers)  # the death did happen
     assert "ended abnormally" in capsys.readouterr().err
+
+
+def test_the_gpu_recipe_keeps_to_its_time_budget_unless_told_otherwise(tmp_path, monkeypatch, capsys):
+    import tracker.train as train_module
+
+    budgets = []
+
+    def fake_train(config, out_dir, resume, max_seconds, init_from):
+        budgets.append(max_seconds)
+        return {"steps": 1, "samples_seen": 1, "examples_trained": 1, "seconds": 1.0, "skipped_steps": 0}
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    run = tmp_path / "run"
+    assert train_module.main(["--out", str(run), "--recipe", "gpu", "--device", "cpu"]) == 0
+    assert budgets[-1] == 60 * train_module.RECIPE_MINUTES["gpu"] <= 10 * 60  # the recipe's promise
+    assert "the gpu recipe trains for 9 minutes" in capsys.readouterr().out
+    assert train_module.main(["--out", str(run), "--recipe", "gpu", "--device", "cpu", "--max-minutes", "4"]) == 0
+    assert budgets[-1] == 240
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"")  # a run to resume keeps the budget it started with
+    assert train_module.main(["--out", str(run), "--recipe", "gpu", "--device", "cpu"]) == 0
+    assert budgets[-1] is None
+    assert train_module.main(["--out", str(run), "--recipe", "cpu"]) == 0
+    assert budgets[-1] is None  # the cpu recipe has no budget of its own

@@ -120,9 +120,11 @@ class TrainConfig:
 RECIPES = {
     # Two CPU cores: one renders, one trains. Small batches, as many steps as time allows.
     "cpu": TrainConfig(steps=3000, batch_size=16, workers=1, warmup_steps=100, refit_start_step=200),
-    # One H100-class GPU with 16 CPU cores for rendering; <= 10 minutes. 14 workers render
-    # about 900 examples/s, a fraction of what the GPU trains on, so batches are drawn from
-    # the last 64k examples (6 GB on the GPU), each drawn 4 times on average at most.
+    # One H100-class GPU with 16 CPU cores for rendering; <= 10 minutes (RECIPE_MINUTES:
+    # its 15,000 steps would take about 18 at the 14 steps/s an H200 ran). 14 workers
+    # rendered about 600 examples/s there, a fraction of what the GPU trains on, so batches
+    # are drawn from the last 64k examples (6 GB on the GPU), each drawn 4 times on average
+    # at most.
     "gpu": TrainConfig(
         steps=15000, batch_size=128, workers=14, learning_rate=3e-3, warmup_steps=300, refit_start_step=500,
         log_every=50, checkpoint_every=1000, replay_examples=65536, replay_max_uses=4.0,
@@ -130,6 +132,12 @@ RECIPES = {
     # A few steps, for tests and smoke runs.
     "smoke": TrainConfig(steps=4, batch_size=2, workers=0, warmup_steps=1, refit_start_step=2, log_every=1, checkpoint_every=2),
 }
+
+
+#: The time budget a recipe is made for (minutes), where it has one: a fresh run takes it
+#: unless ``--max-minutes`` says otherwise, so that the schedule ends with it. Nine of the
+#: gpu recipe's ten: the data workers' start-up is in it, the export (~20 s) is not.
+RECIPE_MINUTES = {"gpu": 9.0}
 
 
 def learning_rate(config: TrainConfig, step: int, time_fraction: float = 0.0) -> float:
@@ -909,7 +917,8 @@ def main(argv: list[str] | None = None) -> int:
         "--max-minutes",
         type=float,
         help="time budget of the whole run (resumed segments included): the learning rate decays to zero by then "
-        "if the steps have not run out first, and training stops, checkpoints and exports",
+        "if the steps have not run out first, and training stops, checkpoints and exports "
+        f"(default: none, but {', '.join(f'{m:g} for the {r} recipe' for r, m in RECIPE_MINUTES.items())})",
     )
     parser.add_argument(
         "--init-from",
@@ -1001,8 +1010,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--device cuda: this torch build sees no CUDA GPU (torch.cuda.is_available() is False); use --device cpu or auto")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} is a file, not a run directory")
+    max_minutes = args.max_minutes
+    # A resumed run keeps the budget it was started with (``_resumed_budget``).
+    if max_minutes is None and args.recipe in RECIPE_MINUTES and (args.no_resume or not (args.out / "last.pt").exists()):
+        max_minutes = RECIPE_MINUTES[args.recipe]
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"the {args.recipe} recipe trains for {max_minutes:g} minutes (--max-minutes to change it)")
     try:
-        summary = train(config, args.out, resume=not args.no_resume, max_seconds=None if args.max_minutes is None else 60 * args.max_minutes, init_from=args.init_from)
+        summary = train(config, args.out, resume=not args.no_resume, max_seconds=None if max_minutes is None else 60 * max_minutes, init_from=args.init_from)
     # --init-from weights missing or wrong; a resume in another frame or from a damaged checkpoint; a checkpoint
     # that cannot be written; a run gone non-finite; stuck data workers
     except (WeightsError, ResumeError, CheckpointError, FloatingPointError, DataStalled) as exc:
