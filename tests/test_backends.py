@@ -363,6 +363,35 @@ def test_an_engine_cache_that_cannot_be_written_costs_a_rebuild_not_the_run(weig
     assert [p for p in full.rglob("*") if p.is_file()] == []
 
 
+def test_a_cpu_backend_computes_at_launch_and_collect_hands_it_over_once(weights_dir):
+    backend = create_backend("onnxruntime", weights_dir)
+    depth = random_input(seed=1, crop_size=SMALL.crop_size)
+    with pytest.raises(RuntimeError, match="collect\\(\\) without a launch\\(\\)"):
+        backend.collect()
+    backend.launch(depth)
+    for name, value in backend.collect().items():
+        np.testing.assert_array_equal(value, backend.run(depth)[name])
+    with pytest.raises(RuntimeError, match="without a launch"):
+        backend.collect()  # the outputs went to the first collect
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_torch_cuda_graph_launch_returns_before_the_outputs_and_collect_waits_for_them(weights_dir):
+    with TorchCudaGraphBackend(weights_dir) as backend:
+        first, second = (random_input(seed=s, crop_size=SMALL.crop_size) for s in (1, 2))
+        expected = backend.run(first)
+        backend.launch(first)
+        collected = backend.collect()
+        backend.launch(second)
+        backend.launch(first)  # waits for the one before, whose outputs are dropped
+        again = backend.collect()
+        with pytest.raises(RuntimeError, match="without a launch"):
+            backend.collect()
+    for name in ONNX_OUTPUTS:
+        np.testing.assert_array_equal(collected[name], expected[name])
+        np.testing.assert_array_equal(again[name], expected[name])
+
+
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_torch_cuda_graph_matches_torch(weights_dir, reference):
     with TorchCudaGraphBackend(weights_dir) as backend:

@@ -218,10 +218,63 @@ def _run(hand_model, segment_ahead: int, frames: int, stop_after: int | None = N
     return summary, sink.results
 
 
+def test_the_next_frame_goes_to_a_worker_while_the_network_runs(hand_model, monkeypatch):
+    # A GPU backend's launch only queues the work: the tracker thread hands the next frame
+    # to a segmentation worker before it waits for the outputs, and the results are those
+    # of running the network in one call.
+    from tracker.backends import create_backend
+    from tracker.estimator import HandEstimator
+    from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
+    from tracker.prepare import PrepareWorkers
+
+    events = []
+    send = PrepareWorkers.send
+
+    def recorded_send(self, frame, prior):
+        events.append("send")
+        return send(self, frame, prior)
+
+    monkeypatch.setattr(PrepareWorkers, "send", recorded_send)
+
+    class QueuedBackend:
+        """onnxruntime behind a launch that only keeps the crop, as a GPU's queue would."""
+
+        def __init__(self):
+            self.inner = create_backend("onnxruntime")
+            self.name, self.manifest = "queued", self.inner.manifest
+
+        def launch(self, depth):
+            events.append("launch")
+            self.depth = depth
+
+        def collect(self):
+            events.append("collect")
+            return self.inner.run(self.depth)
+
+        def run(self, depth):
+            return self.inner.run(depth)
+
+        def close(self):
+            self.inner.close()
+
+    frames = 12
+    tracker = HandTracker(HandEstimator(QueuedBackend(), hand_model), TrackerConfig(segment_ahead=1))
+    sink = _Collect()
+    summary = run_pipeline(SyntheticSource(seed=4, max_frames=frames, hand_model=hand_model), tracker, [sink], drop_old_frames=False)
+    assert summary.frames == frames and all(len(r.hands) == 1 for r in sink.results)
+    runs = "".join("L" if e == "launch" else "C" if e == "collect" else "s" for e in events)
+    # Two frames sent before the first launch (this one and the next), then one sent
+    # between each launch and its collect until the input runs out.
+    assert runs.startswith("ss" + "LsC" * (frames - 2)) and runs.endswith("LC"), runs
+    _, alone = _run(hand_model, 1, frames)  # the same frames with onnxruntime's plain run
+    for a, b in zip(sink.results, alone):
+        np.testing.assert_array_equal(a.hands[0].joints_cam_m, b.hands[0].joints_cam_m)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_segmenting_ahead_processes_every_frame_in_order_reproducibly(hand_model, workers):
     # The next frames are segmented in worker processes beside the current one's network,
-    # with the prior of the frame workers + 1 before: the same frames in the same order,
+    # with the prior of the frame workers + 2 before: the same frames in the same order,
     # the same results on every run, and the same as segmenting in turn wherever the older
     # prior picks the same hand (it does on a hand moving a few millimetres per frame: all
     # of them here).
@@ -518,8 +571,13 @@ class _SideEchoEstimator:
 
     backend = type("Backend", (), {"manifest": {"crop_frame": "ray"}})()
 
-    def run(self, crop):
-        return crop, {}
+    def start(self, crop):
+        from tracker.estimator import Launched
+
+        return Launched(crop, 0.0)
+
+    def complete(self, launched):
+        return launched.crop, {}
 
     def to_estimate(self, crop, output, timings, intrinsics):
         from tracker.types import HandEstimate

@@ -19,6 +19,10 @@ Backends (``create_backend(name)``):
 * ``tensorrt``     an engine built from the shipped ONNX on first use and cached per GPU,
   TensorRT version, ONNX checksum and precision under the user cache directory.
 
+``run`` is ``launch`` then ``collect``. On the GPU backends ``launch`` only queues the
+work, so the tracker hands the next frame to a segmentation worker while the GPU runs the
+network (``tracker.pipeline``); on the CPU ones it computes.
+
 Every backend loads its weights file through the manifest's SHA-256 check
 (``tracker.weights``). A backend that cannot run on this machine raises
 ``BackendUnavailable`` when created; the caller chose it explicitly, so nothing falls back
@@ -88,6 +92,20 @@ class _BackendBase:
             # Casting here would hide a float64 pipeline that costs a copy every frame.
             raise ValueError(f"{self.name}: expected float32 input, got {depth.dtype}; make the crop float32 upstream")
         return np.ascontiguousarray(depth)
+
+    def launch(self, depth: np.ndarray) -> None:
+        """Start the network on one crop; ``collect`` returns its outputs. A GPU backend
+        returns as soon as the work is queued, so the caller can do other work while the GPU
+        runs; a CPU backend computes here. One crop at a time: a second launch first waits
+        for the one before, whose outputs are then lost."""
+        self._launched = self.run(depth)
+
+    def collect(self) -> dict[str, np.ndarray]:
+        """The outputs of the last ``launch``, as ``run`` returns them."""
+        outputs, self._launched = getattr(self, "_launched", None), None
+        if outputs is None:
+            raise RuntimeError(f"{self.name}: collect() without a launch() before it")
+        return outputs
 
     def close(self) -> None:
         pass
@@ -231,16 +249,32 @@ class TorchCudaGraphBackend(_BackendBase):
         self.host_outputs = {
             n: torch.empty(self.static_outputs[n].shape, dtype=torch.float32, pin_memory=True) for n in ONNX_OUTPUTS
         }
+        self.done = torch.cuda.Event()  # recorded after a frame's copies out
+        self.in_flight = False
 
-    def run(self, depth: np.ndarray) -> dict[str, np.ndarray]:
-        self.host_input.numpy()[...] = self._checked_input(depth)
+    def launch(self, depth: np.ndarray) -> None:
+        checked = self._checked_input(depth)
+        if self.in_flight:  # the pinned input buffer may still be read by the copy before
+            self.done.synchronize()
+        self.host_input.numpy()[...] = checked
         self.static_input.copy_(self.host_input, non_blocking=True)
         self.graph.replay()
         for name, host in self.host_outputs.items():
             host.copy_(self.static_outputs[name], non_blocking=True)
-        torch.cuda.current_stream().synchronize()
+        self.done.record()
+        self.in_flight = True
+
+    def collect(self) -> dict[str, np.ndarray]:
+        if not self.in_flight:
+            raise RuntimeError(f"{self.name}: collect() without a launch() before it")
+        self.done.synchronize()
+        self.in_flight = False
         # Copies: the host buffers are overwritten by the next frame.
         return {name: host.numpy().copy() for name, host in self.host_outputs.items()}
+
+    def run(self, depth: np.ndarray) -> dict[str, np.ndarray]:
+        self.launch(depth)
+        return self.collect()
 
     def close(self) -> None:
         self.graph = self.static_outputs = self.static_input = self.network = None
@@ -555,17 +589,31 @@ class TensorRTBackend(_BackendBase):
         self.host_outputs = {
             n: torch.empty(self.device_buffers[n].shape, dtype=torch.float32, pin_memory=True) for n in ONNX_OUTPUTS
         }
+        self.in_flight = False
 
-    def run(self, depth: np.ndarray) -> dict[str, np.ndarray]:
-        self.host_input.numpy()[...] = self._checked_input(depth)
+    def launch(self, depth: np.ndarray) -> None:
+        checked = self._checked_input(depth)
+        if self.in_flight:  # the pinned input buffer may still be read by the copy before
+            self.stream.synchronize()
+        self.host_input.numpy()[...] = checked
         with torch.cuda.stream(self.stream):
             self.device_buffers[ONNX_INPUT].copy_(self.host_input, non_blocking=True)
             if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
             for name, host in self.host_outputs.items():
                 host.copy_(self.device_buffers[name], non_blocking=True)
+        self.in_flight = True
+
+    def collect(self) -> dict[str, np.ndarray]:
+        if not self.in_flight:
+            raise RuntimeError(f"{self.name}: collect() without a launch() before it")
         self.stream.synchronize()
+        self.in_flight = False
         return {name: host.numpy().copy() for name, host in self.host_outputs.items()}
+
+    def run(self, depth: np.ndarray) -> dict[str, np.ndarray]:
+        self.launch(depth)
+        return self.collect()
 
     def close(self) -> None:
         # Context before engine before runtime: TensorRT objects must die in reverse creation order.

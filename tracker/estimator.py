@@ -41,6 +41,16 @@ class NetworkOutput:
     mesh_coords: np.ndarray
 
 
+@dataclass(frozen=True)
+class Launched:
+    """A crop whose network run was started (``HandEstimator.start``): the crop, how long
+    the start took (ms), and the outputs already when the backend computed them there."""
+
+    crop: HandCrop
+    launch_ms: float
+    outputs: dict[str, np.ndarray] | None = None
+
+
 class HandEstimator:
     def __init__(self, backend, hand_model: HandModel | None = None) -> None:
         self.backend = backend
@@ -52,10 +62,30 @@ class HandEstimator:
             check_hand_model(manifest, self.hand_model)
         self.refit = Refit(self.hand_model)
 
+    def start(self, crop: HandCrop) -> Launched:
+        """Start the network on ``crop`` (``complete`` finishes it): on a GPU backend this
+        returns once the work is queued, and the caller may do other work meanwhile."""
+        t0 = time.perf_counter()
+        depth = crop.depth[None, None].astype(np.float32)
+        launch = getattr(self.backend, "launch", None)
+        outputs = None
+        if launch is None:  # a backend with ``run`` alone computes here
+            outputs = self.backend.run(depth)
+        else:
+            launch(depth)
+        return Launched(crop, 1e3 * (time.perf_counter() - t0), outputs)
+
     def run(self, crop: HandCrop) -> tuple[NetworkOutput, dict[str, float]]:
+        return self.complete(self.start(crop))
+
+    def complete(self, launched: Launched) -> tuple[NetworkOutput, dict[str, float]]:
+        """The network's outputs for a started crop, refitted, in the camera frame; timings
+        of the network (its launch and the wait for it, not what the caller did between)
+        and of the refit."""
+        crop = launched.crop
         timings = {}
         t0 = time.perf_counter()
-        outputs = self.backend.run(crop.depth[None, None].astype(np.float32))
+        outputs = launched.outputs if launched.outputs is not None else self.backend.collect()
         t1 = time.perf_counter()
         vertices_crop = outputs["vertices"][0]
         if np.all(np.isfinite(vertices_crop)):
@@ -64,7 +94,7 @@ class HandEstimator:
             nan = np.full_like(vertices_crop, np.nan)
             refit = RefitResult(nan, np.full((len(self.refit.keypoint_rest), 3), np.nan, np.float32), np.full((NUM_PARTS, 4, 4), np.nan))
         t2 = time.perf_counter()
-        timings["network"] = 1e3 * (t1 - t0)
+        timings["network"] = launched.launch_ms + 1e3 * (t1 - t0)
         timings["refit"] = 1e3 * (t2 - t1)
         # The logistic as a tanh: no overflow (and warning) for very negative logits.
         hand_probability = 0.5 * (1.0 + np.tanh(0.5 * outputs["hand_logit"][0, 0]))

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tracker.crop import DEFAULT_CUBE_SIZE_M, CropFrame, OutOfImage
-from tracker.estimator import HandEstimator
+from tracker.estimator import HandEstimator, Launched
 from tracker.lens import pinhole_view, project
 from tracker.prepare import PrepareConfig, Prepared, PrepareWorkerEnded, PrepareWorkers, prepare_frame, side_classifier_crop
 from tracker.segment import SegmentConfig
@@ -63,8 +63,8 @@ class TrackerConfig:
     #: stage on the CPU and holds the GIL most of the time, so a thread does not overlap it
     #: with the rest (it measured slower than none); processes do (``default_segment_ahead``
     #: says how many pay with each backend). Frame i's segmentation then
-    #: uses the hand centre of frame i - N - 1 as its prior, fixed when it is sent, so runs
-    #: are reproducible.
+    #: uses the hand centre of frame i - N - 2 as its prior (it is sent while frame i - N - 1
+    #: is in the network), fixed when it is sent, so runs are reproducible.
     segment_ahead: int = 0
     segment: SegmentConfig = field(default_factory=SegmentConfig)
 
@@ -213,6 +213,13 @@ class HandTracker:
 
     def finish(self, frame: DepthFrame, prepared: Prepared) -> FrameResult:
         """Everything after preparing the frame: side vote, network, refit, tracking state."""
+        begun = self.begin(frame, prepared)
+        return begun if isinstance(begun, FrameResult) else self.complete(begun)
+
+    def begin(self, frame: DepthFrame, prepared: Prepared) -> FrameResult | _Begun:
+        """``finish`` up to the network's start: the result at once when there is no hand
+        to run it on, else what ``complete`` takes. Between the two the tracker's state is
+        as this frame left it before its network (the track may have been lost)."""
         timings: dict[str, float] = dict(prepared.timings_ms)
         if not self._continues_stream(frame):
             self._lost()
@@ -223,13 +230,19 @@ class HandTracker:
         if self._previous_center is not None and np.linalg.norm(centre - self._previous_center) > self.config.new_track_jump_m:
             self._lost()
         crop = self._crop(frame, prepared, timings)
-        output, stage_ms = self.estimator.run(crop)
+        return _Begun(frame, centre, self.estimator.start(crop), timings)
+
+    def complete(self, begun: _Begun) -> FrameResult:
+        """``finish`` from the network's start on: its outputs, the refit, the tracking state."""
+        frame, timings = begun.frame, begun.timings_ms
+        output, stage_ms = self.estimator.complete(begun.launched)
         timings.update(stage_ms)
+        crop = begun.launched.crop
         estimate = self.estimator.to_estimate(crop, output, dict(timings), frame.intrinsics)
         if estimate.confidence < self.config.min_confidence:
             self._lost()
             return FrameResult(frame, (), timings)
-        self._previous_center = centre
+        self._previous_center = begun.centre
         if self._smoother is not None:
             # Joints and mesh through one filter, so the drawn and written mesh stays on the
             # smoothed skeleton rather than jittering around it.
@@ -240,6 +253,17 @@ class HandTracker:
             uv = project(joints, frame.intrinsics)
             estimate = dataclasses.replace(estimate, joints_cam_m=joints, vertices_cam_m=vertices, joints_uv_px=uv.astype(np.float32))
         return FrameResult(frame, (estimate,), timings)
+
+
+@dataclass(frozen=True)
+class _Begun:
+    """A frame whose network was started (``HandTracker.begin``): the hand centre it was
+    found at (camera frame, m), the started network run, and the frame's timings so far."""
+
+    frame: DepthFrame
+    centre: np.ndarray
+    launched: Launched
+    timings_ms: dict[str, float]
 
 
 class _NewestFrameSlot:
@@ -395,7 +419,7 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
         taken_at[id(frame)] = time.perf_counter()
         if ahead is not None:
             # Sent before the frames in flight finish: the prior is the state after the
-            # frame ``workers + 1`` before, whatever the processes' timing, so runs are
+            # frame ``workers + 2`` before, whatever the processes' timing, so runs are
             # reproducible.
             ahead.send(frame, tracker.previous_center)
         return frame, dropped
@@ -414,22 +438,38 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
         thread.start()
         in_flight: deque = deque()
         ended = False
+
+        def fill() -> None:
+            """Take frames until the current one and, segmenting ahead, the next ``workers``
+            are at hand (each sent to a worker as it is taken)."""
+            nonlocal ended
+            while not ended and len(in_flight) <= workers:
+                taken = take_next()
+                if taken is None:
+                    ended = True
+                else:
+                    in_flight.append(taken)
+
         try:
             while not stop.is_set():
-                # The current frame and, segmenting ahead, the next ``workers`` frames.
-                while not ended and len(in_flight) <= workers:
-                    taken = take_next()
-                    if taken is None:
-                        ended = True
-                    else:
-                        in_flight.append(taken)
+                fill()
                 if not in_flight:
                     break
                 frame, dropped = in_flight.popleft()
                 if first_taken is None:
                     first_taken = time.perf_counter()
                 summary.dropped += dropped
-                result = tracker.process(frame) if ahead is None else tracker.finish(frame, ahead.receive())
+                if ahead is None:
+                    result = tracker.process(frame)
+                else:
+                    result = tracker.begin(frame, ahead.receive())
+                    # While a GPU runs the network, the next frame goes to a worker (its
+                    # copy into shared memory and the pipe: a third of the tracker thread's
+                    # time on an H200's host). Its prior is the track as this frame left it
+                    # before its network, the same on every run.
+                    fill()
+                    if not isinstance(result, FrameResult):
+                        result = tracker.complete(result)
                 result = FrameResult(result.frame, result.hands, result.timings_ms, dropped)
                 for sink in sinks:
                     sink.write(result)
