@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU speed checks without the training, in about three minutes, for a short slot on a
+# The GPU speed checks without the training, in about three minutes (each stage is cut off at
+# 60 to 90 s: at most 7.5 minutes with two numbers of workers, 9.5 with four), for a short slot on a
 # machine with an NVIDIA GPU and PyTorch (CUDA) but nothing of this project installed:
 #
 #   OUT=/some/dir bash benchmarks/gpu_pipeline.sh [WORKERS...]     (default: 3 6)
@@ -60,23 +61,23 @@ run_stage() {  # run_stage NAME SECONDS COMMAND...: time-limited, logged; a fail
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || echo "no nvidia-smi"; } | tee -a "$log"
 
-run_stage "compile" 150 "$python" run_tracker.py --source synthetic --max-frames 3 --backend onnxruntime --no-viewer \
+run_stage "compile" 90 "$python" run_tracker.py --source synthetic --max-frames 3 --backend onnxruntime --no-viewer \
   --out "$out.warmup/x.jsonl"
 
-run_stage "backend tests" 120 "$python" -m pytest -q -p no:cacheprovider tests/test_backends.py
+run_stage "backend tests" 60 "$python" -m pytest -q -p no:cacheprovider tests/test_backends.py
 
-run_stage "network speed" 90 "$python" -m benchmarks.network_speed --backends "$speed_backends" "${speed_args[@]}" \
+run_stage "network speed" 60 "$python" -m benchmarks.network_speed --backends "$speed_backends" "${speed_args[@]}" \
   --out "$out/network_speed_gpu.json"
 
 for n in "${workers[@]}"; do
-  run_stage "pipeline ($n workers)" 90 "$python" -m benchmarks.pipeline_speed --input memory --frames "$frames" \
+  run_stage "pipeline ($n workers)" 60 "$python" -m benchmarks.pipeline_speed --input memory --frames "$frames" \
     --backend "$backend" --segment-ahead "$n" --out "$out/pipeline_speed_gpu_ahead$n.json"
 done
-run_stage "pipeline ($most workers, network replayed)" 90 "$python" -m benchmarks.pipeline_speed --input memory \
+run_stage "pipeline ($most workers, network replayed)" 60 "$python" -m benchmarks.pipeline_speed --input memory \
   --frames "$frames" --backend "$backend" --segment-ahead "$most" --replay-network \
   --out "$out/pipeline_speed_gpu_ahead${most}_replayed_network.json"
 
-run_stage "main-thread profile ($most workers)" 120 "$python" -m benchmarks.pipeline_speed --input memory \
+run_stage "main-thread profile ($most workers)" 60 "$python" -m benchmarks.pipeline_speed --input memory \
   --frames "$profile_frames" --backend "$backend" --segment-ahead "$most" --profile "$out/main_thread_profile.txt" \
   --out "$out.warmup/profiled.json"
 

@@ -381,7 +381,9 @@ def test_torch_cuda_graph_launch_returns_before_the_outputs_and_collect_waits_fo
         first, second = (random_input(seed=s, crop_size=SMALL.crop_size) for s in (1, 2))
         expected = backend.run(first)
         backend.launch(first)
+        assert backend.in_flight  # queued; collect waits for it
         collected = backend.collect()
+        assert not backend.in_flight
         backend.launch(second)
         backend.launch(first)  # waits for the one before, whose outputs are dropped
         again = backend.collect()

@@ -86,17 +86,17 @@ def test_tracker_mirrors_the_crop_the_vote_calls_left_and_forgets_it_when_the_ha
     classifier = _FakeClassifier([-2.0, 1.0, 3.0])
     tracker = HandTracker(estimator, TrackerConfig(), side_classifier=classifier)
     network_inputs = []
-    run = estimator.run
+    start = estimator.start
 
     def spy(crop):
         network_inputs.append(crop)
-        return run(crop)
+        return start(crop)
 
-    estimator.run = spy  # the fixture is shared; restored below
+    estimator.start = spy  # the fixture is shared; restored below
     try:
         first = tracker.process(frames[0][0])
     finally:
-        del estimator.run
+        del estimator.start
     assert first.hands[0].handedness == Handedness.LEFT and "side" in first.timings_ms
     second = tracker.process(frames[1][0])
     assert second.hands[0].handedness == Handedness.LEFT  # mean -0.5

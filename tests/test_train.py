@@ -769,10 +769,12 @@ def _abort_when_exiting(worker_id: int) -> None:
     """A data worker that ignores stop signals, as training's do, and dies by SIGABRT when
     it exits, as one did at the end of a run on a GPU machine (spawned: imported from here)."""
     import multiprocessing.util
+    import resource
 
     from tracker.train import _ignore_interrupts
 
     _ignore_interrupts(worker_id)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file from the abort
     multiprocessing.util.Finalize(None, os.abort, exitpriority=100)
 
 

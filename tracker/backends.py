@@ -82,6 +82,9 @@ class _BackendBase:
 
     name = "?"
     crop_size: int
+    #: Whether ``launch`` returns before the network has run (a GPU's queue), so that work
+    #: between it and ``collect`` overlaps the network.
+    asynchronous = False
 
     def _checked_input(self, depth: np.ndarray) -> np.ndarray:
         s = self.crop_size
@@ -98,6 +101,7 @@ class _BackendBase:
         returns as soon as the work is queued, so the caller can do other work while the GPU
         runs; a CPU backend computes here. One crop at a time: a second launch first waits
         for the one before, whose outputs are then lost."""
+        self._launched = None
         self._launched = self.run(depth)
 
     def collect(self) -> dict[str, np.ndarray]:
@@ -225,6 +229,7 @@ class TorchCudaGraphBackend(_BackendBase):
     """
 
     name = "torch-cuda"
+    asynchronous = True
 
     def __init__(self, weights_dir: str | Path = WEIGHTS_DIR, warmup_runs: int = 3) -> None:
         _require_cuda(self.name)
@@ -255,14 +260,15 @@ class TorchCudaGraphBackend(_BackendBase):
     def launch(self, depth: np.ndarray) -> None:
         checked = self._checked_input(depth)
         if self.in_flight:  # the pinned input buffer may still be read by the copy before
-            self.done.synchronize()
+            torch.cuda.current_stream().synchronize()
         self.host_input.numpy()[...] = checked
+        # From here a copy may be queued that reads the pinned buffer, whatever fails next.
+        self.in_flight = True
         self.static_input.copy_(self.host_input, non_blocking=True)
         self.graph.replay()
         for name, host in self.host_outputs.items():
             host.copy_(self.static_outputs[name], non_blocking=True)
         self.done.record()
-        self.in_flight = True
 
     def collect(self) -> dict[str, np.ndarray]:
         if not self.in_flight:
@@ -277,6 +283,9 @@ class TorchCudaGraphBackend(_BackendBase):
         return self.collect()
 
     def close(self) -> None:
+        if getattr(self, "in_flight", False):  # nothing queued may outlive the buffers it uses
+            torch.cuda.current_stream().synchronize()
+            self.in_flight = False
         self.graph = self.static_outputs = self.static_input = self.network = None
 
 
@@ -442,6 +451,7 @@ class TensorRTBackend(_BackendBase):
     """
 
     name = "tensorrt"
+    asynchronous = True
 
     def __init__(
         self,
@@ -596,13 +606,13 @@ class TensorRTBackend(_BackendBase):
         if self.in_flight:  # the pinned input buffer may still be read by the copy before
             self.stream.synchronize()
         self.host_input.numpy()[...] = checked
+        self.in_flight = True  # from here a copy may be queued that reads the pinned buffer
         with torch.cuda.stream(self.stream):
             self.device_buffers[ONNX_INPUT].copy_(self.host_input, non_blocking=True)
             if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
             for name, host in self.host_outputs.items():
                 host.copy_(self.device_buffers[name], non_blocking=True)
-        self.in_flight = True
 
     def collect(self) -> dict[str, np.ndarray]:
         if not self.in_flight:
@@ -616,6 +626,9 @@ class TensorRTBackend(_BackendBase):
         return self.collect()
 
     def close(self) -> None:
+        if getattr(self, "in_flight", False):  # no queued work may outlive its context
+            self.stream.synchronize()
+            self.in_flight = False
         # Context before engine before runtime: TensorRT objects must die in reverse creation order.
         self.context = None
         self.engine = None

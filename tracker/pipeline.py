@@ -63,8 +63,9 @@ class TrackerConfig:
     #: stage on the CPU and holds the GIL most of the time, so a thread does not overlap it
     #: with the rest (it measured slower than none); processes do (``default_segment_ahead``
     #: says how many pay with each backend). Frame i's segmentation then
-    #: uses the hand centre of frame i - N - 2 as its prior (it is sent while frame i - N - 1
-    #: is in the network), fixed when it is sent, so runs are reproducible.
+    #: uses the hand centre of frame i - N - 1 as its prior (of frame i - N - 2 with a GPU
+    #: backend, which gets frame i while frame i - N - 1 is in the network), fixed when it is
+    #: sent, so runs are reproducible.
     segment_ahead: int = 0
     segment: SegmentConfig = field(default_factory=SegmentConfig)
 
@@ -407,6 +408,10 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
     # Segmenting ahead needs the next frames at hand; waiting for them from a live camera
     # would add frames of latency, so only as-fast-as-possible playback does it.
     workers = 0 if drop_old_frames else int(getattr(getattr(tracker, "config", None), "segment_ahead", 0))
+    # A backend whose launch returns before the network has run (a GPU's) lets the next
+    # frame's hand-over to a worker overlap it; with one that computes in its launch, the
+    # hand-over comes first, so that the worker gets the frame as early as it can.
+    overlap = bool(getattr(getattr(getattr(tracker, "estimator", None), "backend", None), "asynchronous", False))
     ahead = None
 
     taken_at: dict[int, float] = {}
@@ -419,8 +424,9 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
         taken_at[id(frame)] = time.perf_counter()
         if ahead is not None:
             # Sent before the frames in flight finish: the prior is the state after the
-            # frame ``workers + 2`` before, whatever the processes' timing, so runs are
-            # reproducible.
+            # frame ``workers + 1`` before (``workers + 2`` with an asynchronous backend,
+            # whose next frame is sent while the network runs), whatever the processes'
+            # timing, so runs are reproducible.
             ahead.send(frame, tracker.previous_center)
         return frame, dropped
 
@@ -461,15 +467,19 @@ def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: boo
                 summary.dropped += dropped
                 if ahead is None:
                     result = tracker.process(frame)
+                elif not overlap:
+                    result = tracker.finish(frame, ahead.receive())
                 else:
                     result = tracker.begin(frame, ahead.receive())
-                    # While a GPU runs the network, the next frame goes to a worker (its
+                    # While the GPU runs the network, the next frame goes to a worker (its
                     # copy into shared memory and the pipe: a third of the tracker thread's
                     # time on an H200's host). Its prior is the track as this frame left it
                     # before its network, the same on every run.
-                    fill()
-                    if not isinstance(result, FrameResult):
-                        result = tracker.complete(result)
+                    try:
+                        fill()
+                    finally:  # the network's outputs are taken whatever happened meanwhile
+                        if not isinstance(result, FrameResult):
+                            result = tracker.complete(result)
                 result = FrameResult(result.frame, result.hands, result.timings_ms, dropped)
                 for sink in sinks:
                     sink.write(result)

@@ -327,14 +327,15 @@ def _end_data_workers(loader: DataLoader) -> None:
     if iterator is None:
         return
     workers = list(getattr(iterator, "_workers", ()))
+    failure = None
     try:
         iterator._shutdown_workers()
-    except RuntimeError:
+    except RuntimeError as error:
         # torch's SIGCHLD handler raises when a worker dies while it stops them (one died by
         # SIGABRT on the way out at the end of a GPU run, which then lost its export). By now
         # every step has been taken and nothing more is read from the workers, so that death
         # costs nothing: it is reported below, and the run goes on to its checkpoint.
-        pass
+        failure = error
     killed = []
     for worker in workers:
         if worker.is_alive():
@@ -345,6 +346,8 @@ def _end_data_workers(loader: DataLoader) -> None:
     if ended_badly:
         how = ", ".join(sorted({_exit_described(code) for code in ended_badly}))
         print(f"note: {len(ended_badly)} data-loader worker(s) ended abnormally while stopping ({how}); the trained network is not affected", file=sys.stderr)
+    elif failure is not None:
+        print(f"note: stopping the data-loader workers: {failure}; the trained network is not affected", file=sys.stderr)
     loader._iterator = None
 
 
