@@ -11,8 +11,9 @@
 # 3. the whole tracking pipeline on the GPU, frames from memory, segmenting ahead in 3
 #    worker processes and not at all, and with the network's output replayed (the ceiling
 #    the CPU stages set);
-# 4. the "gpu" training recipe, fine-tuning the shipped weights for whatever is left of the
-#    budget (the learning-rate schedule ends with the time), then export.
+# 4. the "gpu" training recipe, fine-tuning the shipped weights (GPU_SESSION_INIT_FROM=DIR:
+#    other exported weights, such as weights/fast) for whatever is left of the budget (the
+#    learning-rate schedule ends with the time), then export.
 #
 # The short measurements come first and each result is written to $OUT as soon as it
 # exists, so a run cut short still leaves what was done. The results ($OUT, at most 8 files,
@@ -43,6 +44,12 @@ out=${OUT:-out/gpu_session}
 run=${GPU_SESSION_RUN:-runs/gpu}
 python=${PYTHON:-python3}
 smoke=${GPU_SESSION_SMOKE:-0}
+# The weights the training stage fine-tunes (weights/fast for the narrower network).
+init_from=${GPU_SESSION_INIT_FROM:-weights}
+if [ ! -f "$init_from/dgn.json" ]; then
+  echo "GPU_SESSION_INIT_FROM=$init_from: no exported weights there (dgn.json)" >&2
+  exit 2
+fi
 mkdir -p "$out" "$run"
 log="$out/session.log"
 failed=()
@@ -167,7 +174,7 @@ else
   # The hard limit leaves the export room to finish; a run killed before it still leaves its
   # last checkpoint, packed below.
   run_stage "training (${minutes} min)" $((train_seconds + train_overhead - 15)) \
-    "$python" -m tracker.train --out "$run" "${train_args[@]}" --max-minutes "$minutes" --no-resume --init-from weights
+    "$python" -m tracker.train --out "$run" "${train_args[@]}" --max-minutes "$minutes" --no-resume --init-from "$init_from"
   stage "packing"
   files=()
   for f in metrics.csv config.json summary.json; do [ -e "$run/$f" ] && files+=("$f"); done

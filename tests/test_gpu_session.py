@@ -91,3 +91,11 @@ def test_gpu_pipeline_smoke_run_brings_back_every_result(tmp_path):
     assert "tottime" in profile and "(complete)" in profile  # the tracker's per-frame step is in it
     files = [p for p in out.rglob("*") if p.is_file()]
     assert len(files) <= 8 and all(p.stat().st_size < 16 * 2**20 for p in files)
+
+
+def test_gpu_session_refuses_weights_to_fine_tune_that_are_not_there(tmp_path):
+    # Found out at the start, not after the measurements, minutes of a rented GPU later.
+    env = {**_smoke_env(tmp_path), "GPU_SESSION_INIT_FROM": str(tmp_path / "nowhere")}
+    done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_session.sh"), "400"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "no exported weights there" in done.stderr
+    assert not (tmp_path / "out").exists()
