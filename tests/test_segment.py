@@ -129,16 +129,41 @@ def test_hand_behind_the_band_at_the_far_end_of_a_forearm_reaching_away(hand_mod
     assert distance(find_hand_center(depth, K), hand) < 0.04
 
 
+@pytest.mark.parametrize("palm_y_m, flexion_deg", [(-0.12, 0.0), (-0.14, -20.0)])
+def test_wider_end_is_the_hand_when_both_ends_of_an_arm_leave_the_image(hand_model, palm_y_m, flexion_deg):
+    # The fingers run off the top of the image and the forearm off the bottom: both ends are
+    # cut by the border, so the border says nothing about which is the hand's; the fingers'
+    # end, being cut along more of it, would lose to the forearm's. The open hand is wider.
+    depth, labels = render_arm(hand_model, (0.0, palm_y_m, 0.4), flexion_deg)
+    assert (labels[0] == 0).any() and (labels[-1] == 1).any()
+    hand = visible_centroid(depth, labels, 0)
+    assert distance(find_hand_center(depth, K), hand) < 0.04
+    assert distance(find_hand_center(depth, K, SegmentConfig(wider_end_ratio=np.inf)), hand) > 0.15
+
+
 @pytest.mark.parametrize("flexion_deg", [-50.0, -70.0])
-def test_prior_picks_the_hand_end_of_an_arm_with_no_cut_end(hand_model, flexion_deg):
+def test_wider_end_of_an_arm_with_no_cut_end_is_the_hand(hand_model, flexion_deg):
     # A short forearm bent towards the camera ends in mid-air, nearer than the hand: neither
-    # end runs on, and without a prior the nearer end (the elbow) is taken, the documented
-    # tie-break. Tracking, the end at the last hand centre wins.
+    # end runs on, and the nearer end (the elbow) would win the last tie-break. The open hand
+    # is clearly wider than the forearm, so its end is taken.
     depth, labels = render_arm(hand_model, (0.0, -0.12, 0.55), flexion_deg, forearm_length_m=0.25)
     assert not (labels[-1] == 1).any(), "the forearm must end inside the image"
     hand = visible_centroid(depth, labels, 0)
-    assert distance(find_hand_center(depth, K), hand) > 0.15
-    assert distance(track_hand_center(depth, K, hand + 0.03), hand) < 0.04
+    assert distance(find_hand_center(depth, K), hand) < 0.04
+    # The premise: without the width rule the elbow end is taken.
+    assert distance(find_hand_center(depth, K, SegmentConfig(wider_end_ratio=np.inf)), hand) > 0.15
+
+
+@pytest.mark.parametrize("flexion_deg", [-50.0, -70.0])
+def test_prior_picks_the_hand_end_of_an_arm_with_no_cut_end(hand_model, flexion_deg):
+    # As above, with ends the width cannot tell apart (a fist, a hand edge-on; here the width
+    # rule is switched off): without a prior the nearer end (the elbow) is taken, the
+    # documented tie-break. Tracking, the end at the last hand centre wins.
+    config = SegmentConfig(wider_end_ratio=np.inf)
+    depth, labels = render_arm(hand_model, (0.0, -0.12, 0.55), flexion_deg, forearm_length_m=0.25)
+    hand = visible_centroid(depth, labels, 0)
+    assert distance(find_hand_center(depth, K, config), hand) > 0.15
+    assert distance(track_hand_center(depth, K, hand + 0.03, config), hand) < 0.04
 
 
 def test_mean_shift_weighs_area_not_pixels():

@@ -50,7 +50,8 @@ and each is judged before it may count as the hand.
    the end where the arm does not run on (out of the image, as forearms enter from the
    border, or on behind the band towards the elbow); of two ends more than
    ``arm_depth_span_m`` apart in depth, the nearer; when tracking, the end clearly nearer
-   the last centre; else the nearer one. A 3-D mean-shift with a hand-sized kernel then settles on
+   the last centre; with both ends cut or neither, the clearly wider one (a palm is wider
+   than a wrist), then the one cut much less; else the nearer one. A 3-D mean-shift with a hand-sized kernel then settles on
    the hand's centre, where the crop cube goes. Points weigh the surface area they see
    (~z^2), and from the hand end of an arm the centre moves at most ``hand_end_travel_m``:
    counted by pixels, a nearer forearm outweighs the hand and draws the kernel down the arm,
@@ -138,6 +139,12 @@ class SegmentConfig:
     prior_radius_m: float = 0.10
     #: An end of an arm this much nearer the last centre than the other is the hand's.
     prior_end_margin_m: float = 0.05
+    #: Of an arm's two ends, one this many times as wide as the other is the hand's: a palm is
+    #: 7-9 cm across and more with the fingers spread, the forearm near the wrist 5-6 cm.
+    #: Closer than that (a fist, a hand edge-on, a tapering arm) the width says nothing.
+    wider_end_ratio: float = 1.2
+    #: The length of an arm's end whose width is compared (a hand is ~19 cm long).
+    end_length_m: float = 0.12
     #: Candidates are searched on a grid about this many pixels wide.
     grid_width_px: int = 213
     #: A candidate whose surface runs on behind its band is followed this far behind its front
@@ -489,6 +496,23 @@ def _pick(candidates, prior: np.ndarray | None, config: SegmentConfig) -> _Blob 
     return tracked_partial or fresh or partial
 
 
+def _wider_end(points: np.ndarray, mean: np.ndarray, main_axis: np.ndarray, along: np.ndarray, config: SegmentConfig) -> float | None:
+    """Which end of an arm (+1: the far end along ``main_axis``, -1: the other) is clearly
+    the wider, by ``wider_end_ratio``; None if neither is. An end's width: how far the points
+    of its last ``end_length_m`` reach out from that end's own axis (the 90th percentile of
+    their distance from it, in 3-D, so a hand turned about the arm counts as wide as one
+    facing the camera)."""
+    widths = []
+    for sign in (1.0, -1.0):
+        end = sign * along > (sign * along).max() - config.end_length_m
+        across = points[end] - mean - np.outer(along[end], main_axis)
+        across -= across.mean(axis=0)
+        widths.append(float(percentile(np.sqrt(np.einsum("ij,ij->i", across, across)), 90)))
+    if max(widths) <= config.wider_end_ratio * min(widths):
+        return None
+    return 1.0 if widths[0] > widths[1] else -1.0
+
+
 def _hand_centre(blob: _Blob, config: SegmentConfig, prior: np.ndarray | None = None) -> np.ndarray | None:
     points, cut = _subsample(blob.points, config.max_points, blob.cut)
     if len(points) < config.min_points:
@@ -506,8 +530,10 @@ def _hand_centre(blob: _Blob, config: SegmentConfig, prior: np.ndarray | None = 
             if prior is not None:
                 to_prior.append(float(np.linalg.norm(points[tip].mean(axis=0) - prior)))
         # At the forearm's end the arm runs on, out of the image or behind the band: prefer
-        # the end where it does not, then the nearer one. Fingers may touch the border too,
-        # so of two cut ends the one cut much less is the hand's.
+        # the end where it does not. With both ends cut (fingers touch the border too) or
+        # neither, the clearly wider end is the hand's, then the one cut much less, then the
+        # nearer one. Width comes after the cut: where the arm widens towards the shoulder
+        # near the border, its end can be the wider.
         # When tracking, the end clearly nearer where the hand was last time wins over both:
         # an arm with neither end cut (or both) is otherwise a guess. Not on a short blob,
         # though, whose ends are both about as near: a centre that drifted towards the
@@ -522,7 +548,11 @@ def _hand_centre(blob: _Blob, config: SegmentConfig, prior: np.ndarray | None = 
             sign = min(ends, key=lambda end: end[1])[-1]
         elif to_prior and min(to_prior) < config.prior_radius_m and abs(to_prior[0] - to_prior[1]) > config.prior_end_margin_m:
             sign = ends[int(np.argmin(to_prior))][-1]
-        elif (cut_a > 0.05) != (cut_b > 0.05) or (cut_a > 0.05 and abs(cut_a - cut_b) > 0.1):
+        elif (cut_a > 0.05) != (cut_b > 0.05):
+            sign = min(ends)[-1]
+        elif (wider := _wider_end(points, mean, main_axis, along, config)) is not None:
+            sign = wider
+        elif cut_a > 0.05 and abs(cut_a - cut_b) > 0.1:
             sign = min(ends)[-1]
         else:
             sign = min(ends, key=lambda end: end[1])[-1]
