@@ -155,6 +155,12 @@ def test_bad_arguments_get_clear_errors_before_any_work(tmp_path, capsys):
     with pytest.raises(SystemExit):
         evaluate_main(["--crop-frame", "ray", "--frames", "2"])
     assert "--crop-frame needs --out elsewhere" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate_main(["--stream-seed", "7", "--frames", "2"])
+    assert "--stream-seed needs --out elsewhere" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate_main(["--stream-seed", "1", "--frames", "2", "--out", str(tmp_path / "eval")])
+    assert "the stream the training samples come from" in capsys.readouterr().err
     for args in (["--no-model-card"], ["--backend", "onnxruntime-int8"]):
         # The card would cite figures no longer in WEIGHTS/eval, named or not.
         from tracker.weights import WEIGHTS_DIR
@@ -263,6 +269,25 @@ def test_held_out_frames_are_checked_against_the_training_stream(monkeypatch):
     assert overlap["training_stream_indices_checked"] == 500 + 3 * evaluate.TRAINING_INDEX_MARGIN
     assert overlap["frames_that_are_training_samples"] == [0, 1, 2, 3, 4]
     assert "share a seed" in evaluate._overlap_lines({"training_stream_indices_checked": 9, "frames_that_are_training_samples": [3]})[0]
+
+
+def test_another_seed_stream_gives_other_held_out_frames_and_no_card(smoke_weights, tmp_path):
+    import shutil
+
+    weights = tmp_path / "weights"
+    shutil.copytree(smoke_weights, weights)
+    runs = {}
+    for stream, out in ((2, weights / "eval"), (7, tmp_path / "stream7")):
+        assert evaluate_main(["--weights", str(weights), "--frames", "2", "--stream-seed", str(stream), "--out", str(out)]) == 0
+        runs[stream] = json.loads((out / "synthetic_metrics.json").read_text())
+        if stream == 2:
+            card = (weights / "MODEL_CARD.md").read_text()
+            (weights / "MODEL_CARD.md").unlink()
+    assert runs[7]["stream_seed"] == 7 and runs[2]["stream_seed"] == 2
+    # Other frames: other errors (float sums of different renders cannot agree by chance).
+    assert runs[7]["mean_joint_error_mm"] != runs[2]["mean_joint_error_mm"]
+    assert runs[7]["training_overlap"]["frames_that_are_training_samples"] == []
+    assert not (weights / "MODEL_CARD.md").exists() and "seed stream 2" in card
 
 
 def test_weights_without_a_training_record_get_a_card_that_says_what_is_not_known(smoke_weights, tmp_path):

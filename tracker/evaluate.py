@@ -43,6 +43,7 @@ from tracker.synth.contact_sheet import colourise_depth, draw_skeleton, project
 from tracker.machine import machine_info
 from tracker.synth.dataset import config_to_dict, sample_seed
 from tracker.synth.scene import render_sample
+from tracker.train import TRAIN_STREAM_SEED
 from tracker.training_data import ExampleConfig, example_config_for, example_from_sample, measured_hand
 from tracker.training_history import CURRENT_STAGE, TrainingHistoryError, TrainingStage, last_narrowing, load_training_history, plot_training_curve
 from tracker.types import CameraIntrinsics, Handedness, Joint, measured_crop_pixels
@@ -60,7 +61,7 @@ WORST_FRAMES_SHOWN = 9
 TRAINING_INDEX_MARGIN = 10_000
 
 
-def training_stream_overlap(count: int, manifest: dict, progress: bool = True) -> dict:
+def training_stream_overlap(count: int, manifest: dict, progress: bool = True, stream_seed: int = EVAL_STREAM_SEED) -> dict:
     """Which of the first ``count`` held-out frames are also training samples.
 
     Each sample is rendered from one 32-bit seed drawn from (stream, index), so the held-out
@@ -68,8 +69,6 @@ def training_stream_overlap(count: int, manifest: dict, progress: bool = True) -
     a 30 % chance that one frame does). This compares the held-out seeds with the seed of
     every training-stream index the weights' training can have drawn.
     """
-    from tracker.train import TRAIN_STREAM_SEED
-
     training = manifest.get("training") or {}
     if not any(key in training for key in ("samples_seen_total", "samples_seen", "stream_end")):
         # Weights exported without their training record: how far the stream went is not
@@ -79,7 +78,7 @@ def training_stream_overlap(count: int, manifest: dict, progress: bool = True) -
     # Lanes resume where each stopped, so the stream can end past the count drawn (by up to
     # a round of lanes x batch per stage); where the export records its end, check to there.
     checked = max(drawn, int(training.get("stream_end", 0))) + TRAINING_INDEX_MARGIN
-    held_out = {sample_seed(EVAL_STREAM_SEED, i): i for i in range(count)}
+    held_out = {sample_seed(stream_seed, i): i for i in range(count)}
     shared = []
     chunk = 100_000
     with tqdm(total=checked, desc="held-out vs training seeds", disable=not progress, unit="seed", unit_scale=True) as bar:
@@ -90,12 +89,14 @@ def training_stream_overlap(count: int, manifest: dict, progress: bool = True) -
     return {"training_stream_indices_checked": checked, "frames_that_are_training_samples": sorted(shared)}
 
 
-def evaluate_synthetic(estimator: HandEstimator, count: int, config: ExampleConfig = ExampleConfig(), progress: bool = True) -> dict:
+def evaluate_synthetic(
+    estimator: HandEstimator, count: int, config: ExampleConfig = ExampleConfig(), progress: bool = True, stream_seed: int = EVAL_STREAM_SEED
+) -> dict:
     model = estimator.hand_model
     joint_errors, initial_errors, refined_errors, in_image, visible, off_axis = [], [], [], [], [], []
     segmented_errors, centre_offsets = [], []
     for i in tqdm(range(count), desc="held-out synthetic", disable=not progress, unit="frame"):
-        seed = sample_seed(EVAL_STREAM_SEED, i)
+        seed = sample_seed(stream_seed, i)
         sample = render_sample(model, config.scene, seed)
         example = example_from_sample(sample, config, seed)
         in_image.append(keypoints_in_image(sample.joints, sample.intrinsics if sample.sensor is None else sample.sensor))
@@ -127,7 +128,7 @@ def evaluate_synthetic(estimator: HandEstimator, count: int, config: ExampleConf
     ]
     return {
         "frames": count,
-        "stream_seed": EVAL_STREAM_SEED,
+        "stream_seed": stream_seed,
         "crop_frame": CropFrame(config.crop_frame).value,
         "mean_joint_error_mm": float(joint_errors.mean()),
         "median_joint_error_mm": float(np.median(joint_errors)),
@@ -242,9 +243,9 @@ def crop_pixels(
     return (crop_size - 1) / 2 + pixels_per_ray * (camera[:, :2] / camera[:, 2:3] - centre[:2] / centre[2])
 
 
-def synthetic_frame_row(estimator: HandEstimator, config: ExampleConfig, frame: dict, panel: int = 200) -> np.ndarray:
+def synthetic_frame_row(estimator: HandEstimator, config: ExampleConfig, frame: dict, panel: int = 200, stream_seed: int = EVAL_STREAM_SEED) -> np.ndarray:
     """One held-out frame: its depth crop with the true skeleton | with the estimated one."""
-    seed = sample_seed(EVAL_STREAM_SEED, frame["frame"])
+    seed = sample_seed(stream_seed, frame["frame"])
     sample = render_sample(estimator.hand_model, config.scene, seed)
     example = example_from_sample(sample, config, seed)
     mirrored = sample.pose.handedness == Handedness.LEFT
@@ -662,9 +663,16 @@ def main(argv: list[str] | None = None) -> int:
         "--crop-frame", choices=[f.value for f in CropFrame],
         help="crop in this frame instead of the one the weights were trained in (a diagnostic: needs --out, writes no model card)",
     )
+    parser.add_argument(
+        "--stream-seed", type=int, default=EVAL_STREAM_SEED,
+        help=f"draw the held-out frames from this seed stream instead (default %(default)s; the training stream, {TRAIN_STREAM_SEED}, is refused): "
+        "frames never looked at while tuning anything, to check figures against; needs --out, writes no model card",
+    )
     args = parser.parse_args(argv)
     if args.frames < 1:
         parser.error("--frames must be at least 1")
+    if args.stream_seed == TRAIN_STREAM_SEED:
+        parser.error(f"--stream-seed {TRAIN_STREAM_SEED} is the stream the training samples come from: its frames are not held out")
     # WEIGHTS/eval holds the float onnxruntime network's own figures, which the model card
     # cites (the default run adds the 8-bit network's beside them): a diagnostic goes elsewhere.
     into_own = (args.out or args.weights / "eval").resolve() == (args.weights / "eval").resolve()
@@ -672,6 +680,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--crop-frame needs --out elsewhere than WEIGHTS/eval: the weights' own results there stay as they are")
     if args.backend != "onnxruntime" and into_own:
         parser.error(f"--backend {args.backend} needs --out elsewhere than WEIGHTS/eval, which holds the onnxruntime network's figures")
+    if args.stream_seed != EVAL_STREAM_SEED and into_own:
+        parser.error("--stream-seed needs --out elsewhere than WEIGHTS/eval, which holds the held-out set's own figures")
     if args.no_model_card and into_own:
         parser.error("--no-model-card needs --out elsewhere than WEIGHTS/eval, which holds the figures the model card cites")
     try:
@@ -703,9 +713,9 @@ def main(argv: list[str] | None = None) -> int:
         "example_config": config_to_dict(example_config),
         "machine": machine_info(),
     }
-    synthetic = evaluate_synthetic(estimator, args.frames, example_config)
+    synthetic = evaluate_synthetic(estimator, args.frames, example_config, stream_seed=args.stream_seed)
     synthetic["backend"] = args.backend
-    synthetic["training_overlap"] = training_stream_overlap(args.frames, manifest)
+    synthetic["training_overlap"] = training_stream_overlap(args.frames, manifest, stream_seed=args.stream_seed)
     trained_on = manifest.get("training", {}).get("recipe", {}).get("data")
     synthetic["scenes_differ_from_training"] = scene_differences(trained_on, provenance["example_config"])
     synthetic.update(provenance)
@@ -715,12 +725,12 @@ def main(argv: list[str] | None = None) -> int:
         print("warning: the weights do not record how much of the training stream they saw; whether any held-out frame is a training sample is not known")
     (out / "synthetic_metrics.json").write_text(json.dumps(synthetic, indent=2) + "\n")
     plot_success_curve(synthetic, out / "success_curve.png")
-    write_sheet([synthetic_frame_row(estimator, example_config, f) for f in synthetic["worst_frames"]], out / "synthetic_worst.png")
+    write_sheet([synthetic_frame_row(estimator, example_config, f, stream_seed=args.stream_seed) for f in synthetic["worst_frames"]], out / "synthetic_worst.png")
     history = write_training_curve(args.weights, out / "training_curve.png", synthetic["mean_joint_error_mm"])
     int8 = None
     if int8_estimator is not None:
         # The same frames, so the model card can say what the 8-bit network costs.
-        int8 = evaluate_synthetic(int8_estimator, args.frames, example_config)
+        int8 = evaluate_synthetic(int8_estimator, args.frames, example_config, stream_seed=args.stream_seed)
         int8["backend"] = "onnxruntime-int8"
         int8["quantization"] = manifest["onnx_int8"]
         int8.update(provenance)
@@ -756,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"results in {out} ({time.perf_counter() - began:.0f} s)")
     # The card is the weights' own: written from their float run into WEIGHTS/eval, whose
     # images it shows. Another backend, frame or folder is a diagnostic beside it.
-    own_run = args.backend == "onnxruntime" and args.crop_frame is None and out.resolve() == (args.weights / "eval").resolve()
+    own_run = args.backend == "onnxruntime" and args.crop_frame is None and args.stream_seed == EVAL_STREAM_SEED and out.resolve() == (args.weights / "eval").resolve()
     if own_run and not args.no_model_card:
         command = "python -m tracker.evaluate" + (f" --weights {args.weights}" if args.weights.resolve() != WEIGHTS_DIR.resolve() else "") + f" --frames {args.frames}"
         if args.real_dir != DEFAULT_REAL_DIR:
