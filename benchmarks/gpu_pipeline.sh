@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
 # The GPU speed checks without the training, in about three minutes (each stage is cut off at
-# 60 to 90 s: at most 7.5 minutes with two numbers of workers, 9.5 with four), for a short slot on a
-# machine with an NVIDIA GPU and PyTorch (CUDA) but nothing of this project installed:
+# 60 to 90 s: at most 7.5 minutes with one number of workers, 9.5 with three), for a short slot on
+# a machine with an NVIDIA GPU and PyTorch (CUDA) but nothing of this project installed:
 #
-#   OUT=/some/dir bash benchmarks/gpu_pipeline.sh [WORKERS...]     (default: 3 6)
+#   OUT=/some/dir bash benchmarks/gpu_pipeline.sh [WORKERS...]     (default: 3)
 #
 # 1. one short tracking run that fills the numba kernels' cache;
 # 2. the backend tests (the CUDA graph against eager torch; TensorRT where it is installed),
 #    then network speed at batch 1 on torch-cuda (CUDA graph);
 # 3. the whole tracking pipeline on the GPU, frames from memory, segmenting ahead in each
-#    number of worker processes given, then with the network's output replayed (the ceiling
-#    the CPU stages set) at the largest;
+#    number of worker processes given, then at the largest with the network's output
+#    replayed (the ceiling the CPU stages set), and with the capture thread reading up to
+#    4 frames ahead instead of 1;
 # 4. where the tracker thread spends its time at the largest number: a cProfile of the main
 #    thread (the worker processes are not in it), the top functions by own and total time.
 #
 # Results in $OUT: session.log, network_speed_gpu.json, pipeline_speed_gpu_aheadN.json per
-# number, pipeline_speed_gpu_aheadN_replayed_network.json, main_thread_profile.txt (at most
-# 8 files for up to 4 numbers). Each is written as soon as it exists, so a run cut short
+# number, pipeline_speed_gpu_aheadN_replayed_network.json, pipeline_speed_gpu_aheadN_read_ahead4.json,
+# main_thread_profile.txt (at most 8 files for up to 3 numbers). Each is written as soon as it exists, so a run cut short
 # keeps what was done. Needs what benchmarks/gpu_session.sh needs. GPU_SESSION_SMOKE=1 runs
 # every stage tiny and on the CPU (tests/test_gpu_session.py).
 set -uo pipefail
@@ -27,9 +28,9 @@ out=${OUT:-out/gpu_pipeline}
 python=${PYTHON:-python3}
 smoke=${GPU_SESSION_SMOKE:-0}
 workers=("$@")
-[ ${#workers[@]} -eq 0 ] && workers=(3 6)
-if [ ${#workers[@]} -gt 4 ]; then
-  echo "at most 4 numbers of workers (8 result files come back from a remote machine)" >&2
+[ ${#workers[@]} -eq 0 ] && workers=(3)
+if [ ${#workers[@]} -gt 3 ]; then
+  echo "at most 3 numbers of workers (8 result files come back from a remote machine)" >&2
   exit 2
 fi
 most=$(printf '%s\n' "${workers[@]}" | sort -n | tail -1)
@@ -76,6 +77,9 @@ done
 run_stage "pipeline ($most workers, network replayed)" 60 "$python" -m benchmarks.pipeline_speed --input memory \
   --frames "$frames" --backend "$backend" --segment-ahead "$most" --replay-network \
   --out "$out/pipeline_speed_gpu_ahead${most}_replayed_network.json"
+run_stage "pipeline ($most workers, 4 frames read ahead)" 60 "$python" -m benchmarks.pipeline_speed --input memory \
+  --frames "$frames" --backend "$backend" --segment-ahead "$most" --read-ahead 4 \
+  --out "$out/pipeline_speed_gpu_ahead${most}_read_ahead4.json"
 
 run_stage "main-thread profile ($most workers)" 60 "$python" -m benchmarks.pipeline_speed --input memory \
   --frames "$profile_frames" --backend "$backend" --segment-ahead "$most" --profile "$out/main_thread_profile.txt" \

@@ -161,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         help="frames left out of the speed figures (default 100, or a fifth of --frames if that is fewer)",
     )
     parser.add_argument(
+        "--read-ahead", type=int, default=None, metavar="N",
+        help="frames the capture thread may have read and waiting for the tracker (default: as the tracker does, "
+        "tracker.pipeline.PLAYBACK_READ_AHEAD)",
+    )
+    parser.add_argument(
         "--profile", type=Path, metavar="FILE",
         help="also write where the tracker's thread spent the run's time (cProfile of the run alone, not the set-up; "
         "the capture thread and worker processes are not in it): the top functions by own and by total time",
@@ -173,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.frames < 1:
         parser.error("--frames must be at least 1")
+    if args.read_ahead is not None and args.read_ahead < 1:
+        parser.error("--read-ahead must be at least 1")
     # Before the synthetic frames are rendered, which loads the machine itself.
     load_before = os.getloadavg()[0]
     if args.backend not in BACKENDS:
@@ -184,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--warmup must be at least 0 and fewer than --frames")
     from tracker.estimator import HandEstimator
     from tracker.hand_model import HandModel
-    from tracker.pipeline import HandTracker, TrackerConfig, backend_options, default_segment_ahead, run_pipeline
+    from tracker.pipeline import PLAYBACK_READ_AHEAD, HandTracker, TrackerConfig, backend_options, default_segment_ahead, run_pipeline
     from tracker.sinks import JsonLinesSink
     from tracker.synth.dataset import config_to_dict
     import torch
@@ -200,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         hand_model = HandModel.load()
         manifest = load_manifest()
         ahead = default_segment_ahead(args.backend) if args.segment_ahead is None else args.segment_ahead
+        read_ahead = PLAYBACK_READ_AHEAD if args.read_ahead is None else args.read_ahead
         config = TrackerConfig(cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest), segment_ahead=ahead)
         backend = create_backend(args.backend, **backend_options(args.backend, ahead))
         estimator = HandEstimator(backend, hand_model)  # checks the weights were made for this hand model
@@ -234,12 +242,12 @@ def main(argv: list[str] | None = None) -> int:
         rss_start = rss_mb()
         sinks = [JsonLinesSink(Path(tmp) / "out.jsonl"), probe]
         if args.profile is None:
-            summary = run_pipeline(source, tracker, sinks, drop_old_frames=False)
+            summary = run_pipeline(source, tracker, sinks, drop_old_frames=False, read_ahead=read_ahead)
         else:
             # The profiler's own cost per call slows the run: these figures are for the
             # profile, not the speed.
             profiler = cProfile.Profile()
-            summary = profiler.runcall(run_pipeline, source, tracker, sinks, drop_old_frames=False)
+            summary = profiler.runcall(run_pipeline, source, tracker, sinks, drop_old_frames=False, read_ahead=read_ahead)
             _write_profile(profiler, args.profile, summary.frames)
         rss_end = rss_mb()
     stats = summary.stats()
@@ -284,8 +292,10 @@ def main(argv: list[str] | None = None) -> int:
         "windows_of_100_frames": len(windows),
         "frames_per_second_median_100_frame_windows": float(np.median(windows)) if windows else None,
         "frames_per_second_overall": overall,
+        "read_ahead": read_ahead,
         "latency_note": "from the frame's arrival to its estimate written; played as fast as possible, a frame arrives as soon as "
-        "the one before is taken, so this includes waiting for that frame's processing (latency at saturation)",
+        "there is room for it (read_ahead frames may wait), so this includes waiting for the processing of the frames before it "
+        "(latency at saturation)",
         "latency_ms_p50": float(np.percentile(latency, 50)) if latency.size else None,
         "latency_ms_p99": float(np.percentile(latency, 99)) if latency.size else None,
         "processing_ms_p50": float(np.percentile(processing, 50)) if processing.size else None,

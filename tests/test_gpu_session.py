@@ -81,11 +81,11 @@ def test_gpu_pipeline_smoke_run_brings_back_every_result(tmp_path):
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "failed" not in (out / "session.log").read_text()
-    for ahead, replayed in ((1, False), (2, False), (2, True)):
-        name = f"pipeline_speed_gpu_ahead{ahead}" + ("_replayed_network" if replayed else "")
-        pipeline = json.loads((out / f"{name}.json").read_text())
+    for ahead, variant in ((1, ""), (2, ""), (2, "_replayed_network"), (2, "_read_ahead4")):
+        pipeline = json.loads((out / f"pipeline_speed_gpu_ahead{ahead}{variant}.json").read_text())
         assert pipeline["frames"] == 120 and pipeline["tracker_config"]["segment_ahead"] == ahead
-        assert pipeline["network"].startswith("replayed") == replayed
+        assert pipeline["network"].startswith("replayed") == (variant == "_replayed_network")
+        assert pipeline["read_ahead"] == (4 if variant == "_read_ahead4" else 1)
     assert "onnxruntime" in json.loads((out / "network_speed_gpu.json").read_text())["backends"]
     profile = (out / "main_thread_profile.txt").read_text()
     assert "tottime" in profile and "(complete)" in profile  # the tracker's per-frame step is in it

@@ -913,14 +913,45 @@ def test_the_json_lines_can_go_to_a_pipe(tmp_path):
 
 
 def test_a_stop_request_keeps_an_input_error_and_an_empty_run_has_no_latency():
-    from tracker.pipeline import RunSummary, _NewestFrameSlot
+    from tracker.pipeline import RunSummary, _FrameSlot
 
-    slot = _NewestFrameSlot(drop_old=False)
+    slot = _FrameSlot(drop_old=False)
     slot.finish(RuntimeError("recording cut short"))
     slot.finish()  # Ctrl-C just after
     assert str(slot.error) == "recording cut short"
     stats = RunSummary().stats()
     assert stats["latency_ms_p50"] is None and stats["latency_ms_p99"] is None and stats["frames_per_second"] == 0.0
+
+
+def test_playback_reads_ahead_up_to_the_slot_capacity_and_live_keeps_the_newest():
+    import threading
+
+    from tracker.pipeline import _FrameSlot
+    from tracker.types import CameraIntrinsics, DepthFrame
+
+    intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
+    frames = [DepthFrame(np.zeros((48, 64), np.uint16), 0.001, intrinsics, float(i), "cam", i) for i in range(6)]
+    stop, arrival = threading.Event(), {}
+    slot = _FrameSlot(drop_old=False, capacity=3)
+    for frame in frames[:3]:
+        slot.put(frame, stop, arrival)  # room for three: none of these waits
+    producer = threading.Thread(target=lambda: [slot.put(f, stop, arrival) for f in frames[3:]])
+    producer.start()
+    producer.join(timeout=0.3)
+    assert producer.is_alive() and len(slot.frames) == 3  # the fourth waits for room
+    taken = [slot.take()[0].frame_number for _ in range(6)]
+    producer.join(timeout=5)
+    assert taken == list(range(6)) and not producer.is_alive()  # nothing lost, in order
+    slot.finish()
+    assert slot.take() == (None, 0)
+    # Live: one frame at most, the newest, and the ones it replaced counted as dropped.
+    live, live_arrival = _FrameSlot(drop_old=True, capacity=3), {}
+    for frame in frames[:4]:
+        live.put(frame, stop, live_arrival)
+    frame, dropped = live.take()
+    assert frame.frame_number == 3 and dropped == 3 and list(live_arrival) == [id(frame)]
+    with pytest.raises(ValueError, match="at least one frame"):
+        _FrameSlot(drop_old=False, capacity=0)
 
 
 @pytest.mark.parametrize("case", ["nan", "at the camera", "far outside the cube", "no hand", "fine"])

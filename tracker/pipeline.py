@@ -74,6 +74,8 @@ class TrackerConfig:
 GPU_BACKENDS = ("torch-cuda", "tensorrt")
 #: onnxruntime on the CPU, float or 8-bit: the same threading, so the same worker choice.
 ONNXRUNTIME_CPU_BACKENDS = ("onnxruntime", "onnxruntime-int8")
+#: Frames a recording played as fast as possible may have read and waiting for the tracker.
+PLAYBACK_READ_AHEAD = 1
 #: Signals that stop a run; sent to the whole process group, they end the frame-preparation
 #: workers as well.
 GROUP_STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
@@ -267,35 +269,41 @@ class _Begun:
     timings_ms: dict[str, float]
 
 
-class _NewestFrameSlot:
+class _FrameSlot:
     """Hands frames from the capture thread to the tracker.
 
-    ``drop_old``: keep only the newest frame (live); otherwise the producer waits until the
-    consumer took the previous one (as-fast-as-possible playback loses nothing).
+    ``drop_old``: keep only the newest frame (live); otherwise the producer waits while
+    ``capacity`` frames are waiting (as-fast-as-possible playback loses nothing). Room for
+    a few lets the capture thread read ahead whenever it holds the interpreter lock, so
+    the tracker finds its next frame waiting instead of handing the lock over and waiting
+    for it to be read.
     """
 
-    def __init__(self, drop_old: bool) -> None:
+    def __init__(self, drop_old: bool, capacity: int = 1) -> None:
+        if capacity < 1:
+            raise ValueError(f"a frame slot holds at least one frame, not {capacity}")
         self.drop_old = drop_old
+        self.capacity = 1 if drop_old else capacity
         self.condition = threading.Condition()
-        self.frame: DepthFrame | None = None
+        self.frames: deque[DepthFrame] = deque()
         self.dropped = 0
         self.finished = False
         self.error: BaseException | None = None
 
     def put(self, frame: DepthFrame, stop: threading.Event, arrival: dict, lost_before: int = 0) -> None:
         """Offer a frame; its arrival time is when it is offered. A live camera offers each
-        frame as it comes; playback as fast as possible offers the next one as soon as the
-        slot is free, so its frames wait there while the one before is processed.
+        frame as it comes; playback as fast as possible offers the next one as soon as there
+        is room, so its frames wait here while the ones before are processed.
         ``lost_before``: frames the input lost just before this one (never offered)."""
         with self.condition:
             self.dropped += lost_before
             if not self.drop_old:
-                while self.frame is not None and not stop.is_set():
+                while len(self.frames) >= self.capacity and not stop.is_set():
                     self.condition.wait(0.1)
-            elif self.frame is not None:
-                arrival.pop(id(self.frame), None)
+            elif self.frames:
+                arrival.pop(id(self.frames.popleft()), None)
                 self.dropped += 1
-            self.frame = frame
+            self.frames.append(frame)
             arrival[id(frame)] = time.perf_counter()
             self.condition.notify_all()
 
@@ -308,9 +316,9 @@ class _NewestFrameSlot:
     def take(self) -> tuple[DepthFrame | None, int]:
         """Next frame and how many were dropped before it; (None, n) at the end."""
         with self.condition:
-            while self.frame is None and not self.finished:
+            while not self.frames and not self.finished:
                 self.condition.wait(0.1)
-            frame, self.frame = self.frame, None
+            frame = self.frames.popleft() if self.frames else None
             dropped, self.dropped = self.dropped, 0
             self.condition.notify_all()
             return frame, dropped
@@ -320,7 +328,7 @@ class _NewestFrameSlot:
 class RunSummary:
     """What a run did. ``seconds``: from taking the first frame to writing the last one
     (start-up and shutdown left out, so frames / seconds is the processing rate).
-    ``latency_ms``: per frame, from its arrival (``_NewestFrameSlot.put``) to its estimate
+    ``latency_ms``: per frame, from its arrival (``_FrameSlot.put``) to its estimate
     written; ``processing_ms``: from the tracker taking it to its estimate written, the
     part of that latency the tracker itself adds."""
 
@@ -364,15 +372,20 @@ def describe_input_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def run_pipeline(source, tracker: HandTracker, sinks: list, drop_old_frames: bool, max_frames: int | None = None) -> RunSummary:
+def run_pipeline(
+    source, tracker: HandTracker, sinks: list, drop_old_frames: bool, max_frames: int | None = None, read_ahead: int = PLAYBACK_READ_AHEAD
+) -> RunSummary:
     """Stream ``source`` through ``tracker`` into ``sinks`` until the end, an error or a signal.
+
+    ``read_ahead``: without ``drop_old_frames``, how many frames the capture thread may have
+    read and waiting (``_FrameSlot``).
 
     Sink errors propagate; source errors end the run with ``summary.error`` set after every
     frame already received was processed and written. A sink whose ``stop_requested``
     turns true (a viewer window closed) ends the run after the current frame.
     """
     tracker.reset()  # a tracker used for an earlier run starts this one afresh
-    slot = _NewestFrameSlot(drop_old_frames)
+    slot = _FrameSlot(drop_old_frames, read_ahead)
     stop = threading.Event()
     summary = RunSummary()
     arrival: dict[int, float] = {}
