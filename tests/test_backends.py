@@ -29,7 +29,10 @@ from tracker.backends import (
     create_backend,
     default_engine_cache_dir,
     engine_cache_path,
+    pack_outputs,
+    packed_layout,
     physical_cores,
+    unpack_outputs,
 )
 from conftest import export_small_network
 from tracker.network import DualGridNetConfig
@@ -375,6 +378,20 @@ def test_a_cpu_backend_computes_at_launch_and_collect_hands_it_over_once(weights
         backend.collect()  # the outputs went to the first collect
 
 
+def test_packed_outputs_unpack_to_the_networks_own(weights_dir):
+    # What the CUDA-graph backend copies off the GPU in one piece, taken apart again.
+    backend = TorchBackend(weights_dir)
+    with torch.inference_mode():
+        outputs = backend.network(torch.from_numpy(random_input(seed=1, crop_size=SMALL.crop_size)))
+    layout = packed_layout(outputs)
+    flat = pack_outputs(outputs).numpy()
+    assert flat.ndim == 1 and flat.dtype == np.float32 and layout[-1][3] == flat.size and layout[0][2] == 0
+    unpacked = unpack_outputs(flat, layout)
+    assert list(unpacked) == list(ONNX_OUTPUTS)
+    for name in ONNX_OUTPUTS:
+        np.testing.assert_array_equal(unpacked[name], outputs[name].numpy())
+
+
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_torch_cuda_graph_launch_returns_before_the_outputs_and_collect_waits_for_them(weights_dir):
     with TorchCudaGraphBackend(weights_dir) as backend:
@@ -400,7 +417,9 @@ def test_torch_cuda_graph_matches_torch(weights_dir, reference):
         first = backend.run(random_input(seed=1, crop_size=SMALL.crop_size))
         backend.run(random_input(seed=2, crop_size=SMALL.crop_size))
         again = backend.run(random_input(seed=1, crop_size=SMALL.crop_size))
+    assert list(first) == list(ONNX_OUTPUTS)
     for name in ONNX_OUTPUTS:
+        assert first[name].shape == reference[name].shape and first[name].dtype == np.float32, name
         # cuDNN may use TF32 convolutions (10-bit mantissa), hence 1e-2 rather than 1e-4.
         assert relative_error(first[name], reference[name]) < 1e-2, name
         np.testing.assert_array_equal(first[name], again[name])  # replay reads the new input each time
