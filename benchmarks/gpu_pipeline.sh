@@ -37,7 +37,8 @@ most=$(printf '%s\n' "${workers[@]}" | sort -n | tail -1)
 mkdir -p "$out"
 log="$out/session.log"
 : >"$log"
-failed=()
+# Each stage has its own limit; the deadline only stops a run that somehow overran them all.
+deadline=$((start + 600))
 
 if [ "$smoke" = 1 ]; then
   backend=onnxruntime speed_backends=onnxruntime speed_args=(--iterations 5 --warmup 2) frames=120 profile_frames=60
@@ -45,30 +46,11 @@ else
   backend=torch-cuda speed_backends=torch-cuda speed_args=() frames=2000 profile_frames=1000
 fi
 
-line_buffered=""
-command -v stdbuf >/dev/null 2>&1 && line_buffered="stdbuf -oL"
+# shellcheck source=benchmarks/gpu_common.sh
+. benchmarks/gpu_common.sh
 
-run_stage() {  # run_stage NAME SECONDS COMMAND...: time-limited, logged; a failure is noted
-  local name=$1 limit=$2
-  shift 2
-  echo "=== $name (t=$(($(date +%s) - start)) s)" | tee -a "$log"
-  timeout --kill-after=10 "$limit" "$@" 2>&1 | $line_buffered tr '\r' '\n' | tee -a "$log"
-  local rc=${PIPESTATUS[0]}
-  if [ "$rc" -ne 0 ]; then
-    echo "!!! $name failed (exit $rc)" | tee -a "$log"
-    failed+=("$name")
-  fi
-}
-
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || echo "no nvidia-smi"; } | tee -a "$log"
-
-run_stage "compile" 90 "$python" run_tracker.py --source synthetic --max-frames 3 --backend onnxruntime --no-viewer \
-  --out "$out.warmup/x.jsonl"
-
-run_stage "backend tests" 60 "$python" -m pytest -q -p no:cacheprovider tests/test_backends.py
-
-run_stage "network speed" 60 "$python" -m benchmarks.network_speed --backends "$speed_backends" "${speed_args[@]}" \
-  --out "$out/network_speed_gpu.json"
+machine_report
+first_checks "$out.warmup" 90 60 60 "$speed_backends" "${speed_args[@]}"
 
 for n in "${workers[@]}"; do
   run_stage "pipeline ($n workers)" 60 "$python" -m benchmarks.pipeline_speed --input memory --frames "$frames" \
@@ -85,9 +67,4 @@ run_stage "main-thread profile ($most workers)" 60 "$python" -m benchmarks.pipel
   --frames "$profile_frames" --backend "$backend" --segment-ahead "$most" --profile "$out/main_thread_profile.txt" \
   --out "$out.warmup/profiled.json"
 
-echo "=== done (t=$(($(date +%s) - start)) s)" | tee -a "$log"
-ls -la "$out" | tee -a "$log"
-if [ ${#failed[@]} -gt 0 ]; then
-  echo "failed stages: ${failed[*]}" | tee -a "$log"
-  exit 1
-fi
+finish

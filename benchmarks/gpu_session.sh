@@ -52,7 +52,6 @@ if [ ! -f "$init_from/dgn.json" ]; then
 fi
 mkdir -p "$out" "$run"
 log="$out/session.log"
-failed=()
 
 if [ "$smoke" = 1 ]; then
   backends=onnxruntime,torch
@@ -77,52 +76,18 @@ else
   train_reserve=120
 fi
 
-# tr holds its output back in a pipe; line by line, a run cut short still logs what ran.
-line_buffered=""
-command -v stdbuf >/dev/null 2>&1 && line_buffered="stdbuf -oL"
-
-stage() {  # stage NAME: log the stage's start, seconds into the job and seconds left
-  local now
-  now=$(date +%s)
-  echo "=== $1 (t=$((now - start)) s, $((deadline - now)) s left)" | tee -a "$log"
-}
-
 # Seconds before the deadline that a stage may not run into: the training's, until it starts.
 # So a slow or stuck measurement costs that measurement, not the whole run.
 held_back=$((train_overhead + train_reserve))
-
-# run_stage NAME SECONDS COMMAND...: run with a time limit, log its output, note a failure.
-run_stage() {
-  local name=$1 limit=$2 left
-  shift 2
-  stage "$name"
-  left=$((deadline - $(date +%s) - held_back))
-  [ "$left" -lt "$limit" ] && limit=$left
-  if [ "$limit" -le 0 ]; then
-    echo "!!! $name skipped: no time left before the training" | tee -a "$log"
-    failed+=("$name")
-    return 0
-  fi
-  timeout --kill-after=10 "$limit" "$@" 2>&1 | $line_buffered tr '\r' '\n' \
-    | grep --line-buffered -v -E '^(training|held-out synthetic): ' | tee -a "$log"
-  local rc=${PIPESTATUS[0]}
-  if [ "$rc" -ne 0 ]; then
-    echo "!!! $name failed (exit $rc)" | tee -a "$log"
-    failed+=("$name")
-  fi
-  return 0
-}
+skip_reason="no time left before the training"
+# shellcheck source=benchmarks/gpu_common.sh
+. benchmarks/gpu_common.sh
 
 stage "machine"
 # 14 data workers pass their batches through shared memory, one file descriptor each.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 echo "open files: $(ulimit -n); /dev/shm: $(df -h /dev/shm 2>/dev/null | awk 'NR == 2 { print $4 " free of " $2 }')" | tee -a "$log"
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || echo "no nvidia-smi"; } | tee -a "$log"
-"$python" - 2>&1 <<'EOF' | tee -a "$log"
-import platform, numba, numpy, onnxruntime, torch
-print(f"python {platform.python_version()}, torch {torch.__version__} (CUDA {torch.version.cuda}, available: {torch.cuda.is_available()}), "
-      f"numpy {numpy.__version__}, numba {numba.__version__}, onnxruntime {onnxruntime.__version__}, {len(__import__('os').sched_getaffinity(0))} CPUs")
-EOF
+machine_report
 
 # Shared memory: each data worker keeps prefetch 4 batches of 128 examples (~100 KB each)
 # in /dev/shm. A container's default 64 MB would kill the workers with a bus error, and the
@@ -141,15 +106,7 @@ if [ -n "$shm_free_mb" ] && [ "$shm_free_mb" -lt 2048 ]; then
   fi
 fi
 
-# The numba kernels (renderer, sensor noise, segmentation, refit) compile once into their
-# cache here, so no timed stage below pays for it (a fresh machine has no cache).
-run_stage "compile" 150 "$python" run_tracker.py --source synthetic --max-frames 3 --backend onnxruntime --no-viewer \
-  --out "$run.warmup/x.jsonl"
-
-run_stage "backend tests" 150 "$python" -m pytest -q -p no:cacheprovider tests/test_backends.py
-
-run_stage "network speed" 120 "$python" -m benchmarks.network_speed --backends "$backends" "${speed_args[@]}" \
-  --out "$out/network_speed_gpu.json"
+first_checks "$run.warmup" 150 150 120 "$backends" "${speed_args[@]}"
 
 # Segmenting ahead in 3 worker processes and not at all; then the same with the network's
 # output replayed, which is what this machine's CPU allows at most.
@@ -192,9 +149,4 @@ else
   fi
 fi
 
-stage "done"
-ls -la "$out" | tee -a "$log"
-if [ ${#failed[@]} -gt 0 ]; then
-  echo "failed stages: ${failed[*]}" | tee -a "$log"
-  exit 1
-fi
+finish
