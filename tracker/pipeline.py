@@ -274,9 +274,9 @@ class _FrameSlot:
 
     ``drop_old``: keep only the newest frame (live); otherwise the producer waits while
     ``capacity`` frames are waiting (as-fast-as-possible playback loses nothing). Room for
-    a few lets the capture thread read ahead whenever it holds the interpreter lock, so
-    the tracker finds its next frame waiting instead of handing the lock over and waiting
-    for it to be read.
+    more than one lets the capture thread read ahead whenever it holds the interpreter
+    lock, so that the tracker may find its next frame waiting rather than hand the lock
+    over and wait for the frame to be read (``PLAYBACK_READ_AHEAD``).
     """
 
     def __init__(self, drop_old: bool, capacity: int = 1) -> None:

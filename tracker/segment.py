@@ -51,8 +51,8 @@ and each is judged before it may count as the hand.
    border, or on behind the band towards the elbow); of two ends more than
    ``arm_depth_span_m`` apart in depth, the nearer; when tracking, the end clearly nearer
    the last centre; with both ends cut or neither, the clearly wider one (a palm is wider
-   than a wrist), then the one cut much less; else the nearer one. A 3-D mean-shift with a hand-sized kernel then settles on
-   the hand's centre, where the crop cube goes. Points weigh the surface area they see
+   than a wrist), then the one cut much less; else the nearer one. A 3-D mean-shift with a
+   hand-sized kernel then settles on the hand's centre, where the crop cube goes. Points weigh the surface area they see
    (~z^2), and from the hand end of an arm the centre moves at most ``hand_end_travel_m``:
    counted by pixels, a nearer forearm outweighs the hand and draws the kernel down the arm,
    and even by area a forearm outweighs a hand seen edge-on.
