@@ -320,10 +320,12 @@ def test_real_sr305_frames_centre_on_the_palm(name):
     u = intrinsics.fx * centre[0] / centre[2] + intrinsics.cx
     v = intrinsics.fy * centre[1] / centre[2] + intrinsics.cy
     label_u, label_v = PALM_PX[name]
-    # The worst of the 19 frames lands 20 px from its hand-set label and 7 mm off the palm's
+    # The worst of the 19 frames lands 34 px from its hand-set label and 7 mm off the palm's
     # depth (benchmarks/results/segmentation_accuracy.json); a palm is 70-80 px across here, and
-    # a centre on the wrist or forearm would be further off in the image or in depth.
-    assert np.hypot(u - label_u, v - label_v) < 30, (u, v)
+    # a centre on the wrist or forearm would be further off in the image or in depth. The
+    # centre sought is the visible hand's centroid, where the network's training crops are
+    # centred, not the palm's: extended fingers draw it from the label towards them.
+    assert np.hypot(u - label_u, v - label_v) < 40, (u, v)
     # And at the palm's depth, not on something in front of or behind it.
     palm = depth[label_v - 10 : label_v + 11, label_u - 10 : label_u + 11]
     assert abs(centre[2] - np.median(palm[palm > 0])) < 0.02
@@ -373,9 +375,25 @@ def test_edge_on_hand_is_not_drawn_down_its_forearm(hand_model):
     candidates = list(segment._Grid(depth, intrinsics, SegmentConfig()).candidates())
     assert candidates[0].verdict == segment.HAND and candidates[0].cut.any()
     assert distance(find_hand_center(depth, intrinsics), truth) < ON_SYNTHETIC_HAND_M
-    # With a 7 cm travel limit the centre slid ~5 cm down the forearm, cutting fingertips off.
-    slid = find_hand_center(depth, intrinsics, dataclasses.replace(SegmentConfig(), hand_end_travel_m=0.07))
+    # With a 7 cm travel limit and the whole arm in the mean-shift's view, the centre slid ~5 cm
+    # down the forearm, cutting fingertips off; seeing only the hand's length of the arm, it
+    # stays on the hand even so.
+    slid = find_hand_center(depth, intrinsics, dataclasses.replace(SegmentConfig(), hand_end_travel_m=0.07, hand_span_m=np.inf))
     assert distance(slid, truth) > 0.045
+    held = find_hand_center(depth, intrinsics, dataclasses.replace(SegmentConfig(), hand_end_travel_m=0.07))
+    assert distance(held, truth) < ON_SYNTHETIC_HAND_M
+
+
+def test_curled_hand_at_the_end_of_an_arm_is_not_drawn_down_it(hand_model):
+    depth, intrinsics, truth = _synthetic_frame(2, 48, hand_model)
+    blob = segment._choose(segment._Grid(depth, intrinsics, SegmentConfig()).candidates(), None, SegmentConfig())
+    # The situation: a curled hand, shorter than the 7 cm the centre starts in from the blob's
+    # end, at the near end of a forearm reaching away; the forearm fills most of the kernel.
+    assert np.ptp(blob.points[:, 2]) > 0.15
+    whole_arm = find_hand_center(depth, intrinsics, dataclasses.replace(SegmentConfig(), hand_span_m=np.inf))
+    assert distance(whole_arm, truth) > 0.055
+    # Within 5 cm the 26 cm cube still holds the hand (benchmarks.segmentation_accuracy).
+    assert distance(find_hand_center(depth, intrinsics), truth) < 0.05
 
 
 def test_percentile_is_numpys_to_the_last_bit():

@@ -52,10 +52,12 @@ and each is judged before it may count as the hand.
    ``arm_depth_span_m`` apart in depth, the nearer; when tracking, the end clearly nearer
    the last centre; with both ends cut or neither, the clearly wider one (a palm is wider
    than a wrist), then the one cut much less; else the nearer one. A 3-D mean-shift with a
-   hand-sized kernel then settles on the hand's centre, where the crop cube goes. Points weigh the surface area they see
-   (~z^2), and from the hand end of an arm the centre moves at most ``hand_end_travel_m``:
-   counted by pixels, a nearer forearm outweighs the hand and draws the kernel down the arm,
-   and even by area a forearm outweighs a hand seen edge-on.
+   hand-sized kernel then settles on the hand's centre (the visible hand's centroid, where
+   the network's training crops are centred), where the crop cube goes. Points weigh the
+   surface area they see (~z^2), and from the hand end of an arm the centre moves at most
+   ``hand_end_travel_m`` and sees only the last ``hand_span_m`` of the arm: counted by
+   pixels, a nearer forearm outweighs the hand and draws the kernel down the arm, and even
+   by area a forearm outweighs a hand seen edge-on or curled.
 
 Candidates are found on a grid about ``grid_width_px`` wide (every 3rd pixel at 640 or
 848 px), which keeps a frame at a couple of milliseconds (the ``segment`` stage of
@@ -93,6 +95,10 @@ class SegmentConfig:
     #: From there the mean-shift may move the centre at most this far: further, the
     #: forearm's larger visible area draws it down the arm (a hand seen edge-on).
     hand_end_travel_m: float = 0.04
+    #: And it sees only the points this far from the hand end (a hand is ~19 cm long, its
+    #: visible centroid ~8 cm in from the fingertips): within the kernel's reach the forearm
+    #: would still pull the centre those 4 cm towards the wrist.
+    hand_span_m: float = 0.15
     #: Two ends of an arm this far apart in depth, both cut or neither: the nearer is the
     #: hand's. More than a forearm's length: the blob holds the upper arm too, so it is an
     #: arm reaching away from the body, towards the camera.
@@ -559,7 +565,11 @@ def _hand_centre(blob: _Blob, config: SegmentConfig, prior: np.ndarray | None = 
         extreme = along.max() if sign > 0 else along.min()
         start = mean + main_axis * (extreme - sign * config.hand_end_offset_m)
         # On an arm the kernel always holds more forearm than fingers and would slide down
-        # it: the centre may settle anywhere near the hand end, but not leave it.
+        # it: the centre may settle anywhere near the hand end, but not leave it, and sees
+        # only the hand's length of the arm.
+        hand = sign * along > sign * extreme - config.hand_span_m
+        if np.count_nonzero(hand) >= config.min_points:
+            points = points[hand]
         return _mean_shift(points, start, config.kernel_radius_m, config, config.hand_end_travel_m)
     return _mean_shift(points, start, config.kernel_radius_m, config)
 
