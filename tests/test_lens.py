@@ -135,15 +135,28 @@ def test_a_hand_seen_through_a_lens_is_tracked_where_it_is(hand_model):
     config = TrackerConfig(handedness=Handedness.RIGHT)
 
     def track(depth, intrinsics):
-        (hand,) = HandTracker(estimator, config).process(dataclasses.replace(frame, depth=depth, intrinsics=intrinsics)).hands
-        return hand
+        tracker = HandTracker(estimator, config)
+        (hand,) = tracker.process(dataclasses.replace(frame, depth=depth, intrinsics=intrinsics)).hands
+        return hand, tracker.previous_center
 
-    plain, lensed, lens_ignored = track(frame.depth, k), track(raw, lens), track(raw, k)
+    (plain, plain_centre), (lensed, lensed_centre), (lens_ignored, _) = track(frame.depth, k), track(raw, lens), track(raw, k)
     # The pinhole view gives back the rendered pixels (nearest neighbour both ways); only the
-    # few the lens leaves outside its narrower view differ: 1 mm bounds what that moves.
-    assert np.linalg.norm(lensed.joints_cam_m - plain.joints_cam_m, axis=1).mean() < 0.001
-    # Taking the stream for a pinhole camera would put the hand centimetres off.
+    # few the lens leaves outside its narrower view differ, at the far end of the arm: they
+    # move the crop centre by under a millimetre.
+    assert np.linalg.norm(lensed_centre - plain_centre) < 0.001
+    # Even that can tip an ambiguous finger (here the index finger moves ~4 cm), so the two
+    # estimates are judged against the rendered truth: through the lens as good as from the
+    # pinhole frame, within the 2 mm such a tip moves the mean either way.
+    truth = source.ground_truth(frame.frame_number)
+
+    def error(hand):
+        return np.linalg.norm(hand.joints_cam_m - truth, axis=1).mean()
+
+    assert error(lensed) < error(plain) + 0.002
+    # Taking the stream for a pinhole camera would put the hand centimetres off, and the
+    # estimate with it.
     assert np.linalg.norm(lens_ignored.joints_cam_m - plain.joints_cam_m, axis=1).mean() > 0.01
+    assert error(lens_ignored) > error(plain) + 0.005
     np.testing.assert_allclose(lensed.joints_uv_px, project(lensed.joints_cam_m, lens), atol=1e-3)
     # In the stream's own pixels the joints sit where the lens put them, not where a pinhole would.
     assert np.abs(lensed.joints_uv_px - project(lensed.joints_cam_m, k)).max() > 5.0
