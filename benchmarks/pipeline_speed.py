@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also write where the tracker's thread spent the run's time (cProfile of the run alone, not the set-up; "
         "the capture thread and worker processes are not in it): the top functions by own and by total time",
     )
-    parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>[_memory][_replayed_network][_aheadN].json)")
+    parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>[_memory][_replayed_network][_aheadN][_read_aheadN].json)")
     args = parser.parse_args(argv)
     # Imported here, not at the top: segmentation worker processes import this module again
     # when they start, and need none of torch, numba or the inference runtimes.
@@ -311,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     suffix = ("" if args.input == "recording" else "_memory") + ("_replayed_network" if args.replay_network else "")
     if args.segment_ahead is not None:  # not the tracker's own choice: a file of its own
         suffix += f"_ahead{args.segment_ahead}"
+    if args.read_ahead is not None:  # the same
+        suffix += f"_read_ahead{args.read_ahead}"
     out = args.out or RESULTS / f"pipeline_speed_{args.backend}{suffix}.json"
     print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "tracker_config", "rss_mb_every_100_frames", "workers_rss_mb_every_100_frames")}, indent=2))
     if ended_early:
