@@ -158,9 +158,13 @@ def test_bad_arguments_get_clear_errors_before_any_work(tmp_path, capsys):
     with pytest.raises(SystemExit):
         evaluate_main(["--stream-seed", "7", "--frames", "2"])
     assert "--stream-seed needs --out elsewhere" in capsys.readouterr().err
+    for stream, what in (("1", "the network's training samples"), ("5", "the 8-bit network's calibration crops"), ("3", "side classifier")):
+        with pytest.raises(SystemExit):
+            evaluate_main(["--stream-seed", stream, "--frames", "2", "--out", str(tmp_path / "eval")])
+        assert what in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        evaluate_main(["--stream-seed", "1", "--frames", "2", "--out", str(tmp_path / "eval")])
-    assert "the stream the training samples come from" in capsys.readouterr().err
+        evaluate_main(["--stream-seed", "-1", "--frames", "2", "--out", str(tmp_path / "eval")])
+    assert "--stream-seed must be 0 or more" in capsys.readouterr().err
     for args in (["--no-model-card"], ["--backend", "onnxruntime-int8"]):
         # The card would cite figures no longer in WEIGHTS/eval, named or not.
         from tracker.weights import WEIGHTS_DIR
@@ -271,19 +275,27 @@ def test_held_out_frames_are_checked_against_the_training_stream(monkeypatch):
     assert "share a seed" in evaluate._overlap_lines({"training_stream_indices_checked": 9, "frames_that_are_training_samples": [3]})[0]
 
 
-def test_another_seed_stream_gives_other_held_out_frames_and_no_card(smoke_weights, tmp_path):
+def test_another_seed_stream_gives_other_held_out_frames_and_no_card(smoke_weights, tmp_path, monkeypatch):
     import shutil
+
+    import tracker.evaluate as evaluate
 
     weights = tmp_path / "weights"
     shutil.copytree(smoke_weights, weights)
-    runs = {}
+    drawn = []  # every stream a sample is drawn from: the frames, their pictures, the overlap check
+    real_sample_seed = evaluate.sample_seed
+    monkeypatch.setattr(evaluate, "sample_seed", lambda stream, index: drawn.append(stream) or real_sample_seed(stream, index))
+    runs, streams = {}, {}
     for stream, out in ((2, weights / "eval"), (7, tmp_path / "stream7")):
         assert evaluate_main(["--weights", str(weights), "--frames", "2", "--stream-seed", str(stream), "--out", str(out)]) == 0
         runs[stream] = json.loads((out / "synthetic_metrics.json").read_text())
+        streams[stream], drawn[:] = set(drawn), []
         if stream == 2:
             card = (weights / "MODEL_CARD.md").read_text()
             (weights / "MODEL_CARD.md").unlink()
     assert runs[7]["stream_seed"] == 7 and runs[2]["stream_seed"] == 2
+    # Held-out frames from the stream asked for, and the training stream's seeds for the overlap check only.
+    assert streams[7] == {7, 1} and streams[2] == {2, 1}
     # Other frames: other errors (float sums of different renders cannot agree by chance).
     assert runs[7]["mean_joint_error_mm"] != runs[2]["mean_joint_error_mm"]
     assert runs[7]["training_overlap"]["frames_that_are_training_samples"] == []

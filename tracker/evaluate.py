@@ -43,7 +43,6 @@ from tracker.synth.contact_sheet import colourise_depth, draw_skeleton, project
 from tracker.machine import machine_info
 from tracker.synth.dataset import config_to_dict, sample_seed
 from tracker.synth.scene import render_sample
-from tracker.train import TRAIN_STREAM_SEED
 from tracker.training_data import ExampleConfig, example_config_for, example_from_sample, measured_hand
 from tracker.training_history import CURRENT_STAGE, TrainingHistoryError, TrainingStage, last_narrowing, load_training_history, plot_training_curve
 from tracker.types import CameraIntrinsics, Handedness, Joint, measured_crop_pixels
@@ -69,6 +68,8 @@ def training_stream_overlap(count: int, manifest: dict, progress: bool = True, s
     a 30 % chance that one frame does). This compares the held-out seeds with the seed of
     every training-stream index the weights' training can have drawn.
     """
+    from tracker.train import TRAIN_STREAM_SEED
+
     training = manifest.get("training") or {}
     if not any(key in training for key in ("samples_seen_total", "samples_seen", "stream_end")):
         # Weights exported without their training record: how far the stream went is not
@@ -189,6 +190,21 @@ def _segmentation_centred_summary(errors: list, offsets: list, centroid_errors: 
         "fraction_centre_off_over_50mm": float(np.mean(~near)) if offsets.size else None,
         "mean_joint_error_mm_centre_within_50mm": float(errors[near].mean()) if near.any() else None,
         "mean_joint_error_mm_centroid_crop_centre_within_50mm": float(centroid_found[near].mean()) if near.any() else None,
+    }
+
+
+def taken_streams() -> dict[int, str]:
+    """The seed streams other parts of the project draw samples from, and what for."""
+    from tracker.quantize import CALIBRATION_STREAM_SEED
+    from tracker.side_classifier import HELD_OUT_STREAM_SEED as SIDE_HELD_OUT
+    from tracker.side_classifier import TRAIN_STREAM_SEED as SIDE_TRAIN
+    from tracker.train import TRAIN_STREAM_SEED
+
+    return {
+        TRAIN_STREAM_SEED: "the network's training samples",
+        SIDE_TRAIN: "the side classifier's training crops",
+        SIDE_HELD_OUT: "the side classifier's held-out crops",
+        CALIBRATION_STREAM_SEED: "the 8-bit network's calibration crops",
     }
 
 
@@ -665,14 +681,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--stream-seed", type=int, default=EVAL_STREAM_SEED,
-        help=f"draw the held-out frames from this seed stream instead (default %(default)s; the training stream, {TRAIN_STREAM_SEED}, is refused): "
-        "frames never looked at while tuning anything, to check figures against; needs --out, writes no model card",
+        help="draw the held-out frames from this seed stream instead (default %(default)s; the streams other parts of the project "
+        "draw from are refused): a second set of frames to check figures against; needs --out, writes no model card",
     )
     args = parser.parse_args(argv)
     if args.frames < 1:
         parser.error("--frames must be at least 1")
-    if args.stream_seed == TRAIN_STREAM_SEED:
-        parser.error(f"--stream-seed {TRAIN_STREAM_SEED} is the stream the training samples come from: its frames are not held out")
+    taken = taken_streams()
+    if args.stream_seed < 0:
+        parser.error("--stream-seed must be 0 or more")
+    if args.stream_seed in taken:
+        parser.error(f"--stream-seed {args.stream_seed} is the stream of {taken[args.stream_seed]}: its frames are not held out")
     # WEIGHTS/eval holds the float onnxruntime network's own figures, which the model card
     # cites (the default run adds the 8-bit network's beside them): a diagnostic goes elsewhere.
     into_own = (args.out or args.weights / "eval").resolve() == (args.weights / "eval").resolve()
