@@ -320,15 +320,31 @@ def test_real_sr305_frames_centre_on_the_palm(name):
     u = intrinsics.fx * centre[0] / centre[2] + intrinsics.cx
     v = intrinsics.fy * centre[1] / centre[2] + intrinsics.cy
     label_u, label_v = PALM_PX[name]
-    # The worst of the 19 frames lands 34 px from its hand-set label and 7 mm off the palm's
-    # depth (benchmarks/results/segmentation_accuracy.json); a palm is 70-80 px across here, and
-    # a centre on the wrist or forearm would be further off in the image or in depth. The
-    # centre sought is the visible hand's centroid, where the network's training crops are
-    # centred, not the palm's: extended fingers draw it from the label towards them.
+    # The worst of the 19 frames lands 34 px from its hand-set label and 9 mm off the palm's
+    # depth (benchmarks/results/segmentation_accuracy.json); a palm is 70-80 px across here.
+    # The centre sought is the visible hand's centroid, where the network's training crops
+    # are centred, not the palm's: extended fingers draw it from the label towards them.
+    # (The wrist, 5-6 cm from the palm's centre, is 36-58 px from the label at these
+    # frames' 0.49-0.66 m: the average over all frames, below, keeps the centres off it.)
     assert np.hypot(u - label_u, v - label_v) < 40, (u, v)
     # And at the palm's depth, not on something in front of or behind it.
     palm = depth[label_v - 10 : label_v + 11, label_u - 10 : label_u + 11]
     assert abs(centre[2] - np.median(palm[palm > 0])) < 0.02
+
+
+def test_real_sr305_centres_sit_on_the_palm_on_average():
+    info = json.loads((SR305 / "intrinsics.json").read_text())
+    k = info["intrinsics"]
+    intrinsics = CameraIntrinsics(k["width"], k["height"], k["fx"], k["fy"], k["cx"], k["cy"])
+    distances = []
+    for name, (label_u, label_v) in sorted(PALM_PX.items()):
+        depth = cv2.imread(str(SR305 / name), cv2.IMREAD_UNCHANGED).astype(np.float32) * info["depth_scale"]
+        centre = find_hand_center(depth, intrinsics)
+        u, v = intrinsics.fx * centre[0] / centre[2] + intrinsics.cx, intrinsics.fy * centre[1] / centre[2] + intrinsics.cy
+        distances.append(np.hypot(u - label_u, v - label_v))
+    # 12.9 px today; centres drawn towards the wrist (36-58 px off) would average well above
+    # half the nearest wrist's distance.
+    assert np.mean(distances) < 18, np.round(distances)
 
 
 # Frames of the synthetic moving-hand source (deterministic per seed) that once put the
