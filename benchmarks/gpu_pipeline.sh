@@ -37,8 +37,9 @@ most=$(printf '%s\n' "${workers[@]}" | sort -n | tail -1)
 mkdir -p "$out"
 log="$out/session.log"
 : >"$log"
-# Each stage has its own limit; the deadline only stops a run that somehow overran them all.
-deadline=$((start + 600))
+# Each stage has its own limit (9.5 minutes in all at most, with the kill grace beyond);
+# the deadline is only a guard against a run that somehow overran them all.
+deadline=$((start + 900))
 
 if [ "$smoke" = 1 ]; then
   backend=onnxruntime speed_backends=onnxruntime speed_args=(--iterations 5 --warmup 2) frames=120 profile_frames=60

@@ -280,7 +280,7 @@ class _FrameSlot:
     """
 
     def __init__(self, drop_old: bool, capacity: int = 1) -> None:
-        if capacity < 1:
+        if capacity < 1 and not drop_old:  # live, it holds one frame whatever is asked
             raise ValueError(f"a frame slot holds at least one frame, not {capacity}")
         self.drop_old = drop_old
         self.capacity = 1 if drop_old else capacity
