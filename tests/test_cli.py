@@ -20,7 +20,7 @@ def test_default_run_tracks_the_built_in_input(tmp_path, capsys, monkeypatch, no
     assert main(["--max-frames", "5", "--out", str(out), "--video", str(video)]) == 0
     messages = capsys.readouterr().err  # standard output is kept for --out -
     assert "built-in synthetic input" in messages
-    # Measured 8.3 mm over the input's 120 frames (README); a broken pipeline is centimetres off.
+    # Measured 7.5 mm over the input's 120 frames (README); a broken pipeline is centimetres off.
     reported = re.search(r"mean joint error against the rendered truth ([0-9.]+) mm over 5 frames", messages)
     assert reported and float(reported.group(1)) < 20.0, messages
     lines = [json.loads(line) for line in out.read_text().splitlines()]
