@@ -1,3 +1,4 @@
+import ctypes
 import csv
 import json
 import multiprocessing
@@ -775,7 +776,27 @@ def _abort_when_exiting(worker_id: int) -> None:
 
     _ignore_interrupts(worker_id)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file from the abort
+    # Nor a core dump at all: a core_pattern that pipes to a helper ignores the limit, and a
+    # process being dumped cannot be reaped until the helper has read it all.
+    ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
     multiprocessing.util.Finalize(None, os.abort, exitpriority=100)
+
+
+def _still_running(process) -> str:
+    """'' once the process has ended, else its pid and kernel state, for the failure message.
+
+    multiprocessing's is_alive() alone would not do: once anything else in the test process
+    has reaped the child, its waitpid fails with ECHILD, which it takes for "not started
+    yet", and the child reads as alive for ever.
+    """
+    if not process.is_alive():
+        return ""
+    try:
+        with open(f"/proc/{process.pid}/stat") as stat:
+            state = stat.read().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return ""  # reaped by someone else: gone
+    return "" if state in ("Z", "X") else f"pid {process.pid} in state {state}"
 
 
 def test_a_data_worker_dying_while_the_loader_stops_does_not_fail_the_run(capsys):
@@ -801,7 +822,7 @@ def test_a_data_worker_dying_while_the_loader_stops_does_not_fail_the_run(capsys
 
     iterator._shutdown_workers = shutdown_as_on_the_gpu_machine
     _end_data_workers(loader)  # the trained network is sound; stopping must not raise
-    assert not any(worker.is_alive() for worker in workers)
+    assert not [_still_running(worker) for worker in workers if _still_running(worker)]
     assert any(worker.exitcode == -signal.SIGABRT for worker in workers)  # the death did happen
     assert "ended abnormally" in capsys.readouterr().err
 
