@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 
+import cv2
 import numpy as np
 
 from tracker.crop import CropFrame, OutOfImage, make_crop
@@ -127,6 +128,10 @@ def serve(connection, config: PrepareConfig, classifier_onnx: tuple[bytes, dict]
     ends (it finishes the frame at hand and closes the outputs).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # One thread: a worker is one of several processes sharing the cores with the network,
+    # and OpenCV's own pool (as many threads as cores, in every worker) would oversubscribe
+    # them. Even alone on two idle cores, one thread segments a 640x480 frame no slower.
+    cv2.setNumThreads(1)
     classifier = None if classifier_onnx is None else SideClassifier.from_onnx(*classifier_onnx)
     blocks: dict[str, shared_memory.SharedMemory] = {}
     try:
