@@ -1,7 +1,7 @@
 """End-to-end tracking capacity: a recording played as fast as possible through the tracker.
 
     python -m benchmarks.pipeline_speed [--frames 2000] [--backend onnxruntime] [--input recording|memory]
-        [--segment-ahead N] [--replay-network] [--warmup N]
+        [--segment-ahead N] [--replay-network] [--warmup N] [--pace FPS]
 
 Builds a .db3 recording of the synthetic moving hand (rs.software_device + rs.recorder),
 then runs the whole chain on it, every frame, no viewer: playback -> segment -> crop ->
@@ -18,6 +18,12 @@ includes waiting for the frame before it (played as fast as possible, each frame
 as soon as the one before is taken: latency at saturation), and from the tracker taking
 the frame to its estimate written (``processing_ms``). A run that ends before every frame
 is processed (a signal, an input error) writes no result and exits with status 1.
+
+``--pace FPS`` measures live use instead of capacity: the frames from memory arrive at a
+camera's rate, the tracker keeps only the newest (as with a camera: no segmenting ahead,
+frames it cannot keep up with are dropped and counted), and the latency that matters is
+reported, from the moment each frame was due to its estimate written. That includes the
+wait for the capture thread to be scheduled, which the arrival figure does not.
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ class _Probe:
         # Packed doubles per stage rather than each frame's timings dict (about 0.5 kB a
         # frame, 5 MB over 10,000 frames): the probe must not be what the memory figure sees.
         self.done = array("d")
+        self.frame_numbers = array("q")
         self.stage_ms: dict[str, array] = {}
         self.frames = 0
         self.rss: list[float] = []
@@ -80,6 +87,7 @@ class _Probe:
 
     def write(self, result) -> None:
         self.done.append(time.perf_counter())
+        self.frame_numbers.append(result.frame.frame_number)
         for stage, ms in result.timings_ms.items():
             if stage not in self.stage_ms:  # first seen late (side, only with a hand): NaN before
                 self.stage_ms[stage] = array("d", [math.nan]) * self.frames
@@ -114,19 +122,51 @@ class _ReplayedNetwork:
 
 
 class _LoopedFrames(FrameSource):
-    """Pre-rendered frames played from memory, looped and renumbered, as fast as taken."""
+    """Pre-rendered frames played from memory, looped and renumbered: as fast as taken, or
+    with ``pace_fps`` each at its due time, as a camera delivers them (``due``: when each
+    was due, ``time.perf_counter`` seconds)."""
 
-    def __init__(self, frames: list, total: int) -> None:
+    def __init__(self, frames: list, total: int, pace_fps: float | None = None) -> None:
         super().__init__()
-        self._frames, self.total = frames, total
-        self.description = f"{len(frames)} synthetic frames in memory, looped to {total}"
+        self._frames, self.total, self.pace_fps = frames, total, pace_fps
+        self.due = array("d")
+        pace = "" if pace_fps is None else f", arriving at {pace_fps:g} frames/s"
+        self.description = f"{len(frames)} synthetic frames in memory, looped to {total}{pace}"
 
     def frames(self):
+        start = time.perf_counter()
         for i in range(self.total):
             if self.closed:
                 return
+            if self.pace_fps is not None:
+                due = start + i / self.pace_fps
+                self.due.append(due)
+                wait = due - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
             frame = self._frames[i % len(self._frames)]
-            yield dataclasses.replace(frame, frame_number=i, timestamp_ms=i * 1000.0 / 30.0)
+            yield dataclasses.replace(frame, frame_number=i, timestamp_ms=i * 1000.0 / (self.pace_fps or 30.0))
+
+
+def _paced_figures(probe: _Probe, source: _LoopedFrames, warmup: int) -> dict:
+    """Live use: latency from each processed frame's due time, and the share dropped, over
+    the frames due after the first ``warmup``."""
+    numbers = np.array(probe.frame_numbers)
+    done = np.array(probe.done)
+    due = np.array(source.due)
+    timed = numbers >= warmup
+    from_due = 1e3 * (done[timed] - due[numbers[timed]])
+    offered = len(due) - warmup
+    return {
+        "pace_frames_per_second": source.pace_fps,
+        "live_note": "frames arrive at the pace and the tracker keeps the newest, as from a camera: no segmenting ahead, "
+        "and frames it cannot keep up with are dropped",
+        "frames_processed_after_warmup": int(timed.sum()),
+        "frames_offered_after_warmup": int(offered),
+        "dropped_share_after_warmup": float(1.0 - timed.sum() / offered) if offered > 0 else None,
+        "latency_from_due_ms_p50": float(np.percentile(from_due, 50)) if from_due.size else None,
+        "latency_from_due_ms_p99": float(np.percentile(from_due, 99)) if from_due.size else None,
+    }
 
 
 def _write_profile(profiler: cProfile.Profile, path: Path, frames: int) -> None:
@@ -170,7 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also write where the tracker's thread spent the run's time (cProfile of the run alone, not the set-up; "
         "the capture thread and worker processes are not in it): the top functions by own and by total time",
     )
-    parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>[_memory][_replayed_network][_aheadN][_read_aheadN].json)")
+    parser.add_argument(
+        "--pace", type=float, default=None, metavar="FPS",
+        help="live use rather than capacity: frames arrive at FPS frames/s (with --input memory) and the tracker keeps "
+        "the newest, as from a camera; reports the latency from each frame's due time and the frames dropped",
+    )
+    parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>[_memory][_replayed_network][_aheadN][_read_aheadN][_pacedFPS].json)")
     args = parser.parse_args(argv)
     # Imported here, not at the top: segmentation worker processes import this module again
     # when they start, and need none of torch, numba or the inference runtimes.
@@ -180,6 +225,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--frames must be at least 1")
     if args.read_ahead is not None and args.read_ahead < 1:
         parser.error("--read-ahead must be at least 1")
+    if args.pace is not None:
+        if not (math.isfinite(args.pace) and args.pace > 0):
+            parser.error("--pace must be a positive number of frames per second")
+        if args.input != "memory":
+            parser.error("--pace needs --input memory (a recording plays at its own recorded rate)")
+        if args.read_ahead is not None or args.segment_ahead is not None:
+            parser.error("--pace measures live use, which keeps only the newest frame and segments no frame ahead: "
+                         "--read-ahead and --segment-ahead do not apply")
     # Before the synthetic frames are rendered, which loads the machine itself.
     load_before = os.getloadavg()[0]
     if args.backend not in BACKENDS:
@@ -206,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         hand_model = HandModel.load()
         manifest = load_manifest()
-        ahead = default_segment_ahead(args.backend) if args.segment_ahead is None else args.segment_ahead
+        # Live, as the tracker runs a camera: no workers, and the backend set up for none.
+        ahead = 0 if args.pace is not None else default_segment_ahead(args.backend) if args.segment_ahead is None else args.segment_ahead
         read_ahead = PLAYBACK_READ_AHEAD if args.read_ahead is None else args.read_ahead
         config = TrackerConfig(cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest), segment_ahead=ahead)
         backend = create_backend(args.backend, **backend_options(args.backend, ahead))
@@ -230,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             source = RecordingSource(recording, realtime=False)
         else:
             print(f"rendering {min(args.frames, 500)} synthetic frames ...")
-            source = _LoopedFrames([synthetic.render(i)[0] for i in range(min(args.frames, 500))], args.frames)
+            source = _LoopedFrames([synthetic.render(i)[0] for i in range(min(args.frames, 500))], args.frames, args.pace)
         # What the figures depend on besides the backend: its intra-op threads (onnxruntime
         # sizes them to the physical cores) and torch's.
         threads = {"backend": getattr(backend, "threads", None), "torch": torch.get_num_threads()}
@@ -241,13 +295,14 @@ def main(argv: list[str] | None = None) -> int:
         machine_at_start = machine_info()
         rss_start = rss_mb()
         sinks = [JsonLinesSink(Path(tmp) / "out.jsonl"), probe]
+        live = args.pace is not None
         if args.profile is None:
-            summary = run_pipeline(source, tracker, sinks, drop_old_frames=False, read_ahead=read_ahead)
+            summary = run_pipeline(source, tracker, sinks, drop_old_frames=live, read_ahead=read_ahead)
         else:
             # The profiler's own cost per call slows the run: these figures are for the
             # profile, not the speed.
             profiler = cProfile.Profile()
-            summary = profiler.runcall(run_pipeline, source, tracker, sinks, drop_old_frames=False, read_ahead=read_ahead)
+            summary = profiler.runcall(run_pipeline, source, tracker, sinks, drop_old_frames=live, read_ahead=read_ahead)
             _write_profile(profiler, args.profile, summary.frames)
         rss_end = rss_mb()
     stats = summary.stats()
@@ -265,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         for k in ("segment", "crop", "side", "network", "refit")
         if (v := _measured(probe.stage_ms.get(k, array("d"))[warmup:])).size
     }
-    ended_early = stats["frames"] != args.frames or stats["error"] is not None or stats["stopped_by"] != "end of input"
+    # Paced, the frames the tracker could not keep up with were dropped, not lost.
+    ended_early = stats["frames"] + (stats["dropped"] if live else 0) != args.frames or stats["error"] is not None or stats["stopped_by"] != "end of input"
     result = {
         "benchmark": "pipeline_speed",
         "command": ["python", "-m", "benchmarks.pipeline_speed", *(sys.argv[1:] if argv is None else argv)],
@@ -292,15 +348,19 @@ def main(argv: list[str] | None = None) -> int:
         "windows_of_100_frames": len(windows),
         "frames_per_second_median_100_frame_windows": float(np.median(windows)) if windows else None,
         "frames_per_second_overall": overall,
-        "read_ahead": read_ahead,
-        "latency_note": "from the frame's arrival to its estimate written; played as fast as possible, a frame arrives as soon as "
-        "there is room for it (read_ahead frames may wait), so this includes waiting for the processing of the frames before it "
-        "(latency at saturation)",
+        "read_ahead": 1 if live else read_ahead,  # live, the slot holds the newest frame only
+        "latency_note": (
+            "from the frame's arrival (handed over by the capture thread) to its estimate written" if live else
+            "from the frame's arrival to its estimate written; played as fast as possible, a frame arrives as soon as "
+            "there is room for it (read_ahead frames may wait), so this includes waiting for the processing of the frames before it "
+            "(latency at saturation)"
+        ),
         "latency_ms_p50": float(np.percentile(latency, 50)) if latency.size else None,
         "latency_ms_p99": float(np.percentile(latency, 99)) if latency.size else None,
         "processing_ms_p50": float(np.percentile(processing, 50)) if processing.size else None,
         "processing_ms_p99": float(np.percentile(processing, 99)) if processing.size else None,
         "stage_median_ms": stages,
+        **(_paced_figures(probe, source, warmup) if live else {}),
         "rss_mb_start": rss_start,
         "rss_mb_end": rss_end,
         "rss_mb_growth": rss_end - rss_start,
@@ -313,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         suffix += f"_ahead{args.segment_ahead}"
     if args.read_ahead is not None:  # the same
         suffix += f"_read_ahead{args.read_ahead}"
+    if live:
+        suffix += f"_paced{args.pace:g}"
     out = args.out or RESULTS / f"pipeline_speed_{args.backend}{suffix}.json"
     print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "tracker_config", "rss_mb_every_100_frames", "workers_rss_mb_every_100_frames")}, indent=2))
     if ended_early:

@@ -1,4 +1,5 @@
 import json
+import time
 
 import numpy as np
 import pytest
@@ -67,6 +68,42 @@ def test_pipeline_speed_measures_a_short_run_after_its_warm_up(tmp_path):
     assert result["frames_per_second_overall"] > 0 and result["latency_ms_p50"] <= result["latency_ms_p99"]
     assert set(result["stage_median_ms"]) >= {"segment", "crop", "network", "refit"}
     assert result["threads"]["torch"] >= 1 and result["threads"]["backend"] >= 1
+
+
+def test_frames_played_at_a_pace_arrive_no_earlier_than_due():
+    from benchmarks.pipeline_speed import _LoopedFrames
+    from tracker.types import CameraIntrinsics, DepthFrame
+
+    intrinsics = CameraIntrinsics(width=8, height=6, fx=5.0, fy=5.0, cx=4.0, cy=3.0)
+    frame = DepthFrame(depth=np.zeros((6, 8), np.uint16), depth_scale=0.001, intrinsics=intrinsics, timestamp_ms=0.0, frame_number=0)
+    source = _LoopedFrames([frame], total=10, pace_fps=100.0)
+    arrived = []
+    for played in source.frames():
+        arrived.append(time.perf_counter())
+        assert played.timestamp_ms == pytest.approx(10.0 * played.frame_number)  # exact: 1000 / 100 per frame
+    due = np.array(source.due)
+    assert len(due) == 10 and np.allclose(np.diff(due), 0.01)
+    assert np.all(np.array(arrived) >= due)
+
+
+def test_pipeline_speed_at_a_camera_pace_measures_live_use(tmp_path):
+    from benchmarks.pipeline_speed import main as pipeline_speed
+
+    out = tmp_path / "paced.json"
+    # 40 frames at 40 frames/s, a second: the replayed network's few milliseconds a frame keep
+    # up on any machine the tests run on, so the rate is the pace's.
+    assert pipeline_speed(["--input", "memory", "--frames", "40", "--warmup", "10", "--replay-network", "--pace", "40", "--out", str(out)]) == 0
+    result = json.loads(out.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
+    assert result["pace_frames_per_second"] == 40.0 and "arriving at 40 frames/s" in result["input"]
+    assert result["frames"] + result["dropped"] == 40 and result["frames_offered_after_warmup"] == 30
+    assert result["frames_processed_after_warmup"] == pytest.approx(30 * (1 - result["dropped_share_after_warmup"]))
+    # Played at its pace, not as fast as possible: 29 gaps of 25 ms at least between the
+    # first timed frame and the last (5 % for the clock's and the scheduler's jitter).
+    assert result["frames_per_second_overall"] <= 40.0 * 1.05
+    # Live, as from a camera: no segmenting ahead, a one-frame slot.
+    assert result["tracker_config"]["segment_ahead"] == 0 and result["read_ahead"] == 1
+    # A frame is due before it is handed over, so its latency from then is the longer one.
+    assert 0 < result["latency_ms_p50"] <= result["latency_from_due_ms_p50"] <= result["latency_from_due_ms_p99"]
 
 
 def test_pipeline_speed_writes_no_result_for_a_run_that_ended_early(tmp_path, monkeypatch, capsys):
