@@ -298,6 +298,35 @@ def test_segmenting_ahead_processes_every_frame_in_order_reproducibly(hand_model
         assert a.timings_ms["segment"] > 0
 
 
+def test_a_run_segments_with_one_opencv_thread_and_then_gives_the_pool_back(hand_model):
+    from tracker.prepare import PREPARE_OPENCV_THREADS
+
+    class Threads(_Collect):
+        def write(self, result):
+            self.results.append(cv2.getNumThreads())
+
+    from tracker.backends import create_backend
+    from tracker.estimator import HandEstimator
+    from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
+
+    tracker = HandTracker(HandEstimator(create_backend("onnxruntime"), hand_model), TrackerConfig(segment_ahead=0))
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(3)  # not what the run uses, whatever the machine's cores
+    try:
+        sink = Threads()
+        run_pipeline(SyntheticSource(seed=4, max_frames=3, hand_model=hand_model), tracker, [sink], drop_old_frames=False)
+        assert sink.results == [PREPARE_OPENCV_THREADS] * 3
+        assert cv2.getNumThreads() == 3
+        # Given back when a sink fails too.
+        failing = Threads()
+        failing.write = lambda result: 1 / 0
+        with pytest.raises(ZeroDivisionError):
+            run_pipeline(SyntheticSource(seed=4, max_frames=3, hand_model=hand_model), tracker, [failing], drop_old_frames=False)
+        assert cv2.getNumThreads() == 3
+    finally:
+        cv2.setNumThreads(before)
+
+
 def test_segmenting_ahead_stops_at_max_frames(hand_model):
     summary, results = _run(hand_model, 2, 10, stop_after=4)
     assert summary.frames == 4 and summary.stopped_by == "max frames" and len(results) == 4

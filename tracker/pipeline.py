@@ -22,12 +22,13 @@ from array import array
 from collections import deque
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from tracker.crop import DEFAULT_CUBE_SIZE_M, CropFrame, OutOfImage
 from tracker.estimator import HandEstimator, Launched
 from tracker.lens import pinhole_view, project
-from tracker.prepare import PrepareConfig, Prepared, PrepareWorkerEnded, PrepareWorkers, prepare_frame, side_classifier_crop
+from tracker.prepare import PREPARE_OPENCV_THREADS, PrepareConfig, Prepared, PrepareWorkerEnded, PrepareWorkers, prepare_frame, side_classifier_crop
 from tracker.segment import SegmentConfig
 from tracker.side_vote import SideVote, SideVoteConfig
 from tracker.signals import SignalHandlers
@@ -385,6 +386,7 @@ def run_pipeline(
     turns true (a viewer window closed) ends the run after the current frame.
     """
     tracker.reset()  # a tracker used for an earlier run starts this one afresh
+    opencv_threads = cv2.getNumThreads()  # put back after the run: the caller's own OpenCV keeps its pool
     slot = _FrameSlot(drop_old_frames, read_ahead)
     stop = threading.Event()
     summary = RunSummary()
@@ -452,6 +454,7 @@ def run_pipeline(
         # In here: a signal landing while the handlers go in still closes the source and
         # sinks, and the handlers already replaced are put back.
         handlers.install()
+        cv2.setNumThreads(PREPARE_OPENCV_THREADS)
         if workers > 0:  # in here: a failure to start them still closes the source and sinks
             ahead = PrepareWorkers(workers, tracker.prepare_config, tracker.side_classifier)
         thread.start()
@@ -545,6 +548,7 @@ def run_pipeline(
         for sink in sinks:
             close(sink)
         handlers.restore()
+        cv2.setNumThreads(opencv_threads)
         if first_taken is not None and last_written is not None:
             summary.seconds = last_written - first_taken
         # A failure to close is raised only when nothing else is on its way out (not

@@ -29,6 +29,16 @@ from tracker.side_inference import SideClassifier
 from tracker.types import CameraIntrinsics, DepthFrame, HandCrop, Handedness, depth_to_metres
 
 
+#: OpenCV threads while frames are prepared, in the tracker's process and in each worker.
+#: Segmentation's OpenCV calls (connected components, dilations of a 640x480 mask) are too
+#: small for a pool of one thread per core to pay: one thread segments a frame no slower
+#: even alone on two idle cores (1.72 against 1.79 ms), and with several workers beside the
+#: network each worker's pool would oversubscribe the cores. On a 16-core GPU machine, with
+#: the default pool, segmentation took 3.0-3.6 ms a frame against the 1.5 ms of a 2-core
+#: development VM, where the refit, which uses no OpenCV, took the same time on both.
+PREPARE_OPENCV_THREADS = 1
+
+
 @dataclass(frozen=True)
 class PrepareConfig:
     segment: SegmentConfig
@@ -128,10 +138,7 @@ def serve(connection, config: PrepareConfig, classifier_onnx: tuple[bytes, dict]
     ends (it finishes the frame at hand and closes the outputs).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # One thread: a worker is one of several processes sharing the cores with the network,
-    # and OpenCV's own pool (as many threads as cores, in every worker) would oversubscribe
-    # them. Even alone on two idle cores, one thread segments a 640x480 frame no slower.
-    cv2.setNumThreads(1)
+    cv2.setNumThreads(PREPARE_OPENCV_THREADS)
     classifier = None if classifier_onnx is None else SideClassifier.from_onnx(*classifier_onnx)
     blocks: dict[str, shared_memory.SharedMemory] = {}
     try:
