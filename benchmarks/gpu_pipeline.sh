@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU speed checks without the training, in about three minutes (each stage is cut off at
-# 60 to 90 s: at most 7.5 minutes with one number of workers, 9.5 with three), for a short slot on
+# 60 to 90 s: at most 8.5 minutes with one number of workers, 9.5 with two), for a short slot on
 # a machine with an NVIDIA GPU and PyTorch (CUDA) but nothing of this project installed:
 #
 #   OUT=/some/dir bash benchmarks/gpu_pipeline.sh [WORKERS...]     (default: 3)
@@ -12,12 +12,14 @@
 #    number of worker processes given, then at the largest with the network's output
 #    replayed (the ceiling the CPU stages set), and with the capture thread reading up to
 #    4 frames ahead instead of 1;
-# 4. where the tracker thread spends its time at the largest number: a cProfile of the main
+# 4. live use: frames arriving at 90 frames/s as from a camera, the tracker keeping the newest
+#    (no workers), and the latency from each frame's due time;
+# 5. where the tracker thread spends its time at the largest number: a cProfile of the main
 #    thread (the worker processes are not in it), the top functions by own and total time.
 #
 # Results in $OUT: session.log, network_speed_gpu.json, pipeline_speed_gpu_aheadN.json per
 # number, pipeline_speed_gpu_aheadN_replayed_network.json, pipeline_speed_gpu_aheadN_read_ahead4.json,
-# main_thread_profile.txt (at most 8 files for up to 3 numbers). Each is written as soon as it exists, so a run cut short
+# pipeline_speed_gpu_paced90.json, main_thread_profile.txt (at most 8 files for up to 2 numbers). Each is written as soon as it exists, so a run cut short
 # keeps what was done. Needs what benchmarks/gpu_session.sh needs. GPU_SESSION_SMOKE=1 runs
 # every stage tiny and on the CPU (tests/test_gpu_session.py).
 set -uo pipefail
@@ -29,8 +31,8 @@ python=${PYTHON:-python3}
 smoke=${GPU_SESSION_SMOKE:-0}
 workers=("$@")
 [ ${#workers[@]} -eq 0 ] && workers=(3)
-if [ ${#workers[@]} -gt 3 ]; then
-  echo "at most 3 numbers of workers (8 result files come back from a remote machine)" >&2
+if [ ${#workers[@]} -gt 2 ]; then
+  echo "at most 2 numbers of workers (8 result files come back from a remote machine)" >&2
   exit 2
 fi
 most=$(printf '%s\n' "${workers[@]}" | sort -n | tail -1)
@@ -42,9 +44,9 @@ log="$out/session.log"
 deadline=$((start + 900))
 
 if [ "$smoke" = 1 ]; then
-  backend=onnxruntime speed_backends=onnxruntime speed_args=(--iterations 5 --warmup 2) frames=120 profile_frames=60
+  backend=onnxruntime speed_backends=onnxruntime speed_args=(--iterations 5 --warmup 2) frames=120 profile_frames=60 live_frames=120
 else
-  backend=torch-cuda speed_backends=torch-cuda speed_args=() frames=2000 profile_frames=1000
+  backend=torch-cuda speed_backends=torch-cuda speed_args=() frames=2000 profile_frames=1000 live_frames=1000
 fi
 
 # shellcheck source=benchmarks/gpu_common.sh
@@ -63,6 +65,8 @@ run_stage "pipeline ($most workers, network replayed)" 60 "$python" -m benchmark
 run_stage "pipeline ($most workers, 4 frames read ahead)" 60 "$python" -m benchmarks.pipeline_speed --input memory \
   --frames "$frames" --backend "$backend" --segment-ahead "$most" --read-ahead 4 \
   --out "$out/pipeline_speed_gpu_ahead${most}_read_ahead4.json"
+run_stage "live, 90 frames/s" 60 "$python" -m benchmarks.pipeline_speed --input memory \
+  --frames "$live_frames" --backend "$backend" --pace 90 --out "$out/pipeline_speed_gpu_paced90.json"
 
 run_stage "main-thread profile ($most workers)" 60 "$python" -m benchmarks.pipeline_speed --input memory \
   --frames "$profile_frames" --backend "$backend" --segment-ahead "$most" --profile "$out/main_thread_profile.txt" \

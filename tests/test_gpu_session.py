@@ -87,6 +87,9 @@ def test_gpu_pipeline_smoke_run_brings_back_every_result(tmp_path):
         assert pipeline["network"].startswith("replayed") == (variant == "_replayed_network")
         assert pipeline["read_ahead"] == (4 if variant == "_read_ahead4" else 1)
     assert "onnxruntime" in json.loads((out / "network_speed_gpu.json").read_text())["backends"]
+    live = json.loads((out / "pipeline_speed_gpu_paced90.json").read_text())
+    assert live["pace_frames_per_second"] == 90.0 and live["frames"] + live["dropped"] == 120
+    assert live["tracker_config"]["segment_ahead"] == 0
     profile = (out / "main_thread_profile.txt").read_text()
     assert "tottime" in profile and "(complete)" in profile  # the tracker's per-frame step is in it
     files = [p for p in out.rglob("*") if p.is_file()]
