@@ -234,3 +234,47 @@ def test_only_the_frames_the_overlay_shows_are_drawn(tmp_path, hand_model, name,
         sink.write(FrameResult(DepthFrame(np.full((48, 64), 500, np.uint16), 0.001, k, timestamp_ms=1000 * i / 90, frame_number=i), (), {}))
     sink.close()
     assert len(calls) == drawn and calls[-1] == 30
+
+
+def test_depth_colours_follow_the_turbo_map_from_near_red_to_far_blue():
+    import cv2
+    import numpy as np
+
+    from tracker.synth.contact_sheet import colourise_depth
+
+    turbo = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[None], cv2.COLORMAP_TURBO)[0]
+    # near 0.5, far 1.3 m: level 255 (1.3 - d) / 0.8 rounded down, saturated; 0 m is no data.
+    depth = np.array([[0.4, 0.5, 0.7, 0.9, 1.1, 1.3, 2.0, 0.0]], np.float32)
+    expected = turbo[[255, 255, 191, 127, 63, 0, 0, 0]]
+    expected[-1] = 0
+    np.testing.assert_array_equal(colourise_depth(depth, 0.5, 1.3)[0], expected)
+    # Anywhere in between, within one level of the exact map (float32 rounding at a level's edge).
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.0, 2.0, (120, 160)).astype(np.float32)
+    exact = np.floor(255 * (1.3 - np.clip(depth.astype(np.float64), 0.5, 1.3)) / 0.8).astype(int)
+    got = colourise_depth(depth, 0.5, 1.3)
+    level = np.abs(turbo[None, None].astype(int) - got[:, :, None].astype(int)).sum(-1).argmin(-1)
+    assert np.abs(level - exact).max() <= 1
+
+
+def test_the_mesh_is_shaded_over_its_box_as_over_the_whole_image():
+    import numpy as np
+
+    from tracker.viewer import _shade_mesh
+
+    rng = np.random.default_rng(1)
+    for rows, cols in ((slice(30, 70), slice(50, 90)), (slice(0, 20), slice(140, 160))):  # inside; at a corner
+        covered = np.zeros((100, 160), bool)
+        covered[rows, cols] = rng.random((20 if rows.start == 0 else 40, 20 if cols.start == 140 else 40)) < 0.8
+        mesh_depth = np.where(covered, 0.5 + 0.02 * rng.random(covered.shape), 0.0)
+        image = rng.integers(0, 255, (100, 160, 3), dtype=np.uint8)
+        # What the overlay did over the whole image: its slopes, and the blend on the covered pixels.
+        gy, gx = np.gradient(np.where(covered, mesh_depth, np.median(mesh_depth[covered])))
+        light = np.clip(0.65 + 30 * (gx + gy), 0.25, 1.0)[covered]
+        expected = image.copy()
+        expected[covered] = (0.35 * image[covered] + 0.65 * np.stack([light * 235, light * 235, light * 245], -1)).astype(np.uint8)
+        _shade_mesh(image, mesh_depth, covered)
+        np.testing.assert_array_equal(image, expected)
+    untouched = image.copy()
+    _shade_mesh(image, mesh_depth, np.zeros_like(covered))  # no mesh in view: nothing drawn
+    np.testing.assert_array_equal(image, untouched)

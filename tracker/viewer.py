@@ -30,25 +30,43 @@ def draw_overlay(result: FrameResult, faces: np.ndarray, fps: float | None = Non
     frame = result.frame
     # Drawn on the pinhole view of a stream with a lens model, where the mesh renders exactly.
     depth_m, k = pinhole_view(frame.depth_m(), frame.intrinsics)
-    valid = depth_m[depth_m > 0]
-    near, far = (np.percentile(valid, [1, 90]) if valid.size else (0.2, 1.5))
     if result.hands:
         z = float(np.median(result.hands[0].joints_cam_m[:, 2]))
         near, far = z - 0.2, z + 0.6
+    else:
+        valid = depth_m[depth_m > 0]
+        near, far = (np.percentile(valid, [1, 90]) if valid.size else (0.2, 1.5))
     image = colourise_depth(depth_m, near, far)
     for hand in result.hands:
         mesh_depth, face_index, _ = render_mesh(hand.vertices_cam_m, faces, k.fx, k.fy, k.cx, k.cy, k.height, k.width)
-        covered = face_index >= 0
-        if covered.any():
-            gy, gx = np.gradient(np.where(covered, mesh_depth, np.median(mesh_depth[covered])))
-            light = np.clip(0.65 + 30 * (gx + gy), 0.25, 1.0)[covered]
-            image[covered] = (0.35 * image[covered] + 0.65 * np.stack([light * 235, light * 235, light * 245], -1)).astype(np.uint8)
+        _shade_mesh(image, mesh_depth, face_index >= 0)
         draw_skeleton(image, hand.joints_uv_px if k is frame.intrinsics else project(hand.joints_cam_m, k))
     text = f"frame {frame.frame_number}  hands {len(result.hands)}"
     if fps is not None:
         text += f"  {fps:.0f} fps"
     cv2.putText(image, text, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
     return image
+
+
+def _shade_mesh(image: np.ndarray, mesh_depth: np.ndarray, covered: np.ndarray) -> None:
+    """Blend the rendered mesh, lit by its depth's slope, into ``image`` in place.
+
+    Only over the mesh's bounding box and a pixel around it, the neighbours its slopes are
+    taken from: the hand covers a few percent of the image, which the overlay draws live.
+    """
+    rows, cols = np.flatnonzero(covered.any(axis=1)), np.flatnonzero(covered.any(axis=0))
+    if not rows.size:
+        return
+    box = (
+        slice(max(rows[0] - 1, 0), min(rows[-1] + 2, covered.shape[0])),
+        slice(max(cols[0] - 1, 0), min(cols[-1] + 2, covered.shape[1])),
+    )
+    covered, mesh_depth, region = covered[box], mesh_depth[box], image[box]
+    if min(covered.shape) < 2:  # np.gradient needs two pixels along each axis
+        return
+    gy, gx = np.gradient(np.where(covered, mesh_depth, np.median(mesh_depth[covered])))
+    light = np.clip(0.65 + 30 * (gx + gy), 0.25, 1.0)[covered]
+    region[covered] = (0.35 * region[covered] + 0.65 * np.stack([light * 235, light * 235, light * 245], -1)).astype(np.uint8)
 
 
 class OverlayPainter:

@@ -34,11 +34,20 @@ def project(points_cam_m: np.ndarray, intrinsics: CameraIntrinsics) -> np.ndarra
 
 
 def colourise_depth(depth_m: np.ndarray, near_m: float, far_m: float) -> np.ndarray:
-    """(H, W) float metres -> (H, W, 3) uint8 BGR turbo colour map; no data is black."""
-    t = np.clip((depth_m - near_m) / max(far_m - near_m, 1e-6), 0, 1)
-    image = cv2.applyColorMap((255 * (1 - t)).astype(np.uint8), cv2.COLORMAP_TURBO)
-    image[depth_m <= 0] = 0
-    return image
+    """(H, W) float metres -> (H, W, 3) uint8 BGR turbo colour map, red near, blue far;
+    no data is black.
+
+    In OpenCV's single passes rather than numpy's: the live overlay colours every frame.
+    The map's level is 255 (far - d) / (far - near) rounded down and saturated into 0..255
+    (OpenCV rounds to nearest, half away from zero: hence the not quite half a level off).
+    Depth is clamped to ``far_m`` first, so that the absolute value OpenCV takes changes
+    nothing.
+    """
+    depth = np.asarray(depth_m, np.float32)
+    span = max(float(far_m) - float(near_m), 1e-6)
+    levels = cv2.convertScaleAbs(np.minimum(depth, np.float32(far_m)), alpha=-255.0 / span, beta=255.0 * float(far_m) / span - 0.499)
+    image = cv2.applyColorMap(levels, cv2.COLORMAP_TURBO)
+    return cv2.bitwise_and(image, image, mask=(depth > 0).view(np.uint8))
 
 
 def colourise_mesh_coords(mesh_coords: np.ndarray, grid_size: int = 16) -> np.ndarray:
