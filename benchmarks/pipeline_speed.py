@@ -1,7 +1,7 @@
 """End-to-end tracking capacity: a recording played as fast as possible through the tracker.
 
     python -m benchmarks.pipeline_speed [--frames 2000] [--backend onnxruntime] [--input recording|memory]
-        [--segment-ahead N] [--replay-network] [--warmup N] [--pace FPS]
+        [--segment-ahead N] [--replay-network] [--warmup N] [--pace FPS] [--video]
 
 Builds a .db3 recording of the synthetic moving hand (rs.software_device + rs.recorder),
 then runs the whole chain on it, every frame, no viewer: playback -> segment -> crop ->
@@ -215,7 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         help="live use rather than capacity: frames arrive at FPS frames/s (with --input memory) and the tracker keeps "
         "the newest, as from a camera; reports the latency from each frame's due time and the frames dropped",
     )
-    parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>[_memory][_replayed_network][_aheadN][_read_aheadN][_pacedFPS].json)")
+    parser.add_argument(
+        "--video", action="store_true",
+        help="also write the overlay video (depth colour map, mesh, skeleton; into a temporary file), as run_tracker.py --video does",
+    )
+    parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>[_memory][_replayed_network][_aheadN][_read_aheadN][_pacedFPS][_video].json)")
     args = parser.parse_args(argv)
     # Imported here, not at the top: segmentation worker processes import this module again
     # when they start, and need none of torch, numba or the inference runtimes.
@@ -295,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         machine_at_start = machine_info()
         rss_start = rss_mb()
         sinks = [JsonLinesSink(Path(tmp) / "out.jsonl"), probe]
+        if args.video:
+            from tracker.viewer import VideoSink
+
+            sinks.insert(1, VideoSink(Path(tmp) / "overlay.mp4", hand_model, fps=args.pace or 30.0))
         live = args.pace is not None
         if args.profile is None:
             summary = run_pipeline(source, tracker, sinks, drop_old_frames=live, read_ahead=read_ahead)
@@ -331,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         "weights_sha256": manifest["files"],
         "backend": args.backend,
         "network": "replayed (first crop's output every frame)" if args.replay_network else "run every frame",
+        "overlay_video": args.video,
         # Under the profiler every Python call costs more: not a speed figure to quote.
         "profiled": args.profile is not None,
         "input": source.description,
@@ -375,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
         suffix += f"_read_ahead{args.read_ahead}"
     if live:
         suffix += f"_paced{args.pace:g}"
+    if args.video:
+        suffix += "_video"
     out = args.out or RESULTS / f"pipeline_speed_{args.backend}{suffix}.json"
     print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "tracker_config", "rss_mb_every_100_frames", "workers_rss_mb_every_100_frames")}, indent=2))
     if ended_early:

@@ -90,11 +90,11 @@ def test_pipeline_speed_at_a_camera_pace_measures_live_use(tmp_path):
     from benchmarks.pipeline_speed import main as pipeline_speed
 
     out = tmp_path / "paced.json"
-    # 40 frames at 40 frames/s, a second: the replayed network's few milliseconds a frame keep
-    # up on any machine the tests run on, so the rate is the pace's.
-    assert pipeline_speed(["--input", "memory", "--frames", "40", "--warmup", "10", "--replay-network", "--pace", "40", "--out", str(out)]) == 0
+    # 40 frames at 40 frames/s, a second, with the overlay video written too.
+    assert pipeline_speed(["--input", "memory", "--frames", "40", "--warmup", "10", "--replay-network", "--pace", "40", "--video", "--out", str(out)]) == 0
     result = json.loads(out.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
     assert result["pace_frames_per_second"] == 40.0 and "arriving at 40 frames/s" in result["input"]
+    assert result["overlay_video"] is True
     assert result["frames"] + result["dropped"] == 40 and result["frames_offered_after_warmup"] == 30
     assert result["frames_processed_after_warmup"] == pytest.approx(30 * (1 - result["dropped_share_after_warmup"]))
     # Played at its pace, not as fast as possible: 29 gaps of 25 ms at least between the
