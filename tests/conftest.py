@@ -1,4 +1,5 @@
 import multiprocessing
+import multiprocessing.connection
 
 import numpy as np
 import pytest
@@ -14,7 +15,9 @@ def end_leaked_children(grace_s: float = 5.0) -> list[str]:
     ends a training run cleanly) would keep the test run from exiting, for as long as the
     child lives.
     """
-    leaked = multiprocessing.active_children()
+    # One whose sentinel is ready has ended, even if it reads as alive (something else
+    # reaped it, and waitpid's ECHILD reads as "not started yet"): its pid may be another's now.
+    leaked = [child for child in multiprocessing.active_children() if not multiprocessing.connection.wait([child.sentinel], timeout=0)]
     for child in leaked:
         child.kill()
     for child in leaked:

@@ -1,4 +1,3 @@
-import ctypes
 import csv
 import json
 import multiprocessing
@@ -766,37 +765,53 @@ class _Counting(torch.utils.data.IterableDataset):
             count += 1
 
 
-def _abort_when_exiting(worker_id: int) -> None:
-    """A data worker that ignores stop signals, as training's do, and dies by SIGABRT when
-    it exits, as one did at the end of a run on a GPU machine (spawned: imported from here)."""
+def _die_by_signal_when_exiting(worker_id: int) -> None:
+    """A data worker that ignores stop signals, as training's do, and dies by a signal when
+    it exits, as one did (SIGABRT) at the end of a run on a GPU machine (spawned: imported
+    from here). SIGUSR1 rather than an abort: its default action dumps no core, and a core
+    dump (a core_pattern that pipes to a helper ignores RLIMIT_CORE) holds the process."""
     import multiprocessing.util
-    import resource
 
     from tracker.train import _ignore_interrupts
 
     _ignore_interrupts(worker_id)
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file from the abort
-    # Nor a core dump at all: a core_pattern that pipes to a helper ignores the limit, and a
-    # process being dumped cannot be reaped until the helper has read it all.
-    ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+    multiprocessing.util.Finalize(None, _end_by_sigusr1, exitpriority=100)
+
+
+def _end_by_sigusr1() -> None:
+    # Its default action: a native library in the worker handles SIGUSR1 with an abort.
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGUSR1)
     multiprocessing.util.Finalize(None, os.abort, exitpriority=100)
 
 
 def _still_running(process) -> str:
-    """'' once the process has ended, else its pid and kernel state, for the failure message.
+    """'' once the process has ended, else its pid and kernel state, for the failure message."""
+    from tracker.train import _worker_ended
 
-    multiprocessing's is_alive() alone would not do: once anything else in the test process
-    has reaped the child, its waitpid fails with ECHILD, which it takes for "not started
-    yet", and the child reads as alive for ever.
-    """
-    if not process.is_alive():
+    if _worker_ended(process):
         return ""
     try:
         with open(f"/proc/{process.pid}/stat") as stat:
-            state = stat.read().rpartition(")")[2].split()[0]
+            return f"pid {process.pid} in state {stat.read().rpartition(')')[2].split()[0]}"
     except FileNotFoundError:
-        return ""  # reaped by someone else: gone
-    return "" if state in ("Z", "X") else f"pid {process.pid} in state {state}"
+        return f"pid {process.pid}, with no /proc entry"
+
+
+def test_a_worker_reaped_elsewhere_counts_as_ended_and_is_not_killed_again():
+    from tracker.train import _worker_ended
+
+    worker = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(30,))
+    worker.start()
+    try:
+        assert not _worker_ended(worker)
+        os.kill(worker.pid, signal.SIGKILL)
+        os.waitpid(worker.pid, 0)  # reaped behind multiprocessing's back
+        assert worker.is_alive()  # waitpid's ECHILD, read as "not started yet"
+        assert _worker_ended(worker)  # its sentinel says otherwise
+    finally:
+        if not _worker_ended(worker):
+            worker.kill()
 
 
 def test_a_data_worker_dying_while_the_loader_stops_does_not_fail_the_run(capsys):
@@ -806,7 +821,7 @@ def test_a_data_worker_dying_while_the_loader_stops_does_not_fail_the_run(capsys
 
     loader = DataLoader(
         _Counting(), batch_size=2, num_workers=2, persistent_workers=True,
-        multiprocessing_context="spawn", worker_init_fn=_abort_when_exiting,
+        multiprocessing_context="spawn", worker_init_fn=_die_by_signal_when_exiting,
     )
     next(iter(loader))
     iterator = loader._iterator
@@ -818,12 +833,12 @@ def test_a_data_worker_dying_while_the_loader_stops_does_not_fail_the_run(capsys
         # did, and raised this from the join.
         iterator._shutdown_workers = shutdown  # once: the iterator's __del__ calls it again
         shutdown()  # raises this itself when torch's handler sees the death in time
-        raise RuntimeError(f"DataLoader worker (pid {workers[0].pid}) is killed by signal: Aborted. ")
+        raise RuntimeError(f"DataLoader worker (pid {workers[0].pid}) is killed by signal: User defined signal 1. ")
 
     iterator._shutdown_workers = shutdown_as_on_the_gpu_machine
     _end_data_workers(loader)  # the trained network is sound; stopping must not raise
-    assert not [_still_running(worker) for worker in workers if _still_running(worker)]
-    assert any(worker.exitcode == -signal.SIGABRT for worker in workers)  # the death did happen
+    assert not [state for state in map(_still_running, workers) if state]
+    assert any(worker.exitcode == -signal.SIGUSR1 for worker in workers)  # the death did happen
     assert "ended abnormally" in capsys.readouterr().err
 
 

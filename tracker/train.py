@@ -28,6 +28,7 @@ import csv
 import dataclasses
 import json
 import math
+import multiprocessing.connection
 import os
 import signal
 import sys
@@ -338,7 +339,7 @@ def _end_data_workers(loader: DataLoader) -> None:
         failure = error
     killed = []
     for worker in workers:
-        if worker.is_alive():
+        if not _worker_ended(worker):
             worker.kill()
             worker.join(timeout=5.0)
             killed.append(worker)
@@ -349,6 +350,14 @@ def _end_data_workers(loader: DataLoader) -> None:
     elif failure is not None:
         print(f"note: stopping the data-loader workers: {failure}; the trained network is not affected", file=sys.stderr)
     loader._iterator = None
+
+
+def _worker_ended(worker) -> bool:
+    """Whether a worker process has ended, also when something else reaped it: its
+    ``is_alive()`` then stays true for ever (waitpid's ECHILD reads as "not started"), and
+    a kill would go to whatever process has its pid now. Its sentinel, the pipe it held
+    open, closes when it ends, however it is reaped."""
+    return not worker.is_alive() or bool(multiprocessing.connection.wait([worker.sentinel], timeout=0))
 
 
 def _exit_described(exitcode: int) -> str:
