@@ -278,3 +278,18 @@ def test_the_mesh_is_shaded_over_its_box_as_over_the_whole_image():
     untouched = image.copy()
     _shade_mesh(image, mesh_depth, np.zeros_like(covered))  # no mesh in view: nothing drawn
     np.testing.assert_array_equal(image, untouched)
+
+
+def test_depth_colours_of_an_empty_range_are_those_of_a_millimetre():
+    import numpy as np
+
+    from tracker.synth.contact_sheet import colourise_depth
+
+    # A frame whose valid pixels all lie at one depth gives the overlay near == far.
+    depth = np.array([[0.7, 0.7004, 0.7011, 0.0, np.nan]], np.float32)
+    np.testing.assert_array_equal(colourise_depth(depth, 0.7, 0.7), colourise_depth(depth, 0.7, 0.701))
+    got = colourise_depth(depth, 0.7, 0.7)[0]
+    reference = colourise_depth(np.array([[0.0001, 10.0]], np.float32), 0.0, 1.0)[0]  # the map's near and far ends
+    np.testing.assert_array_equal(got[0], reference[0])  # at near: the nearest colour
+    np.testing.assert_array_equal(got[2], reference[1])  # past the millimetre: the farthest
+    assert not got[3:].any()  # no data, NaN included: black

@@ -35,17 +35,19 @@ def project(points_cam_m: np.ndarray, intrinsics: CameraIntrinsics) -> np.ndarra
 
 def colourise_depth(depth_m: np.ndarray, near_m: float, far_m: float) -> np.ndarray:
     """(H, W) float metres -> (H, W, 3) uint8 BGR turbo colour map, red near, blue far;
-    no data is black.
+    no data (0, negative or NaN) is black. A range under a millimetre is widened to one,
+    beyond ``near_m``.
 
-    In OpenCV's single passes rather than numpy's: the live overlay colours every frame.
-    The map's level is 255 (far - d) / (far - near) rounded down and saturated into 0..255
-    (OpenCV rounds to nearest, half away from zero: hence the not quite half a level off).
-    Depth is clamped to ``far_m`` first, so that the absolute value OpenCV takes changes
-    nothing.
+    In few passes, most of them OpenCV's: the live overlay colours every frame. The map's
+    level is 255 (far - d) / (far - near) rounded down and saturated into 0..255 (OpenCV
+    rounds to nearest: hence the not quite half a level off). Depth is clamped to ``far``
+    and taken from it first, so that the absolute value OpenCV takes changes nothing, and
+    so that no large offset costs float32 its precision.
     """
     depth = np.asarray(depth_m, np.float32)
-    span = max(float(far_m) - float(near_m), 1e-6)
-    levels = cv2.convertScaleAbs(np.minimum(depth, np.float32(far_m)), alpha=-255.0 / span, beta=255.0 * float(far_m) / span - 0.499)
+    span = max(float(far_m) - float(near_m), 1e-3)
+    far = np.float32(float(near_m) + span)
+    levels = cv2.convertScaleAbs(far - np.minimum(depth, far), alpha=255.0 / span, beta=-0.499)
     image = cv2.applyColorMap(levels, cv2.COLORMAP_TURBO)
     return cv2.bitwise_and(image, image, mask=(depth > 0).view(np.uint8))
 
