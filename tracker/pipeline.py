@@ -547,8 +547,8 @@ def run_pipeline(
             thread.join(timeout=5.0)
         for sink in sinks:
             close(sink)
-        handlers.restore()
         cv2.setNumThreads(opencv_threads)
+        handlers.restore()
         if first_taken is not None and last_written is not None:
             summary.seconds = last_written - first_taken
         # A failure to close is raised only when nothing else is on its way out (not

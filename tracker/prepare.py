@@ -31,11 +31,11 @@ from tracker.types import CameraIntrinsics, DepthFrame, HandCrop, Handedness, de
 
 #: OpenCV threads while frames are prepared, in the tracker's process and in each worker.
 #: Segmentation's OpenCV calls (connected components, dilations of a 640x480 mask) are too
-#: small for a pool of one thread per core to pay: one thread segments a frame no slower
-#: even alone on two idle cores (1.72 against 1.79 ms), and with several workers beside the
-#: network each worker's pool would oversubscribe the cores. On a 16-core GPU machine, with
-#: the default pool, segmentation took 3.0-3.6 ms a frame against the 1.5 ms of a 2-core
-#: development VM, where the refit, which uses no OpenCV, took the same time on both.
+#: small for a pool of one thread per core to pay: one thread segmented frames no slower
+#: than two even alone on two idle cores, and with several workers beside the network each
+#: worker's pool would oversubscribe the cores. On a 16-core GPU machine, with OpenCV's
+#: default pool, segmentation took 1.5 times as long as on a 2-core development VM, while
+#: the refit, which uses no OpenCV, took the same time on both.
 PREPARE_OPENCV_THREADS = 1
 
 
