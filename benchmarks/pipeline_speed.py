@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--video", action="store_true",
-        help="also write the overlay video (depth colour map, mesh, skeleton; into a temporary file), as run_tracker.py --video does",
+        help="also write the overlay video (depth colour map, mesh, skeleton; 30 frames/s, into a temporary file), "
+        "as run_tracker.py --video does",
     )
     parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>[_memory][_replayed_network][_aheadN][_read_aheadN][_pacedFPS][_video].json)")
     args = parser.parse_args(argv)
@@ -248,7 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--warmup must be at least 0 and fewer than --frames")
     from tracker.estimator import HandEstimator
     from tracker.hand_model import HandModel
+    import cv2
+
     from tracker.pipeline import PLAYBACK_READ_AHEAD, HandTracker, TrackerConfig, backend_options, default_segment_ahead, run_pipeline
+    from tracker.prepare import PREPARE_OPENCV_THREADS
     from tracker.sinks import JsonLinesSink
     from tracker.synth.dataset import config_to_dict
     import torch
@@ -291,7 +295,11 @@ def main(argv: list[str] | None = None) -> int:
             source = _LoopedFrames([synthetic.render(i)[0] for i in range(min(args.frames, 500))], args.frames, args.pace)
         # What the figures depend on besides the backend: its intra-op threads (onnxruntime
         # sizes them to the physical cores) and torch's.
-        threads = {"backend": getattr(backend, "threads", None), "torch": torch.get_num_threads()}
+        threads = {
+            "backend": getattr(backend, "threads", None), "torch": torch.get_num_threads(),
+            # OpenCV's pool as the machine sizes it, and what frame preparation uses instead.
+            "opencv_default": cv2.getNumThreads(), "opencv_preparing_frames": PREPARE_OPENCV_THREADS,
+        }
         if args.replay_network:
             estimator = HandEstimator(_ReplayedNetwork(backend), hand_model)
         tracker = HandTracker(estimator, config)
@@ -302,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.video:
             from tracker.viewer import VideoSink
 
-            sinks.insert(1, VideoSink(Path(tmp) / "overlay.mp4", hand_model, fps=args.pace or 30.0))
+            # At the command line's video rate, whatever the input's: a frame that gets no
+            # video frame of its own is not drawn.
+            sinks.insert(1, VideoSink(Path(tmp) / "overlay.mp4", hand_model))
         live = args.pace is not None
         if args.profile is None:
             summary = run_pipeline(source, tracker, sinks, drop_old_frames=live, read_ahead=read_ahead)
@@ -314,19 +324,22 @@ def main(argv: list[str] | None = None) -> int:
             _write_profile(profiler, args.profile, summary.frames)
         rss_end = rss_mb()
     stats = summary.stats()
-    # Frame ``warmup`` is the first timed one: speed from the time it was written on.
-    done = np.array(probe.done[max(0, warmup - 1) :]) if warmup else np.array(probe.done)
+    # Frame ``warmup`` is the first timed one: speed from the time it was written on. Paced,
+    # frames are dropped, so the first timed one is the first processed of those due from
+    # frame ``warmup`` on: ``skip`` processed frames come before it.
+    skip = int(np.searchsorted(np.array(probe.frame_numbers), warmup)) if live else warmup
+    done = np.array(probe.done[max(0, skip - 1) :]) if skip else np.array(probe.done)
     windows = [100 / (done[i + 100] - done[i]) for i in range(0, len(done) - 100, 100)]
-    if not warmup:
+    if not skip:
         overall = stats["frames_per_second"]
     else:
         overall = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else None
-    latency = np.array(summary.latency_ms[warmup:])
-    processing = np.array(summary.processing_ms[warmup:])
+    latency = np.array(summary.latency_ms[skip:])
+    processing = np.array(summary.processing_ms[skip:])
     stages = {
         k: float(np.median(v))
         for k in ("segment", "crop", "side", "network", "refit")
-        if (v := _measured(probe.stage_ms.get(k, array("d"))[warmup:])).size
+        if (v := _measured(probe.stage_ms.get(k, array("d"))[skip:])).size
     }
     # Paced, the frames the tracker could not keep up with were dropped, not lost.
     ended_early = stats["frames"] + (stats["dropped"] if live else 0) != args.frames or stats["error"] is not None or stats["stopped_by"] != "end of input"
@@ -353,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         "error": stats["error"],
         "frames_with_hand": stats["frames_with_hand"],
         "warmup_frames": warmup,
-        "timed_frames": max(len(done) - 1, 0) if warmup else len(done),
+        "timed_frames": max(len(done) - 1, 0) if skip else len(done),
         "windows_of_100_frames": len(windows),
         "frames_per_second_median_100_frame_windows": float(np.median(windows)) if windows else None,
         "frames_per_second_overall": overall,
