@@ -61,6 +61,26 @@ def test_window_quits_the_run_and_keeps_what_was_written(tmp_path, hand_model, h
     assert [json.loads(line)["frame"] for line in out.read_text().splitlines()] == [0, 1, 2]
 
 
+def test_the_window_shows_no_more_frames_than_a_screen_refreshes(hand_model):
+    import numpy as np
+
+    from tracker.pipeline import FrameResult
+    from tracker.types import CameraIntrinsics, DepthFrame
+
+    window = FakeWindow()
+    sink = WindowSink(hand_model, show=window.show, wait_key=window.wait_key, window_visible=window.visible)
+    intrinsics = CameraIntrinsics(width=64, height=48, fx=50.0, fy=50.0, cx=32.0, cy=24.0)
+    # A 90 fps camera (11.1 ms apart), then its clock restarting.
+    times_ms = [0.0, 11.1, 22.2, 33.3, 44.4, 55.5, 0.5, 5.0]
+    for number, time_ms in enumerate(times_ms):
+        frame = DepthFrame(np.full((48, 64), 800, np.uint16), 0.001, intrinsics, timestamp_ms=time_ms, frame_number=number)
+        sink.write(FrameResult(frame, (), {}))
+    # Drawn: 0, then 22.2 and 44.4 (16.7 ms on at least), then 0.5 (the clock went back).
+    assert len(window.images) == 4
+    # The rate drawn on the picture counts every frame, shown or not: all 8 noted.
+    assert len(sink.painter._times) == len(times_ms)
+
+
 @pytest.mark.skipif(shutil.which("Xvfb") is None, reason="needs Xvfb (apt install xvfb) for a real X display")
 def test_live_window_opens_on_a_display(tmp_path):
     display = f":{90 + os.getpid() % 9}"

@@ -261,10 +261,17 @@ class WindowSink:
     """The overlay, live, in an OpenCV window. Q or Esc, or closing the window, asks the
     pipeline to stop (``stop_requested``), which then finalises outputs and recordings.
 
+    Frames closer together (by their timestamps) than a screen's refresh are counted in
+    the rate shown but not drawn: a 90 fps camera is shown at 45 frames a second, and the
+    tracker thread, which draws, keeps the time.
+
     ``show``, ``wait_key`` and ``window_visible`` default to OpenCV's; tests pass stand-ins.
     """
 
     QUIT_KEYS = (ord("q"), ord("Q"), 27)
+
+    #: The most frames a second the window shows: a 60 Hz screen shows no more.
+    MAX_SHOWN_PER_SECOND = 60.0
 
     def __init__(
         self,
@@ -281,10 +288,25 @@ class WindowSink:
         self._wait_key = wait_key or cv2.waitKey
         self._window_visible = window_visible or (lambda name: cv2.getWindowProperty(name, cv2.WND_PROP_VISIBLE) >= 1)
         self._shown = False
+        self._last_shown_ms: float | None = None
         self.stop_requested = False
+
+    def _due(self, result: FrameResult) -> bool:
+        """Whether to draw this frame: the first, one a refresh after the last drawn, or one
+        whose clock went back (a camera restarted, another camera)."""
+        time_ms = float(result.frame.timestamp_ms)
+        last = self._last_shown_ms
+        if last is not None and last <= time_ms < last + 1e3 / self.MAX_SHOWN_PER_SECOND:
+            return False
+        self._last_shown_ms = time_ms
+        return True
 
     def write(self, result: FrameResult) -> None:
         if self.stop_requested:
+            return
+        if not self._due(result):
+            if hasattr(self.painter, "note"):
+                self.painter.note(result)  # in the rate shown all the same
             return
         self._show(self.title, self.painter(result))
         self._shown = True
