@@ -70,14 +70,15 @@ def test_the_window_shows_no_more_frames_than_a_screen_refreshes(hand_model):
     window = FakeWindow()
     sink = WindowSink(hand_model, show=window.show, wait_key=window.wait_key, window_visible=window.visible)
     intrinsics = CameraIntrinsics(width=64, height=48, fx=50.0, fy=50.0, cx=32.0, cy=24.0)
-    # A 90 fps camera (11.1 ms apart), then its clock restarting.
-    times_ms = [0.0, 11.1, 22.2, 33.3, 44.4, 55.5, 0.5, 5.0]
+    # A 90 fps camera (11.1 ms apart), then its clock restarting, then a clock that stands still.
+    times_ms = [0.0, 11.1, 22.2, 33.3, 44.4, 55.5, 0.5, 5.0, 5.0, 5.0]
     for number, time_ms in enumerate(times_ms):
         frame = DepthFrame(np.full((48, 64), 800, np.uint16), 0.001, intrinsics, timestamp_ms=time_ms, frame_number=number)
         sink.write(FrameResult(frame, (), {}))
-    # Drawn: 0, then 22.2 and 44.4 (16.7 ms on at least), then 0.5 (the clock went back).
-    assert len(window.images) == 4
-    # The rate drawn on the picture counts every frame, shown or not: all 8 noted.
+    # Drawn: 0, then 22.2 and 44.4 (16.7 ms on at least), then 0.5 (the clock went back), and
+    # the two at an unchanged 5.0: with no clock to follow, every frame.
+    assert len(window.images) == 6
+    # The rate drawn on the picture counts every frame, shown or not: all noted.
     assert len(sink.painter._times) == len(times_ms)
 
 

@@ -288,15 +288,18 @@ class WindowSink:
         self._wait_key = wait_key or cv2.waitKey
         self._window_visible = window_visible or (lambda name: cv2.getWindowProperty(name, cv2.WND_PROP_VISIBLE) >= 1)
         self._shown = False
-        self._last_shown_ms: float | None = None
+        self._last_shown_ms = 0.0  # the time of the frame last drawn
+        self._previous_ms: float | None = None  # the time of the frame before
         self.stop_requested = False
 
     def _due(self, result: FrameResult) -> bool:
         """Whether to draw this frame: the first, one a refresh after the last drawn, or one
-        whose clock went back (a camera restarted, another camera)."""
+        with no clock to follow (the same time, or a clock that went back: a camera
+        restarted, another camera)."""
         time_ms = float(result.frame.timestamp_ms)
-        last = self._last_shown_ms
-        if last is not None and last <= time_ms < last + 1e3 / self.MAX_SHOWN_PER_SECOND:
+        previous, self._previous_ms = self._previous_ms, time_ms
+        following = previous is not None and time_ms > previous
+        if following and time_ms < self._last_shown_ms + 1e3 / self.MAX_SHOWN_PER_SECOND:
             return False
         self._last_shown_ms = time_ms
         return True
