@@ -278,6 +278,47 @@ def test_the_next_frame_goes_to_a_worker_while_the_network_runs(hand_model, monk
         np.testing.assert_allclose(a.hands[0].joints_cam_m, b.hands[0].joints_cam_m, atol=1e-6)
 
 
+def test_a_backend_that_launches_and_collects_tracks_live_frames_in_the_tracker_thread(hand_model):
+    # Live (a camera, or benchmarks.pipeline_speed --pace), a GPU backend runs with no worker:
+    # each frame's network is launched and collected in turn, and gives what run() would.
+    from tracker.backends import create_backend
+    from tracker.estimator import HandEstimator
+    from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
+
+    class LaunchingBackend:
+        asynchronous = True
+
+        def __init__(self):
+            self.inner = create_backend("onnxruntime")
+            self.name, self.manifest, self.calls = "launching", self.inner.manifest, []
+
+        def launch(self, depth):
+            self.calls.append("L")
+            self.depth = depth
+
+        def collect(self):
+            self.calls.append("C")
+            return self.inner.run(self.depth)
+
+        def run(self, depth):
+            raise AssertionError("a launching backend is launched, not run")
+
+        def close(self):
+            self.inner.close()
+
+    backend = LaunchingBackend()
+    # No worker, as live; every frame kept, so that the track matches a plain run's.
+    tracker = HandTracker(HandEstimator(backend, hand_model), TrackerConfig(segment_ahead=0))
+    sink = _Collect()
+    frames = 8
+    summary = run_pipeline(SyntheticSource(seed=4, max_frames=frames, hand_model=hand_model), tracker, [sink], drop_old_frames=False)
+    assert summary.frames == frames and all(len(r.hands) == 1 for r in sink.results)
+    assert "".join(backend.calls) == "LC" * frames
+    _, alone = _run(hand_model, 0, frames)
+    for a, b in zip(sink.results, alone):  # the same hands as onnxruntime's own run
+        np.testing.assert_allclose(a.hands[0].joints_cam_m, b.hands[0].joints_cam_m, atol=1e-6)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_segmenting_ahead_processes_every_frame_in_order_reproducibly(hand_model, workers):
     # The next frames are segmented in worker processes beside the current one's network,
