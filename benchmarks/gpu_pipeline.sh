@@ -10,15 +10,15 @@
 #    then network speed at batch 1 on torch-cuda (CUDA graph);
 # 3. the whole tracking pipeline on the GPU, frames from memory, segmenting ahead in each
 #    number of worker processes given, then at the largest with the network's output
-#    replayed (the ceiling the CPU stages set), and with the capture thread reading up to
-#    4 frames ahead instead of 1;
+#    replayed (the ceiling the CPU stages set), and with a capture thread reading the frames
+#    (one ahead) instead of the tracker thread itself (tracker.pipeline.default_read_ahead);
 # 4. live use: frames arriving at 90 frames/s as from a camera, the tracker keeping the newest
 #    (no workers), and the latency from each frame's due time;
 # 5. where the tracker thread spends its time at the largest number: a cProfile of the main
 #    thread (the worker processes are not in it), the top functions by own and total time.
 #
 # Results in $OUT: session.log, network_speed_gpu.json, pipeline_speed_gpu_aheadN.json per
-# number, pipeline_speed_gpu_aheadN_replayed_network.json, pipeline_speed_gpu_aheadN_read_ahead4.json,
+# number, pipeline_speed_gpu_aheadN_replayed_network.json, pipeline_speed_gpu_aheadN_read_ahead1.json,
 # pipeline_speed_gpu_paced90.json, main_thread_profile.txt (at most 8 files for up to 2 numbers). Each is written as soon as it exists, so a run cut short
 # keeps what was done. Needs what benchmarks/gpu_session.sh needs. GPU_SESSION_SMOKE=1 runs
 # every stage tiny and on the CPU (tests/test_gpu_session.py).
@@ -62,9 +62,9 @@ done
 run_stage "pipeline ($most workers, network replayed)" 60 "$python" -m benchmarks.pipeline_speed --input memory \
   --frames "$frames" --backend "$backend" --segment-ahead "$most" --replay-network \
   --out "$out/pipeline_speed_gpu_ahead${most}_replayed_network.json"
-run_stage "pipeline ($most workers, 4 frames read ahead)" 60 "$python" -m benchmarks.pipeline_speed --input memory \
-  --frames "$frames" --backend "$backend" --segment-ahead "$most" --read-ahead 4 \
-  --out "$out/pipeline_speed_gpu_ahead${most}_read_ahead4.json"
+run_stage "pipeline ($most workers, capture thread)" 60 "$python" -m benchmarks.pipeline_speed --input memory \
+  --frames "$frames" --backend "$backend" --segment-ahead "$most" --read-ahead 1 \
+  --out "$out/pipeline_speed_gpu_ahead${most}_read_ahead1.json"
 run_stage "live, 90 frames/s" 60 "$python" -m benchmarks.pipeline_speed --input memory \
   --frames "$live_frames" --backend "$backend" --pace 90 --out "$out/pipeline_speed_gpu_paced90.json"
 

@@ -79,6 +79,9 @@ class _Probe:
         # Packed doubles per stage rather than each frame's timings dict (about 0.5 kB a
         # frame, 5 MB over 10,000 frames): the probe must not be what the memory figure sees.
         self.done = array("d")
+        # The tracker thread's own CPU time (the probe runs in it) when each frame was
+        # finished: what that thread costs a frame whatever waits it had between.
+        self.thread_cpu = array("d")
         self.frame_numbers = array("q")
         self.stage_ms: dict[str, array] = {}
         self.frames = 0
@@ -87,6 +90,7 @@ class _Probe:
 
     def write(self, result) -> None:
         self.done.append(time.perf_counter())
+        self.thread_cpu.append(time.thread_time())
         self.frame_numbers.append(result.frame.frame_number)
         for stage, ms in result.timings_ms.items():
             if stage not in self.stage_ms:  # first seen late (side, only with a hand): NaN before
@@ -106,19 +110,50 @@ class _Probe:
 
 class _ReplayedNetwork:
     """A backend that runs the real one once and then returns that output every frame, so
-    that the pipeline's capacity without the network's cost can be measured."""
+    that the pipeline's capacity without the network's cost can be measured.
 
-    def __init__(self, backend) -> None:
+    ``asynchronous``: launch and collect as a GPU backend does, so that the tracker thread
+    takes the path it takes with one (the next frame handed to a worker between the two).
+    """
+
+    def __init__(self, backend, asynchronous: bool = False) -> None:
         self.backend, self.name, self.output = backend, f"{backend.name} (replayed)", None
         self.manifest = getattr(backend, "manifest", None)  # the crop frame and hand model it was trained with
+        self.asynchronous = asynchronous
+        self._launched: dict[str, np.ndarray] | None = None
 
     def run(self, depth: np.ndarray) -> dict[str, np.ndarray]:
         if self.output is None:
             self.output = self.backend.run(depth)
         return {name: value.copy() for name, value in self.output.items()}
 
+    def launch(self, depth: np.ndarray) -> None:
+        self._launched = self.run(depth)
+
+    def collect(self) -> dict[str, np.ndarray]:
+        outputs, self._launched = self._launched, None
+        if outputs is None:
+            raise RuntimeError(f"{self.name}: collect() without a launch() before it")
+        return outputs
+
     def close(self) -> None:
         self.backend.close()
+
+
+_first_preparation = None
+
+
+def _replayed_preparation(depth_m, intrinsics, prior, config, classifier=None):
+    """``prepare_frame`` run on a process's first frame only, whose answer is returned for
+    every later one: with the network replayed too, what is left is the tracker thread's
+    own work and the hand-overs, the frame to a worker and its answer back, still paid.
+    Module-level, so that worker processes can import it; each keeps its own answer."""
+    global _first_preparation
+    if _first_preparation is None:
+        from tracker.prepare import prepare_frame
+
+        _first_preparation = prepare_frame(depth_m, intrinsics, prior, config, classifier)
+    return _first_preparation
 
 
 class _LoopedFrames(FrameSource):
@@ -193,6 +228,18 @@ def main(argv: list[str] | None = None) -> int:
         "what the CPU stages alone allow, the ceiling for any backend, a GPU one included",
     )
     parser.add_argument(
+        "--replay-preparation", action="store_true",
+        help="with --replay-network: prepare (segment, crop, side) each process's first frame only and hand back that "
+        "answer for every later frame, the frames still sent to the workers and the answers received: what the tracker "
+        "thread alone allows, as on a GPU machine with workers to spare",
+    )
+    parser.add_argument(
+        "--replay-as-gpu", action="store_true",
+        help="with --replay-network: the replayed network launches and collects as a GPU backend's does "
+        "(default: as the backend's own does), so that the tracker thread takes a GPU backend's path; "
+        "the figure to watch is tracker_thread_cpu_ms_per_frame",
+    )
+    parser.add_argument(
         "--input", choices=["recording", "memory"], default="recording",
         help="play a .db3 recording (default) or pre-rendered frames from memory (no RealSense SDK needed)",
     )
@@ -202,8 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--read-ahead", type=int, default=None, metavar="N",
-        help="frames the capture thread may have read and waiting for the tracker (default: as the tracker does, "
-        "tracker.pipeline.PLAYBACK_READ_AHEAD)",
+        help="frames the capture thread may have read and waiting for the tracker; 0: no capture thread, the tracker's "
+        "thread reads each frame itself (default: as the tracker does, tracker.pipeline.default_read_ahead: 0 on a GPU backend with "
+        "workers, else 1)",
     )
     parser.add_argument(
         "--profile", type=Path, metavar="FILE",
@@ -220,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also write the overlay video (depth colour map, mesh, skeleton; 30 frames/s, into a temporary file), "
         "as run_tracker.py --video does",
     )
-    parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>[_memory][_replayed_network][_aheadN][_read_aheadN][_pacedFPS][_video].json)")
+    parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>[_memory][_replayed_network][_as_gpu][_replayed_preparation][_aheadN][_read_aheadN][_pacedFPS][_video].json)")
     args = parser.parse_args(argv)
     # Imported here, not at the top: segmentation worker processes import this module again
     # when they start, and need none of torch, numba or the inference runtimes.
@@ -228,8 +276,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.frames < 1:
         parser.error("--frames must be at least 1")
-    if args.read_ahead is not None and args.read_ahead < 1:
-        parser.error("--read-ahead must be at least 1")
+    if (args.replay_as_gpu or args.replay_preparation) and not args.replay_network:
+        parser.error("--replay-as-gpu and --replay-preparation need --replay-network")
+    if args.read_ahead is not None and args.read_ahead < 0:
+        parser.error("--read-ahead must be at least 0")
     if args.pace is not None:
         if not (math.isfinite(args.pace) and args.pace > 0):
             parser.error("--pace must be a positive number of frames per second")
@@ -251,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     from tracker.hand_model import HandModel
     import cv2
 
-    from tracker.pipeline import PLAYBACK_READ_AHEAD, HandTracker, TrackerConfig, backend_options, default_segment_ahead, run_pipeline
+    from tracker.pipeline import HandTracker, TrackerConfig, backend_options, default_read_ahead, default_segment_ahead, run_pipeline
     from tracker.prepare import PREPARE_OPENCV_THREADS
     from tracker.sinks import JsonLinesSink
     from tracker.synth.dataset import config_to_dict
@@ -269,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = load_manifest()
         # Live, as the tracker runs a camera: no workers, and the backend set up for none.
         ahead = 0 if args.pace is not None else default_segment_ahead(args.backend) if args.segment_ahead is None else args.segment_ahead
-        read_ahead = PLAYBACK_READ_AHEAD if args.read_ahead is None else args.read_ahead
+        read_ahead = default_read_ahead(args.backend, ahead) if args.read_ahead is None else args.read_ahead
         config = TrackerConfig(cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest), segment_ahead=ahead)
         backend = create_backend(args.backend, **backend_options(args.backend, ahead))
         estimator = HandEstimator(backend, hand_model)  # checks the weights were made for this hand model
@@ -301,8 +351,11 @@ def main(argv: list[str] | None = None) -> int:
             "opencv_default": cv2.getNumThreads(), "opencv_preparing_frames": PREPARE_OPENCV_THREADS,
         }
         if args.replay_network:
-            estimator = HandEstimator(_ReplayedNetwork(backend), hand_model)
+            asynchronous = args.replay_as_gpu or bool(getattr(backend, "asynchronous", False))
+            estimator = HandEstimator(_ReplayedNetwork(backend, asynchronous), hand_model)
         tracker = HandTracker(estimator, config)
+        if args.replay_preparation:
+            tracker.prepare_function = _replayed_preparation
         probe = _Probe()
         machine_at_start = machine_info()
         rss_start = rss_mb()
@@ -334,11 +387,15 @@ def main(argv: list[str] | None = None) -> int:
         overall = stats["frames_per_second"]
     else:
         overall = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else None
+    cpu = np.array(probe.thread_cpu[max(0, skip - 1) :]) if skip else np.array(probe.thread_cpu)
+    # Per frame after the first timed one's end; without a warm-up, from the first frame's.
+    tracker_cpu_ms = 1e3 * (cpu[-1] - cpu[0]) / (len(cpu) - 1) if len(cpu) > 1 else None
     latency = np.array(summary.latency_ms[skip:])
     processing = np.array(summary.processing_ms[skip:])
     stages = {
         k: float(np.median(v))
-        for k in ("segment", "crop", "side", "network", "refit")
+        # Replayed, the preparation's timings are its first frame's, every frame: not a measurement.
+        for k in (("network", "refit") if args.replay_preparation else ("segment", "crop", "side", "network", "refit"))
         if (v := _measured(probe.stage_ms.get(k, array("d"))[skip:])).size
     }
     # Paced, the frames the tracker could not keep up with were dropped, not lost.
@@ -351,7 +408,9 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_1min_at_end": os.getloadavg()[0],
         "weights_sha256": manifest["files"],
         "backend": args.backend,
-        "network": "replayed (first crop's output every frame)" if args.replay_network else "run every frame",
+        "network": ("replayed (first crop's output every frame" + (", launched and collected as on a GPU)" if args.replay_as_gpu else ")"))
+        if args.replay_network else "run every frame",
+        "preparation": "replayed (each process's first frame's, every frame)" if args.replay_preparation else "run every frame",
         "overlay_video": args.video,
         # Under the profiler every Python call costs more: not a speed figure to quote.
         "profiled": args.profile is not None,
@@ -373,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         "read_ahead": 1 if live else read_ahead,  # live, the slot holds the newest frame only
         "latency_note": (
             "from the frame's arrival (handed over by the capture thread) to its estimate written" if live else
+            "from the frame's arrival (read by the tracker's thread itself, with no capture thread: when it is taken) to its "
+            "estimate written, the same as processing_ms" if read_ahead == 0 else
             "from the frame's arrival to its estimate written; played as fast as possible, a frame arrives as soon as "
             "there is room for it (read_ahead frames may wait), so this includes waiting for the processing of the frames before it "
             "(latency at saturation)"
@@ -382,6 +443,11 @@ def main(argv: list[str] | None = None) -> int:
         "processing_ms_p50": float(np.percentile(processing, 50)) if processing.size else None,
         "processing_ms_p99": float(np.percentile(processing, 99)) if processing.size else None,
         "stage_median_ms": stages,
+        "tracker_thread_cpu_ms_per_frame": tracker_cpu_ms,
+        "tracker_thread_cpu_note": "CPU time of the tracker's thread (take, hand-over to workers, side vote, network call, refit, "
+        "estimate, sinks) per frame over the timed frames, its waits left out; with the network replayed, 1000 / this is "
+        "the most frames/s that thread allows on this machine, with no worker left waiting. onnxruntime also runs part of "
+        "the network in this thread",
         **(_paced_figures(probe, source, warmup) if live else {}),
         "rss_mb_start": rss_start,
         "rss_mb_end": rss_end,
@@ -390,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         # Worker processes, together: their growth counts as much as the tracker's own.
         "workers_rss_mb_every_100_frames": probe.workers_rss,
     }
-    suffix = ("" if args.input == "recording" else "_memory") + ("_replayed_network" if args.replay_network else "")
+    suffix = ("" if args.input == "recording" else "_memory") + ("_replayed_network" if args.replay_network else "") + ("_as_gpu" if args.replay_as_gpu else "") + ("_replayed_preparation" if args.replay_preparation else "")
     if args.segment_ahead is not None:  # not the tracker's own choice: a file of its own
         suffix += f"_ahead{args.segment_ahead}"
     if args.read_ahead is not None:  # the same

@@ -70,6 +70,24 @@ def test_pipeline_speed_measures_a_short_run_after_its_warm_up(tmp_path):
     assert result["threads"]["torch"] >= 1 and result["threads"]["backend"] >= 1
 
 
+def test_pipeline_speed_measures_the_tracker_thread_alone_on_a_gpu_backend_s_path(tmp_path):
+    from benchmarks.pipeline_speed import main as pipeline_speed
+
+    out = tmp_path / "pipeline.json"
+    argv = ["--input", "memory", "--frames", "40", "--warmup", "10", "--segment-ahead", "1", "--read-ahead", "0",
+            "--replay-network", "--replay-as-gpu", "--replay-preparation", "--out", str(out)]
+    assert pipeline_speed(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["frames"] == 40 and result["stopped_by"] == "end of input" and result["read_ahead"] == 0
+    assert "launched and collected as on a GPU" in result["network"] and result["preparation"].startswith("replayed")
+    # The replayed preparation's timings are its first frame's: left out, not reported as measured.
+    assert set(result["stage_median_ms"]) == {"network", "refit"}
+    # The tracker thread's CPU time per frame is part of the time it takes per frame.
+    per_frame_ms = 1e3 / result["frames_per_second_overall"]
+    assert 0 < result["tracker_thread_cpu_ms_per_frame"] <= 1.5 * per_frame_ms
+    assert result["latency_ms_p50"] == pytest.approx(result["processing_ms_p50"], abs=0.5)  # no capture thread
+
+
 def test_frames_played_at_a_pace_arrive_no_earlier_than_due():
     from benchmarks.pipeline_speed import _LoopedFrames
     from tracker.types import CameraIntrinsics, DepthFrame

@@ -205,17 +205,83 @@ class _Collect:
         pass
 
 
-def _run(hand_model, segment_ahead: int, frames: int, stop_after: int | None = None):
+def _run(hand_model, segment_ahead: int, frames: int, stop_after: int | None = None, read_ahead: int = 1, sink=None):
     from tracker.backends import create_backend
     from tracker.estimator import HandEstimator
     from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
 
     tracker = HandTracker(HandEstimator(create_backend("onnxruntime"), hand_model), TrackerConfig(segment_ahead=segment_ahead))
-    sink = _Collect()
+    sink = sink or _Collect()
     summary = run_pipeline(
-        SyntheticSource(seed=4, max_frames=frames, hand_model=hand_model), tracker, [sink], drop_old_frames=False, max_frames=stop_after
+        SyntheticSource(seed=4, max_frames=frames, hand_model=hand_model), tracker, [sink], drop_old_frames=False, max_frames=stop_after,
+        read_ahead=read_ahead,
     )
     return summary, sink.results
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_the_tracker_thread_reading_the_input_itself_tracks_as_the_capture_thread_does(hand_model, workers):
+    # read_ahead 0: no capture thread; every frame, in order, with the same priors, so the
+    # same hands to the bit.
+    class NoCaptureThread(_Collect):
+        def write(self, result):
+            assert not any(t.name == "capture" for t in threading.enumerate())
+            super().write(result)
+
+    frames = 10
+    _, threaded = _run(hand_model, workers, frames)
+    summary, inline = _run(hand_model, workers, frames, read_ahead=0, sink=NoCaptureThread())
+    assert summary.frames == frames and summary.stopped_by == "end of input" and summary.error is None
+    assert [r.frame.frame_number for r in inline] == list(range(frames))
+    for a, b in zip(inline, threaded):
+        assert len(a.hands) == len(b.hands) == 1
+        np.testing.assert_array_equal(a.hands[0].joints_cam_m, b.hands[0].joints_cam_m)
+    # A frame arrives when the tracker thread has read it: its latency is its processing.
+    np.testing.assert_allclose(summary.latency_ms, summary.processing_ms, atol=0.5)
+    stopped, results = _run(hand_model, workers, frames, stop_after=3, read_ahead=0)
+    assert stopped.frames == 3 and stopped.stopped_by == "max frames" and len(results) == 3
+
+
+@pytest.mark.parametrize("failure", ["input error", "fault", "signal"])
+def test_the_tracker_thread_reading_the_input_itself_keeps_every_frame_before_a_stop(failure):
+    from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
+    from tracker.sources import SourceError
+    from tracker.types import CameraIntrinsics, DepthFrame
+
+    intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
+    frames = [DepthFrame(np.zeros((48, 64), np.uint16), 0.001, intrinsics, i * 33.0, "cam", i) for i in range(3)]
+
+    class FailsAfterThree(_ClosableSource):
+        def frames(self):
+            yield from self._frames
+            if failure == "input error":
+                raise SourceError("recording cut short")
+            if failure == "fault":
+                raise IndexError("index 5 is out of bounds")
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered in this, the tracker's, thread
+            yield from self._frames  # not read: the stop is seen first
+
+    source, sink = FailsAfterThree(frames), _Collect()
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(handedness=Handedness.RIGHT))
+    previous = signal.getsignal(signal.SIGTERM)
+    summary = run_pipeline(source, tracker, [sink], drop_old_frames=False, read_ahead=0)
+    assert signal.getsignal(signal.SIGTERM) is previous and source.closed
+    assert [r.frame.frame_number for r in sink.results] == [0, 1, 2] and summary.frames == 3
+    if failure == "signal":
+        assert summary.stopped_by == "SIGTERM" and summary.error is None
+    else:
+        assert summary.stopped_by == "input error"
+        assert summary.error == ("recording cut short" if failure == "input error" else "IndexError: index 5 is out of bounds")
+        assert (summary.error_traceback is None) == (failure == "input error")
+
+
+def test_the_tracker_thread_reads_the_input_itself_where_it_is_the_limit():
+    from tracker.pipeline import PLAYBACK_READ_AHEAD, default_read_ahead
+
+    assert default_read_ahead("torch-cuda", 3) == default_read_ahead("tensorrt", 1) == 0
+    # No workers (the synthetic input renders in the capture thread), or a CPU network.
+    assert default_read_ahead("torch-cuda", 0) == PLAYBACK_READ_AHEAD
+    assert default_read_ahead("onnxruntime", 1) == default_read_ahead("torch", 0) == PLAYBACK_READ_AHEAD
 
 
 @pytest.mark.parametrize("asynchronous", [True, False])

@@ -108,7 +108,7 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from tracker.backends import BackendUnavailable, create_backend
     from tracker.estimator import HandEstimator
     from tracker.hand_model import HandModel
-    from tracker.pipeline import HandTracker, TrackerConfig, backend_options, default_segment_ahead, run_pipeline
+    from tracker.pipeline import HandTracker, TrackerConfig, backend_options, default_read_ahead, default_segment_ahead, run_pipeline
     from tracker.prepare import PrepareWorkerEnded
     from tracker.sources import SourceError, SyntheticSource, open_source, source_kind
     from tracker.types import Handedness
@@ -183,7 +183,9 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         print(f"source: {source.description}; backend: {args.backend}; writing {_out_name(args.out)}", file=sys.stderr)
         # Closes the source and the sinks whatever happens.
-        summary = run_pipeline(source, tracker, sinks, drop_old_frames=realtime, max_frames=max_frames)
+        summary = run_pipeline(
+            source, tracker, sinks, drop_old_frames=realtime, max_frames=max_frames, read_ahead=default_read_ahead(args.backend, segment_ahead)
+        )
     except (OSError, PrepareWorkerEnded) as exc:  # an output that cannot be written, a worker killed
         print(f"error: {exc}; the frames processed before it are in {_out_name(args.out)}", file=sys.stderr)
         return 1

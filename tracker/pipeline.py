@@ -1,7 +1,9 @@
 """The streaming tracker: capture thread -> segment + crop + side (``tracker.prepare``) ->
 side vote -> network + refit -> sinks.
 
-Capture runs on its own thread so a slow frame never stalls the camera. For a live camera
+Capture runs on its own thread so a slow frame never stalls the camera (a recording
+played as fast as possible to a GPU backend is read by the tracker thread itself, which is
+what limits the rate there: ``default_read_ahead``). For a live camera
 (or real-time playback) the tracker always takes the newest frame and counts the ones it
 skipped; for as-fast-as-possible playback the capture waits for the tracker so every frame
 is processed; there, with ``segment_ahead`` = N, the next N frames are prepared in N
@@ -102,6 +104,20 @@ def default_segment_ahead(backend: str) -> int:
     return 0
 
 
+def default_read_ahead(backend: str, segment_ahead: int) -> int:
+    """Frames the capture thread reads ahead when a recording plays as fast as possible
+    (``run_pipeline``'s ``read_ahead``); 0: no capture thread, the tracker thread reads.
+
+    With a GPU backend and workers preparing the frames, the tracker thread is what limits
+    the rate, and a capture thread only takes the interpreter lock from it: with the
+    network's and the preparation's results replayed (``python -m benchmarks.pipeline_speed
+    --replay-network --replay-as-gpu --replay-preparation``) the tracker thread reading
+    itself managed 1.15 to 1.5 times the frames on a 2-core CPU. Where the workers or
+    the network on the CPU are the limit, the capture thread reads while they work.
+    """
+    return 0 if backend in GPU_BACKENDS and segment_ahead > 0 else PLAYBACK_READ_AHEAD
+
+
 def backend_options(backend: str, segment_ahead: int) -> dict:
     """Options for ``tracker.backends.create_backend`` that suit ``segment_ahead`` workers:
     onnxruntime's threads stop spin-waiting when worker processes share the cores."""
@@ -159,6 +175,9 @@ class HandTracker:
         self._side_vote = SideVote(config.side_vote)
         self._side: Handedness | None = None
         self._last_frame: tuple[str, int, float] | None = None  # serial, frame number, timestamp (ms)
+        #: What prepares a frame (segment, crop, side), here and in the worker processes:
+        #: ``prepare_frame``'s arguments, a module-level function the workers can import.
+        self.prepare_function = prepare_frame
 
     def reset(self) -> None:
         """Forget the track: the next frame is treated as the first of a new input."""
@@ -194,7 +213,7 @@ class HandTracker:
 
     def prepare(self, frame: DepthFrame, prior: np.ndarray | None) -> Prepared:
         """Segmentation, crops and side logit: reads no tracker state but ``prior``."""
-        return prepare_frame(frame.depth_m(), frame.intrinsics, prior, self.prepare_config, self.side_classifier)
+        return self.prepare_function(frame.depth_m(), frame.intrinsics, prior, self.prepare_config, self.side_classifier)
 
     def process(self, frame: DepthFrame) -> FrameResult:
         return self.finish(frame, self.prepare(frame, self._previous_center))
@@ -325,6 +344,41 @@ class _FrameSlot:
             return frame, dropped
 
 
+class _InlineFrames:
+    """The tracker thread reads the source itself, with no capture thread (``read_ahead``
+    0, playback as fast as possible only): ``_FrameSlot``'s taking side over a plain
+    iterator. Where the tracker thread is the limit (a GPU backend with workers preparing
+    frames) the capture thread buys nothing, as reading a frame holds the interpreter lock
+    either way, and every hand-over between the two threads costs a wake-up and a wait for
+    that lock. A frame arrives when it has been read."""
+
+    drop_old = False
+
+    def __init__(self, source, arrival: dict) -> None:
+        self._frames, self._arrival = iter(source.frames()), arrival
+        self.finished = False
+        self.error: BaseException | None = None
+
+    def finish(self, error: BaseException | None = None) -> None:
+        self.finished, self.error = True, self.error or error
+
+    def take(self) -> tuple[DepthFrame | None, int]:
+        if self.finished:
+            return None, 0
+        try:
+            frame = next(self._frames)
+        except StopIteration:
+            self.finished = True
+            return None, 0
+        except BaseException as exc:  # reported as the capture thread's would be
+            self.finish(exc)
+            return None, 0
+        if self.finished:  # a stop request came while it was read: as the capture thread, left unprocessed
+            return None, 0
+        self._arrival[id(frame)] = time.perf_counter()
+        return frame, 0
+
+
 @dataclass
 class RunSummary:
     """What a run did. ``seconds``: from taking the first frame to writing the last one
@@ -379,7 +433,8 @@ def run_pipeline(
     """Stream ``source`` through ``tracker`` into ``sinks`` until the end, an error or a signal.
 
     ``read_ahead``: without ``drop_old_frames``, how many frames the capture thread may have
-    read and waiting (``_FrameSlot``).
+    read and waiting (``_FrameSlot``); 0: no capture thread, the tracker thread reads each
+    frame when it needs it (``_InlineFrames``).
 
     Sink errors propagate; source errors end the run with ``summary.error`` set after every
     frame already received was processed and written. A sink whose ``stop_requested``
@@ -387,10 +442,11 @@ def run_pipeline(
     """
     tracker.reset()  # a tracker used for an earlier run starts this one afresh
     opencv_threads = cv2.getNumThreads()  # put back after the run: the caller's own OpenCV keeps its pool
-    slot = _FrameSlot(drop_old_frames, read_ahead)
     stop = threading.Event()
     summary = RunSummary()
     arrival: dict[int, float] = {}
+    inline = read_ahead == 0 and not drop_old_frames
+    slot = _InlineFrames(source, arrival) if inline else _FrameSlot(drop_old_frames, read_ahead)
 
     def capture() -> None:
         # Live, the camera and the SDK's own queues drop frames too when capture falls
@@ -448,7 +504,7 @@ def run_pipeline(
     # SIGHUP: the terminal or ssh session went away.
     handlers = SignalHandlers(GROUP_STOP_SIGNALS, request_stop)
     ran_through = False
-    thread = threading.Thread(target=capture, name="capture", daemon=True)
+    thread = None if inline else threading.Thread(target=capture, name="capture", daemon=True)
     first_taken = last_written = None
     try:
         # In here: a signal landing while the handlers go in still closes the source and
@@ -456,8 +512,9 @@ def run_pipeline(
         handlers.install()
         cv2.setNumThreads(PREPARE_OPENCV_THREADS)
         if workers > 0:  # in here: a failure to start them still closes the source and sinks
-            ahead = PrepareWorkers(workers, tracker.prepare_config, tracker.side_classifier)
-        thread.start()
+            ahead = PrepareWorkers(workers, tracker.prepare_config, tracker.side_classifier, getattr(tracker, "prepare_function", prepare_frame))
+        if thread is not None:
+            thread.start()
         in_flight: deque = deque()
         ended = False
 
@@ -543,7 +600,7 @@ def run_pipeline(
         if ahead is not None:
             close(ahead)
         close(source)
-        if thread.is_alive():
+        if thread is not None and thread.is_alive():
             thread.join(timeout=5.0)
         for sink in sinks:
             close(sink)

@@ -127,12 +127,12 @@ def prepare_frame(
     return Prepared(centre, crops, right_logit, timings)
 
 
-def serve(connection, config: PrepareConfig, classifier_onnx: tuple[bytes, dict] | None) -> None:
+def serve(connection, config: PrepareConfig, classifier_onnx: tuple[bytes, dict] | None, prepare=prepare_frame) -> None:
     """A worker process: each request on ``connection`` names a shared-memory block holding
     a (H, W) uint16 depth image, with its shape, depth scale, intrinsics and prior; the
     answer is its ``Prepared``, or the exception raised. Ends on None or when the other end
     closes. ``classifier_onnx``: (ONNX bytes, manifest) of the side classifier, checked by
-    the main process.
+    the main process. ``prepare``: what prepares a frame, with ``prepare_frame``'s arguments.
 
     Ctrl-C reaches the whole process group, but only the main process decides how a run
     ends (it finishes the frame at hand and closes the outputs).
@@ -161,7 +161,7 @@ def serve(connection, config: PrepareConfig, classifier_onnx: tuple[bytes, dict]
                 # No view of the block outlives this line: the block may be closed and unmapped
                 # after it, and a view would then point at nothing.
                 depth_m = depth_to_metres(np.ndarray(shape, np.uint16, buffer=blocks[name].buf), depth_scale)
-                answer = prepare_frame(depth_m, intrinsics, prior, config, classifier)
+                answer = prepare(depth_m, intrinsics, prior, config, classifier)
             except Exception as exc:  # sent back and raised in the main process
                 answer = exc
             connection.send(answer)
@@ -203,10 +203,11 @@ class PrepareWorkers:
 
     ``classifier``: the tracker's side classifier; a worker makes its own from the same
     ONNX bytes. One it cannot copy (no ``onnx_bytes``) stays with the caller, and the
-    answers leave ``right_logit`` to it.
+    answers leave ``right_logit`` to it. ``prepare``: what prepares a frame, with
+    ``prepare_frame``'s arguments; a module-level function, which the workers import.
     """
 
-    def __init__(self, count: int, config: PrepareConfig, classifier: SideClassifier | None = None) -> None:
+    def __init__(self, count: int, config: PrepareConfig, classifier: SideClassifier | None = None, prepare=prepare_frame) -> None:
         onnx = getattr(classifier, "onnx_bytes", None)
         classifier_onnx = None if onnx is None or config.handedness is not None else (onnx, classifier.manifest)
         # spawn: the capture thread and the inference runtimes' threads make fork unsafe.
@@ -217,7 +218,7 @@ class PrepareWorkers:
         try:
             for i in range(count):
                 ours, theirs = context.Pipe()
-                process = context.Process(target=serve, args=(theirs, config, classifier_onnx), name=f"prepare-{i}", daemon=True)
+                process = context.Process(target=serve, args=(theirs, config, classifier_onnx, prepare), name=f"prepare-{i}", daemon=True)
                 process.start()
                 theirs.close()
                 self._connections.append(ours)
