@@ -44,8 +44,14 @@ def test_nan_and_infinite_depth_are_background_in_both_frames():
 def test_crop_camera_round_trip_and_left_mirroring():
     points = np.random.default_rng(0).normal([0.02, 0.01, 0.6], 0.05, (50, 3))
     for side in (Handedness.RIGHT, Handedness.LEFT):
-        crop = make_crop(_plane(0.6), K, np.array([0.02, 0.01, 0.6]), 0.26, side)
-        np.testing.assert_allclose(crop_to_camera(camera_to_crop(points, crop), crop), points, atol=1e-6)
+        for frame in ("camera", "ray"):  # the ray frame's rotation is not the identity
+            crop = make_crop(_plane(0.6), K, np.array([0.08, 0.01, 0.6]), 0.26, side, frame=frame)
+            np.testing.assert_allclose(crop_to_camera(camera_to_crop(points, crop), crop), points, atol=1e-6)
+            # The definition: un-mirror x, rotate into the camera's axes, scale, shift.
+            normalised = camera_to_crop(points, crop)
+            unmirrored = normalised * ([-1, 1, 1] if side == Handedness.LEFT else 1)
+            expected = (crop.cam_from_crop @ unmirrored.T).T * 0.13 + crop.center_cam_m
+            np.testing.assert_allclose(crop_to_camera(normalised, crop), expected, atol=1e-7)  # float32 metres: 6e-8 at 1 m
     right = make_crop(_plane(0.6), K, np.array([0.0, 0.0, 0.6]), 0.26)
     left = make_crop(_plane(0.6), K, np.array([0.0, 0.0, 0.6]), 0.26, Handedness.LEFT)
     x_right = camera_to_crop(points, right)[:, 0]

@@ -1090,6 +1090,30 @@ def test_playback_reads_ahead_up_to_the_slot_capacity_and_live_keeps_the_newest(
         _FrameSlot(drop_old=False, capacity=0)
 
 
+@pytest.mark.parametrize("side", [Handedness.RIGHT, Handedness.LEFT])
+def test_the_network_s_own_vertices_are_mapped_to_the_camera_when_asked_for(hand_model, side):
+    from tracker.crop import camera_to_crop, make_crop
+    from tracker.estimator import HandEstimator
+    from tracker.types import CameraIntrinsics
+
+    k = CameraIntrinsics(160, 120, 120.0, 120.0, 79.5, 59.5)
+    crop = make_crop(np.full((120, 160), 0.6, np.float32), k, np.array([0.05, 0.0, 0.6]), 0.26, side, frame="ray")
+    posed = hand_model.template_vertices + np.array([0.05, 0.0, 0.6])  # the template, at the crop centre
+
+    class Backend:
+        def run(self, depth):
+            vertices = camera_to_crop(posed, crop).astype(np.float32)[None]
+            return {"vertices": vertices, "hand_logit": np.full((1, 1, 64, 64), 5.0, np.float32), "mesh_coords": np.zeros((1, 2, 64, 64), np.float32)}
+
+    output, _ = HandEstimator(Backend(), hand_model).run(crop)
+    assert "initial_vertices" not in vars(output)  # not mapped until asked for
+    # float32 crop units of 0.13 m: about 1e-8 m each, far below a micrometre.
+    np.testing.assert_allclose(output.initial_vertices, posed, atol=1e-6)
+    if side == Handedness.RIGHT:  # (a left crop's network sees the mirror image: a right template there is no hand)
+        # The refit of the undeformed template is the template itself, to numba's float64 fit.
+        np.testing.assert_allclose(output.refined_vertices, posed, atol=1e-6)
+
+
 @pytest.mark.parametrize("case", ["nan", "at the camera", "far outside the cube", "no hand", "fine"])
 @pytest.mark.filterwarnings("error")  # a very negative logit must not overflow on the way
 def test_an_estimate_that_is_not_finite_or_at_the_camera_has_no_confidence(hand_model, case):

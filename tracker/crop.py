@@ -194,10 +194,13 @@ def _k(intrinsics: CameraIntrinsics) -> np.ndarray:
 
 def crop_to_camera(points_crop: np.ndarray, crop: HandCrop) -> np.ndarray:
     """(..., 3) crop-normalised points -> camera frame metres (un-mirroring a left hand)."""
-    points = np.array(points_crop, dtype=np.float64, copy=True)
+    # One product with the mirror and the scale folded into the matrix, without a temporary
+    # per step (the tracker maps point sets every frame); in float64, so the float32 result
+    # is the same as scaling after the product would give.
+    cam_from_points = crop.cam_from_crop.T * (crop.cube_size_m / 2)
     if crop.handedness == Handedness.LEFT:
-        points[..., 0] *= -1
-    return (points @ crop.cam_from_crop.T * (crop.cube_size_m / 2) + crop.center_cam_m).astype(np.float32)
+        cam_from_points[0] *= -1
+    return (np.asarray(points_crop, np.float64) @ cam_from_points + crop.center_cam_m).astype(np.float32)
 
 
 def camera_to_crop(points_cam_m: np.ndarray, crop: HandCrop) -> np.ndarray:

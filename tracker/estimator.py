@@ -7,6 +7,7 @@ the camera frame (un-mirroring a left hand). Used by the evaluation and the live
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -30,15 +31,24 @@ MAX_JOINT_REACH_CUBES = 1.0
 
 @dataclass(frozen=True)
 class NetworkOutput:
-    """Raw per-crop outputs: initial vertices (V, 3) and refined vertices (V, 3) and joints
-    (21, 3) float32 in the camera frame (metres); hand probability (S, S) float32; mesh
-    coordinates (2, S, S) float32 mesh-grid units (0..G), the mesh UV each crop pixel shows."""
+    """Raw per-crop outputs: refined vertices (V, 3) and joints (21, 3) float32 in the
+    camera frame (metres); hand probability (S, S) float32; mesh coordinates (2, S, S)
+    float32 mesh-grid units (0..G), the mesh UV each crop pixel shows; the network's own
+    vertices P_s (V, 3) float32 in crop-normalised units and the crop, from which
+    ``initial_vertices`` gives them in the camera frame."""
 
-    initial_vertices: np.ndarray
     refined_vertices: np.ndarray
     joints: np.ndarray
     hand_probability: np.ndarray
     mesh_coords: np.ndarray
+    initial_vertices_crop: np.ndarray
+    crop: HandCrop
+
+    @functools.cached_property
+    def initial_vertices(self) -> np.ndarray:
+        """P_s (V, 3) float32 in the camera frame (metres); mapped when first asked for, as
+        tracking frame after frame never does."""
+        return crop_to_camera(self.initial_vertices_crop, self.crop)
 
 
 @dataclass(frozen=True)
@@ -100,11 +110,12 @@ class HandEstimator:
         hand_probability = 0.5 * (1.0 + np.tanh(0.5 * outputs["hand_logit"][0, 0]))
         return (
             NetworkOutput(
-                initial_vertices=crop_to_camera(vertices_crop, crop),
                 refined_vertices=crop_to_camera(refit.vertices, crop),
                 joints=crop_to_camera(refit.joints, crop),
                 hand_probability=hand_probability.astype(np.float32),
                 mesh_coords=outputs["mesh_coords"][0],
+                initial_vertices_crop=vertices_crop,
+                crop=crop,
             ),
             timings,
         )
