@@ -889,6 +889,41 @@ def test_an_estimate_without_confidence_is_no_hand_and_ends_the_track(tmp_path):
     assert [r["hands"] for r in _read(tmp_path / "x.jsonl")][1] == []  # and valid JSON, no NaN
 
 
+@pytest.mark.parametrize("include_vertices", [False, True])
+def test_a_frame_s_line_holds_the_estimate_to_its_stated_decimals(include_vertices):
+    from tracker.sinks import frame_line, json_rows
+    from tracker.types import CameraIntrinsics, DepthFrame, HandEstimate
+
+    rng = np.random.default_rng(3)
+    joints = rng.uniform(-0.3, 1.2, (21, 3)).astype(np.float32)
+    joints[0] = [-0.0, 1e-7, -4e-6]  # zeros with a sign, and values below the last decimal
+    uv = rng.uniform(-5, 700, (21, 2)).astype(np.float32)
+    vertices = rng.uniform(-0.3, 1.2, (7, 3)).astype(np.float32)
+    hand = HandEstimate(vertices, joints, uv, Handedness.LEFT, 0.87654, {})
+    frame = DepthFrame(np.zeros((48, 64), np.uint16), 0.001, CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0), 1234.5, 'cam "7"', 42)
+    result = FrameResult(frame, (hand,), {"segment": 1.23456, "network": 0.5}, dropped_before=3)
+    line = frame_line(result, include_vertices)
+    assert "\n" not in line
+    record = json.loads(line)
+    assert list(record) == ["frame", "timestamp_ms", "serial", "hands", "timings_ms", "dropped_before"]
+    assert (record["frame"], record["timestamp_ms"], record["serial"], record["dropped_before"]) == (42, 1234.5, 'cam "7"', 3)
+    assert record["timings_ms"] == {"segment": 1.235, "network": 0.5}
+    (written,) = record["hands"]
+    assert list(written) == ["handedness", "confidence", "joints_xyz_m", "joints_uv_px"] + (["vertices_xyz_m"] if include_vertices else [])
+    assert written["handedness"] == "left" and written["confidence"] == 0.8765
+    # Written with 5 decimals (10 micrometres) and 2 (a hundredth of a pixel): off by at
+    # most half the last one, plus float32's own rounding (6e-8 at 1 m).
+    np.testing.assert_allclose(written["joints_xyz_m"], joints, rtol=0, atol=0.5e-5 + 1e-7)
+    np.testing.assert_allclose(written["joints_uv_px"], uv, rtol=0, atol=0.5e-2 + 1e-4)
+    if include_vertices:
+        np.testing.assert_allclose(written["vertices_xyz_m"], vertices, rtol=0, atol=0.5e-5 + 1e-7)
+    assert json.loads(frame_line(FrameResult(frame, (), {})))["hands"] == []
+    assert json_rows(np.zeros((0, 3)), 5) == "[]"
+    for bad in (np.nan, np.inf):
+        with pytest.raises(ValueError, match="not JSON compliant"):
+            json_rows(np.array([[0.0, bad]]), 5)
+
+
 def test_out_vertices_writes_the_mesh_of_each_hand(tmp_path):
     out = tmp_path / "x.jsonl"
     assert main(["--source", "synthetic", "--max-frames", "2", "--out", str(out), "--no-viewer", "--out-vertices"]) == 0
@@ -1231,7 +1266,8 @@ def test_frames_the_camera_lost_count_as_dropped_live(live):
 
 def test_a_prepare_worker_follows_frames_that_change_size(hand_model):
     # Each change of size replaces the shared buffers; the worker lets go of the old ones
-    # and still answers every frame from the right one.
+    # and still answers every frame from the right one. Intrinsics go to a worker only when
+    # they change: a new focal length at the same size is followed too.
     from tracker.prepare import PrepareWorkers, prepare_frame
     from tracker.types import DepthFrame
 
@@ -1239,8 +1275,11 @@ def test_a_prepare_worker_follows_frames_that_change_size(hand_model):
     (frame,) = SyntheticSource(seed=6, max_frames=1, hand_model=hand_model).frames()
     k = frame.intrinsics
     frames = [
-        DepthFrame(np.pad(frame.depth, ((0, pad), (0, pad))), frame.depth_scale, dataclasses.replace(k, width=k.width + pad, height=k.height + pad))
-        for pad in (0, 8, 0, 16, 24, 0)
+        DepthFrame(
+            np.pad(frame.depth, ((0, pad), (0, pad))), frame.depth_scale,
+            dataclasses.replace(k, width=k.width + pad, height=k.height + pad, fx=k.fx * zoom, fy=k.fy * zoom),
+        )
+        for pad, zoom in ((0, 1), (8, 1), (0, 1), (0, 1), (0, 1.3), (0, 1.3), (16, 1), (24, 1), (0, 1))
     ]
     workers = PrepareWorkers(1, config)
     try:
@@ -1250,6 +1289,8 @@ def test_a_prepare_worker_follows_frames_that_change_size(hand_model):
             expected = prepare_frame(frame.depth_m(), frame.intrinsics, None, config)
             np.testing.assert_array_equal(got.centre, expected.centre)
             np.testing.assert_array_equal(got.crops[Handedness.RIGHT].depth, expected.crops[Handedness.RIGHT].depth)
+        centres = [prepare_frame(f.depth_m(), f.intrinsics, None, config).centre for f in frames[3:5]]
+        assert np.abs(centres[0] - centres[1]).max() > 0.01  # the zoom moved the hand: stale intrinsics would show
     finally:
         workers.close()
 

@@ -14,6 +14,7 @@ input never loses frames already processed. The object per frame:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -24,30 +25,46 @@ import numpy as np
 from tracker.pipeline import FrameResult
 
 
-def _rounded(array: np.ndarray, decimals: int) -> list:
-    return np.round(np.asarray(array, np.float64), decimals).tolist()
+@functools.lru_cache(maxsize=16)
+def _rows_format(rows: int, columns: int, decimals: int) -> str:
+    row = "[" + ",".join([f"%.{decimals}f"] * columns) + "]"
+    return "[" + ",".join([row] * rows) + "]"
 
 
-def frame_record(result: FrameResult, include_vertices: bool = False) -> dict:
+def json_rows(values: np.ndarray, decimals: int) -> str:
+    """JSON text of an (N, C) array of finite numbers, each written with ``decimals``
+    decimals: one C-level format of the whole array, three times as fast as rounding it
+    and handing the lists to ``json`` (the tracker writes a line every frame). A value that
+    is not finite is refused, as ``json.dumps(allow_nan=False)`` refuses it: NaN is not JSON."""
+    values = np.asarray(values)
+    rows, columns = values.shape
+    text = _rows_format(rows, columns, decimals) % tuple(values.ravel().tolist())
+    if "n" in text:  # "nan", "inf": no number written this way has a letter
+        raise ValueError("Out of range float values are not JSON compliant: the estimate holds NaN or infinity")
+    return text
+
+
+#: allow_nan=False: a NaN or infinity would make the line invalid JSON for strict readers.
+#: One encoder for every line: ``json.dumps`` with options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
+def frame_line(result: FrameResult, include_vertices: bool = False) -> str:
+    """One frame's JSON object (the module's docstring), as one line without its newline."""
     hands = []
     for hand in result.hands:
-        entry = {
-            "handedness": hand.handedness.value,
-            "confidence": round(float(hand.confidence), 4),
-            "joints_xyz_m": _rounded(hand.joints_cam_m, 5),  # 10 micrometres
-            "joints_uv_px": _rounded(hand.joints_uv_px, 2),
-        }
+        text = (
+            f'{{"handedness":{_ENCODER.encode(hand.handedness.value)},"confidence":{_ENCODER.encode(round(float(hand.confidence), 4))},'
+            f'"joints_xyz_m":{json_rows(hand.joints_cam_m, 5)},'  # 10 micrometres
+            f'"joints_uv_px":{json_rows(hand.joints_uv_px, 2)}'
+        )
         if include_vertices:
-            entry["vertices_xyz_m"] = _rounded(hand.vertices_cam_m, 5)
-        hands.append(entry)
-    return {
-        "frame": int(result.frame.frame_number),
-        "timestamp_ms": float(result.frame.timestamp_ms),
-        "serial": result.frame.serial,
-        "hands": hands,
-        "timings_ms": {k: round(float(v), 3) for k, v in result.timings_ms.items()},
-        "dropped_before": int(result.dropped_before),
-    }
+            text += f',"vertices_xyz_m":{json_rows(hand.vertices_cam_m, 5)}'
+        hands.append(text + "}")
+    frame = result.frame
+    head = _ENCODER.encode({"frame": int(frame.frame_number), "timestamp_ms": float(frame.timestamp_ms), "serial": frame.serial})
+    timings = _ENCODER.encode({k: round(float(v), 3) for k, v in result.timings_ms.items()})
+    return f'{head[:-1]},"hands":[{",".join(hands)}],"timings_ms":{timings},"dropped_before":{int(result.dropped_before)}}}'
 
 
 #: The argument that means this process's standard output, as a string: pathlib reads
@@ -97,8 +114,7 @@ class JsonLinesSink:
     def write(self, result: FrameResult) -> None:
         if self.stop_requested:
             return
-        # allow_nan=False: a NaN or infinity would make the line invalid JSON for strict readers.
-        line = (json.dumps(frame_record(result, self.include_vertices), separators=(",", ":"), allow_nan=False) + "\n").encode()
+        line = (frame_line(result, self.include_vertices) + "\n").encode()
         start = self._file.tell() if self._seekable else None
         try:
             rest = memoryview(line)
