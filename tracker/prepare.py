@@ -129,7 +129,8 @@ def prepare_frame(
 
 def serve(connection, config: PrepareConfig, classifier_onnx: tuple[bytes, dict] | None, prepare=prepare_frame) -> None:
     """A worker process: each request on ``connection`` names a shared-memory block holding
-    a (H, W) uint16 depth image, with its shape, depth scale, intrinsics and prior; the
+    a (H, W) uint16 depth image, with its shape, depth scale, intrinsics (None: those of the
+    request before) and prior; the
     answer is its ``Prepared``, or the exception raised. Ends on None or when the other end
     closes. ``classifier_onnx``: (ONNX bytes, manifest) of the side classifier, checked by
     the main process. ``prepare``: what prepares a frame, with ``prepare_frame``'s arguments.
@@ -139,6 +140,7 @@ def serve(connection, config: PrepareConfig, classifier_onnx: tuple[bytes, dict]
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(PREPARE_OPENCV_THREADS)
+    intrinsics = None
     classifier = None if classifier_onnx is None else SideClassifier.from_onnx(*classifier_onnx)
     blocks: dict[str, shared_memory.SharedMemory] = {}
     try:
@@ -150,7 +152,10 @@ def serve(connection, config: PrepareConfig, classifier_onnx: tuple[bytes, dict]
             if request is None:
                 return
             try:
-                name, shape, depth_scale, intrinsics, prior = request
+                name, shape, depth_scale, sent_intrinsics, prior = request
+                # Sent when they change only (once per camera, as a rule): pickling them
+                # every frame cost the tracker thread as much as the rest of the request.
+                intrinsics = sent_intrinsics if sent_intrinsics is not None else intrinsics
                 if name not in blocks:
                     # The main process created the block and unlinks it; attaching only maps it.
                     blocks[name] = shared_memory.SharedMemory(name=name)
@@ -215,6 +220,7 @@ class PrepareWorkers:
         self._connections, self._processes = [], []
         self._buffers: dict[tuple[int, int], tuple[shared_memory.SharedMemory, np.ndarray]] = {}
         self._next_request = self._next_answer = 0
+        self._intrinsics_sent: list[CameraIntrinsics | None] = [None] * count
         try:
             for i in range(count):
                 ours, theirs = context.Pipe()
@@ -249,10 +255,12 @@ class PrepareWorkers:
         worker, turn = self._next_request % count, (self._next_request // count) % 2
         block, image = self._buffer((worker, turn), frame.depth.shape)
         np.copyto(image, frame.depth)
+        intrinsics = None if frame.intrinsics == self._intrinsics_sent[worker] else frame.intrinsics
         try:
-            self._connections[worker].send((block.name, frame.depth.shape, frame.depth_scale, frame.intrinsics, prior))
+            self._connections[worker].send((block.name, frame.depth.shape, frame.depth_scale, intrinsics, prior))
         except OSError:
             raise self._ended(worker) from None
+        self._intrinsics_sent[worker] = frame.intrinsics
         self._next_request += 1
 
     def receive(self) -> Prepared:
