@@ -112,8 +112,10 @@ def default_read_ahead(backend: str, segment_ahead: int) -> int:
     the rate, and a capture thread only takes the interpreter lock from it: with the
     network's and the preparation's results replayed (``python -m benchmarks.pipeline_speed
     --replay-network --replay-as-gpu --replay-preparation``) the tracker thread reading
-    itself managed 1.15 to 1.5 times the frames on a 2-core CPU. Where the workers or
-    the network on the CPU are the limit, the capture thread reads while they work.
+    itself managed 1.1 to 1.5 times the frames on a 2-core CPU in alternating runs
+    (``benchmarks/results/pipeline_speed_cpu_tracker_thread_read_ahead0.json`` and
+    ``..._read_ahead1.json``: 2333 against 2029 frames/s). Where the workers or the
+    network on the CPU are the limit, the capture thread reads while they work.
     """
     return 0 if backend in GPU_BACKENDS and segment_ahead > 0 else PLAYBACK_READ_AHEAD
 
