@@ -1,25 +1,27 @@
 #!/usr/bin/env bash
 # The GPU speed checks without the training, in about three minutes (each stage is cut off at
-# 60 to 90 s: at most 8.5 minutes with one number of workers, 9.5 with two), for a short slot on
-# a machine with an NVIDIA GPU and PyTorch (CUDA) but nothing of this project installed:
+# 60 to 90 s: at most 9.5 minutes), for a short slot on a machine with an NVIDIA GPU and
+# PyTorch (CUDA) but nothing of this project installed:
 #
-#   OUT=/some/dir bash benchmarks/gpu_pipeline.sh [WORKERS...]     (default: 3)
+#   OUT=/some/dir bash benchmarks/gpu_pipeline.sh [WORKERS]     (default: 3)
 #
 # 1. one short tracking run that fills the numba kernels' cache;
 # 2. the backend tests (the CUDA graph against eager torch; TensorRT where it is installed),
 #    then network speed at batch 1 on torch-cuda (CUDA graph);
-# 3. the whole tracking pipeline on the GPU, frames from memory, segmenting ahead in each
-#    number of worker processes given, then at the largest with the network's output
-#    replayed (the ceiling the CPU stages set), and with a capture thread reading the frames
-#    (one ahead) instead of the tracker thread itself (tracker.pipeline.default_read_ahead);
+# 3. the whole tracking pipeline on the GPU, frames from memory, segmenting ahead in WORKERS
+#    worker processes; then with the network's output replayed (the ceiling the CPU stages
+#    set), with a capture thread reading the frames (one ahead) instead of the tracker thread
+#    itself (tracker.pipeline.default_read_ahead), and with one network at a time instead
+#    of the next frame's begun before the last one's is completed;
 # 4. live use: frames arriving at 90 frames/s as from a camera, the tracker keeping the newest
 #    (no workers), and the latency from each frame's due time;
-# 5. where the tracker thread spends its time at the largest number: a cProfile of the main
-#    thread (the worker processes are not in it), the top functions by own and total time.
+# 5. where the tracker thread spends its time: a cProfile of the main thread (the worker
+#    processes are not in it), the top functions by own and total time.
 #
-# Results in $OUT: session.log, network_speed_gpu.json, pipeline_speed_gpu_aheadN.json per
-# number, pipeline_speed_gpu_aheadN_replayed_network.json, pipeline_speed_gpu_aheadN_read_ahead1.json,
-# pipeline_speed_gpu_paced90.json, main_thread_profile.txt (at most 8 files for up to 2 numbers). Each is written as soon as it exists, so a run cut short
+# Results in $OUT: session.log, network_speed_gpu.json, pipeline_speed_gpu_aheadN.json,
+# pipeline_speed_gpu_aheadN_replayed_network.json, pipeline_speed_gpu_aheadN_read_ahead1.json,
+# pipeline_speed_gpu_aheadN_one_network_at_a_time.json, pipeline_speed_gpu_paced90.json,
+# main_thread_profile.txt (8 files, what a remote machine returns). Each is written as soon as it exists, so a run cut short
 # keeps what was done. Needs what benchmarks/gpu_session.sh needs. GPU_SESSION_SMOKE=1 runs
 # every stage tiny and on the CPU (tests/test_gpu_session.py).
 set -uo pipefail
@@ -29,13 +31,11 @@ start=$(date +%s)
 out=${OUT:-out/gpu_pipeline}
 python=${PYTHON:-python3}
 smoke=${GPU_SESSION_SMOKE:-0}
-workers=("$@")
-[ ${#workers[@]} -eq 0 ] && workers=(3)
-if [ ${#workers[@]} -gt 2 ]; then
-  echo "at most 2 numbers of workers (8 result files come back from a remote machine)" >&2
+if [ $# -gt 1 ]; then
+  echo "one number of workers at most (8 result files come back from a remote machine)" >&2
   exit 2
 fi
-most=$(printf '%s\n' "${workers[@]}" | sort -n | tail -1)
+most=${1:-3}
 mkdir -p "$out"
 log="$out/session.log"
 : >"$log"
@@ -55,16 +55,17 @@ fi
 machine_report
 first_checks "$out.warmup" 90 60 60 "$speed_backends" "${speed_args[@]}"
 
-for n in "${workers[@]}"; do
-  run_stage "pipeline ($n workers)" 60 "$python" -m benchmarks.pipeline_speed --input memory --frames "$frames" \
-    --backend "$backend" --segment-ahead "$n" --out "$out/pipeline_speed_gpu_ahead$n.json"
-done
+run_stage "pipeline ($most workers)" 60 "$python" -m benchmarks.pipeline_speed --input memory --frames "$frames" \
+  --backend "$backend" --segment-ahead "$most" --out "$out/pipeline_speed_gpu_ahead$most.json"
 run_stage "pipeline ($most workers, network replayed)" 60 "$python" -m benchmarks.pipeline_speed --input memory \
   --frames "$frames" --backend "$backend" --segment-ahead "$most" --replay-network \
   --out "$out/pipeline_speed_gpu_ahead${most}_replayed_network.json"
 run_stage "pipeline ($most workers, capture thread)" 60 "$python" -m benchmarks.pipeline_speed --input memory \
   --frames "$frames" --backend "$backend" --segment-ahead "$most" --read-ahead 1 \
   --out "$out/pipeline_speed_gpu_ahead${most}_read_ahead1.json"
+run_stage "pipeline ($most workers, one network at a time)" 60 "$python" -m benchmarks.pipeline_speed --input memory \
+  --frames "$frames" --backend "$backend" --segment-ahead "$most" --one-network-at-a-time \
+  --out "$out/pipeline_speed_gpu_ahead${most}_one_network_at_a_time.json"
 run_stage "live, 90 frames/s" 60 "$python" -m benchmarks.pipeline_speed --input memory \
   --frames "$live_frames" --backend "$backend" --pace 90 --out "$out/pipeline_speed_gpu_paced90.json"
 

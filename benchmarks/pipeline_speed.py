@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 from array import array
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -113,14 +114,20 @@ class _ReplayedNetwork:
     that the pipeline's capacity without the network's cost can be measured.
 
     ``asynchronous``: launch and collect as a GPU backend does, so that the tracker thread
-    takes the path it takes with one (the next frame handed to a worker between the two).
+    takes the path it takes with one (the next frame handed to a worker between the two),
+    with two frames in flight as torch-cuda holds them. ``gpu_ms``: then each network's
+    outputs are ready that long after it could start, one network at a time, as on a GPU
+    whose forward takes that long: what the tracker thread does meanwhile is what overlaps.
     """
 
-    def __init__(self, backend, asynchronous: bool = False) -> None:
+    def __init__(self, backend, asynchronous: bool = False, gpu_ms: float = 0.0) -> None:
         self.backend, self.name, self.output = backend, f"{backend.name} (replayed)", None
         self.manifest = getattr(backend, "manifest", None)  # the crop frame and hand model it was trained with
         self.asynchronous = asynchronous
-        self._launched: dict[str, np.ndarray] | None = None
+        self.frames_in_flight = 2 if asynchronous else 1
+        self.gpu_seconds = gpu_ms / 1e3
+        self._queued: deque[tuple[dict[str, np.ndarray], float]] = deque()  # outputs, when they are ready
+        self._gpu_free_at = 0.0
 
     def run(self, depth: np.ndarray) -> dict[str, np.ndarray]:
         if self.output is None:
@@ -128,12 +135,23 @@ class _ReplayedNetwork:
         return {name: value.copy() for name, value in self.output.items()}
 
     def launch(self, depth: np.ndarray) -> None:
-        self._launched = self.run(depth)
+        outputs = self.run(depth)
+        if len(self._queued) == self.frames_in_flight:  # as torch-cuda: the oldest is dropped
+            self._queued.popleft()
+        start = max(time.perf_counter(), self._gpu_free_at)
+        self._gpu_free_at = start + self.gpu_seconds
+        self._queued.append((outputs, self._gpu_free_at))
 
     def collect(self) -> dict[str, np.ndarray]:
-        outputs, self._launched = self._launched, None
-        if outputs is None:
+        if not self._queued:
             raise RuntimeError(f"{self.name}: collect() without a launch() before it")
+        outputs, ready = self._queued.popleft()
+        # Sleep through most of the wait and spin the rest, as a GPU's synchronisation
+        # returns within microseconds of the work's end.
+        if (wait := ready - time.perf_counter()) > 3e-4:
+            time.sleep(wait - 2e-4)
+        while time.perf_counter() < ready:
+            pass
         return outputs
 
     def close(self) -> None:
@@ -234,6 +252,16 @@ def main(argv: list[str] | None = None) -> int:
         "thread alone allows, as on a GPU machine with workers to spare",
     )
     parser.add_argument(
+        "--replay-gpu-ms", type=float, default=0.0, metavar="MS",
+        help="with --replay-as-gpu: each replayed network's outputs are ready MS after it could start, one at a time, "
+        "as on a GPU whose forward takes MS (torch-cuda on an H200: 0.84); default 0",
+    )
+    parser.add_argument(
+        "--one-network-at-a-time", action="store_true",
+        help="complete each frame before beginning the next one's network, even on a backend that holds two "
+        "(tracker.pipeline.run_pipeline's pipeline_networks=False)",
+    )
+    parser.add_argument(
         "--replay-as-gpu", action="store_true",
         help="with --replay-network: the replayed network launches and collects as a GPU backend's does "
         "(default: as the backend's own does), so that the tracker thread takes a GPU backend's path; "
@@ -268,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also write the overlay video (depth colour map, mesh, skeleton; 30 frames/s, into a temporary file), "
         "as run_tracker.py --video does",
     )
-    parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>[_memory][_replayed_network][_as_gpu][_replayed_preparation][_aheadN][_read_aheadN][_pacedFPS][_video].json)")
+    parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>[_memory][_replayed_network][_as_gpu][_replayed_preparation][_gpuMSms][_one_network_at_a_time][_aheadN][_read_aheadN][_pacedFPS][_video].json)")
     args = parser.parse_args(argv)
     # Imported here, not at the top: segmentation worker processes import this module again
     # when they start, and need none of torch, numba or the inference runtimes.
@@ -278,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--frames must be at least 1")
     if (args.replay_as_gpu or args.replay_preparation) and not args.replay_network:
         parser.error("--replay-as-gpu and --replay-preparation need --replay-network")
+    if args.replay_gpu_ms and not args.replay_as_gpu:
+        parser.error("--replay-gpu-ms needs --replay-as-gpu")
+    if not (math.isfinite(args.replay_gpu_ms) and args.replay_gpu_ms >= 0):
+        parser.error("--replay-gpu-ms must be a number of milliseconds, 0 or more")
     if args.read_ahead is not None and args.read_ahead < 0:
         parser.error("--read-ahead must be at least 0")
     if args.pace is not None:
@@ -352,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.replay_network:
             asynchronous = args.replay_as_gpu or bool(getattr(backend, "asynchronous", False))
-            estimator = HandEstimator(_ReplayedNetwork(backend, asynchronous), hand_model)
+            estimator = HandEstimator(_ReplayedNetwork(backend, asynchronous, args.replay_gpu_ms), hand_model)
         tracker = HandTracker(estimator, config)
         if args.replay_preparation:
             tracker.prepare_function = _replayed_preparation
@@ -367,13 +399,16 @@ def main(argv: list[str] | None = None) -> int:
             # video frame of its own is not drawn.
             sinks.insert(1, VideoSink(Path(tmp) / "overlay.mp4", hand_model))
         live = args.pace is not None
+        pipelined = not args.one_network_at_a_time
         if args.profile is None:
-            summary = run_pipeline(source, tracker, sinks, drop_old_frames=live, read_ahead=read_ahead)
+            summary = run_pipeline(source, tracker, sinks, drop_old_frames=live, read_ahead=read_ahead, pipeline_networks=pipelined)
         else:
             # The profiler's own cost per call slows the run: these figures are for the
             # profile, not the speed.
             profiler = cProfile.Profile()
-            summary = profiler.runcall(run_pipeline, source, tracker, sinks, drop_old_frames=live, read_ahead=read_ahead)
+            summary = profiler.runcall(
+                run_pipeline, source, tracker, sinks, drop_old_frames=live, read_ahead=read_ahead, pipeline_networks=pipelined
+            )
             _write_profile(profiler, args.profile, summary.frames)
         rss_end = rss_mb()
     stats = summary.stats()
@@ -408,7 +443,12 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_1min_at_end": os.getloadavg()[0],
         "weights_sha256": manifest["files"],
         "backend": args.backend,
-        "network": ("replayed (first crop's output every frame" + (", launched and collected as on a GPU)" if args.replay_as_gpu else ")"))
+        "network": (
+            "replayed (first crop's output every frame"
+            + (", launched and collected as on a GPU" if args.replay_as_gpu else "")
+            + (f", each ready {args.replay_gpu_ms:g} ms after it could start" if args.replay_gpu_ms else "")
+            + ")"
+        )
         if args.replay_network else "run every frame",
         "preparation": "replayed (each process's first frame's, every frame)" if args.replay_preparation else "run every frame",
         "overlay_video": args.video,
@@ -429,7 +469,10 @@ def main(argv: list[str] | None = None) -> int:
         "windows_of_100_frames": len(windows),
         "frames_per_second_median_100_frame_windows": float(np.median(windows)) if windows else None,
         "frames_per_second_overall": overall,
-        "read_ahead": 1 if live else read_ahead,  # live, the slot holds the newest frame only
+        "read_ahead": 1 if live else read_ahead,
+        # Each frame's network begun before the one before it was completed (a backend that
+        # holds two frames, with workers preparing them).
+        "pipelined_networks": summary.pipelined_networks,  # live, the slot holds the newest frame only
         "latency_note": (
             "from the frame's arrival (handed over by the capture thread) to its estimate written" if live else
             "from the frame's arrival (read by the tracker's thread itself, with no capture thread: when it is taken) to its "
@@ -457,6 +500,10 @@ def main(argv: list[str] | None = None) -> int:
         "workers_rss_mb_every_100_frames": probe.workers_rss,
     }
     suffix = ("" if args.input == "recording" else "_memory") + ("_replayed_network" if args.replay_network else "") + ("_as_gpu" if args.replay_as_gpu else "") + ("_replayed_preparation" if args.replay_preparation else "")
+    if args.replay_gpu_ms:
+        suffix += f"_gpu{args.replay_gpu_ms:g}ms"
+    if args.one_network_at_a_time:
+        suffix += "_one_network_at_a_time"
     if args.segment_ahead is not None:  # not the tracker's own choice: a file of its own
         suffix += f"_ahead{args.segment_ahead}"
     if args.read_ahead is not None:  # the same

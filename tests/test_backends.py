@@ -392,23 +392,88 @@ def test_packed_outputs_unpack_to_the_networks_own(weights_dir):
         np.testing.assert_array_equal(unpacked[name], outputs[name].numpy())
 
 
+def test_torch_cuda_slots_hand_back_each_crop_s_outputs_oldest_first_on_stand_ins(weights_dir, monkeypatch):
+    # The CUDA graph backend's bookkeeping of its two slots, with CPU tensors standing in for
+    # the GPU's (copies then finish at once): which buffers each crop uses, what collect
+    # returns, what a third launch and run() drop. The GPU's own ordering is the CUDA test's.
+    reference = TorchBackend(weights_dir)
+    backend = object.__new__(TorchCudaGraphBackend)
+    backend.crop_size = SMALL.crop_size
+    backend.static_input = torch.zeros((1, 1, SMALL.crop_size, SMALL.crop_size))
+    with torch.inference_mode():
+        outputs = reference.network(backend.static_input)
+    backend.static_packed, backend.layout = pack_outputs(outputs), packed_layout(outputs)
+    replays = []
+
+    def replay():
+        replays.append(backend.static_input.clone())
+        with torch.inference_mode():
+            backend.static_packed.copy_(pack_outputs(reference.network(backend.static_input)))
+
+    backend.graph = SimpleNamespace(replay=replay)
+    backend.host_inputs = [torch.zeros_like(backend.static_input) for _ in range(2)]
+    backend.host_packed = [torch.zeros_like(backend.static_packed) for _ in range(2)]
+    synchronized = []
+    backend.done = [SimpleNamespace(record=lambda: None, synchronize=lambda i=i: synchronized.append(i)) for i in range(2)]
+    backend.queued, backend.next_slot = __import__("collections").deque(), 0
+    crops = [random_input(seed=s, crop_size=SMALL.crop_size) for s in (1, 2, 3)]
+    expected = [reference.run(c) for c in crops]
+
+    def same(got, want):
+        for name in ONNX_OUTPUTS:
+            np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-6)
+
+    backend.launch(crops[0])
+    backend.launch(crops[1])
+    assert backend.in_flight and list(backend.queued) == [0, 1]
+    same(backend.collect(), expected[0])
+    backend.launch(crops[2])  # into the slot just collected
+    assert list(backend.queued) == [1, 0]
+    same(backend.collect(), expected[1])
+    same(backend.collect(), expected[2])
+    assert not backend.in_flight and synchronized == [0, 1, 0]
+    for crop in crops:  # a third launch waits for the oldest, whose outputs are dropped
+        backend.launch(crop)
+    assert synchronized[-1] == 1 and len(backend.queued) == 2
+    same(backend.collect(), expected[1])
+    same(backend.collect(), expected[2])
+    backend.launch(crops[0])
+    same(backend.run(crops[1]), expected[1])  # run() is this crop's, whatever was launched before
+    assert not backend.in_flight
+    with pytest.raises(RuntimeError, match="without a launch"):
+        backend.collect()
+    assert len(replays) == 8 and all(torch.equal(r, torch.from_numpy(c)) for r, c in zip(replays, [*crops, *crops, crops[0], crops[1]]))
+    backend.close()
+
+
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_torch_cuda_graph_launch_returns_before_the_outputs_and_collect_waits_for_them(weights_dir):
     with TorchCudaGraphBackend(weights_dir) as backend:
         first, second = (random_input(seed=s, crop_size=SMALL.crop_size) for s in (1, 2))
-        expected = backend.run(first)
+        expected, expected_second = backend.run(first), backend.run(second)
         backend.launch(first)
         assert backend.in_flight  # queued; collect waits for it
         collected = backend.collect()
         assert not backend.in_flight
+        # Two in flight, each with its own buffers, collected oldest first.
         backend.launch(second)
-        backend.launch(first)  # waits for the one before, whose outputs are dropped
-        again = backend.collect()
+        backend.launch(first)
+        both = [backend.collect(), backend.collect()]
+        # A third waits for the oldest, whose outputs are dropped.
+        for crop in (first, second, first):
+            backend.launch(crop)
+        after_third = [backend.collect(), backend.collect()]
         with pytest.raises(RuntimeError, match="without a launch"):
             backend.collect()
+        backend.launch(second)
+        assert backend.run(first)["vertices"].tobytes() == expected["vertices"].tobytes()  # not the crop before it
+        assert not backend.in_flight
     for name in ONNX_OUTPUTS:
         np.testing.assert_array_equal(collected[name], expected[name])
-        np.testing.assert_array_equal(again[name], expected[name])
+        np.testing.assert_array_equal(both[0][name], expected_second[name])
+        np.testing.assert_array_equal(both[1][name], expected[name])
+        np.testing.assert_array_equal(after_third[0][name], expected_second[name])
+        np.testing.assert_array_equal(after_third[1][name], expected[name])
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")

@@ -30,6 +30,8 @@ def exit_code_and_error(main, argv, capsys):
         (pipeline_speed.main, ["--replay-preparation"], "--replay-preparation need --replay-network"),
         (pipeline_speed.main, ["--replay-as-gpu"], "--replay-preparation need --replay-network"),
         (pipeline_speed.main, ["--read-ahead", "-1"], "--read-ahead must be at least 0"),
+        (pipeline_speed.main, ["--replay-network", "--replay-gpu-ms", "1"], "--replay-gpu-ms needs --replay-as-gpu"),
+        (pipeline_speed.main, ["--replay-network", "--replay-as-gpu", "--replay-gpu-ms", "-1"], "--replay-gpu-ms must be a number"),
         (synthetic_throughput.main, ["--samples", "0"], "--samples must be at least 1"),
         (side_classifier.main, ["evaluate", "--weights", "{tmp}/none"], "no side-classifier weights"),
     ],

@@ -76,19 +76,21 @@ def test_gpu_session_measurements_give_way_to_the_training_when_time_is_short(tm
 def test_gpu_pipeline_smoke_run_brings_back_every_result(tmp_path):
     out = tmp_path / "out"
     done = subprocess.run(
-        ["bash", str(REPO / "benchmarks" / "gpu_pipeline.sh"), "1", "2"],
+        ["bash", str(REPO / "benchmarks" / "gpu_pipeline.sh"), "2"],
         env=_smoke_env(tmp_path), capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "failed" not in (out / "session.log").read_text()
-    for ahead, variant in ((1, ""), (2, ""), (2, "_replayed_network"), (2, "_read_ahead1")):
-        pipeline = json.loads((out / f"pipeline_speed_gpu_ahead{ahead}{variant}.json").read_text())
-        assert pipeline["frames"] == 120 and pipeline["tracker_config"]["segment_ahead"] == ahead
+    for variant in ("", "_replayed_network", "_read_ahead1", "_one_network_at_a_time"):
+        pipeline = json.loads((out / f"pipeline_speed_gpu_ahead2{variant}.json").read_text())
+        assert pipeline["frames"] == 120 and pipeline["tracker_config"]["segment_ahead"] == 2
         assert pipeline["network"].startswith("replayed") == (variant == "_replayed_network")
-        # The smoke run's CPU backend reads with a capture thread by default too; on the GPU
-        # the default is the tracker thread reading, and this stage compares the two.
+        # The smoke run's CPU backend reads with a capture thread by default too, and runs
+        # one network at a time; on the GPU the defaults are the tracker thread reading and
+        # two networks in flight, and these stages compare each with the other way.
         assert pipeline["read_ahead"] == 1 and ("--read-ahead" in pipeline["command"]) == (variant == "_read_ahead1")
-        assert pipeline["tracker_thread_cpu_ms_per_frame"] > 0
+        assert ("--one-network-at-a-time" in pipeline["command"]) == (variant == "_one_network_at_a_time")
+        assert pipeline["pipelined_networks"] is False and pipeline["tracker_thread_cpu_ms_per_frame"] > 0
     assert "onnxruntime" in json.loads((out / "network_speed_gpu.json").read_text())["backends"]
     live = json.loads((out / "pipeline_speed_gpu_paced90.json").read_text())
     assert live["pace_frames_per_second"] == 90.0 and live["frames"] + live["dropped"] == 120

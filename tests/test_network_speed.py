@@ -75,11 +75,15 @@ def test_pipeline_speed_measures_the_tracker_thread_alone_on_a_gpu_backend_s_pat
 
     out = tmp_path / "pipeline.json"
     argv = ["--input", "memory", "--frames", "40", "--warmup", "10", "--segment-ahead", "1", "--read-ahead", "0",
-            "--replay-network", "--replay-as-gpu", "--replay-preparation", "--out", str(out)]
+            "--replay-network", "--replay-as-gpu", "--replay-gpu-ms", "2", "--replay-preparation", "--out", str(out)]
     assert pipeline_speed(argv) == 0
     result = json.loads(out.read_text())
     assert result["frames"] == 40 and result["stopped_by"] == "end of input" and result["read_ahead"] == 0
-    assert "launched and collected as on a GPU" in result["network"] and result["preparation"].startswith("replayed")
+    assert "launched and collected as on a GPU, each ready 2 ms after it could start" in result["network"]
+    assert result["preparation"].startswith("replayed") and result["pipelined_networks"] is True
+    # The stand-in GPU runs one network at a time, 2 ms each: no run is faster than 500
+    # frames/s (2 % for the clock's resolution over 30 frames).
+    assert result["frames_per_second_overall"] <= 500 * 1.02
     # The replayed preparation's timings are its first frame's: left out, not reported as measured.
     assert set(result["stage_median_ms"]) == {"network", "refit"}
     # The tracker thread's CPU time per frame is part of the time it takes per frame.

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import cv2
@@ -342,6 +343,133 @@ def test_the_next_frame_goes_to_a_worker_while_the_network_runs(hand_model, monk
     _, alone = _run(hand_model, 1, frames)
     for a, b in zip(sink.results, alone):
         np.testing.assert_allclose(a.hands[0].joints_cam_m, b.hands[0].joints_cam_m, atol=1e-6)
+
+
+class _TwoInFlight:
+    """onnxruntime behind a launch that only queues the crop, two at a time, as torch-cuda's
+    does: collect takes the oldest. Records L(aunch), C(ollect) and s(end to a worker)."""
+
+    asynchronous = True
+    frames_in_flight = 2
+
+    def __init__(self, events):
+        from tracker.backends import create_backend
+
+        self.inner = create_backend("onnxruntime")
+        self.name, self.manifest, self.events, self.queued = "two in flight", self.inner.manifest, events, deque()
+
+    def launch(self, depth):
+        self.events.append("L")
+        assert len(self.queued) < 2, "a third frame launched"
+        self.queued.append(depth)
+
+    def collect(self):
+        self.events.append("C")
+        return self.inner.run(self.queued.popleft())
+
+    def run(self, depth):
+        raise AssertionError("a launching backend is launched, not run")
+
+    def close(self):
+        self.inner.close()
+
+
+def _pipelined_run(hand_model, monkeypatch, frames, sink=None, **options):
+    from tracker.estimator import HandEstimator
+    from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
+    from tracker.prepare import PrepareWorkers
+
+    events = []
+    send = PrepareWorkers.send
+
+    def recorded_send(self, frame, prior):
+        events.append("s")
+        return send(self, frame, prior)
+
+    monkeypatch.setattr(PrepareWorkers, "send", recorded_send)
+    backend = _TwoInFlight(events)
+    tracker = HandTracker(HandEstimator(backend, hand_model), TrackerConfig(segment_ahead=1))
+    sink = sink or _Collect()
+    summary = run_pipeline(SyntheticSource(seed=4, max_frames=frames, hand_model=hand_model), tracker, [sink], drop_old_frames=False, **options)
+    return summary, sink.results, "".join(events), backend
+
+
+def test_a_backend_that_holds_two_frames_begins_each_network_before_completing_the_frame_before(hand_model, monkeypatch):
+    frames = 12
+    summary, results, events, backend = _pipelined_run(hand_model, monkeypatch, frames)
+    assert summary.frames == frames and summary.pipelined_networks and summary.stopped_by == "end of input"
+    assert [r.frame.frame_number for r in results] == list(range(frames)) and all(len(r.hands) == 1 for r in results)
+    # Two frames sent, the first launched and the third sent; from then on each frame is
+    # launched, the next but one sent, and only then the frame before it collected.
+    assert events == "ss" + "Ls" + "LsC" * (frames - 3) + "LC" * 2 + "C", events
+    assert not backend.queued
+    # The priors lag a frame more than with one network at a time: on this slowly moving
+    # hand the same hands to a micrometre.
+    one, alone, one_events, _ = _pipelined_run(hand_model, monkeypatch, frames, pipeline_networks=False)
+    assert not one.pipelined_networks and one_events == "ss" + "LsC" * (frames - 2) + "LC" * 2
+    for a, b in zip(results, alone):
+        np.testing.assert_allclose(a.hands[0].joints_cam_m, b.hands[0].joints_cam_m, atol=1e-6)
+
+
+def test_pipelined_networks_stop_at_max_frames_or_a_sink_s_stop_and_leave_nothing_queued(hand_model, monkeypatch):
+    summary, results, events, backend = _pipelined_run(hand_model, monkeypatch, 10, max_frames=4)
+    assert summary.frames == 4 and summary.stopped_by == "max frames" and len(results) == 4
+    assert events.count("L") == events.count("C") == 4 and not backend.queued  # no network begun past the fourth
+
+    class StopsAtThird(_Collect):
+        stop_requested, stop_reason = False, "viewer closed"
+
+        def write(self, result):
+            super().write(result)
+            self.stop_requested = len(self.results) == 3
+
+    summary, results, events, backend = _pipelined_run(hand_model, monkeypatch, 10, sink=StopsAtThird())
+    assert summary.frames == 3 and summary.stopped_by == "viewer closed" and len(results) == 3
+    assert events.count("L") == events.count("C") == 4 and not backend.queued  # the fourth's network taken, not written
+
+
+def test_a_frame_completed_after_its_track_ended_is_reported_but_does_not_carry_the_track_on():
+    # The order a pipelined run takes: frame n + 1 begun before frame n is completed.
+    from tracker.pipeline import HandTracker, TrackerConfig
+    from tracker.prepare import Prepared
+    from tracker.types import CameraIntrinsics, DepthFrame, HandEstimate
+
+    class Echo(_SideEchoEstimator):  # confidence as each frame's test case says
+        confidence = {}
+
+        def to_estimate(self, crop, output, timings, intrinsics):
+            joints = np.full((21, 3), 0.5, np.float32)
+            return HandEstimate(np.zeros((1, 3), np.float32), joints, np.zeros((21, 2), np.float32), Handedness.RIGHT, self.confidence.get(self.frame, 1.0), timings)
+
+    estimator = Echo()
+    tracker = HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT, smooth=True))
+    intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
+
+    def begin(number, centre):
+        frame = DepthFrame(np.zeros((48, 64), np.uint16), 0.001, intrinsics, 33.0 * number, "cam", number)
+        crops = {Handedness.RIGHT: "right"} if centre is not None else {}
+        return tracker.begin(frame, Prepared(None if centre is None else np.array(centre, np.float64), crops, None, {}))
+
+    def complete(begun):
+        estimator.frame = begun.frame.frame_number
+        return tracker.complete(begun)
+
+    first = begin(0, [0.0, 0.0, 0.5])
+    second = begin(1, [0.0, 0.0, 0.51])
+    assert len(complete(first).hands) == 1
+    np.testing.assert_array_equal(tracker.previous_center, [0.0, 0.0, 0.5])
+    third = begin(2, None)  # no hand: the track ends while the second frame's network runs
+    assert isinstance(third, FrameResult) and third.hands == () and tracker.previous_center is None
+    late = complete(second)
+    assert len(late.hands) == 1  # its hand is reported ...
+    assert tracker.previous_center is None  # ... but the next frame is found afresh, not from it
+    # A frame whose own network fails ends the track; the one begun after it then starts none.
+    estimator.confidence = {3: 0.0}
+    fourth, fifth = begin(3, [0.0, 0.0, 0.5]), begin(4, [0.0, 0.0, 0.5])
+    assert complete(fourth).hands == () and tracker.previous_center is None
+    assert len(complete(fifth).hands) == 1 and tracker.previous_center is None
+    sixth = begin(5, [0.0, 0.0, 0.5])
+    assert len(complete(sixth).hands) == 1 and tracker.previous_center is not None  # in turn, a track again
 
 
 def test_a_backend_that_launches_and_collects_tracks_live_frames_in_the_tracker_thread(hand_model):

@@ -31,6 +31,7 @@ to another backend behind its back.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import os
@@ -85,6 +86,8 @@ class _BackendBase:
     #: Whether ``launch`` returns before the network has run (a GPU's queue), so that work
     #: between it and ``collect`` overlaps the network.
     asynchronous = False
+    #: How many launched crops may wait to be collected, each ``collect`` taking the oldest.
+    frames_in_flight = 1
 
     def _checked_input(self, depth: np.ndarray) -> np.ndarray:
         s = self.crop_size
@@ -250,10 +253,15 @@ class TorchCudaGraphBackend(_BackendBase):
     kernels); a graph replay launches them all in one call. The graph reads a fixed input
     buffer and writes fixed output buffers, so each frame copies in and copies out.
     Convolutions follow torch's cuDNN defaults (TF32 allowed on Ampere and newer).
+
+    Two crops may be in flight: each has its own pinned host buffers, and everything runs
+    on one stream, so the second crop's copy in waits for the first one's graph, and its
+    graph for the first one's copy out, in the GPU's own order.
     """
 
     name = "torch-cuda"
     asynchronous = True
+    frames_in_flight = 2
 
     def __init__(self, weights_dir: str | Path = WEIGHTS_DIR, warmup_runs: int = 3) -> None:
         _require_cuda(self.name)
@@ -276,40 +284,53 @@ class TorchCudaGraphBackend(_BackendBase):
             # Packed inside the graph: one more kernel in the replay, one copy out per frame.
             self.static_packed = pack_outputs(outputs)
         self.layout = packed_layout(outputs)
-        # Pinned host buffers make the per-frame copies true DMA transfers.
-        self.host_input = torch.empty((1, 1, s, s), dtype=torch.float32, pin_memory=True)
-        self.host_packed = torch.empty(self.static_packed.shape, dtype=torch.float32, pin_memory=True)
-        self.done = torch.cuda.Event()  # recorded after a frame's copies out
-        self.in_flight = False
+        # Pinned host buffers make the per-frame copies true DMA transfers; one pair per
+        # crop in flight, used in turn.
+        slots = range(self.frames_in_flight)
+        self.host_inputs = [torch.empty((1, 1, s, s), dtype=torch.float32, pin_memory=True) for _ in slots]
+        self.host_packed = [torch.empty(self.static_packed.shape, dtype=torch.float32, pin_memory=True) for _ in slots]
+        self.done = [torch.cuda.Event() for _ in slots]  # recorded after a crop's copy out
+        self.queued: collections.deque[int] = collections.deque()  # slots launched, oldest first
+        self.next_slot = 0
+
+    @property
+    def in_flight(self) -> bool:
+        return bool(self.queued)
 
     def launch(self, depth: np.ndarray) -> None:
         checked = self._checked_input(depth)
-        if self.in_flight:  # the pinned input buffer may still be read by the copy before
-            torch.cuda.current_stream().synchronize()
-        self.host_input.numpy()[...] = checked
+        if len(self.queued) == self.frames_in_flight:
+            # Every slot's pinned buffers may still be read by copies queued: the oldest
+            # crop is waited for, and its outputs are lost.
+            self.done[self.queued.popleft()].synchronize()
+        slot, self.next_slot = self.next_slot, (self.next_slot + 1) % self.frames_in_flight
+        self.host_inputs[slot].numpy()[...] = checked
         # From here a copy may be queued that reads the pinned buffer, whatever fails next.
-        self.in_flight = True
-        self.static_input.copy_(self.host_input, non_blocking=True)
+        self.queued.append(slot)
+        self.static_input.copy_(self.host_inputs[slot], non_blocking=True)
         self.graph.replay()
-        self.host_packed.copy_(self.static_packed, non_blocking=True)
-        self.done.record()
+        self.host_packed[slot].copy_(self.static_packed, non_blocking=True)
+        self.done[slot].record()
 
     def collect(self) -> dict[str, np.ndarray]:
-        if not self.in_flight:
+        """The outputs of the oldest crop launched and not yet collected."""
+        if not self.queued:
             raise RuntimeError(f"{self.name}: collect() without a launch() before it")
-        self.done.synchronize()
-        self.in_flight = False
-        # A copy: the host buffer is overwritten by the next frame.
-        return unpack_outputs(self.host_packed.numpy().copy(), self.layout)
+        slot = self.queued.popleft()
+        self.done[slot].synchronize()
+        # A copy: the host buffer is overwritten by a later crop.
+        return unpack_outputs(self.host_packed[slot].numpy().copy(), self.layout)
 
     def run(self, depth: np.ndarray) -> dict[str, np.ndarray]:
+        while self.queued:  # run() hands back this crop's outputs, so nothing may be ahead of it
+            self.collect()
         self.launch(depth)
         return self.collect()
 
     def close(self) -> None:
-        if getattr(self, "in_flight", False):  # nothing queued may outlive the buffers it uses
+        if getattr(self, "queued", None):  # nothing queued may outlive the buffers it uses
             torch.cuda.current_stream().synchronize()
-            self.in_flight = False
+            self.queued.clear()
         self.graph = self.static_packed = self.static_input = self.network = None
 
 

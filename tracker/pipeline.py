@@ -176,6 +176,10 @@ class HandTracker:
             self.side_classifier = side_classifier
         self._side_vote = SideVote(config.side_vote)
         self._side: Handedness | None = None
+        #: Counts the tracks ended (``_lost``): a frame whose network ran while its track
+        #: ended (``run_pipeline`` may begin the next frame before completing this one)
+        #: is reported, but does not carry the new track on.
+        self._track = 0
         self._last_frame: tuple[str, int, float] | None = None  # serial, frame number, timestamp (ms)
         #: What prepares a frame (segment, crop, side), here and in the worker processes:
         #: ``prepare_frame``'s arguments, a module-level function the workers can import.
@@ -198,6 +202,7 @@ class HandTracker:
         return frame.serial == serial and frame.frame_number >= number and abs(frame.timestamp_ms - time_ms) <= self.config.new_track_gap_ms
 
     def _lost(self) -> None:
+        self._track += 1
         self._previous_center = None
         self._side_vote.reset()
         self._side = None
@@ -255,10 +260,15 @@ class HandTracker:
         if self._previous_center is not None and np.linalg.norm(centre - self._previous_center) > self.config.new_track_jump_m:
             self._lost()
         crop = self._crop(frame, prepared, timings)
-        return _Begun(frame, centre, self.estimator.start(crop), timings)
+        return _Begun(frame, centre, self.estimator.start(crop), timings, self._track)
 
     def complete(self, begun: _Begun) -> FrameResult:
-        """``finish`` from the network's start on: its outputs, the refit, the tracking state."""
+        """``finish`` from the network's start on: its outputs, the refit, the tracking state.
+
+        Frames are completed in the order they were begun. When later frames were begun in
+        between (``run_pipeline`` with a backend that holds two frames), one of them may have
+        ended the track this frame belongs to: its hand is still reported, unsmoothed, but
+        the new track does not start from it."""
         frame, timings = begun.frame, begun.timings_ms
         output, stage_ms = self.estimator.complete(begun.launched)
         timings.update(stage_ms)
@@ -267,6 +277,8 @@ class HandTracker:
         if estimate.confidence < self.config.min_confidence:
             self._lost()
             return FrameResult(frame, (), timings)
+        if begun.track != self._track:
+            return FrameResult(frame, (estimate,), timings)
         self._previous_center = begun.centre
         if self._smoother is not None:
             # Joints and mesh through one filter, so the drawn and written mesh stays on the
@@ -283,12 +295,14 @@ class HandTracker:
 @dataclass(frozen=True)
 class _Begun:
     """A frame whose network was started (``HandTracker.begin``): the hand centre it was
-    found at (camera frame, m), the started network run, and the frame's timings so far."""
+    found at (camera frame, m), the started network run, the frame's timings so far, and
+    the track it was begun in (``HandTracker._track``)."""
 
     frame: DepthFrame
     centre: np.ndarray
     launched: Launched
     timings_ms: dict[str, float]
+    track: int
 
 
 class _FrameSlot:
@@ -398,6 +412,8 @@ class RunSummary:
     latency_ms: array = field(default_factory=lambda: array("d"))
     processing_ms: array = field(default_factory=lambda: array("d"))
     stopped_by: str = "end of input"
+    #: Whether each frame's network began before the frame before it was completed.
+    pipelined_networks: bool = False
     error: str | None = None
     #: The input's traceback when it failed with something other than a SourceError.
     error_traceback: str | None = None
@@ -430,13 +446,21 @@ def describe_input_error(error: BaseException) -> str:
 
 
 def run_pipeline(
-    source, tracker: HandTracker, sinks: list, drop_old_frames: bool, max_frames: int | None = None, read_ahead: int = PLAYBACK_READ_AHEAD
+    source,
+    tracker: HandTracker,
+    sinks: list,
+    drop_old_frames: bool,
+    max_frames: int | None = None,
+    read_ahead: int = PLAYBACK_READ_AHEAD,
+    pipeline_networks: bool = True,
 ) -> RunSummary:
     """Stream ``source`` through ``tracker`` into ``sinks`` until the end, an error or a signal.
 
     ``read_ahead``: without ``drop_old_frames``, how many frames the capture thread may have
     read and waiting (``_FrameSlot``); 0: no capture thread, the tracker thread reads each
-    frame when it needs it (``_InlineFrames``).
+    frame when it needs it (``_InlineFrames``). ``pipeline_networks``: when frames are
+    prepared ahead by workers and the backend holds two frames at once (torch-cuda), begin
+    each frame's network before completing the frame before it (False: one at a time).
 
     Sink errors propagate; source errors end the run with ``summary.error`` set after every
     frame already received was processed and written. A sink whose ``stop_requested``
@@ -484,7 +508,12 @@ def run_pipeline(
     # A backend whose launch returns before the network has run (a GPU's) lets the next
     # frame's hand-over to a worker overlap it; with one that computes in its launch, the
     # hand-over comes first, so that the worker gets the frame as early as it can.
-    overlap = bool(getattr(getattr(getattr(tracker, "estimator", None), "backend", None), "asynchronous", False))
+    backend = getattr(getattr(tracker, "estimator", None), "backend", None)
+    overlap = bool(getattr(backend, "asynchronous", False))
+    # One that holds two frames takes the next frame's network before the last one's
+    # outputs are collected: the GPU then works while this thread does the rest.
+    pipelined = pipeline_networks and overlap and workers > 0 and int(getattr(backend, "frames_in_flight", 1)) >= 2
+    summary.pipelined_networks = pipelined
     ahead = None
 
     taken_at: dict[int, float] = {}
@@ -531,48 +560,95 @@ def run_pipeline(
                 else:
                     in_flight.append(taken)
 
+        def deliver(result: FrameResult, dropped: int) -> bool:
+            """Write one frame's result to the sinks and count it; True when the run ends
+            with it (a sink asked to stop, or ``max_frames``)."""
+            nonlocal last_written
+            frame = result.frame
+            result = FrameResult(frame, result.hands, result.timings_ms, dropped)
+            for sink in sinks:
+                sink.write(result)
+            last_written = time.perf_counter()
+            stopping = [sink for sink in sinks if getattr(sink, "stop_requested", False)]
+            if stopping:
+                summary.stopped_by = getattr(stopping[0], "stop_reason", "viewer closed")
+                stop.set()
+            now = time.perf_counter()
+            arrived = arrival.pop(id(frame), None)
+            if arrived is not None:
+                summary.latency_ms.append(1e3 * (now - arrived))
+            summary.processing_ms.append(1e3 * (now - taken_at.pop(id(frame))))
+            summary.frames += 1
+            summary.frames_with_hand += bool(result.hands)
+            if max_frames is not None and summary.frames >= max_frames:
+                summary.stopped_by = "max frames"
+                return True
+            return bool(stopping)
+
+        def next_frame():
+            """(frame, dropped) to process now, or None at the end or on a stop."""
+            nonlocal first_taken
+            if stop.is_set():
+                return None
+            fill()
+            if not in_flight:
+                return None
+            frame, dropped = in_flight.popleft()
+            if first_taken is None:
+                first_taken = time.perf_counter()
+            summary.dropped += dropped
+            return frame, dropped
+
+        # Begun frames whose network outputs are not yet taken, oldest first (pipelined).
+        pending: deque = deque()
         try:
-            while not stop.is_set():
-                fill()
-                if not in_flight:
-                    break
-                frame, dropped = in_flight.popleft()
-                if first_taken is None:
-                    first_taken = time.perf_counter()
-                summary.dropped += dropped
-                if ahead is None:
-                    result = tracker.process(frame)
-                elif not overlap:
-                    result = tracker.finish(frame, ahead.receive())
-                else:
-                    result = tracker.begin(frame, ahead.receive())
-                    # While the GPU runs the network, the next frame goes to a worker (its
-                    # copy into shared memory and the pipe: a third of the tracker thread's
-                    # time on an H200's host). Its prior is the track as this frame left it
-                    # before its network, the same on every run.
-                    try:
-                        fill()
-                    finally:  # the network's outputs are taken whatever happened meanwhile
-                        if not isinstance(result, FrameResult):
-                            result = tracker.complete(result)
-                result = FrameResult(result.frame, result.hands, result.timings_ms, dropped)
-                for sink in sinks:
-                    sink.write(result)
-                last_written = time.perf_counter()
-                stopping = [sink for sink in sinks if getattr(sink, "stop_requested", False)]
-                if stopping:
-                    summary.stopped_by = getattr(stopping[0], "stop_reason", "viewer closed")
-                    stop.set()
-                now = time.perf_counter()
-                arrived = arrival.pop(id(frame), None)
-                if arrived is not None:
-                    summary.latency_ms.append(1e3 * (now - arrived))
-                summary.processing_ms.append(1e3 * (now - taken_at.pop(id(frame))))
-                summary.frames += 1
-                summary.frames_with_hand += bool(result.hands)
-                if max_frames is not None and summary.frames >= max_frames:
-                    summary.stopped_by = "max frames"
-                    break
+            try:
+                if pipelined:
+                    # The next frame's network starts before the last one's outputs are taken, so
+                    # the GPU works while this thread refits, writes and hands frames over. A
+                    # signal's stop still writes the frames begun; a sink's stop or max_frames
+                    # does not.
+                    while True:
+                        room = max_frames is None or summary.frames + len(pending) < max_frames
+                        taken = next_frame() if room else None
+                        if taken is not None:
+                            pending.append((tracker.begin(taken[0], ahead.receive()), taken[1]))
+                            fill()  # the next frame to a worker while the networks run
+                            if len(pending) < 2:
+                                continue
+                        if not pending:
+                            break
+                        begun, dropped = pending.popleft()
+                        if deliver(begun if isinstance(begun, FrameResult) else tracker.complete(begun), dropped):
+                            break
+                while not pipelined and (taken := next_frame()) is not None:
+                    frame, dropped = taken
+                    if ahead is None:
+                        result = tracker.process(frame)
+                    elif not overlap:
+                        result = tracker.finish(frame, ahead.receive())
+                    else:
+                        result = tracker.begin(frame, ahead.receive())
+                        # While the GPU runs the network, the next frame goes to a worker (its
+                        # copy into shared memory and the pipe: a third of the tracker thread's
+                        # time on an H200's host). Its prior is the track as this frame left it
+                        # before its network, the same on every run.
+                        try:
+                            fill()
+                        finally:  # the network's outputs are taken whatever happened meanwhile
+                            if not isinstance(result, FrameResult):
+                                result = tracker.complete(result)
+                    if deliver(result, dropped):
+                        break
+            finally:
+                # Networks started and not written (the run ended early, or failed): their
+                # outputs are taken, so that the backend holds nothing for a later run.
+                for begun, _ in pending:
+                    if not isinstance(begun, FrameResult):
+                        try:
+                            tracker.estimator.complete(begun.launched)
+                        except Exception:  # the run's own ending (or failure) is what is reported
+                            pass
         except PrepareWorkerEnded as exc:
             if exc.signal_name not in GROUP_STOP_SIGNALS and not stop.is_set():
                 raise
