@@ -21,7 +21,7 @@
 # Results in $OUT: session.log, network_speed_gpu.json, pipeline_speed_gpu_aheadN.json,
 # pipeline_speed_gpu_aheadN_replayed_network.json, pipeline_speed_gpu_aheadN_read_ahead1.json,
 # pipeline_speed_gpu_aheadN_one_network_at_a_time.json, pipeline_speed_gpu_paced90.json,
-# main_thread_profile.txt (8 files, what a remote machine returns). Each is written as soon as it exists, so a run cut short
+# main_thread_profile.txt (8 files). Each is written as soon as it exists, so a run cut short
 # keeps what was done. Needs what benchmarks/gpu_session.sh needs. GPU_SESSION_SMOKE=1 runs
 # every stage tiny and on the CPU (tests/test_gpu_session.py).
 set -uo pipefail
@@ -32,7 +32,7 @@ out=${OUT:-out/gpu_pipeline}
 python=${PYTHON:-python3}
 smoke=${GPU_SESSION_SMOKE:-0}
 if [ $# -gt 1 ]; then
-  echo "one number of workers at most (8 result files come back from a remote machine)" >&2
+  echo "one number of workers at most" >&2
   exit 2
 fi
 most=${1:-3}

@@ -179,6 +179,8 @@ class _LoopedFrames(FrameSource):
     with ``pace_fps`` each at its due time, as a camera delivers them (``due``: when each
     was due, ``time.perf_counter`` seconds)."""
 
+    light_to_read = True  # nothing to decode: as a recording is read
+
     def __init__(self, frames: list, total: int, pace_fps: float | None = None) -> None:
         super().__init__()
         self._frames, self.total, self.pace_fps = frames, total, pace_fps
@@ -279,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         "--read-ahead", type=int, default=None, metavar="N",
         help="frames the capture thread may have read and waiting for the tracker; 0: no capture thread, the tracker's "
         "thread reads each frame itself (default: as the tracker does, tracker.pipeline.default_read_ahead: 0 on a GPU backend with "
-        "workers, else 1)",
+        "workers, which both inputs here allow, else 1)",
     )
     parser.add_argument(
         "--profile", type=Path, metavar="FILE",
@@ -351,7 +353,6 @@ def main(argv: list[str] | None = None) -> int:
         manifest = load_manifest()
         # Live, as the tracker runs a camera: no workers, and the backend set up for none.
         ahead = 0 if args.pace is not None else default_segment_ahead(args.backend) if args.segment_ahead is None else args.segment_ahead
-        read_ahead = default_read_ahead(args.backend, ahead) if args.read_ahead is None else args.read_ahead
         config = TrackerConfig(cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest), segment_ahead=ahead)
         backend = create_backend(args.backend, **backend_options(args.backend, ahead))
         estimator = HandEstimator(backend, hand_model)  # checks the weights were made for this hand model
@@ -382,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             # OpenCV's pool as the machine sizes it, and what frame preparation uses instead.
             "opencv_default": cv2.getNumThreads(), "opencv_preparing_frames": PREPARE_OPENCV_THREADS,
         }
+        read_ahead = default_read_ahead(args.backend, ahead, source) if args.read_ahead is None else args.read_ahead
         if args.replay_network:
             asynchronous = args.replay_as_gpu or bool(getattr(backend, "asynchronous", False))
             estimator = HandEstimator(_ReplayedNetwork(backend, asynchronous, args.replay_gpu_ms), hand_model)
@@ -469,10 +471,10 @@ def main(argv: list[str] | None = None) -> int:
         "windows_of_100_frames": len(windows),
         "frames_per_second_median_100_frame_windows": float(np.median(windows)) if windows else None,
         "frames_per_second_overall": overall,
-        "read_ahead": 1 if live else read_ahead,
+        "read_ahead": 1 if live else read_ahead,  # live, the slot holds the newest frame only
         # Each frame's network begun before the one before it was completed (a backend that
         # holds two frames, with workers preparing them).
-        "pipelined_networks": summary.pipelined_networks,  # live, the slot holds the newest frame only
+        "pipelined_networks": summary.pipelined_networks,
         "latency_note": (
             "from the frame's arrival (handed over by the capture thread) to its estimate written" if live else
             "from the frame's arrival (read by the tracker's thread itself, with no capture thread: when it is taken) to its "
@@ -488,9 +490,10 @@ def main(argv: list[str] | None = None) -> int:
         "stage_median_ms": stages,
         "tracker_thread_cpu_ms_per_frame": tracker_cpu_ms,
         "tracker_thread_cpu_note": "CPU time of the tracker's thread (take, hand-over to workers, side vote, network call, refit, "
-        "estimate, sinks) per frame over the timed frames, its waits left out; with the network replayed, 1000 / this is "
-        "the most frames/s that thread allows on this machine, with no worker left waiting. onnxruntime also runs part of "
-        "the network in this thread",
+        "estimate, sinks) per frame over the timed frames, its blocking waits left out; with the network replayed, 1000 / this "
+        "is the most frames/s that thread allows on this machine, with no worker left waiting. onnxruntime also runs part of "
+        "the network in this thread, and a wait for a GPU's outputs (a stand-in's with --replay-gpu-ms, torch's "
+        "synchronisation) spins, so it counts",
         **(_paced_figures(probe, source, warmup) if live else {}),
         "rss_mb_start": rss_start,
         "rss_mb_end": rss_end,

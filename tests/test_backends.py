@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import sys
+from collections import deque
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -415,7 +416,7 @@ def test_torch_cuda_slots_hand_back_each_crop_s_outputs_oldest_first_on_stand_in
     backend.host_packed = [torch.zeros_like(backend.static_packed) for _ in range(2)]
     synchronized = []
     backend.done = [SimpleNamespace(record=lambda: None, synchronize=lambda i=i: synchronized.append(i)) for i in range(2)]
-    backend.queued, backend.next_slot = __import__("collections").deque(), 0
+    backend.queued, backend.next_slot = deque(), 0
     crops = [random_input(seed=s, crop_size=SMALL.crop_size) for s in (1, 2, 3)]
     expected = [reference.run(c) for c in crops]
 

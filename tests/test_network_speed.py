@@ -81,9 +81,10 @@ def test_pipeline_speed_measures_the_tracker_thread_alone_on_a_gpu_backend_s_pat
     assert result["frames"] == 40 and result["stopped_by"] == "end of input" and result["read_ahead"] == 0
     assert "launched and collected as on a GPU, each ready 2 ms after it could start" in result["network"]
     assert result["preparation"].startswith("replayed") and result["pipelined_networks"] is True
-    # The stand-in GPU runs one network at a time, 2 ms each: no run is faster than 500
-    # frames/s (2 % for the clock's resolution over 30 frames).
-    assert result["frames_per_second_overall"] <= 500 * 1.02
+    # The stand-in GPU runs one network at a time, 2 ms each, so the 30 timed frames take at
+    # least 29 networks' time (the first timed one's may have run before the timing
+    # starts): at most 500 * 30 / 29 frames/s, 2 % more for sleep and clock granularity.
+    assert result["frames_per_second_overall"] <= 500 * 30 / 29 * 1.02
     # The replayed preparation's timings are its first frame's: left out, not reported as measured.
     assert set(result["stage_median_ms"]) == {"network", "refit"}
     # The tracker thread's CPU time per frame is part of the time it takes per frame.

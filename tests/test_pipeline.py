@@ -276,13 +276,19 @@ def test_the_tracker_thread_reading_the_input_itself_keeps_every_frame_before_a_
         assert (summary.error_traceback is None) == (failure == "input error")
 
 
-def test_the_tracker_thread_reads_the_input_itself_where_it_is_the_limit():
+def test_the_tracker_thread_reads_the_input_itself_where_it_is_the_limit_and_reading_is_light():
     from tracker.pipeline import PLAYBACK_READ_AHEAD, default_read_ahead
+    from tracker.sources import FolderSource, RecordingSource
 
-    assert default_read_ahead("torch-cuda", 3) == default_read_ahead("tensorrt", 1) == 0
-    # No workers (the synthetic input renders in the capture thread), or a CPU network.
-    assert default_read_ahead("torch-cuda", 0) == PLAYBACK_READ_AHEAD
-    assert default_read_ahead("onnxruntime", 1) == default_read_ahead("torch", 0) == PLAYBACK_READ_AHEAD
+    recording = type("Recording", (), {"light_to_read": RecordingSource.light_to_read})()
+    assert default_read_ahead("torch-cuda", 3, recording) == default_read_ahead("tensorrt", 1, recording) == 0
+    # PNGs decoded (or frames rendered) as they are read: a capture thread overlaps that work.
+    assert not FolderSource.light_to_read and not SyntheticSource.light_to_read
+    assert default_read_ahead("torch-cuda", 3, type("Folder", (), {"light_to_read": False})()) == PLAYBACK_READ_AHEAD
+    assert default_read_ahead("torch-cuda", 3) == PLAYBACK_READ_AHEAD  # a source that does not say
+    # No workers, or a CPU network.
+    assert default_read_ahead("torch-cuda", 0, recording) == PLAYBACK_READ_AHEAD
+    assert default_read_ahead("onnxruntime", 1, recording) == default_read_ahead("torch", 0, recording) == PLAYBACK_READ_AHEAD
 
 
 @pytest.mark.parametrize("asynchronous", [True, False])
@@ -374,7 +380,7 @@ class _TwoInFlight:
         self.inner.close()
 
 
-def _pipelined_run(hand_model, monkeypatch, frames, sink=None, **options):
+def _pipelined_run(hand_model, monkeypatch, frames, sink=None, created=None, **options):
     from tracker.estimator import HandEstimator
     from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
     from tracker.prepare import PrepareWorkers
@@ -388,6 +394,8 @@ def _pipelined_run(hand_model, monkeypatch, frames, sink=None, **options):
 
     monkeypatch.setattr(PrepareWorkers, "send", recorded_send)
     backend = _TwoInFlight(events)
+    if created is not None:  # for a caller whose run raises
+        created.append(backend)
     tracker = HandTracker(HandEstimator(backend, hand_model), TrackerConfig(segment_ahead=1))
     sink = sink or _Collect()
     summary = run_pipeline(SyntheticSource(seed=4, max_frames=frames, hand_model=hand_model), tracker, [sink], drop_old_frames=False, **options)
@@ -409,6 +417,66 @@ def test_a_backend_that_holds_two_frames_begins_each_network_before_completing_t
     assert not one.pipelined_networks and one_events == "ss" + "LsC" * (frames - 2) + "LC" * 2
     for a, b in zip(results, alone):
         np.testing.assert_allclose(a.hands[0].joints_cam_m, b.hands[0].joints_cam_m, atol=1e-6)
+
+
+def test_pipelined_networks_smooth_as_one_network_at_a_time_does(hand_model, monkeypatch):
+    # Each frame is smoothed with its own track's filter, in frame order, whatever was begun
+    # meanwhile: the same joints as one at a time, to the priors' micrometre.
+    from tracker.estimator import HandEstimator
+    from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
+
+    runs = []
+    for pipelined in (True, False):
+        backend = _TwoInFlight([])
+        tracker = HandTracker(HandEstimator(backend, hand_model), TrackerConfig(segment_ahead=1, smooth=True))
+        sink = _Collect()
+        summary = run_pipeline(
+            SyntheticSource(seed=4, max_frames=10, hand_model=hand_model), tracker, [sink], drop_old_frames=False, pipeline_networks=pipelined
+        )
+        assert summary.pipelined_networks == pipelined and summary.frames == 10
+        runs.append(sink.results)
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a.hands[0].joints_cam_m, b.hands[0].joints_cam_m, atol=1e-6)
+        np.testing.assert_allclose(a.hands[0].vertices_cam_m, b.hands[0].vertices_cam_m, atol=1e-6)
+
+
+@pytest.mark.parametrize("failure", ["sink", "worker killed", "stop signal to the workers"])
+def test_pipelined_networks_end_on_a_failure_with_nothing_queued(hand_model, monkeypatch, failure):
+    from tracker.prepare import PrepareWorkerEnded, PrepareWorkers
+
+    class FailsAtThird(_Collect):
+        def write(self, result):
+            if len(self.results) == 2:
+                raise OSError(28, "No space left on device")
+            super().write(result)
+
+    receive, calls = PrepareWorkers.receive, []
+
+    def receive_then_lose_the_worker(self):
+        calls.append(1)
+        if len(calls) == 5:
+            os.kill(self._processes[0].pid, signal.SIGTERM if failure == "stop signal to the workers" else signal.SIGKILL)
+            self._processes[0].join()
+        return receive(self)
+
+    created = []
+    if failure == "sink":
+        with pytest.raises(OSError, match="No space left"):
+            _pipelined_run(hand_model, monkeypatch, 10, sink=FailsAtThird(), created=created)
+        assert not created[0].queued  # the frame begun after the failing one was collected
+        return
+    monkeypatch.setattr(PrepareWorkers, "receive", receive_then_lose_the_worker)
+    if failure == "worker killed":
+        with pytest.raises(PrepareWorkerEnded, match="exit code -9"):
+            _pipelined_run(hand_model, monkeypatch, 10, created=created)
+        assert not created[0].queued
+        return
+    summary, results, events, backend = _pipelined_run(hand_model, monkeypatch, 10)
+    # The stop, as asked; frames 0-3 were begun before the fifth answer was awaited, and are
+    # all written (frame 4 too where the worker had answered it before it ended).
+    assert summary.stopped_by == "SIGTERM" and summary.error is None
+    assert [r.frame.frame_number for r in results] in ([0, 1, 2, 3], [0, 1, 2, 3, 4])
+    assert not backend.queued and events.count("L") == events.count("C")
 
 
 def test_pipelined_networks_stop_at_max_frames_or_a_sink_s_stop_and_leave_nothing_queued(hand_model, monkeypatch):
@@ -470,6 +538,13 @@ def test_a_frame_completed_after_its_track_ended_is_reported_but_does_not_carry_
     assert len(complete(fifth).hands) == 1 and tracker.previous_center is None
     sixth = begin(5, [0.0, 0.0, 0.5])
     assert len(complete(sixth).hands) == 1 and tracker.previous_center is not None  # in turn, a track again
+    # A frame of a track already ended that fails leaves the new track alone.
+    estimator.confidence = {6: 0.0}
+    seventh = begin(6, [0.0, 0.0, 0.5])
+    eighth = begin(7, [0.3, 0.0, 0.5])  # 30 cm away: another hand, a new track
+    assert complete(seventh).hands == ()
+    assert len(complete(eighth).hands) == 1
+    np.testing.assert_array_equal(tracker.previous_center, [0.3, 0.0, 0.5])  # the new track goes on
 
 
 def test_a_backend_that_launches_and_collects_tracks_live_frames_in_the_tracker_thread(hand_model):

@@ -303,10 +303,11 @@ class TorchCudaGraphBackend(_BackendBase):
             # Every slot's pinned buffers may still be read by copies queued: the oldest
             # crop is waited for, and its outputs are lost.
             self.done[self.queued.popleft()].synchronize()
-        slot, self.next_slot = self.next_slot, (self.next_slot + 1) % self.frames_in_flight
+        slot = self.next_slot
         self.host_inputs[slot].numpy()[...] = checked
         # From here a copy may be queued that reads the pinned buffer, whatever fails next.
         self.queued.append(slot)
+        self.next_slot = (slot + 1) % self.frames_in_flight
         self.static_input.copy_(self.host_inputs[slot], non_blocking=True)
         self.graph.replay()
         self.host_packed[slot].copy_(self.static_packed, non_blocking=True)

@@ -184,7 +184,7 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"source: {source.description}; backend: {args.backend}; writing {_out_name(args.out)}", file=sys.stderr)
         # Closes the source and the sinks whatever happens.
         summary = run_pipeline(
-            source, tracker, sinks, drop_old_frames=realtime, max_frames=max_frames, read_ahead=default_read_ahead(args.backend, segment_ahead)
+            source, tracker, sinks, drop_old_frames=realtime, max_frames=max_frames, read_ahead=default_read_ahead(args.backend, segment_ahead, source)
         )
     except (OSError, PrepareWorkerEnded) as exc:  # an output that cannot be written, a worker killed
         print(f"error: {exc}; the frames processed before it are in {_out_name(args.out)}", file=sys.stderr)

@@ -196,7 +196,7 @@ def crop_to_camera(points_crop: np.ndarray, crop: HandCrop) -> np.ndarray:
     """(..., 3) crop-normalised points -> camera frame metres (un-mirroring a left hand)."""
     # One product with the mirror and the scale folded into the matrix, without a temporary
     # per step (the tracker maps point sets every frame); in float64, so the float32 result
-    # is the same as scaling after the product would give.
+    # is what scaling after the product gives, to float32 rounding.
     cam_from_points = crop.cam_from_crop.T * (crop.cube_size_m / 2)
     if crop.handedness == Handedness.LEFT:
         cam_from_points[0] *= -1

@@ -3,7 +3,8 @@ side vote -> network + refit -> sinks.
 
 Capture runs on its own thread so a slow frame never stalls the camera (a recording
 played as fast as possible to a GPU backend is read by the tracker thread itself, which is
-what limits the rate there: ``default_read_ahead``). For a live camera
+what limits the rate there: ``default_read_ahead``). With a GPU backend that holds two
+frames, each frame's network is begun before the frame before it is completed. For a live camera
 (or real-time playback) the tracker always takes the newest frame and counts the ones it
 skipped; for as-fast-as-possible playback the capture waits for the tracker so every frame
 is processed; there, with ``segment_ahead`` = N, the next N frames are prepared in N
@@ -104,20 +105,25 @@ def default_segment_ahead(backend: str) -> int:
     return 0
 
 
-def default_read_ahead(backend: str, segment_ahead: int) -> int:
+def default_read_ahead(backend: str, segment_ahead: int, source=None) -> int:
     """Frames the capture thread reads ahead when a recording plays as fast as possible
     (``run_pipeline``'s ``read_ahead``); 0: no capture thread, the tracker thread reads.
 
     With a GPU backend and workers preparing the frames, the tracker thread is what limits
-    the rate, and a capture thread only takes the interpreter lock from it: with the
-    network's and the preparation's results replayed (``python -m benchmarks.pipeline_speed
+    the rate; where reading a frame takes little time outside the interpreter lock
+    (``FrameSource.light_to_read``: a recording, frames in memory) a capture thread only
+    takes the lock from it, with a wake-up and a wait at every hand-over. With the network's
+    and the preparation's results replayed (``python -m benchmarks.pipeline_speed
     --replay-network --replay-as-gpu --replay-preparation``) the tracker thread reading
-    itself managed 1.1 to 1.5 times the frames on a 2-core CPU in alternating runs
-    (``benchmarks/results/pipeline_speed_cpu_tracker_thread_read_ahead0.json`` and
-    ``..._read_ahead1.json``: 2333 against 2029 frames/s). Where the workers or the
-    network on the CPU are the limit, the capture thread reads while they work.
+    itself managed 1.15 times the frames from memory on a 2-core CPU
+    (``benchmarks/results/pipeline_speed_cpu_tracker_thread_read_ahead0.json`` against
+    ``..._read_ahead1.json``) and 1.3 times from a recording (``..._recording_...``). Where
+    the workers or the network on the CPU are the limit, or reading is work of its own
+    (PNGs to decode, frames to render), the capture thread reads while the rest runs.
     """
-    return 0 if backend in GPU_BACKENDS and segment_ahead > 0 else PLAYBACK_READ_AHEAD
+    if backend in GPU_BACKENDS and segment_ahead > 0 and getattr(source, "light_to_read", False):
+        return 0
+    return PLAYBACK_READ_AHEAD
 
 
 def backend_options(backend: str, segment_ahead: int) -> dict:
@@ -206,8 +212,13 @@ class HandTracker:
         self._previous_center = None
         self._side_vote.reset()
         self._side = None
+        self._restart_smoothing()
+
+    def _restart_smoothing(self) -> None:
+        # A new filter rather than a reset: a frame begun before (``_Begun.smoother``) is
+        # still completed with the filter of its own track and side.
         if self._smoother is not None:
-            self._smoother.reset()
+            self._smoother = OneEuroFilter(self._smoother.config)
 
     @property
     def prepare_config(self) -> PrepareConfig:
@@ -236,8 +247,8 @@ class HandTracker:
             logit = self.side_classifier.logit(depth)
             timings["side"] = 1e3 * (time.perf_counter() - t0)
         side = Handedness.LEFT if self._side_vote.update(logit) == Handedness.LEFT else Handedness.RIGHT
-        if self._side is not None and side != self._side and self._smoother is not None:
-            self._smoother.reset()
+        if self._side is not None and side != self._side:
+            self._restart_smoothing()
         self._side = side
         return prepared.crops[side]
 
@@ -260,32 +271,35 @@ class HandTracker:
         if self._previous_center is not None and np.linalg.norm(centre - self._previous_center) > self.config.new_track_jump_m:
             self._lost()
         crop = self._crop(frame, prepared, timings)
-        return _Begun(frame, centre, self.estimator.start(crop), timings, self._track)
+        return _Begun(frame, centre, self.estimator.start(crop), timings, self._track, self._smoother)
 
     def complete(self, begun: _Begun) -> FrameResult:
         """``finish`` from the network's start on: its outputs, the refit, the tracking state.
 
-        Frames are completed in the order they were begun. When later frames were begun in
-        between (``run_pipeline`` with a backend that holds two frames), one of them may have
-        ended the track this frame belongs to: its hand is still reported, unsmoothed, but
-        the new track does not start from it."""
+        Frames are completed in the order they were begun. When a later frame was begun in
+        between (``run_pipeline`` with a backend that holds two frames), it may have ended
+        the track this frame belongs to: this frame's hand is still reported, smoothed with
+        its own track's filter, but the new track does not start from it, nor does its
+        failure end the new one. And when this frame fails, the frame begun after it in the
+        same track is reported but starts none: the next one is found afresh."""
         frame, timings = begun.frame, begun.timings_ms
         output, stage_ms = self.estimator.complete(begun.launched)
         timings.update(stage_ms)
         crop = begun.launched.crop
         estimate = self.estimator.to_estimate(crop, output, dict(timings), frame.intrinsics)
+        current = begun.track == self._track
         if estimate.confidence < self.config.min_confidence:
-            self._lost()
+            if current:
+                self._lost()
             return FrameResult(frame, (), timings)
-        if begun.track != self._track:
-            return FrameResult(frame, (estimate,), timings)
-        self._previous_center = begun.centre
-        if self._smoother is not None:
+        if current:
+            self._previous_center = begun.centre
+        if begun.smoother is not None:
             # Joints and mesh through one filter, so the drawn and written mesh stays on the
             # smoothed skeleton rather than jittering around it.
             count = len(estimate.joints_cam_m)
             both = np.concatenate([estimate.joints_cam_m, estimate.vertices_cam_m])
-            both = self._smoother(both, frame.timestamp_ms / 1e3).astype(np.float32)
+            both = begun.smoother(both, frame.timestamp_ms / 1e3).astype(np.float32)
             joints, vertices = both[:count], both[count:]
             uv = project(joints, frame.intrinsics)
             estimate = dataclasses.replace(estimate, joints_cam_m=joints, vertices_cam_m=vertices, joints_uv_px=uv.astype(np.float32))
@@ -295,14 +309,16 @@ class HandTracker:
 @dataclass(frozen=True)
 class _Begun:
     """A frame whose network was started (``HandTracker.begin``): the hand centre it was
-    found at (camera frame, m), the started network run, the frame's timings so far, and
-    the track it was begun in (``HandTracker._track``)."""
+    found at (camera frame, m), the started network run, the frame's timings so far, the
+    track it was begun in (``HandTracker._track``) and that track's smoothing filter
+    (None without smoothing)."""
 
     frame: DepthFrame
     centre: np.ndarray
     launched: Launched
     timings_ms: dict[str, float]
     track: int
+    smoother: OneEuroFilter | None
 
 
 class _FrameSlot:
@@ -377,6 +393,13 @@ class _InlineFrames:
 
     def finish(self, error: BaseException | None = None) -> None:
         self.finished, self.error = True, self.error or error
+
+    def close(self) -> None:
+        """Ends the source's generator now (its own clean-up runs), not when it is collected."""
+        self.finished = True
+        close = getattr(self._frames, "close", None)  # a generator's; a plain iterator has none
+        if close is not None:
+            close()
 
     def take(self) -> tuple[DepthFrame | None, int]:
         if self.finished:
@@ -461,6 +484,9 @@ def run_pipeline(
     frame when it needs it (``_InlineFrames``). ``pipeline_networks``: when frames are
     prepared ahead by workers and the backend holds two frames at once (torch-cuda), begin
     each frame's network before completing the frame before it (False: one at a time).
+    A frame's begin then sees the track as the frame two before left it: the new-track
+    jump (``TrackerConfig.new_track_jump_m``) is measured from that frame's hand, and a
+    failure of the frame just before is known only after (``HandTracker.complete``).
 
     Sink errors propagate; source errors end the run with ``summary.error`` set after every
     frame already received was processed and written. A sink whose ``stop_requested``
@@ -527,8 +553,8 @@ def run_pipeline(
         if ahead is not None:
             # Sent before the frames in flight finish: the prior is the state after the
             # frame ``workers + 1`` before (``workers + 2`` with an asynchronous backend,
-            # whose next frame is sent while the network runs), whatever the processes'
-            # timing, so runs are reproducible.
+            # whose next frame is sent while the network runs; ``workers + 3`` with two
+            # networks in flight), whatever the processes' timing, so runs are reproducible.
             ahead.send(frame, tracker.previous_center)
         return frame, dropped
 
@@ -559,6 +585,17 @@ def run_pipeline(
                     ended = True
                 else:
                     in_flight.append(taken)
+
+        def stopped_by_group_signal(exc: PrepareWorkerEnded) -> bool:
+            """Whether a worker ended by the signal that stops the run (sent to the whole
+            process group), rather than failing; the run then stops, the frames still with
+            the workers left unprocessed."""
+            if exc.signal_name not in GROUP_STOP_SIGNALS and not stop.is_set():
+                return False
+            if not stop.is_set():  # it reached them before our own handler ran
+                summary.stopped_by = exc.signal_name
+                stop.set()
+            return True
 
         def deliver(result: FrameResult, dropped: int) -> bool:
             """Write one frame's result to the sinks and count it; True when the run ends
@@ -612,8 +649,14 @@ def run_pipeline(
                         room = max_frames is None or summary.frames + len(pending) < max_frames
                         taken = next_frame() if room else None
                         if taken is not None:
-                            pending.append((tracker.begin(taken[0], ahead.receive()), taken[1]))
-                            fill()  # the next frame to a worker while the networks run
+                            try:
+                                prepared = ahead.receive()
+                                pending.append((tracker.begin(taken[0], prepared), taken[1]))
+                                fill()  # the next frame to a worker while the networks run
+                            except PrepareWorkerEnded as exc:
+                                if not stopped_by_group_signal(exc):
+                                    raise
+                                continue  # the frames begun are still written
                             if len(pending) < 2:
                                 continue
                         if not pending:
@@ -650,12 +693,8 @@ def run_pipeline(
                         except Exception:  # the run's own ending (or failure) is what is reported
                             pass
         except PrepareWorkerEnded as exc:
-            if exc.signal_name not in GROUP_STOP_SIGNALS and not stop.is_set():
+            if not stopped_by_group_signal(exc):
                 raise
-            # The signal that stops the run reached the worker processes too (sent to the
-            # whole process group): the frames still with them are left unprocessed.
-            if not stop.is_set():  # it reached them before our own handler ran
-                summary.stopped_by = exc.signal_name
         # An input error met while reading ahead, past the frames asked for, ends nothing.
         if slot.error is not None and summary.stopped_by != "max frames":
             summary.error = describe_input_error(slot.error)
@@ -677,6 +716,8 @@ def run_pipeline(
 
         if ahead is not None:
             close(ahead)
+        if inline:
+            close(slot)
         close(source)
         if thread is not None and thread.is_alive():
             thread.join(timeout=5.0)

@@ -85,6 +85,12 @@ class FrameSource(abc.ABC):
     """
 
     description: str = ""
+    #: Whether reading a frame costs little time outside the interpreter lock (frames held
+    #: in memory, or decoded by the RealSense SDK's own threads): a capture thread then
+    #: overlaps nothing with the tracker's work and only adds hand-overs
+    #: (``tracker.pipeline.default_read_ahead``). Not so for PNGs decoded as they are read,
+    #: or frames rendered.
+    light_to_read: bool = False
 
     def __init__(self) -> None:
         self._closed = threading.Event()
@@ -670,6 +676,10 @@ class RecordingSource(FrameSource):
     failure, so it is recognised by the playback stopping short of the file's duration; a
     failure within the last two frames looks like the end.)
     """
+
+    # Played as fast as possible to a GPU backend, 1.3 times the frames without a capture
+    # thread (benchmarks/results/pipeline_speed_cpu_tracker_thread_recording_read_ahead*.json).
+    light_to_read = True
 
     def __init__(self, path: str | os.PathLike, realtime: bool = True, *, stall_timeout_s: float = 10.0) -> None:
         super().__init__()
