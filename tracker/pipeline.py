@@ -117,7 +117,7 @@ def default_read_ahead(backend: str, segment_ahead: int, source=None) -> int:
     --replay-network --replay-as-gpu --replay-preparation``) the tracker thread reading
     itself managed 1.15 times the frames from memory on a 2-core CPU
     (``benchmarks/results/pipeline_speed_cpu_tracker_thread_read_ahead0.json`` against
-    ``..._read_ahead1.json``) and 1.3 times from a recording (``..._recording_...``). Where
+    ``..._read_ahead1.json``) and 1.17 times from a recording (``..._recording_...``). Where
     the workers or the network on the CPU are the limit, or reading is work of its own
     (PNGs to decode, frames to render), the capture thread reads while the rest runs.
     """

@@ -677,7 +677,7 @@ class RecordingSource(FrameSource):
     failure within the last two frames looks like the end.)
     """
 
-    # Played as fast as possible to a GPU backend, 1.3 times the frames without a capture
+    # Played as fast as possible to a GPU backend, 1.17 times the frames without a capture
     # thread (benchmarks/results/pipeline_speed_cpu_tracker_thread_recording_read_ahead*.json).
     light_to_read = True
 
