@@ -33,8 +33,11 @@ def machine_info() -> dict:
     flags = set(fields.get("flags", "").split())
     # The project's own commit, from wherever the command was started, and whether tracked
     # files differed from it (a result from uncommitted code cannot be reproduced from it).
+    # Results already written (a series of benchmarks run one after another) are no change
+    # to what is measured.
     commit = _git("rev-parse", "--short", "HEAD")
-    changes = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    outputs = [f":(top,exclude){path}" for path in RESULT_DIRECTORIES]
+    changes = _git("status", "--porcelain", "--untracked-files=no", "--", ":/", *outputs) if commit else None
     try:
         load = round(os.getloadavg()[0], 2)
     except OSError:
@@ -83,6 +86,10 @@ def library_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
+
+
+#: Where measurements are written, relative to the repository's root.
+RESULT_DIRECTORIES = ("benchmarks/results",)
 
 
 def _git(*args: str) -> str:
