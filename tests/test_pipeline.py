@@ -276,6 +276,31 @@ def test_the_tracker_thread_reading_the_input_itself_keeps_every_frame_before_a_
         assert (summary.error_traceback is None) == (failure == "input error")
 
 
+def test_the_tracker_thread_reading_the_input_ends_it_before_the_source_is_closed():
+    # A recording's playback is stopped in its generator's clean-up: that has to run while
+    # the run closes, before the source, not whenever the generator is collected.
+    from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
+    from tracker.types import CameraIntrinsics, DepthFrame
+
+    intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
+    events = []
+
+    class Playback(_ClosableSource):
+        def frames(self):
+            try:
+                for i in range(5):
+                    yield DepthFrame(np.zeros((48, 64), np.uint16), 0.001, intrinsics, i * 33.0, "cam", i)
+            finally:
+                events.append("playback stopped")
+
+        def close(self):
+            events.append("source closed")
+
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(handedness=Handedness.RIGHT))
+    summary = run_pipeline(Playback(), tracker, [_Collect()], drop_old_frames=False, max_frames=2, read_ahead=0)
+    assert summary.frames == 2 and events == ["playback stopped", "source closed"]
+
+
 def test_the_tracker_thread_reads_the_input_itself_where_it_is_the_limit_and_reading_is_light():
     from tracker.pipeline import PLAYBACK_READ_AHEAD, default_read_ahead
     from tracker.sources import FolderSource, RecordingSource
@@ -494,6 +519,60 @@ def test_pipelined_networks_stop_at_max_frames_or_a_sink_s_stop_and_leave_nothin
     summary, results, events, backend = _pipelined_run(hand_model, monkeypatch, 10, sink=StopsAtThird())
     assert summary.frames == 3 and summary.stopped_by == "viewer closed" and len(results) == 3
     assert events.count("L") == events.count("C") == 4 and not backend.queued  # the fourth's network taken, not written
+
+
+def test_frames_begun_before_the_last_is_completed_come_out_as_one_at_a_time():
+    # Joints that move every frame, through smoothing, a side vote that changes its mind, a
+    # hand that jumps, a frame without one: beginning each frame before completing the one
+    # before gives every frame's output exactly as one at a time does.
+    from tracker.estimator import Launched
+    from tracker.pipeline import HandTracker, TrackerConfig
+    from tracker.prepare import Prepared
+    from tracker.types import CameraIntrinsics, DepthFrame, HandEstimate
+
+    class Moving:
+        backend = type("Backend", (), {"manifest": {"crop_frame": "ray"}})()
+
+        def start(self, crop):
+            return Launched(crop, 0.0)
+
+        def complete(self, launched):
+            return launched.crop, {}
+
+        def to_estimate(self, crop, output, timings, intrinsics):
+            side, number = crop
+            wobble = np.sin(np.arange(63, dtype=np.float32) * (number + 1)).reshape(21, 3) * 0.01
+            joints = (0.5 if side == "right" else 0.6) + 0.004 * number + wobble
+            return HandEstimate(np.zeros((1, 3), np.float32), joints.astype(np.float32), np.zeros((21, 2), np.float32), Handedness(side), 1.0, timings)
+
+    intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
+    logits = [4.0] * 6 + [-4.0] * 8 + [4.0] * 6
+    # No hand at 9; at 13 another hand, 30 cm away, and at 14 back to the first: a new track
+    # each time, the second measured from a frame whose track had only just begun.
+    centres = [[0.0, 0.0, 0.5]] * 9 + [None] + [[0.0, 0.0, 0.5]] * 3 + [[0.3, 0.0, 0.5]] + [[0.0, 0.0, 0.5]] * 6
+
+    def step(n):
+        frame = DepthFrame(np.zeros((48, 64), np.uint16), 0.001, intrinsics, 33.0 * n, "cam", n)
+        crops = {Handedness.RIGHT: ("right", n), Handedness.LEFT: ("left", n)} if centres[n] else {}
+        return frame, Prepared(None if centres[n] is None else np.array(centres[n]), crops, logits[n], {})
+
+    one = HandTracker(Moving(), TrackerConfig(smooth=True))
+    alone = [one.finish(*step(n)) for n in range(len(logits))]
+    two = HandTracker(Moving(), TrackerConfig(smooth=True))
+    begun, overlapped = [], []
+    for n in range(len(logits)):
+        begun.append(two.begin(*step(n)))
+        if len(begun) == 2:
+            first = begun.pop(0)
+            overlapped.append(first if isinstance(first, FrameResult) else two.complete(first))
+    overlapped += [b if isinstance(b, FrameResult) else two.complete(b) for b in begun]
+    assert {h.handedness for r in alone for h in r.hands} == {Handedness.LEFT, Handedness.RIGHT}  # the vote changed its mind
+    assert [len(r.hands) for r in overlapped] == [len(r.hands) for r in alone] == [1] * 9 + [0] + [1] * 10
+    for a, b in zip(overlapped, alone):
+        for x, y in zip(a.hands, b.hands):
+            assert x.handedness == y.handedness
+            np.testing.assert_array_equal(x.joints_cam_m, y.joints_cam_m)
+    np.testing.assert_array_equal(two.previous_center, one.previous_center)
 
 
 def test_a_frame_completed_after_its_track_ended_is_reported_but_does_not_carry_the_track_on():

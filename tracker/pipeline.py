@@ -172,6 +172,10 @@ class HandTracker:
             config = dataclasses.replace(config, crop_frame=CropFrame.CAMERA)
         self.config = config
         self._previous_center: np.ndarray | None = None
+        #: The hand centre of the last frame begun in the current track: what a new one is
+        #: measured against for a jump. One at a time it is the previous centre; with a
+        #: frame begun before the last is completed, it is that newer frame's.
+        self._begun_center: np.ndarray | None = None
         self._smoother = OneEuroFilter() if config.smooth else None
         self.side_classifier = None
         if config.handedness is None:
@@ -209,7 +213,7 @@ class HandTracker:
 
     def _lost(self) -> None:
         self._track += 1
-        self._previous_center = None
+        self._previous_center = self._begun_center = None
         self._side_vote.reset()
         self._side = None
         self._restart_smoothing()
@@ -268,8 +272,9 @@ class HandTracker:
         if centre is None:
             self._lost()
             return FrameResult(frame, (), timings)
-        if self._previous_center is not None and np.linalg.norm(centre - self._previous_center) > self.config.new_track_jump_m:
+        if self._begun_center is not None and np.linalg.norm(centre - self._begun_center) > self.config.new_track_jump_m:
             self._lost()
+        self._begun_center = centre
         crop = self._crop(frame, prepared, timings)
         return _Begun(frame, centre, self.estimator.start(crop), timings, self._track, self._smoother)
 
@@ -279,9 +284,11 @@ class HandTracker:
         Frames are completed in the order they were begun. When a later frame was begun in
         between (``run_pipeline`` with a backend that holds two frames), it may have ended
         the track this frame belongs to: this frame's hand is still reported, smoothed with
-        its own track's filter, but the new track does not start from it, nor does its
-        failure end the new one. And when this frame fails, the frame begun after it in the
-        same track is reported but starts none: the next one is found afresh."""
+        its own track's filter, as one at a time, but the new track does not start from it,
+        nor does its failure end the new one. Only when this frame fails does the order
+        show: the frame begun after it, in the same track, is reported, smoothed with that
+        track's filter and judged by its side vote, but starts no track; the next one is
+        found afresh."""
         frame, timings = begun.frame, begun.timings_ms
         output, stage_ms = self.estimator.complete(begun.launched)
         timings.update(stage_ms)
@@ -484,9 +491,9 @@ def run_pipeline(
     frame when it needs it (``_InlineFrames``). ``pipeline_networks``: when frames are
     prepared ahead by workers and the backend holds two frames at once (torch-cuda), begin
     each frame's network before completing the frame before it (False: one at a time).
-    A frame's begin then sees the track as the frame two before left it: the new-track
-    jump (``TrackerConfig.new_track_jump_m``) is measured from that frame's hand, and a
-    failure of the frame just before is known only after (``HandTracker.complete``).
+    A frame's begin then sees the track as the frame two before left it, but for the
+    new-track jump (``TrackerConfig.new_track_jump_m``), measured from the frame just
+    before as ever; a failure of that frame is known only after (``HandTracker.complete``).
 
     Sink errors propagate; source errors end the run with ``summary.error`` set after every
     frame already received was processed and written. A sink whose ``stop_requested``
@@ -678,6 +685,9 @@ def run_pipeline(
                         # before its network, the same on every run.
                         try:
                             fill()
+                        except PrepareWorkerEnded as exc:
+                            if not stopped_by_group_signal(exc):
+                                raise  # (the stop lets this frame, begun, be written)
                         finally:  # the network's outputs are taken whatever happened meanwhile
                             if not isinstance(result, FrameResult):
                                 result = tracker.complete(result)
