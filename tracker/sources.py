@@ -611,7 +611,9 @@ class RealSenseSource(FrameSource):
                 self._reconnect(problem or f"no frame for {self._frame_timeout_s:g} s")
                 last_frame = time.perf_counter()
         finally:
-            # The stream ends with the iteration (also when the consumer stops early).
+            # The stream ends with the iteration (also when the consumer stops early); the
+            # SDK's last frames go first: librealsense may crash freeing frames after a stop.
+            frame = depth = None  # noqa: F841
             self.close()
 
     def close(self) -> None:
@@ -799,47 +801,54 @@ class RecordingSource(FrameSource):
         first_frame = None  # (timestamp ms, file position ns) of the first depth frame
         waiting_since = time.perf_counter()
         draining = False
-        while True:
-            try:
-                ok, frameset = pipe.try_wait_for_frames(_POLL_MS)
-            except RuntimeError as exc:
+        frameset = depth = None
+        try:
+            while True:
+                try:
+                    ok, frameset = pipe.try_wait_for_frames(_POLL_MS)
+                except RuntimeError as exc:
+                    if self._closed.is_set():
+                        return
+                    raise SourceError(f"playback of {self.path} failed after {count} frames: {exc}") from exc
                 if self._closed.is_set():
                     return
-                raise SourceError(f"playback of {self.path} failed after {count} frames: {exc}") from exc
-            if self._closed.is_set():
-                return
-            if ok:
-                depth = frameset.get_depth_frame()
-                last_position_ns = max(last_position_ns, playback.get_position())
-                waiting_since = time.perf_counter()
-                if depth:
-                    # A stopped playback says it is at 0, yet frames it queued before stopping
-                    # still come (real time, behind a slow consumer): each frame's own
-                    # timestamp places it on the file's timeline as well.
-                    stamp_ms = depth.get_timestamp()
-                    if first_frame is None:
-                        first_frame = (stamp_ms, last_position_ns)
-                    elif stamp_ms > first_frame[0]:
-                        last_position_ns = max(last_position_ns, first_frame[1] + int((stamp_ms - first_frame[0]) * 1e6))
-                    count += 1
-                    yield convert(depth)
-                    # The playback ran on while the consumer worked (real time): sample again.
+                if ok:
+                    depth = frameset.get_depth_frame()
                     last_position_ns = max(last_position_ns, playback.get_position())
-                continue
-            if playback.current_status() == rs.playback_status.stopped:
-                # A frame may have been queued between the timed-out wait and the status
-                # read; only a second empty wait after "stopped" is the end.
-                if not draining:
-                    draining = True
+                    waiting_since = time.perf_counter()
+                    if depth:
+                        # A stopped playback says it is at 0, yet frames it queued before stopping
+                        # still come (real time, behind a slow consumer): each frame's own
+                        # timestamp places it on the file's timeline as well.
+                        stamp_ms = depth.get_timestamp()
+                        if first_frame is None:
+                            first_frame = (stamp_ms, last_position_ns)
+                        elif stamp_ms > first_frame[0]:
+                            last_position_ns = max(last_position_ns, first_frame[1] + int((stamp_ms - first_frame[0]) * 1e6))
+                        count += 1
+                        yield convert(depth)
+                        # The playback ran on while the consumer worked (real time): sample again.
+                        last_position_ns = max(last_position_ns, playback.get_position())
                     continue
-                self._check_complete(count, last_position_ns)
-                return
-            draining = False
-            if time.perf_counter() - waiting_since > self._stall_timeout_s:
-                raise SourceError(
-                    f"playback of {self.path} stalled: no frame for {self._stall_timeout_s:g} s after {count} frames "
-                    f"although it is at {playback.get_position() / 1e9:.2f} s of {self.duration_s:.2f} s"
-                )
+                if playback.current_status() == rs.playback_status.stopped:
+                    # A frame may have been queued between the timed-out wait and the status
+                    # read; only a second empty wait after "stopped" is the end.
+                    if not draining:
+                        draining = True
+                        continue
+                    self._check_complete(count, last_position_ns)
+                    return
+                draining = False
+                if time.perf_counter() - waiting_since > self._stall_timeout_s:
+                    raise SourceError(
+                        f"playback of {self.path} stalled: no frame for {self._stall_timeout_s:g} s after {count} frames "
+                        f"although it is at {playback.get_position() / 1e9:.2f} s of {self.duration_s:.2f} s"
+                    )
+        finally:
+            # Ended early (the consumer stopped), this frame and the SDK's last frames in it
+            # outlive the pipeline's stop, held by the exception's traceback: librealsense
+            # may crash freeing frames after that. They go now.
+            frameset = depth = None  # noqa: F841
 
     def _check_complete(self, count: int, last_position_ns: int) -> None:
         duration_ns = self.duration_s * 1e9
