@@ -525,20 +525,11 @@ def test_frames_begun_before_the_last_is_completed_come_out_as_one_at_a_time():
     # Joints that move every frame, through smoothing, a side vote that changes its mind, a
     # hand that jumps, a frame without one: beginning each frame before completing the one
     # before gives every frame's output exactly as one at a time does.
-    from tracker.estimator import Launched
     from tracker.pipeline import HandTracker, TrackerConfig
     from tracker.prepare import Prepared
     from tracker.types import CameraIntrinsics, DepthFrame, HandEstimate
 
-    class Moving:
-        backend = type("Backend", (), {"manifest": {"crop_frame": "ray"}})()
-
-        def start(self, crop):
-            return Launched(crop, 0.0)
-
-        def complete(self, launched):
-            return launched.crop, {}
-
+    class Moving(_SideEchoEstimator):  # its crops carry the frame's number: joints that move
         def to_estimate(self, crop, output, timings, intrinsics):
             side, number = crop
             wobble = np.sin(np.arange(63, dtype=np.float32) * (number + 1)).reshape(21, 3) * 0.01

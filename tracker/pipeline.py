@@ -391,8 +391,6 @@ class _InlineFrames:
     either way, and every hand-over between the two threads costs a wake-up and a wait for
     that lock. A frame arrives when it has been read."""
 
-    drop_old = False
-
     def __init__(self, source, arrival: dict) -> None:
         self._frames, self._arrival = iter(source.frames()), arrival
         self.finished = False
