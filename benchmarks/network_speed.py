@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.iterations < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
         parser.error("--iterations and --threads must be >= 1, --warmup >= 0")
     if args.out is None and (args.weights.resolve() != WEIGHTS_DIR.resolve() or set(names) != set(BACKENDS) or args.threads is not None):
-        # The default file is the shipped weights' run over every backend, which the README
+        # The default file is the shipped weights' run over every backend, which the docs
         # and the model card quote: a partial run goes beside it, not over it.
         parser.error("--weights, --backends and --threads need --out (the default result file holds the full run of weights/)")
     threads_before = torch.get_num_threads()
