@@ -33,6 +33,44 @@ def test_default_run_tracks_the_built_in_input(tmp_path, capsys, monkeypatch, no
     assert resolved["tracker"]["cube_size_m"] > 0
     # The renderer is slower than the tracker: no worker would help it.
     assert resolved["tracker"]["segment_ahead"] == 0
+    # No GPU here: the automatic choice is onnxruntime, and the settings name it.
+    assert resolved["command"]["backend"] == "onnxruntime" and "backend: onnxruntime" in messages
+
+
+def test_an_automatic_gpu_backend_that_cannot_run_falls_back_to_onnxruntime(tmp_path, capsys, monkeypatch):
+    # As on a machine whose torch sees a GPU it cannot use: torch-cuda fails as it starts.
+    import tracker.backends
+
+    def no_kernel_image(*args, **kwargs):
+        raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(tracker.backends, "automatic_backend", lambda: "torch-cuda")
+    monkeypatch.setitem(tracker.backends.BACKENDS, "torch-cuda", no_kernel_image)
+    out = tmp_path / "t.jsonl"
+    assert main(["--source", "synthetic", "--max-frames", "2", "--no-viewer", "--out", str(out)]) == 0
+    messages = capsys.readouterr().err
+    assert "the torch-cuda backend cannot run here" in messages and "using onnxruntime instead" in messages
+    assert len(out.read_text().splitlines()) == 2
+    assert json.loads((tmp_path / "t.config.json").read_text())["command"]["backend"] == "onnxruntime"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="torch-cuda runs on this machine")
+def test_a_gpu_backend_asked_for_by_name_that_cannot_run_is_an_error(tmp_path, capsys):
+    out = tmp_path / "t.jsonl"
+    assert main(["--source", "synthetic", "--max-frames", "2", "--no-viewer", "--backend", "torch-cuda", "--out", str(out)]) == 2
+    assert "the torch-cuda backend needs an NVIDIA GPU" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_the_automatic_backend_follows_what_torch_sees(monkeypatch):
+    import torch
+
+    from tracker.backends import automatic_backend
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert automatic_backend() == "torch-cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert automatic_backend() == "onnxruntime"
 
 
 def test_left_hand_input_and_mesh_files(tmp_path, capsys):

@@ -693,6 +693,20 @@ BACKENDS: dict[str, type] = {
 }
 
 
+#: The command line's default: the fastest backend known to run here.
+AUTO_BACKEND = "auto"
+
+#: What ``auto`` falls back to, and what every machine runs.
+CPU_BACKEND = "onnxruntime"
+
+
+def automatic_backend() -> str:
+    """The backend ``auto`` stands for on this machine: torch CUDA graphs where torch sees an
+    NVIDIA GPU, else onnxruntime. TensorRT is never picked unasked: its engine build takes
+    tens of seconds on a first run, and it needs a package most machines lack."""
+    return "torch-cuda" if torch.cuda.is_available() else CPU_BACKEND
+
+
 def create_backend(name: str, weights_dir: str | Path = WEIGHTS_DIR, **options) -> Backend:
     """The backend called ``name`` (a key of BACKENDS) with its options.
 

@@ -37,9 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out-vertices", action="store_true", help="also write the 1159 mesh vertices per hand")
     parser.add_argument(
-        "--backend", default="onnxruntime", choices=["onnxruntime", "onnxruntime-int8", "torch", "torch-cuda", "tensorrt"],
-        help="network backend (default %(default)s; onnxruntime-int8: the 8-bit network, faster on a CPU, "
-        "see weights/MODEL_CARD.md for its accuracy)",
+        "--backend", default="auto", choices=["auto", "onnxruntime", "onnxruntime-int8", "torch", "torch-cuda", "tensorrt"],
+        help="network backend (default auto: torch-cuda where torch sees an NVIDIA GPU, else onnxruntime; "
+        "onnxruntime-int8: the 8-bit network, faster on a CPU, see weights/MODEL_CARD.md for its accuracy; "
+        "tensorrt: needs TensorRT 10, builds its engine on the first run)",
     )
     parser.add_argument("--video", type=Path, help="write an overlay video (.mp4) or the last overlay frame (.png)")
     parser.add_argument(
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from tracker.backends import BackendUnavailable, create_backend
+    from tracker.backends import AUTO_BACKEND, CPU_BACKEND, BackendUnavailable, automatic_backend, create_backend
     from tracker.estimator import HandEstimator
     from tracker.hand_model import HandModel
     from tracker.pipeline import HandTracker, TrackerConfig, backend_options, default_read_ahead, default_segment_ahead, run_pipeline
@@ -143,12 +144,25 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     # Frames are prepared ahead only when every frame is processed (a live camera would wait
     # for them) and the source outpaces the tracker: the renderer behind the synthetic
     # source is slower than the tracker, and a worker would only take its cores.
+    chosen_automatically = args.backend == AUTO_BACKEND
+    if chosen_automatically:
+        args.backend = automatic_backend()  # the resolved settings record the one used
     segment_ahead = 0 if realtime or synthetic else default_segment_ahead(args.backend)
     try:
         weights = args.weights or WEIGHTS_DIR
         manifest = load_manifest(weights)
         hand_model = HandModel.load()
-        backend = create_backend(args.backend, weights, **backend_options(args.backend, segment_ahead))
+        try:
+            backend = create_backend(args.backend, weights, **backend_options(args.backend, segment_ahead))
+        except (BackendUnavailable, RuntimeError) as exc:
+            if not chosen_automatically or args.backend == CPU_BACKEND:
+                raise
+            # A GPU that torch sees but cannot run the CUDA graph on (no kernels for it, out of
+            # memory: torch raises RuntimeError) should not stop a run nobody put on it.
+            print(f"note: the {args.backend} backend cannot run here ({exc}); using {CPU_BACKEND} instead", file=sys.stderr)
+            args.backend = CPU_BACKEND
+            segment_ahead = 0 if realtime or synthetic else default_segment_ahead(args.backend)
+            backend = create_backend(args.backend, weights, **backend_options(args.backend, segment_ahead))
         handedness = None if args.hand == "auto" else Handedness(args.hand)
         config = TrackerConfig(
             cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest), handedness=handedness, smooth=args.smooth,
