@@ -55,13 +55,14 @@ PYTHON
 
 # first_checks SCRATCH_DIR COMPILE_SECONDS TESTS_SECONDS SPEED_SECONDS BACKENDS [NETWORK_SPEED_ARGS...]:
 # one short tracking run that fills the numba kernels' cache, so no timed stage after it pays
-# for the compilation (a fresh machine has no cache); the backend tests (the CUDA graph
+# for the compilation (a fresh machine has no cache), with the backend the command line picks
+# by itself (torch-cuda where torch sees the GPU: the log's "backend:" line says which); the backend tests (the CUDA graph
 # against eager torch; TensorRT where it is installed); network speed at batch 1 on
 # BACKENDS (comma-separated) into $out/network_speed_gpu.json.
 first_checks() {
   local scratch=$1 compile_s=$2 tests_s=$3 speed_s=$4 backends=$5
   shift 5
-  run_stage "compile" "$compile_s" "$python" run_tracker.py --source synthetic --max-frames 3 --backend onnxruntime --no-viewer \
+  run_stage "compile" "$compile_s" "$python" run_tracker.py --source synthetic --max-frames 3 --no-viewer \
     --out "$scratch/x.jsonl"
   run_stage "backend tests" "$tests_s" "$python" -m pytest -q -p no:cacheprovider tests/test_backends.py
   run_stage "network speed" "$speed_s" "$python" -m benchmarks.network_speed --backends "$backends" "$@" \
