@@ -56,14 +56,23 @@ PYTHON
 # first_checks SCRATCH_DIR COMPILE_SECONDS TESTS_SECONDS SPEED_SECONDS BACKENDS [NETWORK_SPEED_ARGS...]:
 # one short tracking run that fills the numba kernels' cache, so no timed stage after it pays
 # for the compilation (a fresh machine has no cache), with the backend the command line picks
-# by itself (torch-cuda where torch sees the GPU: the log's "backend:" line says which); the backend tests (the CUDA graph
+# by itself, which must be torch-cuda on a GPU machine (GPU_SESSION_SMOKE=1: onnxruntime, on
+# the CPU); the backend tests (the CUDA graph
 # against eager torch; TensorRT where it is installed); network speed at batch 1 on
 # BACKENDS (comma-separated) into $out/network_speed_gpu.json.
 first_checks() {
   local scratch=$1 compile_s=$2 tests_s=$3 speed_s=$4 backends=$5
   shift 5
+  local choice=() expected=torch-cuda
+  if [ "${smoke:-0}" = 1 ]; then
+    choice=(--backend onnxruntime) expected=onnxruntime
+  fi
   run_stage "compile" "$compile_s" "$python" run_tracker.py --source synthetic --max-frames 3 --no-viewer \
-    --out "$scratch/x.jsonl"
+    "${choice[@]}" --out "$scratch/x.jsonl"
+  if ! grep -q "backend: $expected;" "$log"; then
+    echo "!!! the command line did not pick $expected by itself (see the compile stage above)" | tee -a "$log"
+    failed+=("backend choice")
+  fi
   run_stage "backend tests" "$tests_s" "$python" -m pytest -q -p no:cacheprovider tests/test_backends.py
   run_stage "network speed" "$speed_s" "$python" -m benchmarks.network_speed --backends "$backends" "$@" \
     --out "$out/network_speed_gpu.json"

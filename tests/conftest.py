@@ -34,6 +34,17 @@ def pytest_sessionfinish(session, exitstatus):
             reporter.write_line(f"WARNING: {message}", yellow=True)
 
 
+@pytest.fixture(autouse=True)
+def onnxruntime_unless_asked(request, monkeypatch):
+    """The tests of the command line expect its CPU backend, whose settings (workers, frames in
+    flight) they check; on a machine whose torch sees a GPU its automatic choice would be
+    torch-cuda. The GPU backends have tests of their own (tests/test_backends.py)."""
+    if request.node.get_closest_marker("automatic_backend") is None:
+        import tracker.backends
+
+        monkeypatch.setattr(tracker.backends, "automatic_backend", lambda: tracker.backends.CPU_BACKEND)
+
+
 @pytest.fixture(scope="session")
 def hand_model() -> HandModel:
     return HandModel.load()

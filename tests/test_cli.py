@@ -33,7 +33,7 @@ def test_default_run_tracks_the_built_in_input(tmp_path, capsys, monkeypatch, no
     assert resolved["tracker"]["cube_size_m"] > 0
     # The renderer is slower than the tracker: no worker would help it.
     assert resolved["tracker"]["segment_ahead"] == 0
-    # No GPU here: the automatic choice is onnxruntime, and the settings name it.
+    # The automatic choice (onnxruntime in the tests, GPU or not: conftest.py), named in the settings.
     assert resolved["command"]["backend"] == "onnxruntime" and "backend: onnxruntime" in messages
 
 
@@ -51,7 +51,34 @@ def test_an_automatic_gpu_backend_that_cannot_run_falls_back_to_onnxruntime(tmp_
     messages = capsys.readouterr().err
     assert "the torch-cuda backend cannot run here" in messages and "using onnxruntime instead" in messages
     assert len(out.read_text().splitlines()) == 2
-    assert json.loads((tmp_path / "t.config.json").read_text())["command"]["backend"] == "onnxruntime"
+    command = json.loads((tmp_path / "t.config.json").read_text())["command"]
+    assert command["backend"] == "onnxruntime" and command["backend_asked"] == "auto"
+
+
+def test_a_fault_in_an_automatic_gpu_backend_is_not_hidden_by_the_fallback(tmp_path, monkeypatch):
+    import tracker.backends
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (1x3 and 4x5)")
+
+    monkeypatch.setattr(tracker.backends, "automatic_backend", lambda: "torch-cuda")
+    monkeypatch.setitem(tracker.backends.BACKENDS, "torch-cuda", bug)
+    with pytest.raises(RuntimeError, match="mat1 and mat2"):
+        main(["--source", "synthetic", "--max-frames", "2", "--no-viewer", "--out", str(tmp_path / "t.jsonl")])
+
+
+def test_what_counts_as_a_gpu_that_cannot_start():
+    import torch
+
+    from tracker.backends import BackendUnavailable, gpu_start_failure
+
+    assert gpu_start_failure(BackendUnavailable("no CUDA"))
+    assert gpu_start_failure(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 MiB"))
+    assert gpu_start_failure(RuntimeError("CUDA error: no kernel image is available for execution on the device"))
+    assert gpu_start_failure(RuntimeError("cuDNN error: CUDNN_STATUS_NOT_INITIALIZED"))
+    assert not gpu_start_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not gpu_start_failure(NotImplementedError("CUDA"))  # a RuntimeError subclass: a fault
+    assert not gpu_start_failure(ValueError("CUDA"))
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="torch-cuda runs on this machine")
@@ -62,6 +89,7 @@ def test_a_gpu_backend_asked_for_by_name_that_cannot_run_is_an_error(tmp_path, c
     assert not out.exists()
 
 
+@pytest.mark.automatic_backend
 def test_the_automatic_backend_follows_what_torch_sees(monkeypatch):
     import torch
 

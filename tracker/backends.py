@@ -25,8 +25,9 @@ network (``tracker.pipeline``); on the CPU ones it computes.
 
 Every backend loads its weights file through the manifest's SHA-256 check
 (``tracker.weights``). A backend that cannot run on this machine raises
-``BackendUnavailable`` when created; the caller chose it explicitly, so nothing falls back
-to another backend behind its back.
+``BackendUnavailable`` when created. Nothing here falls back to another backend; the
+command line's ``auto`` choice does, with a note, when the GPU backend it picked cannot start
+(``gpu_start_failure``).
 """
 
 from __future__ import annotations
@@ -705,6 +706,18 @@ def automatic_backend() -> str:
     NVIDIA GPU, else onnxruntime. TensorRT is never picked unasked: its engine build takes
     tens of seconds on a first run, and it needs a package most machines lack."""
     return "torch-cuda" if torch.cuda.is_available() else CPU_BACKEND
+
+
+def gpu_start_failure(error: BaseException) -> bool:
+    """Whether ``error``, raised while a GPU backend was being created, says the GPU cannot
+    run it here (no CUDA, no kernels for this GPU, out of memory, a CUDA library failing)
+    rather than a fault in the code, which must not be hidden behind a fallback."""
+    if isinstance(error, (BackendUnavailable, torch.cuda.OutOfMemoryError)):
+        return True
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    if accelerator_error is not None and isinstance(error, accelerator_error):
+        return True
+    return type(error) is RuntimeError and any(word in str(error) for word in ("CUDA", "cuDNN", "CUBLAS", "cublas", "NVRTC"))
 
 
 def create_backend(name: str, weights_dir: str | Path = WEIGHTS_DIR, **options) -> Backend:

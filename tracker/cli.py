@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from tracker.backends import AUTO_BACKEND, CPU_BACKEND, BackendUnavailable, automatic_backend, create_backend
+    from tracker.backends import AUTO_BACKEND, CPU_BACKEND, BackendUnavailable, automatic_backend, create_backend, gpu_start_failure
     from tracker.estimator import HandEstimator
     from tracker.hand_model import HandModel
     from tracker.pipeline import HandTracker, TrackerConfig, backend_options, default_read_ahead, default_segment_ahead, run_pipeline
@@ -144,24 +144,33 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     # Frames are prepared ahead only when every frame is processed (a live camera would wait
     # for them) and the source outpaces the tracker: the renderer behind the synthetic
     # source is slower than the tracker, and a worker would only take its cores.
+    def workers_for(backend_name: str) -> int:
+        return 0 if realtime or synthetic else default_segment_ahead(backend_name)
+
+    # The resolved settings record what was asked for and the backend used.
+    args.backend_asked = args.backend
     chosen_automatically = args.backend == AUTO_BACKEND
     if chosen_automatically:
-        args.backend = automatic_backend()  # the resolved settings record the one used
-    segment_ahead = 0 if realtime or synthetic else default_segment_ahead(args.backend)
+        args.backend = automatic_backend()
+    segment_ahead = workers_for(args.backend)
     try:
         weights = args.weights or WEIGHTS_DIR
         manifest = load_manifest(weights)
         hand_model = HandModel.load()
+        backend = failure = None
         try:
             backend = create_backend(args.backend, weights, **backend_options(args.backend, segment_ahead))
-        except (BackendUnavailable, RuntimeError) as exc:
-            if not chosen_automatically or args.backend == CPU_BACKEND:
+        except Exception as exc:
+            # A GPU that torch sees but cannot run the network on should not stop a run nobody
+            # put on it; a fault in the code still surfaces.
+            if not chosen_automatically or args.backend == CPU_BACKEND or not gpu_start_failure(exc):
                 raise
-            # A GPU that torch sees but cannot run the CUDA graph on (no kernels for it, out of
-            # memory: torch raises RuntimeError) should not stop a run nobody put on it.
-            print(f"note: the {args.backend} backend cannot run here ({exc}); using {CPU_BACKEND} instead", file=sys.stderr)
+            failure = f"{type(exc).__name__}: {exc}"
+        if backend is None:  # out of the handler, so the failed backend's tensors can go first
+            print(f"note: the {args.backend} backend cannot run here ({failure}); using {CPU_BACKEND} instead", file=sys.stderr)
+            _release_gpu_memory()
             args.backend = CPU_BACKEND
-            segment_ahead = 0 if realtime or synthetic else default_segment_ahead(args.backend)
+            segment_ahead = workers_for(args.backend)
             backend = create_backend(args.backend, weights, **backend_options(args.backend, segment_ahead))
         handedness = None if args.hand == "auto" else Handedness(args.hand)
         config = TrackerConfig(
@@ -243,6 +252,14 @@ def _out_name(out: str | Path) -> str:
     from tracker.sinks import is_standard_output
 
     return "standard output" if is_standard_output(out) else str(out)
+
+
+def _release_gpu_memory() -> None:
+    """Hand back what a GPU backend that failed to start left in torch's memory cache."""
+    import torch
+
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _write_resolved_config(args, spec: str, source, config, manifest: dict) -> list[tuple[Path, Path]]:
