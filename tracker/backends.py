@@ -37,6 +37,7 @@ import logging
 import math
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -718,6 +719,38 @@ def gpu_start_failure(error: BaseException) -> bool:
     if accelerator_error is not None and isinstance(error, accelerator_error):
         return True
     return type(error) is RuntimeError and any(word in str(error) for word in ("CUDA", "cuDNN", "CUBLAS", "cublas", "NVRTC"))
+
+
+def release_gpu_memory() -> None:
+    """Hand back what a GPU backend that failed to start left in torch's memory cache."""
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def start_backend(
+    asked: str, weights_dir: str | Path = WEIGHTS_DIR, options_for: Callable[[str], dict] = lambda name: {}
+) -> tuple[Backend, str, str | None]:
+    """The backend ``asked`` for (``AUTO_BACKEND`` resolved here), its name, and a note when
+    the GPU backend ``auto`` chose could not start and ``CPU_BACKEND`` runs instead (else
+    None). ``options_for(name)``: ``create_backend``'s options for the backend of that name.
+
+    Only ``auto``'s choice falls back, and only on a failure that says the GPU cannot run
+    it (``gpu_start_failure``): a backend named explicitly that cannot run raises, and so
+    does a fault in the code.
+    """
+    automatic = asked == AUTO_BACKEND
+    name = automatic_backend() if automatic else asked
+    failure = None
+    try:
+        return create_backend(name, weights_dir, **options_for(name)), name, None
+    except Exception as exc:
+        if not automatic or name == CPU_BACKEND or not gpu_start_failure(exc):
+            raise
+        failure = f"{type(exc).__name__}: {exc}"
+    # Out of the handler, so the failed backend's tensors (held by the traceback) can go first.
+    release_gpu_memory()
+    note = f"the {name} backend cannot run here ({failure}); using {CPU_BACKEND} instead"
+    return create_backend(CPU_BACKEND, weights_dir, **options_for(CPU_BACKEND)), CPU_BACKEND, note
 
 
 def create_backend(name: str, weights_dir: str | Path = WEIGHTS_DIR, **options) -> Backend:

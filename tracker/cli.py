@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from tracker.backends import AUTO_BACKEND, CPU_BACKEND, BackendUnavailable, automatic_backend, create_backend, gpu_start_failure
+    from tracker.backends import BackendUnavailable, start_backend
     from tracker.estimator import HandEstimator
     from tracker.hand_model import HandModel
     from tracker.pipeline import HandTracker, TrackerConfig, backend_options, default_read_ahead, default_segment_ahead, run_pipeline
@@ -149,29 +149,16 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     # The resolved settings record what was asked for and the backend used.
     args.backend_asked = args.backend
-    chosen_automatically = args.backend == AUTO_BACKEND
-    if chosen_automatically:
-        args.backend = automatic_backend()
-    segment_ahead = workers_for(args.backend)
     try:
         weights = args.weights or WEIGHTS_DIR
         manifest = load_manifest(weights)
         hand_model = HandModel.load()
-        backend = failure = None
-        try:
-            backend = create_backend(args.backend, weights, **backend_options(args.backend, segment_ahead))
-        except Exception as exc:
-            # A GPU that torch sees but cannot run the network on should not stop a run nobody
-            # put on it; a fault in the code still surfaces.
-            if not chosen_automatically or args.backend == CPU_BACKEND or not gpu_start_failure(exc):
-                raise
-            failure = f"{type(exc).__name__}: {exc}"
-        if backend is None:  # out of the handler, so the failed backend's tensors can go first
-            print(f"note: the {args.backend} backend cannot run here ({failure}); using {CPU_BACKEND} instead", file=sys.stderr)
-            _release_gpu_memory()
-            args.backend = CPU_BACKEND
-            segment_ahead = workers_for(args.backend)
-            backend = create_backend(args.backend, weights, **backend_options(args.backend, segment_ahead))
+        # A GPU that torch sees but cannot run the network on does not stop a run nobody put
+        # on it (start_backend falls back to the CPU then); a fault in the code surfaces.
+        backend, args.backend, fallback = start_backend(args.backend, weights, lambda name: backend_options(name, workers_for(name)))
+        if fallback is not None:
+            print(f"note: {fallback}", file=sys.stderr)
+        segment_ahead = workers_for(args.backend)
         handedness = None if args.hand == "auto" else Handedness(args.hand)
         config = TrackerConfig(
             cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest), handedness=handedness, smooth=args.smooth,
@@ -252,14 +239,6 @@ def _out_name(out: str | Path) -> str:
     from tracker.sinks import is_standard_output
 
     return "standard output" if is_standard_output(out) else str(out)
-
-
-def _release_gpu_memory() -> None:
-    """Hand back what a GPU backend that failed to start left in torch's memory cache."""
-    import torch
-
-    if torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
 
 
 def _write_resolved_config(args, spec: str, source, config, manifest: dict) -> list[tuple[Path, Path]]:
