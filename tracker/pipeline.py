@@ -195,6 +195,17 @@ class HandTracker:
         #: ``prepare_frame``'s arguments, a module-level function the workers can import.
         self.prepare_function = prepare_frame
 
+    def close(self) -> None:
+        """Free the network's backend (a GPU's memory, onnxruntime's threads); the tracker
+        cannot process frames after it."""
+        self.estimator.backend.close()
+
+    def __enter__(self) -> "HandTracker":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     def reset(self) -> None:
         """Forget the track: the next frame is treated as the first of a new input."""
         self._lost()

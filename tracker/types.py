@@ -192,6 +192,10 @@ class CameraIntrinsics:
         )
 
 
+#: Metres per unit of the frames ``DepthFrame.from_metres`` makes.
+METRES_IMAGE_DEPTH_SCALE = 1e-4
+
+
 def depth_to_metres(depth: np.ndarray, depth_scale: float) -> np.ndarray:
     """(H, W) uint16 device units -> (H, W) float32 metres (0 stays 0, no measurement)."""
     return depth.astype(np.float32) * np.float32(depth_scale)
@@ -236,6 +240,22 @@ class DepthFrame:
     def depth_m(self) -> np.ndarray:
         """(H, W) float32 metres, 0 where there is no measurement."""
         return depth_to_metres(self.depth, self.depth_scale)
+
+    @classmethod
+    def from_metres(
+        cls, depth_m: np.ndarray, intrinsics: CameraIntrinsics, timestamp_ms: float = 0.0, serial: str = "", frame_number: int = 0
+    ) -> "DepthFrame":
+        """A frame from a depth image in metres ((H, W) float, as ROS's 32FC1 images and most
+        depth libraries give it): stored in units of ``METRES_IMAGE_DEPTH_SCALE`` (0.1 mm),
+        far finer than any depth camera measures. Zero, negative, NaN and infinite depths, and
+        depths beyond the 6.55 m the units reach, become 0, no measurement."""
+        depth_m = np.asarray(depth_m)
+        _require(depth_m.ndim == 2, f"a depth image must be 2-D (H, W), got shape {depth_m.shape}")
+        _require(np.issubdtype(depth_m.dtype, np.floating), f"depth in metres must be floating point, got {depth_m.dtype}")
+        units = depth_m.astype(np.float64) / METRES_IMAGE_DEPTH_SCALE
+        measured = np.isfinite(units) & (units >= 0.5) & (units < 65535.5)
+        depth = np.where(measured, np.rint(np.where(measured, units, 0.0)), 0.0).astype(np.uint16)
+        return cls(depth, METRES_IMAGE_DEPTH_SCALE, intrinsics, float(timestamp_ms), str(serial), int(frame_number))
 
 
 @dataclass(frozen=True)
