@@ -1,5 +1,7 @@
 """The library interface (tracker.api): tracking from Python, frames brought by the caller."""
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -29,18 +31,52 @@ def test_track_follows_the_rendered_hand():
 
 
 def test_track_takes_a_source_by_name_and_stops_at_max_frames():
-    results = list(track("synthetic:5:left", max_frames=3, hand="left"))
-    assert len(results) == 3
-    assert all(hand.handedness.value == "left" for r in results for hand in r.hands)
+    with track("synthetic:5:left", max_frames=3, hand="left") as results:
+        found = [r.hands for r in results]
+    assert len(found) == 3 and all(len(hands) == 1 and hands[0].handedness.value == "left" for hands in found)
 
 
-def test_track_closes_the_source_when_the_caller_stops_early():
+class _ClosingSpy:
+    """Stands in for a backend's close, counting the calls."""
+
+    def __init__(self, close) -> None:
+        self.close, self.calls = close, 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+        self.close()
+
+
+def test_leaving_early_closes_the_source_and_the_backend():
     source = SyntheticSource(seed=1, max_frames=50)
-    for number, _ in enumerate(track(source)):
-        if number == 1:
-            break
-    # A generator left early closes when it is collected; CPython collects it at once.
+    with track(source) as results:
+        spy = _ClosingSpy(results.hand_tracker.estimator.backend.close)
+        results.hand_tracker.estimator.backend.close = spy
+        for number, _ in enumerate(results):
+            if number == 1:
+                break
+        assert not source.closed
+    assert source.closed and spy.calls == 1 and results.hand_tracker.closed
+    assert list(results) == []  # closed: no more frames
+    with pytest.raises(RuntimeError, match="closed"):
+        results.hand_tracker.process(next(iter(SyntheticSource(seed=1, max_frames=1))))
+
+
+def test_an_opened_source_is_closed_when_the_tracker_cannot_open(tmp_path):
+    source = SyntheticSource(seed=1, max_frames=5)
+    with pytest.raises(WeightsError):
+        track(source, weights=tmp_path)
     assert source.closed
+
+
+def test_the_tracker_is_closed_when_the_source_cannot_open(tmp_path, monkeypatch):
+    from tracker.pipeline import HandTracker
+
+    closed = []
+    monkeypatch.setattr(HandTracker, "close", lambda self: closed.append(self))
+    with pytest.raises(SourceError):
+        track(tmp_path / "missing.db3")  # raised here, not at the first frame
+    assert len(closed) == 1
 
 
 class _FailsAfter(FrameSource):
@@ -58,15 +94,17 @@ class _FailsAfter(FrameSource):
 def test_a_source_failing_midway_raises_after_the_frames_before_it():
     source = _FailsAfter()
     seen = []
+    results = track(source)
     with pytest.raises(SourceError, match="middle of a frame"):
-        for result in track(source):
+        for result in results:
             seen.append(result.frame.frame_number)
-    assert seen == [0, 1] and source.closed
+    assert seen == [0, 1] and source.closed and results.hand_tracker.closed
 
 
 def test_a_frame_made_from_metres_tracks_like_the_cameras_own():
-    # The renderer's frames are in whole millimetres, which 0.1 mm units hold exactly: the
-    # same depth reaches the network either way, so the estimates agree to float rounding.
+    # The renderer's frames are in whole millimetres, which 0.1 mm units hold exactly; in
+    # metres the two differ by a float32 rounding step at most (1e-6 m at 3 m), which moves the
+    # joints by about 1e-7 m: 1e-5 m leaves room for onnxruntime's own rounding.
     source = SyntheticSource(seed=4, max_frames=3)
     frames = list(source.frames())
     with open_tracker(hand="right") as direct, open_tracker(hand="right") as from_metres:
@@ -88,6 +126,10 @@ def test_depth_in_metres_keeps_what_was_measured_and_drops_the_rest():
     assert (frame.timestamp_ms, frame.serial, frame.frame_number) == (12.5, "ros", 7)
     with pytest.raises(ValueError, match="2-D"):
         DepthFrame.from_metres(depth_m[None], intrinsics)
+    masked = np.ma.masked_array(np.full((2, 4), 0.5), mask=[[True, False, False, False]] + [[False] * 4])
+    assert DepthFrame.from_metres(masked, intrinsics).depth[0, 0] == 0  # masked: not measured
+    with np.errstate(all="raise"):  # huge values are dropped without a floating-point warning
+        assert not DepthFrame.from_metres(np.full((2, 4), 1e308), intrinsics).depth.any()
     with pytest.raises(ValueError, match="floating point"):
         DepthFrame.from_metres(np.full((2, 4), 500, np.uint16), intrinsics)
     with pytest.raises(ValueError, match="intrinsics"):
@@ -107,11 +149,11 @@ def test_bad_arguments_are_refused_clearly(tmp_path):
         open_tracker(weights=tmp_path)
     with pytest.raises(ValueError, match="unknown inference backend"):
         open_tracker(backend="cuda")
-    with pytest.raises(SourceError):
-        next(track(tmp_path / "missing.db3"))
+    with pytest.raises(ValueError, match="at least 1"):
+        track("synthetic", max_frames=0)
 
 
-def test_an_automatic_gpu_backend_that_cannot_start_falls_back_with_a_note(monkeypatch, capsys):
+def test_an_automatic_gpu_backend_that_cannot_start_falls_back_with_a_note(monkeypatch, caplog):
     import tracker.backends
 
     def out_of_memory(*args, **kwargs):
@@ -119,9 +161,28 @@ def test_an_automatic_gpu_backend_that_cannot_start_falls_back_with_a_note(monke
 
     monkeypatch.setattr(tracker.backends, "automatic_backend", lambda: "torch-cuda")
     monkeypatch.setitem(tracker.backends.BACKENDS, "torch-cuda", out_of_memory)
-    with open_tracker(hand="right") as hand_tracker:
+    with caplog.at_level(logging.WARNING), open_tracker(hand="right") as hand_tracker:
         assert hand_tracker.estimator.backend.name == "onnxruntime"
-    assert "the torch-cuda backend cannot run here" in capsys.readouterr().err
+    assert "the torch-cuda backend cannot run here" in caplog.text
     # Named explicitly, the same failure is the caller's to handle.
     with pytest.raises(RuntimeError, match="out of memory"):
         open_tracker(backend="torch-cuda")
+
+
+def test_the_readme_example_runs():
+    # The README's "From Python" block, with its placeholders filled by rendered frames: the
+    # names and arguments it shows must stay those of the code.
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("### From Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'track("session.db3", realtime=False)' in block and "        ...\n" in block
+    shown = []
+
+    def my_depth_images():
+        for frame in SyntheticSource(seed=2, max_frames=2):
+            yield frame.depth_m(), frame.timestamp_ms
+
+    code = block.replace('"session.db3", realtime=False', '"synthetic", max_frames=2').replace("        ...\n", "        shown.append(result)\n")
+    exec(compile(code, "README.md", "exec"), {"my_depth_images": my_depth_images, "shown": shown})
+    assert len(shown) == 2 and all(len(result.hands) == 1 for result in shown)

@@ -12,8 +12,9 @@ each frame's hands as Python objects rather than JSON lines.
 
     from tracker.api import track
 
-    for result in track("realsense", max_frames=300):   # or a recording, a folder, "synthetic"
-        ...
+    with track("realsense", max_frames=300) as results:  # or a recording, a folder, "synthetic"
+        for result in results:
+            ...
 
 Frames are tracked one after another in the caller's thread: each one's hand seeds the next
 one's search, so pass a camera's frames in order. ``run_tracker.py`` adds what a
@@ -23,8 +24,7 @@ segment ahead, the output files and windows, signal handling).
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
+import logging
 from pathlib import Path
 
 from tracker.backends import AUTO_BACKEND, start_backend
@@ -32,7 +32,7 @@ from tracker.estimator import HandEstimator
 from tracker.hand_model import HandModel
 from tracker.pipeline import FrameResult, HandTracker, TrackerConfig
 from tracker.sources import FrameSource, open_source
-from tracker.types import CameraIntrinsics, DepthFrame, HandEstimate, Handedness, Joint
+from tracker.types import HAND_CHOICES, CameraIntrinsics, DepthFrame, HandEstimate, Handedness, Joint
 from tracker.weights import WEIGHTS_DIR, crop_frame_of, load_manifest
 
 __all__ = [
@@ -43,12 +43,12 @@ __all__ = [
     "HandTracker",
     "Handedness",
     "Joint",
+    "TrackedFrames",
     "open_tracker",
     "track",
 ]
 
-#: ``hand``'s choices: the side decided per track by the side classifier, or fixed.
-HAND_CHOICES = ("auto", "right", "left")
+log = logging.getLogger(__name__)
 
 
 def open_tracker(
@@ -57,15 +57,16 @@ def open_tracker(
     hand: str = "auto",
     smooth: bool = False,
 ) -> HandTracker:
-    """A ``HandTracker`` ready for ``process(frame)``; close it (or use ``with``) to free its
-    backend.
+    """A ``HandTracker`` ready for ``process(frame)``; close it (or use ``with``) to release
+    its backend.
 
     weights: an exported weights folder (default: the shipped ``weights/``; ``weights/fast``
         for the narrower network).
     backend: "auto" (torch-cuda where torch sees an NVIDIA GPU, falling back to onnxruntime
-        with a warning on stderr if it cannot start there; else onnxruntime), or one of
+        with a logged warning if it cannot start there; else onnxruntime), or one of
         ``tracker.backends.BACKENDS`` ("onnxruntime", "onnxruntime-int8", "torch",
-        "torch-cuda", "tensorrt"), which raises ``BackendUnavailable`` if it cannot run here.
+        "torch-cuda", "tensorrt"). One named that cannot run here raises:
+        ``BackendUnavailable`` (no GPU, no TensorRT) or the GPU's own error (out of memory).
     hand: "auto", "right" or "left" (every hand taken as that side).
     smooth: One-Euro smoothing of joints and mesh over time.
 
@@ -75,16 +76,14 @@ def open_tracker(
         raise ValueError(f"hand must be one of {', '.join(HAND_CHOICES)}, got {hand!r}")
     weights = Path(weights) if weights is not None else WEIGHTS_DIR
     manifest = load_manifest(weights)
-    hand_model = HandModel.load()
-    network, _, fallback = start_backend(backend, weights)
-    if fallback is not None:
-        print(f"note: {fallback}", file=sys.stderr)
     config = TrackerConfig(
         cube_size_m=manifest["cube_size_m"],
         crop_frame=crop_frame_of(manifest),
         handedness=None if hand == "auto" else Handedness(hand),
         smooth=smooth,
     )
+    hand_model = HandModel.load()
+    network, _, _ = start_backend(backend, weights, on_fallback=log.warning)
     try:
         return HandTracker(HandEstimator(network, hand_model), config)
     except BaseException:
@@ -92,8 +91,64 @@ def open_tracker(
         raise
 
 
+class TrackedFrames:
+    """The frames of a source, each tracked as it is taken (``track``): an iterator of
+    ``FrameResult``, and a context manager that closes the source and the tracker.
+
+    Both are closed when the frames end, when the source fails (its ``SourceError``
+    is raised after the frames before it), on ``close()`` and on leaving a ``with`` block;
+    a loop left early without either holds the camera until the object is collected.
+    """
+
+    def __init__(self, hand_tracker: HandTracker, source: FrameSource, max_frames: int | None) -> None:
+        self.hand_tracker = hand_tracker
+        self.source = source
+        self.max_frames = max_frames
+        self.frames_tracked = 0
+        self._frames = iter(source)
+        self._closed = False
+
+    def __iter__(self) -> "TrackedFrames":
+        return self
+
+    def __next__(self) -> FrameResult:
+        if self._closed or (self.max_frames is not None and self.frames_tracked >= self.max_frames):
+            self.close()
+            raise StopIteration
+        try:
+            frame = next(self._frames)
+            result = self.hand_tracker.process(frame)
+        except BaseException:  # the end of the frames too: nothing more comes from them
+            self.close()
+            raise
+        self.frames_tracked += 1
+        return result
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.source.close()
+        finally:
+            self.hand_tracker.close()
+
+    def __enter__(self) -> "TrackedFrames":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            try:
+                self.close()
+            except Exception:  # at interpreter exit the modules it needs may be gone
+                pass
+
+
 def track(
-    source: str | FrameSource,
+    source: str | Path | FrameSource,
     *,
     weights: str | Path | None = None,
     backend: str = AUTO_BACKEND,
@@ -101,29 +156,34 @@ def track(
     smooth: bool = False,
     realtime: bool | None = None,
     max_frames: int | None = None,
-) -> Iterator[FrameResult]:
+) -> TrackedFrames:
     """Each frame of ``source`` tracked, in order, as a ``FrameResult`` (``hands`` empty where
-    no hand is seen).
+    no hand is seen); the tracker and the source are opened here, so bad weights or a missing
+    file raise at once.
 
     source: as ``run_tracker.py --source`` takes it ("realsense[:SERIAL]", a ``.db3`` or
         ``.bag`` recording, a folder of depth PNGs with ``intrinsics.json``,
-        "synthetic[:SEED][:left|right]"), or an opened ``tracker.sources.FrameSource``.
-    realtime: for a recording, play at its recorded pace (default) or every frame as fast as
-        they are tracked (False). A camera is always real time.
-    max_frames: stop after this many frames (the synthetic input is endless without it).
+        "synthetic[:SEED][:left|right]"), or an opened ``tracker.sources.FrameSource``, which
+        is then closed with the rest (also when the tracker cannot be opened).
+    realtime: for a source named by a string: a recording plays at its recorded pace
+        (default) or every frame as fast as they are tracked (False). A camera is always
+        real time; an opened source keeps its own pace.
+    max_frames: stop after this many frames (at least 1; the synthetic input is endless
+        without it).
     The other arguments: ``open_tracker``'s.
-
-    The source and the backend are closed when the loop ends, breaks or raises. A source
-    that fails midway raises ``tracker.sources.SourceError`` after the frames before it.
     """
-    hand_tracker = open_tracker(weights, backend, hand, smooth)
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be at least 1, got {max_frames}")
+    opened = isinstance(source, FrameSource)
     try:
-        frames = open_source(source, realtime=realtime, max_frames=max_frames) if isinstance(source, (str, Path)) else source
+        hand_tracker = open_tracker(weights, backend, hand, smooth)
+    except BaseException:
+        if opened:
+            source.close()
+        raise
+    try:
+        frames = source if opened else open_source(str(source), realtime=realtime, max_frames=max_frames)
     except BaseException:
         hand_tracker.close()
         raise
-    with hand_tracker, frames:
-        for count, frame in enumerate(frames, start=1):
-            yield hand_tracker.process(frame)
-            if max_frames is not None and count >= max_frames:
-                break
+    return TrackedFrames(hand_tracker, frames, max_frames)

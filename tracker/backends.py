@@ -25,9 +25,9 @@ network (``tracker.pipeline``); on the CPU ones it computes.
 
 Every backend loads its weights file through the manifest's SHA-256 check
 (``tracker.weights``). A backend that cannot run on this machine raises
-``BackendUnavailable`` when created. Nothing here falls back to another backend; the
-command line's ``auto`` choice does, with a note, when the GPU backend it picked cannot start
-(``gpu_start_failure``).
+``BackendUnavailable`` when created. ``create_backend`` never falls back to another
+backend; ``start_backend`` does for the ``auto`` choice alone, with a note, when the GPU
+backend it picked cannot start (``gpu_start_failure``).
 """
 
 from __future__ import annotations
@@ -695,7 +695,8 @@ BACKENDS: dict[str, type] = {
 }
 
 
-#: The command line's default: the fastest backend known to run here.
+#: The default of the command line and of ``tracker.api``: the fastest backend known to run
+#: here (``automatic_backend``).
 AUTO_BACKEND = "auto"
 
 #: What ``auto`` falls back to, and what every machine runs.
@@ -728,11 +729,16 @@ def release_gpu_memory() -> None:
 
 
 def start_backend(
-    asked: str, weights_dir: str | Path = WEIGHTS_DIR, options_for: Callable[[str], dict] = lambda name: {}
+    asked: str,
+    weights_dir: str | Path = WEIGHTS_DIR,
+    options_for: Callable[[str], dict] = lambda name: {},
+    on_fallback: Callable[[str], None] = log.warning,
 ) -> tuple[Backend, str, str | None]:
     """The backend ``asked`` for (``AUTO_BACKEND`` resolved here), its name, and a note when
     the GPU backend ``auto`` chose could not start and ``CPU_BACKEND`` runs instead (else
     None). ``options_for(name)``: ``create_backend``'s options for the backend of that name.
+    ``on_fallback(note)`` is called before the CPU backend starts, so the note is seen even
+    if that fails too.
 
     Only ``auto``'s choice falls back, and only on a failure that says the GPU cannot run
     it (``gpu_start_failure``): a backend named explicitly that cannot run raises, and so
@@ -750,6 +756,7 @@ def start_backend(
     # Out of the handler, so the failed backend's tensors (held by the traceback) can go first.
     release_gpu_memory()
     note = f"the {name} backend cannot run here ({failure}); using {CPU_BACKEND} instead"
+    on_fallback(note)
     return create_backend(CPU_BACKEND, weights_dir, **options_for(CPU_BACKEND)), CPU_BACKEND, note
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tracker.signals import SignalHandlers
+from tracker.types import HAND_CHOICES
 
 DEFAULT_SYNTHETIC_FRAMES = 120
 
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="network weights directory (default: the shipped weights/; weights/fast: a narrower network, 40 %% fewer operations and less accurate; faster in float on a CPU, not always in 8 bits; see weights/fast/MODEL_CARD.md)",
     )
     parser.add_argument(
-        "--hand", choices=["auto", "right", "left"], default="auto",
+        "--hand", choices=HAND_CHOICES, default="auto",
         help="which hand to track: auto decides per track from the depth crop (a small classifier whose "
         "votes add up over the frames; it may take a second to settle), right or left fixes it. "
         "A left hand is mirrored into the right-hand network (default %(default)s)",
@@ -155,9 +156,9 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         hand_model = HandModel.load()
         # A GPU that torch sees but cannot run the network on does not stop a run nobody put
         # on it (start_backend falls back to the CPU then); a fault in the code surfaces.
-        backend, args.backend, fallback = start_backend(args.backend, weights, lambda name: backend_options(name, workers_for(name)))
-        if fallback is not None:
-            print(f"note: {fallback}", file=sys.stderr)
+        backend, args.backend, _ = start_backend(
+            args.backend, weights, lambda name: backend_options(name, workers_for(name)), lambda note: print(f"note: {note}", file=sys.stderr)
+        )
         segment_ahead = workers_for(args.backend)
         handedness = None if args.hand == "auto" else Handedness(args.hand)
         config = TrackerConfig(

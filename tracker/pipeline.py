@@ -194,10 +194,13 @@ class HandTracker:
         #: What prepares a frame (segment, crop, side), here and in the worker processes:
         #: ``prepare_frame``'s arguments, a module-level function the workers can import.
         self.prepare_function = prepare_frame
+        #: Set by ``close``: the backend is gone.
+        self.closed = False
 
     def close(self) -> None:
-        """Free the network's backend (a GPU's memory, onnxruntime's threads); the tracker
-        cannot process frames after it."""
+        """Close the network's backend (its session, engine or CUDA graph; torch keeps freed
+        GPU memory cached for reuse). The tracker processes no frames after it."""
+        self.closed = True
         self.estimator.backend.close()
 
     def __enter__(self) -> "HandTracker":
@@ -249,7 +252,12 @@ class HandTracker:
         return self.prepare_function(frame.depth_m(), frame.intrinsics, prior, self.prepare_config, self.side_classifier)
 
     def process(self, frame: DepthFrame) -> FrameResult:
+        self._check_open()
         return self.finish(frame, self.prepare(frame, self._previous_center))
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError("this HandTracker is closed; open a new one (tracker.api.open_tracker)")
 
     def _crop(self, frame: DepthFrame, prepared: Prepared, timings: dict[str, float]):
         """The network's crop, mirrored for a left hand (fixed, or as the side vote says)."""
@@ -276,6 +284,7 @@ class HandTracker:
         """``finish`` up to the network's start: the result at once when there is no hand
         to run it on, else what ``complete`` takes. Between the two the tracker's state is
         as this frame left it before its network (the track may have been lost)."""
+        self._check_open()
         timings: dict[str, float] = dict(prepared.timings_ms)
         if not self._continues_stream(frame):
             self._lost()

@@ -92,6 +92,11 @@ class Handedness(str, enum.Enum):
     LEFT = "left"
 
 
+#: The choices of which hand to track: "auto" decides per track (``tracker.side_vote``),
+#: the others fix the side.
+HAND_CHOICES = ("auto", Handedness.RIGHT.value, Handedness.LEFT.value)
+
+
 class DistortionModel(str, enum.Enum):
     """Lens models as librealsense names them."""
 
@@ -249,12 +254,17 @@ class DepthFrame:
         depth libraries give it): stored in units of ``METRES_IMAGE_DEPTH_SCALE`` (0.1 mm),
         far finer than any depth camera measures. Zero, negative, NaN and infinite depths, and
         depths beyond the 6.55 m the units reach, become 0, no measurement."""
-        depth_m = np.asarray(depth_m)
+        depth_m = np.asarray(np.ma.filled(depth_m, 0.0))  # a masked pixel is not measured
         _require(depth_m.ndim == 2, f"a depth image must be 2-D (H, W), got shape {depth_m.shape}")
-        _require(np.issubdtype(depth_m.dtype, np.floating), f"depth in metres must be floating point, got {depth_m.dtype}")
-        units = depth_m.astype(np.float64) / METRES_IMAGE_DEPTH_SCALE
-        measured = np.isfinite(units) & (units >= 0.5) & (units < 65535.5)
-        depth = np.where(measured, np.rint(np.where(measured, units, 0.0)), 0.0).astype(np.uint16)
+        _require(
+            np.issubdtype(depth_m.dtype, np.floating),
+            f"depth in metres must be floating point, got {depth_m.dtype}; for integer device units use "
+            "DepthFrame(depth, depth_scale, intrinsics)",
+        )
+        with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become 0 below
+            units = depth_m.astype(np.float64) / METRES_IMAGE_DEPTH_SCALE
+            measured = np.isfinite(units) & (units >= 0.5) & (units < 65535.5)
+            depth = np.rint(np.where(measured, units, 0.0)).astype(np.uint16)
         return cls(depth, METRES_IMAGE_DEPTH_SCALE, intrinsics, float(timestamp_ms), str(serial), int(frame_number))
 
 
