@@ -1,11 +1,12 @@
 """The library interface (tracker.api): tracking from Python, frames brought by the caller."""
 
+import json
 import logging
 
 import numpy as np
 import pytest
 
-from tracker.api import CameraIntrinsics, DepthFrame, Joint, open_tracker, track
+from tracker.api import CameraIntrinsics, DepthFrame, Joint, frame_line, open_tracker, track
 from tracker.sources import FrameSource, SourceError, SyntheticSource
 from tracker.types import METRES_IMAGE_DEPTH_SCALE
 from tracker.weights import WeightsError
@@ -28,6 +29,10 @@ def test_track_follows_the_rendered_hand():
     # crop in the wrong place or a side mixed up is centimetres off.
     assert np.mean([_joint_error_mm(r, source) for r in results]) < 15.0
     assert source.closed  # closed when the loop ends
+    # The command line's JSON line for a result: joints to 10 micrometres.
+    line = json.loads(frame_line(results[-1]))
+    assert line["frame"] == 11 and line["hands"][0]["handedness"] == hand.handedness.value
+    np.testing.assert_allclose(line["hands"][0]["joints_xyz_m"], hand.joints_cam_m, atol=6e-6)
 
 
 def test_track_takes_a_source_by_name_and_stops_at_max_frames():

@@ -16,7 +16,8 @@ each frame's hands as Python objects rather than JSON lines.
         for result in results:
             ...
 
-Frames are tracked one after another in the caller's thread: each one's hand seeds the next
+``frame_line(result)`` is a result as the command line writes it, one JSON object (to send
+on, or to log). Frames are tracked one after another in the caller's thread: each one's hand seeds the next
 one's search, so pass a camera's frames in order. ``run_tracker.py`` adds what a
 stand-alone run needs on top (a capture thread that keeps only the newest frame, workers that
 segment ahead, the output files and windows, signal handling).
@@ -31,6 +32,7 @@ from tracker.backends import AUTO_BACKEND, start_backend
 from tracker.estimator import HandEstimator
 from tracker.hand_model import HandModel
 from tracker.pipeline import FrameResult, HandTracker, TrackerConfig
+from tracker.sinks import frame_line
 from tracker.sources import FrameSource, open_source
 from tracker.types import HAND_CHOICES, CameraIntrinsics, DepthFrame, HandEstimate, Handedness, Joint
 from tracker.weights import WEIGHTS_DIR, crop_frame_of, load_manifest
@@ -44,6 +46,7 @@ __all__ = [
     "Handedness",
     "Joint",
     "TrackedFrames",
+    "frame_line",
     "open_tracker",
     "track",
 ]
