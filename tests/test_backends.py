@@ -507,3 +507,21 @@ def test_tensorrt_matches_torch(weights_dir, reference, tmp_path, precision, tol
         cached.run(random_input(seed=1, crop_size=SMALL.crop_size))["vertices"], out["vertices"], rtol=0, atol=1e-6
     )
     cached.close()
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.automatic_backend
+def test_the_library_tracks_on_the_gpu_by_itself_as_on_the_cpu():
+    from tracker.api import open_tracker
+    from tracker.sources import SyntheticSource
+
+    frames = list(SyntheticSource(seed=4, max_frames=3).frames())
+    with open_tracker(hand="right") as on_gpu, open_tracker(backend="onnxruntime", hand="right") as on_cpu:
+        assert on_gpu.estimator.backend.name == "torch-cuda"  # "auto" where torch sees a GPU
+        for frame in frames:
+            gpu, cpu = on_gpu.process(frame), on_cpu.process(frame)
+            assert len(gpu.hands) == len(cpu.hands) == 1
+            # cuDNN's TF32 convolutions (outputs within 1e-2 relative, above) move the crop's
+            # vertices by up to about a millimetre in the worst case; a wrong crop, side or
+            # frame conversion is centimetres.
+            np.testing.assert_allclose(gpu.hands[0].joints_cam_m, cpu.hands[0].joints_cam_m, atol=2e-3)
