@@ -376,3 +376,49 @@ def test_recording_over_an_earlier_recording_is_refused_before_the_camera_starts
     with pytest.raises(SourceError, match=refused):
         RealSenseSource(width=W, height=H, fps=FPS, record_path=tmp_path / "session.db3")
     assert (tmp_path / earlier).read_bytes() == b"an earlier run"
+
+
+def test_the_connected_cameras_are_listed_with_the_mode_tracking_takes(sdk, camera, monkeypatch, capsys):
+    from tracker.cli import main
+
+    # A second depth mode, and a device without a depth sensor beside the camera.
+    faster = rs.video_stream()
+    faster.type, faster.index, faster.uid = rs.stream.depth, 0, 2
+    faster.width, faster.height, faster.fps, faster.bpp, faster.fmt = W, H, 90, 2, rs.format.z16
+    faster.intrinsics = camera.profile.get_intrinsics()
+    camera.sensor.add_video_stream(faster)
+    tracking = rs.software_device()
+    tracking.register_info(rs.camera_info.name, "Software T265")
+    tracking.register_info(rs.camera_info.serial_number, "987")
+    tracking.add_sensor("Tracking Module")
+    monkeypatch.setattr(StandInContext, "query_devices", lambda self: [camera.device, tracking])
+    listed = sources.list_cameras()
+    assert [c.serial for c in listed] == ["0123456789", "987"]
+    assert listed[0].depth_modes == ((W, H, 90), (W, H, 30)) and listed[0].default_mode == (W, H, 90)
+    assert listed[1].depth_modes == () and listed[1].default_mode is None
+    assert main(["--list-cameras"]) == 0
+    out = capsys.readouterr().out
+    assert f"Software D435 (serial 0123456789)\n    tracking streams depth {W}x{H} @ 90 fps: --source realsense:0123456789" in out
+    assert f"depth modes: {W}x{H} @ 30/90 fps" in out
+    assert "Software T265 (serial 987): no depth sensor" in out
+
+
+def test_listing_cameras_says_when_there_are_none_or_no_sdk(sdk, camera, monkeypatch, capsys):
+    from tracker.cli import main
+
+    camera.connected = False
+    assert main(["--list-cameras"]) == 0 and "No RealSense device connected" in capsys.readouterr().out
+
+    def no_sdk():
+        raise SourceError("pyrealsense2 is not installed")
+
+    monkeypatch.setattr(sources, "_import_rs", no_sdk)
+    assert main(["--list-cameras"]) == 2 and "pyrealsense2 is not installed" in capsys.readouterr().err
+
+
+def test_the_closest_depth_mode_is_chosen_by_resolution_then_rate():
+    d435 = [(1280, 720, 30), (848, 480, 90), (848, 480, 30), (640, 480, 60)]
+    assert sources.closest_depth_mode(d435, 848, 480, 90) == (848, 480, 90)
+    # On USB 2 a D4xx offers less: the nearest resolution wins over the nearer rate.
+    assert sources.closest_depth_mode([(640, 480, 30), (480, 270, 60)], 848, 480, 90) == (640, 480, 30)
+    assert sources.closest_depth_mode([(640, 480, 30), (640, 480, 60)], 848, 480, 90) == (640, 480, 60)

@@ -28,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
         "With no --source: a connected RealSense camera, else the built-in synthetic input (no camera needed).",
     )
     parser.add_argument(
+        "--list-cameras", action="store_true",
+        help="list the connected RealSense cameras (serial, USB, firmware, depth modes and the one tracking takes) and exit",
+    )
+    parser.add_argument(
         "--source",
         help="realsense | realsense:SERIAL | FILE.db3 | FILE.bag | DIR (16-bit PNGs + intrinsics.json) | "
         "synthetic[:SEED[:left|right]] (the renderer; %d frames unless --max-frames)" % DEFAULT_SYNTHETIC_FRAMES,
@@ -95,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.max_frames is not None and args.max_frames < 1:
         parser.error("--max-frames must be at least 1")
+    if args.list_cameras:
+        return _list_cameras()
     handlers = SignalHandlers(_STOP_SIGNALS, signal.default_int_handler)
     try:
         handlers.install()
@@ -104,6 +110,36 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         handlers.restore()
+
+
+def _list_cameras() -> int:
+    """Print the connected RealSense devices, one a line, to standard output."""
+    from tracker.sources import SourceError, list_cameras
+
+    try:
+        cameras = list_cameras()
+    except SourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not cameras:
+        print("No RealSense device connected.")
+        return 0
+    for camera in cameras:
+        about = ", ".join(
+            [f"serial {camera.serial}"] + ([f"USB {camera.usb}"] if camera.usb else []) + ([f"firmware {camera.firmware}"] if camera.firmware else [])
+        )
+        if not camera.depth_modes:
+            print(f"{camera.name} ({about}): no depth sensor, cannot be tracked with")
+            continue
+        w, h, f = camera.default_mode
+        rates: dict[tuple[int, int], list[int]] = {}
+        for width, height, fps in camera.depth_modes:
+            rates.setdefault((width, height), []).append(fps)
+        modes = "; ".join(f"{width}x{height} @ {'/'.join(map(str, sorted(fps)))} fps" for (width, height), fps in rates.items())
+        print(f"{camera.name} ({about})")
+        print(f"    tracking streams depth {w}x{h} @ {f} fps: --source realsense:{camera.serial}")
+        print(f"    depth modes: {modes}")
+    return 0
 
 
 def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -258,6 +258,81 @@ def _stop_pipeline(pipe) -> None:
 
 # ---------------------------------------------------------------------------- live camera
 
+#: The depth mode a live camera is asked for (``RealSenseSource``): the D4xx's native depth
+#: resolution at its highest rate for it.
+DEFAULT_DEPTH_MODE = (848, 480, 90)
+
+
+def _depth_modes(rs, device) -> tuple[tuple[int, int, int], ...]:
+    """The z16 depth modes (width, height, fps) ``device``'s depth sensors offer, largest and
+    fastest first; empty for a device without a depth sensor."""
+    modes = set()
+    for sensor in device.query_sensors():
+        if not sensor.is_depth_sensor():
+            continue
+        for p in sensor.get_stream_profiles():
+            if p.stream_type() == rs.stream.depth and p.format() == rs.format.z16 and p.is_video_stream_profile():
+                v = p.as_video_stream_profile()
+                modes.add((v.width(), v.height(), v.fps()))
+    return tuple(sorted(modes, key=lambda mode: (-mode[0] * mode[1], -mode[2])))
+
+
+def closest_depth_mode(modes, width: int, height: int, fps: int) -> tuple[int, int, int]:
+    """Of ``modes`` (width, height, fps), the one closest to the one asked for: resolution
+    first (the crop and the network see pixels), then frame rate, then the faster."""
+
+    def distance(mode):
+        w, h, f = mode
+        return (abs(math.log(w / width)) + abs(math.log(h / height)), abs(math.log(f / fps)), -f)
+
+    return min(modes, key=distance)
+
+
+@dataclass(frozen=True)
+class CameraListing:
+    """A connected RealSense device as ``list_cameras`` finds it.
+
+    depth_modes: its z16 depth modes (width, height, fps), largest and fastest first; empty
+    for a device without a depth sensor (a tracking camera, one in recovery mode). usb and
+    firmware: as the SDK reports them ("" where it does not).
+    """
+
+    name: str
+    serial: str
+    firmware: str
+    usb: str
+    depth_modes: tuple[tuple[int, int, int], ...]
+
+    @property
+    def default_mode(self) -> tuple[int, int, int] | None:
+        """The depth mode ``RealSenseSource`` streams by default on this device."""
+        return closest_depth_mode(self.depth_modes, *DEFAULT_DEPTH_MODE) if self.depth_modes else None
+
+
+def list_cameras() -> list[CameraListing]:
+    """The RealSense devices connected now. Raises SourceError without the SDK, or when the
+    SDK fails to list them (USB trouble)."""
+    rs = _import_rs()
+    found = []
+    try:
+        for device in rs.context().query_devices():
+            try:
+                modes = _depth_modes(rs, device)
+            except RuntimeError:  # a device half-way through re-enumerating
+                modes = ()
+            found.append(
+                CameraListing(
+                    name=_device_info(rs, device, rs.camera_info.name, "unknown device"),
+                    serial=_device_info(rs, device, rs.camera_info.serial_number, "?"),
+                    firmware=_device_info(rs, device, rs.camera_info.firmware_version),
+                    usb=_device_info(rs, device, rs.camera_info.usb_type_descriptor),
+                    depth_modes=modes,
+                )
+            )
+    except RuntimeError as exc:
+        raise SourceError(f"the RealSense SDK failed while listing cameras: {exc}; reconnect the camera and try again") from exc
+    return found
+
 
 @dataclass(frozen=True)
 class _ConnectedDevice:
@@ -309,9 +384,9 @@ class RealSenseSource(FrameSource):
     def __init__(
         self,
         serial: str | None = None,
-        width: int = 848,
-        height: int = 480,
-        fps: int = 90,
+        width: int = DEFAULT_DEPTH_MODE[0],
+        height: int = DEFAULT_DEPTH_MODE[1],
+        fps: int = DEFAULT_DEPTH_MODE[2],
         record_path: str | os.PathLike | None = None,
         *,
         max_depth_m: float | None = DEFAULT_MAX_DEPTH_M,
@@ -440,23 +515,10 @@ class RealSenseSource(FrameSource):
         return None
 
     def _choose_profile(self, handle, width: int, height: int, fps: int) -> tuple[int, int, int]:
-        rs = self._rs
-        modes = set()
-        for sensor in handle.query_sensors():
-            if not sensor.is_depth_sensor():
-                continue
-            for p in sensor.get_stream_profiles():
-                if p.stream_type() == rs.stream.depth and p.format() == rs.format.z16 and p.is_video_stream_profile():
-                    v = p.as_video_stream_profile()
-                    modes.add((v.width(), v.height(), v.fps()))
+        modes = _depth_modes(self._rs, handle)
         if not modes:
             raise SourceError(f"RealSense camera {self._device} offers no z16 depth stream; update its firmware")
-        # Closest: resolution first (the crop and network see pixels), then frame rate.
-        def distance(mode):
-            w, h, f = mode
-            return (abs(math.log(w / width)) + abs(math.log(h / height)), abs(math.log(f / fps)), -f)
-
-        return min(modes, key=distance)
+        return closest_depth_mode(modes, width, height, fps)
 
     def _next_record_path(self) -> Path | None:
         if self._record_base is None:
