@@ -239,3 +239,14 @@ def test_output_to_a_device_keeps_no_settings_file_beside_it(capsys):
     assert main(["--source", "synthetic", "--max-frames", "2", "--no-viewer", "--out", os.devnull]) == 0
     assert not Path(os.devnull).with_name("null.config.json").exists()
     assert "is not a regular file" in capsys.readouterr().err
+
+
+def test_version_names_the_installed_package(capsys):
+    import tomllib
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version"])
+    assert stopped.value.code == 0
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    # setup.sh installs the checkout in place; a bare checkout says so rather than guess.
+    assert re.search(rf"dgn-hand-tracker ({re.escape(declared)}|not installed)\)", capsys.readouterr().out)

@@ -22,11 +22,22 @@ from tracker.types import HAND_CHOICES
 DEFAULT_SYNTHETIC_FRAMES = 120
 
 
+def package_version() -> str:
+    """The installed package's version ("not installed" when run from a bare checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dgn-hand-tracker")
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Track a hand (mesh + 21 keypoints, metres, camera frame) in depth frames with Dual Grid Net. "
         "With no --source: a connected RealSense camera, else the built-in synthetic input (no camera needed).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s (dgn-hand-tracker {package_version()})")
     parser.add_argument(
         "--list-cameras", action="store_true",
         help="list the connected RealSense cameras (serial, USB, firmware, depth modes and the one tracking takes) and exit",
