@@ -6,7 +6,8 @@ failure is a ``SourceError`` whose message says what went wrong and how to fix i
 always carry the intrinsics (with the lens model), the depth unit and the serial of the
 device or recording they came from; nothing here assumes a particular camera.
 
-* ``RealSenseSource``: a live RealSense camera (D4xx, SR30x) through pyrealsense2, optionally
+* ``RealSenseSource``: a live RealSense camera (the D400 series; the SDK dropped the SR30x
+  after 2.50) through pyrealsense2, optionally
   recording to a ROS 2 ``.db3`` file while it streams.
 * ``RecordingSource``: a ``.db3`` (librealsense >= 2.58) or ``.bag`` recording, played back
   either at its own pace or frame by frame with every frame delivered.
@@ -350,7 +351,7 @@ class RealSenseSource(FrameSource):
     serial: which camera (None: the first one with a depth sensor).
     width, height, fps: the depth mode; 848x480 @ 90 fps is the D4xx's native depth resolution
         at its highest rate for it: the least motion blur between frames and the lowest
-        latency. A camera that does not offer it (an SR305, a D4xx on USB 2) streams the
+        latency. A camera that does not offer it (a D4xx on a USB 2 port, another model) streams the
         closest z16 depth mode it has, and ``description`` says so.
     record_path: if set (a ``.db3``), every raw depth frame is also recorded there;
         ``close()`` finalises the file. After a reconnect, recording continues in
@@ -491,7 +492,7 @@ class RealSenseSource(FrameSource):
         if not cameras:
             listing = "; ".join(str(d) for d in found) or "nothing"
             raise SourceError(
-                f"no RealSense camera connected (found: {listing}); connect a D4xx or SR30x camera "
+                f"no RealSense camera connected (found: {listing}); connect a D400-series camera "
                 "to a USB 3 port, or use a recording, a folder or 'synthetic' as the source"
             )
         if serial is None:
