@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tracker.api import CameraIntrinsics, DepthFrame, Joint, frame_line, open_tracker, track
-from tracker.sources import FrameSource, SourceError, SyntheticSource
+from tracker.sources import DEFAULT_SYNTHETIC_FRAMES, FrameSource, SourceError, SyntheticSource
 from tracker.types import METRES_IMAGE_DEPTH_SCALE
 from tracker.weights import WeightsError
 
@@ -39,6 +39,8 @@ def test_track_takes_a_source_by_name_and_stops_at_max_frames():
     with track("synthetic:5:left", max_frames=3, hand="left") as results:
         found = [r.hands for r in results]
     assert len(found) == 3 and all(len(hands) == 1 and hands[0].handedness.value == "left" for hands in found)
+    # Without a frame count the built-in input has the command line's length, not endless.
+    assert track("synthetic").max_frames == DEFAULT_SYNTHETIC_FRAMES
 
 
 class _ClosingSpy:

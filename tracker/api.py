@@ -33,7 +33,7 @@ from tracker.estimator import HandEstimator
 from tracker.hand_model import HandModel
 from tracker.pipeline import FrameResult, HandTracker, TrackerConfig
 from tracker.sinks import frame_line
-from tracker.sources import FrameSource, open_source
+from tracker.sources import DEFAULT_SYNTHETIC_FRAMES, FrameSource, open_source, source_kind
 from tracker.types import HAND_CHOICES, CameraIntrinsics, DepthFrame, HandEstimate, Handedness, Joint
 from tracker.weights import WEIGHTS_DIR, crop_frame_of, load_manifest
 
@@ -171,13 +171,16 @@ def track(
     realtime: for a source named by a string: a recording plays at its recorded pace
         (default) or every frame as fast as they are tracked (False). A camera is always
         real time; an opened source keeps its own pace.
-    max_frames: stop after this many frames (at least 1; the synthetic input is endless
-        without it).
+    max_frames: stop after this many frames (at least 1; the synthetic input named by a
+        string has ``DEFAULT_SYNTHETIC_FRAMES``, 120, as on the command line, and a
+        ``SyntheticSource`` passed in its own length).
     The other arguments: ``open_tracker``'s.
     """
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be at least 1, got {max_frames}")
     opened = isinstance(source, FrameSource)
+    if not opened and max_frames is None and source_kind(str(source)) == "synthetic":
+        max_frames = DEFAULT_SYNTHETIC_FRAMES  # as on the command line; an opened one may be endless
     try:
         hand_tracker = open_tracker(weights, backend, hand, smooth)
     except BaseException:

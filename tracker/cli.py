@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from tracker.signals import SignalHandlers
+from tracker.sources import DEFAULT_SYNTHETIC_FRAMES
 from tracker.types import HAND_CHOICES
-
-DEFAULT_SYNTHETIC_FRAMES = 120
 
 
 def package_version() -> str:

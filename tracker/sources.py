@@ -70,6 +70,9 @@ log = logging.getLogger(__name__)
 _POLL_MS = 100
 #: What pyrealsense2 records: .db3 (rosbag2, SDK >= 2.58) and .bag (rosbag1, older SDKs).
 RECORDING_SUFFIXES = (".db3", ".bag")
+#: The built-in input's length where the command line or ``tracker.api.track`` is given no
+#: frame count: four seconds of motion, enough to see it track.
+DEFAULT_SYNTHETIC_FRAMES = 120
 
 
 class SourceError(RuntimeError):
