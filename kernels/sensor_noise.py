@@ -3,8 +3,10 @@
 The synthetic data generator renders a *clean* depth image (float32 metres,
 0 = no measurement, z in the OpenCV camera frame: x right, y down, z
 forward) plus an int16 label image. This module corrupts the clean depth the
-way an active-stereo depth camera (Intel RealSense D4xx, SR30x) does, so that
-a network trained on synthetic data generalises to real sensor data. Labels
+way an active-stereo depth camera (Intel RealSense D4xx) does, so that a
+network trained on synthetic data generalises to real sensor data (the SR30x's
+coded light has its shadow and edge losses too, between its projector and
+camera). Labels
 are not touched: the caller decides what a label means where the depth was
 invalidated or replaced.
 
