@@ -149,6 +149,15 @@ def test_an_empty_scene_gives_no_hands_not_an_error():
         assert hand_tracker.process(DepthFrame.from_metres(np.zeros((48, 64), np.float32), intrinsics)).hands == ()
 
 
+def test_an_opened_tracker_is_warmed_up(monkeypatch):
+    from tracker.pipeline import HandTracker
+
+    warmed = []
+    monkeypatch.setattr(HandTracker, "warm_up", lambda self: warmed.append(self) or 0.0)
+    with open_tracker() as tracker:
+        assert warmed == [tracker]
+
+
 def test_bad_arguments_are_refused_clearly(tmp_path):
     with pytest.raises(ValueError, match="hand must be one of"):
         open_tracker(hand="middle")

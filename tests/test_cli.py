@@ -37,6 +37,20 @@ def test_default_run_tracks_the_built_in_input(tmp_path, capsys, monkeypatch, no
     assert resolved["command"]["backend"] == "onnxruntime" and "backend: onnxruntime" in messages
 
 
+@pytest.mark.parametrize("seconds, noted", [(0.2, False), (4.5, True)])
+def test_a_slow_warm_up_is_explained(tmp_path, capsys, monkeypatch, seconds, noted):
+    from tracker.pipeline import HandTracker
+
+    warmed = []
+    monkeypatch.setattr(HandTracker, "warm_up", lambda self: warmed.append(self) or seconds)
+    assert main(["--source", "synthetic", "--max-frames", "1", "--no-viewer", "--out", str(tmp_path / "t.jsonl")]) == 0
+    messages = capsys.readouterr().err
+    assert len(warmed) == 1
+    # Before the source opens: a camera's first frames would otherwise wait for it.
+    assert messages.index("source:") > (messages.index("warming up took 4.5 s") if noted else -1)
+    assert ("compiles the numba kernels" in messages) == noted
+
+
 def test_an_automatic_gpu_backend_that_cannot_run_falls_back_to_onnxruntime(tmp_path, capsys, monkeypatch):
     # As on a machine whose torch sees a GPU it cannot use: torch-cuda fails as it starts.
     import tracker.backends

@@ -195,6 +195,35 @@ def test_tracking_seeds_from_the_last_hand_and_redetects_after_loss(hand_model):
     assert tracker.process(frames[2]).hands
 
 
+def test_warming_up_leaves_the_tracker_as_it_was(hand_model):
+    from tracker.backends import create_backend
+    from tracker.estimator import HandEstimator
+    from tracker.pipeline import HandTracker
+
+    frames = list(SyntheticSource(seed=2, max_frames=4, hand_model=hand_model).frames())
+    warmed, plain = (HandTracker(HandEstimator(create_backend("onnxruntime"), hand_model)) for _ in range(2))
+    for frame in frames[:2]:
+        warmed.process(frame), plain.process(frame)
+    state = ("_previous_center", "_begun_center", "_track", "_last_frame", "_side")
+    before = {name: getattr(warmed, name) for name in state}
+    votes_before = vars(warmed._side_vote).copy()
+    assert warmed.warm_up() > 0
+    for name, value in before.items():
+        after = getattr(warmed, name)
+        assert after is value or np.array_equal(after, value), name
+    assert vars(warmed._side_vote) == votes_before
+    # The track goes on as if nothing had run in between (two sessions of one network on the
+    # same crop agree to float rounding: far below a micrometre).
+    for frame in frames[2:]:
+        one, two = warmed.process(frame), plain.process(frame)
+        assert len(one.hands) == len(two.hands) == 1
+        np.testing.assert_allclose(one.hands[0].joints_cam_m, two.hands[0].joints_cam_m, atol=1e-6)
+        assert one.hands[0].handedness == two.hands[0].handedness
+    warmed.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        warmed.warm_up()
+
+
 class _Collect:
     def __init__(self):
         self.results = []

@@ -73,7 +73,8 @@ def open_tracker(
     hand: "auto", "right" or "left" (every hand taken as that side).
     smooth: One-Euro smoothing of joints and mesh over time.
 
-    Raises ``tracker.weights.WeightsError`` for missing or damaged weights.
+    The tracker is warmed up (``HandTracker.warm_up``): its first frame is as fast as the
+    rest. Raises ``tracker.weights.WeightsError`` for missing or damaged weights.
     """
     if hand not in HAND_CHOICES:
         raise ValueError(f"hand must be one of {', '.join(HAND_CHOICES)}, got {hand!r}")
@@ -88,7 +89,9 @@ def open_tracker(
     hand_model = HandModel.load()
     network, _, _ = start_backend(backend, weights, on_fallback=log.warning)
     try:
-        return HandTracker(HandEstimator(network, hand_model), config)
+        tracker = HandTracker(HandEstimator(network, hand_model), config)
+        tracker.warm_up()
+        return tracker
     except BaseException:
         network.close()
         raise

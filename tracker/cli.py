@@ -99,6 +99,9 @@ def _default_source() -> str:
     return "synthetic"
 
 
+#: A warm-up longer than this (seconds) is worth a note: numba compiled the kernels.
+WARM_UP_NOTE_S = 1.0
+
 #: Signals that end the program; before and after the tracking loop (which stops cleanly on
 #: them itself) they interrupt like Ctrl-C, so an open camera and its recording are closed.
 _STOP_SIGNALS = ("SIGTERM", "SIGHUP")
@@ -212,6 +215,14 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             segment_ahead=segment_ahead,
         )
         tracker = HandTracker(HandEstimator(backend, hand_model), config)
+        # Before the camera starts: the first frames would otherwise wait for it, or be dropped.
+        warm_up_s = tracker.warm_up()
+        if warm_up_s > WARM_UP_NOTE_S:
+            print(
+                f"note: warming up took {warm_up_s:.1f} s (the first run after installing or updating compiles the numba kernels; "
+                "later runs load them from the cache)",
+                file=sys.stderr,
+            )
         # Last: a camera opened here must be closed on any later failure.
         source = open_source(spec, realtime=realtime, record_path=args.record, max_frames=max_frames)
     except (WeightsError, BackendUnavailable, SourceError, ValueError) as exc:

@@ -37,7 +37,7 @@ from tracker.side_vote import SideVote, SideVoteConfig
 from tracker.signals import SignalHandlers
 from tracker.smoothing import OneEuroFilter
 from tracker.sources import SourceError
-from tracker.types import DepthFrame, HandEstimate, Handedness
+from tracker.types import CameraIntrinsics, DepthFrame, HandCrop, HandEstimate, Handedness
 
 
 @dataclass(frozen=True)
@@ -196,6 +196,24 @@ class HandTracker:
         self.prepare_function = prepare_frame
         #: Set by ``close``: the backend is gone.
         self.closed = False
+
+    def warm_up(self) -> float:
+        """Run each stage once on a blank input, so that the first real frame pays none of
+        the one-off costs: the numba kernels of segmentation and refit are compiled on a
+        run's first use after installation (seconds, before they are cached on disk) and
+        loaded from that cache on later runs, and the backend makes its first call. The
+        tracker's state is left as it was. Returns the seconds it took."""
+        self._check_open()
+        t0 = time.perf_counter()
+        size = 32  # segmentation's grid takes every pixel of so small a frame
+        blank = np.zeros((size, size), np.float32)
+        self.prepare_function(blank, CameraIntrinsics(size, size, 30.0, 30.0, size / 2, size / 2), None, self.prepare_config, None)
+        s = self.estimator.backend.crop_size
+        # A crop of nothing but background, 0.5 m ahead: what the network makes of it is
+        # finite, so the refit runs on it.
+        background = HandCrop(np.ones((s, s), np.float32), np.array([0.0, 0.0, 0.5], np.float32), self.config.cube_size_m, np.eye(3))
+        self.estimator.run(background)
+        return time.perf_counter() - t0
 
     def close(self) -> None:
         """Close the network's backend (its session, engine or CUDA graph; torch keeps freed

@@ -74,6 +74,9 @@ class OverlayPainter:
 
     def __init__(self, faces: np.ndarray) -> None:
         self.faces = faces
+        # The rasteriser is compiled (or loaded from numba's cache) here, not on the first
+        # frame drawn, which the tracker would wait for.
+        render_mesh(np.zeros((int(faces.max()) + 1, 3), np.float32), faces, 1.0, 1.0, 0.0, 0.0, 2, 2)
         self._times: list[float] = []
         self._noted: FrameResult | None = None
         self._last: tuple[FrameResult, np.ndarray] | None = None
