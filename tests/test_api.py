@@ -149,13 +149,24 @@ def test_an_empty_scene_gives_no_hands_not_an_error():
         assert hand_tracker.process(DepthFrame.from_metres(np.zeros((48, 64), np.float32), intrinsics)).hands == ()
 
 
-def test_an_opened_tracker_is_warmed_up(monkeypatch):
+def test_an_opened_tracker_is_warmed_up_and_its_backend_closed_if_that_fails(monkeypatch):
+    from tracker.backends import OnnxRuntimeBackend
     from tracker.pipeline import HandTracker
 
     warmed = []
     monkeypatch.setattr(HandTracker, "warm_up", lambda self: warmed.append(self) or 0.0)
     with open_tracker() as tracker:
         assert warmed == [tracker]
+
+    def fails(self):
+        raise RuntimeError("the network's first run failed")
+
+    closed = []
+    monkeypatch.setattr(HandTracker, "warm_up", fails)
+    monkeypatch.setattr(OnnxRuntimeBackend, "close", lambda self: closed.append(self))
+    with pytest.raises(RuntimeError, match="first run failed"):
+        open_tracker()
+    assert len(closed) == 1
 
 
 def test_bad_arguments_are_refused_clearly(tmp_path):

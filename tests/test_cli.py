@@ -38,17 +38,35 @@ def test_default_run_tracks_the_built_in_input(tmp_path, capsys, monkeypatch, no
 
 
 @pytest.mark.parametrize("seconds, noted", [(0.2, False), (4.5, True)])
-def test_a_slow_warm_up_is_explained(tmp_path, capsys, monkeypatch, seconds, noted):
+def test_the_tracker_warms_up_before_the_source_opens_and_a_slow_warm_up_is_explained(tmp_path, capsys, monkeypatch, seconds, noted):
+    import tracker.sources
     from tracker.pipeline import HandTracker
 
-    warmed = []
-    monkeypatch.setattr(HandTracker, "warm_up", lambda self: warmed.append(self) or seconds)
+    steps = []
+    monkeypatch.setattr(HandTracker, "warm_up", lambda self: steps.append("warm up") or seconds)
+    opened = tracker.sources.open_source
+    monkeypatch.setattr(tracker.sources, "open_source", lambda *args, **kwargs: steps.append("open source") or opened(*args, **kwargs))
     assert main(["--source", "synthetic", "--max-frames", "1", "--no-viewer", "--out", str(tmp_path / "t.jsonl")]) == 0
+    # Before the source: a camera's first frames would otherwise wait for it.
+    assert steps == ["warm up", "open source"]
     messages = capsys.readouterr().err
-    assert len(warmed) == 1
-    # Before the source opens: a camera's first frames would otherwise wait for it.
-    assert messages.index("source:") > (messages.index("warming up took 4.5 s") if noted else -1)
-    assert ("compiles the numba kernels" in messages) == noted
+    assert ("warming up took 4.5 s" in messages and "compiles the numba kernels" in messages) == noted
+
+
+def test_a_warm_up_that_fails_closes_the_backend(tmp_path, monkeypatch):
+    from tracker.backends import OnnxRuntimeBackend
+    from tracker.pipeline import HandTracker
+
+    closed = []
+    monkeypatch.setattr(OnnxRuntimeBackend, "close", lambda self: closed.append(self))
+
+    def fails(self):
+        raise RuntimeError("the network's first run failed")
+
+    monkeypatch.setattr(HandTracker, "warm_up", fails)
+    with pytest.raises(RuntimeError, match="first run failed"):
+        main(["--source", "synthetic", "--max-frames", "1", "--no-viewer", "--out", str(tmp_path / "t.jsonl")])
+    assert len(closed) == 1
 
 
 def test_an_automatic_gpu_backend_that_cannot_run_falls_back_to_onnxruntime(tmp_path, capsys, monkeypatch):

@@ -224,6 +224,52 @@ def test_warming_up_leaves_the_tracker_as_it_was(hand_model):
         warmed.warm_up()
 
 
+_COMPILED_AFTER_WARM_UP = """
+import importlib, json, pkgutil, sys
+import numba
+import kernels
+from tracker.api import open_tracker
+from tracker.sources import FolderSource
+from tracker.viewer import draw_overlay, warm_up_rasteriser
+
+def compiled():
+    counts = {}
+    for info in pkgutil.iter_modules(kernels.__path__):
+        module = importlib.import_module("kernels." + info.name)
+        for name, obj in vars(module).items():
+            if isinstance(obj, numba.core.registry.CPUDispatcher):
+                counts[info.name + "." + name] = len(obj.signatures)
+    return counts
+
+tracker = open_tracker()
+faces = tracker.estimator.hand_model.faces
+warm_up_rasteriser(faces)
+warmed = compiled()
+hands = 0
+for frame in list(FolderSource(sys.argv[1]).frames())[:3]:
+    result = tracker.process(frame)
+    hands += len(result.hands)
+    draw_overlay(result, faces)
+print(json.dumps({"warmed": warmed, "after": compiled(), "hands": hands}))
+"""
+
+
+def test_after_warming_up_the_first_frames_compile_no_kernel():
+    # A fresh process: numba's compiled versions are per process (loaded from its disk
+    # cache or compiled), and this one has seen no frame before.
+    done = subprocess.run(
+        [sys.executable, "-c", _COMPILED_AFTER_WARM_UP, str(ROOT / "tests" / "data" / "sr305-gestures")],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["hands"] == 3  # real frames, tracked: segmentation, network, refit and overlay all ran
+    warmed, after = seen["warmed"], seen["after"]
+    for kernel in ("depth_edges.depth_edges", "refit.fit_part_transforms", "lbs.linear_blend_skinning", "raster.rasterize_mesh"):
+        assert warmed[kernel] >= 1, kernel
+    assert {name: (warmed[name], count) for name, count in after.items() if count != warmed[name]} == {}
+
+
 class _Collect:
     def __init__(self):
         self.results = []

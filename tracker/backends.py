@@ -74,6 +74,8 @@ class Backend(Protocol):
     """Batch-1 network inference: (1, 1, S, S) float32 crop -> the four named float32 outputs."""
 
     name: str
+    #: S, the crop's edge in pixels.
+    crop_size: int
 
     def run(self, depth: np.ndarray) -> dict[str, np.ndarray]: ...
 

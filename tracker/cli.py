@@ -208,23 +208,31 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         backend, args.backend, _ = start_backend(
             args.backend, weights, lambda name: backend_options(name, workers_for(name)), lambda note: print(f"note: {note}", file=sys.stderr)
         )
-        segment_ahead = workers_for(args.backend)
-        handedness = None if args.hand == "auto" else Handedness(args.hand)
-        config = TrackerConfig(
-            cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest), handedness=handedness, smooth=args.smooth,
-            segment_ahead=segment_ahead,
-        )
-        tracker = HandTracker(HandEstimator(backend, hand_model), config)
-        # Before the camera starts: the first frames would otherwise wait for it, or be dropped.
-        warm_up_s = tracker.warm_up()
-        if warm_up_s > WARM_UP_NOTE_S:
-            print(
-                f"note: warming up took {warm_up_s:.1f} s (the first run after installing or updating compiles the numba kernels; "
-                "later runs load them from the cache)",
-                file=sys.stderr,
+        try:
+            segment_ahead = workers_for(args.backend)
+            handedness = None if args.hand == "auto" else Handedness(args.hand)
+            config = TrackerConfig(
+                cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest), handedness=handedness, smooth=args.smooth,
+                segment_ahead=segment_ahead,
             )
-        # Last: a camera opened here must be closed on any later failure.
-        source = open_source(spec, realtime=realtime, record_path=args.record, max_frames=max_frames)
+            tracker = HandTracker(HandEstimator(backend, hand_model), config)
+            # Before the camera starts: the first frames would otherwise wait for it, or be dropped.
+            warm_up_s = tracker.warm_up()
+            if _overlay_drawn(args):
+                from tracker.viewer import warm_up_rasteriser
+
+                warm_up_s += warm_up_rasteriser(hand_model.faces)
+            if warm_up_s > WARM_UP_NOTE_S:
+                print(
+                    f"note: warming up took {warm_up_s:.1f} s (the first run after installing or updating compiles the numba "
+                    "kernels; later runs load them from the cache)",
+                    file=sys.stderr,
+                )
+            # Last: a camera opened here must be closed on any later failure.
+            source = open_source(spec, realtime=realtime, record_path=args.record, max_frames=max_frames)
+        except BaseException:
+            backend.close()
+            raise
     except (WeightsError, BackendUnavailable, SourceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -344,6 +352,13 @@ def _write_resolved_config(args, spec: str, source, config, manifest: dict) -> l
             partial.unlink(missing_ok=True)
         raise
     return written
+
+
+def _overlay_drawn(args) -> bool:
+    """Whether the run draws the overlay: into a video, or a live window where a display is."""
+    from tracker.viewer import display_available
+
+    return args.video is not None or (not args.no_viewer and display_available())
 
 
 def _open_sinks(args, hand_model) -> list:

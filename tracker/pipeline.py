@@ -202,12 +202,19 @@ class HandTracker:
         the one-off costs: the numba kernels of segmentation and refit are compiled on a
         run's first use after installation (seconds, before they are cached on disk) and
         loaded from that cache on later runs, and the backend makes its first call. The
-        tracker's state is left as it was. Returns the seconds it took."""
+        tracker's state is left as it was. Returns the seconds it took.
+
+        Between frames only, not while one is begun: the blank crop would take its place in
+        the backend's queue. It segments with ``prepare_frame`` itself, not through
+        ``prepare_function``, which a benchmark may replace with one that keeps its first
+        answer; a backend wrapped that way is best not warmed up."""
         self._check_open()
+        if getattr(self.estimator.backend, "in_flight", False):
+            raise RuntimeError("warm_up() while a frame's network is running; complete that frame first")
         t0 = time.perf_counter()
         size = 32  # segmentation's grid takes every pixel of so small a frame
         blank = np.zeros((size, size), np.float32)
-        self.prepare_function(blank, CameraIntrinsics(size, size, 30.0, 30.0, size / 2, size / 2), None, self.prepare_config, None)
+        prepare_frame(blank, CameraIntrinsics(size, size, 30.0, 30.0, size / 2, size / 2), None, self.prepare_config, None)
         s = self.estimator.backend.crop_size
         # A crop of nothing but background, 0.5 m ahead: what the network makes of it is
         # finite, so the refit runs on it.

@@ -69,14 +69,20 @@ def _shade_mesh(image: np.ndarray, mesh_depth: np.ndarray, covered: np.ndarray) 
     region[covered] = (0.35 * region[covered] + 0.65 * np.stack([light * 235, light * 235, light * 245], -1)).astype(np.uint8)
 
 
+def warm_up_rasteriser(faces: np.ndarray) -> float:
+    """Compile the overlay's rasteriser, or load it from numba's cache, before the first frame
+    drawn (which the tracker would wait for); the seconds it took. Its vertices are float32
+    camera-frame metres, as the tracker's estimates are, so the compiled version is theirs."""
+    t0 = time.perf_counter()
+    render_mesh(np.zeros((int(faces.max()) + 1, 3), np.float32), faces, 1.0, 1.0, 0.0, 0.0, 2, 2)
+    return time.perf_counter() - t0
+
+
 class OverlayPainter:
     """Draws each frame's overlay once, with the rate frames came over the last second."""
 
     def __init__(self, faces: np.ndarray) -> None:
         self.faces = faces
-        # The rasteriser is compiled (or loaded from numba's cache) here, not on the first
-        # frame drawn, which the tracker would wait for.
-        render_mesh(np.zeros((int(faces.max()) + 1, 3), np.float32), faces, 1.0, 1.0, 0.0, 0.0, 2, 2)
         self._times: list[float] = []
         self._noted: FrameResult | None = None
         self._last: tuple[FrameResult, np.ndarray] | None = None
