@@ -519,8 +519,10 @@ def write_model_card(
     earlier = training.get("initialised_from")
     if earlier:
         lines.append(
-            f"- Fine-tuned from weights that had seen {earlier['samples_seen']:,} samples ({earlier['seconds'] / 60:.0f} min on {earlier['device']}):"
-            f" {training.get('samples_seen_total', 0):,} samples in all."
+            # The record holds the earlier weights' totals and the device of their last stage
+            # only: the minutes are not all that device's (every stage: the training history).
+            f"- Fine-tuned from weights that had seen {earlier['samples_seen']:,} samples in {earlier['seconds'] / 60:.0f} min of training,"
+            f" their last stage on {earlier['device']} (every stage: `docs/training_history.md`): {training.get('samples_seen_total', 0):,} samples in all."
         )
     if narrowing is not None:
         was = narrowing.narrowed_from
