@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tracker.confidence import depth_agreement
 from tracker.crop import crop_to_camera
 from tracker.hand_model import HandModel
 from tracker.lens import project
@@ -124,11 +125,11 @@ class HandEstimator:
         output, timings = self.run(crop)
         return self.to_estimate(crop, output, timings, intrinsics)
 
-    @staticmethod
-    def to_estimate(crop: HandCrop, output: NetworkOutput, timings: dict[str, float], intrinsics: CameraIntrinsics) -> HandEstimate:
-        """The reported estimate for one crop's network output. Confidence 0 (dropped by the
-        tracker) when it is not finite, reaches to the camera or behind it (a crop cube
-        around a centre nearer than half its size), or lies far outside its crop's cube."""
+    def to_estimate(self, crop: HandCrop, output: NetworkOutput, timings: dict[str, float], intrinsics: CameraIntrinsics) -> HandEstimate:
+        """The reported estimate for one crop's network output. Its confidence is how far
+        the crop's depth bears the mesh out (``tracker.confidence``); 0 (dropped by the
+        tracker) when the estimate is not finite, reaches to the camera or behind it (a crop
+        cube around a centre nearer than half its size), or lies far outside its crop's cube."""
         joints = output.joints
         reach = np.abs(joints - crop.center_cam_m).max() if joints.size else 0.0
         usable = bool(
@@ -138,8 +139,14 @@ class HandEstimator:
             and reach <= MAX_JOINT_REACH_CUBES * crop.cube_size_m
         )
         uv = project(joints, intrinsics)  # into the stream's own image, through its lens
-        visible = crop.measured
-        confidence = float((output.hand_probability[visible] > 0.5).mean()) if visible.any() and usable else 0.0
+        confidence = 0.0
+        if usable:
+            t0 = time.perf_counter()
+            agreement = depth_agreement(
+                crop, output.refined_vertices, self.hand_model.faces, output.hand_probability, (intrinsics.width, intrinsics.height)
+            )
+            confidence = agreement.confidence
+            timings = {**timings, "confidence": 1e3 * (time.perf_counter() - t0)}
         return HandEstimate(
             vertices_cam_m=output.refined_vertices,
             joints_cam_m=joints,

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from tracker.confidence import depth_agreement
 from tracker.crop import DEFAULT_CUBE_SIZE_M, CropFrame, OutOfImage
 from tracker.estimator import HandEstimator, Launched
 from tracker.lens import pinhole_view, project
@@ -50,7 +51,7 @@ class TrackerConfig:
     handedness: Handedness | None = None
     side_vote: SideVoteConfig = field(default_factory=SideVoteConfig)
     #: Below this confidence the estimate is dropped (no hand reported).
-    min_confidence: float = 0.3
+    min_confidence: float = 0.4
     #: Smooth the joints over time with a One-Euro filter (off: raw per-frame estimates).
     smooth: bool = False
     #: A hand centre this far from the last one starts a new track (side vote and smoothing
@@ -219,7 +220,11 @@ class HandTracker:
         # A crop of nothing but background, 0.5 m ahead: what the network makes of it is
         # finite, so the refit runs on it.
         background = HandCrop(np.ones((s, s), np.float32), np.array([0.0, 0.0, 0.5], np.float32), self.config.cube_size_m, np.eye(3))
-        self.estimator.run(background)
+        output, _ = self.estimator.run(background)
+        # And the confidence's render of a mesh into the crop: the template at the centre,
+        # as the network's answer for nothing may not be a mesh worth rendering.
+        template = self.estimator.hand_model.template_vertices
+        depth_agreement(background, template - template.mean(axis=0) + background.center_cam_m, self.estimator.hand_model.faces, output.hand_probability, (s, s))
         return time.perf_counter() - t0
 
     def close(self) -> None:

@@ -1,0 +1,234 @@
+"""Confidence: how well the tracker's confidence tells a hand from what is not one.
+
+    python -m benchmarks.confidence_separation                  # the committed figures
+    python -m benchmarks.confidence_separation --sequences 2 --frames 12 --objects 5 --out /tmp/c.json
+
+Each group is one kind of crop the network is run on, found as the tracker finds it
+(segmentation without a prior), and scored as the tracker scores it
+(``tracker.confidence``). Beside it, the measure it replaced: the share of the crop's
+measured pixels that the network calls hand.
+
+* ``hands``: the built-in input's moving hands (``SyntheticSource``, seeds S..S+N-1, every
+  ``--every``-th of F frames), cropped as the side they are (what the side vote settles on),
+  with their mean joint error;
+* ``hands_as_the_other_side``: the same crops mirrored, as a wrong side vote would take them;
+* ``hands_before_a_wall_Dcm``: the same hands with a wall D cm behind their joints' mean (a
+  hand held before the body, a wall or a screen);
+* objects the network may take for a hand, alone in the view at 0.35-0.8 m over nothing, a
+  far wall or a farther one: ``ball`` (3-7 cm radius), ``head`` (8-12 cm), ``box`` (4-12 by
+  6-18 cm, facing the camera), ``cylinder`` (an arm without its hand, 2.5-4.5 cm radius,
+  running out of the image) and ``book`` (16 x 22 cm, tilted);
+* ``real_sr305``: the 19 SR305 frames in ``tests/data/sr305-gestures``, on the side the side
+  classifier gives.
+
+Writes ``benchmarks/results/confidence_separation.json`` with the resolved config: per
+group the quantiles of both measures and the share of crops each keeps at its threshold
+(``TrackerConfig.min_confidence`` for the confidence, 0.3 for the old measure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from tracker.backends import create_backend
+from tracker.confidence import depth_agreement
+from tracker.estimator import HandEstimator
+from tracker.hand_model import HandModel
+from tracker.lens import pinhole_view
+from tracker.machine import machine_info
+from tracker.pipeline import HandTracker, TrackerConfig
+from tracker.sources import FolderSource, SyntheticSource
+from tracker.types import CameraIntrinsics, DepthFrame, Handedness
+from tracker.weights import WEIGHTS_DIR
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+REAL_DIR = ROOT / "tests" / "data" / "sr305-gestures"
+#: The threshold the replaced measure was used with.
+OLD_THRESHOLD = 0.3
+OBJECTS = ("ball", "head", "box", "cylinder", "book")
+OBJECT_CAMERA = CameraIntrinsics(640, 480, 475.0, 475.0, 319.5, 239.5)
+
+
+@dataclass(frozen=True)
+class ConfidenceBenchConfig:
+    sequences: int = 20
+    frames: int = 90
+    every: int = 6
+    first_seed: int = 0
+    walls_cm: tuple[int, ...] = (10, 12, 14, 16)
+    objects_per_kind: int = 20
+    object_seed: int = 0
+    min_confidence: float = TrackerConfig.min_confidence
+    weights: str = str(WEIGHTS_DIR)
+
+
+def _scores(tracker: HandTracker, frame: DepthFrame, side: Handedness | None) -> dict | None:
+    """Both measures for the crop the tracker takes from ``frame`` with no prior (None: no
+    hand found), as ``side`` (None: as the side classifier says)."""
+    prepared = tracker.prepare(frame, None)
+    if prepared.centre is None:
+        return None
+    if side is None:
+        side = Handedness.RIGHT if prepared.right_logit > 0 else Handedness.LEFT
+    crop = prepared.crops[side]
+    estimator = tracker.estimator
+    output, _ = estimator.run(crop)
+    agreement = depth_agreement(crop, output.refined_vertices, estimator.hand_model.faces, output.hand_probability, (frame.intrinsics.width, frame.intrinsics.height))
+    measured = crop.measured
+    hand_share = float((output.hand_probability[measured] > 0.5).mean()) if measured.any() else 0.0
+    return {"confidence": agreement.confidence, "confirmed": agreement.confirmed, "explained": agreement.explained, "hand_share": hand_share, "joints": output.joints}
+
+
+def _with_wall(frame: DepthFrame, wall_m: float) -> DepthFrame:
+    depth = frame.depth_m()
+    walled = np.where((depth > 0) & (depth < wall_m), depth, np.float32(wall_m))
+    return DepthFrame.from_metres(walled, frame.intrinsics, frame.timestamp_ms, frame.serial, frame.frame_number)
+
+
+def object_depth(kind: str, rng: np.random.Generator, camera: CameraIntrinsics = OBJECT_CAMERA) -> np.ndarray:
+    """(H, W) float32 depth (metres, 0 = nothing measured) of one object of ``kind``."""
+    z0 = rng.uniform(0.35, 0.8)
+    x0, y0 = rng.uniform(-0.1, 0.1, 2) * z0
+    background = float(rng.choice([0.0, 1.3, 2.0]))
+    v, u = np.mgrid[: camera.height, : camera.width].astype(np.float64)
+    x, y = (u - camera.cx) / camera.fx, (v - camera.cy) / camera.fy
+    if kind in ("ball", "head"):
+        radius = rng.uniform(0.03, 0.07) if kind == "ball" else rng.uniform(0.08, 0.12)
+        centre = np.array([x0, y0, z0])
+        rays = np.stack([x, y, np.ones_like(x)], axis=-1)
+        norm = np.linalg.norm(rays, axis=-1)
+        b = (rays @ centre) / norm
+        disc = b**2 - (centre @ centre - radius**2)
+        hit = disc > 0
+        depth = np.where(hit, (b - np.sqrt(np.where(hit, disc, 0.0))) / norm, background)
+    elif kind == "box":
+        width, height = rng.uniform(0.04, 0.12), rng.uniform(0.06, 0.18)
+        hit = (np.abs(x * z0 - x0) < width / 2) & (np.abs(y * z0 - y0) < height / 2)
+        depth = np.where(hit, z0, background)
+    elif kind == "cylinder":
+        radius = rng.uniform(0.025, 0.045)
+        across = y * z0 - y0
+        hit = (np.abs(across) < radius) & (x * z0 > x0 - 0.05)
+        depth = np.where(hit, z0 - np.sqrt(np.clip(radius**2 - across**2, 0.0, None)), background)
+    elif kind == "book":
+        hit = (np.abs(x * z0 - x0) < 0.08) & (np.abs(y * z0 - y0) < 0.11)
+        depth = np.where(hit, z0 + 0.3 * (y * z0 - y0), background)
+    else:
+        raise ValueError(f"no object {kind!r}; one of {OBJECTS}")
+    return depth.astype(np.float32)
+
+
+def group_stats(rows: list[dict | None], min_confidence: float) -> dict:
+    found = [r for r in rows if r is not None]
+    stats: dict = {"crops": len(rows), "hand_found": len(found)}
+    for name, threshold in (("confidence", min_confidence), ("hand_share", OLD_THRESHOLD)):
+        values = np.array([r[name] for r in found])
+        if not values.size:
+            stats[name] = None
+            continue
+        stats[name] = {
+            "min": float(values.min()),
+            "p5": float(np.percentile(values, 5)),
+            "median": float(np.median(values)),
+            "max": float(values.max()),
+            "kept_at_threshold": float(np.mean(values >= threshold)),
+            "threshold": threshold,
+        }
+    errors = [r["joint_error_mm"] for r in found if "joint_error_mm" in r]
+    if errors:
+        stats["mean_joint_error_mm"] = float(np.mean(errors))
+        if len(errors) > 2:
+            stats["correlation_confidence_joint_error"] = float(np.corrcoef([r["confidence"] for r in found], errors)[0, 1])
+    return stats
+
+
+def measure(config: ConfidenceBenchConfig, progress: bool = True) -> dict[str, list]:
+    hand_model = HandModel.load()
+    estimator = HandEstimator(create_backend("onnxruntime", config.weights), hand_model)
+    tracker = HandTracker(estimator, TrackerConfig())
+    groups: dict[str, list] = {"hands": [], "hands_as_the_other_side": []}
+    groups.update({f"hands_before_a_wall_{cm}cm": [] for cm in config.walls_cm})
+    total = config.sequences * len(range(0, config.frames, config.every))
+    with tqdm(total=total, desc="hands", disable=not progress, unit="frame") as bar:
+        for seed in range(config.first_seed, config.first_seed + config.sequences):
+            source = SyntheticSource(seed=seed, max_frames=config.frames, hand_model=hand_model)
+            for frame in source.frames():
+                if frame.frame_number % config.every:
+                    continue
+                truth = source.ground_truth(frame.frame_number)
+                side = Handedness(source.pose_at(frame.frame_number).handedness)
+                other = Handedness.LEFT if side == Handedness.RIGHT else Handedness.RIGHT
+                for name, image, as_side in (
+                    ("hands", frame, side),
+                    ("hands_as_the_other_side", frame, other),
+                    *((f"hands_before_a_wall_{cm}cm", _with_wall(frame, float(truth[:, 2].mean()) + cm / 100), side) for cm in config.walls_cm),
+                ):
+                    row = _scores(tracker, image, as_side)
+                    if row is not None:
+                        row["joint_error_mm"] = float(np.linalg.norm(row["joints"] - truth, axis=1).mean() * 1000)
+                    groups[name].append(row)
+                bar.update()
+    rng = np.random.default_rng(config.object_seed)
+    for kind in tqdm(OBJECTS, desc="objects", disable=not progress):
+        groups[kind] = [_scores(tracker, DepthFrame.from_metres(object_depth(kind, rng), OBJECT_CAMERA), None) for _ in range(config.objects_per_kind)]
+    real = FolderSource(REAL_DIR)
+    groups["real_sr305"] = [_scores(tracker, frame, None) for frame in real.frames()]
+    tracker.close()
+    return groups
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.confidence_separation",
+        description="How well the tracker's confidence separates hands (alone, before a wall, the wrong side) from balls, heads, "
+        "boxes, arms and books, against the share of hand pixels it replaced.",
+    )
+    defaults = ConfidenceBenchConfig()
+    parser.add_argument("--sequences", type=int, default=defaults.sequences, help="synthetic hand sequences (default %(default)s)")
+    parser.add_argument("--frames", type=int, default=defaults.frames, help="frames per sequence (default %(default)s)")
+    parser.add_argument("--every", type=int, default=defaults.every, help="take every N-th frame (default %(default)s)")
+    parser.add_argument("--objects", type=int, default=defaults.objects_per_kind, help="objects of each kind (default %(default)s)")
+    parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="weights directory (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "confidence_separation.json", help="result JSON (default %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if min(args.sequences, args.frames, args.every, args.objects) < 1:
+        parser.error("--sequences, --frames, --every and --objects must be >= 1")
+    config = ConfidenceBenchConfig(sequences=args.sequences, frames=args.frames, every=args.every, objects_per_kind=args.objects, weights=str(args.weights))
+    began = time.perf_counter()
+    groups = measure(config, progress=not args.no_progress)
+    result = {
+        "benchmark": "confidence_separation",
+        "command": ["python", "-m", "benchmarks.confidence_separation", *(sys.argv[1:] if argv is None else argv)],
+        "machine": machine_info(),
+        "config": asdict(config),
+        "groups": {name: group_stats(rows, config.min_confidence) for name, rows in groups.items()},
+        "seconds": time.perf_counter() - began,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+    print(f"{'group':30s} {'crops':>5s}  confidence min/p5/median/max  kept at {config.min_confidence}   hand share median  kept at {OLD_THRESHOLD}")
+    for name, stats in result["groups"].items():
+        c, h = stats["confidence"], stats["hand_share"]
+        if c is None:
+            print(f"{name:30s} {stats['crops']:5d}  no hand found")
+            continue
+        print(
+            f"{name:30s} {stats['hand_found']:5d}  {c['min']:.2f}/{c['p5']:.2f}/{c['median']:.2f}/{c['max']:.2f}"
+            f"{c['kept_at_threshold']:>18.0%}   {h['median']:17.2f}  {h['kept_at_threshold']:6.0%}"
+        )
+    print(f"wrote {args.out} ({result['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

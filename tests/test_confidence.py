@@ -1,0 +1,155 @@
+"""The tracker's confidence: how far a crop's depth bears out an estimated hand mesh."""
+
+import numpy as np
+import pytest
+
+from kernels.raster import render_mesh
+from tracker.confidence import crop_camera, depth_agreement, inside_image
+from tracker.crop import CropFrame, _k, make_crop
+from tracker.types import CameraIntrinsics, Handedness
+
+CUBE_M = 0.26
+CAMERA = CameraIntrinsics(320, 240, 300.0, 300.0, 159.5, 119.5)
+
+
+def facing_hand(hand_model, centre_m) -> np.ndarray:
+    """The template (fingers along its z, palm along its y) turned to face the camera,
+    fingers up the image, centred at ``centre_m``: (V, 3) camera frame, metres."""
+    v = hand_model.template_vertices.astype(np.float64)
+    v = v - v.mean(axis=0)
+    return np.stack([v[:, 0], -v[:, 2], v[:, 1]], axis=1) + np.asarray(centre_m)
+
+
+def depth_of(vertices, faces, camera=CAMERA, background_m=0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) float32 depth of the mesh over ``background_m`` (0: nothing measured), and its mask."""
+    depth, face, _ = render_mesh(vertices, faces, camera.fx, camera.fy, camera.cx, camera.cy, camera.height, camera.width)
+    hand = face >= 0
+    return np.where(hand, depth, np.float32(background_m)).astype(np.float32), hand
+
+
+def agreement_of(hand_model, depth, hand_mask, vertices, centre, side=Handedness.RIGHT, frame=CropFrame.RAY, camera=CAMERA):
+    """The agreement of ``vertices`` with the crop around ``centre``, the network's hand
+    pixels taken to be the true ones (``hand_mask``, cropped as the depth is)."""
+    crop = make_crop(depth, camera, centre, CUBE_M, side, frame=frame)
+    truth = make_crop(np.where(hand_mask, depth, 0).astype(np.float32), camera, centre, CUBE_M, side, frame=frame)
+    return depth_agreement(crop, vertices, hand_model.faces, truth.measured.astype(np.float32), (camera.width, camera.height))
+
+
+@pytest.mark.parametrize("frame", list(CropFrame))
+def test_the_crop_camera_is_the_crops_own_projection(frame):
+    # The virtual camera must put a point where the crop's image_from_crop puts its pixel.
+    rng = np.random.default_rng(0)
+    for centre in ([0.0, 0.0, 0.5], [0.12, -0.08, 0.45], [-0.2, 0.1, 0.9]):
+        crop = make_crop(np.zeros((240, 320), np.float32), CAMERA, np.array(centre), CUBE_M, frame=frame)
+        focal, cx, cy = crop_camera(crop)
+        points = np.asarray(centre) + rng.uniform(-0.1, 0.1, (20, 3))
+        virtual = points @ crop.cam_from_crop
+        mine = np.stack([focal * virtual[:, 0] / virtual[:, 2] + cx, focal * virtual[:, 1] / virtual[:, 2] + cy], axis=1)
+        theirs = np.linalg.solve(crop.image_from_crop, _k(CAMERA) @ points.T)
+        # The crop keeps its centre in float32 (its map was made from the float64 one): a
+        # few millionths of a pixel apart.
+        np.testing.assert_allclose(mine, (theirs[:2] / theirs[2]).T, atol=1e-4)
+
+
+@pytest.mark.parametrize("frame", list(CropFrame))
+def test_the_true_mesh_is_borne_out_and_a_displaced_one_is_not(hand_model, frame):
+    centre = np.array([0.03, -0.02, 0.5])
+    vertices = facing_hand(hand_model, centre)
+    depth, hand = depth_of(vertices, hand_model.faces)
+    true = agreement_of(hand_model, depth, hand, vertices, centre, frame=frame)
+    # The crop samples the image's nearest pixel while the mesh is rendered at the crop's own
+    # pixel centres: along the silhouette a few pixels fall either side of the edge.
+    assert true.confirmed > 0.9 and true.explained > 0.9 and true.confidence > 0.85
+    behind = agreement_of(hand_model, depth, hand, vertices + [0.0, 0.0, 0.03], centre, frame=frame)
+    assert behind.confirmed < 0.05  # 3 cm behind the surface it is said to be: nowhere borne out
+    aside = agreement_of(hand_model, depth, hand, vertices + [0.05, 0.0, 0.0], centre, frame=frame)
+    assert aside.confidence < 0.6 * true.confidence
+
+
+def test_a_wall_behind_the_hand_leaves_the_confidence_as_it_was(hand_model):
+    # The share of the crop that is hand falls as a wall fills the rest of it; the
+    # agreement of the mesh with the depth does not.
+    centre = np.array([0.0, 0.0, 0.5])
+    vertices = facing_hand(hand_model, centre)
+    alone, hand = depth_of(vertices, hand_model.faces)
+    walled, _ = depth_of(vertices, hand_model.faces, background_m=0.6)
+    without = agreement_of(hand_model, alone, hand, vertices, centre)
+    with_wall = agreement_of(hand_model, walled, hand, vertices, centre)
+    assert with_wall.confidence == pytest.approx(without.confidence, abs=0.02)
+    assert with_wall.confidence > 0.85
+
+
+def test_a_hand_fitted_to_a_ball_is_not_borne_out(hand_model):
+    # A 10 cm ball (a head, a fist-sized object nearer) that the network took for a hand:
+    # the mesh's fingers reach past it and its palm sinks into it.
+    ball_centre, radius = np.array([0.0, 0.0, 0.6]), 0.1
+    v, u = np.mgrid[: CAMERA.height, : CAMERA.width]
+    rays = np.stack([(u - CAMERA.cx) / CAMERA.fx, (v - CAMERA.cy) / CAMERA.fy, np.ones(u.shape)], axis=-1)
+    unit = rays / np.linalg.norm(rays, axis=-1, keepdims=True)
+    b = unit @ ball_centre
+    disc = b**2 - (ball_centre @ ball_centre - radius**2)
+    hit = disc > 0
+    depth = np.where(hit, (b - np.sqrt(np.where(hit, disc, 0))) * unit[..., 2], 0).astype(np.float32)
+    front = ball_centre - [0.0, 0.0, radius - 0.01]
+    agreement = agreement_of(hand_model, depth, hit, facing_hand(hand_model, front), front)
+    assert agreement.confidence < 0.3
+
+
+def test_a_left_hand_is_judged_as_its_mirror_image(hand_model):
+    # Mirroring the whole scene about the image's middle column turns a right hand into a
+    # left one; its crop (mirrored back for the network) is the right hand's, so the
+    # agreement must be the same: the render has to be mirrored with it.
+    centre = np.array([0.04, 0.01, 0.5])
+    right = facing_hand(hand_model, centre)
+    depth, hand = depth_of(right, hand_model.faces)
+    mirror = np.array([-1.0, 1.0, 1.0])
+    left = right * mirror
+    left_depth, left_hand = depth_of(left, hand_model.faces[:, ::-1])
+    assert np.array_equal(left_depth, depth[:, ::-1])  # the principal point is the middle: an exact mirror
+    as_right = agreement_of(hand_model, depth, hand, right, centre)
+    as_left = agreement_of(hand_model, left_depth, left_hand, left, centre * mirror, Handedness.LEFT, frame=CropFrame.CAMERA)
+    same_frame = agreement_of(hand_model, depth, hand, right, centre, frame=CropFrame.CAMERA)
+    assert as_left.confirmed == pytest.approx(same_frame.confirmed, abs=0.02)
+    assert as_left.explained == pytest.approx(same_frame.explained, abs=0.02)
+    assert as_left.confidence > 0.85 and as_right.confidence > 0.85
+
+
+def test_mesh_past_the_image_edge_is_neither_confirmed_nor_refuted(hand_model):
+    # A hand half out of the image: what the camera cannot see does not count against it.
+    centre = np.array([0.0, 0.0, 0.5])
+    vertices = facing_hand(hand_model, centre)
+    shifted = CameraIntrinsics(320, 240, 300.0, 300.0, 10.0, 119.5)  # the centre 10 px from the left edge
+    depth, hand = depth_of(vertices, hand_model.faces, shifted)
+    crop = make_crop(depth, shifted, centre, CUBE_M)
+    inside = inside_image(crop, shifted.width, shifted.height)
+    assert 0.3 < inside.mean() < 0.7
+    agreement = agreement_of(hand_model, depth, hand, vertices, centre, camera=shifted)
+    assert agreement.confirmed > 0.9 and agreement.confidence > 0.85
+
+
+def test_nothing_to_compare(hand_model):
+    centre = np.array([0.0, 0.0, 0.5])
+    crop = make_crop(np.zeros((240, 320), np.float32), CAMERA, centre, CUBE_M)
+    behind_the_camera = facing_hand(hand_model, [0.0, 0.0, -0.5])
+    nothing = depth_agreement(crop, behind_the_camera, hand_model.faces, np.ones((64, 64)), (320, 240))
+    assert (nothing.confirmed, nothing.explained, nothing.mesh_pixels, nothing.hand_pixels, nothing.confidence) == (0.0, 1.0, 0, 0, 0.0)
+
+
+def test_the_separation_benchmark_writes_every_group_with_its_config(tmp_path):
+    import json
+
+    from benchmarks.confidence_separation import OBJECTS, group_stats, main
+
+    out = tmp_path / "c.json"
+    assert main(["--sequences", "1", "--frames", "7", "--every", "6", "--objects", "1", "--out", str(out), "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    assert result["config"]["sequences"] == 1 and result["config"]["min_confidence"] > 0 and result["machine"]["git_commit"]
+    groups = result["groups"]
+    assert {"hands", "hands_as_the_other_side", "hands_before_a_wall_10cm", "real_sr305", *OBJECTS} <= set(groups)
+    assert groups["hands"]["crops"] == 2 and groups["real_sr305"]["crops"] == 19
+    # Golden: the share kept is counted against each measure's own threshold.
+    rows = [{"confidence": c, "hand_share": h} for c, h in ((0.1, 0.9), (0.5, 0.2), (0.9, 0.5))] + [None]
+    stats = group_stats(rows, 0.4)
+    assert (stats["crops"], stats["hand_found"]) == (4, 3)
+    assert stats["confidence"]["kept_at_threshold"] == pytest.approx(2 / 3) and stats["hand_share"]["kept_at_threshold"] == pytest.approx(2 / 3)
+    assert stats["confidence"]["median"] == 0.5 and stats["hand_share"]["min"] == 0.2
