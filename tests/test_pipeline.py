@@ -898,6 +898,57 @@ def test_a_prepare_worker_that_dies_gives_a_clear_error(hand_model):
         workers.close()
 
 
+def _prepare_after_a_pause():
+    """``prepare_frame``, two seconds after being asked for: a worker still starting up."""
+    import time
+
+    from tracker.prepare import prepare_frame
+
+    time.sleep(2.0)
+    return prepare_frame
+
+
+class _SlowToStart:
+    """A ``prepare`` that keeps a worker starting for two seconds (unpickling it waits)."""
+
+    def __reduce__(self):
+        return _prepare_after_a_pause, ()
+
+
+def test_a_worker_stopped_while_it_starts_ends_the_start_instead_of_hanging():
+    # A Ctrl-C to the process group can end a worker before it has read what it was
+    # started with; the start must then fail at once as a stop (it waited for good).
+    import multiprocessing
+    import threading
+
+    from tracker.prepare import PrepareWorkerEnded, PrepareWorkers
+
+    before = set(multiprocessing.active_children())
+
+    def stop_the_new_worker():
+        for _ in range(100):
+            started = set(multiprocessing.active_children()) - before
+            if started:
+                os.kill(next(iter(started)).pid, signal.SIGTERM)
+                return
+            time.sleep(0.05)
+
+    stopper = threading.Thread(target=stop_the_new_worker)
+    stopper.start()
+    began = time.perf_counter()
+    with pytest.raises(PrepareWorkerEnded) as ended:
+        PrepareWorkers(1, _prepare_config(), classifier=_StubClassifierWithBytes(), prepare=_SlowToStart())
+    stopper.join()
+    assert ended.value.signal_name == "SIGTERM" and time.perf_counter() - began < 30
+
+
+class _StubClassifierWithBytes:
+    """What a worker is sent of a side classifier: more bytes than a pipe holds."""
+
+    onnx_bytes = bytes(1 << 20)
+    manifest: dict = {}
+
+
 @pytest.mark.parametrize("signum, stops_cleanly", [(signal.SIGTERM, True), (signal.SIGKILL, False)])
 def test_a_stop_signal_that_reaches_the_workers_first_ends_the_run_cleanly(hand_model, monkeypatch, signum, stops_cleanly):
     # A signal to the whole process group can end a worker before the main process's own
@@ -1008,20 +1059,25 @@ def test_the_side_classifier_gets_crops_of_its_own_cube_and_size(hand_model):
     np.testing.assert_array_equal(classifier.depth, own.depth)
 
 
-def test_the_tracker_crops_in_the_frame_its_weights_were_trained_in(hand_model):
-    from tracker.crop import CropFrame
+def test_the_tracker_crops_in_the_frame_and_cube_its_weights_were_trained_on(hand_model):
+    from tracker.crop import DEFAULT_CUBE_SIZE_M, CropFrame
     from tracker.pipeline import HandTracker, TrackerConfig
 
     class Backend:
-        manifest = {"crop_frame": "ray"}
+        manifest = {"crop_frame": "ray", "cube_size_m": 0.3}
 
     estimator = type("Estimator", (), {"backend": Backend()})()
     tracker = HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT))
     assert tracker.config.crop_frame == CropFrame.RAY and tracker.prepare_config.crop_frame == CropFrame.RAY
+    assert tracker.config.cube_size_m == tracker.prepare_config.cube_size_m == 0.3
     with pytest.raises(ValueError, match="weights trained in the ray frame"):
         HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT, crop_frame=CropFrame.CAMERA))
-    Backend.manifest = {}  # from before the choice: the camera frame
-    assert HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT)).config.crop_frame == CropFrame.CAMERA
+    with pytest.raises(ValueError, match="a 0.26 m crop cube for weights trained on 0.3 m cubes"):
+        HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT, cube_size_m=0.26))
+    assert HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT, cube_size_m=0.3)).config.cube_size_m == 0.3
+    Backend.manifest = {}  # from before either was recorded: the camera frame, the default cube
+    tracker = HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT))
+    assert tracker.config.crop_frame == CropFrame.CAMERA and tracker.config.cube_size_m == DEFAULT_CUBE_SIZE_M
 
 
 def test_the_tracker_fills_past_the_image_as_its_weights_were_trained_and_the_side_classifier_as_it_was(hand_model, monkeypatch):
@@ -1166,6 +1222,59 @@ def test_a_gap_a_restarted_counter_or_another_camera_starts_a_new_track(frame_nu
     for i in range(5):
         _side_echo_step(tracker, i, [0.0, 0.0, 0.5], 3.0, timestamp_ms=0.0)
     assert _side_echo_step(tracker, 5, [0.0, 0.0, 0.5], -3.0, timestamp_ms=0.0).handedness == Handedness.RIGHT
+
+
+@pytest.mark.parametrize("segment_ahead", [0, 2])
+def test_the_frame_a_stream_breaks_at_is_segmented_without_the_old_prior(monkeypatch, segment_ahead):
+    # Another camera's frame (or one after a gap) must not be segmented around the last
+    # camera's hand: whatever lies there would be taken for the hand the new track starts
+    # from. Segmenting ahead, the frames sent before the tracker reaches that frame are
+    # segmented without it too.
+    import tracker.pipeline as pipeline
+    from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
+    from tracker.prepare import Prepared
+    from tracker.types import CameraIntrinsics, DepthFrame
+
+    priors: dict[tuple[str, int], object] = {}
+
+    def prepared(frame, prior):
+        priors[(frame.serial, frame.frame_number)] = None if prior is None else tuple(prior)
+        crops = {Handedness.RIGHT: "right", Handedness.LEFT: "left"}
+        return Prepared(np.array([0.0, 0.0, 0.5]), crops, 3.0, {})
+
+    class Workers:  # in this process, in order: what the worker processes would do
+        def __init__(self, count, *args):
+            self.queue = deque()
+
+        def send(self, frame, prior):
+            self.queue.append(prepared(frame, prior))
+
+        def receive(self):
+            return self.queue.popleft()
+
+        def close(self):
+            pass
+
+    class Tracker(HandTracker):
+        def prepare(self, frame, prior):
+            return prepared(frame, prior)
+
+    monkeypatch.setattr(pipeline, "PrepareWorkers", Workers)
+    intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
+    frames = [DepthFrame(np.zeros((48, 64), np.uint16), 0.001, intrinsics, i * 33.0, "a" if i < 6 else "b", i) for i in range(12)]
+    tracker = Tracker(_SideEchoEstimator(), TrackerConfig(segment_ahead=segment_ahead), side_classifier=object())
+    run_pipeline(_ClosableSource(frames), tracker, [_Collect()], drop_old_frames=False)
+    sent = [priors[("a" if i < 6 else "b", i)] for i in range(12)]
+    assert sent[0] is None and sent[5] is not None  # camera a: tracked from its second frame on
+    # Camera b's first frame, and those sent before the tracker began it, have no prior;
+    # once it is tracked, the prior is back.
+    assert all(prior is None for prior in sent[6 : 7 + segment_ahead]) and sent[-1] is not None
+    # The same for a frame processed directly.
+    tracker.reset()
+    for frame in frames[:6]:
+        tracker.process(frame)
+    assert tracker.prior_for(frames[5]) is not None and tracker.prior_for(frames[6]) is None
+    assert tracker.prior_for(dataclasses.replace(frames[5], frame_number=6, timestamp_ms=60_000.0)) is None
 
 
 def test_each_run_starts_with_a_new_track_and_reading_past_max_frames_is_no_error():

@@ -24,6 +24,7 @@ import traceback
 from array import array
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -43,7 +44,9 @@ from tracker.types import CameraIntrinsics, DepthFrame, HandCrop, HandEstimate, 
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    cube_size_m: float = DEFAULT_CUBE_SIZE_M
+    #: Edge of the crop cube (metres) the network was trained on; None: as its weights'
+    #: manifest says (``DEFAULT_CUBE_SIZE_M`` for a network without one).
+    cube_size_m: float | None = None
     #: The crop frame the network was trained in; None: as its weights' manifest says.
     crop_frame: CropFrame | None = None
     #: Which hand the crop is taken as; left hands are mirrored into the right-hand network.
@@ -169,8 +172,17 @@ class HandTracker:
             if config.crop_frame is not None and CropFrame(config.crop_frame) != trained_in:
                 raise ValueError(f"crops in the {CropFrame(config.crop_frame).value} frame for weights trained in the {trained_in.value} frame")
             config = dataclasses.replace(config, crop_frame=trained_in)
-        elif config.crop_frame is None:
-            config = dataclasses.replace(config, crop_frame=CropFrame.CAMERA)
+            # A cube of another size shows the network hands larger or smaller than any it
+            # learnt: it runs, and is centimetres off.
+            trained_cube = float(manifest.get("cube_size_m", DEFAULT_CUBE_SIZE_M))
+            if config.cube_size_m is not None and not np.isclose(config.cube_size_m, trained_cube, rtol=0, atol=1e-9):
+                raise ValueError(f"a {config.cube_size_m:g} m crop cube for weights trained on {trained_cube:g} m cubes")
+            config = dataclasses.replace(config, cube_size_m=trained_cube)
+        else:
+            if config.crop_frame is None:
+                config = dataclasses.replace(config, crop_frame=CropFrame.CAMERA)
+            if config.cube_size_m is None:
+                config = dataclasses.replace(config, cube_size_m=DEFAULT_CUBE_SIZE_M)
         self.config = config
         self._previous_center: np.ndarray | None = None
         #: The hand centre of the last frame begun in the current track: what a new one is
@@ -191,7 +203,10 @@ class HandTracker:
         #: ended (``run_pipeline`` may begin the next frame before completing this one)
         #: is reported, but does not carry the new track on.
         self._track = 0
-        self._last_frame: tuple[str, int, float] | None = None  # serial, frame number, timestamp (ms)
+        self._last_frame: _StreamPosition | None = None
+        #: Frames begun so far (a frame sent to be segmented ahead knows by it whether the
+        #: frame its stream broke at has been begun: ``run_pipeline``).
+        self.frames_begun = 0
         #: What prepares a frame (segment, crop, side), here and in the worker processes:
         #: ``prepare_frame``'s arguments, a module-level function the workers can import.
         self.prepare_function = prepare_frame
@@ -244,16 +259,30 @@ class HandTracker:
         self._lost()
         self._last_frame = None
 
-    def _continues_stream(self, frame: DepthFrame) -> bool:
-        """Whether ``frame`` follows the last one processed closely enough to continue its track."""
-        last, self._last_frame = self._last_frame, (frame.serial, frame.frame_number, frame.timestamp_ms)
+    def follows(self, last: DepthFrame | None, frame: DepthFrame) -> bool:
+        """Whether ``frame`` follows ``last`` closely enough to continue its track (True
+        after no frame at all)."""
         if last is None:
             return True
-        serial, number, time_ms = last
         # The counter says the order; device clocks may step back a little while it goes on,
         # so the timestamp only tells a gap. Without a clock (every timestamp 0) only the
         # serial and the counter can tell.
-        return frame.serial == serial and frame.frame_number >= number and abs(frame.timestamp_ms - time_ms) <= self.config.new_track_gap_ms
+        return (
+            frame.serial == last.serial
+            and frame.frame_number >= last.frame_number
+            and abs(frame.timestamp_ms - last.timestamp_ms) <= self.config.new_track_gap_ms
+        )
+
+    def prior_for(self, frame: DepthFrame) -> np.ndarray | None:
+        """The hand centre to segment ``frame`` around: the last one, unless ``frame`` does
+        not follow the last frame begun (its track ends there, before it is segmented)."""
+        return self._previous_center if self.follows(self._last_frame, frame) else None
+
+    def _continues_stream(self, frame: DepthFrame) -> bool:
+        """Whether ``frame`` follows the last one begun closely enough to continue its track."""
+        last, self._last_frame = self._last_frame, _StreamPosition(frame.serial, frame.frame_number, frame.timestamp_ms)
+        self.frames_begun += 1
+        return self.follows(last, frame)
 
     def _lost(self) -> None:
         self._track += 1
@@ -283,7 +312,7 @@ class HandTracker:
 
     def process(self, frame: DepthFrame) -> FrameResult:
         self._check_open()
-        return self.finish(frame, self.prepare(frame, self._previous_center))
+        return self.finish(frame, self.prepare(frame, self.prior_for(frame)))
 
     def _check_open(self) -> None:
         if self.closed:
@@ -361,6 +390,14 @@ class HandTracker:
             uv = project(joints, frame.intrinsics)
             estimate = dataclasses.replace(estimate, joints_cam_m=joints, vertices_cam_m=vertices, joints_uv_px=uv.astype(np.float32))
         return FrameResult(frame, (estimate,), timings)
+
+
+class _StreamPosition(NamedTuple):
+    """Where a frame stands in its stream: what ``HandTracker.follows`` compares."""
+
+    serial: str
+    frame_number: int
+    timestamp_ms: float
 
 
 @dataclass(frozen=True)
@@ -598,9 +635,29 @@ def run_pipeline(
     ahead = None
 
     taken_at: dict[int, float] = {}
+    # Segmenting ahead: the last frame sent, and the count of frames the tracker will have
+    # begun once it has begun the frame the stream last broke at.
+    last_sent = getattr(tracker, "_last_frame", None)
+    begun_after_break = 0
+    taken_count = 0
+    begun_at_start = getattr(tracker, "frames_begun", None)
+
+    def prior_ahead(frame: DepthFrame):
+        """The prior ``frame`` is segmented around when sent ahead: the tracker's, unless the
+        stream broke at it or after the frame the tracker last began (whose track ends there)."""
+        nonlocal last_sent, begun_after_break
+        follows = getattr(tracker, "follows", None)
+        if follows is not None and begun_at_start is not None:
+            if not follows(last_sent, frame):  # this frame is the ``taken_count``-th of the run
+                begun_after_break = begun_at_start + taken_count + 1
+            last_sent = frame
+            if tracker.frames_begun < begun_after_break:
+                return None
+        return tracker.previous_center
 
     def take_next():
         """(frame, dropped), the frame sent to be prepared when segmenting ahead, or None at the end."""
+        nonlocal taken_count
         frame, dropped = slot.take()
         if frame is None:
             return None
@@ -610,7 +667,8 @@ def run_pipeline(
             # frame ``workers + 1`` before (``workers + 2`` with an asynchronous backend,
             # whose next frame is sent while the network runs; ``workers + 3`` with two
             # networks in flight), whatever the processes' timing, so runs are reproducible.
-            ahead.send(frame, tracker.previous_center)
+            ahead.send(frame, prior_ahead(frame))
+        taken_count += 1
         return frame, dropped
 
     # SIGHUP: the terminal or ssh session went away.
@@ -623,8 +681,24 @@ def run_pipeline(
         # sinks, and the handlers already replaced are put back.
         handlers.install()
         cv2.setNumThreads(PREPARE_OPENCV_THREADS)
+
+        def stopped_by_group_signal(exc: PrepareWorkerEnded) -> bool:
+            """Whether a worker ended by the signal that stops the run (sent to the whole
+            process group), rather than failing; the run then stops, the frames still with
+            the workers left unprocessed."""
+            if exc.signal_name not in GROUP_STOP_SIGNALS and not stop.is_set():
+                return False
+            if not stop.is_set():  # it reached them before our own handler ran
+                summary.stopped_by = exc.signal_name
+                stop.set()
+            return True
+
         if workers > 0:  # in here: a failure to start them still closes the source and sinks
-            ahead = PrepareWorkers(workers, tracker.prepare_config, tracker.side_classifier, getattr(tracker, "prepare_function", prepare_frame))
+            try:
+                ahead = PrepareWorkers(workers, tracker.prepare_config, tracker.side_classifier, getattr(tracker, "prepare_function", prepare_frame))
+            except PrepareWorkerEnded as exc:  # a Ctrl-C while they started: no frame is taken
+                if not stopped_by_group_signal(exc):
+                    raise
         if thread is not None:
             thread.start()
         in_flight: deque = deque()
@@ -640,17 +714,6 @@ def run_pipeline(
                     ended = True
                 else:
                     in_flight.append(taken)
-
-        def stopped_by_group_signal(exc: PrepareWorkerEnded) -> bool:
-            """Whether a worker ended by the signal that stops the run (sent to the whole
-            process group), rather than failing; the run then stops, the frames still with
-            the workers left unprocessed."""
-            if exc.signal_name not in GROUP_STOP_SIGNALS and not stop.is_set():
-                return False
-            if not stop.is_set():  # it reached them before our own handler ran
-                summary.stopped_by = exc.signal_name
-                stop.set()
-            return True
 
         def deliver(result: FrameResult, dropped: int) -> bool:
             """Write one frame's result to the sinks and count it; True when the run ends

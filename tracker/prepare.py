@@ -127,13 +127,13 @@ def prepare_frame(
     return Prepared(centre, crops, right_logit, timings)
 
 
-def serve(connection, config: PrepareConfig, classifier_onnx: tuple[bytes, dict] | None, prepare=prepare_frame) -> None:
-    """A worker process: each request on ``connection`` names a shared-memory block holding
-    a (H, W) uint16 depth image, with its shape, depth scale, intrinsics (None: those of the
-    request before) and prior; the
-    answer is its ``Prepared``, or the exception raised. Ends on None or when the other end
-    closes. ``classifier_onnx``: (ONNX bytes, manifest) of the side classifier, checked by
-    the main process. ``prepare``: what prepares a frame, with ``prepare_frame``'s arguments.
+def serve(connection, config: PrepareConfig, prepare=prepare_frame) -> None:
+    """A worker process: the first message on ``connection`` is the side classifier, (ONNX
+    bytes, manifest) as the main process checked them, or None. Then each request names a
+    shared-memory block holding a (H, W) uint16 depth image, with its shape, depth scale,
+    intrinsics (None: those of the request before) and prior; the answer is its
+    ``Prepared``, or the exception raised. Ends on None or when the other end closes.
+    ``prepare``: what prepares a frame, with ``prepare_frame``'s arguments.
 
     Ctrl-C reaches the whole process group, but only the main process decides how a run
     ends (it finishes the frame at hand and closes the outputs).
@@ -141,6 +141,10 @@ def serve(connection, config: PrepareConfig, classifier_onnx: tuple[bytes, dict]
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(PREPARE_OPENCV_THREADS)
     intrinsics = None
+    try:
+        classifier_onnx = connection.recv()
+    except (EOFError, OSError):
+        return
     classifier = None if classifier_onnx is None else SideClassifier.from_onnx(*classifier_onnx)
     blocks: dict[str, shared_memory.SharedMemory] = {}
     try:
@@ -224,11 +228,22 @@ class PrepareWorkers:
         try:
             for i in range(count):
                 ours, theirs = context.Pipe()
-                process = context.Process(target=serve, args=(theirs, config, classifier_onnx, prepare), name=f"prepare-{i}", daemon=True)
+                process = context.Process(target=serve, args=(theirs, config, prepare), name=f"prepare-{i}", daemon=True)
                 process.start()
                 theirs.close()
                 self._connections.append(ours)
                 self._processes.append(process)
+            # The classifier (half a megabyte) through the workers' own pipes, not with what
+            # starts them: a Ctrl-C to the process group that ends a worker before it has
+            # read what it was started with leaves that write waiting for good (the parent
+            # holds the pipe's other end until it is done), while on these pipes the write
+            # fails once the worker is gone.
+            for i, connection in enumerate(self._connections):
+                try:
+                    connection.send(classifier_onnx)
+                except OSError:  # a broken pipe: the worker is gone
+                    self._processes[i].join(timeout=5.0)
+                    raise PrepareWorkerEnded(i, self._processes[i].exitcode) from None
         except BaseException:
             self.close()
             raise
