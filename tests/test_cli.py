@@ -182,6 +182,20 @@ def test_a_video_path_without_a_known_suffix_fails_before_tracking(tmp_path, cap
     assert out.read_text() == '{"frame":0}\n'
 
 
+def test_outputs_that_are_one_file_or_the_recording_read_are_refused(tmp_path, capsys):
+    same = tmp_path / "x.mp4"
+    same.write_text('{"frame":0}\n')  # an earlier run's lines: kept
+    argv = ["--max-frames", "2", "--no-viewer", "--source", "synthetic"]
+    assert main([*argv, "--out", str(same), "--video", str(tmp_path / "." / "x.mp4")]) == 2
+    assert "--out and --video name the same file" in capsys.readouterr().err
+    assert same.read_text() == '{"frame":0}\n'
+    recording = tmp_path / "session.db3"
+    recording.write_bytes(b"a recording")
+    assert main(["--no-viewer", "--source", str(recording), "--out", str(recording)]) == 2
+    assert "--out " + str(recording) + " is the recording being read" in capsys.readouterr().err
+    assert recording.read_bytes() == b"a recording"
+
+
 def test_json_lines_on_standard_output_stay_pure_and_keep_what_came_before(tmp_path):
     # Redirected into a file that already holds a line: the tracker appends after it, and
     # every message goes to standard error, so the file is the line plus the JSON lines.

@@ -182,6 +182,10 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         except FileExistsError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    clash = _clashing_paths(args, spec, kind)
+    if clash is not None:  # before any of them is opened: each would replace the other
+        print(f"error: {clash}", file=sys.stderr)
+        return 2
     max_frames = args.max_frames
     synthetic = kind == "synthetic"
     if synthetic and max_frames is None:
@@ -293,6 +297,31 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"error: input failed after {stats['frames']} frames (all of them written): {summary.error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _clashing_paths(args, spec: str, kind: str) -> str | None:
+    """Why the run's files cannot all be what the flags name (None when they can): an output
+    that is another output, or the recording being read."""
+    from tracker.sinks import is_standard_output
+
+    named = []
+    if not is_standard_output(args.out):
+        named.append(("--out", Path(args.out)))
+    for flag, path in (("--video", args.video), ("--record", args.record)):
+        if path is not None:
+            named.append((flag, Path(path)))
+    if kind == "recording":
+        named.append(("--source", Path(spec)))
+    seen: dict[Path, str] = {}
+    for flag, path in named:
+        key = Path(os.path.realpath(path))
+        if key in seen:
+            if "--source" in (flag, seen[key]):
+                output = seen[key] if flag == "--source" else flag
+                return f"{output} {path} is the recording being read: writing it would destroy the recording"
+            return f"{seen[key]} and {flag} name the same file, {path}: one would overwrite the other"
+        seen[key] = flag
+    return None
 
 
 def _output_argument(text: str) -> str | Path:
