@@ -1275,6 +1275,8 @@ def test_the_frame_a_stream_breaks_at_is_segmented_without_the_old_prior(monkeyp
         tracker.process(frame)
     assert tracker.prior_for(frames[5]) is not None and tracker.prior_for(frames[6]) is None
     assert tracker.prior_for(dataclasses.replace(frames[5], frame_number=6, timestamp_ms=60_000.0)) is None
+    # The next sequence of a source that holds several (a folder's sub-folders).
+    assert tracker.prior_for(dataclasses.replace(frames[5], frame_number=6, sequence="session-2")) is None
 
 
 def test_each_run_starts_with_a_new_track_and_reading_past_max_frames_is_no_error():

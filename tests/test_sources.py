@@ -28,7 +28,7 @@ from tracker.sources import (  # noqa: E402
     open_source,
     write_recording,
 )
-from tracker.types import CameraIntrinsics, DepthFrame, DistortionModel  # noqa: E402
+from tracker.types import CameraIntrinsics, DepthFrame, DistortionModel, Handedness  # noqa: E402
 
 SR305 = Path(__file__).parent / "data" / "sr305-gestures"
 
@@ -330,6 +330,37 @@ def test_folder_frames_come_in_natural_order(tmp_path):
     ]
 
 
+def test_each_sub_folder_is_a_sequence_with_the_nearest_intrinsics(tmp_path):
+    import cv2
+
+    def camera(width, scale, serial):
+        return {"serial": serial, "depth_scale": scale, "intrinsics": {"width": width, "height": 2, "fx": 5, "fy": 5, "cx": 0.5, "cy": 0.5}}
+
+    (tmp_path / "intrinsics.json").write_text(json.dumps(camera(2, 0.000125, "top")))
+    for name, width in (("a/0.png", 2), ("a/1.png", 2), ("b/0.png", 3), ("b/deeper/0.png", 3), ("c/0.PNG", 2)):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / name), np.full((2, width), 7, np.uint16))
+    # b's own camera, saved by a Windows editor (a byte-order mark before the JSON).
+    (tmp_path / "b" / "intrinsics.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(camera(3, 0.001, "b-cam")).encode())
+    source = FolderSource(tmp_path)
+    frames = list(source.frames())
+    assert [(f.sequence, f.serial, f.depth_scale, f.intrinsics.width) for f in frames] == [
+        ("a", "top", 0.000125, 2), ("a", "top", 0.000125, 2),
+        ("b", "b-cam", 0.001, 3), ("b/deeper", "b-cam", 0.001, 3),  # the nearest one above it
+        ("c", "top", 0.000125, 2),  # an upper-case .PNG is a frame too
+    ]
+    assert [f.frame_number for f in frames] == list(range(5))  # counted through the whole folder
+    assert (source.intrinsics.width, source.depth_scale, source.serial) == (2, 0.000125, "top")
+    assert "in 4 sequences" in source.description and "2 intrinsics.json files" in source.description
+    # Without one at the top, each folder needs its own (or one between).
+    (tmp_path / "intrinsics.json").unlink()
+    with pytest.raises(SourceError, match=r"has no intrinsics.json.*\(or one in .*a\)"):
+        FolderSource(tmp_path)
+    for folder in ("a", "c"):
+        (tmp_path / folder / "intrinsics.json").write_text(json.dumps(camera(2, 0.000125, folder)))
+    assert [f.serial for f in FolderSource(tmp_path).frames()] == ["a", "a", "b-cam", "b-cam", "c"]
+
+
 def test_folders_linked_into_the_input_are_read_once_and_an_unreadable_one_is_an_error(tmp_path, monkeypatch):
     import cv2
 
@@ -429,6 +460,11 @@ def test_open_source_specs(tmp_path, recording):
         assert isinstance(source, RecordingSource) and source.realtime
     with pytest.raises(SourceError, match="does not exist"):
         open_source(str(tmp_path / "missing.bag"))
+    synthetic = open_source("synthetic:7:left")
+    assert (synthetic.seed, synthetic.hand) == (7, Handedness.LEFT)
+    for spec, message in (("synthetic:-5", "a seed of 0 or more, got -5"), ("synthetic:1:2", "one seed"), ("synthetic:left:right", "one hand side")):
+        with pytest.raises(SourceError, match=message):
+            open_source(spec)
 
 
 def test_a_folder_played_in_real_time_keeps_its_pace(tmp_path):

@@ -269,6 +269,7 @@ class HandTracker:
         # serial and the counter can tell.
         return (
             frame.serial == last.serial
+            and frame.sequence == last.sequence
             and frame.frame_number >= last.frame_number
             and abs(frame.timestamp_ms - last.timestamp_ms) <= self.config.new_track_gap_ms
         )
@@ -280,7 +281,7 @@ class HandTracker:
 
     def _continues_stream(self, frame: DepthFrame) -> bool:
         """Whether ``frame`` follows the last one begun closely enough to continue its track."""
-        last, self._last_frame = self._last_frame, _StreamPosition(frame.serial, frame.frame_number, frame.timestamp_ms)
+        last, self._last_frame = self._last_frame, _StreamPosition(frame.serial, frame.frame_number, frame.timestamp_ms, frame.sequence)
         self.frames_begun += 1
         return self.follows(last, frame)
 
@@ -398,6 +399,7 @@ class _StreamPosition(NamedTuple):
     serial: str
     frame_number: int
     timestamp_ms: float
+    sequence: str
 
 
 @dataclass(frozen=True)

@@ -237,7 +237,7 @@ def _png_files(root: Path) -> list[Path]:
             (d for d in subfolders if not d.startswith(".") and d != "lost+found"),
             key=lambda d: (os.path.islink(os.path.join(folder, d)), d),
         )
-        found += [Path(folder) / n for n in names if n.endswith(".png") and not n.startswith(".")]
+        found += [Path(folder) / n for n in names if n.lower().endswith(".png") and not n.startswith(".")]
     return found
 
 
@@ -414,7 +414,7 @@ class RealSenseSource(FrameSource):
             )
         self._record_base = None if record_path is None else Path(record_path)
         if self._record_base is not None:
-            _check_db3_path(self._record_base, "record_path")
+            _check_db3_path(self._record_base, "the recording")
             _refuse_earlier_recording(self._record_base)  # before the camera starts and creates the file
         self._frame_timeout_s = float(frame_timeout_s)
         self._reconnect_attempts = int(reconnect_attempts)
@@ -1099,8 +1099,11 @@ class FolderSource(FrameSource):
 
     Frames come in natural order of folder, then file name: digit runs compare as numbers
     (frame_2 before frame_10, s9/ before s10/). Hidden files and folders are skipped, and every
-    PNG must be a 16-bit single-channel image of the intrinsics' size. The timestamp of frame
-    i is i / fps seconds and its frame number is i.
+    PNG must be a 16-bit single-channel image of its intrinsics' size. Each PNG takes the
+    ``intrinsics.json`` nearest to it: its own folder's, else the one above it, up to
+    ``path``. Each folder of PNGs is a sequence of its own (``DepthFrame.sequence``): the
+    tracker starts a new track at the first frame of the next. The timestamp of frame i is
+    i / fps seconds and its frame number is i, counted through the whole folder.
     realtime: True paces the frames at ``fps``; False yields them as fast as consumed.
     """
 
@@ -1113,42 +1116,68 @@ class FolderSource(FrameSource):
         self.fps = float(fps)
         if not self.path.is_dir():
             raise SourceError(f"{self.path} is not a folder of depth PNGs")
-        meta_path = self.path / "intrinsics.json"
-        if not meta_path.is_file():
-            raise SourceError(
-                f"{self.path} has no intrinsics.json; the depth unit and the camera intrinsics of the PNGs are "
-                f"needed. Expected {meta_path} with {_INTRINSICS_FORMAT}"
-            )
+        self.files = sorted(_png_files(self.path), key=lambda p: _png_sort_key(self.path, p))
+        if not self.files:
+            if not (self.path / "intrinsics.json").is_file():
+                raise SourceError(self._no_intrinsics(self.path))
+            raise SourceError(f"{self.path} holds no .png depth images")
+        #: Per file, its camera: (intrinsics, depth scale, serial) from the nearest intrinsics.json.
+        self._cameras: dict[Path, tuple[CameraIntrinsics, float, str]] = {}
+        self._camera_of = [self._camera_for(path.parent) for path in self.files]
+        # The source's own camera: the top folder's, else its first frame's.
+        self.intrinsics, self.depth_scale, self.serial = self._cameras.get(self.path) or self._camera_of[0]
+        self._check_headers()
+        k = self.intrinsics
+        cameras = len(set(self._camera_of))
+        sequences = len({path.parent for path in self.files})
+        self.description = (
+            f"folder {self.path} ({len(self.files)} depth PNGs"
+            + (f" in {sequences} sequences" if sequences > 1 else "")
+            + (f", {cameras} intrinsics.json files; the first " if cameras > 1 else " ")
+            + f"{k.width}x{k.height}, depth unit {1000 * self.depth_scale:g} mm, serial {self.serial or 'not given'}) at {self.fps:g} fps"
+            + (" in real time" if self.realtime else "")
+        )
+
+    @staticmethod
+    def _no_intrinsics(folder: Path) -> str:
+        return (
+            f"{folder} has no intrinsics.json; the depth unit and the camera intrinsics of the PNGs are "
+            f"needed. Expected {folder / 'intrinsics.json'} with {_INTRINSICS_FORMAT}"
+        )
+
+    def _camera_for(self, folder: Path) -> tuple[CameraIntrinsics, float, str]:
+        """The camera of the PNGs in ``folder``: the nearest intrinsics.json at or above it."""
+        for candidate in (folder, *folder.parents):
+            meta_path = candidate / "intrinsics.json"
+            if meta_path.is_file():
+                if candidate not in self._cameras:
+                    self._cameras[candidate] = self._read_intrinsics(meta_path)
+                return self._cameras[candidate]
+            if candidate == self.path or candidate == candidate.parent:
+                break
+        raise SourceError(self._no_intrinsics(self.path) + ("" if folder == self.path else f" (or one in {folder})"))
+
+    @staticmethod
+    def _read_intrinsics(meta_path: Path) -> tuple[CameraIntrinsics, float, str]:
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = json.loads(meta_path.read_text(encoding="utf-8-sig"))  # a BOM (Windows editors) is no error
             missing = [k for k in ("depth_scale", "intrinsics") if k not in meta]
             if missing:
                 raise ValueError(f"missing {missing}")
-            self.intrinsics = CameraIntrinsics.from_dict(meta["intrinsics"])
-            self.depth_scale = float(meta["depth_scale"])
-            if not (math.isfinite(self.depth_scale) and self.depth_scale > 0):
+            intrinsics = CameraIntrinsics.from_dict(meta["intrinsics"])
+            depth_scale = float(meta["depth_scale"])
+            if not (math.isfinite(depth_scale) and depth_scale > 0):
                 raise ValueError(f"depth_scale must be a positive number of metres per unit, got {meta['depth_scale']}")
         except OSError as exc:
             raise SourceError(f"cannot read {meta_path}: {exc}") from exc
         except (ValueError, TypeError, AttributeError) as exc:
             raise SourceError(f"{meta_path} is not valid ({exc}); expected {_INTRINSICS_FORMAT}") from exc
-        self.serial = str(meta.get("serial", ""))
-        self.files = sorted(_png_files(self.path), key=lambda p: _png_sort_key(self.path, p))
-        if not self.files:
-            raise SourceError(f"{self.path} holds no .png depth images")
-        self._check_headers()
-        k = self.intrinsics
-        self.description = (
-            f"folder {self.path} ({len(self.files)} depth PNGs {k.width}x{k.height}, depth unit "
-            f"{1000 * self.depth_scale:g} mm, serial {self.serial or 'not given'}) at {self.fps:g} fps"
-            + (" in real time" if self.realtime else "")
-        )
+        return intrinsics, depth_scale, str(meta.get("serial", ""))
 
     def _check_headers(self) -> None:
         """Refuse a folder holding a PNG that is not a depth image (an overlay saved into it,
         a colour frame) before any frame is tracked, rather than failing half-way through."""
-        k = self.intrinsics
-        for path in self.files:
+        for path, (k, _, _) in zip(self.files, self._camera_of):
             try:
                 header = _png_header(path)
             except OSError as exc:
@@ -1172,8 +1201,7 @@ class FolderSource(FrameSource):
         import cv2
 
         began = time.perf_counter()
-        k = self.intrinsics
-        for index, path in enumerate(self.files):
+        for index, (path, (k, depth_scale, serial)) in enumerate(zip(self.files, self._camera_of)):
             if self._closed.is_set():
                 return
             if self.realtime and not self._sleep_until(began + index / self.fps):
@@ -1193,11 +1221,12 @@ class FolderSource(FrameSource):
                 )
             yield DepthFrame(
                 depth=depth,
-                depth_scale=self.depth_scale,
+                depth_scale=depth_scale,
                 intrinsics=k,
                 timestamp_ms=1000.0 * index / self.fps,
-                serial=self.serial,
+                serial=serial,
                 frame_number=index,
+                sequence=path.parent.relative_to(self.path).as_posix(),
             )
 
 
@@ -1545,16 +1574,23 @@ def open_source(
             "to convert other input use tracker.sources.write_recording"
         )
     if kind == "synthetic":
-        seed, hand = 0, Handedness.RIGHT
+        seed, hand = None, None
+        form = "'synthetic[:SEED][:left|right]'"
         for part in filter(None, argument.split(":")):
             if part.lower() in ("left", "right"):
+                if hand is not None:
+                    raise SourceError(f"{form} takes one hand side, got {argument!r}")
                 hand = Handedness(part.lower())
                 continue
+            if seed is not None:
+                raise SourceError(f"{form} takes one seed, got {argument!r}")
             try:
                 seed = int(part)
             except ValueError:
-                raise SourceError(f"'synthetic[:SEED][:left|right]' needs an integer seed and/or a hand side, got {part!r}") from None
-        return SyntheticSource(seed=seed, realtime=bool(realtime), hand=hand, max_frames=max_frames)
+                raise SourceError(f"{form} needs an integer seed and/or a hand side, got {part!r}") from None
+            if seed < 0:
+                raise SourceError(f"{form} needs a seed of 0 or more, got {seed}")
+        return SyntheticSource(seed=seed or 0, realtime=bool(realtime), hand=hand or Handedness.RIGHT, max_frames=max_frames)
     path = Path(spec)
     if kind == "recording":
         return RecordingSource(path, realtime=True if realtime is None else realtime)

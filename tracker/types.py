@@ -216,6 +216,8 @@ class DepthFrame:
     timestamp_ms: device or recording timestamp in milliseconds.
     serial: camera serial number ("synthetic" for rendered frames).
     frame_number: the device's frame counter (monotonic per stream).
+    sequence: which recording session of the source the frame belongs to, where a source
+        holds several (a folder's sub-folders); a frame of another one starts a new track.
     """
 
     depth: np.ndarray
@@ -224,6 +226,7 @@ class DepthFrame:
     timestamp_ms: float = 0.0
     serial: str = ""
     frame_number: int = 0
+    sequence: str = ""
 
     def __post_init__(self) -> None:
         depth = self.depth
