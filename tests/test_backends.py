@@ -176,8 +176,20 @@ def test_changed_state_dict_is_rejected(weights_dir, tmp_path):
 
 
 def test_missing_weights_dir_says_so(tmp_path):
+    import shutil
+
+    from tracker.weights import WEIGHTS_DIR
+
     with pytest.raises(WeightsError, match="dgn.json missing"):
         create_backend("onnxruntime", tmp_path)
+    with pytest.raises(WeightsError, match="no weights folder .*nowhere"):
+        create_backend("onnxruntime", tmp_path / "nowhere")
+    # The shipped manifest without the 8-bit network it lists: which file, where, and how to make it.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(WEIGHTS_DIR / "dgn.json", copy)
+    with pytest.raises(WeightsError, match=r"dgn_int8.onnx is missing from .*copy \(make it with: python -m tracker.quantize --weights"):
+        create_backend("onnxruntime-int8", copy)
 
 
 def test_unknown_backend_lists_valid_names(weights_dir):

@@ -196,6 +196,29 @@ def test_outputs_that_are_one_file_or_the_recording_read_are_refused(tmp_path, c
     assert recording.read_bytes() == b"a recording"
 
 
+@pytest.mark.parametrize("flag", ["--out", "--video"])
+def test_an_output_under_a_file_says_so_before_tracking(tmp_path, capsys, flag):
+    (tmp_path / "out").write_text("a file where a folder would go")
+    out = tmp_path / "kept.jsonl"
+    out.write_text('{"frame":0}\n')
+    argv = ["--max-frames", "2", "--no-viewer", "--source", "synthetic", "--out", str(out)]
+    argv += ["--out" if flag == "--out" else "--video", str(tmp_path / "out" / ("t.jsonl" if flag == "--out" else "v.mp4"))]
+    assert main(argv) == 2
+    assert f"{tmp_path / 'out'} is a file, not a folder" in capsys.readouterr().err
+    assert out.read_text() == '{"frame":0}\n'
+
+
+def test_a_video_name_the_file_system_refuses_fails_before_tracking(tmp_path, capsys):
+    # The video is written under a longer hidden name until it is complete: a name that
+    # fits only without that must fail at the start, not at the first frame.
+    out = tmp_path / "kept.jsonl"
+    out.write_text('{"frame":0}\n')
+    video = tmp_path / ("v" * 246 + ".mp4")  # 250 bytes: a legal name, 260 once hidden
+    assert main(["--max-frames", "2", "--no-viewer", "--source", "synthetic", "--out", str(out), "--video", str(video)]) == 2
+    assert "File name too long" in capsys.readouterr().err
+    assert out.read_text() == '{"frame":0}\n'
+
+
 def test_json_lines_on_standard_output_stay_pure_and_keep_what_came_before(tmp_path):
     # Redirected into a file that already holds a line: the tracker appends after it, and
     # every message goes to standard error, so the file is the line plus the JSON lines.
@@ -296,3 +319,29 @@ def test_version_names_the_installed_package(capsys):
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     # setup.sh installs the checkout in place; a bare checkout says so rather than guess.
     assert re.search(rf"dgn-hand-tracker ({re.escape(declared)}|not installed)\)", capsys.readouterr().out)
+
+
+def test_a_run_that_finds_no_hand_says_what_to_check(tmp_path, capsys):
+    # A wrong depth unit puts every depth out of range: the run is no error, but says so.
+    import numpy as np
+
+    meta = {"depth_scale": 0.001, "intrinsics": {"width": 64, "height": 48, "fx": 50, "fy": 50, "cx": 32, "cy": 24}}
+    (tmp_path / "intrinsics.json").write_text(json.dumps(meta))
+    cv2.imwrite(str(tmp_path / "0.png"), np.full((48, 64), 5000, np.uint16))  # 5 m: past the hand's range
+    assert main(["--source", str(tmp_path), "--no-viewer", "--out", str(tmp_path / "t.jsonl")]) == 0
+    assert "note: no hand in any frame" in capsys.readouterr().err
+
+
+def test_in_real_time_dropped_frames_do_not_count_towards_max_frames(tmp_path, monkeypatch):
+    import tracker.sources
+
+    lengths = []
+    opened = tracker.sources.open_source
+    monkeypatch.setattr(tracker.sources, "open_source", lambda *args, **kwargs: lengths.append(kwargs["max_frames"]) or opened(*args, **kwargs))
+    out = tmp_path / "t.jsonl"
+    # In real time the tracker may fall behind the 30 fps stream and drop frames: the stream
+    # goes on until the frames asked for are tracked, rather than ending after that many.
+    assert main(["--source", "synthetic", "--realtime", "--max-frames", "12", "--no-viewer", "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 12
+    assert main(["--source", "synthetic", "--max-frames", "12", "--no-viewer", "--out", str(out)]) == 0
+    assert lengths == [None, 12]

@@ -233,7 +233,9 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     file=sys.stderr,
                 )
             # Last: a camera opened here must be closed on any later failure.
-            source = open_source(spec, realtime=realtime, record_path=args.record, max_frames=max_frames)
+            # The rendered stream is as long as the run, but in real time, where frames the
+            # tracker is too slow for are dropped, it goes on until that many are tracked.
+            source = open_source(spec, realtime=realtime, record_path=args.record, max_frames=None if realtime else max_frames)
         except BaseException:
             backend.close()
             raise
@@ -284,6 +286,13 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         f"{stats['frames_per_second']:.1f} frames/s{latency}; stopped by {stats['stopped_by']}",
         file=sys.stderr,
     )
+    if stats["frames"] and not stats["frames_with_hand"]:
+        segment = tracker.config.segment
+        print(
+            f"note: no hand in any frame. The tracker takes the nearest hand-sized object {segment.min_depth_m:g}-{segment.max_depth_m:g} m "
+            "from the camera; if one was there, check the depth unit and the focal lengths the source reports (above).",
+            file=sys.stderr,
+        )
     for sink in sinks:
         if isinstance(sink, _SyntheticTruthError) and sink.errors_mm:
             print(
@@ -341,7 +350,7 @@ def _write_resolved_config(args, spec: str, source, config, manifest: dict) -> l
     written under temporary names: (written, where it goes) pairs. JSON lines sent to
     standard output have no file to sit beside; their settings are not kept."""
     from tracker.machine import machine_info
-    from tracker.sinks import is_standard_output
+    from tracker.sinks import is_standard_output, make_parent_folder
     from tracker.synth.dataset import config_to_dict
 
     resolved = {
@@ -372,7 +381,7 @@ def _write_resolved_config(args, spec: str, source, config, manifest: dict) -> l
         for path in paths:
             if path.is_dir():
                 raise IsADirectoryError(f"cannot save the run's settings as {path}: it is a folder")
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_parent_folder(path)
             partial = path.with_name(path.name + ".partial")
             written.append((partial, path))
             partial.write_text(text)

@@ -72,6 +72,17 @@ def frame_line(result: FrameResult, include_vertices: bool = False) -> str:
 STANDARD_OUTPUT_ARGUMENT = "-"
 
 
+def make_parent_folder(path: str | Path) -> None:
+    """Create the folder ``path`` goes in (with those above it), or say plainly why not:
+    ``mkdir`` alone names only "File exists" where a file stands in the way."""
+    parent = Path(path).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocking = next((p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), parent)
+        raise NotADirectoryError(f"cannot write {path}: {blocking} is a file, not a folder") from None
+
+
 def is_standard_output(path: str | Path) -> bool:
     if isinstance(path, str) and path == STANDARD_OUTPUT_ARGUMENT:
         return True
@@ -105,7 +116,7 @@ class JsonLinesSink:
             self._file = os.fdopen(os.dup(1), "wb", buffering=0)
             os.dup2(2, 1)
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_parent_folder(self.path)
             # Unbuffered: a line (tens of kB with the mesh) goes out in one write call, here.
             self._file = open(self.path, "wb", buffering=0)
         # A pipe or a terminal cannot be taken back: lines are still written whole.

@@ -22,6 +22,7 @@ from kernels.raster import render_mesh
 from tracker.hand_model import HandModel
 from tracker.lens import pinhole_view, project
 from tracker.pipeline import FrameResult
+from tracker.sinks import make_parent_folder
 from tracker.synth.contact_sheet import colourise_depth, draw_skeleton
 
 
@@ -133,7 +134,7 @@ class VideoSink:
         # not: a path that cannot be written fails here, before a camera starts.
         if self.path.is_dir():
             raise ValueError(f"cannot write {self.path}: it is a folder")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_parent_folder(self.path)
         if not os.access(self.path.parent, os.W_OK) or (self.path.exists() and not os.access(self.path, os.W_OK)):
             raise ValueError(f"cannot write {self.path}: permission denied")
         self.painter = painter or OverlayPainter(hand_model.faces)
@@ -142,6 +143,11 @@ class VideoSink:
         # outright leaves no unplayable file under the real name, nor an earlier run's
         # video cut short. (The suffix stays last: OpenCV picks the container from it.)
         self._writing = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        try:  # a name too long once hidden, a file system that refuses it: found now
+            self._writing.touch()
+            self._writing.unlink()
+        except OSError as exc:
+            raise ValueError(f"cannot write {self.path} (as {self._writing.name} until it is complete): {exc.strerror or exc}") from None
         self._writer = None
         self._last: FrameResult | None = None  # for a .png: the newest frame, drawn when closed
         self._written = 0  # video frames so far

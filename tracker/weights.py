@@ -60,8 +60,10 @@ def sha256_of(path: Path) -> str:
 
 def load_manifest(weights_dir: str | Path = WEIGHTS_DIR) -> dict:
     path = Path(weights_dir) / MANIFEST
+    if not Path(weights_dir).is_dir():
+        raise WeightsError(f"no weights folder {weights_dir} (from {Path.cwd()}); give the folder that holds {MANIFEST}")
     if not path.is_file():
-        raise WeightsError(f"no network weights at {weights_dir} ({MANIFEST} missing); train and export a model first")
+        raise WeightsError(f"no network weights in {weights_dir} ({MANIFEST} missing); train and export a model first")
     try:
         manifest = json.loads(path.read_text())
         DualGridNetConfig(**manifest["network"])
@@ -78,7 +80,8 @@ def verified_path(weights_dir: str | Path, name: str, manifest: dict | None = No
     manifest = manifest or load_manifest(weights_dir)
     path = Path(weights_dir) / name
     if not path.is_file():
-        raise WeightsError(f"{path} is missing")
+        cure = f"make it with: python -m tracker.quantize --weights {weights_dir}" if name == ONNX_INT8 else "re-export or fetch the weights again"
+        raise WeightsError(f"{name} is missing from {weights_dir} ({cure})")
     expected = manifest["files"].get(name)
     if expected is None:
         raise WeightsError(f"{name} is not listed in {Path(weights_dir) / MANIFEST}")
