@@ -162,6 +162,8 @@ def test_the_side_is_decided_automatically_by_default(tmp_path):
 def test_help_explains_the_command():
     result = subprocess.run([sys.executable, str(ROOT / "run_tracker.py"), "--help"], capture_output=True, text=True, check=True)
     assert "--source" in result.stdout and "no camera" in result.stdout.lower()
+    # Scripts need to know what a Ctrl-C that ends a live session returns.
+    assert "Exit status: 0" in result.stdout and "130 for Ctrl-C" in " ".join(result.stdout.split())
 
 
 def test_record_needs_a_camera(tmp_path, capsys):
