@@ -123,6 +123,8 @@ def test_mesh_past_the_image_edge_is_neither_confirmed_nor_refuted(hand_model):
     crop = make_crop(depth, shifted, centre, CUBE_M)
     inside = inside_image(crop, shifted.width, shifted.height)
     assert 0.3 < inside.mean() < 0.7
+    # Well inside the image there is nothing to leave out (and nothing is computed).
+    assert inside_image(make_crop(depth, CAMERA, centre, CUBE_M), CAMERA.width, CAMERA.height) is None
     agreement = agreement_of(hand_model, depth, hand, vertices, centre, camera=shifted)
     assert agreement.confirmed > 0.9 and agreement.confidence > 0.85
 

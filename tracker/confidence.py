@@ -61,14 +61,23 @@ def crop_camera(crop: HandCrop) -> tuple[float, float, float]:
     return focal, half - focal * centre[0] / centre[2], half - focal * centre[1] / centre[2]
 
 
-def inside_image(crop: HandCrop, width: int, height: int) -> np.ndarray:
-    """(S, S) bool: crop pixels whose nearest image pixel exists (as ``tracker.crop`` samples)."""
+def inside_image(crop: HandCrop, width: int, height: int) -> np.ndarray | None:
+    """(S, S) bool: crop pixels whose nearest image pixel exists (as ``tracker.crop``
+    samples); None when all of them do, as for a hand well inside the image."""
     size = crop.depth.shape[0]
+    # The crop's square maps onto a convex quadrilateral: inside the image if its corners are.
+    corners = np.array([[0.0, size - 1.0, 0.0, size - 1.0], [0.0, 0.0, size - 1.0, size - 1.0], [1.0, 1.0, 1.0, 1.0]])
+    if _inside(crop.image_from_crop @ corners, width, height).all():
+        return None
     jj, ii = np.mgrid[:size, :size]
-    u, v, w = crop.image_from_crop @ np.stack([ii.ravel(), jj.ravel(), np.ones(size * size)])
+    return _inside(crop.image_from_crop @ np.stack([ii.ravel(), jj.ravel(), np.ones(size * size)]), width, height).reshape(size, size)
+
+
+def _inside(homogeneous: np.ndarray, width: int, height: int) -> np.ndarray:
+    u, v, w = homogeneous
     with np.errstate(divide="ignore", invalid="ignore"):
         col, row = np.rint(u / w), np.rint(v / w)
-    return ((col >= 0) & (col < width) & (row >= 0) & (row < height)).reshape(size, size)
+    return (w > 0) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
 
 
 def depth_agreement(
@@ -90,7 +99,10 @@ def depth_agreement(
     mesh_depth, face, _ = render_mesh(rotated, faces, focal, focal, cx, cy, size, size)
     if crop.handedness == Handedness.LEFT:  # the crop is the mirror image; so is its render
         mesh_depth, face = mesh_depth[:, ::-1], face[:, ::-1]
-    covered = (face >= 0) & inside_image(crop, *image_size)
+    covered = face >= 0
+    inside = inside_image(crop, *image_size)
+    if inside is not None:
+        covered &= inside
     # The crop holds depth along the virtual axis relative to the centre's, in half cubes.
     half_cube = crop.cube_size_m / 2
     centre_depth = float((crop.cam_from_crop.T @ np.asarray(crop.center_cam_m, np.float64))[2])

@@ -374,6 +374,8 @@ class HandTracker:
         timings.update(stage_ms)
         crop = begun.launched.crop
         estimate = self.estimator.to_estimate(crop, output, dict(timings), frame.intrinsics)
+        # The stages the estimate itself took (its confidence) are the frame's too.
+        timings.update({stage: ms for stage, ms in estimate.timings_ms.items() if stage not in timings})
         current = begun.track == self._track
         if estimate.confidence < self.config.min_confidence:
             if current:
