@@ -66,7 +66,7 @@ def test_pipeline_speed_measures_a_short_run_after_its_warm_up(tmp_path):
     assert result["command"][-2:] == ["--out", str(out)] and result["weights_sha256"]["dgn.onnx"]
     assert result["network"].startswith("replayed") and result["tracker_config"]["segment_ahead"] == 0
     assert result["frames_per_second_overall"] > 0 and result["latency_ms_p50"] <= result["latency_ms_p99"]
-    assert set(result["stage_median_ms"]) >= {"segment", "crop", "network", "refit"}
+    assert set(result["stage_median_ms"]) >= {"segment", "crop", "network", "refit", "confidence"}
     assert result["threads"]["torch"] >= 1 and result["threads"]["backend"] >= 1
 
 
@@ -86,7 +86,7 @@ def test_pipeline_speed_measures_the_tracker_thread_alone_on_a_gpu_backend_s_pat
     # starts): at most 500 * 30 / 29 frames/s, 2 % more for sleep and clock granularity.
     assert result["frames_per_second_overall"] <= 500 * 30 / 29 * 1.02
     # The replayed preparation's timings are its first frame's: left out, not reported as measured.
-    assert set(result["stage_median_ms"]) == {"network", "refit"}
+    assert set(result["stage_median_ms"]) == {"network", "refit", "confidence"}
     # The tracker thread's CPU time per frame is part of the time it takes per frame.
     per_frame_ms = 1e3 / result["frames_per_second_overall"]
     assert 0 < result["tracker_thread_cpu_ms_per_frame"] <= 1.5 * per_frame_ms
