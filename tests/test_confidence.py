@@ -155,3 +155,30 @@ def test_the_separation_benchmark_writes_every_group_with_its_config(tmp_path):
     assert (stats["crops"], stats["hand_found"]) == (4, 3)
     assert stats["confidence"]["kept_at_threshold"] == pytest.approx(2 / 3) and stats["hand_share"]["kept_at_threshold"] == pytest.approx(2 / 3)
     assert stats["confidence"]["median"] == 0.5 and stats["hand_share"]["min"] == 0.2
+
+
+@pytest.mark.parametrize("side", list(Handedness))
+def test_the_fused_kernel_counts_what_the_render_shows(hand_model, side):
+    # Against the same counts made step by step from a full render: exact (integer counts).
+    from tracker.confidence import crop_camera as camera_of
+
+    centre = np.array([0.06, 0.02, 0.45])
+    vertices = facing_hand(hand_model, centre)
+    depth, _ = depth_of(vertices, hand_model.faces, background_m=0.5)
+    crop = make_crop(depth, CAMERA, centre + [0.01, 0.0, 0.0], CUBE_M, side, frame=CropFrame.RAY)
+    probability = np.random.default_rng(1).random((64, 64)).astype(np.float32)
+    moved = vertices + [0.004, -0.003, 0.012]  # off by about the tolerance in places
+    got = depth_agreement(crop, moved, hand_model.faces, probability, (CAMERA.width, CAMERA.height))
+    focal, cx, cy = camera_of(crop)
+    mesh_depth, face, _ = render_mesh(moved @ crop.cam_from_crop, hand_model.faces, focal, focal, cx, cy, 64, 64)
+    if side == Handedness.LEFT:
+        mesh_depth, face = mesh_depth[:, ::-1], face[:, ::-1]
+    covered = face >= 0
+    centre_depth = (crop.cam_from_crop.T @ crop.center_cam_m.astype(np.float64))[2]
+    measured = (crop.depth > -1) & (crop.depth < 1)
+    near = np.abs(centre_depth + crop.depth.astype(np.float64) * CUBE_M / 2 - mesh_depth) <= 0.02
+    hand = measured & (probability > 0.5)
+    assert got.mesh_pixels == covered.sum() and got.hand_pixels == hand.sum()
+    assert got.confirmed == (covered & measured & near).sum() / covered.sum()
+    assert got.explained == (hand & covered).sum() / hand.sum()
+    assert 0.05 < got.confirmed < 0.95  # neither all nor nothing: a test that can tell

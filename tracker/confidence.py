@@ -20,11 +20,12 @@ its surface sinks into it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
-from kernels.raster import render_mesh
+from kernels.agreement import agreement_counts
 from tracker.types import HandCrop, Handedness
 
 #: Measured depth this close to the mesh's surface confirms it (metres). Sensor noise at arm's
@@ -94,26 +95,40 @@ def depth_agreement(
     image the crop was cut from. A mesh that covers no pixel inside the image is confirmed
     nowhere (0); with no hand pixels nothing is left unexplained (1), and the product is 0."""
     size = crop.depth.shape[0]
+    vertices = np.asarray(vertices_cam_m, np.float64)
+    faces = np.ascontiguousarray(faces, dtype=np.int32)
+    # The kernel reads vertices by index unchecked.
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError(f"vertices (V, 3) and faces (F, 3) expected, got {vertices.shape} and {faces.shape}")
+    if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
+        raise ValueError(f"faces name vertices {faces.min()}..{faces.max()}, but there are {len(vertices)}")
+    if hand_probability.shape != crop.depth.shape:
+        raise ValueError(f"hand probability {hand_probability.shape} for a {crop.depth.shape} crop")
     focal, cx, cy = crop_camera(crop)
-    rotated = np.asarray(vertices_cam_m, np.float64) @ crop.cam_from_crop
-    mesh_depth, face, _ = render_mesh(rotated, faces, focal, focal, cx, cy, size, size)
-    if crop.handedness == Handedness.LEFT:  # the crop is the mirror image; so is its render
-        mesh_depth, face = mesh_depth[:, ::-1], face[:, ::-1]
-    covered = face >= 0
     inside = inside_image(crop, *image_size)
-    if inside is not None:
-        covered &= inside
-    # The crop holds depth along the virtual axis relative to the centre's, in half cubes.
-    half_cube = crop.cube_size_m / 2
     centre_depth = float((crop.cam_from_crop.T @ np.asarray(crop.center_cam_m, np.float64))[2])
-    measured = (crop.depth > -1.0) & (crop.depth < 1.0)
-    difference = np.abs(centre_depth + crop.depth.astype(np.float64) * half_cube - mesh_depth)
-    confirmed = covered & measured & (difference <= tolerance_m)
-    hand = measured & (hand_probability > 0.5)
-    mesh_pixels, hand_pixels = int(covered.sum()), int(hand.sum())
-    return DepthAgreement(
-        confirmed=float(confirmed.sum()) / mesh_pixels if mesh_pixels else 0.0,
-        explained=float((hand & covered).sum()) / hand_pixels if hand_pixels else 1.0,
-        mesh_pixels=mesh_pixels,
-        hand_pixels=hand_pixels,
+    mesh_pixels, confirmed, hand_pixels, covered_hand = agreement_counts(
+        np.ascontiguousarray(vertices @ crop.cam_from_crop),
+        faces,
+        focal, cx, cy,
+        crop.handedness == Handedness.LEFT,
+        np.ascontiguousarray(crop.depth, dtype=np.float32),
+        np.ascontiguousarray(hand_probability, dtype=np.float32),
+        _all_inside(size) if inside is None else inside,
+        centre_depth,
+        crop.cube_size_m / 2,
+        float(tolerance_m),
     )
+    return DepthAgreement(
+        confirmed=confirmed / mesh_pixels if mesh_pixels else 0.0,
+        explained=covered_hand / hand_pixels if hand_pixels else 1.0,
+        mesh_pixels=int(mesh_pixels),
+        hand_pixels=int(hand_pixels),
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _all_inside(size: int) -> np.ndarray:
+    # Writable, like a computed mask: a read-only array would be another type to numba,
+    # compiled anew the first time a hand nears the image's edge.
+    return np.ones((size, size), np.bool_)
