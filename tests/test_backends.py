@@ -182,7 +182,7 @@ def test_missing_weights_dir_says_so(tmp_path):
 
     with pytest.raises(WeightsError, match="dgn.json missing"):
         create_backend("onnxruntime", tmp_path)
-    with pytest.raises(WeightsError, match="no weights folder .*nowhere"):
+    with pytest.raises(WeightsError, match="no network weights at .*nowhere: no such folder"):
         create_backend("onnxruntime", tmp_path / "nowhere")
     # The shipped manifest without the 8-bit network it lists: which file, where, and how to make it.
     copy = tmp_path / "copy"
