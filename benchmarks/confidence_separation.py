@@ -21,6 +21,10 @@ measured pixels that the network calls hand.
 * ``real_sr305``: the 19 SR305 frames in ``tests/data/sr305-gestures``, on the side the side
   classifier gives.
 
+``side_choice``: on the ``hands`` frames, how often the side whose mesh the depth bears out
+better is the true one, against the side classifier's single-frame answer (what the side
+vote adds up) on the same crops, and the two together.
+
 Writes ``benchmarks/results/confidence_separation.json`` with the resolved config: per
 group the quantiles of both measures and the share of crops each keeps at its threshold
 (``TrackerConfig.min_confidence`` for the confidence, 0.3 for the old measure).
@@ -85,7 +89,10 @@ def _scores(tracker: HandTracker, frame: DepthFrame, side: Handedness | None) ->
     agreement = depth_agreement(crop, output.refined_vertices, estimator.hand_model.faces, output.hand_probability, (frame.intrinsics.width, frame.intrinsics.height))
     measured = crop.measured
     hand_share = float((output.hand_probability[measured] > 0.5).mean()) if measured.any() else 0.0
-    return {"confidence": agreement.confidence, "confirmed": agreement.confirmed, "explained": agreement.explained, "hand_share": hand_share, "joints": output.joints}
+    return {
+        "confidence": agreement.confidence, "confirmed": agreement.confirmed, "explained": agreement.explained, "hand_share": hand_share,
+        "joints": output.joints, "right_logit": prepared.right_logit,
+    }
 
 
 def _with_wall(frame: DepthFrame, wall_m: float) -> DepthFrame:
@@ -151,11 +158,36 @@ def group_stats(rows: list[dict | None], min_confidence: float) -> dict:
     return stats
 
 
+#: Weights of the confidence difference between the sides, in logit units, for
+#: ``side_choice``: how a side check might add it to the side classifier's logit.
+SIDE_CHECK_WEIGHTS = (4.0, 8.0, 16.0)
+
+
+def side_choice(own: list[dict | None], other: list[dict | None], truth_is_right: list[bool]) -> dict:
+    """Per frame, whether each way of choosing the side picks the true one: the side
+    classifier alone (its logit's sign, what the side vote sums), the side whose mesh the
+    depth bears out better (both sides' crops run through the network), and the two
+    together (logit + w * confidence difference)."""
+    pairs = [(a, b, right) for a, b, right in zip(own, other, truth_is_right) if a is not None and b is not None]
+    if not pairs:
+        return {"frames": 0}
+    difference = np.array([a["confidence"] - b["confidence"] for a, b, _ in pairs])  # true side minus the other
+    logit = np.array([a["right_logit"] * (1.0 if right else -1.0) for a, _, right in pairs])  # towards the true side
+    return {
+        "frames": len(pairs),
+        "classifier_correct": float(np.mean(logit > 0)),
+        "confidence_correct": float(np.mean(difference > 0)),
+        "confidence_wrong_by_over_0.05": float(np.mean(difference < -0.05)),
+        "confidence_difference_quantiles": {f"p{q}": float(np.percentile(difference, q)) for q in (1, 5, 25, 50)},
+        "combined_correct": {f"{w:g}": float(np.mean(logit + w * difference > 0)) for w in SIDE_CHECK_WEIGHTS},
+    }
+
+
 def measure(config: ConfidenceBenchConfig, progress: bool = True) -> dict[str, list]:
     hand_model = HandModel.load()
     estimator = HandEstimator(create_backend("onnxruntime", config.weights), hand_model)
     tracker = HandTracker(estimator, TrackerConfig())
-    groups: dict[str, list] = {"hands": [], "hands_as_the_other_side": []}
+    groups: dict[str, list] = {"hands": [], "hands_as_the_other_side": [], "truth_is_right": []}
     groups.update({f"hands_before_a_wall_{cm}cm": [] for cm in config.walls_cm})
     total = config.sequences * len(range(0, config.frames, config.every))
     with tqdm(total=total, desc="hands", disable=not progress, unit="frame") as bar:
@@ -167,6 +199,7 @@ def measure(config: ConfidenceBenchConfig, progress: bool = True) -> dict[str, l
                 truth = source.ground_truth(frame.frame_number)
                 side = Handedness(source.pose_at(frame.frame_number).handedness)
                 other = Handedness.LEFT if side == Handedness.RIGHT else Handedness.RIGHT
+                groups["truth_is_right"].append(side == Handedness.RIGHT)
                 for name, image, as_side in (
                     ("hands", frame, side),
                     ("hands_as_the_other_side", frame, other),
@@ -211,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": ["python", "-m", "benchmarks.confidence_separation", *(sys.argv[1:] if argv is None else argv)],
         "machine": machine_info(),
         "config": asdict(config),
-        "groups": {name: group_stats(rows, config.min_confidence) for name, rows in groups.items()},
+        "groups": {name: group_stats(rows, config.min_confidence) for name, rows in groups.items() if name != "truth_is_right"},
+        "side_choice": side_choice(groups["hands"], groups["hands_as_the_other_side"], groups["truth_is_right"]),
         "seconds": time.perf_counter() - began,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -225,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:30s} {stats['hand_found']:5d}  {c['min']:.2f}/{c['p5']:.2f}/{c['median']:.2f}/{c['max']:.2f}"
             f"{c['kept_at_threshold']:>18.0%}   {h['median']:17.2f}  {h['kept_at_threshold']:6.0%}"
+        )
+    sides = result["side_choice"]
+    if sides["frames"]:
+        print(
+            f"side of the {sides['frames']} hands: the classifier right on {sides['classifier_correct']:.1%} of frames, the better-confirmed "
+            f"side of the two on {sides['confidence_correct']:.1%}, the two together (logit + 16 x difference) on {sides['combined_correct']['16']:.1%}"
         )
     print(f"wrote {args.out} ({result['seconds']:.0f} s)")
     return 0

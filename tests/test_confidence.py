@@ -182,3 +182,18 @@ def test_the_fused_kernel_counts_what_the_render_shows(hand_model, side):
     assert got.confirmed == (covered & measured & near).sum() / covered.sum()
     assert got.explained == (hand & covered).sum() / hand.sum()
     assert 0.05 < got.confirmed < 0.95  # neither all nor nothing: a test that can tell
+
+
+def test_side_choice_golden():
+    from benchmarks.confidence_separation import side_choice
+
+    # Three frames (right, left, right): the true side's mesh confirmed better on two; the
+    # classifier's logit of "right" (+2, +1, -3) right on the first only.
+    own = [{"confidence": 0.9, "right_logit": 2.0}, {"confidence": 0.8, "right_logit": 1.0}, {"confidence": 0.5, "right_logit": -3.0}]
+    other = [{"confidence": 0.6}, {"confidence": 0.7}, {"confidence": 0.7}]
+    got = side_choice(own, other, [True, False, True])
+    assert got["frames"] == 3 and got["classifier_correct"] == pytest.approx(1 / 3)
+    assert got["confidence_correct"] == pytest.approx(2 / 3) and got["confidence_wrong_by_over_0.05"] == pytest.approx(1 / 3)
+    # logit towards the truth + 16 x difference: 2 + 4.8 > 0; -1 + 1.6 > 0; -3 - 3.2 < 0.
+    assert got["combined_correct"]["16"] == pytest.approx(2 / 3)
+    assert side_choice([None], [None], [True]) == {"frames": 0}
