@@ -23,7 +23,10 @@ measured pixels that the network calls hand.
 
 ``side_choice``: on the ``hands`` frames, how often the side whose mesh the depth bears out
 better is the true one, against the side classifier's single-frame answer (what the side
-vote adds up) on the same crops, and the two together.
+vote adds up) on the same crops, and the two together. ``tracked_sides``: the side the
+tracker reports over whole sequences (the side classifier's held-out seeds 22-33, a right
+and a left hand each), without side checks (``TrackerConfig.side_check_every`` 0) and with
+its default ones.
 
 Writes ``benchmarks/results/confidence_separation.json`` with the resolved config: per
 group the quantiles of both measures and the share of crops each keeps at its threshold
@@ -72,6 +75,10 @@ class ConfidenceBenchConfig:
     objects_per_kind: int = 20
     object_seed: int = 0
     min_confidence: float = TrackerConfig.min_confidence
+    #: The tracked sequences for ``tracked_sides`` (the side classifier's own held-out seeds).
+    track_first_seed: int = 22
+    track_sequences: int = 12
+    track_frames: int = 150
     weights: str = str(WEIGHTS_DIR)
 
 
@@ -183,6 +190,42 @@ def side_choice(own: list[dict | None], other: list[dict | None], truth_is_right
     }
 
 
+def tracked_sides(config: ConfidenceBenchConfig, estimator: HandEstimator, progress: bool = True) -> dict:
+    """The side the tracker reports, frame by frame, over whole sequences (seeds S.., a right
+    and a left hand each, as ``python -m tracker.side_classifier evaluate --seeds`` draws
+    them), without side checks and with the tracker's default ones."""
+    out = {}
+    for every in (0, TrackerConfig.side_check_every):
+        tracker = HandTracker(estimator, TrackerConfig(side_check_every=every))
+        correct, errors, changes, found, at_frame = [], [], 0, 0, {1: [], 10: [], 30: []}
+        runs = [(seed, hand) for seed in range(config.track_first_seed, config.track_first_seed + config.track_sequences) for hand in Handedness]
+        for seed, hand in tqdm(runs, desc=f"tracking, side checks every {every}", disable=not progress):
+            tracker.reset()
+            source = SyntheticSource(seed=seed, max_frames=config.track_frames, hand=hand, hand_model=estimator.hand_model)
+            last = None
+            for frame in source.frames():
+                result = tracker.process(frame)
+                if not result.hands:
+                    continue
+                found += 1
+                reported = result.hands[0].handedness
+                correct.append(reported == hand)
+                if frame.frame_number + 1 in at_frame:
+                    at_frame[frame.frame_number + 1].append(reported == hand)
+                changes += last is not None and reported != last
+                last = reported
+                errors.append(float(np.linalg.norm(result.hands[0].joints_cam_m - source.ground_truth(frame.frame_number), axis=1).mean() * 1000))
+        out[f"side_check_every_{every}"] = {
+            "frames_with_a_hand": found,
+            "frame_accuracy": float(np.mean(correct)) if correct else None,
+            "accuracy_at_frame": {str(k): float(np.mean(v)) if v else None for k, v in at_frame.items()},
+            "side_changes": int(changes),
+            "mean_joint_error_mm": float(np.mean(errors)) if errors else None,
+        }
+    out["sequences"] = f"seeds {config.track_first_seed}-{config.track_first_seed + config.track_sequences - 1}, right and left, {config.track_frames} frames"
+    return out
+
+
 def measure(config: ConfidenceBenchConfig, progress: bool = True) -> dict[str, list]:
     hand_model = HandModel.load()
     estimator = HandEstimator(create_backend("onnxruntime", config.weights), hand_model)
@@ -215,6 +258,7 @@ def measure(config: ConfidenceBenchConfig, progress: bool = True) -> dict[str, l
         groups[kind] = [_scores(tracker, DepthFrame.from_metres(object_depth(kind, rng), OBJECT_CAMERA), None) for _ in range(config.objects_per_kind)]
     real = FolderSource(REAL_DIR)
     groups["real_sr305"] = [_scores(tracker, frame, None) for frame in real.frames()]
+    groups["tracked_sides"] = tracked_sides(config, estimator, progress) if config.track_sequences else None
     tracker.close()
     return groups
 
@@ -230,13 +274,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=defaults.frames, help="frames per sequence (default %(default)s)")
     parser.add_argument("--every", type=int, default=defaults.every, help="take every N-th frame (default %(default)s)")
     parser.add_argument("--objects", type=int, default=defaults.objects_per_kind, help="objects of each kind (default %(default)s)")
+    parser.add_argument("--track-sequences", type=int, default=defaults.track_sequences, help="seeds of tracked sequences, a right and a left hand each, for the reported side (default %(default)s; 0: none)")
+    parser.add_argument("--track-frames", type=int, default=defaults.track_frames, help="frames per tracked sequence (default %(default)s)")
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="weights directory (default %(default)s)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "confidence_separation.json", help="result JSON (default %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if min(args.sequences, args.frames, args.every, args.objects) < 1:
         parser.error("--sequences, --frames, --every and --objects must be >= 1")
-    config = ConfidenceBenchConfig(sequences=args.sequences, frames=args.frames, every=args.every, objects_per_kind=args.objects, weights=str(args.weights))
+    if args.track_sequences < 0 or args.track_frames < 1:
+        parser.error("--track-sequences must be >= 0 and --track-frames >= 1")
+    config = ConfidenceBenchConfig(
+        sequences=args.sequences, frames=args.frames, every=args.every, objects_per_kind=args.objects, weights=str(args.weights),
+        track_sequences=args.track_sequences, track_frames=args.track_frames,
+    )
     began = time.perf_counter()
     groups = measure(config, progress=not args.no_progress)
     result = {
@@ -244,8 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         "command": ["python", "-m", "benchmarks.confidence_separation", *(sys.argv[1:] if argv is None else argv)],
         "machine": machine_info(),
         "config": asdict(config),
-        "groups": {name: group_stats(rows, config.min_confidence) for name, rows in groups.items() if name != "truth_is_right"},
+        "groups": {name: group_stats(rows, config.min_confidence) for name, rows in groups.items() if name not in ("truth_is_right", "tracked_sides")},
         "side_choice": side_choice(groups["hands"], groups["hands_as_the_other_side"], groups["truth_is_right"]),
+        "tracked_sides": groups["tracked_sides"],
         "seconds": time.perf_counter() - began,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -266,6 +318,14 @@ def main(argv: list[str] | None = None) -> int:
             f"side of the {sides['frames']} hands: the classifier right on {sides['classifier_correct']:.1%} of frames, the better-confirmed "
             f"side of the two on {sides['confidence_correct']:.1%}, the two together (logit + 16 x difference) on {sides['combined_correct']['16']:.1%}"
         )
+    tracked = result["tracked_sides"]
+    if tracked:
+        for name, stats in tracked.items():
+            if name != "sequences":
+                print(
+                    f"tracked ({tracked['sequences']}), {name.replace('_', ' ')}: side right on {stats['frame_accuracy']:.1%} of frames "
+                    f"(at frame 1: {stats['accuracy_at_frame']['1']:.0%}), {stats['side_changes']} side changes, mean joint error {stats['mean_joint_error_mm']:.1f} mm"
+                )
     print(f"wrote {args.out} ({result['seconds']:.0f} s)")
     return 0
 

@@ -143,12 +143,15 @@ def test_the_separation_benchmark_writes_every_group_with_its_config(tmp_path):
     from benchmarks.confidence_separation import OBJECTS, group_stats, main
 
     out = tmp_path / "c.json"
-    assert main(["--sequences", "1", "--frames", "7", "--every", "6", "--objects", "1", "--out", str(out), "--no-progress"]) == 0
+    assert main(["--sequences", "1", "--frames", "7", "--every", "6", "--objects", "1", "--track-sequences", "1", "--track-frames", "3", "--out", str(out), "--no-progress"]) == 0
     result = json.loads(out.read_text())
     assert result["config"]["sequences"] == 1 and result["config"]["min_confidence"] > 0 and result["machine"]["git_commit"]
     groups = result["groups"]
     assert {"hands", "hands_as_the_other_side", "hands_before_a_wall_10cm", "real_sr305", *OBJECTS} <= set(groups)
     assert groups["hands"]["crops"] == 2 and groups["real_sr305"]["crops"] == 19
+    tracked = result["tracked_sides"]
+    for run in ("side_check_every_0", "side_check_every_15"):  # 2 hands x 3 frames, a hand found in most
+        assert 4 <= tracked[run]["frames_with_a_hand"] <= 6 and 0 <= tracked[run]["frame_accuracy"] <= 1
     # Golden: the share kept is counted against each measure's own threshold.
     rows = [{"confidence": c, "hand_share": h} for c, h in ((0.1, 0.9), (0.5, 0.2), (0.9, 0.5))] + [None]
     stats = group_stats(rows, 0.4)

@@ -228,6 +228,49 @@ def test_a_head_alone_is_no_hand_and_the_hand_raised_before_it_is_tracked(hand_m
         assert error_mm < 20  # the hand, not the head behind it (held-out mean error ~6 mm)
 
 
+def test_a_side_check_runs_both_sides_on_a_track_s_first_frame_and_every_so_often(hand_model):
+    # Seed 11's first frame shows a left hand the side classifier takes for a right one; the
+    # depth bears the left-side mesh out better, so the check puts the track right at once.
+    from tracker.backends import create_backend
+    from tracker.estimator import HandEstimator
+    from tracker.pipeline import SIDE_CHECK_VOTES, HandTracker, TrackerConfig
+
+    class Counting:
+        def __init__(self):
+            self.inner, self.runs, self.in_flight = create_backend("onnxruntime"), 0, False
+            self.manifest, self.crop_size = self.inner.manifest, self.inner.crop_size
+
+        def run(self, depth):
+            self.runs += 1
+            return self.inner.run(depth)
+
+        def close(self):
+            self.inner.close()
+
+    frames = list(SyntheticSource(seed=11, max_frames=31, hand=Handedness.LEFT, hand_model=hand_model).frames())
+    backend = Counting()
+    unchecked = HandTracker(HandEstimator(backend, hand_model), TrackerConfig(side_check_every=0))
+    assert unchecked.process(frames[0]).hands[0].handedness == Handedness.RIGHT and backend.runs == 1
+    checked = HandTracker(HandEstimator(backend, hand_model), TrackerConfig(side_check_every=15))
+    backend.runs = 0
+    first = checked.process(frames[0])
+    assert first.hands[0].handedness == Handedness.LEFT and "side_check" in first.timings_ms
+    assert checked._side_vote.frames == 1 + SIDE_CHECK_VOTES
+    for frame in frames[1:]:
+        assert checked.process(frame).hands[0].handedness == Handedness.LEFT
+    # Checks at the track's frames 0, 15 and 30: one network more each (the side taken
+    # reuses its run).
+    assert backend.runs == 31 + 3
+    # A backend with a frame in flight is not interrupted: no check then.
+    checked.reset()
+    backend.runs, backend.in_flight = 0, True
+    assert "side_check" not in checked.process(frames[0]).timings_ms and backend.runs == 1
+    # A fixed side needs no check.
+    fixed = HandTracker(HandEstimator(backend, hand_model), TrackerConfig(handedness=Handedness.LEFT))
+    backend.runs, backend.in_flight = 0, False
+    assert "side_check" not in fixed.process(frames[0]).timings_ms and backend.runs == 1
+
+
 def test_warming_up_leaves_the_tracker_as_it_was(hand_model):
     from tracker.backends import create_backend
     from tracker.estimator import HandEstimator
@@ -319,7 +362,7 @@ def _run(hand_model, segment_ahead: int, frames: int, stop_after: int | None = N
     from tracker.estimator import HandEstimator
     from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
 
-    tracker = HandTracker(HandEstimator(create_backend("onnxruntime"), hand_model), TrackerConfig(segment_ahead=segment_ahead))
+    tracker = HandTracker(HandEstimator(create_backend("onnxruntime"), hand_model), TrackerConfig(side_check_every=0, segment_ahead=segment_ahead))
     sink = sink or _Collect()
     summary = run_pipeline(
         SyntheticSource(seed=4, max_frames=frames, hand_model=hand_model), tracker, [sink], drop_old_frames=False, max_frames=stop_after,
@@ -466,7 +509,7 @@ def test_the_next_frame_goes_to_a_worker_while_the_network_runs(hand_model, monk
 
     frames = 12
     QueuedBackend.asynchronous = asynchronous
-    tracker = HandTracker(HandEstimator(QueuedBackend(), hand_model), TrackerConfig(segment_ahead=1))
+    tracker = HandTracker(HandEstimator(QueuedBackend(), hand_model), TrackerConfig(side_check_every=0, segment_ahead=1))
     sink = _Collect()
     summary = run_pipeline(SyntheticSource(seed=4, max_frames=frames, hand_model=hand_model), tracker, [sink], drop_old_frames=False)
     assert summary.frames == frames and all(len(r.hands) == 1 for r in sink.results)
@@ -529,7 +572,7 @@ def _pipelined_run(hand_model, monkeypatch, frames, sink=None, created=None, **o
     backend = _TwoInFlight(events)
     if created is not None:  # for a caller whose run raises
         created.append(backend)
-    tracker = HandTracker(HandEstimator(backend, hand_model), TrackerConfig(segment_ahead=1))
+    tracker = HandTracker(HandEstimator(backend, hand_model), TrackerConfig(side_check_every=0, segment_ahead=1))
     sink = sink or _Collect()
     summary = run_pipeline(SyntheticSource(seed=4, max_frames=frames, hand_model=hand_model), tracker, [sink], drop_old_frames=False, **options)
     return summary, sink.results, "".join(events), backend
@@ -561,7 +604,7 @@ def test_pipelined_networks_smooth_as_one_network_at_a_time_does(hand_model, mon
     runs = []
     for pipelined in (True, False):
         backend = _TwoInFlight([])
-        tracker = HandTracker(HandEstimator(backend, hand_model), TrackerConfig(segment_ahead=1, smooth=True))
+        tracker = HandTracker(HandEstimator(backend, hand_model), TrackerConfig(side_check_every=0, segment_ahead=1, smooth=True))
         sink = _Collect()
         summary = run_pipeline(
             SyntheticSource(seed=4, max_frames=10, hand_model=hand_model), tracker, [sink], drop_old_frames=False, pipeline_networks=pipelined
@@ -655,9 +698,9 @@ def test_frames_begun_before_the_last_is_completed_come_out_as_one_at_a_time():
         crops = {Handedness.RIGHT: ("right", n), Handedness.LEFT: ("left", n)} if centres[n] else {}
         return frame, Prepared(None if centres[n] is None else np.array(centres[n]), crops, logits[n], {})
 
-    one = HandTracker(Moving(), TrackerConfig(smooth=True))
+    one = HandTracker(Moving(), TrackerConfig(side_check_every=0, smooth=True))
     alone = [one.finish(*step(n)) for n in range(len(logits))]
-    two = HandTracker(Moving(), TrackerConfig(smooth=True))
+    two = HandTracker(Moving(), TrackerConfig(side_check_every=0, smooth=True))
     begun, overlapped = [], []
     for n in range(len(logits)):
         begun.append(two.begin(*step(n)))
@@ -755,7 +798,7 @@ def test_a_backend_that_launches_and_collects_tracks_live_frames_in_the_tracker_
 
     backend = LaunchingBackend()
     # No worker, as live; every frame kept, so that the track matches a plain run's.
-    tracker = HandTracker(HandEstimator(backend, hand_model), TrackerConfig(segment_ahead=0))
+    tracker = HandTracker(HandEstimator(backend, hand_model), TrackerConfig(side_check_every=0, segment_ahead=0))
     sink = _Collect()
     frames = 8
     summary = run_pipeline(SyntheticSource(seed=4, max_frames=frames, hand_model=hand_model), tracker, [sink], drop_old_frames=False)
@@ -1121,7 +1164,7 @@ def test_a_side_left_to_the_tracker_is_judged_on_the_camera_frame_crop(hand_mode
     import dataclasses as dc
 
     from tracker.crop import CropFrame, make_crop
-    from tracker.pipeline import HandTracker
+    from tracker.pipeline import HandTracker, TrackerConfig
     from tracker.prepare import prepare_frame
 
     class Recorder:
@@ -1136,10 +1179,10 @@ def test_a_side_left_to_the_tracker_is_judged_on_the_camera_frame_crop(hand_mode
 
     frame = next(iter(SyntheticSource(seed=6, max_frames=1, hand_model=hand_model).frames()))
     classifier = Recorder()
-    tracker = HandTracker(type("Estimator", (), {"backend": Backend()})(), side_classifier=classifier)
+    tracker = HandTracker(type("Estimator", (), {"backend": Backend()})(), TrackerConfig(side_check_every=0), side_classifier=classifier)
     prepared = prepare_frame(frame.depth_m(), frame.intrinsics, None, dc.replace(_prepare_config(), crop_frame=CropFrame.RAY))
     assert prepared.right_logit is None
-    crop = tracker._crop(frame, prepared, {})
+    crop, _ = tracker._crop(frame, prepared, {})
     np.testing.assert_array_equal(crop.depth, prepared.crops[Handedness.RIGHT].depth)  # the network's: ray
     camera = make_crop(frame.depth_m(), frame.intrinsics, prepared.centre, tracker.config.cube_size_m, Handedness.RIGHT)
     np.testing.assert_array_equal(classifier.depth, camera.depth)
@@ -1182,7 +1225,7 @@ def _side_echo_step(tracker, frame_number: int, centre, right_logit: float, time
 def test_a_hand_found_far_from_the_last_one_starts_a_new_track():
     from tracker.pipeline import HandTracker, TrackerConfig
 
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(smooth=True), side_classifier=object())
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(side_check_every=0, smooth=True), side_classifier=object())
     for i in range(5):  # a right hand, tracked long enough to hold a clear vote
         assert _side_echo_step(tracker, i, [0.0, 0.0, 0.5], 3.0).handedness == Handedness.RIGHT
     # It leaves; segmentation finds a left hand 30 cm away. Were it the same track, the
@@ -1206,7 +1249,7 @@ def test_a_hand_found_far_from_the_last_one_starts_a_new_track():
 def test_a_gap_a_restarted_counter_or_another_camera_starts_a_new_track(frame_number, timestamp_ms, serial):
     from tracker.pipeline import HandTracker, TrackerConfig
 
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(), side_classifier=object())
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(side_check_every=0), side_classifier=object())
     for i in range(5):
         assert _side_echo_step(tracker, i, [0.0, 0.0, 0.5], 3.0).handedness == Handedness.RIGHT
     # A left hand where the right one was: only a new track lets its first frame decide.
@@ -1262,7 +1305,7 @@ def test_the_frame_a_stream_breaks_at_is_segmented_without_the_old_prior(monkeyp
     monkeypatch.setattr(pipeline, "PrepareWorkers", Workers)
     intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
     frames = [DepthFrame(np.zeros((48, 64), np.uint16), 0.001, intrinsics, i * 33.0, "a" if i < 6 else "b", i) for i in range(12)]
-    tracker = Tracker(_SideEchoEstimator(), TrackerConfig(segment_ahead=segment_ahead), side_classifier=object())
+    tracker = Tracker(_SideEchoEstimator(), TrackerConfig(side_check_every=0, segment_ahead=segment_ahead), side_classifier=object())
     run_pipeline(_ClosableSource(frames), tracker, [_Collect()], drop_old_frames=False)
     sent = [priors[("a" if i < 6 else "b", i)] for i in range(12)]
     assert sent[0] is None and sent[5] is not None  # camera a: tracked from its second frame on
@@ -1287,7 +1330,7 @@ def test_each_run_starts_with_a_new_track_and_reading_past_max_frames_is_no_erro
         """The side-echo network on prepared frames whose centre and logit are fixed."""
 
         def __init__(self, logit):
-            super().__init__(_SideEchoEstimator(), TrackerConfig(), side_classifier=object())
+            super().__init__(_SideEchoEstimator(), TrackerConfig(side_check_every=0), side_classifier=object())
             self.logit = logit
 
         def prepare(self, frame, prior):
@@ -1322,7 +1365,7 @@ def test_each_run_starts_with_a_new_track_and_reading_past_max_frames_is_no_erro
 def test_smoothing_starts_over_when_the_side_vote_changes_its_mind():
     from tracker.pipeline import HandTracker, TrackerConfig
 
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(smooth=True), side_classifier=object())
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(side_check_every=0, smooth=True), side_classifier=object())
     assert _side_echo_step(tracker, 0, [0.0, 0.0, 0.5], 1.0).handedness == Handedness.RIGHT
     right = _side_echo_step(tracker, 1, [0.0, 0.0, 0.5], 0.5)
     flipped = _side_echo_step(tracker, 2, [0.0, 0.0, 0.5], -3.0)  # the vote turns left
