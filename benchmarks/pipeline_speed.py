@@ -129,13 +129,25 @@ class _ReplayedNetwork:
         self._queued: deque[tuple[dict[str, np.ndarray], float]] = deque()  # outputs, when they are ready
         self._gpu_free_at = 0.0
 
-    def run(self, depth: np.ndarray) -> dict[str, np.ndarray]:
+    def _replayed(self, depth: np.ndarray) -> dict[str, np.ndarray]:
         if self.output is None:
             self.output = self.backend.run(depth)
         return {name: value.copy() for name, value in self.output.items()}
 
+    def run(self, depth: np.ndarray) -> dict[str, np.ndarray]:
+        """One network at once, as the GPU would give it (the tracker's side checks)."""
+        if not self.asynchronous:
+            return self._replayed(depth)
+        self.launch(depth)
+        return self.collect()
+
+    @property
+    def in_flight(self) -> bool:
+        """Whether a launched network's outputs are still to be collected (as torch-cuda says)."""
+        return bool(self._queued)
+
     def launch(self, depth: np.ndarray) -> None:
-        outputs = self.run(depth)
+        outputs = self._replayed(depth)
         if len(self._queued) == self.frames_in_flight:  # as torch-cuda: the oldest is dropped
             self._queued.popleft()
         start = max(time.perf_counter(), self._gpu_free_at)

@@ -134,7 +134,13 @@ def test_nothing_to_compare(hand_model):
     crop = make_crop(np.zeros((240, 320), np.float32), CAMERA, centre, CUBE_M)
     behind_the_camera = facing_hand(hand_model, [0.0, 0.0, -0.5])
     nothing = depth_agreement(crop, behind_the_camera, hand_model.faces, np.ones((64, 64)), (320, 240))
-    assert (nothing.confirmed, nothing.explained, nothing.mesh_pixels, nothing.hand_pixels, nothing.confidence) == (0.0, 1.0, 0, 0, 0.0)
+    assert (nothing.confirmed, nothing.explained, nothing.mesh_pixels, nothing.hand_pixels, nothing.confidence) == (0.0, 0.0, 0, 0, 0.0)
+    # A mesh the depth bears out everywhere, where the network sees no hand: no hand either.
+    vertices = facing_hand(hand_model, centre)
+    depth, _ = depth_of(vertices, hand_model.faces)
+    seen = make_crop(depth, CAMERA, centre, CUBE_M)
+    unseen = depth_agreement(seen, vertices, hand_model.faces, np.zeros((64, 64)), (320, 240))
+    assert unseen.confirmed > 0.9 and (unseen.explained, unseen.hand_pixels, unseen.confidence) == (0.0, 0, 0.0)
 
 
 def test_the_separation_benchmark_writes_every_group_with_its_config(tmp_path):

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 when the run ends at the end of its input, at --max-frames, or when Ctrl-C or SIGTERM "
         "stops it once tracking has begun (the usual end of a live session: every output is complete); 1 when the "
         "input or an output fails part-way (what came before it is kept); 2 for arguments, a source, weights or "
-        "outputs that cannot be used, before anything is tracked; 130 for Ctrl-C or SIGTERM before tracking begins.",
+        "outputs that cannot be used, before anything is tracked; 130 for Ctrl-C (or SIGTERM, SIGHUP) before tracking begins.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s (dgn-hand-tracker {package_version()})")
     parser.add_argument(

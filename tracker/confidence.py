@@ -14,8 +14,9 @@ compared with the depth both ways, in the crop the network saw:
 
 The confidence is their product, in [0, 1]. A good estimate of a hand scores about 0.85 (the
 edge of a silhouette, where depth cameras measure little, keeps it below 1); a hand-sized
-mesh fitted to a ball or a head scores below 0.2, since its fingers reach past the object or
-its surface sinks into it.
+mesh fitted to a head scores near 0, and one fitted to a ball mostly below 0.4, since its
+fingers reach past the object or its surface sinks into it
+(``benchmarks/confidence_separation.py``).
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def depth_agreement(
     frame, with triangles ``faces`` (F, 3); ``hand_probability`` (S, S) is the network's, in
     the crop as it saw it (mirrored for a left hand); ``image_size`` (width, height) of the
     image the crop was cut from. A mesh that covers no pixel inside the image is confirmed
-    nowhere (0); with no hand pixels nothing is left unexplained (1), and the product is 0."""
+    nowhere (0); with no pixel the network calls hand there is no hand to explain (0): the
+    confidence is 0 either way."""
     size = crop.depth.shape[0]
     vertices = np.asarray(vertices_cam_m, np.float64)
     faces = np.ascontiguousarray(faces, dtype=np.int32)
@@ -121,7 +123,7 @@ def depth_agreement(
     )
     return DepthAgreement(
         confirmed=confirmed / mesh_pixels if mesh_pixels else 0.0,
-        explained=covered_hand / hand_pixels if hand_pixels else 1.0,
+        explained=covered_hand / hand_pixels if hand_pixels else 0.0,
         mesh_pixels=int(mesh_pixels),
         hand_pixels=int(hand_pixels),
     )

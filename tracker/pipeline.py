@@ -351,39 +351,44 @@ class HandTracker:
             depth = side_classifier_crop(*pinhole_view(frame.depth_m(), frame.intrinsics), prepared.centre, self.prepare_config, prepared.crops, self.side_classifier)
             logit = self.side_classifier.logit(depth)
             timings["side"] = 1e3 * (time.perf_counter() - t0)
-        checked = self._side_check(frame, prepared, timings)
+        checked = self._side_check(frame, prepared)
         if checked is not None:
-            difference, _ = checked
-            self._side_vote.update(SIDE_CHECK_LOGIT_PER_CONFIDENCE * difference, votes=SIDE_CHECK_VOTES)
+            confidence = checked[0]
+            # Neither fit usable (a network failure, a mesh outside the image): no evidence.
+            if max(confidence.values()) > 0.0:
+                difference = confidence[Handedness.RIGHT] - confidence[Handedness.LEFT]
+                self._side_vote.update(SIDE_CHECK_LOGIT_PER_CONFIDENCE * difference, votes=SIDE_CHECK_VOTES)
         self._track_frames += 1
         side = Handedness.LEFT if self._side_vote.update(logit) == Handedness.LEFT else Handedness.RIGHT
         if self._side is not None and side != self._side:
             self._restart_smoothing()
         self._side = side
-        return prepared.crops[side], None if checked is None else checked[1][side]
+        if checked is None:
+            return prepared.crops[side], None
+        _, runs, check_ms = checked
+        # The side taken reports its own network's time as "network"; the rest is the check's.
+        timings["side_check"] = check_ms - runs[side].launch_ms
+        return prepared.crops[side], runs[side]
 
-    def _side_check(self, frame: DepthFrame, prepared: Prepared, timings: dict[str, float]):
-        """(right's confidence minus left's, each side's network run) where a side check is
-        due and the backend is free to run it now (see ``TrackerConfig.side_check_every``),
-        else None."""
+    def _side_check(self, frame: DepthFrame, prepared: Prepared):
+        """(each side's confidence, each side's network run, milliseconds the check took)
+        where a side check is due and the backend is free to run it now (see
+        ``TrackerConfig.side_check_every``), else None."""
         every = self.config.side_check_every
         due = every > 0 and (self._side_checked_at is None or self._track_frames - self._side_checked_at >= every)
         if not due or getattr(self.estimator.backend, "in_flight", False):
             return None
         self._side_checked_at = self._track_frames
         t0 = time.perf_counter()
-        runs, confidence, network_ms = {}, {}, {}
+        runs, confidence = {}, {}
         for side in (Handedness.RIGHT, Handedness.LEFT):
             crop = prepared.crops[side]
             began = time.perf_counter()
             outputs = self.estimator.backend.run(crop.depth[None, None].astype(np.float32))
-            network_ms[side] = 1e3 * (time.perf_counter() - began)
-            runs[side] = Launched(crop, network_ms[side], outputs)
+            runs[side] = Launched(crop, 1e3 * (time.perf_counter() - began), outputs)
             output, _ = self.estimator.complete(runs[side])
             confidence[side] = self.estimator.to_estimate(crop, output, {}, frame.intrinsics).confidence
-        # The side taken reports its own network's time as "network"; the rest is the check's.
-        timings["side_check"] = 1e3 * (time.perf_counter() - t0) - min(network_ms.values())
-        return confidence[Handedness.RIGHT] - confidence[Handedness.LEFT], runs
+        return confidence, runs, 1e3 * (time.perf_counter() - t0)
 
     def finish(self, frame: DepthFrame, prepared: Prepared) -> FrameResult:
         """Everything after preparing the frame: side vote, network, refit, tracking state."""

@@ -1124,7 +1124,8 @@ class FolderSource(FrameSource):
         #: Per file, its camera: (intrinsics, depth scale, serial) from the nearest intrinsics.json.
         self._cameras: dict[Path, tuple[CameraIntrinsics, float, str]] = {}
         self._camera_of = [self._camera_for(path.parent) for path in self.files]
-        # The source's own camera: the top folder's, else its first frame's.
+        # The source's own camera (its description, callers that ask): the top folder's where
+        # its PNGs use it, else its first frame's.
         self.intrinsics, self.depth_scale, self.serial = self._cameras.get(self.path) or self._camera_of[0]
         self._check_headers()
         k = self.intrinsics
