@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from kernels.raster import composite_ellipsoid
 from tracker.backends import create_backend
 from tracker.confidence import depth_agreement
 from tracker.estimator import HandEstimator
@@ -108,6 +109,15 @@ def _with_wall(frame: DepthFrame, wall_m: float) -> DepthFrame:
     return DepthFrame.from_metres(walled, frame.intrinsics, frame.timestamp_ms, frame.serial, frame.frame_number)
 
 
+def with_sphere(depth_m: np.ndarray, camera: CameraIntrinsics, centre_m, radius_m: float) -> np.ndarray:
+    """(H, W) float32 copy of ``depth_m`` (metres, 0 = nothing) with a ball in front of what
+    lies behind it (the renderer's own ellipsoid, as its scenes' distractors)."""
+    depth = np.array(depth_m, np.float32)
+    labels = np.zeros(depth.shape, np.int16)
+    composite_ellipsoid(np.asarray(centre_m, np.float64), np.eye(3), np.full(3, float(radius_m)), camera.fx, camera.fy, camera.cx, camera.cy, depth, labels, 1)
+    return depth
+
+
 def object_depth(kind: str, rng: np.random.Generator, camera: CameraIntrinsics = OBJECT_CAMERA) -> np.ndarray:
     """(H, W) float32 depth (metres, 0 = nothing measured) of one object of ``kind``."""
     z0 = rng.uniform(0.35, 0.8)
@@ -117,13 +127,8 @@ def object_depth(kind: str, rng: np.random.Generator, camera: CameraIntrinsics =
     x, y = (u - camera.cx) / camera.fx, (v - camera.cy) / camera.fy
     if kind in ("ball", "head"):
         radius = rng.uniform(0.03, 0.07) if kind == "ball" else rng.uniform(0.08, 0.12)
-        centre = np.array([x0, y0, z0])
-        rays = np.stack([x, y, np.ones_like(x)], axis=-1)
-        norm = np.linalg.norm(rays, axis=-1)
-        b = (rays @ centre) / norm
-        disc = b**2 - (centre @ centre - radius**2)
-        hit = disc > 0
-        depth = np.where(hit, (b - np.sqrt(np.where(hit, disc, 0.0))) / norm, background)
+        ball = with_sphere(np.zeros(x.shape, np.float32), camera, [x0, y0, z0], radius)
+        depth = np.where(ball > 0, ball, background)
     elif kind == "box":
         width, height = rng.uniform(0.04, 0.12), rng.uniform(0.06, 0.18)
         hit = (np.abs(x * z0 - x0) < width / 2) & (np.abs(y * z0 - y0) < height / 2)

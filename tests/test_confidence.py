@@ -82,14 +82,11 @@ def test_a_wall_behind_the_hand_leaves_the_confidence_as_it_was(hand_model):
 def test_a_hand_fitted_to_a_ball_is_not_borne_out(hand_model):
     # A 10 cm ball (a head, a fist-sized object nearer) that the network took for a hand:
     # the mesh's fingers reach past it and its palm sinks into it.
+    from benchmarks.confidence_separation import with_sphere
+
     ball_centre, radius = np.array([0.0, 0.0, 0.6]), 0.1
-    v, u = np.mgrid[: CAMERA.height, : CAMERA.width]
-    rays = np.stack([(u - CAMERA.cx) / CAMERA.fx, (v - CAMERA.cy) / CAMERA.fy, np.ones(u.shape)], axis=-1)
-    unit = rays / np.linalg.norm(rays, axis=-1, keepdims=True)
-    b = unit @ ball_centre
-    disc = b**2 - (ball_centre @ ball_centre - radius**2)
-    hit = disc > 0
-    depth = np.where(hit, (b - np.sqrt(np.where(hit, disc, 0))) * unit[..., 2], 0).astype(np.float32)
+    depth = with_sphere(np.zeros((CAMERA.height, CAMERA.width), np.float32), CAMERA, ball_centre, radius)
+    hit = depth > 0
     front = ball_centre - [0.0, 0.0, radius - 0.01]
     agreement = agreement_of(hand_model, depth, hit, facing_hand(hand_model, front), front)
     assert agreement.confidence < 0.3

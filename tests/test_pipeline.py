@@ -199,6 +199,7 @@ def test_a_head_alone_is_no_hand_and_the_hand_raised_before_it_is_tracked(hand_m
     # A head-sized ball in view before the hand comes up fills its crop and looks like hand
     # to the network; the depth does not bear a hand mesh out there, so it is not reported,
     # leaves no prior behind, and the hand raised in front of it is found.
+    from benchmarks.confidence_separation import with_sphere
     from tracker.backends import create_backend
     from tracker.estimator import HandEstimator
     from tracker.pipeline import HandTracker
@@ -207,19 +208,12 @@ def test_a_head_alone_is_no_hand_and_the_hand_raised_before_it_is_tracked(hand_m
     source = SyntheticSource(seed=3, max_frames=4, hand_model=hand_model)
     frames = list(source.frames())
     camera = frames[0].intrinsics
-    v, u = np.mgrid[: camera.height, : camera.width].astype(np.float64)
-    rays = np.stack([(u - camera.cx) / camera.fx, (v - camera.cy) / camera.fy, np.ones(u.shape)], axis=-1)
-    norm = np.linalg.norm(rays, axis=-1)
-    centre, radius = np.array([-0.25, -0.12, 0.9]), 0.1
-    b = (rays @ centre) / norm
-    disc = b**2 - (centre @ centre - radius**2)
-    head = np.where(disc > 0, (b - np.sqrt(np.clip(disc, 0, None))) / norm, 0.0)
 
-    def with_head(depth):
-        return np.where((head > 0) & ((depth == 0) | (head < depth)), head, depth).astype(np.float32)
+    def with_head(depth):  # a 10 cm ball up and left, 0.9 m away
+        return with_sphere(depth, camera, [-0.25, -0.12, 0.9], 0.1)
 
     tracker = HandTracker(HandEstimator(create_backend("onnxruntime"), hand_model))
-    alone = DepthFrame.from_metres(with_head(np.zeros(head.shape, np.float32)), camera, frames[0].timestamp_ms, frames[0].serial, 0)
+    alone = DepthFrame.from_metres(with_head(np.zeros((camera.height, camera.width), np.float32)), camera, frames[0].timestamp_ms, frames[0].serial, 0)
     assert tracker.process(alone).hands == () and tracker.previous_center is None
     for frame in frames[1:]:
         result = tracker.process(DepthFrame.from_metres(with_head(frame.depth_m()), camera, frame.timestamp_ms, frame.serial, frame.frame_number))
