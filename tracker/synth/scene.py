@@ -75,6 +75,10 @@ class SceneConfig:
     #: Probability that the sensor noise is applied at all (clean samples help early training).
     noise_probability: float = 1.0
     forearm: bool = True
+    #: False draws everything but the hand (posed as usual, so the arm stays where it was):
+    #: an arm whose hand is out of view or hidden, a negative example for
+    #: ``tracker.presence``. The arm's open wrist end is then capped.
+    hand: bool = True
     #: Arm length and elliptic cross-section (half-widths, lateral x dorsal) at the wrist and
     #: at the far end, metres, for a hand of template size. Forearm and upper arm are one
     #: tube, long enough to run on out of view as a real arm does, instead of ending in mid-air.
@@ -140,8 +144,12 @@ class SyntheticSample:
     sensor: CameraIntrinsics | None = None
 
 
-def forearm_mesh(length_m: float, radii_wrist: tuple[float, float], radii_far: tuple[float, float], segments: int = 16, rings: int = 6):
-    """A tapered elliptic tube along +z, capped at the far end.
+def forearm_mesh(
+    length_m: float, radii_wrist: tuple[float, float], radii_far: tuple[float, float], segments: int = 16, rings: int = 6,
+    cap_wrist: bool = False,
+):
+    """A tapered elliptic tube along +z, capped at the far end (and at the wrist end with
+    ``cap_wrist``, for an arm drawn without its hand).
 
     Returns (vertices (N, 3) float64 in the forearm frame, metres; faces (M, 3) int32). The
     tube starts 1.5 cm inside the hand so no gap opens at the wrist when the wrist bends.
@@ -164,6 +172,9 @@ def forearm_mesh(length_m: float, radii_wrist: tuple[float, float], radii_far: t
     cap = len(vertices) - 1
     last = (rings - 1) * segments
     faces += [(last + s, cap, last + (s + 1) % segments) for s in range(segments)]
+    if cap_wrist:
+        vertices = np.vstack([vertices, [[0.0, 0.0, z[0]]]])
+        faces += [(s, (s + 1) % segments, cap + 1) for s in range(segments)]
     return vertices, np.asarray(faces, dtype=np.int32)
 
 
@@ -197,18 +208,20 @@ def render_sample(model: HandModel, config: SceneConfig, seed: int) -> Synthetic
         # Distractors first: the meshes then claim only pixels where they are nearer, so
         # face_index >= 0 means "a mesh is the visible surface".
         if rng.uniform() < config.table_probability:
-            occupied = np.vstack([posed.vertices, fa_vertices]) if config.table_clear_of_arm else None
+            occupied = np.vstack([posed.vertices, fa_vertices] if config.hand else [fa_vertices]) if config.table_clear_of_arm else None
             _add_table(rng, pose, k, depth, labels, config, occupied)
         if rng.uniform() < config.body_probability:
             _add_body(rng, pose, k, depth, labels)
-        rasterize_mesh(posed.vertices, posed.faces, *k, h, w, config.near_m, depth, face_index, bary, 0)
+        if config.hand:
+            rasterize_mesh(posed.vertices, posed.faces, *k, h, w, config.near_m, depth, face_index, bary, 0)
         n_hand_faces = len(posed.faces)
         if config.forearm:
             rasterize_mesh(fa_vertices, fa_faces, *k, h, w, config.near_m, depth, face_index, bary, n_hand_faces)
             labels[face_index >= n_hand_faces] = SceneLabel.FOREARM
         hand_face_index = np.where(face_index < n_hand_faces, face_index, -1)
         mask = hand_face_index >= 0
-        if mask.sum() >= config.min_hand_pixels:
+        # Without a hand, the arm must be in view instead.
+        if (mask.sum() if config.hand else (labels == SceneLabel.FOREARM).sum()) >= config.min_hand_pixels:
             break
     else:
         raise RuntimeError("could not draw a pose with the hand in view; check the scene config")
@@ -286,6 +299,7 @@ def posed_forearm(pose: HandPose, config: SceneConfig | None = None) -> tuple[np
         config.forearm_length_m * scale,
         tuple(r * scale for r in config.forearm_radii_wrist_m),
         tuple(r * scale for r in config.forearm_radii_far_m),
+        cap_wrist=not config.hand,
     )
     cam_from_forearm = pose.cam_from_hand[:3, :3] @ _hand_from_forearm(pose)
     return vertices @ cam_from_forearm.T + pose.cam_from_hand[:3, 3], faces
