@@ -676,11 +676,11 @@ def export_weights(
     return manifest
 
 
-def write_manifest(directory: str | Path, manifest: dict) -> None:
+def write_manifest(directory: str | Path, manifest: dict, name: str = MANIFEST) -> None:
     # Renamed into place: `evaluate --write` rewrites the shipped manifest, and a crash
     # half-way must not leave a tracker that cannot start.
-    path = Path(directory) / MANIFEST
-    partial = path.with_name(f".{MANIFEST}.partial")
+    path = Path(directory) / name
+    partial = path.with_name(f".{name}.partial")
     partial.write_text(json.dumps(manifest, indent=2) + "\n")
     os.replace(partial, path)
 

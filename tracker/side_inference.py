@@ -1,9 +1,11 @@
-"""The left/right classifier at inference time: an onnxruntime session over ``side.onnx``.
+"""The crop classifiers at inference time: onnxruntime sessions over ``side.onnx`` (left or
+right hand) and ``presence.onnx`` (a hand or not).
 
-The live tracker asks it for each frame's crop (``tracker.side_vote`` votes over the track).
-It is apart from ``tracker.side_classifier`` (the network, its training and evaluation) so
-that code which only runs it, such as a segmentation worker process, imports neither torch
-nor the training code.
+The live tracker asks both about each frame's unmirrored camera-frame crop
+(``tracker.side_vote`` votes over the track; ``TrackerConfig.min_hand_probability`` drops
+what is no hand). They are apart from ``tracker.side_classifier`` and ``tracker.presence``
+(the networks, their training and evaluation) so that code which only runs them, such as a
+segmentation worker process, imports neither torch nor the training code.
 """
 
 from __future__ import annotations
@@ -16,14 +18,19 @@ import numpy as np
 ONNX = "side.onnx"
 ONNX_INPUT = "depth"
 ONNX_OUTPUT = "right_logit"
+PRESENCE_ONNX = "presence.onnx"
+PRESENCE_ONNX_INPUT = "depth"
+PRESENCE_ONNX_OUTPUT = "hand_logit"
 
 
-class SideClassifier:
-    """The shipped classifier on onnxruntime: ``SideClassifier.load().probability_right(crop.depth)``.
+class CropClassifier:
+    """A one-logit classifier of (S, S) crops on onnxruntime.
 
     ``onnx_bytes`` and ``manifest`` are what ``from_onnx`` needs to make the same
     classifier elsewhere (another process) without reading and checking the files again.
     """
+
+    onnx_name, onnx_input, onnx_output = ONNX, ONNX_INPUT, ONNX_OUTPUT
 
     def __init__(self, session, manifest: dict, onnx_bytes: bytes) -> None:
         self.session = session
@@ -36,19 +43,21 @@ class SideClassifier:
         self._feed = np.empty((1, 1, self.crop_size, self.crop_size), np.float32)
 
     @classmethod
-    def load(cls, directory: str | Path | None = None, threads: int = 1) -> SideClassifier:
-        """The verified classifier from ``directory`` (default: the shipped one)."""
-        # The manifest format and the checksums belong to the training side (torch).
-        from tracker.side_classifier import SIDE_WEIGHTS_DIR, load_manifest
-        from tracker.weights import verified_path
-
-        directory = SIDE_WEIGHTS_DIR if directory is None else directory
-        manifest = load_manifest(directory)
-        data = verified_path(directory, ONNX, manifest).read_bytes()
-        return cls.from_onnx(data, manifest, threads, source=Path(directory) / ONNX)
+    def _manifest(cls, directory: str | Path | None) -> tuple[Path, dict]:
+        """(the weights folder, its checked manifest); ``None``: the shipped folder."""
+        raise NotImplementedError
 
     @classmethod
-    def from_onnx(cls, data: bytes, manifest: dict, threads: int = 1, source: str | Path = ONNX) -> SideClassifier:
+    def load(cls, directory: str | Path | None = None, threads: int = 1):
+        """The verified classifier from ``directory`` (default: the shipped one)."""
+        from tracker.weights import verified_path
+
+        directory, manifest = cls._manifest(directory)
+        data = verified_path(directory, cls.onnx_name, manifest).read_bytes()
+        return cls.from_onnx(data, manifest, threads, source=Path(directory) / cls.onnx_name)
+
+    @classmethod
+    def from_onnx(cls, data: bytes, manifest: dict, threads: int = 1, source: str | Path | None = None):
         """A classifier over ONNX bytes already checked against ``manifest``."""
         import onnxruntime as ort
 
@@ -62,11 +71,11 @@ class SideClassifier:
         try:
             session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            problem = f"{source}: onnxruntime cannot load the model ({exc}); re-export the weights"
+            problem = f"{source or cls.onnx_name}: onnxruntime cannot load the model ({exc}); re-export the weights"
         else:
             inputs, outputs = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
-            if inputs != [ONNX_INPUT] or outputs != [ONNX_OUTPUT]:
-                problem = f"{source}: expected input {ONNX_INPUT!r} and output {ONNX_OUTPUT!r}, got {inputs} and {outputs}"
+            if inputs != [cls.onnx_input] or outputs != [cls.onnx_output]:
+                problem = f"{source or cls.onnx_name}: expected input {cls.onnx_input!r} and output {cls.onnx_output!r}, got {inputs} and {outputs}"
         if problem is not None:
             from tracker.weights import WeightsError  # only now: it brings torch
 
@@ -74,17 +83,49 @@ class SideClassifier:
         return cls(session, manifest, data)
 
     def logit(self, crop_depth: np.ndarray) -> float:
-        """Logit of "right hand" for one (S, S) crop (as make_crop(..., RIGHT) gives it)."""
+        """The logit for one (S, S) crop (as make_crop(..., RIGHT) gives it)."""
         crop_depth = np.asarray(crop_depth)
         if crop_depth.shape != (self.crop_size, self.crop_size):
             raise ValueError(f"expected a ({self.crop_size}, {self.crop_size}) crop, got shape {crop_depth.shape}")
         self._feed[0, 0] = crop_depth
-        return float(self.session.run([ONNX_OUTPUT], {ONNX_INPUT: self._feed})[0][0, 0])
+        return float(self.session.run([self.onnx_output], {self.onnx_input: self._feed})[0][0, 0])
 
-    def probability_right(self, crop_depth: np.ndarray) -> float:
-        """P(right hand) for one (S, S) crop; the mirrored crop of the same hand gives ~1 - p."""
-        z = self.logit(crop_depth)
-        return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+    def probability(self, crop_depth: np.ndarray) -> float:
+        return sigmoid(self.logit(crop_depth))
 
     def logits(self, crops: np.ndarray) -> np.ndarray:
         return np.array([self.logit(c) for c in crops], np.float32)
+
+
+def sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+
+
+class SideClassifier(CropClassifier):
+    """The shipped left/right classifier: ``SideClassifier.load().probability_right(crop.depth)``."""
+
+    @classmethod
+    def _manifest(cls, directory):
+        # The manifest format and the checksums belong to the training side (torch).
+        from tracker.side_classifier import SIDE_WEIGHTS_DIR, load_manifest
+
+        directory = SIDE_WEIGHTS_DIR if directory is None else directory
+        return Path(directory), load_manifest(directory)
+
+    def probability_right(self, crop_depth: np.ndarray) -> float:
+        """P(right hand) for one (S, S) crop; the mirrored crop of the same hand gives ~1 - p."""
+        return self.probability(crop_depth)
+
+
+class HandPresence(CropClassifier):
+    """The shipped hand-or-not classifier: ``HandPresence.load().probability(crop.depth)``, on
+    the side classifier's crop (``tracker.presence``)."""
+
+    onnx_name, onnx_input, onnx_output = PRESENCE_ONNX, PRESENCE_ONNX_INPUT, PRESENCE_ONNX_OUTPUT
+
+    @classmethod
+    def _manifest(cls, directory):
+        from tracker.presence import PRESENCE_WEIGHTS_DIR, load_manifest
+
+        directory = PRESENCE_WEIGHTS_DIR if directory is None else directory
+        return Path(directory), load_manifest(directory)
