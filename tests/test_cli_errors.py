@@ -4,7 +4,7 @@ before doing any work (no traceback, nothing written)."""
 import pytest
 
 from benchmarks import pipeline_speed, synthetic_throughput
-from tracker import side_classifier
+from tracker import presence, side_classifier
 from tracker.synth import contact_sheet
 
 
@@ -34,6 +34,8 @@ def exit_code_and_error(main, argv, capsys):
         (pipeline_speed.main, ["--replay-network", "--replay-as-gpu", "--replay-gpu-ms", "-1"], "--replay-gpu-ms must be a number"),
         (synthetic_throughput.main, ["--samples", "0"], "--samples must be at least 1"),
         (side_classifier.main, ["evaluate", "--weights", "{tmp}/none"], "no side-classifier weights"),
+        (presence.main, ["evaluate", "--weights", "{tmp}/none"], "no hand-presence weights"),
+        (presence.main, ["train", "--out", "{tmp}/run", "--steps", "0"], "must be at least 1"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(main, argv, message, tmp_path, capsys):

@@ -253,7 +253,8 @@ def check_weights(weights_dir: str | Path = WEIGHTS_DIR) -> dict:
     the float network and its ONNX export are there, every file matches its checksum, the
     state dict fits the manifest's network and hand model, each ONNX graph runs and gives
     torch's output shapes (the float one torch's values), the 8-bit network was made from
-    this float one, and a side classifier beside them loads. Returns the manifest."""
+    this float one, and a side classifier and a hand-presence classifier beside them load.
+    Returns the manifest."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError as exc:
@@ -287,6 +288,14 @@ def check_weights(weights_dir: str | Path = WEIGHTS_DIR) -> dict:
         for name in side_manifest["files"]:
             verified_path(side, name, side_manifest)
         side_classifier.load_side_network(side)
+    presence_dir = weights_dir / "presence"
+    if presence_dir.exists():
+        from tracker import presence
+
+        presence_manifest = presence.load_manifest(presence_dir)
+        for name in presence_manifest["files"]:
+            verified_path(presence_dir, name, presence_manifest)
+        presence.load_network(presence_dir)
     return manifest
 
 

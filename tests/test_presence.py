@@ -1,0 +1,148 @@
+"""Tests of the hand-presence classifier (tracker.presence) and the scenes it learns from."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from tracker import presence as pr
+from tracker.side_inference import HandPresence
+from tracker.synth.dataset import sample_seed
+from tracker.synth.scene import SceneConfig, SceneLabel, forearm_mesh, render_sample
+from tracker.weights import WeightsError
+
+
+def test_a_scene_drawn_without_its_hand_keeps_its_arm_where_it_was(hand_model):
+    for seed in (3, 4, 5):
+        with_hand = render_sample(hand_model, SceneConfig(), seed)
+        without = render_sample(hand_model, dataclasses.replace(SceneConfig(), hand=False), seed)
+        assert with_hand.mask.sum() >= SceneConfig().min_hand_pixels
+        assert not without.mask.any() and not ((without.labels >= 0) & (without.labels < SceneLabel.FOREARM)).any()
+        # The same pose and arm: every arm pixel with the hand is an arm pixel without it
+        # (where the hand stood, more arm shows).
+        arm_with, arm_without = with_hand.labels == SceneLabel.FOREARM, without.labels == SceneLabel.FOREARM
+        assert arm_with.sum() > 0 and not (arm_with & ~arm_without).any()
+        np.testing.assert_array_equal(with_hand.joints, without.joints)
+
+
+def test_the_arm_drawn_alone_is_closed_at_the_wrist():
+    open_end, _ = forearm_mesh(0.3, (0.03, 0.02), (0.04, 0.03))
+    closed, faces = forearm_mesh(0.3, (0.03, 0.02), (0.04, 0.03), cap_wrist=True)
+    assert len(closed) == len(open_end) + 1 and faces.max() == len(closed) - 1
+    # Every edge of a closed tube is shared by exactly two faces.
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    _, counts = np.unique(edges, axis=0, return_counts=True)
+    assert (counts == 2).all()
+
+
+def test_crops_are_labelled_by_what_they_hold(hand_model):
+    config = pr.DataConfig()
+    rows = {kind: [] for kind in pr.KINDS}
+    for i in range(12):
+        kind = pr.KINDS[i % 3]
+        row = pr.render_crop(hand_model, config, sample_seed(99, i), kind)
+        if row is not None:
+            rows[kind].append(row)
+    assert all(rows.values())
+    for row in rows["hand"]:
+        # A positive: the crop is centred on the hand, so it holds many of its pixels.
+        assert row["label"] == 1.0 and row["hand"].sum() > 50
+    for row in rows["arm"] + rows["object"]:
+        assert row["label"] == 0.0 and not row["hand"].any()
+        assert (row["depth"] < 1).sum() > 20  # something was found and cropped
+    for row in sum(rows.values(), []):
+        assert row["depth"].shape == (64, 64) and row["depth"].dtype == np.float32
+        assert row["depth"].min() >= -1 and row["depth"].max() <= 1
+
+
+def test_augmentation_past_the_edge_leaves_a_positive_half_its_hand():
+    s = 64
+    yy, xx = np.mgrid[:s, :s]
+    disc = (yy - 32) ** 2 + (xx - 32) ** 2 < 14**2
+    depth = torch.from_numpy(np.where(disc, 0.0, 1.0).astype(np.float32))[None, None].repeat(64, 1, 1, 1)
+    hand = torch.from_numpy(disc)[None, None].repeat(64, 1, 1, 1)
+    quiet = pr.AugmentConfig(mirror_probability=0.0, max_shift_px=0.0, max_scale=1.0, max_depth_offset=0.0, max_noise_sigma=0.0, max_pixel_dropout=0.0, edge_probability=1.0)
+    before = float(disc.sum())
+    for label, seed in ((1.0, 0), (0.0, 1)):
+        out = pr.augment(depth, hand, torch.full((64,), label), quiet, torch.Generator().manual_seed(seed))
+        kept = (out < 1).sum(dim=(1, 2, 3)).float() / before
+        if label:
+            # Half at least (a few pixels either way from the turn's nearest resampling).
+            assert kept.min() >= quiet.edge_keep_hand - 0.03 and (kept < 0.97).any()
+        else:
+            assert (kept < quiet.edge_keep_hand - 0.03).any()  # a negative may lose anything
+
+
+def test_onnx_export_round_trips_and_damaged_weights_raise_a_clear_error(tmp_path):
+    torch.manual_seed(1)
+    network = pr.PresenceNet()
+    for module in network.modules():  # non-trivial batch-norm statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+    torch.nn.init.normal_(network.head[-1].weight, std=3.0)
+    manifest = pr.export_weights(network, tmp_path, training={"note": "test"})
+    assert manifest["onnx"]["output"] == "hand_logit" and manifest["parameters"] == pr.count_parameters(network)
+    crops = np.random.default_rng(0).uniform(-1, 1, (6, 64, 64)).astype(np.float32)
+    expected = pr._logits(network, crops)
+    assert np.abs(expected).max() > 1e-3
+    # onnxruntime's fused kernels against torch's: float32 rounding only.
+    np.testing.assert_allclose(HandPresence.load(tmp_path).logits(crops), expected, atol=1e-4, rtol=0)
+    reloaded, _ = pr.load_network(tmp_path)
+    np.testing.assert_allclose(pr._logits(reloaded, crops), expected, atol=1e-6, rtol=0)
+
+    onnx = tmp_path / pr.PRESENCE_ONNX
+    onnx.write_bytes(onnx.read_bytes()[:1000])
+    with pytest.raises(WeightsError, match="corrupt"):
+        HandPresence.load(tmp_path)
+    with pytest.raises(WeightsError, match="missing"):
+        HandPresence.load(tmp_path / "nowhere")
+    (tmp_path / pr.MANIFEST).write_text("{not json")
+    with pytest.raises(WeightsError, match="not a valid hand-presence manifest"):
+        HandPresence.load(tmp_path)
+
+
+def test_a_short_training_run_writes_loadable_weights_with_its_config(tmp_path):
+    out = tmp_path / "run"
+    assert pr.main(["train", "--out", str(out), "--samples", "8", "--held-out", "8", "--steps", "4", "--workers", "1"]) == 0
+    manifest = json.loads((out / "weights" / pr.MANIFEST).read_text())
+    assert manifest["training"]["steps"] == 4 and manifest["training"]["samples_seen"] == 4 * pr.TrainConfig.batch_size
+    assert json.loads((out / "training_config.json").read_text())["samples"] == 8
+    assert (out / "training_metrics.csv").read_text().count("\n") == 2  # header and the last step
+    HandPresence.load(out / "weights").logit(np.ones((64, 64), np.float32))
+
+
+def test_the_shipped_classifier_tells_the_real_hands_from_arms_without_theirs(hand_model, tmp_path):
+    from benchmarks.confidence_separation import REAL_DIR, scene_frame
+    from tracker.pipeline import HandTracker, TrackerConfig
+    from tracker.sources import FolderSource
+
+    manifest = pr.load_manifest()
+    assert manifest["metrics"]["hands"]["called_hand"] > 0.97 and manifest["metrics"]["arms"]["called_hand"] < 0.02
+    tracker = HandTracker(type("Estimator", (), {"backend": None})(), TrackerConfig(cube_size_m=0.26))
+    real = [tracker.prepare(frame, None).hand_logit for frame in FolderSource(REAL_DIR).frames()]
+    assert len(real) == 19 and min(real) > 0
+    # Held-out scenes (a stream no network trained on) of arms whose hand is hidden.
+    arms = [tracker.prepare(scene_frame(sample_seed(8, i), "arms_whose_hand_is_hidden", hand_model), None).hand_logit for i in range(8)]
+    assert max(a for a in arms if a is not None) < 0
+
+
+def test_the_shipped_weights_pass_their_checksums():
+    shipped = pr.PRESENCE_WEIGHTS_DIR
+    manifest = pr.load_manifest(shipped)
+    for name, digest in manifest["files"].items():
+        assert pr.sha256_of(shipped / name) == digest
+
+
+def test_a_damaged_shipped_copy_is_refused(tmp_path):
+    directory = tmp_path / "presence"
+    shutil.copytree(pr.PRESENCE_WEIGHTS_DIR, directory)
+    state = directory / pr.STATE_DICT
+    state.write_bytes(state.read_bytes()[:-100])
+    with pytest.raises(WeightsError, match="corrupt"):
+        pr.load_network(directory)

@@ -1,0 +1,557 @@
+"""Tells whether the crop the tracker found shows a hand at all: a small CNN on the side
+classifier's 64 x 64 crop.
+
+The confidence (``tracker.confidence``) asks whether the depth bears the fitted mesh out.
+The end of an arm whose hand is out of view, hidden or nearer than the sensor measures
+bears a mesh out as well as a hand does: the network, which only knows hands, fits one
+there, and the tracker reported a hand on the arm. This classifier decides from the depth
+alone, so the tracker drops such a crop (``TrackerConfig.min_hand_probability``).
+
+    python -m tracker.presence train --out runs/presence --evaluate
+    python -m tracker.presence evaluate --weights weights/presence --write
+
+Training data are rendered scenes, each crop cut where the tracker's segmentation finds
+the "hand" (``track_hand_center`` with no prior) and as the side classifier's crop
+(``make_crop`` camera frame, far face past the image's edge, unmirrored), so the classifier
+sees what the tracker gives it:
+
+* ``hand``: the hand network's scenes (hand, arm, desk or wall, body, stereo noise);
+* ``arm``: the same scenes from the same seeds without their hand (``SceneConfig.hand``):
+  the same arm, desk, body and noise, so nothing but the hand tells the two apart;
+* ``object``: balls, heads, boxes, tubes and boards alone over nothing, a wall or a desk.
+
+A ``hand`` crop is a positive when its centre lies within ``DataConfig.positive_within_m``
+of the visible hand's centroid, a negative when it holds no hand pixel (the segmentation
+took the body or the desk), and left out in between (it took the arm, and the crop shows
+part of the hand). Augmentation mirrors, turns, shifts and scales crops, moves them in
+depth, adds noise and dropouts, and blanks a half-plane as the image's edge does, so an arm
+running out of the image is a negative and a hand with half of it past the edge is still
+a positive. Streams 5 (training) and 6 (held out); 1-4 belong to the other networks.
+
+Weights (``weights/presence/``): ``presence.pt``, ``presence.onnx`` and the manifest
+``presence.json`` (checksums, training summary, held-out metrics), loaded as the side
+classifier's are (``tracker.side_inference.HandPresence``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import multiprocessing
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from kernels.raster import composite_ellipsoid, composite_plane, rasterize_mesh
+from kernels.sensor_noise import apply_stereo_noise
+from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, make_crop, resample
+from tracker.machine import machine_info
+from tracker.segment import SegmentConfig, track_hand_center
+from tracker.side_classifier import _conv, count_parameters, write_manifest
+from tracker.side_inference import PRESENCE_ONNX, PRESENCE_ONNX_INPUT, PRESENCE_ONNX_OUTPUT, HandPresence
+from tracker.synth.dataset import config_to_dict, sample_seed
+from tracker.synth.scene import CameraConfig, SceneConfig, forearm_mesh, render_sample
+from tracker.training_data import hand_centroid
+from tracker.types import CameraIntrinsics, Handedness
+from tracker.weights import WEIGHTS_DIR, WeightsError, sha256_of, verified_path
+
+PRESENCE_WEIGHTS_DIR = WEIGHTS_DIR / "presence"
+MANIFEST = "presence.json"
+STATE_DICT = "presence.pt"
+ONNX_OPSET = 17
+FORMAT = "dgn-hand-presence/1"
+
+TRAIN_STREAM_SEED = 5
+HELD_OUT_STREAM_SEED = 6
+KINDS = ("hand", "arm", "object")
+#: Share of each kind among the rendered crops, in this order (repeating): hands half.
+KIND_CYCLE = ("hand", "arm", "hand", "object")
+
+
+# ----------------------------------------------------------------------------- network
+
+
+@dataclass(frozen=True)
+class PresenceNetConfig:
+    """Conv stages as (out_channels, kernel, stride), then average and max pooling (where in
+    the crop the evidence lies does not matter) and a small head."""
+
+    stages: tuple[tuple[int, int, int], ...] = ((16, 5, 2), (32, 3, 2), (32, 3, 1), (64, 3, 2), (64, 3, 1), (96, 3, 2))
+    hidden: int = 32
+    crop_size: int = CROP_SIZE
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["stages"] = [list(s) for s in self.stages]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PresenceNetConfig:
+        d = dict(d)
+        d["stages"] = tuple(tuple(int(v) for v in s) for s in d["stages"])
+        return cls(**d)
+
+
+class PresenceNet(nn.Module):
+    """(B, 1, S, S) crop -> (B, 1) logit, > 0: a hand."""
+
+    def __init__(self, config: PresenceNetConfig = PresenceNetConfig()) -> None:
+        super().__init__()
+        self.config = config
+        layers, channels = [], 1
+        for out, kernel, step in config.stages:
+            layers.append(_conv(channels, out, kernel, step))
+            channels = out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Linear(2 * channels, config.hidden), nn.ReLU(inplace=True), nn.Linear(config.hidden, 1))
+
+    def forward(self, depth: torch.Tensor) -> torch.Tensor:
+        x = self.features(depth)
+        return self.head(torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], 1))
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    #: The hand network's scenes, rendered as a 0.8 m window around the palm (wide enough
+    #: for the segmentation to wander up an arm without its hand).
+    scene: SceneConfig = field(default_factory=lambda: dataclasses.replace(SceneConfig(), render_window_m=0.8))
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    cube_size_m: float = DEFAULT_CUBE_SIZE_M
+    crop_size: int = CROP_SIZE
+    positive_within_m: float = 0.05
+    #: Objects alone: distance from the camera and what lies behind them.
+    object_depth_m: tuple[float, float] = (0.25, 1.0)
+    object_window_m: float = 0.8
+
+
+def _box_mesh(half_sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], np.float64) * half_sizes
+    quads = ((0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3))
+    faces = [(a, b, c) for a, b, c, d in quads] + [(a, c, d) for a, b, c, d in quads]
+    return corners, np.asarray(faces, np.int32)
+
+
+def object_scene(rng: np.random.Generator, config: DataConfig) -> tuple[np.ndarray, CameraIntrinsics, np.ndarray]:
+    """One or two things that are not hands, alone over nothing, a wall or a desk, with the
+    scenes' sensor noise: ((H, W) float32 depth, metres, 0 = nothing; the window's
+    intrinsics; the whole sensor's intrinsics)."""
+    sensor = config.scene.camera.sample(rng)
+    z0 = rng.uniform(*config.object_depth_m)
+    x0, y0 = rng.uniform(-0.25, 0.25, 2) * z0
+    u0, v0 = sensor.fx * x0 / z0 + sensor.cx, sensor.fy * y0 / z0 + sensor.cy
+    half = 0.5 * sensor.fx * config.object_window_m / z0
+    xa, xb = int(np.clip(u0 - half, 0, sensor.width - 1)), int(np.clip(u0 + half, 1, sensor.width))
+    ya, yb = int(np.clip(v0 - half, 0, sensor.height - 1)), int(np.clip(v0 + half, 1, sensor.height))
+    k = CameraIntrinsics(max(xb - xa, 1), max(yb - ya, 1), sensor.fx, sensor.fy, sensor.cx - xa, sensor.cy - ya)
+    h, w = k.height, k.width
+    depth = np.zeros((h, w), np.float32)
+    labels = np.zeros((h, w), np.int16)
+    face_index = np.full((h, w), -1, np.int32)
+    bary = np.zeros((h, w, 3), np.float32)
+    intr = (k.fx, k.fy, k.cx, k.cy)
+    background = rng.integers(3)  # nothing, a wall, a desk
+    if background == 1:
+        normal = Rotation.from_euler("xy", rng.uniform(-30, 30, 2), degrees=True).apply([0.0, 0.0, -1.0])
+        composite_plane(np.array([x0, y0, z0 + rng.uniform(0.05, 1.2)]), normal, *intr, depth, labels, 1, config.scene.max_depth_m)
+    elif background == 2:
+        normal = Rotation.from_euler("xz", rng.uniform(-35, 35, 2), degrees=True).apply([0.0, -1.0, 0.0])
+        composite_plane(np.array([x0, y0 + rng.uniform(0.03, 0.3), z0]), normal, *intr, depth, labels, 1, config.scene.max_depth_m)
+    faces_so_far = 0
+    for i in range(1 + int(rng.uniform() < 0.3)):
+        centre = np.array([x0, y0, z0]) + (rng.normal(0.0, 0.12, 3) if i else 0.0)
+        rotation = Rotation.random(random_state=rng).as_matrix()
+        kind = rng.integers(5)
+        if kind <= 1:  # a ball, or a head-sized one
+            radii = rng.uniform(0.025, 0.07, 3) if kind == 0 else rng.uniform(0.07, 0.13, 3)
+            composite_ellipsoid(centre, rotation, radii, *intr, depth, labels, 2)
+            continue
+        if kind == 2:  # a box
+            vertices, faces = _box_mesh(rng.uniform(0.015, 0.1, 3))
+        elif kind == 3:  # a tube: a bar, a bottle, an arm
+            r = rng.uniform(0.015, 0.05)
+            vertices, faces = forearm_mesh(rng.uniform(0.1, 0.6), (r, r * rng.uniform(0.6, 1.0)), (r, r), cap_wrist=True)
+            vertices = vertices - np.array([0.0, 0.0, rng.uniform(0.0, 0.1)])
+        else:  # a board, a book, a phone
+            vertices, faces = _box_mesh(np.array([rng.uniform(0.03, 0.15), rng.uniform(0.05, 0.2), rng.uniform(0.004, 0.02)]))
+        vertices = vertices @ rotation.T + centre
+        rasterize_mesh(vertices, faces, *intr, h, w, config.scene.near_m, depth, face_index, bary, faces_so_far)
+        faces_so_far += len(faces)
+    if rng.uniform() < config.scene.noise_probability:
+        depth = apply_stereo_noise(depth, k.fx, config.scene.noise, rng)
+    depth = np.where((depth < 0) | (depth > config.scene.max_depth_m), 0.0, depth)
+    # As the scenes: whole depth units of the camera.
+    scale = config.scene.camera.depth_scale_m
+    return (np.round(depth / scale) * scale).astype(np.float32), k, sensor
+
+
+def render_crop(model, config: DataConfig, seed: int, kind: str) -> dict[str, np.ndarray] | None:
+    """One crop of ``kind`` cut where the segmentation finds the hand (None: where it finds
+    nothing, or a ``hand`` crop between positive and negative, see the module docstring).
+
+    depth (S, S) float32 as ``make_crop(..., RIGHT)`` gives it; hand (S, S) bool hand pixels;
+    label float32 (1: a hand); kind int8 (index in KINDS); seed.
+    """
+    hand_mask = None
+    if kind == "object":
+        depth_m, intrinsics, sensor = object_scene(np.random.default_rng([seed, 2]), config)
+    else:
+        sample = render_sample(model, dataclasses.replace(config.scene, hand=kind == "hand"), seed)
+        depth_m = sample.depth.astype(np.float32) * np.float32(sample.depth_scale)
+        intrinsics, sensor = sample.intrinsics, sample.sensor
+        if kind == "hand":
+            hand_mask = sample.mask
+    centre = track_hand_center(depth_m, intrinsics, None, config.segment)
+    if centre is None:
+        return None
+    crop = make_crop(depth_m, intrinsics, centre, config.cube_size_m, Handedness.RIGHT, crop_size=config.crop_size, sensor=sensor)
+    hand = np.zeros(crop.depth.shape, bool)
+    label = 0.0
+    if hand_mask is not None:
+        hand = resample(hand_mask, crop.image_from_crop, config.crop_size, 0).astype(bool) & crop.measured
+        centroid = hand_centroid(depth_m, hand_mask, intrinsics, sample.joints.mean(0))
+        if np.linalg.norm(centre - centroid) <= config.positive_within_m:
+            label = 1.0
+        elif hand.any():
+            return None
+    return {"depth": crop.depth, "hand": hand, "label": np.float32(label), "kind": np.int8(KINDS.index(kind)), "seed": np.int64(seed)}
+
+
+def _render_chunk(args) -> list[dict]:
+    config, stream_seed, indices = args
+    from tracker.hand_model import HandModel
+
+    model = HandModel.load()
+    rows = []
+    for i in indices:
+        row = render_crop(model, config, sample_seed(stream_seed, i), KIND_CYCLE[i % len(KIND_CYCLE)])
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def render_set(config: DataConfig, stream_seed: int, count: int, workers: int = 2, progress: bool = True, desc: str = "rendering") -> dict[str, np.ndarray]:
+    """Crops of samples 0..count-1 of a stream (kinds as KIND_CYCLE; fewer crops than
+    samples, see ``render_crop``), rendered in ``workers`` processes."""
+    chunks = [(config, stream_seed, range(a, min(a + 100, count))) for a in range(0, count, 100)]
+    rows: list[dict] = []
+    bar = tqdm(total=count, disable=not progress, desc=desc, unit="scene")
+    if workers <= 1:
+        for chunk in chunks:
+            rows += _render_chunk(chunk)
+            bar.update(len(chunk[2]))
+    else:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for chunk, part in zip(chunks, pool.imap(_render_chunk, chunks)):
+                rows += part
+                bar.update(len(chunk[2]))
+    bar.close()
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+def cached_set(cache_dir: Path | None, config: DataConfig, stream_seed: int, count: int, workers: int = 2, progress: bool = True, desc: str = "rendering") -> tuple[dict[str, np.ndarray], float]:
+    """render_set, read from / written to ``cache_dir`` (keyed by the full config); returns
+    (data, seconds the rendering took)."""
+    key = json.dumps({"cache_format": 1, "stream": stream_seed, "count": count, "data": config_to_dict(config)}, sort_keys=True)
+    path = None if cache_dir is None else Path(cache_dir) / f"presence_stream{stream_seed}_n{count}.npz"
+    if path is not None and path.is_file():
+        with np.load(path) as f:
+            if str(f["key"]) == key:
+                return {k: f[k] for k in f.files if k not in ("key", "render_seconds")}, float(f["render_seconds"])
+    began = time.perf_counter()
+    data = render_set(config, stream_seed, count, workers, progress, desc)
+    seconds = time.perf_counter() - began
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.stem + ".partial.npz")
+        np.savez_compressed(partial, key=np.array(key), render_seconds=np.float64(seconds), **data)
+        partial.replace(path)
+    return data, seconds
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    mirror_probability: float = 0.5
+    max_shift_px: float = 4.0
+    max_scale: float = 1.1
+    max_depth_offset: float = 0.12  # crop units (1 = 13 cm): the segmentation's error in z
+    max_noise_sigma: float = 0.015
+    max_pixel_dropout: float = 0.05
+    #: A half-plane of the crop past the image's edge; a positive keeps at least
+    #: ``edge_keep_hand`` of its hand pixels (else it is left whole): a hand half out of
+    #: view is still one to track.
+    edge_probability: float = 0.4
+    edge_keep_hand: float = 0.5
+
+
+def augment(depth: torch.Tensor, hand: torch.Tensor, label: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """(B, 1, S, S) crops and (B, 1, S, S) bool hand pixels -> augmented (B, 1, S, S) crops."""
+    b, _, s, _ = depth.shape
+
+    def uniform(lo, hi, *shape):
+        return lo + (hi - lo) * torch.rand(*(shape or (b,)), generator=generator)
+
+    mirror = (uniform(0, 1) < config.mirror_probability)[:, None, None, None]
+    x = torch.where(mirror, depth.flip(-1), depth)
+    hand = torch.where(mirror, hand.flip(-1), hand).float()
+    angle = uniform(-math.pi, math.pi)
+    scale = torch.exp(uniform(-math.log(config.max_scale), math.log(config.max_scale)))
+    shift = uniform(-1, 1, b, 2) * (2 * config.max_shift_px / s)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, [b, 2, s, s], align_corners=False)
+    # Around 0, so the zero padding becomes background (1); nearest, as make_crop.
+    both = F.grid_sample(torch.cat([x - 1, hand], 1), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    x, hand = both[:, :1] + 1, both[:, 1:] > 0.5
+    foreground = x < 1
+    x = torch.where(foreground, x * scale[:, None, None, None] + uniform(-config.max_depth_offset, config.max_depth_offset)[:, None, None, None], x)
+    x = x + torch.randn(x.shape, generator=generator) * uniform(0, config.max_noise_sigma)[:, None, None, None] * foreground
+    x = torch.where(foreground & ((x < -1) | (x > 1)), torch.ones_like(x), x)
+    drop = torch.rand(x.shape, generator=generator) < uniform(0, config.max_pixel_dropout)[:, None, None, None]
+    x = torch.where(drop, torch.ones_like(x), x)
+    # The image's edge: a half-plane at a random direction and offset shows the far face.
+    centres = (torch.arange(s, dtype=torch.float32) + 0.5) / s * 2 - 1
+    yy, xx = torch.meshgrid(centres, centres, indexing="ij")
+    direction = uniform(-math.pi, math.pi)
+    offset = uniform(-0.3, 0.9)[:, None, None]
+    past = (xx[None] * torch.cos(direction)[:, None, None] + yy[None] * torch.sin(direction)[:, None, None]) > offset
+    hand_pixels = hand[:, 0].sum(dim=(1, 2)).float()
+    kept = (hand[:, 0] & ~past).sum(dim=(1, 2)).float()
+    apply = (uniform(0, 1) < config.edge_probability) & ((label < 0.5) | (kept >= config.edge_keep_hand * hand_pixels))
+    return torch.where(apply[:, None, None, None] & past[:, None], torch.ones_like(x), x)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    samples: int = 12000
+    held_out_samples: int = 1200
+    steps: int = 3000
+    batch_size: int = 128
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    eval_every: int = 250
+    seed: int = 0
+    render_workers: int = 2
+    network: PresenceNetConfig = field(default_factory=PresenceNetConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+def _logits(network: PresenceNet, depth: np.ndarray, batch: int = 256) -> np.ndarray:
+    network.eval()
+    out = []
+    with torch.no_grad():
+        for a in range(0, len(depth), batch):
+            out.append(network(torch.from_numpy(np.ascontiguousarray(depth[a : a + batch], np.float32))[:, None]).numpy()[:, 0])
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def metrics_of(logits: np.ndarray, data: dict[str, np.ndarray]) -> dict:
+    """Per kind (and hand crops by label): crops, share called a hand (logit > 0), quantiles
+    of P(hand); overall accuracy."""
+    probability = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    called = logits > 0
+    label = data["label"] > 0.5
+    out: dict = {"crops": int(len(logits)), "accuracy": float((called == label).mean())}
+    groups = {"hands": label, "arms": data["kind"] == KINDS.index("arm"), "objects": data["kind"] == KINDS.index("object"),
+              "hand_scenes_without_hand_in_crop": (data["kind"] == KINDS.index("hand")) & ~label}
+    for name, chosen in groups.items():
+        if chosen.any():
+            q = np.quantile(probability[chosen], [0.05, 0.25, 0.5, 0.75, 0.95])
+            out[name] = {"crops": int(chosen.sum()), "called_hand": float(called[chosen].mean()),
+                         "probability_quantiles_5_25_50_75_95": [round(float(v), 4) for v in q]}
+    return out
+
+
+def train(config: TrainConfig, out_dir: Path, progress: bool = True) -> tuple[PresenceNet, dict]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "training_config.json").write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
+    cache = out_dir / "cache"
+    data, render_train = cached_set(cache, config.data, TRAIN_STREAM_SEED, config.samples, config.render_workers, progress, "rendering training scenes")
+    held, render_held = cached_set(cache, config.data, HELD_OUT_STREAM_SEED, config.held_out_samples, config.render_workers, progress, "rendering held-out scenes")
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    network = PresenceNet(config.network)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+
+    def rate(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        t = (step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, rate)
+    depth = torch.from_numpy(data["depth"].astype(np.float32))[:, None]
+    hand = torch.from_numpy(data["hand"])[:, None]
+    label = torch.from_numpy(data["label"].astype(np.float32))
+    # Positives and negatives drawn equally often, whatever their counts.
+    weights = torch.where(label > 0.5, 0.5 / max(float((label > 0.5).sum()), 1.0), 0.5 / max(float((label < 0.5).sum()), 1.0))
+    log_path = out_dir / "training_metrics.csv"
+    began = time.perf_counter()
+    with open(log_path, "w", newline="") as log:
+        writer = csv.writer(log)
+        writer.writerow(["step", "samples", "learning_rate", "loss", "held_out_accuracy", "held_out_hands_called", "held_out_arms_called", "held_out_objects_called"])
+        bar = tqdm(range(config.steps), disable=not progress, desc="training", unit="step")
+        running = None
+        for step in bar:
+            network.train()
+            index = torch.multinomial(weights, config.batch_size, replacement=True, generator=generator)
+            x = augment(depth[index], hand[index], label[index], config.augment, generator)
+            loss = F.binary_cross_entropy_with_logits(network(x)[:, 0], label[index])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            value = loss.item()
+            running = value if running is None else 0.95 * running + 0.05 * value
+            bar.set_postfix(loss=f"{running:.4f}", steps_per_s=f"{(step + 1) / (time.perf_counter() - began):.1f}")
+            if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
+                m = metrics_of(_logits(network, held["depth"]), held)
+                writer.writerow([step + 1, (step + 1) * config.batch_size, f"{scheduler.get_last_lr()[0]:.3g}", f"{running:.4f}", f"{m['accuracy']:.4f}",
+                                 f"{m['hands']['called_hand']:.4f}", f"{m['arms']['called_hand']:.4f}", f"{m['objects']['called_hand']:.4f}"])
+                log.flush()
+    summary = {
+        "scenes": config.samples, "crops": int(len(label)), "positives": int((label > 0.5).sum()), "steps": config.steps,
+        "samples_seen": config.steps * config.batch_size, "render_seconds": round(render_train + render_held, 1),
+        "train_seconds": round(time.perf_counter() - began, 1), "machine": machine_info(),
+    }
+    return network.eval(), summary
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def export_weights(network: PresenceNet, out_dir: str | Path, training: dict | None = None, metrics: dict | None = None) -> dict:
+    """Write presence.pt, presence.onnx and presence.json into ``out_dir``; returns the manifest."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    network = network.cpu().eval()
+    torch.save({k: v.detach().clone() for k, v in network.state_dict().items()}, out_dir / STATE_DICT)
+    s = network.config.crop_size
+    torch.onnx.export(network, (torch.zeros(1, 1, s, s),), str(out_dir / PRESENCE_ONNX), input_names=[PRESENCE_ONNX_INPUT],
+                      output_names=[PRESENCE_ONNX_OUTPUT], opset_version=ONNX_OPSET, dynamo=False)
+    manifest = {
+        "format": FORMAT,
+        "network": network.config.to_dict(),
+        "parameters": count_parameters(network),
+        "input": f"the crop of tracker.crop.make_crop(depth_m, intrinsics, centre, {DEFAULT_CUBE_SIZE_M}, Handedness.RIGHT) "
+        "(the side classifier's): (1, 1, S, S) float32 in [-1, 1], background 1; output logit > 0: a hand",
+        "cube_size_m": DEFAULT_CUBE_SIZE_M,
+        "onnx": {"input": PRESENCE_ONNX_INPUT, "input_shape": [1, 1, s, s], "output": PRESENCE_ONNX_OUTPUT, "output_shape": [1, 1], "opset": ONNX_OPSET},
+        "files": {STATE_DICT: sha256_of(out_dir / STATE_DICT), PRESENCE_ONNX: sha256_of(out_dir / PRESENCE_ONNX)},
+        "training": training or {},
+        "metrics": metrics or {},
+    }
+    write_manifest(out_dir, manifest, MANIFEST)
+    return manifest
+
+
+def load_manifest(directory: str | Path = PRESENCE_WEIGHTS_DIR) -> dict:
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise WeightsError(f"no hand-presence weights at {directory} ({MANIFEST} missing); train them with python -m tracker.presence train")
+    try:
+        manifest = json.loads(path.read_text())
+        if manifest["format"] != FORMAT:
+            raise ValueError(f"format {manifest['format']!r}, expected {FORMAT!r}")
+        PresenceNetConfig.from_dict(manifest["network"])
+        manifest["files"][STATE_DICT], manifest["files"][PRESENCE_ONNX], manifest["onnx"]["input"]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(f"{path}: not a valid hand-presence manifest ({exc!r})") from exc
+    return manifest
+
+
+def load_network(directory: str | Path = PRESENCE_WEIGHTS_DIR) -> tuple[PresenceNet, dict]:
+    """The verified torch network (eval mode, CPU) and its manifest."""
+    import io
+
+    manifest = load_manifest(directory)
+    data = verified_path(directory, STATE_DICT, manifest).read_bytes()
+    network = PresenceNet(PresenceNetConfig.from_dict(manifest["network"]))
+    try:
+        network.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+    except Exception as exc:  # a state dict of another network
+        raise WeightsError(f"{Path(directory) / STATE_DICT}: does not fit the network its manifest describes ({exc})") from exc
+    return network.eval(), manifest
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def evaluate(directory: Path, config: TrainConfig, cache_dir: Path | None, progress: bool = True) -> dict:
+    """Held-out metrics of the weights in ``directory``: the torch network, and the ONNX
+    one onnxruntime runs, on the same crops."""
+    network, _ = load_network(directory)
+    held, _ = cached_set(cache_dir, config.data, HELD_OUT_STREAM_SEED, config.held_out_samples, config.render_workers, progress, "rendering held-out scenes")
+    logits = _logits(network, held["depth"])
+    onnx_logits = HandPresence.load(directory).logits(held["depth"])
+    out = metrics_of(logits, held)
+    out["onnx_max_logit_difference"] = float(np.abs(onnx_logits - logits).max())
+    out["held_out"] = {"stream_seed": HELD_OUT_STREAM_SEED, "scenes": config.held_out_samples}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tracker.presence", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="render scenes, train, export the weights into --out")
+    t.add_argument("--out", type=Path, required=True, help="run directory: config, loss log, scene cache, weights")
+    t.add_argument("--samples", type=int, default=TrainConfig.samples, help="training scenes (default %(default)s)")
+    t.add_argument("--held-out", type=int, default=TrainConfig.held_out_samples, help="held-out scenes (default %(default)s)")
+    t.add_argument("--steps", type=int, default=TrainConfig.steps, help="optimiser steps (default %(default)s)")
+    t.add_argument("--workers", type=int, default=TrainConfig.render_workers, help="rendering processes (default %(default)s)")
+    t.add_argument("--evaluate", action="store_true", help="write the held-out metrics into the manifest")
+    e = sub.add_parser("evaluate", help="held-out metrics of a weights folder")
+    e.add_argument("--weights", type=Path, default=PRESENCE_WEIGHTS_DIR, help="weights folder (default: the shipped one)")
+    e.add_argument("--cache", type=Path, default=None, help="scene cache folder (default: render afresh)")
+    e.add_argument("--held-out", type=int, default=TrainConfig.held_out_samples, help="held-out scenes (default %(default)s)")
+    e.add_argument("--write", action="store_true", help="store the metrics in the folder's manifest")
+    args = parser.parse_args(argv)
+    if args.command == "train" and min(args.samples, args.held_out, args.steps, args.workers) < 1:
+        parser.error("--samples, --held-out, --steps and --workers must be at least 1")
+    if args.command == "evaluate" and args.held_out < 1:
+        parser.error("--held-out must be at least 1")
+    try:
+        if args.command == "train":
+            config = dataclasses.replace(TrainConfig(), samples=args.samples, held_out_samples=args.held_out, steps=args.steps, render_workers=args.workers)
+            network, summary = train(config, args.out)
+            weights_dir = args.out / "weights"
+            manifest = export_weights(network, weights_dir, summary)
+            if args.evaluate:
+                manifest["metrics"] = evaluate(weights_dir, config, args.out / "cache")
+                write_manifest(weights_dir, manifest, MANIFEST)
+                print(json.dumps(manifest["metrics"], indent=2))
+            print(f"weights written to {weights_dir}")
+        else:
+            config = dataclasses.replace(TrainConfig(), held_out_samples=args.held_out)
+            metrics = evaluate(args.weights, config, args.cache)
+            print(json.dumps(metrics, indent=2))
+            if args.write:
+                manifest = load_manifest(args.weights)
+                manifest["metrics"] = metrics
+                write_manifest(args.weights, manifest, MANIFEST)
+    except WeightsError as exc:
+        parser.error(str(exc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
