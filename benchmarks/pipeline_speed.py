@@ -173,7 +173,7 @@ class _ReplayedNetwork:
 _first_preparation = None
 
 
-def _replayed_preparation(depth_m, intrinsics, prior, config, classifier=None):
+def _replayed_preparation(depth_m, intrinsics, prior, config, classifier=None, presence=None):
     """``prepare_frame`` run on a process's first frame only, whose answer is returned for
     every later one: with the network replayed too, what is left is the tracker thread's
     own work and the hand-overs, the frame to a worker and its answer back, still paid.
@@ -182,7 +182,7 @@ def _replayed_preparation(depth_m, intrinsics, prior, config, classifier=None):
     if _first_preparation is None:
         from tracker.prepare import prepare_frame
 
-        _first_preparation = prepare_frame(depth_m, intrinsics, prior, config, classifier)
+        _first_preparation = prepare_frame(depth_m, intrinsics, prior, config, classifier, presence)
     return _first_preparation
 
 

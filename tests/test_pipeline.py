@@ -414,7 +414,7 @@ def test_the_tracker_thread_reading_the_input_itself_keeps_every_frame_before_a_
             yield from self._frames  # not read: the stop is seen first
 
     source, sink = FailsAfterThree(frames), _Collect()
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(handedness=Handedness.RIGHT))
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, handedness=Handedness.RIGHT))
     previous = signal.getsignal(signal.SIGTERM)
     summary = run_pipeline(source, tracker, [sink], drop_old_frames=False, read_ahead=0)
     assert signal.getsignal(signal.SIGTERM) is previous and source.closed
@@ -447,7 +447,7 @@ def test_the_tracker_thread_reading_the_input_ends_it_before_the_source_is_close
         def close(self):
             events.append("source closed")
 
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(handedness=Handedness.RIGHT))
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, handedness=Handedness.RIGHT))
     summary = run_pipeline(Playback(), tracker, [_Collect()], drop_old_frames=False, max_frames=2, read_ahead=0)
     assert summary.frames == 2 and events == ["playback stopped", "source closed"]
 
@@ -698,9 +698,9 @@ def test_frames_begun_before_the_last_is_completed_come_out_as_one_at_a_time():
         crops = {Handedness.RIGHT: ("right", n), Handedness.LEFT: ("left", n)} if centres[n] else {}
         return frame, Prepared(None if centres[n] is None else np.array(centres[n]), crops, logits[n], {})
 
-    one = HandTracker(Moving(), TrackerConfig(side_check_every=0, smooth=True))
+    one = HandTracker(Moving(), TrackerConfig(min_hand_probability=0.0, side_check_every=0, smooth=True))
     alone = [one.finish(*step(n)) for n in range(len(logits))]
-    two = HandTracker(Moving(), TrackerConfig(side_check_every=0, smooth=True))
+    two = HandTracker(Moving(), TrackerConfig(min_hand_probability=0.0, side_check_every=0, smooth=True))
     begun, overlapped = [], []
     for n in range(len(logits)):
         begun.append(two.begin(*step(n)))
@@ -731,7 +731,7 @@ def test_a_frame_completed_after_its_track_ended_is_reported_but_does_not_carry_
             return HandEstimate(np.zeros((1, 3), np.float32), joints, np.zeros((21, 2), np.float32), Handedness.RIGHT, self.confidence.get(self.frame, 1.0), timings)
 
     estimator = Echo()
-    tracker = HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT, smooth=True))
+    tracker = HandTracker(estimator, TrackerConfig(min_hand_probability=0.0, handedness=Handedness.RIGHT, smooth=True))
     intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
 
     def begin(number, centre):
@@ -875,30 +875,30 @@ def test_prepare_workers_answer_like_the_tracker_thread_and_clean_up(hand_model)
     from multiprocessing import shared_memory
 
     from tracker.prepare import PrepareWorkers, prepare_frame
-    from tracker.side_inference import SideClassifier
+    from tracker.side_inference import HandPresence, SideClassifier
     from tracker.types import DepthFrame
 
-    classifier = SideClassifier.load()
+    classifier, presence = SideClassifier.load(), HandPresence.load()
     config = _prepare_config()
     frames = list(SyntheticSource(seed=6, max_frames=3, hand_model=hand_model).frames())
     # A larger image than before: the shared buffer it goes through is made anew to fit it.
     k = frames[0].intrinsics
     frames.append(DepthFrame(np.pad(frames[0].depth, ((0, 40), (0, 60))), frames[0].depth_scale,
                              dataclasses.replace(k, width=k.width + 60, height=k.height + 40)))
-    workers = PrepareWorkers(2, config, classifier)
+    workers = PrepareWorkers(2, config, classifier, presence=presence)
     try:
         for frame in frames:
             workers.send(frame, None)
         for frame in frames:
             got = workers.receive()
-            expected = prepare_frame(frame.depth_m(), frame.intrinsics, None, config, classifier)
+            expected = prepare_frame(frame.depth_m(), frame.intrinsics, None, config, classifier, presence)
             # The same computation on the same numbers: equal to the last bit.
             np.testing.assert_array_equal(got.centre, expected.centre)
             assert got.crops.keys() == expected.crops.keys() == {Handedness.RIGHT, Handedness.LEFT}
             for side, crop in got.crops.items():
                 np.testing.assert_array_equal(crop.depth, expected.crops[side].depth)
-            assert got.right_logit == expected.right_logit
-            assert set(got.timings_ms) == {"segment", "crop", "side"}
+            assert got.right_logit == expected.right_logit and got.hand_logit == expected.hand_logit is not None
+            assert set(got.timings_ms) == {"segment", "crop", "side", "presence"}
         # A failure inside a worker comes back as the exception it raised.
         workers.send(frames[0], np.zeros(5))
         with pytest.raises(ValueError):
@@ -1189,7 +1189,7 @@ def test_a_side_left_to_the_tracker_is_judged_on_the_camera_frame_crop(hand_mode
 
     frame = next(iter(SyntheticSource(seed=6, max_frames=1, hand_model=hand_model).frames()))
     classifier = Recorder()
-    tracker = HandTracker(type("Estimator", (), {"backend": Backend()})(), TrackerConfig(side_check_every=0), side_classifier=classifier)
+    tracker = HandTracker(type("Estimator", (), {"backend": Backend()})(), TrackerConfig(min_hand_probability=0.0, side_check_every=0), side_classifier=classifier)
     prepared = prepare_frame(frame.depth_m(), frame.intrinsics, None, dc.replace(_prepare_config(), crop_frame=CropFrame.RAY))
     assert prepared.right_logit is None
     crop, _ = tracker._crop(frame, prepared, {})
@@ -1235,7 +1235,7 @@ def _side_echo_step(tracker, frame_number: int, centre, right_logit: float, time
 def test_a_hand_found_far_from_the_last_one_starts_a_new_track():
     from tracker.pipeline import HandTracker, TrackerConfig
 
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(side_check_every=0, smooth=True), side_classifier=object())
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, side_check_every=0, smooth=True), side_classifier=object())
     for i in range(5):  # a right hand, tracked long enough to hold a clear vote
         assert _side_echo_step(tracker, i, [0.0, 0.0, 0.5], 3.0).handedness == Handedness.RIGHT
     # It leaves; segmentation finds a left hand 30 cm away. Were it the same track, the
@@ -1259,7 +1259,7 @@ def test_a_hand_found_far_from_the_last_one_starts_a_new_track():
 def test_a_gap_a_restarted_counter_or_another_camera_starts_a_new_track(frame_number, timestamp_ms, serial):
     from tracker.pipeline import HandTracker, TrackerConfig
 
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(side_check_every=0), side_classifier=object())
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, side_check_every=0), side_classifier=object())
     for i in range(5):
         assert _side_echo_step(tracker, i, [0.0, 0.0, 0.5], 3.0).handedness == Handedness.RIGHT
     # A left hand where the right one was: only a new track lets its first frame decide.
@@ -1315,7 +1315,7 @@ def test_the_frame_a_stream_breaks_at_is_segmented_without_the_old_prior(monkeyp
     monkeypatch.setattr(pipeline, "PrepareWorkers", Workers)
     intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
     frames = [DepthFrame(np.zeros((48, 64), np.uint16), 0.001, intrinsics, i * 33.0, "a" if i < 6 else "b", i) for i in range(12)]
-    tracker = Tracker(_SideEchoEstimator(), TrackerConfig(side_check_every=0, segment_ahead=segment_ahead), side_classifier=object())
+    tracker = Tracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, side_check_every=0, segment_ahead=segment_ahead), side_classifier=object())
     run_pipeline(_ClosableSource(frames), tracker, [_Collect()], drop_old_frames=False)
     sent = [priors[("a" if i < 6 else "b", i)] for i in range(12)]
     assert sent[0] is None and sent[5] is not None  # camera a: tracked from its second frame on
@@ -1340,7 +1340,7 @@ def test_each_run_starts_with_a_new_track_and_reading_past_max_frames_is_no_erro
         """The side-echo network on prepared frames whose centre and logit are fixed."""
 
         def __init__(self, logit):
-            super().__init__(_SideEchoEstimator(), TrackerConfig(side_check_every=0), side_classifier=object())
+            super().__init__(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, side_check_every=0), side_classifier=object())
             self.logit = logit
 
         def prepare(self, frame, prior):
@@ -1375,7 +1375,7 @@ def test_each_run_starts_with_a_new_track_and_reading_past_max_frames_is_no_erro
 def test_smoothing_starts_over_when_the_side_vote_changes_its_mind():
     from tracker.pipeline import HandTracker, TrackerConfig
 
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(side_check_every=0, smooth=True), side_classifier=object())
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, side_check_every=0, smooth=True), side_classifier=object())
     assert _side_echo_step(tracker, 0, [0.0, 0.0, 0.5], 1.0).handedness == Handedness.RIGHT
     right = _side_echo_step(tracker, 1, [0.0, 0.0, 0.5], 0.5)
     flipped = _side_echo_step(tracker, 2, [0.0, 0.0, 0.5], -3.0)  # the vote turns left
@@ -1394,7 +1394,7 @@ def test_smoothing_moves_the_mesh_with_the_joints():
             z = 0.5 if self.calls == 1 else 0.6
             return HandEstimate(np.full((50, 3), z, np.float32), np.full((21, 3), z, np.float32), np.zeros((21, 2), np.float32), Handedness.RIGHT, 1.0, timings)
 
-    tracker = HandTracker(Stepping(), TrackerConfig(smooth=True, handedness=Handedness.RIGHT))
+    tracker = HandTracker(Stepping(), TrackerConfig(min_hand_probability=0.0, smooth=True, handedness=Handedness.RIGHT))
     _side_echo_step(tracker, 0, [0.0, 0.0, 0.5], 1.0)
     moved = _side_echo_step(tracker, 1, [0.0, 0.0, 0.5], 1.0)
     assert 0.5 < moved.joints_cam_m[0, 2] < 0.6  # on its way, not jumped
@@ -1416,7 +1416,7 @@ def test_an_estimate_without_confidence_is_no_hand_and_ends_the_track(tmp_path):
             z = 0.5 if self.calls == 1 else 0.7  # the hand found again elsewhere
             return HandEstimate(np.full((5, 3), z, np.float32), np.full((21, 3), z, np.float32), np.zeros((21, 2), np.float32), Handedness.RIGHT, 1.0, timings)
 
-    tracker = HandTracker(Failing(), TrackerConfig(smooth=True, handedness=Handedness.RIGHT))
+    tracker = HandTracker(Failing(), TrackerConfig(min_hand_probability=0.0, smooth=True, handedness=Handedness.RIGHT))
     intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
     sink = JsonLinesSink(tmp_path / "x.jsonl")
     results = []
@@ -1750,7 +1750,7 @@ def test_every_output_is_closed_when_closing_the_source_fails(hand_model):
     sink = _Collect()
     sink.closed = False
     sink.close = lambda: setattr(sink, "closed", True)
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(handedness=Handedness.RIGHT))
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, handedness=Handedness.RIGHT))
     with pytest.raises(OSError, match="device vanished"):
         run_pipeline(BadClose(), tracker, [sink], drop_old_frames=False)
     assert sink.closed
@@ -1788,7 +1788,7 @@ def test_a_signal_while_the_stop_handlers_go_in_still_closes_everything(monkeypa
     source, sink = _ClosableSource(), _Collect()
     sink.closed = False
     sink.close = lambda: setattr(sink, "closed", True)
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(handedness=Handedness.RIGHT))
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, handedness=Handedness.RIGHT))
     try:
         with pytest.raises(KeyboardInterrupt):
             run_pipeline(source, tracker, [sink], drop_old_frames=False)
@@ -1818,7 +1818,7 @@ def test_frames_the_camera_lost_count_as_dropped_live(live):
                     time.sleep(0.005)
                 yield DepthFrame(np.zeros((12, 16), np.uint16), 0.001, k, timestamp_ms=float(number), serial="s", frame_number=number)
 
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(handedness=Handedness.RIGHT))
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, handedness=Handedness.RIGHT))
     summary = run_pipeline(Paced(), tracker, [sink], drop_old_frames=live)
     assert [r.frame.frame_number for r in sink.results] == [10, 11, 12, 16, 17, 3, 4]
     # As fast as possible every frame is the input's, gaps and all: none was dropped.
@@ -1893,7 +1893,7 @@ def test_an_input_fault_names_its_type_keeps_its_trace_and_is_never_an_empty_mes
             raise AssertionError()  # str() of it is ""
             yield
 
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(handedness=Handedness.RIGHT))
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, handedness=Handedness.RIGHT))
     summary = run_pipeline(Faulty(), tracker, [_Collect()], drop_old_frames=False)
     assert summary.stopped_by == "input error" and summary.error == "AssertionError"
     assert "Traceback" in summary.error_traceback and "in frames" in summary.error_traceback
@@ -1909,7 +1909,7 @@ def test_a_signal_while_the_run_closes_keeps_why_it_ended():
 
     intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
     frames = [DepthFrame(np.zeros((48, 64), np.uint16), 0.001, intrinsics, i * 33.0, "cam", i) for i in range(2)]
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(handedness=Handedness.RIGHT))
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, handedness=Handedness.RIGHT))
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever the test run inherited
     try:
         summary = run_pipeline(_ClosableSource(frames), tracker, [SignalsWhileClosing()], drop_old_frames=False)
@@ -1924,3 +1924,55 @@ def test_a_frame_without_a_finite_timestamp_is_refused():
     intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
     with pytest.raises(ValueError, match="timestamp_ms must be finite"):
         DepthFrame(np.zeros((48, 64), np.uint16), 0.001, intrinsics, float("nan"), "cam", 0)
+
+
+def test_the_hand_presence_evidence_keeps_a_hand_through_a_doubtful_frame_and_drops_an_arm_before_its_network():
+    from tracker.pipeline import HandTracker, TrackerConfig
+    from tracker.prepare import Prepared
+    from tracker.types import CameraIntrinsics, DepthFrame
+
+    class Counting(_SideEchoEstimator):
+        started = 0
+
+        def start(self, crop):
+            self.started += 1
+            return super().start(crop)
+
+    class AskedOnlyWithoutALogit:  # the hand-presence classifier, for frames prepared without it
+        crop_size, cube_size_m, asked = 64, 0.26, 0
+
+        def logit(self, depth):
+            self.asked += 1
+            return -9.0
+
+    estimator, presence = Counting(), AskedOnlyWithoutALogit()
+    tracker = HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT), presence=presence)
+    intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
+
+    def hands(number, hand_logit):
+        frame = DepthFrame(np.full((48, 64), 500, np.uint16), 0.001, intrinsics, 33.0 * number, "cam", number)
+        prepared = Prepared(np.array([0.0, 0.0, 0.5]), {Handedness.RIGHT: "right"}, None, {}, hand_logit)
+        return len(tracker.finish(frame, prepared).hands)
+
+    # A hand, a frame the classifier doubts (a fist end-on), the hand again: one track. The
+    # running logit, each frame's clipped to +-6 and weighted 0.3: 6, 6, 2.4, 3.48.
+    assert [hands(n, logit) for n, logit in enumerate([8.0, 8.0, -8.0, 8.0])] == [1, 1, 1, 1]
+    # The hand goes out of view and leaves its arm: 0.64 (still a hand), then -1.36, and the
+    # track is over; a new one with nothing but the arm is refused at its first frame.
+    assert [hands(n, -8.0) for n in (4, 5, 6)] == [1, 0, 0]
+    assert estimator.started == 5  # no network for the frames refused
+    # A new track is judged on its first frame alone; a frame prepared without the logit
+    # gets it from the tracker's own classifier.
+    assert hands(7, 1.0) == 1 and presence.asked == 0
+    assert hands(8, None) == 0 and presence.asked == 1  # its -9, clipped: 0.7 * 1 - 0.3 * 6 = -1.1
+
+
+def test_the_tracker_loads_the_shipped_hand_presence_classifier_unless_turned_off(hand_model):
+    from tracker.backends import create_backend
+    from tracker.estimator import HandEstimator
+    from tracker.pipeline import HandTracker, TrackerConfig
+    from tracker.side_inference import HandPresence
+
+    estimator = HandEstimator(create_backend("onnxruntime"), hand_model)
+    assert isinstance(HandTracker(estimator, TrackerConfig()).presence, HandPresence)
+    assert HandTracker(estimator, TrackerConfig(min_hand_probability=0.0)).presence is None

@@ -38,6 +38,7 @@ from tracker.segment import SegmentConfig
 from tracker.side_vote import SideVote, SideVoteConfig
 from tracker.signals import SignalHandlers
 from tracker.smoothing import OneEuroFilter
+from tracker.side_inference import sigmoid
 from tracker.sources import SourceError
 from tracker.types import CameraIntrinsics, DepthFrame, HandCrop, HandEstimate, Handedness
 
@@ -55,6 +56,16 @@ class TrackerConfig:
     side_vote: SideVoteConfig = field(default_factory=SideVoteConfig)
     #: Below this confidence the estimate is dropped (no hand reported).
     min_confidence: float = 0.4
+    #: A crop the hand-presence classifier (``tracker.presence``) gives less than this
+    #: probability of being a hand is dropped before the network runs: the end of an arm
+    #: whose hand is out of view or hidden, which the depth would bear a fitted mesh out on.
+    #: 0: the classifier is not run. Over a track the tracker weighs each frame's logit
+    #: into a running mean (``hand_evidence_weight`` the new frame's share), so a hand that
+    #: turns into a blob for a few frames (a fist end-on to the camera, which the classifier
+    #: often takes for no hand) keeps its track, while an arm left behind by a hand gone out
+    #: of view loses it within about three frames.
+    min_hand_probability: float = 0.5
+    hand_evidence_weight: float = 0.3
     #: Smooth the joints over time with a One-Euro filter (off: raw per-frame estimates).
     smooth: bool = False
     #: A hand centre this far from the last one starts a new track (side vote and smoothing
@@ -94,6 +105,11 @@ PLAYBACK_READ_AHEAD = 1
 #: Signals that stop a run; sent to the whole process group, they end the frame-preparation
 #: workers as well.
 GROUP_STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+#: The largest hand-presence logit one frame adds to a track's running evidence: from its
+#: most certain, an arm left by its hand (-6 after a track at +6) ends the track on its
+#: second frame with ``hand_evidence_weight`` 0.3.
+HAND_EVIDENCE_MAX_ABS_LOGIT = 6.0
 
 #: A side check's evidence: the confidence difference (right minus left) in logit units per
 #: unit of it, clipped as any logit (``SideVoteConfig.max_abs_logit``): the median difference
@@ -172,9 +188,11 @@ class HandTracker:
 
     ``side_classifier``: a ``tracker.side_inference.SideClassifier`` for automatic
     handedness (``config.handedness`` None); the shipped one is loaded if not given.
+    ``presence``: a ``tracker.side_inference.HandPresence`` where
+    ``config.min_hand_probability`` > 0; the shipped one is loaded if not given.
     """
 
-    def __init__(self, estimator: HandEstimator, config: TrackerConfig = TrackerConfig(), side_classifier=None) -> None:
+    def __init__(self, estimator: HandEstimator, config: TrackerConfig = TrackerConfig(), side_classifier=None, presence=None) -> None:
         self.estimator = estimator
         manifest = getattr(estimator.backend, "manifest", None)
         #: What the network's crops show past the image's edge: as its weights were trained.
@@ -212,7 +230,16 @@ class HandTracker:
 
                 side_classifier = SideClassifier.load()
             self.side_classifier = side_classifier
+        self.presence = None
+        if config.min_hand_probability > 0:
+            if presence is None:
+                from tracker.side_inference import HandPresence
+
+                presence = HandPresence.load()
+            self.presence = presence
         self._side_vote = SideVote(config.side_vote)
+        #: The track's running hand-presence logit (None: no frame of the track yet).
+        self._hand_evidence: float | None = None
         self._side: Handedness | None = None
         #: Frames of the current track that went through the side vote, and which of them
         #: the last side check was made at (None: none yet in this track).
@@ -250,6 +277,9 @@ class HandTracker:
         size = 32  # segmentation's grid takes every pixel of so small a frame
         blank = np.zeros((size, size), np.float32)
         prepare_frame(blank, CameraIntrinsics(size, size, 30.0, 30.0, size / 2, size / 2), None, self.prepare_config, None)
+        for classifier in (self.side_classifier, self.presence):
+            if hasattr(classifier, "crop_size"):  # the first onnxruntime call allocates
+                classifier.logit(np.ones((classifier.crop_size, classifier.crop_size), np.float32))
         s = self.estimator.backend.crop_size
         # A crop of nothing but background, 0.5 m ahead: what the network makes of it is
         # finite, so the refit runs on it.
@@ -308,6 +338,7 @@ class HandTracker:
         self._track += 1
         self._previous_center = self._begun_center = None
         self._side_vote.reset()
+        self._hand_evidence = None
         self._track_frames = 0
         self._side_checked_at: int | None = None
         self._side = None
@@ -329,8 +360,8 @@ class HandTracker:
         return self._previous_center
 
     def prepare(self, frame: DepthFrame, prior: np.ndarray | None) -> Prepared:
-        """Segmentation, crops and side logit: reads no tracker state but ``prior``."""
-        return self.prepare_function(frame.depth_m(), frame.intrinsics, prior, self.prepare_config, self.side_classifier)
+        """Segmentation, crops, side and hand logits: reads no tracker state but ``prior``."""
+        return self.prepare_function(frame.depth_m(), frame.intrinsics, prior, self.prepare_config, self.side_classifier, self.presence)
 
     def process(self, frame: DepthFrame) -> FrameResult:
         self._check_open()
@@ -369,6 +400,24 @@ class HandTracker:
         # The side taken reports its own network's time as "network"; the rest is the check's.
         timings["side_check"] = check_ms - runs[side].launch_ms
         return prepared.crops[side], runs[side]
+
+    def _is_hand(self, frame: DepthFrame, prepared: Prepared, timings: dict[str, float]) -> bool:
+        """Whether the track's running hand evidence, this frame's crop added, says a hand
+        (True without the hand-presence classifier); see ``TrackerConfig.min_hand_probability``."""
+        if self.presence is None:
+            return True
+        logit = prepared.hand_logit
+        if logit is None:  # prepared without it (see PrepareWorkers)
+            t0 = time.perf_counter()
+            depth = side_classifier_crop(*pinhole_view(frame.depth_m(), frame.intrinsics), prepared.centre, self.prepare_config, prepared.crops, self.presence)
+            logit = self.presence.logit(depth)
+            timings["presence"] = 1e3 * (time.perf_counter() - t0)
+        # Clipped, so that no single frame outweighs the track: the shipped classifier
+        # gives logits of +-10 and more on plain cases.
+        logit = float(np.clip(logit, -HAND_EVIDENCE_MAX_ABS_LOGIT, HAND_EVIDENCE_MAX_ABS_LOGIT))
+        weight = self.config.hand_evidence_weight
+        self._hand_evidence = logit if self._hand_evidence is None else (1.0 - weight) * self._hand_evidence + weight * logit
+        return sigmoid(self._hand_evidence) >= self.config.min_hand_probability
 
     def _side_check(self, frame: DepthFrame, prepared: Prepared):
         """(each side's confidence, each side's network run, milliseconds the check took)
@@ -409,6 +458,9 @@ class HandTracker:
             return FrameResult(frame, (), timings)
         if self._begun_center is not None and np.linalg.norm(centre - self._begun_center) > self.config.new_track_jump_m:
             self._lost()
+        if not self._is_hand(frame, prepared, timings):
+            self._lost()
+            return FrameResult(frame, (), timings)
         self._begun_center = centre
         crop, launched = self._crop(frame, prepared, timings)
         return _Begun(frame, centre, launched or self.estimator.start(crop), timings, self._track, self._smoother)
@@ -754,7 +806,9 @@ def run_pipeline(
 
         if workers > 0:  # in here: a failure to start them still closes the source and sinks
             try:
-                ahead = PrepareWorkers(workers, tracker.prepare_config, tracker.side_classifier, getattr(tracker, "prepare_function", prepare_frame))
+                ahead = PrepareWorkers(
+                    workers, tracker.prepare_config, tracker.side_classifier, getattr(tracker, "prepare_function", prepare_frame), getattr(tracker, "presence", None)
+                )
             except PrepareWorkerEnded as exc:  # a Ctrl-C while they started: no frame is taken
                 if not stopped_by_group_signal(exc):
                     raise

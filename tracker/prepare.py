@@ -1,8 +1,9 @@
-"""What a frame needs before the network: the hand centre, the crops, the side logit.
+"""What a frame needs before the network: the hand centre, the crops, the side and hand logits.
 
 ``prepare_frame`` segments a depth frame (``tracker.segment``), cuts the network's crops
-around the hand (``tracker.crop``) and, when the side is decided per track, asks the side
-classifier about the unmirrored crop. None of it reads the tracker's state except the
+around the hand (``tracker.crop``) and asks the crop classifiers about the unmirrored
+crop: the side classifier, when the side is decided per track, and the hand-presence
+classifier, whether it is a hand at all. None of it reads the tracker's state except the
 prior, the last hand centre, so when a recording plays as fast as possible the tracker
 hands frames to ``PrepareWorkers``, processes that prepare the next frames while it runs
 the network on the current one (``tracker.pipeline``).
@@ -25,7 +26,7 @@ import numpy as np
 from tracker.crop import CropFrame, OutOfImage, make_crop
 from tracker.lens import pinhole_view
 from tracker.segment import SegmentConfig, track_hand_center
-from tracker.side_inference import SideClassifier
+from tracker.side_inference import CropClassifier, HandPresence, SideClassifier
 from tracker.types import CameraIntrinsics, DepthFrame, HandCrop, Handedness, depth_to_metres
 
 
@@ -62,13 +63,16 @@ class Prepared:
         decided per track, else the fixed one); empty without a centre.
     right_logit: the side classifier's logit of "right" on the unmirrored crop; None when
         the side is fixed, or when it was left to the caller (no classifier given).
-    timings_ms: segment, crop and side (those that ran), milliseconds.
+    timings_ms: segment, crop, side and presence (those that ran), milliseconds.
+    hand_logit: the hand-presence classifier's logit of "a hand" on the same crop; None when
+        it was left to the caller (none given).
     """
 
     centre: np.ndarray | None
     crops: dict[Handedness, HandCrop]
     right_logit: float | None
     timings_ms: dict[str, float]
+    hand_logit: float | None = None
 
 
 def side_classifier_crop(
@@ -77,11 +81,11 @@ def side_classifier_crop(
     centre: np.ndarray,
     config: PrepareConfig,
     crops: dict[Handedness, HandCrop],
-    classifier: SideClassifier,
+    classifier: CropClassifier,
 ) -> np.ndarray:
-    """(S, S) depth the side classifier takes: the unmirrored crop in the camera frame, of
-    the cube and size it was trained on; the network's own right-hand crop when that is the
-    same crop."""
+    """(S, S) depth the side (or hand-presence) classifier takes: the unmirrored crop in the
+    camera frame, of the cube and size it was trained on; the network's own right-hand crop
+    when that is the same crop."""
     cube_size_m = classifier.cube_size_m or config.cube_size_m
     right = crops.get(Handedness.RIGHT)
     if (
@@ -101,8 +105,10 @@ def prepare_frame(
     prior: np.ndarray | None,
     config: PrepareConfig,
     classifier: SideClassifier | None = None,
+    presence: HandPresence | None = None,
 ) -> Prepared:
-    """Segment (H, W) float32 metres, crop around the hand and classify its side (see Prepared).
+    """Segment (H, W) float32 metres, crop around the hand, classify its side and whether it
+    is a hand (see Prepared).
 
     A stream with a lens model is first resampled onto its pinhole image (``tracker.lens``);
     the centre and crops are exact 3-D either way."""
@@ -120,16 +126,24 @@ def prepare_frame(
     }
     t2 = time.perf_counter()
     timings["crop"] = 1e3 * (t2 - t1)
-    right_logit = None
+    right_logit = hand_logit = None
+    side_depth = None
     if config.handedness is None and classifier is not None:
-        right_logit = classifier.logit(side_classifier_crop(depth_m, intrinsics, centre, config, crops, classifier))
+        side_depth = side_classifier_crop(depth_m, intrinsics, centre, config, crops, classifier)
+        right_logit = classifier.logit(side_depth)
         timings["side"] = 1e3 * (time.perf_counter() - t2)
-    return Prepared(centre, crops, right_logit, timings)
+    if presence is not None:
+        t3 = time.perf_counter()
+        same = side_depth is not None and (presence.cube_size_m or config.cube_size_m) == (classifier.cube_size_m or config.cube_size_m) and presence.crop_size == classifier.crop_size
+        hand_logit = presence.logit(side_depth if same else side_classifier_crop(depth_m, intrinsics, centre, config, crops, presence))
+        timings["presence"] = 1e3 * (time.perf_counter() - t3)
+    return Prepared(centre, crops, right_logit, timings, hand_logit)
 
 
 def serve(connection, config: PrepareConfig, prepare=prepare_frame) -> None:
-    """A worker process: the first message on ``connection`` is the side classifier, (ONNX
-    bytes, manifest) as the main process checked them, or None. Then each request names a
+    """A worker process: the first message on ``connection`` is the side and the
+    hand-presence classifier, each (ONNX bytes, manifest) as the main process checked them,
+    or None. Then each request names a
     shared-memory block holding a (H, W) uint16 depth image, with its shape, depth scale,
     intrinsics (None: those of the request before) and prior; the answer is its
     ``Prepared``, or the exception raised. Ends on None or when the other end closes.
@@ -142,10 +156,11 @@ def serve(connection, config: PrepareConfig, prepare=prepare_frame) -> None:
     cv2.setNumThreads(PREPARE_OPENCV_THREADS)
     intrinsics = None
     try:
-        classifier_onnx = connection.recv()
+        classifier_onnx, presence_onnx = connection.recv()
     except (EOFError, OSError):
         return
     classifier = None if classifier_onnx is None else SideClassifier.from_onnx(*classifier_onnx)
+    presence = None if presence_onnx is None else HandPresence.from_onnx(*presence_onnx)
     blocks: dict[str, shared_memory.SharedMemory] = {}
     try:
         while True:
@@ -170,7 +185,7 @@ def serve(connection, config: PrepareConfig, prepare=prepare_frame) -> None:
                 # No view of the block outlives this line: the block may be closed and unmapped
                 # after it, and a view would then point at nothing.
                 depth_m = depth_to_metres(np.ndarray(shape, np.uint16, buffer=blocks[name].buf), depth_scale)
-                answer = prepare(depth_m, intrinsics, prior, config, classifier)
+                answer = prepare(depth_m, intrinsics, prior, config, classifier, presence)
             except Exception as exc:  # sent back and raised in the main process
                 answer = exc
             connection.send(answer)
@@ -210,15 +225,19 @@ class PrepareWorkers:
     used in turn; with at most ``count + 1`` frames in flight, a buffer is written again
     only after the answer to what it last held was received.
 
-    ``classifier``: the tracker's side classifier; a worker makes its own from the same
-    ONNX bytes. One it cannot copy (no ``onnx_bytes``) stays with the caller, and the
-    answers leave ``right_logit`` to it. ``prepare``: what prepares a frame, with
+    ``classifier``, ``presence``: the tracker's side and hand-presence classifiers; a worker
+    makes its own from the same ONNX bytes. One it cannot copy (no ``onnx_bytes``) stays
+    with the caller, and the answers leave ``right_logit`` (``hand_logit``) to it. ``prepare``: what prepares a frame, with
     ``prepare_frame``'s arguments; a module-level function, which the workers import.
     """
 
-    def __init__(self, count: int, config: PrepareConfig, classifier: SideClassifier | None = None, prepare=prepare_frame) -> None:
+    def __init__(
+        self, count: int, config: PrepareConfig, classifier: SideClassifier | None = None, prepare=prepare_frame, presence: HandPresence | None = None
+    ) -> None:
         onnx = getattr(classifier, "onnx_bytes", None)
         classifier_onnx = None if onnx is None or config.handedness is not None else (onnx, classifier.manifest)
+        onnx = getattr(presence, "onnx_bytes", None)
+        presence_onnx = None if onnx is None else (onnx, presence.manifest)
         # spawn: the capture thread and the inference runtimes' threads make fork unsafe.
         context = multiprocessing.get_context("spawn")
         self._connections, self._processes = [], []
@@ -233,14 +252,14 @@ class PrepareWorkers:
                 theirs.close()
                 self._connections.append(ours)
                 self._processes.append(process)
-            # The classifier (half a megabyte) through the workers' own pipes, not with what
+            # The classifiers (half a megabyte) through the workers' own pipes, not with what
             # starts them: a Ctrl-C to the process group that ends a worker before it has
             # read what it was started with leaves that write waiting for good (the parent
             # holds the pipe's other end until it is done), while on these pipes the write
             # fails once the worker is gone.
             for i, connection in enumerate(self._connections):
                 try:
-                    connection.send(classifier_onnx)
+                    connection.send((classifier_onnx, presence_onnx))
                 except OSError:  # a broken pipe: the worker is gone
                     self._processes[i].join(timeout=5.0)
                     raise PrepareWorkerEnded(i, self._processes[i].exitcode) from None
