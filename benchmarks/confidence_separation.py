@@ -19,7 +19,17 @@ measured pixels that the network calls hand.
   6-18 cm, facing the camera), ``cylinder`` (an arm without its hand, 2.5-4.5 cm radius,
   running out of the image) and ``book`` (16 x 22 cm, tilted);
 * ``real_sr305``: the 19 SR305 frames in ``tests/data/sr305-gestures``, on the side the side
-  classifier gives.
+  classifier gives;
+* scenes of the hand network's kind (``SceneConfig``: arm, desk or wall, body, noise; seeds
+  of stream ``scene_stream``, which no network trained on), whole 640 x 480-class frames:
+  ``arms_whose_hand_is_hidden`` (drawn without their hand, ``SceneConfig.hand``),
+  ``arms_whose_hand_is_past_the_edge`` (with it, the image cut at the side of the hand's
+  box that leaves the most arm in view) and ``hands_a_third_past_the_edge`` (cut through
+  the hand, two thirds of its pixels left).
+
+Each crop also gets the hand-presence classifier's probability (``tracker.presence``), and
+each group says what share of its crops each gate keeps and both together, as the tracker
+does (``TrackerConfig.min_hand_probability`` and ``min_confidence``).
 
 ``side_choice``: on the ``hands`` frames, how often the side whose mesh the depth bears out
 better is the true one, against the side classifier's single-frame answer (what the side
@@ -36,6 +46,7 @@ group the quantiles of both measures and the share of crops each keeps at its th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -53,6 +64,9 @@ from tracker.hand_model import HandModel
 from tracker.lens import pinhole_view
 from tracker.machine import machine_info
 from tracker.pipeline import HandTracker, TrackerConfig
+from tracker.side_inference import sigmoid
+from tracker.synth.dataset import sample_seed
+from tracker.synth.scene import SceneConfig, SceneLabel, render_sample
 from tracker.sources import FolderSource, SyntheticSource
 from tracker.types import CameraIntrinsics, DepthFrame, Handedness
 from tracker.weights import WEIGHTS_DIR
@@ -76,6 +90,10 @@ class ConfidenceBenchConfig:
     objects_per_kind: int = 20
     object_seed: int = 0
     min_confidence: float = TrackerConfig.min_confidence
+    min_hand_probability: float = TrackerConfig.min_hand_probability
+    #: Scenes per scene group, and their stream (``sample_seed``; 1-6 are training streams).
+    scenes: int = 100
+    scene_stream: int = 8
     #: The tracked sequences for ``tracked_sides`` (the side classifier's own held-out seeds).
     track_first_seed: int = 22
     track_sequences: int = 12
@@ -100,6 +118,7 @@ def _scores(tracker: HandTracker, frame: DepthFrame, side: Handedness | None) ->
     return {
         "confidence": agreement.confidence, "confirmed": agreement.confirmed, "explained": agreement.explained, "hand_share": hand_share,
         "joints": output.joints, "right_logit": prepared.right_logit,
+        "hand_probability": None if prepared.hand_logit is None else sigmoid(prepared.hand_logit),
     }
 
 
@@ -146,10 +165,48 @@ def object_depth(kind: str, rng: np.random.Generator, camera: CameraIntrinsics =
     return depth.astype(np.float32)
 
 
-def group_stats(rows: list[dict | None], min_confidence: float) -> dict:
+def scene_frame(seed: int, group: str, hand_model: HandModel) -> DepthFrame | None:
+    """A whole frame of the hand network's kind of scene for a scene group (see the module
+    docstring); None where the cut leaves nothing of the kind asked for."""
+    scene = dataclasses.replace(SceneConfig(), hand=group != "arms_whose_hand_is_hidden")
+    sample = render_sample(hand_model, scene, seed)
+    depth = sample.depth.astype(np.float32) * np.float32(sample.depth_scale)
+    k = sample.intrinsics
+    if group != "arms_whose_hand_is_hidden":
+        v, u = np.nonzero(sample.mask)
+        arm = sample.labels == SceneLabel.FOREARM
+        if group == "arms_whose_hand_is_past_the_edge":
+            # The four cuts that leave the hand's whole box out; the one with the most arm.
+            cuts = [(0, k.height, 0, u.min()), (0, k.height, u.max() + 1, k.width), (0, v.min(), 0, k.width), (v.max() + 1, k.height, 0, k.width)]
+            y0, y1, x0, x1 = max(cuts, key=lambda c: arm[c[0] : c[1], c[2] : c[3]].sum())
+            if arm[y0:y1, x0:x1].sum() < 200:
+                return None
+        else:
+            # The cut across the hand, from the side away from its arm, that leaves two thirds of it.
+            arm_v, arm_u = np.nonzero(arm)
+            towards_arm = np.array([arm_u.mean() - u.mean(), arm_v.mean() - v.mean()]) if len(arm_u) else np.array([0.0, 1.0])
+            if abs(towards_arm[0]) > abs(towards_arm[1]):
+                cut = int(np.sort(u)[len(u) // 3]) if towards_arm[0] > 0 else int(np.sort(u)[::-1][len(u) // 3]) + 1
+                y0, y1, x0, x1 = (0, k.height, cut, k.width) if towards_arm[0] > 0 else (0, k.height, 0, cut)
+            else:
+                cut = int(np.sort(v)[len(v) // 3]) if towards_arm[1] > 0 else int(np.sort(v)[::-1][len(v) // 3]) + 1
+                y0, y1, x0, x1 = (cut, k.height, 0, k.width) if towards_arm[1] > 0 else (0, cut, 0, k.width)
+        depth = np.ascontiguousarray(depth[y0:y1, x0:x1])
+        k = CameraIntrinsics(x1 - x0, y1 - y0, k.fx, k.fy, k.cx - x0, k.cy - y0)
+    return DepthFrame.from_metres(depth, k)
+
+
+SCENE_GROUPS = ("arms_whose_hand_is_hidden", "arms_whose_hand_is_past_the_edge", "hands_a_third_past_the_edge")
+
+
+def group_stats(rows: list[dict | None], min_confidence: float, min_hand_probability: float) -> dict:
     found = [r for r in rows if r is not None]
     stats: dict = {"crops": len(rows), "hand_found": len(found)}
-    for name, threshold in (("confidence", min_confidence), ("hand_share", OLD_THRESHOLD)):
+    if found and found[0].get("hand_probability") is not None:
+        stats["kept_by_both"] = float(np.mean([r["confidence"] >= min_confidence and r["hand_probability"] >= min_hand_probability for r in found]))
+    for name, threshold in (("confidence", min_confidence), ("hand_share", OLD_THRESHOLD), ("hand_probability", min_hand_probability)):
+        if any(r.get(name) is None for r in found):
+            continue
         values = np.array([r[name] for r in found])
         if not values.size:
             stats[name] = None
@@ -165,6 +222,13 @@ def group_stats(rows: list[dict | None], min_confidence: float) -> dict:
     errors = [r["joint_error_mm"] for r in found if "joint_error_mm" in r]
     if errors:
         stats["mean_joint_error_mm"] = float(np.mean(errors))
+        if "kept_by_both" in stats:
+            # What the hand-presence gate drops: the crops it calls no hand, and how far off
+            # the network's estimate on them was.
+            kept = [r["joint_error_mm"] for r in found if r["hand_probability"] >= min_hand_probability]
+            dropped = [r["joint_error_mm"] for r in found if r["hand_probability"] < min_hand_probability]
+            stats["mean_joint_error_mm_kept_by_hand_presence"] = float(np.mean(kept)) if kept else None
+            stats["mean_joint_error_mm_dropped_by_hand_presence"] = float(np.mean(dropped)) if dropped else None
         if len(errors) > 2:
             stats["correlation_confidence_joint_error"] = float(np.corrcoef([r["confidence"] for r in found], errors)[0, 1])
     return stats
@@ -198,13 +262,20 @@ def side_choice(own: list[dict | None], other: list[dict | None], truth_is_right
 def tracked_sides(config: ConfidenceBenchConfig, estimator: HandEstimator, progress: bool = True) -> dict:
     """The side the tracker reports, frame by frame, over whole sequences (seeds S.., a right
     and a left hand each, as ``python -m tracker.side_classifier evaluate --seeds`` draws
-    them), without side checks and with the tracker's default ones."""
+    them), without side checks and with the tracker's default ones, and with those but
+    without the hand-presence classifier."""
     out = {}
-    for every in (0, TrackerConfig.side_check_every):
-        tracker = HandTracker(estimator, TrackerConfig(side_check_every=every))
+    every = TrackerConfig.side_check_every
+    variants = {
+        "side_check_every_0": TrackerConfig(side_check_every=0),
+        f"side_check_every_{every}": TrackerConfig(),
+        f"side_check_every_{every}_without_hand_presence": TrackerConfig(min_hand_probability=0.0),
+    }
+    for name, tracker_config in variants.items():
+        tracker = HandTracker(estimator, tracker_config)
         correct, errors, changes, found, at_frame = [], [], 0, 0, {1: [], 10: [], 30: []}
         runs = [(seed, hand) for seed in range(config.track_first_seed, config.track_first_seed + config.track_sequences) for hand in Handedness]
-        for seed, hand in tqdm(runs, desc=f"tracking, side checks every {every}", disable=not progress):
+        for seed, hand in tqdm(runs, desc=f"tracking, {name.replace('_', ' ')}", disable=not progress):
             tracker.reset()
             source = SyntheticSource(seed=seed, max_frames=config.track_frames, hand=hand, hand_model=estimator.hand_model)
             last = None
@@ -220,7 +291,8 @@ def tracked_sides(config: ConfidenceBenchConfig, estimator: HandEstimator, progr
                 changes += last is not None and reported != last
                 last = reported
                 errors.append(float(np.linalg.norm(result.hands[0].joints_cam_m - source.ground_truth(frame.frame_number), axis=1).mean() * 1000))
-        out[f"side_check_every_{every}"] = {
+        out[name] = {
+            "frames": len(runs) * config.track_frames,
             "frames_with_a_hand": found,
             "frame_accuracy": float(np.mean(correct)) if correct else None,
             "accuracy_at_frame": {str(k): float(np.mean(v)) if v else None for k, v in at_frame.items()},
@@ -263,6 +335,9 @@ def measure(config: ConfidenceBenchConfig, progress: bool = True) -> dict[str, l
         groups[kind] = [_scores(tracker, DepthFrame.from_metres(object_depth(kind, rng), OBJECT_CAMERA), None) for _ in range(config.objects_per_kind)]
     real = FolderSource(REAL_DIR)
     groups["real_sr305"] = [_scores(tracker, frame, None) for frame in real.frames()]
+    for group in tqdm(SCENE_GROUPS, desc="scenes", disable=not progress):
+        frames = (scene_frame(sample_seed(config.scene_stream, i), group, hand_model) for i in range(config.scenes))
+        groups[group] = [_scores(tracker, frame, None) for frame in frames if frame is not None]
     groups["tracked_sides"] = tracked_sides(config, estimator, progress) if config.track_sequences else None
     tracker.close()
     return groups
@@ -281,17 +356,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--objects", type=int, default=defaults.objects_per_kind, help="objects of each kind (default %(default)s)")
     parser.add_argument("--track-sequences", type=int, default=defaults.track_sequences, help="seeds of tracked sequences, a right and a left hand each, for the reported side (default %(default)s; 0: none)")
     parser.add_argument("--track-frames", type=int, default=defaults.track_frames, help="frames per tracked sequence (default %(default)s)")
+    parser.add_argument("--scenes", type=int, default=defaults.scenes, help="frames of each scene group: arms without their hand, hands past the edge (default %(default)s)")
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="weights directory (default %(default)s)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "confidence_separation.json", help="result JSON (default %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if min(args.sequences, args.frames, args.every, args.objects) < 1:
-        parser.error("--sequences, --frames, --every and --objects must be >= 1")
+    if min(args.sequences, args.frames, args.every, args.objects, args.scenes) < 1:
+        parser.error("--sequences, --frames, --every, --objects and --scenes must be >= 1")
     if args.track_sequences < 0 or args.track_frames < 1:
         parser.error("--track-sequences must be >= 0 and --track-frames >= 1")
     config = ConfidenceBenchConfig(
         sequences=args.sequences, frames=args.frames, every=args.every, objects_per_kind=args.objects, weights=str(args.weights),
-        track_sequences=args.track_sequences, track_frames=args.track_frames,
+        track_sequences=args.track_sequences, track_frames=args.track_frames, scenes=args.scenes,
     )
     began = time.perf_counter()
     groups = measure(config, progress=not args.no_progress)
@@ -300,22 +376,28 @@ def main(argv: list[str] | None = None) -> int:
         "command": ["python", "-m", "benchmarks.confidence_separation", *(sys.argv[1:] if argv is None else argv)],
         "machine": machine_info(),
         "config": asdict(config),
-        "groups": {name: group_stats(rows, config.min_confidence) for name, rows in groups.items() if name not in ("truth_is_right", "tracked_sides")},
+        "groups": {
+            name: group_stats(rows, config.min_confidence, config.min_hand_probability) for name, rows in groups.items() if name not in ("truth_is_right", "tracked_sides")
+        },
         "side_choice": side_choice(groups["hands"], groups["hands_as_the_other_side"], groups["truth_is_right"]),
         "tracked_sides": groups["tracked_sides"],
         "seconds": time.perf_counter() - began,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
-    print(f"{'group':30s} {'crops':>5s}  confidence min/p5/median/max  kept at {config.min_confidence}   hand share median  kept at {OLD_THRESHOLD}")
+    print(
+        f"{'group':33s} {'crops':>5s}  confidence min/p5/median/max  kept at {config.min_confidence}   hand share median  kept at {OLD_THRESHOLD}"
+        f"   P(hand) median  kept at {config.min_hand_probability}   kept by both"
+    )
     for name, stats in result["groups"].items():
-        c, h = stats["confidence"], stats["hand_share"]
+        c, h, p = stats.get("confidence"), stats.get("hand_share"), stats.get("hand_probability")
         if c is None:
-            print(f"{name:30s} {stats['crops']:5d}  no hand found")
+            print(f"{name:33s} {stats['crops']:5d}  no hand found")
             continue
         print(
-            f"{name:30s} {stats['hand_found']:5d}  {c['min']:.2f}/{c['p5']:.2f}/{c['median']:.2f}/{c['max']:.2f}"
+            f"{name:33s} {stats['hand_found']:5d}  {c['min']:.2f}/{c['p5']:.2f}/{c['median']:.2f}/{c['max']:.2f}"
             f"{c['kept_at_threshold']:>18.0%}   {h['median']:17.2f}  {h['kept_at_threshold']:6.0%}"
+            + (f"   {p['median']:14.2f}  {p['kept_at_threshold']:9.0%}   {stats['kept_by_both']:12.0%}" if p else "")
         )
     sides = result["side_choice"]
     if sides["frames"]:
@@ -327,9 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     if tracked:
         for name, stats in tracked.items():
             if name != "sequences":
+                share = lambda value, digits: "-" if value is None else f"{value:.{digits}%}"  # noqa: E731 (no hand found at all)
+                error = "-" if stats["mean_joint_error_mm"] is None else f"{stats['mean_joint_error_mm']:.1f} mm"
                 print(
-                    f"tracked ({tracked['sequences']}), {name.replace('_', ' ')}: side right on {stats['frame_accuracy']:.1%} of frames "
-                    f"(at frame 1: {stats['accuracy_at_frame']['1']:.0%}), {stats['side_changes']} side changes, mean joint error {stats['mean_joint_error_mm']:.1f} mm"
+                    f"tracked ({tracked['sequences']}), {name.replace('_', ' ')}: a hand on {stats['frames_with_a_hand']} of {stats['frames']} frames, "
+                    f"side right on {share(stats['frame_accuracy'], 1)} of them "
+                    f"(at frame 1: {share(stats['accuracy_at_frame']['1'], 0)}), {stats['side_changes']} side changes, mean joint error {error}"
                 )
     print(f"wrote {args.out} ({result['seconds']:.0f} s)")
     return 0
