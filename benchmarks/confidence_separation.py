@@ -91,7 +91,7 @@ class ConfidenceBenchConfig:
     object_seed: int = 0
     min_confidence: float = TrackerConfig.min_confidence
     min_hand_probability: float = TrackerConfig.min_hand_probability
-    #: Scenes per scene group, and their stream (``sample_seed``; 1-6 are training streams).
+    #: Scenes per scene group, and their stream (``sample_seed``; 1-6 train or calibrate networks).
     scenes: int = 100
     scene_stream: int = 8
     #: The tracked sequences for ``tracked_sides`` (the side classifier's own held-out seeds).

@@ -4,7 +4,7 @@ before doing any work (no traceback, nothing written)."""
 import pytest
 
 from benchmarks import pipeline_speed, synthetic_throughput
-from tracker import presence, side_classifier
+from tracker import cli, presence, side_classifier
 from tracker.synth import contact_sheet
 
 
@@ -35,6 +35,8 @@ def exit_code_and_error(main, argv, capsys):
         (synthetic_throughput.main, ["--samples", "0"], "--samples must be at least 1"),
         (side_classifier.main, ["evaluate", "--weights", "{tmp}/none"], "no side-classifier weights"),
         (presence.main, ["evaluate", "--weights", "{tmp}/none"], "no hand-presence weights"),
+        (cli.main, ["--min-hand-probability", "1"], "--min-hand-probability must be at least 0"),
+        (cli.main, ["--min-hand-probability", "nan"], "--min-hand-probability must be at least 0"),
         (presence.main, ["train", "--out", "{tmp}/run", "--steps", "0"], "must be at least 1"),
     ],
 )
@@ -48,3 +50,9 @@ def test_contact_sheet_of_a_missing_shard(tmp_path, capsys):
     out = tmp_path / "sheet.png"
     code, err = exit_code_and_error(contact_sheet.main, ["--out", str(out), "--shard", str(tmp_path / "none.npz")], capsys)
     assert code == 2 and "shard not found" in err and not out.exists()
+
+
+def test_the_command_lines_hand_presence_default_is_the_trackers():
+    from tracker.pipeline import TrackerConfig
+
+    assert cli.build_parser().parse_args([]).min_hand_probability == TrackerConfig.min_hand_probability

@@ -925,6 +925,19 @@ def test_prepare_workers_leave_the_side_to_a_classifier_they_cannot_copy(hand_mo
     assert got.centre is not None and got.right_logit is None and "side" not in got.timings_ms
 
 
+def test_prepare_workers_leave_the_hand_logit_to_a_presence_classifier_they_cannot_copy(hand_model):
+    from tracker.prepare import PrepareWorkers
+
+    frame = next(iter(SyntheticSource(seed=6, max_frames=1, hand_model=hand_model).frames()))
+    workers = PrepareWorkers(1, _prepare_config(Handedness.RIGHT), presence=object())
+    try:
+        workers.send(frame, None)
+        got = workers.receive()
+    finally:
+        workers.close()
+    assert got.centre is not None and got.hand_logit is None and "presence" not in got.timings_ms
+
+
 def test_a_prepare_worker_that_dies_gives_a_clear_error(hand_model):
     from tracker.prepare import PrepareWorkers
 
@@ -1976,3 +1989,8 @@ def test_the_tracker_loads_the_shipped_hand_presence_classifier_unless_turned_of
     estimator = HandEstimator(create_backend("onnxruntime"), hand_model)
     assert isinstance(HandTracker(estimator, TrackerConfig()).presence, HandPresence)
     assert HandTracker(estimator, TrackerConfig(min_hand_probability=0.0)).presence is None
+    # A threshold the running evidence (each frame's logit clipped to +-6) can never reach
+    # would drop every frame; a weight of 0 would judge a track by its first frame forever.
+    for bad in (dict(min_hand_probability=0.999), dict(min_hand_probability=-0.1), dict(hand_evidence_weight=0.0), dict(hand_evidence_weight=1.5)):
+        with pytest.raises(ValueError, match="min_hand_probability|hand_evidence_weight"):
+            HandTracker(estimator, TrackerConfig(**bad))

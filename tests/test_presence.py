@@ -18,6 +18,8 @@ from tracker.weights import WeightsError
 
 
 def test_a_scene_drawn_without_its_hand_keeps_its_arm_where_it_was(hand_model):
+    # Seeds whose first pose drawn has its hand in view: without the hand the same pose is
+    # kept (the draw is repeated only while neither hand nor arm is in view).
     for seed in (3, 4, 5):
         with_hand = render_sample(hand_model, SceneConfig(), seed)
         without = render_sample(hand_model, dataclasses.replace(SceneConfig(), hand=False), seed)
@@ -146,3 +148,21 @@ def test_a_damaged_shipped_copy_is_refused(tmp_path):
     state.write_bytes(state.read_bytes()[:-100])
     with pytest.raises(WeightsError, match="corrupt"):
         pr.load_network(directory)
+
+
+def test_the_classifier_is_trained_on_the_crop_the_tracker_gives_it(hand_model):
+    # The same scene through the training data's cut and through the tracker's preparation
+    # (whose network crops are in the ray frame: the classifiers cut their own camera-frame crop).
+    from tracker.crop import CropFrame, OutOfImage
+    from tracker.prepare import PrepareConfig, prepare_frame
+
+    data = pr.DataConfig()
+    presence = HandPresence.load()
+    config = PrepareConfig(data.segment, data.cube_size_m, None, CropFrame.RAY, OutOfImage.FAR)
+    for kind, seed in (("hand", 11), ("arm", 12)):
+        row = pr.render_crop(hand_model, data, seed, kind)
+        sample = render_sample(hand_model, dataclasses.replace(data.scene, hand=kind == "hand"), seed)
+        depth_m = sample.depth.astype(np.float32) * np.float32(sample.depth_scale)
+        prepared = prepare_frame(depth_m, sample.intrinsics, None, config, None, presence)
+        assert prepared.hand_logit == presence.logit(row["depth"])
+        assert (prepared.hand_logit > 0) == (kind == "hand")

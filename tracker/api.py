@@ -59,6 +59,7 @@ def open_tracker(
     backend: str = AUTO_BACKEND,
     hand: str = "auto",
     smooth: bool = False,
+    min_hand_probability: float = TrackerConfig.min_hand_probability,
 ) -> HandTracker:
     """A ``HandTracker`` ready for ``process(frame)``; close it (or use ``with``) to release
     its backend.
@@ -72,6 +73,8 @@ def open_tracker(
         ``BackendUnavailable`` (no GPU, no TensorRT) or the GPU's own error (out of memory).
     hand: "auto", "right" or "left" (every hand taken as that side).
     smooth: One-Euro smoothing of joints and mesh over time.
+    min_hand_probability: the hand-presence gate (``TrackerConfig.min_hand_probability``;
+        0: off).
 
     The tracker is warmed up (``HandTracker.warm_up``): its first frame is as fast as the
     rest. Raises ``tracker.weights.WeightsError`` for missing or damaged weights.
@@ -85,6 +88,7 @@ def open_tracker(
         crop_frame=crop_frame_of(manifest),
         handedness=None if hand == "auto" else Handedness(hand),
         smooth=smooth,
+        min_hand_probability=min_hand_probability,
     )
     hand_model = HandModel.load()
     network, _, _ = start_backend(backend, weights, on_fallback=log.warning)

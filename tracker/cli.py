@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         "votes add up over the frames; it may take a second to settle), right or left fixes it. "
         "A left hand is mirrored into the right-hand network (default %(default)s)",
     )
+    parser.add_argument(
+        # TrackerConfig.min_hand_probability's default (tracker.pipeline is not imported to build the parser).
+        "--min-hand-probability", type=float, default=0.5, metavar="P",
+        help="drop a crop a small classifier, averaged over the track, gives less than this probability of holding a hand "
+        "(the end of an arm whose hand is out of view or hidden), before the network runs; 0 turns the classifier off "
+        "(default %(default)s)",
+    )
     return parser
 
 
@@ -116,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.max_frames is not None and args.max_frames < 1:
         parser.error("--max-frames must be at least 1")
+    if not 0.0 <= args.min_hand_probability < 0.99:
+        parser.error("--min-hand-probability must be at least 0 (off) and below 0.99")
     if args.list_cameras:
         return _list_cameras()
     handlers = SignalHandlers(_STOP_SIGNALS, signal.default_int_handler)
@@ -221,6 +230,7 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             handedness = None if args.hand == "auto" else Handedness(args.hand)
             config = TrackerConfig(
                 cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest), handedness=handedness, smooth=args.smooth,
+                min_hand_probability=args.min_hand_probability,
                 segment_ahead=segment_ahead,
             )
             tracker = HandTracker(HandEstimator(backend, hand_model), config)

@@ -181,9 +181,10 @@ class FrameResult:
 
 class HandTracker:
     """Per-frame processing. The last hand centre backs up the next segmentation, and with
-    automatic handedness the side vote runs over the track; when the hand is lost (nothing
-    found, low confidence, or a centre too far from the last one: another hand) both are
-    cleared, and so is the smoothing, which also starts over when the side vote changes its
+    automatic handedness the side vote runs over the track, as does the hand-presence
+    evidence, which drops a crop that holds no hand before the network runs; when the hand
+    is lost (nothing found, no hand by that evidence, low confidence, or a centre too far
+    from the last one: another hand) all are cleared, and so is the smoothing, which also starts over when the side vote changes its
     mind (the joints then come from the other side's fit).
 
     ``side_classifier``: a ``tracker.side_inference.SideClassifier`` for automatic
@@ -216,6 +217,11 @@ class HandTracker:
                 config = dataclasses.replace(config, crop_frame=CropFrame.CAMERA)
             if config.cube_size_m is None:
                 config = dataclasses.replace(config, cube_size_m=DEFAULT_CUBE_SIZE_M)
+        if not 0.0 <= config.min_hand_probability < sigmoid(HAND_EVIDENCE_MAX_ABS_LOGIT):
+            # At or above the most a track's evidence can reach, every frame would be dropped.
+            raise ValueError(f"min_hand_probability must be at least 0 and below {sigmoid(HAND_EVIDENCE_MAX_ABS_LOGIT):.4f}, got {config.min_hand_probability}")
+        if not 0.0 < config.hand_evidence_weight <= 1.0:
+            raise ValueError(f"hand_evidence_weight must be above 0 and at most 1, got {config.hand_evidence_weight}")
         self.config = config
         self._previous_center: np.ndarray | None = None
         #: The hand centre of the last frame begun in the current track: what a new one is
@@ -253,7 +259,7 @@ class HandTracker:
         #: Frames begun so far (a frame sent to be segmented ahead knows by it whether the
         #: frame its stream broke at has been begun: ``run_pipeline``).
         self.frames_begun = 0
-        #: What prepares a frame (segment, crop, side), here and in the worker processes:
+        #: What prepares a frame (segment, crop, side, presence), here and in the worker processes:
         #: ``prepare_frame``'s arguments, a module-level function the workers can import.
         self.prepare_function = prepare_frame
         #: Set by ``close``: the backend is gone.

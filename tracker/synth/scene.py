@@ -75,7 +75,7 @@ class SceneConfig:
     #: Probability that the sensor noise is applied at all (clean samples help early training).
     noise_probability: float = 1.0
     forearm: bool = True
-    #: False draws everything but the hand (posed as usual, so the arm stays where it was):
+    #: False draws everything but the hand (the pose drawn as usual, the arm at its wrist):
     #: an arm whose hand is out of view or hidden, a negative example for
     #: ``tracker.presence``. The arm's open wrist end is then capped.
     hand: bool = True
