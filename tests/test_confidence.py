@@ -143,24 +143,34 @@ def test_nothing_to_compare(hand_model):
 def test_the_separation_benchmark_writes_every_group_with_its_config(tmp_path):
     import json
 
-    from benchmarks.confidence_separation import OBJECTS, group_stats, main
+    from benchmarks.confidence_separation import OBJECTS, SCENE_GROUPS, group_stats, main
 
     out = tmp_path / "c.json"
-    assert main(["--sequences", "1", "--frames", "7", "--every", "6", "--objects", "1", "--track-sequences", "1", "--track-frames", "3", "--out", str(out), "--no-progress"]) == 0
+    argv = ["--sequences", "1", "--frames", "7", "--every", "6", "--objects", "1", "--scenes", "2", "--track-sequences", "1", "--track-frames", "3"]
+    assert main([*argv, "--out", str(out), "--no-progress"]) == 0
     result = json.loads(out.read_text())
     assert result["config"]["sequences"] == 1 and result["config"]["min_confidence"] > 0 and result["machine"]["git_commit"]
     groups = result["groups"]
-    assert {"hands", "hands_as_the_other_side", "hands_before_a_wall_10cm", "real_sr305", *OBJECTS} <= set(groups)
-    assert groups["hands"]["crops"] == 2 and groups["real_sr305"]["crops"] == 19
+    assert {"hands", "hands_as_the_other_side", "hands_before_a_wall_10cm", "real_sr305", *OBJECTS, *SCENE_GROUPS} <= set(groups)
+    assert groups["hands"]["crops"] == 2 and groups["real_sr305"]["crops"] == 19 and groups["real_sr305"]["kept_by_both"] == 1.0
     tracked = result["tracked_sides"]
-    for run in ("side_check_every_0", "side_check_every_15"):  # 2 hands x 3 frames, a hand found in most
-        assert 4 <= tracked[run]["frames_with_a_hand"] <= 6 and 0 <= tracked[run]["frame_accuracy"] <= 1
-    # Golden: the share kept is counted against each measure's own threshold.
-    rows = [{"confidence": c, "hand_share": h} for c, h in ((0.1, 0.9), (0.5, 0.2), (0.9, 0.5))] + [None]
-    stats = group_stats(rows, 0.4)
+    # 2 hands x 3 frames, a hand found in most; the presence gate only ever drops frames.
+    ungated = tracked["side_check_every_15_without_hand_presence"]["frames_with_a_hand"]
+    assert 4 <= ungated <= 6
+    for run in ("side_check_every_0", "side_check_every_15"):
+        assert tracked[run]["frames_with_a_hand"] <= ungated and 0 <= tracked[run]["frame_accuracy"] <= 1
+    # Golden: the share kept is counted against each measure's own threshold, and the
+    # presence gate's share and errors against its own.
+    rows = [
+        {"confidence": c, "hand_share": h, "hand_probability": p, "joint_error_mm": e}
+        for c, h, p, e in ((0.1, 0.9, 0.9, 50.0), (0.5, 0.2, 0.2, 300.0), (0.9, 0.5, 0.8, 10.0))
+    ] + [None]
+    stats = group_stats(rows, 0.4, 0.5)
     assert (stats["crops"], stats["hand_found"]) == (4, 3)
     assert stats["confidence"]["kept_at_threshold"] == pytest.approx(2 / 3) and stats["hand_share"]["kept_at_threshold"] == pytest.approx(2 / 3)
     assert stats["confidence"]["median"] == 0.5 and stats["hand_share"]["min"] == 0.2
+    assert stats["hand_probability"]["kept_at_threshold"] == pytest.approx(2 / 3) and stats["kept_by_both"] == pytest.approx(1 / 3)
+    assert stats["mean_joint_error_mm_kept_by_hand_presence"] == 30.0 and stats["mean_joint_error_mm_dropped_by_hand_presence"] == 300.0
 
 
 @pytest.mark.parametrize("side", list(Handedness))

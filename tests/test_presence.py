@@ -166,3 +166,34 @@ def test_the_classifier_is_trained_on_the_crop_the_tracker_gives_it(hand_model):
         prepared = prepare_frame(depth_m, sample.intrinsics, None, config, None, presence)
         assert prepared.hand_logit == presence.logit(row["depth"])
         assert (prepared.hand_logit > 0) == (kind == "hand")
+
+
+def test_a_weights_folder_brings_its_own_classifiers_where_it_has_them(tmp_path):
+    from tracker.side_inference import SideClassifier
+    from tracker.weights import crop_classifiers
+
+    assert crop_classifiers(tmp_path, None, 0.5) == (None, None)  # none there: the tracker takes the shipped ones
+    shutil.copytree(pr.PRESENCE_WEIGHTS_DIR, tmp_path / "presence")
+    side, presence = crop_classifiers(tmp_path, None, 0.5)
+    assert side is None and isinstance(presence, HandPresence)
+    assert crop_classifiers(tmp_path, None, 0.0) == (None, None)  # the gate off: not loaded
+    shutil.copytree(pr.PRESENCE_WEIGHTS_DIR.parent / "side_classifier", tmp_path / "side_classifier")
+    from tracker.types import Handedness
+
+    assert isinstance(crop_classifiers(tmp_path, None, 0.5)[0], SideClassifier)
+    assert crop_classifiers(tmp_path, Handedness.LEFT, 0.5)[0] is None  # a fixed side needs none
+    onnx = tmp_path / "presence" / pr.PRESENCE_ONNX
+    onnx.write_bytes(onnx.read_bytes()[:1000])
+    with pytest.raises(WeightsError, match="corrupt"):
+        crop_classifiers(tmp_path, None, 0.5)
+
+
+def test_the_library_takes_the_hand_presence_setting_and_checks_it_before_starting():
+    from tracker.api import open_tracker, track
+
+    for bad in (0.99, -0.5, float("nan"), "abc", None):
+        with pytest.raises(ValueError, match="min_hand_probability"):
+            open_tracker(min_hand_probability=bad, backend="no-such-backend")  # refused before the backend
+    with track("synthetic", max_frames=3, min_hand_probability=0.0) as frames:
+        results = list(frames)
+    assert len(results) == 3 and all("presence" not in r.timings_ms for r in results)

@@ -31,11 +31,11 @@ from pathlib import Path
 from tracker.backends import AUTO_BACKEND, start_backend
 from tracker.estimator import HandEstimator
 from tracker.hand_model import HandModel
-from tracker.pipeline import FrameResult, HandTracker, TrackerConfig
+from tracker.pipeline import MAX_MIN_HAND_PROBABILITY, FrameResult, HandTracker, TrackerConfig
 from tracker.sinks import frame_line
 from tracker.sources import DEFAULT_SYNTHETIC_FRAMES, FrameSource, open_source, source_kind
 from tracker.types import HAND_CHOICES, CameraIntrinsics, DepthFrame, HandEstimate, Handedness, Joint
-from tracker.weights import WEIGHTS_DIR, crop_frame_of, load_manifest
+from tracker.weights import WEIGHTS_DIR, crop_classifiers, crop_frame_of, load_manifest
 
 __all__ = [
     "CameraIntrinsics",
@@ -73,14 +73,17 @@ def open_tracker(
         ``BackendUnavailable`` (no GPU, no TensorRT) or the GPU's own error (out of memory).
     hand: "auto", "right" or "left" (every hand taken as that side).
     smooth: One-Euro smoothing of joints and mesh over time.
-    min_hand_probability: the hand-presence gate (``TrackerConfig.min_hand_probability``;
-        0: off).
+    min_hand_probability: the hand-presence gate (``TrackerConfig.min_hand_probability``,
+        default 0.5; 0: off; below 0.99). ``weights``' ``side_classifier/`` and ``presence/``
+        sub-folders are used where it has them, else the shipped classifiers.
 
     The tracker is warmed up (``HandTracker.warm_up``): its first frame is as fast as the
     rest. Raises ``tracker.weights.WeightsError`` for missing or damaged weights.
     """
     if hand not in HAND_CHOICES:
         raise ValueError(f"hand must be one of {', '.join(HAND_CHOICES)}, got {hand!r}")
+    if not isinstance(min_hand_probability, (int, float)) or not 0.0 <= min_hand_probability < MAX_MIN_HAND_PROBABILITY:
+        raise ValueError(f"min_hand_probability must be a number at least 0 and below {MAX_MIN_HAND_PROBABILITY}, got {min_hand_probability!r}")
     weights = Path(weights) if weights is not None else WEIGHTS_DIR
     manifest = load_manifest(weights)
     config = TrackerConfig(
@@ -93,7 +96,8 @@ def open_tracker(
     hand_model = HandModel.load()
     network, _, _ = start_backend(backend, weights, on_fallback=log.warning)
     try:
-        tracker = HandTracker(HandEstimator(network, hand_model), config)
+        side_classifier, presence = crop_classifiers(weights, config.handedness, min_hand_probability)
+        tracker = HandTracker(HandEstimator(network, hand_model), config, side_classifier, presence)
         tracker.warm_up()
         return tracker
     except BaseException:
@@ -166,6 +170,7 @@ def track(
     smooth: bool = False,
     realtime: bool | None = None,
     max_frames: int | None = None,
+    min_hand_probability: float = TrackerConfig.min_hand_probability,
 ) -> TrackedFrames:
     """Each frame of ``source`` tracked, in order, as a ``FrameResult`` (``hands`` empty where
     no hand is seen); the tracker and the source are opened here, so bad weights or a missing
@@ -189,7 +194,7 @@ def track(
     if not opened and max_frames is None and source_kind(str(source)) == "synthetic":
         max_frames = DEFAULT_SYNTHETIC_FRAMES  # as on the command line; an opened one may be endless
     try:
-        hand_tracker = open_tracker(weights, backend, hand, smooth)
+        hand_tracker = open_tracker(weights, backend, hand, smooth, min_hand_probability)
     except BaseException:
         if opened:
             source.close()

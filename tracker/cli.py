@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--smooth", action="store_true", help="smooth the joints and the mesh over time (One-Euro filter)")
     parser.add_argument(
         "--weights", type=Path,
-        help="network weights directory (default: the shipped weights/; weights/fast: a narrower network, 40 %% fewer operations and less accurate; faster in float on a CPU, not always in 8 bits; see weights/fast/MODEL_CARD.md)",
+        help="network weights directory (default: the shipped weights/; weights/fast: a narrower network, 40 %% fewer operations and less accurate; faster in float on a CPU, not always in 8 bits; see weights/fast/MODEL_CARD.md). "
+        "Its side_classifier/ and presence/ sub-folders are used where it has them, else the shipped ones",
     )
     parser.add_argument(
         "--hand", choices=HAND_CHOICES, default="auto",
@@ -91,9 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         # TrackerConfig.min_hand_probability's default (tracker.pipeline is not imported to build the parser).
         "--min-hand-probability", type=float, default=0.5, metavar="P",
-        help="drop a crop a small classifier, averaged over the track, gives less than this probability of holding a hand "
-        "(the end of an arm whose hand is out of view or hidden), before the network runs; 0 turns the classifier off "
-        "(default %(default)s)",
+        help="a small classifier (weights/presence) tells whether the crop holds a hand at all; where its probability, "
+        "averaged over the track, is below P, the crop is dropped before the network runs (an arm whose hand is out of view "
+        "or hidden, a ball, a box). 0 to below 0.99; 0 turns the classifier off (default %(default)s)",
     )
     return parser
 
@@ -110,6 +111,10 @@ def _default_source() -> str:
     return "synthetic"
 
 
+#: The highest ``--min-hand-probability`` (``TrackerConfig.min_hand_probability``'s limit,
+#: repeated so that building the parser imports no tracker module).
+MAX_MIN_HAND_PROBABILITY = 0.99
+
 #: A warm-up longer than this (seconds) is worth a note: numba compiled the kernels.
 WARM_UP_NOTE_S = 1.0
 
@@ -123,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.max_frames is not None and args.max_frames < 1:
         parser.error("--max-frames must be at least 1")
-    if not 0.0 <= args.min_hand_probability < 0.99:
-        parser.error("--min-hand-probability must be at least 0 (off) and below 0.99")
+    if not 0.0 <= args.min_hand_probability < MAX_MIN_HAND_PROBABILITY:
+        parser.error(f"--min-hand-probability must be at least 0 (off) and below {MAX_MIN_HAND_PROBABILITY}")
     if args.list_cameras:
         return _list_cameras()
     handlers = SignalHandlers(_STOP_SIGNALS, signal.default_int_handler)
@@ -176,7 +181,7 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from tracker.prepare import PrepareWorkerEnded
     from tracker.sources import SourceError, SyntheticSource, open_source, source_kind
     from tracker.types import Handedness
-    from tracker.weights import WEIGHTS_DIR, WeightsError, crop_frame_of, load_manifest
+    from tracker.weights import WEIGHTS_DIR, WeightsError, crop_classifiers, crop_frame_of, load_manifest
 
     spec = args.source or _default_source()
     if args.source is None:
@@ -233,7 +238,8 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 min_hand_probability=args.min_hand_probability,
                 segment_ahead=segment_ahead,
             )
-            tracker = HandTracker(HandEstimator(backend, hand_model), config)
+            side_classifier, presence = crop_classifiers(weights, handedness, args.min_hand_probability)
+            tracker = HandTracker(HandEstimator(backend, hand_model), config, side_classifier, presence)
             # Before the camera starts: the first frames would otherwise wait for it, or be dropped.
             warm_up_s = tracker.warm_up()
             if _overlay_drawn(args):

@@ -63,7 +63,7 @@ class TrackerConfig:
     #: into a running mean (``hand_evidence_weight`` the new frame's share), so a hand that
     #: turns into a blob for a few frames (a fist end-on to the camera, which the classifier
     #: often takes for no hand) keeps its track, while an arm left behind by a hand gone out
-    #: of view loses it within about three frames.
+    #: of view loses it on its second frame. Below 0.99 (``MAX_MIN_HAND_PROBABILITY``).
     min_hand_probability: float = 0.5
     hand_evidence_weight: float = 0.3
     #: Smooth the joints over time with a One-Euro filter (off: raw per-frame estimates).
@@ -110,6 +110,9 @@ GROUP_STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 #: most certain, an arm left by its hand (-6 after a track at +6) ends the track on its
 #: second frame with ``hand_evidence_weight`` 0.3.
 HAND_EVIDENCE_MAX_ABS_LOGIT = 6.0
+#: ``min_hand_probability`` must stay below this: near the most a track's evidence can reach
+#: (sigmoid(6) = 0.9975), every frame would be dropped.
+MAX_MIN_HAND_PROBABILITY = 0.99
 
 #: A side check's evidence: the confidence difference (right minus left) in logit units per
 #: unit of it, clipped as any logit (``SideVoteConfig.max_abs_logit``): the median difference
@@ -217,9 +220,8 @@ class HandTracker:
                 config = dataclasses.replace(config, crop_frame=CropFrame.CAMERA)
             if config.cube_size_m is None:
                 config = dataclasses.replace(config, cube_size_m=DEFAULT_CUBE_SIZE_M)
-        if not 0.0 <= config.min_hand_probability < sigmoid(HAND_EVIDENCE_MAX_ABS_LOGIT):
-            # At or above the most a track's evidence can reach, every frame would be dropped.
-            raise ValueError(f"min_hand_probability must be at least 0 and below {sigmoid(HAND_EVIDENCE_MAX_ABS_LOGIT):.4f}, got {config.min_hand_probability}")
+        if not 0.0 <= config.min_hand_probability < MAX_MIN_HAND_PROBABILITY:
+            raise ValueError(f"min_hand_probability must be at least 0 and below {MAX_MIN_HAND_PROBABILITY}, got {config.min_hand_probability!r}")
         if not 0.0 < config.hand_evidence_weight <= 1.0:
             raise ValueError(f"hand_evidence_weight must be above 0 and at most 1, got {config.hand_evidence_weight}")
         self.config = config

@@ -517,10 +517,12 @@ def load_network(directory: str | Path = PRESENCE_WEIGHTS_DIR) -> tuple[Presence
 def evaluate(directory: Path, config: TrainConfig, cache_dir: Path | None, progress: bool = True) -> dict:
     """Held-out metrics of the weights in ``directory``: the torch network, and the ONNX
     one onnxruntime runs, on the same crops."""
+    # Both checked before any scene is rendered: a damaged file fails at once.
     network, _ = load_network(directory)
+    classifier = HandPresence.load(directory)
     held, _ = cached_set(cache_dir, config.data, HELD_OUT_STREAM_SEED, config.held_out_samples, config.render_workers, progress, "rendering held-out scenes")
     logits = _logits(network, held["depth"])
-    onnx_logits = HandPresence.load(directory).logits(held["depth"])
+    onnx_logits = classifier.logits(held["depth"])
     out = metrics_of(logits, held)
     out["onnx_max_logit_difference"] = float(np.abs(onnx_logits - logits).max())
     out["held_out"] = {"stream_seed": HELD_OUT_STREAM_SEED, "scenes": config.held_out_samples}

@@ -248,6 +248,19 @@ def onnx_mismatch(network: DualGridNet, onnx_path: Path, tolerance: float | None
     return None
 
 
+def crop_classifiers(weights_dir: str | Path | None, handedness, min_hand_probability: float):
+    """(side classifier, hand-presence classifier) for a tracker on the weights in
+    ``weights_dir``: each from its sub-folder there (``side_classifier/``, ``presence/``)
+    where it has one, else None, which the tracker takes as the shipped one; None as well
+    where it is not used (a fixed side; the presence gate off)."""
+    from tracker.side_inference import HandPresence, SideClassifier
+
+    directory = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    side = SideClassifier.load(directory / "side_classifier") if handedness is None and (directory / "side_classifier").is_dir() else None
+    presence = HandPresence.load(directory / "presence") if min_hand_probability > 0 and (directory / "presence").is_dir() else None
+    return side, presence
+
+
 def check_weights(weights_dir: str | Path = WEIGHTS_DIR) -> dict:
     """Load everything a run loads from ``weights_dir`` and check it, or raise WeightsError:
     the float network and its ONNX export are there, every file matches its checksum, the
@@ -364,8 +377,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{ONNX_INT8} was made from the previous graph; remake it: python -m tracker.quantize --weights {args.weights}")
         else:
             manifest = check_weights(args.weights)
-            side = "; the side classifier loads too" if (args.weights / "side_classifier").exists() else ""
-            print(f"{args.weights}: {', '.join(manifest['files'])} match {MANIFEST}, load, and the ONNX graphs compute the network{side}")
+            beside = [name for folder, name in (("side_classifier", "side"), ("presence", "hand-presence")) if (args.weights / folder).exists()]
+            also = f"; the {' and '.join(beside)} classifier{'s load' if len(beside) > 1 else ' loads'} too" if beside else ""
+            print(f"{args.weights}: {', '.join(manifest['files'])} match {MANIFEST}, load, and the ONNX graphs compute the network{also}")
     except (WeightsError, HandModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
