@@ -478,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         "stopped_by": stats["stopped_by"],
         "error": stats["error"],
         "frames_with_hand": stats["frames_with_hand"],
+        "frames_judged_no_hand": stats["frames_judged_no_hand"],
         "warmup_frames": warmup,
         "timed_frames": max(len(done) - 1, 0) if skip else len(done),
         "windows_of_100_frames": len(windows),

@@ -1965,7 +1965,9 @@ def test_the_hand_presence_evidence_keeps_a_hand_through_a_doubtful_frame_and_dr
     def hands(number, hand_logit):
         frame = DepthFrame(np.full((48, 64), 500, np.uint16), 0.001, intrinsics, 33.0 * number, "cam", number)
         prepared = Prepared(np.array([0.0, 0.0, 0.5]), {Handedness.RIGHT: "right"}, None, {}, hand_logit)
-        return len(tracker.finish(frame, prepared).hands)
+        result = tracker.finish(frame, prepared)
+        assert result.judged_no_hand == (not result.hands)  # every frame here has a crop
+        return len(result.hands)
 
     # A hand, a frame the classifier doubts (a fist end-on), the hand again: one track. The
     # running logit, each frame's clipped to +-6 and weighted 0.3: 6, 6, 2.4, 3.48.

@@ -197,3 +197,27 @@ def test_the_library_takes_the_hand_presence_setting_and_checks_it_before_starti
     with track("synthetic", max_frames=3, min_hand_probability=0.0) as frames:
         results = list(frames)
     assert len(results) == 3 and all("presence" not in r.timings_ms for r in results)
+
+
+def test_the_command_line_says_when_it_judged_what_it_found_no_hand(hand_model, tmp_path, capsys):
+    # Frames of arms whose hand is hidden, as a folder of depth PNGs: no hand reported, and
+    # the summary says why.
+    import cv2
+
+    from benchmarks.confidence_separation import scene_frame
+    from tracker.cli import main
+
+    folder = tmp_path / "arms"
+    for i in range(3):  # each scene its own camera: a sub-folder each, with its intrinsics
+        frame = scene_frame(sample_seed(8, i), "arms_whose_hand_is_hidden", hand_model)
+        k = frame.intrinsics
+        (folder / str(i)).mkdir(parents=True)
+        cv2.imwrite(str(folder / str(i) / "000.png"), np.round(frame.depth_m() / 0.001).astype(np.uint16))
+        (folder / str(i) / "intrinsics.json").write_text(json.dumps(
+            {"serial": "arms", "depth_scale": 0.001, "intrinsics": {"width": k.width, "height": k.height, "fx": k.fx, "fy": k.fy, "cx": k.cx, "cy": k.cy}}
+        ))
+    out = tmp_path / "arms.jsonl"
+    assert main(["--source", str(folder), "--out", str(out), "--no-viewer"]) == 0
+    err = capsys.readouterr().err
+    assert "3 frames (0 with a hand, 3 judged to hold no hand" in err and "--min-hand-probability 0 turns that judgement off" in err
+    assert [json.loads(line)["hands"] for line in out.read_text().splitlines()] == [[], [], []]

@@ -301,8 +301,9 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         raise
     stats = summary.stats()
     latency = "" if stats["latency_ms_p50"] is None else f", latency p50 {stats['latency_ms_p50']:.1f} ms, p99 {stats['latency_ms_p99']:.1f} ms"
+    judged = f", {stats['frames_judged_no_hand']} judged to hold no hand" if stats["frames_judged_no_hand"] else ""
     print(
-        f"{stats['frames']} frames ({stats['frames_with_hand']} with a hand, {stats['dropped']} dropped) in {stats['seconds']:.1f} s: "
+        f"{stats['frames']} frames ({stats['frames_with_hand']} with a hand{judged}, {stats['dropped']} dropped) in {stats['seconds']:.1f} s: "
         f"{stats['frames_per_second']:.1f} frames/s{latency}; stopped by {stats['stopped_by']}",
         file=sys.stderr,
     )
@@ -313,6 +314,12 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "from the camera; if one was there, check the depth unit and the focal lengths the source reports (above).",
             file=sys.stderr,
         )
+        if stats["frames_judged_no_hand"]:
+            print(
+                f"note: in {stats['frames_judged_no_hand']} frames an object was found but judged to hold no hand "
+                "(--min-hand-probability 0 turns that judgement off).",
+                file=sys.stderr,
+            )
     for sink in sinks:
         if isinstance(sink, _SyntheticTruthError) and sink.errors_mm:
             print(

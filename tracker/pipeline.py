@@ -174,12 +174,14 @@ def backend_options(backend: str, segment_ahead: int) -> dict:
 
 @dataclass(frozen=True)
 class FrameResult:
-    """What the tracker found in one frame: zero or more hands and the stage timings (ms)."""
+    """What the tracker found in one frame: zero or more hands and the stage timings (ms).
+    ``judged_no_hand``: a crop was found, and the hand-presence evidence dropped it."""
 
     frame: DepthFrame
     hands: tuple[HandEstimate, ...]
     timings_ms: dict[str, float]
     dropped_before: int = 0
+    judged_no_hand: bool = False
 
 
 class HandTracker:
@@ -468,7 +470,7 @@ class HandTracker:
             self._lost()
         if not self._is_hand(frame, prepared, timings):
             self._lost()
-            return FrameResult(frame, (), timings)
+            return FrameResult(frame, (), timings, judged_no_hand=True)
         self._begun_center = centre
         crop, launched = self._crop(frame, prepared, timings)
         return _Begun(frame, centre, launched or self.estimator.start(crop), timings, self._track, self._smoother)
@@ -640,6 +642,8 @@ class RunSummary:
     frames: int = 0
     dropped: int = 0
     frames_with_hand: int = 0
+    #: Frames whose crop the hand-presence evidence dropped (``FrameResult.judged_no_hand``).
+    frames_judged_no_hand: int = 0
     seconds: float = 0.0
     # Packed doubles, 16 bytes a frame for both, not a list of float objects (64): a live
     # session of hours keeps every frame's figures for the percentiles at its end.
@@ -659,6 +663,7 @@ class RunSummary:
             "frames": self.frames,
             "dropped": self.dropped,
             "frames_with_hand": self.frames_with_hand,
+            "frames_judged_no_hand": self.frames_judged_no_hand,
             "seconds": self.seconds,
             "frames_per_second": self.frames / self.seconds if self.seconds > 0 else 0.0,
             "latency_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,
@@ -841,7 +846,7 @@ def run_pipeline(
             with it (a sink asked to stop, or ``max_frames``)."""
             nonlocal last_written
             frame = result.frame
-            result = FrameResult(frame, result.hands, result.timings_ms, dropped)
+            result = dataclasses.replace(result, dropped_before=dropped)
             for sink in sinks:
                 sink.write(result)
             last_written = time.perf_counter()
@@ -856,6 +861,7 @@ def run_pipeline(
             summary.processing_ms.append(1e3 * (now - taken_at.pop(id(frame))))
             summary.frames += 1
             summary.frames_with_hand += bool(result.hands)
+            summary.frames_judged_no_hand += result.judged_no_hand
             if max_frames is not None and summary.frames >= max_frames:
                 summary.stopped_by = "max frames"
                 return True
