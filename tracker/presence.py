@@ -68,13 +68,13 @@ from kernels.sensor_noise import apply_stereo_noise
 from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, make_crop, resample
 from tracker.machine import machine_info
 from tracker.segment import SegmentConfig, track_hand_center
-from tracker.side_classifier import _conv, count_parameters, write_manifest
+from tracker.side_classifier import StagesConfig, _conv, count_parameters, load_state, read_manifest, write_manifest
 from tracker.side_inference import PRESENCE_ONNX, PRESENCE_ONNX_INPUT, PRESENCE_ONNX_OUTPUT, HandPresence
 from tracker.synth.dataset import config_to_dict, sample_seed
-from tracker.synth.scene import CameraConfig, SceneConfig, forearm_mesh, render_sample
+from tracker.synth.scene import SceneConfig, forearm_mesh, render_sample
 from tracker.training_data import hand_centroid
 from tracker.types import CameraIntrinsics, Handedness
-from tracker.weights import WEIGHTS_DIR, WeightsError, sha256_of, verified_path
+from tracker.weights import WEIGHTS_DIR, WeightsError, sha256_of
 
 PRESENCE_WEIGHTS_DIR = WEIGHTS_DIR / "presence"
 MANIFEST = "presence.json"
@@ -95,24 +95,13 @@ KIND_CYCLE = ("hand", "arm", "hand", "object")
 
 
 @dataclass(frozen=True)
-class PresenceNetConfig:
+class PresenceNetConfig(StagesConfig):
     """Conv stages as (out_channels, kernel, stride), then average and max pooling (where in
     the crop the evidence lies does not matter) and a small head."""
 
     stages: tuple[tuple[int, int, int], ...] = ((16, 5, 2), (32, 3, 2), (32, 3, 1), (64, 3, 2), (64, 3, 1), (96, 3, 2))
     hidden: int = 32
     crop_size: int = CROP_SIZE
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["stages"] = [list(s) for s in self.stages]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> PresenceNetConfig:
-        d = dict(d)
-        d["stages"] = tuple(tuple(int(v) for v in s) for s in d["stages"])
-        return cls(**d)
 
 
 class PresenceNet(nn.Module):
@@ -483,32 +472,13 @@ def export_weights(
 
 
 def load_manifest(directory: str | Path = PRESENCE_WEIGHTS_DIR) -> dict:
-    path = Path(directory) / MANIFEST
-    if not path.is_file():
-        raise WeightsError(f"no hand-presence weights at {directory} ({MANIFEST} missing); train them with python -m tracker.presence train")
-    try:
-        manifest = json.loads(path.read_text())
-        if manifest["format"] != FORMAT:
-            raise ValueError(f"format {manifest['format']!r}, expected {FORMAT!r}")
-        PresenceNetConfig.from_dict(manifest["network"])
-        manifest["files"][STATE_DICT], manifest["files"][PRESENCE_ONNX], manifest["onnx"]["input"]
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise WeightsError(f"{path}: not a valid hand-presence manifest ({exc!r})") from exc
-    return manifest
+    return read_manifest(directory, MANIFEST, FORMAT, "hand-presence", "python -m tracker.presence train", PresenceNetConfig, (STATE_DICT, PRESENCE_ONNX))
 
 
 def load_network(directory: str | Path = PRESENCE_WEIGHTS_DIR) -> tuple[PresenceNet, dict]:
     """The verified torch network (eval mode, CPU) and its manifest."""
-    import io
-
     manifest = load_manifest(directory)
-    data = verified_path(directory, STATE_DICT, manifest).read_bytes()
-    network = PresenceNet(PresenceNetConfig.from_dict(manifest["network"]))
-    try:
-        network.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
-    except Exception as exc:  # a state dict of another network
-        raise WeightsError(f"{Path(directory) / STATE_DICT}: does not fit the network its manifest describes ({exc})") from exc
-    return network.eval(), manifest
+    return load_state(directory, STATE_DICT, manifest, PresenceNet(PresenceNetConfig.from_dict(manifest["network"]))), manifest
 
 
 # ----------------------------------------------------------------------------- command line

@@ -109,8 +109,24 @@ def _conv(cin: int, cout: int, kernel: int, stride: int) -> nn.Sequential:
     )
 
 
+class StagesConfig:
+    """A network config whose ``stages`` are (out_channels, kernel, stride) tuples, to and
+    from the lists a JSON manifest holds."""
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["stages"] = [list(s) for s in self.stages]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        d = dict(d)
+        d["stages"] = tuple(tuple(int(v) for v in s) for s in d["stages"])
+        return cls(**d)
+
+
 @dataclass(frozen=True)
-class SideNetConfig:
+class SideNetConfig(StagesConfig):
     """Conv stages as (out_channels, kernel, stride); the part map is decoded from stage
     ``deep_stage`` upsampled onto stage ``skip_stage`` (twice its resolution)."""
 
@@ -120,17 +136,6 @@ class SideNetConfig:
     part_channels: int = 32
     hidden: int = 32
     crop_size: int = CROP_SIZE
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["stages"] = [list(s) for s in self.stages]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SideNetConfig:
-        d = dict(d)
-        d["stages"] = tuple(tuple(int(v) for v in s) for s in d["stages"])
-        return cls(**d)
 
 
 class SideNet(nn.Module):
@@ -685,36 +690,46 @@ def write_manifest(directory: str | Path, manifest: dict, name: str = MANIFEST) 
     os.replace(partial, path)
 
 
-def load_manifest(directory: str | Path = SIDE_WEIGHTS_DIR) -> dict:
-    path = Path(directory) / MANIFEST
+def read_manifest(directory: str | Path, name: str, format_: str, what: str, train_command: str, config_type, files: tuple[str, ...]) -> dict:
+    """A crop classifier's manifest ``name`` in ``directory``, checked for its ``format_``,
+    a network config of ``config_type`` and checksums of ``files``; WeightsError otherwise
+    (``what``: "side-classifier", ...; ``train_command``: what makes such weights)."""
+    path = Path(directory) / name
     if not path.is_file():
-        raise WeightsError(
-            f"no side-classifier weights at {directory} ({MANIFEST} missing); "
-            "train one with python -m tracker.side_classifier train"
-        )
+        raise WeightsError(f"no {what} weights at {directory} ({name} missing); train them with {train_command}")
     try:
         manifest = json.loads(path.read_text())
-        if manifest["format"] != FORMAT:
-            raise ValueError(f"format {manifest['format']!r}, expected {FORMAT!r}")
-        SideNetConfig.from_dict(manifest["network"])
-        manifest["files"][STATE_DICT], manifest["files"][ONNX], manifest["onnx"]["input"]
+        if manifest["format"] != format_:
+            raise ValueError(f"format {manifest['format']!r}, expected {format_!r}")
+        config_type.from_dict(manifest["network"])
+        for file in files:
+            manifest["files"][file]
+        manifest["onnx"]["input"]
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise WeightsError(f"{path}: not a valid side-classifier manifest ({exc!r})") from exc
+        raise WeightsError(f"{path}: not a valid {what} manifest ({exc!r})") from exc
     return manifest
+
+
+def load_state(directory: str | Path, name: str, manifest: dict, network: nn.Module) -> nn.Module:
+    """``network`` with the verified state dict ``name`` from ``directory``, in eval mode."""
+    import io
+
+    data = verified_path(directory, name, manifest).read_bytes()
+    try:
+        network.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+    except Exception as exc:  # torch raises several types for bad archives
+        raise WeightsError(f"{Path(directory) / name}: cannot load the state dict ({exc})") from exc
+    return network.eval()
+
+
+def load_manifest(directory: str | Path = SIDE_WEIGHTS_DIR) -> dict:
+    return read_manifest(directory, MANIFEST, FORMAT, "side-classifier", "python -m tracker.side_classifier train", SideNetConfig, (STATE_DICT, ONNX))
 
 
 def load_side_network(directory: str | Path = SIDE_WEIGHTS_DIR) -> tuple[SideNet, dict]:
     """The verified torch network (eval mode, CPU) and its manifest."""
-    import io
-
     manifest = load_manifest(directory)
-    data = verified_path(directory, STATE_DICT, manifest).read_bytes()
-    network = SideNet(SideNetConfig.from_dict(manifest["network"]))
-    try:
-        network.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
-    except Exception as exc:  # torch raises several types for bad archives
-        raise WeightsError(f"{Path(directory) / STATE_DICT}: cannot load the state dict ({exc})") from exc
-    return network.eval(), manifest
+    return load_state(directory, STATE_DICT, manifest, SideNet(SideNetConfig.from_dict(manifest["network"]))), manifest
 
 
 # ----------------------------------------------------------------------------- evaluation
