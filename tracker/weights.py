@@ -293,22 +293,18 @@ def check_weights(weights_dir: str | Path = WEIGHTS_DIR) -> dict:
             raise WeightsError(f"{weights_dir / name} does not compute what {STATE_DICT} does: its {mismatch}; remake it: {cure}")
     if ONNX_INT8 in manifest["files"] and manifest.get("onnx_int8", {}).get("quantized_from") != manifest["files"][ONNX]:
         raise WeightsError(f"{ONNX_INT8} was quantised from another {ONNX}; remake it: python -m tracker.quantize --weights {weights_dir}")
-    side = weights_dir / "side_classifier"
-    if side.exists():
-        from tracker import side_classifier
+    from tracker import presence, side_classifier
 
-        side_manifest = side_classifier.load_manifest(side)
-        for name in side_manifest["files"]:
-            verified_path(side, name, side_manifest)
-        side_classifier.load_side_network(side)
-    presence_dir = weights_dir / "presence"
-    if presence_dir.exists():
-        from tracker import presence
-
-        presence_manifest = presence.load_manifest(presence_dir)
-        for name in presence_manifest["files"]:
-            verified_path(presence_dir, name, presence_manifest)
-        presence.load_network(presence_dir)
+    for folder, load_manifest_of, load_network_of in (
+        ("side_classifier", side_classifier.load_manifest, side_classifier.load_side_network),
+        ("presence", presence.load_manifest, presence.load_network),
+    ):
+        directory = weights_dir / folder
+        if directory.exists():
+            classifier_manifest = load_manifest_of(directory)
+            for name in classifier_manifest["files"]:
+                verified_path(directory, name, classifier_manifest)
+            load_network_of(directory)
     return manifest
 
 
