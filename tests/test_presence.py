@@ -91,12 +91,12 @@ def test_onnx_export_round_trips_and_damaged_weights_raise_a_clear_error(tmp_pat
     manifest = pr.export_weights(network, tmp_path, training={"note": "test"})
     assert manifest["onnx"]["output"] == "hand_logit" and manifest["parameters"] == pr.count_parameters(network)
     crops = np.random.default_rng(0).uniform(-1, 1, (6, 64, 64)).astype(np.float32)
-    expected = pr._logits(network, crops)
+    expected = pr.torch_logits(network, crops)
     assert np.abs(expected).max() > 1e-3
     # onnxruntime's fused kernels against torch's: float32 rounding only.
     np.testing.assert_allclose(HandPresence.load(tmp_path).logits(crops), expected, atol=1e-4, rtol=0)
     reloaded, _ = pr.load_network(tmp_path)
-    np.testing.assert_allclose(pr._logits(reloaded, crops), expected, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(pr.torch_logits(reloaded, crops), expected, atol=1e-6, rtol=0)
 
     onnx = tmp_path / pr.PRESENCE_ONNX
     onnx.write_bytes(onnx.read_bytes()[:1000])

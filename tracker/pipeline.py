@@ -424,7 +424,7 @@ class HandTracker:
             timings["presence"] = 1e3 * (time.perf_counter() - t0)
         # Clipped, so that no single frame outweighs the track: the shipped classifier
         # gives logits of +-10 and more on plain cases.
-        logit = float(np.clip(logit, -HAND_EVIDENCE_MAX_ABS_LOGIT, HAND_EVIDENCE_MAX_ABS_LOGIT))
+        logit = min(max(float(logit), -HAND_EVIDENCE_MAX_ABS_LOGIT), HAND_EVIDENCE_MAX_ABS_LOGIT)
         weight = self.config.hand_evidence_weight
         self._hand_evidence = logit if self._hand_evidence is None else (1.0 - weight) * self._hand_evidence + weight * logit
         return sigmoid(self._hand_evidence) >= self.config.min_hand_probability
@@ -846,7 +846,7 @@ def run_pipeline(
             with it (a sink asked to stop, or ``max_frames``)."""
             nonlocal last_written
             frame = result.frame
-            result = dataclasses.replace(result, dropped_before=dropped)
+            result = FrameResult(frame, result.hands, result.timings_ms, dropped, result.judged_no_hand)
             for sink in sinks:
                 sink.write(result)
             last_written = time.perf_counter()

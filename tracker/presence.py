@@ -68,7 +68,16 @@ from kernels.sensor_noise import apply_stereo_noise
 from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, make_crop, resample
 from tracker.machine import machine_info
 from tracker.segment import SegmentConfig, track_hand_center
-from tracker.side_classifier import StagesConfig, _conv, count_parameters, load_state, read_manifest, write_manifest
+from tracker.side_classifier import (
+    StagesConfig,
+    _conv,
+    cached_arrays,
+    count_parameters,
+    load_state,
+    read_manifest,
+    torch_logits,
+    write_manifest,
+)
 from tracker.side_inference import PRESENCE_ONNX, PRESENCE_ONNX_INPUT, PRESENCE_ONNX_OUTPUT, HandPresence
 from tracker.synth.dataset import config_to_dict, sample_seed
 from tracker.synth.scene import SceneConfig, forearm_mesh, render_sample
@@ -268,21 +277,9 @@ def render_set(config: DataConfig, stream_seed: int, count: int, workers: int = 
 def cached_set(cache_dir: Path | None, config: DataConfig, stream_seed: int, count: int, workers: int = 2, progress: bool = True, desc: str = "rendering") -> tuple[dict[str, np.ndarray], float]:
     """render_set, read from / written to ``cache_dir`` (keyed by the full config); returns
     (data, seconds the rendering took)."""
-    key = json.dumps({"cache_format": CACHE_FORMAT, "stream": stream_seed, "count": count, "data": config_to_dict(config)}, sort_keys=True)
+    key = {"cache_format": CACHE_FORMAT, "stream": stream_seed, "count": count, "data": config_to_dict(config)}
     path = None if cache_dir is None else Path(cache_dir) / f"presence_stream{stream_seed}_n{count}.npz"
-    if path is not None and path.is_file():
-        with np.load(path) as f:
-            if str(f["key"]) == key:
-                return {k: f[k] for k in f.files if k not in ("key", "render_seconds")}, float(f["render_seconds"])
-    began = time.perf_counter()
-    data = render_set(config, stream_seed, count, workers, progress, desc)
-    seconds = time.perf_counter() - began
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.stem + ".partial.npz")
-        np.savez_compressed(partial, key=np.array(key), render_seconds=np.float64(seconds), **data)
-        partial.replace(path)
-    return data, seconds
+    return cached_arrays(path, key, lambda: render_set(config, stream_seed, count, workers, progress, desc))
 
 
 @dataclass(frozen=True)
@@ -357,15 +354,6 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
-def _logits(network: PresenceNet, depth: np.ndarray, batch: int = 256) -> np.ndarray:
-    network.eval()
-    out = []
-    with torch.no_grad():
-        for a in range(0, len(depth), batch):
-            out.append(network(torch.from_numpy(np.ascontiguousarray(depth[a : a + batch], np.float32))[:, None]).numpy()[:, 0])
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
-
-
 def metrics_of(logits: np.ndarray, data: dict[str, np.ndarray]) -> dict:
     """Per kind (and hand crops by label): crops, share called a hand (logit > 0), quantiles
     of P(hand); overall accuracy."""
@@ -429,7 +417,7 @@ def train(config: TrainConfig, out_dir: Path, progress: bool = True) -> tuple[Pr
             running = value if running is None else 0.95 * running + 0.05 * value
             bar.set_postfix(loss=f"{running:.4f}", steps_per_s=f"{(step + 1) / (time.perf_counter() - began):.1f}")
             if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
-                m = metrics_of(_logits(network, held["depth"]), held)
+                m = metrics_of(torch_logits(network, held["depth"]), held)
                 called = [f"{m[group]['called_hand']:.4f}" if group in m else "" for group in ("hands", "arms", "objects")]  # a small held-out set may lack a kind
                 writer.writerow([step + 1, (step + 1) * config.batch_size, f"{scheduler.get_last_lr()[0]:.3g}", f"{running:.4f}", f"{m['accuracy']:.4f}", *called])
                 log.flush()
@@ -491,7 +479,7 @@ def evaluate(directory: Path, config: TrainConfig, cache_dir: Path | None, progr
     network, _ = load_network(directory)
     classifier = HandPresence.load(directory)
     held, _ = cached_set(cache_dir, config.data, HELD_OUT_STREAM_SEED, config.held_out_samples, config.render_workers, progress, "rendering held-out scenes")
-    logits = _logits(network, held["depth"])
+    logits = torch_logits(network, held["depth"])
     onnx_logits = classifier.logits(held["depth"])
     out = metrics_of(logits, held)
     out["onnx_max_logit_difference"] = float(np.abs(onnx_logits - logits).max())

@@ -345,24 +345,28 @@ def cached_set(
 
     Returns (data, seconds the rendering took, also when it was read back from the cache).
     """
-    key = json.dumps(
-        {"cache_format": 4, "stream": stream_seed, "count": count, "data": config_to_dict(config)}, sort_keys=True
-    )
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"stream{stream_seed}_n{count}_{'lr' if config.render_left_hands else 'r'}.npz"
-        if path.is_file():
-            with np.load(path) as f:
-                if str(f["key"]) == key:
-                    return {k: f[k] for k in f.files if k not in ("key", "render_seconds")}, float(f["render_seconds"])
+    key = {"cache_format": 4, "stream": stream_seed, "count": count, "data": config_to_dict(config)}
+    path = None if cache_dir is None else Path(cache_dir) / f"stream{stream_seed}_n{count}_{'lr' if config.render_left_hands else 'r'}.npz"
+    return cached_arrays(path, key, lambda: render_set(config, stream_seed, count, progress, desc))
+
+
+def cached_arrays(path: Path | None, key: dict, render) -> tuple[dict[str, np.ndarray], float]:
+    """``render()``'s arrays, read back from ``path`` where it holds them under the same
+    ``key`` (JSON-able), else rendered and written there (None: not cached). Returns (data,
+    seconds the rendering took, also when read back)."""
+    key_text = json.dumps(key, sort_keys=True)
+    if path is not None and path.is_file():
+        with np.load(path) as f:
+            if str(f["key"]) == key_text:
+                return {k: f[k] for k in f.files if k not in ("key", "render_seconds")}, float(f["render_seconds"])
     began = time.perf_counter()
-    data = render_set(config, stream_seed, count, progress, desc)
+    data = render()
     seconds = time.perf_counter() - began
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".partial.npz")
-        np.savez_compressed(tmp, key=np.array(key), render_seconds=np.float64(seconds), **data)
-        tmp.replace(path)
+        partial = path.with_name(path.stem + ".partial.npz")  # renamed into place: no half-written cache
+        np.savez_compressed(partial, key=np.array(key_text), render_seconds=np.float64(seconds), **data)
+        partial.replace(path)
     return data, seconds
 
 
@@ -508,7 +512,8 @@ def both_flips(data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.no_grad()
-def torch_logits(network: SideNet, depth: np.ndarray, batch: int = 512) -> np.ndarray:
+def torch_logits(network: nn.Module, depth: np.ndarray, batch: int = 512) -> np.ndarray:
+    """(N,) logits of a one-logit crop classifier (eval mode) on (N, S, S) crops."""
     network.eval()
     out = [
         network(torch.from_numpy(np.ascontiguousarray(depth[i : i + batch]))[:, None])[:, 0]
