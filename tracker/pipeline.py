@@ -81,7 +81,8 @@ class TrackerConfig:
     #: depth bears out better (``tracker.confidence``) gets ``SIDE_CHECK_VOTES`` frames'
     #: worth of the side vote; 0: never. Per frame that side is the true one far more often
     #: than the side classifier's (``benchmarks/results/confidence_separation.json``,
-    #: ``side_choice``). A check runs only when no other frame's network is in flight.
+    #: ``side_choice``). A check runs with no other frame's network in flight: a run that
+    #: keeps two in flight (a GPU's, ``run_pipeline``) completes the frames before it first.
     side_check_every: int = 15
     #: When playing a recording as fast as possible, prepare the next N frames (segment,
     #: crop, side classifier: ``tracker.prepare``) in N worker processes while the network
@@ -429,13 +430,30 @@ class HandTracker:
         self._hand_evidence = logit if self._hand_evidence is None else (1.0 - weight) * self._hand_evidence + weight * logit
         return sigmoid(self._hand_evidence) >= self.config.min_hand_probability
 
+    def _side_check_due_in_track(self) -> bool:
+        every = self.config.side_check_every
+        return every > 0 and (self._side_checked_at is None or self._track_frames - self._side_checked_at >= every)
+
+    def _jumped(self, centre: np.ndarray) -> bool:
+        """Whether the hand found at ``centre`` is too far from the last one begun to be the same."""
+        return self._begun_center is not None and bool(np.linalg.norm(centre - self._begun_center) > self.config.new_track_jump_m)
+
+    def side_check_due(self, frame: DepthFrame, prepared: Prepared) -> bool:
+        """Whether beginning ``frame`` would check its side (``TrackerConfig.side_check_every``)
+        if the backend were free: no other frame's network in flight. A run that keeps two
+        networks in flight (``run_pipeline``) completes the frames begun before such a frame,
+        so that the check is made where one at a time makes it. True may be a frame the hand
+        presence then turns down: no harm, the frames before are only completed sooner."""
+        if self.config.handedness is not None or self.config.side_check_every <= 0 or prepared.centre is None:
+            return False
+        starts_track = not self.follows(self._last_frame, frame) or self._jumped(prepared.centre)
+        return starts_track or self._side_check_due_in_track()
+
     def _side_check(self, frame: DepthFrame, prepared: Prepared):
         """(each side's confidence, each side's network run, milliseconds the check took)
         where a side check is due and the backend is free to run it now (see
         ``TrackerConfig.side_check_every``), else None."""
-        every = self.config.side_check_every
-        due = every > 0 and (self._side_checked_at is None or self._track_frames - self._side_checked_at >= every)
-        if not due or getattr(self.estimator.backend, "in_flight", False):
+        if not self._side_check_due_in_track() or getattr(self.estimator.backend, "in_flight", False):
             return None
         self._side_checked_at = self._track_frames
         t0 = time.perf_counter()
@@ -466,7 +484,7 @@ class HandTracker:
         if centre is None:
             self._lost()
             return FrameResult(frame, (), timings)
-        if self._begun_center is not None and np.linalg.norm(centre - self._begun_center) > self.config.new_track_jump_m:
+        if self._jumped(centre):
             self._lost()
         if not self._is_hand(frame, prepared, timings):
             self._lost()
@@ -890,12 +908,25 @@ def run_pipeline(
                     # the GPU works while this thread refits, writes and hands frames over. A
                     # signal's stop still writes the frames begun; a sink's stop or max_frames
                     # does not.
+                    side_check_due = getattr(tracker, "side_check_due", None)
+
+                    def deliver_oldest() -> bool:
+                        begun, dropped = pending.popleft()
+                        return deliver(begun if isinstance(begun, FrameResult) else tracker.complete(begun), dropped)
+
                     while True:
                         room = max_frames is None or summary.frames + len(pending) < max_frames
                         taken = next_frame() if room else None
                         if taken is not None:
                             try:
                                 prepared = ahead.receive()
+                                # A side check runs the network on both sides' crops, one after
+                                # the other, with the backend to itself: the frames begun before
+                                # are completed first (a pause in the overlap every
+                                # ``side_check_every`` frames and at a track's start).
+                                if pending and side_check_due is not None and side_check_due(taken[0], prepared):
+                                    if any(deliver_oldest() for _ in range(len(pending))):
+                                        break  # a sink's stop: this frame is not begun
                                 pending.append((tracker.begin(taken[0], prepared), taken[1]))
                                 fill()  # the next frame to a worker while the networks run
                             except PrepareWorkerEnded as exc:
@@ -906,8 +937,7 @@ def run_pipeline(
                                 continue
                         if not pending:
                             break
-                        begun, dropped = pending.popleft()
-                        if deliver(begun if isinstance(begun, FrameResult) else tracker.complete(begun), dropped):
+                        if deliver_oldest():
                             break
                 while not pipelined and (taken := next_frame()) is not None:
                     frame, dropped = taken
