@@ -457,12 +457,23 @@ class HandTracker:
             return None
         self._side_checked_at = self._track_frames
         t0 = time.perf_counter()
+        backend = self.estimator.backend
+        sides = (Handedness.RIGHT, Handedness.LEFT)
+        # A backend that holds two crops gets both at once: the second side's network runs
+        # while this thread refits and scores the first.
+        both_at_once = int(getattr(backend, "frames_in_flight", 1)) >= 2
+        launch_ms = {}
+        if both_at_once:
+            for side in sides:
+                began = time.perf_counter()
+                backend.launch(prepared.crops[side].depth[None, None].astype(np.float32))
+                launch_ms[side] = 1e3 * (time.perf_counter() - began)
         runs, confidence = {}, {}
-        for side in (Handedness.RIGHT, Handedness.LEFT):
+        for side in sides:
             crop = prepared.crops[side]
             began = time.perf_counter()
-            outputs = self.estimator.backend.run(crop.depth[None, None].astype(np.float32))
-            runs[side] = Launched(crop, 1e3 * (time.perf_counter() - began), outputs)
+            outputs = backend.collect() if both_at_once else backend.run(crop.depth[None, None].astype(np.float32))
+            runs[side] = Launched(crop, launch_ms.get(side, 0.0) + 1e3 * (time.perf_counter() - began), outputs)
             output, _ = self.estimator.complete(runs[side])
             confidence[side] = self.estimator.to_estimate(crop, output, {}, frame.intrinsics).confidence
         return confidence, runs, 1e3 * (time.perf_counter() - t0)
