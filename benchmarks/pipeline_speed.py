@@ -296,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
         "workers, which both inputs here allow, else 1)",
     )
     parser.add_argument(
+        "--side-check-every", type=int, default=None, metavar="N",
+        help="check the hand's side on a track's first frame and every N frames after, by running the network as both "
+        "sides (default: as the tracker does, TrackerConfig.side_check_every; 0: never, as with --hand left|right)",
+    )
+    parser.add_argument(
         "--profile", type=Path, metavar="FILE",
         help="also write where the tracker's thread spent the run's time (cProfile of the run alone, not the set-up; "
         "the capture thread and worker processes are not in it): the top functions by own and by total time",
@@ -310,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also write the overlay video (depth colour map, mesh, skeleton; 30 frames/s, into a temporary file), "
         "as run_tracker.py --video does",
     )
-    parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>[_memory][_replayed_network][_as_gpu][_replayed_preparation][_gpuMSms][_one_network_at_a_time][_aheadN][_read_aheadN][_pacedFPS][_video].json)")
+    parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>[_memory][_replayed_network][_as_gpu][_replayed_preparation][_gpuMSms][_one_network_at_a_time][_aheadN][_read_aheadN][_side_check_everyN][_pacedFPS][_video].json)")
     args = parser.parse_args(argv)
     # Imported here, not at the top: segmentation worker processes import this module again
     # when they start, and need none of torch, numba or the inference runtimes.
@@ -326,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--replay-gpu-ms must be a number of milliseconds, 0 or more")
     if args.read_ahead is not None and args.read_ahead < 0:
         parser.error("--read-ahead must be at least 0")
+    if args.side_check_every is not None and args.side_check_every < 0:
+        parser.error("--side-check-every must be 0 (never) or more")
     if args.pace is not None:
         if not (math.isfinite(args.pace) and args.pace > 0):
             parser.error("--pace must be a positive number of frames per second")
@@ -366,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         # Live, as the tracker runs a camera: no workers, and the backend set up for none.
         ahead = 0 if args.pace is not None else default_segment_ahead(args.backend) if args.segment_ahead is None else args.segment_ahead
         config = TrackerConfig(cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest), segment_ahead=ahead)
+        if args.side_check_every is not None:
+            config = dataclasses.replace(config, side_check_every=args.side_check_every)
         backend = create_backend(args.backend, **backend_options(args.backend, ahead))
         estimator = HandEstimator(backend, hand_model)  # checks the weights were made for this hand model
     except (HandModelError, WeightsError, BackendUnavailable) as exc:
@@ -444,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = {
         k: float(np.median(v))
         # Replayed, the preparation's timings are its first frame's, every frame: not a measurement.
-        for k in (("network", "refit", "confidence") if args.replay_preparation else ("segment", "crop", "side", "presence", "side_check", "network", "refit", "confidence"))
+        for k in (("side_check", "network", "refit", "confidence") if args.replay_preparation else ("segment", "crop", "side", "presence", "side_check", "network", "refit", "confidence"))
         if (v := _measured(probe.stage_ms.get(k, array("d"))[skip:])).size
     }
     # Paced, the frames the tracker could not keep up with were dropped, not lost.
@@ -524,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
         suffix += f"_ahead{args.segment_ahead}"
     if args.read_ahead is not None:  # the same
         suffix += f"_read_ahead{args.read_ahead}"
+    if args.side_check_every is not None:
+        suffix += f"_side_check_every{args.side_check_every}"
     if live:
         suffix += f"_paced{args.pace:g}"
     if args.video:
