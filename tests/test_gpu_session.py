@@ -81,7 +81,7 @@ def test_gpu_pipeline_smoke_run_brings_back_every_result(tmp_path):
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "failed" not in (out / "session.log").read_text()
-    for variant in ("", "_replayed_network", "_read_ahead1", "_one_network_at_a_time"):
+    for variant in ("", "_replayed_network", "_read_ahead1", "_one_network_at_a_time", "_side_check_every0"):
         pipeline = json.loads((out / f"pipeline_speed_gpu_ahead2{variant}.json").read_text())
         assert pipeline["frames"] == 120 and pipeline["tracker_config"]["segment_ahead"] == 2
         assert pipeline["network"].startswith("replayed") == (variant == "_replayed_network")
@@ -91,11 +91,12 @@ def test_gpu_pipeline_smoke_run_brings_back_every_result(tmp_path):
         assert pipeline["read_ahead"] == 1 and ("--read-ahead" in pipeline["command"]) == (variant == "_read_ahead1")
         assert ("--one-network-at-a-time" in pipeline["command"]) == (variant == "_one_network_at_a_time")
         assert pipeline["pipelined_networks"] is False and pipeline["tracker_thread_cpu_ms_per_frame"] > 0
+        assert pipeline["tracker_config"]["side_check_every"] == (0 if variant == "_side_check_every0" else 15)
     assert "onnxruntime" in json.loads((out / "network_speed_gpu.json").read_text())["backends"]
     live = json.loads((out / "pipeline_speed_gpu_paced90.json").read_text())
     assert live["pace_frames_per_second"] == 90.0 and live["frames"] + live["dropped"] == 120
     assert live["tracker_config"]["segment_ahead"] == 0
-    profile = (out / "main_thread_profile.txt").read_text()
+    profile = (out / "session.log").read_text().split("=== where the tracker thread spent its time (2 workers)")[1]
     assert "tottime" in profile and "(complete)" in profile  # the tracker's per-frame step is in it
     files = [p for p in out.rglob("*") if p.is_file()]
     assert len(files) <= 8 and all(p.stat().st_size < 16 * 2**20 for p in files)
