@@ -75,6 +75,7 @@ run_stage "pipeline ($most workers, no side checks)" 60 "$python" -m benchmarks.
 run_stage "live, 90 frames/s" 60 "$python" -m benchmarks.pipeline_speed --input memory \
   --frames "$live_frames" --backend "$backend" --pace 90 --out "$out/pipeline_speed_gpu_paced90.json"
 
+rm -f "$out.warmup/main_thread_profile.txt"  # an earlier run's, were this one cut short
 run_stage "main-thread profile ($most workers)" 60 "$python" -m benchmarks.pipeline_speed --input memory \
   --frames "$profile_frames" --backend "$backend" --segment-ahead "$most" --profile "$out.warmup/main_thread_profile.txt" \
   --out "$out.warmup/profiled.json"

@@ -2034,3 +2034,115 @@ def test_the_tracker_loads_the_shipped_hand_presence_classifier_unless_turned_of
     for bad in (dict(min_hand_probability=0.999), dict(min_hand_probability=-0.1), dict(hand_evidence_weight=0.0), dict(hand_evidence_weight=1.5)):
         with pytest.raises(ValueError, match="min_hand_probability|hand_evidence_weight"):
             HandTracker(estimator, TrackerConfig(**bad))
+
+
+class _CheckedCrop:
+    def __init__(self, side):
+        self.side, self.depth = side, np.full((4, 4), 1.0 if side == Handedness.RIGHT else 2.0, np.float32)
+
+
+class _CheckingEstimator:
+    """Stands in for the network where side checks run: a backend of its own kind
+    (``run`` alone, or ``launch``/``collect`` two at a time) and each frame's confidence as
+    the test sets it (``confidence``)."""
+
+    def __init__(self, two_in_flight=False, collect_fails=False):
+        from collections import deque
+
+        estimator = self
+
+        class Backend:
+            manifest = {"crop_frame": "ray"}
+            frames_in_flight = 2 if two_in_flight else 1
+            queued = deque()
+
+            @property
+            def in_flight(self):
+                return bool(self.queued)
+
+            def run(self, depth):
+                return {"side": float(depth.flat[0])}
+
+            def launch(self, depth):
+                assert len(self.queued) < 2
+                self.queued.append(self.run(depth))
+
+            def collect(self):
+                outputs = self.queued.popleft()
+                if collect_fails and estimator.frame == 3:
+                    raise RuntimeError("the GPU went away")
+                return outputs
+
+        if not two_in_flight:
+            del Backend.launch, Backend.collect
+        self.backend = Backend()
+        self.frame, self.confidence = 0, 1.0
+
+    def start(self, crop):
+        from tracker.estimator import Launched
+
+        return Launched(crop, 0.0, self.backend.run(crop.depth))
+
+    def complete(self, launched):
+        return launched.crop.side, {}
+
+    def to_estimate(self, crop, output, timings, intrinsics):
+        from tracker.types import HandEstimate
+
+        return HandEstimate(np.zeros((1, 3), np.float32), np.full((21, 3), 0.5, np.float32), np.zeros((21, 2), np.float32), Handedness(output), self.confidence, timings)
+
+
+def _checking_step(tracker, number, centre, hand_logit=6.0, timestamp_ms=None, confidence=1.0):
+    from tracker.prepare import Prepared
+    from tracker.types import CameraIntrinsics, DepthFrame
+
+    tracker.estimator.frame, tracker.estimator.confidence = number, confidence
+    frame = DepthFrame(np.zeros((48, 64), np.uint16), 0.001, CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0), 33.0 * number if timestamp_ms is None else timestamp_ms, "", number)
+    crops = {side: _CheckedCrop(side) for side in Handedness} if centre is not None else {}
+    return frame, Prepared(None if centre is None else np.asarray(centre, np.float64), crops, 2.0, {}, hand_logit)
+
+
+@pytest.mark.parametrize("handedness, every", [(None, 3), (None, 0), (Handedness.RIGHT, 3)])
+def test_side_check_due_says_beforehand_which_frames_begin_with_a_side_check(handedness, every):
+    from tracker.pipeline import HandTracker, TrackerConfig
+
+    # A track, a jump of 30 cm, a frame with no hand, a stream break (1 s), frames the hand
+    # presence turns down, a fit too poor to keep: each ends a track, and the next one is
+    # checked on its first frame.
+    steps = [
+        *[dict(centre=[0.0, 0.0, 0.5])] * 5,
+        dict(centre=[0.3, 0.0, 0.5]), dict(centre=[0.3, 0.0, 0.5]),
+        dict(centre=None), *[dict(centre=[0.3, 0.0, 0.5])] * 2,
+        dict(centre=[0.3, 0.0, 0.5], gap=True), *[dict(centre=[0.3, 0.0, 0.5])] * 2,
+        *[dict(centre=[0.3, 0.0, 0.5], hand_logit=-6.0)] * 2, *[dict(centre=[0.3, 0.0, 0.5])] * 2,
+        dict(centre=[0.3, 0.0, 0.5], confidence=0.1), *[dict(centre=[0.3, 0.0, 0.5])] * 5,
+    ]
+    presence = type("Presence", (), {})()  # its logits come with each frame (Prepared.hand_logit)
+    tracker = HandTracker(_CheckingEstimator(), TrackerConfig(handedness=handedness, side_check_every=every), side_classifier=object(), presence=presence)
+    due, checked, gap_ms = [], [], 0.0
+    for number, step in enumerate(steps):
+        step = dict(step)
+        gap_ms += 1000.0 if step.pop("gap", False) else 0.0
+        frame, prepared = _checking_step(tracker, 100 + number, timestamp_ms=33.0 * number + gap_ms, **step)
+        due.append(tracker.side_check_due(frame, prepared))
+        result = tracker.finish(frame, prepared)
+        checked.append("side_check" in result.timings_ms or (due[-1] and result.judged_no_hand))
+    assert due == checked
+    if every and handedness is None:
+        # The track's first frame and every third after; none with no hand or turned down.
+        # The second frame turned down ends the track (the first only weakens its evidence),
+        # as does the poor fit; the next frame starts one.
+        assert [n for n, d in enumerate(due) if d] == [0, 3, 5, 8, 10, 13, 15, 18, 21]
+
+
+def test_a_side_check_that_fails_leaves_nothing_queued():
+    from tracker.pipeline import HandTracker, TrackerConfig
+
+    estimator = _CheckingEstimator(two_in_flight=True, collect_fails=True)
+    tracker = HandTracker(estimator, TrackerConfig(min_hand_probability=0.0, side_check_every=3), side_classifier=object())
+    for number in range(3):
+        tracker.finish(*_checking_step(tracker, number, [0.0, 0.0, 0.5]))
+    assert not estimator.backend.queued
+    with pytest.raises(RuntimeError, match="the GPU went away"):
+        tracker.finish(*_checking_step(tracker, 3, [0.0, 0.0, 0.5]))  # the check's first collect fails
+    assert not estimator.backend.queued  # the other side's crop was taken off too

@@ -462,20 +462,31 @@ class HandTracker:
         # A backend that holds two crops gets both at once: the second side's network runs
         # while this thread refits and scores the first.
         both_at_once = int(getattr(backend, "frames_in_flight", 1)) >= 2
-        launch_ms = {}
-        if both_at_once:
+        launch_ms, runs, confidence = {}, {}, {}
+        try:
+            if both_at_once:
+                for side in sides:
+                    began = time.perf_counter()
+                    backend.launch(prepared.crops[side].depth[None, None].astype(np.float32))
+                    launch_ms[side] = 1e3 * (time.perf_counter() - began)
             for side in sides:
+                crop = prepared.crops[side]
                 began = time.perf_counter()
-                backend.launch(prepared.crops[side].depth[None, None].astype(np.float32))
-                launch_ms[side] = 1e3 * (time.perf_counter() - began)
-        runs, confidence = {}, {}
-        for side in sides:
-            crop = prepared.crops[side]
-            began = time.perf_counter()
-            outputs = backend.collect() if both_at_once else backend.run(crop.depth[None, None].astype(np.float32))
-            runs[side] = Launched(crop, launch_ms.get(side, 0.0) + 1e3 * (time.perf_counter() - began), outputs)
-            output, _ = self.estimator.complete(runs[side])
-            confidence[side] = self.estimator.to_estimate(crop, output, {}, frame.intrinsics).confidence
+                outputs = backend.collect() if both_at_once else backend.run(crop.depth[None, None].astype(np.float32))
+                runs[side] = Launched(crop, launch_ms.get(side, 0.0) + 1e3 * (time.perf_counter() - began), outputs)
+                output, _ = self.estimator.complete(runs[side])
+                confidence[side] = self.estimator.to_estimate(crop, output, {}, frame.intrinsics).confidence
+        except BaseException:
+            # Nothing of the check may stay queued: the next frame's network would hand back
+            # its outputs. (Without ``in_flight``, the crops launched and not collected.)
+            left = len(launch_ms) - len(runs)
+            while getattr(backend, "in_flight", left > 0):
+                left -= 1
+                try:
+                    backend.collect()
+                except Exception:
+                    break
+            raise
         return confidence, runs, 1e3 * (time.perf_counter() - t0)
 
     def finish(self, frame: DepthFrame, prepared: Prepared) -> FrameResult:
