@@ -28,15 +28,18 @@ measured pixels that the network calls hand.
   the hand, two thirds of its pixels left).
 
 Each crop also gets the hand-presence classifier's probability (``tracker.presence``), and
-each group says what share of its crops each gate keeps and both together, as the tracker
-does (``TrackerConfig.min_hand_probability`` and ``min_confidence``).
+each group says what share of its crops each gate keeps and both together
+(``TrackerConfig.min_hand_probability`` and ``min_confidence``), and what the tracker keeps
+of them as a track's first frame: those two, and the crops the classifier doubts
+(``doubtful_hand_probability``) whose fit reaches ``min_confidence_when_doubtful``.
 
 ``side_choice``: on the ``hands`` frames, how often the side whose mesh the depth bears out
 better is the true one, against the side classifier's single-frame answer (what the side
 vote adds up) on the same crops, and the two together. ``tracked_sides``: the side the
 tracker reports over whole sequences (the side classifier's held-out seeds 22-33, a right
 and a left hand each), without side checks (``TrackerConfig.side_check_every`` 0) and with
-its default ones.
+its default ones, and with those but without the hand-presence classifier, or without its
+doubtful band (``TrackerConfig.doubtful_hand_probability``).
 
 Writes ``benchmarks/results/confidence_separation.json`` with the resolved config: per
 group the quantiles of both measures and the share of crops each keeps at its threshold
@@ -91,6 +94,8 @@ class ConfidenceBenchConfig:
     object_seed: int = 0
     min_confidence: float = TrackerConfig.min_confidence
     min_hand_probability: float = TrackerConfig.min_hand_probability
+    doubtful_hand_probability: float = TrackerConfig.doubtful_hand_probability
+    min_confidence_when_doubtful: float = TrackerConfig.min_confidence_when_doubtful
     #: Scenes per scene group, and their stream (``sample_seed``; 1-6 train or calibrate networks).
     scenes: int = 100
     scene_stream: int = 8
@@ -199,11 +204,31 @@ def scene_frame(seed: int, group: str, hand_model: HandModel) -> DepthFrame | No
 SCENE_GROUPS = ("arms_whose_hand_is_hidden", "arms_whose_hand_is_past_the_edge", "hands_a_third_past_the_edge")
 
 
-def group_stats(rows: list[dict | None], min_confidence: float, min_hand_probability: float) -> dict:
+def group_stats(
+    rows: list[dict | None], min_confidence: float, min_hand_probability: float, doubtful_hand_probability: float | None = None, min_confidence_when_doubtful: float = 1.0
+) -> dict:
+    """Per group: how many crops, the quantiles of each measure and the share each keeps
+    at its threshold; ``kept_by_both`` (confidence and hand presence), and, given
+    ``doubtful_hand_probability``, ``kept_by_the_tracker``: as a track's first frame is
+    judged, a doubted crop (hand probability in [doubtful, min)) kept where its confidence
+    reaches ``min_confidence_when_doubtful`` (``TrackerConfig``)."""
     found = [r for r in rows if r is not None]
     stats: dict = {"crops": len(rows), "hand_found": len(found)}
     if found and found[0].get("hand_probability") is not None:
         stats["kept_by_both"] = float(np.mean([r["confidence"] >= min_confidence and r["hand_probability"] >= min_hand_probability for r in found]))
+        if doubtful_hand_probability is not None:
+            doubted_bar = max(min_confidence, min_confidence_when_doubtful)
+
+            def kept(r: dict) -> bool:
+                if r["hand_probability"] >= min_hand_probability:
+                    return r["confidence"] >= min_confidence
+                return r["hand_probability"] >= doubtful_hand_probability and r["confidence"] >= doubted_bar
+
+            stats["kept_by_the_tracker"] = float(np.mean([kept(r) for r in found]))
+            rescued = [r for r in found if kept(r) and r["hand_probability"] < min_hand_probability]
+            stats["doubted_and_kept"] = len(rescued)
+            if rescued and "joint_error_mm" in rescued[0]:
+                stats["mean_joint_error_mm_doubted_and_kept"] = float(np.mean([r["joint_error_mm"] for r in rescued]))
     for name, threshold in (("confidence", min_confidence), ("hand_share", OLD_THRESHOLD), ("hand_probability", min_hand_probability)):
         if any(r.get(name) is None for r in found):
             continue
@@ -263,13 +288,15 @@ def tracked_sides(config: ConfidenceBenchConfig, estimator: HandEstimator, progr
     """The side the tracker reports, frame by frame, over whole sequences (seeds S.., a right
     and a left hand each, as ``python -m tracker.side_classifier evaluate --seeds`` draws
     them), without side checks and with the tracker's default ones, and with those but
-    without the hand-presence classifier."""
+    without the hand-presence classifier, or without its doubtful band."""
     out = {}
     every = TrackerConfig.side_check_every
     variants = {
         "side_check_every_0": TrackerConfig(side_check_every=0),
         f"side_check_every_{every}": TrackerConfig(),
         f"side_check_every_{every}_without_hand_presence": TrackerConfig(min_hand_probability=0.0),
+        # Every crop the classifier doubts refused, as a denied one is.
+        f"side_check_every_{every}_without_the_doubtful_band": TrackerConfig(doubtful_hand_probability=TrackerConfig.min_hand_probability),
     }
     for name, tracker_config in variants.items():
         tracker = HandTracker(estimator, tracker_config)
@@ -377,7 +404,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "config": asdict(config),
         "groups": {
-            name: group_stats(rows, config.min_confidence, config.min_hand_probability) for name, rows in groups.items() if name not in ("truth_is_right", "tracked_sides")
+            name: group_stats(rows, config.min_confidence, config.min_hand_probability, config.doubtful_hand_probability, config.min_confidence_when_doubtful)
+            for name, rows in groups.items()
+            if name not in ("truth_is_right", "tracked_sides")
         },
         "side_choice": side_choice(groups["hands"], groups["hands_as_the_other_side"], groups["truth_is_right"]),
         "tracked_sides": groups["tracked_sides"],
@@ -387,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
     print(
         f"{'group':33s} {'crops':>5s}  confidence min/p5/median/max  kept at {config.min_confidence}   hand share median  kept at {OLD_THRESHOLD}"
-        f"   P(hand) median  kept at {config.min_hand_probability}   kept by both"
+        f"   P(hand) median  kept at {config.min_hand_probability}   kept by both   by the tracker"
     )
     for name, stats in result["groups"].items():
         c, h, p = stats.get("confidence"), stats.get("hand_share"), stats.get("hand_probability")
@@ -397,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:33s} {stats['hand_found']:5d}  {c['min']:.2f}/{c['p5']:.2f}/{c['median']:.2f}/{c['max']:.2f}"
             f"{c['kept_at_threshold']:>18.0%}   {h['median']:17.2f}  {h['kept_at_threshold']:6.0%}"
-            + (f"   {p['median']:14.2f}  {p['kept_at_threshold']:9.0%}   {stats['kept_by_both']:12.0%}" if p else "")
+            + (f"   {p['median']:14.2f}  {p['kept_at_threshold']:9.0%}   {stats['kept_by_both']:12.0%}   {stats['kept_by_the_tracker']:14.0%}" if p else "")
         )
     sides = result["side_choice"]
     if sides["frames"]:

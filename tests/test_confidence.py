@@ -171,6 +171,14 @@ def test_the_separation_benchmark_writes_every_group_with_its_config(tmp_path):
     assert stats["confidence"]["median"] == 0.5 and stats["hand_share"]["min"] == 0.2
     assert stats["hand_probability"]["kept_at_threshold"] == pytest.approx(2 / 3) and stats["kept_by_both"] == pytest.approx(1 / 3)
     assert stats["mean_joint_error_mm_kept_by_hand_presence"] == 30.0 and stats["mean_joint_error_mm_dropped_by_hand_presence"] == 300.0
+    assert "kept_by_the_tracker" not in stats
+    # A doubted crop (probability 0.2, in [0.1, 0.5)) is kept by the tracker only with a fit
+    # of 0.8 or more: not at 0.5, then at 0.85.
+    assert group_stats(rows, 0.4, 0.5, 0.1, 0.8)["kept_by_the_tracker"] == pytest.approx(1 / 3)
+    rows[1]["confidence"] = 0.85
+    stats = group_stats(rows, 0.4, 0.5, 0.1, 0.8)
+    assert stats["kept_by_the_tracker"] == pytest.approx(2 / 3) and stats["doubted_and_kept"] == 1 and stats["mean_joint_error_mm_doubted_and_kept"] == 300.0
+    assert group_stats(rows, 0.4, 0.5, 0.3, 0.8)["kept_by_the_tracker"] == pytest.approx(1 / 3)  # 0.2: denied
 
 
 @pytest.mark.parametrize("side", list(Handedness))

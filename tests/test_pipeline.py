@@ -1977,17 +1977,20 @@ def test_a_frame_without_a_finite_timestamp_is_refused():
         DepthFrame(np.zeros((48, 64), np.uint16), 0.001, intrinsics, float("nan"), "cam", 0)
 
 
-def test_the_hand_presence_evidence_keeps_a_hand_through_a_doubtful_frame_and_drops_an_arm_before_its_network():
+def test_the_hand_presence_evidence_keeps_a_hand_through_a_denied_frame_drops_an_arm_and_asks_a_doubted_crop_for_a_better_fit():
     from tracker.pipeline import HandTracker, TrackerConfig
     from tracker.prepare import Prepared
     from tracker.types import CameraIntrinsics, DepthFrame
 
     class Counting(_SideEchoEstimator):
-        started = 0
+        started, confidence = 0, 1.0
 
         def start(self, crop):
             self.started += 1
             return super().start(crop)
+
+        def to_estimate(self, crop, output, timings, intrinsics):
+            return dataclasses.replace(super().to_estimate(crop, output, timings, intrinsics), confidence=self.confidence)
 
     class AskedOnlyWithoutALogit:  # the hand-presence classifier, for frames prepared without it
         crop_size, cube_size_m, asked = 64, 0.26, 0
@@ -2000,24 +2003,37 @@ def test_the_hand_presence_evidence_keeps_a_hand_through_a_doubtful_frame_and_dr
     tracker = HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT), presence=presence)
     intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
 
-    def hands(number, hand_logit):
+    def hands(number, hand_logit, confidence=1.0):
+        estimator.confidence = confidence
         frame = DepthFrame(np.full((48, 64), 500, np.uint16), 0.001, intrinsics, 33.0 * number, "cam", number)
         prepared = Prepared(np.array([0.0, 0.0, 0.5]), {Handedness.RIGHT: "right"}, None, {}, hand_logit)
         result = tracker.finish(frame, prepared)
         assert result.judged_no_hand == (not result.hands)  # every frame here has a crop
         return len(result.hands)
 
-    # A hand, a frame the classifier doubts (a fist end-on), the hand again: one track. The
-    # running logit, each frame's clipped to +-6 and weighted 0.3: 6, 6, 2.4, 3.48.
+    # A hand, a frame the classifier denies, the hand again: one track. The running logit,
+    # each frame's clipped to +-6 and weighted 0.3: 6, 6, 2.4, 3.48.
     assert [hands(n, logit) for n, logit in enumerate([8.0, 8.0, -8.0, 8.0])] == [1, 1, 1, 1]
-    # The hand goes out of view and leaves its arm: 0.64 (still a hand), then -1.36, and the
-    # track is over; a new one with nothing but the arm is refused at its first frame.
-    assert [hands(n, -8.0) for n in (4, 5, 6)] == [1, 0, 0]
-    assert estimator.started == 5  # no network for the frames refused
+    # The hand goes out of view and leaves its arm, whose fit the depth bears out at 0.65
+    # (above min_confidence 0.4): 0.64 (still a hand), then -1.36 (probability 0.20, doubted:
+    # the network runs, and 0.65 is short of the 0.8 asked then), and the track is over; a
+    # new one with nothing but the arm is refused at its first frame, before the network.
+    assert [hands(n, -8.0, confidence=0.65) for n in (4, 5, 6)] == [1, 0, 0]
+    assert estimator.started == 6
     # A new track is judged on its first frame alone; a frame prepared without the logit
     # gets it from the tracker's own classifier.
     assert hands(7, 1.0) == 1 and presence.asked == 0
-    assert hands(8, None) == 0 and presence.asked == 1  # its -9, clipped: 0.7 * 1 - 0.3 * 6 = -1.1
+    assert hands(8, None, confidence=0.65) == 0 and presence.asked == 1  # its -9, clipped: 0.7 * 1 - 0.3 * 6 = -1.1
+    # A fist end-on: doubted from its first frame (-2, probability 0.12; then -2.6, 0.07),
+    # and its fit borne out at 0.85, so kept, until the evidence falls below 0.05 (-3.62).
+    assert [hands(n, logit, confidence=0.85) for n, logit in zip((9, 10, 11), (-2.0, -4.0, -8.0))] == [1, 1, 0]
+    assert estimator.started == 10  # the doubted frames ran the network; the denied one not
+
+    # With no doubtful band (at min_hand_probability), a doubted frame is refused outright.
+    estimator.started = 0
+    tracker = HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT, doubtful_hand_probability=0.5), presence=presence)
+    assert [hands(n, logit, confidence=0.85) for n, logit in zip((20, 21, 22), (8.0, -8.0, -8.0))] == [1, 1, 0]
+    assert hands(23, -2.0, confidence=0.85) == 0 and estimator.started == 2
 
 
 def test_the_tracker_loads_the_shipped_hand_presence_classifier_unless_turned_off(hand_model):
@@ -2031,8 +2047,11 @@ def test_the_tracker_loads_the_shipped_hand_presence_classifier_unless_turned_of
     assert HandTracker(estimator, TrackerConfig(min_hand_probability=0.0)).presence is None
     # A threshold the running evidence (each frame's logit clipped to +-6) can never reach
     # would drop every frame; a weight of 0 would judge a track by its first frame forever.
-    for bad in (dict(min_hand_probability=0.999), dict(min_hand_probability=-0.1), dict(hand_evidence_weight=0.0), dict(hand_evidence_weight=1.5)):
-        with pytest.raises(ValueError, match="min_hand_probability|hand_evidence_weight"):
+    for bad in (
+        dict(min_hand_probability=0.999), dict(min_hand_probability=-0.1), dict(hand_evidence_weight=0.0), dict(hand_evidence_weight=1.5),
+        dict(doubtful_hand_probability=-0.01), dict(min_confidence_when_doubtful=1.2),
+    ):
+        with pytest.raises(ValueError, match="min_hand_probability|hand_evidence_weight|doubtful"):
             HandTracker(estimator, TrackerConfig(**bad))
 
 
@@ -2114,7 +2133,7 @@ def test_side_check_due_says_beforehand_which_frames_begin_with_a_side_check(han
         dict(centre=[0.3, 0.0, 0.5]), dict(centre=[0.3, 0.0, 0.5]),
         dict(centre=None), *[dict(centre=[0.3, 0.0, 0.5])] * 2,
         dict(centre=[0.3, 0.0, 0.5], gap=True), *[dict(centre=[0.3, 0.0, 0.5])] * 2,
-        *[dict(centre=[0.3, 0.0, 0.5], hand_logit=-6.0)] * 2, *[dict(centre=[0.3, 0.0, 0.5])] * 2,
+        *[dict(centre=[0.3, 0.0, 0.5], hand_logit=-6.0, confidence=0.5)] * 2, *[dict(centre=[0.3, 0.0, 0.5])] * 2,
         dict(centre=[0.3, 0.0, 0.5], confidence=0.1), *[dict(centre=[0.3, 0.0, 0.5])] * 5,
     ]
     presence = type("Presence", (), {})()  # its logits come with each frame (Prepared.hand_logit)
@@ -2130,8 +2149,9 @@ def test_side_check_due_says_beforehand_which_frames_begin_with_a_side_check(han
     assert due == checked
     if every and handedness is None:
         # The track's first frame and every third after; none with no hand or turned down.
-        # The second frame turned down ends the track (the first only weakens its evidence),
-        # as does the poor fit; the next frame starts one.
+        # The second frame turned down ends the track (the first only weakens its evidence;
+        # the second is doubted, and its fit is not good enough then), as does the poor fit;
+        # the next frame starts one.
         assert [n for n, d in enumerate(due) if d] == [0, 3, 5, 8, 10, 13, 15, 18, 21]
 
 

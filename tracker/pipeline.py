@@ -60,12 +60,19 @@ class TrackerConfig:
     #: probability of being a hand is dropped before the network runs: the end of an arm
     #: whose hand is out of view or hidden, which the depth would bear a fitted mesh out on.
     #: 0: the classifier is not run. Over a track the tracker weighs each frame's logit
-    #: into a running mean (``hand_evidence_weight`` the new frame's share), so a hand that
-    #: turns into a blob for a few frames (a fist end-on to the camera, which the classifier
-    #: often takes for no hand) keeps its track, while an arm left behind by a hand gone out
-    #: of view loses it on its second frame. Below 0.99 (``MAX_MIN_HAND_PROBABILITY``).
+    #: into a running mean (``hand_evidence_weight`` the new frame's share), so one doubtful
+    #: frame does not end a track, while an arm left behind by a hand gone out of view loses
+    #: it on its second frame. Below 0.99 (``MAX_MIN_HAND_PROBABILITY``).
     min_hand_probability: float = 0.5
     hand_evidence_weight: float = 0.3
+    #: Where the track's hand evidence is below ``min_hand_probability`` but not below this,
+    #: the classifier doubts rather than denies: the network runs anyway, and its fit is kept
+    #: only where the depth bears it out at ``min_confidence_when_doubtful`` or more. A fist
+    #: held end-on to the camera is doubted and fits well; an arm's end, denied outright or
+    #: doubted, fits worse (``benchmarks/results/confidence_separation.json``,
+    #: ``kept_by_the_tracker``). At or above ``min_hand_probability``: no such band.
+    doubtful_hand_probability: float = 0.05
+    min_confidence_when_doubtful: float = 0.8
     #: Smooth the joints over time with a One-Euro filter (off: raw per-frame estimates).
     smooth: bool = False
     #: A hand centre this far from the last one starts a new track (side vote and smoothing
@@ -225,6 +232,10 @@ class HandTracker:
                 config = dataclasses.replace(config, cube_size_m=DEFAULT_CUBE_SIZE_M)
         if not 0.0 <= config.min_hand_probability < MAX_MIN_HAND_PROBABILITY:
             raise ValueError(f"min_hand_probability must be at least 0 and below {MAX_MIN_HAND_PROBABILITY}, got {config.min_hand_probability!r}")
+        if not 0.0 <= config.doubtful_hand_probability <= 1.0:
+            raise ValueError(f"doubtful_hand_probability must be between 0 and 1, got {config.doubtful_hand_probability!r}")
+        if not 0.0 <= config.min_confidence_when_doubtful <= 1.0:
+            raise ValueError(f"min_confidence_when_doubtful must be between 0 and 1, got {config.min_confidence_when_doubtful!r}")
         if not 0.0 < config.hand_evidence_weight <= 1.0:
             raise ValueError(f"hand_evidence_weight must be above 0 and at most 1, got {config.hand_evidence_weight}")
         self.config = config
@@ -412,11 +423,12 @@ class HandTracker:
         timings["side_check"] = check_ms - runs[side].launch_ms
         return prepared.crops[side], runs[side]
 
-    def _is_hand(self, frame: DepthFrame, prepared: Prepared, timings: dict[str, float]) -> bool:
-        """Whether the track's running hand evidence, this frame's crop added, says a hand
-        (True without the hand-presence classifier); see ``TrackerConfig.min_hand_probability``."""
+    def _hand_judgement(self, frame: DepthFrame, prepared: Prepared, timings: dict[str, float]) -> str:
+        """What the track's running hand evidence, this frame's crop added, says: "hand",
+        "doubtful" or "no hand" ("hand" without the hand-presence classifier); see
+        ``TrackerConfig.min_hand_probability`` and ``doubtful_hand_probability``."""
         if self.presence is None:
-            return True
+            return "hand"
         logit = prepared.hand_logit
         if logit is None:  # prepared without it (see PrepareWorkers)
             t0 = time.perf_counter()
@@ -428,7 +440,10 @@ class HandTracker:
         logit = min(max(float(logit), -HAND_EVIDENCE_MAX_ABS_LOGIT), HAND_EVIDENCE_MAX_ABS_LOGIT)
         weight = self.config.hand_evidence_weight
         self._hand_evidence = logit if self._hand_evidence is None else (1.0 - weight) * self._hand_evidence + weight * logit
-        return sigmoid(self._hand_evidence) >= self.config.min_hand_probability
+        probability = sigmoid(self._hand_evidence)
+        if probability >= self.config.min_hand_probability:
+            return "hand"
+        return "doubtful" if probability >= self.config.doubtful_hand_probability else "no hand"
 
     def _side_check_due_in_track(self) -> bool:
         every = self.config.side_check_every
@@ -508,12 +523,13 @@ class HandTracker:
             return FrameResult(frame, (), timings)
         if self._jumped(centre):
             self._lost()
-        if not self._is_hand(frame, prepared, timings):
+        judgement = self._hand_judgement(frame, prepared, timings)
+        if judgement == "no hand":
             self._lost()
             return FrameResult(frame, (), timings, judged_no_hand=True)
         self._begun_center = centre
         crop, launched = self._crop(frame, prepared, timings)
-        return _Begun(frame, centre, launched or self.estimator.start(crop), timings, self._track, self._smoother)
+        return _Begun(frame, centre, launched or self.estimator.start(crop), timings, self._track, self._smoother, judgement == "doubtful")
 
     def complete(self, begun: _Begun) -> FrameResult:
         """``finish`` from the network's start on: its outputs, the refit, the tracking state.
@@ -534,10 +550,12 @@ class HandTracker:
         # The stages the estimate itself took (its confidence) are the frame's too.
         timings.update({stage: ms for stage, ms in estimate.timings_ms.items() if stage not in timings})
         current = begun.track == self._track
-        if estimate.confidence < self.config.min_confidence:
+        min_confidence = max(self.config.min_confidence, self.config.min_confidence_when_doubtful) if begun.doubtful else self.config.min_confidence
+        if estimate.confidence < min_confidence:
             if current:
                 self._lost()
-            return FrameResult(frame, (), timings)
+            # A doubted crop whose fit the depth does not bear out well enough: no hand.
+            return FrameResult(frame, (), timings, judged_no_hand=begun.doubtful)
         if current:
             self._previous_center = begun.centre
         if begun.smoother is not None:
@@ -574,6 +592,8 @@ class _Begun:
     timings_ms: dict[str, float]
     track: int
     smoother: OneEuroFilter | None
+    #: The hand presence doubted it (``TrackerConfig.doubtful_hand_probability``).
+    doubtful: bool = False
 
 
 class _FrameSlot:
