@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from tracker.cli import main
@@ -347,3 +348,55 @@ def test_in_real_time_dropped_frames_do_not_count_towards_max_frames(tmp_path, m
     assert len(out.read_text().splitlines()) == 12
     assert main(["--source", "synthetic", "--max-frames", "12", "--no-viewer", "--out", str(out)]) == 0
     assert lengths == [None, 12]
+
+
+def test_segment_ahead_0_gives_on_a_folder_what_the_library_gives(tmp_path, monkeypatch):
+    # With workers (the default on 2 or more cores) a frame's segmentation starts from the hand
+    # of two frames before: a slightly different answer, which --segment-ahead 0 takes away.
+    from tracker.api import track
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    folder = Path(__file__).parent / "data" / "sr305-gestures"
+    out = tmp_path / "t.jsonl"
+    assert main(["--source", str(folder), "--segment-ahead", "0", "--max-frames", "6", "--out", str(out), "--no-viewer"]) == 0
+    assert json.loads((tmp_path / "t.config.json").read_text())["tracker"]["segment_ahead"] == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    library = [result for _, result in zip(range(6), track(str(folder)))]
+    assert [line["frame"] for line in lines] == [result.frame.frame_number for result in library]
+    for line, result in zip(lines, library):
+        assert len(line["hands"]) == len(result.hands)
+        for written, hand in zip(line["hands"], result.hands):
+            # The JSON's own rounding (0.01 mm) is all that separates them.
+            np.testing.assert_allclose(written["joints_xyz_m"], hand.joints_cam_m, atol=1e-5)
+
+
+@pytest.mark.parametrize("argv, message", [(["--segment-ahead", "-1"], "--segment-ahead must be 0"), (["--segment-ahead", "17"], "--segment-ahead must be 0")])
+def test_segment_ahead_out_of_range_is_refused(argv, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_segment_ahead_in_real_time_is_refused_before_anything_starts(tmp_path, capsys):
+    out = tmp_path / "t.jsonl"
+    assert main(["--source", "synthetic", "--realtime", "--segment-ahead", "2", "--out", str(out), "--no-viewer"]) == 2
+    assert "add --no-realtime" in capsys.readouterr().err and not out.exists()
+
+
+def test_an_output_the_system_refuses_is_named_by_its_option(tmp_path, capsys):
+    # The system's message names a temporary file, or the path alone; the error names the
+    # option too, and nothing is tracked.
+    (tmp_path / "folder").mkdir()
+    assert main(["--source", "synthetic", "--max-frames", "2", "--no-viewer", "--out", str(tmp_path / "folder")]) == 2
+    assert f"cannot write --out {tmp_path / 'folder'}: Is a directory" in capsys.readouterr().err
+    # What a read-only file system or /sys says (root writes anywhere else in a test).
+    from tracker.cli import _describe_output_error, build_parser
+
+    args = build_parser().parse_args(["--out", "/r/a.jsonl", "--mesh-dir", "/sys/meshes", "--video", "/r/v.mp4"])
+    for filename, said in (
+        ("/r/a.config.json.partial", "cannot write --out /r/a.jsonl: Read-only file system"),
+        ("/sys/meshes", "cannot write --mesh-dir /sys/meshes: Read-only file system"),
+        ("/r/.v.mp4.partial.mp4", "cannot write --video /r/v.mp4: Read-only file system"),
+        ("/elsewhere/x", "cannot write /elsewhere/x: Read-only file system"),
+    ):
+        assert _describe_output_error(OSError(30, "Read-only file system", filename), args) == said

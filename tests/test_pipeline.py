@@ -2166,3 +2166,11 @@ def test_a_side_check_that_fails_leaves_nothing_queued():
     with pytest.raises(RuntimeError, match="the GPU went away"):
         tracker.finish(*_checking_step(tracker, 3, [0.0, 0.0, 0.5]))  # the check's first collect fails
     assert not estimator.backend.queued  # the other side's crop was taken off too
+
+
+def test_process_takes_a_depth_frame_and_says_how_to_make_one():
+    from tracker.pipeline import HandTracker, TrackerConfig
+
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0), side_classifier=object())
+    with pytest.raises(TypeError, match=r"takes a DepthFrame, not ndarray: .*DepthFrame.from_metres"):
+        tracker.process(np.zeros((48, 64), np.float32))

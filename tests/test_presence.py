@@ -191,10 +191,13 @@ def test_a_weights_folder_brings_its_own_classifiers_where_it_has_them(tmp_path)
 def test_the_library_takes_the_hand_presence_setting_and_checks_it_before_starting():
     from tracker.api import open_tracker, track
 
-    for bad in (0.99, -0.5, float("nan"), "abc", None):
+    for bad in (0.99, -0.5, float("nan"), "abc", None, True):
         with pytest.raises(ValueError, match="min_hand_probability"):
             open_tracker(min_hand_probability=bad, backend="no-such-backend")  # refused before the backend
-    with track("synthetic", max_frames=3, min_hand_probability=0.0) as frames:
+    # A numpy scalar (read from a config file or a ROS parameter) is a number like any other.
+    with pytest.raises(ValueError, match="backend"):
+        open_tracker(min_hand_probability=np.float32(0.3), backend="no-such-backend")
+    with track("synthetic", max_frames=3, min_hand_probability=np.float64(0.0)) as frames:
         results = list(frames)
     assert len(results) == 3 and all("presence" not in r.timings_ms for r in results)
 

@@ -352,9 +352,12 @@ def test_each_sub_folder_is_a_sequence_with_the_nearest_intrinsics(tmp_path):
     assert [f.frame_number for f in frames] == list(range(5))  # counted through the whole folder
     assert (source.intrinsics.width, source.depth_scale, source.serial) == (2, 0.000125, "top")
     assert "in 4 sequences" in source.description and "2 intrinsics.json files" in source.description
+    # One sequence alone, as the source: the camera file of the data set's root, above it.
+    alone = FolderSource(tmp_path / "a")
+    assert [f.serial for f in alone.frames()] == ["top", "top"] and f"the camera of {tmp_path / 'intrinsics.json'}" in alone.description
     # Without one at the top, each folder needs its own (or one between).
     (tmp_path / "intrinsics.json").unlink()
-    with pytest.raises(SourceError, match=r"has no intrinsics.json.*\(or one in .*a\)"):
+    with pytest.raises(SourceError, match=r"has no intrinsics.json.*\(nor has .*a, nor any folder above it\)"):
         FolderSource(tmp_path)
     for folder in ("a", "c"):
         (tmp_path / folder / "intrinsics.json").write_text(json.dumps(camera(2, 0.000125, folder)))
@@ -462,7 +465,7 @@ def test_open_source_specs(tmp_path, recording):
         open_source(str(tmp_path / "missing.bag"))
     synthetic = open_source("synthetic:7:left")
     assert (synthetic.seed, synthetic.hand) == (7, Handedness.LEFT)
-    for spec, message in (("synthetic:-5", "a seed of 0 or more, got -5"), ("synthetic:1:2", "one seed"), ("synthetic:left:right", "one hand side")):
+    for spec, message in (("synthetic:-5", "a seed of 0 or more, got -5"), ("synthetic:1:2", "one seed"), ("synthetic:left:right", "one hand side"), ("synthetic:1:middle", "or right., got 'middle'")):
         with pytest.raises(SourceError, match=message):
             open_source(spec)
 
@@ -593,3 +596,8 @@ def test_the_depth_frames_a_recording_holds_are_counted_in_its_tables(recording,
     not_sqlite.write_bytes(b"not a database" * 100)
     assert _recorded_depth_frames(not_sqlite) is None
     assert _recorded_depth_frames(tmp_path / "hand.bag") is None
+
+
+def test_an_empty_folder_says_it_holds_no_depth_images(tmp_path):
+    with pytest.raises(SourceError, match="holds no .png depth images"):
+        FolderSource(tmp_path)

@@ -26,6 +26,7 @@ segment ahead, the output files and windows, signal handling).
 from __future__ import annotations
 
 import logging
+import numbers
 from pathlib import Path
 
 from tracker.backends import AUTO_BACKEND, start_backend
@@ -82,8 +83,10 @@ def open_tracker(
     """
     if hand not in HAND_CHOICES:
         raise ValueError(f"hand must be one of {', '.join(HAND_CHOICES)}, got {hand!r}")
-    if not isinstance(min_hand_probability, (int, float)) or not 0.0 <= min_hand_probability < MAX_MIN_HAND_PROBABILITY:
+    # Any real number (a numpy scalar from a config file or a ROS parameter too), not a bool.
+    if isinstance(min_hand_probability, bool) or not isinstance(min_hand_probability, numbers.Real) or not 0.0 <= min_hand_probability < MAX_MIN_HAND_PROBABILITY:
         raise ValueError(f"min_hand_probability must be a number at least 0 and below {MAX_MIN_HAND_PROBABILITY}, got {min_hand_probability!r}")
+    min_hand_probability = float(min_hand_probability)
     weights = Path(weights) if weights is not None else WEIGHTS_DIR
     manifest = load_manifest(weights)
     config = TrackerConfig(

@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         "averaged over the track, is below P, the crop is dropped before the network runs (an arm whose hand is out of view "
         "or hidden, a ball, a box). 0 to below 0.99; 0 turns the classifier off (default %(default)s)",
     )
+    parser.add_argument(
+        "--segment-ahead", type=int, metavar="N",
+        help="where every frame is taken as fast as possible (a folder, --no-realtime), segment the next N frames in N worker "
+        "processes while the network runs (default: 1 with onnxruntime on 2 or more cores, up to 3 with a GPU backend, 0 with the "
+        "synthetic input). A frame's segmentation then starts from the hand found N + 1 frames before it (N + 2 with a GPU backend) "
+        "rather than the frame before, so results differ slightly with N: 0 gives what tracker.api gives, on any machine",
+    )
     return parser
 
 
@@ -115,6 +122,10 @@ def _default_source() -> str:
 #: repeated so that building the parser imports no tracker module).
 MAX_MIN_HAND_PROBABILITY = 0.99
 
+#: The most worker processes ``--segment-ahead`` starts: more than a machine's cores only
+#: slows every stage.
+MAX_SEGMENT_AHEAD = 16
+
 #: A warm-up longer than this (seconds) is worth a note: numba compiled the kernels.
 WARM_UP_NOTE_S = 1.0
 
@@ -130,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--max-frames must be at least 1")
     if not 0.0 <= args.min_hand_probability < MAX_MIN_HAND_PROBABILITY:
         parser.error(f"--min-hand-probability must be at least 0 (off) and below {MAX_MIN_HAND_PROBABILITY}")
+    if args.segment_ahead is not None and not 0 <= args.segment_ahead <= MAX_SEGMENT_AHEAD:
+        parser.error(f"--segment-ahead must be 0 (none) to {MAX_SEGMENT_AHEAD} worker processes")
     if args.list_cameras:
         return _list_cameras()
     handlers = SignalHandlers(_STOP_SIGNALS, signal.default_int_handler)
@@ -216,7 +229,14 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     # Frames are prepared ahead only when every frame is processed (a live camera would wait
     # for them) and the source outpaces the tracker: the renderer behind the synthetic
     # source is slower than the tracker, and a worker would only take its cores.
+    if args.segment_ahead and realtime:
+        print("error: --segment-ahead prepares frames taken as fast as possible; add --no-realtime "
+              "(a live camera runs in real time only, and keeps no frames to prepare ahead)", file=sys.stderr)
+        return 2
+
     def workers_for(backend_name: str) -> int:
+        if args.segment_ahead is not None:
+            return 0 if realtime else args.segment_ahead
         return 0 if realtime or synthetic else default_segment_ahead(backend_name)
 
     # The resolved settings record what was asked for and the backend used.
@@ -280,7 +300,7 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         source.close()
         if not isinstance(exc, (OSError, RuntimeError, ValueError)):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_describe_output_error(exc, args) if isinstance(exc, OSError) else exc}", file=sys.stderr)
         return 2
     try:
         print(f"source: {source.description}; backend: {args.backend}; writing {_out_name(args.out)}", file=sys.stderr)
@@ -364,6 +384,24 @@ def _output_argument(text: str) -> str | Path:
     """An ``--out`` value: ``-`` stays the string that means standard output; anything else
     is a path, ``./-`` a file named ``-`` (which pathlib alone would read as ``-``)."""
     return text if text == "-" else Path(text)
+
+
+def _describe_output_error(exc: OSError, args) -> str:
+    """An output that could not be opened, named by the option that asked for it: the
+    system's own message names a temporary file (the settings beside ``--out``) or none."""
+    if exc.filename is None or not exc.strerror:
+        return str(exc)
+    failed = Path(os.fsdecode(exc.filename))
+    for option, asked in (("--out", args.out), ("--video", args.video), ("--mesh-dir", args.mesh_dir), ("--record", args.record)):
+        if asked is None or asked == "-":
+            continue
+        asked = Path(asked)
+        # The path itself, a file in the folder asked for, or one written beside the path
+        # under its name (NAME.config.json beside NAME.jsonl, temporary names too).
+        beside = failed.parent == asked.parent and failed.name.lstrip(".").startswith(asked.stem)
+        if failed == asked or asked in failed.parents or beside:
+            return f"cannot write {option} {asked}: {exc.strerror}"
+    return f"cannot write {failed}: {exc.strerror}"
 
 
 def _out_name(out: str | Path) -> str:

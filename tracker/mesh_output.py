@@ -158,11 +158,14 @@ class MeshSink:
             self.last_paths.append(path)
 
     def _write_atomically(self, mesh, path: Path) -> None:
-        # open3d picks the writer from the extension, so the temporary name keeps it; the
-        # rename is atomic within a directory, so readers (and a crash) never see a
+        # Written under its own name (open3d picks the writer from the extension, and an OBJ
+        # names its object after the file) in a hidden folder beside it, then moved: the
+        # rename is atomic within a file system, so readers (and a crash) never see a
         # half-written file under the real name.
-        temporary = path.with_name(f".{path.stem}.partial{path.suffix}")
+        staging = path.with_name(f".{path.stem}.partial")
+        temporary = staging / path.name
         try:
+            staging.mkdir(exist_ok=True)
             ok = self._o3d.io.write_triangle_mesh(str(temporary), mesh, write_ascii=False, print_progress=False)
             if not ok:
                 raise OSError(
@@ -170,8 +173,11 @@ class MeshSink:
                 )
             os.replace(temporary, path)
         finally:
-            if temporary.exists():
-                temporary.unlink()
+            temporary.unlink(missing_ok=True)
+            try:
+                staging.rmdir()
+            except OSError:
+                pass
 
     def close(self) -> None:
         pass  # every file is complete once write() returns

@@ -387,6 +387,11 @@ class HandTracker:
 
     def process(self, frame: DepthFrame) -> FrameResult:
         self._check_open()
+        if not isinstance(frame, DepthFrame):
+            raise TypeError(
+                f"process() takes a DepthFrame, not {type(frame).__name__}: wrap a depth image with its intrinsics, "
+                "DepthFrame.from_metres(depth_m, intrinsics) or DepthFrame(depth_u16, depth_scale, intrinsics)"
+            )
         return self.finish(frame, self.prepare(frame, self.prior_for(frame)))
 
     def _check_open(self) -> None:

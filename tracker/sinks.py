@@ -62,7 +62,7 @@ def frame_line(result: FrameResult, include_vertices: bool = False) -> str:
             text += f',"vertices_xyz_m":{json_rows(hand.vertices_cam_m, 5)}'
         hands.append(text + "}")
     frame = result.frame
-    head = _ENCODER.encode({"frame": int(frame.frame_number), "timestamp_ms": float(frame.timestamp_ms), "serial": frame.serial})
+    head = _ENCODER.encode({"frame": int(frame.frame_number), "timestamp_ms": round(float(frame.timestamp_ms), 3), "serial": frame.serial})
     timings = _ENCODER.encode({k: round(float(v), 3) for k, v in result.timings_ms.items()})
     return f'{head[:-1]},"hands":[{",".join(hands)}],"timings_ms":{timings},"dropped_before":{int(result.dropped_before)}}}'
 

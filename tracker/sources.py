@@ -1100,8 +1100,9 @@ class FolderSource(FrameSource):
     Frames come in natural order of folder, then file name: digit runs compare as numbers
     (frame_2 before frame_10, s9/ before s10/). Hidden files and folders are skipped, and every
     PNG must be a 16-bit single-channel image of its intrinsics' size. Each PNG takes the
-    ``intrinsics.json`` nearest to it: its own folder's, else the one above it, up to
-    ``path``. Each folder of PNGs is a sequence of its own (``DepthFrame.sequence``): the
+    ``intrinsics.json`` nearest to it: its own folder's, else the one above it, and so on
+    (above ``path`` too: a session folder of a data set whose camera file sits at its
+    root). Each folder of PNGs is a sequence of its own (``DepthFrame.sequence``): the
     tracker starts a new track at the first frame of the next. The timestamp of frame i is
     i / fps seconds and its frame number is i, counted through the whole folder.
     realtime: True paces the frames at ``fps``; False yields them as fast as consumed.
@@ -1118,9 +1119,7 @@ class FolderSource(FrameSource):
             raise SourceError(f"{self.path} is not a folder of depth PNGs")
         self.files = sorted(_png_files(self.path), key=lambda p: _png_sort_key(self.path, p))
         if not self.files:
-            if not (self.path / "intrinsics.json").is_file():
-                raise SourceError(self._no_intrinsics(self.path))
-            raise SourceError(f"{self.path} holds no .png depth images")
+            raise SourceError(f"{self.path} holds no .png depth images (16-bit PNGs, with an intrinsics.json beside them or in a folder above)")
         #: Per file, its camera: (intrinsics, depth scale, serial) from the nearest intrinsics.json.
         self._cameras: dict[Path, tuple[CameraIntrinsics, float, str]] = {}
         self._camera_of = [self._camera_for(path.parent) for path in self.files]
@@ -1131,9 +1130,11 @@ class FolderSource(FrameSource):
         k = self.intrinsics
         cameras = len(set(self._camera_of))
         sequences = len({path.parent for path in self.files})
+        above = [folder for folder in self._cameras if folder != self.path and self.path.is_relative_to(folder)]
         self.description = (
             f"folder {self.path} ({len(self.files)} depth PNGs"
             + (f" in {sequences} sequences" if sequences > 1 else "")
+            + (f", the camera of {above[0] / 'intrinsics.json'}" if above else "")
             + (f", {cameras} intrinsics.json files; the first " if cameras > 1 else " ")
             + f"{k.width}x{k.height}, depth unit {1000 * self.depth_scale:g} mm, serial {self.serial or 'not given'}) at {self.fps:g} fps"
             + (" in real time" if self.realtime else "")
@@ -1148,15 +1149,16 @@ class FolderSource(FrameSource):
 
     def _camera_for(self, folder: Path) -> tuple[CameraIntrinsics, float, str]:
         """The camera of the PNGs in ``folder``: the nearest intrinsics.json at or above it."""
-        for candidate in (folder, *folder.parents):
+        candidates = [folder, *folder.parents]
+        if not folder.is_absolute():  # on above the working folder
+            candidates += folder.absolute().parents[len(folder.parents) :]
+        for candidate in candidates:
             meta_path = candidate / "intrinsics.json"
             if meta_path.is_file():
                 if candidate not in self._cameras:
                     self._cameras[candidate] = self._read_intrinsics(meta_path)
                 return self._cameras[candidate]
-            if candidate == self.path or candidate == candidate.parent:
-                break
-        raise SourceError(self._no_intrinsics(self.path) + ("" if folder == self.path else f" (or one in {folder})"))
+        raise SourceError(self._no_intrinsics(self.path) + (" (nor has any folder above it)" if folder == self.path else f" (nor has {folder}, nor any folder above it)"))
 
     @staticmethod
     def _read_intrinsics(meta_path: Path) -> tuple[CameraIntrinsics, float, str]:
@@ -1583,12 +1585,13 @@ def open_source(
                     raise SourceError(f"{form} takes one hand side, got {argument!r}")
                 hand = Handedness(part.lower())
                 continue
+            try:
+                value = int(part)
+            except ValueError:
+                raise SourceError(f"{form} needs an integer seed and/or a hand side (left or right), got {part!r}") from None
             if seed is not None:
                 raise SourceError(f"{form} takes one seed, got {argument!r}")
-            try:
-                seed = int(part)
-            except ValueError:
-                raise SourceError(f"{form} needs an integer seed and/or a hand side, got {part!r}") from None
+            seed = value
             if seed < 0:
                 raise SourceError(f"{form} needs a seed of 0 or more, got {seed}")
         return SyntheticSource(seed=seed or 0, realtime=bool(realtime), hand=hand or Handedness.RIGHT, max_frames=max_frames)
