@@ -392,11 +392,12 @@ def test_an_output_the_system_refuses_is_named_by_its_option(tmp_path, capsys):
     # What a read-only file system or /sys says (root writes anywhere else in a test).
     from tracker.cli import _describe_output_error, build_parser
 
-    args = build_parser().parse_args(["--out", "/r/a.jsonl", "--mesh-dir", "/sys/meshes", "--video", "/r/v.mp4"])
+    args = build_parser().parse_args(["--out", "/r/a.jsonl", "--mesh-dir", "/r/a_meshes", "--video", "/r/a.mp4"])
     for filename, said in (
         ("/r/a.config.json.partial", "cannot write --out /r/a.jsonl: Read-only file system"),
-        ("/sys/meshes", "cannot write --mesh-dir /sys/meshes: Read-only file system"),
-        ("/r/.v.mp4.partial.mp4", "cannot write --video /r/v.mp4: Read-only file system"),
+        ("/r/a_meshes", "cannot write --mesh-dir /r/a_meshes: Read-only file system"),
+        ("/r/.a.partial.mp4", "cannot write --video /r/a.mp4: Read-only file system"),  # its suffix kept: the video's
+        ("/r", "cannot write --out /r/a.jsonl: Read-only file system"),  # the folder on the way
         ("/elsewhere/x", "cannot write /elsewhere/x: Read-only file system"),
     ):
         assert _describe_output_error(OSError(30, "Read-only file system", filename), args) == said

@@ -601,3 +601,22 @@ def test_the_depth_frames_a_recording_holds_are_counted_in_its_tables(recording,
 def test_an_empty_folder_says_it_holds_no_depth_images(tmp_path):
     with pytest.raises(SourceError, match="holds no .png depth images"):
         FolderSource(tmp_path)
+
+
+def test_a_relative_folder_takes_the_camera_truly_above_it(tmp_path, monkeypatch):
+    # "../root/seq" from another folder: the working folder, textually above it, is not.
+    import cv2
+
+    def camera(serial):
+        return json.dumps({"serial": serial, "depth_scale": 0.001, "intrinsics": {"width": 2, "height": 2, "fx": 5, "fy": 5, "cx": 0.5, "cy": 0.5}})
+
+    (tmp_path / "root" / "seq").mkdir(parents=True)
+    (tmp_path / "work").mkdir()
+    cv2.imwrite(str(tmp_path / "root" / "seq" / "0.png"), np.zeros((2, 2), np.uint16))
+    (tmp_path / "root" / "intrinsics.json").write_text(camera("root"))
+    (tmp_path / "work" / "intrinsics.json").write_text(camera("decoy"))
+    monkeypatch.chdir(tmp_path / "work")
+    source = FolderSource("../root/seq")
+    assert source.serial == "root" and f"the camera of {tmp_path / 'root' / 'intrinsics.json'}" in source.description
+    monkeypatch.chdir(tmp_path / "root" / "seq")
+    assert FolderSource(".").serial == "root"

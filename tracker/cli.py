@@ -100,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--segment-ahead", type=int, metavar="N",
         help="where every frame is taken as fast as possible (a folder, --no-realtime), segment the next N frames in N worker "
         "processes while the network runs (default: 1 with onnxruntime on 2 or more cores, up to 3 with a GPU backend, 0 with the "
-        "synthetic input). A frame's segmentation then starts from the hand found N + 1 frames before it (N + 2 with a GPU backend) "
-        "rather than the frame before, so results differ slightly with N: 0 gives what tracker.api gives, on any machine",
+        "synthetic input). A frame's segmentation then starts from the hand found N + 1 frames before it (N + 3 with a GPU backend, "
+        "which holds two frames' networks) rather than the frame before, so results differ slightly with N: 0 gives what tracker.api "
+        "gives, on any machine",
     )
     return parser
 
@@ -230,8 +231,11 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     # for them) and the source outpaces the tracker: the renderer behind the synthetic
     # source is slower than the tracker, and a worker would only take its cores.
     if args.segment_ahead and realtime:
-        print("error: --segment-ahead prepares frames taken as fast as possible; add --no-realtime "
-              "(a live camera runs in real time only, and keeps no frames to prepare ahead)", file=sys.stderr)
+        if kind == "realsense":
+            print("error: --segment-ahead does not apply to a live camera: it runs in real time, keeping only the newest "
+                  "frame, and has no frames to prepare ahead", file=sys.stderr)
+        else:
+            print("error: --segment-ahead prepares frames taken as fast as possible; add --no-realtime", file=sys.stderr)
         return 2
 
     def workers_for(backend_name: str) -> int:
@@ -392,15 +396,20 @@ def _describe_output_error(exc: OSError, args) -> str:
     if exc.filename is None or not exc.strerror:
         return str(exc)
     failed = Path(os.fsdecode(exc.filename))
-    for option, asked in (("--out", args.out), ("--video", args.video), ("--mesh-dir", args.mesh_dir), ("--record", args.record)):
-        if asked is None or asked == "-":
-            continue
-        asked = Path(asked)
-        # The path itself, a file in the folder asked for, or one written beside the path
-        # under its name (NAME.config.json beside NAME.jsonl, temporary names too).
-        beside = failed.parent == asked.parent and failed.name.lstrip(".").startswith(asked.stem)
-        if failed == asked or asked in failed.parents or beside:
-            return f"cannot write {option} {asked}: {exc.strerror}"
+    asked = [
+        (option, Path(path))
+        for option, path in (("--out", args.out), ("--video", args.video), ("--mesh-dir", args.mesh_dir), ("--record", args.record))
+        if path is not None and path != "-"
+    ]
+    # The path itself, a file in the folder asked for, or a folder on the way to it ...
+    for option, path in asked:
+        if failed == path or path in failed.parents or failed in path.parents:
+            return f"cannot write {option} {path}: {exc.strerror}"
+    # ... else a file written beside it under its name (NAME.config.json beside NAME.jsonl,
+    # hidden temporary names), the option whose suffix the file keeps first.
+    beside = [(option, path) for option, path in asked if failed.parent == path.parent and failed.name.lstrip(".").startswith(path.stem + ".")]
+    for option, path in sorted(beside, key=lambda pair: not failed.name.endswith(pair[1].suffix)):
+        return f"cannot write {option} {path}: {exc.strerror}"
     return f"cannot write {failed}: {exc.strerror}"
 
 

@@ -60,9 +60,10 @@ class TrackerConfig:
     #: probability of being a hand is dropped before the network runs: the end of an arm
     #: whose hand is out of view or hidden, which the depth would bear a fitted mesh out on.
     #: 0: the classifier is not run. Over a track the tracker weighs each frame's logit
-    #: into a running mean (``hand_evidence_weight`` the new frame's share), so one doubtful
-    #: frame does not end a track, while an arm left behind by a hand gone out of view loses
-    #: it on its second frame. Below 0.99 (``MAX_MIN_HAND_PROBABILITY``).
+    #: into a running mean (``hand_evidence_weight`` the new frame's share), so one frame
+    #: called no hand does not end a track, while an arm left behind by a hand gone out of
+    #: view loses it on its second frame (on its fourth where the depth bears the arm's fit
+    #: out as well as a doubted crop needs, below). Below 0.99 (``MAX_MIN_HAND_PROBABILITY``).
     min_hand_probability: float = 0.5
     hand_evidence_weight: float = 0.3
     #: Where the track's hand evidence is below ``min_hand_probability`` but not below this,
@@ -98,8 +99,9 @@ class TrackerConfig:
     #: with the rest (it measured slower than none); processes do (``default_segment_ahead``
     #: says how many pay with each backend). Frame i's segmentation then
     #: uses the hand centre of frame i - N - 1 as its prior (of frame i - N - 2 with a GPU
-    #: backend, which gets frame i while frame i - N - 1 is in the network), fixed when it is
-    #: sent, so runs are reproducible.
+    #: backend, which gets frame i while frame i - N - 1 is in the network, and of frame
+    #: i - N - 3 with one that holds two frames' networks, ``run_pipeline``), fixed when it
+    #: is sent, so runs are reproducible.
     segment_ahead: int = 0
     segment: SegmentConfig = field(default_factory=SegmentConfig)
 
@@ -116,7 +118,8 @@ GROUP_STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
 #: The largest hand-presence logit one frame adds to a track's running evidence: from its
 #: most certain, an arm left by its hand (-6 after a track at +6) ends the track on its
-#: second frame with ``hand_evidence_weight`` 0.3.
+#: second frame with ``hand_evidence_weight`` 0.3 (2.4, a hand; -0.12, doubted, so kept
+#: only on a good fit; -1.88, doubted; -3.12, no hand).
 HAND_EVIDENCE_MAX_ABS_LOGIT = 6.0
 #: ``min_hand_probability`` must stay below this: near the most a track's evidence can reach
 #: (sigmoid(6) = 0.9975), every frame would be dropped.
@@ -183,7 +186,9 @@ def backend_options(backend: str, segment_ahead: int) -> dict:
 @dataclass(frozen=True)
 class FrameResult:
     """What the tracker found in one frame: zero or more hands and the stage timings (ms).
-    ``judged_no_hand``: a crop was found, and the hand-presence evidence dropped it."""
+    ``judged_no_hand``: a crop was found, and the hand-presence evidence dropped it: it
+    denied the crop, or doubted it and the fit was not good enough for a doubted crop
+    (``TrackerConfig.doubtful_hand_probability``)."""
 
     frame: DepthFrame
     hands: tuple[HandEstimate, ...]

@@ -1125,12 +1125,13 @@ class FolderSource(FrameSource):
         self._camera_of = [self._camera_for(path.parent) for path in self.files]
         # The source's own camera (its description, callers that ask): the top folder's where
         # its PNGs use it, else its first frame's.
-        self.intrinsics, self.depth_scale, self.serial = self._cameras.get(self.path) or self._camera_of[0]
+        top = Path(os.path.abspath(self.path))  # as _camera_for keys the cameras
+        self.intrinsics, self.depth_scale, self.serial = self._cameras.get(top) or self._camera_of[0]
         self._check_headers()
         k = self.intrinsics
         cameras = len(set(self._camera_of))
         sequences = len({path.parent for path in self.files})
-        above = [folder for folder in self._cameras if folder != self.path and self.path.is_relative_to(folder)]
+        above = [folder for folder in self._cameras if folder != top and top.is_relative_to(folder)]
         self.description = (
             f"folder {self.path} ({len(self.files)} depth PNGs"
             + (f" in {sequences} sequences" if sequences > 1 else "")
@@ -1149,10 +1150,11 @@ class FolderSource(FrameSource):
 
     def _camera_for(self, folder: Path) -> tuple[CameraIntrinsics, float, str]:
         """The camera of the PNGs in ``folder``: the nearest intrinsics.json at or above it."""
-        candidates = [folder, *folder.parents]
-        if not folder.is_absolute():  # on above the working folder
-            candidates += folder.absolute().parents[len(folder.parents) :]
-        for candidate in candidates:
+        # From the absolute path with ".." taken out: the folders truly above it, past the
+        # working folder too (symbolic links are not resolved: a linked sequence folder
+        # takes the camera of the folder it is linked into).
+        base = Path(os.path.abspath(folder))
+        for candidate in (base, *base.parents):
             meta_path = candidate / "intrinsics.json"
             if meta_path.is_file():
                 if candidate not in self._cameras:
