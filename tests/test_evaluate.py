@@ -145,6 +145,7 @@ def test_bad_arguments_get_clear_errors_before_any_work(tmp_path, capsys):
     assert not missing.exists()  # nothing written for a failed start
     no_intrinsics = tmp_path / "pngs"
     no_intrinsics.mkdir()
+    cv2.imwrite(str(no_intrinsics / "0.png"), np.zeros((4, 4), np.uint16))
     assert evaluate_main(["--real-dir", str(no_intrinsics), "--frames", "2", "--out", str(tmp_path / "eval")]) == 2
     assert "no intrinsics.json" in capsys.readouterr().err
     assert not (tmp_path / "eval").exists()
