@@ -26,6 +26,7 @@ def test_default_run_tracks_the_built_in_input(tmp_path, capsys, monkeypatch, no
     assert reported and float(reported.group(1)) < 20.0, messages
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["frame"] for r in lines] == [0, 1, 2, 3, 4] and lines[0]["serial"] == "synthetic"
+    assert "file" not in lines[0]  # a rendered frame comes from no file
     assert cv2.imread(str(video)).shape == (480, 640, 3)
     assert "running headless" in messages
     # The resolved settings are kept beside the output.
@@ -363,6 +364,9 @@ def test_segment_ahead_0_gives_on_a_folder_what_the_library_gives(tmp_path, monk
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     library = [result for _, result in zip(range(6), track(str(folder)))]
     assert [line["frame"] for line in lines] == [result.frame.frame_number for result in library]
+    # Each line names its PNG, relative to the folder, in the order the folder is played.
+    files = sorted((p.relative_to(folder).as_posix() for p in folder.rglob("*.png")), key=lambda name: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)])
+    assert [line["file"] for line in lines] == [result.frame.source_file for result in library] == files[:6]
     for line, result in zip(lines, library):
         assert len(line["hands"]) == len(result.hands)
         for written, hand in zip(line["hands"], result.hands):

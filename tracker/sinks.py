@@ -4,6 +4,7 @@ Each line is written and flushed as soon as its frame is done, so a crash or a f
 input never loses frames already processed. The object per frame:
 
     {"frame": int, "timestamp_ms": float, "serial": str,
+     "file": str,                             # only for a folder's PNGs: which one
      "hands": [{"handedness": "right"|"left", "confidence": float,
                 "joints_xyz_m": [[x, y, z] x 21],     # MediaPipe order, camera frame, metres
                 "joints_uv_px": [[u, v] x 21],        # depth-image pixels
@@ -62,7 +63,10 @@ def frame_line(result: FrameResult, include_vertices: bool = False) -> str:
             text += f',"vertices_xyz_m":{json_rows(hand.vertices_cam_m, 5)}'
         hands.append(text + "}")
     frame = result.frame
-    head = _ENCODER.encode({"frame": int(frame.frame_number), "timestamp_ms": round(float(frame.timestamp_ms), 3), "serial": frame.serial})
+    head = {"frame": int(frame.frame_number), "timestamp_ms": round(float(frame.timestamp_ms), 3), "serial": frame.serial}
+    if frame.source_file:  # a folder's PNG: the file it came from
+        head["file"] = frame.source_file
+    head = _ENCODER.encode(head)
     timings = _ENCODER.encode({k: round(float(v), 3) for k, v in result.timings_ms.items()})
     return f'{head[:-1]},"hands":[{",".join(hands)}],"timings_ms":{timings},"dropped_before":{int(result.dropped_before)}}}'
 

@@ -1232,6 +1232,7 @@ class FolderSource(FrameSource):
                 serial=serial,
                 frame_number=index,
                 sequence=path.parent.relative_to(self.path).as_posix(),
+                source_file=path.relative_to(self.path).as_posix(),
             )
 
 

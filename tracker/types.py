@@ -218,6 +218,9 @@ class DepthFrame:
     frame_number: the device's frame counter (monotonic per stream).
     sequence: which recording session of the source the frame belongs to, where a source
         holds several (a folder's sub-folders); a frame of another one starts a new track.
+    source_file: the file the frame was read from, relative to the source ("s1/0042.png"
+        for a folder's PNG), so that results can be matched to it; "" for a camera's,
+        a recording's or a rendered frame.
     """
 
     depth: np.ndarray
@@ -227,6 +230,7 @@ class DepthFrame:
     serial: str = ""
     frame_number: int = 0
     sequence: str = ""
+    source_file: str = ""
 
     def __post_init__(self) -> None:
         depth = self.depth
