@@ -405,3 +405,21 @@ def test_an_output_the_system_refuses_is_named_by_its_option(tmp_path, capsys):
         ("/elsewhere/x", "cannot write /elsewhere/x: Read-only file system"),
     ):
         assert _describe_output_error(OSError(30, "Read-only file system", filename), args) == said
+
+
+def test_a_run_whose_fits_all_fail_says_so_rather_than_blame_the_depth_unit(tmp_path, capsys, monkeypatch):
+    # Segmentation finds the hand and the network runs, but no fit is borne out (as with
+    # weights not yet trained): the note says that, not "check the depth unit".
+    import dataclasses
+
+    from tracker.estimator import HandEstimator
+
+    to_estimate = HandEstimator.to_estimate
+
+    def no_confidence(self, *args, **kwargs):
+        return dataclasses.replace(to_estimate(self, *args, **kwargs), confidence=0.0)
+
+    monkeypatch.setattr(HandEstimator, "to_estimate", no_confidence)
+    assert main(["--source", "synthetic", "--max-frames", "3", "--no-viewer", "--hand", "right", "--out", str(tmp_path / "t.jsonl")]) == 0
+    err = capsys.readouterr().err
+    assert "In 3 frames a hand-sized object was found and the network fitted a hand to it" in err and "check the depth unit" not in err

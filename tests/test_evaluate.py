@@ -67,6 +67,12 @@ def test_evaluation_writes_metrics_plots_and_a_model_card(smoke_weights, tmp_pat
     stdout = capsys.readouterr().out
     assert "held-out synthetic (3 frames)" in stdout and "no 8-bit network" in stdout
     assert "8-bit network" not in card and not (out / "synthetic_metrics_int8.json").exists()
+    # A quicker run into the same folder would put its figures in the card in place of these.
+    card = (weights / "MODEL_CARD.md").read_bytes()
+    with pytest.raises(SystemExit):
+        evaluate_main(["--weights", str(weights), "--frames", "2"])
+    assert "holds the figures of 3 frames, which the model card cites" in capsys.readouterr().err
+    assert (weights / "MODEL_CARD.md").read_bytes() == card and json.loads((out / "synthetic_metrics.json").read_text())["frames"] == 3
 
 
 def test_evaluation_judges_the_8_bit_network_on_the_same_frames(smoke_weights, tmp_path, capsys):
@@ -159,7 +165,10 @@ def test_bad_arguments_get_clear_errors_before_any_work(tmp_path, capsys):
     with pytest.raises(SystemExit):
         evaluate_main(["--stream-seed", "7", "--frames", "2"])
     assert "--stream-seed needs --out elsewhere" in capsys.readouterr().err
-    for stream, what in (("1", "the network's training samples"), ("5", "the 8-bit network's calibration crops"), ("3", "side classifier")):
+    for stream, what in (
+        ("1", "the network's training samples"), ("5", "the 8-bit network's calibration crops and the hand-presence classifier's training"),
+        ("3", "side classifier"), ("6", "the hand-presence classifier's held-out scenes"),
+    ):
         with pytest.raises(SystemExit):
             evaluate_main(["--stream-seed", stream, "--frames", "2", "--out", str(tmp_path / "eval")])
         assert what in capsys.readouterr().err
@@ -399,6 +408,10 @@ def test_scene_differences_name_what_the_held_out_scenes_changed():
         "scene.pose.left: trained 0.0, held out 0.5",
     ]
     assert scene_differences(held_out, held_out) == []
+    # A setting added since the weights were trained, held out at its default: no difference.
+    defaults = {"a": 1, "scene": {"length": 0.25, "clear": True, "pose": {"left": 0.0}}}
+    assert scene_differences(trained, held_out, defaults) == ["scene.length: trained 0.25, held out 0.55", "scene.pose.left: trained 0.0, held out 0.5"]
+    assert scene_differences(trained, {**held_out, "scene": {**held_out["scene"], "clear": False}}, defaults)[0] == "scene.clear: trained not recorded, held out false"
 
 
 def test_the_model_card_states_the_hand_shapes_the_weights_were_trained_on():

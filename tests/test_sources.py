@@ -449,6 +449,11 @@ def test_a_db3_suffix_in_capitals_is_named_not_called_corrupt(recording, tmp_pat
     with pytest.raises(SourceError, match="lower-case .db3"):
         write_recording(tmp_path / "W.DB3", synthetic_frames[:1])
     assert not (tmp_path / "W.DB3").exists()
+    # Renamed to .bag: a good .db3 under the old format's suffix, not a corrupt file.
+    renamed = tmp_path / "session.bag"
+    shutil.copyfile(recording, renamed)
+    with pytest.raises(SourceError, match="a .db3 recording .* under another suffix.*rename it to session.db3"):
+        RecordingSource(renamed)
 
 
 def test_open_source_specs(tmp_path, recording):

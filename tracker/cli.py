@@ -333,11 +333,20 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     )
     if stats["frames"] and not stats["frames_with_hand"]:
         segment = tracker.config.segment
-        print(
-            f"note: no hand in any frame. The tracker takes the nearest hand-sized object {segment.min_depth_m:g}-{segment.max_depth_m:g} m "
-            "from the camera; if one was there, check the depth unit and the focal lengths the source reports (above).",
-            file=sys.stderr,
-        )
+        if stats["frames_poorly_fitted"]:
+            # The search found something and the network ran: the fits were what failed.
+            print(
+                f"note: no hand in any frame. In {stats['frames_poorly_fitted']} frames a hand-sized object was found and the network "
+                f"fitted a hand to it, but the depth did not bear the fit out (confidence below {tracker.config.min_confidence:g}): "
+                "weights other than the shipped ones that are not yet trained, or depth of another scale than the source reports?",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"note: no hand in any frame. The tracker takes the nearest hand-sized object {segment.min_depth_m:g}-{segment.max_depth_m:g} m "
+                "from the camera; if one was there, check the depth unit and the focal lengths the source reports (above).",
+                file=sys.stderr,
+            )
         if stats["frames_judged_no_hand"]:
             print(
                 f"note: in {stats['frames_judged_no_hand']} frames an object was found but judged to hold no hand "

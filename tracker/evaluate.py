@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -195,17 +196,24 @@ def _segmentation_centred_summary(errors: list, offsets: list, centroid_errors: 
 
 def taken_streams() -> dict[int, str]:
     """The seed streams other parts of the project draw samples from, and what for."""
+    from tracker.presence import HELD_OUT_STREAM_SEED as PRESENCE_HELD_OUT
+    from tracker.presence import TRAIN_STREAM_SEED as PRESENCE_TRAIN
     from tracker.quantize import CALIBRATION_STREAM_SEED
     from tracker.side_classifier import HELD_OUT_STREAM_SEED as SIDE_HELD_OUT
     from tracker.side_classifier import TRAIN_STREAM_SEED as SIDE_TRAIN
     from tracker.train import TRAIN_STREAM_SEED
 
-    return {
-        TRAIN_STREAM_SEED: "the network's training samples",
-        SIDE_TRAIN: "the side classifier's training crops",
-        SIDE_HELD_OUT: "the side classifier's held-out crops",
-        CALIBRATION_STREAM_SEED: "the 8-bit network's calibration crops",
-    }
+    taken: dict[int, list[str]] = {}
+    for stream, what in (
+        (TRAIN_STREAM_SEED, "the network's training samples"),
+        (SIDE_TRAIN, "the side classifier's training crops"),
+        (SIDE_HELD_OUT, "the side classifier's held-out crops"),
+        (CALIBRATION_STREAM_SEED, "the 8-bit network's calibration crops"),
+        (PRESENCE_TRAIN, "the hand-presence classifier's training scenes"),
+        (PRESENCE_HELD_OUT, "the hand-presence classifier's held-out scenes"),
+    ):
+        taken.setdefault(stream, []).append(what)
+    return {stream: " and ".join(whats) for stream, whats in taken.items()}
 
 
 #: A crop centre further than this from the hand's centroid (mm) missed the hand.
@@ -392,26 +400,30 @@ def write_sheet(rows: list[np.ndarray], path: Path, columns: int = 3) -> None:
     cv2.imwrite(str(path), grid)
 
 
-def scene_differences(trained_on: dict | None, held_out: dict) -> list[str] | None:
+def scene_differences(trained_on: dict | None, held_out: dict, defaults: dict | None = None) -> list[str] | None:
     """Where the held-out frames' example config (``config_to_dict`` form) differs from the
     one the weights' last training stage drew from: "dotted.key: trained T, held out H"
     lines; [] when the same; None when the weights do not record theirs. The held-out set
     follows the code's current scene defaults, so weights trained before those changed are
-    measured on scenes they were not trained on."""
+    measured on scenes they were not trained on. ``defaults``: the code's defaults, in the
+    same form; a setting added after the weights were trained (not in their record) that is
+    held out at its default is no difference, as a new setting's default keeps what the code
+    did before it."""
     if not trained_on:
         return None
     lines = []
 
-    def walk(trained, held, prefix: str) -> None:
+    def walk(trained, held, default, prefix: str) -> None:
         for key in sorted(set(trained) | set(held)):
             name = f"{prefix}{key}"
             a, b = trained.get(key, "not recorded"), held.get(key, "not recorded")
+            d = default.get(key, "not recorded") if isinstance(default, dict) else "not recorded"
             if isinstance(a, dict) and isinstance(b, dict):
-                walk(a, b, name + ".")
-            elif a != b:
+                walk(a, b, d, name + ".")
+            elif a != b and not (a == "not recorded" and b == d):
                 lines.append(f"{name}: trained {json.dumps(a) if a != 'not recorded' else a}, held out {json.dumps(b) if b != 'not recorded' else b}")
 
-    walk(trained_on, held_out, "")
+    walk(trained_on, held_out, defaults or {}, "")
     return lines
 
 
@@ -549,7 +561,8 @@ def write_model_card(
     lines += [
         "## Metrics",
         "",
-        f"Reproduce: `{command}`",
+        f"Reproduce: `{command}` (it writes this card and `eval/` anew; a quicker check that leaves them as they are: "
+        f"`{re.sub(r'--frames [0-9]+', '--frames 100 --out /tmp/eval --no-model-card', command)}`)",
         "",
         f"Held-out synthetic set ({synthetic['frames']} frames, seed stream {synthetic['stream_seed']}, with sensor noise):",
         "",
@@ -669,6 +682,16 @@ def write_training_curve(weights_dir: Path, path: Path, held_out_mm: float) -> l
     return []
 
 
+def cited_frames(metrics_path: Path) -> int | None:
+    """How many held-out frames the figures in ``metrics_path`` (a weights folder's
+    ``eval/synthetic_metrics.json``) came from; None where there are none to read."""
+    try:
+        frames = json.loads(metrics_path.read_text())["frames"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return frames if isinstance(frames, int) and not isinstance(frames, bool) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tracker.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="weights directory (default %(default)s)")
@@ -705,6 +728,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--stream-seed needs --out elsewhere than WEIGHTS/eval, which holds the held-out set's own figures")
     if args.no_model_card and into_own:
         parser.error("--no-model-card needs --out elsewhere than WEIGHTS/eval, which holds the figures the model card cites")
+    if into_own:
+        # A quick check run into the weights' own folder would put its figures in the model
+        # card in place of a larger run's, silently: it goes elsewhere.
+        cited = cited_frames(args.weights / "eval" / "synthetic_metrics.json")
+        if cited is not None and args.frames < cited:
+            parser.error(
+                f"{args.weights / 'eval'} holds the figures of {cited} frames, which the model card cites; a run of {args.frames} would "
+                f"replace them: add --out DIR --no-model-card for a check, or run --frames {cited} (or more) to renew them"
+            )
     try:
         FolderSource(args.real_dir)  # a bad folder fails now, not after the synthetic half
         manifest = load_manifest(args.weights)
@@ -738,7 +770,7 @@ def main(argv: list[str] | None = None) -> int:
     synthetic["backend"] = args.backend
     synthetic["training_overlap"] = training_stream_overlap(args.frames, manifest, stream_seed=args.stream_seed)
     trained_on = manifest.get("training", {}).get("recipe", {}).get("data")
-    synthetic["scenes_differ_from_training"] = scene_differences(trained_on, provenance["example_config"])
+    synthetic["scenes_differ_from_training"] = scene_differences(trained_on, provenance["example_config"], config_to_dict(ExampleConfig()))
     synthetic.update(provenance)
     if synthetic["training_overlap"]["frames_that_are_training_samples"]:
         print(f"warning: held-out frames {synthetic['training_overlap']['frames_that_are_training_samples']} are also training samples (a shared 32-bit seed)")

@@ -714,6 +714,9 @@ class RunSummary:
     frames_with_hand: int = 0
     #: Frames whose crop the hand-presence evidence dropped (``FrameResult.judged_no_hand``).
     frames_judged_no_hand: int = 0
+    #: Frames whose network ran but whose fit the depth did not bear out well enough
+    #: (``TrackerConfig.min_confidence``): no hand reported.
+    frames_poorly_fitted: int = 0
     seconds: float = 0.0
     # Packed doubles, 16 bytes a frame for both, not a list of float objects (64): a live
     # session of hours keeps every frame's figures for the percentiles at its end.
@@ -734,6 +737,7 @@ class RunSummary:
             "dropped": self.dropped,
             "frames_with_hand": self.frames_with_hand,
             "frames_judged_no_hand": self.frames_judged_no_hand,
+            "frames_poorly_fitted": self.frames_poorly_fitted,
             "seconds": self.seconds,
             "frames_per_second": self.frames / self.seconds if self.seconds > 0 else 0.0,
             "latency_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,
@@ -932,6 +936,7 @@ def run_pipeline(
             summary.frames += 1
             summary.frames_with_hand += bool(result.hands)
             summary.frames_judged_no_hand += result.judged_no_hand
+            summary.frames_poorly_fitted += not result.hands and not result.judged_no_hand and "network" in result.timings_ms
             if max_frames is not None and summary.frames >= max_frames:
                 summary.stopped_by = "max frames"
                 return True

@@ -706,6 +706,18 @@ def _refuse_earlier_recording(base: Path) -> None:
         )
 
 
+#: The first bytes of every SQLite file, and so of every .db3 recording.
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(magic)) == magic
+    except OSError:
+        return False
+
+
 def _db3_suffix_case_error(path: Path, what: str) -> SourceError | None:
     """librealsense tells a ROS 2 recording by its suffix, case-sensitively: it reads (and
     refuses to write) a ``.DB3`` file as a ROS 1 bag, and calls a good recording corrupt."""
@@ -825,6 +837,12 @@ class RecordingSource(FrameSource):
         try:
             return cfg.resolve(pipe)
         except RuntimeError as exc:
+            if self.path.suffix.lower() != ".db3" and _starts_with(self.path, SQLITE_MAGIC):
+                # librealsense tells the format by the suffix alone.
+                raise SourceError(
+                    f"cannot open recording {self.path}: it is a .db3 recording (ROS 2, SQLite) under another suffix, which "
+                    f"librealsense reads as an old .bag; rename it to {self.path.with_suffix('.db3').name}"
+                ) from exc
             raise SourceError(
                 f"cannot open recording {self.path}: it is truncated, corrupt or not a RealSense recording "
                 f"(librealsense: {exc})"

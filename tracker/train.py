@@ -900,7 +900,13 @@ def main(argv: list[str] | None = None) -> int:
         "from OUT/last.pt; exports weights to OUT/export. Works under torchrun (DDP).",
     )
     parser.add_argument("--out", type=Path, required=True, help="run directory")
-    parser.add_argument("--recipe", choices=sorted(RECIPES), default="cpu", help="preset (default %(default)s)")
+    parser.add_argument(
+        "--recipe", choices=sorted(RECIPES), default="cpu",
+        help=f"preset: cpu ({RECIPES['cpu'].steps} steps of {RECIPES['cpu'].batch_size}, a small run for a CPU), "
+        f"gpu ({RECIPES['gpu'].steps} steps of {RECIPES['gpu'].batch_size} with {RECIPES['gpu'].workers} data workers, sized for "
+        f"{RECIPE_MINUTES['gpu']:g} minutes on one H100-class GPU), smoke ({RECIPES['smoke'].steps} steps of "
+        f"{RECIPES['smoke'].batch_size}, no workers: checks that training runs at all) (default %(default)s)",
+    )
     parser.add_argument("--steps", type=int, help="override the recipe's optimisation steps")
     parser.add_argument("--batch-size", type=int, help="override the per-process batch size")
     parser.add_argument("--workers", type=int, help="override data-loader workers per process")
