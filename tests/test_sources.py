@@ -78,6 +78,14 @@ def test_recording_round_trips_distortion_and_odd_depth_unit(tmp_path):
     write_recording(tmp_path / "odd.db3", frames, pace=False)
     with RecordingSource(tmp_path / "odd.db3", realtime=False) as source:
         _same_frames(frames, list(source.frames()))
+    # Written without real-time spacing: played in real time, the run says what it will skip.
+    with RecordingSource(tmp_path / "odd.db3", realtime=True) as source:
+        assert "written without real-time spacing" in source.description and "--no-realtime plays every one" in source.description
+
+
+def test_a_paced_recording_gets_no_note_on_its_spacing(recording):
+    with RecordingSource(recording, realtime=True) as source:
+        assert "real-time spacing" not in source.description and "at the recorded pace" in source.description
 
 
 def test_realtime_playback_of_a_paced_recording(recording, synthetic_frames):

@@ -828,6 +828,14 @@ class RecordingSource(FrameSource):
         self.duration_s = device.as_playback().get_duration().total_seconds()
         self._recorded_depth_frames = _recorded_depth_frames(self.path)
         pace = "at the recorded pace, skipping frames when slow" if self.realtime else "every frame, as fast as read"
+        count, fps = self._recorded_depth_frames, z16[0].fps()
+        if self.realtime and count is not None and count > 2 and fps > 0 and self.duration_s < 0.25 * (count - 1) / fps:
+            # Written as fast as made (write_recording(pace=False)): in real time nearly all
+            # of it would be skipped.
+            pace += (
+                f"; its {count} frames span {self.duration_s:.1f} s, not the {(count - 1) / fps:.1f} s of {fps} fps: it was written "
+                "without real-time spacing, and played in real time most frames are skipped (--no-realtime plays every one)"
+            )
         self.description = (
             f"recording {self.path} ({name}, serial {self.serial or 'not recorded'}, depth {_profile_text(z16[0])}, "
             f"{self.duration_s:.1f} s), played {pace}"
