@@ -950,30 +950,22 @@ def test_prepare_workers_answer_like_the_tracker_thread_and_clean_up(hand_model)
             shared_memory.SharedMemory(name=name)
 
 
-def test_prepare_workers_leave_the_side_to_a_classifier_they_cannot_copy(hand_model):
+@pytest.mark.parametrize("which", ["side", "presence"])
+def test_prepare_workers_leave_a_logit_to_a_classifier_they_cannot_copy(hand_model, which):
     from tracker.prepare import PrepareWorkers
 
     frame = next(iter(SyntheticSource(seed=6, max_frames=1, hand_model=hand_model).frames()))
-    workers = PrepareWorkers(1, _prepare_config(), classifier=object())
+    if which == "side":
+        workers = PrepareWorkers(1, _prepare_config(), classifier=object())
+    else:
+        workers = PrepareWorkers(1, _prepare_config(Handedness.RIGHT), presence=object())
     try:
         workers.send(frame, None)
         got = workers.receive()
     finally:
         workers.close()
-    assert got.centre is not None and got.right_logit is None and "side" not in got.timings_ms
-
-
-def test_prepare_workers_leave_the_hand_logit_to_a_presence_classifier_they_cannot_copy(hand_model):
-    from tracker.prepare import PrepareWorkers
-
-    frame = next(iter(SyntheticSource(seed=6, max_frames=1, hand_model=hand_model).frames()))
-    workers = PrepareWorkers(1, _prepare_config(Handedness.RIGHT), presence=object())
-    try:
-        workers.send(frame, None)
-        got = workers.receive()
-    finally:
-        workers.close()
-    assert got.centre is not None and got.hand_logit is None and "presence" not in got.timings_ms
+    logit = got.right_logit if which == "side" else got.hand_logit
+    assert got.centre is not None and logit is None and which not in got.timings_ms
 
 
 def test_a_prepare_worker_that_dies_gives_a_clear_error(hand_model):
