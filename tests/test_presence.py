@@ -112,11 +112,11 @@ def test_onnx_export_round_trips_and_damaged_weights_raise_a_clear_error(tmp_pat
 def test_a_short_training_run_writes_loadable_weights_with_its_config(tmp_path):
     out = tmp_path / "run"
     assert pr.main(["train", "--out", str(out), "--samples", "8", "--held-out", "8", "--steps", "4", "--workers", "1"]) == 0
-    manifest = json.loads((out / "weights" / pr.MANIFEST).read_text())
+    manifest = json.loads((out / "export" / pr.MANIFEST).read_text())
     assert manifest["training"]["steps"] == 4 and manifest["training"]["samples_seen"] == 4 * pr.TrainConfig.batch_size
     assert json.loads((out / "training_config.json").read_text())["samples"] == 8
     assert (out / "training_metrics.csv").read_text().count("\n") == 2  # header and the last step
-    HandPresence.load(out / "weights").logit(np.ones((64, 64), np.float32))
+    HandPresence.load(out / "export").logit(np.ones((64, 64), np.float32))
 
 
 def test_the_shipped_classifier_tells_the_real_hands_from_arms_without_theirs(hand_model, tmp_path):

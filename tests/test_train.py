@@ -36,6 +36,8 @@ def test_training_checkpoints_resumes_and_exports(tmp_path):
     rows = _rows(tmp_path / "metrics.csv")
     assert [int(r["step"]) for r in rows] == list(range(1, SMOKE.steps + 1))
     assert all(float(r["initial_cm"]) > 0 for r in rows)
+    # The refit's terms before it starts are left blank, not written as nan.
+    assert [r["joints_cm"] == "" for r in rows] == [step < SMOKE.refit_start_step for step in range(SMOKE.steps)]
 
     # Resume: a longer run continues from the checkpoint instead of starting over. A row
     # logged after the checkpoint (the run died between the two) is logged again, once.
@@ -221,6 +223,52 @@ def test_learning_rate_schedule():
     # ... also when it runs out during the warm-up.
     assert learning_rate(config, config.warmup_steps // 2, time_fraction=1.0) == pytest.approx(0.0, abs=1e-12)
     assert learning_rate(config, config.warmup_steps - 1, time_fraction=0.5) == pytest.approx(0.5 * config.learning_rate)
+
+
+def test_a_resume_with_other_steps_goes_on_from_the_learning_rate_it_had():
+    from tracker.train import ScheduleAnchor, resumed_schedule_anchor
+
+    config = RECIPES["cpu"]
+    saved = {"steps": config.steps, "warmup_steps": config.warmup_steps}
+    longer = SMOKE.__class__(**{**config.__dict__, "steps": 2 * config.steps})
+    at = 2 * config.steps // 3
+    anchor = resumed_schedule_anchor(saved, None, longer, at)
+    assert learning_rate(longer, at, anchor=anchor) == pytest.approx(learning_rate(config, at), rel=1e-12)
+    rates = [learning_rate(longer, step, anchor=anchor) for step in range(at, longer.steps + 1)]
+    assert all(b < a for a, b in zip(rates, rates[1:])) and rates[-1] == pytest.approx(0.0, abs=1e-12)
+    # Without the anchor the rate would jump to more than twice what it was.
+    assert learning_rate(longer, at) > 2 * learning_rate(config, at)
+    # A second change later goes on from the anchored schedule, again without a jump.
+    later = at + 500
+    shorter = SMOKE.__class__(**{**config.__dict__, "steps": config.steps + 1000})
+    again = resumed_schedule_anchor(longer.__dict__, anchor, shorter, later)
+    assert learning_rate(shorter, later, anchor=again) == pytest.approx(learning_rate(longer, later, anchor=anchor), rel=1e-12)
+    assert learning_rate(shorter, shorter.steps, anchor=again) == pytest.approx(0.0, abs=1e-12)
+    # The same steps keep the checkpoint's anchor; a change during the warm-up needs none
+    # (the warm-up does not depend on the steps); a schedule that had ended restarts.
+    assert resumed_schedule_anchor(saved, anchor, config, at) == anchor
+    assert resumed_schedule_anchor(saved, None, longer, config.warmup_steps - 1) is None
+    assert resumed_schedule_anchor(saved, None, longer, config.steps) is None
+    assert ScheduleAnchor.from_dict(anchor.to_dict()) == anchor and ScheduleAnchor.from_dict(None) is None
+
+
+def test_a_stopped_run_resumed_with_more_steps_keeps_its_learning_rate(tmp_path, capsys):
+    import tracker.train as train_module
+
+    # A run of 8 steps stopped at step 4, made by rewriting a finished 4-step run's record.
+    train(SMOKE, tmp_path, progress=False)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    state["config"]["steps"] = 8
+    torch.save(state, tmp_path / "last.pt")
+    stopped = SMOKE.__class__(**{**SMOKE.__dict__, "steps": 8})
+    assert train_module.main(["--out", str(tmp_path), "--recipe", "smoke", "--steps", "12"]) == 0
+    assert "goes on from" in capsys.readouterr().out
+    rates = [float(r["lr"]) for r in _rows(tmp_path / "metrics.csv")[SMOKE.steps:]]
+    # Logged with 3 significant digits.
+    assert rates[0] == pytest.approx(learning_rate(stopped, SMOKE.steps), rel=5e-3)
+    assert all(b < a for a, b in zip(rates, rates[1:])) and rates[-1] > 0
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["schedule_anchor"]["step"] == SMOKE.steps
+    assert json.loads((tmp_path / "config.json").read_text())["schedule_anchor"]["step"] == SMOKE.steps
 
 
 def test_fine_tuning_starts_from_exported_weights_and_counts_their_samples(tmp_path, hand_model, monkeypatch):

@@ -490,7 +490,7 @@ def evaluate(directory: Path, config: TrainConfig, cache_dir: Path | None, progr
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tracker.presence", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="render scenes, train, export the weights into --out")
+    t = sub.add_parser("train", help="render scenes, train, export the weights to OUT/export")
     t.add_argument("--out", type=Path, required=True, help="run directory: config, loss log, scene cache, weights")
     t.add_argument("--samples", type=int, default=TrainConfig.samples, help="training scenes (default %(default)s)")
     t.add_argument("--held-out", type=int, default=TrainConfig.held_out_samples, help="held-out scenes (default %(default)s)")
@@ -511,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             config = dataclasses.replace(TrainConfig(), samples=args.samples, held_out_samples=args.held_out, steps=args.steps, render_workers=args.workers)
             network, summary = train(config, args.out)
-            weights_dir = args.out / "weights"
+            weights_dir = args.out / "export"  # where every trainer here exports
             manifest = export_weights(network, weights_dir, summary, cube_size_m=config.data.cube_size_m)
             if args.evaluate:
                 manifest["metrics"] = evaluate(weights_dir, config, args.out / "cache")

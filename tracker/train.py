@@ -141,17 +141,61 @@ RECIPES = {
 RECIPE_MINUTES = {"gpu": 9.0}
 
 
-def learning_rate(config: TrainConfig, step: int, time_fraction: float = 0.0) -> float:
+@dataclasses.dataclass(frozen=True)
+class ScheduleAnchor:
+    """Where a resumed run's cosine went on from after its --steps changed: at ``step`` it
+    had reached ``progress`` (0..1) of its decay, and it covers the rest by the new last
+    step, so the learning rate goes on from where it was instead of jumping."""
+
+    step: int
+    progress: float
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved) -> "ScheduleAnchor | None":
+        try:
+            return cls(int(saved["step"]), min(max(float(saved["progress"]), 0.0), 1.0))
+        except (KeyError, TypeError, ValueError):
+            return None  # none recorded (an older checkpoint) or unreadable: the plain schedule
+
+
+def _decay_progress(steps: int, warmup_steps: int, step: int, anchor: ScheduleAnchor | None) -> float:
+    """How far along its cosine a schedule of ``steps`` steps is at ``step``."""
+    if anchor is not None and step >= anchor.step:
+        return anchor.progress + (1.0 - anchor.progress) * (step - anchor.step) / max(steps - anchor.step, 1)
+    return (step - warmup_steps) / max(steps - warmup_steps, 1)
+
+
+def learning_rate(config: TrainConfig, step: int, time_fraction: float = 0.0, anchor: ScheduleAnchor | None = None) -> float:
     """Linear warm-up, then a cosine to zero by the last step, or by the end of the time
     budget when that comes first (``time_fraction``: share of it used), so a run cut short
-    by ``--max-minutes`` still ends its schedule instead of stopping at a high rate."""
+    by ``--max-minutes`` still ends its schedule instead of stopping at a high rate.
+    ``anchor``: where a resume with other --steps took the cosine up (see ScheduleAnchor)."""
     def cosine(progress: float) -> float:
         return config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     if step < config.warmup_steps:
         # A budget that ends during the warm-up still ends at a low rate.
         return min(config.learning_rate * (step + 1) / config.warmup_steps, cosine(time_fraction))
-    return cosine(max((step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1), time_fraction))
+    return cosine(max(_decay_progress(config.steps, config.warmup_steps, step, anchor), time_fraction))
+
+
+def resumed_schedule_anchor(saved_config: dict, saved_anchor: ScheduleAnchor | None, config: TrainConfig, step: int) -> ScheduleAnchor | None:
+    """The anchor a run resumed at ``step`` goes on with: a new one where its --steps
+    changed past the warm-up (taken at the progress the checkpoint's schedule had
+    reached), else the checkpoint's own. A checkpoint whose cosine had already ended (its
+    rate at zero) gets none: training it further at zero would change nothing, so the new
+    schedule's rate at ``step`` applies, a warm restart."""
+    try:
+        saved_steps, saved_warmup = int(saved_config["steps"]), int(saved_config["warmup_steps"])
+    except (KeyError, TypeError, ValueError):
+        return saved_anchor
+    if saved_steps == config.steps or step < max(saved_warmup, config.warmup_steps) or step >= config.steps:
+        return saved_anchor
+    progress = _decay_progress(saved_steps, saved_warmup, step, saved_anchor)
+    return ScheduleAnchor(step, progress) if progress < 1.0 else None
 
 
 def compute_losses(outputs: dict, batch: dict, refit: Refit, weights: LossWeights, use_refit: bool) -> dict[str, torch.Tensor]:
@@ -467,6 +511,7 @@ def _save_checkpoint(
     lanes: StreamLanes,
     skipped_steps: int = 0,
     hand_model_sha256: str | None = None,
+    schedule_anchor: ScheduleAnchor | None = None,
 ) -> None:
     if not _all_finite(network):
         raise FloatingPointError(f"the network's weights are not finite at step {step}; they were not saved over {path}")
@@ -486,6 +531,7 @@ def _save_checkpoint(
                 "stream_lanes": lanes.to_dict(),  # where each lane of the sample stream goes on from
                 "skipped_steps": skipped_steps,
                 "hand_model_sha256": hand_model_sha256,  # the mesh the network samples, which a resume must keep
+                "schedule_anchor": None if schedule_anchor is None else schedule_anchor.to_dict(),
             },
             tmp,
         )
@@ -575,7 +621,7 @@ def train(
     # samples_seen: examples taken from the rendered stream (where a resumed run picks it
     # up); examples_trained: batch size times steps, more than samples_seen with replay.
     step, samples_seen, examples_trained, earlier_seconds, earlier_skipped = 0, 0, 0, 0.0, 0
-    initialised_from = saved_lanes = None
+    initialised_from = saved_lanes = schedule_anchor = None
     checkpoint = out_dir / "last.pt"
     if not resume and checkpoint.is_file() and rank == 0:
         _set_aside(out_dir)
@@ -630,6 +676,14 @@ def train(
         saved_lanes = state.get("stream_lanes")
         max_seconds = _resumed_budget(state.get("max_seconds"), max_seconds, rank)
         _warn_schedule_changes(state.get("config", {}), config, rank)
+        saved_anchor = ScheduleAnchor.from_dict(state.get("schedule_anchor"))
+        schedule_anchor = resumed_schedule_anchor(state.get("config", {}), saved_anchor, config, step)
+        if schedule_anchor != saved_anchor and rank == 0 and step < config.steps:
+            rate = learning_rate(config, step, 0.0, schedule_anchor)
+            print(
+                f"the learning rate goes on from {rate:.3g} and decays to zero by step {config.steps}" if schedule_anchor is not None
+                else f"the checkpoint's schedule had ended; its training goes on with a new cosine from {rate:.3g} to zero by step {config.steps}"
+            )
         if init_from is not None and rank == 0:
             print(f"resuming {checkpoint} at step {step}: --init-from {init_from} is not used (--no-resume starts afresh from it)")
     elif init_from is not None:
@@ -673,6 +727,7 @@ def train(
             "train": config_to_dict(config), "world_size": world_size, "device": str(device), "parameters": count_parameters(network),
             "initialised_from": initialised_from, "sample_stream": {"seed": TRAIN_STREAM_SEED, "first_index": stream_start, "lanes": lane_count},
             "max_seconds": max_seconds,
+            "schedule_anchor": None if schedule_anchor is None else schedule_anchor.to_dict(),
         }
         earlier_config = out_dir / "config.json"
         if step > 0 and earlier_config.is_file():
@@ -734,21 +789,30 @@ def train(
     # run started with --no-resume beside an old one).
     checkpointed_step: int | None = step if step > 0 else None
     step_done = time.perf_counter()  # when the last step finished
-    rate_now = learning_rate(config, step, 0.0)
+    rate_now = learning_rate(config, step, 0.0, schedule_anchor)
 
     def log_row() -> None:
         nonlocal window_start, window_samples, window_rendered, logged_step
         window_seconds = max(time.perf_counter() - window_start, 1e-9)
         rate, rendered_rate = window_samples / window_seconds, window_rendered / window_seconds
         window_start, window_samples, window_rendered = time.perf_counter(), 0, 0
-        losses = {f"{k}_cm" if k in ("initial", "refined", "joints") else k: f"{last_terms.get(k, float('nan')):.4f}" for k in ("total", "coords", "mask", "initial", "refined", "joints")}
+        # Terms not computed yet (the refit's before refit_start_step) are left blank rather
+        # than written as nan, which reads as a diverged run.
+        losses = {
+            f"{k}_cm" if k in ("initial", "refined", "joints") else k: f"{last_terms[k]:.4f}" if k in last_terms else ""
+            for k in ("total", "coords", "mask", "initial", "refined", "joints")
+        }
         writer.writerow(
             {"step": step, "samples_seen": samples_seen, "lr": f"{rate_now:.3g}", "samples_per_s": f"{rate:.1f}", **losses}
             | {"examples_trained": examples_trained, "rendered_per_s": f"{rendered_rate:.1f}"}
         )
         handle.flush()
         logged_step = step
-        postfix = {"loss": f"{last_terms.get('total', float('nan')):.3f}", "init_cm": f"{last_terms.get('initial', float('nan')):.2f}", "joints_cm": f"{last_terms.get('joints', float('nan')):.2f}", "sps": f"{rate:.0f}"}
+        shown = {"loss": ("total", "{:.3f}"), "init_cm": ("initial", "{:.2f}"), "joints_cm": ("joints", "{:.2f}")}
+        postfix = {name: form.format(last_terms[term]) for name, (term, form) in shown.items() if term in last_terms}
+        if "joints" not in last_terms and step < config.refit_start_step:
+            postfix["refit_from"] = str(config.refit_start_step)
+        postfix["sps"] = f"{rate:.0f}"
         if config.replay_examples:
             postfix["rendered_sps"] = f"{rendered_rate:.0f}"
         if max_seconds is not None:  # the bar counts towards --steps, which a time budget may never reach
@@ -772,7 +836,7 @@ def train(
                 rendered = int(count)
             else:
                 rendered *= world_size
-            rate_now = learning_rate(config, step, time_fraction)
+            rate_now = learning_rate(config, step, time_fraction, schedule_anchor)
             for group in optimizer.param_groups:
                 group["lr"] = rate_now
             outputs = model(batch["depth"])
@@ -816,7 +880,7 @@ def train(
                     _save_checkpoint(
                         checkpoint, network, optimizer, step, samples_seen, examples_trained, config,
                         earlier_seconds + time.perf_counter() - began, initialised_from, max_seconds, lanes,
-                        skipped_steps, hand_model.sha256,
+                        skipped_steps, hand_model.sha256, schedule_anchor,
                     )
                 checkpointed_step = step
             if _agreed_flag(stop.requested, world_size, device):
@@ -840,7 +904,7 @@ def train(
                 _save_checkpoint(
                     checkpoint, network, optimizer, step, samples_seen, examples_trained, config,
                     earlier_seconds + step_done - began, initialised_from, max_seconds, lanes,
-                    skipped_steps, hand_model.sha256,
+                    skipped_steps, hand_model.sha256, schedule_anchor,
                 )
                 checkpointed_step = step
             raise DataStalled(
@@ -874,7 +938,7 @@ def train(
         handle.close()
         _save_checkpoint(
             checkpoint, network, optimizer, step, samples_seen, examples_trained, config, summary["seconds"], initialised_from, max_seconds, lanes,
-            skipped_steps, hand_model.sha256,
+            skipped_steps, hand_model.sha256, schedule_anchor,
         )
         from tracker.machine import machine_info
 
