@@ -15,19 +15,60 @@ from tracker.estimator import HandEstimator
 from tracker.pipeline import HandTracker, run_pipeline
 from tracker.sinks import JsonLinesSink
 from tracker.sources import SyntheticSource
-from tracker.viewer import WindowSink, display_available, opencv_has_gui
+from tracker.viewer import WindowSink, display_available, display_problem, opencv_has_gui
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_display_detection():
     assert opencv_has_gui()  # the project depends on the GUI build of OpenCV
-    assert not display_available(environ={}, platform="linux")
-    assert display_available(environ={"DISPLAY": ":0"}, platform="linux")
+    def answering(display):
+        return True
+
+    assert not display_available(environ={}, platform="linux", answers=answering)
+    assert display_available(environ={"DISPLAY": ":0"}, platform="linux", answers=answering)
     # Wayland without XWayland: the wheel's Qt would abort the process, so no window.
-    assert not display_available(environ={"WAYLAND_DISPLAY": "wayland-0"}, platform="linux")
-    assert display_available(environ={"WAYLAND_DISPLAY": "wayland-0", "DISPLAY": ":0"}, platform="linux")
+    assert not display_available(environ={"WAYLAND_DISPLAY": "wayland-0"}, platform="linux", answers=answering)
+    assert display_available(environ={"WAYLAND_DISPLAY": "wayland-0", "DISPLAY": ":0"}, platform="linux", answers=answering)
     assert display_available(environ={}, platform="win32")
+    # A DISPLAY nobody answers (SSH without X forwarding, an inherited variable): Qt would
+    # abort the process there.
+    assert display_problem(environ={"DISPLAY": ":7"}, platform="linux", answers=lambda display: False) == "no X server answers at DISPLAY=:7"
+
+
+def test_an_x_server_is_found_on_its_unix_socket_or_tcp_port(tmp_path):
+    import socket
+
+    from tracker.display import x_server_answers
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(tmp_path / "X5"))
+        server.listen(1)
+        assert x_server_answers(":5", socket_dir=str(tmp_path)) and x_server_answers("unix:5.0", socket_dir=str(tmp_path))
+    assert not x_server_answers("unix:6", socket_dir=str(tmp_path))
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        for number in range(150, 250):  # a free port above 6000, as an X forwarding's display
+            try:
+                server.bind(("127.0.0.1", 6000 + number))
+                break
+            except OSError:
+                continue
+        server.listen(1)
+        assert x_server_answers(f"127.0.0.1:{number}.0", socket_dir=str(tmp_path))
+    assert not x_server_answers(f"127.0.0.1:{number}", socket_dir=str(tmp_path), timeout_s=0.2)
+    assert not x_server_answers("not a display") and not x_server_answers(":x")
+
+
+def test_a_display_nobody_answers_runs_headless(tmp_path, monkeypatch, capsys):
+    from tracker.cli import main
+
+    monkeypatch.setenv("DISPLAY", "unix:987")  # no server: its socket does not exist
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert main(["--source", "synthetic", "--max-frames", "2", "--out", str(tmp_path / "x.jsonl")]) == 0
+    assert "no X server answers at DISPLAY=unix:987: running headless" in capsys.readouterr().err
+    assert len((tmp_path / "x.jsonl").read_text().splitlines()) == 2
+    assert main(["--source", "synthetic", "--max-frames", "1", "--out", str(tmp_path / "y.jsonl"), "--viewer-3d"]) == 2
+    assert "no X server answers at DISPLAY=unix:987" in capsys.readouterr().err
 
 
 class FakeWindow:

@@ -485,7 +485,7 @@ def _overlay_drawn(args) -> bool:
 def _open_sinks(args, hand_model) -> list:
     """The outputs the flags ask for; the live window only where a display is present."""
     from tracker.sinks import JsonLinesSink
-    from tracker.viewer import OverlayPainter, VideoSink, WindowSink, display_available
+    from tracker.viewer import OverlayPainter, VideoSink, WindowSink, display_problem
 
     # The JSON lines go in last: opening them replaces an earlier run's file, which must
     # outlive an output that fails to open.
@@ -499,10 +499,11 @@ def _open_sinks(args, hand_model) -> list:
 
             sinks.append(MeshSink(args.mesh_dir, hand_model.faces, fmt=args.mesh_format or "ply"))
         if not args.no_viewer:
-            if display_available():
+            problem = display_problem()
+            if problem is None:
                 sinks.append(WindowSink(hand_model, painter=painter))
             else:
-                print("no display (or an OpenCV without a GUI): running headless; --video writes the overlay to a file", file=sys.stderr)
+                print(f"{problem}: running headless; --video writes the overlay to a file", file=sys.stderr)
         if args.viewer_3d:
             from tracker.mesh_output import Open3DViewer
 

@@ -193,6 +193,18 @@ _BONES = np.array([[int(child), int(parent)] for child, parent in SKELETON_BONES
 _BONE_RGB = _FINGER_RGB[(_BONES[:, 0] - 1) // 4]
 
 
+def _display_problem_3d(environ, platform: str) -> str | None:
+    """Why Open3D cannot open a window on this Linux machine, or None: its GLFW takes a
+    Wayland display as well as an X one that a server answers."""
+    from tracker.display import x_display_problem
+
+    if not platform.startswith("linux") or environ.get("WAYLAND_DISPLAY"):
+        return None
+    if not environ.get("DISPLAY"):
+        return "DISPLAY/WAYLAND_DISPLAY not set"
+    return x_display_problem(environ, platform)
+
+
 class Open3DViewer:
     """Live 3-D view of the tracking: depth point cloud, shaded hand mesh, 21-joint skeleton.
 
@@ -232,15 +244,11 @@ class Open3DViewer:
         self._view_set_on_hand = False
         self._view_set = False
         self._mesh_shown = True
-        has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-        headless = sys.platform.startswith("linux") and not has_display
-        if visible and headless:
+        problem = _display_problem_3d(os.environ, sys.platform) if visible else None
+        if problem is not None:
             # The legacy Visualizer would fall back to an offscreen context and "succeed"
             # with no window anywhere: a live view nobody can see.
-            raise RuntimeError(
-                "no display for the 3-D viewer (DISPLAY/WAYLAND_DISPLAY not set); leave out --viewer-3d, "
-                "and use --mesh-dir or --video when headless"
-            )
+            raise RuntimeError(f"no display for the 3-D viewer ({problem}); leave out --viewer-3d, and use --mesh-dir or --video when headless")
         # The key-callback flavour is still the legacy Visualizer, plus keyboard hooks.
         self._vis = o3d.visualization.VisualizerWithKeyCallback()
         if not self._vis.create_window(window_name=window_name, width=int(width), height=int(height), visible=visible):

@@ -258,18 +258,28 @@ def opencv_has_gui() -> bool:
     return False
 
 
-def display_available(environ: dict | None = None, platform: str | None = None) -> bool:
-    """Whether a live window can open: an X display on Linux/BSD (on Windows and macOS there
-    always is one) and an OpenCV build with a GUI.
+def display_problem(environ: dict | None = None, platform: str | None = None, answers=None) -> str | None:
+    """Why no live window can open, or None where one can: an X display that a server
+    answers on Linux/BSD (on Windows and macOS there always is one) and an OpenCV build
+    with a GUI.
 
     Wayland alone is not enough: the OpenCV wheels' Qt has only its X11 (xcb) plugin, and
     without an X server Qt aborts the whole process, outputs unfinished, instead of raising.
-    A Wayland desktop runs X programs through XWayland, which sets DISPLAY."""
+    A Wayland desktop runs X programs through XWayland, which sets DISPLAY. For the same
+    reason a DISPLAY that no server answers counts as none (``answers``: the check, for tests)."""
+    from tracker.display import x_display_problem, x_server_answers
+
     environ = os.environ if environ is None else environ
     platform = sys.platform if platform is None else platform
-    if not platform.startswith(("win", "darwin")) and not environ.get("DISPLAY"):
-        return False
-    return opencv_has_gui()
+    problem = x_display_problem(environ, platform, answers or x_server_answers)
+    if problem is not None:
+        return problem
+    return None if opencv_has_gui() else "an OpenCV build without a GUI"
+
+
+def display_available(environ: dict | None = None, platform: str | None = None, answers=None) -> bool:
+    """Whether a live window can open (see ``display_problem``)."""
+    return display_problem(environ, platform, answers) is None
 
 
 class WindowSink:
