@@ -198,6 +198,21 @@ def test_outputs_that_are_one_file_or_the_recording_read_are_refused(tmp_path, c
     assert main(["--no-viewer", "--source", str(recording), "--out", str(recording)]) == 2
     assert "--out " + str(recording) + " is the recording being read" in capsys.readouterr().err
     assert recording.read_bytes() == b"a recording"
+    # A folder's frames and its camera file, as well as the recording's bytes, are input.
+    folder = tmp_path / "session"
+    (folder / "take1").mkdir(parents=True)
+    frame = folder / "take1" / "0.png"
+    frame.write_bytes(b"a depth frame")
+    (tmp_path / "intrinsics.json").write_text("{}")  # the camera file above the folder
+    for flag, path, said in (
+        ("--video", frame, "is in the folder of depth PNGs being read"),
+        ("--video", folder / "overlay.PNG", "is in the folder of depth PNGs being read"),
+        ("--out", tmp_path / "intrinsics.json", "is the camera file of the folder being read"),
+        ("--out", folder / "take1" / "intrinsics.json", "is the camera file of the folder being read"),
+    ):
+        assert main(["--no-viewer", "--source", str(folder), flag, str(path)]) == 2
+        assert said in capsys.readouterr().err
+    assert frame.read_bytes() == b"a depth frame" and (tmp_path / "intrinsics.json").read_text() == "{}"
 
 
 @pytest.mark.parametrize("flag", ["--out", "--video"])

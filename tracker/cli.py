@@ -370,7 +370,8 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _clashing_paths(args, spec: str, kind: str) -> str | None:
     """Why the run's files cannot all be what the flags name (None when they can): an output
-    that is another output, or the recording being read."""
+    that is another output, the recording being read, or what a folder source reads (a
+    PNG in it, which would also be taken for a depth frame next time, or its camera file)."""
     from tracker.sinks import is_standard_output
 
     named = []
@@ -390,6 +391,16 @@ def _clashing_paths(args, spec: str, kind: str) -> str | None:
                 return f"{output} {path} is the recording being read: writing it would destroy the recording"
             return f"{seen[key]} and {flag} name the same file, {path}: one would overwrite the other"
         seen[key] = flag
+    if kind == "folder":
+        folder = Path(os.path.realpath(spec))
+        for key, flag in seen.items():
+            if key.name == "intrinsics.json" and (folder.is_relative_to(key.parent) or key.is_relative_to(folder)):
+                return f"{flag} {key} is the camera file of the folder being read: writing it would destroy it"
+            if key.suffix.lower() == ".png" and key.is_relative_to(folder):
+                return (
+                    f"{flag} {key} is in the folder of depth PNGs being read: it would replace a frame or be read as one "
+                    "next time; write it elsewhere"
+                )
     return None
 
 
