@@ -186,6 +186,13 @@ def test_a_video_path_without_a_known_suffix_fails_before_tracking(tmp_path, cap
     assert out.read_text() == '{"frame":0}\n'
 
 
+def test_an_empty_source_is_refused_rather_than_taken_for_the_default(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--source", "", "--out", str(tmp_path / "x.jsonl")])
+    assert exit_info.value.code == 2 and "--source is empty" in capsys.readouterr().err
+    assert not (tmp_path / "x.jsonl").exists()
+
+
 def test_outputs_that_are_one_file_or_the_recording_read_are_refused(tmp_path, capsys):
     same = tmp_path / "x.mp4"
     same.write_text('{"frame":0}\n')  # an earlier run's lines: kept

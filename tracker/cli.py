@@ -138,6 +138,10 @@ _STOP_SIGNALS = ("SIGTERM", "SIGHUP")
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.source is not None and not args.source.strip():
+        # Most often an unset shell variable (--source "$SRC"): tracking the default input
+        # instead would go unnoticed.
+        parser.error("--source is empty; leave it out to track the default input")
     if args.max_frames is not None and args.max_frames < 1:
         parser.error("--max-frames must be at least 1")
     if not 0.0 <= args.min_hand_probability < MAX_MIN_HAND_PROBABILITY:
