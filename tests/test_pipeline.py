@@ -1038,6 +1038,42 @@ def test_a_worker_stopped_while_it_starts_ends_the_start_instead_of_hanging():
     assert len(outcome) == 1 and isinstance(outcome[0], PrepareWorkerEnded) and outcome[0].signal_name == "SIGTERM"
 
 
+def test_a_ctrl_c_while_a_worker_starts_leaves_it_running(capfd):
+    # Ctrl-C reaches the whole process group; only the main process decides how a run
+    # ends. A worker still importing what it runs must not die of it with a traceback.
+    import multiprocessing
+    import threading
+
+    from tracker.prepare import PrepareWorkers
+
+    before = set(multiprocessing.active_children())
+    interrupted = []
+
+    def interrupt_the_new_worker():
+        for _ in range(100):
+            started = set(multiprocessing.active_children()) - before
+            if started:
+                time.sleep(0.3)  # within its two seconds of starting up
+                worker = next(iter(started))
+                os.kill(worker.pid, signal.SIGINT)
+                interrupted.append(worker)
+                return
+            time.sleep(0.05)
+
+    interrupter = threading.Thread(target=interrupt_the_new_worker)
+    interrupter.start()
+    # Started from the main thread, as a run starts them: only there can SIGINT be set aside.
+    workers = PrepareWorkers(1, _prepare_config(), prepare=_SlowToStart())
+    interrupter.join()
+    try:
+        time.sleep(0.5)  # for a signal that ends it to have done so
+        assert interrupted and interrupted[0].is_alive()
+    finally:
+        workers.close()  # (a worker that has not started within close's wait is terminated)
+    assert interrupted[0].exitcode != -signal.SIGINT
+    assert "KeyboardInterrupt" not in capfd.readouterr().err
+
+
 class _StubClassifierWithBytes:
     """What a worker is sent of a side classifier: more bytes than a pipe holds."""
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from multiprocessing import shared_memory
@@ -194,6 +195,23 @@ def serve(connection, config: PrepareConfig, prepare=prepare_frame) -> None:
             block.close()
 
 
+def _start_ignoring_ctrl_c(process) -> None:
+    """Start ``process`` with SIGINT ignored from its first instruction: a spawned worker
+    takes half a second to import what it runs, and a Ctrl-C to the process group in that
+    time would end it with a traceback of the import. An ignored signal stays ignored across
+    the exec and Python's start-up; the caller's handler is put back at once, so only a
+    Ctrl-C within the start itself (milliseconds) is missed. Signal handlers can be set from
+    the main thread only: from any other the worker starts as it would have."""
+    if threading.current_thread() is not threading.main_thread():
+        process.start()
+        return
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process.start()
+    finally:
+        signal.signal(signal.SIGINT, handler)
+
+
 class PrepareWorkerEnded(RuntimeError):
     """A worker process is gone. ``signal_name``: the signal that ended it, if one did.
 
@@ -248,7 +266,7 @@ class PrepareWorkers:
             for i in range(count):
                 ours, theirs = context.Pipe()
                 process = context.Process(target=serve, args=(theirs, config, prepare), name=f"prepare-{i}", daemon=True)
-                process.start()
+                _start_ignoring_ctrl_c(process)
                 theirs.close()
                 self._connections.append(ours)
                 self._processes.append(process)
