@@ -1690,6 +1690,40 @@ def test_a_line_cut_off_by_a_full_disk_is_taken_back(tmp_path):
     assert [r["frame"] for r in _read(tmp_path / "x.jsonl")] == [0, 1]  # every line whole, json.loads each
 
 
+def test_an_earlier_run_s_lines_outlive_a_run_that_never_began_tracking(tmp_path):
+    from tracker.sinks import JsonLinesSink
+    from tracker.types import CameraIntrinsics, DepthFrame
+
+    earlier = tmp_path / "x.jsonl"
+    earlier.write_text('{"frame": 0}\n')
+    JsonLinesSink(earlier).abandon()  # Ctrl-C while the run was still starting
+    assert earlier.read_text() == '{"frame": 0}\n'
+    JsonLinesSink(tmp_path / "new.jsonl").abandon()  # a file it created goes again
+    assert not (tmp_path / "new.jsonl").exists()
+    JsonLinesSink(earlier).close()  # a run that tracked nothing leaves nothing of another
+    assert earlier.read_text() == ""
+    earlier.write_text('{"frame": 0, "from": "an earlier, longer run"}\n' * 3)
+    sink = JsonLinesSink(earlier)
+    intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
+    sink.write(FrameResult(DepthFrame(np.zeros((48, 64), np.uint16), 0.001, intrinsics, 0.0, "cam", 7), (), {}))
+    sink.abandon()  # once a line is written, as close
+    assert [r["frame"] for r in _read(earlier)] == [7]
+
+
+def test_ctrl_c_before_tracking_began_keeps_the_earlier_output(tmp_path, monkeypatch, capsys):
+    import tracker.pipeline
+
+    def interrupted(*args, **kwargs):  # Ctrl-C just before the run's own handlers go in
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tracker.pipeline, "run_pipeline", interrupted)
+    out = tmp_path / "x.jsonl"
+    out.write_text('{"frame": 0}\n')
+    assert main(["--source", "synthetic", "--max-frames", "2", "--no-viewer", "--out", str(out)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert out.read_text() == '{"frame": 0}\n'
+
+
 def test_the_json_lines_can_go_to_a_pipe(tmp_path):
     from tracker.sinks import JsonLinesSink
     from tracker.types import CameraIntrinsics, DepthFrame

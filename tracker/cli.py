@@ -301,8 +301,7 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         for partial, path in configs:
             os.replace(partial, path)
     except BaseException as exc:  # the camera (and a recording it makes) closes on any of them
-        for sink in sinks:
-            sink.close()
+        _abandon(sinks)
         for partial, _ in configs:
             partial.unlink(missing_ok=True)
         source.close()
@@ -320,12 +319,13 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"error: {exc}; the frames processed before it are in {_out_name(args.out)}", file=sys.stderr)
         return 1
     except BaseException:
-        # A signal before run_pipeline took over: close here (closing twice is harmless).
-        for part in (*sinks, source):
-            try:
-                part.close()
-            except Exception:
-                pass
+        # A signal before run_pipeline took over: close here (closing twice is harmless),
+        # an earlier run's JSON lines as they were if none were written.
+        _abandon(sinks)
+        try:
+            source.close()
+        except Exception:
+            pass
         raise
     stats = summary.stats()
     latency = "" if stats["latency_ms_p50"] is None else f", latency p50 {stats['latency_ms_p50']:.1f} ms, p99 {stats['latency_ms_p99']:.1f} ms"
@@ -497,6 +497,16 @@ def _overlay_drawn(args) -> bool:
     return args.video is not None or (not args.no_viewer and display_available())
 
 
+def _abandon(sinks) -> None:
+    """Close the outputs of a run that did not get to track: each as it was before where it
+    can be (``abandon``), else closed."""
+    for sink in sinks:
+        try:
+            getattr(sink, "abandon", sink.close)()
+        except Exception:
+            pass
+
+
 def _open_sinks(args, hand_model) -> list:
     """The outputs the flags ask for; the live window only where a display is present."""
     from tracker.sinks import JsonLinesSink
@@ -525,8 +535,7 @@ def _open_sinks(args, hand_model) -> list:
             sinks.append(Open3DViewer(hand_model.faces))
         sinks.insert(0, JsonLinesSink(args.out, include_vertices=args.out_vertices))
     except BaseException:
-        for sink in sinks:
-            sink.close()
+        _abandon(sinks)
         raise
     return sinks
 

@@ -121,15 +121,27 @@ class JsonLinesSink:
             os.dup2(2, 1)
         else:
             make_parent_folder(self.path)
-            # Unbuffered: a line (tens of kB with the mesh) goes out in one write call, here.
-            self._file = open(self.path, "wb", buffering=0)
+            self._created = not os.path.lexists(self.path)
+            # Opened without truncating, which waits for the first line or a run that ends
+            # with none (``close``): an earlier run's file outlives a run interrupted before
+            # tracking began (``abandon``). Unbuffered: a line (tens of kB with the mesh)
+            # goes out in one write call, here.
+            self._file = open(self.path, "ab", buffering=0)
         # A pipe or a terminal cannot be taken back: lines are still written whole.
         self._seekable = self._file.seekable() and not self._standard_output
+        self._emptied = not self._seekable
+
+    def _empty(self) -> None:
+        if not self._emptied:
+            self._file.truncate(0)
+            self._file.seek(0)
+            self._emptied = True
 
     def write(self, result: FrameResult) -> None:
         if self.stop_requested:
             return
         line = (frame_line(result, self.include_vertices) + "\n").encode()
+        self._empty()
         start = self._file.tell() if self._seekable else None
         try:
             rest = memoryview(line)
@@ -148,8 +160,21 @@ class JsonLinesSink:
                     pass  # the write's own error says more
             raise
 
+    def abandon(self) -> None:
+        """Close without a line written, the file as it was before: kept where it held an
+        earlier run's lines, removed where this sink created it. Once lines are written, as
+        ``close``."""
+        if self._file.closed or self._emptied:
+            self.close()
+            return
+        self._file.close()
+        if self._created:
+            self.path.unlink(missing_ok=True)
+
     def close(self) -> None:
         if not self._file.closed:
+            if not self._standard_output:
+                self._empty()  # a run that ended with no line leaves no earlier run's behind
             if self._standard_output:
                 sys.stdout.flush()
                 os.dup2(self._file.fileno(), 1)  # standard output back where it was
