@@ -180,6 +180,35 @@ def test_sigterm_to_the_process_group_stops_cleanly_with_workers(tmp_path):
     assert len(_read(out)) >= 5  # every line parses: nothing half-written
 
 
+def test_ctrl_c_once_the_run_has_finished_leaves_its_exit_status_alone(tmp_path):
+    # The shutdown after the summary (workers joined, libraries unloaded) takes a while; a
+    # Ctrl-C then, or a second one meant for the first, must not make the run read as
+    # interrupted.
+    out = tmp_path / "x.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "run_tracker.py"), "--source", "synthetic", "--max-frames", "2", "--no-viewer", "--out", str(out)],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if "stopped by" in line:
+            break
+    for _ in range(3):
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.05)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0, "".join(lines) + rest
+    assert "Traceback" not in rest and "interrupted" not in rest
+    assert len(_read(out)) == 2
+
+
+def test_the_command_puts_back_the_signal_handlers_it_replaced(tmp_path):
+    before = [signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)]
+    assert main(["--source", "synthetic", "--max-frames", "1", "--no-viewer", "--out", str(tmp_path / "x.jsonl")]) == 0
+    assert [signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)] == before
+
+
 def test_tracking_seeds_from_the_last_hand_and_redetects_after_loss(hand_model):
     from tracker.backends import create_backend
     from tracker.estimator import HandEstimator

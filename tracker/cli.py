@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -135,7 +136,16 @@ WARM_UP_NOTE_S = 1.0
 _STOP_SIGNALS = ("SIGTERM", "SIGHUP")
 
 
-def main(argv: list[str] | None = None) -> int:
+def console_main() -> int:
+    """The command's entry point (``run_tracker.py``, ``dgn-track``): ``main``, then the
+    interpreter's shutdown with Ctrl-C and the stop signals ignored. The outputs are
+    complete when ``main`` returns, while the shutdown (workers joined, libraries unloaded)
+    takes half a second more: a signal there would turn a finished run's exit status into
+    130 (or 143), with a traceback."""
+    return main(exiting=True)
+
+
+def main(argv: list[str] | None = None, exiting: bool = False) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.source is not None and not args.source.strip():
@@ -150,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--segment-ahead must be 0 (none) to {MAX_SEGMENT_AHEAD} worker processes")
     if args.list_cameras:
         return _list_cameras()
-    handlers = SignalHandlers(_STOP_SIGNALS, signal.default_int_handler)
+    # SIGINT too (already Python's own handler, as a rule): a finished run ignores them all,
+    # and the ones replaced come back when main returns.
+    handlers = SignalHandlers(("SIGINT", *_STOP_SIGNALS), signal.default_int_handler)
     try:
         handlers.install()
         return _track(args, parser)
@@ -158,7 +170,21 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
-        handlers.restore()
+        if exiting:  # the handlers replaced need not come back: the process ends
+            _ignore_stop_signals()
+        else:
+            handlers.restore()
+
+
+def _ignore_stop_signals() -> None:
+    """Ctrl-C and the stop signals ignored from here on (from the main thread only, where
+    handlers can be set): the run's outputs are complete, and a signal now would only make
+    a finished run read as interrupted."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGINT", *_STOP_SIGNALS):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 def _list_cameras() -> int:
@@ -327,6 +353,7 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         except Exception:
             pass
         raise
+    _ignore_stop_signals()  # every output is complete: what is left is the report
     stats = summary.stats()
     latency = "" if stats["latency_ms_p50"] is None else f", latency p50 {stats['latency_ms_p50']:.1f} ms, p99 {stats['latency_ms_p99']:.1f} ms"
     judged = f", {stats['frames_judged_no_hand']} judged to hold no hand" if stats["frames_judged_no_hand"] else ""
