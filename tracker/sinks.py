@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -127,8 +128,9 @@ class JsonLinesSink:
             # tracking began (``abandon``). Unbuffered: a line (tens of kB with the mesh)
             # goes out in one write call, here.
             self._file = open(self.path, "ab", buffering=0)
-        # A pipe or a terminal cannot be taken back: lines are still written whole.
-        self._seekable = self._file.seekable() and not self._standard_output
+        # A pipe, a terminal or a device (/dev/null) cannot be taken back nor emptied:
+        # lines are still written whole.
+        self._seekable = not self._standard_output and stat.S_ISREG(os.fstat(self._file.fileno()).st_mode)
         self._emptied = not self._seekable
 
     def _empty(self) -> None:
