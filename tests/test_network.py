@@ -133,3 +133,26 @@ def test_learned_sampling_exports_and_fine_tunes_from_bilinear_weights(hand_mode
     # Learned sampling is not turned back into bilinear sampling.
     with pytest.raises(WeightsError, match="cannot go back to bilinear"):
         initial_weights(DualGridNet(hand_model.mesh_coords, SMALL), tmp_path / "learned")
+
+
+def test_an_export_cut_short_leaves_the_earlier_one_whole(hand_model, tmp_path, monkeypatch):
+    import tracker.weights
+    from tracker.crop import CropFrame
+    from tracker.weights import export_weights, load_network
+
+    earlier = DualGridNet(hand_model.mesh_coords, SMALL).eval()
+    export_weights(earlier, 0.26, tmp_path, crop_frame=CropFrame.RAY)
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+
+    def killed(network, path):  # a second Ctrl-C, a scheduler's SIGKILL while the ONNX is written
+        path.write_bytes(b"half an onnx")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tracker.weights, "export_onnx", killed)
+    newer = DualGridNet(hand_model.mesh_coords, SMALL).eval()
+    with torch.no_grad():
+        next(newer.parameters()).add_(1.0)
+    with pytest.raises(KeyboardInterrupt):
+        export_weights(newer, 0.26, tmp_path, crop_frame=CropFrame.RAY)
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+    load_network(tmp_path)  # every checksum still matches

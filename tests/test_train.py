@@ -60,6 +60,23 @@ def test_training_checkpoints_resumes_and_exports(tmp_path):
     assert manifest["training"]["samples_seen"] == (SMOKE.steps + 2) * SMOKE.batch_size
     assert network(torch.zeros(1, 1, 64, 64))["vertices"].shape[-1] == 3
 
+    # The same command again on the finished run: nothing to train, and its records and
+    # export (with what was added to it since: an 8-bit network) are left as they are.
+    export = tmp_path / "export"
+    manifest["onnx_int8"] = {"added": "by tracker.quantize"}
+    (export / "dgn.json").write_text(json.dumps(manifest))
+    kept = {path.name: path.read_bytes() for path in [*export.iterdir(), tmp_path / "summary.json", tmp_path / "config.json", tmp_path / "metrics.csv"]}
+    train(longer, tmp_path, progress=False)
+    assert {name: (export / name if (export / name).exists() else tmp_path / name).read_bytes() for name in kept} == kept
+    # A damaged export is written again, with the losses the run ended with.
+    (export / "dgn.onnx").write_bytes(b"cut short")
+    (export / "dgn_int8.onnx").write_bytes(b"made from the earlier weights")
+    summary = train(longer, tmp_path, progress=False)
+    _, manifest = load_network(export)
+    assert summary["last_losses"] and manifest["training"]["last_losses"] == json.loads(kept["summary.json"])["last_losses"]
+    assert not (export / "dgn_int8.onnx").exists() and "onnx_int8" not in manifest
+    assert sorted(path.name for path in export.iterdir()) == ["dgn.json", "dgn.onnx", "dgn.pt"]  # no temporary files left
+
 
 def _losses_with(monkeypatch, action):
     """compute_losses as in training, with ``action(call_number, terms)`` run on each call."""
@@ -466,12 +483,13 @@ def test_the_command_line_refuses_a_bad_learning_rate_and_warns_of_a_schedule_cu
     assert configs[0].refit_start_step == 0 and "refit terms start" not in capsys.readouterr().err
 
 
-def test_a_time_budget_must_be_positive(tmp_path, capsys):
+@pytest.mark.parametrize("minutes", ["0", "inf", "nan"])
+def test_a_time_budget_must_be_positive_and_finite(tmp_path, capsys, minutes):
     from tracker.train import main as train_main
 
     with pytest.raises(SystemExit):
-        train_main(["--out", str(tmp_path / "run"), "--recipe", "smoke", "--max-minutes", "0"])
-    assert "--max-minutes must be more than 0" in capsys.readouterr().err
+        train_main(["--out", str(tmp_path / "run"), "--recipe", "smoke", "--max-minutes", minutes])
+    assert "--max-minutes must be a finite number more than 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

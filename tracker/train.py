@@ -53,7 +53,7 @@ from tracker.replay import BackgroundBatches, ReplayMemory
 from tracker.signals import SignalHandlers
 from tracker.synth.dataset import config_to_dict
 from tracker.training_data import ExampleConfig, StreamLanes, SyntheticStream
-from tracker.weights import WeightsError, crop_frame_of, export_weights, load_manifest, load_network, out_of_image_of
+from tracker.weights import ONNX, STATE_DICT, WeightsError, crop_frame_of, export_weights, load_manifest, load_network, out_of_image_of, verified_path
 
 TRAIN_STREAM_SEED = 1  # held-out evaluation uses another stream (tracker.evaluate)
 
@@ -564,6 +564,23 @@ def _warn_schedule_changes(saved: dict, config: TrainConfig, rank: int) -> None:
         print(f"warning: resuming with other settings than the checkpoint's: {', '.join(changed)}")
 
 
+def _finished_run_summary(out_dir: Path, step: int) -> dict | None:
+    """The summary of a run in ``out_dir`` that finished at ``step`` and whose export is
+    intact (its files those its manifest lists, from that step); None where the export
+    needs writing again. What was done to the export since (an 8-bit network added by
+    tracker.quantize) is then left as it is."""
+    try:
+        summary = json.loads((out_dir / "summary.json").read_text())
+        manifest = load_manifest(out_dir / "export")
+        if int(manifest["training"]["steps"]) != step or int(summary["steps"]) != step:
+            return None
+        for name in (STATE_DICT, ONNX):
+            verified_path(out_dir / "export", name, manifest)
+    except (OSError, ValueError, KeyError, TypeError, WeightsError):
+        return None
+    return summary
+
+
 def _kept(checkpoint: Path, checkpointed_step: int | None) -> str:
     """What a run that fails leaves to resume from."""
     if checkpointed_step is None:
@@ -678,7 +695,8 @@ def train(
         _warn_schedule_changes(state.get("config", {}), config, rank)
         saved_anchor = ScheduleAnchor.from_dict(state.get("schedule_anchor"))
         schedule_anchor = resumed_schedule_anchor(state.get("config", {}), saved_anchor, config, step)
-        if schedule_anchor != saved_anchor and rank == 0 and step < config.steps:
+        steps_changed = state.get("config", {}).get("steps", config.steps) != config.steps
+        if (schedule_anchor != saved_anchor or steps_changed) and rank == 0 and step < config.steps and step >= config.warmup_steps:
             rate = learning_rate(config, step, 0.0, schedule_anchor)
             print(
                 f"the learning rate goes on from {rate:.3g} and decays to zero by step {config.steps}" if schedule_anchor is not None
@@ -721,6 +739,20 @@ def train(
         except (KeyError, TypeError, ValueError):
             pass  # an unreadable record: as if there were none
         lanes = StreamLanes(stream_start, lane_count, [first + (lane - first + stream_start) % lane_count for lane in range(lane_count)])
+    # A run that has already finished (its steps or its time budget) is not trained further:
+    # starting the data workers only to stop at once would cost minutes and count them. Its
+    # records and an intact export are left as they are.
+    finished = step >= config.steps or (max_seconds is not None and earlier_seconds >= max_seconds)
+    finished_summary = _finished_run_summary(out_dir, step) if finished else None
+    if finished_summary is not None:
+        if rank == 0:
+            print(f"{out_dir} has already finished ({step} steps); its export in {out_dir / 'export'} is kept as it is")
+        if world_size > 1:
+            dist.barrier()
+            dist.destroy_process_group()
+        return finished_summary
+    if finished and rank == 0:
+        print(f"{out_dir} has already finished ({step} steps); its checkpoint is exported again")
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         resolved = {
@@ -741,11 +773,6 @@ def train(
             resolved["resumed_at_step"] = step
         (out_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
 
-    # A run that has already finished (its steps or its time budget) is not trained further:
-    # starting the data workers only to stop at once would cost minutes and count them.
-    finished = step >= config.steps or (max_seconds is not None and earlier_seconds >= max_seconds)
-    if finished and rank == 0:
-        print(f"{out_dir} has already finished ({step} steps); its checkpoint is exported again")
     # Each (rank, worker) lane goes on from where it had got to: lanes take unequal shares.
     stream = None if finished else SyntheticStream(config.data, TRAIN_STREAM_SEED, start=stream_start, rank=rank, world_size=world_size, lane_starts=lanes.next.tolist())
     loader = None if finished else DataLoader(
@@ -783,6 +810,11 @@ def train(
     began = time.perf_counter()
     window_start, window_samples, window_rendered = time.perf_counter(), 0, 0
     last_terms: dict[str, float] = {}
+    if finished:  # exported again: with the losses the run ended with, where recorded
+        try:
+            last_terms = {k: float(v) for k, v in json.loads((out_dir / "summary.json").read_text())["last_losses"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
     logged_step = step
     skipped_steps, nonfinite_in_a_row = earlier_skipped, 0  # skipped over every segment of the run
     # The step the checkpoint file holds; None while it holds none of this run (a fresh
@@ -811,7 +843,7 @@ def train(
         shown = {"loss": ("total", "{:.3f}"), "init_cm": ("initial", "{:.2f}"), "joints_cm": ("joints", "{:.2f}")}
         postfix = {name: form.format(last_terms[term]) for name, (term, form) in shown.items() if term in last_terms}
         if "joints" not in last_terms and step < config.refit_start_step:
-            postfix["refit_from"] = str(config.refit_start_step)
+            postfix["refit_from_step"] = str(config.refit_start_step + 1)  # steps count from 1, as in the log
         postfix["sps"] = f"{rate:.0f}"
         if config.replay_examples:
             postfix["rendered_sps"] = f"{rendered_rate:.0f}"
@@ -1076,8 +1108,8 @@ def main(argv: list[str] | None = None) -> int:
             config = dataclasses.replace(config, network=dataclasses.replace(config.network, learned_sampling=True))
     if config.steps < 1 or config.batch_size < 1 or config.workers < 0:
         parser.error("--steps and --batch-size must be >= 1, --workers >= 0")
-    if args.max_minutes is not None and not args.max_minutes > 0:
-        parser.error("--max-minutes must be more than 0")
+    if args.max_minutes is not None and not (math.isfinite(args.max_minutes) and args.max_minutes > 0):
+        parser.error("--max-minutes must be a finite number more than 0 (leave it out for no time budget)")
     if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):  # NaN fails too
         parser.error(f"--lr must be a positive number, got {config.learning_rate}")
     if config.steps <= config.warmup_steps:

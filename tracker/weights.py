@@ -189,13 +189,32 @@ def export_weights(
 
     ``hand_model_sha256``: of the hand model the network was built from (``HandModel.sha256``);
     by default the asset file's as it is now, which is only right if it has not changed since.
+
+    Each file is written under a temporary name and put in place once all are written (the
+    manifest last), so a run killed during the export (tens of seconds) leaves the earlier
+    export whole rather than new weights beside an old manifest. An 8-bit network made from
+    the earlier weights (``tracker.quantize``) no longer matches them and is removed.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
-    torch.save(state, out_dir / STATE_DICT)
-    export_onnx(network.cpu(), out_dir / ONNX)
-    manifest = {
+    partial = {name: out_dir / f".{name}.partial" for name in (STATE_DICT, ONNX, MANIFEST)}
+    try:
+        state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+        torch.save(state, partial[STATE_DICT])
+        export_onnx(network.cpu(), partial[ONNX])
+        manifest = _manifest(network, cube_size_m, crop_frame, out_of_image, hand_model_sha256, training, partial)
+        partial[MANIFEST].write_text(json.dumps(manifest, indent=2) + "\n")
+        (out_dir / ONNX_INT8).unlink(missing_ok=True)
+        for name in (STATE_DICT, ONNX, MANIFEST):
+            os.replace(partial[name], out_dir / name)
+    finally:
+        for path in partial.values():
+            path.unlink(missing_ok=True)
+    return manifest
+
+
+def _manifest(network: DualGridNet, cube_size_m: float, crop_frame, out_of_image, hand_model_sha256, training, written: dict[str, Path]) -> dict:
+    return {
         "network": network.config.to_dict(),
         "cube_size_m": float(cube_size_m),
         "crop_frame": CropFrame(crop_frame).value,
@@ -203,11 +222,9 @@ def export_weights(
         "parameters": int(sum(p.numel() for p in network.parameters())),
         "onnx": {"input": ONNX_INPUT, "input_shape": [1, 1, network.config.crop_size, network.config.crop_size], "outputs": list(ONNX_OUTPUTS), "opset": ONNX_OPSET},
         "hand_model_sha256": hand_model_sha256 or sha256_of(DEFAULT_ASSET),
-        "files": {STATE_DICT: sha256_of(out_dir / STATE_DICT), ONNX: sha256_of(out_dir / ONNX)},
+        "files": {STATE_DICT: sha256_of(written[STATE_DICT]), ONNX: sha256_of(written[ONNX])},
         "training": training or {},
     }
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
 
 
 def random_input(seed: int = 0, crop_size: int = 64) -> np.ndarray:
