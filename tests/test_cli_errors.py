@@ -3,7 +3,7 @@ before doing any work (no traceback, nothing written)."""
 
 import pytest
 
-from benchmarks import pipeline_speed, synthetic_throughput
+from benchmarks import network_speed, pipeline_speed, synthetic_throughput
 from tracker import cli, presence, side_classifier
 from tracker.synth import contact_sheet
 
@@ -38,9 +38,19 @@ def exit_code_and_error(main, argv, capsys):
         (cli.main, ["--min-hand-probability", "1"], "--min-hand-probability must be at least 0"),
         (cli.main, ["--min-hand-probability", "nan"], "--min-hand-probability must be at least 0"),
         (presence.main, ["train", "--out", "{tmp}/run", "--steps", "0"], "must be at least 1"),
+        (presence.main, ["train", "--out", "{tmp}/a_file"], "is a file, not a run directory"),
+        (side_classifier.main, ["train", "--out", "{tmp}/a_file"], "is a file, not a run directory"),
+        (side_classifier.main, ["train", "--out", "{tmp}/run", "--lr", "-1"], "--lr must be a positive number"),
+        (side_classifier.main, ["train", "--out", "{tmp}/run", "--lr", "0"], "--lr must be a positive number"),
+        (side_classifier.main, ["evaluate", "--seeds", "-4"], "--seeds must be 0 or more"),
+        (side_classifier.main, ["evaluate", "--switch-margin", "nan"], "--switch-margin must be a number of 0 or more"),
+        (side_classifier.main, ["evaluate", "--switch-margin", "-1"], "--switch-margin must be a number of 0 or more"),
+        (network_speed.main, ["--out", "{tmp}"], "is a folder"),
+        (network_speed.main, ["--out", "{tmp}/a_file/x.json"], "is a file, not a folder"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(main, argv, message, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("in the way")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     code, err = exit_code_and_error(main, argv, capsys)
     assert code == 2 and message in err and "Traceback" not in err

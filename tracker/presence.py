@@ -505,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "train" and min(args.samples, args.held_out, args.steps, args.workers) < 1:
         parser.error("--samples, --held-out, --steps and --workers must be at least 1")
+    if args.command == "train" and args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file, not a run directory")
     if args.command == "evaluate" and args.held_out < 1:
         parser.error("--held-out must be at least 1")
     try:

@@ -1039,6 +1039,10 @@ def main(argv: list[str] | None = None) -> int:
             config = dataclasses.replace(config, data=dataclasses.replace(config.data, render_left_hands=False))
         if min(config.samples, config.held_out_samples, config.steps, config.batch_size, config.threads) < 1:
             parser.error("--samples, --held-out, --steps, --batch-size and --threads must be >= 1")
+        if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):  # NaN fails too
+            parser.error(f"--lr must be a positive number, got {config.learning_rate}")
+        if args.out.exists() and not args.out.is_dir():
+            parser.error(f"--out {args.out} is a file, not a run directory")
         summary = train(config, args.out)
         print(
             f"trained {summary['steps']} steps ({summary['samples_seen']} samples) "
@@ -1056,6 +1060,10 @@ def main(argv: list[str] | None = None) -> int:
             )
     if args.command == "evaluate" and min(args.held_out, args.frames) < 1:
         parser.error("--held-out and --frames must be >= 1")
+    if args.command == "evaluate" and min(args.seeds) < 0:
+        parser.error("--seeds must be 0 or more")
+    if args.command == "evaluate" and args.switch_margin is not None and not (math.isfinite(args.switch_margin) and args.switch_margin >= 0):
+        parser.error(f"--switch-margin must be a number of 0 or more, got {args.switch_margin}")
     if args.command == "evaluate" or getattr(args, "evaluate", False):
         try:
             from tracker.side_vote import SideVoteConfig
