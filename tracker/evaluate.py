@@ -669,11 +669,21 @@ def _hand_shape_line(trained_on: dict | None) -> str:
     return f"- One hand model shape ({', '.join(parts)})."
 
 
-def write_training_curve(weights_dir: Path, path: Path, held_out_mm: float) -> list[TrainingStage]:
+def write_training_curve(weights_dir: Path, path: Path, held_out_mm: float, trained_samples: int | None = None) -> list[TrainingStage]:
     """Draw the weights' training history if their logs are there; the stages drawn ([] when
-    none were). A broken history costs the picture, not the evaluation."""
+    none were). A broken history costs the picture, not the evaluation. ``trained_samples``:
+    what the weights' manifest says they saw in all; logs that end elsewhere belong to other
+    weights (new weights copied over old ones without their run's logs) and are not drawn."""
     try:
         stages = load_training_history(weights_dir)
+        if stages and trained_samples is not None and stages[-1].end_samples != trained_samples:
+            print(
+                f"no training curve: the training logs in {weights_dir} end at {stages[-1].end_samples:,} samples, but the weights "
+                f"there saw {trained_samples:,}. Put the run's config.json and metrics.csv beside them as "
+                "training_config.json and training_metrics.csv (renaming the last stage's to training_config_NAME.json "
+                "and training_metrics_NAME.csv)"
+            )
+            return []
         if stages:
             plot_training_curve(stages, path, held_out_mm)
             return stages
@@ -779,7 +789,11 @@ def main(argv: list[str] | None = None) -> int:
     (out / "synthetic_metrics.json").write_text(json.dumps(synthetic, indent=2) + "\n")
     plot_success_curve(synthetic, out / "success_curve.png")
     write_sheet([synthetic_frame_row(estimator, example_config, f, stream_seed=args.stream_seed) for f in synthetic["worst_frames"]], out / "synthetic_worst.png")
-    history = write_training_curve(args.weights, out / "training_curve.png", synthetic["mean_joint_error_mm"])
+    training = manifest.get("training", {})
+    trained_samples = training.get("samples_seen_total", training.get("samples_seen"))
+    history = write_training_curve(
+        args.weights, out / "training_curve.png", synthetic["mean_joint_error_mm"], trained_samples if isinstance(trained_samples, int) else None
+    )
     int8 = None
     if int8_estimator is not None:
         # The same frames, so the model card can say what the 8-bit network costs.
