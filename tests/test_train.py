@@ -915,13 +915,16 @@ def test_the_gpu_recipe_keeps_to_its_time_budget_unless_told_otherwise(tmp_path,
 
     def fake_train(config, out_dir, resume, max_seconds, init_from):
         budgets.append(max_seconds)
-        return {"steps": 1, "samples_seen": 1, "examples_trained": 1, "seconds": 1.0, "skipped_steps": 0}
+        # Ended by the budget, with each rendered example trained on four times.
+        return {"steps": 1, "samples_seen": 1, "examples_trained": 4, "seconds": max_seconds or 1.0, "skipped_steps": 0, "max_seconds": max_seconds}
 
     monkeypatch.setattr(train_module, "train", fake_train)
     run = tmp_path / "run"
     assert train_module.main(["--out", str(run), "--recipe", "gpu", "--device", "cpu"]) == 0
     assert budgets[-1] == 60 * train_module.RECIPE_MINUTES["gpu"] <= 10 * 60  # the recipe's promise
-    assert "the gpu recipe trains for 9 minutes" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "the gpu recipe trains for 9 minutes" in out and "the time budget (9 min) ended the run before step" in out
+    assert "trained 1 steps on 4 examples (1 rendered, each trained on more than once from a replay memory)" in out
     assert train_module.main(["--out", str(run), "--recipe", "gpu", "--device", "cpu", "--max-minutes", "4"]) == 0
     assert budgets[-1] == 240
     run.mkdir()

@@ -957,7 +957,7 @@ def train(
     _merge_lanes(lanes, world_size, device)
     summary = {
         "steps": step, "samples_seen": samples_seen, "examples_trained": examples_trained, "seconds": earlier_seconds + time.perf_counter() - began,
-        "last_losses": last_terms, "stream_end": lanes.end, "skipped_steps": skipped_steps,
+        "last_losses": last_terms, "stream_end": lanes.end, "skipped_steps": skipped_steps, "max_seconds": max_seconds,
     }
     if stop.requested:
         summary["stopped_by"] = stop.signal_name
@@ -1141,8 +1141,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.strerror or exc}: {exc.filename}" if exc.filename else f"error: {exc}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
-        replayed = f" ({summary['examples_trained']} drawn from a replay memory)" if config.replay_examples else ""
-        print(f"trained {summary['steps']} steps, {summary['samples_seen']} samples{replayed} in {summary['seconds'] / 60:.1f} min; weights in {args.out / 'export'}")
+        trained = summary.get("examples_trained", summary["samples_seen"])
+        samples = (
+            f"{trained} examples ({summary['samples_seen']} rendered, each trained on more than once from a replay memory)"
+            if config.replay_examples and trained != summary["samples_seen"] else f"{summary['samples_seen']} samples"
+        )
+        print(f"trained {summary['steps']} steps on {samples} in {summary['seconds'] / 60:.1f} min; weights in {args.out / 'export'}")
+        budget = summary.get("max_seconds")
+        if "stopped_by" not in summary and budget is not None and summary["steps"] < config.steps and summary["seconds"] >= budget:
+            print(f"the time budget ({budget / 60:g} min) ended the run before step {config.steps}; the learning rate had reached zero by then")
         if summary["skipped_steps"]:
             print(f"warning: {summary['skipped_steps']} steps had non-finite gradients and were skipped")
         if "stopped_by" in summary:
