@@ -483,6 +483,26 @@ def test_open_source_specs(tmp_path, recording):
             open_source(spec)
 
 
+def test_a_folder_s_frame_rate_comes_from_its_camera_file(tmp_path):
+    import cv2
+
+    meta = {"depth_scale": 0.001, "intrinsics": {"width": 2, "height": 2, "fx": 5, "fy": 5, "cx": 0.5, "cy": 0.5}}
+    (tmp_path / "take").mkdir()
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / "take" / f"{i}.png"), np.full((2, 2), i, np.uint16))
+    (tmp_path / "intrinsics.json").write_text(json.dumps(meta))  # above the folder read
+    assert FolderSource(tmp_path / "take").fps == 30.0  # none given: the common default
+    (tmp_path / "intrinsics.json").write_text(json.dumps({**meta, "fps": 90}))
+    source = FolderSource(tmp_path / "take")
+    assert source.fps == 90.0 and "at 90 fps" in source.description
+    assert [f.timestamp_ms for f in source.frames()] == pytest.approx([0.0, 1000 / 90, 2000 / 90])
+    assert FolderSource(tmp_path / "take", fps=15.0).fps == 15.0  # a caller's own rate wins
+    for bad in (0, -5, "fast", None):
+        (tmp_path / "intrinsics.json").write_text(json.dumps({**meta, "fps": bad}))
+        with pytest.raises(SourceError, match='"fps" must be a positive number'):
+            FolderSource(tmp_path / "take")
+
+
 def test_a_folder_played_in_real_time_keeps_its_pace(tmp_path):
     import cv2
 

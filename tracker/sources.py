@@ -1094,7 +1094,7 @@ def _chain(first, rest):
 
 _INTRINSICS_FORMAT = (
     '{"serial": "...", "depth_scale": <metres per unit>, "intrinsics": {"width", "height", "fx", "fy", '
-    '"cx", "cy", "distortion": "none" | "brown_conrady" | ..., "coeffs": [5 numbers]}}'
+    '"cx", "cy", "distortion": "none" | "brown_conrady" | ..., "coeffs": [5 numbers]}, "fps": <frames a second, optional>}'
 )
 
 
@@ -1131,16 +1131,18 @@ class FolderSource(FrameSource):
     root). Each folder of PNGs is a sequence of its own (``DepthFrame.sequence``): the
     tracker starts a new track at the first frame of the next. The timestamp of frame i is
     i / fps seconds and its frame number is i, counted through the whole folder.
+    fps: the frame rate; by default the ``"fps"`` of the source's intrinsics.json (the rate
+    the frames were captured at, which the smoothing, a video's pace and real-time playback
+    follow), else 30.
     realtime: True paces the frames at ``fps``; False yields them as fast as consumed.
     """
 
-    def __init__(self, path: str | os.PathLike, realtime: bool = False, fps: float = 30.0) -> None:
+    def __init__(self, path: str | os.PathLike, realtime: bool = False, fps: float | None = None) -> None:
         super().__init__()
         self.path = Path(path)
         self.realtime = bool(realtime)
-        if not (math.isfinite(fps) and fps > 0):
+        if fps is not None and not (math.isfinite(fps) and fps > 0):
             raise SourceError(f"fps must be a positive number, got {fps}")
-        self.fps = float(fps)
         if not self.path.is_dir():
             raise SourceError(f"{self.path} is not a folder of depth PNGs")
         self.files = sorted(_png_files(self.path), key=lambda p: _png_sort_key(self.path, p))
@@ -1153,6 +1155,7 @@ class FolderSource(FrameSource):
         # its PNGs use it, else its first frame's.
         top = Path(os.path.abspath(self.path))  # as _camera_for keys the cameras
         self.intrinsics, self.depth_scale, self.serial = self._cameras.get(top) or self._camera_of[0]
+        self.fps = float(fps) if fps is not None else self._recorded_fps(top)
         self._check_headers()
         k = self.intrinsics
         cameras = len(set(self._camera_of))
@@ -1187,6 +1190,20 @@ class FolderSource(FrameSource):
                     self._cameras[candidate] = self._read_intrinsics(meta_path)
                 return self._cameras[candidate]
         raise SourceError(self._no_intrinsics(self.path) + (" (nor has any folder above it)" if folder == self.path else f" (nor has {folder}, nor any folder above it)"))
+
+    def _recorded_fps(self, top: Path) -> float:
+        """The frame rate of the source's camera file (the top folder's where its PNGs use
+        one, else the first frame's), or 30 where it gives none."""
+        camera = self._cameras.get(top) or self._camera_of[0]
+        meta_path = next(folder for folder, found in self._cameras.items() if found is camera) / "intrinsics.json"
+        try:
+            fps = json.loads(meta_path.read_text(encoding="utf-8-sig")).get("fps", 30.0)
+            fps = float(fps)
+            if not (math.isfinite(fps) and fps > 0):
+                raise ValueError(fps)
+        except (OSError, ValueError, TypeError, AttributeError):
+            raise SourceError(f"{meta_path}: \"fps\" must be a positive number of frames a second") from None
+        return fps
 
     @staticmethod
     def _read_intrinsics(meta_path: Path) -> tuple[CameraIntrinsics, float, str]:
