@@ -184,6 +184,9 @@ def test_missing_weights_dir_says_so(tmp_path):
         create_backend("onnxruntime", tmp_path)
     with pytest.raises(WeightsError, match="no network weights at .*nowhere: no such folder"):
         create_backend("onnxruntime", tmp_path / "nowhere")
+    (tmp_path / "a_file").write_text("not weights")
+    with pytest.raises(WeightsError, match="a_file: a file, not a folder"):
+        create_backend("onnxruntime", tmp_path / "a_file")
     # The shipped manifest without the 8-bit network it lists: which file, where, and how to make it.
     copy = tmp_path / "copy"
     copy.mkdir()

@@ -18,6 +18,11 @@ def test_bad_intrinsics_are_rejected(width, height, fx):
         CameraIntrinsics(width, height, fx, fx, 320.0, 240.0)
 
 
+def test_an_unknown_distortion_model_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown distortion model 'bogus'; one of none, brown_conrady, "):
+        CameraIntrinsics(640, 480, 400.0, 400.0, 320.0, 240.0, "bogus")
+
+
 def test_intrinsics_given_as_text_become_numbers():
     # As a hand-written intrinsics.json may quote them.
     k = CameraIntrinsics.from_dict({"width": "64", "height": 48, "fx": "50.5", "fy": 50, "cx": "31.5", "cy": 23.5})

@@ -244,6 +244,11 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         except FileExistsError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    from tracker.sinks import is_standard_output
+
+    if not is_standard_output(args.out) and Path(args.out).is_dir():
+        print(f"error: --out {args.out} is a folder; give the JSON-lines file's name (say {Path(args.out) / 'tracking.jsonl'})", file=sys.stderr)
+        return 2
     clash = _clashing_paths(args, spec, kind)
     if clash is not None:  # before any of them is opened: each would replace the other
         print(f"error: {clash}", file=sys.stderr)

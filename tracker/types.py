@@ -152,7 +152,10 @@ class CameraIntrinsics:
         object.__setattr__(self, "height", int(self.height))
         for name in ("fx", "fy", "cx", "cy"):  # e.g. quoted numbers in a JSON file
             object.__setattr__(self, name, float(getattr(self, name)))
-        object.__setattr__(self, "distortion", DistortionModel(self.distortion))
+        try:
+            object.__setattr__(self, "distortion", DistortionModel(self.distortion))
+        except ValueError:
+            raise ValueError(f"unknown distortion model {self.distortion!r}; one of {', '.join(m.value for m in DistortionModel)}") from None
         object.__setattr__(self, "coeffs", tuple(float(c) for c in self.coeffs))
 
     @property

@@ -136,7 +136,8 @@ class VideoSink:
             raise ValueError(f"cannot write {self.path}: it is a folder")
         make_parent_folder(self.path)
         if not os.access(self.path.parent, os.W_OK) or (self.path.exists() and not os.access(self.path, os.W_OK)):
-            raise ValueError(f"cannot write {self.path}: permission denied")
+            read_only = hasattr(os, "statvfs") and bool(os.statvfs(self.path.parent).f_flag & os.ST_RDONLY)
+            raise ValueError(f"cannot write {self.path}: {'read-only file system' if read_only else 'permission denied'}")
         self.painter = painter or OverlayPainter(hand_model.faces)
         self.fps = fps
         # Written under a hidden name and renamed into place when closed: a run killed

@@ -61,7 +61,8 @@ def sha256_of(path: Path) -> str:
 def load_manifest(weights_dir: str | Path = WEIGHTS_DIR) -> dict:
     path = Path(weights_dir) / MANIFEST
     if not Path(weights_dir).is_dir():
-        raise WeightsError(f"no network weights at {weights_dir}: no such folder (from {Path.cwd()}); give the folder that holds {MANIFEST}")
+        what = "a file, not a folder" if Path(weights_dir).exists() else f"no such folder (from {Path.cwd()})"
+        raise WeightsError(f"no network weights at {weights_dir}: {what}; give the folder that holds {MANIFEST}")
     if not path.is_file():
         raise WeightsError(f"no network weights in {weights_dir} ({MANIFEST} missing); train and export a model first")
     try:
