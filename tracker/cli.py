@@ -62,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         "onnxruntime-int8: the 8-bit network, faster on a CPU, see weights/MODEL_CARD.md for its accuracy; "
         "tensorrt: needs TensorRT 10, builds its engine on the first run)",
     )
-    parser.add_argument("--video", type=Path, help="write an overlay video (.mp4) or the last overlay frame (.png)")
+    parser.add_argument(
+        "--video", type=Path,
+        help="write an overlay video (.mp4) or the last overlay frame (.png); the video is MPEG-4 Part 2 (OpenCV's wheels "
+        "have no H.264 encoder), which VLC and ffmpeg play but browsers do not: ffmpeg -i in.mp4 -c:v libx264 out.mp4 converts it",
+    )
     parser.add_argument(
         "--no-viewer", action="store_true",
         help="no live window (default: a live overlay window when a display is present; Q or Esc quits)",
