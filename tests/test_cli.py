@@ -226,6 +226,16 @@ def test_outputs_that_are_one_file_or_the_recording_read_are_refused(tmp_path, c
         assert main(["--no-viewer", "--source", str(folder), flag, str(path)]) == 2
         assert said in capsys.readouterr().err
     assert frame.read_bytes() == b"a depth frame" and (tmp_path / "intrinsics.json").read_text() == "{}"
+    # A folder read through a link takes the camera file above the link; a padded name is the same folder.
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "take1").symlink_to(folder / "take1")
+    for source, flag, path, said in (
+        (tmp_path / "links" / "take1", "--out", tmp_path / "links" / "intrinsics.json", "is the camera file"),
+        (tmp_path / "links" / "take1", "--video", frame, "is in the folder of depth PNGs"),
+        (f"{folder / 'take1'} ", "--video", folder / "take1" / "x.png", "is in the folder of depth PNGs"),
+    ):
+        assert main(["--no-viewer", "--source", str(source), flag, str(path)]) == 2
+        assert said in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flag", ["--out", "--video"])

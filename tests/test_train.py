@@ -78,6 +78,21 @@ def test_training_checkpoints_resumes_and_exports(tmp_path):
     assert sorted(path.name for path in export.iterdir()) == ["dgn.json", "dgn.onnx", "dgn.pt"]  # no temporary files left
 
 
+def test_a_finished_run_run_again_is_done_however_it_once_ended(tmp_path, capsys):
+    import tracker.train as train_module
+
+    train(SMOKE, tmp_path, progress=False)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    # Stopped by a signal in its last step, and written by a version without skipped_steps.
+    summary.update(stopped_by="SIGINT", stopped_by_signal=2)
+    del summary["skipped_steps"]
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    capsys.readouterr()
+    assert train_module.main(["--out", str(tmp_path), "--recipe", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "has already finished (4 steps); its export" in out and "resume" not in out and "trained" not in out
+
+
 def _losses_with(monkeypatch, action):
     """compute_losses as in training, with ``action(call_number, terms)`` run on each call."""
     import tracker.train as train_module

@@ -130,6 +130,9 @@ def test_logs_of_other_weights_are_not_drawn_as_theirs(tmp_path, capsys):
     write_stage(tmp_path, "", 1600, [1.0, 0.9])  # rows at 320 and 640 samples: the weights saw 2240
     assert [s.name for s in write_training_curve(tmp_path, tmp_path / "curve.png", 10.0, trained_samples=2240)] == [CURRENT_STAGE]
     (tmp_path / "curve.png").unlink()
+    # A log whose last row came before the run stopped (older versions): within one interval.
+    assert write_training_curve(tmp_path, tmp_path / "curve.png", 10.0, trained_samples=2240 + 320)
+    (tmp_path / "curve.png").unlink()
     # New weights copied over these without their run's logs: the picture would show the old run.
     assert write_training_curve(tmp_path, tmp_path / "curve.png", 10.0, trained_samples=2240 + 64_000) == []
     assert "end at 2,240 samples, but the weights there saw 66,240" in capsys.readouterr().out

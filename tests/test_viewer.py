@@ -57,6 +57,15 @@ def test_an_x_server_is_found_on_its_unix_socket_or_tcp_port(tmp_path):
         assert x_server_answers(f"127.0.0.1:{number}.0", socket_dir=str(tmp_path))
     assert not x_server_answers(f"127.0.0.1:{number}", socket_dir=str(tmp_path), timeout_s=0.2)
     assert not x_server_answers("not a display") and not x_server_answers(":x")
+    if socket.has_ipv6:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as server:
+            try:
+                server.bind(("::1", 6000 + number))
+            except OSError:
+                return  # no IPv6 loopback here
+            server.listen(1)
+            assert x_server_answers(f"[::1]:{number}", socket_dir=str(tmp_path))
+            assert x_server_answers(f"::1:{number}.0", socket_dir=str(tmp_path))
 
 
 def test_a_display_nobody_answers_runs_headless(tmp_path, monkeypatch, capsys):

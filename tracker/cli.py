@@ -143,9 +143,11 @@ _STOP_SIGNALS = ("SIGTERM", "SIGHUP")
 def console_main() -> int:
     """The command's entry point (``run_tracker.py``, ``dgn-track``): ``main``, then the
     interpreter's shutdown with Ctrl-C and the stop signals ignored. The outputs are
-    complete when ``main`` returns, while the shutdown (workers joined, libraries unloaded)
-    takes half a second more: a signal there would turn a finished run's exit status into
-    130 (or 143), with a traceback."""
+    complete when ``main`` returns, while the shutdown (libraries unloaded, the workers,
+    which close with time limits, reaped) takes half a second more: a signal there would
+    turn a finished run's exit status into 130 (or 143), with a traceback. (A handler that
+    ended the process with the run's status instead would not last: Python resets its own
+    handlers to the default, which dies of the signal, before the shutdown ends.)"""
     return main(exiting=True)
 
 
@@ -432,15 +434,19 @@ def _clashing_paths(args, spec: str, kind: str) -> str | None:
             return f"{seen[key]} and {flag} name the same file, {path}: one would overwrite the other"
         seen[key] = flag
     if kind == "folder":
-        folder = Path(os.path.realpath(spec))
-        for key, flag in seen.items():
-            if key.name == "intrinsics.json" and (folder.is_relative_to(key.parent) or key.is_relative_to(folder)):
-                return f"{flag} {key} is the camera file of the folder being read: writing it would destroy it"
-            if key.suffix.lower() == ".png" and key.is_relative_to(folder):
-                return (
-                    f"{flag} {key} is in the folder of depth PNGs being read: it would replace a frame or be read as one "
-                    "next time; write it elsewhere"
-                )
+        # The folder as the source reads it (its camera file searched above the path as
+        # given, links not resolved) and where it truly is.
+        folders = {Path(os.path.abspath(spec.strip())), Path(os.path.realpath(spec.strip()))}
+        for flag, path in named:
+            for written in {Path(os.path.abspath(path)), Path(os.path.realpath(path))}:
+                inside = any(written.is_relative_to(folder) for folder in folders)
+                if written.name == "intrinsics.json" and (inside or any(folder.is_relative_to(written.parent) for folder in folders)):
+                    return f"{flag} {path} is the camera file of the folder being read: writing it would destroy it"
+                if written.suffix.lower() == ".png" and inside:
+                    return (
+                        f"{flag} {path} is in the folder of depth PNGs being read: it would replace a frame or be read as one "
+                        "next time; write it elsewhere"
+                    )
     return None
 
 

@@ -18,7 +18,8 @@ X11_SOCKET_DIR = "/tmp/.X11-unix"
 #: How long a TCP display (``host:N``, as SSH X forwarding sets) has to accept.
 CONNECT_TIMEOUT_S = 0.5
 
-_DISPLAY = re.compile(r"^(?P<host>[^:]*):(?P<number>\d+)(?:\.\d+)?$")
+#: ``[host]:N[.screen]``; an IPv6 host in brackets or written out (``::1:0``, as Xlib reads it).
+_DISPLAY = re.compile(r"^(?:\[(?P<bracketed>[^\]]*)\]|(?P<host>.*?)):(?P<number>\d+)(?:\.\d+)?$")
 
 
 def _connects(family: int, address, timeout_s: float) -> bool:
@@ -37,7 +38,7 @@ def x_server_answers(display: str, socket_dir: str = X11_SOCKET_DIR, timeout_s: 
     match = _DISPLAY.match(display.strip())
     if match is None:
         return False
-    host, number = match["host"], int(match["number"])
+    host, number = match["bracketed"] if match["bracketed"] is not None else match["host"], int(match["number"])
     if host in ("", "unix"):
         path = f"{socket_dir}/X{number}"
         if hasattr(socket, "AF_UNIX") and _connects(socket.AF_UNIX, path, timeout_s):
@@ -47,7 +48,11 @@ def x_server_answers(display: str, socket_dir: str = X11_SOCKET_DIR, timeout_s: 
         if host == "unix":
             return False
         host = "localhost"  # a local display may listen on TCP only
-    return _connects(socket.AF_INET, (host, 6000 + number), timeout_s)
+    try:  # every address family the name resolves to (SSH may forward on ::1 only)
+        socket.create_connection((host, 6000 + number), timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
 
 
 def x_display_problem(environ, platform: str, answers=x_server_answers) -> str | None:

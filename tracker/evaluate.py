@@ -676,7 +676,11 @@ def write_training_curve(weights_dir: Path, path: Path, held_out_mm: float, trai
     weights (new weights copied over old ones without their run's logs) and are not drawn."""
     try:
         stages = load_training_history(weights_dir)
-        if stages and trained_samples is not None and stages[-1].end_samples != trained_samples:
+        # Logs from before runs stopped between log rows wrote a last row end at most one
+        # log interval short of where the weights stopped.
+        last = stages[-1] if stages else None
+        interval = 0 if last is None or not len(last.samples) else int(last.samples[-1] - (last.samples[-2] if len(last.samples) > 1 else 0))
+        if last is not None and trained_samples is not None and not 0 <= trained_samples - last.end_samples <= interval:
             print(
                 f"no training curve: the training logs in {weights_dir} end at {stages[-1].end_samples:,} samples, but the weights "
                 f"there saw {trained_samples:,}. Put the run's config.json and metrics.csv beside them as "

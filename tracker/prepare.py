@@ -209,7 +209,8 @@ def _start_ignoring_ctrl_c(process) -> None:
     try:
         process.start()
     finally:
-        signal.signal(signal.SIGINT, handler)
+        # None: a handler not set from Python (an embedding program's), which cannot be put back as it was.
+        signal.signal(signal.SIGINT, signal.SIG_DFL if handler is None else handler)
 
 
 class PrepareWorkerEnded(RuntimeError):

@@ -576,9 +576,11 @@ def _finished_run_summary(out_dir: Path, step: int) -> dict | None:
             return None
         for name in (STATE_DICT, ONNX):
             verified_path(out_dir / "export", name, manifest)
-    except (OSError, ValueError, KeyError, TypeError, WeightsError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, WeightsError):
         return None
-    return summary
+    # Nothing was trained now, so nothing was stopped: how the run once ended (a signal in its
+    # last step) is not this command's outcome.
+    return {k: v for k, v in summary.items() if k not in ("stopped_by", "stopped_by_signal")} | {"already_finished": True}
 
 
 def _kept(checkpoint: Path, checkpointed_step: int | None) -> str:
@@ -697,7 +699,7 @@ def train(
         schedule_anchor = resumed_schedule_anchor(state.get("config", {}), saved_anchor, config, step)
         steps_changed = state.get("config", {}).get("steps", config.steps) != config.steps
         if (schedule_anchor != saved_anchor or steps_changed) and rank == 0 and step < config.steps and step >= config.warmup_steps:
-            rate = learning_rate(config, step, 0.0, schedule_anchor)
+            rate = learning_rate(config, step, 0.0 if max_seconds is None else earlier_seconds / max_seconds, schedule_anchor)
             print(
                 f"the learning rate goes on from {rate:.3g} and decays to zero by step {config.steps}" if schedule_anchor is not None
                 else f"the checkpoint's schedule had ended; its training goes on with a new cosine from {rate:.3g} to zero by step {config.steps}"
@@ -744,6 +746,10 @@ def train(
     # records and an intact export are left as they are.
     finished = step >= config.steps or (max_seconds is not None and earlier_seconds >= max_seconds)
     finished_summary = _finished_run_summary(out_dir, step) if finished else None
+    if world_size > 1 and finished:  # each rank read the files itself: all return, or none
+        intact = torch.tensor([float(finished_summary is not None)], dtype=torch.float64, device=device)
+        dist.all_reduce(intact, op=dist.ReduceOp.MIN)
+        finished_summary = finished_summary if bool(intact) else None
     if finished_summary is not None:
         if rank == 0:
             print(f"{out_dir} has already finished ({step} steps); its export in {out_dir / 'export'} is kept as it is")
@@ -810,9 +816,11 @@ def train(
     began = time.perf_counter()
     window_start, window_samples, window_rendered = time.perf_counter(), 0, 0
     last_terms: dict[str, float] = {}
-    if finished:  # exported again: with the losses the run ended with, where recorded
+    if finished:  # exported again: with the losses the run ended with, where recorded (for this step)
         try:
-            last_terms = {k: float(v) for k, v in json.loads((out_dir / "summary.json").read_text())["last_losses"].items()}
+            earlier_summary = json.loads((out_dir / "summary.json").read_text())
+            if int(earlier_summary["steps"]) == step:
+                last_terms = {k: float(v) for k, v in earlier_summary["last_losses"].items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
     logged_step = step
@@ -1140,6 +1148,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # the run directory or its files cannot be written
         print(f"error: {exc.strerror or exc}: {exc.filename}" if exc.filename else f"error: {exc}", file=sys.stderr)
         return 2
+    if summary.get("already_finished"):
+        return 0  # said so; nothing was trained
     if int(os.environ.get("RANK", "0")) == 0:
         trained = summary.get("examples_trained", summary["samples_seen"])
         samples = (
@@ -1150,7 +1160,7 @@ def main(argv: list[str] | None = None) -> int:
         budget = summary.get("max_seconds")
         if "stopped_by" not in summary and budget is not None and summary["steps"] < config.steps and summary["seconds"] >= budget:
             print(f"the time budget ({budget / 60:g} min) ended the run before step {config.steps}; the learning rate had reached zero by then")
-        if summary["skipped_steps"]:
+        if summary.get("skipped_steps"):
             print(f"warning: {summary['skipped_steps']} steps had non-finite gradients and were skipped")
         if "stopped_by" in summary:
             print(f"stopped by {summary['stopped_by']}; run the same command again to resume from {args.out / 'last.pt'}")

@@ -205,9 +205,10 @@ def export_weights(
         export_onnx(network.cpu(), partial[ONNX])
         manifest = _manifest(network, cube_size_m, crop_frame, out_of_image, hand_model_sha256, training, partial)
         partial[MANIFEST].write_text(json.dumps(manifest, indent=2) + "\n")
-        (out_dir / ONNX_INT8).unlink(missing_ok=True)
         for name in (STATE_DICT, ONNX, MANIFEST):
             os.replace(partial[name], out_dir / name)
+        # After the manifest: until then the earlier one lists it (the new one does not).
+        (out_dir / ONNX_INT8).unlink(missing_ok=True)
     finally:
         for path in partial.values():
             path.unlink(missing_ok=True)
