@@ -213,3 +213,25 @@ def test_the_readme_example_runs():
     code = block.replace('"session.db3", realtime=False', '"synthetic", max_frames=2').replace("        ...\n", "        shown.append(result)\n")
     exec(compile(code, "README.md", "exec"), {"my_depth_images": my_depth_images, "shown": shown})
     assert len(shown) == 2 and all(len(result.hands) == 1 for result in shown)
+
+
+class _SkippingSource(FrameSource):
+    """Rendered frames numbered as a camera playing on while each is tracked would deliver them."""
+
+    def __init__(self, numbers, realtime):
+        super().__init__()
+        self.numbers, self.realtime = numbers, realtime
+        self.rendered = SyntheticSource(seed=2, max_frames=1)
+
+    def frames(self):
+        frame = next(iter(self.rendered))
+        for number in self.numbers:
+            yield DepthFrame(frame.depth, frame.depth_scale, frame.intrinsics, 33.3 * number, frame.serial, number)
+
+
+@pytest.mark.parametrize("realtime", [True, False])
+def test_frames_a_real_time_source_skipped_are_counted_as_a_run_counts_them(realtime):
+    numbers = [0, 3, 4, 10, 2]  # the last: the counter went back (a reconnect), not a loss
+    with track(_SkippingSource(numbers, realtime)) as results:
+        dropped = [r.dropped_before for r in results]
+    assert dropped == ([0, 2, 0, 5, 0] if realtime else [0] * len(numbers))

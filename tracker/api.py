@@ -25,6 +25,7 @@ segment ahead, the output files and windows, signal handling).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import numbers
 from pathlib import Path
@@ -32,7 +33,7 @@ from pathlib import Path
 from tracker.backends import AUTO_BACKEND, start_backend
 from tracker.estimator import HandEstimator
 from tracker.hand_model import HandModel
-from tracker.pipeline import MAX_MIN_HAND_PROBABILITY, FrameResult, HandTracker, TrackerConfig
+from tracker.pipeline import MAX_MIN_HAND_PROBABILITY, FrameGaps, FrameResult, HandTracker, TrackerConfig
 from tracker.sinks import frame_line
 from tracker.sources import DEFAULT_SYNTHETIC_FRAMES, FrameSource, open_source, source_kind
 from tracker.types import HAND_CHOICES, CameraIntrinsics, DepthFrame, HandEstimate, Handedness, Joint
@@ -124,6 +125,9 @@ class TrackedFrames:
         self.frames_tracked = 0
         self._frames = iter(source)
         self._closed = False
+        # A live camera, or a recording played in real time, goes on while a frame is
+        # tracked: what it skipped meanwhile is counted in ``dropped_before``, as a run does.
+        self._gaps = FrameGaps() if getattr(source, "realtime", True) else None
 
     def __iter__(self) -> "TrackedFrames":
         return self
@@ -139,6 +143,8 @@ class TrackedFrames:
             self.close()
             raise
         self.frames_tracked += 1
+        if self._gaps is not None:
+            result = dataclasses.replace(result, dropped_before=self._gaps.lost_before(frame))
         return result
 
     def close(self) -> None:

@@ -183,6 +183,21 @@ def backend_options(backend: str, segment_ahead: int) -> dict:
     return {}
 
 
+class FrameGaps:
+    """Frames lost before each one delivered, from the gaps in its camera's frame numbers:
+    what a live camera, or a recording played in real time, skipped while the tracker was
+    busy (and what the camera's own queues dropped). A counter that goes back, as after a
+    reconnect, is a restart, not a loss."""
+
+    def __init__(self) -> None:
+        self._last_number: dict[str, int] = {}
+
+    def lost_before(self, frame: DepthFrame) -> int:
+        previous = self._last_number.get(frame.serial)
+        self._last_number[frame.serial] = frame.frame_number
+        return 0 if previous is None else max(0, frame.frame_number - previous - 1)
+
+
 @dataclass(frozen=True)
 class FrameResult:
     """What the tracker found in one frame: zero or more hands and the stage timings (ms).
@@ -792,20 +807,13 @@ def run_pipeline(
 
     def capture() -> None:
         # Live, the camera and the SDK's own queues drop frames too when capture falls
-        # behind; those show as gaps in the frame numbers and count as dropped. (A counter
-        # that goes back, as after a reconnect, is a restart, not a loss.)
-        last_number: dict[str, int] = {}
+        # behind; those show as gaps in the frame numbers and count as dropped.
+        gaps = FrameGaps()
         try:
             for frame in source.frames():
                 if stop.is_set():
                     break
-                lost = 0
-                if drop_old_frames:
-                    previous_number = last_number.get(frame.serial)
-                    if previous_number is not None:
-                        lost = max(0, frame.frame_number - previous_number - 1)
-                    last_number[frame.serial] = frame.frame_number
-                slot.put(frame, stop, arrival, lost)
+                slot.put(frame, stop, arrival, gaps.lost_before(frame) if drop_old_frames else 0)
             slot.finish()
         except BaseException as exc:  # reported by the consumer
             slot.finish(exc)
