@@ -1,0 +1,153 @@
+"""Working distance: how often the tracker reports a hand, and how well it fits it, by how
+far the hand is from the camera.
+
+    python -m benchmarks.working_distance                       # 100 poses x 9 distances
+    python -m benchmarks.working_distance --poses 4 --out /tmp/distance.json
+
+Each pose is the first frame of the built-in synthetic input (``SyntheticSource``, seeds
+S..S+N-1: right hands on even seeds, left on odd ones, an arm running out of view, stereo
+noise), moved along its ray from the camera so that the hand's origin lies at each distance,
+rendered again and tracked as the first frame of a track (no prior, the side decided from
+that frame alone): the hardest case, as after the hand was lost. The tracker is the
+command line's and the API's (``tracker.api.open_tracker``: the shipped weights, the
+hand-presence and side classifiers on).
+
+Per distance: the share of frames with a hand reported, judged to hold none (a crop found
+and turned down by the hand-presence evidence), or with nothing found; the mean joint error
+of the hands reported, mm, against the rendered joints; the share of them given the right
+side; and the share of frames whose every keypoint lies inside the image.
+
+Writes ``benchmarks/results/working_distance.json`` (with the command, machine and settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from tracker.lens import project
+from tracker.machine import machine_info
+from tracker.sources import SyntheticSource, render_hand_pose
+from tracker.types import DepthFrame, Handedness
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+
+
+@dataclass(frozen=True)
+class WorkingDistanceConfig:
+    poses: int = 100
+    first_seed: int = 0
+    #: Metres from the camera to the hand's origin (its wrist end), along its ray.
+    distances_m: tuple[float, ...] = (0.15, 0.2, 0.3, 0.45, 0.6, 0.9, 1.2, 1.4, 1.6)
+    backend: str = "onnxruntime"
+
+
+def _in_image(joints_cam_m: np.ndarray, intrinsics) -> bool:
+    uv = project(joints_cam_m, intrinsics)
+    return bool(np.all(joints_cam_m[:, 2] > 0) and np.all((uv >= 0) & (uv < [intrinsics.width, intrinsics.height])))
+
+
+def measure(config: WorkingDistanceConfig, progress: bool = True) -> list[dict]:
+    from tracker.api import open_tracker
+
+    outcomes = {z: [] for z in config.distances_m}
+    with open_tracker(backend=config.backend) as tracker:
+        seeds = range(config.first_seed, config.first_seed + config.poses)
+        for seed in tqdm(seeds, desc="poses", disable=not progress):
+            source = SyntheticSource(seed=seed, max_frames=1, hand=Handedness.RIGHT if seed % 2 == 0 else Handedness.LEFT)
+            pose = source.pose_at(0)
+            cam_from_hand = np.array(pose.cam_from_hand, np.float64)
+            for z in config.distances_m:
+                moved = cam_from_hand.copy()
+                moved[:3, 3] *= z / cam_from_hand[2, 3]
+                rng = np.random.default_rng([seed, int(round(1000 * z))])
+                depth, posed, _ = render_hand_pose(
+                    source.hand_model, dataclasses.replace(pose, cam_from_hand=moved), source.intrinsics, source.depth_scale,
+                    noise=source._noise, rng=rng, arm_length_m=source.ARM_LENGTH_M,
+                )
+                tracker.reset()
+                result = tracker.process(DepthFrame(depth, source.depth_scale, source.intrinsics))
+                hand = result.hands[0] if result.hands else None
+                outcomes[z].append({
+                    "seed": seed,
+                    "outcome": "hand" if hand is not None else "judged_no_hand" if result.judged_no_hand else "nothing_found",
+                    "joint_error_mm": None if hand is None else float(1000 * np.linalg.norm(hand.joints_cam_m - posed.joints, axis=1).mean()),
+                    "side_right": None if hand is None else hand.handedness == source.hand,
+                    "in_image": _in_image(posed.joints, source.intrinsics),
+                })
+    rows = []
+    for z, frames in outcomes.items():
+        found = [f for f in frames if f["outcome"] == "hand"]
+        rows.append({
+            "distance_m": z,
+            "frames": len(frames),
+            "hand_reported": sum(f["outcome"] == "hand" for f in frames) / len(frames),
+            "judged_no_hand": sum(f["outcome"] == "judged_no_hand" for f in frames) / len(frames),
+            "nothing_found": sum(f["outcome"] == "nothing_found" for f in frames) / len(frames),
+            "mean_joint_error_mm": float(np.mean([f["joint_error_mm"] for f in found])) if found else None,
+            "side_right": sum(f["side_right"] for f in found) / len(found) if found else None,
+            "whole_hand_in_image": sum(f["in_image"] for f in frames) / len(frames),
+            "per_pose": frames,
+        })
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.working_distance",
+        description="How often a hand is reported, and how well it is fitted, by its distance from the camera "
+        "(synthetic poses moved along their rays, each tracked as a track's first frame).",
+    )
+    parser.add_argument("--poses", type=int, default=WorkingDistanceConfig.poses, help="poses (seeds) per distance (default %(default)s)")
+    parser.add_argument("--first-seed", type=int, default=WorkingDistanceConfig.first_seed, help="seed of the first pose (default %(default)s)")
+    parser.add_argument(
+        "--distances", type=float, nargs="+", default=list(WorkingDistanceConfig.distances_m), metavar="M",
+        help="distances from the camera, metres (default %(default)s)",
+    )
+    parser.add_argument("--backend", default=WorkingDistanceConfig.backend, help="inference backend (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "working_distance.json", help="result JSON (default benchmarks/results/working_distance.json)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.poses < 1:
+        parser.error("--poses must be at least 1")
+    if not all(0.05 < z < 3.0 for z in args.distances):
+        parser.error("--distances must lie between 0.05 and 3 m (what the renderer draws)")
+    if args.out.is_dir():
+        parser.error(f"--out {args.out} is a folder; give the result file's name (a .json)")
+    config = WorkingDistanceConfig(poses=args.poses, first_seed=args.first_seed, distances_m=tuple(args.distances), backend=args.backend)
+
+    began = time.perf_counter()
+    rows = measure(config, progress=not args.no_progress)
+    result = {
+        "benchmark": "working_distance",
+        "command": ["python", "-m", "benchmarks.working_distance", *(sys.argv[1:] if argv is None else argv)],
+        "machine": machine_info(),
+        "config": asdict(config),
+        "by_distance": rows,
+        "seconds": time.perf_counter() - began,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'distance':>8}  {'hand':>5}  {'judged no hand':>14}  {'nothing':>7}  {'joint error':>11}  {'side right':>10}  {'all in image':>12}")
+    for row in rows:
+        error = "-" if row["mean_joint_error_mm"] is None else f"{row['mean_joint_error_mm']:.1f} mm"
+        side = "-" if row["side_right"] is None else f"{row['side_right']:.0%}"
+        print(
+            f"{row['distance_m']:>6.2f} m  {row['hand_reported']:>5.0%}  {row['judged_no_hand']:>14.0%}  {row['nothing_found']:>7.0%}  "
+            f"{error:>11}  {side:>10}  {row['whole_hand_in_image']:>12.0%}"
+        )
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
