@@ -45,7 +45,7 @@ def scene_variants(scene: SceneConfig) -> dict[str, SceneConfig]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.held_out_scene_changes", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="exported weights (default: the shipped ones)")
     parser.add_argument("--frames", type=int, default=1000, help="held-out frames per variant (default 1000, as the model card)")
     parser.add_argument("--out", type=Path, default=RESULTS / "held_out_scene_changes.json", help="result JSON")

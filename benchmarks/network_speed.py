@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=None, help="result JSON (default benchmarks/results/network_speed_<device>.json)"
     )
     args = parser.parse_args(argv)
+    args.argv = argv  # recorded with the results
     names = [n.strip() for n in args.backends.split(",") if n.strip()]
     unknown = [n for n in names if n not in BACKENDS]
     if unknown:
@@ -229,6 +230,7 @@ def _measure(args: argparse.Namespace, names: list[str]) -> int:
     matmul_before = cpu_matmul_gflops(args.threads or physical_cores()) if tag == "cpu" else None
     result = {
         "benchmark": "network_speed",
+        "command": ["python", "-m", "benchmarks.network_speed", *(sys.argv[1:] if args.argv is None else args.argv)],
         "device": tag,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "machine": machine_info(),
@@ -248,7 +250,7 @@ def _measure(args: argparse.Namespace, names: list[str]) -> int:
         },
         "network": manifest["network"],
         "network_gflop": gflop,
-        "settings": {"warmup": args.warmup, "iterations": args.iterations, "batch": 1, "threads": args.threads},
+        "settings": {"warmup": args.warmup, "iterations": args.iterations, "batch": 1, "threads": args.threads, "backends": names},
         "backends": {},
     }
     for name in names:

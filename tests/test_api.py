@@ -174,7 +174,7 @@ def test_bad_arguments_are_refused_clearly(tmp_path):
         open_tracker(hand="middle")
     with pytest.raises(WeightsError):
         open_tracker(weights=tmp_path)
-    with pytest.raises(ValueError, match="unknown inference backend"):
+    with pytest.raises(ValueError, match="unknown inference backend 'cuda'; choose one of: auto, onnxruntime"):
         open_tracker(backend="cuda")
     with pytest.raises(ValueError, match="at least 1"):
         track("synthetic", max_frames=0)

@@ -747,6 +747,8 @@ def start_backend(
     does a fault in the code.
     """
     automatic = asked == AUTO_BACKEND
+    if not automatic and asked not in BACKENDS:
+        raise ValueError(f"unknown inference backend {asked!r}; choose one of: {AUTO_BACKEND}, {', '.join(BACKENDS)}")
     name = automatic_backend() if automatic else asked
     failure = None
     try:
