@@ -117,6 +117,9 @@ def test_a_short_training_run_writes_loadable_weights_with_its_config(tmp_path):
     assert json.loads((out / "training_config.json").read_text())["samples"] == 8
     assert (out / "training_metrics.csv").read_text().count("\n") == 2  # header and the last step
     HandPresence.load(out / "export").logit(np.ones((64, 64), np.float32))
+    # The export is what weights/presence/ holds: the weights with their run's config and log.
+    for name in ("training_config.json", "training_metrics.csv"):
+        assert (out / "export" / name).read_bytes() == (out / name).read_bytes()
 
 
 def test_the_shipped_classifier_tells_the_real_hands_from_arms_without_theirs(hand_model, tmp_path):

@@ -228,3 +228,12 @@ def test_training_leaves_the_callers_thread_count_alone(tmp_path, monkeypatch):
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_short_training_run_exports_the_weights_with_their_config_and_log(tmp_path):
+    out = tmp_path / "run"
+    assert sc.main(["train", "--out", str(out), "--samples", "8", "--held-out", "8", "--steps", "2"]) == 0
+    # The export is what weights/side_classifier/ holds: the weights with their run's config and log.
+    assert (out / "export" / "training_config.json").read_bytes() == (out / "config.json").read_bytes()
+    assert (out / "export" / "training_metrics.csv").read_bytes() == (out / "metrics.csv").read_bytes()
+    assert json.loads((out / "export" / "side.json").read_text())["training"]["steps"] == 2

@@ -51,6 +51,7 @@ import dataclasses
 import json
 import math
 import multiprocessing
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -515,6 +516,10 @@ def main(argv: list[str] | None = None) -> int:
             network, summary = train(config, args.out)
             weights_dir = args.out / "export"  # where every trainer here exports
             manifest = export_weights(network, weights_dir, summary, cube_size_m=config.data.cube_size_m)
+            # The run's config and log go with the weights, as weights/presence/ keeps them:
+            # the export is the folder to copy there.
+            for name in ("training_config.json", "training_metrics.csv"):
+                shutil.copyfile(args.out / name, weights_dir / name)
             if args.evaluate:
                 manifest["metrics"] = evaluate(weights_dir, config, args.out / "cache")
                 write_manifest(weights_dir, manifest, MANIFEST)

@@ -50,6 +50,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -632,6 +633,10 @@ def _train(config: TrainConfig, out_dir: str | Path, progress: bool) -> dict:
         training=summary,
         metrics={"held_out": held_out_metrics(torch_logits(network, held_data["depth"]), held_data, network=network)},
     )
+    # The run's config and log go with the weights, under the names a weights folder keeps
+    # them by (as in weights/side_classifier/): the export is the folder to copy there.
+    shutil.copyfile(out_dir / "config.json", out_dir / "export" / "training_config.json")
+    shutil.copyfile(metrics_path, out_dir / "export" / "training_metrics.csv")
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
