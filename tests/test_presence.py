@@ -120,6 +120,7 @@ def test_a_short_training_run_writes_loadable_weights_with_its_config(tmp_path):
     # The export is what weights/presence/ holds: the weights with their run's config and log.
     for name in ("training_config.json", "training_metrics.csv"):
         assert (out / "export" / name).read_bytes() == (out / name).read_bytes()
+    assert json.loads((out / "summary.json").read_text()) == manifest["training"]
 
 
 def test_the_shipped_classifier_tells_the_real_hands_from_arms_without_theirs(hand_model, tmp_path):

@@ -520,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
             # the export is the folder to copy there.
             for name in ("training_config.json", "training_metrics.csv"):
                 shutil.copyfile(args.out / name, weights_dir / name)
+            (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")  # as the other trainers leave it
             if args.evaluate:
                 manifest["metrics"] = evaluate(weights_dir, config, args.out / "cache")
                 write_manifest(weights_dir, manifest, MANIFEST)
