@@ -176,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "segmentation_accuracy.json", help="result JSON, a PNG goes next to it (default benchmarks/results/segmentation_accuracy.json)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if args.sequences < 1 or args.frames < 1:
-        parser.error("--sequences and --frames must be >= 1")
+    if args.sequences < 1 or args.frames < 1 or args.first_seed < 0:
+        parser.error("--sequences and --frames must be >= 1, --first-seed >= 0")
     if not (args.real_dir / "palm_labels.json").is_file():
         parser.error(f"{args.real_dir} has no palm_labels.json")
     config = SegmentationBenchConfig(sequences=args.sequences, frames=args.frames, first_seed=args.first_seed, real_dir=str(args.real_dir))

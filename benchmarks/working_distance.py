@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from tracker.backends import AUTO_BACKEND, BACKENDS
 from tracker.lens import project
 from tracker.machine import machine_info
 from tracker.sources import SyntheticSource, render_hand_pose
@@ -113,12 +114,14 @@ def main(argv: list[str] | None = None) -> int:
         "--distances", type=float, nargs="+", default=list(WorkingDistanceConfig.distances_m), metavar="M",
         help="distances from the camera, metres (default %(default)s)",
     )
-    parser.add_argument("--backend", default=WorkingDistanceConfig.backend, help="inference backend (default %(default)s)")
+    parser.add_argument(
+        "--backend", default=WorkingDistanceConfig.backend, choices=[AUTO_BACKEND, *BACKENDS], help="inference backend (default %(default)s)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "working_distance.json", help="result JSON (default benchmarks/results/working_distance.json)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if args.poses < 1:
-        parser.error("--poses must be at least 1")
+    if args.poses < 1 or args.first_seed < 0:
+        parser.error("--poses must be at least 1, --first-seed at least 0")
     if not all(0.05 < z < 3.0 for z in args.distances):
         parser.error("--distances must lie between 0.05 and 3 m (what the renderer draws)")
     if args.out.is_dir():

@@ -221,7 +221,7 @@ def test_outputs_that_are_one_file_or_the_recording_read_are_refused(tmp_path, c
         ("--video", frame, "is in the folder of depth PNGs being read"),
         ("--video", folder / "overlay.PNG", "is in the folder of depth PNGs being read"),
         ("--out", tmp_path / "intrinsics.json", "is the camera file of the folder being read"),
-        ("--out", folder / "take1" / "intrinsics.json", "is the camera file of the folder being read"),
+        ("--out", folder / "take1" / "intrinsics.json", "is where the folder being read looks for its camera file"),
     ):
         assert main(["--no-viewer", "--source", str(folder), flag, str(path)]) == 2
         assert said in capsys.readouterr().err
@@ -230,7 +230,7 @@ def test_outputs_that_are_one_file_or_the_recording_read_are_refused(tmp_path, c
     (tmp_path / "links").mkdir()
     (tmp_path / "links" / "take1").symlink_to(folder / "take1")
     for source, flag, path, said in (
-        (tmp_path / "links" / "take1", "--out", tmp_path / "links" / "intrinsics.json", "is the camera file"),
+        (tmp_path / "links" / "take1", "--out", tmp_path / "links" / "intrinsics.json", "looks for its camera file"),
         (tmp_path / "links" / "take1", "--video", frame, "is in the folder of depth PNGs"),
         (f"{folder / 'take1'} ", "--video", folder / "take1" / "x.png", "is in the folder of depth PNGs"),
     ):

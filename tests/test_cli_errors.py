@@ -3,7 +3,7 @@ before doing any work (no traceback, nothing written)."""
 
 import pytest
 
-from benchmarks import network_speed, pipeline_speed, synthetic_throughput
+from benchmarks import network_speed, pipeline_speed, synthetic_throughput, working_distance
 from tracker import cli, presence, side_classifier
 from tracker.synth import contact_sheet
 
@@ -46,6 +46,9 @@ def exit_code_and_error(main, argv, capsys):
         (side_classifier.main, ["evaluate", "--switch-margin", "nan"], "--switch-margin must be a number of 0 or more"),
         (side_classifier.main, ["evaluate", "--switch-margin", "-1"], "--switch-margin must be a number of 0 or more"),
         (network_speed.main, ["--out", "{tmp}"], "is a folder"),
+        (working_distance.main, ["--backend", "foo"], "invalid choice: 'foo'"),
+        (working_distance.main, ["--first-seed", "-1"], "--first-seed at least 0"),
+        (working_distance.main, ["--distances", "5"], "--distances must lie between"),
         (network_speed.main, ["--out", "{tmp}/a_file/x.json"], "is a file, not a folder"),
     ],
 )

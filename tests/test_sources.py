@@ -497,7 +497,7 @@ def test_a_folder_s_frame_rate_comes_from_its_camera_file(tmp_path):
     assert source.fps == 90.0 and "at 90 fps" in source.description
     assert [f.timestamp_ms for f in source.frames()] == pytest.approx([0.0, 1000 / 90, 2000 / 90])
     assert FolderSource(tmp_path / "take", fps=15.0).fps == 15.0  # a caller's own rate wins
-    for bad in (0, -5, "fast", None):
+    for bad in (0, -5, "fast", None, True, "90"):
         (tmp_path / "intrinsics.json").write_text(json.dumps({**meta, "fps": bad}))
         with pytest.raises(SourceError, match='"fps" must be a positive number'):
             FolderSource(tmp_path / "take")

@@ -441,7 +441,9 @@ def _clashing_paths(args, spec: str, kind: str) -> str | None:
             for written in {Path(os.path.abspath(path)), Path(os.path.realpath(path))}:
                 inside = any(written.is_relative_to(folder) for folder in folders)
                 if written.name == "intrinsics.json" and (inside or any(folder.is_relative_to(written.parent) for folder in folders)):
-                    return f"{flag} {path} is the camera file of the folder being read: writing it would destroy it"
+                    if written.exists():
+                        return f"{flag} {path} is the camera file of the folder being read: writing it would destroy it"
+                    return f"{flag} {path} is where the folder being read looks for its camera file: writing it there would become one"
                 if written.suffix.lower() == ".png" and inside:
                     return (
                         f"{flag} {path} is in the folder of depth PNGs being read: it would replace a frame or be read as one "

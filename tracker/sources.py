@@ -1198,9 +1198,9 @@ class FolderSource(FrameSource):
         meta_path = next(folder for folder, found in self._cameras.items() if found is camera) / "intrinsics.json"
         try:
             fps = json.loads(meta_path.read_text(encoding="utf-8-sig")).get("fps", 30.0)
+            if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (math.isfinite(fps) and fps > 0):
+                raise ValueError(fps)  # true would read as 1, "90" as a number: neither is one
             fps = float(fps)
-            if not (math.isfinite(fps) and fps > 0):
-                raise ValueError(fps)
         except (OSError, ValueError, TypeError, AttributeError):
             raise SourceError(f"{meta_path}: \"fps\" must be a positive number of frames a second") from None
         return fps
