@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from kernels.sensor_noise import StereoNoiseModel
 from tracker.backends import AUTO_BACKEND, BACKENDS
 from tracker.lens import project
 from tracker.machine import machine_info
@@ -73,7 +74,7 @@ def measure(config: WorkingDistanceConfig, progress: bool = True) -> list[dict]:
                 rng = np.random.default_rng([seed, int(round(1000 * z))])
                 depth, posed, _ = render_hand_pose(
                     source.hand_model, dataclasses.replace(pose, cam_from_hand=moved), source.intrinsics, source.depth_scale,
-                    noise=source._noise, rng=rng, arm_length_m=source.ARM_LENGTH_M,
+                    noise=StereoNoiseModel(), rng=rng, arm_length_m=source.ARM_LENGTH_M,  # the built-in input's noise
                 )
                 tracker.reset()
                 result = tracker.process(DepthFrame(depth, source.depth_scale, source.intrinsics))

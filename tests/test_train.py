@@ -939,7 +939,7 @@ def test_the_gpu_recipe_keeps_to_its_time_budget_unless_told_otherwise(tmp_path,
     assert budgets[-1] == 60 * train_module.RECIPE_MINUTES["gpu"] <= 10 * 60  # the recipe's promise
     out = capsys.readouterr().out
     assert "the gpu recipe trains for 9 minutes" in out and "the time budget (9 min) ended the run before step" in out
-    assert "trained 1 steps on 4 examples (1 rendered, each trained on more than once from a replay memory)" in out
+    assert "trained 1 steps on 4 examples (1 rendered, the rest drawn again from a replay memory)" in out
     assert train_module.main(["--out", str(run), "--recipe", "gpu", "--device", "cpu", "--max-minutes", "4"]) == 0
     assert budgets[-1] == 240
     run.mkdir()

@@ -556,8 +556,8 @@ def _open_sinks(args, hand_model) -> list:
     from tracker.sinks import JsonLinesSink
     from tracker.viewer import OverlayPainter, VideoSink, WindowSink, display_problem
 
-    # The JSON lines go in last: opening them replaces an earlier run's file, which must
-    # outlive an output that fails to open.
+    # The JSON lines go in last, so that an output failing to open is told before them
+    # (an earlier run's file is replaced only at the first line written).
     sinks = []
     try:
         painter = OverlayPainter(hand_model.faces)

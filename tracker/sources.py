@@ -1148,14 +1148,19 @@ class FolderSource(FrameSource):
         self.files = sorted(_png_files(self.path), key=lambda p: _png_sort_key(self.path, p))
         if not self.files:
             raise SourceError(f"{self.path} holds no .png depth images (16-bit PNGs, with an intrinsics.json beside them or in a folder above)")
-        #: Per file, its camera: (intrinsics, depth scale, serial) from the nearest intrinsics.json.
+        #: Per folder holding an intrinsics.json: its camera (intrinsics, depth scale, serial),
+        #: and the frame rate it gives.
         self._cameras: dict[Path, tuple[CameraIntrinsics, float, str]] = {}
-        self._camera_of = [self._camera_for(path.parent) for path in self.files]
+        self._fps: dict[Path, float] = {}
+        camera_folders = [self._camera_folder(path.parent) for path in self.files]
+        #: Per file, its camera, from the nearest intrinsics.json.
+        self._camera_of = [self._cameras[folder] for folder in camera_folders]
         # The source's own camera (its description, callers that ask): the top folder's where
         # its PNGs use it, else its first frame's.
-        top = Path(os.path.abspath(self.path))  # as _camera_for keys the cameras
-        self.intrinsics, self.depth_scale, self.serial = self._cameras.get(top) or self._camera_of[0]
-        self.fps = float(fps) if fps is not None else self._recorded_fps(top)
+        top = Path(os.path.abspath(self.path))  # as _camera_folder keys the cameras
+        own = top if top in self._cameras else camera_folders[0]
+        self.intrinsics, self.depth_scale, self.serial = self._cameras[own]
+        self.fps = float(fps) if fps is not None else self._fps[own]
         self._check_headers()
         k = self.intrinsics
         cameras = len(set(self._camera_of))
@@ -1177,8 +1182,9 @@ class FolderSource(FrameSource):
             f"needed. Expected {folder / 'intrinsics.json'} with {_INTRINSICS_FORMAT}"
         )
 
-    def _camera_for(self, folder: Path) -> tuple[CameraIntrinsics, float, str]:
-        """The camera of the PNGs in ``folder``: the nearest intrinsics.json at or above it."""
+    def _camera_folder(self, folder: Path) -> Path:
+        """The folder of the camera of the PNGs in ``folder``: the nearest at or above it
+        with an intrinsics.json, read into ``_cameras`` and ``_fps``."""
         # From the absolute path with ".." taken out: the folders truly above it, past the
         # working folder too (symbolic links are not resolved: a linked sequence folder
         # takes the camera of the folder it is linked into).
@@ -1187,26 +1193,14 @@ class FolderSource(FrameSource):
             meta_path = candidate / "intrinsics.json"
             if meta_path.is_file():
                 if candidate not in self._cameras:
-                    self._cameras[candidate] = self._read_intrinsics(meta_path)
-                return self._cameras[candidate]
+                    *camera, self._fps[candidate] = self._read_intrinsics(meta_path)
+                    self._cameras[candidate] = tuple(camera)
+                return candidate
         raise SourceError(self._no_intrinsics(self.path) + (" (nor has any folder above it)" if folder == self.path else f" (nor has {folder}, nor any folder above it)"))
 
-    def _recorded_fps(self, top: Path) -> float:
-        """The frame rate of the source's camera file (the top folder's where its PNGs use
-        one, else the first frame's), or 30 where it gives none."""
-        camera = self._cameras.get(top) or self._camera_of[0]
-        meta_path = next(folder for folder, found in self._cameras.items() if found is camera) / "intrinsics.json"
-        try:
-            fps = json.loads(meta_path.read_text(encoding="utf-8-sig")).get("fps", 30.0)
-            if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (math.isfinite(fps) and fps > 0):
-                raise ValueError(fps)  # true would read as 1, "90" as a number: neither is one
-            fps = float(fps)
-        except (OSError, ValueError, TypeError, AttributeError):
-            raise SourceError(f"{meta_path}: \"fps\" must be a positive number of frames a second") from None
-        return fps
-
     @staticmethod
-    def _read_intrinsics(meta_path: Path) -> tuple[CameraIntrinsics, float, str]:
+    def _read_intrinsics(meta_path: Path) -> tuple[CameraIntrinsics, float, str, float]:
+        """(intrinsics, depth scale, serial, frame rate: 30 where the file gives none)."""
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8-sig"))  # a BOM (Windows editors) is no error
             missing = [k for k in ("depth_scale", "intrinsics") if k not in meta]
@@ -1216,11 +1210,15 @@ class FolderSource(FrameSource):
             depth_scale = float(meta["depth_scale"])
             if not (math.isfinite(depth_scale) and depth_scale > 0):
                 raise ValueError(f"depth_scale must be a positive number of metres per unit, got {meta['depth_scale']}")
+            fps = meta.get("fps", 30.0)
+            # true would read as 1, "90" as a number: neither is one.
+            if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (math.isfinite(fps) and fps > 0):
+                raise ValueError(f'"fps" must be a positive number of frames a second, got {fps!r}')
         except OSError as exc:
             raise SourceError(f"cannot read {meta_path}: {exc}") from exc
         except (ValueError, TypeError, AttributeError) as exc:
             raise SourceError(f"{meta_path} is not valid ({exc}); expected {_INTRINSICS_FORMAT}") from exc
-        return intrinsics, depth_scale, str(meta.get("serial", ""))
+        return intrinsics, depth_scale, str(meta.get("serial", "")), float(fps)
 
     def _check_headers(self) -> None:
         """Refuse a folder holding a PNG that is not a depth image (an overlay saved into it,

@@ -1153,7 +1153,7 @@ def main(argv: list[str] | None = None) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         trained = summary.get("examples_trained", summary["samples_seen"])
         samples = (
-            f"{trained} examples ({summary['samples_seen']} rendered, each trained on more than once from a replay memory)"
+            f"{trained} examples ({summary['samples_seen']} rendered, the rest drawn again from a replay memory)"
             if config.replay_examples and trained != summary["samples_seen"] else f"{summary['samples_seen']} samples"
         )
         print(f"trained {summary['steps']} steps on {samples} in {summary['seconds'] / 60:.1f} min; weights in {args.out / 'export'}")
