@@ -3,6 +3,7 @@ hand, a forearm running out of the image, the tracking prior, degenerate frames,
 real SR305 frames in tests/data/sr305-gestures."""
 
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 
@@ -512,3 +513,27 @@ def test_the_fallback_on_the_last_centre_looks_near_it_only(monkeypatch):
     # A last centre off the image, or not a point at all: nothing to look near.
     assert track_hand_center(depth, K848, np.array([5.0, 0.0, z])) is None
     assert track_hand_center(depth, K848, np.array([np.nan, 0.0, z])) is None
+
+
+def test_candidates_give_the_other_end_of_an_arm_next(hand_model):
+    # The elbow's end is taken (as in the tests above, without the width rule); the hand's
+    # end is where to look next.
+    depth, labels = render_arm(hand_model, (0.0, -0.12, 0.55), -50.0, forearm_length_m=0.25)
+    hand = visible_centroid(depth, labels, 0)
+    config = SegmentConfig(wider_end_ratio=np.inf)
+    first, second = itertools.islice(segment.hand_centre_candidates(depth, K, config), 2)
+    assert np.array_equal(first, find_hand_center(depth, K, config))
+    assert distance(first, hand) > 0.15
+    assert distance(second, hand) < 0.04
+
+
+def test_candidates_give_the_farther_object_after_the_nearer():
+    depth, labels = render(NEAR_HAND, FAR_HAND)
+    places = list(segment.hand_centre_candidates(depth, K))
+    assert len(places) == 2
+    assert distance(places[0], visible_centroid(depth, labels, 0)) < ON_HAND_M
+    assert distance(places[1], visible_centroid(depth, labels, 1)) < ON_HAND_M
+
+
+def test_no_candidates_in_an_empty_frame():
+    assert list(segment.hand_centre_candidates(np.zeros((K.height, K.width), np.float32), K)) == []

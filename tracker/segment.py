@@ -69,6 +69,7 @@ nothing is found, falls back on a mean-shift from it.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -436,10 +437,11 @@ class _Grid:
         return blob
 
 
-def _choose(candidates, prior: np.ndarray | None, config: SegmentConfig) -> _Blob | None:
+def _choose(candidates, prior: np.ndarray | None, config: SegmentConfig, seen: list[_Blob] | None = None) -> _Blob | None:
     """The hand among the candidates (near to far), by the rule in the module docstring,
-    with the pieces of it that lie in front joined to it."""
-    seen: list[_Blob] = []
+    with the pieces of it that lie in front joined to it. ``seen``: filled with the
+    candidates taken from ``candidates`` on the way, in their order."""
+    seen = [] if seen is None else seen
 
     def recorded():
         for blob in candidates:
@@ -519,62 +521,72 @@ def _wider_end(points: np.ndarray, mean: np.ndarray, main_axis: np.ndarray, alon
     return 1.0 if widths[0] > widths[1] else -1.0
 
 
-def _hand_centre(blob: _Blob, config: SegmentConfig, prior: np.ndarray | None = None) -> np.ndarray | None:
+def _hand_centres(blob: _Blob, config: SegmentConfig, prior: np.ndarray | None = None):
+    """Yield the blob's hand centre; on an arm (a blob longer than ``forearm_min_length_m``),
+    then the centre at its other end. Nothing where too few points are left."""
     points, cut = _subsample(blob.points, config.max_points, blob.cut)
     if len(points) < config.min_points:
-        return None
+        return
     mean = points.mean(axis=0)
     centred = points - mean
     main_axis = np.linalg.eigh(centred.T @ centred)[1][:, -1]
     along = centred @ main_axis
-    start = mean
-    if along.max() - along.min() > config.forearm_min_length_m:
-        ends, to_prior = [], []
-        for sign in (1.0, -1.0):
-            tip = sign * along > percentile(sign * along, 90)  # the last 10 % of the blob
-            ends.append((float(np.mean(cut[tip])), float(points[tip, 2].mean()), sign))
-            if prior is not None:
-                to_prior.append(float(np.linalg.norm(points[tip].mean(axis=0) - prior)))
-        # At the forearm's end the arm runs on, out of the image or behind the band: prefer
-        # the end where it does not. With both ends cut (fingers touch the border too) or
-        # neither, the clearly wider end is the hand's, then the one cut much less, then the
-        # nearer one. Width comes after one end alone being cut: where the arm widens
-        # towards the shoulder near the border, its end can be the wider. With both ends cut
-        # it comes before how much they are: fingers at the border are cut along much of
-        # their end, and on 1000 held-out frames width chose the better end more often. The
-        # price: a wide end cut much more than the other (a shoulder) now wins.
-        # When tracking, the end clearly nearer where the hand was last time wins over both:
-        # an arm with neither end cut (or both) is otherwise a guess. Not on a short blob,
-        # though, whose ends are both about as near: a centre that drifted towards the
-        # wrist would flip the choice onto the forearm's end and keep it there.
-        # Of two ends far apart in depth, both cut or neither, the nearer is the hand's, even
-        # against the last centre (which may have locked onto the wrong end): the arm reaches
-        # away from the camera towards the body, and the hand is big and near enough to touch
-        # the border.
-        (cut_a, z_a, _), (cut_b, z_b, _) = ends
-        far_apart = abs(z_a - z_b) > config.arm_depth_span_m
-        if far_apart and (cut_a > 0.05) == (cut_b > 0.05):
-            sign = min(ends, key=lambda end: end[1])[-1]
-        elif to_prior and min(to_prior) < config.prior_radius_m and abs(to_prior[0] - to_prior[1]) > config.prior_end_margin_m:
-            sign = ends[int(np.argmin(to_prior))][-1]
-        elif (cut_a > 0.05) != (cut_b > 0.05):
-            sign = min(ends)[-1]
-        elif (wider := _wider_end(points, mean, main_axis, along, config)) is not None:
-            sign = wider
-        elif cut_a > 0.05 and abs(cut_a - cut_b) > 0.1:
-            sign = min(ends)[-1]
-        else:
-            sign = min(ends, key=lambda end: end[1])[-1]
-        extreme = along.max() if sign > 0 else along.min()
-        start = mean + main_axis * (extreme - sign * config.hand_end_offset_m)
+    if along.max() - along.min() <= config.forearm_min_length_m:
+        centre = _mean_shift(points, mean, config.kernel_radius_m, config)
+        if centre is not None:
+            yield centre
+        return
+    sign = _hand_end(points, cut, along, mean, main_axis, config, prior)
+    for end in (sign, -sign):
+        extreme = along.max() if end > 0 else along.min()
+        start = mean + main_axis * (extreme - end * config.hand_end_offset_m)
         # On an arm the kernel always holds more forearm than fingers and would slide down
         # it: the centre may settle anywhere near the hand end, but not leave it, and sees
         # only the hand's length of the arm.
-        hand = sign * along > sign * extreme - config.hand_span_m
-        if np.count_nonzero(hand) >= config.min_points:
-            points = points[hand]
-        return _mean_shift(points, start, config.kernel_radius_m, config, config.hand_end_travel_m)
-    return _mean_shift(points, start, config.kernel_radius_m, config)
+        hand = end * along > end * extreme - config.hand_span_m
+        near_end = points[hand] if np.count_nonzero(hand) >= config.min_points else points
+        centre = _mean_shift(near_end, start, config.kernel_radius_m, config, config.hand_end_travel_m)
+        if centre is not None:
+            yield centre
+
+
+def _hand_end(points: np.ndarray, cut: np.ndarray, along: np.ndarray, mean: np.ndarray, main_axis: np.ndarray, config: SegmentConfig, prior: np.ndarray | None) -> float:
+    """Which end of an arm is its hand's: +1 the end at ``along.max()``, -1 the other."""
+    ends, to_prior = [], []
+    for sign in (1.0, -1.0):
+        tip = sign * along > percentile(sign * along, 90)  # the last 10 % of the blob
+        ends.append((float(np.mean(cut[tip])), float(points[tip, 2].mean()), sign))
+        if prior is not None:
+            to_prior.append(float(np.linalg.norm(points[tip].mean(axis=0) - prior)))
+    # At the forearm's end the arm runs on, out of the image or behind the band: prefer
+    # the end where it does not. With both ends cut (fingers touch the border too) or
+    # neither, the clearly wider end is the hand's, then the one cut much less, then the
+    # nearer one. Width comes after one end alone being cut: where the arm widens
+    # towards the shoulder near the border, its end can be the wider. With both ends cut
+    # it comes before how much they are: fingers at the border are cut along much of
+    # their end, and on 1000 held-out frames width chose the better end more often. The
+    # price: a wide end cut much more than the other (a shoulder) now wins.
+    # When tracking, the end clearly nearer where the hand was last time wins over both:
+    # an arm with neither end cut (or both) is otherwise a guess. Not on a short blob,
+    # though, whose ends are both about as near: a centre that drifted towards the
+    # wrist would flip the choice onto the forearm's end and keep it there.
+    # Of two ends far apart in depth, both cut or neither, the nearer is the hand's, even
+    # against the last centre (which may have locked onto the wrong end): the arm reaches
+    # away from the camera towards the body, and the hand is big and near enough to touch
+    # the border.
+    (cut_a, z_a, _), (cut_b, z_b, _) = ends
+    far_apart = abs(z_a - z_b) > config.arm_depth_span_m
+    if far_apart and (cut_a > 0.05) == (cut_b > 0.05):
+        return min(ends, key=lambda end: end[1])[-1]
+    if to_prior and min(to_prior) < config.prior_radius_m and abs(to_prior[0] - to_prior[1]) > config.prior_end_margin_m:
+        return ends[int(np.argmin(to_prior))][-1]
+    if (cut_a > 0.05) != (cut_b > 0.05):
+        return min(ends)[-1]
+    if (wider := _wider_end(points, mean, main_axis, along, config)) is not None:
+        return wider
+    if cut_a > 0.05 and abs(cut_a - cut_b) > 0.1:
+        return min(ends)[-1]
+    return min(ends, key=lambda end: end[1])[-1]
 
 
 def find_hand_center(
@@ -588,14 +600,49 @@ def find_hand_center(
     ``previous_center``: the last hand centre when tracking; a candidate near it is
     preferred over a nearer one.
     """
+    return next(hand_centre_candidates(depth_m, intrinsics, config, previous_center), None)
+
+
+def hand_centre_candidates(
+    depth_m: np.ndarray,
+    intrinsics: CameraIntrinsics,
+    config: SegmentConfig = SegmentConfig(),
+    previous_center: np.ndarray | None = None,
+):
+    """Yield (3,) float64 camera-frame centres (metres) where the hand may be, the likeliest
+    first: ``find_hand_center``'s answer, then, for a crop classifier to choose among, the
+    other end of that arm, then the centres of the other candidates that may be a hand or
+    part of one: those peeled off before it (and not joined to it), then the rest, near to
+    far, as they are peeled off (``max_steps`` candidates in all). A centre within half the
+    kernel's radius of one given already is skipped: its crop would show much the same.
+
+    The geometric rules pick the wrong place now and then, where nothing in the depth alone
+    tells them better: the forearm's end of an arm whose ends are cut alike, or a fragment
+    of the other arm in front of the hand. Each further centre costs only when asked for.
+    """
     depth_m = np.asarray(depth_m)
     if depth_m.ndim != 2 or depth_m.size == 0:
-        return None
+        return
     prior = None if previous_center is None else np.asarray(previous_center, np.float64).reshape(3)
     if prior is not None and not np.all(np.isfinite(prior)):
         prior = None
-    blob = _choose(_Grid(depth_m, intrinsics, config).candidates(), prior, config)
-    return None if blob is None else _hand_centre(blob, config, prior)
+    candidates = _Grid(depth_m, intrinsics, config).candidates()
+    seen: list[_Blob] = []
+    chosen = _choose(candidates, prior, config, seen)
+    if chosen is None:
+        return
+    given: list[np.ndarray] = []
+
+    def new(centres):
+        for centre in centres:
+            if all(np.linalg.norm(centre - other) >= config.kernel_radius_m / 2 for other in given):
+                given.append(centre)
+                yield centre
+
+    yield from new(_hand_centres(chosen, config, prior))
+    for blob in itertools.chain(seen, candidates):
+        if blob.verdict != NOT_HAND and blob is not chosen:
+            yield from new(itertools.islice(_hand_centres(blob, config), 1))
 
 
 def track_hand_center(
