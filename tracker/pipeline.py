@@ -33,7 +33,7 @@ from tracker.confidence import depth_agreement
 from tracker.crop import DEFAULT_CUBE_SIZE_M, CropFrame, OutOfImage
 from tracker.estimator import HandEstimator, Launched
 from tracker.lens import pinhole_view, project
-from tracker.prepare import PREPARE_OPENCV_THREADS, PrepareConfig, Prepared, PrepareWorkerEnded, PrepareWorkers, prepare_frame, side_classifier_crop
+from tracker.prepare import PREPARE_OPENCV_THREADS, HandChoiceConfig, PrepareConfig, Prepared, PrepareWorkerEnded, PrepareWorkers, prepare_frame, side_classifier_crop
 from tracker.segment import SegmentConfig
 from tracker.side_vote import SideVote, SideVoteConfig
 from tracker.signals import SignalHandlers
@@ -104,6 +104,9 @@ class TrackerConfig:
     #: is sent, so runs are reproducible.
     segment_ahead: int = 0
     segment: SegmentConfig = field(default_factory=SegmentConfig)
+    #: On a track's first frame, the hand-presence classifier may take another place
+    #: segmentation found over its first choice (``tracker.prepare.HandChoiceConfig``).
+    hand_choice: HandChoiceConfig = field(default_factory=HandChoiceConfig)
 
 
 #: Backends whose network runs off the CPU, where segmenting ahead pays.
@@ -394,7 +397,9 @@ class HandTracker:
 
     @property
     def prepare_config(self) -> PrepareConfig:
-        return PrepareConfig(self.config.segment, self.config.cube_size_m, self.config.handedness, CropFrame(self.config.crop_frame), self.out_of_image)
+        return PrepareConfig(
+            self.config.segment, self.config.cube_size_m, self.config.handedness, CropFrame(self.config.crop_frame), self.out_of_image, self.config.hand_choice
+        )
 
     @property
     def previous_center(self) -> np.ndarray | None:

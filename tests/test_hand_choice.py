@@ -1,0 +1,103 @@
+"""A track's first crop: the hand-presence classifier chooses among the places segmentation
+could put the hand (``tracker.prepare.likeliest_hand``)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from test_segment import FAR_HAND, K, NEAR_HAND, render, render_arm, visible_centroid
+from tracker.crop import DEFAULT_CUBE_SIZE_M
+from tracker.prepare import HandChoiceConfig, PrepareConfig, likeliest_hand, prepare_frame
+from tracker.segment import SegmentConfig, find_hand_center, hand_centre_candidates
+from tracker.side_inference import HandPresence
+
+
+class ScriptedPresence:
+    """A hand-presence classifier that gives the logits it was handed, in turn."""
+
+    cube_size_m = None
+    crop_size = 64
+
+    def __init__(self, *logits: float) -> None:
+        self.logits = list(logits)
+        self.calls = 0
+
+    def logit(self, crop_depth: np.ndarray) -> float:
+        assert crop_depth.shape == (self.crop_size, self.crop_size)
+        self.calls += 1
+        return self.logits.pop(0)
+
+
+def _config(choice: HandChoiceConfig = HandChoiceConfig(), segment: SegmentConfig = SegmentConfig()) -> PrepareConfig:
+    return PrepareConfig(segment, DEFAULT_CUBE_SIZE_M, None, hand_choice=choice)
+
+
+@pytest.fixture(scope="module")
+def two_hands():
+    depth, labels = render(NEAR_HAND, FAR_HAND)
+    return depth, visible_centroid(depth, labels, 0), visible_centroid(depth, labels, 1)
+
+
+def test_a_first_place_the_classifier_is_sure_of_is_taken_without_looking_further(two_hands):
+    depth, near, _ = two_hands
+    presence = ScriptedPresence(HandChoiceConfig.recheck_below_logit)
+    centre, logit, _ = likeliest_hand(depth, K, _config(), presence)
+    assert np.linalg.norm(centre - near) < 0.03 and logit == HandChoiceConfig.recheck_below_logit and presence.calls == 1
+
+
+def test_a_doubted_first_place_gives_way_to_one_the_classifier_clearly_prefers(two_hands):
+    depth, _, far = two_hands
+    presence = ScriptedPresence(-7.0, 9.0)
+    centre, logit, spent_ms = likeliest_hand(depth, K, _config(), presence)
+    assert np.linalg.norm(centre - far) < 0.03 and logit == 9.0 and presence.calls == 2 and spent_ms > 0.0
+
+
+@pytest.mark.parametrize(
+    "choice, logits",
+    [
+        (HandChoiceConfig(), (-7.0, -6.5)),  # within the margin: the geometric choice stands
+        (HandChoiceConfig(), (-7.0, 1.5)),  # clearly better, but not clearly a hand
+        (HandChoiceConfig(others=0), (-7.0,)),  # no other place looked at
+        (HandChoiceConfig(recheck_below_logit=-8.0), (-7.0,)),  # not doubted enough
+    ],
+)
+def test_the_first_place_stays_unless_another_wins_by_the_margin(two_hands, choice, logits):
+    depth, near, _ = two_hands
+    presence = ScriptedPresence(*logits)
+    centre, logit, _ = likeliest_hand(depth, K, _config(choice), presence)
+    assert np.linalg.norm(centre - near) < 0.03 and logit == logits[0] and presence.logits == []
+
+
+def test_nothing_found_costs_no_classifier_run():
+    presence = ScriptedPresence()
+    assert likeliest_hand(np.zeros((K.height, K.width), np.float32), K, _config(), presence) == (None, None, 0.0)
+
+
+@pytest.mark.parametrize("flexion_deg", [-50.0, -70.0])
+def test_the_shipped_classifier_takes_the_hand_end_of_an_arm_segmentation_got_wrong(hand_model, flexion_deg):
+    # An arm whose ends segmentation cannot tell apart by the depth alone (the width rule
+    # switched off): it takes the elbow's end, 25 cm from the hand. The classifier calls that
+    # crop no hand and the hand's end a hand (logits about -6.5 and +13).
+    depth, labels = render_arm(hand_model, (0.0, -0.12, 0.55), flexion_deg, forearm_length_m=0.25)
+    hand = visible_centroid(depth, labels, 0)
+    config = _config(segment=SegmentConfig(wider_end_ratio=np.inf))
+    elbow = find_hand_center(depth, K, config.segment)
+    assert np.linalg.norm(elbow - hand) > 0.15
+    presence = HandPresence.load()
+    prepared = prepare_frame(depth, K, None, config, None, presence)
+    # As in the segmentation tests: the kernel takes in some wrist, within 4 cm of the hand.
+    assert np.linalg.norm(prepared.centre - hand) < 0.04
+    assert prepared.hand_logit > 5.0 and set(prepared.timings_ms) == {"segment", "crop", "presence"}
+    # While tracking, the prior decides, as before: the classifier's logit comes from the crop
+    # there, and a track on the wrong end ends by the hand evidence falling.
+    tracked = prepare_frame(depth, K, elbow, config, None, presence)
+    assert np.linalg.norm(tracked.centre - elbow) < 0.03 and tracked.hand_logit < 0.0
+    # Without the choice, the elbow's end.
+    unchosen = prepare_frame(depth, K, None, dataclasses.replace(config, hand_choice=HandChoiceConfig(others=0)), None, presence)
+    assert np.linalg.norm(unchosen.centre - elbow) < 1e-9
+
+
+def test_candidates_first_is_what_segmentation_finds(two_hands):
+    depth, _, _ = two_hands
+    assert np.array_equal(next(hand_centre_candidates(depth, K)), find_hand_center(depth, K))
