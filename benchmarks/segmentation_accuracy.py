@@ -9,10 +9,13 @@ Synthetic: the CLI's default input (``SyntheticSource``: a moving hand whose arm
 of view, stereo noise), seeds S..S+N-1 (S = ``--first-seed``, 0), right hands on even seeds and left on odd ones,
 frames 0..F-1 of each. The reference is the centroid of the hand's visible surface points
 (noise-free), the point the network's training crops are centred on
-(``tracker.training_data``); the error is the 3-D distance from it. Two ways, as the
-tracker runs them:
+(``tracker.training_data``); the error is the 3-D distance from it. Three ways:
 
-* ``single_frame``: every frame segmented alone (``find_hand_center``), as after a loss;
+* ``single_frame``: every frame segmented alone (``find_hand_center``), the geometric
+  rules without help;
+* ``first_frame``: every frame as the tracker takes a track's first (after a loss): the
+  hand-presence classifier chooses among the places segmentation could put the hand
+  (``tracker.prepare.likeliest_hand``);
 * ``tracked``: each frame given the previous frame's centre as its prior
   (``track_hand_center``), as while tracking.
 
@@ -21,7 +24,8 @@ the hand is harmless, and one more than 5 cm off cuts fingers off (or crops the 
 
 Real: the 19 SR305 frames in ``tests/data/sr305-gestures`` (body and arm in view), each with
 a hand-labelled palm pixel (``palm_labels.json``, good to ~10 px): the image distance of the
-projected centre from the label, and its depth against the palm's median depth.
+projected centre from the label, and its depth against the palm's median depth, each
+frame taken as a track's first.
 
 Writes ``benchmarks/results/segmentation_accuracy.json`` (with the resolved config) and a
 PNG of the error distributions next to it.
@@ -40,9 +44,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from tracker.crop import DEFAULT_CUBE_SIZE_M
 from tracker.lens import pinhole_view, project
 from tracker.machine import machine_info
+from tracker.prepare import HandChoiceConfig, PrepareConfig, likeliest_hand
 from tracker.segment import SegmentConfig, find_hand_center, track_hand_center
+from tracker.side_inference import HandPresence
 from tracker.sources import FolderSource, SyntheticSource
 from tracker.types import Handedness
 
@@ -60,6 +67,12 @@ class SegmentationBenchConfig:
     first_seed: int = 0
     real_dir: str = str(REAL_DIR)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
+    hand_choice: HandChoiceConfig = field(default_factory=HandChoiceConfig)
+
+
+def _first_frame_centre(depth_m: np.ndarray, intrinsics, config: SegmentationBenchConfig, presence: HandPresence) -> np.ndarray | None:
+    """Where the tracker centres a track's first crop (its default crop cube)."""
+    return likeliest_hand(depth_m, intrinsics, PrepareConfig(config.segment, DEFAULT_CUBE_SIZE_M, None, hand_choice=config.hand_choice), presence)[0]
 
 
 def _mm_or_none(error_m: float) -> float | None:
@@ -88,7 +101,8 @@ def error_stats(errors_m: np.ndarray) -> dict:
 def synthetic_errors(config: SegmentationBenchConfig, progress: bool = True) -> dict[str, np.ndarray]:
     """(sequences, frames) centre errors in metres for each way of segmenting."""
     shape = (config.sequences, config.frames)
-    errors = {"single_frame": np.full(shape, np.inf), "tracked": np.full(shape, np.inf)}
+    errors = {name: np.full(shape, np.inf) for name in ("single_frame", "first_frame", "tracked")}
+    presence = HandPresence.load()
     bar = tqdm(total=config.sequences * config.frames, desc="synthetic frames", disable=not progress, unit="frame")
     for index in range(config.sequences):
         seed = config.first_seed + index
@@ -103,10 +117,11 @@ def synthetic_errors(config: SegmentationBenchConfig, progress: bool = True) -> 
                     warnings.simplefilter("ignore", RuntimeWarning)  # the mean of no visible pixel: NaN
                     truth = source.visible_hand_centroid(frame.frame_number)
                 single = find_hand_center(depth_m, intrinsics, config.segment)
+                first = _first_frame_centre(depth_m, intrinsics, config, presence)
                 tracked = track_hand_center(depth_m, intrinsics, prior, config.segment)
                 prior = tracked
                 i = frame.frame_number
-                for name, centre in (("single_frame", single), ("tracked", tracked)):
+                for name, centre in (("single_frame", single), ("first_frame", first), ("tracked", tracked)):
                     if not np.all(np.isfinite(truth)):
                         errors[name][index, i] = np.nan  # nothing of the hand in view to find
                     elif centre is not None:
@@ -123,12 +138,13 @@ def real_errors(config: SegmentationBenchConfig) -> list[dict]:
     labels = json.loads((real_dir / "palm_labels.json").read_text())["palm_px"]
     source = FolderSource(real_dir)
     rows = []
+    presence = HandPresence.load()
     with source:
         frames = {source.files[frame.frame_number].relative_to(real_dir).as_posix(): frame for frame in source.frames()}
     for name, (label_u, label_v) in sorted(labels.items()):
         frame = frames[name]
         depth_m = frame.depth_m()
-        centre = find_hand_center(*pinhole_view(depth_m, frame.intrinsics), config.segment)  # as the tracker does
+        centre = _first_frame_centre(*pinhole_view(depth_m, frame.intrinsics), config, presence)
         row = {"frame": name, "distance_px": None, "depth_offset_m": None}
         if centre is not None:
             # The labels are pixels of the image as recorded, lens distortion and all.
@@ -167,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.segmentation_accuracy",
         description="How far segmentation's hand centre is from the hand: synthetic sequences with known joints "
-        "(single-frame and tracked) and real SR305 frames with hand-labelled palms.",
+        "(single-frame, as a track's first frame, and tracked) and real SR305 frames with hand-labelled palms.",
     )
     parser.add_argument("--sequences", type=int, default=SegmentationBenchConfig.sequences, help="synthetic sequences (default %(default)s)")
     parser.add_argument("--frames", type=int, default=SegmentationBenchConfig.frames, help="frames per sequence (default %(default)s)")

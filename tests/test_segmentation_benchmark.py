@@ -36,7 +36,8 @@ def test_command_writes_results_with_its_config(tmp_path):
     assert result["config"]["sequences"] == 1 and result["config"]["frames"] == 3
     assert result["config"]["segment"]["max_depth_m"] > 0  # the segmentation's own settings too
     assert result["machine"]["git_commit"] and result["command"][-1] == "--no-progress"
-    assert result["synthetic"]["tracked"]["frames"] == 3
+    assert all(result["synthetic"][way]["frames"] == 3 for way in ("single_frame", "first_frame", "tracked"))
+    assert result["config"]["hand_choice"]["others"] > 0
     assert result["real_sr305"]["frames"] == 19 and result["real_sr305"]["found"] == 19
     assert out.with_suffix(".png").stat().st_size > 0
 
@@ -46,6 +47,7 @@ def test_frames_where_nothing_is_found_are_written_as_strict_json(tmp_path, monk
 
     monkeypatch.setattr(bench, "find_hand_center", lambda *args, **kwargs: None)
     monkeypatch.setattr(bench, "track_hand_center", lambda *args, **kwargs: None)
+    monkeypatch.setattr(bench, "_first_frame_centre", lambda *args, **kwargs: None)
     out = tmp_path / "seg.json"
     assert main(["--sequences", "1", "--frames", "2", "--out", str(out), "--no-progress"]) == 0
 

@@ -8,10 +8,11 @@
    of P_r (mm), per-joint errors and the success-frame curve (fraction of frames whose
    largest joint error is below t, t = 0..80 mm) as JSON and PNG, and a sheet of the
    frames with the largest errors (truth beside estimate) to see where the network fails;
-   and the same frames cropped where the tracker's segmentation finds the hand, as a run
-   does (``segmentation_centred``).
-2. Real RealSense SR305 frames (no labels): the hand is found by the nearest-object
-   segmentation, and the self-supervised fitting error is the median distance (mm) of the
+   and the same frames cropped where a run's tracker centres a track's first crop
+   (segmentation, its choice checked by the hand-presence classifier:
+   ``tracker.prepare.likeliest_hand``) (``segmentation_centred``).
+2. Real RealSense SR305 frames (no labels): the hand is found as on a track's first
+   frame (as in 1.), and the self-supervised fitting error is the median distance (mm) of the
    crop's hand points to the predicted mesh surface; an overlay sheet shows the fits.
 3. With the default backend, the 8-bit network too when the weights have one
    (``tracker.quantize``): the same held-out frames as in 1., so the two compare.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import re
 import sys
@@ -38,7 +40,9 @@ from tracker.backends import BACKENDS, BackendUnavailable, create_backend
 from tracker.estimator import HandEstimator
 from tracker.hand_model import HandModel, HandModelError
 from tracker.lens import pinhole_view
-from tracker.segment import find_hand_center
+from tracker.prepare import PrepareConfig, likeliest_hand
+from tracker.segment import SegmentConfig
+from tracker.side_inference import HandPresence
 from tracker.sources import FolderSource, SourceError
 from tracker.synth.contact_sheet import colourise_depth, draw_skeleton, project
 from tracker.machine import machine_info
@@ -152,14 +156,25 @@ def evaluate_synthetic(
     }
 
 
+@functools.lru_cache(maxsize=1)
+def _hand_presence() -> HandPresence:
+    return HandPresence.load()
+
+
+def first_frame_centre(depth_m: np.ndarray, intrinsics: CameraIntrinsics, cube_size_m: float) -> np.ndarray | None:
+    """(3,) float64 camera-frame centre (m) where a run's tracker, by default, centres a
+    track's first crop in (H, W) float32 metres of a pinhole view, or None where it finds no hand."""
+    return likeliest_hand(depth_m, intrinsics, PrepareConfig(SegmentConfig(), cube_size_m, None), _hand_presence())[0]
+
+
 def _segmentation_centred_error(estimator: HandEstimator, sample, config: ExampleConfig) -> tuple[float | None, float | None]:
-    """The frame's mean joint error (mm) with the crop centred where the tracker's
-    segmentation finds the hand in the rendered frame (the whole image, or the window of it
+    """The frame's mean joint error (mm) with the crop centred where a run's tracker
+    centres a track's first crop in the rendered frame (the whole image, or the window of it
     that ``config.scene.render_window_m`` renders), as a run does, instead of on the true
     visible centroid; and how far (mm) that centre is from the centroid. (None, None) where
     it finds no hand. The side is the true one: this measures the crop, not the side vote."""
     depth_m, centroid = measured_hand(sample)
-    found = find_hand_center(depth_m, sample.intrinsics)
+    found = first_frame_centre(depth_m, sample.intrinsics, config.cube_size_m)
     if found is None:
         return None, None
     crop = make_crop(
@@ -338,7 +353,7 @@ def evaluate_real(
     for path, frame in zip(source.files, source.frames()):
         name = str(path.relative_to(folder))
         depth_m, intrinsics = pinhole_view(frame.depth_m(), frame.intrinsics)
-        centre = find_hand_center(depth_m, intrinsics)
+        centre = first_frame_centre(depth_m, intrinsics, cube_size_m)
         if centre is None:
             results.append({"frame": name, "hand_found": False})
             continue
