@@ -601,12 +601,12 @@ def write_model_card(
     segmented = synthetic.get("segmentation_centred")
     if segmented and segmented["mean_joint_error_mm"] is not None:
         lines += [
-            "Cropped where the tracker's segmentation finds the hand in the frame, as a run does, instead of on the true visible centroid"
-            " (the held-out frames are rendered as a window of the image 45 cm wide at the hand):"
+            "Cropped where a run's tracker centres a track's first crop (segmentation, the hand-presence classifier choosing among the places it found"
+            " where it doubts the first), instead of on the true visible centroid (the held-out frames are rendered as a window of the image 45 cm wide at the hand):"
             f" {segmented['frames_with_a_hand_found']} of {synthetic['frames']} frames have a hand found, centred {segmented['median_centre_offset_mm']:.1f} mm from the centroid (median),"
             f" with a mean joint error of {segmented['mean_joint_error_mm']:.2f} mm ({segmented['mean_joint_error_mm_centroid_crop_same_frames']:.2f} mm on the same frames cropped on the centroid)."
-            f" In {segmented['fraction_centre_off_over_50mm']:.0%} of them the centre is more than 5 cm off, the segmentation having taken another part of the scene,"
-            " mostly the arm, for the hand"
+            f" In {segmented['fraction_centre_off_over_50mm']:.1%} of them the centre is more than 5 cm off, another part of the scene,"
+            " mostly the arm, having been taken for the hand"
             + (
                 f"; on the others the error is {segmented['mean_joint_error_mm_centre_within_50mm']:.2f} mm ({segmented['mean_joint_error_mm_centroid_crop_centre_within_50mm']:.2f} mm cropped on the centroid)."
                 if segmented["mean_joint_error_mm_centre_within_50mm"] is not None
