@@ -53,7 +53,7 @@ def test_evaluation_writes_metrics_plots_and_a_model_card(smoke_weights, tmp_pat
     sheet = cv2.imread(str(out / "synthetic_worst.png"))
     assert sheet is not None and sheet.shape[1] == 3 * 2 * 200  # three frames, truth | estimate
     card = (weights / "MODEL_CARD.md").read_text()
-    assert "eval/synthetic_worst.png" in card and "where the tracker's segmentation finds the hand" in card
+    assert "eval/synthetic_worst.png" in card and "where a run's tracker centres a track's first crop" in card
     assert "eval/training_curve.png" not in card  # an export keeps no training logs beside it
     assert "mean joint error after refit" in card and f"python -m tracker.evaluate --weights {weights} --frames 3" in card
     assert metrics["training_overlap"]["frames_that_are_training_samples"] == []

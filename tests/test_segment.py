@@ -537,3 +537,12 @@ def test_candidates_give_the_farther_object_after_the_nearer():
 
 def test_no_candidates_in_an_empty_frame():
     assert list(segment.hand_centre_candidates(np.zeros((K.height, K.width), np.float32), K)) == []
+
+
+def test_pieces_joined_to_the_hand_are_marked_and_so_not_offered_as_other_places():
+    rng = np.random.default_rng(0)
+    hand = segment._Blob(rng.uniform(-0.04, 0.04, (500, 3)) + [0.0, 0.0, 0.5], 0.46, np.zeros(500, bool))
+    piece = segment._Blob(rng.uniform(-0.01, 0.01, (50, 3)) + [0.0, 0.0, 0.43], 0.42, np.zeros(50, bool), segment.PARTIAL)
+    apart = segment._Blob(rng.uniform(-0.01, 0.01, (50, 3)) + [0.3, 0.0, 0.43], 0.42, np.zeros(50, bool), segment.PARTIAL)
+    merged = segment._with_parts_in_front(hand, [piece, apart], SegmentConfig())
+    assert len(merged.points) == 550 and piece.joined and not apart.joined and not hand.joined

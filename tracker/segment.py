@@ -64,7 +64,10 @@ Candidates are found on a grid about ``grid_width_px`` wide (every 3rd pixel at 
 ``benchmarks.pipeline_speed``); the metric thresholds do not depend on it, and the
 SR305 palm tests hold at every 2nd pixel too.
 In a stream, ``track_hand_center`` passes the last centre down as the prior and, when
-nothing is found, falls back on a mean-shift from it.
+nothing is found, falls back on a mean-shift from it. ``hand_centre_candidates`` lists,
+after the centre chosen, the other places the hand may be (the arm's other end, the other
+candidates), for a crop classifier to choose among on a track's first frame
+(``tracker.prepare.likeliest_hand``).
 """
 
 from __future__ import annotations
@@ -247,6 +250,8 @@ class _Blob:
     merged: bool = False
     #: Length of outline where the surface runs on behind the band (metres).
     runs_on_m: float = 0.0
+    #: A piece in front of the chosen hand, joined to it (``_with_parts_in_front``).
+    joined: bool = False
 
 
 class _Grid:
@@ -466,6 +471,8 @@ def _with_parts_in_front(blob: _Blob, parts: list[_Blob], config: SegmentConfig)
     ]
     if not joined:
         return blob
+    for part in joined:
+        part.joined = True
     merged = _Blob(
         np.concatenate([blob.points] + [part.points for part in joined]),
         min([blob.front_m] + [part.front_m for part in joined]),
@@ -641,7 +648,7 @@ def hand_centre_candidates(
 
     yield from new(_hand_centres(chosen, config, prior))
     for blob in itertools.chain(seen, candidates):
-        if blob.verdict != NOT_HAND and blob is not chosen:
+        if blob.verdict != NOT_HAND and blob is not chosen and not blob.joined:
             yield from new(itertools.islice(_hand_centres(blob, config), 1))
 
 
