@@ -250,8 +250,9 @@ class _Blob:
     merged: bool = False
     #: Length of outline where the surface runs on behind the band (metres).
     runs_on_m: float = 0.0
-    #: A piece in front of the chosen hand, joined to it (``_with_parts_in_front``).
-    joined: bool = False
+    #: Taken into the hand chosen: the candidate chosen, or a piece in front of it joined to
+    #: it (``_with_parts_in_front``).
+    taken: bool = False
 
 
 class _Grid:
@@ -454,6 +455,8 @@ def _choose(candidates, prior: np.ndarray | None, config: SegmentConfig, seen: l
             yield blob
 
     chosen = _pick(recorded(), prior, config)
+    if chosen is not None:
+        chosen.taken = True
     if chosen is None or chosen.verdict != HAND:
         return chosen
     before = next(i for i, blob in enumerate(seen) if blob is chosen)
@@ -472,7 +475,7 @@ def _with_parts_in_front(blob: _Blob, parts: list[_Blob], config: SegmentConfig)
     if not joined:
         return blob
     for part in joined:
-        part.joined = True
+        part.taken = True
     merged = _Blob(
         np.concatenate([blob.points] + [part.points for part in joined]),
         min([blob.front_m] + [part.front_m for part in joined]),
@@ -638,17 +641,22 @@ def hand_centre_candidates(
     chosen = _choose(candidates, prior, config, seen)
     if chosen is None:
         return
-    given: list[np.ndarray] = []
+    centres = _hand_centres(chosen, config, prior)
+    first = next(centres, None)
+    if first is None:
+        return  # the chosen candidate has no centre: no hand found, whatever else is in view
+    yield first
+    given = [first]
 
-    def new(centres):
-        for centre in centres:
+    def new(places):
+        for centre in places:
             if all(np.linalg.norm(centre - other) >= config.kernel_radius_m / 2 for other in given):
                 given.append(centre)
                 yield centre
 
-    yield from new(_hand_centres(chosen, config, prior))
+    yield from new(centres)
     for blob in itertools.chain(seen, candidates):
-        if blob.verdict != NOT_HAND and blob is not chosen and not blob.joined:
+        if blob.verdict != NOT_HAND and not blob.taken:
             yield from new(itertools.islice(_hand_centres(blob, config), 1))
 
 
