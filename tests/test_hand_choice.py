@@ -2,6 +2,7 @@
 could put the hand (``tracker.prepare.likeliest_hand``)."""
 
 import dataclasses
+import time
 
 import numpy as np
 import pytest
@@ -33,6 +34,39 @@ def _config(choice: HandChoiceConfig = HandChoiceConfig(), segment: SegmentConfi
     return PrepareConfig(segment, DEFAULT_CUBE_SIZE_M, None, hand_choice=choice)
 
 
+#: Four hand-sized objects apart in the image and in depth, near to far.
+FOUR = [((x, y, z), (0.045, 0.09, 0.015), (0, 0, 0)) for x, y, z in ((-0.2, -0.1, 0.5), (0.2, -0.1, 0.6), (-0.2, 0.12, 0.7), (0.2, 0.12, 0.8))]
+
+
+@pytest.fixture(scope="module")
+def four_hands():
+    depth, labels = render(*FOUR)
+    centroids = [visible_centroid(depth, labels, i) for i in range(4)]
+    # The premise: segmentation offers all four, near to far.
+    places = list(hand_centre_candidates(depth, K))
+    assert len(places) == 4 and all(np.linalg.norm(p - c) < 0.03 for p, c in zip(places, centroids))
+    return depth, centroids
+
+
+@pytest.mark.parametrize("others, logits, taken", [(3, (-7.0, 2.5, 4.0, 3.0), 2), (1, (-7.0, 2.5), 1), (2, (-7.0, 2.5, 1.0), 1)])
+def test_the_best_of_the_other_places_looked_at_wins(four_hands, others, logits, taken):
+    depth, centroids = four_hands
+    presence = ScriptedPresence(*logits)  # runs out, and fails, if asked about more places
+    centre, logit, _ = likeliest_hand(depth, K, _config(HandChoiceConfig(others=others)), presence)
+    assert np.linalg.norm(centre - centroids[taken]) < 0.03 and logit == logits[taken] and presence.logits == []
+
+
+def test_the_classifier_time_is_reported_apart_from_segmentation(four_hands):
+    depth, _ = four_hands
+    t0 = time.perf_counter()
+    prepared = prepare_frame(depth, K, None, _config(), None, ScriptedPresence(-7.0, -6.0, -5.0, 3.0))
+    total_ms = 1e3 * (time.perf_counter() - t0)
+    assert prepared.hand_logit == 3.0
+    timings = prepared.timings_ms
+    assert timings["presence"] > 0.0 and timings["segment"] > 0.0
+    assert timings["segment"] + timings["presence"] + timings["crop"] <= total_ms
+
+
 @pytest.fixture(scope="module")
 def two_hands():
     depth, labels = render(NEAR_HAND, FAR_HAND)
@@ -58,6 +92,7 @@ def test_a_doubted_first_place_gives_way_to_one_the_classifier_clearly_prefers(t
     [
         (HandChoiceConfig(), (-7.0, -6.5)),  # within the margin: the geometric choice stands
         (HandChoiceConfig(), (-7.0, 1.5)),  # clearly better, but not clearly a hand
+        (HandChoiceConfig(), (1.5, 2.2)),  # a hand, but within the margin
         (HandChoiceConfig(others=0), (-7.0,)),  # no other place looked at
         (HandChoiceConfig(recheck_below_logit=-8.0), (-7.0,)),  # not doubted enough
     ],
@@ -96,8 +131,3 @@ def test_the_shipped_classifier_takes_the_hand_end_of_an_arm_segmentation_got_wr
     # Without the choice, the elbow's end.
     unchosen = prepare_frame(depth, K, None, dataclasses.replace(config, hand_choice=HandChoiceConfig(others=0)), None, presence)
     assert np.linalg.norm(unchosen.centre - elbow) < 1e-9
-
-
-def test_candidates_first_is_what_segmentation_finds(two_hands):
-    depth, _, _ = two_hands
-    assert np.array_equal(next(hand_centre_candidates(depth, K)), find_hand_center(depth, K))

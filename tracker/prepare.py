@@ -50,10 +50,10 @@ class HandChoiceConfig:
     forearm's end of an arm, a fragment of the other arm in front of the hand), and the
     classifier, which calls such a crop no hand, tells them apart: on 1000 held-out frames
     (``python -m tracker.evaluate``, ``segmentation_centred``) the share of centres more than
-    5 cm off fell from 1.7 % to 0.9 %, and no centre that was right before went wrong."""
+    5 cm off fell from 1.7 % to 0.9 % (``docs/network.md``, "Hand or no hand")."""
 
     #: Other places are looked at only where the first place's hand logit is below this
-    #: (sigmoid 0.993): on some 10 % of a track's first frames. 0 others: never.
+    #: (sigmoid 0.993), which a plain view of a hand exceeds. 0 others: never.
     recheck_below_logit: float = 5.0
     #: Other places looked at, at most.
     others: int = 3
@@ -62,7 +62,8 @@ class HandChoiceConfig:
     margin_logit: float = 1.0
     #: ... and at least this logit (sigmoid 0.88). Of arms whose hand is out of view, on
     #: some frames another place scores 1-2, a hand to the tracker, and would start a track
-    #: on the arm; a hand's place that the rules passed over scores more as a rule.
+    #: on the arm; a hand's place that the rules passed over scores more as a rule
+    #: (``benchmarks/results/confidence_separation_choice_without_floor.json``).
     min_other_logit: float = 2.0
 
 
@@ -185,13 +186,14 @@ def likeliest_hand(depth_m: np.ndarray, intrinsics: CameraIntrinsics, config: Pr
     if centre is None:
         return None, None, 0.0
     cube_size_m = presence.cube_size_m or config.cube_size_m
-    spent = [0.0]
+    spent_ms = 0.0
 
     def hand_logit(place: np.ndarray) -> float:
+        nonlocal spent_ms
         t0 = time.perf_counter()
         # The classifier's crop, as ``side_classifier_crop`` cuts it where it is not the network's own.
         logit = float(presence.logit(make_crop(depth_m, intrinsics, place, cube_size_m, Handedness.RIGHT, crop_size=presence.crop_size).depth))
-        spent[0] += 1e3 * (time.perf_counter() - t0)
+        spent_ms += 1e3 * (time.perf_counter() - t0)
         return logit
 
     logit = hand_logit(centre)
@@ -200,7 +202,7 @@ def likeliest_hand(depth_m: np.ndarray, intrinsics: CameraIntrinsics, config: Pr
         best_logit, best = max(others, key=lambda other: other[0], default=(-np.inf, None))
         if best_logit > logit + choice.margin_logit and best_logit >= choice.min_other_logit:
             centre, logit = best, best_logit
-    return centre, logit, spent[0]
+    return centre, logit, spent_ms
 
 
 def serve(connection, config: PrepareConfig, prepare=prepare_frame) -> None:
@@ -308,7 +310,9 @@ class PrepareWorkers:
 
     ``classifier``, ``presence``: the tracker's side and hand-presence classifiers; a worker
     makes its own from the same ONNX bytes. One it cannot copy (no ``onnx_bytes``) stays
-    with the caller, and the answers leave ``right_logit`` (``hand_logit``) to it. ``prepare``: what prepares a frame, with
+    with the caller, and the answers leave ``right_logit`` (``hand_logit``) to it; without
+    the hand-presence classifier, a worker takes a track's first place as segmentation
+    alone finds it (no ``HandChoiceConfig`` choice). ``prepare``: what prepares a frame, with
     ``prepare_frame``'s arguments; a module-level function, which the workers import.
     """
 
