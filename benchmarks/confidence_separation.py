@@ -51,9 +51,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,7 @@ from tracker.hand_model import HandModel
 from tracker.lens import pinhole_view
 from tracker.machine import machine_info
 from tracker.pipeline import HandTracker, TrackerConfig
+from tracker.prepare import HandChoiceConfig
 from tracker.side_inference import sigmoid
 from tracker.synth.dataset import sample_seed
 from tracker.synth.scene import SceneConfig, SceneLabel, render_sample
@@ -104,6 +106,8 @@ class ConfidenceBenchConfig:
     track_sequences: int = 12
     track_frames: int = 150
     weights: str = str(WEIGHTS_DIR)
+    #: How the tracker chooses a track's first place (``TrackerConfig.hand_choice``).
+    hand_choice: HandChoiceConfig = field(default_factory=HandChoiceConfig)
 
 
 def _scores(tracker: HandTracker, frame: DepthFrame, side: Handedness | None) -> dict | None:
@@ -292,11 +296,13 @@ def tracked_sides(config: ConfidenceBenchConfig, estimator: HandEstimator, progr
     out = {}
     every = TrackerConfig.side_check_every
     variants = {
-        "side_check_every_0": TrackerConfig(side_check_every=0),
-        f"side_check_every_{every}": TrackerConfig(),
-        f"side_check_every_{every}_without_hand_presence": TrackerConfig(min_hand_probability=0.0),
+        "side_check_every_0": TrackerConfig(side_check_every=0, hand_choice=config.hand_choice),
+        f"side_check_every_{every}": TrackerConfig(hand_choice=config.hand_choice),
+        f"side_check_every_{every}_without_hand_presence": TrackerConfig(min_hand_probability=0.0, hand_choice=config.hand_choice),
         # Every crop the classifier doubts refused, as a denied one is.
-        f"side_check_every_{every}_without_the_doubtful_band": TrackerConfig(doubtful_hand_probability=TrackerConfig.min_hand_probability),
+        f"side_check_every_{every}_without_the_doubtful_band": TrackerConfig(
+            doubtful_hand_probability=TrackerConfig.min_hand_probability, hand_choice=config.hand_choice
+        ),
     }
     for name, tracker_config in variants.items():
         tracker = HandTracker(estimator, tracker_config)
@@ -333,7 +339,7 @@ def tracked_sides(config: ConfidenceBenchConfig, estimator: HandEstimator, progr
 def measure(config: ConfidenceBenchConfig, progress: bool = True) -> dict[str, list]:
     hand_model = HandModel.load()
     estimator = HandEstimator(create_backend("onnxruntime", config.weights), hand_model)
-    tracker = HandTracker(estimator, TrackerConfig())
+    tracker = HandTracker(estimator, TrackerConfig(hand_choice=config.hand_choice))
     groups: dict[str, list] = {"hands": [], "hands_as_the_other_side": [], "truth_is_right": []}
     groups.update({f"hands_before_a_wall_{cm}cm": [] for cm in config.walls_cm})
     total = config.sequences * len(range(0, config.frames, config.every))
@@ -385,6 +391,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--track-frames", type=int, default=defaults.track_frames, help="frames per tracked sequence (default %(default)s)")
     parser.add_argument("--scenes", type=int, default=defaults.scenes, help="frames of each scene group: arms without their hand, hands past the edge (default %(default)s)")
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="weights directory (default %(default)s)")
+    parser.add_argument(
+        "--choice-others", type=int, default=defaults.hand_choice.others,
+        help="other places the hand-presence classifier may choose among on a track's first frame (default %(default)s; 0: segmentation's first place only)",
+    )
+    parser.add_argument(
+        "--choice-min-logit", type=float, default=defaults.hand_choice.min_other_logit,
+        help="the hand logit another place must reach to be chosen (default %(default)s)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "confidence_separation.json", help="result JSON (default %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -392,9 +406,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--sequences, --frames, --every, --objects and --scenes must be >= 1")
     if args.track_sequences < 0 or args.track_frames < 1:
         parser.error("--track-sequences must be >= 0 and --track-frames >= 1")
+    if args.choice_others < 0 or not math.isfinite(args.choice_min_logit):
+        parser.error("--choice-others must be >= 0 and --choice-min-logit a finite number")
     config = ConfidenceBenchConfig(
         sequences=args.sequences, frames=args.frames, every=args.every, objects_per_kind=args.objects, weights=str(args.weights),
         track_sequences=args.track_sequences, track_frames=args.track_frames, scenes=args.scenes,
+        hand_choice=dataclasses.replace(defaults.hand_choice, others=args.choice_others, min_other_logit=args.choice_min_logit),
     )
     began = time.perf_counter()
     groups = measure(config, progress=not args.no_progress)

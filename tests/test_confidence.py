@@ -181,6 +181,25 @@ def test_the_separation_benchmark_writes_every_group_with_its_config(tmp_path):
     assert group_stats(rows, 0.4, 0.5, 0.3, 0.8)["kept_by_the_tracker"] == pytest.approx(1 / 3)  # 0.2: denied
 
 
+def test_the_separation_benchmark_passes_the_first_frame_choice_on(monkeypatch):
+    import benchmarks.confidence_separation as bench
+
+    class Measured(Exception):
+        pass
+
+    def measure(config, progress=True):
+        raise Measured(config)
+
+    monkeypatch.setattr(bench, "measure", measure)
+    with pytest.raises(Measured) as measured:
+        bench.main(["--choice-others", "0", "--choice-min-logit", "-3", "--no-progress"])
+    choice = measured.value.args[0].hand_choice
+    assert (choice.others, choice.min_other_logit, choice.margin_logit) == (0, -3.0, bench.HandChoiceConfig.margin_logit)
+    for bad in (["--choice-others", "-1"], ["--choice-min-logit", "nan"]):
+        with pytest.raises(SystemExit):
+            bench.main(bad)
+
+
 @pytest.mark.parametrize("side", list(Handedness))
 def test_the_fused_kernel_counts_what_the_render_shows(hand_model, side):
     # Against the same counts made step by step from a full render: exact (integer counts).
