@@ -1,5 +1,6 @@
 """The live overlay window, its display detection, and viewers stopping the pipeline."""
 
+import errno
 import json
 import os
 import shutil
@@ -57,15 +58,28 @@ def test_an_x_server_is_found_on_its_unix_socket_or_tcp_port(tmp_path):
         assert x_server_answers(f"127.0.0.1:{number}.0", socket_dir=str(tmp_path))
     assert not x_server_answers(f"127.0.0.1:{number}", socket_dir=str(tmp_path), timeout_s=0.2)
     assert not x_server_answers("not a display") and not x_server_answers(":x")
-    if socket.has_ipv6:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as server:
+
+
+def test_an_x_server_on_the_ipv6_loopback_answers(tmp_path):
+    import socket
+
+    from tracker.display import x_server_answers
+
+    if not socket.has_ipv6:
+        pytest.skip("this Python has no IPv6")
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as server:
+        for number in range(150, 250):  # a free port above 6000, as an X forwarding's display
             try:
                 server.bind(("::1", 6000 + number))
-            except OSError:
-                return  # no IPv6 loopback here
-            server.listen(1)
-            assert x_server_answers(f"[::1]:{number}", socket_dir=str(tmp_path))
-            assert x_server_answers(f"::1:{number}.0", socket_dir=str(tmp_path))
+                break
+            except OSError as error:
+                if error.errno == errno.EADDRNOTAVAIL:
+                    pytest.skip("no IPv6 loopback on this machine")
+        else:
+            pytest.skip("no free port in 6150-6249 on the IPv6 loopback")
+        server.listen(1)
+        assert x_server_answers(f"[::1]:{number}", socket_dir=str(tmp_path))
+        assert x_server_answers(f"::1:{number}.0", socket_dir=str(tmp_path))
 
 
 def test_a_display_nobody_answers_runs_headless(tmp_path, monkeypatch, capsys):
