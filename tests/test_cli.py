@@ -457,3 +457,15 @@ def test_a_run_whose_fits_all_fail_says_so_rather_than_blame_the_depth_unit(tmp_
     assert main(["--source", "synthetic", "--max-frames", "3", "--no-viewer", "--hand", "right", "--out", str(tmp_path / "t.jsonl")]) == 0
     err = capsys.readouterr().err
     assert "In 3 frames a hand-sized object was found and the network fitted a hand to it" in err and "check the depth unit" not in err
+
+
+def test_the_built_in_input_ending_is_not_called_a_frame_limit(tmp_path, capsys, monkeypatch, no_camera):
+    import tracker.cli as cli
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.setattr(cli, "DEFAULT_SYNTHETIC_FRAMES", 3)
+    assert main(["--out", str(tmp_path / "a.jsonl")]) == 0
+    messages = capsys.readouterr().err
+    assert "3 frames (" in messages and "the built-in input's 3 frames are done" in messages and "stopped by max frames" not in messages
+    assert main(["--max-frames", "2", "--out", str(tmp_path / "b.jsonl")]) == 0
+    assert "stopped by max frames" in capsys.readouterr().err

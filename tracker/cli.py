@@ -368,9 +368,12 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     stats = summary.stats()
     latency = "" if stats["latency_ms_p50"] is None else f", latency p50 {stats['latency_ms_p50']:.1f} ms, p99 {stats['latency_ms_p99']:.1f} ms"
     judged = f", {stats['frames_judged_no_hand']} judged to hold no hand" if stats["frames_judged_no_hand"] else ""
+    stopped = f"stopped by {stats['stopped_by']}"
+    if synthetic and args.max_frames is None and stats["stopped_by"] == "max frames":
+        stopped = f"the built-in input's {max_frames} frames are done (--max-frames sets another length)"
     print(
         f"{stats['frames']} frames ({stats['frames_with_hand']} with a hand{judged}, {stats['dropped']} dropped) in {stats['seconds']:.1f} s: "
-        f"{stats['frames_per_second']:.1f} frames/s{latency}; stopped by {stats['stopped_by']}",
+        f"{stats['frames_per_second']:.1f} frames/s{latency}; {stopped}",
         file=sys.stderr,
     )
     if stats["frames"] and not stats["frames_with_hand"]:
