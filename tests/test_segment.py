@@ -588,3 +588,17 @@ def test_the_chosen_candidate_is_not_offered_again_once_joined_by_a_piece_in_fro
     places = list(segment.hand_centre_candidates(np.ones((K.height, K.width), np.float32), K))
     assert len(asked) == 1 and len(asked[0].points) == 3600  # the two joined, and only they
     assert 1 <= len(places) <= 2 and piece.taken and arm.taken
+
+
+def test_an_arm_whose_hand_end_has_no_centre_gives_none_not_its_other_end(hand_model, monkeypatch):
+    depth, labels = render_arm(hand_model, (0.0, -0.12, 0.55), -50.0, forearm_length_m=0.25)
+    assert len(list(segment.hand_centre_candidates(depth, K))) >= 2  # the premise: an arm, two ends
+    shifts = []
+    mean_shift = segment._mean_shift
+
+    def first_fails(*args, **kwargs):
+        shifts.append(args)
+        return None if len(shifts) == 1 else mean_shift(*args, **kwargs)
+
+    monkeypatch.setattr(segment, "_mean_shift", first_fails)
+    assert find_hand_center(depth, K) is None and len(shifts) == 1

@@ -533,7 +533,8 @@ def _wider_end(points: np.ndarray, mean: np.ndarray, main_axis: np.ndarray, alon
 
 def _hand_centres(blob: _Blob, config: SegmentConfig, prior: np.ndarray | None = None):
     """Yield the blob's hand centre; on an arm (a blob longer than ``forearm_min_length_m``),
-    then the centre at its other end. Nothing where too few points are left."""
+    then the centre at its other end. Nothing where too few points are left or the
+    mean-shift finds none at the hand's end."""
     points, cut = _subsample(blob.points, config.max_points, blob.cut)
     if len(points) < config.min_points:
         return
@@ -556,8 +557,9 @@ def _hand_centres(blob: _Blob, config: SegmentConfig, prior: np.ndarray | None =
         hand = end * along > end * extreme - config.hand_span_m
         near_end = points[hand] if np.count_nonzero(hand) >= config.min_points else points
         centre = _mean_shift(near_end, start, config.kernel_radius_m, config, config.hand_end_travel_m)
-        if centre is not None:
-            yield centre
+        if centre is None:
+            return  # no centre at the hand's end: the other end does not stand in for it
+        yield centre
 
 
 def _hand_end(points: np.ndarray, cut: np.ndarray, along: np.ndarray, mean: np.ndarray, main_axis: np.ndarray, config: SegmentConfig, prior: np.ndarray | None) -> float:
