@@ -45,11 +45,11 @@ import numpy as np
 from tqdm import tqdm
 
 from tracker.crop import DEFAULT_CUBE_SIZE_M
+from tracker.evaluate import first_frame_centre
 from tracker.lens import pinhole_view, project
 from tracker.machine import machine_info
-from tracker.prepare import HandChoiceConfig, PrepareConfig, likeliest_hand
+from tracker.prepare import HandChoiceConfig
 from tracker.segment import SegmentConfig, find_hand_center, track_hand_center
-from tracker.side_inference import HandPresence
 from tracker.sources import FolderSource, SyntheticSource
 from tracker.types import Handedness
 
@@ -70,9 +70,9 @@ class SegmentationBenchConfig:
     hand_choice: HandChoiceConfig = field(default_factory=HandChoiceConfig)
 
 
-def _first_frame_centre(depth_m: np.ndarray, intrinsics, config: SegmentationBenchConfig, presence: HandPresence) -> np.ndarray | None:
+def _first_frame_centre(depth_m: np.ndarray, intrinsics, config: SegmentationBenchConfig) -> np.ndarray | None:
     """Where the tracker centres a track's first crop (its default crop cube)."""
-    return likeliest_hand(depth_m, intrinsics, PrepareConfig(config.segment, DEFAULT_CUBE_SIZE_M, None, hand_choice=config.hand_choice), presence)[0]
+    return first_frame_centre(depth_m, intrinsics, DEFAULT_CUBE_SIZE_M, config.segment, config.hand_choice)
 
 
 def _mm_or_none(error_m: float) -> float | None:
@@ -102,7 +102,6 @@ def synthetic_errors(config: SegmentationBenchConfig, progress: bool = True) -> 
     """(sequences, frames) centre errors in metres for each way of segmenting."""
     shape = (config.sequences, config.frames)
     errors = {name: np.full(shape, np.inf) for name in ("single_frame", "first_frame", "tracked")}
-    presence = HandPresence.load()
     bar = tqdm(total=config.sequences * config.frames, desc="synthetic frames", disable=not progress, unit="frame")
     for index in range(config.sequences):
         seed = config.first_seed + index
@@ -117,7 +116,7 @@ def synthetic_errors(config: SegmentationBenchConfig, progress: bool = True) -> 
                     warnings.simplefilter("ignore", RuntimeWarning)  # the mean of no visible pixel: NaN
                     truth = source.visible_hand_centroid(frame.frame_number)
                 single = find_hand_center(depth_m, intrinsics, config.segment)
-                first = _first_frame_centre(depth_m, intrinsics, config, presence)
+                first = _first_frame_centre(depth_m, intrinsics, config)
                 tracked = track_hand_center(depth_m, intrinsics, prior, config.segment)
                 prior = tracked
                 i = frame.frame_number
@@ -138,13 +137,12 @@ def real_errors(config: SegmentationBenchConfig) -> list[dict]:
     labels = json.loads((real_dir / "palm_labels.json").read_text())["palm_px"]
     source = FolderSource(real_dir)
     rows = []
-    presence = HandPresence.load()
     with source:
         frames = {source.files[frame.frame_number].relative_to(real_dir).as_posix(): frame for frame in source.frames()}
     for name, (label_u, label_v) in sorted(labels.items()):
         frame = frames[name]
         depth_m = frame.depth_m()
-        centre = _first_frame_centre(*pinhole_view(depth_m, frame.intrinsics), config, presence)
+        centre = _first_frame_centre(*pinhole_view(depth_m, frame.intrinsics), config)
         row = {"frame": name, "distance_px": None, "depth_offset_m": None}
         if centre is not None:
             # The labels are pixels of the image as recorded, lens distortion and all.

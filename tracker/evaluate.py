@@ -40,7 +40,7 @@ from tracker.backends import BACKENDS, BackendUnavailable, create_backend
 from tracker.estimator import HandEstimator
 from tracker.hand_model import HandModel, HandModelError
 from tracker.lens import pinhole_view
-from tracker.prepare import PrepareConfig, likeliest_hand
+from tracker.prepare import HandChoiceConfig, PrepareConfig, likeliest_hand
 from tracker.segment import SegmentConfig
 from tracker.side_inference import HandPresence
 from tracker.sources import FolderSource, SourceError
@@ -161,10 +161,13 @@ def _hand_presence() -> HandPresence:
     return HandPresence.load()
 
 
-def first_frame_centre(depth_m: np.ndarray, intrinsics: CameraIntrinsics, cube_size_m: float) -> np.ndarray | None:
-    """(3,) float64 camera-frame centre (m) where a run's tracker, by default, centres a
-    track's first crop in (H, W) float32 metres of a pinhole view, or None where it finds no hand."""
-    return likeliest_hand(depth_m, intrinsics, PrepareConfig(SegmentConfig(), cube_size_m, None), _hand_presence())[0]
+def first_frame_centre(
+    depth_m: np.ndarray, intrinsics: CameraIntrinsics, cube_size_m: float, segment: SegmentConfig = SegmentConfig(), hand_choice: HandChoiceConfig = HandChoiceConfig()
+) -> np.ndarray | None:
+    """(3,) float64 camera-frame centre (m) where a run's tracker (by default, with the
+    shipped hand-presence classifier) centres a track's first crop in (H, W) float32 metres
+    of a pinhole view, or None where it finds no hand."""
+    return likeliest_hand(depth_m, intrinsics, PrepareConfig(segment, cube_size_m, None, hand_choice=hand_choice), _hand_presence())[0]
 
 
 def _segmentation_centred_error(estimator: HandEstimator, sample, config: ExampleConfig) -> tuple[float | None, float | None]:
