@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -502,3 +503,29 @@ def test_the_card_says_where_a_narrowed_network_was_narrowed(smoke_weights, tmp_
         assert "mesh hourglass of 48 (40 inside each block)" in text and words in text
     evaluate.write_model_card(card, manifest, synthetic, None, "python -m tracker.evaluate", None)
     assert "Narrowed" not in card.read_text()
+
+
+def test_the_first_place_is_chosen_by_the_weights_own_hand_presence_classifier(tmp_path, monkeypatch):
+    import shutil
+
+    from tracker import evaluate
+    from tracker.side_inference import HandPresence
+    from tracker.weights import WEIGHTS_DIR
+
+    loaded = []
+    load = HandPresence.load.__func__
+
+    def recorded(cls, directory=None, threads=1):
+        loaded.append(None if directory is None else Path(directory))
+        return load(cls, directory, threads)
+
+    monkeypatch.setattr(HandPresence, "load", classmethod(recorded))
+    evaluate._hand_presence.cache_clear()
+    shutil.copytree(WEIGHTS_DIR / "presence", tmp_path / "own" / "presence")
+    (tmp_path / "plain").mkdir()
+    depth = np.zeros((48, 64), np.float32)
+    k = CameraIntrinsics(64, 48, 50.0, 50.0, 31.5, 23.5)
+    evaluate.first_frame_centre(depth, k, 0.26, weights_dir=tmp_path / "own")  # no hand there: only the classifier matters
+    evaluate.first_frame_centre(depth, k, 0.26, weights_dir=tmp_path / "plain")
+    evaluate._hand_presence.cache_clear()
+    assert loaded == [tmp_path / "own" / "presence", None]  # the folder's own, then the shipped one

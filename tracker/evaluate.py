@@ -51,7 +51,7 @@ from tracker.synth.scene import render_sample
 from tracker.training_data import ExampleConfig, example_config_for, example_from_sample, measured_hand
 from tracker.training_history import CURRENT_STAGE, TrainingHistoryError, TrainingStage, last_narrowing, load_training_history, plot_training_curve
 from tracker.types import CameraIntrinsics, Handedness, Joint, measured_crop_pixels
-from tracker.weights import ONNX, ONNX_INT8, WEIGHTS_DIR, WeightsError, crop_frame_of, load_manifest, out_of_image_of
+from tracker.weights import ONNX, ONNX_INT8, WEIGHTS_DIR, WeightsError, crop_classifiers, crop_frame_of, load_manifest, out_of_image_of
 
 EVAL_STREAM_SEED = 2  # training draws from stream 1
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,8 +96,11 @@ def training_stream_overlap(count: int, manifest: dict, progress: bool = True, s
 
 
 def evaluate_synthetic(
-    estimator: HandEstimator, count: int, config: ExampleConfig = ExampleConfig(), progress: bool = True, stream_seed: int = EVAL_STREAM_SEED
+    estimator: HandEstimator, count: int, config: ExampleConfig = ExampleConfig(), progress: bool = True, stream_seed: int = EVAL_STREAM_SEED,
+    weights_dir: str | None = None,
 ) -> dict:
+    """Held-out synthetic metrics; ``weights_dir``: whose hand-presence classifier chooses a
+    track's first place for ``segmentation_centred`` (see ``first_frame_centre``)."""
     model = estimator.hand_model
     joint_errors, initial_errors, refined_errors, in_image, visible, off_axis = [], [], [], [], [], []
     segmented_errors, centre_offsets = [], []
@@ -115,7 +118,7 @@ def evaluate_synthetic(
         joint_errors.append(np.linalg.norm(refit.joints - example["joints"], axis=1) * to_mm)
         initial_errors.append(np.linalg.norm(outputs["vertices"][0] - example["vertices"], axis=1).mean() * to_mm)
         refined_errors.append(np.linalg.norm(refit.vertices - example["vertices"], axis=1).mean() * to_mm)
-        segmented_error, centre_offset = _segmentation_centred_error(estimator, sample, config)
+        segmented_error, centre_offset = _segmentation_centred_error(estimator, sample, config, weights_dir)
         segmented_errors.append(segmented_error)
         centre_offsets.append(centre_offset)
     joint_errors = np.array(joint_errors)
@@ -156,28 +159,32 @@ def evaluate_synthetic(
     }
 
 
-@functools.lru_cache(maxsize=1)
-def _hand_presence() -> HandPresence:
-    return HandPresence.load()
+@functools.lru_cache(maxsize=2)
+def _hand_presence(weights_dir: str | None) -> HandPresence:
+    """The hand-presence classifier a run with ``--weights weights_dir`` uses: the folder's
+    own (``presence/``) where it has one, else the shipped one."""
+    return crop_classifiers(weights_dir, Handedness.RIGHT, 1.0)[1] or HandPresence.load()
 
 
 def first_frame_centre(
-    depth_m: np.ndarray, intrinsics: CameraIntrinsics, cube_size_m: float, segment: SegmentConfig = SegmentConfig(), hand_choice: HandChoiceConfig = HandChoiceConfig()
+    depth_m: np.ndarray, intrinsics: CameraIntrinsics, cube_size_m: float, segment: SegmentConfig = SegmentConfig(),
+    hand_choice: HandChoiceConfig = HandChoiceConfig(), weights_dir: str | None = None,
 ) -> np.ndarray | None:
-    """(3,) float64 camera-frame centre (m) where a run's tracker (by default, with the
-    shipped hand-presence classifier) centres a track's first crop in (H, W) float32 metres
-    of a pinhole view, or None where it finds no hand."""
-    return likeliest_hand(depth_m, intrinsics, PrepareConfig(segment, cube_size_m, None, hand_choice=hand_choice), _hand_presence())[0]
+    """(3,) float64 camera-frame centre (m) where a run's tracker on ``weights_dir`` (None:
+    the shipped weights) centres a track's first crop in (H, W) float32 metres of a pinhole
+    view, or None where it finds no hand."""
+    presence = _hand_presence(None if weights_dir is None else str(weights_dir))
+    return likeliest_hand(depth_m, intrinsics, PrepareConfig(segment, cube_size_m, None, hand_choice=hand_choice), presence)[0]
 
 
-def _segmentation_centred_error(estimator: HandEstimator, sample, config: ExampleConfig) -> tuple[float | None, float | None]:
+def _segmentation_centred_error(estimator: HandEstimator, sample, config: ExampleConfig, weights_dir: str | None = None) -> tuple[float | None, float | None]:
     """The frame's mean joint error (mm) with the crop centred where a run's tracker
     centres a track's first crop in the rendered frame (the whole image, or the window of it
     that ``config.scene.render_window_m`` renders), as a run does, instead of on the true
     visible centroid; and how far (mm) that centre is from the centroid. (None, None) where
     it finds no hand. The side is the true one: this measures the crop, not the side vote."""
     depth_m, centroid = measured_hand(sample)
-    found = first_frame_centre(depth_m, sample.intrinsics, config.cube_size_m)
+    found = first_frame_centre(depth_m, sample.intrinsics, config.cube_size_m, weights_dir=weights_dir)
     if found is None:
         return None, None
     crop = make_crop(
@@ -350,13 +357,14 @@ def evaluate_real(
     crop_frame: CropFrame = CropFrame.CAMERA,
     crop_size: int = CROP_SIZE,
     out_of_image: OutOfImage = OutOfImage.FAR,
+    weights_dir: str | None = None,
 ) -> tuple[dict, list[np.ndarray]]:
     source = FolderSource(folder)
     results, rows = [], []
     for path, frame in zip(source.files, source.frames()):
         name = str(path.relative_to(folder))
         depth_m, intrinsics = pinhole_view(frame.depth_m(), frame.intrinsics)
-        centre = first_frame_centre(depth_m, intrinsics, cube_size_m)
+        centre = first_frame_centre(depth_m, intrinsics, cube_size_m, weights_dir=weights_dir)
         if centre is None:
             results.append({"frame": name, "hand_found": False})
             continue
@@ -798,7 +806,7 @@ def main(argv: list[str] | None = None) -> int:
         "example_config": config_to_dict(example_config),
         "machine": machine_info(),
     }
-    synthetic = evaluate_synthetic(estimator, args.frames, example_config, stream_seed=args.stream_seed)
+    synthetic = evaluate_synthetic(estimator, args.frames, example_config, stream_seed=args.stream_seed, weights_dir=str(args.weights))
     synthetic["backend"] = args.backend
     synthetic["training_overlap"] = training_stream_overlap(args.frames, manifest, stream_seed=args.stream_seed)
     trained_on = manifest.get("training", {}).get("recipe", {}).get("data")
@@ -819,7 +827,7 @@ def main(argv: list[str] | None = None) -> int:
     int8 = None
     if int8_estimator is not None:
         # The same frames, so the model card can say what the 8-bit network costs.
-        int8 = evaluate_synthetic(int8_estimator, args.frames, example_config, stream_seed=args.stream_seed)
+        int8 = evaluate_synthetic(int8_estimator, args.frames, example_config, stream_seed=args.stream_seed, weights_dir=str(args.weights))
         int8["backend"] = "onnxruntime-int8"
         int8["quantization"] = manifest["onnx_int8"]
         int8.update(provenance)
@@ -832,7 +840,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.real_dir:
         try:
             real, rows = evaluate_real(
-                estimator, args.real_dir, manifest["cube_size_m"], example_config.crop_frame, example_config.crop_size, example_config.out_of_image
+                estimator, args.real_dir, manifest["cube_size_m"], example_config.crop_frame, example_config.crop_size, example_config.out_of_image,
+                str(args.weights),
             )
         except SourceError as exc:  # a damaged frame in the folder
             print(f"error: {exc} (the synthetic results are in {out}; no model card was written)", file=sys.stderr)
