@@ -2141,8 +2141,9 @@ def test_the_tracker_loads_the_shipped_hand_presence_classifier_unless_turned_of
     for bad in (
         dict(min_hand_probability=0.999), dict(min_hand_probability=-0.1), dict(hand_evidence_weight=0.0), dict(hand_evidence_weight=1.5),
         dict(doubtful_hand_probability=-0.01), dict(min_confidence_when_doubtful=1.2),
+        dict(resume_side_within_ms=-1.0), dict(resume_side_within_ms=float("nan")),
     ):
-        with pytest.raises(ValueError, match="min_hand_probability|hand_evidence_weight|doubtful"):
+        with pytest.raises(ValueError, match="min_hand_probability|hand_evidence_weight|doubtful|resume_side_within_ms"):
             HandTracker(estimator, TrackerConfig(**bad))
 
 
@@ -2217,8 +2218,10 @@ def test_side_check_due_says_beforehand_which_frames_begin_with_a_side_check(han
     from tracker.pipeline import HandTracker, TrackerConfig
 
     # A track, a jump of 30 cm, a frame with no hand, a stream break (1 s), frames the hand
-    # presence turns down, a fit too poor to keep: each ends a track, and the next one is
-    # checked on its first frame.
+    # presence turns down, a fit too poor to keep: each ends a track. Where tracks never take
+    # up one lost just before, the next one is checked on its first frame; where they do
+    # (the default), the one after the frame with no hand, the frames turned down and the
+    # poor fit goes on with the checks as they were due.
     steps = [
         *[dict(centre=[0.0, 0.0, 0.5])] * 5,
         dict(centre=[0.3, 0.0, 0.5]), dict(centre=[0.3, 0.0, 0.5]),
@@ -2228,22 +2231,24 @@ def test_side_check_due_says_beforehand_which_frames_begin_with_a_side_check(han
         dict(centre=[0.3, 0.0, 0.5], confidence=0.1), *[dict(centre=[0.3, 0.0, 0.5])] * 5,
     ]
     presence = type("Presence", (), {})()  # its logits come with each frame (Prepared.hand_logit)
-    tracker = HandTracker(_CheckingEstimator(), TrackerConfig(handedness=handedness, side_check_every=every), side_classifier=object(), presence=presence)
-    due, checked, gap_ms = [], [], 0.0
-    for number, step in enumerate(steps):
-        step = dict(step)
-        gap_ms += 1000.0 if step.pop("gap", False) else 0.0
-        frame, prepared = _checking_step(tracker, 100 + number, timestamp_ms=33.0 * number + gap_ms, **step)
-        due.append(tracker.side_check_due(frame, prepared))
-        result = tracker.finish(frame, prepared)
-        checked.append("side_check" in result.timings_ms or (due[-1] and result.judged_no_hand))
-    assert due == checked
-    if every and handedness is None:
-        # The track's first frame and every third after; none with no hand or turned down.
-        # The second frame turned down ends the track (the first only weakens its evidence;
-        # the second is doubted, and its fit is not good enough then), as does the poor fit;
-        # the next frame starts one.
-        assert [n for n, d in enumerate(due) if d] == [0, 3, 5, 8, 10, 13, 15, 18, 21]
+    for resume_ms, expected in ((0.0, [0, 3, 5, 8, 10, 13, 15, 18, 21]), (TrackerConfig.resume_side_within_ms, [0, 3, 5, 9, 10, 13, 16, 19, 22])):
+        config = TrackerConfig(handedness=handedness, side_check_every=every, resume_side_within_ms=resume_ms)
+        tracker = HandTracker(_CheckingEstimator(), config, side_classifier=object(), presence=presence)
+        due, checked, gap_ms = [], [], 0.0
+        for number, step in enumerate(steps):
+            step = dict(step)
+            gap_ms += 1000.0 if step.pop("gap", False) else 0.0
+            frame, prepared = _checking_step(tracker, 100 + number, timestamp_ms=33.0 * number + gap_ms, **step)
+            due.append(tracker.side_check_due(frame, prepared))
+            result = tracker.finish(frame, prepared)
+            checked.append("side_check" in result.timings_ms or (due[-1] and result.judged_no_hand))
+        assert due == checked
+        if every and handedness is None:
+            # Every third frame of a track, a new track's first, none with no hand or turned
+            # down. The second frame turned down ends the track (the first only weakens its
+            # evidence; the second is doubted, and its fit is not good enough then), as does
+            # the poor fit.
+            assert [n for n, d in enumerate(due) if d] == expected, resume_ms
 
 
 def test_a_side_check_that_fails_leaves_nothing_queued():

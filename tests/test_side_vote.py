@@ -1,5 +1,6 @@
 """Automatic left/right: the vote over a track (tracker.side_vote) and the tracker using it."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -84,7 +85,8 @@ def _frames(hand: Handedness, count: int, seed: int = 10):
 def test_tracker_mirrors_the_crop_the_vote_calls_left_and_forgets_it_when_the_hand_is_lost(estimator):
     _, frames = _frames(Handedness.RIGHT, 3)
     classifier = _FakeClassifier([-2.0, 1.0, 3.0])
-    tracker = HandTracker(estimator, TrackerConfig(side_check_every=0), side_classifier=classifier)  # the classifier's vote alone
+    # The classifier's vote alone, and every track votes afresh (resuming: the test below).
+    tracker = HandTracker(estimator, TrackerConfig(side_check_every=0, resume_side_within_ms=0.0), side_classifier=classifier)
     network_inputs = []
     start = estimator.start
 
@@ -116,6 +118,71 @@ def test_tracker_mirrors_the_crop_the_vote_calls_left_and_forgets_it_when_the_ha
     empty = DepthFrame(np.zeros_like(empty.depth), empty.depth_scale, empty.intrinsics, empty.timestamp_ms, empty.serial, 2)
     assert tracker.process(empty).hands == ()
     assert tracker.process(frames[2][0]).hands[0].handedness == Handedness.RIGHT
+
+
+def _empty(frame: DepthFrame) -> DepthFrame:
+    return DepthFrame(np.zeros_like(frame.depth), frame.depth_scale, frame.intrinsics, frame.timestamp_ms, frame.serial, frame.frame_number)
+
+
+def _retimed(frame: DepthFrame, timestamp_ms: float) -> DepthFrame:
+    return DepthFrame(frame.depth, frame.depth_scale, frame.intrinsics, timestamp_ms, frame.serial, frame.frame_number)
+
+
+def _side_after_a_lost_frame(estimator, config: TrackerConfig, found_again: DepthFrame, frames) -> Handedness:
+    """Track frames 0 and 1 (logits -2, +1: left, mean -0.5), lose the hand on an empty
+    frame 2, find it in ``found_again`` (logit +0.5): the side reported there."""
+    tracker = HandTracker(estimator, config, side_classifier=_FakeClassifier([-2.0, 1.0, 0.5]))
+    assert [tracker.process(frames[i][0]).hands[0].handedness for i in (0, 1)] == [Handedness.LEFT] * 2
+    assert tracker.process(_empty(frames[2][0])).hands == ()
+    return tracker.process(found_again).hands[0].handedness
+
+
+def test_a_hand_found_again_soon_near_where_it_was_lost_keeps_its_side_vote(estimator):
+    _, frames = _frames(Handedness.RIGHT, 4)
+    votes_alone = TrackerConfig(side_check_every=0)
+    assert votes_alone.resume_side_within_ms == 200.0
+    # 67 ms after the last frame of the track, at its place: the vote goes on,
+    # (-2 + 1 + 0.5) / 3 = -0.17, still left.
+    assert _side_after_a_lost_frame(estimator, votes_alone, frames[3][0], frames) == Handedness.LEFT
+    # Each of these starts afresh, where +0.5 alone says right:
+    # not resuming at all,
+    fresh = dataclasses.replace(votes_alone, resume_side_within_ms=0.0)
+    assert _side_after_a_lost_frame(estimator, fresh, frames[3][0], frames) == Handedness.RIGHT
+    # found later than 200 ms after the track's last frame (though within the 500 ms that
+    # would have continued a track),
+    late = _retimed(frames[3][0], frames[1][0].timestamp_ms + 250.0)
+    assert _side_after_a_lost_frame(estimator, votes_alone, late, frames) == Handedness.RIGHT
+    # found more than new_track_jump_m from where it was lost (the image shifted 200 px,
+    # 21 cm at the hand's 0.5 m),
+    frame = frames[3][0]
+    shifted = DepthFrame(np.roll(frame.depth, -200, axis=1), frame.depth_scale, frame.intrinsics, frame.timestamp_ms, frame.serial, frame.frame_number)
+    probe = HandTracker(estimator, votes_alone, side_classifier=_FakeClassifier([0.0, 0.0]))
+    jump = np.linalg.norm(probe.prepare(shifted, None).centre - probe.prepare(frames[1][0], None).centre)
+    assert jump > votes_alone.new_track_jump_m, jump
+    assert _side_after_a_lost_frame(estimator, votes_alone, shifted, frames) == Handedness.RIGHT
+    # or after reset(), which forgets the input.
+    tracker = HandTracker(estimator, votes_alone, side_classifier=_FakeClassifier([-2.0, 1.0, 0.5]))
+    tracker.process(frames[0][0]), tracker.process(frames[1][0]), tracker.process(_empty(frames[2][0]))
+    tracker.reset()
+    assert tracker.process(frames[3][0]).hands[0].handedness == Handedness.RIGHT
+
+
+def test_a_resumed_track_checks_its_side_when_the_lost_one_was_due_to(estimator):
+    # The side check on a track's first frame is left out where the track takes up one
+    # lost a frame before: it falls on the frame the hand is found again, often still in
+    # the pose it was lost in, where neither side's fit is good evidence.
+    _, frames = _frames(Handedness.RIGHT, 4)
+
+    def checked(config: TrackerConfig) -> list[bool]:
+        tracker = HandTracker(estimator, config)
+        results = [tracker.process(f) for f in (frames[0][0], frames[1][0], _empty(frames[2][0]), frames[3][0])]
+        assert results[3].hands
+        return ["side_check" in r.timings_ms for r in results]
+
+    assert checked(TrackerConfig()) == [True, False, False, False]
+    assert checked(TrackerConfig(resume_side_within_ms=0.0)) == [True, False, False, True]
+    # Where the lost track was due, the resumed one checks on its first frame.
+    assert checked(TrackerConfig(side_check_every=2)) == [True, False, False, True]
 
 
 def test_fixed_handedness_needs_no_classifier(estimator):

@@ -84,6 +84,14 @@ class TrackerConfig:
     #: a new track, as does a frame counter that goes back or another camera's frame: the
     #: hand seen next may be another one, and the side vote must not carry over.
     new_track_gap_ms: float = 500.0
+    #: A track lost and found again this soon (ms from the lost track's last frame to the
+    #: new one's first) and within ``new_track_jump_m`` of where it was lost takes up the
+    #: lost track's side vote rather than starting one afresh: a hand does not change side
+    #: in a blink, while one frame's side check alone is far weaker evidence than a track's
+    #: whole vote (a hand the presence classifier denied for one frame had been reported on
+    #: the other side from there on). Hand evidence and smoothing still start over. 0: every
+    #: track votes afresh.
+    resume_side_within_ms: float = 200.0
     #: Where the side is decided per track: on its first frame and every this many frames
     #: after, the network also runs on the other side's crop, and the side whose mesh the
     #: depth bears out better (``tracker.confidence``) gets ``SIDE_CHECK_VOTES`` frames'
@@ -220,8 +228,10 @@ class HandTracker:
     automatic handedness the side vote runs over the track, as does the hand-presence
     evidence, which drops a crop that holds no hand before the network runs; when the hand
     is lost (nothing found, no hand by that evidence, low confidence, or a centre too far
-    from the last one: another hand) all are cleared, and so is the smoothing, which also starts over when the side vote changes its
-    mind (the joints then come from the other side's fit).
+    from the last one: another hand) all are cleared, and so is the smoothing, which also
+    starts over when the side vote changes its mind (the joints then come from the other
+    side's fit). Only a hand found again within a blink near where it was lost takes up its
+    side vote (``TrackerConfig.resume_side_within_ms``).
 
     ``side_classifier``: a ``tracker.side_inference.SideClassifier`` for automatic
     handedness (``config.handedness`` None); the shipped one is loaded if not given.
@@ -259,6 +269,8 @@ class HandTracker:
             raise ValueError(f"doubtful_hand_probability must be between 0 and 1, got {config.doubtful_hand_probability!r}")
         if not 0.0 <= config.min_confidence_when_doubtful <= 1.0:
             raise ValueError(f"min_confidence_when_doubtful must be between 0 and 1, got {config.min_confidence_when_doubtful!r}")
+        if not config.resume_side_within_ms >= 0.0:
+            raise ValueError(f"resume_side_within_ms must be 0 or more, got {config.resume_side_within_ms!r}")
         if not 0.0 < config.hand_evidence_weight <= 1.0:
             raise ValueError(f"hand_evidence_weight must be above 0 and at most 1, got {config.hand_evidence_weight}")
         self.config = config
@@ -267,6 +279,11 @@ class HandTracker:
         #: measured against for a jump. One at a time it is the previous centre; with a
         #: frame begun before the last is completed, it is that newer frame's.
         self._begun_center: np.ndarray | None = None
+        #: Where in the stream that frame was.
+        self._begun_position: _StreamPosition | None = None
+        #: The last track that ended with a side vote, which a track found again soon after
+        #: near where it ended takes up (``TrackerConfig.resume_side_within_ms``).
+        self._ended: _EndedTrack | None = None
         self._smoother = OneEuroFilter() if config.smooth else None
         self.side_classifier = None
         if config.handedness is None:
@@ -352,6 +369,7 @@ class HandTracker:
         """Forget the track: the next frame is treated as the first of a new input."""
         self._lost()
         self._last_frame = None
+        self._ended = None
 
     def follows(self, last: DepthFrame | None, frame: DepthFrame) -> bool:
         """Whether ``frame`` follows ``last`` closely enough to continue its track (True
@@ -381,8 +399,12 @@ class HandTracker:
 
     def _lost(self) -> None:
         self._track += 1
-        self._previous_center = self._begun_center = None
-        self._side_vote.reset()
+        if self._side_vote.frames > 0:
+            # A new vote object: the ended one is kept as it stands for a track that may
+            # take it up (``_resumes_side``).
+            self._ended = _EndedTrack(self._side_vote, self._side, self._track_frames, self._side_checked_at, self._begun_center, self._begun_position)
+            self._side_vote = SideVote(self.config.side_vote)
+        self._previous_center = self._begun_center = self._begun_position = None
         self._hand_evidence = None
         self._track_frames = 0
         self._side_checked_at: int | None = None
@@ -479,6 +501,26 @@ class HandTracker:
         every = self.config.side_check_every
         return every > 0 and (self._side_checked_at is None or self._track_frames - self._side_checked_at >= every)
 
+    def _resumable(self, frame: DepthFrame, centre: np.ndarray) -> _EndedTrack | None:
+        """The track that ended just before, where a track that begins with ``frame``, its
+        hand at ``centre``, would take it up (``TrackerConfig.resume_side_within_ms``)."""
+        ended = self._ended
+        if ended is None or ended.center is None or ended.position is None or self.config.handedness is not None:
+            return None
+        soon = abs(frame.timestamp_ms - ended.position.timestamp_ms) <= self.config.resume_side_within_ms
+        near = bool(np.linalg.norm(centre - ended.center) <= self.config.new_track_jump_m)
+        return ended if soon and near and self.follows(ended.position, frame) else None
+
+    def _resume_side(self, frame: DepthFrame, centre: np.ndarray) -> None:
+        """On a track's first frame: take up the side vote of the track that ended just
+        before, where there is one to take up (``_resumable``)."""
+        ended, self._ended = self._resumable(frame, centre), None
+        if ended is not None:
+            # The side checks go on as they were due: a check on the frame the hand is found
+            # again, often in the pose it was lost in, fits both sides badly.
+            self._side_vote, self._side = ended.vote, ended.side
+            self._track_frames, self._side_checked_at = ended.track_frames, ended.side_checked_at
+
     def _jumped(self, centre: np.ndarray) -> bool:
         """Whether the hand found at ``centre`` is too far from the last one begun to be the same."""
         return self._begun_center is not None and bool(np.linalg.norm(centre - self._begun_center) > self.config.new_track_jump_m)
@@ -491,8 +533,13 @@ class HandTracker:
         presence then turns down: no harm, the frames before are only completed sooner."""
         if self.config.handedness is not None or self.config.side_check_every <= 0 or prepared.centre is None:
             return False
-        starts_track = not self.follows(self._last_frame, frame) or self._jumped(prepared.centre)
-        return starts_track or self._side_check_due_in_track()
+        if not self.follows(self._last_frame, frame) or self._jumped(prepared.centre):
+            return True  # a new track, and no track that ended near it just before
+        ended = self._resumable(frame, prepared.centre) if self._track_frames == 0 else None
+        if ended is not None:
+            every = self.config.side_check_every
+            return ended.side_checked_at is None or ended.track_frames - ended.side_checked_at >= every
+        return self._side_check_due_in_track()
 
     def _side_check(self, frame: DepthFrame, prepared: Prepared):
         """(each side's confidence, each side's network run, milliseconds the check took)
@@ -557,7 +604,9 @@ class HandTracker:
         if judgement == "no hand":
             self._lost()
             return FrameResult(frame, (), timings, judged_no_hand=True)
-        self._begun_center = centre
+        if self._track_frames == 0:
+            self._resume_side(frame, centre)
+        self._begun_center, self._begun_position = centre, self._last_frame
         crop, launched = self._crop(frame, prepared, timings)
         return _Begun(frame, centre, launched or self.estimator.start(crop), timings, self._track, self._smoother, judgement == "doubtful")
 
@@ -598,6 +647,19 @@ class HandTracker:
             uv = project(joints, frame.intrinsics)
             estimate = dataclasses.replace(estimate, joints_cam_m=joints, vertices_cam_m=vertices, joints_uv_px=uv.astype(np.float32))
         return FrameResult(frame, (estimate,), timings)
+
+
+class _EndedTrack(NamedTuple):
+    """A track that ended with a side vote: the vote, the side it reported, its frames and
+    last side check (as ``HandTracker`` counts them), and the hand centre and stream
+    position of its last frame begun (``HandTracker._resume_side``)."""
+
+    vote: SideVote
+    side: Handedness | None
+    track_frames: int
+    side_checked_at: int | None
+    center: np.ndarray | None
+    position: "_StreamPosition | None"
 
 
 class _StreamPosition(NamedTuple):

@@ -9,7 +9,8 @@ cannot outvote a run of moderate ones. The first frame decides alone; when the t
 lost, found far from where it was (``TrackerConfig.new_track_jump_m``), or when the
 frames stop following on (``TrackerConfig.new_track_gap_ms``: a gap, a frame counter that
 went back, another camera), the vote starts over, as the next hand found may be the other
-one.
+one; except that a hand lost and found again within ``TrackerConfig.resume_side_within_ms``
+(200 ms) near where it was lost takes up the vote it had.
 
 Measured on 24 synthetic sequences (12 left, 12 right, 150 frames, crops where the live
 segmentation puts them; ``python -m tracker.side_classifier evaluate``, stored in
