@@ -38,8 +38,10 @@ better is the true one, against the side classifier's single-frame answer (what 
 vote adds up) on the same crops, and the two together. ``tracked_sides``: the side the
 tracker reports over whole sequences (the side classifier's held-out seeds 22-33, a right
 and a left hand each), without side checks (``TrackerConfig.side_check_every`` 0) and with
-its default ones, and with those but without the hand-presence classifier, or without its
-doubtful band (``TrackerConfig.doubtful_hand_probability``).
+its default ones, and with those but without the hand-presence classifier, without its
+doubtful band (``TrackerConfig.doubtful_hand_probability``), or with every track voting
+afresh, even one lost a frame before (``TrackerConfig.resume_side_within_ms`` 0).
+``--track-first-seed`` tracks other seeds.
 
 Writes ``benchmarks/results/confidence_separation.json`` with the resolved config: per
 group the quantiles of both measures and the share of crops each keeps at its threshold
@@ -292,7 +294,8 @@ def tracked_sides(config: ConfidenceBenchConfig, estimator: HandEstimator, progr
     """The side the tracker reports, frame by frame, over whole sequences (seeds S.., a right
     and a left hand each, as ``python -m tracker.side_classifier evaluate --seeds`` draws
     them), without side checks and with the tracker's default ones, and with those but
-    without the hand-presence classifier, or without its doubtful band."""
+    without the hand-presence classifier, without its doubtful band, or without taking up
+    the side vote of a track lost just before."""
     out = {}
     every = TrackerConfig.side_check_every
     variants = {
@@ -303,6 +306,7 @@ def tracked_sides(config: ConfidenceBenchConfig, estimator: HandEstimator, progr
         f"side_check_every_{every}_without_the_doubtful_band": TrackerConfig(
             doubtful_hand_probability=TrackerConfig.min_hand_probability, hand_choice=config.hand_choice
         ),
+        f"side_check_every_{every}_without_resuming": TrackerConfig(resume_side_within_ms=0.0, hand_choice=config.hand_choice),
     }
     for name, tracker_config in variants.items():
         tracker = HandTracker(estimator, tracker_config)
@@ -388,6 +392,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=defaults.every, help="take every N-th frame (default %(default)s)")
     parser.add_argument("--objects", type=int, default=defaults.objects_per_kind, help="objects of each kind (default %(default)s)")
     parser.add_argument("--track-sequences", type=int, default=defaults.track_sequences, help="seeds of tracked sequences, a right and a left hand each, for the reported side (default %(default)s; 0: none)")
+    parser.add_argument(
+        "--track-first-seed", type=int, default=defaults.track_first_seed,
+        help="the first seed of the tracked sequences (default %(default)s: the side classifier's held-out seeds)",
+    )
     parser.add_argument("--track-frames", type=int, default=defaults.track_frames, help="frames per tracked sequence (default %(default)s)")
     parser.add_argument("--scenes", type=int, default=defaults.scenes, help="frames of each scene group: arms without their hand, hands past the edge (default %(default)s)")
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="weights directory (default %(default)s)")
@@ -404,13 +412,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.sequences, args.frames, args.every, args.objects, args.scenes) < 1:
         parser.error("--sequences, --frames, --every, --objects and --scenes must be >= 1")
-    if args.track_sequences < 0 or args.track_frames < 1:
-        parser.error("--track-sequences must be >= 0 and --track-frames >= 1")
+    if args.track_sequences < 0 or args.track_frames < 1 or args.track_first_seed < 0:
+        parser.error("--track-sequences and --track-first-seed must be >= 0 and --track-frames >= 1")
     if args.choice_others < 0 or not math.isfinite(args.choice_min_logit):
         parser.error("--choice-others must be >= 0 and --choice-min-logit a finite number")
     config = ConfidenceBenchConfig(
         sequences=args.sequences, frames=args.frames, every=args.every, objects_per_kind=args.objects, weights=str(args.weights),
-        track_sequences=args.track_sequences, track_frames=args.track_frames, scenes=args.scenes,
+        track_sequences=args.track_sequences, track_first_seed=args.track_first_seed, track_frames=args.track_frames, scenes=args.scenes,
         hand_choice=dataclasses.replace(defaults.hand_choice, others=args.choice_others, min_other_logit=args.choice_min_logit),
     )
     began = time.perf_counter()

@@ -147,8 +147,9 @@ def test_the_separation_benchmark_writes_every_group_with_its_config(tmp_path):
 
     out = tmp_path / "c.json"
     argv = ["--sequences", "1", "--frames", "7", "--every", "6", "--objects", "1", "--scenes", "2", "--track-sequences", "1", "--track-frames", "3"]
-    assert main([*argv, "--out", str(out), "--no-progress"]) == 0
+    assert main([*argv, "--track-first-seed", "2", "--out", str(out), "--no-progress"]) == 0
     result = json.loads(out.read_text())
+    assert result["config"]["track_first_seed"] == 2 and result["tracked_sides"]["sequences"].startswith("seeds 2-2,")
     assert result["config"]["sequences"] == 1 and result["config"]["min_confidence"] > 0 and result["machine"]["git_commit"]
     groups = result["groups"]
     assert {"hands", "hands_as_the_other_side", "hands_before_a_wall_10cm", "real_sr305", *OBJECTS, *SCENE_GROUPS} <= set(groups)
@@ -157,7 +158,7 @@ def test_the_separation_benchmark_writes_every_group_with_its_config(tmp_path):
     # 2 hands x 3 frames, a hand found in most; the presence gate only ever drops frames.
     ungated = tracked["side_check_every_15_without_hand_presence"]["frames_with_a_hand"]
     assert 4 <= ungated <= 6
-    for run in ("side_check_every_0", "side_check_every_15"):
+    for run in ("side_check_every_0", "side_check_every_15", "side_check_every_15_without_resuming"):
         assert tracked[run]["frames_with_a_hand"] <= ungated and 0 <= tracked[run]["frame_accuracy"] <= 1
     # Golden: the share kept is counted against each measure's own threshold, and the
     # presence gate's share and errors against its own.
