@@ -309,7 +309,7 @@ def test_warming_up_leaves_the_tracker_as_it_was(hand_model):
     warmed, plain = (HandTracker(HandEstimator(create_backend("onnxruntime"), hand_model)) for _ in range(2))
     for frame in frames[:2]:
         warmed.process(frame), plain.process(frame)
-    state = ("_previous_center", "_begun_center", "_track", "_last_frame", "_side")
+    state = ("_previous_center", "_begun_center", "_begun_position", "_ended", "_track", "_last_frame", "_side", "_track_frames", "_side_checked_at")
     before = {name: getattr(warmed, name) for name in state}
     votes_before = vars(warmed._side_vote).copy()
     assert warmed.warm_up() > 0

@@ -120,20 +120,20 @@ def test_tracker_mirrors_the_crop_the_vote_calls_left_and_forgets_it_when_the_ha
     assert tracker.process(frames[2][0]).hands[0].handedness == Handedness.RIGHT
 
 
-def _empty(frame: DepthFrame) -> DepthFrame:
-    return DepthFrame(np.zeros_like(frame.depth), frame.depth_scale, frame.intrinsics, frame.timestamp_ms, frame.serial, frame.frame_number)
+def _empty(frame: DepthFrame, serial: str | None = None) -> DepthFrame:
+    return DepthFrame(np.zeros_like(frame.depth), frame.depth_scale, frame.intrinsics, frame.timestamp_ms, serial or frame.serial, frame.frame_number)
 
 
 def _retimed(frame: DepthFrame, timestamp_ms: float) -> DepthFrame:
     return DepthFrame(frame.depth, frame.depth_scale, frame.intrinsics, timestamp_ms, frame.serial, frame.frame_number)
 
 
-def _side_after_a_lost_frame(estimator, config: TrackerConfig, found_again: DepthFrame, frames) -> Handedness:
-    """Track frames 0 and 1 (logits -2, +1: left, mean -0.5), lose the hand on an empty
-    frame 2, find it in ``found_again`` (logit +0.5): the side reported there."""
+def _side_after_a_lost_frame(estimator, config: TrackerConfig, found_again: DepthFrame, frames, lost: DepthFrame | None = None) -> Handedness:
+    """Track frames 0 and 1 (logits -2, +1: left, mean -0.5), lose the hand on ``lost``
+    (an empty frame 2), find it in ``found_again`` (logit +0.5): the side reported there."""
     tracker = HandTracker(estimator, config, side_classifier=_FakeClassifier([-2.0, 1.0, 0.5]))
     assert [tracker.process(frames[i][0]).hands[0].handedness for i in (0, 1)] == [Handedness.LEFT] * 2
-    assert tracker.process(_empty(frames[2][0])).hands == ()
+    assert tracker.process(_empty(frames[2][0]) if lost is None else lost).hands == ()
     return tracker.process(found_again).hands[0].handedness
 
 
@@ -160,6 +160,14 @@ def test_a_hand_found_again_soon_near_where_it_was_lost_keeps_its_side_vote(esti
     jump = np.linalg.norm(probe.prepare(shifted, None).centre - probe.prepare(frames[1][0], None).centre)
     assert jump > votes_alone.new_track_jump_m, jump
     assert _side_after_a_lost_frame(estimator, votes_alone, shifted, frames) == Handedness.RIGHT
+    # or where the frame that lost the hand broke the stream (another camera's, with
+    # nothing in view), though the hand is found in the first camera's next frame,
+    other_camera = _empty(frames[2][0], serial="another camera")
+    assert _side_after_a_lost_frame(estimator, votes_alone, frames[3][0], frames, lost=other_camera) == Handedness.RIGHT
+    # or where frames have no clock (every timestamp 0), so how long the hand was gone is
+    # unknown,
+    unclocked = [(_retimed(frame, 0.0), joints) for frame, joints in frames]
+    assert _side_after_a_lost_frame(estimator, votes_alone, unclocked[3][0], unclocked) == Handedness.RIGHT
     # or after reset(), which forgets the input.
     tracker = HandTracker(estimator, votes_alone, side_classifier=_FakeClassifier([-2.0, 1.0, 0.5]))
     tracker.process(frames[0][0]), tracker.process(frames[1][0]), tracker.process(_empty(frames[2][0]))
@@ -180,6 +188,14 @@ def test_a_resumed_track_checks_its_side_when_the_lost_one_was_due_to(estimator)
         return ["side_check" in r.timings_ms for r in results]
 
     assert checked(TrackerConfig()) == [True, False, False, False]
+    # A track that cannot be taken up is checked on its first frame, as side_check_due says
+    # beforehand (the frame that lost the hand came from another camera).
+    tracker = HandTracker(estimator, TrackerConfig())
+    for frame in (frames[0][0], frames[1][0], _empty(frames[2][0], serial="another camera")):
+        tracker.process(frame)
+    found_again = frames[3][0]
+    due = tracker.side_check_due(found_again, tracker.prepare(found_again, tracker.prior_for(found_again)))
+    assert due and "side_check" in tracker.process(found_again).timings_ms
     assert checked(TrackerConfig(resume_side_within_ms=0.0)) == [True, False, False, True]
     # Where the lost track was due, the resumed one checks on its first frame.
     assert checked(TrackerConfig(side_check_every=2)) == [True, False, False, True]

@@ -89,11 +89,13 @@ class TrackerConfig:
     #: lost track's side vote rather than starting one afresh: a hand does not change side
     #: in a blink, while one frame's side check alone is far weaker evidence than a track's
     #: whole vote (a hand the presence classifier denied for one frame had been reported on
-    #: the other side from there on). Hand evidence and smoothing still start over. 0: every
-    #: track votes afresh.
+    #: the other side from there on). Hand evidence and smoothing still start over; the side
+    #: checks go on as the lost track had them due. 0, or frames without a clock (every
+    #: timestamp 0): every track votes afresh.
     resume_side_within_ms: float = 200.0
     #: Where the side is decided per track: on its first frame and every this many frames
-    #: after, the network also runs on the other side's crop, and the side whose mesh the
+    #: after (a track that takes up a lost one's vote, above, goes on with its count), the
+    #: network also runs on the other side's crop, and the side whose mesh the
     #: depth bears out better (``tracker.confidence``) gets ``SIDE_CHECK_VOTES`` frames'
     #: worth of the side vote; 0: never. Per frame that side is the true one far more often
     #: than the side classifier's (``benchmarks/results/confidence_separation.json``,
@@ -401,7 +403,7 @@ class HandTracker:
         self._track += 1
         if self._side_vote.frames > 0:
             # A new vote object: the ended one is kept as it stands for a track that may
-            # take it up (``_resumes_side``).
+            # take it up (``_resume_side``).
             self._ended = _EndedTrack(self._side_vote, self._side, self._track_frames, self._side_checked_at, self._begun_center, self._begun_position)
             self._side_vote = SideVote(self.config.side_vote)
         self._previous_center = self._begun_center = self._begun_position = None
@@ -504,10 +506,12 @@ class HandTracker:
     def _resumable(self, frame: DepthFrame, centre: np.ndarray) -> _EndedTrack | None:
         """The track that ended just before, where a track that begins with ``frame``, its
         hand at ``centre``, would take it up (``TrackerConfig.resume_side_within_ms``)."""
-        ended = self._ended
-        if ended is None or ended.center is None or ended.position is None or self.config.handedness is not None:
+        ended, window_ms = self._ended, self.config.resume_side_within_ms
+        if ended is None or ended.center is None or ended.position is None or self.config.handedness is not None or window_ms <= 0:
             return None
-        soon = abs(frame.timestamp_ms - ended.position.timestamp_ms) <= self.config.resume_side_within_ms
+        if frame.timestamp_ms == 0.0 and ended.position.timestamp_ms == 0.0:
+            return None  # frames without a clock: how long the hand was gone is unknown
+        soon = abs(frame.timestamp_ms - ended.position.timestamp_ms) <= window_ms
         near = bool(np.linalg.norm(centre - ended.center) <= self.config.new_track_jump_m)
         return ended if soon and near and self.follows(ended.position, frame) else None
 
@@ -594,6 +598,8 @@ class HandTracker:
         timings: dict[str, float] = dict(prepared.timings_ms)
         if not self._continues_stream(frame):
             self._lost()
+            # The next hand may be another one: nothing carries over a break in the stream.
+            self._ended = None
         centre = prepared.centre
         if centre is None:
             self._lost()

@@ -826,9 +826,10 @@ def sequence_metrics(
     live tracker's (``track_hand_center`` with the last centre as its prior). The vote
     (``tracker.side_vote.SideVote``) runs over the live crops and starts again where the
     segmentation loses the hand. ``HandTracker`` also starts it again when the network's
-    estimate is not confident or the centre jumps more than 12 cm (another hand); without
-    the network here, those resets are left out, so these figures are for one hand tracked
-    throughout.
+    estimate is not confident or the centre jumps more than 12 cm (another hand), unless the
+    hand is found again within 200 ms near where it was lost
+    (``TrackerConfig.resume_side_within_ms``); without the network here, those resets are
+    left out, so these figures are for one hand tracked throughout.
     """
     from tracker.segment import track_hand_center
     from tracker.side_vote import SideVote, SideVoteConfig
