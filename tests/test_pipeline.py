@@ -765,23 +765,33 @@ def test_frames_begun_before_the_last_is_completed_come_out_as_one_at_a_time():
         crops = {Handedness.RIGHT: ("right", n), Handedness.LEFT: ("left", n)} if centres[n] else {}
         return frame, Prepared(None if centres[n] is None else np.array(centres[n]), crops, logits[n], {})
 
-    one = HandTracker(Moving(), TrackerConfig(min_hand_probability=0.0, side_check_every=0, smooth=True))
-    alone = [one.finish(*step(n)) for n in range(len(logits))]
-    two = HandTracker(Moving(), TrackerConfig(min_hand_probability=0.0, side_check_every=0, smooth=True))
-    begun, overlapped = [], []
-    for n in range(len(logits)):
-        begun.append(two.begin(*step(n)))
-        if len(begun) == 2:
-            first = begun.pop(0)
-            overlapped.append(first if isinstance(first, FrameResult) else two.complete(first))
-    overlapped += [b if isinstance(b, FrameResult) else two.complete(b) for b in begun]
-    assert {h.handedness for r in alone for h in r.hands} == {Handedness.LEFT, Handedness.RIGHT}  # the vote changed its mind
-    assert [len(r.hands) for r in overlapped] == [len(r.hands) for r in alone] == [1] * 9 + [0] + [1] * 10
-    for a, b in zip(overlapped, alone):
-        for x, y in zip(a.hands, b.hands):
-            assert x.handedness == y.handedness
-            np.testing.assert_array_equal(x.joints_cam_m, y.joints_cam_m)
-    np.testing.assert_array_equal(two.previous_center, one.previous_center)
+    # The track found again at 10 votes afresh, or takes up the one lost at 9.
+    sides = {}
+    for resume_ms in (0.0, TrackerConfig.resume_side_within_ms):
+        config = TrackerConfig(min_hand_probability=0.0, side_check_every=0, smooth=True, resume_side_within_ms=resume_ms)
+        one = HandTracker(Moving(), config)
+        alone = [one.finish(*step(n)) for n in range(len(logits))]
+        two = HandTracker(Moving(), config)
+        begun, overlapped = [], []
+        for n in range(len(logits)):
+            begun.append(two.begin(*step(n)))
+            if len(begun) == 2:
+                first = begun.pop(0)
+                overlapped.append(first if isinstance(first, FrameResult) else two.complete(first))
+        overlapped += [b if isinstance(b, FrameResult) else two.complete(b) for b in begun]
+        assert {h.handedness for r in alone for h in r.hands} == {Handedness.LEFT, Handedness.RIGHT}  # the vote changed its mind
+        assert [len(r.hands) for r in overlapped] == [len(r.hands) for r in alone] == [1] * 9 + [0] + [1] * 10
+        for a, b in zip(overlapped, alone):
+            for x, y in zip(a.hands, b.hands):
+                assert x.handedness == y.handedness
+                np.testing.assert_array_equal(x.joints_cam_m, y.joints_cam_m)
+        np.testing.assert_array_equal(two.previous_center, one.previous_center)
+        sides[resume_ms] = [r.hands[0].handedness.value[0] for r in alone if r.hands]
+    # Afresh, frame 10 (-4) is left at once; taken up, the track's +4 x 6 - 4 x 3 holds it
+    # right through frame 12 (a mean of 0, not past the margin). The hands at 13 (30 cm
+    # away) and 14 (back) are new tracks either way.
+    assert "".join(sides[0.0]) == "r" * 9 + "llll" + "r" * 6
+    assert "".join(sides[TrackerConfig.resume_side_within_ms]) == "r" * 9 + "rrr" + "l" + "r" * 6
 
 
 def test_a_frame_completed_after_its_track_ended_is_reported_but_does_not_carry_the_track_on():
