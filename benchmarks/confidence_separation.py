@@ -40,7 +40,8 @@ tracker reports over whole sequences (the side classifier's held-out seeds 22-33
 and a left hand each), without side checks (``TrackerConfig.side_check_every`` 0) and with
 its default ones, and with those but without the hand-presence classifier, without its
 doubtful band (``TrackerConfig.doubtful_hand_probability``), or with every track voting
-afresh, even one lost a frame before (``TrackerConfig.resume_side_within_ms`` 0).
+afresh, even one lost a frame before (``TrackerConfig.resume_side_within_ms`` 0), with
+side checks and without.
 ``--track-first-seed`` tracks other seeds.
 
 Writes ``benchmarks/results/confidence_separation.json`` with the resolved config: per
@@ -295,11 +296,12 @@ def tracked_sides(config: ConfidenceBenchConfig, estimator: HandEstimator, progr
     and a left hand each, as ``python -m tracker.side_classifier evaluate --seeds`` draws
     them), without side checks and with the tracker's default ones, and with those but
     without the hand-presence classifier, without its doubtful band, or without taking up
-    the side vote of a track lost just before."""
+    the side vote of a track lost just before (with side checks and without)."""
     out = {}
     every = TrackerConfig.side_check_every
     variants = {
         "side_check_every_0": TrackerConfig(side_check_every=0, hand_choice=config.hand_choice),
+        "side_check_every_0_without_resuming": TrackerConfig(side_check_every=0, resume_side_within_ms=0.0, hand_choice=config.hand_choice),
         f"side_check_every_{every}": TrackerConfig(hand_choice=config.hand_choice),
         f"side_check_every_{every}_without_hand_presence": TrackerConfig(min_hand_probability=0.0, hand_choice=config.hand_choice),
         # Every crop the classifier doubts refused, as a denied one is.

@@ -158,7 +158,7 @@ def test_the_separation_benchmark_writes_every_group_with_its_config(tmp_path):
     # 2 hands x 3 frames, a hand found in most; the presence gate only ever drops frames.
     ungated = tracked["side_check_every_15_without_hand_presence"]["frames_with_a_hand"]
     assert 4 <= ungated <= 6
-    for run in ("side_check_every_0", "side_check_every_15", "side_check_every_15_without_resuming"):
+    for run in ("side_check_every_0", "side_check_every_0_without_resuming", "side_check_every_15", "side_check_every_15_without_resuming"):
         assert tracked[run]["frames_with_a_hand"] <= ungated and 0 <= tracked[run]["frame_accuracy"] <= 1
     # Golden: the share kept is counted against each measure's own threshold, and the
     # presence gate's share and errors against its own.
