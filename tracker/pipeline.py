@@ -1061,7 +1061,7 @@ def run_pipeline(
                                 # A side check runs the network on both sides' crops, one after
                                 # the other, with the backend to itself: the frames begun before
                                 # are completed first (a pause in the overlap every
-                                # ``side_check_every`` frames and at a track's start).
+                                # ``side_check_every`` frames and at a new track's start).
                                 if pending and side_check_due is not None and side_check_due(taken[0], prepared):
                                     if any(deliver_oldest() for _ in range(len(pending))):
                                         break  # a sink's stop: this frame is not begun
