@@ -77,7 +77,7 @@ from tracker.synth.dataset import sample_seed
 from tracker.synth.scene import SceneConfig, SceneLabel, render_sample
 from tracker.sources import FolderSource, SyntheticSource
 from tracker.types import CameraIntrinsics, DepthFrame, Handedness
-from tracker.weights import WEIGHTS_DIR
+from tracker.weights import WEIGHTS_DIR, crop_classifiers
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -311,7 +311,7 @@ def tracked_sides(config: ConfidenceBenchConfig, estimator: HandEstimator, progr
         f"side_check_every_{every}_without_resuming": TrackerConfig(resume_side_within_ms=0.0, hand_choice=config.hand_choice),
     }
     for name, tracker_config in variants.items():
-        tracker = HandTracker(estimator, tracker_config)
+        tracker = HandTracker(estimator, tracker_config, *crop_classifiers(config.weights, None, tracker_config.min_hand_probability))
         correct, errors, changes, found, at_frame = [], [], 0, 0, {1: [], 10: [], 30: []}
         runs = [(seed, hand) for seed in range(config.track_first_seed, config.track_first_seed + config.track_sequences) for hand in Handedness]
         for seed, hand in tqdm(runs, desc=f"tracking, {name.replace('_', ' ')}", disable=not progress):
@@ -345,7 +345,8 @@ def tracked_sides(config: ConfidenceBenchConfig, estimator: HandEstimator, progr
 def measure(config: ConfidenceBenchConfig, progress: bool = True) -> dict[str, list]:
     hand_model = HandModel.load()
     estimator = HandEstimator(create_backend("onnxruntime", config.weights), hand_model)
-    tracker = HandTracker(estimator, TrackerConfig(hand_choice=config.hand_choice))
+    tracker_config = TrackerConfig(hand_choice=config.hand_choice)
+    tracker = HandTracker(estimator, tracker_config, *crop_classifiers(config.weights, None, tracker_config.min_hand_probability))
     groups: dict[str, list] = {"hands": [], "hands_as_the_other_side": [], "truth_is_right": []}
     groups.update({f"hands_before_a_wall_{cm}cm": [] for cm in config.walls_cm})
     total = config.sequences * len(range(0, config.frames, config.every))
@@ -400,7 +401,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--track-frames", type=int, default=defaults.track_frames, help="frames per tracked sequence (default %(default)s)")
     parser.add_argument("--scenes", type=int, default=defaults.scenes, help="frames of each scene group: arms without their hand, hands past the edge (default %(default)s)")
-    parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="weights directory (default %(default)s)")
+    parser.add_argument(
+        "--weights", type=Path, default=WEIGHTS_DIR,
+        help="weights directory; its side_classifier/ and presence/ sub-folders are used where it has them, as a run does (default %(default)s)",
+    )
     parser.add_argument(
         "--choice-others", type=int, default=defaults.hand_choice.others,
         help="other places the hand-presence classifier may choose among on a track's first frame (default %(default)s; 0: segmentation's first place only)",

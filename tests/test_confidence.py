@@ -201,6 +201,26 @@ def test_the_separation_benchmark_passes_the_first_frame_choice_on(monkeypatch):
             bench.main(bad)
 
 
+def test_the_separation_benchmark_takes_the_classifiers_of_the_weights_folder_it_is_given(monkeypatch, tmp_path):
+    # As a run does: a --weights folder's own presence/ and side_classifier/ where it has them.
+    import benchmarks.confidence_separation as bench
+    from tracker.weights import WEIGHTS_DIR, crop_classifiers
+
+    asked = []
+
+    def spy(weights_dir, handedness, min_hand_probability):
+        asked.append((str(weights_dir), handedness, min_hand_probability))
+        return crop_classifiers(WEIGHTS_DIR, handedness, min_hand_probability)
+
+    monkeypatch.setattr(bench, "crop_classifiers", spy)
+    argv = ["--sequences", "1", "--frames", "1", "--objects", "1", "--scenes", "1", "--track-sequences", "1", "--track-frames", "1"]
+    assert bench.main([*argv, "--weights", str(WEIGHTS_DIR), "--out", str(tmp_path / "c.json"), "--no-progress"]) == 0
+    # The single-frame groups' tracker and one per tracked variant, the one without the
+    # hand-presence classifier asking for none.
+    assert len(asked) == 7 and {a[0] for a in asked} == {str(WEIGHTS_DIR)} and all(a[1] is None for a in asked)
+    assert sorted(a[2] for a in asked)[:2] == [0.0, 0.5]
+
+
 @pytest.mark.parametrize("side", list(Handedness))
 def test_the_fused_kernel_counts_what_the_render_shows(hand_model, side):
     # Against the same counts made step by step from a full render: exact (integer counts).
