@@ -43,7 +43,7 @@ def test_the_arm_drawn_alone_is_closed_at_the_wrist():
 
 
 def test_crops_are_labelled_by_what_they_hold(hand_model):
-    config = pr.DataConfig()
+    config = pr.DataConfig()  # every hand whole (cut by the image's edge: below)
     rows = {kind: [] for kind in pr.KINDS}
     for i in range(12):
         kind = pr.KINDS[i % 3]
@@ -60,6 +60,58 @@ def test_crops_are_labelled_by_what_they_hold(hand_model):
     for row in sum(rows.values(), []):
         assert row["depth"].shape == (64, 64) and row["depth"].dtype == np.float32
         assert row["depth"].min() >= -1 and row["depth"].max() <= 1
+
+
+def test_the_image_edge_cut_keeps_its_share_of_the_hand_and_a_window_of_the_sensor():
+    from tracker.crop import OUT_OF_IMAGE_DEPTH, OutOfImage, make_crop
+    from tracker.types import CameraIntrinsics
+
+    # A 40 x 30 window at (180, 140) of a 400 x 300 sensor; the "hand" a 10 x 20 block.
+    sensor = CameraIntrinsics(400, 300, 100.0, 100.0, 190.0, 150.0)
+    window = CameraIntrinsics(40, 30, 100.0, 100.0, 10.0, 10.0)
+    depth = np.full((30, 40), 0.5, np.float32)
+    hand = np.zeros((30, 40), bool)
+    hand[5:15, 10:30] = True
+    for side in range(4):
+        cut_depth, cut_window, cut_sensor, cut_hand = pr.cut_at_image_edge(depth, window, sensor, hand, side, 0.7)
+        # Whole rows or columns go: 0.7 of 20 columns is 14 of them, of 10 rows, 7.
+        assert cut_hand.sum() == round(0.7 * hand.sum())
+        assert cut_depth.shape == cut_hand.shape == (cut_window.height, cut_window.width)
+        # A ray keeps its pixel: the window's centre of projection moves with the cut.
+        assert cut_depth.shape[1 - side // 2] < depth.shape[1 - side // 2]
+        # Marked as past the image on the cut's side, and only there: the other three sides
+        # of the window lie inside the sensor (they show background, not the image's end).
+        # The cube, 0.6 m at 0.5 m around the hand, spans 120 sensor pixels.
+        centre = np.array([0.05, 0.0, 0.5])
+        crop = make_crop(cut_depth, cut_window, centre, 0.6, crop_size=64, out_of_image=OutOfImage.MARKED, sensor=cut_sensor)
+        marked = crop.depth == OUT_OF_IMAGE_DEPTH
+        lines = marked if side < 2 else marked.T  # (rows, columns) or (columns, rows)
+        across = lines.all(axis=0)
+        assert (lines.any(axis=0) == across).all() and 0 < across.sum() < 64
+        assert across[0 if side in (0, 2) else -1] and not across[-1 if side in (0, 2) else 0]
+    none_left = pr.cut_at_image_edge(depth, window, sensor, hand, 1, 0.0)
+    assert not none_left[3].any() and none_left[0].shape == (30, 10)  # just short of the hand
+    assert pr.cut_at_image_edge(depth, window, sensor, hand[:, ::-1] & False, 0, 0.5)[0] is depth  # no hand: uncut
+    with pytest.raises(ValueError, match="side"):
+        pr.cut_at_image_edge(depth, window, sensor, hand, 4, 0.5)
+
+
+def test_hand_scenes_cut_by_the_image_edge_are_labelled_by_what_is_left(hand_model):
+    whole = pr.DataConfig(edge_cut_probability=0.0)
+    cut = pr.DataConfig(edge_cut_probability=1.0, edge_cut_whole_hand=0.0)
+    past = pr.DataConfig(edge_cut_probability=1.0, edge_cut_whole_hand=1.0)
+    fewer = 0
+    for i in range(6):
+        seed = sample_seed(99, i)
+        rows = [pr.render_crop(hand_model, config, seed, "hand") for config in (whole, cut, past)]
+        if rows[0] is None or rows[1] is None:
+            continue
+        # Still a hand, centred on what is left of it; with it all past the edge, no hand
+        # (the arm, or nothing found).
+        assert rows[0]["label"] == 1.0 and (rows[1] is None or rows[1]["label"] == 1.0)
+        fewer += int(rows[1]["hand"].sum() < rows[0]["hand"].sum())
+        assert rows[2] is None or (rows[2]["label"] == 0.0 and not rows[2]["hand"].any())
+    assert fewer >= 3
 
 
 def test_augmentation_past_the_edge_leaves_a_positive_half_its_hand():
@@ -111,16 +163,20 @@ def test_onnx_export_round_trips_and_damaged_weights_raise_a_clear_error(tmp_pat
 
 def test_a_short_training_run_writes_loadable_weights_with_its_config(tmp_path):
     out = tmp_path / "run"
-    assert pr.main(["train", "--out", str(out), "--samples", "8", "--held-out", "8", "--steps", "4", "--workers", "1"]) == 0
+    argv = ["train", "--out", str(out), "--samples", "8", "--held-out", "8", "--steps", "4", "--workers", "1"]
+    assert pr.main([*argv, "--edge-cut-probability", "0.5", "--seed", "3"]) == 0
     manifest = json.loads((out / "export" / pr.MANIFEST).read_text())
     assert manifest["training"]["steps"] == 4 and manifest["training"]["samples_seen"] == 4 * pr.TrainConfig.batch_size
-    assert json.loads((out / "training_config.json").read_text())["samples"] == 8
+    config = json.loads((out / "training_config.json").read_text())
+    assert config["samples"] == 8 and config["seed"] == 3 and config["data"]["edge_cut_probability"] == 0.5
     assert (out / "training_metrics.csv").read_text().count("\n") == 2  # header and the last step
     HandPresence.load(out / "export").logit(np.ones((64, 64), np.float32))
     # The export is what weights/presence/ holds: the weights with their run's config and log.
     for name in ("training_config.json", "training_metrics.csv"):
         assert (out / "export" / name).read_bytes() == (out / name).read_bytes()
     assert json.loads((out / "summary.json").read_text()) == manifest["training"]
+    with pytest.raises(SystemExit):
+        pr.main([*argv, "--edge-cut-probability", "1.5"])
 
 
 def test_the_shipped_classifier_tells_the_real_hands_from_arms_without_theirs(hand_model, tmp_path):

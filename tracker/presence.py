@@ -26,7 +26,11 @@ took the body or the desk), and left out in between (it took the arm, and the cr
 part of the hand). Augmentation mirrors, turns, shifts and scales crops, moves them in
 depth, adds noise and dropouts, and blanks a half-plane as the image's edge does, so an arm
 running out of the image is a negative and a hand with half of it past the edge is still
-a positive. Streams 5 (training) and 6 (held out): 1-4 are the hand network's and the side
+a positive. ``DataConfig.edge_cut_probability`` (off by default) also cuts hand scenes
+by the image's edge before the segmentation looks at them, as a camera cuts a hand that
+leaves its view: the segmentation then centres the crop on what is left, further up the
+arm than the half-plane above, which cuts a crop already centred on the whole hand.
+Streams 5 (training) and 6 (held out): 1-4 are the hand network's and the side
 classifier's; 5 also draws the 8-bit network's calibration crops, hand scenes of another
 kind, for another model.
 
@@ -147,6 +151,15 @@ class DataConfig:
     #: Objects alone: distance from the camera and what lies behind them.
     object_depth_m: tuple[float, float] = (0.25, 1.0)
     object_window_m: float = 0.8
+    #: Share of the hand scenes whose image ends inside the hand (``cut_at_image_edge``),
+    #: before the segmentation looks for it, which then finds what is left: the share of
+    #: the hand's pixels left in view is drawn from ``edge_cut_keep``, or is none at all
+    #: with ``edge_cut_whole_hand`` (an arm whose hand is past the edge: a negative). Off
+    #: for the shipped weights: at 0.25 it kept more hands cut by the edge and fewer before
+    #: a wall (``docs/network.md``, "Hand or no hand").
+    edge_cut_probability: float = 0.0
+    edge_cut_keep: tuple[float, float] = (0.5, 0.95)
+    edge_cut_whole_hand: float = 0.25
 
 
 def _box_mesh(half_sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -209,6 +222,44 @@ def object_scene(rng: np.random.Generator, config: DataConfig) -> tuple[np.ndarr
     return (np.round(depth / scale) * scale).astype(np.float32), k, sensor
 
 
+def cut_at_image_edge(
+    depth_m: np.ndarray, intrinsics: CameraIntrinsics, sensor: CameraIntrinsics, hand_mask: np.ndarray, side: int, keep: float
+) -> tuple[np.ndarray, CameraIntrinsics, CameraIntrinsics, np.ndarray] | None:
+    """The image's edge moved into the hand from one side (0 left, 1 right, 2 top, 3 bottom),
+    so that a share ``keep`` of its pixels stays in view (0: none, the cut just past the
+    hand): (depth, window intrinsics, sensor intrinsics, hand mask) of the frame a camera
+    with that edge would give. ``depth_m`` is a window of ``sensor`` (``intrinsics`` its
+    own); the cut window stays a window of the cut sensor. None where nothing of the
+    window is left."""
+    if side not in (0, 1, 2, 3) or not 0 <= keep <= 1:
+        raise ValueError(f"a cut from side 0-3 keeping a share in [0, 1], not side {side}, share {keep}")
+    v, u = np.nonzero(hand_mask)
+    if not len(u):
+        return depth_m, intrinsics, sensor, hand_mask
+    height, width = depth_m.shape
+    along = np.sort(u if side < 2 else v)
+    dropped = int(round((1 - keep) * len(along)))
+    if side in (0, 2):  # what lies at or past the cut stays
+        cut = int(along[dropped]) if dropped < len(along) else int(along[-1]) + 1
+        lo, hi = cut, (width if side == 0 else height)
+    else:
+        cut = int(along[len(along) - 1 - dropped]) + 1 if dropped < len(along) else int(along[0])
+        lo, hi = 0, cut
+    if hi <= lo:
+        return None
+    # The window's pixel (x, y) is the sensor's (x + ox, y + oy).
+    ox, oy = round(sensor.cx - intrinsics.cx), round(sensor.cy - intrinsics.cy)
+    if side < 2:
+        window = (slice(None), slice(lo, hi))
+        cut_intrinsics = dataclasses.replace(intrinsics, width=hi - lo, cx=intrinsics.cx - lo)
+        cut_sensor = dataclasses.replace(sensor, width=sensor.width - ox - lo, cx=sensor.cx - ox - lo) if side == 0 else dataclasses.replace(sensor, width=ox + hi)
+    else:
+        window = (slice(lo, hi), slice(None))
+        cut_intrinsics = dataclasses.replace(intrinsics, height=hi - lo, cy=intrinsics.cy - lo)
+        cut_sensor = dataclasses.replace(sensor, height=sensor.height - oy - lo, cy=sensor.cy - oy - lo) if side == 2 else dataclasses.replace(sensor, height=oy + hi)
+    return np.ascontiguousarray(depth_m[window]), cut_intrinsics, cut_sensor, np.ascontiguousarray(hand_mask[window])
+
+
 def render_crop(model, config: DataConfig, seed: int, kind: str) -> dict[str, np.ndarray] | None:
     """One crop of ``kind`` cut where the segmentation finds the hand (None: where it finds
     nothing, or a ``hand`` crop between positive and negative, see the module docstring).
@@ -225,6 +276,13 @@ def render_crop(model, config: DataConfig, seed: int, kind: str) -> dict[str, np
         intrinsics, sensor = sample.intrinsics, sample.sensor
         if kind == "hand":
             hand_mask = sample.mask
+            cut = np.random.default_rng([seed, 3])
+            if cut.uniform() < config.edge_cut_probability:
+                keep = 0.0 if cut.uniform() < config.edge_cut_whole_hand else cut.uniform(*config.edge_cut_keep)
+                frame = cut_at_image_edge(depth_m, intrinsics, sensor or intrinsics, hand_mask, int(cut.integers(4)), keep)
+                if frame is None:
+                    return None
+                depth_m, intrinsics, sensor, hand_mask = frame
     centre = track_hand_center(depth_m, intrinsics, None, config.segment)
     if centre is None:
         return None
@@ -497,6 +555,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--held-out", type=int, default=TrainConfig.held_out_samples, help="held-out scenes (default %(default)s)")
     t.add_argument("--steps", type=int, default=TrainConfig.steps, help="optimiser steps (default %(default)s)")
     t.add_argument("--workers", type=int, default=TrainConfig.render_workers, help="rendering processes (default %(default)s)")
+    t.add_argument("--seed", type=int, default=TrainConfig.seed, help="the network's initial weights and the order and augmentation of its crops (default %(default)s)")
+    t.add_argument(
+        "--edge-cut-probability", type=float, default=DataConfig.edge_cut_probability,
+        help="share of the hand scenes cut by the image's edge before they are segmented (default %(default)s; see DataConfig)",
+    )
     t.add_argument("--evaluate", action="store_true", help="write the held-out metrics into the manifest")
     e = sub.add_parser("evaluate", help="held-out metrics of a weights folder")
     e.add_argument("--weights", type=Path, default=PRESENCE_WEIGHTS_DIR, help="weights folder (default: the shipped one)")
@@ -506,13 +569,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "train" and min(args.samples, args.held_out, args.steps, args.workers) < 1:
         parser.error("--samples, --held-out, --steps and --workers must be at least 1")
+    if args.command == "train" and not 0 <= args.edge_cut_probability <= 1:
+        parser.error(f"--edge-cut-probability must be in [0, 1], not {args.edge_cut_probability}")
     if args.command == "train" and args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} is a file, not a run directory")
     if args.command == "evaluate" and args.held_out < 1:
         parser.error("--held-out must be at least 1")
     try:
         if args.command == "train":
-            config = dataclasses.replace(TrainConfig(), samples=args.samples, held_out_samples=args.held_out, steps=args.steps, render_workers=args.workers)
+            data = dataclasses.replace(DataConfig(), edge_cut_probability=args.edge_cut_probability)
+            config = dataclasses.replace(TrainConfig(), samples=args.samples, held_out_samples=args.held_out, steps=args.steps, render_workers=args.workers, seed=args.seed, data=data)
             network, summary = train(config, args.out)
             weights_dir = args.out / "export"  # where every trainer here exports
             manifest = export_weights(network, weights_dir, summary, cube_size_m=config.data.cube_size_m)
