@@ -175,6 +175,28 @@ def test_a_hand_found_again_soon_near_where_it_was_lost_keeps_its_side_vote(esti
     assert tracker.process(frames[3][0]).hands[0].handedness == Handedness.RIGHT
 
 
+def test_a_hand_found_again_keeps_its_vote_though_another_thing_was_tracked_in_between(estimator):
+    # Frames 0-1 track the hand (left, mean -0.5); frame 2 finds another "hand" 21 cm away
+    # (a jump: a track of its own, +3 alone: right); frame 3 loses that; frame 4, 133 ms
+    # after the first track's last frame, finds the first hand again where it was.
+    _, frames = _frames(Handedness.RIGHT, 5)
+    frame = frames[2][0]
+    elsewhere = DepthFrame(np.roll(frame.depth, -200, axis=1), frame.depth_scale, frame.intrinsics, frame.timestamp_ms, frame.serial, frame.frame_number)
+
+    def sides(config: TrackerConfig) -> list:
+        tracker = HandTracker(estimator, config, side_classifier=_FakeClassifier([-2.0, 1.0, 3.0, 0.5]))
+        results = [tracker.process(f) for f in (frames[0][0], frames[1][0], elsewhere, _empty(frames[3][0]), frames[4][0])]
+        return [r.hands[0].handedness if r.hands else None for r in results]
+
+    left, right = Handedness.LEFT, Handedness.RIGHT
+    # Its own vote, (-2 + 1 + 0.5) / 3 = -0.17: left; not the other track's, nor afresh (+0.5).
+    assert sides(TrackerConfig(side_check_every=0)) == [left, left, right, None, left]
+    assert sides(TrackerConfig(side_check_every=0, resume_side_within_ms=0.0)) == [left, left, right, None, right]
+    # Too late for it (a window of 90 ms; frame 4 comes 100 ms after frame 1): afresh.
+    late = dataclasses.replace(TrackerConfig(side_check_every=0), resume_side_within_ms=90.0)
+    assert sides(late) == [left, left, right, None, right]
+
+
 def test_a_resumed_track_checks_its_side_when_the_lost_one_was_due_to(estimator):
     # The side check on a track's first frame is left out where the track takes up one
     # lost a frame before: it falls on the frame the hand is found again, often still in

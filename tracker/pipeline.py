@@ -283,9 +283,11 @@ class HandTracker:
         self._begun_center: np.ndarray | None = None
         #: Where in the stream that frame was.
         self._begun_position: _StreamPosition | None = None
-        #: The last track that ended with a side vote, which a track found again soon after
-        #: near where it ended takes up (``TrackerConfig.resume_side_within_ms``).
-        self._ended: _EndedTrack | None = None
+        #: The last tracks that ended with a side vote, oldest first, which a track found
+        #: again soon after near where one ended takes up (``TrackerConfig.resume_side_within_ms``).
+        #: More than one: a hand lost for a moment, while another thing is taken for a hand
+        #: elsewhere for a frame or two, is still found again with its own vote.
+        self._ended: list[_EndedTrack] = []
         self._smoother = OneEuroFilter() if config.smooth else None
         self.side_classifier = None
         if config.handedness is None:
@@ -371,7 +373,7 @@ class HandTracker:
         """Forget the track: the next frame is treated as the first of a new input."""
         self._lost()
         self._last_frame = None
-        self._ended = None
+        self._ended = []
 
     def follows(self, last: DepthFrame | None, frame: DepthFrame) -> bool:
         """Whether ``frame`` follows ``last`` closely enough to continue its track (True
@@ -404,7 +406,7 @@ class HandTracker:
         if self._side_vote.frames > 0:
             # A new vote object: the ended one is kept as it stands for a track that may
             # take it up (``_resume_side``).
-            self._ended = _EndedTrack(self._side_vote, self._side, self._track_frames, self._side_checked_at, self._begun_center, self._begun_position)
+            self._ended = [*self._ended[1 - _ENDED_TRACKS_KEPT :], _EndedTrack(self._side_vote, self._side, self._track_frames, self._side_checked_at, self._begun_center, self._begun_position)]
             self._side_vote = SideVote(self.config.side_vote)
         self._previous_center = self._begun_center = self._begun_position = None
         self._hand_evidence = None
@@ -505,20 +507,33 @@ class HandTracker:
 
     def _resumable(self, frame: DepthFrame, centre: np.ndarray) -> _EndedTrack | None:
         """The track that ended just before, where a track that begins with ``frame``, its
-        hand at ``centre``, would take it up (``TrackerConfig.resume_side_within_ms``)."""
-        ended, window_ms = self._ended, self.config.resume_side_within_ms
-        if ended is None or ended.center is None or ended.position is None or self.config.handedness is not None or window_ms <= 0:
+        hand at ``centre``, would take it up (``TrackerConfig.resume_side_within_ms``): of
+        those that ended within that time and near enough, the nearest."""
+        window_ms = self.config.resume_side_within_ms
+        if self.config.handedness is not None or window_ms <= 0:
             return None
-        if frame.timestamp_ms == 0.0 and ended.position.timestamp_ms == 0.0:
-            return None  # frames without a clock: how long the hand was gone is unknown
-        soon = abs(frame.timestamp_ms - ended.position.timestamp_ms) <= window_ms
-        near = bool(np.linalg.norm(centre - ended.center) <= self.config.new_track_jump_m)
-        return ended if soon and near and self.follows(ended.position, frame) else None
+        best, best_distance = None, self.config.new_track_jump_m
+        for ended in self._ended:
+            if ended.center is None or ended.position is None:
+                continue
+            if frame.timestamp_ms == 0.0 and ended.position.timestamp_ms == 0.0:
+                continue  # frames without a clock: how long the hand was gone is unknown
+            distance = float(np.linalg.norm(centre - ended.center))
+            soon = abs(frame.timestamp_ms - ended.position.timestamp_ms) <= window_ms
+            if soon and distance <= best_distance and self.follows(ended.position, frame):
+                best, best_distance = ended, distance
+        return best
 
     def _resume_side(self, frame: DepthFrame, centre: np.ndarray) -> None:
         """On a track's first frame: take up the side vote of the track that ended just
         before, where there is one to take up (``_resumable``)."""
-        ended, self._ended = self._resumable(frame, centre), None
+        ended = self._resumable(frame, centre)
+        # The others stay, until they are too old to take up: a hand lost while this one
+        # was found elsewhere may come back.
+        window_ms = self.config.resume_side_within_ms
+        self._ended = [
+            other for other in self._ended if other is not ended and other.position is not None and abs(frame.timestamp_ms - other.position.timestamp_ms) <= window_ms
+        ]
         if ended is not None:
             # The side checks go on as they were due: a check on the frame the hand is found
             # again, often in the pose it was lost in, fits both sides badly.
@@ -599,7 +614,7 @@ class HandTracker:
         if not self._continues_stream(frame):
             self._lost()
             # The next hand may be another one: nothing carries over a break in the stream.
-            self._ended = None
+            self._ended = []
         centre = prepared.centre
         if centre is None:
             self._lost()
@@ -653,6 +668,11 @@ class HandTracker:
             uv = project(joints, frame.intrinsics)
             estimate = dataclasses.replace(estimate, joints_cam_m=joints, vertices_cam_m=vertices, joints_uv_px=uv.astype(np.float32))
         return FrameResult(frame, (estimate,), timings)
+
+
+#: Ended tracks a new one may take up (``HandTracker._ended``): more than a run of brief
+#: mistaken tracks between a hand's loss and its return within the time allowed.
+_ENDED_TRACKS_KEPT = 4
 
 
 class _EndedTrack(NamedTuple):
