@@ -2261,6 +2261,26 @@ def test_side_check_due_says_beforehand_which_frames_begin_with_a_side_check(han
             assert [n for n, d in enumerate(due) if d] == expected, resume_ms
 
 
+def test_side_check_due_knows_a_jump_back_takes_up_the_track_lost_there():
+    from tracker.pipeline import HandTracker, TrackerConfig
+
+    # A hand at A for 5 frames (checked at 0 and 3), lost for a frame, something taken for a
+    # hand 30 cm away for a frame (a track of its own, checked), then A again: it takes up
+    # A's track, whose next check is due at its 6th frame, not on its return.
+    a, b = [0.0, 0.0, 0.5], [0.3, 0.0, 0.5]
+    centres = [a] * 5 + [None, b] + [a] * 4
+    presence = type("Presence", (), {})()
+    for resume_ms, expected in ((TrackerConfig.resume_side_within_ms, [0, 3, 6, 8]), (0.0, [0, 3, 6, 7, 10])):
+        tracker = HandTracker(_CheckingEstimator(), TrackerConfig(side_check_every=3, resume_side_within_ms=resume_ms), side_classifier=object(), presence=presence)
+        due, checked = [], []
+        for number, centre in enumerate(centres):
+            frame, prepared = _checking_step(tracker, 100 + number, centre, timestamp_ms=33.0 * number)
+            due.append(tracker.side_check_due(frame, prepared))
+            checked.append("side_check" in tracker.finish(frame, prepared).timings_ms)
+        assert due == checked
+        assert [n for n, d in enumerate(due) if d] == expected, resume_ms
+
+
 def test_a_side_check_that_fails_leaves_nothing_queued():
     from tracker.pipeline import HandTracker, TrackerConfig
 

@@ -177,7 +177,7 @@ def test_a_hand_found_again_soon_near_where_it_was_lost_keeps_its_side_vote(esti
 
 def test_a_hand_found_again_keeps_its_vote_though_another_thing_was_tracked_in_between(estimator):
     # Frames 0-1 track the hand (left, mean -0.5); frame 2 finds another "hand" 21 cm away
-    # (a jump: a track of its own, +3 alone: right); frame 3 loses that; frame 4, 133 ms
+    # (a jump: a track of its own, +3 alone: right); frame 3 loses that; frame 4, 100 ms
     # after the first track's last frame, finds the first hand again where it was.
     _, frames = _frames(Handedness.RIGHT, 5)
     frame = frames[2][0]

@@ -406,7 +406,8 @@ class HandTracker:
         if self._side_vote.frames > 0:
             # A new vote object: the ended one is kept as it stands for a track that may
             # take it up (``_resume_side``).
-            self._ended = [*self._ended[1 - _ENDED_TRACKS_KEPT :], _EndedTrack(self._side_vote, self._side, self._track_frames, self._side_checked_at, self._begun_center, self._begun_position)]
+            ended = _EndedTrack(self._side_vote, self._side, self._track_frames, self._side_checked_at, self._begun_center, self._begun_position)
+            self._ended = [*self._ended, ended][-_ENDED_TRACKS_KEPT:]
             self._side_vote = SideVote(self.config.side_vote)
         self._previous_center = self._begun_center = self._begun_position = None
         self._hand_evidence = None
@@ -505,15 +506,15 @@ class HandTracker:
         every = self.config.side_check_every
         return every > 0 and (self._side_checked_at is None or self._track_frames - self._side_checked_at >= every)
 
-    def _resumable(self, frame: DepthFrame, centre: np.ndarray) -> _EndedTrack | None:
-        """The track that ended just before, where a track that begins with ``frame``, its
-        hand at ``centre``, would take it up (``TrackerConfig.resume_side_within_ms``): of
-        those that ended within that time and near enough, the nearest."""
+    def _resumable(self, frame: DepthFrame, centre: np.ndarray, ended_tracks: list[_EndedTrack] | None = None) -> _EndedTrack | None:
+        """The lost track a track that begins with ``frame``, its hand at ``centre``, would
+        take up (``TrackerConfig.resume_side_within_ms``): of those (``ended_tracks``, by
+        default the ones kept) that ended within that time and near enough, the nearest."""
         window_ms = self.config.resume_side_within_ms
         if self.config.handedness is not None or window_ms <= 0:
             return None
         best, best_distance = None, self.config.new_track_jump_m
-        for ended in self._ended:
+        for ended in self._ended if ended_tracks is None else ended_tracks:
             if ended.center is None or ended.position is None:
                 continue
             if frame.timestamp_ms == 0.0 and ended.position.timestamp_ms == 0.0:
@@ -525,8 +526,8 @@ class HandTracker:
         return best
 
     def _resume_side(self, frame: DepthFrame, centre: np.ndarray) -> None:
-        """On a track's first frame: take up the side vote of the track that ended just
-        before, where there is one to take up (``_resumable``)."""
+        """On a track's first frame: take up the side vote of a track lost just before near
+        it, where there is one to take up (``_resumable``)."""
         ended = self._resumable(frame, centre)
         # The others stay, until they are too old to take up: a hand lost while this one
         # was found elsewhere may come back.
@@ -552,9 +553,18 @@ class HandTracker:
         presence then turns down: no harm, the frames before are only completed sooner."""
         if self.config.handedness is not None or self.config.side_check_every <= 0 or prepared.centre is None:
             return False
-        if not self.follows(self._last_frame, frame) or self._jumped(prepared.centre):
-            return True  # a new track, and no track that ended near it just before
-        ended = self._resumable(frame, prepared.centre) if self._track_frames == 0 else None
+        if not self.follows(self._last_frame, frame):
+            return True  # a new track, and nothing carries over a break in the stream
+        if self._jumped(prepared.centre):
+            # A new track, which may take up one lost before the current one began, among
+            # those kept once the current one has ended (``_lost``); never the current one,
+            # as it jumped from there.
+            kept = [*self._ended, None][-_ENDED_TRACKS_KEPT:] if self._side_vote.frames > 0 else self._ended
+            ended = self._resumable(frame, prepared.centre, [track for track in kept if track is not None])
+            if ended is None:
+                return True
+        else:
+            ended = self._resumable(frame, prepared.centre) if self._track_frames == 0 else None
         if ended is not None:
             every = self.config.side_check_every
             return ended.side_checked_at is None or ended.track_frames - ended.side_checked_at >= every
