@@ -169,6 +169,10 @@ def test_a_short_training_run_writes_loadable_weights_with_its_config(tmp_path):
     assert manifest["training"]["steps"] == 4 and manifest["training"]["samples_seen"] == 4 * pr.TrainConfig.batch_size
     config = json.loads((out / "training_config.json").read_text())
     assert config["samples"] == 8 and config["seed"] == 3 and config["data"]["edge_cut_probability"] == 0.5
+    # The training scenes cut so, the held-out ones never: runs with and without compare.
+    for stream, cut in ((pr.TRAIN_STREAM_SEED, 0.5), (pr.HELD_OUT_STREAM_SEED, 0.0)):
+        with np.load(out / "cache" / f"presence_stream{stream}_n8.npz") as cached:
+            assert json.loads(str(cached["key"]))["data"]["edge_cut_probability"] == cut
     assert (out / "training_metrics.csv").read_text().count("\n") == 2  # header and the last step
     HandPresence.load(out / "export").logit(np.ones((64, 64), np.float32))
     # The export is what weights/presence/ holds: the weights with their run's config and log.

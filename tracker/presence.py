@@ -21,7 +21,7 @@ sees what the tracker gives it:
 * ``object``: balls, heads, boxes, tubes and boards alone over nothing, a wall or a desk.
 
 A ``hand`` crop is a positive when its centre lies within ``DataConfig.positive_within_m``
-of the visible hand's centroid, a negative when it holds no hand pixel (the segmentation
+of the visible hand's centroid and it holds a hand pixel, a negative when it holds no hand pixel (the segmentation
 took the body or the desk), and left out in between (it took the arm, and the crop shows
 part of the hand). Augmentation mirrors, turns, shifts and scales crops, moves them in
 depth, adds noise and dropouts, and blanks a half-plane as the image's edge does, so an arm
@@ -100,7 +100,7 @@ TRAIN_STREAM_SEED = 5
 HELD_OUT_STREAM_SEED = 6
 KINDS = ("hand", "arm", "object")
 #: Bumped with every change to what ``render_crop`` makes of a config (see the module docstring).
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 #: Share of each kind among the rendered crops, in this order (repeating): hands half.
 KIND_CYCLE = ("hand", "arm", "hand", "object")
 
@@ -154,9 +154,10 @@ class DataConfig:
     #: Share of the hand scenes whose image ends inside the hand (``cut_at_image_edge``),
     #: before the segmentation looks for it, which then finds what is left: the share of
     #: the hand's pixels left in view is drawn from ``edge_cut_keep``, or is none at all
-    #: with ``edge_cut_whole_hand`` (an arm whose hand is past the edge: a negative). Off
-    #: for the shipped weights: at 0.25 it kept more hands cut by the edge and fewer before
-    #: a wall (``docs/network.md``, "Hand or no hand").
+    #: with ``edge_cut_whole_hand`` (an arm whose hand is past the edge: a negative, or, cut
+    #: from the arm's side, the body or nothing). The side is drawn at random. Off for the
+    #: shipped weights: at 0.25 it kept more hands cut by the edge and fewer before a wall
+    #: (``docs/network.md``, "Hand or no hand"). The held-out scenes are never cut.
     edge_cut_probability: float = 0.0
     edge_cut_keep: tuple[float, float] = (0.5, 0.95)
     edge_cut_whole_hand: float = 0.25
@@ -292,7 +293,8 @@ def render_crop(model, config: DataConfig, seed: int, kind: str) -> dict[str, np
     if hand_mask is not None:
         hand = resample(hand_mask, crop.image_from_crop, config.crop_size, 0).astype(bool) & crop.measured
         centroid = hand_centroid(depth_m, hand_mask, intrinsics, sample.joints.mean(0))
-        if np.linalg.norm(centre - centroid) <= config.positive_within_m:
+        # A hand pixel in the crop too: with almost none in view the centroid is the joints'.
+        if hand.any() and np.linalg.norm(centre - centroid) <= config.positive_within_m:
             label = 1.0
         elif hand.any():
             return None
@@ -331,6 +333,12 @@ def render_set(config: DataConfig, stream_seed: int, count: int, workers: int = 
     if not rows:
         raise ValueError(f"no crop in samples 0..{count - 1} of stream {stream_seed}: the segmentation found nothing to crop")
     return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+def held_out_data(config: DataConfig) -> DataConfig:
+    """The held-out scenes' config for a run on ``config``: no scene cut by the image's edge
+    (``edge_cut_probability``), so that runs with and without the cuts are measured alike."""
+    return dataclasses.replace(config, edge_cut_probability=0.0)
 
 
 def cached_set(cache_dir: Path | None, config: DataConfig, stream_seed: int, count: int, workers: int = 2, progress: bool = True, desc: str = "rendering") -> tuple[dict[str, np.ndarray], float]:
@@ -438,7 +446,8 @@ def train(config: TrainConfig, out_dir: Path, progress: bool = True) -> tuple[Pr
     (out_dir / "training_config.json").write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
     cache = out_dir / "cache"
     data, render_train = cached_set(cache, config.data, TRAIN_STREAM_SEED, config.samples, config.render_workers, progress, "rendering training scenes")
-    held, render_held = cached_set(cache, config.data, HELD_OUT_STREAM_SEED, config.held_out_samples, config.render_workers, progress, "rendering held-out scenes")
+    # Held out as the shipped weights are, whatever the training scenes' cuts: comparable.
+    held, render_held = cached_set(cache, held_out_data(config.data), HELD_OUT_STREAM_SEED, config.held_out_samples, config.render_workers, progress, "rendering held-out scenes")
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     network = PresenceNet(config.network)
@@ -537,7 +546,7 @@ def evaluate(directory: Path, config: TrainConfig, cache_dir: Path | None, progr
     # Both checked before any scene is rendered: a damaged file fails at once.
     network, _ = load_network(directory)
     classifier = HandPresence.load(directory)
-    held, _ = cached_set(cache_dir, config.data, HELD_OUT_STREAM_SEED, config.held_out_samples, config.render_workers, progress, "rendering held-out scenes")
+    held, _ = cached_set(cache_dir, held_out_data(config.data), HELD_OUT_STREAM_SEED, config.held_out_samples, config.render_workers, progress, "rendering held-out scenes")
     logits = torch_logits(network, held["depth"])
     onnx_logits = classifier.logits(held["depth"])
     out = metrics_of(logits, held)
