@@ -1,5 +1,7 @@
 """The tracker's confidence: how far a crop's depth bears out an estimated hand mesh."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -206,19 +208,33 @@ def test_the_separation_benchmark_takes_the_classifiers_of_the_weights_folder_it
     import benchmarks.confidence_separation as bench
     from tracker.weights import WEIGHTS_DIR, crop_classifiers
 
-    asked = []
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    for item in WEIGHTS_DIR.iterdir():
+        (folder / item.name).symlink_to(item)
+    asked, trackers = [], []
+    loaded = crop_classifiers(folder, None, 0.5)
 
     def spy(weights_dir, handedness, min_hand_probability):
-        asked.append((str(weights_dir), handedness, min_hand_probability))
-        return crop_classifiers(WEIGHTS_DIR, handedness, min_hand_probability)
+        asked.append((Path(weights_dir), handedness, min_hand_probability))
+        return loaded[0], loaded[1] if min_hand_probability > 0 else None
+
+    class Recorded(bench.HandTracker):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            trackers.append(self)
 
     monkeypatch.setattr(bench, "crop_classifiers", spy)
+    monkeypatch.setattr(bench, "HandTracker", Recorded)
     argv = ["--sequences", "1", "--frames", "1", "--objects", "1", "--scenes", "1", "--track-sequences", "1", "--track-frames", "1"]
-    assert bench.main([*argv, "--weights", str(WEIGHTS_DIR), "--out", str(tmp_path / "c.json"), "--no-progress"]) == 0
+    assert bench.main([*argv, "--weights", str(folder), "--out", str(tmp_path / "c.json"), "--no-progress"]) == 0
     # The single-frame groups' tracker and one per tracked variant, the one without the
-    # hand-presence classifier asking for none.
-    assert len(asked) == 7 and {a[0] for a in asked} == {str(WEIGHTS_DIR)} and all(a[1] is None for a in asked)
+    # hand-presence classifier asking for none; each tracker has what it asked for.
+    assert len(asked) == len(trackers) == 7 and {a[0] for a in asked} == {folder} and all(a[1] is None for a in asked)
     assert sorted(a[2] for a in asked)[:2] == [0.0, 0.5]
+    for tracker, (_, _, min_hand_probability) in zip(trackers, asked):
+        assert tracker.side_classifier is loaded[0]
+        assert tracker.presence is (loaded[1] if min_hand_probability > 0 else None)
 
 
 @pytest.mark.parametrize("side", list(Handedness))
