@@ -21,18 +21,18 @@ sees what the tracker gives it:
 * ``object``: balls, heads, boxes, tubes and boards alone over nothing, a wall or a desk.
 
 A ``hand`` crop is a positive when its centre lies within ``DataConfig.positive_within_m``
-of the visible hand's centroid and it holds a hand pixel, a negative when it holds no hand pixel (the segmentation
-took the body or the desk), and left out in between (it took the arm, and the crop shows
-part of the hand). Augmentation mirrors, turns, shifts and scales crops, moves them in
-depth, adds noise and dropouts, and blanks a half-plane as the image's edge does, so an arm
-running out of the image is a negative and a hand with half of it past the edge is still
-a positive. ``DataConfig.edge_cut_probability`` (off by default) also cuts hand scenes
-by the image's edge before the segmentation looks at them, as a camera cuts a hand that
-leaves its view: the segmentation then centres the crop on what is left, further up the
-arm than the half-plane above, which cuts a crop already centred on the whole hand.
-Streams 5 (training) and 6 (held out): 1-4 are the hand network's and the side
-classifier's; 5 also draws the 8-bit network's calibration crops, hand scenes of another
-kind, for another model.
+of the visible hand's centroid and it holds a hand pixel, a negative when it holds no hand
+pixel (the segmentation took the body or the desk), and left out in between (it took the
+arm, and the crop shows part of the hand). Augmentation mirrors, turns, shifts and scales
+crops, moves them in depth, adds noise and dropouts, and blanks a half-plane as the
+image's edge does, so an arm running out of the image is a negative and a hand with half
+of it past the edge is still a positive. ``DataConfig.edge_cut_probability`` (off by
+default) also cuts hand scenes by the image's edge before the segmentation looks at them,
+as a camera cuts a hand that leaves its view: the segmentation then centres the crop on
+what is left, further up the arm than the half-plane above, which cuts a crop already
+centred on the whole hand. Streams 5 (training) and 6 (held out): 1-4 are the hand
+network's and the side classifier's; 5 also draws the 8-bit network's calibration crops,
+hand scenes of another kind, for another model.
 
 The held-out metrics leave out what training leaves out, hand-scene crops between
 positive and negative (the segmentation on the arm, part of the hand in the crop), which
