@@ -11,6 +11,7 @@ from test_segment import FAR_HAND, K, NEAR_HAND, render, render_arm, visible_cen
 from tracker.crop import DEFAULT_CUBE_SIZE_M
 from tracker.prepare import HandChoiceConfig, PrepareConfig, likeliest_hand, prepare_frame
 from tracker.segment import SegmentConfig, find_hand_center, hand_centre_candidates
+from tracker.crop import OutOfImage
 from tracker.side_inference import HandPresence
 
 
@@ -19,6 +20,7 @@ class ScriptedPresence:
 
     cube_size_m = None
     crop_size = 64
+    out_of_image = OutOfImage.FAR  # past the image's edge: the far face
 
     def __init__(self, *logits: float) -> None:
         self.logits = list(logits)

@@ -1187,11 +1187,12 @@ def test_onnxruntime_backend_without_spinning_gives_the_same_outputs():
 def test_ray_frame_crops_for_the_network_and_a_camera_frame_crop_for_the_side_classifier(hand_model):
     import dataclasses as dc
 
-    from tracker.crop import CropFrame, make_crop
+    from tracker.crop import CropFrame, OutOfImage, make_crop
     from tracker.prepare import prepare_frame
 
     class Recorder:
         crop_size, cube_size_m = 64, None  # the shipped classifier's crop, the tracker's cube
+        out_of_image = OutOfImage.FAR  # past the image's edge: the far face
 
         def logit(self, depth):
             self.depth = depth
@@ -1211,11 +1212,12 @@ def test_ray_frame_crops_for_the_network_and_a_camera_frame_crop_for_the_side_cl
 def test_the_side_classifier_gets_crops_of_its_own_cube_and_size(hand_model):
     import dataclasses as dc
 
-    from tracker.crop import make_crop
+    from tracker.crop import OutOfImage, make_crop
     from tracker.prepare import prepare_frame
 
     class Recorder:
         crop_size, cube_size_m = 48, 0.22  # trained on other crops than the network's
+        out_of_image = OutOfImage.FAR  # past the image's edge: the far face
 
         def logit(self, depth):
             self.depth = depth
@@ -1261,6 +1263,7 @@ def test_the_tracker_fills_past_the_image_as_its_weights_were_trained_and_the_si
 
     class Recorder:
         crop_size, cube_size_m = 64, None  # would take the network's own right-hand crop if it were filled alike
+        out_of_image = OutOfImage.FAR  # past the image's edge: the far face
 
         def logit(self, depth):
             self.depth = depth
@@ -1291,12 +1294,13 @@ def test_a_side_left_to_the_tracker_is_judged_on_the_camera_frame_crop(hand_mode
     # ray-frame weights it must still show the classifier the camera-frame crop.
     import dataclasses as dc
 
-    from tracker.crop import CropFrame, make_crop
+    from tracker.crop import CropFrame, OutOfImage, make_crop
     from tracker.pipeline import HandTracker, TrackerConfig
     from tracker.prepare import prepare_frame
 
     class Recorder:
         crop_size, cube_size_m = 64, None  # the shipped classifier's crop, the tracker's cube
+        out_of_image = OutOfImage.FAR  # past the image's edge: the far face
 
         def logit(self, depth):
             self.depth = depth
@@ -2079,6 +2083,7 @@ def test_a_frame_without_a_finite_timestamp_is_refused():
 
 
 def test_the_hand_presence_evidence_keeps_a_hand_through_a_denied_frame_drops_an_arm_and_asks_a_doubted_crop_for_a_better_fit():
+    from tracker.crop import OutOfImage
     from tracker.pipeline import HandTracker, TrackerConfig
     from tracker.prepare import Prepared
     from tracker.types import CameraIntrinsics, DepthFrame
@@ -2095,6 +2100,7 @@ def test_the_hand_presence_evidence_keeps_a_hand_through_a_denied_frame_drops_an
 
     class AskedOnlyWithoutALogit:  # the hand-presence classifier, for frames prepared without it
         crop_size, cube_size_m, asked = 64, 0.26, 0
+        out_of_image = OutOfImage.FAR  # past the image's edge: the far face
 
         def logit(self, depth):
             self.asked += 1

@@ -132,6 +132,63 @@ def test_augmentation_past_the_edge_leaves_a_positive_half_its_hand():
             assert (kept < quiet.edge_keep_hand - 0.03).any()  # a negative may lose anything
 
 
+def test_marked_crops_keep_their_mark_through_augmentation_and_the_edge_is_marked():
+    from tracker.crop import OUT_OF_IMAGE_DEPTH, OutOfImage
+
+    s = 64
+    yy, xx = np.mgrid[:s, :s]
+    disc = (yy - 32) ** 2 + (xx - 36) ** 2 < 12**2
+    depth = np.where(disc, 0.0, 1.0).astype(np.float32)
+    depth[:, :20] = OUT_OF_IMAGE_DEPTH  # past the image's left edge
+    depth = torch.from_numpy(depth)[None, None].repeat(32, 1, 1, 1)
+    hand = torch.from_numpy(disc)[None, None].repeat(32, 1, 1, 1)
+    label = torch.ones(32)
+    no_edge = pr.AugmentConfig(edge_probability=0.0)  # turns, shifts, scales, depth moves, noise, dropouts
+    out = pr.augment(depth, hand, label, no_edge, torch.Generator().manual_seed(0), OutOfImage.MARKED)
+    near_mark = (out < -0.99) & (out != OUT_OF_IMAGE_DEPTH)
+    assert not near_mark.any()  # the mark is neither moved in depth nor noised
+    marked = (out == OUT_OF_IMAGE_DEPTH).sum(dim=(1, 2, 3)).float() / (20 * s)
+    # Turned and shifted with the crop: the corners the turn brings in are background.
+    assert marked.min() > 0.6 and marked.max() < 1.2
+    hand_like = ((out > -0.99) & (out < 1)).sum(dim=(1, 2, 3)).float() / float(disc.sum())
+    # The hand is still there: scaled by up to 1.1 either way (area x 0.83..1.21), less dropouts (<= 5 %).
+    assert hand_like.min() > 0.75 and hand_like.max() < 1.25
+    # On the far face, the same values are depth: moved and noised like any other.
+    far = pr.augment(depth, hand, label, no_edge, torch.Generator().manual_seed(0), OutOfImage.FAR)
+    assert (far == OUT_OF_IMAGE_DEPTH).sum() < 0.01 * (out == OUT_OF_IMAGE_DEPTH).sum()
+
+    # The half-plane standing for the image's edge shows what the crops show past it.
+    empty = torch.ones(32, 1, s, s)
+    edge = pr.AugmentConfig(edge_probability=1.0)
+    negatives = torch.zeros(32)
+    marked_edge = pr.augment(empty, torch.zeros_like(empty, dtype=torch.bool), negatives, edge, torch.Generator().manual_seed(1), OutOfImage.MARKED)
+    assert set(marked_edge.unique().tolist()) == {OUT_OF_IMAGE_DEPTH, 1.0}
+    far_edge = pr.augment(empty, torch.zeros_like(empty, dtype=torch.bool), negatives, edge, torch.Generator().manual_seed(1), OutOfImage.FAR)
+    assert (far_edge == 1.0).all()
+
+
+def test_hand_scenes_cut_by_the_image_edge_show_the_mark_past_it(hand_model):
+    from tracker.crop import OUT_OF_IMAGE_DEPTH, OutOfImage
+
+    far = pr.DataConfig(edge_cut_probability=1.0, edge_cut_whole_hand=0.0)
+    marked = dataclasses.replace(far, out_of_image=OutOfImage.MARKED)
+    compared = 0
+    for i in range(6):
+        seed = sample_seed(99, i)
+        rows = [pr.render_crop(hand_model, config, seed, "hand") for config in (far, marked)]
+        if rows[0] is None:
+            continue
+        past = rows[1]["depth"] == OUT_OF_IMAGE_DEPTH
+        # The same crop, the far face (1) where the image ends.
+        np.testing.assert_array_equal(np.where(past, 1.0, rows[1]["depth"]), rows[0]["depth"])
+        assert rows[1]["label"] == rows[0]["label"]
+        compared += 1
+        if past.any():
+            assert (rows[0]["depth"][past] == 1.0).all()
+    assert compared >= 3
+    assert any((pr.render_crop(hand_model, marked, sample_seed(99, i), "hand") or {"depth": np.ones(1)})["depth"].min() == OUT_OF_IMAGE_DEPTH for i in range(6))
+
+
 def test_onnx_export_round_trips_and_damaged_weights_raise_a_clear_error(tmp_path):
     torch.manual_seed(1)
     network = pr.PresenceNet()
@@ -161,6 +218,66 @@ def test_onnx_export_round_trips_and_damaged_weights_raise_a_clear_error(tmp_pat
         HandPresence.load(tmp_path)
 
 
+def test_a_classifier_trained_on_marked_crops_is_given_marked_crops(hand_model, tmp_path):
+    from tracker.crop import OUT_OF_IMAGE_DEPTH, CropFrame, OutOfImage, make_crop
+    from tracker.prepare import PrepareConfig, prepare_frame, side_classifier_crop
+    from tracker.side_inference import SideClassifier, classifier_crop
+    from tracker.types import Handedness
+
+    torch.manual_seed(2)
+    network = pr.PresenceNet()
+    torch.nn.init.normal_(network.head[-1].weight, std=3.0)
+    manifest = pr.export_weights(network, tmp_path, out_of_image=OutOfImage.MARKED)
+    assert manifest["out_of_image"] == "marked" and "-1" in manifest["input"]
+    marked = HandPresence.load(tmp_path)
+    shipped = HandPresence.load()
+    assert marked.out_of_image == OutOfImage.MARKED and shipped.out_of_image == OutOfImage.FAR
+    assert "out_of_image" not in pr.load_manifest()  # the shipped manifest: the far face, unsaid
+
+    # A hand scene, its crop centred 8 cm inside the image's right edge: the cube reaches past it.
+    sample = render_sample(hand_model, SceneConfig(), sample_seed(31, 0))
+    depth_m = sample.depth.astype(np.float32) * np.float32(sample.depth_scale)
+    k = sample.intrinsics
+    z = 0.4
+    centre = np.array([(k.width - 1 - k.cx) / k.fx * z - 0.08, 0.0, z])
+    config = PrepareConfig(pr.DataConfig().segment, pr.DataConfig().cube_size_m, None, CropFrame.CAMERA, OutOfImage.FAR)
+    crops = {Handedness.RIGHT: make_crop(depth_m, k, centre, config.cube_size_m, Handedness.RIGHT)}
+    # The far-face classifier takes the network's own crop; the marked one cuts its own.
+    assert side_classifier_crop(depth_m, k, centre, config, crops, shipped) is crops[Handedness.RIGHT].depth
+    own = side_classifier_crop(depth_m, k, centre, config, crops, marked)
+    expected = make_crop(depth_m, k, centre, config.cube_size_m, Handedness.RIGHT, out_of_image=OutOfImage.MARKED).depth
+    np.testing.assert_array_equal(own, expected)
+    assert (own == OUT_OF_IMAGE_DEPTH).any() and not (crops[Handedness.RIGHT].depth == OUT_OF_IMAGE_DEPTH).any()
+
+    # A frame's preparation with both classifiers: the side crop (far face) is not reused for it.
+    prepared = prepare_frame(depth_m, k, None, config, SideClassifier.load(), marked)
+    assert prepared.centre is not None
+    assert prepared.hand_logit == marked.logit(classifier_crop(marked, depth_m, k, prepared.centre, config.cube_size_m))
+
+    # A manifest naming a mark this version does not know is refused, saying so.
+    manifest["out_of_image"] = "blurred"
+    pr.write_manifest(tmp_path, manifest, pr.MANIFEST)
+    with pytest.raises(WeightsError, match="out_of_image 'blurred'"):
+        HandPresence.load(tmp_path)
+
+
+def test_evaluation_cuts_the_crops_as_the_weights_were_trained(tmp_path, monkeypatch):
+    from tracker.crop import OutOfImage
+
+    pr.export_weights(pr.PresenceNet(), tmp_path, out_of_image=OutOfImage.MARKED)
+    seen = []
+
+    def fake_set(cache_dir, config, stream_seed, count, workers=2, progress=True, desc=""):
+        seen.append(config.out_of_image)
+        rows = {"depth": np.ones((4, 64, 64), np.float32), "hand": np.zeros((4, 64, 64), bool), "label": np.array([1, 0, 1, 0], np.float32),
+                "kind": np.array([0, 1, 0, 2], np.int8), "seed": np.arange(4)}
+        return rows, 0.0
+
+    monkeypatch.setattr(pr, "cached_set", fake_set)
+    pr.evaluate(tmp_path, pr.TrainConfig(held_out_samples=4), None, progress=False)  # a config on the far face
+    assert seen == [OutOfImage.MARKED]
+
+
 def test_a_short_training_run_writes_loadable_weights_with_its_config(tmp_path):
     out = tmp_path / "run"
     argv = ["train", "--out", str(out), "--samples", "8", "--held-out", "8", "--steps", "4", "--workers", "1"]
@@ -181,6 +298,18 @@ def test_a_short_training_run_writes_loadable_weights_with_its_config(tmp_path):
     assert json.loads((out / "summary.json").read_text()) == manifest["training"]
     with pytest.raises(SystemExit):
         pr.main([*argv, "--edge-cut-probability", "1.5"])
+    with pytest.raises(SystemExit):
+        pr.main([*argv, "--out-of-image", "blurred"])
+    # Trained on marked crops: recorded in the config, the scenes' cache and the manifest,
+    # which is what a run reads to cut the classifier's crops (absent: the far face).
+    assert "out_of_image" not in manifest and config["data"]["out_of_image"] == "far"
+    marked = tmp_path / "marked"
+    assert pr.main(["train", "--out", str(marked), "--samples", "8", "--held-out", "8", "--steps", "2", "--workers", "1", "--out-of-image", "marked"]) == 0
+    assert json.loads((marked / "export" / pr.MANIFEST).read_text())["out_of_image"] == "marked"
+    assert json.loads((marked / "training_config.json").read_text())["data"]["out_of_image"] == "marked"
+    for stream in (pr.TRAIN_STREAM_SEED, pr.HELD_OUT_STREAM_SEED):
+        with np.load(marked / "cache" / f"presence_stream{stream}_n8.npz") as cached:
+            assert json.loads(str(cached["key"]))["data"]["out_of_image"] == "marked"
 
 
 def test_the_shipped_classifier_tells_the_real_hands_from_arms_without_theirs(hand_model, tmp_path):

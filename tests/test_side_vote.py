@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tracker.backends import create_backend
-from tracker.crop import make_crop
+from tracker.crop import OutOfImage, make_crop
 from tracker.estimator import HandEstimator
 from tracker.pipeline import HandTracker, TrackerConfig
 from tracker.side_vote import SideVote, SideVoteConfig
@@ -62,6 +62,7 @@ class _FakeClassifier:
     """Returns the logits it is given, in turn, and records what it was shown."""
 
     crop_size, cube_size_m = 64, None  # the shipped classifier's crop, the tracker's cube
+    out_of_image = OutOfImage.FAR  # past the image's edge: the far face
 
     def __init__(self, logits):
         self.logits = list(logits)

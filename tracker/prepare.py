@@ -28,7 +28,7 @@ import numpy as np
 from tracker.crop import CropFrame, OutOfImage, make_crop
 from tracker.lens import pinhole_view
 from tracker.segment import SegmentConfig, hand_centre_candidates, track_hand_center
-from tracker.side_inference import CropClassifier, HandPresence, SideClassifier
+from tracker.side_inference import CropClassifier, HandPresence, SideClassifier, classifier_crop
 from tracker.types import CameraIntrinsics, DepthFrame, HandCrop, Handedness, depth_to_metres
 
 
@@ -118,13 +118,13 @@ def side_classifier_crop(
     right = crops.get(Handedness.RIGHT)
     if (
         config.crop_frame == CropFrame.CAMERA
-        and config.out_of_image == OutOfImage.FAR
+        and config.out_of_image == classifier.out_of_image
         and right is not None
         and cube_size_m == config.cube_size_m
         and right.depth.shape == (classifier.crop_size, classifier.crop_size)
     ):
         return right.depth
-    return make_crop(depth_m, intrinsics, centre, cube_size_m, Handedness.RIGHT, crop_size=classifier.crop_size).depth
+    return classifier_crop(classifier, depth_m, intrinsics, centre, config.cube_size_m)
 
 
 def prepare_frame(
@@ -170,7 +170,12 @@ def prepare_frame(
         timings["side"] = 1e3 * (time.perf_counter() - t2)
     if presence is not None and hand_logit is None:
         t3 = time.perf_counter()
-        same = side_depth is not None and (presence.cube_size_m or config.cube_size_m) == (classifier.cube_size_m or config.cube_size_m) and presence.crop_size == classifier.crop_size
+        same = (
+            side_depth is not None
+            and (presence.cube_size_m or config.cube_size_m) == (classifier.cube_size_m or config.cube_size_m)
+            and presence.crop_size == classifier.crop_size
+            and presence.out_of_image == classifier.out_of_image
+        )
         hand_logit = presence.logit(side_depth if same else side_classifier_crop(depth_m, intrinsics, centre, config, crops, presence))
         timings["presence"] = 1e3 * (time.perf_counter() - t3)
     return Prepared(centre, crops, right_logit, timings, hand_logit)
@@ -185,14 +190,12 @@ def likeliest_hand(depth_m: np.ndarray, intrinsics: CameraIntrinsics, config: Pr
     centre = next(places, None)
     if centre is None:
         return None, None, 0.0
-    cube_size_m = presence.cube_size_m or config.cube_size_m
     spent_ms = 0.0
 
     def hand_logit(place: np.ndarray) -> float:
         nonlocal spent_ms
         t0 = time.perf_counter()
-        # The classifier's crop, as ``side_classifier_crop`` cuts it where it is not the network's own.
-        logit = float(presence.logit(make_crop(depth_m, intrinsics, place, cube_size_m, Handedness.RIGHT, crop_size=presence.crop_size).depth))
+        logit = float(presence.logit(classifier_crop(presence, depth_m, intrinsics, place, config.cube_size_m)))
         spent_ms += 1e3 * (time.perf_counter() - t0)
         return logit
 

@@ -30,9 +30,12 @@ of it past the edge is still a positive. ``DataConfig.edge_cut_probability`` (of
 default) also cuts hand scenes by the image's edge before the segmentation looks at them,
 as a camera cuts a hand that leaves its view: the segmentation then centres the crop on
 what is left, further up the arm than the half-plane above, which cuts a crop already
-centred on the whole hand. Streams 5 (training) and 6 (held out): 1-4 are the hand
-network's and the side classifier's; 5 also draws the 8-bit network's calibration crops,
-hand scenes of another kind, for another model.
+centred on the whole hand. ``DataConfig.out_of_image`` (the far face by default) can
+instead mark what lies past the image's edge in the crops, the half-plane too; the
+manifest records it, and a run cuts the classifier's crops alike
+(``tracker.side_inference.classifier_crop``). Streams 5 (training) and 6 (held out): 1-4
+are the hand network's and the side classifier's; 5 also draws the 8-bit network's
+calibration crops, hand scenes of another kind, for another model.
 
 The held-out metrics leave out what training leaves out, hand-scene crops between
 positive and negative (the segmentation on the arm, part of the hand in the crop), which
@@ -70,7 +73,7 @@ from tqdm import tqdm
 
 from kernels.raster import composite_ellipsoid, composite_plane, rasterize_mesh
 from kernels.sensor_noise import apply_stereo_noise
-from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, make_crop, resample
+from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, OUT_OF_IMAGE_DEPTH, OutOfImage, make_crop, resample
 from tracker.machine import machine_info
 from tracker.segment import SegmentConfig, track_hand_center
 from tracker.side_classifier import (
@@ -161,6 +164,11 @@ class DataConfig:
     edge_cut_probability: float = 0.0
     edge_cut_keep: tuple[float, float] = (0.5, 0.95)
     edge_cut_whole_hand: float = 0.25
+    #: What the crops show past the image's edge (``tracker.crop.OutOfImage``): the far
+    #: face, as for background, or a mark of its own, so that an arm running out of the
+    #: image is told from one that ends there. Recorded in the manifest: a run cuts the
+    #: classifier's crops as it was trained.
+    out_of_image: OutOfImage = OutOfImage.FAR
 
 
 def _box_mesh(half_sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -287,7 +295,9 @@ def render_crop(model, config: DataConfig, seed: int, kind: str) -> dict[str, np
     centre = track_hand_center(depth_m, intrinsics, None, config.segment)
     if centre is None:
         return None
-    crop = make_crop(depth_m, intrinsics, centre, config.cube_size_m, Handedness.RIGHT, crop_size=config.crop_size, sensor=sensor)
+    crop = make_crop(
+        depth_m, intrinsics, centre, config.cube_size_m, Handedness.RIGHT, crop_size=config.crop_size, out_of_image=config.out_of_image, sensor=sensor
+    )
     hand = np.zeros(crop.depth.shape, bool)
     label = 0.0
     if hand_mask is not None:
@@ -364,9 +374,17 @@ class AugmentConfig:
     edge_keep_hand: float = 0.5
 
 
-def augment(depth: torch.Tensor, hand: torch.Tensor, label: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """(B, 1, S, S) crops and (B, 1, S, S) bool hand pixels -> augmented (B, 1, S, S) crops."""
+def augment(
+    depth: torch.Tensor, hand: torch.Tensor, label: torch.Tensor, config: AugmentConfig, generator: torch.Generator,
+    out_of_image: OutOfImage = OutOfImage.FAR,
+) -> torch.Tensor:
+    """(B, 1, S, S) crops and (B, 1, S, S) bool hand pixels -> augmented (B, 1, S, S) crops.
+    ``out_of_image``: what the crops show past the image's edge; with ``MARKED`` the marked
+    pixels move with the crop and keep their mark (no depth offset, noise or dropout), and
+    the half-plane standing for the image's edge is marked too."""
     b, _, s, _ = depth.shape
+    marked = OutOfImage(out_of_image) == OutOfImage.MARKED
+    unseen_value = OUT_OF_IMAGE_DEPTH if marked else 1.0
 
     def uniform(lo, hi, *shape):
         return lo + (hi - lo) * torch.rand(*(shape or (b,)), generator=generator)
@@ -381,15 +399,17 @@ def augment(depth: torch.Tensor, hand: torch.Tensor, label: torch.Tensor, config
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, [b, 2, s, s], align_corners=False)
     # Around 0, so the zero padding becomes background (1); nearest, as make_crop.
-    both = F.grid_sample(torch.cat([x - 1, hand], 1), grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    x, hand = both[:, :1] + 1, both[:, 1:] > 0.5
-    foreground = x < 1
+    channels = [x - 1, hand] + ([(x == OUT_OF_IMAGE_DEPTH).float()] if marked else [])
+    both = F.grid_sample(torch.cat(channels, 1), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    x, hand = both[:, :1] + 1, both[:, 1:2] > 0.5
+    unseen = both[:, 2:] > 0.5 if marked else torch.zeros_like(hand)
+    foreground = (x < 1) & ~unseen
     x = torch.where(foreground, x * scale[:, None, None, None] + uniform(-config.max_depth_offset, config.max_depth_offset)[:, None, None, None], x)
     x = x + torch.randn(x.shape, generator=generator) * uniform(0, config.max_noise_sigma)[:, None, None, None] * foreground
     x = torch.where(foreground & ((x < -1) | (x > 1)), torch.ones_like(x), x)
     drop = torch.rand(x.shape, generator=generator) < uniform(0, config.max_pixel_dropout)[:, None, None, None]
-    x = torch.where(drop, torch.ones_like(x), x)
-    # The image's edge: a half-plane at a random direction and offset shows the far face.
+    x = torch.where(drop & ~unseen, torch.ones_like(x), x)
+    # The image's edge: a half-plane at a random direction and offset shows what is past it.
     centres = (torch.arange(s, dtype=torch.float32) + 0.5) / s * 2 - 1
     yy, xx = torch.meshgrid(centres, centres, indexing="ij")
     direction = uniform(-math.pi, math.pi)
@@ -398,7 +418,7 @@ def augment(depth: torch.Tensor, hand: torch.Tensor, label: torch.Tensor, config
     hand_pixels = hand[:, 0].sum(dim=(1, 2)).float()
     kept = (hand[:, 0] & ~past).sum(dim=(1, 2)).float()
     apply = (uniform(0, 1) < config.edge_probability) & ((label < 0.5) | (kept >= config.edge_keep_hand * hand_pixels))
-    return torch.where(apply[:, None, None, None] & past[:, None], torch.ones_like(x), x)
+    return torch.where(apply[:, None, None, None] & past[:, None], torch.full_like(x, unseen_value), x)
 
 
 # ----------------------------------------------------------------------------- training
@@ -475,7 +495,7 @@ def train(config: TrainConfig, out_dir: Path, progress: bool = True) -> tuple[Pr
         for step in bar:
             network.train()
             index = torch.multinomial(weights, config.batch_size, replacement=True, generator=generator)
-            x = augment(depth[index], hand[index], label[index], config.augment, generator)
+            x = augment(depth[index], hand[index], label[index], config.augment, generator, config.data.out_of_image)
             loss = F.binary_cross_entropy_with_logits(network(x)[:, 0], label[index])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -501,7 +521,8 @@ def train(config: TrainConfig, out_dir: Path, progress: bool = True) -> tuple[Pr
 
 
 def export_weights(
-    network: PresenceNet, out_dir: str | Path, training: dict | None = None, metrics: dict | None = None, cube_size_m: float = DEFAULT_CUBE_SIZE_M
+    network: PresenceNet, out_dir: str | Path, training: dict | None = None, metrics: dict | None = None, cube_size_m: float = DEFAULT_CUBE_SIZE_M,
+    out_of_image: OutOfImage = OutOfImage.FAR,
 ) -> dict:
     """Write presence.pt, presence.onnx and presence.json into ``out_dir``; returns the manifest."""
     out_dir = Path(out_dir)
@@ -511,18 +532,25 @@ def export_weights(
     s = network.config.crop_size
     torch.onnx.export(network, (torch.zeros(1, 1, s, s),), str(out_dir / PRESENCE_ONNX), input_names=[PRESENCE_ONNX_INPUT],
                       output_names=[PRESENCE_ONNX_OUTPUT], opset_version=ONNX_OPSET, dynamo=False)
+    out_of_image = OutOfImage(out_of_image)
+    marked = out_of_image == OutOfImage.MARKED
     manifest = {
         "format": FORMAT,
         "network": network.config.to_dict(),
         "parameters": count_parameters(network),
-        "input": f"the crop of tracker.crop.make_crop(depth_m, intrinsics, centre, {cube_size_m}, Handedness.RIGHT) "
-        "(the side classifier's): (1, 1, S, S) float32 in [-1, 1], background 1; output logit > 0: a hand",
+        "input": f"the crop of tracker.crop.make_crop(depth_m, intrinsics, centre, {cube_size_m}, Handedness.RIGHT"
+        + (", out_of_image=OutOfImage.MARKED)" if marked else ") (the side classifier's)")
+        + ": (1, 1, S, S) float32 in [-1, 1], background 1"
+        + (f", past the image's edge {OUT_OF_IMAGE_DEPTH:g}" if marked else "")
+        + "; output logit > 0: a hand",
         "cube_size_m": cube_size_m,
         "onnx": {"input": PRESENCE_ONNX_INPUT, "input_shape": [1, 1, s, s], "output": PRESENCE_ONNX_OUTPUT, "output_shape": [1, 1], "opset": ONNX_OPSET},
         "files": {STATE_DICT: sha256_of(out_dir / STATE_DICT), PRESENCE_ONNX: sha256_of(out_dir / PRESENCE_ONNX)},
         "training": training or {},
         "metrics": metrics or {},
     }
+    if marked:  # absent means the far face (``tracker.side_inference.out_of_image_in``)
+        manifest["out_of_image"] = out_of_image.value
     write_manifest(out_dir, manifest, MANIFEST)
     return manifest
 
@@ -546,6 +574,8 @@ def evaluate(directory: Path, config: TrainConfig, cache_dir: Path | None, progr
     # Both checked before any scene is rendered: a damaged file fails at once.
     network, _ = load_network(directory)
     classifier = HandPresence.load(directory)
+    # The crops as the weights were trained on them, whatever ``config`` says.
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, out_of_image=classifier.out_of_image))
     held, _ = cached_set(cache_dir, held_out_data(config.data), HELD_OUT_STREAM_SEED, config.held_out_samples, config.render_workers, progress, "rendering held-out scenes")
     logits = torch_logits(network, held["depth"])
     onnx_logits = classifier.logits(held["depth"])
@@ -569,6 +599,10 @@ def main(argv: list[str] | None = None) -> int:
         "--edge-cut-probability", type=float, default=DataConfig.edge_cut_probability,
         help="share of the hand scenes cut by the image's edge before they are segmented (default %(default)s; see DataConfig)",
     )
+    t.add_argument(
+        "--out-of-image", choices=[o.value for o in OutOfImage], default=DataConfig.out_of_image.value,
+        help="what the crops show past the image's edge: the far face, as background, or a mark of its own (default %(default)s; see DataConfig)",
+    )
     t.add_argument("--evaluate", action="store_true", help="write the held-out metrics into the manifest")
     e = sub.add_parser("evaluate", help="held-out metrics of a weights folder")
     e.add_argument("--weights", type=Path, default=PRESENCE_WEIGHTS_DIR, help="weights folder (default: the shipped one)")
@@ -586,11 +620,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--held-out must be at least 1")
     try:
         if args.command == "train":
-            data = dataclasses.replace(DataConfig(), edge_cut_probability=args.edge_cut_probability)
+            data = dataclasses.replace(DataConfig(), edge_cut_probability=args.edge_cut_probability, out_of_image=OutOfImage(args.out_of_image))
             config = dataclasses.replace(TrainConfig(), samples=args.samples, held_out_samples=args.held_out, steps=args.steps, render_workers=args.workers, seed=args.seed, data=data)
             network, summary = train(config, args.out)
             weights_dir = args.out / "export"  # where every trainer here exports
-            manifest = export_weights(network, weights_dir, summary, cube_size_m=config.data.cube_size_m)
+            manifest = export_weights(network, weights_dir, summary, cube_size_m=config.data.cube_size_m, out_of_image=config.data.out_of_image)
             # The run's config and log go with the weights, as weights/presence/ keeps them:
             # the export is the folder to copy there.
             for name in ("training_config.json", "training_metrics.csv"):

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tracker.crop import OutOfImage, make_crop
+from tracker.types import CameraIntrinsics, Handedness
+
 ONNX = "side.onnx"
 ONNX_INPUT = "depth"
 ONNX_OUTPUT = "right_logit"
@@ -40,6 +43,9 @@ class CropClassifier:
         #: Edge of the cube its crops were cut from (m); None in a manifest that does not
         #: say, which then takes the tracker's.
         self.cube_size_m = float(manifest["cube_size_m"]) if manifest.get("cube_size_m") is not None else None
+        #: What its crops show past the image's edge; a manifest that does not say was
+        #: trained on the far face.
+        self.out_of_image = out_of_image_in(manifest)
         self._feed = np.empty((1, 1, self.crop_size, self.crop_size), np.float32)
 
     @classmethod
@@ -83,7 +89,7 @@ class CropClassifier:
         return cls(session, manifest, data)
 
     def logit(self, crop_depth: np.ndarray) -> float:
-        """The logit for one (S, S) crop (as make_crop(..., RIGHT) gives it)."""
+        """The logit for one (S, S) crop (as ``classifier_crop`` cuts it)."""
         crop_depth = np.asarray(crop_depth)
         if crop_depth.shape != (self.crop_size, self.crop_size):
             raise ValueError(f"expected a ({self.crop_size}, {self.crop_size}) crop, got shape {crop_depth.shape}")
@@ -95,6 +101,26 @@ class CropClassifier:
 
     def logits(self, crops: np.ndarray) -> np.ndarray:
         return np.array([self.logit(c) for c in crops], np.float32)
+
+
+def classifier_crop(classifier, depth_m: np.ndarray, intrinsics: CameraIntrinsics, centre: np.ndarray, cube_size_m: float) -> np.ndarray:
+    """(S, S) float32: the crop ``classifier`` (its ``crop_size``, ``cube_size_m`` and
+    ``out_of_image``) takes of (H, W) float32 metres around the camera-frame ``centre`` (m):
+    unmirrored, in the camera frame, of its own cube where it names one (else ``cube_size_m``)."""
+    return make_crop(
+        depth_m, intrinsics, centre, classifier.cube_size_m or cube_size_m, Handedness.RIGHT, crop_size=classifier.crop_size, out_of_image=classifier.out_of_image
+    ).depth
+
+
+def out_of_image_in(manifest: dict) -> OutOfImage:
+    """What a classifier's crops show past the image's edge, from its manifest."""
+    value = manifest.get("out_of_image", OutOfImage.FAR.value)
+    try:
+        return OutOfImage(value)
+    except ValueError:
+        from tracker.weights import WeightsError  # only now: it brings torch
+
+        raise WeightsError(f"the classifier's manifest names out_of_image {value!r}; this version knows {[o.value for o in OutOfImage]}") from None
 
 
 def sigmoid(z: float) -> float:
