@@ -63,7 +63,9 @@ class HandChoiceConfig:
     #: ... and at least this logit (sigmoid 0.88). Of arms whose hand is out of view, on
     #: some frames another place scores 1-2, a hand to the tracker, and would start a track
     #: on the arm; a hand's place that the rules passed over scores more as a rule
-    #: (``benchmarks/results/confidence_separation_choice_without_floor.json``).
+    #: (``benchmarks/results/confidence_separation_choice_without_floor.json``); at 1 or 0
+    #: each hand a third past the image's edge gained costs about one such arm
+    #: (``confidence_separation_choice_min_logit1.json``, ``..._min_logit0.json``).
     min_other_logit: float = 2.0
 
 
