@@ -132,6 +132,14 @@ def test_augmentation_past_the_edge_leaves_a_positive_half_its_hand():
             assert (kept < quiet.edge_keep_hand - 0.03).any()  # a negative may lose anything
 
 
+def _runs_around_the_border(mask: np.ndarray) -> int:
+    """Runs of True pixels along the (S, S) mask's border, walked once around."""
+    ring = np.concatenate([mask[0, :-1], mask[:-1, -1], mask[-1, :0:-1], mask[:0:-1, 0]])
+    if ring.all():
+        return 1
+    return int(np.sum(ring & ~np.roll(ring, 1)))
+
+
 def test_marked_crops_keep_their_mark_through_augmentation_and_the_edge_is_marked():
     from tracker.crop import OUT_OF_IMAGE_DEPTH, OutOfImage
 
@@ -140,21 +148,27 @@ def test_marked_crops_keep_their_mark_through_augmentation_and_the_edge_is_marke
     disc = (yy - 32) ** 2 + (xx - 36) ** 2 < 12**2
     depth = np.where(disc, 0.0, 1.0).astype(np.float32)
     depth[:, :20] = OUT_OF_IMAGE_DEPTH  # past the image's left edge
-    depth = torch.from_numpy(depth)[None, None].repeat(32, 1, 1, 1)
-    hand = torch.from_numpy(disc)[None, None].repeat(32, 1, 1, 1)
-    label = torch.ones(32)
-    no_edge = pr.AugmentConfig(edge_probability=0.0)  # turns, shifts, scales, depth moves, noise, dropouts
-    out = pr.augment(depth, hand, label, no_edge, torch.Generator().manual_seed(0), OutOfImage.MARKED)
-    near_mark = (out < -0.99) & (out != OUT_OF_IMAGE_DEPTH)
-    assert not near_mark.any()  # the mark is neither moved in depth nor noised
-    marked = (out == OUT_OF_IMAGE_DEPTH).sum(dim=(1, 2, 3)).float() / (20 * s)
-    # Turned and shifted with the crop: the corners the turn brings in are background.
-    assert marked.min() > 0.6 and marked.max() < 1.2
-    hand_like = ((out > -0.99) & (out < 1)).sum(dim=(1, 2, 3)).float() / float(disc.sum())
-    # The hand is still there: scaled by up to 1.1 either way (area x 0.83..1.21), less dropouts (<= 5 %).
+    depth = torch.from_numpy(depth)[None, None].repeat(64, 1, 1, 1)
+    hand = torch.from_numpy(disc)[None, None].repeat(64, 1, 1, 1)
+    label = torch.ones(64)
+    heavy = pr.AugmentConfig(edge_probability=0.0, max_depth_offset=0.5, max_noise_sigma=0.1, max_pixel_dropout=0.5)
+    quiet = dataclasses.replace(heavy, max_depth_offset=0.0, max_noise_sigma=0.0, max_pixel_dropout=0.0)
+    out = pr.augment(depth, hand, label, heavy, torch.Generator().manual_seed(0), OutOfImage.MARKED)
+    # The turn, shift and scale draw the same whatever the depth moves, noise and dropouts:
+    # none of those touch a marked pixel, nor make one.
+    still = pr.augment(depth, hand, label, quiet, torch.Generator().manual_seed(0), OutOfImage.MARKED)
+    np.testing.assert_array_equal((out == OUT_OF_IMAGE_DEPTH).numpy(), (still == OUT_OF_IMAGE_DEPTH).numpy())
+    assert not ((out < -0.99) & (out != OUT_OF_IMAGE_DEPTH)).any()
+    for mask in (still == OUT_OF_IMAGE_DEPTH)[:, 0].numpy():
+        # Turned with the crop, the image's edge still runs on past the crop's border: one
+        # stretch of the border is marked, with no background between it and the mark
+        # where a turn brings a corner in.
+        assert mask.sum() > 0.5 * 20 * s and _runs_around_the_border(mask) == 1
+    hand_like = ((still > -0.99) & (still < 1)).sum(dim=(1, 2, 3)).float() / float(disc.sum())
+    # The hand is still there: scaled by up to 1.1 either way (area x 0.83..1.21).
     assert hand_like.min() > 0.75 and hand_like.max() < 1.25
     # On the far face, the same values are depth: moved and noised like any other.
-    far = pr.augment(depth, hand, label, no_edge, torch.Generator().manual_seed(0), OutOfImage.FAR)
+    far = pr.augment(depth, hand, label, heavy, torch.Generator().manual_seed(0), OutOfImage.FAR)
     assert (far == OUT_OF_IMAGE_DEPTH).sum() < 0.01 * (out == OUT_OF_IMAGE_DEPTH).sum()
 
     # The half-plane standing for the image's edge shows what the crops show past it.

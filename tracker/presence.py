@@ -401,10 +401,14 @@ def augment(
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, [b, 2, s, s], align_corners=False)
     # Around 0, so the zero padding becomes background (1); nearest, as make_crop.
-    channels = [x - 1, hand] + ([(x == OUT_OF_IMAGE_DEPTH).float()] if marked else [])
-    both = F.grid_sample(torch.cat(channels, 1), grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    x, hand = both[:, :1] + 1, both[:, 1:2] > 0.5
-    unseen = both[:, 2:] > 0.5 if marked else torch.zeros_like(hand)
+    both = F.grid_sample(torch.cat([x - 1, hand], 1), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    unseen = torch.zeros_like(both[:, 1:], dtype=torch.bool)
+    if marked:
+        # What lies past the image reaches the crop's border, as a turn must keep it: the
+        # corners it brings in beside a marked border are marked, not background.
+        unseen = F.grid_sample((x == OUT_OF_IMAGE_DEPTH).float(), grid, mode="nearest", padding_mode="border", align_corners=False) > 0.5
+    x, hand = both[:, :1] + 1, both[:, 1:] > 0.5
+    x = torch.where(unseen, torch.full_like(x, OUT_OF_IMAGE_DEPTH), x)
     foreground = (x < 1) & ~unseen
     x = torch.where(foreground, x * scale[:, None, None, None] + uniform(-config.max_depth_offset, config.max_depth_offset)[:, None, None, None], x)
     x = x + torch.randn(x.shape, generator=generator) * uniform(0, config.max_noise_sigma)[:, None, None, None] * foreground
