@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 from test_segment import FAR_HAND, K, NEAR_HAND, render, render_arm, visible_centroid
-from tracker.crop import DEFAULT_CUBE_SIZE_M
+from tracker.crop import DEFAULT_CUBE_SIZE_M, OutOfImage
 from tracker.prepare import HandChoiceConfig, PrepareConfig, likeliest_hand, prepare_frame
 from tracker.segment import SegmentConfig, find_hand_center, hand_centre_candidates
-from tracker.crop import OutOfImage
 from tracker.side_inference import HandPresence
 
 

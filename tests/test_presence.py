@@ -186,21 +186,19 @@ def test_hand_scenes_cut_by_the_image_edge_show_the_mark_past_it(hand_model):
 
     far = pr.DataConfig(edge_cut_probability=1.0, edge_cut_whole_hand=0.0)
     marked = dataclasses.replace(far, out_of_image=OutOfImage.MARKED)
-    compared = 0
+    compared = with_mark = 0
     for i in range(6):
         seed = sample_seed(99, i)
         rows = [pr.render_crop(hand_model, config, seed, "hand") for config in (far, marked)]
         if rows[0] is None:
             continue
         past = rows[1]["depth"] == OUT_OF_IMAGE_DEPTH
-        # The same crop, the far face (1) where the image ends.
+        # The same crop, the far face (1) where the image ends, and labelled alike.
         np.testing.assert_array_equal(np.where(past, 1.0, rows[1]["depth"]), rows[0]["depth"])
         assert rows[1]["label"] == rows[0]["label"]
         compared += 1
-        if past.any():
-            assert (rows[0]["depth"][past] == 1.0).all()
-    assert compared >= 3
-    assert any((pr.render_crop(hand_model, marked, sample_seed(99, i), "hand") or {"depth": np.ones(1)})["depth"].min() == OUT_OF_IMAGE_DEPTH for i in range(6))
+        with_mark += int(past.any())
+    assert compared >= 3 and with_mark >= 1
 
 
 def test_onnx_export_round_trips_and_damaged_weights_raise_a_clear_error(tmp_path):
@@ -248,30 +246,33 @@ def test_a_classifier_trained_on_marked_crops_is_given_marked_crops(hand_model, 
     assert marked.out_of_image == OutOfImage.MARKED and shipped.out_of_image == OutOfImage.FAR
     assert "out_of_image" not in pr.load_manifest()  # the shipped manifest: the far face, unsaid
 
-    # A hand scene, its crop centred 8 cm inside the image's right edge: the cube reaches past it.
-    sample = render_sample(hand_model, SceneConfig(), sample_seed(31, 0))
-    depth_m = sample.depth.astype(np.float32) * np.float32(sample.depth_scale)
-    k = sample.intrinsics
-    z = 0.4
-    centre = np.array([(k.width - 1 - k.cx) / k.fx * z - 0.08, 0.0, z])
-    config = PrepareConfig(pr.DataConfig().segment, pr.DataConfig().cube_size_m, None, CropFrame.CAMERA, OutOfImage.FAR)
-    crops = {Handedness.RIGHT: make_crop(depth_m, k, centre, config.cube_size_m, Handedness.RIGHT)}
-    # The far-face classifier takes the network's own crop; the marked one cuts its own.
-    assert side_classifier_crop(depth_m, k, centre, config, crops, shipped) is crops[Handedness.RIGHT].depth
-    own = side_classifier_crop(depth_m, k, centre, config, crops, marked)
-    expected = make_crop(depth_m, k, centre, config.cube_size_m, Handedness.RIGHT, out_of_image=OutOfImage.MARKED).depth
-    np.testing.assert_array_equal(own, expected)
-    assert (own == OUT_OF_IMAGE_DEPTH).any() and not (crops[Handedness.RIGHT].depth == OUT_OF_IMAGE_DEPTH).any()
+    # A worker process rebuilds it from its ONNX bytes and manifest: still marked.
+    assert HandPresence.from_onnx(marked.onnx_bytes, marked.manifest).out_of_image == OutOfImage.MARKED
 
-    # A frame's preparation with both classifiers: the side crop (far face) is not reused for it.
-    prepared = prepare_frame(depth_m, k, None, config, SideClassifier.load(), marked)
-    assert prepared.centre is not None
-    assert prepared.hand_logit == marked.logit(classifier_crop(marked, depth_m, k, prepared.centre, config.cube_size_m))
+    # A hand scene whose image ends across the hand (a third of it past the right edge).
+    sample = render_sample(hand_model, SceneConfig(), sample_seed(31, 0))
+    whole = sample.depth.astype(np.float32) * np.float32(sample.depth_scale)
+    depth_m, k, _, _ = pr.cut_at_image_edge(whole, sample.intrinsics, sample.intrinsics, sample.mask, 1, 0.67)
+    config = PrepareConfig(pr.DataConfig().segment, pr.DataConfig().cube_size_m, None, CropFrame.CAMERA, OutOfImage.FAR)
+    side = SideClassifier.load()
+    first = prepare_frame(depth_m, k, None, config, side, marked)  # a track's first frame: the choice of place
+    assert first.centre is not None
+    for prepared in (first, prepare_frame(depth_m, k, first.centre, config, side, marked)):  # and inside a track
+        own = classifier_crop(marked, depth_m, k, prepared.centre, config.cube_size_m)
+        far = classifier_crop(shipped, depth_m, k, prepared.centre, config.cube_size_m)
+        assert (own == OUT_OF_IMAGE_DEPTH).any() and not (far == OUT_OF_IMAGE_DEPTH).any()
+        np.testing.assert_array_equal(own, make_crop(depth_m, k, prepared.centre, config.cube_size_m, Handedness.RIGHT, out_of_image=OutOfImage.MARKED).depth)
+        # The side classifier's crop (the far face) is not the one it is shown.
+        assert prepared.hand_logit == marked.logit(own) != marked.logit(far)
+        # Nor is the network's own crop (the far face), which the far-face classifier takes.
+        crops = prepared.crops
+        assert side_classifier_crop(depth_m, k, prepared.centre, config, crops, shipped) is crops[Handedness.RIGHT].depth
+        np.testing.assert_array_equal(side_classifier_crop(depth_m, k, prepared.centre, config, crops, marked), own)
 
     # A manifest naming a mark this version does not know is refused, saying so.
     manifest["out_of_image"] = "blurred"
     pr.write_manifest(tmp_path, manifest, pr.MANIFEST)
-    with pytest.raises(WeightsError, match="out_of_image 'blurred'"):
+    with pytest.raises(WeightsError, match="unknown out-of-image fill 'blurred'"):
         HandPresence.load(tmp_path)
 
 

@@ -78,8 +78,8 @@ class PrepareConfig:
     #: The network's crop frame (its weights say which); the side classifier always takes
     #: the camera-frame crop it was trained on.
     crop_frame: CropFrame = CropFrame.CAMERA
-    #: What the network's crops show past the image's edge (its weights say); the side
-    #: classifier's show the far face, as it was trained.
+    #: What the network's crops show past the image's edge (its weights say); each crop
+    #: classifier's show what its own manifest says (``classifier_crop``).
     out_of_image: OutOfImage = OutOfImage.FAR
     hand_choice: HandChoiceConfig = HandChoiceConfig()
 
@@ -114,8 +114,8 @@ def side_classifier_crop(
     classifier: CropClassifier,
 ) -> np.ndarray:
     """(S, S) depth the side (or hand-presence) classifier takes: the unmirrored crop in the
-    camera frame, of the cube and size it was trained on; the network's own right-hand crop
-    when that is the same crop."""
+    camera frame, of the cube, size and fill past the image's edge it was trained on; the
+    network's own right-hand crop when that is the same crop."""
     cube_size_m = classifier.cube_size_m or config.cube_size_m
     right = crops.get(Handedness.RIGHT)
     if (

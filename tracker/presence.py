@@ -1,5 +1,5 @@
 """Tells whether the crop the tracker found shows a hand at all: a small CNN on the side
-classifier's 64 x 64 crop.
+classifier's 64 x 64 crop (by default; see ``DataConfig.out_of_image``).
 
 The confidence (``tracker.confidence``) asks whether the depth bears the fitted mesh out.
 The end of an arm whose hand is out of view, hidden or nearer than the sensor measures
@@ -12,7 +12,8 @@ alone, so the tracker drops such a crop (``TrackerConfig.min_hand_probability``)
 
 Training data are rendered scenes, each crop cut where the tracker's segmentation finds
 the "hand" (``track_hand_center`` with no prior) and as the side classifier's crop
-(``make_crop`` camera frame, far face past the image's edge, unmirrored), so the classifier
+(``make_crop`` camera frame, the far face past the image's edge unless
+``DataConfig.out_of_image`` says otherwise, unmirrored), so the classifier
 sees what the tracker gives it:
 
 * ``hand``: the hand network's scenes (hand, arm, desk or wall, body, stereo noise);
@@ -275,7 +276,8 @@ def render_crop(model, config: DataConfig, seed: int, kind: str) -> dict[str, np
     """One crop of ``kind`` cut where the segmentation finds the hand (None: where it finds
     nothing, or a ``hand`` crop between positive and negative, see the module docstring).
 
-    depth (S, S) float32 as ``make_crop(..., RIGHT)`` gives it; hand (S, S) bool hand pixels;
+    depth (S, S) float32 as ``make_crop(..., RIGHT, out_of_image=config.out_of_image)`` gives
+    it; hand (S, S) bool hand pixels;
     label float32 (1: a hand); kind int8 (index in KINDS); seed.
     """
     hand_mask = None

@@ -113,14 +113,16 @@ def classifier_crop(classifier, depth_m: np.ndarray, intrinsics: CameraIntrinsic
 
 
 def out_of_image_in(manifest: dict) -> OutOfImage:
-    """What a classifier's crops show past the image's edge, from its manifest."""
+    """What a network's or a classifier's crops showed past the image's edge, from its
+    manifest (manifests from before the choice: the far face); WeightsError for a value
+    this version does not know."""
     value = manifest.get("out_of_image", OutOfImage.FAR.value)
     try:
         return OutOfImage(value)
     except ValueError:
         from tracker.weights import WeightsError  # only now: it brings torch
 
-        raise WeightsError(f"the classifier's manifest names out_of_image {value!r}; this version knows {[o.value for o in OutOfImage]}") from None
+        raise WeightsError(f"unknown out-of-image fill {value!r} in the manifest; expected one of {[o.value for o in OutOfImage]}") from None
 
 
 def sigmoid(z: float) -> float:
@@ -145,7 +147,7 @@ class SideClassifier(CropClassifier):
 
 class HandPresence(CropClassifier):
     """The shipped hand-or-not classifier: ``HandPresence.load().probability(crop.depth)``, on
-    the side classifier's crop (``tracker.presence``)."""
+    the side classifier's crop where both were trained alike (``tracker.presence``)."""
 
     onnx_name, onnx_input, onnx_output = PRESENCE_ONNX, PRESENCE_ONNX_INPUT, PRESENCE_ONNX_OUTPUT
 

@@ -165,10 +165,9 @@ def crop_frame_of(manifest: dict) -> CropFrame:
 def out_of_image_of(manifest: dict) -> OutOfImage:
     """What the weights' crops showed past the image's edge (manifests from before the
     choice: the far face)."""
-    try:
-        return OutOfImage(manifest.get("out_of_image", OutOfImage.FAR.value))
-    except ValueError as exc:
-        raise WeightsError(f"unknown out-of-image fill {manifest.get('out_of_image')!r} in the manifest; expected one of {[f.value for f in OutOfImage]}") from exc
+    from tracker.side_inference import out_of_image_in
+
+    return out_of_image_in(manifest)
 
 
 def export_weights(
