@@ -129,8 +129,13 @@ def test_pipeline_speed_at_a_camera_pace_measures_live_use(tmp_path):
     assert result["frames_per_second_overall"] <= 40.0 * 1.05
     # Live, as from a camera: no segmenting ahead, a one-frame slot.
     assert result["tracker_config"]["segment_ahead"] == 0 and result["read_ahead"] == 1
-    # A frame is due before it is handed over, so its latency from then is the longer one.
-    assert 0 < result["latency_ms_p50"] <= result["latency_from_due_ms_p50"] <= result["latency_from_due_ms_p99"]
+    # A frame is due before it is handed over, so its latency from then is the longer one;
+    # but the latency from its hand-over ends after the last sink, the one from its due
+    # time at the probe's write (that last sink): on a loaded machine the probe's own
+    # bookkeeping between the two can outlast a frame's wait from due to handed over (tens
+    # of microseconds; 0.06 ms more at the median was seen with other jobs on both cores).
+    assert 0 < result["latency_ms_p50"] <= result["latency_from_due_ms_p50"] + 1.0
+    assert result["latency_from_due_ms_p50"] <= result["latency_from_due_ms_p99"]
 
 
 def test_pipeline_speed_writes_no_result_for_a_run_that_ended_early(tmp_path, monkeypatch, capsys):
