@@ -169,8 +169,8 @@ class DataConfig:
     #: face, as for background, or a mark of its own, so that an arm running out of the
     #: image is told from one that ends there. Recorded in the manifest: a run cuts the
     #: classifier's crops as it was trained. The far face for the shipped weights: marked,
-    #: it kept no more hands cut by the edge and let more arms through (``docs/network.md``,
-    #: "Hand or no hand").
+    #: it kept one point more of the hands cut by the edge, let no fewer arms through, and
+    #: lost as many or more hands before a wall (``docs/network.md``, "Hand or no hand").
     out_of_image: OutOfImage = OutOfImage.FAR
 
 
