@@ -132,3 +132,32 @@ def test_the_shipped_classifier_takes_the_hand_end_of_an_arm_segmentation_got_wr
     # Without the choice, the elbow's end.
     unchosen = prepare_frame(depth, K, None, dataclasses.replace(config, hand_choice=HandChoiceConfig(others=0)), None, presence)
     assert np.linalg.norm(unchosen.centre - elbow) < 1e-9
+
+
+def test_a_marked_classifier_on_a_window_of_the_image_sees_only_the_image_edges_marked(two_hands):
+    # A rendered training or evaluation window: a hand whole in it but near its edge, well
+    # inside the image. Told the sensor, the marked crop shows no mark (the cube is within the image);
+    # told nothing, the window's edge would be marked as if the image ended there.
+    from tracker.crop import OUT_OF_IMAGE_DEPTH
+
+    depth, near, _ = two_hands
+    u = int(round(K.fx * near[0] / near[2] + K.cx))
+    left = u - 60  # the hand is about 90 pixels wide, its cube's crop about 250
+    window = dataclasses.replace(K, width=K.width - left, cx=K.cx - left)
+    window_depth = np.ascontiguousarray(depth[:, left:])
+
+    class MarkedRecorder(ScriptedPresence):
+        out_of_image = OutOfImage.MARKED
+
+        def logit(self, crop_depth):
+            self.crops.append(crop_depth.copy())
+            return super().logit(crop_depth)
+
+    marked = {}
+    for told, sensor in (("sensor", K), ("window only", None)):
+        presence = MarkedRecorder(HandChoiceConfig.recheck_below_logit)
+        presence.crops = []
+        centre, _, _ = likeliest_hand(window_depth, window, _config(), presence, sensor)
+        assert np.linalg.norm(centre - near) < 0.03 and len(presence.crops) == 1
+        marked[told] = int((presence.crops[0] == OUT_OF_IMAGE_DEPTH).sum())
+    assert marked["sensor"] == 0 and marked["window only"] > 0

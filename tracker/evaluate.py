@@ -168,13 +168,14 @@ def _hand_presence(weights_dir: str | None) -> HandPresence:
 
 def first_frame_centre(
     depth_m: np.ndarray, intrinsics: CameraIntrinsics, cube_size_m: float, segment: SegmentConfig = SegmentConfig(),
-    hand_choice: HandChoiceConfig = HandChoiceConfig(), weights_dir: str | None = None,
+    hand_choice: HandChoiceConfig = HandChoiceConfig(), weights_dir: str | None = None, sensor: CameraIntrinsics | None = None,
 ) -> np.ndarray | None:
     """(3,) float64 camera-frame centre (m) where a run's tracker on ``weights_dir`` (None:
     the shipped weights) centres a track's first crop in (H, W) float32 metres of a pinhole
-    view, or None where it finds no hand."""
+    view, or None where it finds no hand. ``sensor``: the whole image's intrinsics where
+    ``depth_m`` is a rendered window of it."""
     presence = _hand_presence(None if weights_dir is None else str(weights_dir))
-    return likeliest_hand(depth_m, intrinsics, PrepareConfig(segment, cube_size_m, None, hand_choice=hand_choice), presence)[0]
+    return likeliest_hand(depth_m, intrinsics, PrepareConfig(segment, cube_size_m, None, hand_choice=hand_choice), presence, sensor)[0]
 
 
 def _segmentation_centred_error(estimator: HandEstimator, sample, config: ExampleConfig, weights_dir: str | None = None) -> tuple[float | None, float | None]:
@@ -184,7 +185,7 @@ def _segmentation_centred_error(estimator: HandEstimator, sample, config: Exampl
     visible centroid; and how far (mm) that centre is from the centroid. (None, None) where
     it finds no hand. The side is the true one: this measures the crop, not the side vote."""
     depth_m, centroid = measured_hand(sample)
-    found = first_frame_centre(depth_m, sample.intrinsics, config.cube_size_m, weights_dir=weights_dir)
+    found = first_frame_centre(depth_m, sample.intrinsics, config.cube_size_m, weights_dir=weights_dir, sensor=sample.sensor)
     if found is None:
         return None, None
     crop = make_crop(

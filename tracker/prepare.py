@@ -183,10 +183,15 @@ def prepare_frame(
     return Prepared(centre, crops, right_logit, timings, hand_logit)
 
 
-def likeliest_hand(depth_m: np.ndarray, intrinsics: CameraIntrinsics, config: PrepareConfig, presence: HandPresence) -> tuple[np.ndarray | None, float | None, float]:
+def likeliest_hand(
+    depth_m: np.ndarray, intrinsics: CameraIntrinsics, config: PrepareConfig, presence: HandPresence, sensor: CameraIntrinsics | None = None
+) -> tuple[np.ndarray | None, float | None, float]:
     """The hand centre segmentation finds with no prior and its crop's hand logit; where the
     classifier doubts it, the other place it could be that the classifier clearly prefers
-    (``HandChoiceConfig``). And the milliseconds spent on the classifier's crops."""
+    (``HandChoiceConfig``). And the milliseconds spent on the classifier's crops.
+    ``sensor``: the whole image's intrinsics where ``depth_m`` is a window of it, so that a
+    classifier trained with the image's edge marked sees the image's edges and not the
+    window's (``make_crop``); a run's frames are whole images."""
     choice = config.hand_choice
     places = hand_centre_candidates(depth_m, intrinsics, config.segment)
     centre = next(places, None)
@@ -197,7 +202,7 @@ def likeliest_hand(depth_m: np.ndarray, intrinsics: CameraIntrinsics, config: Pr
     def hand_logit(place: np.ndarray) -> float:
         nonlocal spent_ms
         t0 = time.perf_counter()
-        logit = float(presence.logit(classifier_crop(presence, depth_m, intrinsics, place, config.cube_size_m)))
+        logit = float(presence.logit(classifier_crop(presence, depth_m, intrinsics, place, config.cube_size_m, sensor)))
         spent_ms += 1e3 * (time.perf_counter() - t0)
         return logit
 

@@ -103,12 +103,16 @@ class CropClassifier:
         return np.array([self.logit(c) for c in crops], np.float32)
 
 
-def classifier_crop(classifier, depth_m: np.ndarray, intrinsics: CameraIntrinsics, centre: np.ndarray, cube_size_m: float) -> np.ndarray:
+def classifier_crop(
+    classifier, depth_m: np.ndarray, intrinsics: CameraIntrinsics, centre: np.ndarray, cube_size_m: float, sensor: CameraIntrinsics | None = None
+) -> np.ndarray:
     """(S, S) float32: the crop ``classifier`` (its ``crop_size``, ``cube_size_m`` and
     ``out_of_image``) takes of (H, W) float32 metres around the camera-frame ``centre`` (m):
-    unmirrored, in the camera frame, of its own cube where it names one (else ``cube_size_m``)."""
+    unmirrored, in the camera frame, of its own cube where it names one (else ``cube_size_m``).
+    ``sensor``: the whole image's intrinsics where ``depth_m`` is a window of it (``make_crop``)."""
     return make_crop(
-        depth_m, intrinsics, centre, classifier.cube_size_m or cube_size_m, Handedness.RIGHT, crop_size=classifier.crop_size, out_of_image=classifier.out_of_image
+        depth_m, intrinsics, centre, classifier.cube_size_m or cube_size_m, Handedness.RIGHT, crop_size=classifier.crop_size,
+        out_of_image=classifier.out_of_image, sensor=sensor,
     ).depth
 
 
