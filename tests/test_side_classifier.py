@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tracker import side_classifier as sc
+from tracker.crop import OutOfImage
 from tracker.synth.dataset import sample_seed
 from tracker.training_data import ExampleConfig, make_example
 from tracker.weights import WeightsError
@@ -186,6 +187,8 @@ def test_shipped_weights_tell_held_out_hands_and_their_mirrors_apart(held_out):
 def test_sequence_metrics_count_the_changes_of_the_reported_side():
     class Scripted:
         """Both crops of frame i (hand centroid, live centre) get the i-th logit."""
+
+        cube_size_m, crop_size, out_of_image = None, 64, OutOfImage.FAR  # crops as the shipped classifier's
 
         def __init__(self):
             self.calls = 0

@@ -63,7 +63,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, make_crop, resample
-from tracker.side_inference import ONNX, ONNX_INPUT, ONNX_OUTPUT, SideClassifier
+from tracker.side_inference import ONNX, ONNX_INPUT, ONNX_OUTPUT, SideClassifier, classifier_crop
 from tracker.synth.dataset import config_to_dict, sample_seed
 from tracker.synth.pose_sampler import PALM_CENTRE_HAND_M, PoseSamplerConfig
 from tracker.synth.scene import SceneConfig, SceneLabel, render_sample
@@ -846,7 +846,7 @@ def sequence_metrics(
             depth_m = frame.depth.astype(np.float32) * np.float32(frame.depth_scale)
             centre = hand_pixel_centre(source, i, depth_m, joints)
             logits.append(
-                classifier.logit(make_crop(depth_m, frame.intrinsics, centre, DEFAULT_CUBE_SIZE_M, Handedness.RIGHT).depth)
+                classifier.logit(classifier_crop(classifier, depth_m, frame.intrinsics, centre, DEFAULT_CUBE_SIZE_M))
             )
             previous = track_hand_center(depth_m, frame.intrinsics, previous)
             if previous is None:
@@ -854,7 +854,7 @@ def sequence_metrics(
                 vote.reset()
                 decided.append(None)
                 continue
-            live = classifier.logit(make_crop(depth_m, frame.intrinsics, previous, DEFAULT_CUBE_SIZE_M, Handedness.RIGHT).depth)
+            live = classifier.logit(classifier_crop(classifier, depth_m, frame.intrinsics, previous, DEFAULT_CUBE_SIZE_M))
             live_logits.append(live)
             decided.append(vote.update(live) == Handedness.RIGHT)
         logits, live_logits = np.array(logits), np.array(live_logits)
@@ -911,9 +911,7 @@ def real_frame_metrics(classifier: SideClassifier, folder: str | Path = REAL_FRA
         if centre is None:
             missing.append(name)
             continue
-        p = classifier.probability_right(
-            make_crop(depth_m, frame.intrinsics, centre, DEFAULT_CUBE_SIZE_M, Handedness.RIGHT).depth
-        )
+        p = classifier.probability_right(classifier_crop(classifier, depth_m, frame.intrinsics, centre, DEFAULT_CUBE_SIZE_M))
         rows.append({"frame": name, "p_right": round(p, 4)})
     correct = [r["p_right"] > 0.5 for r in rows]
     return {
