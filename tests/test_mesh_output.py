@@ -155,6 +155,26 @@ def test_failed_write_raises_with_path_and_leaves_nothing(tmp_path, hand_model, 
     assert not any(tmp_path.iterdir()) and sink.files_written == 0
 
 
+@pytest.mark.parametrize("fmt", ["ply", "obj"])
+@pytest.mark.parametrize("kept", [0.0, 0.5, -5])
+def test_a_file_open3d_cut_short_yet_called_written_is_refused(tmp_path, hand_model, monkeypatch, fmt, kept):
+    # What a full disk does: open3d's writers ignore the failed writes and return True, with
+    # the file empty, cut off, or short of its last few bytes (part of the last face).
+    write = o3d.io.write_triangle_mesh
+
+    def cut_short(path, mesh, **kwargs):
+        assert write(path, mesh, **kwargs)
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[: int(len(data) * kept) if isinstance(kept, float) else kept])
+        return True
+
+    monkeypatch.setattr(o3d.io, "write_triangle_mesh", cut_short)
+    sink = MeshSink(tmp_path, hand_model.faces, fmt)
+    with pytest.raises(OSError, match=f"frame_000123_right.{fmt}: open3d's file came out incomplete"):
+        sink.write(make_result(hand_model))
+    assert not any(tmp_path.iterdir()) and sink.files_written == 0
+
+
 def test_mismatched_faces_are_refused_before_open3d_sees_them(tmp_path, hand_model):
     sink = MeshSink(tmp_path, hand_model.faces + 10_000)
     with pytest.raises(ValueError, match="different hand model"):

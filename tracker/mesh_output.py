@@ -167,9 +167,12 @@ class MeshSink:
         try:
             staging.mkdir(exist_ok=True)
             ok = self._o3d.io.write_triangle_mesh(str(temporary), mesh, write_ascii=False, print_progress=False)
-            if not ok:
+            # open3d reports success even where its writes failed (a full disk leaves the
+            # file empty or cut off), so what it wrote is checked before it takes the name.
+            if not ok or not self._complete(temporary, mesh):
                 raise OSError(
-                    f"open3d could not write the hand mesh {temporary} (for {path}): disk full or not writable?"
+                    f"could not write the hand mesh {path}: open3d's file came out {'unwritten' if not ok else 'incomplete'} "
+                    "(disk full or not writable?)"
                 )
             os.replace(temporary, path)
         finally:
@@ -178,6 +181,20 @@ class MeshSink:
                 staging.rmdir()
             except OSError:
                 pass
+
+    def _complete(self, written: Path, mesh) -> bool:
+        """Whether ``written`` holds all of ``mesh``: a PLY read back (0.3 ms for a hand),
+        an OBJ's lines counted (reading it back takes as long as writing it)."""
+        vertices, triangles = len(mesh.vertices), len(mesh.triangles)
+        if self.fmt == "ply":
+            read = self._o3d.io.read_triangle_mesh(str(written))
+            return len(read.vertices) == vertices and len(read.triangles) == triangles
+        text = written.read_bytes()
+        last_line = text.rstrip(b"\n").rpartition(b"\n")[2]
+        return (
+            text.endswith(b"\n") and text.count(b"\nv ") == vertices and text.count(b"\nvn ") == vertices
+            and text.count(b"\nf ") == triangles and last_line.startswith(b"f ") and len(last_line.split()) == 4
+        )
 
     def close(self) -> None:
         pass  # every file is complete once write() returns
