@@ -212,7 +212,8 @@ def test_the_overlay_video_follows_the_frames_timestamps(tmp_path, hand_model, t
     assert shown == expected
 
 
-def test_the_overlay_video_takes_frames_of_another_size_and_reports_a_refused_one(tmp_path, hand_model):
+@pytest.mark.parametrize("index_written", [True, False])
+def test_the_overlay_video_takes_frames_of_another_size_and_reports_a_refused_one(tmp_path, hand_model, capsys, index_written):
     import numpy as np
 
     from tracker.pipeline import FrameResult
@@ -231,20 +232,26 @@ def test_the_overlay_video_takes_frames_of_another_size_and_reports_a_refused_on
     assert sink._written == 2
     writer = sink._writer
 
+    partial = tmp_path / ".v.partial.mp4"
+
     class Full:  # the encoder's answer on a full disk
         def write(self, image):
             return False
 
         def release(self):
             writer.release()
+            if not index_written:  # the disk was full before the video's index went out
+                partial.write_bytes(partial.read_bytes()[:2000])
 
     sink._writer = Full()
     with pytest.raises(OSError, match="encoder refused a frame"):
         sink.write(result(64, 48, 2))
-    # What was written stays under its hidden name; no likely unplayable file takes the
-    # real name, where an earlier run's video would have been replaced.
+    # No file cut off takes the real name, where an earlier run's video would have been
+    # replaced. What was written stays under its hidden name where it plays; one that
+    # cannot be played is removed, freeing the full disk.
     sink.close()
-    assert not (tmp_path / "v.mp4").exists() and (tmp_path / ".v.partial.mp4").is_file()
+    assert not (tmp_path / "v.mp4").exists() and partial.is_file() == index_written
+    assert ("what it holds is in" if index_written else "could not be played and was removed") in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["v.mp4", "v.png"])

@@ -235,10 +235,20 @@ class VideoSink:
                 self._writer.release()
                 self._writer = None
                 if self._failed:
-                    # Likely unplayable (a full disk): an earlier run's video keeps its place.
+                    # Cut off (a full disk): an earlier run's video keeps its place, and what
+                    # was written is kept only where it plays (an MP4 cut off before its
+                    # index does not), freeing the space otherwise.
+                    capture = cv2.VideoCapture(str(self._writing))
+                    plays = capture.isOpened() and capture.read()[0]
+                    capture.release()
+                    if plays:
+                        kept = f"what it holds is in {self._writing}"
+                    else:
+                        self._writing.unlink(missing_ok=True)
+                        kept = "what it held could not be played and was removed"
                     print(
                         f"note: the video stopped after {self._written} frames when the encoder refused one; "
-                        f"what it holds is in {self._writing}, and {self.path} was left as it was", file=sys.stderr,
+                        f"{kept}, and {self.path} was left as it was", file=sys.stderr,
                     )
                 else:
                     os.replace(self._writing, self.path)
