@@ -204,7 +204,7 @@ def test_outputs_that_are_one_file_or_the_recording_read_are_refused(tmp_path, c
     same.write_text('{"frame":0}\n')  # an earlier run's lines: kept
     argv = ["--max-frames", "2", "--no-viewer", "--source", "synthetic"]
     assert main([*argv, "--out", str(same), "--video", str(tmp_path / "." / "x.mp4")]) == 2
-    assert "--out and --video name the same file" in capsys.readouterr().err
+    assert "--out and --video name the same path" in capsys.readouterr().err
     assert same.read_text() == '{"frame":0}\n'
     recording = tmp_path / "session.db3"
     recording.write_bytes(b"a recording")
@@ -469,3 +469,54 @@ def test_the_built_in_input_ending_is_not_called_a_frame_limit(tmp_path, capsys,
     assert "3 frames (" in messages and "the built-in input's 3 frames are done" in messages and "stopped by max frames" not in messages
     assert main(["--max-frames", "2", "--out", str(tmp_path / "b.jsonl")]) == 0
     assert "stopped by max frames" in capsys.readouterr().err
+
+
+def test_a_mesh_folder_that_is_another_output_or_its_settings_file_is_refused(tmp_path, capsys):
+    argv = ["--max-frames", "2", "--no-viewer", "--source", "synthetic"]
+    out = tmp_path / "d.jsonl"
+    for mesh_dir, said in ((out, "--out and --mesh-dir name the same path"), (tmp_path / "d.config.json", "--out's settings file and --mesh-dir")):
+        assert main([*argv, "--out", str(out), "--mesh-dir", str(mesh_dir)]) == 2
+        assert said in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before any output was opened, no folder made
+
+
+def test_list_cameras_takes_no_other_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--list-cameras", "--source", "synthetic", "--out", "x.jsonl"])
+    assert exit_info.value.code == 2
+    assert "it takes no other option (given: --out, --source)" in capsys.readouterr().err
+
+
+def test_the_settings_saved_are_the_ones_the_run_resolved(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths, made absolute in the settings
+    assert main(["--source", "synthetic", "--no-viewer", "--out", "t.jsonl", "--mesh-dir", "meshes", "--max-frames", "1"]) == 0
+    command = json.loads((tmp_path / "t.config.json").read_text())["command"]
+    assert command["mesh_format"] == "ply" and command["realtime"] is False and command["max_frames"] == 1
+    assert command["out"] == str(tmp_path / "t.jsonl") and command["mesh_dir"] == str(tmp_path / "meshes")
+    assert main(["--source", "synthetic", "--no-viewer", "--out", "u.jsonl"]) == 0
+    resolved = json.loads((tmp_path / "u.config.json").read_text())
+    assert resolved["command"]["max_frames"] == 120 and resolved["command"]["mesh_format"] is None  # no meshes asked for
+    assert Path(resolved["weights"]["directory"]).is_absolute() and Path(resolved["weights"]["directory"], "dgn.json").is_file()
+
+
+def test_a_folder_named_like_a_recording_is_read_as_a_folder(tmp_path):
+    from tracker.sources import source_kind
+
+    (tmp_path / "run.db3").mkdir()
+    assert source_kind(str(tmp_path / "run.db3")) == "folder"
+    assert source_kind(str(tmp_path / "missing.db3")) == "recording"
+
+
+def test_standard_output_closed_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdout", None)  # what Python makes of a process started with it closed (>&-)
+    assert main(["--source", "synthetic", "--no-viewer", "--max-frames", "1", "--out", "-"]) == 2
+    assert "cannot write the JSON lines to standard output (--out -): it is closed" in capsys.readouterr().err
+
+
+def test_a_full_disk_while_saving_the_settings_names_the_output(tmp_path, capsys, monkeypatch):
+    def full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")  # as a flush on close says it: no file named
+
+    monkeypatch.setattr(Path, "write_text", full)
+    assert main(["--source", "synthetic", "--no-viewer", "--max-frames", "1", "--out", str(tmp_path / "t.jsonl")]) == 2
+    assert f"error: cannot write --out {tmp_path / 't.jsonl'}: No space left on device" in capsys.readouterr().err

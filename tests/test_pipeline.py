@@ -1686,13 +1686,13 @@ def test_an_output_that_fails_midway_is_a_message_and_keeps_the_frames_before(re
     def failing_write(self, result):
         calls.append(result)
         if len(calls) == 5:
-            raise OSError(28, "No space left on device")
+            raise OSError(28, "No space left on device", str(self.path))  # as the sink raises it
         write(self, result)
 
     monkeypatch.setattr(tracker.sinks.JsonLinesSink, "write", failing_write)
     out = tmp_path / "x.jsonl"
     assert main(["--source", str(path), "--out", str(out), "--no-realtime", "--no-viewer"]) == 1
-    assert "No space left on device" in capsys.readouterr().err
+    assert f"error: cannot write --out {out}: No space left on device; the frames processed before it are in {out}" in capsys.readouterr().err
     assert [r["frame"] for r in _read(out)] == [f.frame_number for f in frames[:4]]
 
 
@@ -1727,8 +1727,9 @@ def test_a_line_cut_off_by_a_full_disk_is_taken_back(tmp_path):
         if number < 2:
             sink.write(result)
         else:
-            with pytest.raises(OSError, match="No space left"):
+            with pytest.raises(OSError, match="No space left") as raised:
                 sink.write(result)
+            assert raised.value.filename == str(tmp_path / "x.jsonl")  # the system's error names none
     sink.close()
     assert [r["frame"] for r in _read(tmp_path / "x.jsonl")] == [0, 1]  # every line whole, json.loads each
 

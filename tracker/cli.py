@@ -165,6 +165,14 @@ def main(argv: list[str] | None = None, exiting: bool = False) -> int:
     if args.segment_ahead is not None and not 0 <= args.segment_ahead <= MAX_SEGMENT_AHEAD:
         parser.error(f"--segment-ahead must be 0 (none) to {MAX_SEGMENT_AHEAD} worker processes")
     if args.list_cameras:
+        defaults = vars(parser.parse_args([]))
+        others = sorted(
+            next((o for o in action.option_strings if o.startswith("--")), action.dest)
+            for action in parser._actions
+            if action.dest not in ("help", "version", "list_cameras") and getattr(args, action.dest, None) != defaults.get(action.dest)
+        )
+        if others:
+            parser.error(f"--list-cameras lists the cameras and exits: it takes no other option (given: {', '.join(others)})")
         return _list_cameras()
     # SIGINT too (already Python's own handler, as a rule): a finished run ignores them all,
     # and the ones replaced come back when main returns.
@@ -331,7 +339,10 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         # The settings are written first and put in place once the outputs are open: a path
         # that cannot take them fails before the JSON lines replace an earlier run's.
-        configs = _write_resolved_config(args, spec, source, tracker.config, manifest)
+        resolved_command = {"realtime": realtime, "max_frames": max_frames}
+        if args.mesh_dir is not None:
+            resolved_command["mesh_format"] = args.mesh_format or "ply"
+        configs = _write_resolved_config(args, spec, source, tracker.config, manifest, resolved_command, kind)
         sinks = _open_sinks(args, hand_model)
         if isinstance(source, SyntheticSource):
             sinks.append(_SyntheticTruthError(source))
@@ -353,7 +364,8 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             source, tracker, sinks, drop_old_frames=realtime, max_frames=max_frames, read_ahead=default_read_ahead(args.backend, segment_ahead, source)
         )
     except (OSError, PrepareWorkerEnded) as exc:  # an output that cannot be written, a worker killed
-        print(f"error: {exc}; the frames processed before it are in {_out_name(args.out)}", file=sys.stderr)
+        failure = _describe_output_error(exc, args) if isinstance(exc, OSError) else exc
+        print(f"error: {failure}; the frames processed before it are in {_out_name(args.out)}", file=sys.stderr)
         return 1
     except BaseException:
         # A signal before run_pipeline took over: close here (closing twice is harmless),
@@ -422,7 +434,8 @@ def _clashing_paths(args, spec: str, kind: str) -> str | None:
     named = []
     if not is_standard_output(args.out):
         named.append(("--out", Path(args.out)))
-    for flag, path in (("--video", args.video), ("--record", args.record)):
+        named.append(("--out's settings file", Path(args.out).with_name(Path(args.out).stem + ".config.json")))
+    for flag, path in (("--video", args.video), ("--record", args.record), ("--mesh-dir", args.mesh_dir)):
         if path is not None:
             named.append((flag, Path(path)))
     if kind == "recording":
@@ -434,7 +447,7 @@ def _clashing_paths(args, spec: str, kind: str) -> str | None:
             if "--source" in (flag, seen[key]):
                 output = seen[key] if flag == "--source" else flag
                 return f"{output} {path} is the recording being read: writing it would destroy the recording"
-            return f"{seen[key]} and {flag} name the same file, {path}: one would overwrite the other"
+            return f"{seen[key]} and {flag} name the same path, {path}: one would overwrite the other"
         seen[key] = flag
     if kind == "folder":
         # The folder as the source reads it (its camera file searched above the path as
@@ -490,19 +503,33 @@ def _out_name(out: str | Path) -> str:
     return "standard output" if is_standard_output(out) else str(out)
 
 
-def _write_resolved_config(args, spec: str, source, config, manifest: dict) -> list[tuple[Path, Path]]:
+def _write_resolved_config(
+    args, spec: str, source, config, manifest: dict, resolved_command: dict | None = None, kind: str | None = None
+) -> list[tuple[Path, Path]]:
     """The run's resolved settings, for beside its output (and beside a recording it makes),
     written under temporary names: (written, where it goes) pairs. JSON lines sent to
-    standard output have no file to sit beside; their settings are not kept."""
+    standard output have no file to sit beside; their settings are not kept.
+
+    ``resolved_command``: what the run made of options left to their defaults (the pace,
+    the number of frames, the mesh format), in place of the None it was given. Paths are
+    absolute, so the file still says what was read and written when it is read elsewhere."""
     from tracker.machine import machine_info
     from tracker.sinks import is_standard_output, make_parent_folder
     from tracker.synth.dataset import config_to_dict
+    from tracker.weights import WEIGHTS_DIR
 
+    command = {k: str(v.absolute()) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    command.update(resolved_command or {})
+    described = {"spec": spec, "description": source.description}
+    if kind in ("recording", "folder"):
+        described["path"] = str(Path(spec.strip()).absolute())
     resolved = {
-        "command": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "source": {"spec": spec, "description": source.description},
+        "command": command,
+        "source": described,
         "tracker": config_to_dict(config),
-        "weights": {"directory": str(args.weights or "weights/"), "files": manifest.get("files"), "parameters": manifest.get("parameters")},
+        "weights": {
+            "directory": str(Path(args.weights or WEIGHTS_DIR).absolute()), "files": manifest.get("files"), "parameters": manifest.get("parameters"),
+        },
         "machine": machine_info(),
     }
     text = json.dumps(resolved, indent=2, default=str) + "\n"
@@ -529,7 +556,13 @@ def _write_resolved_config(args, spec: str, source, config, manifest: dict) -> l
             make_parent_folder(path)
             partial = path.with_name(path.name + ".partial")
             written.append((partial, path))
-            partial.write_text(text)
+            try:
+                partial.write_text(text)
+            except OSError as exc:
+                if exc.filename is not None or exc.errno is None:
+                    raise
+                # A write that fails as the file is flushed (a full disk) names no file.
+                raise OSError(exc.errno, exc.strerror, str(partial)) from exc
     except BaseException:
         for partial, _ in written:
             partial.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ input never loses frames already processed. The object per frame:
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -117,8 +118,16 @@ class JsonLinesSink:
             # A duplicate of the descriptor, not a reopening of /dev/stdout: that would
             # truncate a redirected file and keep a write position of its own, so lines and
             # anything else written to it would overwrite each other.
-            sys.stdout.flush()
-            self._file = os.fdopen(os.dup(1), "wb", buffering=0)
+            try:
+                if sys.stdout is None:  # the process was started with its standard output closed
+                    raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+                sys.stdout.flush()
+                self._file = os.fdopen(os.dup(1), "wb", buffering=0)
+            except OSError as exc:
+                raise OSError(
+                    f"cannot write the JSON lines to standard output (--out -): it is closed or unusable ({exc.strerror or exc}); "
+                    "redirect it (> FILE) or give --out FILE"
+                ) from None
             os.dup2(2, 1)
         else:
             make_parent_folder(self.path)
@@ -153,13 +162,15 @@ class JsonLinesSink:
             if not self._standard_output:
                 raise
             self.stop_requested = True  # the reader has gone: nothing more can be delivered
-        except OSError:
+        except OSError as exc:
             if start is not None:
                 try:
                     os.ftruncate(self._file.fileno(), start)
                     self._file.seek(start)
                 except OSError:
                     pass  # the write's own error says more
+            if exc.filename is None and exc.errno is not None and not self._standard_output:
+                raise OSError(exc.errno, exc.strerror, str(self.path)) from exc  # a failed write names no file
             raise
 
     def abandon(self) -> None:
