@@ -62,6 +62,7 @@ def test_evaluation_writes_metrics_plots_and_a_model_card(smoke_weights, tmp_pat
     # Each results file says what made it: command, weights, data settings, machine and commit.
     assert metrics["command"][:3] == ["python", "-m", "tracker.evaluate"] and "--frames" in metrics["command"]
     assert metrics["weights"]["files"] == json.loads((weights / "dgn.json").read_text())["files"]
+    assert metrics["weights"]["files_read"] == ["dgn.onnx"]  # no 8-bit network here; dgn.pt is not read
     assert metrics["example_config"]["crop_frame"] == "ray" and "scene" in metrics["example_config"]
     assert "git_commit" in metrics["machine"] and real["machine"] == metrics["machine"] and real["real_dir"]
     assert "None of these frames is a training sample" in card
@@ -265,6 +266,26 @@ def test_a_damaged_real_frame_is_a_clear_error_after_the_synthetic_results(smoke
     err = capsys.readouterr().err
     assert "error:" in err and "synthetic results are in" in err and "Traceback" not in err
     assert (out / "synthetic_metrics.json").is_file()
+
+
+def test_a_damaged_hand_presence_classifier_is_a_clear_error_before_any_frame(smoke_weights, tmp_path, capsys):
+    import shutil
+
+    import tracker.evaluate as evaluate
+    from tracker.weights import WEIGHTS_DIR
+
+    weights = tmp_path / "weights"
+    shutil.copytree(smoke_weights, weights)
+    shutil.copytree(WEIGHTS_DIR / "presence", weights / "presence")
+    damaged = weights / "presence" / "presence.onnx"
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    evaluate._hand_presence.cache_clear()
+    out = tmp_path / "eval"
+    assert evaluate_main(["--weights", str(weights), "--frames", "1", "--out", str(out), "--no-model-card"]) == 2
+    evaluate._hand_presence.cache_clear()
+    err = capsys.readouterr().err
+    assert "error:" in err and "presence.onnx" in err and "Traceback" not in err
+    assert not out.exists()  # refused before anything was run or written
 
 
 def test_held_out_frames_are_checked_against_the_training_stream(monkeypatch):

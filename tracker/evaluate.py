@@ -51,7 +51,7 @@ from tracker.synth.scene import render_sample
 from tracker.training_data import ExampleConfig, example_config_for, example_from_sample, measured_hand
 from tracker.training_history import CURRENT_STAGE, TrainingHistoryError, TrainingStage, last_narrowing, load_training_history, plot_training_curve
 from tracker.types import CameraIntrinsics, Handedness, Joint, measured_crop_pixels
-from tracker.weights import ONNX, ONNX_INT8, WEIGHTS_DIR, WeightsError, crop_classifiers, crop_frame_of, load_manifest, out_of_image_of
+from tracker.weights import ONNX, ONNX_INT8, STATE_DICT, WEIGHTS_DIR, WeightsError, crop_classifiers, crop_frame_of, load_manifest, out_of_image_of
 
 EVAL_STREAM_SEED = 2  # training draws from stream 1
 ROOT = Path(__file__).resolve().parent.parent
@@ -733,6 +733,12 @@ def cited_frames(metrics_path: Path) -> int | None:
     return frames if isinstance(frames, int) and not isinstance(frames, bool) else None
 
 
+def _files_read(backend: str, with_int8: bool) -> list[str]:
+    """The network files an evaluation with ``backend`` loads (and so verifies)."""
+    read = {"onnxruntime-int8": [ONNX_INT8], "torch": [STATE_DICT], "torch-cuda": [STATE_DICT]}.get(backend, [ONNX])
+    return read + ([ONNX_INT8] if with_int8 and ONNX_INT8 not in read else [])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tracker.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="weights directory (default %(default)s)")
@@ -787,6 +793,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.backend == "onnxruntime" and ONNX_INT8 in manifest["files"]:
             # Listed, so it must load: a stale or damaged 8-bit file fails here, before the run.
             int8_estimator = HandEstimator(create_backend("onnxruntime-int8", args.weights), hand_model)
+        # The hand-presence classifier that picks a track's first place (the folder's own or
+        # the shipped one): a damaged one fails now, not at the first frame.
+        _hand_presence(str(args.weights))
     except (WeightsError, BackendUnavailable, SourceError, HandModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -803,7 +812,8 @@ def main(argv: list[str] | None = None) -> int:
     # What produced each results file, so a figure can be traced to its weights, data and code.
     provenance = {
         "command": ["python", "-m", "tracker.evaluate", *(sys.argv[1:] if argv is None else argv)],
-        "weights": {"directory": str(args.weights), "files": manifest.get("files")},
+        # The manifest's files, and those this run read (each checked against its checksum).
+        "weights": {"directory": str(args.weights.absolute()), "files": manifest.get("files"), "files_read": _files_read(args.backend, int8_estimator is not None)},
         "example_config": config_to_dict(example_config),
         "machine": machine_info(),
     }
