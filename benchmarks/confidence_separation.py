@@ -73,11 +73,12 @@ from tracker.machine import machine_info
 from tracker.pipeline import HandTracker, TrackerConfig
 from tracker.prepare import HandChoiceConfig
 from tracker.side_inference import sigmoid
+from tracker.sinks import make_parent_folder
 from tracker.synth.dataset import sample_seed
 from tracker.synth.scene import SceneConfig, SceneLabel, render_sample
 from tracker.sources import FolderSource, SyntheticSource
 from tracker.types import CameraIntrinsics, DepthFrame, Handedness
-from tracker.weights import WEIGHTS_DIR, crop_classifiers
+from tracker.weights import WEIGHTS_DIR, WeightsError, crop_classifiers, load_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -291,7 +292,7 @@ def side_choice(own: list[dict | None], other: list[dict | None], truth_is_right
     }
 
 
-def tracked_sides(config: ConfidenceBenchConfig, estimator: HandEstimator, progress: bool = True) -> dict:
+def tracked_sides(config: ConfidenceBenchConfig, estimator: HandEstimator, progress: bool = True, classifiers: tuple | None = None) -> dict:
     """The side the tracker reports, frame by frame, over whole sequences (seeds S.., a right
     and a left hand each, as ``python -m tracker.side_classifier evaluate --seeds`` draws
     them), without side checks and with the tracker's default ones, and with those but
@@ -310,8 +311,10 @@ def tracked_sides(config: ConfidenceBenchConfig, estimator: HandEstimator, progr
         ),
         f"side_check_every_{every}_without_resuming": TrackerConfig(resume_side_within_ms=0.0, hand_choice=config.hand_choice),
     }
+    side, presence = classifiers or crop_classifiers(config.weights, None, TrackerConfig.min_hand_probability)
     for name, tracker_config in variants.items():
-        tracker = HandTracker(estimator, tracker_config, *crop_classifiers(config.weights, None, tracker_config.min_hand_probability))
+        # The classifiers loaded once, shared by the variants: none keeps state of a track.
+        tracker = HandTracker(estimator, tracker_config, side, presence if tracker_config.min_hand_probability > 0 else None)
         correct, errors, changes, found, at_frame = [], [], 0, 0, {1: [], 10: [], 30: []}
         runs = [(seed, hand) for seed in range(config.track_first_seed, config.track_first_seed + config.track_sequences) for hand in Handedness]
         for seed, hand in tqdm(runs, desc=f"tracking, {name.replace('_', ' ')}", disable=not progress):
@@ -346,7 +349,8 @@ def measure(config: ConfidenceBenchConfig, progress: bool = True) -> dict[str, l
     hand_model = HandModel.load()
     estimator = HandEstimator(create_backend("onnxruntime", config.weights), hand_model)
     tracker_config = TrackerConfig(hand_choice=config.hand_choice)
-    tracker = HandTracker(estimator, tracker_config, *crop_classifiers(config.weights, None, tracker_config.min_hand_probability))
+    classifiers = crop_classifiers(config.weights, None, tracker_config.min_hand_probability)
+    tracker = HandTracker(estimator, tracker_config, *classifiers)
     groups: dict[str, list] = {"hands": [], "hands_as_the_other_side": [], "truth_is_right": []}
     groups.update({f"hands_before_a_wall_{cm}cm": [] for cm in config.walls_cm})
     total = config.sequences * len(range(0, config.frames, config.every))
@@ -378,7 +382,7 @@ def measure(config: ConfidenceBenchConfig, progress: bool = True) -> dict[str, l
     for group in tqdm(SCENE_GROUPS, desc="scenes", disable=not progress):
         frames = (scene_frame(sample_seed(config.scene_stream, i), group, hand_model) for i in range(config.scenes))
         groups[group] = [_scores(tracker, frame, None) for frame in frames if frame is not None]
-    groups["tracked_sides"] = tracked_sides(config, estimator, progress) if config.track_sequences else None
+    groups["tracked_sides"] = tracked_sides(config, estimator, progress, classifiers) if config.track_sequences else None
     tracker.close()
     return groups
 
@@ -422,6 +426,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--track-sequences and --track-first-seed must be >= 0 and --track-frames >= 1")
     if args.choice_others < 0 or not math.isfinite(args.choice_min_logit):
         parser.error("--choice-others must be >= 0 and --choice-min-logit a finite number")
+    if args.out.is_dir():  # before minutes of measuring, not after
+        parser.error(f"--out {args.out} is a folder; give the result file's name (a .json)")
+    try:
+        make_parent_folder(args.out)
+    except OSError as exc:
+        parser.error(f"cannot write --out {args.out}: {exc.strerror}" if exc.filename else str(exc))
+    try:  # the weights a run would load, checked before any frame is rendered
+        load_manifest(args.weights)
+        crop_classifiers(args.weights, None, TrackerConfig.min_hand_probability)
+    except WeightsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     config = ConfidenceBenchConfig(
         sequences=args.sequences, frames=args.frames, every=args.every, objects_per_kind=args.objects, weights=str(args.weights),
         track_sequences=args.track_sequences, track_first_seed=args.track_first_seed, track_frames=args.track_frames, scenes=args.scenes,
@@ -443,7 +459,6 @@ def main(argv: list[str] | None = None) -> int:
         "tracked_sides": groups["tracked_sides"],
         "seconds": time.perf_counter() - began,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
     print(
         f"{'group':33s} {'crops':>5s}  confidence min/p5/median/max  kept at {config.min_confidence}   hand share median  kept at {OLD_THRESHOLD}"

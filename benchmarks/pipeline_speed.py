@@ -245,6 +245,26 @@ def _write_profile(profiler: cProfile.Profile, path: Path, frames: int) -> None:
         stats.sort_stats("cumulative").print_stats(40)
 
 
+def default_result_path(args: argparse.Namespace) -> Path:
+    """Where a run's result goes without ``--out``: a file per kind of run."""
+    suffix = ("" if args.input == "recording" else "_memory") + ("_replayed_network" if args.replay_network else "") + ("_as_gpu" if args.replay_as_gpu else "") + ("_replayed_preparation" if args.replay_preparation else "")
+    if args.replay_gpu_ms:
+        suffix += f"_gpu{args.replay_gpu_ms:g}ms"
+    if args.one_network_at_a_time:
+        suffix += "_one_network_at_a_time"
+    if args.segment_ahead is not None:  # not the tracker's own choice: a file of its own
+        suffix += f"_ahead{args.segment_ahead}"
+    if args.read_ahead is not None:  # the same
+        suffix += f"_read_ahead{args.read_ahead}"
+    if args.side_check_every is not None:
+        suffix += f"_side_check_every{args.side_check_every}"
+    if args.pace is not None:
+        suffix += f"_paced{args.pace:g}"
+    if args.video:
+        suffix += "_video"
+    return RESULTS / f"pipeline_speed_{args.backend}{suffix}.json"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline_speed", description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=2000, help="frames played: the recording's length, or with --input memory the frames looped through (default %(default)s)")
@@ -350,6 +370,26 @@ def main(argv: list[str] | None = None) -> int:
     warmup = min(100, args.frames // 5) if args.warmup is None else args.warmup
     if not 0 <= warmup < args.frames:
         parser.error("--warmup must be at least 0 and fewer than --frames")
+    out = args.out or default_result_path(args)
+    if args.out is None and out.is_file():
+        # The docs quote the committed results: a shorter run (a quick look) goes elsewhere.
+        committed = json.loads(out.read_text()).get("frames_requested")
+        if isinstance(committed, int) and args.frames < committed:
+            parser.error(
+                f"{out} holds a run of {committed} frames, which the docs cite; a run of {args.frames} would replace it: "
+                f"add --out FILE for a check, or run --frames {committed} (or more) to renew it"
+            )
+    from tracker.sinks import make_parent_folder
+
+    for flag, path in (("--out", out), ("--profile", args.profile)):  # before minutes of measuring, not after
+        if path is None:
+            continue
+        if path.is_dir():
+            parser.error(f"{flag} {path} is a folder; give the file's name")
+        try:
+            make_parent_folder(path)
+        except OSError as exc:
+            parser.error(f"cannot write {flag} {path}: {exc.strerror}" if exc.filename else str(exc))
     from tracker.estimator import HandEstimator
     from tracker.hand_model import HandModel
     import cv2
@@ -524,28 +564,11 @@ def main(argv: list[str] | None = None) -> int:
         # Worker processes, together: their growth counts as much as the tracker's own.
         "workers_rss_mb_every_100_frames": probe.workers_rss,
     }
-    suffix = ("" if args.input == "recording" else "_memory") + ("_replayed_network" if args.replay_network else "") + ("_as_gpu" if args.replay_as_gpu else "") + ("_replayed_preparation" if args.replay_preparation else "")
-    if args.replay_gpu_ms:
-        suffix += f"_gpu{args.replay_gpu_ms:g}ms"
-    if args.one_network_at_a_time:
-        suffix += "_one_network_at_a_time"
-    if args.segment_ahead is not None:  # not the tracker's own choice: a file of its own
-        suffix += f"_ahead{args.segment_ahead}"
-    if args.read_ahead is not None:  # the same
-        suffix += f"_read_ahead{args.read_ahead}"
-    if args.side_check_every is not None:
-        suffix += f"_side_check_every{args.side_check_every}"
-    if live:
-        suffix += f"_paced{args.pace:g}"
-    if args.video:
-        suffix += "_video"
-    out = args.out or RESULTS / f"pipeline_speed_{args.backend}{suffix}.json"
     print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "tracker_config", "rss_mb_every_100_frames", "workers_rss_mb_every_100_frames")}, indent=2))
     if ended_early:
         print(f"error: the run ended early ({stats['stopped_by']}{': ' + stats['error'] if stats['error'] else ''}; "
               f"{stats['frames']} of {args.frames} frames); {out} is left as it was", file=sys.stderr)
         return 1
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
