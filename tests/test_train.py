@@ -488,7 +488,7 @@ def test_the_command_line_refuses_a_bad_learning_rate_and_warns_of_a_schedule_cu
     monkeypatch.setattr(train_module, "train", lambda *args, **kwargs: {"steps": 0, "samples_seen": 0, "seconds": 0.0, "skipped_steps": 0})
     assert train_module.main(["--out", str(tmp_path), "--recipe", "cpu", "--steps", "150"]) == 0
     err = capsys.readouterr().err
-    assert "end before the refit terms start (step 200)" in err and "warm-up" not in err
+    assert "end before the refit terms start (at step 201, counting from 1" in err and "warm-up" not in err
     train_module.main(["--out", str(tmp_path), "--recipe", "cpu", "--steps", "50"])
     assert "within the recipe's 100-step warm-up" in capsys.readouterr().err
     # A fine-tune trains the refit terms from its first step: its weights are trained already.
@@ -928,10 +928,12 @@ def test_the_gpu_recipe_keeps_to_its_time_budget_unless_told_otherwise(tmp_path,
 
     budgets = []
 
-    def fake_train(config, out_dir, resume, max_seconds, init_from):
+    rendered = [1]
+
+    def fake_train(config, out_dir, resume, max_seconds, init_from, command=None):
         budgets.append(max_seconds)
         # Ended by the budget, with each rendered example trained on four times.
-        return {"steps": 1, "samples_seen": 1, "examples_trained": 4, "seconds": max_seconds or 1.0, "skipped_steps": 0, "max_seconds": max_seconds}
+        return {"steps": 1, "samples_seen": rendered[0], "examples_trained": 4, "seconds": max_seconds or 1.0, "skipped_steps": 0, "max_seconds": max_seconds}
 
     monkeypatch.setattr(train_module, "train", fake_train)
     run = tmp_path / "run"
@@ -940,6 +942,9 @@ def test_the_gpu_recipe_keeps_to_its_time_budget_unless_told_otherwise(tmp_path,
     out = capsys.readouterr().out
     assert "the gpu recipe trains for 9 minutes" in out and "the time budget (9 min) ended the run before step" in out
     assert "trained 1 steps on 4 examples (1 rendered, the rest drawn again from a replay memory)" in out
+    rendered[0] = 22  # a short run: the loader filled the memory past what was trained
+    assert train_module.main(["--out", str(run), "--recipe", "gpu", "--device", "cpu"]) == 0
+    assert "trained 1 steps on 4 examples (22 rendered: the replay memory is filled ahead of the training)" in capsys.readouterr().out
     assert train_module.main(["--out", str(run), "--recipe", "gpu", "--device", "cpu", "--max-minutes", "4"]) == 0
     assert budgets[-1] == 240
     run.mkdir()
@@ -948,3 +953,35 @@ def test_the_gpu_recipe_keeps_to_its_time_budget_unless_told_otherwise(tmp_path,
     assert budgets[-1] is None
     assert train_module.main(["--out", str(run), "--recipe", "cpu"]) == 0
     assert budgets[-1] is None  # the cpu recipe has no budget of its own
+
+
+def test_a_run_resumed_with_init_from_goes_on_with_its_own_network_and_records_what_trained_it(tmp_path, capsys):
+    from tracker.train import main as train_main
+
+    learned = tmp_path / "learned"
+    assert train_main(["--out", str(learned), "--recipe", "smoke", "--learned-sampling", "--steps", "1"]) == 0
+    run = tmp_path / "run"
+    assert train_main(["--out", str(run), "--recipe", "smoke", "--steps", "2"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["command"] == ["python", "-m", "tracker.train", "--out", str(run), "--recipe", "smoke", "--steps", "2"]
+    assert "git_commit" in config["machine"]
+    capsys.readouterr()
+    # Resumed with --init-from weights of another kind (learned sampling): it is not used,
+    # and the run goes on as it was rather than being refused as another network.
+    assert train_main(["--out", str(run), "--recipe", "smoke", "--steps", "4", "--init-from", str(learned / "export")]) == 0
+    out = capsys.readouterr().out
+    assert "is not used" in out and "learned sampling" not in out
+    assert json.loads((run / "config.json").read_text())["train"]["network"]["learned_sampling"] is False
+    # A fine-tune records where it started from wherever the command ran.
+    again = tmp_path / "again"
+    assert train_main(["--out", str(again), "--recipe", "smoke", "--steps", "1", "--init-from", str(run / "export")]) == 0
+    assert json.loads((again / "config.json").read_text())["initialised_from"]["path"] == str((run / "export").absolute())
+
+
+def test_a_training_run_given_for_weights_points_to_its_export(tmp_path):
+    from tracker.weights import load_manifest
+
+    (tmp_path / "run" / "export").mkdir(parents=True)
+    (tmp_path / "run" / "export" / "dgn.json").write_text("{}")
+    with pytest.raises(WeightsError, match="it is a training run, whose exported weights are in .*export"):
+        load_manifest(tmp_path / "run")

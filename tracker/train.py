@@ -46,6 +46,7 @@ from tqdm import tqdm
 
 from tracker.crop import CropFrame, OutOfImage
 from tracker.hand_model import HandModel
+from tracker.machine import machine_info
 from tracker.narrowing import WIDTHS, block_width, check_narrowing, narrow_into
 from tracker.network import DualGridNet, DualGridNetConfig, count_parameters
 from tracker.refit import Refit
@@ -486,7 +487,7 @@ def initial_weights(network: DualGridNet, weights_dir: str | Path) -> dict:
     earlier = manifest.get("training", {})
     stream_end = {"stream_end": int(earlier["stream_end"])} if "stream_end" in earlier else {}
     return {
-        "path": str(weights_dir),
+        "path": str(Path(weights_dir).absolute()),
         "samples_seen": int(earlier.get("samples_seen_total", earlier.get("samples_seen", 0))),
         **stream_end,
         "seconds": float(earlier.get("seconds_total", earlier.get("seconds", 0.0))),
@@ -617,12 +618,14 @@ def train(
     progress: bool = True,
     max_seconds: float | None = None,
     init_from: str | Path | None = None,
+    command: list[str] | None = None,
 ) -> dict:
     """Train, checkpoint and export; returns a summary (rank 0).
 
     ``init_from``: exported weights to start from instead of random ones (fine-tuning);
     not used when resuming a checkpoint, which holds the weights it has got to. Without
-    ``resume`` an earlier run's files in ``out_dir`` are moved aside first.
+    ``resume`` an earlier run's files in ``out_dir`` are moved aside first. ``command``:
+    the command line, kept in the run's ``config.json``.
     """
     check_replay(config)
     out_dir = Path(out_dir)
@@ -766,6 +769,10 @@ def train(
             "initialised_from": initialised_from, "sample_stream": {"seed": TRAIN_STREAM_SEED, "first_index": stream_start, "lanes": lane_count},
             "max_seconds": max_seconds,
             "schedule_anchor": None if schedule_anchor is None else schedule_anchor.to_dict(),
+            # What trained it: the command and the code (commit, uncommitted changes), so that
+            # shipped weights copied from this run can be traced.
+            "command": command,
+            "machine": machine_info(),
         }
         earlier_config = out_dir / "config.json"
         if step > 0 and earlier_config.is_file():
@@ -980,8 +987,6 @@ def train(
             checkpoint, network, optimizer, step, samples_seen, examples_trained, config, summary["seconds"], initialised_from, max_seconds, lanes,
             skipped_steps, hand_model.sha256, schedule_anchor,
         )
-        from tracker.machine import machine_info
-
         machine = machine_info()
         device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{machine['logical_cores']}-core CPU ({machine['cpu']})"
         training = {**summary, "world_size": world_size, "device": device_name, "recipe": config_to_dict(config)}
@@ -1105,8 +1110,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(error))
     if resumed.get("learned_sampling") and not config.network.learned_sampling:
         config = dataclasses.replace(config, network=dataclasses.replace(config.network, learned_sampling=True))
-    if args.init_from is not None:
-        # Trained weights give a P_s the refit can follow from the first step: the delay that
+    if args.init_from is not None and not resumed:
+        # (A run resumed goes on with its own network and schedule: train() says --init-from
+        # is not used.) Trained weights give a P_s the refit can follow from the first step: the delay that
         # spares a fresh network's noise would only leave P_r and the joints untrained a while.
         config = dataclasses.replace(config, refit_start_step=0)
         # Learned sampling cannot go back to bilinear: weights trained with it keep it, so the
@@ -1123,7 +1129,10 @@ def main(argv: list[str] | None = None) -> int:
     if config.steps <= config.warmup_steps:
         print(f"warning: {config.steps} steps end within the recipe's {config.warmup_steps}-step warm-up: the learning rate never decays", file=sys.stderr)
     if config.steps <= config.refit_start_step:
-        print(f"warning: {config.steps} steps end before the refit terms start (step {config.refit_start_step}): P_r and the joints are not trained", file=sys.stderr)
+        print(
+            f"warning: {config.steps} steps end before the refit terms start (at step {config.refit_start_step + 1}, counting from 1 as "
+            "the progress bar and the log do): P_r and the joints are not trained", file=sys.stderr,
+        )
     try:
         check_replay(config)
     except ValueError as error:
@@ -1139,7 +1148,10 @@ def main(argv: list[str] | None = None) -> int:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"the {args.recipe} recipe trains for {max_minutes:g} minutes (--max-minutes to change it)")
     try:
-        summary = train(config, args.out, resume=not args.no_resume, max_seconds=None if max_minutes is None else 60 * max_minutes, init_from=args.init_from)
+        summary = train(
+            config, args.out, resume=not args.no_resume, max_seconds=None if max_minutes is None else 60 * max_minutes, init_from=args.init_from,
+            command=["python", "-m", "tracker.train", *(sys.argv[1:] if argv is None else argv)],
+        )
     # --init-from weights missing or wrong; a resume in another frame or from a damaged checkpoint; a checkpoint
     # that cannot be written; a run gone non-finite; stuck data workers
     except (WeightsError, ResumeError, CheckpointError, FloatingPointError, DataStalled) as exc:
@@ -1152,10 +1164,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0  # said so; nothing was trained
     if int(os.environ.get("RANK", "0")) == 0:
         trained = summary.get("examples_trained", summary["samples_seen"])
-        samples = (
-            f"{trained} examples ({summary['samples_seen']} rendered, the rest drawn again from a replay memory)"
-            if config.replay_examples and trained != summary["samples_seen"] else f"{summary['samples_seen']} samples"
-        )
+        rendered = summary["samples_seen"]
+        if config.replay_examples and trained > rendered:
+            samples = f"{trained} examples ({rendered} rendered, the rest drawn again from a replay memory)"
+        elif config.replay_examples and trained < rendered:
+            samples = f"{trained} examples ({rendered} rendered: the replay memory is filled ahead of the training)"
+        else:
+            samples = f"{rendered} samples"
         print(f"trained {summary['steps']} steps on {samples} in {summary['seconds'] / 60:.1f} min; weights in {args.out / 'export'}")
         budget = summary.get("max_seconds")
         if "stopped_by" not in summary and budget is not None and summary["steps"] < config.steps and summary["seconds"] >= budget:

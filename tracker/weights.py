@@ -64,6 +64,11 @@ def load_manifest(weights_dir: str | Path = WEIGHTS_DIR) -> dict:
         what = "a file, not a folder" if Path(weights_dir).exists() else f"no such folder (from {Path.cwd()})"
         raise WeightsError(f"no network weights at {weights_dir}: {what}; give the folder that holds {MANIFEST}")
     if not path.is_file():
+        if (Path(weights_dir) / "export" / MANIFEST).is_file():
+            raise WeightsError(
+                f"no network weights in {weights_dir} ({MANIFEST} missing): it is a training run, whose exported weights are in "
+                f"{Path(weights_dir) / 'export'}"
+            )
         raise WeightsError(f"no network weights in {weights_dir} ({MANIFEST} missing); train and export a model first")
     try:
         manifest = json.loads(path.read_text())
