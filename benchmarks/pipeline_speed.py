@@ -373,7 +373,10 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or default_result_path(args)
     if args.out is None and out.is_file():
         # The docs quote the committed results: a shorter run (a quick look) goes elsewhere.
-        committed = json.loads(out.read_text()).get("frames_requested")
+        try:
+            committed = json.loads(out.read_text()).get("frames_requested")
+        except (OSError, ValueError, AttributeError):  # unreadable, damaged, not a result: nothing to keep
+            committed = None
         if isinstance(committed, int) and args.frames < committed:
             parser.error(
                 f"{out} holds a run of {committed} frames, which the docs cite; a run of {args.frames} would replace it: "

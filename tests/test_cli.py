@@ -480,11 +480,14 @@ def test_a_mesh_folder_that_is_another_output_or_its_settings_file_is_refused(tm
     assert not any(tmp_path.iterdir())  # refused before any output was opened, no folder made
 
 
-def test_list_cameras_takes_no_other_option(capsys):
+@pytest.mark.parametrize(
+    "others, named", [(["--source", "synthetic", "--out", "x.jsonl"], "--out, --source"), (["--no-realtime"], "--no-realtime"), (["--realtime"], "--realtime")]
+)
+def test_list_cameras_takes_no_other_option(capsys, others, named):
     with pytest.raises(SystemExit) as exit_info:
-        main(["--list-cameras", "--source", "synthetic", "--out", "x.jsonl"])
+        main(["--list-cameras", *others])
     assert exit_info.value.code == 2
-    assert "it takes no other option (given: --out, --source)" in capsys.readouterr().err
+    assert f"it takes no other option (given: {named})" in capsys.readouterr().err
 
 
 def test_the_settings_saved_are_the_ones_the_run_resolved(tmp_path, monkeypatch):
@@ -493,9 +496,12 @@ def test_the_settings_saved_are_the_ones_the_run_resolved(tmp_path, monkeypatch)
     command = json.loads((tmp_path / "t.config.json").read_text())["command"]
     assert command["mesh_format"] == "ply" and command["realtime"] is False and command["max_frames"] == 1
     assert command["out"] == str(tmp_path / "t.jsonl") and command["mesh_dir"] == str(tmp_path / "meshes")
+    import tracker.cli
+
+    monkeypatch.setattr(tracker.cli, "DEFAULT_SYNTHETIC_FRAMES", 3)  # the built-in input's length, shortened
     assert main(["--source", "synthetic", "--no-viewer", "--out", "u.jsonl"]) == 0
     resolved = json.loads((tmp_path / "u.config.json").read_text())
-    assert resolved["command"]["max_frames"] == 120 and resolved["command"]["mesh_format"] is None  # no meshes asked for
+    assert resolved["command"]["max_frames"] == 3 and resolved["command"]["mesh_format"] is None  # no meshes asked for
     assert Path(resolved["weights"]["directory"]).is_absolute() and Path(resolved["weights"]["directory"], "dgn.json").is_file()
 
 
@@ -518,5 +524,19 @@ def test_a_full_disk_while_saving_the_settings_names_the_output(tmp_path, capsys
         raise OSError(28, "No space left on device")  # as a flush on close says it: no file named
 
     monkeypatch.setattr(Path, "write_text", full)
-    assert main(["--source", "synthetic", "--no-viewer", "--max-frames", "1", "--out", str(tmp_path / "t.jsonl")]) == 2
+    # A mesh folder named like the JSON lines, as is usual, is not blamed for their settings.
+    argv = ["--source", "synthetic", "--no-viewer", "--max-frames", "1", "--out", str(tmp_path / "t.jsonl"), "--mesh-dir", str(tmp_path / "t")]
+    assert main(argv) == 2
     assert f"error: cannot write --out {tmp_path / 't.jsonl'}: No space left on device" in capsys.readouterr().err
+
+
+def test_an_output_on_the_recording_s_settings_file_is_refused(tmp_path):
+    from tracker.cli import _clashing_paths, build_parser
+
+    def clash(*argv):
+        return _clashing_paths(build_parser().parse_args(list(argv)), "realsense", "realsense")
+
+    out, record = str(tmp_path / "x.jsonl"), str(tmp_path / "r.db3")
+    assert "--video and --record's settings file name the same path" in clash("--out", out, "--record", record, "--video", str(tmp_path / "r.config.json"))
+    # session.jsonl and session.db3 side by side share one settings file, as intended.
+    assert clash("--out", str(tmp_path / "s.jsonl"), "--record", str(tmp_path / "s.db3")) is None

@@ -77,3 +77,12 @@ def test_the_command_lines_hand_presence_default_is_the_trackers():
     from tracker.pipeline import TrackerConfig
 
     assert cli.build_parser().parse_args([]).min_hand_probability == TrackerConfig.min_hand_probability
+
+
+def test_a_damaged_default_result_is_no_reason_for_a_traceback(tmp_path, monkeypatch, capsys):
+    # The guard that keeps a committed result from a shorter run reads it: a damaged one is
+    # no committed run, and the arguments are checked on (a bad one still refused).
+    (tmp_path / "pipeline_speed_onnxruntime.json").write_text("{not json")
+    monkeypatch.setattr(pipeline_speed, "RESULTS", tmp_path)
+    code, err = exit_code_and_error(pipeline_speed.main, ["--frames", "100", "--profile", str(tmp_path)], capsys)
+    assert code == 2 and "--profile " + str(tmp_path) + " is a folder" in err and "Traceback" not in err

@@ -228,13 +228,14 @@ def test_the_separation_benchmark_takes_the_classifiers_of_the_weights_folder_it
     monkeypatch.setattr(bench, "HandTracker", Recorded)
     argv = ["--sequences", "1", "--frames", "1", "--objects", "1", "--scenes", "1", "--track-sequences", "1", "--track-frames", "1"]
     assert bench.main([*argv, "--weights", str(folder), "--out", str(tmp_path / "c.json"), "--no-progress"]) == 0
-    # The single-frame groups' tracker and one per tracked variant, the one without the
-    # hand-presence classifier asking for none; each tracker has what it asked for.
-    assert len(asked) == len(trackers) == 7 and {a[0] for a in asked} == {folder} and all(a[1] is None for a in asked)
-    assert sorted(a[2] for a in asked)[:2] == [0.0, 0.5]
-    for tracker, (_, _, min_hand_probability) in zip(trackers, asked):
+    # Loaded from the folder once to check them before measuring and once for the run, then
+    # shared by the single-frame groups' tracker and one per tracked variant; the variant
+    # without the hand-presence classifier is given none.
+    assert asked == [(folder, None, 0.5)] * 2 and len(trackers) == 7
+    assert sorted(tracker.config.min_hand_probability for tracker in trackers)[:2] == [0.0, 0.5]
+    for tracker in trackers:
         assert tracker.side_classifier is loaded[0]
-        assert tracker.presence is (loaded[1] if min_hand_probability > 0 else None)
+        assert tracker.presence is (loaded[1] if tracker.config.min_hand_probability > 0 else None)
 
 
 @pytest.mark.parametrize("side", list(Handedness))

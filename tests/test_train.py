@@ -955,7 +955,7 @@ def test_the_gpu_recipe_keeps_to_its_time_budget_unless_told_otherwise(tmp_path,
     assert budgets[-1] is None  # the cpu recipe has no budget of its own
 
 
-def test_a_run_resumed_with_init_from_goes_on_with_its_own_network_and_records_what_trained_it(tmp_path, capsys):
+def test_a_run_resumed_with_init_from_goes_on_with_its_own_network_and_records_what_trained_it(tmp_path, capsys, monkeypatch):
     from tracker.train import main as train_main
 
     learned = tmp_path / "learned"
@@ -972,10 +972,15 @@ def test_a_run_resumed_with_init_from_goes_on_with_its_own_network_and_records_w
     out = capsys.readouterr().out
     assert "is not used" in out and "learned sampling" not in out
     assert json.loads((run / "config.json").read_text())["train"]["network"]["learned_sampling"] is False
-    # A fine-tune records where it started from wherever the command ran.
-    again = tmp_path / "again"
-    assert train_main(["--out", str(again), "--recipe", "smoke", "--steps", "1", "--init-from", str(run / "export")]) == 0
-    assert json.loads((again / "config.json").read_text())["initialised_from"]["path"] == str((run / "export").absolute())
+    # A fine-tune records where it started from, wherever the command ran.
+    monkeypatch.chdir(tmp_path)
+    assert train_main(["--out", "again", "--recipe", "smoke", "--steps", "1", "--init-from", "run/export"]) == 0
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["initialised_from"]["path"] == str(run / "export")
+    # Resumed with its own command, it trains the refit terms from its first step as before:
+    # no warning that they never start.
+    capsys.readouterr()
+    assert train_main(["--out", "again", "--recipe", "smoke", "--steps", "2", "--init-from", "run/export"]) == 0  # smoke: refit from step 3
+    assert "refit terms start" not in capsys.readouterr().err
 
 
 def test_a_training_run_given_for_weights_points_to_its_export(tmp_path):

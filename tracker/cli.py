@@ -166,8 +166,13 @@ def main(argv: list[str] | None = None, exiting: bool = False) -> int:
         parser.error(f"--segment-ahead must be 0 (none) to {MAX_SEGMENT_AHEAD} worker processes")
     if args.list_cameras:
         defaults = vars(parser.parse_args([]))
+        def given(action) -> str:
+            options = [o for o in action.option_strings if o.startswith("--")] or [action.dest]
+            # A pair of flags for one setting (--realtime / --no-realtime): the one given.
+            return next((o for o in options if o.startswith("--no-")), options[0]) if getattr(args, action.dest) is False else options[0]
+
         others = sorted(
-            next((o for o in action.option_strings if o.startswith("--")), action.dest)
+            given(action)
             for action in parser._actions
             if action.dest not in ("help", "version", "list_cameras") and getattr(args, action.dest, None) != defaults.get(action.dest)
         )
@@ -438,6 +443,11 @@ def _clashing_paths(args, spec: str, kind: str) -> str | None:
     for flag, path in (("--video", args.video), ("--record", args.record), ("--mesh-dir", args.mesh_dir)):
         if path is not None:
             named.append((flag, Path(path)))
+    if args.record is not None:
+        beside_recording = Path(args.record).with_name(Path(args.record).stem + ".config.json")
+        # One settings file for session.jsonl and session.db3 side by side: not a clash.
+        if all(os.path.realpath(beside_recording) != os.path.realpath(path) for flag, path in named if flag == "--out's settings file"):
+            named.append(("--record's settings file", beside_recording))
     if kind == "recording":
         named.append(("--source", Path(spec)))
     seen: dict[Path, str] = {}
@@ -489,9 +499,16 @@ def _describe_output_error(exc: OSError, args) -> str:
     for option, path in asked:
         if failed == path or path in failed.parents or failed in path.parents:
             return f"cannot write {option} {path}: {exc.strerror}"
-    # ... else a file written beside it under its name (NAME.config.json beside NAME.jsonl,
-    # hidden temporary names), the option whose suffix the file keeps first.
-    beside = [(option, path) for option, path in asked if failed.parent == path.parent and failed.name.lstrip(".").startswith(path.stem + ".")]
+    # ... else the settings saved beside the JSON lines or the recording (NAME.config.json) ...
+    for option, path in asked:
+        if option in ("--out", "--record") and failed.parent == path.parent and failed.name.removesuffix(".partial") == path.stem + ".config.json":
+            return f"cannot write {option} {path}: {exc.strerror}"
+    # ... else a file written beside it under its name (hidden temporary names), the option
+    # whose suffix the file keeps first (a mesh folder has none to keep).
+    beside = [
+        (option, path) for option, path in asked
+        if option != "--mesh-dir" and failed.parent == path.parent and failed.name.lstrip(".").startswith(path.stem + ".")
+    ]
     for option, path in sorted(beside, key=lambda pair: not failed.name.endswith(pair[1].suffix)):
         return f"cannot write {option} {path}: {exc.strerror}"
     return f"cannot write {failed}: {exc.strerror}"

@@ -1591,7 +1591,7 @@ def source_kind(spec: str | os.PathLike) -> str:
     kind = spec.partition(":")[0].lower()
     if kind in ("realsense", "synthetic"):
         return kind
-    # A folder is read as one whatever its name ends in (a session folder called run.db3).
+    # A folder is read as one whatever its name ends in (a folder of frames called run.db3).
     return "recording" if Path(spec).suffix.lower() in RECORDING_SUFFIXES and not Path(spec).is_dir() else "folder"
 
 

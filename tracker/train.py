@@ -451,6 +451,17 @@ def _trained_widths(weights_dir: str | Path) -> dict:
         return {}
 
 
+def _resumed_fine_tune(out_dir: Path) -> bool:
+    """Whether the run in ``out_dir`` that a resume would continue was started from trained
+    weights (``--init-from``), from its saved config (False where there is no record)."""
+    if not (out_dir / "last.pt").is_file():
+        return False
+    try:
+        return json.loads((out_dir / "config.json").read_text()).get("initialised_from") is not None
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _resumed_network(out_dir: Path) -> dict:
     """The network config of the run in ``out_dir`` that a resume would continue, from its
     saved config ({} when there is no checkpoint or no readable record)."""
@@ -1110,7 +1121,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(error))
     if resumed.get("learned_sampling") and not config.network.learned_sampling:
         config = dataclasses.replace(config, network=dataclasses.replace(config.network, learned_sampling=True))
-    if args.init_from is not None and not resumed:
+    # As train() decides it: a checkpoint there is resumed, whatever its saved config says.
+    resuming = not args.no_resume and (args.out / "last.pt").is_file()
+    if resuming and _resumed_fine_tune(args.out):
+        config = dataclasses.replace(config, refit_start_step=0)  # as train() keeps it from the checkpoint
+    if args.init_from is not None and not resuming:
         # (A run resumed goes on with its own network and schedule: train() says --init-from
         # is not used.) Trained weights give a P_s the refit can follow from the first step: the delay that
         # spares a fresh network's noise would only leave P_r and the joints untrained a while.

@@ -238,9 +238,12 @@ class VideoSink:
                     # Cut off (a full disk): an earlier run's video keeps its place, and what
                     # was written is kept only where it plays (an MP4 cut off before its
                     # index does not), freeing the space otherwise.
-                    capture = cv2.VideoCapture(str(self._writing))
-                    plays = capture.isOpened() and capture.read()[0]
-                    capture.release()
+                    try:
+                        capture = cv2.VideoCapture(str(self._writing))
+                        plays = capture.isOpened() and capture.read()[0]
+                        capture.release()
+                    except Exception:  # the encoder's own error is the one to report
+                        plays = True  # and what cannot be checked is kept
                     if plays:
                         kept = f"what it holds is in {self._writing}"
                     else:
