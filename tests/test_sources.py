@@ -305,6 +305,13 @@ def test_folder_errors(tmp_path, monkeypatch):
         for frame in FolderSource(tmp_path).frames():
             got.append(frame)
     assert len(got) == 1
+    # One removed while the folder is read is said to be gone, not called corrupt.
+    cv2.imwrite(str(tmp_path / "1.png"), np.zeros((4, 6), np.uint16))
+    frames = FolderSource(tmp_path).frames()
+    next(frames)
+    (tmp_path / "1.png").unlink()
+    with pytest.raises(SourceError, match="1.png is gone: it was removed or moved while the folder was being read"):
+        next(frames)
     (tmp_path / "1.png").write_bytes(b"not a png at all")
     with pytest.raises(SourceError, match="1.png is not a PNG image"):
         FolderSource(tmp_path)

@@ -1252,6 +1252,8 @@ class FolderSource(FrameSource):
                 return
             if self.realtime and not self._sleep_until(began + index / self.fps):
                 return
+            if not path.is_file():  # listed when the folder was opened; OpenCV would only warn
+                raise SourceError(f"{path} is gone: it was removed or moved while the folder was being read")
             depth = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
             if depth is None:
                 raise SourceError(f"{path} cannot be read as an image (corrupt or not a PNG)")
