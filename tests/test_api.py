@@ -235,3 +235,95 @@ def test_frames_a_real_time_source_skipped_are_counted_as_a_run_counts_them(real
     with track(_SkippingSource(numbers, realtime)) as results:
         dropped = [r.dropped_before for r in results]
     assert dropped == ([0, 2, 0, 5, 0] if realtime else [0] * len(numbers))
+
+
+def _depth_folder(folder, frames: int, meta: dict) -> None:
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    k = meta["intrinsics"]
+    for i in range(frames):
+        cv2.imwrite(str(folder / f"{i}.png"), np.zeros((k["height"], k["width"]), np.uint16))
+    (folder / "intrinsics.json").write_text(json.dumps(meta))
+
+
+_TINY_CAMERA = {"depth_scale": 0.001, "intrinsics": {"width": 8, "height": 6, "fx": 5.0, "fy": 5.0, "cx": 4.0, "cy": 3.0}}
+
+
+def test_a_path_names_a_folder_even_one_called_like_another_source_and_an_empty_name_is_refused(tmp_path, monkeypatch):
+    _depth_folder(tmp_path / "synthetic", 2, {**_TINY_CAMERA, "serial": "folder"})
+    monkeypatch.chdir(tmp_path)
+    from pathlib import Path
+
+    with track(Path("synthetic")) as results:
+        assert [r.frame.serial for r in results] == ["folder", "folder"]
+    with track("synthetic", max_frames=1) as results:  # a name: the renderer
+        assert [r.frame.serial for r in results] == ["synthetic"]
+    for empty in ("", "  "):  # would be the working folder, whose PNGs are not what was meant
+        with pytest.raises(SourceError, match="the source is empty"):
+            track(empty)
+
+
+def test_closing_releases_the_source_at_once_and_a_closed_source_is_refused(tmp_path):
+    import threading
+
+    with track("synthetic", max_frames=2) as results:
+        list(results)
+    assert results.source.closed and results._frames.gi_frame is None  # the generator's clean-up has run
+    # A source an earlier track closed gives no frames: said so, not an empty run.
+    with pytest.raises(SourceError, match="was closed"):
+        track(results.source)
+    # A bad frame count leaves no opened source behind either.
+    source = SyntheticSource(seed=1, max_frames=5)
+    for bad in (0, "3", 2.5, True):
+        with pytest.raises(ValueError, match="max_frames must be a whole number"):
+            track(source, max_frames=bad)
+        assert source.closed
+    # Closed from another thread while frames are being tracked: the loop ends quietly.
+    results = track("synthetic", max_frames=1000)
+    ended = []
+
+    def consume():
+        try:
+            ended.append(sum(1 for _ in results))
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            ended.append(exc)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    while results.frames_tracked < 3:
+        threading.Event().wait(0.01)
+    results.close()
+    consumer.join(30)
+    assert len(ended) == 1 and isinstance(ended[0], int) and 3 <= ended[0] < 1000, ended
+
+
+def test_a_close_from_another_thread_waits_for_the_frame_being_tracked():
+    import threading
+    import time
+
+    events = []
+    with open_tracker(hand="right") as hand_tracker:
+        backend = hand_tracker.estimator.backend
+        run, close = backend.run, backend.close
+        started = threading.Event()
+
+        def slow_run(depth):
+            started.set()
+            time.sleep(0.2)  # long enough for the close below to arrive meanwhile
+            outputs = run(depth)
+            events.append("ran")
+            return outputs
+
+        backend.run = slow_run
+        backend.close = lambda: events.append("closed") or close()
+        frame = next(iter(SyntheticSource(seed=1, max_frames=1)))
+        processed = []
+        worker = threading.Thread(target=lambda: processed.append(hand_tracker.process(frame)))
+        worker.start()
+        started.wait(10)
+        hand_tracker.close()  # from this thread, with the frame in the other one's hands
+        worker.join(10)
+    assert events[:2] == ["ran", "closed"] and len(processed) == 1 and processed[0].hands
+    with pytest.raises(RuntimeError, match="closed"):
+        hand_tracker.process(frame)

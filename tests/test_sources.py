@@ -660,3 +660,23 @@ def test_a_relative_folder_takes_the_camera_truly_above_it(tmp_path, monkeypatch
     assert source.serial == "root" and f"the camera of {tmp_path / 'root' / 'intrinsics.json'}" in source.description
     monkeypatch.chdir(tmp_path / "root" / "seq")
     assert FolderSource(".").serial == "root"
+
+
+def test_each_sequence_of_a_folder_is_timed_at_its_own_rate_and_a_null_serial_is_none_given(tmp_path):
+    import cv2
+
+    k = {"width": 8, "height": 6, "fx": 5.0, "fy": 5.0, "cx": 4.0, "cy": 3.0}
+    (tmp_path / "intrinsics.json").write_text(json.dumps({"depth_scale": 0.001, "intrinsics": k, "serial": None}))  # 30 fps
+    for folder, meta in (("s1", None), ("s2", {"depth_scale": 0.001, "intrinsics": k, "fps": 10})):
+        (tmp_path / folder).mkdir()
+        for i in range(3):
+            cv2.imwrite(str(tmp_path / folder / f"{i}.png"), np.zeros((6, 8), np.uint16))
+        if meta:
+            (tmp_path / folder / "intrinsics.json").write_text(json.dumps(meta))
+    source = FolderSource(tmp_path)
+    frames = list(source.frames())
+    # s1 at 30 fps (33.3 ms apart), then s2 at its own 10 fps (100 ms apart); exact sums of the steps.
+    assert [f.timestamp_ms for f in frames] == pytest.approx([0.0, 1000 / 30, 2000 / 30, 100.0, 200.0, 300.0])
+    assert frames[0].serial == "" and "serial not given" in source.description and "its own intrinsics.json's rate" in source.description
+    # A rate given to the source times every frame.
+    assert [f.timestamp_ms for f in FolderSource(tmp_path, fps=20.0).frames()] == pytest.approx([0, 50, 100, 150, 200, 250])

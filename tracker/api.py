@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import numbers
+import os
 from pathlib import Path
 
 from tracker.backends import AUTO_BACKEND, start_backend
@@ -35,7 +36,7 @@ from tracker.estimator import HandEstimator
 from tracker.hand_model import HandModel
 from tracker.pipeline import MAX_MIN_HAND_PROBABILITY, FrameGaps, FrameResult, HandTracker, TrackerConfig
 from tracker.sinks import frame_line
-from tracker.sources import DEFAULT_SYNTHETIC_FRAMES, FrameSource, open_source, source_kind
+from tracker.sources import DEFAULT_SYNTHETIC_FRAMES, FrameSource, SourceError, open_source, source_kind
 from tracker.types import HAND_CHOICES, CameraIntrinsics, DepthFrame, HandEstimate, Handedness, Joint
 from tracker.weights import WEIGHTS_DIR, crop_classifiers, crop_frame_of, load_manifest
 
@@ -140,6 +141,8 @@ class TrackedFrames:
             frame = next(self._frames)
             result = self.hand_tracker.process(frame)
         except BaseException:  # the end of the frames too: nothing more comes from them
+            if self._closed:  # closed from another thread meanwhile: the frames end quietly
+                raise StopIteration from None
             self.close()
             raise
         self.frames_tracked += 1
@@ -152,6 +155,14 @@ class TrackedFrames:
             return
         self._closed = True
         try:
+            # The source's generator first, where it waits between frames: its own clean-up
+            # (a recording's playback, the SDK's frames) runs now, not when it is collected.
+            # From another thread, while it is reading a frame, it cannot be: the source's
+            # close then ends it at its next frame.
+            try:
+                getattr(self._frames, "close", lambda: None)()
+            except ValueError:  # "generator already executing"
+                pass
             self.source.close()
         finally:
             self.hand_tracker.close()
@@ -187,8 +198,9 @@ def track(
 
     source: as ``run_tracker.py --source`` takes it ("realsense[:SERIAL]", a ``.db3`` or
         ``.bag`` recording, a folder of depth PNGs with ``intrinsics.json``,
-        "synthetic[:SEED][:left|right]"), or an opened ``tracker.sources.FrameSource``, which
-        is then closed with the rest (also when the tracker cannot be opened).
+        "synthetic[:SEED][:left|right]"); a path object, which always names a recording or
+        a folder; or an opened ``tracker.sources.FrameSource``, which is then closed with the
+        rest (also when the tracker cannot be opened or the arguments are refused).
     realtime: for a source named by a string: a recording plays at its recorded pace
         (default) or every frame as fast as they are tracked (False). A camera is always
         real time; an opened source keeps its own pace.
@@ -197,19 +209,22 @@ def track(
         ``SyntheticSource`` passed in its own length).
     The other arguments: ``open_tracker``'s.
     """
-    if max_frames is not None and max_frames < 1:
-        raise ValueError(f"max_frames must be at least 1, got {max_frames}")
     opened = isinstance(source, FrameSource)
-    if not opened and max_frames is None and source_kind(str(source)) == "synthetic":
-        max_frames = DEFAULT_SYNTHETIC_FRAMES  # as on the command line; an opened one may be endless
     try:
+        if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, numbers.Integral) or max_frames < 1):
+            raise ValueError(f"max_frames must be a whole number of at least 1, got {max_frames!r}")
+        if opened and source.closed:
+            raise SourceError(f"{source.description} was closed (by an earlier track?); open it again")
+        if not opened and max_frames is None and source_kind(source if isinstance(source, os.PathLike) else str(source)) == "synthetic":
+            max_frames = DEFAULT_SYNTHETIC_FRAMES  # as on the command line; an opened one may be endless
         hand_tracker = open_tracker(weights, backend, hand, smooth, min_hand_probability)
     except BaseException:
-        if opened:
+        if opened:  # closed with the rest, however the call fails
             source.close()
         raise
     try:
-        frames = source if opened else open_source(str(source), realtime=realtime, max_frames=max_frames)
+        # A path object names a file or a folder, a string whatever --source takes.
+        frames = source if opened else open_source(source if isinstance(source, os.PathLike) else str(source), realtime=realtime, max_frames=max_frames)
     except BaseException:
         hand_tracker.close()
         raise

@@ -1129,11 +1129,12 @@ class FolderSource(FrameSource):
     ``intrinsics.json`` nearest to it: its own folder's, else the one above it, and so on
     (above ``path`` too: a session folder of a data set whose camera file sits at its
     root). Each folder of PNGs is a sequence of its own (``DepthFrame.sequence``): the
-    tracker starts a new track at the first frame of the next. The timestamp of frame i is
-    i / fps seconds and its frame number is i, counted through the whole folder.
-    fps: the frame rate; by default the ``"fps"`` of the source's intrinsics.json (the rate
-    the frames were captured at, which the smoothing, a video's pace and real-time playback
-    follow), else 30.
+    tracker starts a new track at the first frame of the next. Frame i comes 1 / fps seconds
+    after frame i - 1 (at frame i - 1's rate), and its frame number is i, counted through
+    the whole folder.
+    fps: the frame rate of every frame; by default each frame's is the ``"fps"`` of its own
+    intrinsics.json (the rate the frames were captured at, which the smoothing, a video's
+    pace and real-time playback follow), else 30.
     realtime: True paces the frames at ``fps``; False yields them as fast as consumed.
     """
 
@@ -1161,6 +1162,16 @@ class FolderSource(FrameSource):
         own = top if top in self._cameras else camera_folders[0]
         self.intrinsics, self.depth_scale, self.serial = self._cameras[own]
         self.fps = float(fps) if fps is not None else self._fps[own]
+        # Each frame timed at the rate of its own intrinsics.json (all at ``fps`` where given):
+        # frame i comes 1 / rate after frame i - 1, at frame i - 1's rate.
+        rates = [self.fps] * len(self.files) if fps is not None else [self._fps[folder] for folder in camera_folders]
+        self._timestamps_ms: list[float] = []
+        start_ms, start = 0.0, 0
+        for index, rate in enumerate(rates):
+            if index and rate != rates[index - 1]:
+                start_ms, start = start_ms + 1000.0 * (index - start) / rates[index - 1], index
+            self._timestamps_ms.append(start_ms + 1000.0 * (index - start) / rate)
+        rates_differ = len(set(rates)) > 1
         self._check_headers()
         k = self.intrinsics
         cameras = len(set(self._camera_of))
@@ -1172,6 +1183,7 @@ class FolderSource(FrameSource):
             + (f", the camera of {above[0] / 'intrinsics.json'}" if above else "")
             + (f", {cameras} intrinsics.json files; the first " if cameras > 1 else " ")
             + f"{k.width}x{k.height}, depth unit {1000 * self.depth_scale:g} mm, serial {self.serial or 'not given'}) at {self.fps:g} fps"
+            + (" (each sequence at its own intrinsics.json's rate)" if rates_differ else "")
             + (" in real time" if self.realtime else "")
         )
 
@@ -1218,7 +1230,8 @@ class FolderSource(FrameSource):
             raise SourceError(f"cannot read {meta_path}: {exc}") from exc
         except (ValueError, TypeError, AttributeError) as exc:
             raise SourceError(f"{meta_path} is not valid ({exc}); expected {_INTRINSICS_FORMAT}") from exc
-        return intrinsics, depth_scale, str(meta.get("serial", "")), float(fps)
+        serial = meta.get("serial")
+        return intrinsics, depth_scale, "" if serial is None else str(serial), float(fps)
 
     def _check_headers(self) -> None:
         """Refuse a folder holding a PNG that is not a depth image (an overlay saved into it,
@@ -1250,7 +1263,7 @@ class FolderSource(FrameSource):
         for index, (path, (k, depth_scale, serial)) in enumerate(zip(self.files, self._camera_of)):
             if self._closed.is_set():
                 return
-            if self.realtime and not self._sleep_until(began + index / self.fps):
+            if self.realtime and not self._sleep_until(began + self._timestamps_ms[index] / 1000.0):
                 return
             if not path.is_file():  # listed when the folder was opened; OpenCV would only warn
                 raise SourceError(f"{path} is gone: it was removed or moved while the folder was being read")
@@ -1271,7 +1284,7 @@ class FolderSource(FrameSource):
                 depth=depth,
                 depth_scale=depth_scale,
                 intrinsics=k,
-                timestamp_ms=1000.0 * index / self.fps,
+                timestamp_ms=self._timestamps_ms[index],
                 serial=serial,
                 frame_number=index,
                 sequence=path.parent.relative_to(self.path).as_posix(),
@@ -1588,32 +1601,40 @@ SOURCE_FORMS = (
 
 def source_kind(spec: str | os.PathLike) -> str:
     """How ``open_source`` reads ``spec``: "realsense", "synthetic", "recording" or "folder"
-    (whether it exists is left to ``open_source``)."""
-    spec = str(spec).strip()
-    kind = spec.partition(":")[0].lower()
-    if kind in ("realsense", "synthetic"):
-        return kind
+    (whether it exists is left to ``open_source``). A path object is always a file or a
+    folder, never parsed as a name: ``Path("synthetic")`` is a folder of that name."""
+    if not isinstance(spec, os.PathLike):
+        spec = str(spec).strip()
+        kind = spec.partition(":")[0].lower()
+        if kind in ("realsense", "synthetic"):
+            return kind
     # A folder is read as one whatever its name ends in (a folder of frames called run.db3).
     return "recording" if Path(spec).suffix.lower() in RECORDING_SUFFIXES and not Path(spec).is_dir() else "folder"
 
 
 def open_source(
-    spec: str,
+    spec: str | os.PathLike,
     *,
     realtime: bool | None = None,
     record_path: str | os.PathLike | None = None,
     max_frames: int | None = None,
 ) -> FrameSource:
-    """Open the source a command-line string names (see ``SOURCE_FORMS``).
+    """Open the source a command-line string names (see ``SOURCE_FORMS``), or the recording
+    or folder a path object names.
 
     realtime: None takes each kind's natural mode: recordings play at their recorded pace,
         folders and synthetic input as fast as consumed. A camera is always real time.
     record_path: record a live camera's depth to this ``.db3`` (cameras only).
     max_frames: length of the synthetic stream (None: endless); other sources ignore it.
     """
-    spec = str(spec).strip()
-    argument = spec.partition(":")[2]
     kind = source_kind(spec)
+    if isinstance(spec, os.PathLike):
+        spec, argument = os.fspath(spec), ""
+    else:
+        spec = str(spec).strip()
+        argument = spec.partition(":")[2]
+        if not spec:  # Path("") would be the working directory: an unset name must not track that
+            raise SourceError(f"the source is empty; accepted: {SOURCE_FORMS}")
     if kind == "realsense":
         if realtime is False:
             raise SourceError("a live camera is always real time; drop --no-realtime (or record it and play the file)")
