@@ -324,6 +324,9 @@ class HandTracker:
         self.prepare_function = prepare_frame
         #: Set by ``close``: the backend is gone.
         self.closed = False
+        # Held by ``process`` and ``close``: a close from another thread (a stop button, a
+        # shutdown hook) waits for the frame in hand rather than pulling the backend from under it.
+        self._in_use = threading.RLock()
 
     def warm_up(self) -> float:
         """Run each stage once on a blank input, so that the first real frame pays none of
@@ -359,9 +362,11 @@ class HandTracker:
 
     def close(self) -> None:
         """Close the network's backend (its session, engine or CUDA graph; torch keeps freed
-        GPU memory cached for reuse). The tracker processes no frames after it."""
-        self.closed = True
-        self.estimator.backend.close()
+        GPU memory cached for reuse). The tracker processes no frames after it; one being
+        processed in another thread is finished first."""
+        with self._in_use:
+            self.closed = True
+            self.estimator.backend.close()
 
     def __enter__(self) -> "HandTracker":
         return self
@@ -438,13 +443,14 @@ class HandTracker:
         return self.prepare_function(frame.depth_m(), frame.intrinsics, prior, self.prepare_config, self.side_classifier, self.presence)
 
     def process(self, frame: DepthFrame) -> FrameResult:
-        self._check_open()
         if not isinstance(frame, DepthFrame):
             raise TypeError(
                 f"process() takes a DepthFrame, not {type(frame).__name__}: wrap a depth image with its intrinsics, "
                 "DepthFrame.from_metres(depth_m, intrinsics) or DepthFrame(depth_u16, depth_scale, intrinsics)"
             )
-        return self.finish(frame, self.prepare(frame, self.prior_for(frame)))
+        with self._in_use:
+            self._check_open()
+            return self.finish(frame, self.prepare(frame, self.prior_for(frame)))
 
     def _check_open(self) -> None:
         if self.closed:
