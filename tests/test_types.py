@@ -12,7 +12,14 @@ def test_joints_are_mediapipe_order():
     assert len(SKELETON_BONES) == 20
 
 
-@pytest.mark.parametrize("width,height,fx", [(0, 480, 400.0), (640, 0, 400.0), (640, 480, 0.0), (640, 480, float("nan")), (640, 480, "four hundred"), (640, 480, None)])
+@pytest.mark.parametrize(
+    "width,height,fx",
+    [
+        (0, 480, 400.0), (640, 0, 400.0), (640, 480, 0.0), (640, 480, float("nan")), (640, 480, "four hundred"), (640, 480, None),
+        # Sizes int() would quietly round or take: no camera reports them.
+        (640.5, 480, 400.0), (True, True, 400.0), (float("nan"), 480, 400.0), ("wide", 480, 400.0),
+    ],
+)
 def test_bad_intrinsics_are_rejected(width, height, fx):
     with pytest.raises(ValueError, match="intrinsics"):
         CameraIntrinsics(width, height, fx, fx, 320.0, 240.0)
@@ -28,6 +35,7 @@ def test_intrinsics_given_as_text_become_numbers():
     k = CameraIntrinsics.from_dict({"width": "64", "height": 48, "fx": "50.5", "fy": 50, "cx": "31.5", "cy": 23.5})
     assert (k.width, k.fx, k.fy, k.cx) == (64, 50.5, 50.0, 31.5)
     assert all(type(v) is float for v in (k.fx, k.fy, k.cx, k.cy))
+    assert CameraIntrinsics(640.0, np.int64(480), 400.0, 400.0, 320.0, 240.0).height == 480 and type(k.width) is int
 
 
 def test_intrinsics_round_trip_through_dict():

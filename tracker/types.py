@@ -112,6 +112,18 @@ def _require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def _whole_number(value) -> int | None:
+    """``value`` as an int where it is a whole number (640, 640.0, "640"), else None (640.5,
+    NaN, True: a size no camera reports, which int() would quietly round or take)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if math.isfinite(number) and number == int(number) else None
+
+
 @dataclass(frozen=True)
 class CameraIntrinsics:
     """Pinhole intrinsics of one depth stream, as read from the device or a recording.
@@ -132,8 +144,13 @@ class CameraIntrinsics:
     coeffs: tuple[float, float, float, float, float] = (0.0, 0.0, 0.0, 0.0, 0.0)
 
     def __post_init__(self) -> None:
+        width, height = _whole_number(self.width), _whole_number(self.height)
         _require(
-            int(self.width) > 0 and int(self.height) > 0,
+            width is not None and height is not None,
+            f"intrinsics have an image size of {self.width!r}x{self.height!r}; the stream's width and height are whole numbers of pixels",
+        )
+        _require(
+            width > 0 and height > 0,
             f"intrinsics have zero or negative image size {self.width}x{self.height}; "
             "the stream's width and height must be positive",
         )
@@ -148,8 +165,8 @@ class CameraIntrinsics:
             f"intrinsics have non-positive focal length fx={self.fx}, fy={self.fy}",
         )
         _require(len(self.coeffs) == 5, f"expected 5 distortion coefficients, got {len(self.coeffs)}")
-        object.__setattr__(self, "width", int(self.width))
-        object.__setattr__(self, "height", int(self.height))
+        object.__setattr__(self, "width", width)
+        object.__setattr__(self, "height", height)
         for name in ("fx", "fy", "cx", "cy"):  # e.g. quoted numbers in a JSON file
             object.__setattr__(self, name, float(getattr(self, name)))
         try:
