@@ -274,8 +274,8 @@ def test_closing_releases_the_source_at_once_and_a_closed_source_is_refused(tmp_
     with pytest.raises(SourceError, match="was closed"):
         track(results.source)
     # A bad frame count leaves no opened source behind either.
-    source = SyntheticSource(seed=1, max_frames=5)
     for bad in (0, "3", 2.5, True):
+        source = SyntheticSource(seed=1, max_frames=5)
         with pytest.raises(ValueError, match="max_frames must be a whole number"):
             track(source, max_frames=bad)
         assert source.closed
@@ -299,6 +299,7 @@ def test_closing_releases_the_source_at_once_and_a_closed_source_is_refused(tmp_
 
 
 def test_a_close_from_another_thread_waits_for_the_frame_being_tracked():
+    # On the CPU backends (conftest.py), whose launch runs the network through run().
     import threading
     import time
 
@@ -327,3 +328,33 @@ def test_a_close_from_another_thread_waits_for_the_frame_being_tracked():
     assert events[:2] == ["ran", "closed"] and len(processed) == 1 and processed[0].hands
     with pytest.raises(RuntimeError, match="closed"):
         hand_tracker.process(frame)
+
+
+def test_a_close_from_another_thread_while_a_frame_is_read_still_releases_the_source():
+    # The closing thread cannot close the generator while the consumer is inside it; the
+    # consumer, back from the frame, closes it, so the source's clean-up runs now.
+    import threading
+    import time
+
+    cleaned, reading = [], threading.Event()
+
+    class SlowSource(FrameSource):
+        description = "two rendered frames, read slowly"
+
+        def frames(self):
+            try:
+                for frame in SyntheticSource(seed=1, max_frames=2).frames():
+                    reading.set()
+                    time.sleep(0.3)  # the close arrives meanwhile
+                    yield frame
+            finally:
+                cleaned.append(threading.current_thread().name)
+
+    results = track(SlowSource(), hand="right")
+    ended = []
+    consumer = threading.Thread(target=lambda: ended.append(list(results)), name="consumer")
+    consumer.start()
+    reading.wait(10)
+    results.close()
+    consumer.join(30)
+    assert ended == [[]] and cleaned == ["consumer"]  # ended quietly; cleaned up by the consumer, not at collection

@@ -208,8 +208,9 @@ def test_outputs_that_are_one_file_or_the_recording_read_are_refused(tmp_path, c
     assert same.read_text() == '{"frame":0}\n'
     recording = tmp_path / "session.db3"
     recording.write_bytes(b"a recording")
-    assert main(["--no-viewer", "--source", str(recording), "--out", str(recording)]) == 2
-    assert "--out " + str(recording) + " is the recording being read" in capsys.readouterr().err
+    for spec in (str(recording), f" {recording} "):  # spaces around it as the source reads it: stripped
+        assert main(["--no-viewer", "--source", spec, "--out", str(recording)]) == 2
+        assert "--out " + str(recording) + " is the recording being read" in capsys.readouterr().err
     assert recording.read_bytes() == b"a recording"
     # A folder's frames and its camera file, as well as the recording's bytes, are input.
     folder = tmp_path / "session"

@@ -35,7 +35,9 @@ def test_intrinsics_given_as_text_become_numbers():
     k = CameraIntrinsics.from_dict({"width": "64", "height": 48, "fx": "50.5", "fy": 50, "cx": "31.5", "cy": 23.5})
     assert (k.width, k.fx, k.fy, k.cx) == (64, 50.5, 50.0, 31.5)
     assert all(type(v) is float for v in (k.fx, k.fy, k.cx, k.cy))
-    assert CameraIntrinsics(640.0, np.int64(480), 400.0, 400.0, 320.0, 240.0).height == 480 and type(k.width) is int
+    whole = CameraIntrinsics(640.0, np.int64(480), 400.0, 400.0, 320.0, 240.0)
+    assert (whole.width, whole.height) == (640, 480) and type(whole.width) is int and type(whole.height) is int
+    assert CameraIntrinsics(2**53 + 1, 10**400, 400.0, 400.0, 320.0, 240.0).width == 2**53 + 1  # exact, however large
 
 
 def test_intrinsics_round_trip_through_dict():

@@ -136,13 +136,18 @@ class TrackedFrames:
     def __next__(self) -> FrameResult:
         if self._closed or (self.max_frames is not None and self.frames_tracked >= self.max_frames):
             self.close()
+            self._close_frames()  # where another thread's close could not (it was reading a frame)
             raise StopIteration
         try:
             frame = next(self._frames)
             result = self.hand_tracker.process(frame)
-        except BaseException:  # the end of the frames too: nothing more comes from them
+        except Exception:  # the end of the frames too: nothing more comes from them
             if self._closed:  # closed from another thread meanwhile: the frames end quietly
+                self._close_frames()
                 raise StopIteration from None
+            self.close()
+            raise
+        except BaseException:  # Ctrl-C, an exit: passed on, with everything closed
             self.close()
             raise
         self.frames_tracked += 1
@@ -150,22 +155,28 @@ class TrackedFrames:
             result = dataclasses.replace(result, dropped_before=self._gaps.lost_before(frame))
         return result
 
+    def _close_frames(self) -> None:
+        """Close the source's generator, where it waits between frames: its own clean-up (a
+        recording's playback, the SDK's frames) runs now, not when it is collected. While
+        another thread is reading a frame from it, it cannot be: that thread's next call
+        closes it (``__next__``)."""
+        try:
+            getattr(self._frames, "close", lambda: None)()
+        except ValueError as exc:
+            if "already executing" not in str(exc):
+                raise
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         try:
-            # The source's generator first, where it waits between frames: its own clean-up
-            # (a recording's playback, the SDK's frames) runs now, not when it is collected.
-            # From another thread, while it is reading a frame, it cannot be: the source's
-            # close then ends it at its next frame.
-            try:
-                getattr(self._frames, "close", lambda: None)()
-            except ValueError:  # "generator already executing"
-                pass
-            self.source.close()
+            self._close_frames()
         finally:
-            self.hand_tracker.close()
+            try:
+                self.source.close()
+            finally:
+                self.hand_tracker.close()
 
     def __enter__(self) -> "TrackedFrames":
         return self
@@ -215,6 +226,8 @@ def track(
             raise ValueError(f"max_frames must be a whole number of at least 1, got {max_frames!r}")
         if opened and source.closed:
             raise SourceError(f"{source.description} was closed (by an earlier track?); open it again")
+        if not opened and not isinstance(source, os.PathLike) and not str(source).strip():
+            open_source(str(source))  # refuses it, as it refuses any unknown source, before the tracker's warm-up
         if not opened and max_frames is None and source_kind(source if isinstance(source, os.PathLike) else str(source)) == "synthetic":
             max_frames = DEFAULT_SYNTHETIC_FRAMES  # as on the command line; an opened one may be endless
         hand_tracker = open_tracker(weights, backend, hand, smooth, min_hand_probability)
@@ -222,10 +235,15 @@ def track(
         if opened:  # closed with the rest, however the call fails
             source.close()
         raise
+    frames = None
     try:
         # A path object names a file or a folder, a string whatever --source takes.
         frames = source if opened else open_source(source if isinstance(source, os.PathLike) else str(source), realtime=realtime, max_frames=max_frames)
+        return TrackedFrames(hand_tracker, frames, max_frames)
     except BaseException:
-        hand_tracker.close()
+        try:
+            if frames is not None:
+                frames.close()
+        finally:
+            hand_tracker.close()
         raise
-    return TrackedFrames(hand_tracker, frames, max_frames)

@@ -449,7 +449,7 @@ def _clashing_paths(args, spec: str, kind: str) -> str | None:
         if all(os.path.realpath(beside_recording) != os.path.realpath(path) for flag, path in named if flag == "--out's settings file"):
             named.append(("--record's settings file", beside_recording))
     if kind == "recording":
-        named.append(("--source", Path(spec)))
+        named.append(("--source", Path(spec.strip())))  # as open_source reads it
     seen: dict[Path, str] = {}
     for flag, path in named:
         key = Path(os.path.realpath(path))

@@ -362,8 +362,9 @@ class HandTracker:
 
     def close(self) -> None:
         """Close the network's backend (its session, engine or CUDA graph; torch keeps freed
-        GPU memory cached for reuse). The tracker processes no frames after it; one being
-        processed in another thread is finished first."""
+        GPU memory cached for reuse). The tracker processes no frames after it; a ``process``
+        call under way in another thread is finished first (``run_pipeline``'s stages and a
+        close from the processing thread itself, a signal handler's, are not waited for)."""
         with self._in_use:
             self.closed = True
             self.estimator.backend.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -117,9 +118,11 @@ def _whole_number(value) -> int | None:
     NaN, True: a size no camera reports, which int() would quietly round or take)."""
     if isinstance(value, bool):
         return None
+    if isinstance(value, numbers.Integral):  # exact, however large
+        return int(value)
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return int(number) if math.isfinite(number) and number == int(number) else None
 
