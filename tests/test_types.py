@@ -46,6 +46,24 @@ def test_intrinsics_round_trip_through_dict():
     assert not k.is_pinhole
 
 
+@pytest.mark.parametrize(
+    "scale, timestamp_ms, intrinsics, said",
+    [
+        ("0.001", 0.0, None, "depth_scale must be a positive number of metres per unit, got '0.001'"),
+        (0.001, None, None, "timestamp_ms must be a finite number of milliseconds, got None"),
+        (True, 0.0, None, "depth_scale must be a positive number"),
+        (0.001, 0.0, {"width": 4, "height": 3}, "intrinsics must be a CameraIntrinsics (CameraIntrinsics.from_dict for a dict), got dict"),
+    ],
+)
+def test_a_depth_frame_of_values_of_the_wrong_kind_says_which(scale, timestamp_ms, intrinsics, said):
+    k = CameraIntrinsics(4, 3, 5.0, 5.0, 2.0, 1.5)
+    with pytest.raises(ValueError) as raised:
+        DepthFrame(np.zeros((3, 4), np.uint16), scale, intrinsics or k, timestamp_ms)
+    assert said in str(raised.value)
+    # Numbers as numpy and a .npz give them are numbers.
+    assert DepthFrame(np.zeros((3, 4), np.uint16), np.float32(0.001), k, np.array(5.0)).depth_scale == np.float32(0.001)
+
+
 def test_depth_frame_checks_shape_dtype_and_scale():
     k = CameraIntrinsics(4, 3, 2.0, 2.0, 1.5, 1.0)
     frame = DepthFrame(np.full((3, 4), 500, np.uint16), 0.001, k)

@@ -113,6 +113,16 @@ def _require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def _is_real(value) -> bool:
+    """A number (a Python or numpy int or float, a 0-d numeric array as a .npz gives it),
+    not text, None or a bool."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, numbers.Real):
+        return True
+    return isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "fiu"
+
+
 def _whole_number(value) -> int | None:
     """``value`` as an int where it is a whole number (640, 640.0, "640"), else None (640.5,
     NaN, True: a size no camera reports, which int() would quietly round or take)."""
@@ -261,16 +271,23 @@ class DepthFrame:
         _require(depth.dtype == np.uint16, f"DepthFrame.depth must be uint16, got {depth.dtype}")
         _require(depth.ndim == 2, f"DepthFrame.depth must be 2-D (H, W), got shape {depth.shape}")
         _require(
+            isinstance(self.intrinsics, CameraIntrinsics),
+            f"DepthFrame.intrinsics must be a CameraIntrinsics (CameraIntrinsics.from_dict for a dict), got {type(self.intrinsics).__name__}",
+        )
+        _require(
             depth.shape == (self.intrinsics.height, self.intrinsics.width),
             f"depth image is {depth.shape[1]}x{depth.shape[0]} but the intrinsics are "
             f"{self.intrinsics.width}x{self.intrinsics.height}",
         )
         _require(
-            math.isfinite(self.depth_scale) and self.depth_scale > 0,
-            f"depth_scale must be a positive number of metres per unit, got {self.depth_scale}",
+            _is_real(self.depth_scale) and math.isfinite(self.depth_scale) and self.depth_scale > 0,
+            f"depth_scale must be a positive number of metres per unit, got {self.depth_scale!r}",
         )
         # Every output line carries it; JSON has no NaN.
-        _require(math.isfinite(self.timestamp_ms), f"DepthFrame.timestamp_ms must be finite, got {self.timestamp_ms}")
+        _require(
+            _is_real(self.timestamp_ms) and math.isfinite(self.timestamp_ms),
+            f"DepthFrame.timestamp_ms must be a finite number of milliseconds, got {self.timestamp_ms!r}",
+        )
 
     def depth_m(self) -> np.ndarray:
         """(H, W) float32 metres, 0 where there is no measurement."""
