@@ -50,7 +50,7 @@ def test_intrinsics_round_trip_through_dict():
     "scale, timestamp_ms, intrinsics, said",
     [
         ("0.001", 0.0, None, "depth_scale must be a positive number of metres per unit, got '0.001'"),
-        (0.001, None, None, "timestamp_ms must be a finite number of milliseconds, got None"),
+        (0.001, None, None, "timestamp_ms must be finite (a number of milliseconds), got None"),
         (True, 0.0, None, "depth_scale must be a positive number"),
         (0.001, 0.0, {"width": 4, "height": 3}, "intrinsics must be a CameraIntrinsics (CameraIntrinsics.from_dict for a dict), got dict"),
     ],

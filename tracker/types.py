@@ -286,7 +286,7 @@ class DepthFrame:
         # Every output line carries it; JSON has no NaN.
         _require(
             _is_real(self.timestamp_ms) and math.isfinite(self.timestamp_ms),
-            f"DepthFrame.timestamp_ms must be a finite number of milliseconds, got {self.timestamp_ms!r}",
+            f"DepthFrame.timestamp_ms must be finite (a number of milliseconds), got {self.timestamp_ms!r}",
         )
 
     def depth_m(self) -> np.ndarray:
