@@ -63,6 +63,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks import check_output_path
 from kernels.raster import composite_ellipsoid
 from tracker.backends import create_backend
 from tracker.confidence import depth_agreement
@@ -73,7 +74,6 @@ from tracker.machine import machine_info
 from tracker.pipeline import HandTracker, TrackerConfig
 from tracker.prepare import HandChoiceConfig
 from tracker.side_inference import sigmoid
-from tracker.sinks import make_parent_folder
 from tracker.synth.dataset import sample_seed
 from tracker.synth.scene import SceneConfig, SceneLabel, render_sample
 from tracker.sources import FolderSource, SyntheticSource
@@ -426,12 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--track-sequences and --track-first-seed must be >= 0 and --track-frames >= 1")
     if args.choice_others < 0 or not math.isfinite(args.choice_min_logit):
         parser.error("--choice-others must be >= 0 and --choice-min-logit a finite number")
-    if args.out.is_dir():  # before minutes of measuring, not after
-        parser.error(f"--out {args.out} is a folder; give the result file's name (a .json)")
-    try:
-        make_parent_folder(args.out)
-    except OSError as exc:
-        parser.error(f"cannot write --out {args.out}: {exc.strerror}" if exc.filename else str(exc))
+    check_output_path(parser, "--out", args.out)
     try:  # the weights a run would load, checked before any frame is rendered
         load_manifest(args.weights)
         crop_classifiers(args.weights, None, TrackerConfig.min_hand_probability)

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks import check_output_path
 from tracker.machine import machine_info
 from tracker.backends import (
     BACKENDS,
@@ -58,7 +59,6 @@ from tracker.backends import (
 from tracker.hand_model import HandModel, HandModelError
 from tracker.pipeline import ONNXRUNTIME_CPU_BACKENDS
 from tracker.refit import Refit
-from tracker.sinks import make_parent_folder
 from tracker.weights import ONNX, ONNX_INT8, ONNX_OUTPUTS, WEIGHTS_DIR, WeightsError, load_manifest, random_input
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -194,13 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         # The default file is the shipped weights' run over every backend, which the docs
         # and the model card quote: a partial run goes beside it, not over it.
         parser.error("--weights, --backends and --threads need --out (the default result file holds the full run of weights/)")
-    if args.out is not None:  # before minutes of measuring, not after
-        if args.out.is_dir():
-            parser.error(f"--out {args.out} is a folder; give the result file's name (a .json)")
-        try:
-            make_parent_folder(args.out)
-        except OSError as exc:
-            parser.error(str(exc))
+    if args.out is not None:
+        check_output_path(parser, "--out", args.out)
     threads_before = torch.get_num_threads()
     if args.threads is not None:
         torch.set_num_threads(args.threads)

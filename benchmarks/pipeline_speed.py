@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import check_output_path
 from tracker.machine import machine_info
 from tracker.sources import FrameSource, RecordingSource, SyntheticSource, write_recording
 
@@ -382,17 +383,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{out} holds a run of {committed} frames, which the docs cite; a run of {args.frames} would replace it: "
                 f"add --out FILE for a check, or run --frames {committed} (or more) to renew it"
             )
-    from tracker.sinks import make_parent_folder
-
-    for flag, path in (("--out", out), ("--profile", args.profile)):  # before minutes of measuring, not after
-        if path is None:
-            continue
-        if path.is_dir():
-            parser.error(f"{flag} {path} is a folder; give the file's name")
-        try:
-            make_parent_folder(path)
-        except OSError as exc:
-            parser.error(f"cannot write {flag} {path}: {exc.strerror}" if exc.filename else str(exc))
+    for flag, path in (("--out", out), ("--profile", args.profile)):
+        if path is not None:
+            check_output_path(parser, flag, path)
     from tracker.estimator import HandEstimator
     from tracker.hand_model import HandModel
     import cv2

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks import check_output_path
 from kernels.sensor_noise import StereoNoiseModel
 from tracker.backends import AUTO_BACKEND, BACKENDS
 from tracker.lens import project
@@ -125,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--poses must be at least 1, --first-seed at least 0")
     if not all(0.05 < z < 3.0 for z in args.distances):
         parser.error("--distances must lie between 0.05 and 3 m (what the renderer draws)")
-    if args.out.is_dir():
-        parser.error(f"--out {args.out} is a folder; give the result file's name (a .json)")
+    check_output_path(parser, "--out", args.out)
     config = WorkingDistanceConfig(poses=args.poses, first_seed=args.first_seed, distances_m=tuple(args.distances), backend=args.backend)
 
     began = time.perf_counter()
