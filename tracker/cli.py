@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None, exiting: bool = False) -> int:
         parser.error(f"--segment-ahead must be 0 (none) to {MAX_SEGMENT_AHEAD} worker processes")
     if args.list_cameras:
         defaults = vars(parser.parse_args([]))
+
         def given(action) -> str:
             options = [o for o in action.option_strings if o.startswith("--")] or [action.dest]
             # A pair of flags for one setting (--realtime / --no-realtime): the one given.
@@ -430,6 +431,13 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def settings_beside(output: str | Path) -> Path:
+    """Where a run's resolved settings go beside its JSON lines or its recording:
+    ``NAME.config.json``."""
+    output = Path(output)
+    return output.with_name(output.stem + ".config.json")
+
+
 def _clashing_paths(args, spec: str, kind: str) -> str | None:
     """Why the run's files cannot all be what the flags name (None when they can): an output
     that is another output, the recording being read, or what a folder source reads (a
@@ -439,12 +447,12 @@ def _clashing_paths(args, spec: str, kind: str) -> str | None:
     named = []
     if not is_standard_output(args.out):
         named.append(("--out", Path(args.out)))
-        named.append(("--out's settings file", Path(args.out).with_name(Path(args.out).stem + ".config.json")))
+        named.append(("--out's settings file", settings_beside(args.out)))
     for flag, path in (("--video", args.video), ("--record", args.record), ("--mesh-dir", args.mesh_dir)):
         if path is not None:
             named.append((flag, Path(path)))
     if args.record is not None:
-        beside_recording = Path(args.record).with_name(Path(args.record).stem + ".config.json")
+        beside_recording = settings_beside(args.record)
         # One settings file for session.jsonl and session.db3 side by side: not a clash.
         if all(os.path.realpath(beside_recording) != os.path.realpath(path) for flag, path in named if flag == "--out's settings file"):
             named.append(("--record's settings file", beside_recording))
@@ -501,7 +509,7 @@ def _describe_output_error(exc: OSError, args) -> str:
             return f"cannot write {option} {path}: {exc.strerror}"
     # ... else the settings saved beside the JSON lines or the recording (NAME.config.json) ...
     for option, path in asked:
-        if option in ("--out", "--record") and failed.parent == path.parent and failed.name.removesuffix(".partial") == path.stem + ".config.json":
+        if option in ("--out", "--record") and failed.parent == path.parent and failed.name.removesuffix(".partial") == settings_beside(path).name:
             return f"cannot write {option} {path}: {exc.strerror}"
     # ... else a file written beside it under its name (hidden temporary names), the option
     # whose suffix the file keeps first (a mesh folder has none to keep).
@@ -558,9 +566,9 @@ def _write_resolved_config(
         # would land in /dev).
         print(f"note: the run's resolved settings are not saved: {args.out} is not a regular file", file=sys.stderr)
     else:
-        paths.append(args.out.with_name(args.out.stem + ".config.json"))
+        paths.append(settings_beside(args.out))
     if args.record is not None:
-        beside_recording = args.record.with_name(args.record.stem + ".config.json")
+        beside_recording = settings_beside(args.record)
         if not any(p.resolve() == beside_recording.resolve() for p in paths):  # session.jsonl + session.db3: one file
             paths.append(beside_recording)
     if not paths and is_standard_output(args.out):
