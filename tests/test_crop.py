@@ -118,6 +118,18 @@ def test_ray_crop_points_lie_on_the_surface_they_were_cut_from():
             np.testing.assert_allclose(crop_to_camera(normalised, crop), points, atol=1e-5)
 
 
+def test_crop_points_leave_out_pixels_past_the_image_edge():
+    # A cube reaching past the image's left edge, cut with those pixels marked (-1, inside
+    # the depth range) rather than far: they are no measurement, so no point, even where the
+    # frame has no depth at all.
+    from tracker.crop import OUT_OF_IMAGE_DEPTH, OutOfImage
+
+    crop = make_crop(np.zeros((K.height, K.width), np.float32), K, np.array([-0.30, 0.0, 0.5]), out_of_image=OutOfImage.MARKED)
+    assert (crop.depth == OUT_OF_IMAGE_DEPTH).sum() > 100
+    _, measured = crop_points_camera(crop, K)
+    assert not measured.any()
+
+
 def test_a_sphere_looks_the_same_in_the_ray_frame_wherever_it_is():
     # Seen along the ray to it, a sphere is a disc of the same size wherever it is (at the
     # same distance). The camera-frame window sees it obliquely: off the axis it shows a

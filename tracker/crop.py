@@ -213,7 +213,8 @@ def camera_to_crop(points_cam_m: np.ndarray, crop: HandCrop) -> np.ndarray:
 
 def crop_points_camera(crop: HandCrop, intrinsics: CameraIntrinsics) -> tuple[np.ndarray, np.ndarray]:
     """Every measured crop pixel as a camera-frame point: (S, S, 3) float64 metres and the
-    (S, S) bool mask of measured pixels (depth inside the cube).
+    (S, S) bool mask of measured pixels (depth inside the cube; ``HandCrop.measured``, so
+    pixels marked as past the image's edge are not among them).
 
     A crop pixel's ray r = K^-1 image_from_crop (i, j, 1) has unit depth along the virtual
     camera's axis in either frame, so its point is r times the pixel's depth along that axis.
@@ -223,4 +224,4 @@ def crop_points_camera(crop: HandCrop, intrinsics: CameraIntrinsics) -> tuple[np
     rays = np.linalg.inv(_k(intrinsics)) @ crop.image_from_crop @ np.stack([ii.ravel(), jj.ravel(), np.ones(s * s)])
     centre_depth = (crop.cam_from_crop.T @ crop.center_cam_m.astype(np.float64))[2]
     depth = centre_depth + crop.depth.astype(np.float64).ravel() * crop.cube_size_m / 2
-    return (rays * depth).T.reshape(s, s, 3), crop.depth < 1.0
+    return (rays * depth).T.reshape(s, s, 3), crop.measured
