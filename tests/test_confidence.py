@@ -128,6 +128,25 @@ def test_mesh_past_the_image_edge_is_neither_confirmed_nor_refuted(hand_model):
     assert agreement.confirmed > 0.9 and agreement.confidence > 0.85
 
 
+def test_pixels_inside_the_image_are_the_crops_own():
+    # Crop columns whose centres fall half-way between two image pixels at the image's edges:
+    # what the confidence counts as inside is exactly what the crop sampled from the image
+    # (a marked crop's pixels that are not marked as past the edge), however the nearest
+    # pixel is rounded there.
+    from tracker.crop import OUT_OF_IMAGE_DEPTH, OutOfImage, crop_window
+
+    cz, cube = 0.5, 0.26
+    for width, target_u in ((640, 639.4997), (640, 639.5), (425, 424.5), (640, -0.5003), (640, -0.5)):
+        k = CameraIntrinsics(width, 480, 500.0, 500.0, (width - 1) / 2, 239.5)
+        col = 63 if target_u > 0 else 0
+        centre = np.array([(target_u - k.cx - k.fx * (col - 31.5) * cube / (64 * cz)) * cz / k.fx, 0.0, cz])
+        assert (crop_window(centre, cube, k) @ [col, 0, 1])[0] == pytest.approx(target_u, abs=1e-6)
+        crop = make_crop(np.full((480, width), 0.5, np.float32), k, centre, cube, out_of_image=OutOfImage.MARKED)
+        inside = inside_image(crop, width, 480)
+        assert inside is not None, target_u  # a corner this near the edge is computed, not assumed
+        np.testing.assert_array_equal(inside, crop.depth != OUT_OF_IMAGE_DEPTH, err_msg=str(target_u))
+
+
 def test_nothing_to_compare(hand_model):
     centre = np.array([0.0, 0.0, 0.5])
     crop = make_crop(np.zeros((240, 320), np.float32), CAMERA, centre, CUBE_M)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernels.agreement import agreement_counts
+from tracker.crop import resample
 from tracker.types import HandCrop, Handedness
 
 #: Measured depth this close to the mesh's surface confirms it (metres). Sensor noise at arm's
@@ -64,22 +65,19 @@ def crop_camera(crop: HandCrop) -> tuple[float, float, float]:
 
 
 def inside_image(crop: HandCrop, width: int, height: int) -> np.ndarray | None:
-    """(S, S) bool: crop pixels whose nearest image pixel exists (as ``tracker.crop``
-    samples); None when all of them do, as for a hand well inside the image."""
+    """(S, S) bool: crop pixels whose nearest image pixel exists, by the crop's own
+    nearest-neighbour map (``tracker.crop.resample``, so the two agree where a pixel centre
+    falls half-way between two image pixels); None when all of them do, as for a hand well
+    inside the image."""
     size = crop.depth.shape[0]
-    # The crop's square maps onto a convex quadrilateral: inside the image if its corners are.
-    corners = np.array([[0.0, size - 1.0, 0.0, size - 1.0], [0.0, 0.0, size - 1.0, size - 1.0], [1.0, 1.0, 1.0, 1.0]])
-    if _inside(crop.image_from_crop @ corners, width, height).all():
-        return None
-    jj, ii = np.mgrid[:size, :size]
-    return _inside(crop.image_from_crop @ np.stack([ii.ravel(), jj.ravel(), np.ones(size * size)]), width, height).reshape(size, size)
-
-
-def _inside(homogeneous: np.ndarray, width: int, height: int) -> np.ndarray:
-    u, v, w = homogeneous
+    # The crop's square maps onto a convex quadrilateral: well inside the image (a pixel
+    # clear of its edge, beyond any doubt about rounding) if its corners are.
+    corners = crop.image_from_crop @ np.array([[0.0, size - 1.0, 0.0, size - 1.0], [0.0, 0.0, size - 1.0, size - 1.0], [1.0, 1.0, 1.0, 1.0]])
+    u, v, w = corners
     with np.errstate(divide="ignore", invalid="ignore"):
-        col, row = np.rint(u / w), np.rint(v / w)
-    return (w > 0) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
+        if ((w > 0) & (u / w >= 1) & (u / w <= width - 2) & (v / w >= 1) & (v / w <= height - 2)).all():
+            return None
+    return resample(_image_of_ones(height, width), crop.image_from_crop, size, 0)
 
 
 def depth_agreement(
@@ -134,3 +132,10 @@ def _all_inside(size: int) -> np.ndarray:
     # Writable, like a computed mask: a read-only array would be another type to numba,
     # compiled anew the first time a hand nears the image's edge.
     return np.ones((size, size), np.bool_)
+
+
+@functools.lru_cache(maxsize=4)
+def _image_of_ones(height: int, width: int) -> np.ndarray:
+    ones = np.ones((height, width), np.bool_)
+    ones.flags.writeable = False  # shared between calls; only read by the resample
+    return ones
