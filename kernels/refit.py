@@ -130,11 +130,13 @@ def umeyama(source, target):
     """Least-squares similarity transform target ~ s * R @ source + t.
 
     source, target: (N, 3) float64, N >= 3 (fewer or degenerate points give a pure
-    translation with identity rotation and unit scale). Returns (4, 4) float64
-    target_from_source whose upper-left block is s * R with det(R) = +1.
+    translation with identity rotation and unit scale; none, the identity). Returns (4, 4)
+    float64 target_from_source whose upper-left block is s * R with det(R) = +1.
     """
     n = source.shape[0]
     out = np.eye(4)
+    if n == 0:
+        return out
     mu_s = np.zeros(3)
     mu_t = np.zeros(3)
     for i in range(n):

@@ -25,6 +25,11 @@ def test_umeyama_recovers_a_similarity_and_never_reflects():
     np.testing.assert_allclose(umeyama(source, target), truth, atol=1e-10)
     mirrored = target * [-1, 1, 1]  # the best fit would be a reflection
     assert np.linalg.det(umeyama(source, mirrored)[:3, :3]) > 0
+    # Degenerate inputs give what the docstring says, never NaN.
+    np.testing.assert_array_equal(umeyama(np.zeros((0, 3)), np.zeros((0, 3))), np.eye(4))
+    one = umeyama(source[:1], target[:1])
+    np.testing.assert_allclose(one[:3, :3], np.eye(3))
+    np.testing.assert_allclose(one[:3, 3], target[0] - source[0])
 
 
 def test_jacobi_finds_the_largest_eigenpair():

@@ -187,6 +187,15 @@ def test_mean_shift_weighs_area_not_pixels():
     assert abs(centre[0]) < 0.005
 
 
+
+def test_mean_shift_with_no_point_in_its_kernel_finds_nothing():
+    # Even where a lone point would do (min_points 1), an empty kernel is no centre, not NaN.
+    from tracker.segment import SegmentConfig, _mean_shift
+
+    points = np.array([[0.0, 0.0, 0.5]] * 5)
+    with np.errstate(all="raise"):
+        assert _mean_shift(points, np.array([1.0, 1.0, 1.0]), 0.08, SegmentConfig(min_points=1)) is None
+
 NEAR_HAND = ((-0.15, 0.0, 0.50), HAND_RADII, (0, 0, -15))
 FAR_HAND = ((0.15, 0.0, 0.60), HAND_RADII, (0, 0, 15))
 

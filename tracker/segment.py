@@ -207,7 +207,7 @@ def _mean_shift(
     for _ in range(config.iterations):
         near = (p2 - 2.0 * (points @ centre) + centre @ centre) < r2
         count = np.count_nonzero(near)
-        if count < config.min_points // 2:
+        if count == 0 or count < config.min_points // 2:
             return None
         weight = np.where(near, area, 0.0)
         new = (weight @ points) / weight.sum()
