@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -62,6 +64,28 @@ def test_a_depth_frame_of_values_of_the_wrong_kind_says_which(scale, timestamp_m
     assert said in str(raised.value)
     # Numbers as numpy and a .npz give them are numbers.
     assert DepthFrame(np.zeros((3, 4), np.uint16), np.float32(0.001), k, np.array(5.0)).depth_scale == np.float32(0.001)
+
+
+@pytest.mark.parametrize(
+    "field, value, said",
+    [
+        ("serial", 123, "serial must be a str, got int 123"),
+        ("serial", None, "serial must be a str, got NoneType None"),
+        ("frame_number", 1.5, "frame_number must be a whole number (the device's frame counter), got 1.5"),
+        ("frame_number", True, "frame_number must be a whole number"),
+        ("frame_number", "7", "frame_number must be a whole number"),
+        ("sequence", None, "sequence must be a str"),
+        ("source_file", Path("a.png"), "source_file must be a str"),
+    ],
+)
+def test_a_depth_frame_s_labels_are_of_the_output_s_types(field, value, said):
+    # The serial and the frame number go into every output line as a string and a whole
+    # number: anything else is refused where the frame is made, not turned into either.
+    k = CameraIntrinsics(4, 3, 5.0, 5.0, 2.0, 1.5)
+    with pytest.raises(ValueError) as raised:
+        DepthFrame(np.zeros((3, 4), np.uint16), 0.001, k, **{field: value})
+    assert said in str(raised.value)
+    assert DepthFrame(np.zeros((3, 4), np.uint16), 0.001, k, frame_number=np.int64(7)).frame_number == 7
 
 
 def test_depth_frame_checks_shape_dtype_and_scale():

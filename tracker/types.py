@@ -288,6 +288,15 @@ class DepthFrame:
             _is_real(self.timestamp_ms) and math.isfinite(self.timestamp_ms),
             f"DepthFrame.timestamp_ms must be finite (a number of milliseconds), got {self.timestamp_ms!r}",
         )
+        # Every output line carries these too, as the JSON contract's types: a number given
+        # for the serial would come out as one, a fraction of a frame number rounded away.
+        _require(
+            isinstance(self.frame_number, numbers.Integral) and not isinstance(self.frame_number, (bool, np.bool_)),
+            f"DepthFrame.frame_number must be a whole number (the device's frame counter), got {self.frame_number!r}",
+        )
+        for name in ("serial", "sequence", "source_file"):
+            value = getattr(self, name)
+            _require(isinstance(value, str), f"DepthFrame.{name} must be a str, got {type(value).__name__} {value!r}")
 
     def depth_m(self) -> np.ndarray:
         """(H, W) float32 metres, 0 where there is no measurement."""
