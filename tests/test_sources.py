@@ -508,6 +508,10 @@ def test_a_folder_s_frame_rate_comes_from_its_camera_file(tmp_path):
         (tmp_path / "intrinsics.json").write_text(json.dumps({**meta, "fps": bad}))
         with pytest.raises(SourceError, match='"fps" must be a positive number'):
             FolderSource(tmp_path / "take")
+    for bad in (0, -0.001, "0.001", None, True, float("nan")):  # true is no metre per unit
+        (tmp_path / "intrinsics.json").write_text(json.dumps({**meta, "depth_scale": bad}))
+        with pytest.raises(SourceError, match='"depth_scale" must be a positive number'):
+            FolderSource(tmp_path / "take")
 
 
 def test_a_folder_played_in_real_time_keeps_its_pace(tmp_path):

@@ -1219,11 +1219,13 @@ class FolderSource(FrameSource):
             if missing:
                 raise ValueError(f"missing {missing}")
             intrinsics = CameraIntrinsics.from_dict(meta["intrinsics"])
-            depth_scale = float(meta["depth_scale"])
-            if not (math.isfinite(depth_scale) and depth_scale > 0):
-                raise ValueError(f"depth_scale must be a positive number of metres per unit, got {meta['depth_scale']}")
+            depth_scale = meta["depth_scale"]
+            # true would read as 1 (a metre per unit), "0.001" as a number, "90" as a frame
+            # rate: none of them is one.
+            if isinstance(depth_scale, bool) or not isinstance(depth_scale, (int, float)) or not (math.isfinite(depth_scale) and depth_scale > 0):
+                raise ValueError(f'"depth_scale" must be a positive number of metres per unit, got {depth_scale!r}')
+            depth_scale = float(depth_scale)
             fps = meta.get("fps", 30.0)
-            # true would read as 1, "90" as a number: neither is one.
             if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (math.isfinite(fps) and fps > 0):
                 raise ValueError(f'"fps" must be a positive number of frames a second, got {fps!r}')
         except OSError as exc:
