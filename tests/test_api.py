@@ -279,6 +279,30 @@ def test_closing_releases_the_source_at_once_and_a_closed_source_is_refused(tmp_
         with pytest.raises(ValueError, match="max_frames must be a whole number"):
             track(source, max_frames=bad)
         assert source.closed
+    # On/off settings are True or False: the string "false" would be true.
+    source = SyntheticSource(seed=1, max_frames=5)
+    with pytest.raises(ValueError, match="realtime must be True, False or None"):
+        track(source, realtime="false")
+    assert source.closed
+    with pytest.raises(ValueError, match="smooth must be True or False"):
+        track("synthetic", smooth="no")
+    # Read from two threads at once: each frame goes to one of them, none is lost or twice.
+    results = track("synthetic", max_frames=12)
+    taken, failures = [[], []], []
+
+    def take(i):
+        try:
+            taken[i].extend(r.frame.frame_number for r in results)
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            failures.append(exc)
+
+    readers = [threading.Thread(target=take, args=(i,)) for i in range(2)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(60)
+    assert not failures and sorted(taken[0] + taken[1]) == list(range(12)), (taken, failures)
+    assert results.source.closed
     # Closed from another thread while frames are being tracked: the loop ends quietly.
     results = track("synthetic", max_frames=1000)
     ended = []

@@ -29,7 +29,10 @@ import dataclasses
 import logging
 import numbers
 import os
+import threading
 from pathlib import Path
+
+import numpy as np
 
 from tracker.backends import AUTO_BACKEND, start_backend
 from tracker.estimator import HandEstimator
@@ -85,6 +88,9 @@ def open_tracker(
     """
     if hand not in HAND_CHOICES:
         raise ValueError(f"hand must be one of {', '.join(HAND_CHOICES)}, got {hand!r}")
+    # Strictly True or False: "no" or "false" would be true.
+    if not isinstance(smooth, (bool, np.bool_)):
+        raise ValueError(f"smooth must be True or False, got {smooth!r}")
     # Any real number (a numpy scalar from a config file or a ROS parameter too), not a bool.
     if isinstance(min_hand_probability, bool) or not isinstance(min_hand_probability, numbers.Real) or not 0.0 <= min_hand_probability < MAX_MIN_HAND_PROBABILITY:
         raise ValueError(f"min_hand_probability must be a number at least 0 and below {MAX_MIN_HAND_PROBABILITY}, got {min_hand_probability!r}")
@@ -95,7 +101,7 @@ def open_tracker(
         cube_size_m=manifest["cube_size_m"],
         crop_frame=crop_frame_of(manifest),
         handedness=None if hand == "auto" else Handedness(hand),
-        smooth=smooth,
+        smooth=bool(smooth),
         min_hand_probability=min_hand_probability,
     )
     hand_model = HandModel.load()
@@ -117,6 +123,7 @@ class TrackedFrames:
     Both are closed when the frames end, when the source fails (its ``SourceError``
     is raised after the frames before it), on ``close()`` and on leaving a ``with`` block;
     a loop left early without either holds the camera until the object is collected.
+    Several threads may read it: each frame goes to one of them, in turn.
     """
 
     def __init__(self, hand_tracker: HandTracker, source: FrameSource, max_frames: int | None) -> None:
@@ -126,6 +133,7 @@ class TrackedFrames:
         self.frames_tracked = 0
         self._frames = iter(source)
         self._closed = False
+        self._reading = threading.Lock()
         # A live camera, or a recording played in real time, goes on while a frame is
         # tracked: what it skipped meanwhile is counted in ``dropped_before``, as a run does.
         self._gaps = FrameGaps() if getattr(source, "realtime", True) else None
@@ -134,6 +142,12 @@ class TrackedFrames:
         return self
 
     def __next__(self) -> FrameResult:
+        # Threads reading the same frames take them in turn, each frame once; unguarded, the
+        # second would find the source's generator busy and end the frames for both.
+        with self._reading:
+            return self._next_frame()
+
+    def _next_frame(self) -> FrameResult:
         if self._closed or (self.max_frames is not None and self.frames_tracked >= self.max_frames):
             self.close()
             self._close_frames()  # where another thread's close could not (it was reading a frame)
@@ -224,6 +238,8 @@ def track(
     try:
         if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, numbers.Integral) or max_frames < 1):
             raise ValueError(f"max_frames must be a whole number of at least 1, got {max_frames!r}")
+        if realtime is not None and not isinstance(realtime, (bool, np.bool_)):
+            raise ValueError(f"realtime must be True, False or None (the source's own pace), got {realtime!r}")
         if opened and source.closed:
             raise SourceError(f"{source.description} was closed (by an earlier track?); open it again")
         if not opened and not isinstance(source, os.PathLike) and not str(source).strip():
@@ -238,7 +254,7 @@ def track(
     frames = None
     try:
         # A path object names a file or a folder, a string whatever --source takes.
-        frames = source if opened else open_source(source if isinstance(source, os.PathLike) else str(source), realtime=realtime, max_frames=max_frames)
+        frames = source if opened else open_source(source if isinstance(source, os.PathLike) else str(source), realtime=None if realtime is None else bool(realtime), max_frames=max_frames)
         return TrackedFrames(hand_tracker, frames, max_frames)
     except BaseException:
         try:
