@@ -280,6 +280,24 @@ def test_the_overlay_goes_into_place_only_when_closed(tmp_path, hand_model, name
         assert len(_video_frames(target)) == 3
 
 
+def test_frames_too_small_for_a_video_are_said_to_be(tmp_path, hand_model):
+    import numpy as np
+
+    from tracker.pipeline import FrameResult
+    from tracker.types import CameraIntrinsics, DepthFrame
+    from tracker.viewer import VideoSink
+
+    # The mp4v encoder opens no video narrower or lower than 2 pixels: the size is the
+    # cause, not a missing encoder.
+    k = CameraIntrinsics(1, 1, 50.0, 50.0, 0.0, 0.0)
+    sink = VideoSink(tmp_path / "v.mp4", hand_model)
+    with pytest.raises(OSError, match="the frames are 1x1 pixels, and an mp4v video needs at least 2x2"):
+        sink.write(FrameResult(DepthFrame(np.full((1, 1), 500, np.uint16), 0.001, k), (), {}))
+        sink.close()  # the frame is drawn when its time is over, at the latest here
+    sink.close()
+    assert not (tmp_path / "v.mp4").exists()
+
+
 def test_a_video_path_that_cannot_be_written_fails_before_any_frame(tmp_path, hand_model):
     from tracker.viewer import VideoSink
 

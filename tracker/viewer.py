@@ -189,6 +189,8 @@ class VideoSink:
             self._writer = cv2.VideoWriter(str(self._writing), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
             if not self._writer.isOpened():
                 self._writer = None
+                if min(w, h) < 2:  # the encoder's own minimum: a size, not a missing encoder
+                    raise OSError(f"cannot write video {self.path}: the frames are {w}x{h} pixels, and an mp4v video needs at least 2x2")
                 raise OSError(f"cannot write video {self.path} (OpenCV has no mp4v encoder here?)")
         if image.shape[:2] != self._size[::-1]:
             # A camera reconnected in another depth mode: a video has one size, and OpenCV
