@@ -174,6 +174,9 @@ def test_missing_and_empty_files(tmp_path):
     (tmp_path / "empty.db3").touch()
     with pytest.raises(SourceError, match="empty"):
         RecordingSource(tmp_path / "empty.db3")
+    os.mkfifo(tmp_path / "pipe.db3")  # there, but nothing the SDK can play
+    with pytest.raises(SourceError, match="pipe.db3 is not a regular file"):
+        RecordingSource(tmp_path / "pipe.db3")
 
 
 def test_corrupt_frame_midway_yields_the_frames_before_then_fails(recording, synthetic_frames, tmp_path):

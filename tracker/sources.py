@@ -773,7 +773,7 @@ class RecordingSource(FrameSource):
         if case_error is not None:
             raise case_error
         if not self.path.is_file():
-            raise SourceError(f"recording {self.path} does not exist")
+            raise SourceError(f"recording {self.path} " + ("is not a regular file" if self.path.exists() else "does not exist"))
         if self.path.stat().st_size == 0:
             raise SourceError(f"recording {self.path} is empty (0 bytes); was the recording finalised?")
         self._lock = threading.Lock()
