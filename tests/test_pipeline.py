@@ -456,6 +456,31 @@ def test_the_tracker_thread_reading_the_input_itself_keeps_every_frame_before_a_
         assert (summary.error_traceback is None) == (failure == "input error")
 
 
+@pytest.mark.parametrize("read_ahead", [0, 1])
+def test_a_source_that_cannot_start_giving_frames_is_an_input_error_with_everything_closed(read_ahead):
+    # frames() that fails as it is called (it opens a device there), not at its first frame:
+    # read by the tracker thread or the capture thread alike, the source and outputs close.
+    from tracker.pipeline import HandTracker, TrackerConfig, run_pipeline
+
+    from tracker.sources import SourceError
+
+    class OpensInFrames(_ClosableSource):
+        def frames(self):
+            raise SourceError("device busy")
+
+    class ClosableCollect(_Collect):
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    source, sink = OpensInFrames(), ClosableCollect()
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, handedness=Handedness.RIGHT))
+    summary = run_pipeline(source, tracker, [sink], drop_old_frames=False, read_ahead=read_ahead)
+    assert summary.stopped_by == "input error" and summary.error == "device busy" and summary.frames == 0
+    assert source.closed and sink.closed
+
+
 def test_the_tracker_thread_reading_the_input_ends_it_before_the_source_is_closed():
     # A recording's playback is stopped in its generator's clean-up: that has to run while
     # the run closes, before the source, not whenever the generator is collected.

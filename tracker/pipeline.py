@@ -795,7 +795,9 @@ class _InlineFrames:
     that lock. A frame arrives when it has been read."""
 
     def __init__(self, source, arrival: dict) -> None:
-        self._frames, self._arrival = iter(source.frames()), arrival
+        # Opened at the first take, where a failure to open is the input error it is (with
+        # the source and the outputs closed), as the capture thread's would be.
+        self._source, self._frames, self._arrival = source, None, arrival
         self.finished = False
         self.error: BaseException | None = None
 
@@ -805,7 +807,7 @@ class _InlineFrames:
     def close(self) -> None:
         """Ends the source's generator now (its own clean-up runs), not when it is collected."""
         self.finished = True
-        close = getattr(self._frames, "close", None)  # a generator's; a plain iterator has none
+        close = getattr(self._frames, "close", None)  # a generator's; a plain iterator has none (nor a source never read)
         if close is not None:
             close()
 
@@ -813,6 +815,8 @@ class _InlineFrames:
         if self.finished:
             return None, 0
         try:
+            if self._frames is None:
+                self._frames = iter(self._source.frames())
             frame = next(self._frames)
         except StopIteration:
             self.finished = True
