@@ -708,7 +708,7 @@ def test_pipelined_networks_smooth_as_one_network_at_a_time_does(hand_model, mon
         np.testing.assert_allclose(a.hands[0].vertices_cam_m, b.hands[0].vertices_cam_m, atol=1e-6)
 
 
-@pytest.mark.parametrize("failure", ["sink", "worker killed", "stop signal to the workers"])
+@pytest.mark.parametrize("failure", ["sink", "worker killed", "worker's own error", "stop signal to the workers", "stop signal to a worker alone"])
 def test_pipelined_networks_end_on_a_failure_with_nothing_queued(hand_model, monkeypatch, failure):
     from tracker.prepare import PrepareWorkerEnded, PrepareWorkers
 
@@ -722,9 +722,14 @@ def test_pipelined_networks_end_on_a_failure_with_nothing_queued(hand_model, mon
 
     def receive_then_lose_the_worker(self):
         calls.append(1)
+        if len(calls) == 5 and failure == "worker's own error":
+            receive(self)
+            raise ValueError("the fifth frame could not be prepared")
         if len(calls) == 5:
-            os.kill(self._processes[0].pid, signal.SIGTERM if failure == "stop signal to the workers" else signal.SIGKILL)
+            os.kill(self._processes[0].pid, signal.SIGKILL if failure == "worker killed" else signal.SIGTERM)
             self._processes[0].join()
+            if failure == "stop signal to the workers":  # reaching this process a moment later
+                threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
         return receive(self)
 
     created = []
@@ -734,10 +739,17 @@ def test_pipelined_networks_end_on_a_failure_with_nothing_queued(hand_model, mon
         assert not created[0].queued  # the frame begun after the failing one was collected
         return
     monkeypatch.setattr(PrepareWorkers, "receive", receive_then_lose_the_worker)
-    if failure == "worker killed":
-        with pytest.raises(PrepareWorkerEnded, match="exit code -9"):
-            _pipelined_run(hand_model, monkeypatch, 10, created=created)
+    if failure in ("worker killed", "worker's own error", "stop signal to a worker alone"):
+        # A failure, not a stop asked for: raised, after the frames whose networks ran
+        # (0-3, begun before the fifth answer was awaited; 4 too where the worker had
+        # answered it before it ended) are written.
+        sink = _Collect()
+        raised = {"worker killed": (PrepareWorkerEnded, "exit code -9"), "worker's own error": (ValueError, "could not be prepared")}
+        kind, said = raised.get(failure, (PrepareWorkerEnded, "exit code -15"))
+        with pytest.raises(kind, match=said):
+            _pipelined_run(hand_model, monkeypatch, 10, sink=sink, created=created)
         assert not created[0].queued
+        assert [r.frame.frame_number for r in sink.results] in ([0, 1, 2, 3], [0, 1, 2, 3, 4])
         return
     summary, results, events, backend = _pipelined_run(hand_model, monkeypatch, 10)
     # The stop, as asked; frames 0-3 were begun before the fifth answer was awaited, and are
@@ -1102,6 +1114,59 @@ def test_a_worker_stopped_while_it_starts_ends_the_start_instead_of_hanging():
     assert len(outcome) == 1 and isinstance(outcome[0], PrepareWorkerEnded) and outcome[0].signal_name == "SIGTERM"
 
 
+def test_a_worker_that_stops_answering_is_given_up_once_the_run_is_asked_to_stop():
+    # A worker stopped (SIGSTOP) or hung mid-frame ignores Ctrl-C like any worker: waiting
+    # on its answer for good would leave the run deaf to every stop request. Once one comes,
+    # it has its grace period to answer, then it is given up and closing the workers ends it.
+    from tracker.prepare import STOP_ANSWER_GRACE_S, PrepareWorkerEnded, PrepareWorkers
+    from tracker.types import CameraIntrinsics, DepthFrame
+
+    stop = threading.Event()
+    workers = PrepareWorkers(1, _prepare_config(Handedness.RIGHT), stop=stop)
+    worker = workers._processes[0]
+    try:
+        os.kill(worker.pid, signal.SIGSTOP)
+        workers.send(DepthFrame(np.zeros((48, 64), np.uint16), 0.001, CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)), None)
+        threading.Timer(0.3, stop.set).start()
+        started = time.monotonic()
+        with pytest.raises(PrepareWorkerEnded, match=f"worker 0 did not answer within {STOP_ANSWER_GRACE_S:g} s of the stop"):
+            workers.receive()
+        # The grace period, counted from the stop (polled every 0.1 s), and no more.
+        assert 0.3 + STOP_ANSWER_GRACE_S - 0.05 < time.monotonic() - started < 0.3 + STOP_ANSWER_GRACE_S + 1.0
+    finally:
+        workers.close()
+    assert not worker.is_alive()
+
+
+def test_the_workers_and_the_shared_memory_cleaner_outlive_a_hang_up():
+    # SIGHUP to the process group (the terminal closed) is a stop for the main process to
+    # carry out; the workers, and the resource tracker that would unlink the shared memory
+    # if the main process were killed, must not die of it first. Checked in a fresh process,
+    # where the first start of workers is what starts that tracker.
+    script = """
+import sys
+from multiprocessing import resource_tracker
+from tracker.crop import DEFAULT_CUBE_SIZE_M
+from tracker.prepare import PrepareConfig, PrepareWorkers
+from tracker.segment import SegmentConfig
+from tracker.types import Handedness
+
+def ignores_hang_up(pid):
+    mask = next(int(line.split()[1], 16) for line in open(f"/proc/{pid}/status") if line.startswith("SigIgn:"))
+    return bool(mask & (1 << (1 - 1)))  # SIGHUP is signal 1
+
+workers = PrepareWorkers(1, PrepareConfig(SegmentConfig(), DEFAULT_CUBE_SIZE_M, Handedness.RIGHT))
+try:
+    print(ignores_hang_up(workers._processes[0].pid), ignores_hang_up(resource_tracker._resource_tracker._pid), ignores_hang_up("self"))
+finally:
+    workers.close()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
+    # The worker and the tracker ignore it; the main process's own handling is put back.
+    assert done.stdout.split() == ["True", "True", "False"]
+
+
 def test_a_ctrl_c_while_a_worker_starts_leaves_it_running(capfd):
     # Ctrl-C reaches the whole process group; only the main process decides how a run
     # ends. A worker still importing what it runs must not die of it with a traceback.
@@ -1145,11 +1210,14 @@ class _StubClassifierWithBytes:
     manifest: dict = {}
 
 
-@pytest.mark.parametrize("signum, stops_cleanly", [(signal.SIGTERM, True), (signal.SIGKILL, False)])
-def test_a_stop_signal_that_reaches_the_workers_first_ends_the_run_cleanly(hand_model, monkeypatch, signum, stops_cleanly):
+@pytest.mark.parametrize(
+    "signum, to_the_group, stops_cleanly", [(signal.SIGTERM, True, True), (signal.SIGTERM, False, False), (signal.SIGKILL, False, False)]
+)
+def test_a_stop_signal_that_reaches_the_workers_first_ends_the_run_cleanly(hand_model, monkeypatch, signum, to_the_group, stops_cleanly):
     # A signal to the whole process group can end a worker before the main process's own
     # handler runs: the tracker then finds the worker gone while it waits for an answer.
-    # That is a stop, as asked; a worker killed by anything else is a failure.
+    # That is a stop, as asked, once the signal reaches the main process too; a worker
+    # ended by it alone, or killed by anything else, is a failure.
     from tracker.prepare import PrepareWorkerEnded, PrepareWorkers
 
     receive, calls = PrepareWorkers.receive, []
@@ -1159,6 +1227,8 @@ def test_a_stop_signal_that_reaches_the_workers_first_ends_the_run_cleanly(hand_
         if len(calls) == 4:
             os.kill(self._processes[0].pid, signum)
             self._processes[0].join()
+            if to_the_group:  # reaching this process a moment later
+                threading.Timer(0.2, os.kill, (os.getpid(), signum)).start()
         return receive(self)
 
     monkeypatch.setattr(PrepareWorkers, "receive", receive_then_lose_the_worker)
@@ -1168,7 +1238,7 @@ def test_a_stop_signal_that_reaches_the_workers_first_ends_the_run_cleanly(hand_
         # Frames 0-2, and 3 too where the worker had answered it before it was ended.
         assert [r.frame.frame_number for r in results] in ([0, 1, 2], [0, 1, 2, 3])
     else:
-        with pytest.raises(PrepareWorkerEnded, match="exit code -9"):
+        with pytest.raises(PrepareWorkerEnded, match=f"exit code -{int(signum)}"):
             _run(hand_model, 1, 12)
 
 
@@ -1443,7 +1513,7 @@ def test_the_frame_a_stream_breaks_at_is_segmented_without_the_old_prior(monkeyp
         return Prepared(np.array([0.0, 0.0, 0.5]), crops, 3.0, {})
 
     class Workers:  # in this process, in order: what the worker processes would do
-        def __init__(self, count, *args):
+        def __init__(self, count, *args, **kwargs):
             self.queue = deque()
 
         def send(self, frame, prior):

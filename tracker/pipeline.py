@@ -196,6 +196,10 @@ def backend_options(backend: str, segment_ahead: int) -> dict:
     return {}
 
 
+# How long a worker ended by a stop signal waits for that signal to reach this process too.
+OWN_STOP_SIGNAL_WAIT_S = 1.0
+
+
 class FrameGaps:
     """Frames lost before each one delivered, from the gaps in its camera's frame numbers:
     what a live camera, or a recording played in real time, skipped while the tracker was
@@ -1006,17 +1010,28 @@ def run_pipeline(
             """Whether a worker ended by the signal that stops the run (sent to the whole
             process group), rather than failing; the run then stops, the frames still with
             the workers left unprocessed."""
-            if exc.signal_name not in GROUP_STOP_SIGNALS and not stop.is_set():
+            if stop.is_set():
+                return True
+            if exc.signal_name not in GROUP_STOP_SIGNALS:
                 return False
-            if not stop.is_set():  # it reached them before our own handler ran
-                summary.stopped_by = exc.signal_name
-                stop.set()
+            if getattr(signal, exc.signal_name) in handlers.previous:
+                # Sent to the group, the signal reaches this process too, whose handler may
+                # not have run yet. A worker ended by it alone (by hand, by a watchdog) is
+                # a failure, not a stop asked for.
+                return stop.wait(OWN_STOP_SIGNAL_WAIT_S)
+            summary.stopped_by = exc.signal_name  # no handler of ours to say (another thread's run)
+            stop.set()
             return True
 
         if workers > 0:  # in here: a failure to start them still closes the source and sinks
             try:
                 ahead = PrepareWorkers(
-                    workers, tracker.prepare_config, tracker.side_classifier, getattr(tracker, "prepare_function", prepare_frame), getattr(tracker, "presence", None)
+                    workers,
+                    tracker.prepare_config,
+                    tracker.side_classifier,
+                    getattr(tracker, "prepare_function", prepare_frame),
+                    getattr(tracker, "presence", None),
+                    stop=stop,
                 )
             except PrepareWorkerEnded as exc:  # a Ctrl-C while they started: no frame is taken
                 if not stopped_by_group_signal(exc):
@@ -1093,25 +1108,41 @@ def run_pipeline(
                         begun, dropped = pending.popleft()
                         return deliver(begun if isinstance(begun, FrameResult) else tracker.complete(begun), dropped)
 
+                    def write_begun() -> None:
+                        """Where a worker fails, the frames whose networks ran are written before
+                        the failure is raised, as one network at a time writes its frame."""
+                        while pending and not deliver_oldest():
+                            pass
+
                     while True:
                         room = max_frames is None or summary.frames + len(pending) < max_frames
                         taken = next_frame() if room else None
                         if taken is not None:
                             try:
                                 prepared = ahead.receive()
-                                # A side check runs the network on both sides' crops, one after
-                                # the other, with the backend to itself: the frames begun before
-                                # are completed first (a pause in the overlap every
-                                # ``side_check_every`` frames and at a new track's start).
-                                if pending and side_check_due is not None and side_check_due(taken[0], prepared):
-                                    if any(deliver_oldest() for _ in range(len(pending))):
-                                        break  # a sink's stop: this frame is not begun
-                                pending.append((tracker.begin(taken[0], prepared), taken[1]))
+                            except PrepareWorkerEnded as exc:
+                                if stopped_by_group_signal(exc):
+                                    continue  # the frames begun are still written
+                                write_begun()
+                                raise
+                            except Exception:  # the worker's own failure on this frame
+                                write_begun()
+                                raise
+                            # A side check runs the network on both sides' crops, one after
+                            # the other, with the backend to itself: the frames begun before
+                            # are completed first (a pause in the overlap every
+                            # ``side_check_every`` frames and at a new track's start).
+                            if pending and side_check_due is not None and side_check_due(taken[0], prepared):
+                                if any(deliver_oldest() for _ in range(len(pending))):
+                                    break  # a sink's stop: this frame is not begun
+                            pending.append((tracker.begin(taken[0], prepared), taken[1]))
+                            try:
                                 fill()  # the next frame to a worker while the networks run
                             except PrepareWorkerEnded as exc:
-                                if not stopped_by_group_signal(exc):
-                                    raise
-                                continue  # the frames begun are still written
+                                if stopped_by_group_signal(exc):
+                                    continue
+                                write_begun()
+                                raise
                             if len(pending) < 2:
                                 continue
                         if not pending:
@@ -1133,8 +1164,12 @@ def run_pipeline(
                         try:
                             fill()
                         except PrepareWorkerEnded as exc:
-                            if not stopped_by_group_signal(exc):
-                                raise  # (the stop lets this frame, begun, be written)
+                            if not stopped_by_group_signal(exc):  # (a stop lets this frame, begun, be written below)
+                                # Its network ran: the frame is written before the failure is raised.
+                                if not isinstance(result, FrameResult):
+                                    result = tracker.complete(result)
+                                deliver(result, dropped)
+                                raise
                         finally:  # the network's outputs are taken whatever happened meanwhile
                             if not isinstance(result, FrameResult):
                                 result = tracker.complete(result)

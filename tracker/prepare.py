@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import multiprocessing.connection
 import signal
 import threading
 import time
@@ -269,22 +270,36 @@ def serve(connection, config: PrepareConfig, prepare=prepare_frame) -> None:
             block.close()
 
 
+# Signals the main process takes as a stop when they reach the whole process group.
+_IGNORED_BY_HELPERS = (signal.SIGINT, signal.SIGHUP)
+
+
 def _start_ignoring_ctrl_c(process) -> None:
-    """Start ``process`` with SIGINT ignored from its first instruction: a spawned worker
-    takes half a second to import what it runs, and a Ctrl-C to the process group in that
-    time would end it with a traceback of the import. An ignored signal stays ignored across
-    the exec and Python's start-up; the caller's handler is put back at once, so only a
-    Ctrl-C within the start itself (milliseconds) is missed. Signal handlers can be set from
-    the main thread only: from any other the worker starts as it would have."""
+    """Start ``process`` with SIGINT and SIGHUP ignored from its first instruction: a
+    spawned worker takes half a second to import what it runs, and a Ctrl-C to the process
+    group in that time would end it with a traceback of the import. An ignored signal stays
+    ignored across the exec and Python's start-up; the caller's handlers are put back at
+    once, so only a Ctrl-C within the start itself (milliseconds) is missed.
+
+    The first start also starts multiprocessing's resource tracker, the process that
+    unlinks the shared memory left behind by a process that dies: it ignores SIGINT and
+    SIGTERM itself, but a SIGHUP to the group (the terminal closed) would end it, and the
+    main process's blocks would then have nobody to unlink them should it be killed before
+    it does. Signal handlers can be set from the main thread only: from any other the
+    worker starts as it would have."""
     if threading.current_thread() is not threading.main_thread():
         process.start()
         return
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    handlers = [(signum, signal.signal(signum, signal.SIG_IGN)) for signum in _IGNORED_BY_HELPERS]
     try:
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
         process.start()
     finally:
-        # None: a handler not set from Python (an embedding program's), which cannot be put back as it was.
-        signal.signal(signal.SIGINT, signal.SIG_DFL if handler is None else handler)
+        for signum, handler in handlers:
+            # None: a handler not set from Python (an embedding program's), which cannot be put back as it was.
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 class PrepareWorkerEnded(RuntimeError):
@@ -295,7 +310,7 @@ class PrepareWorkerEnded(RuntimeError):
     as the stop request it is, not as a failure.
     """
 
-    def __init__(self, worker: int, exit_code: int | None) -> None:
+    def __init__(self, worker: int, exit_code: int | None, what: str | None = None) -> None:
         self.worker, self.exit_code = worker, exit_code
         self.signal_name = None
         if exit_code is not None and exit_code < 0:
@@ -303,7 +318,12 @@ class PrepareWorkerEnded(RuntimeError):
                 self.signal_name = signal.Signals(-exit_code).name
             except ValueError:
                 self.signal_name = f"signal {-exit_code}"
-        super().__init__(f"frame preparation worker {worker} ended unexpectedly (exit code {exit_code})")
+        super().__init__(f"frame preparation worker {worker} " + (what or f"ended unexpectedly (exit code {exit_code})"))
+
+
+# How long a worker has to answer once the run is asked to stop: its frame takes
+# milliseconds, so one that has not answered by then never will (stopped, hung).
+STOP_ANSWER_GRACE_S = 2.0
 
 
 class PrepareWorkers:
@@ -324,11 +344,22 @@ class PrepareWorkers:
     the hand-presence classifier, a worker takes a track's first place as segmentation
     alone finds it (no ``HandChoiceConfig`` choice). ``prepare``: what prepares a frame, with
     ``prepare_frame``'s arguments; a module-level function, which the workers import.
+    ``stop``: the run's stop request: once it is set, a worker that does not answer within
+    ``STOP_ANSWER_GRACE_S`` is given up (``PrepareWorkerEnded``), so that a hung worker
+    cannot hold the run past Ctrl-C.
     """
 
     def __init__(
-        self, count: int, config: PrepareConfig, classifier: SideClassifier | None = None, prepare=prepare_frame, presence: HandPresence | None = None
+        self,
+        count: int,
+        config: PrepareConfig,
+        classifier: SideClassifier | None = None,
+        prepare=prepare_frame,
+        presence: HandPresence | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
+        self._stop = stop
+        self._given_up: set[int] = set()  # workers that did not answer: killed on closing
         onnx = getattr(classifier, "onnx_bytes", None)
         classifier_onnx = None if onnx is None or config.handedness is not None else (onnx, classifier.manifest)
         onnx = getattr(presence, "onnx_bytes", None)
@@ -396,8 +427,20 @@ class PrepareWorkers:
         """The answer to the oldest request not yet received."""
         worker = self._next_answer % len(self._connections)
         self._next_answer += 1
+        connection, process = self._connections[worker], self._processes[worker]
+        given_up_at = None
+        # Waiting on the worker's end as well as its answer: a worker gone without a word
+        # is known at once, and a stop request is looked at between waits.
+        while not (ready := multiprocessing.connection.wait([connection, process.sentinel], timeout=0.1)) or connection not in ready:
+            if ready:  # its end alone
+                raise self._ended(worker)
+            if self._stop is not None and self._stop.is_set():
+                given_up_at = given_up_at or time.monotonic() + STOP_ANSWER_GRACE_S
+                if time.monotonic() > given_up_at:
+                    self._given_up.add(worker)
+                    raise PrepareWorkerEnded(worker, None, f"did not answer within {STOP_ANSWER_GRACE_S:g} s of the stop")
         try:
-            answer = self._connections[worker].recv()
+            answer = connection.recv()
         except (EOFError, OSError):
             raise self._ended(worker) from None
         if isinstance(answer, Exception):
@@ -415,10 +458,15 @@ class PrepareWorkers:
                 connection.send(None)
             except OSError:  # the worker is gone already
                 pass
-        for process in self._processes:
+        for i, process in enumerate(self._processes):
+            if i in self._given_up:
+                process.kill()
             process.join(timeout=2.0)
             if process.is_alive():
                 process.terminate()
+                process.join(timeout=2.0)
+            if process.is_alive():  # stopped (SIGSTOP), or deaf to SIGTERM
+                process.kill()
                 process.join(timeout=2.0)
         for connection in self._connections:
             connection.close()
