@@ -291,15 +291,16 @@ def _hand_from_forearm(pose: HandPose) -> np.ndarray:
     return hand_from_forearm
 
 
-def posed_forearm(pose: HandPose, config: SceneConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The forearm tube at the wrist of ``pose``: (vertices (N, 3) camera frame metres, faces (M, 3))."""
+def posed_forearm(pose: HandPose, config: SceneConfig | None = None, cap_wrist: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The forearm tube at the wrist of ``pose``: (vertices (N, 3) camera frame metres, faces
+    (M, 3)); its wrist end capped where the hand is not drawn, or as ``cap_wrist`` says."""
     config = config or SceneConfig()
     scale = _hand_scale(pose)
     vertices, faces = forearm_mesh(
         config.forearm_length_m * scale,
         tuple(r * scale for r in config.forearm_radii_wrist_m),
         tuple(r * scale for r in config.forearm_radii_far_m),
-        cap_wrist=not config.hand,
+        cap_wrist=not config.hand if cap_wrist is None else cap_wrist,
     )
     cam_from_forearm = pose.cam_from_hand[:3, :3] @ _hand_from_forearm(pose)
     return vertices @ cam_from_forearm.T + pose.cam_from_hand[:3, 3], faces
