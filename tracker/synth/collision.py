@@ -42,7 +42,10 @@ class FingerCapsules:
     thumb_offsets: (C + 1,) int64 and thumb_members: int64 vertex indices; capsule c is
         tested against thumb_members[thumb_offsets[c]:thumb_offsets[c + 1]]: a thumb bone's
         capsule against the other fingers' vertices, a finger bone's against the thumb's
-        (its metacarpal, the ball of the thumb, included: a fingertip must not sink into it).
+        (its metacarpal, the ball of the thumb, included). The metacarpal has no capsule of
+        its own: a fingertip is caught sinking into the ball of the thumb only where the
+        ball's surface points land in the fingertip's capsule, so a tip curled into a fist
+        can pass several millimetres in (``docs/network.md``, synthetic data).
     finger_offsets, finger_members: the same for a finger bone against the other three
         fingers' vertices (empty for the thumb's bones). Palm vertices are never tested:
         fingers fold onto the palm.
