@@ -72,13 +72,29 @@ def load_manifest(weights_dir: str | Path = WEIGHTS_DIR) -> dict:
         raise WeightsError(f"no network weights in {weights_dir} ({MANIFEST} missing); train and export a model first")
     try:
         manifest = json.loads(path.read_text())
-        DualGridNetConfig(**manifest["network"])
-        if not isinstance(manifest["files"], dict):
-            raise TypeError(f"'files' is a {type(manifest['files']).__name__}, not a name -> SHA-256 table")
-        float(manifest["cube_size_m"])
-    except (ValueError, KeyError, TypeError) as exc:  # ValueError: also bad JSON and text that is not UTF-8
+        network = DualGridNetConfig(**manifest["network"])
+        files = manifest["files"]
+        if not isinstance(files, dict):
+            raise TypeError(f"'files' is a {type(files).__name__}, not a name -> SHA-256 table")
+        bad = [name for name, digest in files.items() if not (isinstance(digest, str) and _is_sha256(digest))]
+        if bad:
+            raise ValueError(f"'files' gives no SHA-256 (64 hexadecimal digits) for {bad}")
+        cube = manifest["cube_size_m"]
+        # A number, as the export writes it: "0.26" would be taken for one by float().
+        if isinstance(cube, bool) or not isinstance(cube, (int, float)) or not 0 < cube < float("inf"):
+            raise ValueError(f"'cube_size_m' must be a positive number of metres, got {cube!r}")
+        shape = manifest.get("onnx", {}).get("input_shape")
+        if shape is not None and shape != [1, 1, network.crop_size, network.crop_size]:
+            raise ValueError(f"the ONNX input shape {shape} is not that of the network's {network.crop_size}x{network.crop_size} crop")
+        if not isinstance(manifest.get("onnx_int8", {}), dict):
+            raise TypeError(f"'onnx_int8' is a {type(manifest['onnx_int8']).__name__}, not the 8-bit network's record")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # ValueError: also bad JSON and text that is not UTF-8
         raise WeightsError(f"{path}: not a valid weights manifest ({exc!r})") from exc
     return manifest
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 def verified_path(weights_dir: str | Path, name: str, manifest: dict | None = None) -> Path:
