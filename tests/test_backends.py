@@ -195,6 +195,59 @@ def test_missing_weights_dir_says_so(tmp_path):
         create_backend("onnxruntime-int8", copy)
 
 
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        (lambda m: m["files"].update({ONNX: 12345}), "gives no SHA-256 (64 hexadecimal digits) for ['dgn.onnx']"),
+        (lambda m: m["files"].update({ONNX: "abc"}), "gives no SHA-256"),
+        (lambda m: m.update(cube_size_m="0.26"), "'cube_size_m' must be a positive number of metres, got '0.26'"),
+        (lambda m: m.update(cube_size_m=-0.26), "'cube_size_m' must be a positive number"),
+        (lambda m: m.update(cube_size_m=True), "'cube_size_m' must be a positive number"),
+        (lambda m: m.update(onnx_int8="oops"), "'onnx_int8' is a str"),
+        (lambda m: m["onnx"].update(input_shape=[1, 1, 32, 32]), "the ONNX input shape [1, 1, 32, 32] is not that of the network's 64x64 crop"),
+    ],
+)
+def test_a_manifest_with_values_of_the_wrong_kind_is_refused(weights_dir, tmp_path, change, said):
+    import json
+
+    from tracker.weights import load_manifest
+
+    copy = copy_weights(weights_dir, tmp_path / "w")
+    manifest = json.loads((copy / "dgn.json").read_text())
+    change(manifest)
+    (copy / "dgn.json").write_text(json.dumps(manifest))
+    with pytest.raises(WeightsError, match="not a valid weights manifest") as raised:
+        load_manifest(copy)
+    assert said in str(raised.value)
+
+
+def test_a_graph_of_another_crop_size_than_its_manifest_says_is_refused(weights_dir, tmp_path):
+    import json
+
+    copy = copy_weights(weights_dir, tmp_path / "w")
+    manifest = json.loads((copy / "dgn.json").read_text())
+    manifest["network"]["crop_size"], manifest["onnx"]["input_shape"] = 32, [1, 1, 32, 32]
+    (copy / "dgn.json").write_text(json.dumps(manifest))
+    with pytest.raises(WeightsError, match=r"dgn\.onnx takes input of shape \[1, 1, 64, 64\], but dgn.json says 32x32 crops"):
+        create_backend("onnxruntime", copy)
+
+
+def test_a_network_of_another_crop_size_is_given_crops_of_its_size(hand_model, tmp_path):
+    # The tracker cuts the crops its network takes (64x64 for every shipped one).
+    import dataclasses
+
+    from tracker.api import open_tracker
+    from tracker.sources import SyntheticSource
+    from tracker.types import Handedness
+
+    export_small_network(hand_model, dataclasses.replace(SMALL, crop_size=32), tmp_path / "w32", 0.26)
+    frame = next(iter(SyntheticSource(seed=1, max_frames=1, hand_model=hand_model)))
+    with open_tracker(tmp_path / "w32", "onnxruntime", hand="right", min_hand_probability=0.0) as tracker:
+        assert tracker.prepare_config.crop_size == 32
+        assert tracker.prepare(frame, None).crops[Handedness.RIGHT].depth.shape == (32, 32)
+        tracker.process(frame)  # a random network's hand may be refused; it runs on its crop
+
+
 def test_unknown_backend_lists_valid_names(weights_dir):
     with pytest.raises(ValueError, match="unknown inference backend 'tflite'") as info:
         create_backend("tflite", weights_dir)
@@ -208,6 +261,10 @@ def test_wrong_input_is_rejected(weights_dir):
             backend.run(np.zeros((1, 64, 64), np.float32))
         with pytest.raises(ValueError, match="expected float32 input, got float64"):
             backend.run(np.zeros((1, 1, 64, 64)))
+        holed = np.ones((1, 1, 64, 64), np.float32)
+        holed[0, 0, 5, 7] = np.nan
+        with pytest.raises(ValueError, match="the crop holds NaN or infinite depths"):
+            backend.run(holed)
 
 
 def test_tensorrt_missing_is_unavailable(weights_dir, monkeypatch):

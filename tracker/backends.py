@@ -101,6 +101,10 @@ class _BackendBase:
         if depth.dtype != np.float32:
             # Casting here would hide a float64 pipeline that costs a copy every frame.
             raise ValueError(f"{self.name}: expected float32 input, got {depth.dtype}; make the crop float32 upstream")
+        # A NaN would make every output NaN on one backend and pass unseen on another (the
+        # 8-bit one); tracker.crop gives none (no measurement is 1, as the background).
+        if not np.isfinite(depth).all():
+            raise ValueError(f"{self.name}: the crop holds NaN or infinite depths; give pixels without a measurement 1, as tracker.crop does")
         return np.ascontiguousarray(depth)
 
     def launch(self, depth: np.ndarray) -> None:
@@ -404,6 +408,12 @@ class OnnxRuntimeBackend(_BackendBase):
             raise WeightsError(
                 f"{path}: expected input {[ONNX_INPUT]} and outputs {list(ONNX_OUTPUTS)}, got {inputs} and {outputs}; "
                 f"the file was not written by this project's export; {self._remedy(Path(weights_dir))}"
+            )
+        shape = self.session.get_inputs()[0].shape
+        if shape != [1, 1, self.crop_size, self.crop_size]:
+            raise WeightsError(
+                f"{path} takes input of shape {shape}, but {MANIFEST} says {self.crop_size}x{self.crop_size} crops; "
+                f"the two are not of one model; {self._remedy(Path(weights_dir))}"
             )
         self.ort_version = ort.__version__
 

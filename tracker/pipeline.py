@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from tracker.confidence import depth_agreement
-from tracker.crop import DEFAULT_CUBE_SIZE_M, CropFrame, OutOfImage
+from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, CropFrame, OutOfImage
 from tracker.estimator import HandEstimator, Launched
 from tracker.lens import pinhole_view, project
 from tracker.prepare import PREPARE_OPENCV_THREADS, HandChoiceConfig, PrepareConfig, Prepared, PrepareWorkerEnded, PrepareWorkers, prepare_frame, side_classifier_crop
@@ -435,7 +435,14 @@ class HandTracker:
     @property
     def prepare_config(self) -> PrepareConfig:
         return PrepareConfig(
-            self.config.segment, self.config.cube_size_m, self.config.handedness, CropFrame(self.config.crop_frame), self.out_of_image, self.config.hand_choice
+            self.config.segment,
+            self.config.cube_size_m,
+            self.config.handedness,
+            CropFrame(self.config.crop_frame),
+            self.out_of_image,
+            self.config.hand_choice,
+            # The network's own input size (64 for every shipped one).
+            int(getattr(getattr(self.estimator, "backend", None), "crop_size", CROP_SIZE)),
         )
 
     @property

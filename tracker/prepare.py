@@ -26,7 +26,7 @@ from multiprocessing import shared_memory
 import cv2
 import numpy as np
 
-from tracker.crop import CropFrame, OutOfImage, make_crop
+from tracker.crop import CROP_SIZE, CropFrame, OutOfImage, make_crop
 from tracker.lens import pinhole_view
 from tracker.segment import SegmentConfig, hand_centre_candidates, track_hand_center
 from tracker.side_inference import CropClassifier, HandPresence, SideClassifier, classifier_crop
@@ -83,6 +83,8 @@ class PrepareConfig:
     #: classifier's show what its own manifest says (``classifier_crop``).
     out_of_image: OutOfImage = OutOfImage.FAR
     hand_choice: HandChoiceConfig = HandChoiceConfig()
+    #: The network's input size, pixels (its weights say).
+    crop_size: int = CROP_SIZE
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,7 @@ def prepare_frame(
         return Prepared(None, {}, None, timings)
     sides = (Handedness.RIGHT, Handedness.LEFT) if config.handedness is None else (config.handedness,)
     crops = {
-        side: make_crop(depth_m, intrinsics, centre, config.cube_size_m, side, frame=config.crop_frame, out_of_image=config.out_of_image)
+        side: make_crop(depth_m, intrinsics, centre, config.cube_size_m, side, config.crop_size, config.crop_frame, config.out_of_image)
         for side in sides
     }
     t2 = time.perf_counter()
