@@ -227,6 +227,47 @@ def test_a_real_hand_without_hand_pixels_is_left_out_of_the_fitting_error(hand_m
     json.dumps(summary, allow_nan=False)  # no NaN: strict JSON
 
 
+def test_real_left_hands_are_fitted_as_left_hands(tmp_path):
+    # Real frames mirrored, intrinsics with them: right hands become left hands seen by a
+    # mirrored camera. Cropped as left hands (given, or decided as a track's first frame
+    # decides it) they fit as the originals do as right hands; cropped as right hands (the
+    # default, for the SR305 frames' right hands) they would fit far worse.
+    from tracker.backends import create_backend
+    from tracker.estimator import HandEstimator
+    from tracker.evaluate import DEFAULT_REAL_DIR, evaluate_real
+    from tracker.weights import load_manifest
+
+    originals, mirrored = tmp_path / "right", tmp_path / "left"
+    for folder in (originals, mirrored):
+        (folder / "s").mkdir(parents=True)
+    for name in ("50", "90", "170"):
+        depth = cv2.imread(str(DEFAULT_REAL_DIR / "20210326-230536" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(originals / "s" / f"{name}.png"), depth)
+        cv2.imwrite(str(mirrored / "s" / f"{name}.png"), np.ascontiguousarray(depth[:, ::-1]))
+    meta = json.loads((DEFAULT_REAL_DIR / "intrinsics.json").read_text())
+    (originals / "intrinsics.json").write_text(json.dumps(meta))
+    meta["intrinsics"]["cx"] = meta["intrinsics"]["width"] - 1 - meta["intrinsics"]["cx"]
+    assert not any(meta["intrinsics"].get("coeffs", [])[2:4])  # no tangential terms, whose signs a mirror would flip
+    (mirrored / "intrinsics.json").write_text(json.dumps(meta))
+
+    estimator = HandEstimator(create_backend("onnxruntime"))
+    cube = load_manifest()["cube_size_m"]
+
+    def fits(folder, hand):
+        summary, _ = evaluate_real(estimator, folder, cube, hand=hand)
+        return [f["median_distance_mm"] for f in summary["per_frame"]], [f["handedness"] for f in summary["per_frame"]]
+
+    right, sides = fits(originals, "right")
+    assert sides == ["right"] * 3
+    for hand in ("left", "auto"):
+        left, sides = fits(mirrored, hand)
+        assert sides == ["left"] * 3, hand
+        # The same crops, mirrored, up to float rounding in the segmentation and the mirror.
+        np.testing.assert_allclose(left, right, atol=0.05)
+    as_right, _ = fits(mirrored, "right")
+    assert np.median(as_right) > np.median(right) + 0.5
+
+
 def test_crop_pixels_follow_the_ray_frames_virtual_camera():
     from tracker.crop import CropFrame, crop_to_camera
 

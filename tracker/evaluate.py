@@ -40,9 +40,11 @@ from tracker.backends import BACKENDS, BackendUnavailable, create_backend
 from tracker.estimator import HandEstimator
 from tracker.hand_model import HandModel, HandModelError
 from tracker.lens import pinhole_view
+from tracker.pipeline import SIDE_CHECK_LOGIT_PER_CONFIDENCE, SIDE_CHECK_VOTES
 from tracker.prepare import HandChoiceConfig, PrepareConfig, likeliest_hand
 from tracker.segment import SegmentConfig
-from tracker.side_inference import HandPresence
+from tracker.side_inference import HandPresence, SideClassifier, classifier_crop
+from tracker.side_vote import SideVote
 from tracker.sources import FolderSource, SourceError
 from tracker.synth.contact_sheet import colourise_depth, draw_skeleton, project
 from tracker.machine import machine_info
@@ -50,7 +52,7 @@ from tracker.synth.dataset import config_to_dict, sample_seed
 from tracker.synth.scene import render_sample
 from tracker.training_data import ExampleConfig, example_config_for, example_from_sample, measured_hand
 from tracker.training_history import CURRENT_STAGE, TrainingHistoryError, TrainingStage, last_narrowing, load_training_history, plot_training_curve
-from tracker.types import CameraIntrinsics, Handedness, Joint, measured_crop_pixels
+from tracker.types import HAND_CHOICES, CameraIntrinsics, Handedness, Joint, measured_crop_pixels
 from tracker.weights import ONNX, ONNX_INT8, STATE_DICT, WEIGHTS_DIR, WeightsError, crop_classifiers, crop_frame_of, load_manifest, out_of_image_of
 
 EVAL_STREAM_SEED = 2  # training draws from stream 1
@@ -359,8 +361,16 @@ def evaluate_real(
     crop_size: int = CROP_SIZE,
     out_of_image: OutOfImage = OutOfImage.FAR,
     weights_dir: str | None = None,
+    hand: str = Handedness.RIGHT.value,
 ) -> tuple[dict, list[np.ndarray]]:
+    """The self-supervised fitting error on a folder of real depth frames, each taken as a
+    track's first: its hand's side given (``hand`` "right", as the SR305 frames' hands are,
+    or "left"), or decided as the tracker decides a track's first frame ("auto": the side
+    check's two fits and the side classifier), which then adds its own mistakes."""
     source = FolderSource(folder)
+    side_classifier = None
+    if hand == "auto":
+        side_classifier = crop_classifiers(weights_dir, None, 0.0)[0] or SideClassifier.load()
     results, rows = [], []
     for path, frame in zip(source.files, source.frames()):
         name = str(path.relative_to(folder))
@@ -369,14 +379,26 @@ def evaluate_real(
         if centre is None:
             results.append({"frame": name, "hand_found": False})
             continue
-        crop = make_crop(depth_m, intrinsics, centre, cube_size_m, crop_size=crop_size, frame=crop_frame, out_of_image=out_of_image)
-        output, _ = estimator.run(crop)
+        fits = {}
+        for side in (Handedness.RIGHT, Handedness.LEFT) if side_classifier is not None else (Handedness(hand),):
+            crop = make_crop(depth_m, intrinsics, centre, cube_size_m, side, crop_size, crop_frame, out_of_image)
+            fits[side] = (crop, estimator.run(crop)[0])
+        side = next(iter(fits))
+        if side_classifier is not None:
+            confidence = {s: estimator.to_estimate(crop, output, {}, intrinsics).confidence for s, (crop, output) in fits.items()}
+            vote = SideVote()
+            if max(confidence.values()) > 0.0:  # as the tracker's side check: no usable fit, no evidence
+                vote.update(SIDE_CHECK_LOGIT_PER_CONFIDENCE * (confidence[Handedness.RIGHT] - confidence[Handedness.LEFT]), votes=SIDE_CHECK_VOTES)
+            side = vote.update(side_classifier.logit(classifier_crop(side_classifier, depth_m, intrinsics, centre, cube_size_m)))
+        crop, output = fits[side]
         crop_points, measured = crop_points_camera(crop, intrinsics)
         points = crop_points[measured & (output.hand_probability > 0.5)]
         tree = cKDTree(surface_samples(output.refined_vertices, estimator.hand_model.faces))
         # No pixel the network calls hand: nothing to measure the fit by (None, not NaN).
         distance_mm = float(np.median(tree.query(points)[0]) * 1000) if len(points) else None
-        results.append({"frame": name, "hand_found": True, "hand_points": int(len(points)), "median_distance_mm": distance_mm})
+        results.append(
+            {"frame": name, "hand_found": True, "handedness": side.value, "hand_points": int(len(points)), "median_distance_mm": distance_mm}
+        )
         label = f"{name}: {distance_mm:.1f} mm" if distance_mm is not None else f"{name}: no hand pixels"
         rows.append(overlay_row(depth_m, intrinsics, output.refined_vertices, estimator.hand_model.faces, output.joints, label))
     found = [r for r in results if r["hand_found"]]
@@ -385,6 +407,8 @@ def evaluate_real(
         "folder": folder.name,
         "frames": len(results),
         "hands_found": len(found),
+        "hand": hand,
+        "left_hands": sum(r["handedness"] == Handedness.LEFT.value for r in found),
         "hands_without_points": len(found) - len(measured),
         "median_fitting_error_mm": float(np.median(measured)) if measured else None,
         "per_frame": results,
@@ -745,6 +769,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="onnxruntime", choices=list(BACKENDS), help="inference backend (default %(default)s)")
     parser.add_argument("--frames", type=int, default=1000, help="held-out synthetic frames (default %(default)s)")
     parser.add_argument("--real-dir", type=Path, default=DEFAULT_REAL_DIR, help="folder of real depth PNGs + intrinsics.json (default %(default)s)")
+    parser.add_argument(
+        "--real-hand", choices=HAND_CHOICES, default=Handedness.RIGHT.value,
+        help="the side of the hands in --real-dir (default %(default)s, as in the SR305 frames), or auto: decided per frame as the "
+        "tracker decides a track's first",
+    )
     parser.add_argument("--out", type=Path, help="results directory (default WEIGHTS/eval)")
     parser.add_argument("--no-model-card", action="store_true", help="do not (re)write WEIGHTS/MODEL_CARD.md")
     parser.add_argument(
@@ -852,7 +881,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             real, rows = evaluate_real(
                 estimator, args.real_dir, manifest["cube_size_m"], example_config.crop_frame, example_config.crop_size, example_config.out_of_image,
-                str(args.weights),
+                str(args.weights), args.real_hand,
             )
         except SourceError as exc:  # a damaged frame in the folder
             print(f"error: {exc} (the synthetic results are in {out}; no model card was written)", file=sys.stderr)
@@ -880,6 +909,8 @@ def main(argv: list[str] | None = None) -> int:
         command = "python -m tracker.evaluate" + (f" --weights {args.weights}" if args.weights.resolve() != WEIGHTS_DIR.resolve() else "") + f" --frames {args.frames}"
         if args.real_dir != DEFAULT_REAL_DIR:
             command += f" --real-dir {args.real_dir}"
+        if args.real_hand != Handedness.RIGHT.value:
+            command += f" --real-hand {args.real_hand}"
         write_model_card(args.weights / "MODEL_CARD.md", manifest, synthetic, real, command, network_speeds(manifest), bool(history), int8, last_narrowing(history))
     elif not args.no_model_card:
         print(f"no model card written: it cites the onnxruntime network's own run into {args.weights / 'eval'}")
