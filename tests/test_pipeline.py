@@ -1141,30 +1141,35 @@ def test_a_worker_that_stops_answering_is_given_up_once_the_run_is_asked_to_stop
 def test_the_workers_and_the_shared_memory_cleaner_outlive_a_hang_up():
     # SIGHUP to the process group (the terminal closed) is a stop for the main process to
     # carry out; the workers, and the resource tracker that would unlink the shared memory
-    # if the main process were killed, must not die of it first. Checked in a fresh process,
-    # where the first start of workers is what starts that tracker.
+    # if the main process were killed, must not die of it first, and the main process must
+    # still get it. Checked in a fresh process, where the first start of workers is what
+    # starts that tracker, from a thread that is not the main one too.
     script = """
-import sys
+import signal, threading
 from multiprocessing import resource_tracker
 from tracker.crop import DEFAULT_CUBE_SIZE_M
 from tracker.prepare import PrepareConfig, PrepareWorkers
 from tracker.segment import SegmentConfig
 from tracker.types import Handedness
 
-def ignores_hang_up(pid):
-    mask = next(int(line.split()[1], 16) for line in open(f"/proc/{pid}/status") if line.startswith("SigIgn:"))
-    return bool(mask & (1 << (1 - 1)))  # SIGHUP is signal 1
+def spared(pid):  # SIGHUP (signal 1) ignored or blocked
+    masks = {line.split()[0]: int(line.split()[1], 16) for line in open(f"/proc/{pid}/status") if line.startswith(("SigIgn:", "SigBlk:"))}
+    return bool((masks["SigIgn:"] | masks["SigBlk:"]) & 1)
 
-workers = PrepareWorkers(1, PrepareConfig(SegmentConfig(), DEFAULT_CUBE_SIZE_M, Handedness.RIGHT))
+workers = []
+starter = threading.Thread(target=lambda: workers.append(PrepareWorkers(1, PrepareConfig(SegmentConfig(), DEFAULT_CUBE_SIZE_M, Handedness.RIGHT))))
+starter.start()
+starter.join()
 try:
-    print(ignores_hang_up(workers._processes[0].pid), ignores_hang_up(resource_tracker._resource_tracker._pid), ignores_hang_up("self"))
+    worker = workers[0]._processes[0].pid
+    print(spared(worker), spared(resource_tracker._resource_tracker._pid), spared("self"), signal.pthread_sigmask(signal.SIG_BLOCK, []))
 finally:
-    workers.close()
+    workers[0].close()
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
     assert done.returncode == 0, done.stderr
-    # The worker and the tracker ignore it; the main process's own handling is put back.
-    assert done.stdout.split() == ["True", "True", "False"]
+    # The worker and the tracker are spared; the main process (its threads') mask is as before.
+    assert done.stdout.split() == ["True", "True", "False", "set()"], done.stdout
 
 
 def test_a_ctrl_c_while_a_worker_starts_leaves_it_running(capfd):

@@ -1026,7 +1026,9 @@ def run_pipeline(
                 # not have run yet. A worker ended by it alone (by hand, by a watchdog) is
                 # a failure, not a stop asked for.
                 return stop.wait(OWN_STOP_SIGNAL_WAIT_S)
-            summary.stopped_by = exc.signal_name  # no handler of ours to say (another thread's run)
+            # No handler of ours to say (a run in another thread, or the signal ignored here
+            # as under nohup): taken as the stop it most likely is.
+            summary.stopped_by = exc.signal_name
             stop.set()
             return True
 

@@ -227,10 +227,13 @@ def serve(connection, config: PrepareConfig, prepare=prepare_frame) -> None:
     ``Prepared``, or the exception raised. Ends on None or when the other end closes.
     ``prepare``: what prepares a frame, with ``prepare_frame``'s arguments.
 
-    Ctrl-C reaches the whole process group, but only the main process decides how a run
-    ends (it finishes the frame at hand and closes the outputs).
+    Ctrl-C and a hang-up reach the whole process group, but only the main process decides
+    how a run ends (it finishes the frame at hand and closes the outputs): both are ignored.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in _HELD_SIGNALS:  # held back since the start (_start_holding_stop_signals)
+        signal.signal(signum, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
     cv2.setNumThreads(PREPARE_OPENCV_THREADS)
     intrinsics = None
     try:
@@ -272,36 +275,36 @@ def serve(connection, config: PrepareConfig, prepare=prepare_frame) -> None:
             block.close()
 
 
-# Signals the main process takes as a stop when they reach the whole process group.
-_IGNORED_BY_HELPERS = (signal.SIGINT, signal.SIGHUP)
+# Signals to the whole process group that the main process takes as a stop (Windows has
+# no SIGHUP).
+_HELD_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGHUP") if hasattr(signal, name))
 
 
-def _start_ignoring_ctrl_c(process) -> None:
-    """Start ``process`` with SIGINT and SIGHUP ignored from its first instruction: a
-    spawned worker takes half a second to import what it runs, and a Ctrl-C to the process
-    group in that time would end it with a traceback of the import. An ignored signal stays
-    ignored across the exec and Python's start-up; the caller's handlers are put back at
-    once, so only a Ctrl-C within the start itself (milliseconds) is missed.
+def _start_holding_stop_signals(process) -> None:
+    """Start ``process`` with Ctrl-C (SIGINT) and SIGHUP held back (blocked) from its first
+    instruction: a spawned worker takes half a second to import what it runs, and a Ctrl-C
+    to the process group in that time would end it with a traceback of the import. A
+    blocked signal stays blocked across the exec and Python's start-up, until ``serve``
+    ignores them and lets them through. This thread blocks them only while the process
+    starts: one that reaches it then is delivered once the start is done, not lost.
 
-    The first start also starts multiprocessing's resource tracker, the process that
-    unlinks the shared memory left behind by a process that dies: it ignores SIGINT and
-    SIGTERM itself, but a SIGHUP to the group (the terminal closed) would end it, and the
-    main process's blocks would then have nobody to unlink them should it be killed before
-    it does. Signal handlers can be set from the main thread only: from any other the
-    worker starts as it would have."""
-    if threading.current_thread() is not threading.main_thread():
+    A start also starts multiprocessing's resource tracker, where nothing in this process
+    has yet: the process that unlinks the shared memory left behind by a process that dies.
+    It ignores SIGINT and SIGTERM itself but keeps SIGHUP blocked as it was started, so a
+    hang-up to the group (the terminal closed) does not end it, and the main process's
+    blocks still have it to unlink them should the main process be killed before it does.
+    Without ``signal.pthread_sigmask`` (Windows) the worker starts as it would have."""
+    if not hasattr(signal, "pthread_sigmask"):
         process.start()
         return
-    handlers = [(signum, signal.signal(signum, signal.SIG_IGN)) for signum in _IGNORED_BY_HELPERS]
-    try:
-        from multiprocessing import resource_tracker
+    from multiprocessing import resource_tracker
 
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+    try:
         resource_tracker.ensure_running()
         process.start()
     finally:
-        for signum, handler in handlers:
-            # None: a handler not set from Python (an embedding program's), which cannot be put back as it was.
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class PrepareWorkerEnded(RuntimeError):
@@ -376,7 +379,7 @@ class PrepareWorkers:
             for i in range(count):
                 ours, theirs = context.Pipe()
                 process = context.Process(target=serve, args=(theirs, config, prepare), name=f"prepare-{i}", daemon=True)
-                _start_ignoring_ctrl_c(process)
+                _start_holding_stop_signals(process)
                 theirs.close()
                 self._connections.append(ours)
                 self._processes.append(process)
