@@ -77,7 +77,7 @@ def inside_image(crop: HandCrop, width: int, height: int) -> np.ndarray | None:
     with np.errstate(divide="ignore", invalid="ignore"):
         if ((w > 0) & (u / w >= 1) & (u / w <= width - 2) & (v / w >= 1) & (v / w <= height - 2)).all():
             return None
-    return resample(_image_of_ones(height, width), crop.image_from_crop, size, 0)
+    return resample(_image_of_ones(height, width), crop.image_from_crop, size, 0) > 0
 
 
 def depth_agreement(
@@ -136,6 +136,7 @@ def _all_inside(size: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4)
 def _image_of_ones(height: int, width: int) -> np.ndarray:
-    ones = np.ones((height, width), np.bool_)
+    # uint8, which OpenCV warps as it is (a bool image would be converted on every call).
+    ones = np.ones((height, width), np.uint8)
     ones.flags.writeable = False  # shared between calls; only read by the resample
     return ones
