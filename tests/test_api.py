@@ -131,6 +131,11 @@ def test_depth_in_metres_keeps_what_was_measured_and_drops_the_rest():
     # 0.1 mm units, rounded: 0.31234 m -> 3123 units; beyond 6.5535 m, NaN, inf, <= 0: 0.
     np.testing.assert_array_equal(frame.depth, [[5000, 3123, 0, 0], [0, 0, 65000, 0]])
     assert (frame.timestamp_ms, frame.serial, frame.frame_number) == (12.5, "ros", 7)
+    # Labels of the wrong kind are refused as a DepthFrame refuses them, not made into "None" or 1.
+    with pytest.raises(ValueError, match="serial must be a str"):
+        DepthFrame.from_metres(depth_m, intrinsics, serial=None)
+    with pytest.raises(ValueError, match="frame_number must be a whole number"):
+        DepthFrame.from_metres(depth_m, intrinsics, frame_number=1.5)
     with pytest.raises(ValueError, match="2-D"):
         DepthFrame.from_metres(depth_m[None], intrinsics)
     masked = np.ma.masked_array(np.full((2, 4), 0.5), mask=[[True, False, False, False]] + [[False] * 4])

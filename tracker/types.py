@@ -321,7 +321,9 @@ class DepthFrame:
             units = depth_m.astype(np.float64) / METRES_IMAGE_DEPTH_SCALE
             measured = np.isfinite(units) & (units >= 0.5) & (units < 65535.5)
             depth = np.rint(np.where(measured, units, 0.0)).astype(np.uint16)
-        return cls(depth, METRES_IMAGE_DEPTH_SCALE, intrinsics, float(timestamp_ms), str(serial), int(frame_number))
+        # The labels as given: the frame checks them, rather than str() and int() making
+        # "None" of a missing serial or rounding a fraction of a frame number away.
+        return cls(depth, METRES_IMAGE_DEPTH_SCALE, intrinsics, timestamp_ms, serial, frame_number)
 
 
 @dataclass(frozen=True)
