@@ -7,8 +7,7 @@ tube through its open wrist end.
 The forearm (``tracker.synth.scene.forearm_mesh``) is a tube that starts 1.5 cm inside the
 hand, so that no gap opens when the wrist bends, and is left open at that end when the hand
 is drawn. Where the wrist bends far, the tube's rim comes out through the skin and the camera
-sees its inside: a dent 1-3 cm deep beside the wrist, in the network's crop, that no real arm
-has. Each scene of the training stream (``tracker.training_data.ExampleConfig``'s scene,
+sees its inside: a dent beside the wrist, up to a few centimetres deep, that no real arm has. Each scene of the training stream (``tracker.training_data.ExampleConfig``'s scene,
 without sensor noise) is rendered twice, with the tube as drawn and with its wrist end
 capped; the pixels whose depth differs and that show the tube in the first are the ones that
 look into it. Fixing this changes every synthetic frame, the held-out set included, and

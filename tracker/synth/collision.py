@@ -45,7 +45,7 @@ class FingerCapsules:
         (its metacarpal, the ball of the thumb, included). The metacarpal has no capsule of
         its own: a fingertip is caught sinking into the ball of the thumb only where the
         ball's surface points land in the fingertip's capsule, so a tip curled into a fist
-        can pass several millimetres in (``docs/network.md``, synthetic data).
+        can sink into it unseen (``docs/network.md``, synthetic data).
     finger_offsets, finger_members: the same for a finger bone against the other three
         fingers' vertices (empty for the thumb's bones). Palm vertices are never tested:
         fingers fold onto the palm.
