@@ -1143,26 +1143,32 @@ def test_the_workers_and_the_shared_memory_cleaner_outlive_a_hang_up():
     # carry out; the workers, and the resource tracker that would unlink the shared memory
     # if the main process were killed, must not die of it first, and the main process must
     # still get it. Checked in a fresh process, where the first start of workers is what
-    # starts that tracker, from a thread that is not the main one too.
+    # starts that tracker (and its launch lets SIGINT through again in the starting thread),
+    # from a thread that is not the main one.
     script = """
-import signal, threading
+import signal, sys, threading
+sys.path.insert(0, "tests")
 from multiprocessing import resource_tracker
-from tracker.crop import DEFAULT_CUBE_SIZE_M
-from tracker.prepare import PrepareConfig, PrepareWorkers
-from tracker.segment import SegmentConfig
+from test_pipeline import _SlowToStart, _prepare_config
+from tracker.prepare import PrepareWorkers
 from tracker.types import Handedness
 
-def spared(pid):  # SIGHUP (signal 1) ignored or blocked
-    masks = {line.split()[0]: int(line.split()[1], 16) for line in open(f"/proc/{pid}/status") if line.startswith(("SigIgn:", "SigBlk:"))}
-    return bool((masks["SigIgn:"] | masks["SigBlk:"]) & 1)
+def masks(pid):
+    return {line.split()[0]: int(line.split()[1], 16) for line in open(f"/proc/{pid}/status") if line.startswith(("SigIgn:", "SigBlk:"))}
+
+def spared(pid, signum):  # ignored or blocked
+    m = masks(pid)
+    return bool((m["SigIgn:"] | m["SigBlk:"]) & (1 << (signum - 1)))
 
 workers = []
-starter = threading.Thread(target=lambda: workers.append(PrepareWorkers(1, PrepareConfig(SegmentConfig(), DEFAULT_CUBE_SIZE_M, Handedness.RIGHT))))
+starter = threading.Thread(target=lambda: workers.append(PrepareWorkers(1, _prepare_config(Handedness.RIGHT), prepare=_SlowToStart())))
 starter.start()
 starter.join()
 try:
     worker = workers[0]._processes[0].pid
-    print(spared(worker), spared(resource_tracker._resource_tracker._pid), spared("self"), signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    # Still starting (two seconds): Ctrl-C and a hang-up are held back from it.
+    starting = spared(worker, signal.SIGINT) and spared(worker, signal.SIGHUP)
+    print(starting, spared(resource_tracker._resource_tracker._pid, signal.SIGHUP), spared("self", signal.SIGHUP), signal.pthread_sigmask(signal.SIG_BLOCK, []))
 finally:
     workers[0].close()
 """

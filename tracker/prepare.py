@@ -302,6 +302,8 @@ def _start_holding_stop_signals(process) -> None:
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
     try:
         resource_tracker.ensure_running()
+        # Launching the tracker unblocks SIGINT (and SIGTERM) in this thread when it is done.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
         process.start()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
