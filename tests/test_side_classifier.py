@@ -169,6 +169,49 @@ def test_damaged_weights_raise_a_clear_error(tmp_path):
         sc.SideClassifier.load(tmp_path / "nowhere")
 
 
+def test_the_weights_check_runs_the_classifiers_as_a_run_loads_them(tmp_path):
+    # A run loads the classifiers' ONNX graphs; the check (python -m tracker.weights) must
+    # catch one that is not the state dict's network, or not a network of its kind, even
+    # where the manifest's checksums were made to match.
+    from tracker.weights import WEIGHTS_DIR, check_weights
+
+    weights = tmp_path / "weights"
+    shutil.copytree(WEIGHTS_DIR, weights, ignore=shutil.ignore_patterns("eval", "training_*", "*.png", "*.md", "fast", "webxr-generic-hand"))
+    check_weights(weights)
+    side, presence = weights / "side_classifier", weights / "presence"
+
+    def swap(folder, manifest_name, name, data):
+        (folder / name).write_bytes(data)
+        manifest = json.loads((folder / manifest_name).read_text())
+        manifest["files"][name] = sc.sha256_of(folder / name)
+        (folder / manifest_name).write_text(json.dumps(manifest))
+
+    original = (side / sc.ONNX).read_bytes()
+    torch.manual_seed(3)
+    sc.export_weights(sc.SideNet(), tmp_path / "untrained", training={"note": "test"})
+    swap(side, sc.MANIFEST, sc.ONNX, (tmp_path / "untrained" / sc.ONNX).read_bytes())
+    with pytest.raises(WeightsError, match=r"side\.onnx does not compute what its state dict does"):
+        check_weights(weights)
+    swap(side, sc.MANIFEST, sc.ONNX, original)
+    swap(presence, "presence.json", "presence.onnx", original)  # the side classifier in the hand-presence one's place
+    with pytest.raises(WeightsError, match="expected input 'depth' and output 'hand_logit'"):
+        check_weights(weights)
+
+
+def test_a_classifier_manifest_with_values_a_run_cannot_use_is_refused(tmp_path):
+    for change, said in (
+        ({"cube_size_m": -0.26}, "'cube_size_m' must be a positive number of metres, got -0.26"),
+        ({"cube_size_m": "26cm"}, "'cube_size_m' must be a positive number"),
+    ):
+        directory = tmp_path / str(len(list(tmp_path.iterdir())))
+        shutil.copytree(sc.SIDE_WEIGHTS_DIR, directory)
+        manifest = json.loads((directory / sc.MANIFEST).read_text())
+        (directory / sc.MANIFEST).write_text(json.dumps({**manifest, **change}))
+        with pytest.raises(WeightsError, match="not a valid side-classifier manifest") as raised:
+            sc.SideClassifier.load(directory)
+        assert said in str(raised.value)
+
+
 def test_shipped_weights_tell_held_out_hands_and_their_mirrors_apart(held_out):
     classifier = sc.SideClassifier.load()
     torch_network, _ = sc.load_side_network()

@@ -583,7 +583,9 @@ def evaluate(directory: Path, config: TrainConfig, cache_dir: Path | None, progr
     network, _ = load_network(directory)
     classifier = HandPresence.load(directory)
     # The crops as the weights were trained on them, whatever ``config`` says.
-    config = dataclasses.replace(config, data=dataclasses.replace(config.data, out_of_image=classifier.out_of_image))
+    config = dataclasses.replace(
+        config, data=dataclasses.replace(config.data, out_of_image=classifier.out_of_image, cube_size_m=classifier.cube_size_m or config.data.cube_size_m)
+    )
     held, _ = cached_set(cache_dir, held_out_data(config.data), HELD_OUT_STREAM_SEED, config.held_out_samples, config.render_workers, progress, "rendering held-out scenes")
     logits = torch_logits(network, held["depth"])
     onnx_logits = classifier.logits(held["depth"])

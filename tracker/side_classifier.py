@@ -632,6 +632,7 @@ def _train(config: TrainConfig, out_dir: str | Path, progress: bool) -> dict:
         out_dir / "export",
         training=summary,
         metrics={"held_out": held_out_metrics(torch_logits(network, held_data["depth"]), held_data, network=network)},
+        cube_size_m=config.data.example.cube_size_m,
     )
     # The run's config and log go with the weights, under the names a weights folder keeps
     # them by (as in weights/side_classifier/): the export is the folder to copy there.
@@ -659,9 +660,10 @@ def export_onnx(network: SideNet, path: Path) -> None:
 
 
 def export_weights(
-    network: SideNet, out_dir: str | Path, training: dict | None = None, metrics: dict | None = None
+    network: SideNet, out_dir: str | Path, training: dict | None = None, metrics: dict | None = None, cube_size_m: float = DEFAULT_CUBE_SIZE_M
 ) -> dict:
-    """Write side.pt, side.onnx and side.json into ``out_dir``; returns the manifest."""
+    """Write side.pt, side.onnx and side.json into ``out_dir``; returns the manifest.
+    ``cube_size_m``: the cube its crops were cut from in training, which a run cuts too."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     network = network.cpu().eval()
@@ -673,9 +675,9 @@ def export_weights(
         "network": network.config.to_dict(),
         "parameters": count_parameters(network),
         "input": "the crop of tracker.crop.make_crop(depth_m, intrinsics, centre, "
-        f"{DEFAULT_CUBE_SIZE_M}, Handedness.RIGHT): "
+        f"{cube_size_m}, Handedness.RIGHT): "
         "(1, 1, S, S) float32 in [-1, 1], background 1; output logit > 0: right hand",
-        "cube_size_m": DEFAULT_CUBE_SIZE_M,
+        "cube_size_m": float(cube_size_m),
         "onnx": {
             "input": ONNX_INPUT,
             "input_shape": [1, 1, s, s],
@@ -715,6 +717,13 @@ def read_manifest(directory: str | Path, name: str, format_: str, what: str, tra
         for file in files:
             manifest["files"][file]
         manifest["onnx"]["input"]
+        # What a run reads from it: a wrong one would crop wrongly without a word.
+        cube = manifest.get("cube_size_m")
+        if cube is not None and (isinstance(cube, bool) or not isinstance(cube, (int, float)) or not 0 < cube < math.inf):
+            raise ValueError(f"'cube_size_m' must be a positive number of metres, got {cube!r}")
+        crop_size = manifest["network"]["crop_size"]
+        if isinstance(crop_size, bool) or not isinstance(crop_size, int) or crop_size < 1:
+            raise ValueError(f"'network.crop_size' must be a whole number of pixels, got {crop_size!r}")
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise WeightsError(f"{path}: not a valid {what} manifest ({exc!r})") from exc
     return manifest

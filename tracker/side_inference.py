@@ -80,8 +80,11 @@ class CropClassifier:
             problem = f"{source or cls.onnx_name}: onnxruntime cannot load the model ({exc}); re-export the weights"
         else:
             inputs, outputs = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
+            size = int(manifest["network"]["crop_size"])
             if inputs != [cls.onnx_input] or outputs != [cls.onnx_output]:
                 problem = f"{source or cls.onnx_name}: expected input {cls.onnx_input!r} and output {cls.onnx_output!r}, got {inputs} and {outputs}"
+            elif session.get_inputs()[0].shape != [1, 1, size, size]:
+                problem = f"{source or cls.onnx_name} takes input of shape {session.get_inputs()[0].shape}, but its manifest says {size}x{size} crops"
         if problem is not None:
             from tracker.weights import WeightsError  # only now: it brings torch
 

@@ -333,17 +333,29 @@ def check_weights(weights_dir: str | Path = WEIGHTS_DIR) -> dict:
     if ONNX_INT8 in manifest["files"] and manifest.get("onnx_int8", {}).get("quantized_from") != manifest["files"][ONNX]:
         raise WeightsError(f"{ONNX_INT8} was quantised from another {ONNX}; remake it: python -m tracker.quantize --weights {weights_dir}")
     from tracker import presence, side_classifier
+    from tracker.side_inference import HandPresence, SideClassifier
 
-    for folder, load_manifest_of, load_network_of in (
-        ("side_classifier", side_classifier.load_manifest, side_classifier.load_side_network),
-        ("presence", presence.load_manifest, presence.load_network),
+    for folder, load_manifest_of, load_network_of, classifier_type in (
+        ("side_classifier", side_classifier.load_manifest, side_classifier.load_side_network, SideClassifier),
+        ("presence", presence.load_manifest, presence.load_network, HandPresence),
     ):
         directory = weights_dir / folder
         if directory.exists():
             classifier_manifest = load_manifest_of(directory)
             for name in classifier_manifest["files"]:
                 verified_path(directory, name, classifier_manifest)
-            load_network_of(directory)
+            classifier_network, _ = load_network_of(directory)
+            # The ONNX graph is what a run loads: it must say what the state dict says.
+            classifier = classifier_type.load(directory)
+            crops = np.concatenate([random_input(seed=s, crop_size=classifier.crop_size) for s in range(4)])
+            with torch.no_grad():
+                expected = classifier_network(torch.from_numpy(crops)).reshape(-1).numpy()
+            got = np.array([classifier.logit(crop[0]) for crop in crops])
+            if not np.allclose(got, expected, rtol=1e-3, atol=1e-3):
+                raise WeightsError(
+                    f"{directory / classifier_type.onnx_name} does not compute what its state dict does (logits {np.round(got, 3).tolist()} "
+                    f"against {np.round(expected, 3).tolist()}); export the classifier again"
+                )
     return manifest
 
 
@@ -413,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             manifest = check_weights(args.weights)
             beside = [name for folder, name in (("side_classifier", "side"), ("presence", "hand-presence")) if (args.weights / folder).exists()]
-            also = f"; the {' and '.join(beside)} classifier{'s load' if len(beside) > 1 else ' loads'} too" if beside else ""
+            also = f"; so do the {' and '.join(beside)} classifier{'s' if len(beside) > 1 else ''}" if beside else ""
             print(f"{args.weights}: {', '.join(manifest['files'])} match {MANIFEST}, load, and the ONNX graphs compute the network{also}")
     except (WeightsError, HandModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
