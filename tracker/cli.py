@@ -98,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         # TrackerConfig.min_hand_probability's default (tracker.pipeline is not imported to build the parser).
         "--min-hand-probability", type=float, default=0.5, metavar="P",
         help="a small classifier (weights/presence) tells whether the crop holds a hand at all; where its probability, "
-        "averaged over the track, is below P, the crop is dropped before the network runs (an arm whose hand is out of view "
-        "or hidden, a ball, a box). 0 to below 0.99; 0 turns the classifier off (default %(default)s)",
+        "averaged over the track, is below P, the crop is doubted: the network runs and the hand is kept only where the depth "
+        "bears its fit out well (confidence 0.8), and below 0.05 it is dropped before the network runs (an arm whose hand is "
+        "out of view or hidden, a ball, a box). 0 to below 0.99; 0 turns the classifier off (default %(default)s)",
     )
     parser.add_argument(
         "--segment-ahead", type=int, metavar="N",
