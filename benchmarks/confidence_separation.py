@@ -337,7 +337,9 @@ def tracked_sides(config: ConfidenceBenchConfig, estimator: HandEstimator, progr
             "frames": len(runs) * config.track_frames,
             "frames_with_a_hand": found,
             "frame_accuracy": float(np.mean(correct)) if correct else None,
+            # Of the sequences with a hand reported at that frame: so many.
             "accuracy_at_frame": {str(k): float(np.mean(v)) if v else None for k, v in at_frame.items()},
+            "sequences_with_a_hand_at_frame": {str(k): len(v) for k, v in at_frame.items()},
             "side_changes": int(changes),
             "mean_joint_error_mm": float(np.mean(errors)) if errors else None,
         }
