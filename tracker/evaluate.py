@@ -40,7 +40,7 @@ from tracker.backends import BACKENDS, BackendUnavailable, create_backend
 from tracker.estimator import HandEstimator
 from tracker.hand_model import HandModel, HandModelError
 from tracker.lens import pinhole_view
-from tracker.pipeline import SIDE_CHECK_LOGIT_PER_CONFIDENCE, SIDE_CHECK_VOTES
+from tracker.pipeline import vote_side_check
 from tracker.prepare import HandChoiceConfig, PrepareConfig, likeliest_hand
 from tracker.segment import SegmentConfig
 from tracker.side_inference import HandPresence, SideClassifier, classifier_crop
@@ -385,10 +385,8 @@ def evaluate_real(
             fits[side] = (crop, estimator.run(crop)[0])
         side = next(iter(fits))
         if side_classifier is not None:
-            confidence = {s: estimator.to_estimate(crop, output, {}, intrinsics).confidence for s, (crop, output) in fits.items()}
             vote = SideVote()
-            if max(confidence.values()) > 0.0:  # as the tracker's side check: no usable fit, no evidence
-                vote.update(SIDE_CHECK_LOGIT_PER_CONFIDENCE * (confidence[Handedness.RIGHT] - confidence[Handedness.LEFT]), votes=SIDE_CHECK_VOTES)
+            vote_side_check(vote, {s: estimator.to_estimate(crop, output, {}, intrinsics).confidence for s, (crop, output) in fits.items()})
             side = vote.update(side_classifier.logit(classifier_crop(side_classifier, depth_m, intrinsics, centre, cube_size_m)))
         crop, output = fits[side]
         crop_points, measured = crop_points_camera(crop, intrinsics)

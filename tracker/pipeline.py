@@ -147,6 +147,15 @@ SIDE_CHECK_LOGIT_PER_CONFIDENCE = 30.0
 SIDE_CHECK_VOTES = 10.0
 
 
+def vote_side_check(vote, confidence: dict[Handedness, float]) -> None:
+    """Add a side check's evidence, each side's confidence in its fit, to ``vote`` (a
+    ``tracker.side_vote.SideVote``); where neither fit is usable (a network failure, a mesh
+    outside the image) there is no evidence."""
+    if max(confidence.values()) > 0.0:
+        difference = confidence[Handedness.RIGHT] - confidence[Handedness.LEFT]
+        vote.update(SIDE_CHECK_LOGIT_PER_CONFIDENCE * difference, votes=SIDE_CHECK_VOTES)
+
+
 def default_segment_ahead(backend: str) -> int:
     """Frames to prepare ahead with this backend when playing as fast as possible.
 
@@ -481,11 +490,7 @@ class HandTracker:
             timings["side"] = 1e3 * (time.perf_counter() - t0)
         checked = self._side_check(frame, prepared)
         if checked is not None:
-            confidence = checked[0]
-            # Neither fit usable (a network failure, a mesh outside the image): no evidence.
-            if max(confidence.values()) > 0.0:
-                difference = confidence[Handedness.RIGHT] - confidence[Handedness.LEFT]
-                self._side_vote.update(SIDE_CHECK_LOGIT_PER_CONFIDENCE * difference, votes=SIDE_CHECK_VOTES)
+            vote_side_check(self._side_vote, checked[0])
         self._track_frames += 1
         side = Handedness.LEFT if self._side_vote.update(logit) == Handedness.LEFT else Handedness.RIGHT
         if self._side is not None and side != self._side:
