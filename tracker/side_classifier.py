@@ -69,7 +69,7 @@ from tracker.synth.pose_sampler import PALM_CENTRE_HAND_M, PoseSamplerConfig
 from tracker.synth.scene import SceneConfig, SceneLabel, render_sample
 from tracker.training_data import ExampleConfig, hand_centroid, measured_hand
 from tracker.types import Handedness, Joint
-from tracker.weights import WEIGHTS_DIR, WeightsError, sha256_of, verified_path
+from tracker.weights import WEIGHTS_DIR, WeightsError, check_cube_size, sha256_of, verified_path
 
 SIDE_WEIGHTS_DIR = WEIGHTS_DIR / "side_classifier"
 MANIFEST = "side.json"
@@ -718,9 +718,8 @@ def read_manifest(directory: str | Path, name: str, format_: str, what: str, tra
             manifest["files"][file]
         manifest["onnx"]["input"]
         # What a run reads from it: a wrong one would crop wrongly without a word.
-        cube = manifest.get("cube_size_m")
-        if cube is not None and (isinstance(cube, bool) or not isinstance(cube, (int, float)) or not 0 < cube < math.inf):
-            raise ValueError(f"'cube_size_m' must be a positive number of metres, got {cube!r}")
+        if manifest.get("cube_size_m") is not None:
+            check_cube_size(manifest["cube_size_m"])
         crop_size = manifest["network"]["crop_size"]
         if isinstance(crop_size, bool) or not isinstance(crop_size, int) or crop_size < 1:
             raise ValueError(f"'network.crop_size' must be a whole number of pixels, got {crop_size!r}")

@@ -79,10 +79,7 @@ def load_manifest(weights_dir: str | Path = WEIGHTS_DIR) -> dict:
         bad = [name for name, digest in files.items() if not (isinstance(digest, str) and _is_sha256(digest))]
         if bad:
             raise ValueError(f"'files' gives no SHA-256 (64 hexadecimal digits) for {bad}")
-        cube = manifest["cube_size_m"]
-        # A number, as the export writes it: "0.26" would be taken for one by float().
-        if isinstance(cube, bool) or not isinstance(cube, (int, float)) or not 0 < cube < float("inf"):
-            raise ValueError(f"'cube_size_m' must be a positive number of metres, got {cube!r}")
+        check_cube_size(manifest["cube_size_m"])
         shape = manifest.get("onnx", {}).get("input_shape")
         if shape is not None and shape != [1, 1, network.crop_size, network.crop_size]:
             raise ValueError(f"the ONNX input shape {shape} is not that of the network's {network.crop_size}x{network.crop_size} crop")
@@ -91,6 +88,13 @@ def load_manifest(weights_dir: str | Path = WEIGHTS_DIR) -> dict:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:  # ValueError: also bad JSON and text that is not UTF-8
         raise WeightsError(f"{path}: not a valid weights manifest ({exc!r})") from exc
     return manifest
+
+
+def check_cube_size(cube) -> None:
+    """ValueError unless ``cube`` (a manifest's ``cube_size_m``) is a positive number of
+    metres, as an export writes it: "0.26" would be taken for one by float()."""
+    if isinstance(cube, bool) or not isinstance(cube, (int, float)) or not 0 < cube < float("inf"):
+        raise ValueError(f"'cube_size_m' must be a positive number of metres, got {cube!r}")
 
 
 def _is_sha256(text: str) -> bool:
@@ -347,10 +351,8 @@ def check_weights(weights_dir: str | Path = WEIGHTS_DIR) -> dict:
             classifier_network, _ = load_network_of(directory)
             # The ONNX graph is what a run loads: it must say what the state dict says.
             classifier = classifier_type.load(directory)
-            crops = np.concatenate([random_input(seed=s, crop_size=classifier.crop_size) for s in range(4)])
-            with torch.no_grad():
-                expected = classifier_network(torch.from_numpy(crops)).reshape(-1).numpy()
-            got = np.array([classifier.logit(crop[0]) for crop in crops])
+            crops = np.stack([random_input(seed=s, crop_size=classifier.crop_size)[0, 0] for s in range(4)])
+            expected, got = side_classifier.torch_logits(classifier_network, crops), classifier.logits(crops)
             if not np.allclose(got, expected, rtol=1e-3, atol=1e-3):
                 raise WeightsError(
                     f"{directory / classifier_type.onnx_name} does not compute what its state dict does (logits {np.round(got, 3).tolist()} "
