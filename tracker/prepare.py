@@ -341,11 +341,11 @@ class _AnswerOrEnd:
     where there is no poll (Windows)."""
 
     def __init__(self, connection, process) -> None:
-        self._connection, self._sentinel = connection, process.sentinel
+        self._connection, self._fd, self._sentinel = connection, connection.fileno(), process.sentinel
         self._poll = None
         if hasattr(select, "poll"):
             self._poll = select.poll()
-            self._poll.register(connection.fileno(), select.POLLIN)
+            self._poll.register(self._fd, select.POLLIN)
             self._poll.register(self._sentinel, select.POLLIN)
 
     def wait(self, timeout_s: float) -> str | None:
@@ -355,7 +355,7 @@ class _AnswerOrEnd:
             ready = multiprocessing.connection.wait([self._connection, self._sentinel], timeout=timeout_s)
             return "answer" if self._connection in ready else "end" if ready else None
         ready = {fd for fd, _ in self._poll.poll(timeout_s * 1000)}
-        return "answer" if self._connection.fileno() in ready else "end" if ready else None
+        return "answer" if self._fd in ready else "end" if ready else None
 
 
 class PrepareWorkers:
