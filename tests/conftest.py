@@ -134,3 +134,15 @@ def no_camera(monkeypatch):
             return []
 
     monkeypatch.setattr(rs, "context", NothingConnected)
+
+
+def sdk_frames_held(generator) -> list[str]:
+    """The names under which a suspended source generator (and the generators it delegates
+    to) keeps librealsense frames while its consumer has the frame it yielded."""
+    import pyrealsense2 as rs
+
+    held = []
+    while generator is not None:
+        held += [name for name, value in generator.gi_frame.f_locals.items() if isinstance(value, rs.frame)]
+        generator = generator.gi_yieldfrom
+    return held

@@ -20,6 +20,8 @@ rs = pytest.importorskip("pyrealsense2")
 import tracker.sources as sources  # noqa: E402
 from tracker.sources import RealSenseSource, RecordingSource, SourceError  # noqa: E402
 
+from conftest import sdk_frames_held  # noqa: E402
+
 W, H, FPS, SCALE = 32, 24, 30, 0.001
 
 
@@ -195,6 +197,17 @@ def test_frames_come_with_the_devices_own_intrinsics_and_depth_unit(camera):
     frame = got[0]
     assert frame.depth.shape == (H, W) and frame.depth_scale == SCALE and frame.serial == "0123456789"
     assert (frame.intrinsics.fx, frame.intrinsics.fy, frame.intrinsics.cx, frame.intrinsics.cy) == (30.0, 31.0, 15.5, 11.5)
+
+
+def test_no_sdk_frame_is_held_while_the_consumer_has_a_frame(camera):
+    source = RealSenseSource(width=W, height=H, fps=FPS)
+    it = source.frames()
+    for value in (500, 501):
+        camera.push(value)
+        assert int(next(it).depth[0, 0]) == value
+        assert sdk_frames_held(it) == []
+    it.close()
+    source.close()
 
 
 def test_a_disconnect_reconnects_and_records_on_into_a_second_file(camera, tmp_path, monkeypatch):

@@ -30,6 +30,8 @@ from tracker.sources import (  # noqa: E402
 )
 from tracker.types import CameraIntrinsics, DepthFrame, DistortionModel, Handedness  # noqa: E402
 
+from conftest import sdk_frames_held  # noqa: E402
+
 SR305 = Path(__file__).parent / "data" / "sr305-gestures"
 
 
@@ -139,6 +141,18 @@ def test_close_from_another_thread_ends_the_iteration_promptly(recording):
     # Promptly; the bound leaves a busy test machine room.
     assert time.perf_counter() - began < 3.0
     assert len(got) < 10
+
+
+def test_no_sdk_frame_is_held_while_the_consumer_has_a_frame(recording):
+    # A capture thread blocked on a full queue keeps the generator suspended at its yield;
+    # were the SDK's frames held there, a close() from another thread would stop the
+    # pipeline under them.
+    with RecordingSource(recording, realtime=False) as source:
+        it = source.frames()
+        for _ in range(2):
+            next(it)
+            assert sdk_frames_held(it) == []
+        it.close()
 
 
 def test_close_from_the_consumer_ends_playback(recording):

@@ -670,7 +670,9 @@ class RealSenseSource(FrameSource):
                     for f in self._filters:
                         depth = f.process(depth)
                     last_frame = time.perf_counter()
-                    yield self._convert(depth.as_depth_frame())
+                    converted = self._convert(depth.as_depth_frame())
+                    frame = depth = None  # not held while the consumer works: as in RecordingSource
+                    yield converted
                     continue
                 if problem is None and time.perf_counter() - last_frame < self._frame_timeout_s:
                     continue
@@ -918,7 +920,13 @@ class RecordingSource(FrameSource):
                         elif stamp_ms > first_frame[0]:
                             last_position_ns = max(last_position_ns, first_frame[1] + int((stamp_ms - first_frame[0]) * 1e6))
                         count += 1
-                        yield convert(depth)
+                        converted = convert(depth)
+                        # While the consumer works on it (a capture thread blocked on a full
+                        # queue, a close() from another thread) the SDK's frames are let go:
+                        # one held takes a buffer from the SDK's small pool, and one freed after
+                        # the pipeline's stop may crash librealsense.
+                        frameset = depth = None
+                        yield converted
                         # The playback ran on while the consumer worked (real time): sample again.
                         last_position_ns = max(last_position_ns, playback.get_position())
                     continue
