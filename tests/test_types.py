@@ -100,6 +100,25 @@ def test_depth_frame_checks_shape_dtype_and_scale():
         DepthFrame(np.zeros((3, 4), np.uint16), 0.0, k)
 
 
+def test_numpy_counters_and_timestamps_become_python_numbers():
+    # The tracker subtracts two frames' counters and timestamps: in a numpy unsigned type a
+    # counter that restarts, or a clock that steps back, would wrap round.
+    k = CameraIntrinsics(4, 3, 5.0, 5.0, 2.0, 1.5)
+    frame = DepthFrame(np.zeros((3, 4), np.uint16), 0.001, k, np.uint64(65), frame_number=np.uint32(3))
+    assert type(frame.frame_number) is int and type(frame.timestamp_ms) is float
+    assert frame.frame_number - 5 == -2 and frame.timestamp_ms - 66 == -1.0
+
+
+def test_masked_pixels_are_no_measurement_and_big_endian_depth_is_read():
+    k = CameraIntrinsics(2, 1, 5.0, 5.0, 0.5, 0.0)
+    masked = np.ma.masked_array(np.array([[1, 800]], np.uint16), mask=[[True, False]])
+    frame = DepthFrame(masked, 0.001, k)
+    assert type(frame.depth) is np.ndarray and frame.depth.tolist() == [[0, 800]]
+    assert masked.data.tolist() == [[1, 800]]  # the caller's array as it was
+    big_endian = np.array([[1, 800]], ">u2")
+    np.testing.assert_allclose(DepthFrame(big_endian, 0.001, k).depth_m(), [[0.001, 0.8]], rtol=1e-6)  # float32 metres
+
+
 def test_hand_estimate_checks_its_shapes_and_confidence():
     from tracker.types import HandEstimate
 

@@ -244,6 +244,9 @@ class DepthFrame:
     """One depth image as the camera delivered it.
 
     depth: (H, W) uint16 raw device units; metres = depth * depth_scale; 0 = no measurement.
+        The array is kept as given, not copied, and results refer to it (``FrameResult.frame``):
+        a driver that refills one buffer for every frame passes a copy. Masked pixels of a
+        masked array become 0; big-endian uint16 is converted.
     depth_scale: metres per unit (D4xx 0.001, SR305 0.000125).
     intrinsics: of this stream; (height, width) must match depth.shape.
     timestamp_ms: device or recording timestamp in milliseconds.
@@ -268,6 +271,13 @@ class DepthFrame:
     def __post_init__(self) -> None:
         depth = self.depth
         _require(isinstance(depth, np.ndarray), "DepthFrame.depth must be a numpy array")
+        if isinstance(depth, np.ma.MaskedArray):
+            # Its masked pixels' values are not measurements; the tracker reads the plain
+            # array. As DepthFrame.from_metres does, they become 0, no measurement.
+            depth = np.ma.filled(depth, 0)
+        if depth.dtype.kind == "u" and depth.dtype.itemsize == 2 and not depth.dtype.isnative:
+            depth = depth.astype(np.uint16)  # big-endian, as a ROS image may be
+        object.__setattr__(self, "depth", depth)
         _require(depth.dtype == np.uint16, f"DepthFrame.depth must be uint16, got {depth.dtype}")
         _require(depth.ndim == 2, f"DepthFrame.depth must be 2-D (H, W), got shape {depth.shape}")
         _require(
@@ -297,6 +307,11 @@ class DepthFrame:
         for name in ("serial", "sequence", "source_file"):
             value = getattr(self, name)
             _require(isinstance(value, str), f"DepthFrame.{name} must be a str, got {type(value).__name__} {value!r}")
+        # Python's own numbers: the tracker subtracts counters and timestamps of two frames,
+        # which in a numpy unsigned type wraps round where a counter restarts or a clock
+        # steps back.
+        object.__setattr__(self, "frame_number", int(self.frame_number))
+        object.__setattr__(self, "timestamp_ms", float(self.timestamp_ms))
 
     def depth_m(self) -> np.ndarray:
         """(H, W) float32 metres, 0 where there is no measurement."""
