@@ -340,6 +340,9 @@ class HandTracker:
         # Held by ``process`` and ``close``: a close from another thread (a stop button, a
         # shutdown hook) waits for the frame in hand rather than pulling the backend from under it.
         self._in_use = threading.RLock()
+        # ``process`` calls under way (in the thread holding ``_in_use``): a close from that
+        # thread, a signal handler's, leaves the backend to the frame in hand.
+        self._processing = 0
 
     def warm_up(self) -> float:
         """Run each stage once on a blank input, so that the first real frame pays none of
@@ -376,11 +379,13 @@ class HandTracker:
     def close(self) -> None:
         """Close the network's backend (its session, engine or CUDA graph; torch keeps freed
         GPU memory cached for reuse). The tracker processes no frames after it; a ``process``
-        call under way in another thread is finished first (``run_pipeline``'s stages and a
-        close from the processing thread itself, a signal handler's, are not waited for)."""
+        call under way is finished first: one in another thread is waited for, and where the
+        close comes from the processing thread itself (a signal handler's) the backend is
+        closed as that call returns. ``run_pipeline``'s stages are not waited for."""
         with self._in_use:
             self.closed = True
-            self.estimator.backend.close()
+            if not self._processing:
+                self.estimator.backend.close()
 
     def __enter__(self) -> "HandTracker":
         return self
@@ -464,6 +469,16 @@ class HandTracker:
         return self.prepare_function(frame.depth_m(), frame.intrinsics, prior, self.prepare_config, self.side_classifier, self.presence)
 
     def process(self, frame: DepthFrame) -> FrameResult:
+        """Track one frame: segment, crop, run the network, refit, check; returns its
+        ``FrameResult`` (``hands`` empty where no hand was found, which is not an error).
+
+        Frames of one stream come in their order: each continues the track of the frame
+        before where it follows it (``follows``: same camera and sequence, the counter not
+        going back, no gap in time over ``TrackerConfig.new_track_gap_ms``); any other
+        frame starts a new track (``reset`` starts one at will). Calls from several threads
+        are taken one at a time. Raises TypeError for anything but a DepthFrame and
+        RuntimeError once the tracker is closed.
+        """
         if not isinstance(frame, DepthFrame):
             raise TypeError(
                 f"process() takes a DepthFrame, not {type(frame).__name__}: wrap a depth image with its intrinsics, "
@@ -471,7 +486,13 @@ class HandTracker:
             )
         with self._in_use:
             self._check_open()
-            return self.finish(frame, self.prepare(frame, self.prior_for(frame)))
+            self._processing += 1
+            try:
+                return self.finish(frame, self.prepare(frame, self.prior_for(frame)))
+            finally:
+                self._processing -= 1
+                if self.closed and not self._processing:  # closed by this thread meanwhile
+                    self.estimator.backend.close()
 
     def _check_open(self) -> None:
         if self.closed:
