@@ -69,6 +69,36 @@ def test_leaving_early_closes_the_source_and_the_backend():
         results.hand_tracker.process(next(iter(SyntheticSource(seed=1, max_frames=1))))
 
 
+@pytest.mark.parametrize("source", [None, [], (x for x in ())])
+def test_a_source_of_another_type_is_refused_rather_than_taken_for_a_path(source):
+    with pytest.raises(TypeError, match="takes a source name"):
+        track(source)
+
+
+@pytest.mark.parametrize("closed_in", ["prepare", "network"])
+def test_a_close_from_the_processing_thread_leaves_the_backend_to_the_frame_in_hand(closed_in):
+    # As a signal handler's close does, between two of the frame's steps: the frame either
+    # finishes (closed while its network runs) or stops with the tracker's own "closed"
+    # error (closed before it begins), never on a backend already taken away.
+    frames = list(SyntheticSource(seed=1, max_frames=2).frames())
+    with open_tracker() as hand_tracker:
+        backend = hand_tracker.estimator.backend
+        spy = _ClosingSpy(backend.close)
+        backend.close = spy
+        if closed_in == "prepare":
+            prepare = hand_tracker.prepare_function
+            hand_tracker.prepare_function = lambda *args: (hand_tracker.close(), prepare(*args))[1]
+            with pytest.raises(RuntimeError, match="this HandTracker is closed"):
+                hand_tracker.process(frames[0])
+        else:
+            run = backend.run
+            backend.run = lambda depth: (hand_tracker.close(), run(depth))[1]
+            assert len(hand_tracker.process(frames[0]).hands) == 1
+        assert spy.calls == 1  # closed as the frame ended
+        with pytest.raises(RuntimeError, match="closed"):
+            hand_tracker.process(frames[1])
+
+
 def test_an_opened_source_is_closed_when_the_tracker_cannot_open(tmp_path):
     source = SyntheticSource(seed=1, max_frames=5)
     with pytest.raises(WeightsError):

@@ -181,6 +181,8 @@ class TrackedFrames:
                 raise
 
     def close(self) -> None:
+        """Close the source and the tracker (idempotent); a thread reading a frame meanwhile
+        gets no more after it."""
         if self._closed:
             return
         self._closed = True
@@ -236,6 +238,12 @@ def track(
     """
     opened = isinstance(source, FrameSource)
     try:
+        if not opened and not isinstance(source, (str, os.PathLike)):
+            # Else str() of it would be looked up as a path: a list of frames, None, a generator.
+            raise TypeError(
+                f"track() takes a source name (str), a path or a tracker.sources.FrameSource, not {type(source).__name__}; "
+                "for depth images of your own, call process() on open_tracker()'s HandTracker"
+            )
         if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, numbers.Integral) or max_frames < 1):
             raise ValueError(f"max_frames must be a whole number of at least 1, got {max_frames!r}")
         if realtime is not None and not isinstance(realtime, (bool, np.bool_)):
