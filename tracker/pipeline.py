@@ -37,7 +37,7 @@ from tracker.prepare import PREPARE_OPENCV_THREADS, HandChoiceConfig, PrepareCon
 from tracker.segment import SegmentConfig
 from tracker.side_vote import SideVote, SideVoteConfig
 from tracker.signals import SignalHandlers
-from tracker.smoothing import OneEuroFilter
+from tracker.smoothing import OneEuroConfig, OneEuroFilter
 from tracker.side_inference import sigmoid
 from tracker.sources import SourceError
 from tracker.types import CameraIntrinsics, DepthFrame, HandCrop, HandEstimate, Handedness
@@ -76,6 +76,8 @@ class TrackerConfig:
     min_confidence_when_doubtful: float = 0.8
     #: Smooth the joints over time with a One-Euro filter (off: raw per-frame estimates).
     smooth: bool = False
+    #: The filter's setting where ``smooth`` (``benchmarks/smoothing.py`` measured it).
+    smoothing: OneEuroConfig = field(default_factory=OneEuroConfig)
     #: A hand centre this far from the last one starts a new track (side vote and smoothing
     #: start over): the tracked hand left and segmentation found another one. A hand moves a
     #: few centimetres between frames (12 cm is 3.6 m/s at 30 frames/s).
@@ -301,7 +303,7 @@ class HandTracker:
         #: More than one: a hand lost for a moment, while another thing is taken for a hand
         #: elsewhere for a frame or two, is still found again with its own vote.
         self._ended: list[_EndedTrack] = []
-        self._smoother = OneEuroFilter() if config.smooth else None
+        self._smoother = OneEuroFilter(config.smoothing) if config.smooth else None
         self.side_classifier = None
         if config.handedness is None:
             if side_classifier is None:
@@ -443,8 +445,8 @@ class HandTracker:
     def _restart_smoothing(self) -> None:
         # A new filter rather than a reset: a frame begun before (``_Begun.smoother``) is
         # still completed with the filter of its own track and side.
-        if self._smoother is not None:
-            self._smoother = OneEuroFilter(self._smoother.config)
+        if self.config.smooth:
+            self._smoother = OneEuroFilter(self.config.smoothing)
 
     @property
     def prepare_config(self) -> PrepareConfig:
