@@ -1,7 +1,7 @@
 """What ``--smooth`` (the One-Euro filter on joints and mesh) costs in lag and buys in
 steadiness, and how its default setting was chosen.
 
-    python -m benchmarks.smoothing                      # 6 sequences a regime, about 10 minutes
+    python -m benchmarks.smoothing                      # 6 sequences a regime, 3 minutes on 2 cores
     python -m benchmarks.smoothing --sequences 1 --frames 40 --out /tmp/smoothing.json
 
 Rendered moving hands (``SyntheticSource``, with stereo noise) are tracked unsmoothed in two

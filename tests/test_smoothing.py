@@ -8,8 +8,9 @@ def test_still_hand_jitter_is_reduced():
     truth = np.full((21, 3), 0.5)
     f = OneEuroFilter()
     out = np.array([f(truth + rng.normal(0, 0.003, truth.shape), t / 30) for t in range(300)])
-    # At 1.5 Hz cut-off and 30 fps the noise power drops several-fold after settling.
-    assert np.std(out[100:] - truth) < 0.5 * 0.003
+    # At 1.5 Hz cut-off and 30 fps the noise alone would drop to a third; the noise's own
+    # apparent speed raises the cut-off (the price of little lag in motion), leaving 0.58.
+    assert np.std(out[100:] - truth) < 0.65 * 0.003
 
 
 def test_moving_hand_is_followed_with_little_lag():
@@ -18,9 +19,10 @@ def test_moving_hand_is_followed_with_little_lag():
     positions = 0.3 * times  # 30 cm/s
     out = np.array([f(np.full((21, 3), p), t)[0, 0] for p, t in zip(positions, times)])
     # A first-order low-pass lags by about v * tau, tau = 1 / (2 pi f_c); the speed term
-    # raises f_c from 1.5 to 2.7 Hz at 30 cm/s, bounding the lag by ~1.8 cm (2.5x less
-    # than without it).
-    cutoff = 1.5 + 4.0 * 0.3
+    # raises f_c from 1.5 to 13.5 Hz at 30 cm/s, bounding the lag by ~3.5 mm (9x less than
+    # without it).
+    config = OneEuroConfig()
+    cutoff = config.min_cutoff_hz + config.speed_coefficient * 0.3
     assert np.abs(out[30:] - positions[30:]).max() < 0.3 / (2 * np.pi * cutoff)
 
 
@@ -35,7 +37,8 @@ def test_reset_restarts_the_filter():
 def test_a_clock_stepping_back_a_little_keeps_the_track_smooth():
     # Device clocks may step back while the frames go on in order (the pipeline resets the
     # filter on a real gap): the output keeps moving towards the samples, no jump to the raw one.
-    f = OneEuroFilter()
+    # A setting that smooths much, so that one interval's step is visibly short of the sample.
+    f = OneEuroFilter(OneEuroConfig(min_cutoff_hz=1.5, speed_coefficient=4.0, derivative_cutoff_hz=1.0))
     outputs = [f(np.full(3, x), t)[0] for x, t in ((0.0, 0.0), (0.01, 0.033), (0.02, 0.066), (0.1, 0.065), (0.11, 0.098))]
     assert all(a < b for a, b in zip(outputs, outputs[1:]))
     assert outputs[3] < 0.05  # one interval's step towards 0.1, not 0.1 itself
