@@ -33,6 +33,12 @@ def test_default_run_tracks_the_built_in_input(tmp_path, capsys, monkeypatch, no
     resolved = json.loads((tmp_path / "t.config.json").read_text())
     assert resolved["command"]["max_frames"] == 5 and resolved["source"]["spec"] == "synthetic"
     assert resolved["tracker"]["cube_size_m"] > 0
+    # And which classifiers it took: the shipped ones, by file and content.
+    import hashlib
+
+    for name, folder, onnx in (("side_classifier", "side_classifier", "side.onnx"), ("presence", "presence", "presence.onnx")):
+        shipped = ROOT / "weights" / folder / onnx
+        assert resolved["weights"][name] == {"file": str(shipped), "sha256": hashlib.sha256(shipped.read_bytes()).hexdigest()}
     # The renderer is slower than the tracker: no worker would help it.
     assert resolved["tracker"]["segment_ahead"] == 0
     # The automatic choice (onnxruntime in the tests, GPU or not: conftest.py), named in the settings.
@@ -329,11 +335,15 @@ def test_a_reader_that_closes_the_pipe_stops_the_run_quietly():
 
 def test_output_and_recording_of_one_name_share_one_settings_file(tmp_path, monkeypatch):
     # session.jsonl and session.db3 side by side: one session.config.json for both.
+    from types import SimpleNamespace
+
     import tracker.cli as cli
+    from tracker.pipeline import TrackerConfig
     from tracker.sources import SyntheticSource
 
     args = cli.build_parser().parse_args(["--out", str(tmp_path / "session.jsonl"), "--record", str(tmp_path / "session.db3")])
-    written = cli._write_resolved_config(args, "realsense", SyntheticSource(max_frames=1), {}, {})
+    no_classifiers = SimpleNamespace(config=TrackerConfig(), side_classifier=None, presence=None)
+    written = cli._write_resolved_config(args, "realsense", SyntheticSource(max_frames=1), no_classifiers, {})
     assert [path for _, path in written] == [tmp_path / "session.config.json"]
     for partial, path in written:
         os.replace(partial, path)

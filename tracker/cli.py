@@ -349,7 +349,7 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         resolved_command = {"realtime": realtime, "max_frames": max_frames}
         if args.mesh_dir is not None:
             resolved_command["mesh_format"] = args.mesh_format or "ply"
-        configs = _write_resolved_config(args, spec, source, tracker.config, manifest, resolved_command, kind)
+        configs = _write_resolved_config(args, spec, source, tracker, manifest, resolved_command, kind)
         sinks = _open_sinks(args, hand_model)
         if isinstance(source, SyntheticSource):
             sinks.append(_SyntheticTruthError(source))
@@ -530,7 +530,7 @@ def _out_name(out: str | Path) -> str:
 
 
 def _write_resolved_config(
-    args, spec: str, source, config, manifest: dict, resolved_command: dict | None = None, kind: str | None = None
+    args, spec: str, source, tracker, manifest: dict, resolved_command: dict | None = None, kind: str | None = None
 ) -> list[tuple[Path, Path]]:
     """The run's resolved settings, for beside its output (and beside a recording it makes),
     written under temporary names: (written, where it goes) pairs. JSON lines sent to
@@ -552,9 +552,13 @@ def _write_resolved_config(
     resolved = {
         "command": command,
         "source": described,
-        "tracker": config_to_dict(config),
+        "tracker": config_to_dict(tracker.config),
         "weights": {
             "directory": str(Path(args.weights or WEIGHTS_DIR).absolute()), "files": manifest.get("files"), "parameters": manifest.get("parameters"),
+            # The classifiers the run took (a --weights folder's own, or the shipped ones);
+            # null where one is not used (a fixed --hand, the presence gate off).
+            "side_classifier": _classifier_record(tracker.side_classifier),
+            "presence": _classifier_record(tracker.presence),
         },
         "machine": machine_info(),
     }
@@ -594,6 +598,14 @@ def _write_resolved_config(
             partial.unlink(missing_ok=True)
         raise
     return written
+
+
+def _classifier_record(classifier) -> dict | None:
+    if classifier is None:
+        return None
+    import hashlib
+
+    return {"file": getattr(classifier, "source", None), "sha256": hashlib.sha256(classifier.onnx_bytes).hexdigest()}
 
 
 def _overlay_drawn(args) -> bool:

@@ -47,6 +47,8 @@ class CropClassifier:
         #: trained on the far face.
         self.out_of_image = out_of_image_in(manifest)
         self._feed = np.empty((1, 1, self.crop_size, self.crop_size), np.float32)
+        #: The file it was read from, where it was (a run records it with its settings).
+        self.source: str | None = None
 
     @classmethod
     def _manifest(cls, directory: str | Path | None) -> tuple[Path, dict]:
@@ -89,7 +91,9 @@ class CropClassifier:
             from tracker.weights import WeightsError  # only now: it brings torch
 
             raise WeightsError(problem)
-        return cls(session, manifest, data)
+        classifier = cls(session, manifest, data)
+        classifier.source = None if source is None else str(source)
+        return classifier
 
     def logit(self, crop_depth: np.ndarray) -> float:
         """The logit for one (S, S) crop (as ``classifier_crop`` cuts it)."""
