@@ -403,3 +403,37 @@ def test_depth_colours_of_an_empty_range_are_those_of_a_millimetre():
     np.testing.assert_array_equal(got[0], reference[0])  # at near: the nearest colour
     np.testing.assert_array_equal(got[2], reference[1])  # past the millimetre: the farthest
     assert not got[3:].any()  # no data, NaN included: black
+
+
+def test_a_video_that_cannot_be_finished_fails_the_run_and_keeps_the_earlier_one(tmp_path, monkeypatch, capsys):
+    import cv2
+
+    from tracker.cli import main
+
+    class IndexLost:
+        """OpenCV's writer on a disk that fills as the MP4's index goes out when it is
+        released: every frame taken, no error, and a file with no index."""
+
+        def __init__(self, path, *args):
+            self.path, self.writer = Path(path), opened(path, *args)
+
+        def isOpened(self):
+            return self.writer.isOpened()
+
+        def write(self, image):
+            return self.writer.write(image)
+
+        def release(self):
+            self.writer.release()
+            self.path.write_bytes(self.path.read_bytes()[:2000])
+
+    opened = cv2.VideoWriter
+    monkeypatch.setattr(cv2, "VideoWriter", IndexLost)
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"an earlier run's video")
+    argv = ["--source", "synthetic", "--max-frames", "2", "--no-viewer", "--out", str(tmp_path / "t.jsonl"), "--video", str(video)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write video {video}: it did not play once finished" in err and "left as it was" in err
+    assert video.read_bytes() == b"an earlier run's video"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.config.json", "t.jsonl", "v.mp4"]  # nothing unplayable left

@@ -220,6 +220,17 @@ class VideoSink:
             self._first_time_ms += time_ms - previous - 1e3 * self.MAX_GAP_S
         return int(round((time_ms - self._first_time_ms) * self.fps / 1e3))
 
+    @staticmethod
+    def _plays(path: Path) -> bool:
+        """Whether the video at ``path`` opens and its first frame decodes (a few ms, once)."""
+        try:
+            capture = cv2.VideoCapture(str(path))
+            plays = capture.isOpened() and capture.read()[0]
+            capture.release()
+        except Exception:  # the writer's own error, if any, is the one to report
+            return True  # and what cannot be checked is kept
+        return bool(plays)
+
     def close(self) -> None:
         if self._writer is None and self._last is None and not self._closed:
             # Nothing to write; an earlier run's file keeps its place, and says so, so it is
@@ -240,13 +251,7 @@ class VideoSink:
                     # Cut off (a full disk): an earlier run's video keeps its place, and what
                     # was written is kept only where it plays (an MP4 cut off before its
                     # index does not), freeing the space otherwise.
-                    try:
-                        capture = cv2.VideoCapture(str(self._writing))
-                        plays = capture.isOpened() and capture.read()[0]
-                        capture.release()
-                    except Exception:  # the encoder's own error is the one to report
-                        plays = True  # and what cannot be checked is kept
-                    if plays:
+                    if self._plays(self._writing):
                         kept = f"what it holds is in {self._writing}"
                     else:
                         self._writing.unlink(missing_ok=True)
@@ -255,8 +260,15 @@ class VideoSink:
                         f"note: the video stopped after {self._written} frames when the encoder refused one; "
                         f"{kept}, and {self.path} was left as it was", file=sys.stderr,
                     )
-                else:
+                elif self._plays(self._writing):
                     os.replace(self._writing, self.path)
+                else:
+                    # Every frame was taken, but the file could not be finished: a disk that
+                    # filled as the MP4's index went out at the very end, which OpenCV does
+                    # not report. It would not play: an earlier run's video keeps its place.
+                    self._writing.unlink(missing_ok=True)
+                    kept = "; the video there from before was left as it was" if self.path.exists() else ""
+                    raise OSError(f"cannot write video {self.path}: it did not play once finished (disk full?) and was removed{kept}")
         if self._last is not None:
             result, self._last = self._last, None
             image = self.painter(result)
