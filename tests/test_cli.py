@@ -491,6 +491,32 @@ def test_a_mesh_folder_that_is_another_output_or_its_settings_file_is_refused(tm
     assert not any(tmp_path.iterdir())  # refused before any output was opened, no folder made
 
 
+def test_a_mesh_folder_that_cannot_be_written_is_refused_before_the_earlier_output_is_replaced(tmp_path, capsys, monkeypatch):
+    import errno
+
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    out = tmp_path / "t.jsonl"
+    out.write_text('{"frame":0}\n')  # an earlier run's lines
+
+    def refused_inside_meshes(call):
+        def refused(path, *args, **kwargs):
+            if Path(path).parent == meshes:
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+            return call(path, *args, **kwargs)
+
+        return refused
+
+    # What a read-only file system says to a file or folder made in it (root writes anywhere else in a test).
+    monkeypatch.setattr(os, "open", refused_inside_meshes(os.open))
+    monkeypatch.setattr(os, "mkdir", refused_inside_meshes(os.mkdir))
+    argv = ["--max-frames", "2", "--no-viewer", "--source", "synthetic", "--out", str(out), "--mesh-dir", str(meshes)]
+    assert main(argv) == 2
+    assert f"cannot write hand meshes into {meshes}: Read-only file system" in capsys.readouterr().err
+    assert out.read_text() == '{"frame":0}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["meshes", "t.jsonl"] and not any(meshes.iterdir())
+
+
 @pytest.mark.parametrize(
     "others, named", [(["--source", "synthetic", "--out", "x.jsonl"], "--out, --source"), (["--no-realtime"], "--no-realtime"), (["--realtime"], "--realtime")]
 )

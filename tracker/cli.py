@@ -262,7 +262,7 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
         try:  # before any output is opened (the JSON lines file is replaced) or a camera started
             check_mesh_directory(args.mesh_dir)
-        except FileExistsError as exc:
+        except OSError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     from tracker.sinks import is_standard_output

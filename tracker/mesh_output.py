@@ -81,7 +81,8 @@ def earlier_meshes(directory: str | Path) -> list[Path]:
 def check_mesh_directory(directory: str | Path) -> None:
     """Refuse a folder that already holds meshes: a new run would overwrite those of the
     frame numbers it shares with the old one and leave the rest, a mix of two runs. A path
-    that is a file, or lies under one, cannot be the folder either."""
+    that is a file, or lies under one, cannot be the folder either, nor an existing folder
+    that cannot be written (raised as ``OSError``)."""
     directory = Path(directory)
     for part in (directory, *directory.parents):
         if part.exists() and not part.is_dir():
@@ -92,6 +93,16 @@ def check_mesh_directory(directory: str | Path) -> None:
             f"{directory} already holds {len(found)} hand meshes from an earlier run (such as {found[0].name}); "
             "a new run would overwrite some and mix the two. Choose an empty folder or move them away"
         )
+    if directory.is_dir():
+        # Found now, not at the first hand tracked, when the other outputs (an earlier run's
+        # JSON lines) would already be replaced. A folder yet to be made is made by this
+        # process, which can then write in it.
+        probe = directory / f".probe-{os.getpid()}.partial"
+        try:
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            raise OSError(f"cannot write hand meshes into {directory}: {exc.strerror or exc}; choose a folder that can be written") from None
 
 
 class MeshSink:
