@@ -205,6 +205,26 @@ def test_an_empty_source_is_refused_rather_than_taken_for_the_default(tmp_path, 
     assert not (tmp_path / "x.jsonl").exists()
 
 
+@pytest.mark.parametrize(
+    "flag, value, said",
+    [
+        # pathlib drops a trailing slash: each would be written as a file named like the folder.
+        ("--out", "results" + os.sep, "results/ names a folder; give the JSON-lines file's name (say results/tracking.jsonl)"),
+        ("--out", "results" + os.sep + ".", "names a folder; give the JSON-lines file's name (say results/tracking.jsonl)"),
+        ("--video", "v.mp4" + os.sep, "v.mp4/ names a folder; give the video file's name"),
+        ("--record", "r.db3" + os.sep, "r.db3/ names a folder; give the recording's name"),
+        # An unset shell variable: each would be read as the current folder.
+        *((flag, "", f"argument {flag}: the path is empty") for flag in ("--out", "--video", "--record", "--mesh-dir", "--weights")),
+    ],
+)
+def test_a_path_that_names_a_folder_or_nothing_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch, flag, value, said):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--source", "synthetic", "--max-frames", "1", "--no-viewer", "--out", "t.jsonl", flag, value])
+    assert exit_info.value.code == 2 and said.replace("/", os.sep) in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_outputs_that_are_one_file_or_the_recording_read_are_refused(tmp_path, capsys):
     same = tmp_path / "x.mp4"
     same.write_text('{"frame":0}\n')  # an earlier run's lines: kept

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tensorrt: needs TensorRT 10, builds its engine on the first run)",
     )
     parser.add_argument(
-        "--video", type=Path,
+        "--video", type=_video_argument,
         help="write an overlay video (.mp4) or the last overlay frame (.png); the video is MPEG-4 Part 2 (OpenCV's wheels "
         "have no H.264 encoder), which VLC and ffmpeg play but browsers do not: ffmpeg -i in.mp4 -c:v libx264 out.mp4 converts it",
     )
@@ -72,9 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="no live window (default: a live overlay window when a display is present; Q or Esc quits)",
     )
     parser.add_argument("--viewer-3d", action="store_true", help="also show a live 3-D window (open3d, needs a display): depth points, hand mesh, skeleton")
-    parser.add_argument("--mesh-dir", type=Path, help="write each frame's hand mesh (camera frame, metres) into this folder (one without meshes of an earlier run)")
+    parser.add_argument("--mesh-dir", type=_folder_argument, help="write each frame's hand mesh (camera frame, metres) into this folder (one without meshes of an earlier run)")
     parser.add_argument("--mesh-format", choices=["ply", "obj"], help="mesh file format for --mesh-dir (default ply)")
-    parser.add_argument("--record", type=Path, help="while tracking a live camera, record its depth to this .db3")
+    parser.add_argument("--record", type=_recording_argument, help="while tracking a live camera, record its depth to this .db3")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames have been tracked and written (frames dropped to keep up in real time "
         "do not count); default: no limit, except the synthetic input's %d frames" % DEFAULT_SYNTHETIC_FRAMES)
     parser.add_argument(
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--smooth", action="store_true", help="smooth the joints and the mesh over time (One-Euro filter)")
     parser.add_argument(
-        "--weights", type=Path,
+        "--weights", type=_folder_argument,
         help="network weights directory (default: the shipped weights/; weights/fast: a narrower network, 40 %% fewer operations and less accurate; faster in float on a CPU, not always in 8 bits; see weights/fast/MODEL_CARD.md). "
         "Its side_classifier/ and presence/ sub-folders are used where it has them, else the shipped ones",
     )
@@ -490,7 +490,36 @@ def _clashing_paths(args, spec: str, kind: str) -> str | None:
 def _output_argument(text: str) -> str | Path:
     """An ``--out`` value: ``-`` stays the string that means standard output; anything else
     is a path, ``./-`` a file named ``-`` (which pathlib alone would read as ``-``)."""
-    return text if text == "-" else Path(text)
+    return text if text == "-" else _file_argument(text, "the JSON-lines file", "tracking.jsonl")
+
+
+def _video_argument(text: str) -> Path:
+    return _file_argument(text, "the video file", "overlay.mp4")
+
+
+def _recording_argument(text: str) -> Path:
+    return _file_argument(text, "the recording", "session.db3")
+
+
+def _folder_argument(text: str) -> Path:
+    _refuse_empty(text)
+    return Path(text)
+
+
+def _refuse_empty(text: str) -> None:
+    # Most often an unset shell variable (--mesh-dir "$MESHES"): read as the current folder,
+    # the run would write there, or look there, unnoticed.
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the path is empty (an unset shell variable?); give one, or leave the option out")
+
+
+def _file_argument(text: str, what: str, example: str) -> Path:
+    """A path option that names a file. One ending in a slash (or in . or ..) names a
+    folder, which pathlib would drop: ``results/`` would become a file named ``results``."""
+    _refuse_empty(text)
+    if text.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)) or os.path.basename(text) in (".", ".."):
+        raise argparse.ArgumentTypeError(f"{text} names a folder; give {what}'s name (say {Path(text) / example})")
+    return Path(text)
 
 
 def _describe_output_error(exc: OSError, args) -> str:
