@@ -180,9 +180,15 @@ def _video_frames(path: Path) -> list:
     [
         # At 30 fps: the first frame is held until the second's time, 100 ms on (3 video
         # frames); one 6.7 ms after the third has no video frame of its own but is the newest,
-        # so it is what stays on through a 10 s gap, shrunk to 2 s (60 frames).
+        # so it is what stays on through a 10 s gap, shrunk to 2 s (60 frames). The last is
+        # held for the 6.7 ms before the gap, less than a video frame.
         ([0.0, 100.0, 133.3, 140.0, 10140.0], [0, 0, 0, 1, 2] + [3] * 59 + [4]),
         ([5.0, 5.0, 5.0], [0, 1, 2]),  # no clock to follow: one video frame each
+        # 10 fps for 1.1 s: the last frame too is held for 100 ms, as long as the others.
+        ([100.0 * i for i in range(11)], [i for i in range(11) for _ in range(3)]),
+        ([40.0], [0]),  # a single frame, with no interval to hold it for: one video frame
+        # 90 fps: every third frame, and the last one's 11 ms are less than a video frame more.
+        ([1000 * i / 90 for i in range(6)], [0, 2, 5]),
         # Frames 1, 3 and 4 come too soon for a slot of their own; the video still ends on
         # the last one, the state the input ended in.
         ([0.0, 10.0, 20.0, 40.0, 45.0], [0, 2, 4]),

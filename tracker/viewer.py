@@ -112,9 +112,10 @@ class VideoSink:
     """Overlay frames into an MP4 (mp4v) or, for *.png, the last frame as a picture.
 
     The video runs at ``fps`` and follows the frames' timestamps: a frame is shown until the
-    next one's time (repeated), and frames closer together than a video frame are skipped,
-    so it plays at the pace of the input whatever rate the tracker managed. Frames without
-    increasing timestamps take one video frame each.
+    next one's time (repeated), the last one for as long as the one before it, and frames
+    closer together than a video frame are skipped, so it plays at the pace of the input
+    whatever rate the tracker managed. Frames without increasing timestamps take one video
+    frame each.
     """
 
     #: A longer gap between frames (a camera reconnecting) is shortened to this in the video.
@@ -160,6 +161,10 @@ class VideoSink:
         self._failed = False  # the encoder refused a frame
         self._first_time_ms = 0.0  # the input time of video frame 0
         self._previous_time_ms: float | None = None
+        # How long the newest frame is held when the video ends: the time since the frame
+        # before it (after a gap, which is no frame interval, the time before the gap). None
+        # where the newest frame had no clock to follow.
+        self._interval_ms: float | None = None
         self._closed = False
 
     def write(self, result: FrameResult) -> None:
@@ -215,9 +220,12 @@ class VideoSink:
         if previous is None or not time_ms > previous:
             # The first frame, or no clock to follow: next in line, and the clock restarts here.
             self._first_time_ms = time_ms - 1e3 * self._written / self.fps
+            self._interval_ms = None
             return self._written
         if time_ms - previous > 1e3 * self.MAX_GAP_S:
             self._first_time_ms += time_ms - previous - 1e3 * self.MAX_GAP_S
+        else:
+            self._interval_ms = time_ms - previous
         return int(round((time_ms - self._first_time_ms) * self.fps / 1e3))
 
     @staticmethod
@@ -240,10 +248,17 @@ class VideoSink:
         self._closed = True
         if self._writer is not None:
             try:
-                # The newest frame came too soon after the one before for a slot of its own;
-                # the video still ends on it, the state the input ended in.
-                if self._shown is not None and self._shown is not self._put_last and not self._failed:
-                    self._put(self._shown)
+                if self._shown is not None and not self._failed:
+                    # Every other frame is shown until the next one's time: the last one, for
+                    # as long as the one before it, so the video lasts as long as the input.
+                    if self._interval_ms is not None:
+                        end = int(round((self._previous_time_ms + self._interval_ms - self._first_time_ms) * self.fps / 1e3))
+                        while self._written < end:
+                            self._put(self._shown)
+                    # The newest frame came too soon after the one before for a slot of its
+                    # own; the video still ends on it, the state the input ended in.
+                    if self._shown is not self._put_last:
+                        self._put(self._shown)
             finally:
                 self._writer.release()
                 self._writer = None
