@@ -701,3 +701,21 @@ def test_each_sequence_of_a_folder_is_timed_at_its_own_rate_and_a_null_serial_is
     assert frames[0].serial == "" and "serial not given" in source.description and "its own intrinsics.json's rate" in source.description
     # A rate given to the source times every frame.
     assert [f.timestamp_ms for f in FolderSource(tmp_path, fps=20.0).frames()] == pytest.approx([0, 50, 100, 150, 200, 250])
+
+
+def test_a_png_whose_name_is_not_utf8_is_read(tmp_path):
+    # A Latin-1 name, as from a zip file or a Windows share: Python hands it over with the
+    # byte escaped, which OpenCV, given the path, cannot take.
+    import cv2
+
+    meta = {"depth_scale": 0.001, "intrinsics": {"width": 2, "height": 2, "fx": 5, "fy": 5, "cx": 0.5, "cy": 0.5}}
+    (tmp_path / "intrinsics.json").write_text(json.dumps(meta))
+    for i, name in enumerate((b"frame_0.png", b"frame_1\xe9.png", b"frame_2.png")):
+        try:
+            with open(os.path.join(os.fsencode(tmp_path), name), "wb") as f:
+                f.write(cv2.imencode(".png", np.full((2, 2), 500 + i, np.uint16))[1].tobytes())
+        except OSError:  # a file system that takes only UTF-8 names cannot hold one
+            pytest.skip("the file system refuses names that are not UTF-8")
+    frames = list(FolderSource(tmp_path).frames())
+    assert [int(f.depth[0, 0]) for f in frames] == [500, 501, 502]
+    assert os.fsencode(frames[1].source_file) == b"frame_1\xe9.png"

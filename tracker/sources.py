@@ -1277,7 +1277,13 @@ class FolderSource(FrameSource):
                 return
             if not path.is_file():  # listed when the folder was opened; OpenCV would only warn
                 raise SourceError(f"{path} is gone: it was removed or moved while the folder was being read")
-            depth = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            # Decoded from bytes read here: OpenCV takes a path as UTF-8, and crashes on a
+            # name that is not (a Latin-1 name from a zip file or a Windows share).
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
+            depth = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
             if depth is None:
                 raise SourceError(f"{path} cannot be read as an image (corrupt or not a PNG)")
             if depth.dtype != np.uint16 or depth.ndim != 2:
