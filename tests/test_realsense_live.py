@@ -435,3 +435,14 @@ def test_the_closest_depth_mode_is_chosen_by_resolution_then_rate():
     # On USB 2 a D4xx offers less: the nearest resolution wins over the nearer rate.
     assert sources.closest_depth_mode([(640, 480, 30), (480, 270, 60)], 848, 480, 90) == (640, 480, 30)
     assert sources.closest_depth_mode([(640, 480, 30), (640, 480, 60)], 848, 480, 90) == (640, 480, 60)
+
+
+def test_a_record_path_that_is_not_utf8_is_refused_before_the_camera_starts(camera, tmp_path, monkeypatch):
+    import os
+    from pathlib import Path
+
+    monkeypatch.setattr(StandInPipeline, "start", lambda *args: pytest.fail("the camera started"))
+    latin1 = Path(os.fsdecode(os.path.join(os.fsencode(tmp_path), b"session_\xe9.db3")))
+    with pytest.raises(SourceError, match=r"cannot record to .*session_.*\.db3: the RealSense SDK cannot open a path that is not valid UTF-8"):
+        RealSenseSource(width=W, height=H, fps=FPS, record_path=latin1)
+    assert os.listdir(tmp_path) == []

@@ -719,3 +719,29 @@ def test_a_png_whose_name_is_not_utf8_is_read(tmp_path):
     frames = list(FolderSource(tmp_path).frames())
     assert [int(f.depth[0, 0]) for f in frames] == [500, 501, 502]
     assert os.fsencode(frames[1].source_file) == b"frame_1\xe9.png"
+
+
+def _not_utf8(folder: Path, name: bytes) -> Path:
+    """``folder / name`` for a name in another encoding than UTF-8, as Python surfaces it."""
+    return Path(os.fsdecode(os.path.join(os.fsencode(folder), name)))
+
+
+def test_a_recording_path_that_is_not_utf8_is_refused_with_what_to_rename(recording, tmp_path, synthetic_frames):
+    # pyrealsense2 would only raise a TypeError about its arguments.
+    latin1 = _not_utf8(tmp_path, b"rec_\xe9.db3")
+    try:
+        shutil.copyfile(recording, latin1)
+    except OSError:  # a file system that takes only UTF-8 names cannot hold one
+        pytest.skip("the file system refuses names that are not UTF-8")
+    with pytest.raises(SourceError, match=r"cannot open recording .*rec_.*\.db3: the RealSense SDK cannot open a path that is not valid UTF-8; rename the file$"):
+        RecordingSource(latin1)
+    with pytest.raises(SourceError, match="not valid UTF-8; rename the file$"):
+        open_source(str(latin1))
+    with pytest.raises(SourceError, match=r"cannot record to .*out_.*\.db3: .*not valid UTF-8; rename the file$"):
+        write_recording(_not_utf8(tmp_path, b"out_\xe9.db3"), synthetic_frames[:1])
+    folder = _not_utf8(tmp_path, b"take_\xe9")
+    folder.mkdir()
+    with pytest.raises(SourceError, match="not valid UTF-8; rename the folders in it whose names are not$"):
+        write_recording(folder / "out.db3", synthetic_frames[:1])
+    assert sorted(os.listdir(os.fsencode(tmp_path))) == [b"rec_\xe9.db3", b"take_\xe9"]
+    assert os.listdir(folder) == []

@@ -731,7 +731,23 @@ def _db3_suffix_case_error(path: Path, what: str) -> SourceError | None:
     return None
 
 
+def _check_sdk_path(path: Path, what: str) -> None:
+    """pyrealsense2 takes a path only as UTF-8 text: given one whose name holds another
+    encoding's byte (a Latin-1 name from a zip file or a Windows share) it raises a bare
+    TypeError about its arguments. ``what``: "cannot open recording PATH" and the like."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            path.name.encode("utf-8")
+            rename = "rename the folders in it whose names are not"
+        except UnicodeEncodeError:
+            rename = "rename the file"
+        raise SourceError(f"{what}: the RealSense SDK cannot open a path that is not valid UTF-8; {rename}") from None
+
+
 def _check_db3_path(path: Path, what: str) -> None:
+    _check_sdk_path(path, f"cannot record to {path}")
     case_error = _db3_suffix_case_error(path, what)
     if case_error is not None:
         raise case_error
@@ -778,6 +794,7 @@ class RecordingSource(FrameSource):
             raise SourceError(f"recording {self.path} " + ("is not a regular file" if self.path.exists() else "does not exist"))
         if self.path.stat().st_size == 0:
             raise SourceError(f"recording {self.path} is empty (0 bytes); was the recording finalised?")
+        _check_sdk_path(self.path, f"cannot open recording {self.path}")
         self._lock = threading.Lock()
         self._pipe = None
         self._running = False
