@@ -745,3 +745,23 @@ def test_a_recording_path_that_is_not_utf8_is_refused_with_what_to_rename(record
         write_recording(folder / "out.db3", synthetic_frames[:1])
     assert sorted(os.listdir(os.fsencode(tmp_path))) == [b"rec_\xe9.db3", b"take_\xe9"]
     assert os.listdir(folder) == []
+
+
+def _folder_of_frames(folder: Path, names) -> None:
+    """2x2 depth PNGs named ``names``, the i-th holding depth i, with an intrinsics.json."""
+    import cv2
+
+    meta = {"depth_scale": 0.001, "intrinsics": {"width": 2, "height": 2, "fx": 5, "fy": 5, "cx": 0.5, "cy": 0.5}}
+    (folder / "intrinsics.json").write_text(json.dumps(meta))
+    for value, name in enumerate(names):
+        (folder / name).parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(folder / name), np.full((2, 2), value, np.uint16))
+
+
+def test_digits_that_are_no_numbers_sort_as_text(tmp_path):
+    # A superscript or a circled digit is a digit to Python, but int() reads none of them.
+    names = ["frame_10.png", "frame_1².png", "frame_2.png", "frame_1.png", "①/0.png", "٣.png"]
+    _folder_of_frames(tmp_path, names)
+    order = [names[int(f.depth[0, 0])] for f in FolderSource(tmp_path).frames()]
+    # "٣" (Arabic-Indic three) is a number in another script: it compares as 3.
+    assert order == ["٣.png", "frame_1.png", "frame_1².png", "frame_2.png", "frame_10.png", "①/0.png"]

@@ -1125,7 +1125,9 @@ _INTRINSICS_FORMAT = (
 
 def _natural_key(name: str) -> tuple:
     """Digit runs compare as numbers: frame_2 before frame_10, s9/ before s10/."""
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part)
+    # isdecimal, not isdigit: the runs split off are those of \d, and a superscript or a
+    # circled digit (frame_1², ①) is a digit but no number int() reads.
+    return tuple((0, int(part), "") if part.isdecimal() else (1, 0, part) for part in re.split(r"(\d+)", name) if part)
 
 
 def _png_sort_key(folder: Path, path: Path):
