@@ -765,3 +765,22 @@ def test_digits_that_are_no_numbers_sort_as_text(tmp_path):
     order = [names[int(f.depth[0, 0])] for f in FolderSource(tmp_path).frames()]
     # "٣" (Arabic-Indic three) is a number in another script: it compares as 3.
     assert order == ["٣.png", "frame_1.png", "frame_1².png", "frame_2.png", "frame_10.png", "①/0.png"]
+
+
+@pytest.mark.parametrize("listing", ["as listed", "reversed"])
+def test_names_equal_as_numbers_come_in_one_order_whatever_the_listing(tmp_path, monkeypatch, listing):
+    names = ["s1/frame_1.png", "s1/frame_001.png", "s01/frame_1.png", "s1/frame_01.png", "s01/frame_2.png", "s01/frame_1.PNG"]
+    _folder_of_frames(tmp_path, names)
+    walk = os.walk
+
+    def listed(*args, **kwargs):  # the order a file system lists names in is its own
+        for folder, subfolders, files in walk(*args, **kwargs):
+            yield folder, subfolders, files[::-1] if listing == "reversed" else files
+
+    monkeypatch.setattr(os, "walk", listed)
+    frames = list(FolderSource(tmp_path).frames())
+    assert [names[int(f.depth[0, 0])] for f in frames] == [
+        "s01/frame_1.PNG", "s01/frame_1.png", "s01/frame_2.png", "s1/frame_001.png", "s1/frame_01.png", "s1/frame_1.png",
+    ]
+    # s01/ and s1/ are sequences of their own, each in one piece.
+    assert [f.sequence for f in frames] == ["s01"] * 3 + ["s1"] * 3

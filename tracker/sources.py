@@ -1131,7 +1131,11 @@ def _natural_key(name: str) -> tuple:
 
 
 def _png_sort_key(folder: Path, path: Path):
-    return tuple(_natural_key(part) for part in path.parent.relative_to(folder).parts), _natural_key(path.stem)
+    # Names equal as numbers (frame_1, frame_01; 1.png, 1.PNG) in the order of their
+    # characters: the same order on every file system, whatever order it lists them in. And
+    # per folder, so that the frames of s1/ and s01/ do not interleave.
+    folders = tuple((_natural_key(part), part) for part in path.parent.relative_to(folder).parts)
+    return folders, _natural_key(path.stem), path.name
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -1151,7 +1155,8 @@ class FolderSource(FrameSource):
     """16-bit depth PNGs in a folder (and its sub-folders) with an ``intrinsics.json``.
 
     Frames come in natural order of folder, then file name: digit runs compare as numbers
-    (frame_2 before frame_10, s9/ before s10/). Hidden files and folders are skipped, and every
+    (frame_2 before frame_10, s9/ before s10/), and names equal as numbers (frame_01,
+    frame_1) in the order of their characters. Hidden files and folders are skipped, and every
     PNG must be a 16-bit single-channel image of its intrinsics' size. Each PNG takes the
     ``intrinsics.json`` nearest to it: its own folder's, else the one above it, and so on
     (above ``path`` too: a session folder of a data set whose camera file sits at its
