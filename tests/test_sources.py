@@ -784,3 +784,27 @@ def test_names_equal_as_numbers_come_in_one_order_whatever_the_listing(tmp_path,
     ]
     # s01/ and s1/ are sequences of their own, each in one piece.
     assert [f.sequence for f in frames] == ["s01"] * 3 + ["s1"] * 3
+
+
+def test_a_pipe_named_png_is_refused_without_being_opened(tmp_path):
+    # Opening a named pipe waits for a writer: the folder would never open.
+    _folder_of_frames(tmp_path, ["0.png"])
+    (tmp_path / "1.png").symlink_to(tmp_path / "0.png")  # a link to a PNG is one
+    assert len(list(FolderSource(tmp_path).frames())) == 2
+    pipe = tmp_path / "2.png"
+    os.mkfifo(pipe)
+    outcome = []
+
+    def open_folder():
+        try:
+            FolderSource(tmp_path)
+        except SourceError as exc:
+            outcome.append(str(exc))
+
+    thread = threading.Thread(target=open_folder, daemon=True)
+    thread.start()
+    thread.join(10)  # at once, unless it opened the pipe; the bound leaves a busy machine room
+    if thread.is_alive():
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))  # lets the waiting reader go
+        pytest.fail("opening the folder waited on the pipe")
+    assert outcome == [f"{pipe} is not a regular file, so it holds no depth image; move it out of {tmp_path}"]

@@ -52,6 +52,7 @@ import math
 import os
 import re
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -1272,9 +1273,14 @@ class FolderSource(FrameSource):
         a colour frame) before any frame is tracked, rather than failing half-way through."""
         for path, (k, _, _) in zip(self.files, self._camera_of):
             try:
-                header = _png_header(path)
+                # Not opened unless a regular file (or a link to one): opening a named pipe
+                # waits for a writer, for ever.
+                regular = stat.S_ISREG(path.stat().st_mode)
+                header = _png_header(path) if regular else None
             except OSError as exc:
                 raise SourceError(f"cannot read {path}: {exc}") from exc
+            if not regular:
+                raise SourceError(f"{path} is not a regular file, so it holds no depth image; move it out of {self.path}")
             if header is None:
                 raise SourceError(f"{path} is not a PNG image (corrupt or renamed); move it out of {self.path}")
             width, height, bits, colour = header
