@@ -808,3 +808,28 @@ def test_a_pipe_named_png_is_refused_without_being_opened(tmp_path):
         os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))  # lets the waiting reader go
         pytest.fail("opening the folder waited on the pipe")
     assert outcome == [f"{pipe} is not a regular file, so it holds no depth image; move it out of {tmp_path}"]
+
+
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        # Each of these was read as another camera: no lens, zero coefficients, 30 fps.
+        ({"intrinsics": {"distorsion": "brown_conrady"}}, r"intrinsics have unknown fields \['distorsion'\]; the fields are width, height, fx, fy, cx, cy, distortion, coeffs"),
+        ({"intrinsics": {"distortion": "brown_conrady", "coefs": [0.1, 0, 0, 0, 0]}}, r"unknown fields \['coefs'\]"),
+        ({"intrinsics": {"coeffs": [0.1, 0.02, 0, 0, 0]}}, r'coefficients \[0.1, 0.02, 0, 0, 0\] but no "distortion" model, so they would go unused; name the model \(none, brown_conrady'),
+        ({"frame_rate": 90}, r"unknown keys \['frame_rate'\]; the keys are serial, depth_scale, intrinsics, fps"),
+        ({"intrinsics": {"distortion": "brown_conrady", "coeffs": "12345"}}, r"\"coeffs\" must be a list of 5 numbers, got '12345'"),
+        ({"intrinsics": {"distortion": "brown_conrady", "coeffs": [True, 0, 0, 0, 0]}}, r"\"coeffs\" must be a list of 5 numbers"),
+    ],
+)
+def test_a_camera_file_with_a_misspelt_key_or_coefficients_of_no_lens_is_refused(tmp_path, change, said):
+    _folder_of_frames(tmp_path, ["0.png"])
+    good = json.loads((tmp_path / "intrinsics.json").read_text())
+    meta = {**good, **change, "intrinsics": {**good["intrinsics"], **change.get("intrinsics", {})}}
+    (tmp_path / "intrinsics.json").write_text(json.dumps(meta))
+    with pytest.raises(SourceError, match=f"intrinsics.json is not valid \\(.*{said}"):
+        FolderSource(tmp_path)
+    # Zero coefficients need no lens model.
+    good["intrinsics"]["coeffs"] = [0, 0, 0, 0, 0]
+    (tmp_path / "intrinsics.json").write_text(json.dumps(good))
+    assert FolderSource(tmp_path).intrinsics.coeffs == (0.0,) * 5

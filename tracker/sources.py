@@ -1251,6 +1251,11 @@ class FolderSource(FrameSource):
             missing = [k for k in ("depth_scale", "intrinsics") if k not in meta]
             if missing:
                 raise ValueError(f"missing {missing}")
+            # A misspelt key would otherwise quietly give the default: "frame_rate" 30 fps.
+            keys = ("serial", "depth_scale", "intrinsics", "fps")
+            unknown = [k for k in meta if k not in keys]
+            if unknown:
+                raise ValueError(f"unknown keys {unknown}; the keys are {', '.join(keys)}")
             intrinsics = CameraIntrinsics.from_dict(meta["intrinsics"])
             depth_scale = meta["depth_scale"]
             # true would read as 1 (a metre per unit), "0.001" as a number, "90" as a frame

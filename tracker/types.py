@@ -216,8 +216,25 @@ class CameraIntrinsics:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CameraIntrinsics":
-        missing = {"width", "height", "fx", "fy", "cx", "cy"} - set(d)
+        """From ``to_dict``'s form (an intrinsics.json's "intrinsics"); "distortion" and
+        "coeffs" may be left out for a pinhole camera. Other fields are refused: a misspelt
+        one would otherwise quietly give another lens."""
+        fields = ("width", "height", "fx", "fy", "cx", "cy", "distortion", "coeffs")
+        missing = set(fields[:6]) - set(d)
         _require(not missing, f"intrinsics are missing fields: {sorted(missing)}")
+        unknown = [key for key in d if key not in fields]
+        _require(not unknown, f"intrinsics have unknown fields {unknown}; the fields are {', '.join(fields)}")
+        coeffs = d.get("coeffs", (0.0,) * 5)
+        # Text would be read character by character: "12345" as 1, 2, 3, 4, 5.
+        _require(
+            isinstance(coeffs, (list, tuple)) and all(_is_real(c) for c in coeffs),
+            f'"coeffs" must be a list of 5 numbers, got {coeffs!r}',
+        )
+        _require(
+            "distortion" in d or not any(coeffs),
+            f'intrinsics give distortion coefficients {list(coeffs)} but no "distortion" model, so they would go unused; '
+            f"name the model ({', '.join(m.value for m in DistortionModel)}) or leave the coefficients out",
+        )
         return cls(
             width=d["width"],
             height=d["height"],
@@ -226,7 +243,7 @@ class CameraIntrinsics:
             cx=d["cx"],
             cy=d["cy"],
             distortion=d.get("distortion", "none"),
-            coeffs=tuple(d.get("coeffs", (0.0,) * 5)),
+            coeffs=tuple(coeffs),
         )
 
 
