@@ -580,11 +580,11 @@ def test_with_no_source_named_only_a_device_with_depth_counts_as_a_camera(monkey
 
 
 def _software_recording(
-    path, frames: int = 5, depth_units: float | None = 0.001, fx: float = 30.0, infrared: bool = False
+    path, frames: int = 5, depth_units: float | None = 0.001, fx: float = 30.0, infrared: bool = False, lens: str = "none"
 ):
     """A recording written straight through librealsense, with what write_recording would
-    refuse to write: no or a zero depth unit, impossible intrinsics, no frames, or an
-    infrared stream instead of depth."""
+    refuse to write: no or a zero depth unit, impossible intrinsics, a lens model the
+    tracker has none of, no frames, or an infrared stream instead of depth."""
     w, h = 32, 24
     device = rs.software_device()
     stream = rs.video_stream()
@@ -597,7 +597,7 @@ def _software_recording(
     stream.width, stream.height, stream.fps = w, h, 30
     k = rs.intrinsics()
     k.width, k.height, k.fx, k.fy, k.ppx, k.ppy = w, h, fx, 30.0, 16.0, 12.0
-    k.model, k.coeffs = rs.distortion.none, [0.0] * 5
+    k.model, k.coeffs = getattr(rs.distortion, lens), [0.0] * 5
     stream.intrinsics = k
     profile = sensor.add_video_stream(stream, True).as_video_stream_profile()
     if depth_units is not None and not infrared:
@@ -627,6 +627,7 @@ def _software_recording(
         ({"depth_units": None}, "no usable depth unit \\(none was recorded\\)"),
         ({"depth_units": 0.0}, "no usable depth unit \\(it says 0.0 m per unit\\)"),
         ({"frames": 0}, "holds no frames at all"),
+        ({"lens": "ftheta"}, "recording .*r.db3: the depth stream uses the lens model 'ftheta', which the tracker cannot \\(un\\)project"),
     ],
 )
 def test_a_recording_that_cannot_be_tracked_is_refused_when_opened(tmp_path, options, message):

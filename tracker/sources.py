@@ -155,17 +155,21 @@ def _from_float32(value: float) -> float:
     return float(np.format_float_scientific(np.float32(value), unique=True))
 
 
-def _intrinsics_from_rs(rs, intrinsics) -> CameraIntrinsics:
-    """CameraIntrinsics from an ``rs.intrinsics`` (lens model and coefficients included)."""
-    model_name = intrinsics.model.name
+def _distortion_from_rs(model, where: str) -> DistortionModel:
+    """The lens model of an ``rs.distortion``; ``where``: "recording PATH" and the like."""
     try:
-        distortion = DistortionModel(model_name)
+        return DistortionModel(model.name)
     except ValueError:
         supported = ", ".join(m.value for m in DistortionModel)
         raise SourceError(
-            f"the depth stream uses the lens model '{model_name}', which the tracker cannot "
+            f"{where}: the depth stream uses the lens model '{model.name}', which the tracker cannot "
             f"(un)project; supported: {supported}"
         ) from None
+
+
+def _intrinsics_from_rs(rs, intrinsics, where: str) -> CameraIntrinsics:
+    """CameraIntrinsics from an ``rs.intrinsics`` (lens model and coefficients included)."""
+    distortion = _distortion_from_rs(intrinsics.model, where)
     return CameraIntrinsics(
         width=intrinsics.width,
         height=intrinsics.height,
@@ -202,7 +206,7 @@ class _DepthFrameConverter:
             key = (profile.unique_id(), profile.width(), profile.height())
             intrinsics = self._intrinsics.get(key)
             if intrinsics is None:
-                intrinsics = self._intrinsics[key] = _intrinsics_from_rs(self._rs, profile.get_intrinsics())
+                intrinsics = self._intrinsics[key] = _intrinsics_from_rs(self._rs, profile.get_intrinsics(), self._where)
             # Copy: the SDK recycles a small pool of frame buffers, and holding them stalls the stream.
             pixels = np.array(np.asanyarray(depth.get_data()), dtype=np.uint16, copy=True)
             return DepthFrame(
@@ -834,6 +838,8 @@ class RecordingSource(FrameSource):
                 f"the depth stream of {self.path} is {', '.join(_profile_text(p) for p in depth)}; "
                 "the tracker needs z16 depth"
             )
+        for p in z16:  # refused here rather than at the first frame, before anything is tracked
+            _distortion_from_rs(p.as_video_stream_profile().get_intrinsics().model, f"recording {self.path}")
         try:
             units = depth_sensor.get_option(rs.option.depth_units) if depth_sensor.supports(rs.option.depth_units) else None
         except RuntimeError:
