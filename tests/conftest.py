@@ -138,11 +138,12 @@ def no_camera(monkeypatch):
 
 def sdk_frames_held(generator) -> list[str]:
     """The names under which a suspended source generator (and the generators it delegates
-    to) keeps librealsense frames while its consumer has the frame it yielded."""
+    to) keeps librealsense frames, or a frame queue that may hold some, while its consumer
+    has the frame it yielded."""
     import pyrealsense2 as rs
 
     held = []
     while generator is not None:
-        held += [name for name, value in generator.gi_frame.f_locals.items() if isinstance(value, rs.frame)]
+        held += [name for name, value in generator.gi_frame.f_locals.items() if isinstance(value, (rs.frame, rs.frame_queue))]
         generator = generator.gi_yieldfrom
     return held

@@ -9,6 +9,7 @@ queue it is given, and, like the SDK's, refuses its own wait once it was given a
 
 import gc
 import logging
+import sys
 import threading
 import time
 
@@ -446,3 +447,36 @@ def test_a_record_path_that_is_not_utf8_is_refused_before_the_camera_starts(came
     with pytest.raises(SourceError, match=r"cannot record to .*session_.*\.db3: the RealSense SDK cannot open a path that is not valid UTF-8"):
         RealSenseSource(width=W, height=H, fps=FPS, record_path=latin1)
     assert os.listdir(tmp_path) == []
+
+
+def test_no_sdk_frame_or_queue_is_held_by_the_stream_when_it_stops_the_pipeline(camera, monkeypatch):
+    # The pipeline stops at a reconnect and when the iteration ends; frames, and a queue
+    # holding some, that outlive the stop are freed after it, which may crash librealsense.
+    held_at_stops = []
+    stop = StandInPipeline.stop
+
+    def checked_stop(self):
+        caller = sys._getframe(1)
+        while caller is not None:
+            if caller.f_code is RealSenseSource.frames.__code__:
+                held = [name for name, value in caller.f_locals.items() if isinstance(value, (rs.frame, rs.frame_queue))]
+                held_at_stops.append(held)
+            caller = caller.f_back
+        return stop(self)
+
+    monkeypatch.setattr(StandInPipeline, "stop", checked_stop)
+    monkeypatch.setattr(RealSenseSource, "_RECONNECT_DELAY_S", 0.01)
+    source = RealSenseSource(width=W, height=H, fps=FPS, frame_timeout_s=0.3)
+    it = source.frames()
+    camera.push(500)
+    assert int(next(it).depth[0, 0]) == 500
+    got = []
+    thread = threading.Thread(target=lambda: got.append(next(it)), daemon=True)
+    thread.start()
+    wait_for(lambda: held_at_stops and source._queue is not None)  # stalled, stopped, started again
+    camera.push(600)
+    thread.join(10)
+    assert [int(f.depth[0, 0]) for f in got] == [600]
+    camera.push(601)  # waiting in the queue when the consumer stops
+    it.close()
+    assert held_at_stops == [[], []]

@@ -676,17 +676,22 @@ class RealSenseSource(FrameSource):
                         depth = f.process(depth)
                     last_frame = time.perf_counter()
                     converted = self._convert(depth.as_depth_frame())
-                    frame = depth = None  # not held while the consumer works: as in RecordingSource
+                    # Not held while the consumer works (as in RecordingSource), nor the queue
+                    # and the frames it may hold: a close() from another thread meanwhile
+                    # stops the pipeline, and _stop lets go of the queue before it stops.
+                    frame = depth = queue = None
                     yield converted
                     continue
                 if problem is None and time.perf_counter() - last_frame < self._frame_timeout_s:
                     continue
+                frame = depth = queue = None  # _reconnect stops the pipeline: they go first, as at the end
                 self._reconnect(problem or f"no frame for {self._frame_timeout_s:g} s")
                 last_frame = time.perf_counter()
         finally:
             # The stream ends with the iteration (also when the consumer stops early); the
-            # SDK's last frames go first: librealsense may crash freeing frames after a stop.
-            frame = depth = None  # noqa: F841
+            # SDK's last frames go first, the queue's too: librealsense may crash freeing
+            # frames after a stop.
+            frame = depth = queue = None  # noqa: F841
             self.close()
 
     def close(self) -> None:
