@@ -639,8 +639,17 @@ def test_a_recording_that_cannot_be_tracked_is_refused_when_opened(tmp_path, opt
 def test_a_frame_with_impossible_intrinsics_is_a_source_error(tmp_path):
     path = _software_recording(tmp_path / "r.db3", fx=0.0)
     with RecordingSource(path, realtime=False) as source:
-        with pytest.raises(SourceError, match="r.db3: depth frame 1 cannot be used: .*focal length"):
+        with pytest.raises(SourceError, match="r.db3: depth frame 1 cannot be used: .*focal length") as raised:
             list(source.frames())
+    # The error outlives the playback: its traceback must not keep the SDK's frame alive.
+    held, error = [], raised.value
+    while error is not None:
+        tb = error.__traceback__
+        while tb is not None:
+            held += [name for name, value in tb.tb_frame.f_locals.items() if isinstance(value, rs.frame)]
+            tb = tb.tb_next
+        error = error.__cause__
+    assert held == []
 
 
 def test_a_recording_holds_one_camera(tmp_path, synthetic_frames):
