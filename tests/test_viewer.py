@@ -310,6 +310,10 @@ def test_a_video_path_that_cannot_be_written_fails_before_any_frame(tmp_path, ha
     (tmp_path / "v.mp4").mkdir()
     with pytest.raises(ValueError, match="v.mp4: it is a folder"):
         VideoSink(tmp_path / "v.mp4", hand_model)
+    # A name with a byte of another encoding (Latin-1 é): OpenCV's writer would crash on it.
+    for suffix in (".mp4", ".png"):
+        with pytest.raises(ValueError, match="not valid UTF-8"):
+            VideoSink(tmp_path / f"caf\udce9{suffix}", hand_model)
 
 
 def test_a_video_with_no_frames_leaves_an_earlier_file_and_says_so(tmp_path, hand_model, capsys):

@@ -135,6 +135,12 @@ class VideoSink:
         # not: a path that cannot be written fails here, before a camera starts.
         if self.path.is_dir():
             raise ValueError(f"cannot write {self.path}: it is a folder")
+        try:
+            str(self.path).encode("utf-8")
+        except UnicodeEncodeError:
+            # OpenCV takes a path as UTF-8 text, and crashes on one that is not (a Latin-1
+            # name from a zip file or a Windows share).
+            raise ValueError(f"cannot write {self.path}: OpenCV cannot write to a path that is not valid UTF-8; choose another name") from None
         make_parent_folder(self.path)
         if not os.access(self.path.parent, os.W_OK) or (self.path.exists() and not os.access(self.path, os.W_OK)):
             read_only = hasattr(os, "statvfs") and bool(os.statvfs(self.path.parent).f_flag & os.ST_RDONLY)
