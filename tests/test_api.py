@@ -178,6 +178,38 @@ def test_depth_in_metres_keeps_what_was_measured_and_drops_the_rest():
         DepthFrame.from_metres(depth_m[:, :3], intrinsics)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, ">f4"])
+def test_depth_in_metres_becomes_the_units_numpy_s_own_rounding_gives(dtype):
+    # The one-pass kernel against the whole-image numpy formula it replaced: the same
+    # units to the bit, half-unit ties, NaN, infinities and out-of-range depths included,
+    # and for strided views of the caller's image.
+    rng = np.random.default_rng(0)
+    depth_m = rng.uniform(-1.0, 8.0, (48, 64))
+    depth_m[3, :40] = (np.arange(40) + 0.5) * METRES_IMAGE_DEPTH_SCALE
+    depth_m[::7, ::3], depth_m[::11, ::5], depth_m[1::13] = np.nan, np.inf, -np.inf
+    depth_m = depth_m.astype(dtype)
+    for image in (depth_m, depth_m[:, ::2], depth_m.T):
+        with np.errstate(over="ignore", invalid="ignore"):
+            units = image.astype(np.float64) / METRES_IMAGE_DEPTH_SCALE
+            expected = np.rint(np.where(np.isfinite(units) & (units >= 0.5) & (units < 65535.5), units, 0.0)).astype(np.uint16)
+        k = CameraIntrinsics(image.shape[1], image.shape[0], 50.0, 50.0, 10.0, 10.0)
+        np.testing.assert_array_equal(DepthFrame.from_metres(image, k).depth, expected)
+
+
+def test_depth_that_looks_like_millimetres_is_warned_of_once(monkeypatch, caplog):
+    import tracker.types
+
+    monkeypatch.setattr(tracker.types, "_far_depths_warned", False)
+    k = CameraIntrinsics(4, 2, 100.0, 100.0, 2.0, 1.0)
+    millimetres = np.full((2, 4), 450.0, np.float32)
+    with caplog.at_level(logging.WARNING, logger="tracker.types"):
+        DepthFrame.from_metres(np.full((2, 4), 0.45, np.float32), k)
+        assert not caplog.records  # metres: nothing to say
+        for _ in range(2):
+            assert not DepthFrame.from_metres(millimetres, k).depth.any()
+    assert len(caplog.records) == 1 and "is the image in millimetres?" in caplog.records[0].getMessage()
+
+
 def test_an_empty_scene_gives_no_hands_not_an_error():
     intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
     with open_tracker(hand="right") as hand_tracker:

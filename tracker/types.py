@@ -17,6 +17,7 @@ the next through the frozen dataclasses below. Conventions, used everywhere in t
 from __future__ import annotations
 
 import enum
+import logging
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -249,6 +250,17 @@ class CameraIntrinsics:
 
 #: Metres per unit of the frames ``DepthFrame.from_metres`` makes.
 METRES_IMAGE_DEPTH_SCALE = 1e-4
+_far_depths_warned = False
+
+
+def _warn_once_far_depths(share: float) -> None:
+    global _far_depths_warned
+    if not _far_depths_warned:
+        _far_depths_warned = True
+        logging.getLogger(__name__).warning(
+            "DepthFrame.from_metres: %.0f%% of the measured depths are beyond the %.2f m it can hold; it takes metres "
+            "(is the image in millimetres? divide by 1000)", 100 * share, 65535 * METRES_IMAGE_DEPTH_SCALE,
+        )
 
 
 def depth_to_metres(depth: np.ndarray, depth_scale: float) -> np.ndarray:
@@ -349,10 +361,15 @@ class DepthFrame:
             f"depth in metres must be floating point, got {depth_m.dtype}; for integer device units use "
             "DepthFrame(depth, depth_scale, intrinsics)",
         )
-        with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become 0 below
-            units = depth_m.astype(np.float64) / METRES_IMAGE_DEPTH_SCALE
-            measured = np.isfinite(units) & (units >= 0.5) & (units < 65535.5)
-            depth = np.rint(np.where(measured, units, 0.0)).astype(np.uint16)
+        from kernels.depth_units import metres_to_units  # numba: loaded on first use only
+
+        if depth_m.dtype not in (np.float32, np.float64):  # float16, longdouble: what the kernel takes
+            depth_m = depth_m.astype(np.float64)
+        depth, beyond, positive = metres_to_units(depth_m, METRES_IMAGE_DEPTH_SCALE)
+        if positive and beyond > positive // 2:
+            # Nothing that far is a hand: most likely millimetres, which would give an empty
+            # result on every frame with no word why.
+            _warn_once_far_depths(beyond / positive)
         # The labels as given: the frame checks them, rather than str() and int() making
         # "None" of a missing serial or rounding a fraction of a frame number away.
         return cls(depth, METRES_IMAGE_DEPTH_SCALE, intrinsics, timestamp_ms, serial, frame_number)
