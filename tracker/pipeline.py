@@ -363,7 +363,10 @@ class HandTracker:
         t0 = time.perf_counter()
         size = 32  # segmentation's grid takes every pixel of so small a frame
         blank = np.zeros((size, size), np.float32)
-        prepare_frame(blank, CameraIntrinsics(size, size, 30.0, 30.0, size / 2, size / 2), None, self.prepare_config, None)
+        blank_intrinsics = CameraIntrinsics(size, size, 30.0, 30.0, size / 2, size / 2)
+        prepare_frame(blank, blank_intrinsics, None, self.prepare_config, None)
+        for dtype in (np.float32, np.float64):  # a caller's images in metres: DepthFrame.from_metres's kernel
+            DepthFrame.from_metres(blank.astype(dtype), blank_intrinsics)
         for classifier in (self.side_classifier, self.presence):
             if hasattr(classifier, "crop_size"):  # the first onnxruntime call allocates
                 classifier.logit(np.ones((classifier.crop_size, classifier.crop_size), np.float32))
