@@ -210,6 +210,18 @@ def test_depth_that_looks_like_millimetres_is_warned_of_once(monkeypatch, caplog
     assert len(caplog.records) == 1 and "is the image in millimetres?" in caplog.records[0].getMessage()
 
 
+def test_timestamps_in_seconds_are_warned_of_once(caplog):
+    k = CameraIntrinsics(8, 6, 5.0, 5.0, 4.0, 3.0)
+    empty = np.zeros((6, 8), np.float32)
+    with open_tracker(hand="right") as hand_tracker, caplog.at_level(logging.WARNING, logger="tracker.pipeline"):
+        for number in range(4):  # milliseconds at 90 frames/s: nothing to say
+            hand_tracker.process(DepthFrame.from_metres(empty, k, timestamp_ms=number * 1000 / 90, frame_number=number))
+        assert not caplog.records
+        for number in range(4, 20):  # seconds
+            hand_tracker.process(DepthFrame.from_metres(empty, k, timestamp_ms=number / 90, frame_number=number))
+    assert len(caplog.records) == 1 and "are they seconds?" in caplog.records[0].getMessage()
+
+
 def test_an_empty_scene_gives_no_hands_not_an_error():
     intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
     with open_tracker(hand="right") as hand_tracker:

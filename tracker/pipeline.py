@@ -16,6 +16,7 @@ every sink flushed and closed.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import signal
 import threading
@@ -207,6 +208,10 @@ def backend_options(backend: str, segment_ahead: int) -> dict:
     return {}
 
 
+log = logging.getLogger(__name__)
+#: Successive frames, each under a millisecond after the one before, after which the
+#: timestamps are taken for seconds and a warning given (one such step may be a clock quirk).
+SUB_MILLISECOND_STEPS_WARNED = 5
 # How long a worker ended by a stop signal waits for that signal to reach this process too.
 OWN_STOP_SIGNAL_WAIT_S = 1.0
 
@@ -345,6 +350,8 @@ class HandTracker:
         # ``process`` calls under way (in the thread holding ``_in_use``): a close from that
         # thread, a signal handler's, leaves the backend to the frame in hand.
         self._processing = 0
+        self._sub_millisecond_steps = 0  # frames in a row under a millisecond apart (_check_clock)
+        self._clock_warned = False
 
     def warm_up(self) -> float:
         """Run each stage once on a blank input, so that the first real frame pays none of
@@ -428,7 +435,26 @@ class HandTracker:
         """Whether ``frame`` follows the last one begun closely enough to continue its track."""
         last, self._last_frame = self._last_frame, _StreamPosition(frame.serial, frame.frame_number, frame.timestamp_ms, frame.sequence)
         self.frames_begun += 1
+        self._check_clock(last, frame)
         return self.follows(last, frame)
+
+    def _check_clock(self, last: _StreamPosition | None, frame: DepthFrame) -> None:
+        """Warn, once, of timestamps that look like seconds: successive frames under a
+        millisecond apart, faster than any depth camera. Taken as milliseconds they would
+        freeze the smoothing and hide every gap in the stream."""
+        if last is None or self._clock_warned:
+            return
+        step = frame.timestamp_ms - last.timestamp_ms
+        if frame.frame_number == last.frame_number + 1 and 0 < step < 1.0:
+            self._sub_millisecond_steps += 1
+            if self._sub_millisecond_steps >= SUB_MILLISECOND_STEPS_WARNED:
+                self._clock_warned = True
+                log.warning(
+                    "the frames' timestamps advance by under a millisecond a frame (%g ms last): DepthFrame.timestamp_ms "
+                    "takes milliseconds; are they seconds? (multiply by 1000)", step,
+                )
+        else:
+            self._sub_millisecond_steps = 0
 
     def _lost(self) -> None:
         self._track += 1
