@@ -392,6 +392,23 @@ def test_recording_over_an_earlier_recording_is_refused_before_the_camera_starts
     assert (tmp_path / earlier).read_bytes() == b"an earlier run"
 
 
+def test_a_record_folder_that_cannot_be_written_is_refused_before_the_camera_starts(camera, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    touch = Path.touch
+
+    def read_only(self, *args, **kwargs):  # as a read-only folder does (root may write anywhere)
+        if self.parent == tmp_path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return touch(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "touch", read_only)
+    monkeypatch.setattr(StandInPipeline, "start", lambda *args: pytest.fail("the camera started"))
+    with pytest.raises(SourceError, match="cannot write .*session.db3: Permission denied"):
+        RealSenseSource(width=W, height=H, fps=FPS, record_path=tmp_path / "session.db3")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_connected_cameras_are_listed_with_the_mode_tracking_takes(sdk, camera, monkeypatch, capsys):
     from tracker.cli import main
 

@@ -772,6 +772,14 @@ def _check_db3_path(path: Path, what: str) -> None:
         )
     if not path.parent.is_dir():
         raise SourceError(f"cannot write {path}: the folder {path.parent} does not exist")
+    # Found now: the SDK would fail only as the camera starts, with a message about the
+    # device ("is another program using it?").
+    probe = path.parent / f".{path.name}.probe-{os.getpid()}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise SourceError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 class RecordingSource(FrameSource):
