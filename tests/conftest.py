@@ -147,3 +147,23 @@ def sdk_frames_held(generator) -> list[str]:
         held += [name for name, value in generator.gi_frame.f_locals.items() if isinstance(value, (rs.frame, rs.frame_queue))]
         generator = generator.gi_yieldfrom
     return held
+
+
+def sdk_objects_in_running_streams(code_objects) -> list[tuple[bool, list[str]]]:
+    """For each running frame of ``code_objects`` (the sources' generators) on any thread:
+    (whether on this thread, the names under which it holds librealsense frames or frame
+    queues). Called as a pipeline stops, it shows what would be freed after the stop."""
+    import sys
+    import threading
+
+    import pyrealsense2 as rs
+
+    found = []
+    for ident, frame in sys._current_frames().items():
+        while frame is not None:
+            if frame.f_code in code_objects:
+                held = [name for name, value in frame.f_locals.items() if isinstance(value, (rs.frame, rs.frame_queue))]
+                found.append((ident == threading.get_ident(), held))
+            frame = frame.f_back
+    return found
+

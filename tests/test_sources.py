@@ -30,7 +30,7 @@ from tracker.sources import (  # noqa: E402
 )
 from tracker.types import CameraIntrinsics, DepthFrame, DistortionModel, Handedness  # noqa: E402
 
-from conftest import sdk_frames_held  # noqa: E402
+from conftest import sdk_frames_held, sdk_objects_in_running_streams  # noqa: E402
 
 SR305 = Path(__file__).parent / "data" / "sr305-gestures"
 
@@ -153,6 +153,32 @@ def test_no_sdk_frame_is_held_while_the_consumer_has_a_frame(recording):
             next(it)
             assert sdk_frames_held(it) == []
         it.close()
+
+
+def test_a_close_from_another_thread_leaves_the_stop_to_the_playing_stream(recording, monkeypatch):
+    import tracker.sources
+
+    held_at_stops = []
+    stop = tracker.sources._stop_pipeline
+
+    def checked_stop(pipe):
+        held_at_stops.extend(sdk_objects_in_running_streams({RecordingSource.frames.__code__, RecordingSource._play.__code__}))
+        return stop(pipe)
+
+    monkeypatch.setattr(tracker.sources, "_stop_pipeline", checked_stop)
+    source = RecordingSource(recording, realtime=True)
+    got = []
+    thread = threading.Thread(target=lambda: got.extend(source.frames()), daemon=True)
+    thread.start()
+    deadline = time.perf_counter() + 30
+    while not got and time.perf_counter() < deadline:
+        time.sleep(0.005)
+    source.close()
+    thread.join(5)
+    assert got and not thread.is_alive()
+    # Stopped by the stream's own thread, once it held no frame (its own frames are on the
+    # stack then, holding nothing).
+    assert held_at_stops and all(own and held == [] for own, held in held_at_stops)
 
 
 def test_close_from_the_consumer_ends_playback(recording):

@@ -69,6 +69,9 @@ log = logging.getLogger(__name__)
 #: another thread (the pipeline's main thread, on Ctrl-C) takes effect promptly: the SDK
 #: serialises ``pipeline.stop()`` behind a wait in progress.
 _POLL_MS = 100
+#: How long a close() from another thread waits for a stream running in the SDK (waiting for
+#: or converting a frame) to see it and stop its pipeline itself: a few polls.
+_STREAM_STOP_WAIT_S = 1.0
 #: What pyrealsense2 records: .db3 (rosbag2, SDK >= 2.58) and .bag (rosbag1, older SDKs).
 RECORDING_SUFFIXES = (".db3", ".bag")
 #: The built-in input's length where the command line or ``tracker.api.track`` is given no
@@ -99,6 +102,21 @@ class FrameSource(abc.ABC):
 
     def __init__(self) -> None:
         self._closed = threading.Event()
+        # For the RealSense SDK's streams: the thread running the stream's generator, None
+        # while it is suspended at a yield (it then holds no SDK frame) or not started; and
+        # whether the stream has stopped its pipeline itself.
+        self._stream_thread: int | None = None
+        self._stream_stopped = threading.Event()
+
+    def _stop_left_to_the_stream(self) -> bool:
+        """In a close() from another thread while the stream runs in the SDK: wait for it to
+        see the close, let go of its frames and stop its pipeline itself (librealsense may
+        crash freeing a frame after its pipeline's stop). False where the caller stops it: no
+        other thread runs the stream, or it did not stop in time (a camera restarting)."""
+        thread = self._stream_thread
+        if thread is None or thread == threading.get_ident():
+            return False
+        return self._stream_stopped.wait(_STREAM_STOP_WAIT_S)
 
     @abc.abstractmethod
     def frames(self) -> Iterator[DepthFrame]:
@@ -657,6 +675,7 @@ class RealSenseSource(FrameSource):
         if self._iterated:
             raise SourceError("a RealSense stream can be iterated once; open a new RealSenseSource")
         self._iterated = True
+        self._stream_thread = threading.get_ident()
         try:
             last_frame = time.perf_counter()
             while not self._closed.is_set():
@@ -682,9 +701,12 @@ class RealSenseSource(FrameSource):
                     converted = self._convert(depth.as_depth_frame())
                     # Not held while the consumer works (as in RecordingSource), nor the queue
                     # and the frames it may hold: a close() from another thread meanwhile
-                    # stops the pipeline, and _stop lets go of the queue before it stops.
+                    # stops the pipeline at once (while the stream runs, it leaves the stop to
+                    # the stream: _stop_left_to_the_stream).
                     frame = depth = queue = None
+                    self._stream_thread = None
                     yield converted
+                    self._stream_thread = threading.get_ident()
                     continue
                 if problem is None and time.perf_counter() - last_frame < self._frame_timeout_s:
                     continue
@@ -696,11 +718,14 @@ class RealSenseSource(FrameSource):
             # SDK's last frames go first, the queue's too: librealsense may crash freeing
             # frames after a stop.
             frame = depth = queue = None  # noqa: F841
+            self._stream_thread = threading.get_ident()  # also when closed while suspended
             self.close()
+            self._stream_stopped.set()
 
     def close(self) -> None:
         super().close()
-        self._stop()
+        if not self._stop_left_to_the_stream():
+            self._stop()
 
 
 # ---------------------------------------------------------------------------- recordings
@@ -922,12 +947,16 @@ class RecordingSource(FrameSource):
                 raise SourceError(f"cannot play recording {self.path}: {exc}") from exc
             with self._lock:
                 self._pipe = pipe
+            self._stream_thread = threading.get_ident()
+            self._stream_stopped.clear()
             yield from self._play(pipe, playback, _DepthFrameConverter(rs, self.serial, f"recording {self.path}"))
         finally:
             with self._lock:
                 pipe, self._pipe, self._running = self._pipe, None, False
             if pipe is not None:
                 _stop_pipeline(pipe)
+            self._stream_thread = None
+            self._stream_stopped.set()
 
     def _play(self, pipe, playback, convert) -> Iterator[DepthFrame]:
         rs = self._rs
@@ -967,7 +996,9 @@ class RecordingSource(FrameSource):
                         # one held takes a buffer from the SDK's small pool, and one freed after
                         # the pipeline's stop may crash librealsense.
                         frameset = depth = None
+                        self._stream_thread = None
                         yield converted
+                        self._stream_thread = threading.get_ident()
                         # The playback ran on while the consumer worked (real time): sample again.
                         last_position_ns = max(last_position_ns, playback.get_position())
                     continue
@@ -1016,6 +1047,8 @@ class RecordingSource(FrameSource):
 
     def close(self) -> None:
         super().close()
+        if self._stop_left_to_the_stream():
+            return
         with self._lock:
             pipe = self._pipe
         if pipe is not None:
