@@ -119,6 +119,16 @@ def test_masked_pixels_are_no_measurement_and_big_endian_depth_is_read():
     np.testing.assert_allclose(DepthFrame(big_endian, 0.001, k).depth_m(), [[0.001, 0.8]], rtol=1e-6)  # float32 metres
 
 
+def test_lens_coefficients_may_come_as_any_sequence_of_numbers_but_not_text():
+    import array
+
+    base = {"width": 4, "height": 3, "fx": 5.0, "fy": 5.0, "cx": 2.0, "cy": 1.5, "distortion": "brown_conrady"}
+    for coeffs in ([0.1, 0, 0, 0, 0], (0.1, 0, 0, 0, 0), np.array([0.1, 0, 0, 0, 0]), array.array("d", [0.1, 0, 0, 0, 0])):
+        assert CameraIntrinsics.from_dict({**base, "coeffs": coeffs}).coeffs == (0.1, 0.0, 0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="must be a list of 5 numbers"):
+        CameraIntrinsics.from_dict({**base, "coeffs": "12345"})
+
+
 def test_hand_estimate_checks_its_shapes_and_confidence():
     from tracker.types import HandEstimate
 

@@ -226,9 +226,10 @@ class CameraIntrinsics:
         unknown = [key for key in d if key not in fields]
         _require(not unknown, f"intrinsics have unknown fields {unknown}; the fields are {', '.join(fields)}")
         coeffs = d.get("coeffs", (0.0,) * 5)
-        # Text would be read character by character: "12345" as 1, 2, 3, 4, 5.
+        # Any sequence of numbers (a list from JSON, a numpy array, ROS's array.array), but
+        # not text, which would be read character by character: "12345" as 1, 2, 3, 4, 5.
         _require(
-            isinstance(coeffs, (list, tuple)) and all(_is_real(c) for c in coeffs),
+            not isinstance(coeffs, (str, bytes)) and hasattr(coeffs, "__len__") and all(_is_real(c) for c in coeffs),
             f'"coeffs" must be a list of 5 numbers, got {coeffs!r}',
         )
         _require(
