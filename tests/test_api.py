@@ -202,9 +202,12 @@ def test_depth_that_looks_like_millimetres_is_warned_of_once(monkeypatch, caplog
     monkeypatch.setattr(tracker.types, "_far_depths_warned", False)
     k = CameraIntrinsics(4, 2, 100.0, 100.0, 2.0, 1.0)
     millimetres = np.full((2, 4), 450.0, np.float32)
+    # A room seen to its far wall, beyond the 6.55 m the units hold: metres, nothing to say.
+    far_wall = np.array([[0.45, 0.45, 7.0, 7.0], [7.0, 7.5, 8.0, 9.0]], np.float32)
     with caplog.at_level(logging.WARNING, logger="tracker.types"):
         DepthFrame.from_metres(np.full((2, 4), 0.45, np.float32), k)
-        assert not caplog.records  # metres: nothing to say
+        DepthFrame.from_metres(far_wall, k)
+        assert not caplog.records
         for _ in range(2):
             assert not DepthFrame.from_metres(millimetres, k).depth.any()
     assert len(caplog.records) == 1 and "is the image in millimetres?" in caplog.records[0].getMessage()
@@ -220,6 +223,12 @@ def test_timestamps_in_seconds_are_warned_of_once(caplog):
         for number in range(4, 20):  # seconds
             hand_tracker.process(DepthFrame.from_metres(empty, k, timestamp_ms=number / 90, frame_number=number))
     assert len(caplog.records) == 1 and "are they seconds?" in caplog.records[0].getMessage()
+    # Frames the caller does not number (frame_number 0 throughout), as the README's loop.
+    caplog.clear()
+    with open_tracker(hand="right") as hand_tracker, caplog.at_level(logging.WARNING, logger="tracker.pipeline"):
+        for number in range(10):
+            hand_tracker.process(DepthFrame.from_metres(empty, k, timestamp_ms=number / 30))
+    assert len(caplog.records) == 1
 
 
 def test_an_empty_scene_gives_no_hands_not_an_error():

@@ -373,7 +373,10 @@ class HandTracker:
         blank_intrinsics = CameraIntrinsics(size, size, 30.0, 30.0, size / 2, size / 2)
         prepare_frame(blank, blank_intrinsics, None, self.prepare_config, None)
         for dtype in (np.float32, np.float64):  # a caller's images in metres: DepthFrame.from_metres's kernel
-            DepthFrame.from_metres(blank.astype(dtype), blank_intrinsics)
+            image = blank.astype(dtype)
+            DepthFrame.from_metres(image, blank_intrinsics)
+            image.flags.writeable = False  # as a ROS message's buffer is: compiled apart
+            DepthFrame.from_metres(image, blank_intrinsics)
         for classifier in (self.side_classifier, self.presence):
             if hasattr(classifier, "crop_size"):  # the first onnxruntime call allocates
                 classifier.logit(np.ones((classifier.crop_size, classifier.crop_size), np.float32))
@@ -445,7 +448,8 @@ class HandTracker:
         if last is None or self._clock_warned:
             return
         step = frame.timestamp_ms - last.timestamp_ms
-        if frame.frame_number == last.frame_number + 1 and 0 < step < 1.0:
+        # The counter going on by one, or standing still (frames the caller does not number).
+        if frame.frame_number - last.frame_number in (0, 1) and 0 < step < 1.0:
             self._sub_millisecond_steps += 1
             if self._sub_millisecond_steps >= SUB_MILLISECOND_STEPS_WARNED:
                 self._clock_warned = True

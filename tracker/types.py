@@ -251,6 +251,8 @@ class CameraIntrinsics:
 
 #: Metres per unit of the frames ``DepthFrame.from_metres`` makes.
 METRES_IMAGE_DEPTH_SCALE = 1e-4
+#: Depths beyond this, most of an image's, are taken for millimetres given as metres.
+IMPLAUSIBLE_DEPTH_M = 100.0
 _far_depths_warned = False
 
 
@@ -259,8 +261,8 @@ def _warn_once_far_depths(share: float) -> None:
     if not _far_depths_warned:
         _far_depths_warned = True
         logging.getLogger(__name__).warning(
-            "DepthFrame.from_metres: %.0f%% of the measured depths are beyond the %.2f m it can hold; it takes metres "
-            "(is the image in millimetres? divide by 1000)", 100 * share, 65535 * METRES_IMAGE_DEPTH_SCALE,
+            "DepthFrame.from_metres: %.0f%% of the depths are beyond %g m, which no depth camera measures; it takes "
+            "metres (is the image in millimetres? divide by 1000)", 100 * share, IMPLAUSIBLE_DEPTH_M,
         )
 
 
@@ -366,11 +368,15 @@ class DepthFrame:
 
         if depth_m.dtype not in (np.float32, np.float64):  # float16, longdouble: what the kernel takes
             depth_m = depth_m.astype(np.float64)
-        depth, beyond, positive = metres_to_units(depth_m, METRES_IMAGE_DEPTH_SCALE)
-        if positive and beyond > positive // 2:
-            # Nothing that far is a hand: most likely millimetres, which would give an empty
-            # result on every frame with no word why.
-            _warn_once_far_depths(beyond / positive)
+        # One memory layout for the kernel, which the tracker's warm-up compiles (a strided
+        # view would take a compilation of its own on a caller's first frame).
+        depth_m = np.ascontiguousarray(depth_m)
+        depth, implausible, positive = metres_to_units(depth_m, METRES_IMAGE_DEPTH_SCALE, IMPLAUSIBLE_DEPTH_M)
+        if positive and implausible > positive // 2:
+            # No depth camera measures that far: most likely millimetres, which would give an
+            # empty result on every frame with no word why. (A wall beyond the 6.55 m the
+            # units hold is no sign of it: a D4xx sees that far.)
+            _warn_once_far_depths(implausible / positive)
         # The labels as given: the frame checks them, rather than str() and int() making
         # "None" of a missing serial or rounding a fraction of a frame number away.
         return cls(depth, METRES_IMAGE_DEPTH_SCALE, intrinsics, timestamp_ms, serial, frame_number)
