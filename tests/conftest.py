@@ -167,3 +167,17 @@ def sdk_objects_in_running_streams(code_objects) -> list[tuple[bool, list[str]]]
             frame = frame.f_back
     return found
 
+
+def sdk_frames_in_traceback(error: BaseException) -> list[str]:
+    """The librealsense frames an error's traceback (and its causes') keeps alive."""
+    import pyrealsense2 as rs
+
+    held = []
+    while error is not None:
+        tb = error.__traceback__
+        while tb is not None:
+            held += [f"{tb.tb_frame.f_code.co_name}:{name}" for name, value in tb.tb_frame.f_locals.items() if isinstance(value, rs.frame)]
+            tb = tb.tb_next
+        error = error.__cause__
+    return held
+

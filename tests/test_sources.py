@@ -30,7 +30,7 @@ from tracker.sources import (  # noqa: E402
 )
 from tracker.types import CameraIntrinsics, DepthFrame, DistortionModel, Handedness  # noqa: E402
 
-from conftest import sdk_frames_held, sdk_objects_in_running_streams  # noqa: E402
+from conftest import sdk_frames_held, sdk_frames_in_traceback, sdk_objects_in_running_streams  # noqa: E402
 
 SR305 = Path(__file__).parent / "data" / "sr305-gestures"
 
@@ -668,14 +668,38 @@ def test_a_frame_with_impossible_intrinsics_is_a_source_error(tmp_path):
         with pytest.raises(SourceError, match="r.db3: depth frame 1 cannot be used: .*focal length") as raised:
             list(source.frames())
     # The error outlives the playback: its traceback must not keep the SDK's frame alive.
-    held, error = [], raised.value
-    while error is not None:
-        tb = error.__traceback__
-        while tb is not None:
-            held += [name for name, value in tb.tb_frame.f_locals.items() if isinstance(value, rs.frame)]
-            tb = tb.tb_next
-        error = error.__cause__
-    assert held == []
+    assert sdk_frames_in_traceback(raised.value) == []
+
+
+def test_a_camera_frame_of_a_lens_the_tracker_lacks_is_not_kept_by_its_error():
+    # As a live camera's first frame meets it: the converter's own SourceError.
+    from tracker.sources import _DepthFrameConverter
+
+    device = rs.software_device()
+    sensor = device.add_sensor("Depth")
+    stream = rs.video_stream()
+    stream.type, stream.index, stream.uid, stream.bpp, stream.fmt = rs.stream.depth, 0, 1, 2, rs.format.z16
+    stream.width, stream.height, stream.fps = 32, 24, 30
+    k = rs.intrinsics()
+    k.width, k.height, k.fx, k.fy, k.ppx, k.ppy = 32, 24, 30.0, 30.0, 16.0, 12.0
+    k.model, k.coeffs = rs.distortion.ftheta, [0.0] * 5
+    stream.intrinsics = k
+    profile = sensor.add_video_stream(stream, True).as_video_stream_profile()
+    sensor.add_read_only_option(rs.option.depth_units, 0.001)
+    queue = rs.frame_queue(2)
+    sensor.open(profile)
+    sensor.start(queue)
+    pushed = rs.software_video_frame()
+    pushed.pixels = np.full((24, 32), 500, np.uint16)
+    pushed.stride, pushed.bpp, pushed.timestamp, pushed.frame_number, pushed.profile = 64, 2, 0.0, 1, profile
+    sensor.on_video_frame(pushed)
+    frame = queue.wait_for_frame(5000).as_depth_frame()
+    with pytest.raises(SourceError, match="lens model 'ftheta'") as raised:
+        _DepthFrameConverter(rs, "x", "RealSense camera x")(frame)
+    del frame
+    assert sdk_frames_in_traceback(raised.value) == []
+    sensor.stop()
+    sensor.close()
 
 
 def test_a_recording_holds_one_camera(tmp_path, synthetic_frames):

@@ -236,11 +236,11 @@ class _DepthFrameConverter:
                 frame_number=int(depth.get_frame_number()),
             )
         except ValueError as exc:  # a zero depth unit, impossible intrinsics: what DepthFrame refuses
-            number = depth.get_frame_number()
-            # The error's traceback keeps this call's locals, and with them the SDK's frame,
+            raise SourceError(f"{self._where}: depth frame {depth.get_frame_number()} cannot be used: {exc}") from exc
+        finally:
+            # An error's traceback keeps this call's locals, and with them the SDK's frame,
             # past the pipeline's stop, which librealsense may crash freeing then.
             depth = None  # noqa: F841
-            raise SourceError(f"{self._where}: depth frame {number} cannot be used: {exc}") from exc
 
 
 def _png_files(root: Path) -> list[Path]:
