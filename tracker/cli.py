@@ -634,7 +634,8 @@ def _classifier_record(classifier) -> dict | None:
         return None
     import hashlib
 
-    return {"file": getattr(classifier, "source", None), "sha256": hashlib.sha256(classifier.onnx_bytes).hexdigest()}
+    source = getattr(classifier, "source", None)
+    return {"file": None if source is None else str(Path(source).absolute()), "sha256": hashlib.sha256(classifier.onnx_bytes).hexdigest()}
 
 
 def _overlay_drawn(args) -> bool:

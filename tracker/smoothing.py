@@ -1,7 +1,7 @@
 """Temporal smoothing of keypoints: the One-Euro filter (Casiez et al., CHI 2012).
 
-A low-pass filter whose cut-off rises with speed: strong smoothing when the hand is still
-(no jitter), little when it moves (no lag). Applied per coordinate of the 21 joints and
+A low-pass filter whose cut-off rises with speed: smoothing where the hand is still (less
+jitter), little where it moves (little lag). Applied per coordinate of the 21 joints and
 the mesh vertices.
 """
 
@@ -18,7 +18,7 @@ class OneEuroConfig:
     """The default: of the settings ``benchmarks/smoothing.py`` tried on rendered moving
     hands, the one with the least jitter among those that add at most a tenth to the mean
     joint error, at 30 and at 90 frames/s (``benchmarks/results/smoothing.json``: jitter
-    44 % and 52 % lower, error 7.6 % and 9.6 % higher)."""
+    44 % and 52 % lower, error 7.5 % and 9.6 % higher)."""
 
     #: Cut-off at rest, Hz: lower = smoother when still.
     min_cutoff_hz: float = 1.5
