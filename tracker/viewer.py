@@ -108,6 +108,13 @@ class OverlayPainter:
         return image
 
 
+def _first_frame_decodes(path: Path) -> bool:
+    capture = cv2.VideoCapture(str(path))
+    decoded = capture.isOpened() and capture.read()[0]
+    capture.release()
+    return bool(decoded)
+
+
 class VideoSink:
     """Overlay frames into an MP4 (mp4v) or, for *.png, the last frame as a picture.
 
@@ -234,16 +241,25 @@ class VideoSink:
             self._interval_ms = time_ms - previous
         return int(round((time_ms - self._first_time_ms) * self.fps / 1e3))
 
-    @staticmethod
-    def _plays(path: Path) -> bool:
-        """Whether the video at ``path`` opens and its first frame decodes (a few ms, once)."""
+    @classmethod
+    def _plays(cls, path: Path) -> bool:
+        """Whether the video at ``path`` opens and its first frame decodes (a few ms, once).
+        Where OpenCV here reads back no video of its kind at all (a build without a reader
+        for the container), it cannot be told, and the video counts as playing."""
         try:
-            capture = cv2.VideoCapture(str(path))
-            plays = capture.isOpened() and capture.read()[0]
-            capture.release()
+            if _first_frame_decodes(path):
+                return True
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as folder:
+                probe = Path(folder) / f"probe{path.suffix}"
+                writer = cv2.VideoWriter(str(probe), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (16, 16))
+                for _ in range(2):
+                    writer.write(np.zeros((16, 16, 3), np.uint8))
+                writer.release()
+                return not _first_frame_decodes(probe)
         except Exception:  # the writer's own error, if any, is the one to report
             return True  # and what cannot be checked is kept
-        return bool(plays)
 
     def close(self) -> None:
         if self._writer is None and self._last is None and not self._closed:
