@@ -1242,7 +1242,11 @@ class FolderSource(FrameSource):
         #: and the frame rate it gives.
         self._cameras: dict[Path, tuple[CameraIntrinsics, float, str]] = {}
         self._fps: dict[Path, float] = {}
-        camera_folders = [self._camera_folder(path.parent) for path in self.files]
+        by_folder: dict[Path, Path] = {}  # looked up once a folder, not once a PNG
+        for path in self.files:
+            if path.parent not in by_folder:
+                by_folder[path.parent] = self._camera_folder(path.parent)
+        camera_folders = [by_folder[path.parent] for path in self.files]
         #: Per file, its camera, from the nearest intrinsics.json.
         self._camera_of = [self._cameras[folder] for folder in camera_folders]
         # The source's own camera (its description, callers that ask): the top folder's where
