@@ -15,6 +15,8 @@ def test_the_offline_filtering_matches_the_tracker_and_a_setting_is_chosen(tmp_p
         # together with the mesh, which differs below a micrometre.
         assert abs(check["offline"]["error_mm"] - check["tracker"]["error_mm"]) < 1e-3
         assert abs(check["offline"]["jitter_mm"] - check["tracker"]["jitter_mm"]) < 1e-3
-    for regime, raw in result["unsmoothed"].items():
-        chosen = result["default"][regime]
+    chosen_on = [r["name"] for r in result["config"]["regimes"] if r["chosen_on"]]
+    assert chosen_on == ["30fps_calm", "90fps_brisk"]
+    for regime in chosen_on:
+        raw, chosen = result["unsmoothed"][regime], result["default"][regime]
         assert chosen["error_mm"] <= 1.1 * raw["error_mm"] + 1e-9 and chosen["jitter_mm"] < raw["jitter_mm"]
