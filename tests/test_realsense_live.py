@@ -237,6 +237,29 @@ def test_a_close_from_another_thread_leaves_the_stop_to_the_waiting_stream(camer
     assert held_at_stops == [(True, [])]  # stopped once, by the stream's own thread, holding nothing
 
 
+def test_a_close_from_another_thread_returns_once_a_slow_stop_has_finalised_the_recording(camera, tmp_path, monkeypatch):
+    # The stream's own thread stops the pipeline (which finalises a recording); a stop that
+    # takes longer than the close's wait for the stream must still be over when close()
+    # returns, or the run could end with the recording unfinished.
+    stop = StandInPipeline.stop
+    stopped = []
+
+    def slow_stop(self):
+        time.sleep(1.5)  # longer than sources._STREAM_STOP_WAIT_S
+        stop(self)
+        stopped.append(True)
+
+    monkeypatch.setattr(StandInPipeline, "stop", slow_stop)
+    source = RealSenseSource(width=W, height=H, fps=FPS, record_path=tmp_path / "s.db3")
+    got, done, thread = collect(source, 100)
+    camera.push(500)
+    wait_for(lambda: len(got) == 1)
+    time.sleep(0.05)  # back in the SDK's wait for the next frame
+    source.close()
+    assert stopped == [True]
+    thread.join(5)
+
+
 def test_a_disconnect_reconnects_and_records_on_into_a_second_file(camera, tmp_path, monkeypatch):
     base = tmp_path / "session.db3"
     # A second without frames is a disconnect: long enough that a busy test machine does not

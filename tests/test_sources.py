@@ -181,6 +181,39 @@ def test_a_close_from_another_thread_leaves_the_stop_to_the_playing_stream(recor
     assert held_at_stops and all(own and held == [] for own, held in held_at_stops)
 
 
+def test_a_playback_closed_by_its_consumer_makes_no_sdk_call_after_the_close(recording, monkeypatch):
+    # Closed in the loop body (the stream's own thread), the pipeline stops at once; the
+    # generator, resumed once more, must not wait on the stopped pipeline and take a frame
+    # that is freed after the stop.
+    after_close = []
+    play = RecordingSource._play
+
+    def watched(self, pipe, playback, convert):
+        class Watched:
+            def __init__(self, of, name):
+                self.of, self.name = of, name
+
+            def __getattr__(self, attribute):
+                method = getattr(self.of, attribute)
+
+                def call(*args):
+                    if source.closed:
+                        after_close.append(f"{self.name}.{attribute}")
+                    return method(*args)
+
+                return call
+
+        return play(self, Watched(pipe, "pipeline"), Watched(playback, "playback"), convert)
+
+    monkeypatch.setattr(RecordingSource, "_play", watched)
+    for realtime in (False, True):
+        source = RecordingSource(recording, realtime=realtime)
+        for count, _ in enumerate(source.frames(), start=1):
+            if count == 3:
+                source.close()
+        assert count == 3 and after_close == []
+
+
 def test_close_from_the_consumer_ends_playback(recording):
     source = RecordingSource(recording, realtime=False)
     it = source.frames()

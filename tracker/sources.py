@@ -107,6 +107,9 @@ class FrameSource(abc.ABC):
         # whether the stream has stopped its pipeline itself.
         self._stream_thread: int | None = None
         self._stream_stopped = threading.Event()
+        # Held while a pipeline is stopped (which finalises a recording): a close() that
+        # comes meanwhile returns only once that stop is done.
+        self._stopping = threading.Lock()
 
     def _stop_left_to_the_stream(self) -> bool:
         """In a close() from another thread while the stream runs in the SDK: wait for it to
@@ -603,7 +606,9 @@ class RealSenseSource(FrameSource):
             if not (math.isfinite(self._depth_scale) and self._depth_scale > 0):
                 raise RuntimeError(f"it reports {self._depth_scale} m per unit")
         except RuntimeError as exc:
-            _stop_pipeline(pipe)  # streaming, and perhaps recording, already: stop and finalise
+            queue = profile = None  # noqa: F841  (let go of before the stop, with any frames)
+            with self._stopping:
+                _stop_pipeline(pipe)  # streaming, and perhaps recording, already: stop and finalise
             raise SourceError(f"RealSense camera {self.serial} started but its depth unit could not be read: {exc}") from exc
         # A new converter per start: its intrinsics come from the stream started here.
         self._convert = _DepthFrameConverter(rs, self.serial, f"RealSense camera {self.serial}")
@@ -613,13 +618,16 @@ class RealSenseSource(FrameSource):
             if not closed_meanwhile:
                 self._pipe, self._queue = pipe, queue
         if closed_meanwhile:
-            _stop_pipeline(pipe)
+            queue = profile = None  # noqa: F841  (let go of before the stop, with any frames)
+            with self._stopping:
+                _stop_pipeline(pipe)
 
     def _stop(self) -> None:
-        with self._lock:
-            pipe, self._pipe, self._queue = self._pipe, None, None
-        if pipe is not None:
-            _stop_pipeline(pipe)  # also finalises the recording
+        with self._stopping:
+            with self._lock:
+                pipe, self._pipe, self._queue = self._pipe, None, None
+            if pipe is not None:
+                _stop_pipeline(pipe)  # also finalises the recording
 
     def _frame_arrived(self) -> None:
         self._attempts_without_frame = self._restarts_without_frame = 0
@@ -947,14 +955,15 @@ class RecordingSource(FrameSource):
                 raise SourceError(f"cannot play recording {self.path}: {exc}") from exc
             with self._lock:
                 self._pipe = pipe
+            self._stream_stopped.clear()  # before the thread is named: no earlier playback's "stopped"
             self._stream_thread = threading.get_ident()
-            self._stream_stopped.clear()
             yield from self._play(pipe, playback, _DepthFrameConverter(rs, self.serial, f"recording {self.path}"))
         finally:
-            with self._lock:
-                pipe, self._pipe, self._running = self._pipe, None, False
-            if pipe is not None:
-                _stop_pipeline(pipe)
+            with self._stopping:
+                with self._lock:
+                    pipe, self._pipe, self._running = self._pipe, None, False
+                if pipe is not None:
+                    _stop_pipeline(pipe)
             self._stream_thread = None
             self._stream_stopped.set()
 
@@ -999,6 +1008,8 @@ class RecordingSource(FrameSource):
                         self._stream_thread = None
                         yield converted
                         self._stream_thread = threading.get_ident()
+                        if self._closed.is_set():  # closed meanwhile, the pipeline perhaps stopped: no SDK call
+                            return
                         # The playback ran on while the consumer worked (real time): sample again.
                         last_position_ns = max(last_position_ns, playback.get_position())
                     continue
@@ -1049,10 +1060,11 @@ class RecordingSource(FrameSource):
         super().close()
         if self._stop_left_to_the_stream():
             return
-        with self._lock:
-            pipe = self._pipe
-        if pipe is not None:
-            _stop_pipeline(pipe)  # a wait in progress on another thread then ends the iteration
+        with self._stopping:
+            with self._lock:
+                pipe = self._pipe
+            if pipe is not None:
+                _stop_pipeline(pipe)  # a wait in progress on another thread then ends the iteration
 
 
 def _recorded_depth_frames(path: Path) -> int | None:
