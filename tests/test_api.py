@@ -223,8 +223,15 @@ def test_timestamps_in_seconds_are_warned_of_once(caplog):
         for number in range(4, 20):  # seconds
             hand_tracker.process(DepthFrame.from_metres(empty, k, timestamp_ms=number / 90, frame_number=number))
     assert len(caplog.records) == 1 and "are they seconds?" in caplog.records[0].getMessage()
-    # Frames the caller does not number (frame_number 0 throughout), as the README's loop.
+    # Six cameras' frames in turn, each a tenth of a millisecond after the one before: no warning.
     caplog.clear()
+    with open_tracker(hand="right") as hand_tracker, caplog.at_level(logging.WARNING, logger="tracker.pipeline"):
+        for number in range(3):
+            for camera in range(6):
+                frame = DepthFrame.from_metres(empty, k, timestamp_ms=number * 1000 / 30 + camera / 10, serial=f"cam{camera}", frame_number=number)
+                hand_tracker.process(frame)
+    assert not caplog.records
+    # Frames the caller does not number (frame_number 0 throughout), as the README's loop.
     with open_tracker(hand="right") as hand_tracker, caplog.at_level(logging.WARNING, logger="tracker.pipeline"):
         for number in range(10):
             hand_tracker.process(DepthFrame.from_metres(empty, k, timestamp_ms=number / 30))

@@ -448,8 +448,9 @@ class HandTracker:
         if last is None or self._clock_warned:
             return
         step = frame.timestamp_ms - last.timestamp_ms
-        # The counter going on by one, or standing still (frames the caller does not number).
-        if frame.frame_number - last.frame_number in (0, 1) and 0 < step < 1.0:
+        # One camera's frames, its counter going on by one or standing still (frames the
+        # caller does not number); another camera's frame may well come a moment later.
+        if frame.serial == last.serial and frame.frame_number - last.frame_number in (0, 1) and 0 < step < 1.0:
             self._sub_millisecond_steps += 1
             if self._sub_millisecond_steps >= SUB_MILLISECOND_STEPS_WARNED:
                 self._clock_warned = True
