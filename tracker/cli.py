@@ -632,10 +632,9 @@ def _write_resolved_config(
 def _classifier_record(classifier) -> dict | None:
     if classifier is None:
         return None
-    import hashlib
-
+    # The checksum its manifest gives, which loading it verified.
     source = getattr(classifier, "source", None)
-    return {"file": None if source is None else str(Path(source).absolute()), "sha256": hashlib.sha256(classifier.onnx_bytes).hexdigest()}
+    return {"file": None if source is None else str(Path(source).absolute()), "sha256": classifier.manifest["files"][classifier.onnx_name]}
 
 
 def _overlay_drawn(args) -> bool:

@@ -35,7 +35,7 @@ class CropClassifier:
 
     onnx_name, onnx_input, onnx_output = ONNX, ONNX_INPUT, ONNX_OUTPUT
 
-    def __init__(self, session, manifest: dict, onnx_bytes: bytes) -> None:
+    def __init__(self, session, manifest: dict, onnx_bytes: bytes, source: str | Path | None = None) -> None:
         self.session = session
         self.manifest = manifest
         self.onnx_bytes = onnx_bytes
@@ -48,7 +48,7 @@ class CropClassifier:
         self.out_of_image = out_of_image_in(manifest)
         self._feed = np.empty((1, 1, self.crop_size, self.crop_size), np.float32)
         #: The file it was read from, where it was (a run records it with its settings).
-        self.source: str | None = None
+        self.source = None if source is None else str(source)
 
     @classmethod
     def _manifest(cls, directory: str | Path | None) -> tuple[Path, dict]:
@@ -91,9 +91,7 @@ class CropClassifier:
             from tracker.weights import WeightsError  # only now: it brings torch
 
             raise WeightsError(problem)
-        classifier = cls(session, manifest, data)
-        classifier.source = None if source is None else str(source)
-        return classifier
+        return cls(session, manifest, data, source)
 
     def logit(self, crop_depth: np.ndarray) -> float:
         """The logit for one (S, S) crop (as ``classifier_crop`` cuts it)."""
