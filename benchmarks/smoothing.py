@@ -80,10 +80,7 @@ def tracked(seed: int, fps: float, interval_s: float, frames: int, smoothing: On
     """One rendered sequence tracked, unsmoothed or with ``smoothing``."""
     source = SyntheticSource(seed=seed, fps=fps, max_frames=frames, keyframe_interval_s=interval_s)
     joints, truth, times = [], [], []
-    with open_tracker(smooth=smoothing is not None) as hand_tracker:
-        if smoothing is not None:
-            hand_tracker.config = dataclasses.replace(hand_tracker.config, smoothing=smoothing)
-            hand_tracker.reset()
+    with open_tracker(smooth=smoothing or False) as hand_tracker:
         with source:
             for frame in source.frames():
                 result = hand_tracker.process(frame)

@@ -39,6 +39,7 @@ from tracker.estimator import HandEstimator
 from tracker.hand_model import HandModel
 from tracker.pipeline import MAX_MIN_HAND_PROBABILITY, FrameGaps, FrameResult, HandTracker, TrackerConfig
 from tracker.sinks import frame_line
+from tracker.smoothing import OneEuroConfig
 from tracker.sources import DEFAULT_SYNTHETIC_FRAMES, FrameSource, SourceError, open_source, source_kind
 from tracker.types import HAND_CHOICES, CameraIntrinsics, DepthFrame, HandEstimate, Handedness, Joint
 from tracker.weights import WEIGHTS_DIR, crop_classifiers, crop_frame_of, load_manifest
@@ -64,7 +65,7 @@ def open_tracker(
     weights: str | Path | None = None,
     backend: str = AUTO_BACKEND,
     hand: str = "auto",
-    smooth: bool = False,
+    smooth: bool | OneEuroConfig = False,
     min_hand_probability: float = TrackerConfig.min_hand_probability,
 ) -> HandTracker:
     """A ``HandTracker`` ready for ``process(frame)``; close it (or use ``with``) to release
@@ -78,7 +79,8 @@ def open_tracker(
         "torch-cuda", "tensorrt"). One named that cannot run here raises:
         ``BackendUnavailable`` (no GPU, no TensorRT) or the GPU's own error (out of memory).
     hand: "auto", "right" or "left" (every hand taken as that side).
-    smooth: One-Euro smoothing of joints and mesh over time.
+    smooth: One-Euro smoothing of joints and mesh over time: True for the default setting
+        (``tracker.smoothing.OneEuroConfig()``), or a ``OneEuroConfig`` of one's own.
     min_hand_probability: the hand-presence gate (``TrackerConfig.min_hand_probability``,
         default 0.5; 0: off; below 0.99). ``weights``' ``side_classifier/`` and ``presence/``
         sub-folders are used where it has them, else the shipped classifiers.
@@ -89,8 +91,7 @@ def open_tracker(
     if hand not in HAND_CHOICES:
         raise ValueError(f"hand must be one of {', '.join(HAND_CHOICES)}, got {hand!r}")
     # Strictly True or False: "no" or "false" would be true.
-    if not isinstance(smooth, (bool, np.bool_)):
-        raise ValueError(f"smooth must be True or False, got {smooth!r}")
+    smoothing = _smoothing_setting(smooth)
     # Any real number (a numpy scalar from a config file or a ROS parameter too), not a bool.
     if isinstance(min_hand_probability, bool) or not isinstance(min_hand_probability, numbers.Real) or not 0.0 <= min_hand_probability < MAX_MIN_HAND_PROBABILITY:
         raise ValueError(f"min_hand_probability must be a number at least 0 and below {MAX_MIN_HAND_PROBABILITY}, got {min_hand_probability!r}")
@@ -101,7 +102,8 @@ def open_tracker(
         cube_size_m=manifest["cube_size_m"],
         crop_frame=crop_frame_of(manifest),
         handedness=None if hand == "auto" else Handedness(hand),
-        smooth=bool(smooth),
+        smooth=smoothing is not None,
+        smoothing=smoothing or OneEuroConfig(),
         min_hand_probability=min_hand_probability,
     )
     hand_model = HandModel.load()
@@ -114,6 +116,21 @@ def open_tracker(
     except BaseException:
         network.close()
         raise
+
+
+def _smoothing_setting(smooth: object) -> OneEuroConfig | None:
+    """The One-Euro setting ``smooth`` asks for, None for none."""
+    if isinstance(smooth, OneEuroConfig):
+        for field in dataclasses.fields(smooth):
+            value = getattr(smooth, field.name)
+            # A cut-off of 0 Hz would freeze the joints; a negative or NaN one gives NaN joints.
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0.0 < value < float("inf")):
+                raise ValueError(f"smooth: OneEuroConfig.{field.name} must be a positive number, got {value!r}")
+        return smooth
+    # Strictly True or False: "no" or "false" would be true.
+    if not isinstance(smooth, (bool, np.bool_)):
+        raise ValueError(f"smooth must be True, False or a tracker.smoothing.OneEuroConfig, got {smooth!r}")
+    return OneEuroConfig() if smooth else None
 
 
 class TrackedFrames:
@@ -214,7 +231,7 @@ def track(
     weights: str | Path | None = None,
     backend: str = AUTO_BACKEND,
     hand: str = "auto",
-    smooth: bool = False,
+    smooth: bool | OneEuroConfig = False,
     realtime: bool | None = None,
     max_frames: int | None = None,
     min_hand_probability: float = TrackerConfig.min_hand_probability,
