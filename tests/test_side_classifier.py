@@ -283,3 +283,30 @@ def test_a_short_training_run_exports_the_weights_with_their_config_and_log(tmp_
     assert (out / "export" / "training_config.json").read_bytes() == (out / "config.json").read_bytes()
     assert (out / "export" / "training_metrics.csv").read_bytes() == (out / "metrics.csv").read_bytes()
     assert json.loads((out / "export" / "side.json").read_text())["training"]["steps"] == 2
+
+
+def test_threads_sharing_a_classifier_each_get_their_own_crops_answer():
+    import threading
+
+    from tracker.side_inference import SideClassifier
+
+    classifier = SideClassifier.load()
+    rng = np.random.default_rng(0)
+    crops = [np.clip(rng.normal(0.5, 0.5, (64, 64)), -1, 1).astype(np.float32), np.ones((64, 64), np.float32)]
+    expected = [classifier.logit(c) for c in crops]
+    assert abs(expected[0] - expected[1]) > 0.1
+    wrong = [0, 0]
+
+    def classify(k):
+        for _ in range(2000):
+            # The same crop through the same session: equal to the last bit but for
+            # onnxruntime's threading; another crop's answer is off by far more.
+            if abs(classifier.logit(crops[k]) - expected[k]) > 1e-4:
+                wrong[k] += 1
+
+    threads = [threading.Thread(target=classify, args=(k,)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == [0, 0]

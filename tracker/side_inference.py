@@ -46,7 +46,6 @@ class CropClassifier:
         #: What its crops show past the image's edge; a manifest that does not say was
         #: trained on the far face.
         self.out_of_image = out_of_image_in(manifest)
-        self._feed = np.empty((1, 1, self.crop_size, self.crop_size), np.float32)
         #: The file it was read from, where it was (a run records it with its settings).
         self.source = None if source is None else str(source)
 
@@ -98,8 +97,10 @@ class CropClassifier:
         crop_depth = np.asarray(crop_depth)
         if crop_depth.shape != (self.crop_size, self.crop_size):
             raise ValueError(f"expected a ({self.crop_size}, {self.crop_size}) crop, got shape {crop_depth.shape}")
-        self._feed[0, 0] = crop_depth
-        return float(self.session.run([self.onnx_output], {self.onnx_input: self._feed})[0][0, 0])
+        # A feed of its own each call (no copy for a contiguous float32 crop): one shared
+        # buffer gave a thread another thread's crop's answer where threads share a classifier.
+        feed = np.ascontiguousarray(crop_depth, np.float32).reshape(1, 1, self.crop_size, self.crop_size)
+        return float(self.session.run([self.onnx_output], {self.onnx_input: feed})[0][0, 0])
 
     def probability(self, crop_depth: np.ndarray) -> float:
         return sigmoid(self.logit(crop_depth))
