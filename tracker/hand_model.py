@@ -208,6 +208,14 @@ class HandModel:
         for name, arr in (("local_rotations", rotations), ("bone_scales", scales), ("cam_from_hand", cam_from_hand)):
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"{name} contains NaN/inf")
+        rotation = cam_from_hand[:3, :3]
+        # A reflection would give a left hand's shape with a right hand's face winding (inside
+        # out) and joint frames that are not rotations: a left hand is asked for by name.
+        if not np.allclose(rotation.T @ rotation, np.eye(3), atol=1e-4) or np.linalg.det(rotation) <= 0:
+            raise ValueError(
+                "cam_from_hand must be rigid, its 3x3 part a rotation (not a reflection or a scaling); "
+                "for a left hand give handedness=Handedness.LEFT"
+            )
         length = np.ascontiguousarray(scales[:, 0])
         thickness = np.ascontiguousarray(scales[:, 1])
         hand_from_joint = forward_kinematics(self.joint_parents, self.parent_from_joint_bind, rotations, length)
