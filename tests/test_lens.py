@@ -42,6 +42,21 @@ def test_distort_and_undistort_are_inverses_over_the_image(model, coeffs):
     np.testing.assert_allclose(np.stack([xu, yu]), np.stack([x, y]), atol=1e-6)
 
 
+@pytest.mark.parametrize("model,coeffs", MODELS)
+def test_one_point_goes_through_as_an_array_of_them_does(model, coeffs, recwarn):
+    k = _intrinsics(model, coeffs)
+    x, y = undistort(0.3, -0.2, k)
+    xs, ys = undistort(np.array([0.3, 40.0]), np.array([-0.2, 40.0]), k)
+    assert np.shape(x) == () and (float(x), float(y)) == (xs[0], ys[0])
+    # Far outside the lens's range: no inverse, NaN, and no overflow warnings on the way.
+    assert np.isnan(xs[1]) and np.isnan(ys[1])
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    point = np.array([0.1, -0.05, 0.5])
+    np.testing.assert_array_equal(project(point, k), project(point[None], k)[0])
+    with pytest.raises(ValueError, match=r"expected points of shape \(\.\.\., 3\)"):
+        project(np.zeros((4, 2)), k)
+
+
 def _rs_intrinsics(k: CameraIntrinsics):
     rs = pytest.importorskip("pyrealsense2")
     out = rs.intrinsics()

@@ -62,14 +62,19 @@ def _kannala_brandt(x: np.ndarray, y: np.ndarray, c: tuple) -> tuple[np.ndarray,
 def _invert(forward, qx: np.ndarray, qy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """p with forward(p) = q, by fixed-point iteration from p = q (lens models are close to the
     identity over the image); NaN where it does not converge."""
+    shape = np.shape(qx)
+    # At least 1-D: numpy turns arithmetic on 0-d arrays into scalars, which take no NaN mask.
+    qx, qy = np.atleast_1d(qx), np.atleast_1d(qy)
     px, py = qx.copy(), qy.copy()
-    for _ in range(INVERSE_ITERATIONS):
+    # Far outside the lens's range the polynomial overflows: those points end as NaN below.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for _ in range(INVERSE_ITERATIONS):
+            fx, fy = forward(px, py)
+            px, py = px + (qx - fx), py + (qy - fy)
         fx, fy = forward(px, py)
-        px, py = px + (qx - fx), py + (qy - fy)
-    fx, fy = forward(px, py)
-    bad = ~(np.hypot(qx - fx, qy - fy) < INVERSE_TOLERANCE)
+        bad = ~(np.hypot(qx - fx, qy - fy) < INVERSE_TOLERANCE)
     px[bad], py[bad] = np.nan, np.nan
-    return px, py
+    return px.reshape(shape), py.reshape(shape)
 
 
 def distort(x: np.ndarray, y: np.ndarray, intrinsics: CameraIntrinsics) -> tuple[np.ndarray, np.ndarray]:
@@ -128,10 +133,12 @@ def pinhole_view(depth_m: np.ndarray, intrinsics: CameraIntrinsics) -> tuple[np.
 
 
 def project(points_cam_m: np.ndarray, intrinsics: CameraIntrinsics) -> np.ndarray:
-    """(N, 3) camera-frame points (metres, z > 0) -> (N, 2) float64 pixels in the stream's own
-    image, through its lens model."""
+    """(..., 3) camera-frame points (metres, z > 0) -> (..., 2) float64 pixels in the stream's
+    own image, through its lens model."""
     points = np.asarray(points_cam_m, np.float64)
+    if points.ndim == 0 or points.shape[-1] != 3:
+        raise ValueError(f"expected points of shape (..., 3), got {points.shape}")
     with np.errstate(divide="ignore", invalid="ignore"):
-        x, y = points[:, 0] / points[:, 2], points[:, 1] / points[:, 2]
+        x, y = points[..., 0] / points[..., 2], points[..., 1] / points[..., 2]
     x, y = distort(x, y, intrinsics)
-    return np.stack([x * intrinsics.fx + intrinsics.cx, y * intrinsics.fy + intrinsics.cy], 1)
+    return np.stack([x * intrinsics.fx + intrinsics.cx, y * intrinsics.fy + intrinsics.cy], -1)
