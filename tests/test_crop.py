@@ -29,6 +29,8 @@ def test_depth_normalisation_and_background():
     assert crop.depth[0, 0] == 1.0  # no measurement -> far face of the cube
     far = make_crop(_plane(2.0), K, np.array([0.0, 0.0, 0.5]), 0.26)
     assert np.all(far.depth == 1.0)  # beyond the cube -> far face
+    with pytest.raises(ValueError, match="depth_m must be float metres, got uint16"):
+        make_crop((depth * 1000).astype(np.uint16), K, np.array([0.0, 0.0, 0.5]), 0.26)
 
 
 def test_nan_and_infinite_depth_are_background_in_both_frames():

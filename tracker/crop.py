@@ -135,6 +135,9 @@ def make_crop(
     marked, only those past the whole image are marked, as they would be in a real frame.
     """
     frame = CropFrame(frame)
+    if not np.issubdtype(np.asarray(depth_m).dtype, np.floating):
+        # A camera's raw units (uint16 millimetres) taken as metres would lie past every cube.
+        raise ValueError(f"depth_m must be float metres, got {np.asarray(depth_m).dtype}: scale a camera's units by its depth scale (DepthFrame.depth_m)")
     image_from_crop = crop_window(center_cam_m, cube_size_m, intrinsics, crop_size, frame)
     if handedness == Handedness.LEFT:
         flip = np.array([[-1.0, 0.0, crop_size - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
