@@ -27,17 +27,22 @@
 # keeps what was done. Needs what benchmarks/gpu_session.sh needs. GPU_SESSION_SMOKE=1 runs
 # every stage tiny and on the CPU (tests/test_gpu_session.py).
 set -uo pipefail
+if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then
+  # The comment at the top of this file.
+  sed -n '2,/^set -uo pipefail/{/^#/s/^# \{0,1\}//p}' "$0"
+  exit 0
+fi
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 start=$(date +%s)
 out=${OUT:-out/gpu_pipeline}
 python=${PYTHON:-python3}
 smoke=${GPU_SESSION_SMOKE:-0}
-if [ $# -gt 1 ]; then
-  echo "one number of workers at most" >&2
+most=${1:-3}
+if [ $# -gt 1 ] || ! [[ $most =~ ^[0-9]+$ ]]; then
+  echo "usage: OUT=DIR bash benchmarks/gpu_pipeline.sh [WORKERS] (one whole number, default 3; --help says more)" >&2
   exit 2
 fi
-most=${1:-3}
 mkdir -p "$out"
 log="$out/session.log"
 : >"$log"

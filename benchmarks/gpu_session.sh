@@ -35,10 +35,19 @@
 # onnxruntime, tqdm, matplotlib and pytest. GPU_SESSION_SMOKE=1 runs every stage tiny and
 # on the CPU, to check the script itself (tests/test_gpu_session.py).
 set -uo pipefail
+if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then
+  # The comment at the top of this file.
+  sed -n '2,/^set -uo pipefail/{/^#/s/^# \{0,1\}//p}' "$0"
+  exit 0
+fi
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 start=$(date +%s)
 budget=${1:-540}
+if [ $# -gt 1 ] || ! [[ $budget =~ ^[0-9]+$ ]] || [ "$budget" -eq 0 ]; then
+  echo "usage: OUT=DIR bash benchmarks/gpu_session.sh [BUDGET_SECONDS] (a whole number of seconds, default 540; --help says more)" >&2
+  exit 2
+fi
 deadline=$((start + budget))
 out=${OUT:-out/gpu_session}
 run=${GPU_SESSION_RUN:-runs/gpu}

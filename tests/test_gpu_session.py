@@ -108,3 +108,15 @@ def test_gpu_session_refuses_weights_to_fine_tune_that_are_not_there(tmp_path):
     done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_session.sh"), "400"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "no exported weights there" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_gpu_scripts_explain_themselves_and_refuse_a_bad_argument_before_any_work(tmp_path):
+    env = _smoke_env(tmp_path)
+    for script, first_line in (("gpu_session.sh", "The whole GPU job"), ("gpu_pipeline.sh", "The GPU speed checks")):
+        path = str(REPO / "benchmarks" / script)
+        shown = subprocess.run(["bash", path, "--help"], env=env, capture_output=True, text=True, timeout=30)
+        assert shown.returncode == 0 and shown.stdout.startswith(first_line) and "OUT=/some/dir" in shown.stdout
+        for bad in (["-x"], ["1.5"], ["3", "4"]):
+            done = subprocess.run(["bash", path, *bad], env=env, capture_output=True, text=True, timeout=30)
+            assert done.returncode == 2 and done.stderr.startswith("usage:"), (script, bad, done.stderr)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "run").exists()
