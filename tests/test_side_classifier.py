@@ -254,6 +254,16 @@ def test_evaluate_refuses_empty_counts_before_any_work(counts, capsys):
     assert exit_info.value.code == 2 and "must be >= 1" in capsys.readouterr().err
 
 
+def test_evaluate_writes_what_it_prints_with_how_it_was_made(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sc, "evaluate", lambda *args, **kwargs: {"held_out": {"accuracy": 0.9, "per_frame": [1, 0]}})
+    out = tmp_path / "results" / "side_vote.json"
+    assert sc.main(["evaluate", "--seeds", "22", "23", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["held_out"] == json.loads(capsys.readouterr().out)["held_out"] == {"accuracy": 0.9}
+    assert record["command"] == ["python", "-m", "tracker.side_classifier", "evaluate", "--seeds", "22", "23", "--out", str(out)]
+    assert record["machine"]["git_commit"] and record["weights"]["sha256"]["side.onnx"] == sc.load_manifest()["files"]["side.onnx"]
+
+
 def test_missing_real_frames_cost_their_check_not_the_evaluation(monkeypatch, capsys):
     from tracker.sources import SourceError
 

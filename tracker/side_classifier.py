@@ -1034,6 +1034,10 @@ def main(argv: list[str] | None = None) -> int:
         help="the side vote's margin for the sequences (default: the tracker's, tracker.side_vote.SideVoteConfig)",
     )
     e.add_argument("--write", action="store_true", help="store the metrics in the manifest (checksums are unaffected)")
+    e.add_argument(
+        "--out", type=Path, metavar="FILE.json",
+        help="also write the metrics printed to this file, with the command, the machine and the weights' checksums",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "train":
@@ -1088,15 +1092,20 @@ def main(argv: list[str] | None = None) -> int:
         except WeightsError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        print(
-            json.dumps(
-                {
-                    k: {kk: vv for kk, vv in v.items() if kk not in ("per_frame", "per_sequence")}
-                    for k, v in metrics.items()
-                },
-                indent=2,
-            )
-        )
+        shown = {k: {kk: vv for kk, vv in v.items() if kk not in ("per_frame", "per_sequence")} for k, v in metrics.items()}
+        print(json.dumps(shown, indent=2))
+        if getattr(args, "out", None) is not None:
+            from tracker.machine import machine_info
+
+            record = {
+                "benchmark": "side_vote",
+                "command": ["python", "-m", "tracker.side_classifier", *(sys.argv[1:] if argv is None else argv)],
+                "machine": machine_info(),
+                "weights": {"dir": str(Path(args.weights).resolve()), "sha256": load_manifest(args.weights).get("files", {})},
+                **shown,
+            }
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(record, indent=2) + "\n")
         if args.write:
             manifest = load_manifest(args.weights)
             manifest["metrics"] = metrics
