@@ -156,7 +156,7 @@ def test_a_run_that_stays_non_finite_stops_with_a_clear_error(tmp_path, monkeypa
     assert state["step"] == 2 and all(bool(torch.isfinite(v).all()) for v in state["network"].values())
 
 
-@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT", "SIGHUP"])
 def test_a_signal_ends_the_run_after_its_step_with_a_checkpoint_and_an_export(tmp_path, monkeypatch, capsys, name):
     import signal
 
@@ -755,6 +755,72 @@ def test_no_resume_keeps_the_earlier_run_aside_and_a_finished_run_is_not_trained
     assert [int(r["step"]) for r in _rows(tmp_path / "metrics.csv")] == list(range(1, SMOKE.steps + 1))
 
 
+def test_a_fresh_start_beside_a_run_without_its_checkpoint_keeps_that_run_aside(tmp_path, capsys):
+    import dataclasses
+
+    train(SMOKE, tmp_path, progress=False)
+    first = load_network(tmp_path / "export")[1]["files"]
+    (tmp_path / "last.pt").unlink()  # deleted to save space, say
+    capsys.readouterr()
+    train(dataclasses.replace(SMOKE, seed=1), tmp_path, progress=False)
+    assert f"no checkpoint to resume in {tmp_path}: the earlier run's files are kept in" in capsys.readouterr().out
+    (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("earlier-")]
+    assert load_network(aside / "export")[1]["files"] == first and (aside / "metrics.csv").is_file()
+    assert load_network(tmp_path / "export")[1]["files"] != first
+
+
+def test_a_fresh_start_may_fine_tune_its_own_folders_export(tmp_path, capsys):
+    train(SMOKE, tmp_path, progress=False)
+    first = load_network(tmp_path / "export")[1]
+    summary = train(SMOKE, tmp_path, resume=False, progress=False, init_from=tmp_path / "export")
+    assert summary["initialised_from"]["samples_seen"] == first["training"]["samples_seen"]
+    (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("earlier-")]
+    assert load_network(aside / "export")[1]["files"] == first["files"]
+
+
+def test_a_second_run_into_the_same_folder_at_once_is_refused(tmp_path, capsys):
+    import tracker.train as train_module
+
+    with train_module._run_lock(tmp_path, rank=0):
+        with pytest.raises(train_module.RunInUse, match=f"another training run is writing into {tmp_path} \\(process {os.getpid()}\\)"):
+            train(SMOKE, tmp_path, progress=False)
+        assert train_module.main(["--out", str(tmp_path), "--recipe", "smoke"]) == 2
+        assert "another training run is writing into" in capsys.readouterr().err
+        assert not (tmp_path / "metrics.csv").exists()
+    train(SMOKE, tmp_path, progress=False)  # free again
+
+
+def test_a_resume_with_another_number_of_processes_says_the_batch_changes(tmp_path, capsys):
+    import dataclasses
+
+    train(SMOKE, tmp_path, progress=False)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["world_size"] == 1
+    state["world_size"] = 2
+    torch.save(state, tmp_path / "last.pt")
+    capsys.readouterr()
+    train(dataclasses.replace(SMOKE, steps=SMOKE.steps + 1), tmp_path, progress=False)
+    b = SMOKE.batch_size
+    assert f"resuming a run trained by 2 process(es) with 1: each step now takes {b} examples instead of {2 * b}" in capsys.readouterr().out
+
+
+def test_an_export_of_other_weights_drops_the_model_card_and_evaluation_of_the_earlier(tmp_path, hand_model):
+    from tracker.crop import CropFrame
+    from tracker.weights import export_weights
+
+    network = DualGridNet(hand_model.mesh_coords, SMOKE.network)
+    export_weights(network, 0.26, tmp_path, crop_frame=CropFrame.RAY)
+    (tmp_path / "MODEL_CARD.md").write_text("card")
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "synthetic_metrics.json").write_text("{}")
+    export_weights(network, 0.26, tmp_path, crop_frame=CropFrame.RAY)  # the same weights again: still described
+    assert (tmp_path / "MODEL_CARD.md").is_file() and (tmp_path / "eval" / "synthetic_metrics.json").is_file()
+    with torch.no_grad():
+        next(network.parameters()).add_(1.0)
+    export_weights(network, 0.26, tmp_path, crop_frame=CropFrame.RAY)
+    assert not (tmp_path / "MODEL_CARD.md").exists() and not (tmp_path / "eval").exists()
+
+
 def test_a_resumed_fine_tune_keeps_its_refit_terms_and_its_earlier_settings_on_record(tmp_path):
     train(SMOKE, tmp_path / "first", progress=False)
     fine_tune = SMOKE.__class__(**{**SMOKE.__dict__, "refit_start_step": 0})  # as main sets it with --init-from
@@ -990,3 +1056,11 @@ def test_a_training_run_given_for_weights_points_to_its_export(tmp_path):
     (tmp_path / "run" / "export" / "dgn.json").write_text("{}")
     with pytest.raises(WeightsError, match="it is a training run, whose exported weights are in .*export"):
         load_manifest(tmp_path / "run")
+
+
+def test_a_replay_setting_without_a_replay_memory_is_refused(tmp_path, capsys):
+    from tracker.train import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path), "--recipe", "smoke", "--replay-max-uses", "2"])
+    assert exit_info.value.code == 2 and "give --replay-examples N too" in capsys.readouterr().err

@@ -773,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
         "tracker decides a track's first",
     )
     parser.add_argument("--out", type=Path, help="results directory (default WEIGHTS/eval)")
-    parser.add_argument("--no-model-card", action="store_true", help="do not (re)write WEIGHTS/MODEL_CARD.md")
+    parser.add_argument("--no-model-card", action="store_true", help="do not (re)write WEIGHTS/MODEL_CARD.md (needs --out elsewhere than WEIGHTS/eval, whose figures the card cites)")
     parser.add_argument(
         "--crop-frame", choices=[f.value for f in CropFrame],
         help="crop in this frame instead of the one the weights were trained in (a diagnostic: needs --out, writes no model card)",

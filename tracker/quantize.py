@@ -225,7 +225,7 @@ def quantize_weights(weights_dir: str | Path = WEIGHTS_DIR, samples: int = DEFAU
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tracker.quantize", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tracker.quantize", description=__doc__.splitlines()[0].replace("``", "") + " The manifest (dgn.json) records it and its checksum.")
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="weights directory holding dgn.onnx (default %(default)s)")
     parser.add_argument(
         "--samples", type=int, default=DEFAULT_CALIBRATION_SAMPLES,

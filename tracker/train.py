@@ -24,8 +24,10 @@ counts the rendered examples and ``examples_trained`` the ones drawn.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
+import fcntl
 import json
 import math
 import multiprocessing.connection
@@ -318,14 +320,15 @@ def _agreed_flag(flag: bool, world_size: int, device: torch.device) -> bool:
 
 
 class StopRequest:
-    """SIGINT / SIGTERM end the run after the step in progress, with a checkpoint and an
-    export, instead of losing everything since the last checkpoint; a second signal aborts.
+    """SIGINT / SIGTERM / SIGHUP end the run after the step in progress, with a checkpoint and
+    an export, instead of losing everything since the last checkpoint; a second signal aborts.
 
-    Schedulers (torchrun, SLURM) stop jobs with SIGTERM, terminals with SIGINT. Handlers can
-    only be installed from the main thread; elsewhere the run keeps the default behaviour.
+    Schedulers (torchrun, SLURM) stop jobs with SIGTERM, terminals with SIGINT, and a closed
+    terminal or ssh session hangs up (SIGHUP). Handlers can only be installed from the main
+    thread; elsewhere the run keeps the default behaviour.
     """
 
-    SIGNALS = ("SIGINT", "SIGTERM")
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
     def __init__(self, announce: bool) -> None:
         self.signal_name: str | None = None
@@ -524,6 +527,7 @@ def _save_checkpoint(
     skipped_steps: int = 0,
     hand_model_sha256: str | None = None,
     schedule_anchor: ScheduleAnchor | None = None,
+    world_size: int = 1,
 ) -> None:
     if not _all_finite(network):
         raise FloatingPointError(f"the network's weights are not finite at step {step}; they were not saved over {path}")
@@ -543,6 +547,7 @@ def _save_checkpoint(
                 "stream_lanes": lanes.to_dict(),  # where each lane of the sample stream goes on from
                 "skipped_steps": skipped_steps,
                 "hand_model_sha256": hand_model_sha256,  # the mesh the network samples, which a resume must keep
+                "world_size": world_size,  # processes, each taking a batch a step
                 "schedule_anchor": None if schedule_anchor is None else schedule_anchor.to_dict(),
             },
             tmp,
@@ -604,11 +609,14 @@ def _kept(checkpoint: Path, checkpointed_step: int | None) -> str:
 
 #: What a run writes into its folder; --no-resume moves an earlier run's aside.
 RUN_FILES = ("last.pt", "config.json", "metrics.csv", "summary.json", "export")
+#: Held by the run writing into the folder (the process id inside, for the message).
+RUN_LOCK = ".run.lock"
 
 
-def _set_aside(out_dir: Path) -> Path:
+def _set_aside(out_dir: Path, why: str) -> Path:
     """Move an earlier run's files into a subfolder, so that a fresh start loses nothing and
-    cannot be mixed with them (its log with their rows, their checkpoint resumed by mistake)."""
+    cannot be mixed with them (its log with their rows, their checkpoint resumed by mistake,
+    their export replaced). ``why``: what the message begins with."""
     aside = out_dir / time.strftime("earlier-%Y%m%d-%H%M%S")
     suffix = 1
     while aside.exists():
@@ -618,8 +626,43 @@ def _set_aside(out_dir: Path) -> Path:
     for name in RUN_FILES:
         if (out_dir / name).exists():
             os.replace(out_dir / name, aside / name)
-    print(f"--no-resume: the earlier run's files are kept in {aside}")
+    print(f"{why}: the earlier run's files are kept in {aside}")
     return aside
+
+
+class RunInUse(RuntimeError):
+    """Another training process is writing into the run directory."""
+
+
+@contextlib.contextmanager
+def _run_lock(out_dir: Path, rank: int):
+    """Hold ``out_dir`` for this run (rank 0, which writes its files): a second run into the
+    same folder at once would mix its log rows, configs and checkpoints with this one's."""
+    if rank != 0:
+        yield
+        return
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / RUN_LOCK, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise RunInUse(f"another training run is writing into {out_dir} (process {holder}); wait for it, or give another --out") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            # A run that failed before writing anything (weights to start from that are not
+            # there) leaves no folder of its own making behind.
+            if created and os.listdir(out_dir) == [RUN_LOCK]:
+                (out_dir / RUN_LOCK).unlink()
+                out_dir.rmdir()
 
 
 def train(
@@ -635,12 +678,30 @@ def train(
 
     ``init_from``: exported weights to start from instead of random ones (fine-tuning);
     not used when resuming a checkpoint, which holds the weights it has got to. Without
-    ``resume`` an earlier run's files in ``out_dir`` are moved aside first. ``command``:
-    the command line, kept in the run's ``config.json``.
+    ``resume``, or without a checkpoint to resume, an earlier run's files in ``out_dir`` are
+    moved aside first (``init_from`` may be among them: it is read before). ``command``:
+    the command line, kept in the run's ``config.json``. Raises ``RunInUse`` where another
+    run is writing into ``out_dir``.
     """
     check_replay(config)
     out_dir = Path(out_dir)
     rank, world_size, device = _setup_distributed(config.device)
+    with _run_lock(out_dir, rank):
+        return _train(config, out_dir, resume, progress, max_seconds, init_from, command, rank, world_size, device)
+
+
+def _train(
+    config: TrainConfig,
+    out_dir: Path,
+    resume: bool,
+    progress: bool,
+    max_seconds: float | None,
+    init_from: str | Path | None,
+    command: list[str] | None,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+) -> dict:
     torch.manual_seed(config.seed + rank)
     hand_model = HandModel.load()
     refit = Refit(hand_model)
@@ -656,9 +717,18 @@ def train(
     step, samples_seen, examples_trained, earlier_seconds, earlier_skipped = 0, 0, 0, 0.0, 0
     initialised_from = saved_lanes = schedule_anchor = None
     checkpoint = out_dir / "last.pt"
-    if not resume and checkpoint.is_file() and rank == 0:
-        _set_aside(out_dir)
-    if resume and checkpoint.is_file():
+    resuming = resume and checkpoint.is_file()
+    if not resuming and init_from is not None:
+        # Read before anything is set aside below: they may be this folder's own export.
+        initialised_from = initial_weights(network, init_from)
+        network.to(device)
+    if world_size > 1:
+        dist.barrier()  # every rank has looked at the folder, and read its weights, before it changes
+    if not resuming and rank == 0 and any((out_dir / name).exists() for name in RUN_FILES):
+        # A fresh start beside an earlier run's files (a finished run whose checkpoint was
+        # deleted to save space, say) would write over its export and start its log afresh.
+        _set_aside(out_dir, "--no-resume" if checkpoint.is_file() else f"no checkpoint to resume in {out_dir}")
+    if resuming:
         try:
             state = torch.load(checkpoint, map_location=device, weights_only=True)
         except Exception as error:  # truncated, not a checkpoint, or from an unknown version
@@ -709,6 +779,12 @@ def train(
         saved_lanes = state.get("stream_lanes")
         max_seconds = _resumed_budget(state.get("max_seconds"), max_seconds, rank)
         _warn_schedule_changes(state.get("config", {}), config, rank)
+        saved_world = state.get("world_size")
+        if saved_world is not None and int(saved_world) != world_size and rank == 0:
+            print(
+                f"warning: resuming a run trained by {saved_world} process(es) with {world_size}: each step now takes "
+                f"{config.batch_size * world_size} examples instead of {config.batch_size * int(saved_world)}"
+            )
         saved_anchor = ScheduleAnchor.from_dict(state.get("schedule_anchor"))
         schedule_anchor = resumed_schedule_anchor(state.get("config", {}), saved_anchor, config, step)
         steps_changed = state.get("config", {}).get("steps", config.steps) != config.steps
@@ -721,8 +797,6 @@ def train(
         if init_from is not None and rank == 0:
             print(f"resuming {checkpoint} at step {step}: --init-from {init_from} is not used (--no-resume starts afresh from it)")
     elif init_from is not None:
-        initialised_from = initial_weights(network, init_from)
-        network.to(device)
         if initialised_from["crop_frame"] != CropFrame(config.data.crop_frame).value and rank == 0:
             print(f"note: {init_from} were trained on {initialised_from['crop_frame']}-frame crops; this run trains them on {CropFrame(config.data.crop_frame).value}-frame ones")
         if initialised_from.get("narrowed_from") and rank == 0:
@@ -938,7 +1012,7 @@ def train(
                     _save_checkpoint(
                         checkpoint, network, optimizer, step, samples_seen, examples_trained, config,
                         earlier_seconds + time.perf_counter() - began, initialised_from, max_seconds, lanes,
-                        skipped_steps, hand_model.sha256, schedule_anchor,
+                        skipped_steps, hand_model.sha256, schedule_anchor, world_size,
                     )
                 checkpointed_step = step
             if _agreed_flag(stop.requested, world_size, device):
@@ -962,7 +1036,7 @@ def train(
                 _save_checkpoint(
                     checkpoint, network, optimizer, step, samples_seen, examples_trained, config,
                     earlier_seconds + step_done - began, initialised_from, max_seconds, lanes,
-                    skipped_steps, hand_model.sha256, schedule_anchor,
+                    skipped_steps, hand_model.sha256, schedule_anchor, world_size,
                 )
                 checkpointed_step = step
             raise DataStalled(
@@ -971,6 +1045,7 @@ def train(
             ) from error
     finally:
         stop.__exit__(None, None, None)
+        bar.close()  # an error printed after it starts on a line of its own
         if not finished:
             batches.close()  # stops the replay memory's loader thread now, not when collected
             _end_data_workers(loader)
@@ -996,7 +1071,7 @@ def train(
         handle.close()
         _save_checkpoint(
             checkpoint, network, optimizer, step, samples_seen, examples_trained, config, summary["seconds"], initialised_from, max_seconds, lanes,
-            skipped_steps, hand_model.sha256, schedule_anchor,
+            skipped_steps, hand_model.sha256, schedule_anchor, world_size,
         )
         machine = machine_info()
         device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{machine['logical_cores']}-core CPU ({machine['cpu']})"
@@ -1023,14 +1098,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--recipe", choices=sorted(RECIPES), default="cpu",
         help=f"preset: cpu ({RECIPES['cpu'].steps} steps of {RECIPES['cpu'].batch_size}, a small run for a CPU), "
-        f"gpu ({RECIPES['gpu'].steps} steps of {RECIPES['gpu'].batch_size} with {RECIPES['gpu'].workers} data workers, sized for "
-        f"{RECIPE_MINUTES['gpu']:g} minutes on one H100-class GPU), smoke ({RECIPES['smoke'].steps} steps of "
+        f"gpu ({RECIPES['gpu'].steps} steps of {RECIPES['gpu'].batch_size} with {RECIPES['gpu'].workers} data workers, cut off by "
+        f"a {RECIPE_MINUTES['gpu']:g}-minute time budget on one H100-class GPU), smoke ({RECIPES['smoke'].steps} steps of "
         f"{RECIPES['smoke'].batch_size}, no workers: checks that training runs at all) (default %(default)s)",
     )
-    parser.add_argument("--steps", type=int, help="override the recipe's optimisation steps")
-    parser.add_argument("--batch-size", type=int, help="override the per-process batch size")
-    parser.add_argument("--workers", type=int, help="override data-loader workers per process")
-    parser.add_argument("--lr", type=float, help="override the peak learning rate")
+    def recipes_say(field: str) -> str:
+        return "; ".join(f"{name} {getattr(recipe, field):g}" for name, recipe in RECIPES.items())
+
+    parser.add_argument("--steps", type=int, help=f"override the recipe's optimisation steps ({recipes_say('steps')})")
+    parser.add_argument("--batch-size", type=int, help=f"override the per-process batch size ({recipes_say('batch_size')})")
+    parser.add_argument("--workers", type=int, help=f"override data-loader workers per process ({recipes_say('workers')})")
+    parser.add_argument(
+        "--lr", type=float,
+        help=f"override the peak learning rate ({recipes_say('learning_rate')}), reached after a linear warm-up "
+        f"({recipes_say('warmup_steps')} steps) and decayed by a cosine; the refit terms join the loss after "
+        f"{recipes_say('refit_start_step')} steps (from the first with --init-from)",
+    )
     parser.add_argument(
         "--replay-examples",
         type=int,
@@ -1074,8 +1157,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     widths = parser.add_argument_group(
         "network widths",
-        "narrower than the recipe's network (64 channels everywhere) for a faster forward; with --init-from, the weights "
-        "are narrowed to them, keeping the channels the next layers weigh most, and then fine-tuned",
+        "other than the recipe's network (64 channels everywhere): narrower for a faster forward; with --init-from, the "
+        "weights can only be narrowed to them, keeping the channels the next layers weigh most, and then fine-tuned",
     )
     widths.add_argument("--image-channels", type=int, metavar="N", help="the image hourglass's width")
     widths.add_argument(
@@ -1085,7 +1168,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     widths.add_argument("--mesh-channels", type=int, metavar="N", help="the mesh hourglass's width")
     widths.add_argument("--mesh-block-channels", type=int, metavar="N", help="the same inside the mesh hourglass's blocks")
-    parser.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.pt exists (the earlier run's files are moved into OUT/earlier-<time>/)")
+    parser.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.pt exists (the earlier run's files are moved into OUT/earlier-<time>/, as they are whenever there is no checkpoint to resume)")
     args = parser.parse_args(argv)
     config = RECIPES[args.recipe]
     overrides = {
@@ -1152,6 +1235,8 @@ def main(argv: list[str] | None = None) -> int:
         check_replay(config)
     except ValueError as error:
         parser.error(str(error))
+    if args.replay_max_uses is not None and not config.replay_examples:
+        parser.error(f"--replay-max-uses limits draws from a replay memory, and the {args.recipe} recipe has none here: give --replay-examples N too")
     if config.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: this torch build sees no CUDA GPU (torch.cuda.is_available() is False); use --device cpu or auto")
     if args.out.exists() and not args.out.is_dir():
@@ -1168,8 +1253,8 @@ def main(argv: list[str] | None = None) -> int:
             command=["python", "-m", "tracker.train", *(sys.argv[1:] if argv is None else argv)],
         )
     # --init-from weights missing or wrong; a resume in another frame or from a damaged checkpoint; a checkpoint
-    # that cannot be written; a run gone non-finite; stuck data workers
-    except (WeightsError, ResumeError, CheckpointError, FloatingPointError, DataStalled) as exc:
+    # that cannot be written; a run gone non-finite; stuck data workers; another run in the same folder
+    except (WeightsError, ResumeError, CheckpointError, FloatingPointError, DataStalled, RunInUse) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # the run directory or its files cannot be written

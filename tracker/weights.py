@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -41,6 +42,9 @@ MANIFEST = "dgn.json"
 STATE_DICT = "dgn.pt"
 ONNX = "dgn.onnx"
 ONNX_INT8 = "dgn_int8.onnx"
+#: What tracker.evaluate writes into a weights folder about its weights.
+MODEL_CARD = "MODEL_CARD.md"
+EVAL_DIR = "eval"
 ONNX_INPUT = "depth"
 ONNX_OUTPUTS = ("mesh_coords", "hand_logit", "grid_offsets", "vertices")
 ONNX_OPSET = 17
@@ -72,6 +76,8 @@ def load_manifest(weights_dir: str | Path = WEIGHTS_DIR) -> dict:
         raise WeightsError(f"no network weights in {weights_dir} ({MANIFEST} missing); train and export a model first")
     try:
         manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict):
+            raise TypeError(f"it holds a JSON {type(manifest).__name__}, not an object")
         network = DualGridNetConfig(**manifest["network"])
         files = manifest["files"]
         if not isinstance(files, dict):
@@ -138,7 +144,11 @@ def load_network(weights_dir: str | Path = WEIGHTS_DIR, hand_model: HandModel | 
         state = torch.load(path, map_location="cpu", weights_only=True)
         network.load_state_dict(state)
     except Exception as exc:  # torch raises several types for bad archives
-        raise WeightsError(f"{path}: cannot load the state dict ({exc})") from exc
+        # A state dict of another shape lists every mismatched tensor: the first says enough.
+        lines = str(exc).strip().splitlines()
+        first = next((line.strip() for line in lines[1:] if line.strip()), "") if len(lines) > 3 else ""
+        why = f"{lines[0]} {first} ... ({len(lines) - 1} lines); does {MANIFEST}'s network match it?" if first else str(exc)
+        raise WeightsError(f"{path}: cannot load the state dict ({why})") from exc
     return network.eval(), manifest
 
 
@@ -218,10 +228,16 @@ def export_weights(
     Each file is written under a temporary name and put in place once all are written (the
     manifest last), so a run killed during the export (tens of seconds) leaves the earlier
     export whole rather than new weights beside an old manifest. An 8-bit network made from
-    the earlier weights (``tracker.quantize``) no longer matches them and is removed.
+    the earlier weights (``tracker.quantize``) no longer matches them and is removed; so are
+    the model card and ``eval/`` that ``tracker.evaluate`` wrote of them, where the weights
+    are not the same as before.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        earlier = json.loads((out_dir / MANIFEST).read_text())["files"][STATE_DICT]
+    except (OSError, ValueError, KeyError, TypeError):
+        earlier = None
     partial = {name: out_dir / f".{name}.partial" for name in (STATE_DICT, ONNX, MANIFEST)}
     try:
         state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
@@ -233,6 +249,10 @@ def export_weights(
             os.replace(partial[name], out_dir / name)
         # After the manifest: until then the earlier one lists it (the new one does not).
         (out_dir / ONNX_INT8).unlink(missing_ok=True)
+        if earlier is not None and earlier != manifest["files"][STATE_DICT]:
+            # They describe weights no longer there.
+            (out_dir / MODEL_CARD).unlink(missing_ok=True)
+            shutil.rmtree(out_dir / EVAL_DIR, ignore_errors=True)
     finally:
         for path in partial.values():
             path.unlink(missing_ok=True)
