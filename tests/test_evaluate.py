@@ -75,6 +75,10 @@ def test_evaluation_writes_metrics_plots_and_a_model_card(smoke_weights, tmp_pat
         evaluate_main(["--weights", str(weights), "--frames", "2"])
     assert "holds the figures of 3 frames, which the model card cites" in capsys.readouterr().err
     assert (weights / "MODEL_CARD.md").read_bytes() == card and json.loads((out / "synthetic_metrics.json").read_text())["frames"] == 3
+    # Nor may another weights' check go into this folder's eval/.
+    with pytest.raises(SystemExit):
+        evaluate_main(["--weights", str(Path(__file__).resolve().parent.parent / "weights"), "--frames", "2", "--out", str(out), "--no-model-card"])
+    assert f"holds the evaluation of the weights in {weights}" in capsys.readouterr().err
 
 
 def test_evaluation_judges_the_8_bit_network_on_the_same_frames(smoke_weights, tmp_path, capsys):

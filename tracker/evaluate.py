@@ -802,6 +802,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--stream-seed needs --out elsewhere than WEIGHTS/eval, which holds the held-out set's own figures")
     if args.no_model_card and into_own:
         parser.error("--no-model-card needs --out elsewhere than WEIGHTS/eval, which holds the figures the model card cites")
+    if args.out is not None and not into_own and args.out.name == "eval" and (args.out.parent / "dgn.json").is_file():
+        parser.error(f"--out {args.out} holds the evaluation of the weights in {args.out.parent}, which their model card cites: give another folder")
     if into_own:
         # A quick check run into the weights' own folder would put its figures in the model
         # card in place of a larger run's, silently: it goes elsewhere.
