@@ -452,11 +452,12 @@ def main(argv: list[str] | None = None) -> int:
         rss_start = rss_mb()
         sinks = [JsonLinesSink(Path(tmp) / "out.jsonl"), probe]
         if args.video:
+            from tracker.sinks import BackgroundSink
             from tracker.viewer import VideoSink
 
             # At the command line's video rate, whatever the input's: a frame that gets no
-            # video frame of its own is not drawn.
-            sinks.insert(1, VideoSink(Path(tmp) / "overlay.mp4", hand_model))
+            # video frame of its own is not drawn. On its own thread, as the command line has it.
+            sinks.insert(1, BackgroundSink(VideoSink(Path(tmp) / "overlay.mp4", hand_model)))
         live = args.pace is not None
         pipelined = not args.one_network_at_a_time
         if args.profile is None:

@@ -597,3 +597,25 @@ def test_an_output_on_the_recording_s_settings_file_is_refused(tmp_path):
     assert "--video and --record's settings file name the same path" in clash("--out", out, "--record", record, "--video", str(tmp_path / "r.config.json"))
     # session.jsonl and session.db3 side by side share one settings file, as intended.
     assert clash("--out", str(tmp_path / "s.jsonl"), "--record", str(tmp_path / "s.db3")) is None
+
+
+def test_a_video_cut_off_by_a_full_disk_ends_the_run_and_keeps_what_came_before(tmp_path, capsys, monkeypatch):
+    # The video is drawn on a thread of its own: its failure still stops the run, the frames
+    # tracked before it stay in the JSON lines, and an earlier video keeps its place.
+    import tracker.viewer
+
+    class FillsUp(cv2.VideoWriter):
+        written = 0
+
+        def write(self, image):
+            FillsUp.written += 1
+            return False if FillsUp.written > 10 else super().write(image)
+
+    monkeypatch.setattr(tracker.viewer.cv2, "VideoWriter", FillsUp)
+    out, video = tmp_path / "t.jsonl", tmp_path / "v.mp4"
+    video.write_bytes(b"an earlier run's video")
+    assert main(["--source", "synthetic", "--max-frames", "60", "--no-viewer", "--out", str(out), "--video", str(video)]) == 1
+    assert "encoder refused a frame" in capsys.readouterr().err
+    frames = [json.loads(line)["frame"] for line in out.read_text().splitlines()]
+    assert 10 <= len(frames) < 60 and frames == list(range(len(frames)))
+    assert video.read_bytes() == b"an earlier run's video"

@@ -471,3 +471,89 @@ def test_a_video_that_cannot_be_finished_fails_the_run_and_keeps_the_earlier_one
     assert f"cannot write video {video}: it did not play once finished" in err and "left as it was" in err
     assert video.read_bytes() == b"an earlier run's video"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.config.json", "t.jsonl", "v.mp4"]  # nothing unplayable left
+
+
+class _HeldSink:
+    """An output that takes frames only while ``open`` is set, recording the thread each came on."""
+
+    def __init__(self, fail_at=None) -> None:
+        import threading
+
+        self.open = threading.Event()
+        self.taken, self.threads, self.closed, self.fail_at = [], set(), 0, fail_at
+
+    def write(self, result) -> None:
+        import threading
+
+        assert self.open.wait(10)
+        if result == self.fail_at:
+            raise OSError("disk full")
+        self.taken.append(result)
+        self.threads.add(threading.current_thread().name)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_a_background_output_takes_frames_in_order_off_the_callers_thread_and_is_closed_after_them():
+    from tracker.sinks import BackgroundSink
+
+    held = _HeldSink()
+    sink = BackgroundSink(held, max_waiting=4)
+    for frame in range(4):
+        sink.write(frame)  # returns while the output is held: nothing waits for the drawing
+    assert held.taken == []
+    held.open.set()
+    for frame in range(4, 10):
+        sink.write(frame)
+    sink.close()
+    assert held.taken == list(range(10)) and held.closed == 1
+    assert held.threads == {"_HeldSink-writer"}
+    sink.close()  # once is enough
+    assert held.closed == 1
+
+
+def test_a_background_output_full_of_frames_makes_the_next_one_wait():
+    import threading
+
+    from tracker.sinks import BackgroundSink
+
+    held = _HeldSink()
+    sink = BackgroundSink(held, max_waiting=2)
+    # One frame is taken off the queue and waits in the output's write, two wait in the queue.
+    for frame in range(3):
+        sink.write(frame)
+    writer = threading.Thread(target=sink.write, args=(3,))
+    writer.start()
+    writer.join(0.3)
+    assert writer.is_alive()  # no room: it waits, rather than dropping a frame
+    held.open.set()
+    writer.join(10)
+    sink.close()
+    assert held.taken == [0, 1, 2, 3]
+
+
+def test_a_background_outputs_failure_is_raised_at_the_next_write_or_at_close():
+    from tracker.sinks import BackgroundSink
+
+    held = _HeldSink(fail_at=1)
+    held.open.set()
+    sink = BackgroundSink(held)
+    sink.write(0)
+    sink.write(1)
+    with pytest.raises(OSError, match="disk full"):
+        for frame in range(2, 1000):  # raised as soon as the writer thread has failed
+            sink.write(frame)
+            time.sleep(0.01)
+    sink.close()  # raised once: the caller has it
+    assert held.taken == [0] and held.closed == 1
+    # A failure on the last frames, after the last write, is raised by close, after the
+    # output is closed (a video gets its end).
+    held = _HeldSink(fail_at=2)
+    held.open.set()
+    sink = BackgroundSink(held)
+    for frame in range(3):
+        sink.write(frame)
+    with pytest.raises(OSError, match="disk full"):
+        sink.close()
+    assert held.closed == 1

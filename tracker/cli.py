@@ -656,16 +656,16 @@ def _abandon(sinks) -> None:
 
 def _open_sinks(args, hand_model) -> list:
     """The outputs the flags ask for; the live window only where a display is present."""
-    from tracker.sinks import JsonLinesSink
-    from tracker.viewer import OverlayPainter, VideoSink, WindowSink, display_problem
+    from tracker.sinks import BackgroundSink, JsonLinesSink
+    from tracker.viewer import VideoSink, WindowSink, display_problem
 
     # The JSON lines go in last, so that an output failing to open is told before them
     # (an earlier run's file is replaced only at the first line written).
     sinks = []
     try:
-        painter = OverlayPainter(hand_model.faces)
         if args.video is not None:
-            sinks.append(VideoSink(args.video, hand_model, painter=painter))
+            # Drawn on its own thread, with a painter of its own: the window's is this thread's.
+            sinks.append(BackgroundSink(VideoSink(args.video, hand_model)))
         if args.mesh_dir is not None:
             from tracker.mesh_output import MeshSink
 
@@ -673,7 +673,7 @@ def _open_sinks(args, hand_model) -> list:
         if not args.no_viewer:
             problem = display_problem()
             if problem is None:
-                sinks.append(WindowSink(hand_model, painter=painter))
+                sinks.append(WindowSink(hand_model))
             else:
                 print(f"{problem}: running headless; --video writes the overlay to a file", file=sys.stderr)
         if args.viewer_3d:

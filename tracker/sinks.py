@@ -192,3 +192,78 @@ class JsonLinesSink:
                 sys.stdout.flush()
                 os.dup2(self._file.fileno(), 1)  # standard output back where it was
             self._file.close()
+
+
+class BackgroundSink:
+    """Runs a slow output (the overlay video: drawing and encoding) on a thread of its own, so
+    that the tracker thread goes on to the next frame meanwhile; on a 2-core CPU tracking a
+    90 frames/s camera, drawing in line cost a tenth of the frames.
+
+    At most ``max_waiting`` frames wait for it; one more waits for room (the output is not
+    left behind for ever, nor frames dropped from it). Its failure is raised at the next
+    ``write``, or at ``close``, which first writes what waits and then closes it. The frames
+    it is given must not change afterwards (the tracker's results do not). A failure is
+    raised once; the frames after it are not written.
+    """
+
+    _END = object()
+
+    def __init__(self, sink, max_waiting: int = 8) -> None:
+        import queue
+        import threading
+
+        self.sink = sink
+        self._waiting: queue.Queue = queue.Queue(maxsize=max_waiting)
+        self._failed = False
+        self._error: BaseException | None = None  # the failure, until raised
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"{type(sink).__name__}-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            result = self._waiting.get()
+            if result is self._END:
+                return
+            if not self._failed:  # after a failure the rest is only taken off the queue
+                try:
+                    self.sink.write(result)
+                except BaseException as exc:
+                    self._error, self._failed = exc, True
+
+    @property
+    def stop_requested(self) -> bool:
+        return getattr(self.sink, "stop_requested", False)
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def write(self, result: FrameResult) -> None:
+        self._raise_failure()
+        if not self._failed:
+            self._waiting.put(result)
+
+    def _finish(self):
+        """The output's close or abandon to call, once nothing waits for it; None once called."""
+        if self._closed:
+            return None
+        self._closed = True
+        self._waiting.put(self._END)
+        self._thread.join()
+        return self.sink
+
+    def abandon(self) -> None:
+        """As the output's own ``abandon`` (else ``close``), once nothing waits for it."""
+        sink = self._finish()
+        if sink is not None:
+            getattr(sink, "abandon", sink.close)()
+
+    def close(self) -> None:
+        sink = self._finish()
+        try:
+            if sink is not None:
+                sink.close()
+        finally:
+            self._raise_failure()
