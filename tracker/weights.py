@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -155,15 +156,19 @@ def load_network(weights_dir: str | Path = WEIGHTS_DIR, hand_model: HandModel | 
 def export_onnx(network: DualGridNet, path: Path) -> None:
     network = network.eval()
     example = torch.zeros(1, 1, network.config.crop_size, network.config.crop_size)
-    torch.onnx.export(
-        network,
-        (example,),
-        str(path),
-        input_names=[ONNX_INPUT],
-        output_names=list(ONNX_OUTPUTS),
-        opset_version=ONNX_OPSET,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # The TorchScript exporter, chosen on purpose (dynamo=False: the graph the backends
+        # and the 8-bit rewrite were built and measured on), says it is deprecated.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            network,
+            (example,),
+            str(path),
+            input_names=[ONNX_INPUT],
+            output_names=list(ONNX_OUTPUTS),
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
 
 
 def check_hand_model(manifest: dict, hand_model: HandModel, weights_dir: str | Path | None = None) -> None:
