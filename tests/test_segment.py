@@ -130,6 +130,35 @@ def test_hand_behind_the_band_at_the_far_end_of_a_forearm_reaching_away(hand_mod
     assert distance(find_hand_center(depth, K), hand) < 0.04
 
 
+@pytest.mark.parametrize("palm_u_px", [38.0, 20.0, 601.0, 619.0])
+def test_a_hand_near_a_side_of_the_image_with_its_arm_hanging_along_it_is_found(hand_model, palm_u_px):
+    # The forearm runs down along the side of the image, within the border zone, and out at
+    # the bottom: cut along 30-40 cm of outline, which alone would make it a torso's piece.
+    z = 0.5
+    depth, labels = render_arm(hand_model, ((palm_u_px - K.cx) / K.fx * z, -0.05, z), 0.0)
+    column = slice(0, 12) if palm_u_px < K.cx else slice(K.width - 12, K.width)
+    assert (labels[:, column] == 1).sum(axis=0).max() > 150, "the premise: the forearm lies along the side"
+    hand = visible_centroid(depth, labels, 0)
+    # As above: the kernel takes in some wrist.
+    assert distance(find_hand_center(depth, K), hand) < 0.04
+    # Tracking, it is followed as before: by the fallback on the last centre.
+    assert distance(track_hand_center(depth, K, hand), hand) < 0.04
+
+
+def test_something_lying_along_a_side_of_the_image_is_taken_only_where_nothing_else_may_be_the_hand():
+    # A torso's edge along the left side, nearer than the hand by more than the band, and as
+    # narrow as an arm where it is in view: the hand is still the one found.
+    edge = ((-0.30, 0.1, 0.45), (0.12, 0.3, 0.08), (0, 0, 0))
+    depth, labels = render(HAND, edge)
+    assert (labels[:, :12] == 1).sum(axis=0).max() > 300 and depth[labels == 1].min() < depth[labels == 0].min() - 0.15
+    assert distance(find_hand_center(depth, K), visible_centroid(depth, labels, 0)) < ON_HAND_M
+    # Alone, it is the last resort, taken (at the end of it the hand would be at): the crop
+    # classifier tells a hand from it.
+    alone, _ = render(edge)
+    centre = find_hand_center(alone, K)
+    assert centre is not None and abs(centre[2] - 0.40) < 0.05
+
+
 @pytest.mark.parametrize("palm_y_m, flexion_deg", [(-0.12, 0.0), (-0.14, -20.0)])
 def test_wider_end_is_the_hand_when_both_ends_of_an_arm_leave_the_image(hand_model, palm_y_m, flexion_deg):
     # The fingers run off the top of the image and the forearm off the bottom: both ends are

@@ -26,6 +26,12 @@ and each is judged before it may count as the hand.
      arm is cut along a much longer outline;
    - its surface runs on into a nearer candidate: it is that candidate's continuation (a
      forearm behind its hand, a torso behind a shoulder), not a new object.
+   ALONG_SIDE, the last resort: attached too long only for lying along a side of the image
+   (the border zone) while no wider than ``max_border_contact_m`` and running on behind
+   the band less than ``min_border_reach_m``: a hand near that side with its forearm
+   hanging down along it, which is taken only where nothing else may be the hand and no
+   hand is tracked (the crop classifier then tells it from the other arm or a torso's
+   edge, which look the same here).
    PARTIAL, at most part of a hand, kept in reserve:
    - entering the image along more than ``max_border_contact_m`` of the border: wider than
      an arm coming in, so a hand lying along the border or something bigger;
@@ -230,7 +236,7 @@ def _subsample(points: np.ndarray, n: int, *arrays):
 
 
 #: Verdicts on a candidate, best first.
-HAND, PARTIAL, NOT_HAND = 0, 1, 2
+HAND, PARTIAL, ALONG_SIDE, NOT_HAND = 0, 1, 2, 3
 
 _CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)
 
@@ -420,19 +426,26 @@ class _Grid:
 
         # Contact with the image border: its length along the edges, and how far the blob
         # reaches from where it is cut off (3-D distance to the nearest contact point).
-        reach, contact_m = np.inf, 0.0
+        reach, contact_m, side_contact_m = np.inf, 0.0, 0.0
         if np.count_nonzero(at_edge) >= 2:
             z_ = self.zone
-            for at, along in ((gv < z_, gu), (gv >= h - z_, gu), (gu < z_, gv), (gu >= w - z_, gv)):
+            for edge, (at, along) in enumerate(((gv < z_, gu), (gv >= h - z_, gu), (gu < z_, gv), (gu >= w - z_, gv))):
                 if at.any():
-                    contact_m += len(np.unique(along[at])) * float(np.mean(size[at]))
+                    length = len(np.unique(along[at])) * float(np.mean(size[at]))
+                    contact_m += length
+                    if edge >= 2:
+                        side_contact_m = max(side_contact_m, length)
             cut_m += contact_m
             contact = points[at_edge]
             contact = contact[:: max(1, len(contact) // 64)]
             sample = points[:: max(1, len(points) // 256)]
             gap2 = np.sum(sample**2, axis=1)[:, None] + np.sum(contact**2, axis=1)[None, :] - 2.0 * sample @ contact.T
             reach = float(np.sqrt(max(percentile(np.min(gap2, axis=1), 98), 0.0)))
-        if cut_m > c.max_attachment_m:
+        if cut_m > c.max_attachment_m and cut_m - side_contact_m <= c.max_attachment_m and width < c.max_border_contact_m and blob.runs_on_m < c.min_border_reach_m:
+            # Lying along a side of the image, narrow as an arm: a hand near that side with
+            # its forearm hanging down along it, or the other arm, or a torso's edge.
+            blob.verdict, blob.reason = ALONG_SIDE, f"lies along a side of the image ({side_contact_m * 100:.0f} cm)"
+        elif cut_m > c.max_attachment_m:
             blob.verdict, blob.reason, blob.merged = NOT_HAND, f"attached along {cut_m * 100:.0f} cm of outline", True
         elif contact_m > c.max_border_contact_m:
             blob.verdict, blob.reason = PARTIAL, f"enters the image {contact_m * 100:.0f} cm wide"
@@ -487,7 +500,7 @@ def _with_parts_in_front(blob: _Blob, parts: list[_Blob], config: SegmentConfig)
 
 
 def _pick(candidates, prior: np.ndarray | None, config: SegmentConfig) -> _Blob | None:
-    partial = fresh = tracked_partial = None
+    partial = fresh = tracked_partial = along_side = None
     for blob in candidates:
         if fresh is None and partial is not None and blob.front_m > partial.front_m + config.depth_band_m:
             fresh = partial  # no whole hand right behind the partial one
@@ -497,6 +510,12 @@ def _pick(candidates, prior: np.ndarray | None, config: SegmentConfig) -> _Blob 
         if not near_prior and (tracked_partial or fresh) is not None:
             return tracked_partial or fresh
         if blob.verdict == NOT_HAND:
+            continue
+        if blob.verdict == ALONG_SIDE:
+            # The last resort, and only for a fresh search: tracking, the fallback on the last
+            # centre follows a hand along the side.
+            if prior is None and along_side is None:
+                along_side = blob
             continue
         if near_prior:
             sample = blob.points[:: max(1, len(blob.points) // 2000)]
@@ -511,7 +530,7 @@ def _pick(candidates, prior: np.ndarray | None, config: SegmentConfig) -> _Blob 
                     return fresh
             elif partial is None:
                 partial = blob
-    return tracked_partial or fresh or partial
+    return tracked_partial or fresh or partial or along_side
 
 
 def _wider_end(points: np.ndarray, mean: np.ndarray, main_axis: np.ndarray, along: np.ndarray, config: SegmentConfig) -> float | None:
