@@ -347,7 +347,7 @@ class _Grid:
                 if votes.max() > 0:
                     part = labels == int(np.argmax(votes))
                     part_blob = self._judge(part, back)
-                    if part_blob.verdict != NOT_HAND:
+                    if part_blob.verdict < blob.verdict:
                         mask, blob = part, part_blob
             elif blob.verdict != NOT_HAND and blob.runs_on_m > c.min_join_m and c.grow_band_m > c.depth_band_m:
                 mask, blob, back = self._follow_behind_band(mask, blob, back, nearest, remaining)
@@ -444,7 +444,8 @@ class _Grid:
         if cut_m > c.max_attachment_m and cut_m - side_contact_m <= c.max_attachment_m and width < c.max_border_contact_m and blob.runs_on_m < c.min_border_reach_m:
             # Lying along a side of the image, narrow as an arm: a hand near that side with
             # its forearm hanging down along it, or the other arm, or a torso's edge.
-            blob.verdict, blob.reason = ALONG_SIDE, f"lies along a side of the image ({side_contact_m * 100:.0f} cm)"
+            # Its front part alone may be a better hand, as for a blob too attached (merged).
+            blob.verdict, blob.reason, blob.merged = ALONG_SIDE, f"lies along a side of the image ({side_contact_m * 100:.0f} cm)", True
         elif cut_m > c.max_attachment_m:
             blob.verdict, blob.reason, blob.merged = NOT_HAND, f"attached along {cut_m * 100:.0f} cm of outline", True
         elif contact_m > c.max_border_contact_m:
