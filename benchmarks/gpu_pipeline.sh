@@ -39,7 +39,7 @@ out=${OUT:-out/gpu_pipeline}
 python=${PYTHON:-python3}
 smoke=${GPU_SESSION_SMOKE:-0}
 most=${1:-3}
-if [ $# -gt 1 ] || ! [[ $most =~ ^[0-9]+$ ]]; then
+if [ $# -gt 1 ] || ! [[ $most =~ ^(0|[1-9][0-9]*)$ ]]; then
   echo "usage: OUT=DIR bash benchmarks/gpu_pipeline.sh [WORKERS] (one whole number, default 3; --help says more)" >&2
   exit 2
 fi

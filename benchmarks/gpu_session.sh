@@ -44,7 +44,7 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 start=$(date +%s)
 budget=${1:-540}
-if [ $# -gt 1 ] || ! [[ $budget =~ ^[0-9]+$ ]] || [ "$budget" -eq 0 ]; then
+if [ $# -gt 1 ] || ! [[ $budget =~ ^[1-9][0-9]*$ ]]; then
   echo "usage: OUT=DIR bash benchmarks/gpu_session.sh [BUDGET_SECONDS] (a whole number of seconds, default 540; --help says more)" >&2
   exit 2
 fi

@@ -294,6 +294,13 @@ def test_a_smoothing_setting_of_ones_own_is_the_trackers():
     for bad in (0.0, -1.0, float("nan"), float("inf"), True):
         with pytest.raises(ValueError, match="OneEuroConfig.min_cutoff_hz must be a positive number"):
             open_tracker(smooth=OneEuroConfig(min_cutoff_hz=bad))
+    # A speed coefficient of 0 is a fixed cut-off: allowed.
+    from tracker.api import _smoothing_setting
+
+    fixed = OneEuroConfig(speed_coefficient=0.0)
+    assert _smoothing_setting(fixed) is fixed
+    with pytest.raises(ValueError, match="OneEuroConfig.speed_coefficient must be a number of 0 or more"):
+        _smoothing_setting(OneEuroConfig(speed_coefficient=-1.0))
 
 
 def test_an_automatic_gpu_backend_that_cannot_start_falls_back_with_a_note(monkeypatch, caplog):

@@ -604,12 +604,23 @@ def test_a_video_cut_off_by_a_full_disk_ends_the_run_and_keeps_what_came_before(
     # tracked before it stay in the JSON lines, and an earlier video keeps its place.
     import tracker.viewer
 
-    class FillsUp(cv2.VideoWriter):
+    real_writer = cv2.VideoWriter
+
+    class FillsUp:  # the encoder's answer on a full disk, from the 11th frame on
         written = 0
+
+        def __init__(self, *args):
+            self.writer = real_writer(*args)
+
+        def isOpened(self):
+            return self.writer.isOpened()
 
         def write(self, image):
             FillsUp.written += 1
-            return False if FillsUp.written > 10 else super().write(image)
+            return False if FillsUp.written > 10 else self.writer.write(image)
+
+        def release(self):
+            self.writer.release()
 
     monkeypatch.setattr(tracker.viewer.cv2, "VideoWriter", FillsUp)
     out, video = tmp_path / "t.jsonl", tmp_path / "v.mp4"

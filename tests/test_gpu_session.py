@@ -116,7 +116,7 @@ def test_the_gpu_scripts_explain_themselves_and_refuse_a_bad_argument_before_any
         path = str(REPO / "benchmarks" / script)
         shown = subprocess.run(["bash", path, "--help"], env=env, capture_output=True, text=True, timeout=30)
         assert shown.returncode == 0 and shown.stdout.startswith(first_line) and "OUT=/some/dir" in shown.stdout
-        for bad in (["-x"], ["1.5"], ["3", "4"]):
+        for bad in (["-x"], ["1.5"], ["3", "4"], ["010"]):  # a leading 0 would be read as octal
             done = subprocess.run(["bash", path, *bad], env=env, capture_output=True, text=True, timeout=30)
             assert done.returncode == 2 and done.stderr.startswith("usage:"), (script, bad, done.stderr)
     assert not (tmp_path / "out").exists() and not (tmp_path / "run").exists()

@@ -48,6 +48,9 @@ def test_one_point_goes_through_as_an_array_of_them_does(model, coeffs, recwarn)
     x, y = undistort(0.3, -0.2, k)
     xs, ys = undistort(np.array([0.3, 40.0]), np.array([-0.2, 40.0]), k)
     assert np.shape(x) == () and (float(x), float(y)) == (xs[0], ys[0])
+    # Broadcast as numpy broadcasts: a row of x against a column of y.
+    grid_x, grid_y = undistort(np.array([[0.3, 0.1]]), np.array([[-0.2], [0.0]]), k)
+    assert grid_x.shape == (2, 2) and (grid_x[0, 0], grid_y[0, 0]) == (xs[0], ys[0])
     # Far outside the lens's range: no inverse, NaN, and no overflow warnings on the way.
     assert np.isnan(xs[1]) and np.isnan(ys[1])
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

@@ -159,6 +159,17 @@ def test_something_lying_along_a_side_of_the_image_is_taken_only_where_nothing_e
     assert centre is not None and abs(centre[2] - 0.40) < 0.05
 
 
+def test_an_arm_along_a_side_joined_to_a_torso_does_not_hide_a_hand_behind_them():
+    # Nearer than the hand: an arm lying along the right side of the image, one surface with
+    # a torso at the bottom. Its front part alone lies along the side too; taken in place of
+    # the whole (too attached) blob, it would leave the torso to come back as a candidate.
+    hand = ((0.042, -0.089, 0.746), HAND_RADII, (0, 0, 19.7))
+    arm = ((0.236, 0.125, 0.415), (0.0476, 0.373, 0.0548), (0, 0, -4.9))
+    torso = ((0.144, 0.306, 0.527), (0.2, 0.15, 0.09), (0, 0, 0))
+    depth, labels = render(hand, arm, torso)
+    assert distance(find_hand_center(depth, K), visible_centroid(depth, labels, 0)) < ON_HAND_M
+
+
 @pytest.mark.parametrize("palm_y_m, flexion_deg", [(-0.12, 0.0), (-0.14, -20.0)])
 def test_wider_end_is_the_hand_when_both_ends_of_an_arm_leave_the_image(hand_model, palm_y_m, flexion_deg):
     # The fingers run off the top of the image and the forearm off the bottom: both ends are

@@ -320,3 +320,16 @@ def test_threads_sharing_a_classifier_each_get_their_own_crops_answer():
     for thread in threads:
         thread.join()
     assert wrong == [0, 0]
+
+
+def test_training_then_evaluating_stores_the_metrics_in_the_export(tmp_path, monkeypatch, capsys):
+    # train --evaluate shares the namespace with evaluate's own options: its --out (the run
+    # folder) is not the metrics file evaluate --out writes.
+    summary = {"steps": 1, "samples_seen": 2, "train_seconds": 1.0, "render_seconds": 1.0}
+    monkeypatch.setattr(sc, "train", lambda config, out: summary)
+    monkeypatch.setattr(sc, "evaluate", lambda *args, **kwargs: {"held_out": {"accuracy": 0.9}})
+    monkeypatch.setattr(sc, "load_manifest", lambda weights: {"files": {}})
+    stored = []
+    monkeypatch.setattr(sc, "write_manifest", lambda weights, manifest: stored.append((weights, manifest)))
+    assert sc.main(["train", "--out", str(tmp_path), "--evaluate"]) == 0
+    assert stored == [(tmp_path / "export", {"files": {}, "metrics": {"held_out": {"accuracy": 0.9}}})]

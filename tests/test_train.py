@@ -669,15 +669,16 @@ def test_the_export_records_the_hand_model_the_network_was_built_from(tmp_path, 
         load_network(tmp_path / "export", hand_model=HandModel.load())
 
 
-def test_data_workers_leave_both_stop_signals_to_the_training_process():
+def test_data_workers_leave_the_stop_signals_to_the_training_process():
     import signal
 
     from tracker.train import _ignore_interrupts
 
-    before = {name: signal.getsignal(name) for name in (signal.SIGINT, signal.SIGTERM)}
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    before = {name: signal.getsignal(name) for name in stops}
     try:
         _ignore_interrupts(0)
-        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN and signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+        assert all(signal.getsignal(name) == signal.SIG_IGN for name in stops)
     finally:
         for name, handler in before.items():
             signal.signal(name, handler)
@@ -776,6 +777,9 @@ def test_a_fresh_start_may_fine_tune_its_own_folders_export(tmp_path, capsys):
     assert summary["initialised_from"]["samples_seen"] == first["training"]["samples_seen"]
     (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("earlier-")]
     assert load_network(aside / "export")[1]["files"] == first["files"]
+    # On record where those weights are now, not where the new ones went.
+    assert summary["initialised_from"]["path"] == str((aside / "export").absolute())
+    assert json.loads((tmp_path / "config.json").read_text())["initialised_from"]["path"] == str((aside / "export").absolute())
 
 
 def test_a_second_run_into_the_same_folder_at_once_is_refused(tmp_path, capsys):

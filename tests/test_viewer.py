@@ -557,3 +557,27 @@ def test_a_background_outputs_failure_is_raised_at_the_next_write_or_at_close():
     with pytest.raises(OSError, match="disk full"):
         sink.close()
     assert held.closed == 1
+
+
+def test_a_background_outputs_close_interrupted_while_it_waits_closes_it_when_called_again():
+    from tracker.sinks import BackgroundSink
+
+    held = _HeldSink()
+    sink = BackgroundSink(held)
+    sink.write(0)
+    join = sink._thread.join
+    calls = []
+
+    def interrupted_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # Ctrl-C while the frame is still being written
+        return join(*args, **kwargs)
+
+    sink._thread.join = interrupted_once
+    with pytest.raises(KeyboardInterrupt):
+        sink.close()
+    assert held.closed == 0
+    held.open.set()
+    sink.close()  # the pipeline's clean-up: waits again, then closes the output
+    assert held.taken == [0] and held.closed == 1

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import numbers
 import os
 import threading
@@ -124,8 +125,11 @@ def _smoothing_setting(smooth: object) -> OneEuroConfig | None:
         for field in dataclasses.fields(smooth):
             value = getattr(smooth, field.name)
             # A cut-off of 0 Hz would freeze the joints; a negative or NaN one gives NaN joints.
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0.0 < value < float("inf")):
-                raise ValueError(f"smooth: OneEuroConfig.{field.name} must be a positive number, got {value!r}")
+            # The speed coefficient may be 0: a fixed cut-off.
+            least = 0.0 if field.name == "speed_coefficient" else math.nextafter(0.0, 1.0)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (least <= value < float("inf")):
+                kind = "a number of 0 or more" if field.name == "speed_coefficient" else "a positive number"
+                raise ValueError(f"smooth: OneEuroConfig.{field.name} must be {kind}, got {value!r}")
         return smooth
     # Strictly True or False: "no" or "false" would be true.
     if not isinstance(smooth, (bool, np.bool_)):

@@ -62,7 +62,8 @@ def _kannala_brandt(x: np.ndarray, y: np.ndarray, c: tuple) -> tuple[np.ndarray,
 def _invert(forward, qx: np.ndarray, qy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """p with forward(p) = q, by fixed-point iteration from p = q (lens models are close to the
     identity over the image); NaN where it does not converge."""
-    shape = np.shape(qx)
+    qx, qy = np.broadcast_arrays(qx, qy)
+    shape = qx.shape
     # At least 1-D: numpy turns arithmetic on 0-d arrays into scalars, which take no NaN mask.
     qx, qy = np.atleast_1d(qx), np.atleast_1d(qy)
     px, py = qx.copy(), qy.copy()

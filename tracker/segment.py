@@ -347,7 +347,9 @@ class _Grid:
                 if votes.max() > 0:
                     part = labels == int(np.argmax(votes))
                     part_blob = self._judge(part, back)
-                    if part_blob.verdict < blob.verdict:
+                    # Only a front part that may be the hand itself: one lying along a side
+                    # of the image in front of a torso is the torso's edge.
+                    if part_blob.verdict in (HAND, PARTIAL):
                         mask, blob = part, part_blob
             elif blob.verdict != NOT_HAND and blob.runs_on_m > c.min_join_m and c.grow_band_m > c.depth_band_m:
                 mask, blob, back = self._follow_behind_band(mask, blob, back, nearest, remaining)

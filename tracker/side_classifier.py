@@ -1035,7 +1035,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     e.add_argument("--write", action="store_true", help="store the metrics in the manifest (checksums are unaffected)")
     e.add_argument(
-        "--out", type=Path, metavar="FILE.json",
+        "--out", type=Path, metavar="FILE.json", dest="metrics_out",
         help="also write the metrics printed to this file, with the command, the machine and the weights' checksums",
     )
     args = parser.parse_args(argv)
@@ -1094,7 +1094,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         shown = {k: {kk: vv for kk, vv in v.items() if kk not in ("per_frame", "per_sequence")} for k, v in metrics.items()}
         print(json.dumps(shown, indent=2))
-        if getattr(args, "out", None) is not None:
+        if getattr(args, "metrics_out", None) is not None:
             from tracker.machine import machine_info
 
             record = {
@@ -1104,8 +1104,8 @@ def main(argv: list[str] | None = None) -> int:
                 "weights": {"dir": str(Path(args.weights).resolve()), "sha256": load_manifest(args.weights).get("files", {})},
                 **shown,
             }
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(record, indent=2) + "\n")
+            args.metrics_out.parent.mkdir(parents=True, exist_ok=True)
+            args.metrics_out.write_text(json.dumps(record, indent=2) + "\n")
         if args.write:
             manifest = load_manifest(args.weights)
             manifest["metrics"] = metrics

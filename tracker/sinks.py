@@ -216,7 +216,8 @@ class BackgroundSink:
         self._waiting: queue.Queue = queue.Queue(maxsize=max_waiting)
         self._failed = False
         self._error: BaseException | None = None  # the failure, until raised
-        self._closed = False
+        self._end_sent = False
+        self._sink_done = False  # its own close or abandon called
         self._thread = threading.Thread(target=self._run, name=f"{type(sink).__name__}-writer", daemon=True)
         self._thread.start()
 
@@ -246,12 +247,15 @@ class BackgroundSink:
             self._waiting.put(result)
 
     def _finish(self):
-        """The output's close or abandon to call, once nothing waits for it; None once called."""
-        if self._closed:
-            return None
-        self._closed = True
-        self._waiting.put(self._END)
+        """The output's close or abandon to call, once nothing waits for it; None once called.
+        Interrupted while it waits (Ctrl-C), it waits again when called again."""
+        if not self._end_sent:
+            self._waiting.put(self._END)
+            self._end_sent = True
         self._thread.join()
+        if self._sink_done:
+            return None
+        self._sink_done = True
         return self.sink
 
     def abandon(self) -> None:

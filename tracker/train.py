@@ -356,12 +356,13 @@ class StopRequest:
 
 
 def _ignore_interrupts(worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C and SIGTERM to the training process, which stops
-    cleanly; they end with it (they watch it). A stop sent to the whole process group
-    (torchrun, a job scheduler, ``kill -- -PGID``) would otherwise end them first, and under
-    DDP the loader's failure would end the run with no checkpoint."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """DataLoader workers leave Ctrl-C, SIGTERM and a hang-up to the training process, which
+    stops cleanly; they end with it (they watch it). A stop sent to the whole process group
+    (torchrun, a job scheduler, ``kill -- -PGID``, a closed terminal) would otherwise end
+    them first, and under DDP the loader's failure would end the run with no checkpoint."""
+    for name in StopRequest.SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 def _end_data_workers(loader: DataLoader) -> None:
@@ -641,7 +642,6 @@ def _run_lock(out_dir: Path, rank: int):
     if rank != 0:
         yield
         return
-    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / RUN_LOCK, "a+") as lock:
         try:
@@ -657,12 +657,8 @@ def _run_lock(out_dir: Path, rank: int):
         try:
             yield
         finally:
+            # The file stays: removed, a run starting meanwhile would lock a file of its own.
             fcntl.flock(lock, fcntl.LOCK_UN)
-            # A run that failed before writing anything (weights to start from that are not
-            # there) leaves no folder of its own making behind.
-            if created and os.listdir(out_dir) == [RUN_LOCK]:
-                (out_dir / RUN_LOCK).unlink()
-                out_dir.rmdir()
 
 
 def train(
@@ -685,6 +681,8 @@ def train(
     """
     check_replay(config)
     out_dir = Path(out_dir)
+    if init_from is not None and not (resume and (out_dir / "last.pt").is_file()):
+        load_manifest(init_from)  # weights to start from that are not there: said before the folder is made
     rank, world_size, device = _setup_distributed(config.device)
     with _run_lock(out_dir, rank):
         return _train(config, out_dir, resume, progress, max_seconds, init_from, command, rank, world_size, device)
@@ -727,7 +725,14 @@ def _train(
     if not resuming and rank == 0 and any((out_dir / name).exists() for name in RUN_FILES):
         # A fresh start beside an earlier run's files (a finished run whose checkpoint was
         # deleted to save space, say) would write over its export and start its log afresh.
-        _set_aside(out_dir, "--no-resume" if checkpoint.is_file() else f"no checkpoint to resume in {out_dir}")
+        aside = _set_aside(out_dir, "--no-resume" if checkpoint.is_file() else f"no checkpoint to resume in {out_dir}")
+        if initialised_from is not None:
+            # Weights started from that were among those files are on record where they went.
+            started = Path(initialised_from["path"])
+            for name in RUN_FILES:
+                moved = out_dir.absolute() / name
+                if started == moved or moved in started.parents:
+                    initialised_from["path"] = str(aside.absolute() / started.relative_to(out_dir.absolute()))
     if resuming:
         try:
             state = torch.load(checkpoint, map_location=device, weights_only=True)
