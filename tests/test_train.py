@@ -1068,3 +1068,20 @@ def test_a_replay_setting_without_a_replay_memory_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--out", str(tmp_path), "--recipe", "smoke", "--replay-max-uses", "2"])
     assert exit_info.value.code == 2 and "give --replay-examples N too" in capsys.readouterr().err
+
+
+def test_after_a_hang_up_the_terminal_is_not_written_to_but_a_file_still_is(tmp_path):
+    from tracker.train import terminal_gone
+
+    controller, terminal = os.openpty()
+    log = os.open(tmp_path / "log.txt", os.O_WRONLY | os.O_CREAT)
+    saved = os.dup(2)
+    try:
+        os.dup2(terminal, 2)
+        terminal_gone((2, log))
+        assert os.path.samestat(os.fstat(2), os.stat(os.devnull))  # the terminal: let go
+        assert os.path.samestat(os.fstat(log), os.stat(tmp_path / "log.txt"))  # a file: kept
+    finally:
+        os.dup2(saved, 2)
+        for fd in (saved, controller, terminal, log):
+            os.close(fd)

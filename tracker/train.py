@@ -33,6 +33,7 @@ import math
 import multiprocessing.connection
 import os
 import signal
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -319,6 +320,25 @@ def _agreed_flag(flag: bool, world_size: int, device: torch.device) -> bool:
     return flag
 
 
+def terminal_gone(fds: tuple[int, ...] = (1, 2)) -> None:
+    """Point those of ``fds`` that are a terminal at /dev/null: after a hang-up every write to
+    the terminal fails, and the progress bar's next one would end the run before its
+    checkpoint. Output going to a file or a pipe is left where it goes."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        for fd in fds:
+            try:
+                if stat.S_ISCHR(os.fstat(fd).st_mode):
+                    os.dup2(devnull, fd)
+            except OSError:
+                pass
+    finally:
+        os.close(devnull)
+
+
 class StopRequest:
     """SIGINT / SIGTERM / SIGHUP end the run after the step in progress, with a checkpoint and
     an export, instead of losing everything since the last checkpoint; a second signal aborts.
@@ -340,8 +360,13 @@ class StopRequest:
         if self.signal_name is not None:
             raise KeyboardInterrupt
         self.signal_number, self.signal_name = number, signal.Signals(number).name
+        if self.signal_name == "SIGHUP":
+            terminal_gone()
         if self.announce:
-            print(f"\n{self.signal_name}: stopping after this step with a checkpoint and an export (send it again to abort)", file=sys.stderr, flush=True)
+            try:
+                print(f"\n{self.signal_name}: stopping after this step with a checkpoint and an export (send it again to abort)", file=sys.stderr, flush=True)
+            except OSError:
+                pass  # a hang-up: the terminal is gone, and the stop must not fail on it
 
     def __enter__(self) -> "StopRequest":
         self.handlers.install()
