@@ -91,6 +91,6 @@ def test_bad_pose_input(hand_model: HandModel):
     bad[2, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         hand_model.pose(bad)
-    for not_rigid in (np.diag([-1.0, 1.0, 1.0, 1.0]), np.diag([1.1, 1.1, 1.1, 1.0])):
+    for not_rigid in (np.diag([-1.0, 1.0, 1.0, 1.0]), np.diag([1.1, 1.0, 1.0, 1.0])):
         with pytest.raises(ValueError, match="for a left hand give handedness=Handedness.LEFT"):
             hand_model.pose(cam_from_hand=not_rigid)

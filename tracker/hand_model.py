@@ -208,13 +208,15 @@ class HandModel:
         for name, arr in (("local_rotations", rotations), ("bone_scales", scales), ("cam_from_hand", cam_from_hand)):
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"{name} contains NaN/inf")
-        rotation = cam_from_hand[:3, :3]
-        # A reflection would give a left hand's shape with a right hand's face winding (inside
+        linear = cam_from_hand[:3, :3]
+        # A rotation, perhaps with one scale (a similarity: the refit's own transforms). A
+        # reflection would give a left hand's shape with a right hand's face winding (inside
         # out) and joint frames that are not rotations: a left hand is asked for by name.
-        if not np.allclose(rotation.T @ rotation, np.eye(3), atol=1e-4) or np.linalg.det(rotation) <= 0:
+        squared_scale = float(np.trace(linear.T @ linear)) / 3.0
+        if not (squared_scale > 0 and np.allclose(linear.T @ linear, squared_scale * np.eye(3), atol=1e-4 * squared_scale)) or np.linalg.det(linear) <= 0:
             raise ValueError(
-                "cam_from_hand must be rigid, its 3x3 part a rotation (not a reflection or a scaling); "
-                "for a left hand give handedness=Handedness.LEFT"
+                "cam_from_hand must be a rotation, or one with a single scale, and a translation (not a reflection, "
+                "a shear or scales that differ by axis); for a left hand give handedness=Handedness.LEFT"
             )
         length = np.ascontiguousarray(scales[:, 0])
         thickness = np.ascontiguousarray(scales[:, 1])
