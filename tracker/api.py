@@ -126,9 +126,10 @@ def _smoothing_setting(smooth: object) -> OneEuroConfig | None:
             value = getattr(smooth, field.name)
             # A cut-off of 0 Hz would freeze the joints; a negative or NaN one gives NaN joints.
             # The speed coefficient may be 0: a fixed cut-off.
-            least = 0.0 if field.name == "speed_coefficient" else math.nextafter(0.0, 1.0)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (least <= value < float("inf")):
-                kind = "a number of 0 or more" if field.name == "speed_coefficient" else "a positive number"
+            zero_allowed = field.name == "speed_coefficient"
+            number = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+            if not (number and (value >= 0 if zero_allowed else value > 0)):
+                kind = "a number of 0 or more" if zero_allowed else "a positive number"
                 raise ValueError(f"smooth: OneEuroConfig.{field.name} must be {kind}, got {value!r}")
         return smooth
     # Strictly True or False: "no" or "false" would be true.
