@@ -283,3 +283,26 @@ def test_an_unknown_crop_frame_in_weights_is_a_clear_error():
     assert crop_frame_of({}).value == "camera"  # weights from before the choice
     with pytest.raises(WeightsError, match="unknown crop frame 'sideways'"):
         crop_frame_of({"crop_frame": "sideways"})
+
+
+def test_isolated_holes_are_filled_and_silhouettes_kept():
+    depth = _plane(0.8)
+    v, u = np.mgrid[:480, :640]
+    disc = (u - 320) ** 2 + (v - 240) ** 2 < 60**2
+    depth[disc] = 0.5
+    centre = np.array([0.0, 0.0, 0.5])
+    whole = make_crop(depth, K, centre, 0.26)
+    # Nothing to fill: the disc's edge against the background stays where it was.
+    np.testing.assert_array_equal(whole.depth, make_crop(depth, K, centre, 0.26, fill_holes=False).depth)
+    holes = depth.copy()
+    holes[np.random.default_rng(0).random(holes.shape) < 0.1] = 0.0
+    filled = make_crop(holes, K, centre, 0.26)
+    unfilled = make_crop(holes, K, centre, 0.26, fill_holes=False)
+    inside = whole.measured
+    interior = inside.copy()  # away from the disc's edge, where a hole's neighbours are all on it
+    interior[1:-1, 1:-1] = inside[:-2, 1:-1] & inside[2:, 1:-1] & inside[1:-1, :-2] & inside[1:-1, 2:] & inside[1:-1, 1:-1]
+    assert np.count_nonzero(inside & ~unfilled.measured) > 0.05 * np.count_nonzero(inside)
+    # The odd hole with three or more lost neighbours stays: at a tenth lost, 4 % of them.
+    assert np.count_nonzero(interior & ~filled.measured) < 0.01 * np.count_nonzero(interior)
+    np.testing.assert_allclose(filled.depth[filled.measured & inside], whole.depth[filled.measured & inside], atol=1e-6)
+    assert not np.any(filled.measured & ~inside)  # no depth made up beside the disc

@@ -4,7 +4,9 @@ Used by training (centre from ground truth, jittered), evaluation and the live p
 (centre from the segmentation). The cube of edge ``cube_size_m`` is centred at a 3-D point
 c; the crop is the cube seen by a virtual camera, resampled with nearest-neighbour to S x S
 (depth must not be blended across edges). Depth becomes (depth - depth of c) / (cube / 2),
-and everything outside [-1, 1] or missing becomes 1, the far face of the cube. Where the cube
+and everything outside [-1, 1] or missing becomes 1, the far face of the cube, except isolated
+holes inside a surface, which take their neighbours' depth first (``fill_holes``; see
+``kernels.depth_holes``). Where the cube
 reaches past the image's edge the crop shows the far face too (``OutOfImage.FAR``), or, for
 weights trained so (their manifest says), ``OUT_OF_IMAGE_DEPTH`` (``OutOfImage.MARKED``): a
 hand cut by the edge of the view then does not look like a hand that ends there. Predictions
@@ -30,6 +32,7 @@ from enum import Enum
 import cv2
 import numpy as np
 
+from kernels.depth_holes import fill_isolated_holes
 from tracker.types import CameraIntrinsics, Handedness, HandCrop
 
 CROP_SIZE = 64
@@ -52,6 +55,18 @@ class OutOfImage(str, Enum):
 
 
 OUT_OF_IMAGE_DEPTH = -1.0
+
+#: A crop pixel with no depth is filled when at least this many of its 8 neighbours have
+#: one, all within ``HOLE_FILL_MAX_SPREAD_M`` of each other. Six leaves every pixel of a
+#: straight edge (at most 5 measured neighbours) and of a band of missing depth beside one
+#: unfilled; with a fifth of the pixels lost at random, most holes still have six.
+HOLE_FILL_MIN_MEASURED = 6
+#: The 3 x 3 neighbourhood spans 8 mm across (11 mm diagonally) in the default 26 cm cube:
+#: 2 cm passes a surface turned up to 60 degrees from the camera, and stops at the step to
+#: a background or to a finger well in front of another. Not a round 2 cm: depths in a
+#: camera's units (1, 0.125 or 0.1 mm) often span exactly that, and such a tie would fill
+#: a frame in one unit and not the same frame given in metres (float32 rounding).
+HOLE_FILL_MAX_SPREAD_M = 0.02003
 
 
 def cam_from_ray(center_cam_m: np.ndarray) -> np.ndarray:
@@ -125,6 +140,7 @@ def make_crop(
     frame: CropFrame = CropFrame.CAMERA,
     out_of_image: OutOfImage = OutOfImage.FAR,
     sensor: CameraIntrinsics | None = None,
+    fill_holes: bool = True,
 ) -> HandCrop:
     """Crop and normalise (H, W) float32 metres depth around a 3-D centre (camera frame, m).
 
@@ -133,6 +149,7 @@ def make_crop(
     training window, ``intrinsics`` then being the window's). Crop pixels past the window but
     in the image show background, as for any pixel with no depth; with ``out_of_image``
     marked, only those past the whole image are marked, as they would be in a real frame.
+    ``fill_holes``: fill isolated holes (``HOLE_FILL_MIN_MEASURED``) before normalising.
     """
     frame = CropFrame(frame)
     if not np.issubdtype(np.asarray(depth_m).dtype, np.floating):
@@ -143,6 +160,8 @@ def make_crop(
         flip = np.array([[-1.0, 0.0, crop_size - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
         image_from_crop = image_from_crop @ flip
     depth = resample(depth_m.astype(np.float32, copy=False), image_from_crop, crop_size, 0.0)
+    if fill_holes:
+        depth, _ = fill_isolated_holes(depth, HOLE_FILL_MIN_MEASURED, np.float32(HOLE_FILL_MAX_SPREAD_M))
     cam_from_crop = np.eye(3) if frame == CropFrame.CAMERA else cam_from_ray(center_cam_m)
     centre_depth = float((cam_from_crop.T @ np.asarray(center_cam_m, np.float64))[2])
     if frame == CropFrame.RAY:

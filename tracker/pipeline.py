@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from tracker.confidence import depth_agreement
-from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, CropFrame, OutOfImage
+from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, CropFrame, OutOfImage, make_crop
 from tracker.estimator import HandEstimator, Launched
 from tracker.lens import pinhole_view, project
 from tracker.prepare import PREPARE_OPENCV_THREADS, HandChoiceConfig, PrepareConfig, Prepared, PrepareWorkerEnded, PrepareWorkers, prepare_frame, side_classifier_crop
@@ -372,6 +372,8 @@ class HandTracker:
         blank = np.zeros((size, size), np.float32)
         blank_intrinsics = CameraIntrinsics(size, size, 30.0, 30.0, size / 2, size / 2)
         prepare_frame(blank, blank_intrinsics, None, self.prepare_config, None)
+        # A blank frame has no hand to crop: the crop's hole fill, on a plane.
+        make_crop(np.full((size, size), 0.5, np.float32), blank_intrinsics, np.array([0.0, 0.0, 0.5]), self.config.cube_size_m)
         for dtype in (np.float32, np.float64):  # a caller's images in metres: DepthFrame.from_metres's kernel
             image = blank.astype(dtype)
             DepthFrame.from_metres(image, blank_intrinsics)
