@@ -59,6 +59,49 @@ def _in_image(joints_cam_m: np.ndarray, intrinsics) -> bool:
     return bool(np.all(joints_cam_m[:, 2] > 0) and np.all((uv >= 0) & (uv < [intrinsics.width, intrinsics.height])))
 
 
+def pose_at_distance(seed: int, distance_m: float) -> tuple[SyntheticSource, np.ndarray, object]:
+    """The built-in input's first pose of ``seed`` (right hands on even seeds, left on odd),
+    moved along its ray so that the hand's origin lies ``distance_m`` from the camera, and
+    rendered again with the built-in input's noise: (its source, the (H, W) depth in the
+    source's units, the posed hand)."""
+    source = SyntheticSource(seed=seed, max_frames=1, hand=Handedness.RIGHT if seed % 2 == 0 else Handedness.LEFT)
+    pose = source.pose_at(0)
+    moved = np.array(pose.cam_from_hand, np.float64)
+    moved[:3, 3] *= distance_m / moved[2, 3]
+    rng = np.random.default_rng([seed, int(round(1000 * distance_m))])
+    depth, posed, _ = render_hand_pose(
+        source.hand_model, dataclasses.replace(pose, cam_from_hand=moved), source.intrinsics, source.depth_scale,
+        noise=StereoNoiseModel(), rng=rng, arm_length_m=source.ARM_LENGTH_M,  # the built-in input's noise
+    )
+    return source, depth, posed
+
+
+def first_frame_outcome(tracker, source: SyntheticSource, depth: np.ndarray, posed) -> dict:
+    """Track ``depth`` as a track's first frame: what became of it, and the joint error (mm)
+    and side of the hand reported."""
+    tracker.reset()
+    result = tracker.process(DepthFrame(depth, source.depth_scale, source.intrinsics))
+    hand = result.hands[0] if result.hands else None
+    return {
+        "outcome": "hand" if hand is not None else "judged_no_hand" if result.judged_no_hand else "nothing_found",
+        "joint_error_mm": None if hand is None else float(1000 * np.linalg.norm(hand.joints_cam_m - posed.joints, axis=1).mean()),
+        "side_right": None if hand is None else hand.handedness == source.hand,
+    }
+
+
+def outcome_summary(frames: list[dict]) -> dict:
+    """Shares of ``first_frame_outcome``s, and the mean error and side of the hands reported."""
+    found = [f for f in frames if f["outcome"] == "hand"]
+    return {
+        "frames": len(frames),
+        "hand_reported": len(found) / len(frames),
+        "judged_no_hand": sum(f["outcome"] == "judged_no_hand" for f in frames) / len(frames),
+        "nothing_found": sum(f["outcome"] == "nothing_found" for f in frames) / len(frames),
+        "mean_joint_error_mm": float(np.mean([f["joint_error_mm"] for f in found])) if found else None,
+        "side_right": sum(f["side_right"] for f in found) / len(found) if found else None,
+    }
+
+
 def measure(config: WorkingDistanceConfig, progress: bool = True) -> list[dict]:
     from tracker.api import open_tracker
 
@@ -66,42 +109,18 @@ def measure(config: WorkingDistanceConfig, progress: bool = True) -> list[dict]:
     with open_tracker(backend=config.backend) as tracker:
         seeds = range(config.first_seed, config.first_seed + config.poses)
         for seed in tqdm(seeds, desc="poses", disable=not progress):
-            source = SyntheticSource(seed=seed, max_frames=1, hand=Handedness.RIGHT if seed % 2 == 0 else Handedness.LEFT)
-            pose = source.pose_at(0)
-            cam_from_hand = np.array(pose.cam_from_hand, np.float64)
             for z in config.distances_m:
-                moved = cam_from_hand.copy()
-                moved[:3, 3] *= z / cam_from_hand[2, 3]
-                rng = np.random.default_rng([seed, int(round(1000 * z))])
-                depth, posed, _ = render_hand_pose(
-                    source.hand_model, dataclasses.replace(pose, cam_from_hand=moved), source.intrinsics, source.depth_scale,
-                    noise=StereoNoiseModel(), rng=rng, arm_length_m=source.ARM_LENGTH_M,  # the built-in input's noise
-                )
-                tracker.reset()
-                result = tracker.process(DepthFrame(depth, source.depth_scale, source.intrinsics))
-                hand = result.hands[0] if result.hands else None
-                outcomes[z].append({
-                    "seed": seed,
-                    "outcome": "hand" if hand is not None else "judged_no_hand" if result.judged_no_hand else "nothing_found",
-                    "joint_error_mm": None if hand is None else float(1000 * np.linalg.norm(hand.joints_cam_m - posed.joints, axis=1).mean()),
-                    "side_right": None if hand is None else hand.handedness == source.hand,
-                    "in_image": _in_image(posed.joints, source.intrinsics),
-                })
-    rows = []
-    for z, frames in outcomes.items():
-        found = [f for f in frames if f["outcome"] == "hand"]
-        rows.append({
+                source, depth, posed = pose_at_distance(seed, z)
+                outcomes[z].append({"seed": seed, **first_frame_outcome(tracker, source, depth, posed), "in_image": _in_image(posed.joints, source.intrinsics)})
+    return [
+        {
             "distance_m": z,
-            "frames": len(frames),
-            "hand_reported": sum(f["outcome"] == "hand" for f in frames) / len(frames),
-            "judged_no_hand": sum(f["outcome"] == "judged_no_hand" for f in frames) / len(frames),
-            "nothing_found": sum(f["outcome"] == "nothing_found" for f in frames) / len(frames),
-            "mean_joint_error_mm": float(np.mean([f["joint_error_mm"] for f in found])) if found else None,
-            "side_right": sum(f["side_right"] for f in found) / len(found) if found else None,
+            **outcome_summary(frames),
             "whole_hand_in_image": sum(f["in_image"] for f in frames) / len(frames),
             "per_pose": frames,
-        })
-    return rows
+        }
+        for z, frames in outcomes.items()
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

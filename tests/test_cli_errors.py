@@ -3,7 +3,7 @@ before doing any work (no traceback, nothing written)."""
 
 import pytest
 
-from benchmarks import confidence_separation, network_speed, pipeline_speed, synthetic_throughput, working_distance
+from benchmarks import confidence_separation, depth_holes, network_speed, pipeline_speed, synthetic_throughput, working_distance
 from tracker import cli, presence, side_classifier
 from tracker.synth import contact_sheet
 
@@ -49,6 +49,9 @@ def exit_code_and_error(main, argv, capsys):
         (working_distance.main, ["--backend", "foo"], "invalid choice: 'foo'"),
         (working_distance.main, ["--first-seed", "-1"], "--first-seed at least 0"),
         (working_distance.main, ["--distances", "5"], "--distances must lie between"),
+        (depth_holes.main, ["--loss-rates", "0.1", "1"], "--loss-rates must lie in [0, 1)"),
+        (depth_holes.main, ["--distance", "0"], "--distance must lie between"),
+        (depth_holes.main, ["--poses", "0"], "--poses must be at least 1"),
         (network_speed.main, ["--out", "{tmp}/a_file/x.json"], "is a file, not a folder"),
         (pipeline_speed.main, ["--out", "{tmp}"], "--out " + "{tmp} is a folder"),
         (pipeline_speed.main, ["--out", "{tmp}/a_file/x.json"], "is a file, not a folder"),
