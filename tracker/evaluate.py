@@ -53,7 +53,19 @@ from tracker.synth.scene import render_sample
 from tracker.training_data import ExampleConfig, example_config_for, example_from_sample, measured_hand
 from tracker.training_history import CURRENT_STAGE, TrainingHistoryError, TrainingStage, last_narrowing, load_training_history, plot_training_curve
 from tracker.types import HAND_CHOICES, CameraIntrinsics, Handedness, Joint, measured_crop_pixels
-from tracker.weights import ONNX, ONNX_INT8, STATE_DICT, WEIGHTS_DIR, WeightsError, crop_classifiers, crop_frame_of, load_manifest, out_of_image_of
+from tracker.weights import (
+    EVAL_DIR,
+    MODEL_CARD,
+    ONNX,
+    ONNX_INT8,
+    STATE_DICT,
+    WEIGHTS_DIR,
+    WeightsError,
+    crop_classifiers,
+    crop_frame_of,
+    load_manifest,
+    out_of_image_of,
+)
 
 EVAL_STREAM_SEED = 2  # training draws from stream 1
 ROOT = Path(__file__).resolve().parent.parent
@@ -793,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--stream-seed {args.stream_seed} is the stream of {taken[args.stream_seed]}: its frames are not held out")
     # WEIGHTS/eval holds the float onnxruntime network's own figures, which the model card
     # cites (the default run adds the 8-bit network's beside them): a diagnostic goes elsewhere.
-    into_own = (args.out or args.weights / "eval").resolve() == (args.weights / "eval").resolve()
+    into_own = (args.out or args.weights / EVAL_DIR).resolve() == (args.weights / EVAL_DIR).resolve()
     if args.crop_frame and into_own:
         parser.error("--crop-frame needs --out elsewhere than WEIGHTS/eval: the weights' own results there stay as they are")
     if args.backend != "onnxruntime" and into_own:
@@ -802,12 +814,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--stream-seed needs --out elsewhere than WEIGHTS/eval, which holds the held-out set's own figures")
     if args.no_model_card and into_own:
         parser.error("--no-model-card needs --out elsewhere than WEIGHTS/eval, which holds the figures the model card cites")
-    if args.out is not None and not into_own and args.out.name == "eval" and (args.out.parent / "dgn.json").is_file():
+    if args.out is not None and not into_own and args.out.name == EVAL_DIR and (args.out.parent / "dgn.json").is_file():
         parser.error(f"--out {args.out} holds the evaluation of the weights in {args.out.parent}, which their model card cites: give another folder")
     if into_own:
         # A quick check run into the weights' own folder would put its figures in the model
         # card in place of a larger run's, silently: it goes elsewhere.
-        cited = cited_frames(args.weights / "eval" / "synthetic_metrics.json")
+        cited = cited_frames(args.weights / EVAL_DIR / "synthetic_metrics.json")
         if cited is not None and args.frames < cited:
             parser.error(
                 f"{args.weights / 'eval'} holds the figures of {cited} frames, which the model card cites; a run of {args.frames} would "
@@ -828,7 +840,7 @@ def main(argv: list[str] | None = None) -> int:
     except (WeightsError, BackendUnavailable, SourceError, HandModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = args.out or args.weights / "eval"
+    out = args.out or args.weights / EVAL_DIR
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file of that name, no permission
@@ -904,14 +916,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"results in {out} ({time.perf_counter() - began:.0f} s)")
     # The card is the weights' own: written from their float run into WEIGHTS/eval, whose
     # images it shows. Another backend, frame or folder is a diagnostic beside it.
-    own_run = args.backend == "onnxruntime" and args.crop_frame is None and args.stream_seed == EVAL_STREAM_SEED and out.resolve() == (args.weights / "eval").resolve()
+    own_run = args.backend == "onnxruntime" and args.crop_frame is None and args.stream_seed == EVAL_STREAM_SEED and out.resolve() == (args.weights / EVAL_DIR).resolve()
     if own_run and not args.no_model_card:
         command = "python -m tracker.evaluate" + (f" --weights {args.weights}" if args.weights.resolve() != WEIGHTS_DIR.resolve() else "") + f" --frames {args.frames}"
         if args.real_dir != DEFAULT_REAL_DIR:
             command += f" --real-dir {args.real_dir}"
         if args.real_hand != Handedness.RIGHT.value:
             command += f" --real-hand {args.real_hand}"
-        write_model_card(args.weights / "MODEL_CARD.md", manifest, synthetic, real, command, network_speeds(manifest), bool(history), int8, last_narrowing(history))
+        write_model_card(args.weights / MODEL_CARD, manifest, synthetic, real, command, network_speeds(manifest), bool(history), int8, last_narrowing(history))
     elif not args.no_model_card:
         print(f"no model card written: it cites the onnxruntime network's own run into {args.weights / 'eval'}")
     return 0
