@@ -57,16 +57,21 @@ class OutOfImage(str, Enum):
 OUT_OF_IMAGE_DEPTH = -1.0
 
 #: A crop pixel with no depth is filled when at least this many of its 8 neighbours have
-#: one, all within ``HOLE_FILL_MAX_SPREAD_M`` of each other. Six leaves every pixel of a
-#: straight edge (at most 5 measured neighbours) and of a band of missing depth beside one
-#: unfilled; with a fifth of the pixels lost at random, most holes still have six.
+#: one (``kernels.depth_holes``). Six leaves every pixel of a straight edge (at most 5
+#: measured neighbours) and of a band of missing depth beside one unfilled; with a fifth of
+#: the pixels lost at random, most holes still have six.
 HOLE_FILL_MIN_MEASURED = 6
-#: The 3 x 3 neighbourhood spans 8 mm across (11 mm diagonally) in the default 26 cm cube:
-#: 2 cm passes a surface turned up to 60 degrees from the camera, and stops at the step to
-#: a background or to a finger well in front of another. Not a round 2 cm: depths in a
-#: camera's units (1, 0.125 or 0.1 mm) often span exactly that, and such a tie would fill
-#: a frame in one unit and not the same frame given in metres (float32 rounding).
-HOLE_FILL_MAX_SPREAD_M = 0.02003
+#: ... and its opposite neighbours' midpoints lie this close in depth: a step of 1 cm or more
+#: between two surfaces (a finger curled over the palm) parts them by 5 mm or more, a slant
+#: not at all. Not a round 5 mm: depths in a camera's units (1, 0.125 or 0.1 mm) often give
+#: exactly that, and such a tie would fill a frame in one unit and not the same frame given
+#: in metres (float32 rounding).
+HOLE_FILL_MAX_STEP_M = 0.00503
+#: ... and all its measured neighbours lie within this depth range: the 3 x 3 neighbourhood
+#: spans 8 mm across (11 mm diagonally) in the default 26 cm cube, so 2 cm passes a surface
+#: turned up to 60 degrees from the camera; steeper ones, a finger's side, are left as the
+#: network learned them. 2.012 cm, for the reason above.
+HOLE_FILL_MAX_SPREAD_M = 0.02012
 
 
 def cam_from_ray(center_cam_m: np.ndarray) -> np.ndarray:
@@ -161,7 +166,7 @@ def make_crop(
         image_from_crop = image_from_crop @ flip
     depth = resample(depth_m.astype(np.float32, copy=False), image_from_crop, crop_size, 0.0)
     if fill_holes:
-        depth, _ = fill_isolated_holes(depth, HOLE_FILL_MIN_MEASURED, np.float32(HOLE_FILL_MAX_SPREAD_M))
+        depth, _ = fill_isolated_holes(depth, HOLE_FILL_MIN_MEASURED, np.float32(HOLE_FILL_MAX_STEP_M), np.float32(HOLE_FILL_MAX_SPREAD_M))
     cam_from_crop = np.eye(3) if frame == CropFrame.CAMERA else cam_from_ray(center_cam_m)
     centre_depth = float((cam_from_crop.T @ np.asarray(center_cam_m, np.float64))[2])
     if frame == CropFrame.RAY:
