@@ -163,6 +163,8 @@ def test_an_arm_along_a_side_joined_to_a_torso_does_not_hide_a_hand_behind_them(
     # Nearer than the hand: an arm lying along the right side of the image, one surface with
     # a torso at the bottom. Its front part alone lies along the side too; taken in place of
     # the whole (too attached) blob, it would leave the torso to come back as a candidate.
+    # And the front of the torso, which a plane fits well enough, rises out of that plane
+    # without an edge: not a hand standing out of a wall (SegmentConfig.min_relief_m).
     hand = ((0.042, -0.089, 0.746), HAND_RADII, (0, 0, 19.7))
     arm = ((0.236, 0.125, 0.415), (0.0476, 0.373, 0.0548), (0, 0, -4.9))
     torso = ((0.144, 0.306, 0.527), (0.2, 0.15, 0.09), (0, 0, 0))
@@ -277,14 +279,19 @@ def test_hand_a_few_centimetres_in_front_of_a_wall_is_found():
         assert distance(find_hand_center(depth, K), visible_centroid(depth, labels, 0)) < ON_HAND_M, gap
 
 
-def test_hand_flat_on_a_wall_is_kept_by_the_fallback_on_the_last_centre():
-    # Touching the wall, the hand is one surface with it: detection finds nothing hand-like,
-    # and tracking keeps the hand by a mean-shift from the last centre.
+def test_hand_flat_on_a_wall_is_found_standing_out_of_it():
+    # Touching the wall, the hand is one surface with it at every band; what stands out of
+    # the wall's plane is the hand, found by detection and kept by tracking.
     depth, labels = render(((0.0, 0.0, 0.60), HAND_RADII, (0, 0, 0)))
     add_wall(depth, labels, 0.615)
     hand = visible_centroid(depth, labels, 0)
-    assert find_hand_center(depth, K) is None
+    assert distance(find_hand_center(depth, K), hand) < ON_HAND_M
     assert distance(track_hand_center(depth, K, hand), hand) < ON_HAND_M
+    # Not so with the plane separation off (SegmentConfig.min_relief_m 0): tracking keeps
+    # the hand by its fallback, a mean-shift from the last centre.
+    off = SegmentConfig(min_relief_m=0.0)
+    assert find_hand_center(depth, K, off) is None
+    assert distance(track_hand_center(depth, K, hand, off), hand) < ON_HAND_M
 
 
 def _wall_at(z):

@@ -171,6 +171,18 @@ class SegmentConfig:
     #: Within ``continuation_m``: the pieces of a hand in front of its wrist measured
     #: 0.6-2.5 cm apart.
     part_gap_m: float = 0.03
+    #: A candidate that stays too big or too attached at half the band, and lies mostly in
+    #: one plane (a wall, a table, a screen), gives the blob standing out of that plane by
+    #: this much or more as the candidate instead: a hand a few centimetres in front of it
+    #: (its fingers' thickness). 0: never.
+    min_relief_m: float = 0.015
+    #: ... where at least this share of its points lie within ``min_relief_m`` of the plane,
+    min_plane_share: float = 0.6
+    #: ... spread about it by no more than this (RMS): a wall or table with the camera's
+    #: noise; a torso or a room is no plane.
+    max_plane_rms_m: float = 0.006
+    #: Refits of the plane without the points standing out, at most.
+    relief_fit_rounds: int = 5
 
 
 def percentile(values: np.ndarray, q: float):
@@ -351,12 +363,71 @@ class _Grid:
                     # of the image in front of a torso is the torso's edge.
                     if part_blob.verdict in (HAND, PARTIAL):
                         mask, blob = part, part_blob
+                if blob.merged and c.min_relief_m > 0:
+                    # Still one surface with what it touches: a hand a few centimetres in
+                    # front of a wall or flat on a table. What stands out of that plane.
+                    relief = self._standing_out(mask)
+                    if relief is not None:
+                        relief_blob = self._judge(relief, nearest + c.depth_band_m)
+                        if relief_blob.verdict in (HAND, PARTIAL):
+                            mask, blob = relief, relief_blob
             elif blob.verdict != NOT_HAND and blob.runs_on_m > c.min_join_m and c.grow_band_m > c.depth_band_m:
                 mask, blob, back = self._follow_behind_band(mask, blob, back, nearest, remaining)
             remaining &= ~mask
             self.taken_back[mask] = back
             judged += 1
             yield blob
+
+    def _standing_out(self, mask: np.ndarray) -> np.ndarray | None:
+        """Of a candidate too big or too attached, the blob standing out of the plane it
+        mostly lies in, holding the nearest points: (grid) mask, or None where the candidate
+        is no plane (a torso, a room) or nothing stands out of it.
+
+        A plane's inverse depth is linear in the pixel coordinates, so the plane is a least-
+        squares fit of 1/z over the grid, refitted without the points more than
+        ``min_relief_m`` in front of or behind it until those stay the same."""
+        c = self.config
+        gv, gu = np.nonzero(mask)
+        z = self.depth[gv, gu].astype(np.float64)
+        design = np.stack([gu, gv, np.ones_like(gu)], axis=1).astype(np.float64)
+        # The fit on evenly spread points: a wall fills much of the grid.
+        fit = np.linspace(0, len(z) - 1, min(len(z), c.max_points)).astype(np.intp)
+        on_plane = np.ones(len(z), bool)
+        for _ in range(c.relief_fit_rounds):
+            used = fit[on_plane[fit]]
+            if len(used) < 3:
+                return None
+            coef, *_ = np.linalg.lstsq(design[used], 1.0 / z[used], rcond=None)
+            inverse = design @ coef
+            if np.any(inverse <= 0):  # the plane passes behind the camera: no plane at all
+                return None
+            relief = 1.0 / inverse - z  # > 0: in front of the plane
+            kept = np.abs(relief) < c.min_relief_m
+            if np.array_equal(kept, on_plane):
+                break
+            on_plane = kept
+        if np.count_nonzero(on_plane) < c.min_plane_share * len(z) or np.sqrt(np.mean(relief[on_plane] ** 2)) > c.max_plane_rms_m:
+            return None
+        out = np.zeros(mask.shape, bool)
+        out[gv[relief >= c.min_relief_m], gu[relief >= c.min_relief_m]] = True
+        count, labels = cv2.connectedComponents(out.view(np.uint8), connectivity=8)
+        if count < 2:
+            return None
+        nearest = float(np.min(self.depth[out]))
+        votes = np.bincount(labels[out & (self.depth < nearest + 0.02)], minlength=count)
+        votes[0] = 0
+        part = labels == int(np.argmax(votes))
+        # A hand stands out of a wall with an edge: just outside its outline lies the wall.
+        # The front of a rounded surface (a torso) that a plane fits well enough rises out
+        # of it gradually, its outline just under the threshold.
+        relief_map = np.full(mask.shape, np.nan)
+        relief_map[gv, gu] = relief
+        # A grid pixel out, past the pixels the camera blends at the edge.
+        near = cv2.dilate(part.view(np.uint8), None).view(bool)
+        ring = cv2.dilate(near.view(np.uint8), None).view(bool) & ~near & mask
+        if not ring.any() or np.median(relief_map[ring]) > c.min_relief_m / 2:
+            return None
+        return part
 
     def _follow_behind_band(self, mask: np.ndarray, blob: _Blob, back: float, nearest: float, remaining: np.ndarray):
         """The candidate followed along its surface up to ``grow_band_m`` behind its front, if
