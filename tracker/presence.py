@@ -146,8 +146,11 @@ class PresenceNet(nn.Module):
 @dataclass(frozen=True)
 class DataConfig:
     #: The hand network's scenes, rendered as a 0.8 m window around the palm (wide enough
-    #: for the segmentation to wander up an arm without its hand).
-    scene: SceneConfig = field(default_factory=lambda: dataclasses.replace(SceneConfig(), render_window_m=0.8))
+    #: for the segmentation to wander up an arm without its hand), with the desk or wall
+    #: placed from right behind the hand on: the hand network's scenes keep it 8 cm or more
+    #: behind the wrist, and a classifier trained on those took hands a few centimetres in
+    #: front of a wall for no hand.
+    scene: SceneConfig = field(default_factory=lambda: dataclasses.replace(SceneConfig(), render_window_m=0.8, table_distance_m=(0.0, 0.4)))
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     cube_size_m: float = DEFAULT_CUBE_SIZE_M
     crop_size: int = CROP_SIZE

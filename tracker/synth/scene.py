@@ -95,6 +95,9 @@ class SceneConfig:
     table_clear_of_arm: bool = True
     body_probability: float = 0.3
     table_probability: float = 0.3
+    #: How far behind the wrist the desk or wall is placed along its normal, metres (then
+    #: moved back until it clears the hand and the arm).
+    table_distance_m: tuple[float, float] = (0.08, 0.4)
     #: Draw the thumb (or the hand) again when a finger bone holds at least
     #: ``penetration_vertices`` vertices of another finger (the thumb included) deeper than
     #: this inside it, metres (``tracker.synth.collision``): a thumb through the index
@@ -312,7 +315,7 @@ def _add_table(rng, pose: HandPose, k, depth, labels, config: SceneConfig, occup
     normal = Rotation.from_euler("xz", rng.uniform(-35, 35, size=2), degrees=True).apply([0.0, -1.0, 0.0])
     if rng.uniform() < 0.5:  # a wall facing the camera instead of a desk below
         normal = Rotation.from_euler("xy", rng.uniform(-30, 30, size=2), degrees=True).apply([0.0, 0.0, -1.0])
-    point = wrist - normal * rng.uniform(0.08, 0.4)
+    point = wrist - normal * rng.uniform(*config.table_distance_m)
     if occupied is not None:
         point = plane_clear_of(point, normal, occupied)
         if -point @ normal <= 0:
