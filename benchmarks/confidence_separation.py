@@ -95,7 +95,7 @@ class ConfidenceBenchConfig:
     frames: int = 90
     every: int = 6
     first_seed: int = 0
-    walls_cm: tuple[int, ...] = (10, 12, 14, 16)
+    walls_cm: tuple[int, ...] = (4, 6, 8, 10, 12, 14, 16)
     objects_per_kind: int = 20
     object_seed: int = 0
     min_confidence: float = TrackerConfig.min_confidence
@@ -399,6 +399,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequences", type=int, default=defaults.sequences, help="synthetic hand sequences (default %(default)s)")
     parser.add_argument("--frames", type=int, default=defaults.frames, help="frames per sequence (default %(default)s)")
     parser.add_argument("--every", type=int, default=defaults.every, help="take every N-th frame (default %(default)s)")
+    parser.add_argument(
+        "--walls", type=int, nargs="+", default=list(defaults.walls_cm), metavar="CM",
+        help="the hands again with a wall this many cm behind their joints' mean (default %(default)s)",
+    )
     parser.add_argument("--objects", type=int, default=defaults.objects_per_kind, help="objects of each kind (default %(default)s)")
     parser.add_argument("--track-sequences", type=int, default=defaults.track_sequences, help="seeds of tracked sequences, a right and a left hand each, for the reported side (default %(default)s; 0: none)")
     parser.add_argument(
@@ -424,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.sequences, args.frames, args.every, args.objects, args.scenes) < 1:
         parser.error("--sequences, --frames, --every, --objects and --scenes must be >= 1")
+    if any(cm < 1 for cm in args.walls):
+        parser.error("--walls must be whole centimetres >= 1")
     if args.track_sequences < 0 or args.track_frames < 1 or args.track_first_seed < 0:
         parser.error("--track-sequences and --track-first-seed must be >= 0 and --track-frames >= 1")
     if args.choice_others < 0 or not math.isfinite(args.choice_min_logit):
@@ -436,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     config = ConfidenceBenchConfig(
-        sequences=args.sequences, frames=args.frames, every=args.every, objects_per_kind=args.objects, weights=str(args.weights),
+        sequences=args.sequences, frames=args.frames, every=args.every, objects_per_kind=args.objects, weights=str(args.weights), walls_cm=tuple(args.walls),
         track_sequences=args.track_sequences, track_first_seed=args.track_first_seed, track_frames=args.track_frames, scenes=args.scenes,
         hand_choice=dataclasses.replace(defaults.hand_choice, others=args.choice_others, min_other_logit=args.choice_min_logit),
     )

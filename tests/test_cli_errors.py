@@ -59,6 +59,7 @@ def exit_code_and_error(main, argv, capsys):
         # The committed result of 10,000 frames, which the docs cite, is not replaced by a shorter run.
         (pipeline_speed.main, ["--frames", "100"], "holds a run of 10000 frames"),
         (confidence_separation.main, ["--out", "{tmp}"], "is a folder"),
+        (confidence_separation.main, ["--walls", "0"], "--walls must be whole centimetres >= 1"),
         (confidence_separation.main, ["--out", "{tmp}/c.json", "--weights", "{tmp}/none"], "no network weights"),
     ],
 )
