@@ -39,6 +39,7 @@ def exit_code_and_error(main, argv, capsys):
         (cli.main, ["--min-hand-probability", "nan"], "--min-hand-probability must be at least 0"),
         (presence.main, ["train", "--out", "{tmp}/run", "--steps", "0"], "must be at least 1"),
         (presence.main, ["train", "--out", "{tmp}/a_file"], "is a file, not a run directory"),
+        (presence.main, ["train", "--out", "{tmp}/run", "--table-distance", "0.3", "0.1"], "--table-distance must be MIN MAX"),
         (side_classifier.main, ["train", "--out", "{tmp}/a_file"], "is a file, not a run directory"),
         (side_classifier.main, ["train", "--out", "{tmp}/run", "--lr", "-1"], "--lr must be a positive number"),
         (side_classifier.main, ["train", "--out", "{tmp}/run", "--lr", "0"], "--lr must be a positive number"),

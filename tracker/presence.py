@@ -146,11 +146,11 @@ class PresenceNet(nn.Module):
 @dataclass(frozen=True)
 class DataConfig:
     #: The hand network's scenes, rendered as a 0.8 m window around the palm (wide enough
-    #: for the segmentation to wander up an arm without its hand), with the desk or wall
-    #: placed from right behind the hand on: the hand network's scenes keep it 8 cm or more
-    #: behind the wrist, and a classifier trained on those took hands a few centimetres in
-    #: front of a wall for no hand.
-    scene: SceneConfig = field(default_factory=lambda: dataclasses.replace(SceneConfig(), render_window_m=0.8, table_distance_m=(0.0, 0.4)))
+    #: for the segmentation to wander up an arm without its hand). Their desk or wall lies
+    #: 8 cm or more behind the wrist (``SceneConfig.table_distance_m``); from right behind
+    #: the hand on (``--table-distance 0 0.4``) the classifier kept more hands a few
+    #: centimetres before a wall and fewer elsewhere (``docs/network.md``, "Hand or no hand").
+    scene: SceneConfig = field(default_factory=lambda: dataclasses.replace(SceneConfig(), render_window_m=0.8))
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     cube_size_m: float = DEFAULT_CUBE_SIZE_M
     crop_size: int = CROP_SIZE
@@ -616,6 +616,10 @@ def main(argv: list[str] | None = None) -> int:
         "--out-of-image", choices=[o.value for o in OutOfImage], default=DataConfig.out_of_image.value,
         help="what the crops show past the image's edge: the far face, as background, or a mark of its own (default %(default)s; see DataConfig)",
     )
+    t.add_argument(
+        "--table-distance", type=float, nargs=2, default=list(SceneConfig.table_distance_m), metavar=("MIN", "MAX"),
+        help="how far behind the wrist the hand scenes' desk or wall lies, metres, before it is moved back clear of the hand (default %(default)s)",
+    )
     t.add_argument("--evaluate", action="store_true", help="write the held-out metrics into the manifest")
     e = sub.add_parser("evaluate", help="held-out metrics of a weights folder")
     e.add_argument("--weights", type=Path, default=PRESENCE_WEIGHTS_DIR, help="weights folder (default: the shipped one)")
@@ -627,13 +631,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--samples, --held-out, --steps and --workers must be at least 1")
     if args.command == "train" and not 0 <= args.edge_cut_probability <= 1:
         parser.error(f"--edge-cut-probability must be in [0, 1], not {args.edge_cut_probability}")
+    if args.command == "train" and not 0 <= args.table_distance[0] <= args.table_distance[1]:
+        parser.error(f"--table-distance must be MIN MAX with 0 <= MIN <= MAX, not {args.table_distance}")
     if args.command == "train" and args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} is a file, not a run directory")
     if args.command == "evaluate" and args.held_out < 1:
         parser.error("--held-out must be at least 1")
     try:
         if args.command == "train":
-            data = dataclasses.replace(DataConfig(), edge_cut_probability=args.edge_cut_probability, out_of_image=OutOfImage(args.out_of_image))
+            data = DataConfig()
+            data = dataclasses.replace(
+                data, edge_cut_probability=args.edge_cut_probability, out_of_image=OutOfImage(args.out_of_image),
+                scene=dataclasses.replace(data.scene, table_distance_m=tuple(args.table_distance)),
+            )
             config = dataclasses.replace(TrainConfig(), samples=args.samples, held_out_samples=args.held_out, steps=args.steps, render_workers=args.workers, seed=args.seed, data=data)
             network, summary = train(config, args.out)
             weights_dir = args.out / "export"  # where every trainer here exports
