@@ -13,8 +13,11 @@ and each is judged before it may count as the hand.
    no neighbour on their surface (flying pixels) are dropped up front, and blobs too small
    to be even part of a hand in the same step, so speckle cannot use up the steps. A blob
    judged too big or too attached (below) is tried once more with half the band, which
-   parts a hand held just in front of the body from it. The candidate is then removed and
-   the next step looks behind it.
+   parts a hand held just in front of the body from it; one still too big or too attached
+   that lies mostly in one plane (a wall, a table) gives what stands out of that plane by
+   ``min_relief_m`` or more, with the plane just outside its outline: a hand touching it or
+   a few centimetres in front of it. The candidate is then removed and the next step looks
+   behind it.
 2. Judgement, in metres from the pinhole back-projection, so the same at every distance.
    NOT_HAND, skipped:
    - visible area above ``max_hand_area_m2`` (more than hand, forearm and upper arm): a
