@@ -52,7 +52,7 @@ log="$out/session.log"
 deadline=$((start + 570))
 
 if [ "$smoke" = 1 ]; then
-  backend=onnxruntime speed_backends=onnxruntime speed_args=(--iterations 5 --warmup 2) frames=120 profile_frames=60 live_frames=120
+  backend=onnxruntime speed_backends=onnxruntime speed_args=(--iterations 5 --warmup 2 --peak-repeats 2) frames=60 profile_frames=60 live_frames=60
 else
   backend=torch-cuda speed_backends=torch-cuda speed_args=() frames=2000 profile_frames=1000 live_frames=1000
 fi

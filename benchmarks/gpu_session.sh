@@ -64,9 +64,9 @@ log="$out/session.log"
 
 if [ "$smoke" = 1 ]; then
   backends=onnxruntime,torch
-  speed_args=(--iterations 5 --warmup 2)
+  speed_args=(--iterations 5 --warmup 2 --peak-repeats 2)
   pipeline_backend=onnxruntime
-  pipeline_frames=120
+  pipeline_frames=60
   # With a replay memory, as the gpu recipe has.
   train_args=(--recipe smoke --device cpu --replay-examples 8)
   # Seconds the training stage needs beyond its own budget: start-up and export.

@@ -45,7 +45,7 @@ def test_gpu_session_smoke_run_brings_back_every_result(tmp_path):
     assert {"onnxruntime", "torch"} <= set(speed["backends"])
     for name, (ahead, replayed) in runs.items():
         pipeline = json.loads((out / f"pipeline_speed_gpu_{name}.json").read_text())
-        assert pipeline["frames"] == 120 and pipeline["tracker_config"]["segment_ahead"] == ahead
+        assert pipeline["frames"] == 60 and pipeline["tracker_config"]["segment_ahead"] == ahead
         assert pipeline["network"].startswith("replayed") == replayed
     with tarfile.open(out / "gpu_training.tar.gz") as archive:
         names = set(archive.getnames())
@@ -83,7 +83,7 @@ def test_gpu_pipeline_smoke_run_brings_back_every_result(tmp_path):
     assert "failed" not in (out / "session.log").read_text()
     for variant in ("", "_replayed_network", "_read_ahead1", "_one_network_at_a_time", "_side_check_every0"):
         pipeline = json.loads((out / f"pipeline_speed_gpu_ahead2{variant}.json").read_text())
-        assert pipeline["frames"] == 120 and pipeline["tracker_config"]["segment_ahead"] == 2
+        assert pipeline["frames"] == 60 and pipeline["tracker_config"]["segment_ahead"] == 2
         assert pipeline["network"].startswith("replayed") == (variant == "_replayed_network")
         # The smoke run's CPU backend reads with a capture thread by default too, and runs
         # one network at a time; on the GPU the defaults are the tracker thread reading and
@@ -94,7 +94,7 @@ def test_gpu_pipeline_smoke_run_brings_back_every_result(tmp_path):
         assert pipeline["tracker_config"]["side_check_every"] == (0 if variant == "_side_check_every0" else 15)
     assert "onnxruntime" in json.loads((out / "network_speed_gpu.json").read_text())["backends"]
     live = json.loads((out / "pipeline_speed_gpu_paced90.json").read_text())
-    assert live["pace_frames_per_second"] == 90.0 and live["frames"] + live["dropped"] == 120
+    assert live["pace_frames_per_second"] == 90.0 and live["frames"] + live["dropped"] == 60
     assert live["tracker_config"]["segment_ahead"] == 0
     profile = (out / "session.log").read_text().split("=== where the tracker thread spent its time (2 workers)")[1]
     assert "tottime" in profile and "(complete)" in profile  # the tracker's per-frame step is in it
