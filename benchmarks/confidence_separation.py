@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -63,14 +62,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks import check_output_path
+from benchmarks import check_output_path, result_header, write_result
 from kernels.raster import composite_ellipsoid
 from tracker.backends import create_backend
 from tracker.confidence import depth_agreement
 from tracker.estimator import HandEstimator
 from tracker.hand_model import HandModel
-from tracker.lens import pinhole_view
-from tracker.machine import machine_info
 from tracker.pipeline import HandTracker, TrackerConfig
 from tracker.prepare import HandChoiceConfig
 from tracker.side_inference import sigmoid
@@ -449,9 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     groups = measure(config, progress=not args.no_progress)
     result = {
-        "benchmark": "confidence_separation",
-        "command": ["python", "-m", "benchmarks.confidence_separation", *(sys.argv[1:] if argv is None else argv)],
-        "machine": machine_info(),
+        **result_header("confidence_separation", argv),
         "config": asdict(config),
         "groups": {
             name: group_stats(rows, config.min_confidence, config.min_hand_probability, config.doubtful_hand_probability, config.min_confidence_when_doubtful)
@@ -462,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         "tracked_sides": groups["tracked_sides"],
         "seconds": time.perf_counter() - began,
     }
-    args.out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+    write_result(args.out, result)
     print(
         f"{'group':33s} {'crops':>5s}  confidence min/p5/median/max  kept at {config.min_confidence}   hand share median  kept at {OLD_THRESHOLD}"
         f"   P(hand) median  kept at {config.min_hand_probability}   kept by both   by the tracker"

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -36,10 +35,9 @@ import numpy as np
 from tqdm import tqdm
 
 import tracker.crop
-from benchmarks import check_output_path
+from benchmarks import cell, check_output_path, print_table, result_header, write_result
 from benchmarks.working_distance import RESULTS_DIR, first_frame_outcome, outcome_summary, pose_at_distance
 from tracker.backends import AUTO_BACKEND, BACKENDS
-from tracker.machine import machine_info
 
 
 @dataclass(frozen=True)
@@ -124,23 +122,20 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     rows = measure(config, progress=not args.no_progress)
     result = {
-        "benchmark": "depth_holes",
-        "command": ["python", "-m", "benchmarks.depth_holes", *(sys.argv[1:] if argv is None else argv)],
-        "machine": machine_info(),
+        **result_header("depth_holes", argv),
         "config": asdict(config),
         "by_loss_rate": rows,
         "seconds": time.perf_counter() - began,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'lost':>5}  {'fill':>4}  {'hand':>5}  {'judged no hand':>14}  {'nothing':>7}  {'joint error':>11}  {'side right':>10}")
-    for row in rows:
-        error = "-" if row["mean_joint_error_mm"] is None else f"{row['mean_joint_error_mm']:.1f} mm"
-        side = "-" if row["side_right"] is None else f"{row['side_right']:.0%}"
-        print(
-            f"{row['loss_rate']:>5.0%}  {'on' if row['hole_fill'] else 'off':>4}  {row['hand_reported']:>5.0%}  {row['judged_no_hand']:>14.0%}  "
-            f"{row['nothing_found']:>7.0%}  {error:>11}  {side:>10}"
-        )
+    write_result(args.out, result)
+    print_table(
+        ["lost", "fill", "hand", "judged no hand", "nothing", "joint error", "side right"],
+        [
+            [f"{row['loss_rate']:.0%}", "on" if row["hole_fill"] else "off", f"{row['hand_reported']:.0%}", f"{row['judged_no_hand']:.0%}",
+             f"{row['nothing_found']:.0%}", cell(row["mean_joint_error_mm"], ".1f", " mm"), cell(row["side_right"], ".0%")]
+            for row in rows
+        ],
+    )
     print(f"wrote {args.out}")
     return 0
 

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
+from benchmarks import result_header, write_result
 from tracker.backends import create_backend
 from tracker.estimator import HandEstimator
 from tracker.evaluate import evaluate_synthetic
 from tracker.hand_model import HandModel
-from tracker.machine import machine_info
 from tracker.synth.dataset import config_to_dict
 from tracker.synth.scene import SceneConfig
 from tracker.training_data import example_config_for
@@ -71,15 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(f"{name}: joints {metrics['mean_joint_error_mm']:.2f} mm, P_r {metrics['mean_refined_vertex_error_mm']:.2f} mm", flush=True)
     record = {
-        "benchmark": "held_out_scene_changes",
-        "command": ["python", "-m", "benchmarks.held_out_scene_changes", *(sys.argv[1:] if argv is None else argv)],
+        **result_header("held_out_scene_changes", argv),
         "weights": {"directory": str(args.weights), "files": manifest.get("files")},
         "frames": args.frames,
-        "machine": machine_info(),
         "variants": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    write_result(args.out, record)
     print(f"wrote {args.out}")
     return 0
 

@@ -44,8 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks import check_output_path
-from tracker.machine import machine_info
+from benchmarks import check_output_path, result_header, write_result
 from tracker.backends import (
     BACKENDS,
     Backend,
@@ -229,11 +228,9 @@ def _measure(args: argparse.Namespace, names: list[str]) -> int:
     # The reference rate before the backends as well as after: it moves on a shared machine.
     matmul_before = cpu_matmul_gflops(args.threads or physical_cores(), repeats=args.peak_repeats) if tag == "cpu" else None
     result = {
-        "benchmark": "network_speed",
-        "command": ["python", "-m", "benchmarks.network_speed", *(sys.argv[1:] if args.argv is None else args.argv)],
+        **result_header("network_speed", args.argv),
         "device": tag,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "machine": machine_info(),
         # The cores onnxruntime's threads are sized to: physical cores in the affinity mask,
         # capped by a container's CPU quota (recorded too; None: no quota).
         "physical_cores": physical_cores(),
@@ -283,8 +280,7 @@ def _measure(args: argparse.Namespace, names: list[str]) -> int:
 
     result["load_average_1min_at_end"] = os.getloadavg()[0]
     out = args.out or RESULTS_DIR / f"network_speed_{tag}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out, result)
     summary = {
         k: (
             {m: round(v, 3) for m, v in r.items() if m.endswith("_ms") or m == "runs_per_second"}

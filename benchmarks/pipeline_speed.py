@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import check_output_path
+from benchmarks import check_output_path, write_result
 from tracker.machine import machine_info
 from tracker.sources import FrameSource, RecordingSource, SyntheticSource, write_recording
 
@@ -566,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the run ended early ({stats['stopped_by']}{': ' + stats['error'] if stats['error'] else ''}; "
               f"{stats['frames']} of {args.frames} frames); {out} is left as it was", file=sys.stderr)
         return 1
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out, result)
     return 0
 
 

@@ -44,10 +44,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks import result_header, write_result
 from tracker.crop import DEFAULT_CUBE_SIZE_M
 from tracker.evaluate import first_frame_centre
 from tracker.lens import pinhole_view, project
-from tracker.machine import machine_info
 from tracker.prepare import HandChoiceConfig
 from tracker.segment import SegmentConfig, find_hand_center, track_hand_center
 from tracker.sources import FolderSource, SyntheticSource
@@ -201,9 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     real = real_errors(config)
     distances = np.array([np.inf if r["distance_px"] is None else r["distance_px"] for r in real])
     result = {
-        "benchmark": "segmentation_accuracy",
-        "command": ["python", "-m", "benchmarks.segmentation_accuracy", *(sys.argv[1:] if argv is None else argv)],
-        "machine": machine_info(),
+        **result_header("segmentation_accuracy", argv),
         "config": asdict(config),
         "synthetic": {name: error_stats(e.ravel()) for name, e in errors.items()},
         "synthetic_worst_frames": [
@@ -224,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # The picture first: if drawing fails, the JSON beside it is not left newer than it.
     plot(errors, args.out.with_suffix(".png"))
-    args.out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")  # strict JSON: no Infinity
+    write_result(args.out, result)
     for name, stats in result["synthetic"].items():
         if stats["median_mm"] is None:
             print(f"synthetic {name:12s}: no hand found in any of the {stats['frames']} frames")

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
@@ -39,9 +38,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks import check_output_path
+from benchmarks import check_output_path, result_header, write_result
 from tracker.api import open_tracker
-from tracker.machine import machine_info
 from tracker.smoothing import OneEuroConfig, OneEuroFilter
 from tracker.sources import SyntheticSource
 
@@ -205,9 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             checks[f"{name}_{label}"] = {"offline": offline, "tracker": online}
 
     result = {
-        "benchmark": "smoothing",
-        "command": ["python", "-m", "benchmarks.smoothing", *(sys.argv[1:] if argv is None else argv)],
-        "machine": machine_info(),
+        **result_header("smoothing", argv),
         "config": {
             "regimes": [dict(zip(("name", "fps", "keyframe_interval_s", "frames"), r), chosen_on=r[0] in chosen_on) for r in regimes],
             "seeds": list(seeds),
@@ -222,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         "grid_results": [{"setting": _name(c), **{r: scores[r][c] for r in scores}} for c in settings],
         "seconds": time.perf_counter() - began,
     }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     plot(args.out.with_suffix(".png"), scores, raw, chosen, EARLIER_DEFAULT, chosen_on)
     for regime in scores:
         line = f"{regime}: unsmoothed {raw[regime]['error_mm']:.2f} mm error, {raw[regime]['jitter_mm']:.2f} mm jitter"

@@ -20,15 +20,14 @@ import json
 import math
 import multiprocessing as mp
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks import result_header, write_result
 from tracker.backends import cgroup_cpu_quota
-from tracker.machine import machine_info
 from tracker.hand_model import HandModel
 from tracker.synth.dataset import config_to_dict, generate_dataset
 from tracker.synth.scene import SceneConfig, render_sample
@@ -90,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     example_config = ExampleConfig()
     model = HandModel.load()
     result = {
-        "benchmark": "synthetic_throughput",
-        "command": ["python", "-m", "benchmarks.synthetic_throughput", *(sys.argv[1:] if argv is None else argv)],
-        "machine": machine_info(),
+        **result_header("synthetic_throughput", argv),
         "scene_config": config_to_dict(config),
         "example_config": config_to_dict(example_config),
         "render_sample_one_core": time_per_sample(lambda seed: render_sample(model, config, seed), args.samples),
@@ -116,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             entry["pool_start_up_s"] = pool_start_up_seconds(workers)
         result[f"generate_dataset_{workers}_workers"] = entry
     result["load_average_1min_at_end"] = os.getloadavg()[0]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k not in ("scene_config", "machine")}, indent=2))
     return 0
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,10 +28,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks import check_output_path
+from benchmarks import check_output_path, result_header, write_result
 from kernels.raster import rasterize_mesh
 from tracker.hand_model import HandModel
-from tracker.machine import machine_info
 from tracker.synth.dataset import sample_seed
 from tracker.synth.scene import posed_forearm, render_sample
 from tracker.training_data import ExampleConfig
@@ -89,9 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     pixels, depths = np.array(pixels), np.array(depths)
     seen = pixels > 0
     result = {
-        "benchmark": "synthetic_wrist_opening",
-        "command": ["python", "-m", "benchmarks.synthetic_wrist_opening", *(sys.argv[1:] if argv is None else argv)],
-        "machine": machine_info(),
+        **result_header("synthetic_wrist_opening", argv),
         "config": {"scenes": args.scenes, "stream": args.stream, "scene": dataclasses.asdict(scene)},
         "scenes_seeing_into_the_tube": int(seen.sum()),
         "share_of_scenes": float(seen.mean()),
@@ -101,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         "depth_below_capped_surface_mm_median_where_seen": float(np.median(depths[seen]) * 1000) if seen.any() else None,
         "seconds": time.perf_counter() - began,
     }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print(
         f"{seen.sum()} of {args.scenes} scenes ({seen.mean():.1%}) show the inside of the forearm tube"
         + (f": median {result['pixels_median_where_seen']:.0f} pixels where they do, up to {depths.max() * 1000:.0f} mm deeper than a capped end" if seen.any() else "")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -33,11 +32,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks import check_output_path
+from benchmarks import cell, check_output_path, print_table, result_header, write_result
 from kernels.sensor_noise import StereoNoiseModel
 from tracker.backends import AUTO_BACKEND, BACKENDS
 from tracker.lens import project
-from tracker.machine import machine_info
 from tracker.sources import SyntheticSource, render_hand_pose
 from tracker.types import DepthFrame, Handedness
 
@@ -151,23 +149,20 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     rows = measure(config, progress=not args.no_progress)
     result = {
-        "benchmark": "working_distance",
-        "command": ["python", "-m", "benchmarks.working_distance", *(sys.argv[1:] if argv is None else argv)],
-        "machine": machine_info(),
+        **result_header("working_distance", argv),
         "config": asdict(config),
         "by_distance": rows,
         "seconds": time.perf_counter() - began,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'distance':>8}  {'hand':>5}  {'judged no hand':>14}  {'nothing':>7}  {'joint error':>11}  {'side right':>10}  {'all in image':>12}")
-    for row in rows:
-        error = "-" if row["mean_joint_error_mm"] is None else f"{row['mean_joint_error_mm']:.1f} mm"
-        side = "-" if row["side_right"] is None else f"{row['side_right']:.0%}"
-        print(
-            f"{row['distance_m']:>6.2f} m  {row['hand_reported']:>5.0%}  {row['judged_no_hand']:>14.0%}  {row['nothing_found']:>7.0%}  "
-            f"{error:>11}  {side:>10}  {row['whole_hand_in_image']:>12.0%}"
-        )
+    write_result(args.out, result)
+    print_table(
+        ["distance", "hand", "judged no hand", "nothing", "joint error", "side right", "all in image"],
+        [
+            [f"{row['distance_m']:.2f} m", f"{row['hand_reported']:.0%}", f"{row['judged_no_hand']:.0%}", f"{row['nothing_found']:.0%}",
+             cell(row["mean_joint_error_mm"], ".1f", " mm"), cell(row["side_right"], ".0%"), f"{row['whole_hand_in_image']:.0%}"]
+            for row in rows
+        ],
+    )
     print(f"wrote {args.out}")
     return 0
 
