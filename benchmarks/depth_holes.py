@@ -29,15 +29,13 @@ import contextlib
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 import tracker.crop
 from benchmarks import cell, check_output_path, print_table, result_header, write_result
-from benchmarks.working_distance import RESULTS_DIR, first_frame_outcome, outcome_summary, pose_at_distance
-from tracker.backends import AUTO_BACKEND, BACKENDS
+from benchmarks.working_distance import add_first_frame_arguments, first_frame_outcome, outcome_summary, pose_at_distance
 
 
 @dataclass(frozen=True)
@@ -95,18 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         description="How often a hand is reported, and how well it is fitted, with a share of its pixels lost at random, "
         "with the crop's hole fill and without (synthetic poses, each tracked as a track's first frame).",
     )
-    parser.add_argument("--poses", type=int, default=DepthHolesConfig.poses, help="poses (seeds) per loss rate (default %(default)s)")
-    parser.add_argument("--first-seed", type=int, default=DepthHolesConfig.first_seed, help="seed of the first pose (default %(default)s)")
+    add_first_frame_arguments(parser, DepthHolesConfig, "loss rate", "depth_holes.json")
     parser.add_argument("--distance", type=float, default=DepthHolesConfig.distance_m, metavar="M", help="distance from the camera, metres (default %(default)s)")
     parser.add_argument(
         "--loss-rates", type=float, nargs="+", default=list(DepthHolesConfig.loss_rates), metavar="SHARE",
         help="shares of the pixels lost, 0 to below 1 (default %(default)s)",
     )
-    parser.add_argument(
-        "--backend", default=DepthHolesConfig.backend, choices=[AUTO_BACKEND, *BACKENDS], help="inference backend (default %(default)s)"
-    )
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "depth_holes.json", help="result JSON (default benchmarks/results/depth_holes.json)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.poses < 1 or args.first_seed < 0:
         parser.error("--poses must be at least 1, --first-seed at least 0")

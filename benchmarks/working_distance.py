@@ -121,23 +121,30 @@ def measure(config: WorkingDistanceConfig, progress: bool = True) -> list[dict]:
     ]
 
 
+def add_first_frame_arguments(parser: argparse.ArgumentParser, defaults, per: str, result_name: str) -> None:
+    """The options of a benchmark that tracks synthetic poses as first frames: how many poses
+    (seeds) per ``per`` and from which seed, the backend, the result file and the progress bar.
+    ``defaults``: its config class, whose fields give the defaults."""
+    parser.add_argument("--poses", type=int, default=defaults.poses, help=f"poses (seeds) per {per} (default %(default)s)")
+    parser.add_argument("--first-seed", type=int, default=defaults.first_seed, help="seed of the first pose (default %(default)s)")
+    parser.add_argument("--backend", default=defaults.backend, choices=[AUTO_BACKEND, *BACKENDS], help="inference backend (default %(default)s)")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS_DIR / result_name, help=f"result JSON (default benchmarks/results/{result_name})"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.working_distance",
         description="How often a hand is reported, and how well it is fitted, by its distance from the camera "
         "(synthetic poses moved along their rays, each tracked as a track's first frame).",
     )
-    parser.add_argument("--poses", type=int, default=WorkingDistanceConfig.poses, help="poses (seeds) per distance (default %(default)s)")
-    parser.add_argument("--first-seed", type=int, default=WorkingDistanceConfig.first_seed, help="seed of the first pose (default %(default)s)")
+    add_first_frame_arguments(parser, WorkingDistanceConfig, "distance", "working_distance.json")
     parser.add_argument(
         "--distances", type=float, nargs="+", default=list(WorkingDistanceConfig.distances_m), metavar="M",
         help="distances from the camera, metres (default %(default)s)",
     )
-    parser.add_argument(
-        "--backend", default=WorkingDistanceConfig.backend, choices=[AUTO_BACKEND, *BACKENDS], help="inference backend (default %(default)s)"
-    )
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "working_distance.json", help="result JSON (default benchmarks/results/working_distance.json)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.poses < 1 or args.first_seed < 0:
         parser.error("--poses must be at least 1, --first-seed at least 0")
