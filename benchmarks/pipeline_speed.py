@@ -336,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also write the overlay video (depth colour map, mesh, skeleton; 30 frames/s, into a temporary file), "
         "as run_tracker.py --video does",
     )
+    parser.add_argument(
+        "--weights", type=Path, default=None, metavar="DIR",
+        help="network weights directory, with its own classifiers where it has them, as run_tracker.py --weights takes it "
+        "(default: the shipped weights/; another needs --out)",
+    )
     parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>[_memory][_replayed_network][_as_gpu][_replayed_preparation][_gpuMSms][_one_network_at_a_time][_aheadN][_read_aheadN][_side_check_everyN][_pacedFPS][_video].json)")
     args = parser.parse_args(argv)
     # Imported here, not at the top: segmentation worker processes import this module again
@@ -371,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     warmup = min(100, args.frames // 5) if args.warmup is None else args.warmup
     if not 0 <= warmup < args.frames:
         parser.error("--warmup must be at least 0 and fewer than --frames")
+    if args.weights is not None and args.out is None:
+        # The default result files are the shipped weights' runs, which the docs quote.
+        parser.error("--weights needs --out (the default result files hold runs of the shipped weights)")
     out = args.out or default_result_path(args)
     if args.out is None and out.is_file():
         # The docs quote the committed results: a shorter run (a quick look) goes elsewhere.
@@ -398,21 +406,23 @@ def main(argv: list[str] | None = None) -> int:
 
     from tracker.hand_model import HandModelError
     from tracker.sources import SourceError
-    from tracker.weights import WeightsError, crop_frame_of, load_manifest
+    from tracker.weights import WEIGHTS_DIR, WeightsError, crop_classifiers, crop_frame_of, load_manifest
 
     # Weights and backend first: a missing runtime or damaged weights fail before the
     # frames are rendered, not after.
     backend = None
     try:
         hand_model = HandModel.load()
-        manifest = load_manifest()
+        weights = args.weights or WEIGHTS_DIR
+        manifest = load_manifest(weights)
         # Live, as the tracker runs a camera: no workers, and the backend set up for none.
         ahead = 0 if args.pace is not None else default_segment_ahead(args.backend) if args.segment_ahead is None else args.segment_ahead
         config = TrackerConfig(cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest), segment_ahead=ahead)
         if args.side_check_every is not None:
             config = dataclasses.replace(config, side_check_every=args.side_check_every)
-        backend = create_backend(args.backend, **backend_options(args.backend, ahead))
+        backend = create_backend(args.backend, weights, **backend_options(args.backend, ahead))
         estimator = HandEstimator(backend, hand_model)  # checks the weights were made for this hand model
+        classifiers = crop_classifiers(weights, None, config.min_hand_probability)
     except (HandModelError, WeightsError, BackendUnavailable) as exc:
         if backend is not None:  # made, but the weights do not fit this hand model
             backend.close()
@@ -444,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.replay_network:
             asynchronous = args.replay_as_gpu or bool(getattr(backend, "asynchronous", False))
             estimator = HandEstimator(_ReplayedNetwork(backend, asynchronous, args.replay_gpu_ms), hand_model)
-        tracker = HandTracker(estimator, config)
+        tracker = HandTracker(estimator, config, *classifiers)
         if args.replay_preparation:
             tracker.prepare_function = _replayed_preparation
         probe = _Probe()
@@ -501,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_at_start,
         "load_average_1min_before_rendering": load_before,
         "load_average_1min_at_end": os.getloadavg()[0],
+        "weights_dir": str(Path(weights).absolute()),
         "weights_sha256": manifest["files"],
         "backend": args.backend,
         "network": (

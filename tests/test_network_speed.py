@@ -71,6 +71,20 @@ def test_pipeline_speed_measures_a_short_run_after_its_warm_up(tmp_path):
     assert result["threads"]["torch"] >= 1 and result["threads"]["backend"] >= 1
 
 
+def test_pipeline_speed_runs_other_weights_into_a_file_of_its_own(tmp_path, capsys):
+    from benchmarks.pipeline_speed import main as pipeline_speed
+
+    fast = WEIGHTS_DIR / "fast"
+    with pytest.raises(SystemExit):  # the default result files are the shipped weights'
+        pipeline_speed(["--weights", str(fast), "--frames", "20"])
+    assert "--weights needs --out" in capsys.readouterr().err
+    out = tmp_path / "fast.json"
+    assert pipeline_speed(["--input", "memory", "--frames", "20", "--warmup", "5", "--segment-ahead", "0", "--weights", str(fast), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["weights_dir"] == str(fast.absolute()) and result["weights_sha256"] == load_manifest(fast)["files"]
+    assert result["frames"] == 20 and result["frames_with_hand"] > 0
+
+
 def test_pipeline_speed_measures_the_tracker_thread_alone_on_a_gpu_backend_s_path(tmp_path):
     from benchmarks.pipeline_speed import main as pipeline_speed
 
