@@ -630,3 +630,31 @@ def test_a_video_cut_off_by_a_full_disk_ends_the_run_and_keeps_what_came_before(
     frames = [json.loads(line)["frame"] for line in out.read_text().splitlines()]
     assert 10 <= len(frames) < 60 and frames == list(range(len(frames)))
     assert video.read_bytes() == b"an earlier run's video"
+
+
+def _live_stats(frames: int, dropped: int, seconds: float, processing_ms: float | None) -> dict:
+    return {"frames": frames, "dropped": dropped, "seconds": seconds, "processing_ms_p50": processing_ms}
+
+
+def test_a_live_run_that_fell_behind_on_the_cpu_is_told_of_the_lighter_networks():
+    from tracker.cli import _lighter_network_note
+    from tracker.weights import WEIGHTS_DIR
+
+    # 90 frames/s for 10 s, 14 % dropped, 11.9 ms a frame against 11.1 ms: what an AVX2-only
+    # 2-core VM measured (benchmarks/results/pipeline_speed_onnxruntime_memory_paced90_avx2.json).
+    behind = _live_stats(774, 126, 10.0, 11.9)
+    note = _lighter_network_note(behind, True, "onnxruntime", WEIGHTS_DIR)
+    assert note.startswith("note: 14% of the frames were dropped") and "11.9 ms" in note and "11.1 ms" in note
+    assert f"--weights {WEIGHTS_DIR / 'fast'}" in note and "--backend onnxruntime-int8" in note
+    # Each suggestion only where it is not what the run already used.
+    note = _lighter_network_note(behind, True, "onnxruntime-int8", WEIGHTS_DIR)
+    assert "--weights" in note and "--backend" not in note
+    assert "--weights" not in _lighter_network_note(behind, True, "onnxruntime", WEIGHTS_DIR / "fast")
+    assert _lighter_network_note(behind, True, "onnxruntime-int8", WEIGHTS_DIR / "fast") is None
+    # Not live, not the CPU, few drops, or drops the tracker's speed does not explain (the
+    # camera or the USB lost them: 3 ms a frame): nothing to suggest.
+    assert _lighter_network_note(behind, False, "onnxruntime", WEIGHTS_DIR) is None
+    assert _lighter_network_note(behind, True, "torch-cuda", WEIGHTS_DIR) is None
+    assert _lighter_network_note(_live_stats(870, 30, 10.0, 11.9), True, "onnxruntime", WEIGHTS_DIR) is None
+    assert _lighter_network_note(_live_stats(774, 126, 10.0, 3.0), True, "onnxruntime", WEIGHTS_DIR) is None
+    assert _lighter_network_note(_live_stats(0, 0, 0.0, None), True, "onnxruntime", WEIGHTS_DIR) is None

@@ -136,6 +136,10 @@ MAX_SEGMENT_AHEAD = 16
 #: A warm-up longer than this (seconds) is worth a note: numba compiled the kernels.
 WARM_UP_NOTE_S = 1.0
 
+#: A live run that dropped more than this share of its frames while the tracker's own
+#: processing took most of a frame's interval is told which lighter network to try.
+LIGHTER_NETWORK_NOTE_DROPPED = 0.05
+
 #: Signals that end the program; before and after the tracking loop (which stops cleanly on
 #: them itself) they interrupt like Ctrl-C, so an open camera and its recording are closed.
 _STOP_SIGNALS = ("SIGTERM", "SIGHUP")
@@ -395,6 +399,9 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         f"{stats['frames_per_second']:.1f} frames/s{latency}; {stopped}",
         file=sys.stderr,
     )
+    lighter = _lighter_network_note(stats, realtime, args.backend, weights)
+    if lighter is not None:
+        print(lighter, file=sys.stderr)
     if stats["frames"] and not stats["frames_with_hand"]:
         segment = tracker.config.segment
         if stats["frames_poorly_fitted"]:
@@ -635,6 +642,34 @@ def _classifier_record(classifier) -> dict | None:
     # The checksum its manifest gives, which loading it verified.
     source = getattr(classifier, "source", None)
     return {"file": None if source is None else str(Path(source).absolute()), "sha256": classifier.manifest["files"][classifier.onnx_name]}
+
+
+def _lighter_network_note(stats: dict, realtime: bool, backend: str, weights: Path) -> str | None:
+    """For a live run on the CPU that fell behind its input: the lighter networks to try, or
+    None. A frame is dropped as well where the camera or the USB lost it, which no network
+    helps: the tracker is taken to have fallen behind where its processing (median) took
+    nine tenths of the frames' interval or more."""
+    from tracker.pipeline import ONNXRUNTIME_CPU_BACKENDS
+    from tracker.weights import WEIGHTS_DIR
+
+    arrived = stats["frames"] + stats["dropped"]
+    if not realtime or backend not in ONNXRUNTIME_CPU_BACKENDS or not arrived or stats["processing_ms_p50"] is None:
+        return None
+    interval_ms = 1e3 * stats["seconds"] / arrived
+    if stats["dropped"] / arrived <= LIGHTER_NETWORK_NOTE_DROPPED or stats["processing_ms_p50"] < 0.9 * interval_ms:
+        return None
+    fast = WEIGHTS_DIR / "fast"
+    options = []
+    if Path(weights).resolve() != fast.resolve() and fast.is_dir():
+        options.append(f"--weights {fast} (a network with 40 % fewer operations, a little less accurate: {fast / 'MODEL_CARD.md'})")
+    if backend == "onnxruntime":
+        options.append("--backend onnxruntime-int8 (the 8-bit network, much faster on CPUs with AVX-512 VNNI)")
+    if not options:
+        return None
+    return (
+        f"note: {stats['dropped'] / arrived:.0%} of the frames were dropped to keep up: the tracker took {stats['processing_ms_p50']:.1f} ms "
+        f"a frame (median), and a frame came every {interval_ms:.1f} ms. A lighter network keeps up better: " + "; or ".join(options) + "."
+    )
 
 
 def _overlay_drawn(args) -> bool:
