@@ -221,6 +221,15 @@ def test_a_manifest_with_values_of_the_wrong_kind_is_refused(weights_dir, tmp_pa
     assert said in str(raised.value)
 
 
+def test_a_manifest_nested_past_the_json_decoder_s_depth_is_refused(weights_dir, tmp_path):
+    from tracker.weights import load_manifest
+
+    copy = copy_weights(weights_dir, tmp_path / "w")
+    (copy / "dgn.json").write_text("[" * 100_000 + "]" * 100_000)  # RecursionError in json, not ValueError
+    with pytest.raises(WeightsError, match="not a valid weights manifest"):
+        load_manifest(copy)
+
+
 def test_a_graph_of_another_crop_size_than_its_manifest_says_is_refused(weights_dir, tmp_path):
     import json
 

@@ -658,3 +658,20 @@ def test_a_live_run_that_fell_behind_on_the_cpu_is_told_of_the_lighter_networks(
     assert _lighter_network_note(_live_stats(870, 30, 10.0, 11.9), True, "onnxruntime", WEIGHTS_DIR) is None
     assert _lighter_network_note(_live_stats(774, 126, 10.0, 3.0), True, "onnxruntime", WEIGHTS_DIR) is None
     assert _lighter_network_note(_live_stats(0, 0, 0.0, None), True, "onnxruntime", WEIGHTS_DIR) is None
+
+
+def test_no_shared_memory_for_the_worker_is_said_plainly(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from tracker import prepare
+
+    def refused(**_):  # as a full /dev/shm or a limit on file sizes refuses it
+        raise OSError(errno.EFBIG, "File too large")
+
+    monkeypatch.setattr(prepare.shared_memory, "SharedMemory", refused)
+    folder = Path(__file__).parent / "data" / "sr305-gestures"
+    out = tmp_path / "x.jsonl"
+    assert main(["--source", str(folder), "--segment-ahead", "1", "--max-frames", "3", "--out", str(out), "--no-viewer"]) == 1
+    said = capsys.readouterr().err
+    assert "shared-memory block to hand frames to the frame-preparing worker (File too large)" in said
+    assert "--segment-ahead 0 prepares the frames without one" in said and "Traceback" not in said

@@ -210,6 +210,9 @@ def test_a_classifier_manifest_with_values_a_run_cannot_use_is_refused(tmp_path)
         with pytest.raises(WeightsError, match="not a valid side-classifier manifest") as raised:
             sc.SideClassifier.load(directory)
         assert said in str(raised.value)
+    (directory / sc.MANIFEST).write_text("[" * 100_000 + "]" * 100_000)  # nested past the JSON decoder's depth
+    with pytest.raises(WeightsError, match="not a valid side-classifier manifest"):
+        sc.SideClassifier.load(directory)
 
 
 def test_shipped_weights_tell_held_out_hands_and_their_mirrors_apart(held_out):

@@ -580,10 +580,15 @@ def test_a_folder_s_frame_rate_comes_from_its_camera_file(tmp_path):
     assert source.fps == 90.0 and "at 90 fps" in source.description
     assert [f.timestamp_ms for f in source.frames()] == pytest.approx([0.0, 1000 / 90, 2000 / 90])
     assert FolderSource(tmp_path / "take", fps=15.0).fps == 15.0  # a caller's own rate wins
-    for bad in (0, -5, "fast", None, True, "90"):
+    # A frame rate no camera has is a typo: a --realtime run would wait days between frames
+    # (and past 1e-10 fps overflow the clock's wait).
+    for bad in (0, -5, "fast", None, True, "90", 1e-300, 0.001, 1e5):
         (tmp_path / "intrinsics.json").write_text(json.dumps({**meta, "fps": bad}))
-        with pytest.raises(SourceError, match='"fps" must be a positive number'):
+        with pytest.raises(SourceError, match='"fps" must be a number of frames a second from 0.01 to 10000'):
             FolderSource(tmp_path / "take")
+    (tmp_path / "intrinsics.json").write_text("[" * 100_000 + "]" * 100_000)  # nested past the decoder's depth
+    with pytest.raises(SourceError, match="intrinsics.json is not valid"):
+        FolderSource(tmp_path / "take")
     for bad in (0, -0.001, "0.001", None, True, float("nan")):  # true is no metre per unit
         (tmp_path / "intrinsics.json").write_text(json.dumps({**meta, "depth_scale": bad}))
         with pytest.raises(SourceError, match='"depth_scale" must be a positive number'):
@@ -926,3 +931,32 @@ def test_a_camera_file_with_a_misspelt_key_or_coefficients_of_no_lens_is_refused
     good["intrinsics"]["coeffs"] = [0, 0, 0, 0, 0]
     (tmp_path / "intrinsics.json").write_text(json.dumps(good))
     assert FolderSource(tmp_path).intrinsics.coeffs == (0.0,) * 5
+
+
+def test_a_png_opencv_refuses_outright_is_a_source_error(tmp_path):
+    import zlib
+
+    # A valid PNG header declaring 50000 x 50000 16-bit grey pixels, past OpenCV's limit on
+    # pixels: imdecode raises instead of returning None.
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    header = (50000).to_bytes(4, "big") * 2 + bytes([16, 0, 0, 0, 0])
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    (tmp_path / "0.png").write_bytes(png)
+    intrinsics = {"width": 50000, "height": 50000, "fx": 5e4, "fy": 5e4, "cx": 25000, "cy": 25000}
+    (tmp_path / "intrinsics.json").write_text(json.dumps({"depth_scale": 0.001, "intrinsics": intrinsics}))
+    with pytest.raises(SourceError, match="0.png cannot be read as an image"):
+        next(iter(FolderSource(tmp_path).frames()))
+
+
+def test_a_wait_past_the_clock_s_range_does_not_overflow():
+    # A recording's timestamp centuries ahead, played in real time: Event.wait would raise
+    # OverflowError for so long a timeout.
+    import threading
+
+    source = SyntheticSource(seed=0, max_frames=1)
+    threading.Timer(0.2, source.close).start()
+    began = time.perf_counter()
+    assert source._sleep_until(began + 1e300) is False  # waits, until closed
+    assert time.perf_counter() - began >= 0.15

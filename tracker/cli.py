@@ -247,7 +247,7 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from tracker.estimator import HandEstimator
     from tracker.hand_model import HandModel
     from tracker.pipeline import HandTracker, TrackerConfig, backend_options, default_read_ahead, default_segment_ahead, run_pipeline
-    from tracker.prepare import PrepareWorkerEnded
+    from tracker.prepare import PrepareWorkerEnded, SharedMemoryUnavailable
     from tracker.sources import SourceError, SyntheticSource, open_source, source_kind
     from tracker.types import Handedness
     from tracker.weights import WEIGHTS_DIR, WeightsError, crop_classifiers, crop_frame_of, load_manifest
@@ -374,7 +374,7 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         summary = run_pipeline(
             source, tracker, sinks, drop_old_frames=realtime, max_frames=max_frames, read_ahead=default_read_ahead(args.backend, segment_ahead, source)
         )
-    except (OSError, PrepareWorkerEnded) as exc:  # an output that cannot be written, a worker killed
+    except (OSError, PrepareWorkerEnded, SharedMemoryUnavailable) as exc:  # an output that cannot be written, a worker killed or unfed
         failure = _describe_output_error(exc, args) if isinstance(exc, OSError) else exc
         print(f"error: {failure}; the frames processed before it are in {_out_name(args.out)}", file=sys.stderr)
         return 1

@@ -334,6 +334,11 @@ class PrepareWorkerEnded(RuntimeError):
 STOP_ANSWER_GRACE_S = 2.0
 
 
+class SharedMemoryUnavailable(RuntimeError):
+    """No shared-memory block could be made to hand a frame to the workers (``/dev/shm`` full
+    or too small, as a container's 64 MB default may be, or a limit on file sizes)."""
+
+
 class _AnswerOrEnd:
     """Waits for a worker's answer (or its pipe's close) or for the worker's end, whichever
     comes first. A ``select.poll`` registered once: ``multiprocessing.connection.wait``
@@ -434,7 +439,14 @@ class PrepareWorkers:
         if held is not None:  # another image size: a new block
             del held
             self._release(key)
-        block = shared_memory.SharedMemory(create=True, size=int(np.prod(shape)) * 2)
+        size = int(np.prod(shape)) * 2
+        try:
+            block = shared_memory.SharedMemory(create=True, size=size)
+        except OSError as exc:
+            raise SharedMemoryUnavailable(
+                f"cannot make a {size / 1e6:.1f} MB shared-memory block to hand frames to the frame-preparing worker "
+                f"({exc.strerror or exc}): is /dev/shm full or too small? --segment-ahead 0 prepares the frames without one"
+            ) from exc
         held = self._buffers[key] = (block, np.ndarray(shape, np.uint16, buffer=block.buf))
         return held
 

@@ -723,7 +723,7 @@ def read_manifest(directory: str | Path, name: str, format_: str, what: str, tra
         crop_size = manifest["network"]["crop_size"]
         if isinstance(crop_size, bool) or not isinstance(crop_size, int) or crop_size < 1:
             raise ValueError(f"'network.crop_size' must be a whole number of pixels, got {crop_size!r}")
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
         raise WeightsError(f"{path}: not a valid {what} manifest ({exc!r})") from exc
     return manifest
 

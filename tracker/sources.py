@@ -148,7 +148,9 @@ class FrameSource(abc.ABC):
         """Wait until ``time.perf_counter()`` reaches ``deadline``; False if closed meanwhile."""
         delay = deadline - time.perf_counter()
         if delay > 0:
-            return not self._closed.wait(delay)
+            # Event.wait refuses a timeout past the platform's limit (hundreds of years)
+            # with an OverflowError: a recording's timestamp that far ahead waits as long.
+            return not self._closed.wait(min(delay, threading.TIMEOUT_MAX))
         return not self._closed.is_set()
 
 
@@ -1186,6 +1188,11 @@ def _chain(first, rest):
 
 # ---------------------------------------------------------------------------- folders of PNGs
 
+#: The frame rates a folder's intrinsics.json may give: a frame every 100 s (a time-lapse)
+#: to 10,000 a second; outside them a typo (its timestamps, and a --realtime run's waits,
+#: would be days apart or all but equal).
+MIN_FOLDER_FPS, MAX_FOLDER_FPS = 0.01, 10000.0
+
 _INTRINSICS_FORMAT = (
     '{"serial": "...", "depth_scale": <metres per unit>, "intrinsics": {"width", "height", "fx", "fy", '
     '"cx", "cy", "distortion": "none" | "brown_conrady" | ..., "coeffs": [5 numbers]}, "fps": <frames a second, optional>}'
@@ -1336,11 +1343,11 @@ class FolderSource(FrameSource):
                 raise ValueError(f'"depth_scale" must be a positive number of metres per unit, got {depth_scale!r}')
             depth_scale = float(depth_scale)
             fps = meta.get("fps", 30.0)
-            if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (math.isfinite(fps) and fps > 0):
-                raise ValueError(f'"fps" must be a positive number of frames a second, got {fps!r}')
+            if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (math.isfinite(fps) and MIN_FOLDER_FPS <= fps <= MAX_FOLDER_FPS):
+                raise ValueError(f'"fps" must be a number of frames a second from {MIN_FOLDER_FPS:g} to {MAX_FOLDER_FPS:g}, got {fps!r}')
         except OSError as exc:
             raise SourceError(f"cannot read {meta_path}: {exc}") from exc
-        except (ValueError, TypeError, AttributeError) as exc:
+        except (ValueError, TypeError, AttributeError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
             raise SourceError(f"{meta_path} is not valid ({exc}); expected {_INTRINSICS_FORMAT}") from exc
         serial = meta.get("serial")
         return intrinsics, depth_scale, "" if serial is None else str(serial), float(fps)
@@ -1390,7 +1397,10 @@ class FolderSource(FrameSource):
                 data = path.read_bytes()
             except OSError as exc:
                 raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
-            depth = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+            try:
+                depth = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+            except cv2.error as exc:  # refused outright rather than unread: more pixels than OpenCV takes
+                raise SourceError(f"{path} cannot be read as an image ({getattr(exc, 'err', None) or str(exc).strip().splitlines()[-1]})") from exc
             if depth is None:
                 raise SourceError(f"{path} cannot be read as an image (corrupt or not a PNG)")
             if depth.dtype != np.uint16 or depth.ndim != 2:

@@ -92,7 +92,9 @@ def load_manifest(weights_dir: str | Path = WEIGHTS_DIR) -> dict:
             raise ValueError(f"the ONNX input shape {shape} is not that of the network's {network.crop_size}x{network.crop_size} crop")
         if not isinstance(manifest.get("onnx_int8", {}), dict):
             raise TypeError(f"'onnx_int8' is a {type(manifest['onnx_int8']).__name__}, not the 8-bit network's record")
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # ValueError: also bad JSON and text that is not UTF-8
+    # ValueError: also bad JSON and text that is not UTF-8; RecursionError: JSON nested deeper
+    # than the decoder goes, which no manifest is.
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise WeightsError(f"{path}: not a valid weights manifest ({exc!r})") from exc
     return manifest
 
