@@ -9,6 +9,8 @@ import gc
 import os
 import shutil
 import json
+import math
+import re
 import sqlite3
 import threading
 import time
@@ -593,6 +595,10 @@ def test_a_folder_s_frame_rate_comes_from_its_camera_file(tmp_path):
         (tmp_path / "intrinsics.json").write_text(json.dumps({**meta, "depth_scale": bad}))
         with pytest.raises(SourceError, match='"depth_scale" must be a positive number'):
             FolderSource(tmp_path / "take")
+    for bad in (1e300, 2.0, 1e-7):  # no depth camera's unit: a typo, or millimetres for metres
+        (tmp_path / "intrinsics.json").write_text(json.dumps({**meta, "depth_scale": bad}))
+        with pytest.raises(SourceError, match="a depth camera's lies from 1e-06 to 1"):
+            FolderSource(tmp_path / "take")
 
 
 def test_a_folder_played_in_real_time_keeps_its_pace(tmp_path):
@@ -960,3 +966,28 @@ def test_a_wait_past_the_clock_s_range_does_not_overflow():
     began = time.perf_counter()
     assert source._sleep_until(began + 1e300) is False  # waits, until closed
     assert time.perf_counter() - began >= 0.15
+
+
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        ({"fx": 1e-300}, "fx=1e-300 px for an image 640 px across: a field of view outside 1-179 degrees"),
+        ({"fy": 1e300}, "fy=1e+300 px for an image 480 px across"),
+        ({"fx": 0.4, "fy": 0.4}, "fx=0.4 px"),  # in millimetres, say
+        ({"cx": 1e300}, "cx=1e+300 px, further than the image's 640 px outside it"),
+        ({"cy": -1e300}, "cy=-1e+300 px"),
+    ],
+)
+def test_a_folder_camera_no_camera_has_is_refused(tmp_path, change, said):
+    import cv2
+
+    intrinsics = {"width": 640, "height": 480, "fx": 400.0, "fy": 400.0, "cx": 320.0, "cy": 240.0}
+    cv2.imwrite(str(tmp_path / "0.png"), np.zeros((480, 640), np.uint16))
+    (tmp_path / "intrinsics.json").write_text(json.dumps({"depth_scale": 0.001, "intrinsics": {**intrinsics, **change}}))
+    with pytest.raises(SourceError, match=re.escape(said)):
+        FolderSource(tmp_path)
+    # The widest and the narrowest views allowed, 179 and 1 degrees, and the principal point
+    # an image's size outside it.
+    edge = {"fx": 320 / math.tan(math.radians(89.4)), "fy": 240 / math.tan(math.radians(0.51)), "cx": -640.0, "cy": 960.0}
+    (tmp_path / "intrinsics.json").write_text(json.dumps({"depth_scale": 0.001, "intrinsics": {**intrinsics, **edge}}))
+    FolderSource(tmp_path)

@@ -1193,6 +1193,30 @@ def _chain(first, rest):
 #: would be days apart or all but equal).
 MIN_FOLDER_FPS, MAX_FOLDER_FPS = 0.01, 10000.0
 
+#: The fields of view (degrees, across an image axis) a camera's intrinsics.json may give.
+MIN_FIELD_OF_VIEW_DEG, MAX_FIELD_OF_VIEW_DEG = 1.0, 179.0
+
+
+def _check_camera_plausible(k: CameraIntrinsics) -> None:
+    """Refuse (ValueError) a whole camera image's intrinsics that no camera has: a field of
+    view outside 1 to 179 degrees across an axis, or the principal point further than the
+    image's size outside it. A unit mixed up or a typo would otherwise run and find no hand.
+    (Not a check of every CameraIntrinsics: a strip cut from an image keeps the camera's
+    focal length and principal point, far outside the strip.)"""
+    # Compared as focal length times a tangent against the size: Python compares a float
+    # with an int of any size exactly, where the size turned into a float could overflow.
+    widest, narrowest = (2 * math.tan(math.radians(fov / 2)) for fov in (MAX_FIELD_OF_VIEW_DEG, MIN_FIELD_OF_VIEW_DEG))
+    for axis, size, focal in (("fx", k.width, k.fx), ("fy", k.height, k.fy)):
+        if not focal * narrowest <= size <= focal * widest:
+            raise ValueError(
+                f"{axis}={focal:g} px for an image {size} px across: a field of view outside "
+                f"{MIN_FIELD_OF_VIEW_DEG:g}-{MAX_FIELD_OF_VIEW_DEG:g} degrees; is it in pixels?"
+            )
+    for axis, size, centre in (("cx", k.width, k.cx), ("cy", k.height, k.cy)):
+        if not -size <= centre <= 2 * size:
+            raise ValueError(f"{axis}={centre:g} px, further than the image's {size} px outside it")
+
+
 _INTRINSICS_FORMAT = (
     '{"serial": "...", "depth_scale": <metres per unit>, "intrinsics": {"width", "height", "fx", "fy", '
     '"cx", "cy", "distortion": "none" | "brown_conrady" | ..., "coeffs": [5 numbers]}, "fps": <frames a second, optional>}'
@@ -1336,11 +1360,15 @@ class FolderSource(FrameSource):
             if unknown:
                 raise ValueError(f"unknown keys {unknown}; the keys are {', '.join(keys)}")
             intrinsics = CameraIntrinsics.from_dict(meta["intrinsics"])
+            _check_camera_plausible(intrinsics)
             depth_scale = meta["depth_scale"]
             # true would read as 1 (a metre per unit), "0.001" as a number, "90" as a frame
             # rate: none of them is one.
             if isinstance(depth_scale, bool) or not isinstance(depth_scale, (int, float)) or not (math.isfinite(depth_scale) and depth_scale > 0):
                 raise ValueError(f'"depth_scale" must be a positive number of metres per unit, got {depth_scale!r}')
+            # A micrometre to a metre per unit: a 16-bit image then spans 65 mm to 65 km.
+            if not 1e-6 <= depth_scale <= 1.0:
+                raise ValueError(f'"depth_scale" is {depth_scale:g} metres per unit; a depth camera\'s lies from 1e-06 to 1 (D4xx 0.001, SR305 0.000125)')
             depth_scale = float(depth_scale)
             fps = meta.get("fps", 30.0)
             if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (math.isfinite(fps) and MIN_FOLDER_FPS <= fps <= MAX_FOLDER_FPS):
