@@ -20,10 +20,11 @@ the frame to its estimate written (``processing_ms``). A run that ends before ev
 is processed (a signal, an input error) writes no result and exits with status 1.
 
 ``--pace FPS`` measures live use instead of capacity: the frames from memory arrive at a
-camera's rate, the tracker keeps only the newest (as with a camera: no segmenting ahead,
-frames it cannot keep up with are dropped and counted), and the latency that matters is
-reported, from the moment each frame was due to its estimate written. That includes the
-wait for the capture thread to be scheduled, which the arrival figure does not.
+camera's rate, the tracker keeps only the newest (as with a camera: no segmenting ahead
+unless ``--segment-ahead 1`` asks for the live worker, frames it cannot keep up with are
+dropped and counted), and the latency that matters is reported, from the moment each frame
+was due to its estimate written. That includes the wait for the capture thread to be
+scheduled, which the arrival figure does not.
 """
 
 from __future__ import annotations
@@ -216,7 +217,7 @@ class _LoopedFrames(FrameSource):
             yield dataclasses.replace(frame, frame_number=i, timestamp_ms=i * 1000.0 / (self.pace_fps or 30.0))
 
 
-def _paced_figures(probe: _Probe, source: _LoopedFrames, warmup: int) -> dict:
+def _paced_figures(probe: _Probe, source: _LoopedFrames, warmup: int, segment_ahead: int) -> dict:
     """Live use: latency from each processed frame's due time, and the share dropped, over
     the frames due after the first ``warmup``."""
     numbers = np.array(probe.frame_numbers)
@@ -227,8 +228,9 @@ def _paced_figures(probe: _Probe, source: _LoopedFrames, warmup: int) -> dict:
     offered = len(due) - warmup
     return {
         "pace_frames_per_second": source.pace_fps,
-        "live_note": "frames arrive at the pace and the tracker keeps the newest, as from a camera: no segmenting ahead, "
-        "and frames it cannot keep up with are dropped",
+        "live_note": "frames arrive at the pace and the tracker keeps the newest, as from a camera: "
+        + ("a worker process segments each frame as it arrives, " if segment_ahead else "no segmenting ahead, ")
+        + "and frames it cannot keep up with are dropped",
         "frames_processed_after_warmup": int(timed.sum()),
         "frames_offered_after_warmup": int(offered),
         "dropped_share_after_warmup": float(1.0 - timed.sum() / offered) if offered > 0 else None,
@@ -273,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--segment-ahead", type=int, default=None, metavar="N",
         help="segment the next N frames in N worker processes beside the network "
-        "(default: as the tracker does, 1 with onnxruntime on 2+ cores, 0 with torch on the CPU, up to 3 on GPU backends)",
+        "(default: as the tracker does, 1 with onnxruntime on 2+ cores, 0 with torch on the CPU, up to 3 on GPU backends); "
+        "with --pace: 0 (the default) or 1, the live worker that segments each frame as it arrives",
     )
     parser.add_argument(
         "--replay-network", action="store_true",
@@ -364,9 +367,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--pace must be a positive number of frames per second")
         if args.input != "memory":
             parser.error("--pace needs --input memory (a recording plays at its own recorded rate)")
-        if args.read_ahead is not None or args.segment_ahead is not None:
-            parser.error("--pace measures live use, which keeps only the newest frame and segments no frame ahead: "
-                         "--read-ahead and --segment-ahead do not apply")
+        if args.read_ahead is not None:
+            parser.error("--pace measures live use, which keeps only the newest frame: --read-ahead does not apply")
+        if args.segment_ahead is not None and args.segment_ahead > 1:
+            parser.error("--pace measures live use, where at most one worker prepares the frames: --segment-ahead 0 or 1")
     # Before the synthetic frames are rendered, which loads the machine itself.
     load_before = os.getloadavg()[0]
     if args.backend not in BACKENDS:
@@ -416,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         weights = args.weights or WEIGHTS_DIR
         manifest = load_manifest(weights)
         # Live, as the tracker runs a camera: no workers, and the backend set up for none.
-        ahead = 0 if args.pace is not None else default_segment_ahead(args.backend) if args.segment_ahead is None else args.segment_ahead
+        ahead = (0 if args.pace is not None else default_segment_ahead(args.backend)) if args.segment_ahead is None else args.segment_ahead
         config = TrackerConfig(cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest), segment_ahead=ahead)
         if args.side_check_every is not None:
             config = dataclasses.replace(config, side_check_every=args.side_check_every)
@@ -564,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         "is the most frames/s that thread allows on this machine, with no worker left waiting. onnxruntime also runs part of "
         "the network in this thread, and a wait for a GPU's outputs (a stand-in's with --replay-gpu-ms, torch's "
         "synchronisation) spins, so it counts",
-        **(_paced_figures(probe, source, warmup) if live else {}),
+        **(_paced_figures(probe, source, warmup, ahead) if live else {}),
         "rss_mb_start": rss_start,
         "rss_mb_end": rss_end,
         "rss_mb_growth": rss_end - rss_start,

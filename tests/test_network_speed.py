@@ -151,6 +151,17 @@ def test_pipeline_speed_at_a_camera_pace_measures_live_use(tmp_path):
     # of microseconds; 0.06 ms more at the median was seen with other jobs on both cores).
     assert 0 < result["latency_ms_p50"] <= result["latency_from_due_ms_p50"] + 1.0
     assert result["latency_from_due_ms_p50"] <= result["latency_from_due_ms_p99"]
+    assert "no segmenting ahead" in result["live_note"]
+
+
+def test_pipeline_speed_at_a_camera_pace_measures_the_live_worker_when_asked(tmp_path):
+    from benchmarks.pipeline_speed import main as pipeline_speed
+
+    out = tmp_path / "paced.json"
+    assert pipeline_speed(["--input", "memory", "--frames", "30", "--warmup", "10", "--replay-network", "--pace", "40", "--segment-ahead", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["tracker_config"]["segment_ahead"] == 1 and "a worker process segments each frame as it arrives" in result["live_note"]
+    assert result["frames"] + result["dropped"] == 30 and result["frames_with_hand"] >= result["frames"] - 1
 
 
 def test_pipeline_speed_writes_no_result_for_a_run_that_ended_early(tmp_path, monkeypatch, capsys):

@@ -108,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         "processes while the network runs (default: 1 with onnxruntime on 2 or more cores, up to 3 with a GPU backend, 0 with the "
         "synthetic input). A frame's segmentation then starts from the hand found N + 1 frames before it (N + 3 with a GPU backend, "
         "which holds two frames' networks) rather than the frame before, so results differ slightly with N: 0 gives what tracker.api "
-        "gives, on any machine",
+        "gives, on any machine. Live (a camera, --realtime) 1 is the most: a worker process segments each frame as it arrives while "
+        "the network runs on the frame before, which drops fewer frames where the tracker cannot keep up but adds to each frame's "
+        "latency where the worker and the network share two cores (docs/performance.md); default 0 live",
     )
     return parser
 
@@ -290,17 +292,15 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     # Frames are prepared ahead only when every frame is processed (a live camera would wait
     # for them) and the source outpaces the tracker: the renderer behind the synthetic
     # source is slower than the tracker, and a worker would only take its cores.
-    if args.segment_ahead and realtime:
-        if kind == "realsense":
-            print("error: --segment-ahead does not apply to a live camera: it runs in real time, keeping only the newest "
-                  "frame, and has no frames to prepare ahead", file=sys.stderr)
-        else:
-            print("error: --segment-ahead prepares frames taken as fast as possible; add --no-realtime", file=sys.stderr)
+    if args.segment_ahead is not None and args.segment_ahead > 1 and realtime:
+        live = "a live camera" if kind == "realsense" else "--realtime"
+        print(f"error: with {live} one worker process at most segments the frames, each as it arrives: --segment-ahead 0 or 1 "
+              "(more workers prepare frames taken as fast as possible, --no-realtime)", file=sys.stderr)
         return 2
 
     def workers_for(backend_name: str) -> int:
         if args.segment_ahead is not None:
-            return 0 if realtime else args.segment_ahead
+            return args.segment_ahead
         return 0 if realtime or synthetic else default_segment_ahead(backend_name)
 
     # The resolved settings record what was asked for and the backend used.

@@ -8,7 +8,9 @@ frames, each frame's network is begun before the frame before it is completed. F
 (or real-time playback) the tracker always takes the newest frame and counts the ones it
 skipped; for as-fast-as-possible playback the capture waits for the tracker so every frame
 is processed; there, with ``segment_ahead`` = N, the next N frames are prepared in N
-worker processes while the current one is in the network. Each frame's stages are timed.
+worker processes while the current one is in the network. Live, with ``segment_ahead`` 1 or
+more, one worker process prepares each frame as it arrives while the network runs on the
+frame before (``_LiveAhead``). Each frame's stages are timed.
 Ctrl-C / SIGTERM stop the loop cleanly: the source is closed (finalising a recording) and
 every sink flushed and closed.
 """
@@ -114,7 +116,9 @@ class TrackerConfig:
     #: uses the hand centre of frame i - N - 1 as its prior (of frame i - N - 2 with a GPU
     #: backend, which gets frame i while frame i - N - 1 is in the network, and of frame
     #: i - N - 3 with one that holds two frames' networks, ``run_pipeline``), fixed when it
-    #: is sent, so runs are reproducible.
+    #: is sent, so runs are reproducible. Live (``run_pipeline``'s ``drop_old_frames``),
+    #: any N above 0 means one worker process, which prepares each frame as it arrives from
+    #: the tracker's hand centre at that moment (``_LiveAhead``).
     segment_ahead: int = 0
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     #: On a track's first frame, the hand-presence classifier may take another place
@@ -861,6 +865,103 @@ class _FrameSlot:
             return frame, dropped
 
 
+class _LiveAhead:
+    """Live frames prepared (``tracker.prepare``) by one worker process as they arrive: the
+    live counterpart of ``_FrameSlot``, with the frame-preparing worker behind it.
+
+    Prepared on the tracker thread, a live frame's segmentation waits for the network of
+    the frame before it, and the second core idles while the network runs on the first.
+    Here the capture thread sends each frame to the worker the moment it arrives if the
+    worker is free, so that it is segmented while the tracker thread runs the network on
+    the frame before. One arriving while the worker is busy waits, the newest only (an
+    older one waiting is dropped, as ``_FrameSlot`` drops it), and goes to the worker once
+    the tracker has taken the worker's answer. At most one frame is with the worker, so
+    each answer is of the newest frame there was when the worker became free. The prior a
+    frame is segmented around is the tracker's when the frame is sent (``prior_for``).
+
+    ``take`` gives the frame with the worker, ``receive`` its preparation. A failure to
+    hand a frame to the worker (the worker gone, no shared memory) is raised by ``take``
+    in the tracker thread, not taken for an input error.
+    """
+
+    def __init__(self, workers: PrepareWorkers, prior_for) -> None:
+        self._workers, self._prior_for = workers, prior_for
+        self.condition = threading.Condition()
+        # With the worker (at most one), each with the frames dropped before it.
+        self._sent: deque[tuple[DepthFrame, int]] = deque()
+        self._waiting: DepthFrame | None = None
+        self._worker_error: BaseException | None = None
+        self._closed = False
+        self.dropped = 0
+        self.finished = False
+        self.error: BaseException | None = None
+
+    def _send(self, frame: DepthFrame) -> None:
+        """To the worker; the caller holds ``condition``."""
+        try:
+            self._workers.send(frame, self._prior_for(frame))
+        except Exception as exc:
+            self._worker_error = exc
+        else:
+            self._sent.append((frame, self.dropped))
+            self.dropped = 0
+
+    def put(self, frame: DepthFrame, stop: threading.Event, arrival: dict, lost_before: int = 0) -> None:
+        with self.condition:
+            self.dropped += lost_before
+            arrival[id(frame)] = time.perf_counter()
+            if self._closed or self._worker_error is not None:
+                arrival.pop(id(frame), None)
+                return
+            if not self._sent:
+                self._send(frame)
+            else:
+                if self._waiting is not None:
+                    arrival.pop(id(self._waiting), None)
+                    self.dropped += 1
+                self._waiting = frame
+            self.condition.notify_all()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        with self.condition:
+            self.finished, self.error = True, self.error or error
+            self.condition.notify_all()
+
+    def take(self) -> tuple[DepthFrame | None, int]:
+        """The frame with the worker and how many were dropped before it; (None, n) at the end."""
+        with self.condition:
+            while not self._sent and self._worker_error is None and not self.finished:
+                self.condition.wait(0.1)
+            if self._worker_error is not None:
+                raise self._worker_error
+            if self._sent:
+                return self._sent[0]
+            dropped, self.dropped = self.dropped, 0
+            return None, dropped
+
+    def receive(self) -> Prepared:
+        """The preparation of the frame ``take`` gave; the frame waiting, if any, then goes
+        to the worker, before this one's network runs."""
+        try:
+            prepared = self._workers.receive()
+        except BaseException:
+            with self.condition:
+                self._sent.popleft()
+            raise
+        with self.condition:
+            self._sent.popleft()
+            if self._waiting is not None and not self._closed:
+                frame, self._waiting = self._waiting, None
+                self._send(frame)
+        return prepared
+
+    def close(self) -> None:
+        """No frame goes to the worker after this (it is closed next)."""
+        with self.condition:
+            self._closed = True
+            self.condition.notify_all()
+
+
 class _InlineFrames:
     """The tracker thread reads the source itself, with no capture thread (``read_ahead``
     0, playback as fast as possible only): ``_FrameSlot``'s taking side over a plain
@@ -992,6 +1093,9 @@ def run_pipeline(
     summary = RunSummary()
     arrival: dict[int, float] = {}
     inline = read_ahead == 0 and not drop_old_frames
+    # Live with ``segment_ahead``: one worker prepares each frame as it arrives (``_LiveAhead``).
+    live_ahead = drop_old_frames and int(getattr(getattr(tracker, "config", None), "segment_ahead", 0)) > 0
+    live_workers = None
     slot = _InlineFrames(source, arrival) if inline else _FrameSlot(drop_old_frames, read_ahead)
 
     def capture() -> None:
@@ -1016,7 +1120,8 @@ def run_pipeline(
         slot.finish()
 
     # Segmenting ahead needs the next frames at hand; waiting for them from a live camera
-    # would add frames of latency, so only as-fast-as-possible playback does it.
+    # would add frames of latency, so only as-fast-as-possible playback does it (live, a
+    # worker prepares each frame as it arrives instead: ``_LiveAhead``).
     workers = 0 if drop_old_frames else int(getattr(getattr(tracker, "config", None), "segment_ahead", 0))
     # A backend whose launch returns before the network has run (a GPU's) lets the next
     # frame's hand-over to a worker overlap it; with one that computes in its launch, the
@@ -1096,6 +1201,21 @@ def run_pipeline(
             stop.set()
             return True
 
+        if live_ahead:  # started before the capture thread, which hands it the frames
+            try:
+                live_workers = PrepareWorkers(
+                    1,
+                    tracker.prepare_config,
+                    tracker.side_classifier,
+                    getattr(tracker, "prepare_function", prepare_frame),
+                    getattr(tracker, "presence", None),
+                    stop=stop,
+                )
+            except PrepareWorkerEnded as exc:  # a Ctrl-C while it started: no frame is taken
+                if not stopped_by_group_signal(exc):
+                    raise
+            else:
+                slot = _LiveAhead(live_workers, tracker.prior_for)
         if workers > 0:  # in here: a failure to start them still closes the source and sinks
             try:
                 ahead = PrepareWorkers(
@@ -1224,7 +1344,9 @@ def run_pipeline(
                             break
                 while not pipelined and (taken := next_frame()) is not None:
                     frame, dropped = taken
-                    if ahead is None:
+                    if live_workers is not None:
+                        result = tracker.finish(frame, slot.receive())
+                    elif ahead is None:
                         result = tracker.process(frame)
                     elif not overlap:
                         result = tracker.finish(frame, ahead.receive())
@@ -1281,6 +1403,9 @@ def run_pipeline(
 
         if ahead is not None:
             close(ahead)
+        if live_workers is not None:
+            close(slot)  # before its worker: the capture thread sends it no more frames
+            close(live_workers)
         if inline:
             close(slot)
         close(source)
