@@ -399,7 +399,7 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         f"{stats['frames_per_second']:.1f} frames/s{latency}; {stopped}",
         file=sys.stderr,
     )
-    lighter = _lighter_network_note(stats, realtime, args.backend, weights)
+    lighter = _lighter_network_note(stats, realtime, args.backend, weights, tracker.config.segment_ahead)
     if lighter is not None:
         print(lighter, file=sys.stderr)
     if stats["frames"] and not stats["frames_with_hand"]:
@@ -644,11 +644,12 @@ def _classifier_record(classifier) -> dict | None:
     return {"file": None if source is None else str(Path(source).absolute()), "sha256": classifier.manifest["files"][classifier.onnx_name]}
 
 
-def _lighter_network_note(stats: dict, realtime: bool, backend: str, weights: Path) -> str | None:
-    """For a live run on the CPU that fell behind its input: the lighter networks to try, or
-    None. A frame is dropped as well where the camera or the USB lost it, which no network
-    helps: the tracker is taken to have fallen behind where its processing (median) took
-    nine tenths of the frames' interval or more."""
+def _lighter_network_note(stats: dict, realtime: bool, backend: str, weights: Path, segment_ahead: int = 0) -> str | None:
+    """For a live run on the CPU that fell behind its input: the lighter networks to try, and
+    the live worker where the run had none and there is a core for it, or None. A frame is
+    dropped as well where the camera or the USB lost it, which no network helps: the tracker
+    is taken to have fallen behind where its processing (median) took nine tenths of the
+    frames' interval or more."""
     from tracker.pipeline import ONNXRUNTIME_CPU_BACKENDS
     from tracker.weights import WEIGHTS_DIR
 
@@ -664,12 +665,20 @@ def _lighter_network_note(stats: dict, realtime: bool, backend: str, weights: Pa
         options.append(f"--weights {fast} (a network with 40 % fewer operations, a little less accurate: {fast / 'MODEL_CARD.md'})")
     if backend == "onnxruntime":
         options.append("--backend onnxruntime-int8 (the 8-bit network, much faster on CPUs with AVX-512 VNNI)")
-    if not options:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    worker = not segment_ahead and cores >= 2
+    if not options and not worker:
         return None
-    return (
+    note = (
         f"note: {stats['dropped'] / arrived:.0%} of the frames were dropped to keep up: the tracker took {stats['processing_ms_p50']:.1f} ms "
-        f"a frame (median), and a frame came every {interval_ms:.1f} ms. A lighter network keeps up better: " + "; or ".join(options) + "."
+        f"a frame (median), and a frame came every {interval_ms:.1f} ms."
     )
+    if options:
+        note += " A lighter network keeps up better: " + "; or ".join(options) + "."
+    if worker:
+        note += (" --segment-ahead 1 drops fewer frames too: a worker process segments each frame as it arrives, "
+                 "which makes each estimate a few ms later (docs/performance.md).")
+    return note
 
 
 def _overlay_drawn(args) -> bool:
