@@ -881,7 +881,9 @@ class _LiveAhead:
 
     ``take`` gives the frame with the worker, ``receive`` its preparation. A failure to
     hand a frame to the worker (the worker gone, no shared memory) is raised by ``take``
-    in the tracker thread, not taken for an input error.
+    in the tracker thread, not taken for an input error. ``PrepareWorkers`` is used from
+    two threads here, but never at once: a frame is sent only while none is with the
+    worker (by the capture thread) or once its answer is in (by ``receive``).
     """
 
     def __init__(self, workers: PrepareWorkers, prior_for) -> None:
