@@ -152,10 +152,12 @@ def test_sigterm_stops_cleanly_with_complete_lines(tmp_path):
     assert len(records) >= 3
 
 
-def test_sigterm_to_the_process_group_stops_cleanly_with_workers(tmp_path):
+@pytest.mark.parametrize("live", [False, True])
+def test_sigterm_to_the_process_group_stops_cleanly_with_workers(tmp_path, live):
     # `timeout`, `kill -- -PGID` and service managers signal the whole group: the workers
-    # preparing frames ahead end at once, and the run must still stop as asked.
-    if default_segment_ahead("onnxruntime") == 0:
+    # preparing frames ahead end at once, and the run must still stop as asked. Live, the
+    # one worker gets its frames from the capture thread.
+    if default_segment_ahead("onnxruntime") == 0 and not live:
         pytest.skip("one CPU core: no frames are prepared ahead")
     sr305 = ROOT / "tests" / "data" / "sr305-gestures"
     folder = tmp_path / "frames"
@@ -167,7 +169,8 @@ def test_sigterm_to_the_process_group_stops_cleanly_with_workers(tmp_path):
     out = tmp_path / "x.jsonl"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "run_tracker.py"), "--source", str(folder), "--no-viewer", "--out", str(out)],
+        [sys.executable, str(ROOT / "run_tracker.py"), "--source", str(folder), "--no-viewer", "--out", str(out)]
+        + (["--realtime", "--segment-ahead", "1"] if live else []),
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     deadline = time.time() + 120
