@@ -810,7 +810,24 @@ class _Begun:
     doubtful: bool = False
 
 
-class _FrameSlot:
+class _FrameHandover:
+    """What the capture thread's hand-overs to the tracker share: the lock and wake-up, the
+    frames dropped since the last one taken, and how the input ended."""
+
+    def __init__(self) -> None:
+        self.condition = threading.Condition()
+        self.dropped = 0
+        self.finished = False
+        self.error: BaseException | None = None
+
+    def finish(self, error: BaseException | None = None) -> None:
+        with self.condition:
+            # A stop request after the input failed must not erase the failure.
+            self.finished, self.error = True, self.error or error
+            self.condition.notify_all()
+
+
+class _FrameSlot(_FrameHandover):
     """Hands frames from the capture thread to the tracker.
 
     ``drop_old``: keep only the newest frame (live); otherwise the producer waits while
@@ -823,13 +840,10 @@ class _FrameSlot:
     def __init__(self, drop_old: bool, capacity: int = 1) -> None:
         if capacity < 1 and not drop_old:  # live, it holds one frame whatever is asked
             raise ValueError(f"a frame slot holds at least one frame, not {capacity}")
+        super().__init__()
         self.drop_old = drop_old
         self.capacity = 1 if drop_old else capacity
-        self.condition = threading.Condition()
         self.frames: deque[DepthFrame] = deque()
-        self.dropped = 0
-        self.finished = False
-        self.error: BaseException | None = None
 
     def put(self, frame: DepthFrame, stop: threading.Event, arrival: dict, lost_before: int = 0) -> None:
         """Offer a frame; its arrival time is when it is offered. A live camera offers each
@@ -848,12 +862,6 @@ class _FrameSlot:
             arrival[id(frame)] = time.perf_counter()
             self.condition.notify_all()
 
-    def finish(self, error: BaseException | None = None) -> None:
-        with self.condition:
-            # A stop request after the input failed must not erase the failure.
-            self.finished, self.error = True, self.error or error
-            self.condition.notify_all()
-
     def take(self) -> tuple[DepthFrame | None, int]:
         """Next frame and how many were dropped before it; (None, n) at the end."""
         with self.condition:
@@ -865,7 +873,7 @@ class _FrameSlot:
             return frame, dropped
 
 
-class _LiveAhead:
+class _LiveAhead(_FrameHandover):
     """Live frames prepared (``tracker.prepare``) by one worker process as they arrive: the
     live counterpart of ``_FrameSlot``, with the frame-preparing worker behind it.
 
@@ -887,16 +895,13 @@ class _LiveAhead:
     """
 
     def __init__(self, workers: PrepareWorkers, prior_for) -> None:
+        super().__init__()
         self._workers, self._prior_for = workers, prior_for
-        self.condition = threading.Condition()
         # With the worker (at most one), each with the frames dropped before it.
         self._sent: deque[tuple[DepthFrame, int]] = deque()
         self._waiting: DepthFrame | None = None
         self._worker_error: BaseException | None = None
         self._closed = False
-        self.dropped = 0
-        self.finished = False
-        self.error: BaseException | None = None
 
     def _send(self, frame: DepthFrame) -> None:
         """To the worker; the caller holds ``condition``."""
@@ -922,11 +927,6 @@ class _LiveAhead:
                     arrival.pop(id(self._waiting), None)
                     self.dropped += 1
                 self._waiting = frame
-            self.condition.notify_all()
-
-    def finish(self, error: BaseException | None = None) -> None:
-        with self.condition:
-            self.finished, self.error = True, self.error or error
             self.condition.notify_all()
 
     def take(self) -> tuple[DepthFrame | None, int]:
