@@ -1203,34 +1203,30 @@ def run_pipeline(
             stop.set()
             return True
 
+        def start_workers(count: int) -> PrepareWorkers | None:
+            """``count`` frame-preparing workers; None where a stop came while they started
+            (no frame is taken then). In here: a failure to start them still closes the
+            source and sinks."""
+            try:
+                return PrepareWorkers(
+                    count,
+                    tracker.prepare_config,
+                    tracker.side_classifier,
+                    getattr(tracker, "prepare_function", prepare_frame),
+                    getattr(tracker, "presence", None),
+                    stop=stop,
+                )
+            except PrepareWorkerEnded as exc:  # a Ctrl-C while they started
+                if not stopped_by_group_signal(exc):
+                    raise
+                return None
+
         if live_ahead:  # started before the capture thread, which hands it the frames
-            try:
-                live_workers = PrepareWorkers(
-                    1,
-                    tracker.prepare_config,
-                    tracker.side_classifier,
-                    getattr(tracker, "prepare_function", prepare_frame),
-                    getattr(tracker, "presence", None),
-                    stop=stop,
-                )
-            except PrepareWorkerEnded as exc:  # a Ctrl-C while it started: no frame is taken
-                if not stopped_by_group_signal(exc):
-                    raise
-            else:
+            live_workers = start_workers(1)
+            if live_workers is not None:
                 slot = _LiveAhead(live_workers, tracker.prior_for)
-        if workers > 0:  # in here: a failure to start them still closes the source and sinks
-            try:
-                ahead = PrepareWorkers(
-                    workers,
-                    tracker.prepare_config,
-                    tracker.side_classifier,
-                    getattr(tracker, "prepare_function", prepare_frame),
-                    getattr(tracker, "presence", None),
-                    stop=stop,
-                )
-            except PrepareWorkerEnded as exc:  # a Ctrl-C while they started: no frame is taken
-                if not stopped_by_group_signal(exc):
-                    raise
+        if workers > 0:
+            ahead = start_workers(workers)
         if thread is not None:
             thread.start()
         in_flight: deque = deque()
