@@ -33,10 +33,10 @@ import cv2
 import numpy as np
 
 from tracker.confidence import depth_agreement
-from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, CropFrame, OutOfImage, make_crop
+from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, CropFrame, OutOfImage
 from tracker.estimator import HandEstimator, Launched
 from tracker.lens import pinhole_view, project
-from tracker.prepare import PREPARE_OPENCV_THREADS, HandChoiceConfig, PrepareConfig, Prepared, PrepareWorkerEnded, PrepareWorkers, prepare_frame, side_classifier_crop
+from tracker.prepare import PREPARE_OPENCV_THREADS, HandChoiceConfig, PrepareConfig, Prepared, PrepareWorkerEnded, PrepareWorkers, prepare_frame, side_classifier_crop, warm_up_preparation
 from tracker.segment import SegmentConfig
 from tracker.side_vote import SideVote, SideVoteConfig
 from tracker.signals import SignalHandlers
@@ -372,20 +372,15 @@ class HandTracker:
         if getattr(self.estimator.backend, "in_flight", False):
             raise RuntimeError("warm_up() while a frame's network is running; complete that frame first")
         t0 = time.perf_counter()
-        size = 32  # segmentation's grid takes every pixel of so small a frame
+        warm_up_preparation(self.prepare_config, (self.side_classifier, self.presence))
+        size = 32
         blank = np.zeros((size, size), np.float32)
         blank_intrinsics = CameraIntrinsics(size, size, 30.0, 30.0, size / 2, size / 2)
-        prepare_frame(blank, blank_intrinsics, None, self.prepare_config, None)
-        # A blank frame has no hand to crop: the crop's hole fill, on a plane.
-        make_crop(np.full((size, size), 0.5, np.float32), blank_intrinsics, np.array([0.0, 0.0, 0.5]), self.config.cube_size_m)
         for dtype in (np.float32, np.float64):  # a caller's images in metres: DepthFrame.from_metres's kernel
             image = blank.astype(dtype)
             DepthFrame.from_metres(image, blank_intrinsics)
             image.flags.writeable = False  # as a ROS message's buffer is: compiled apart
             DepthFrame.from_metres(image, blank_intrinsics)
-        for classifier in (self.side_classifier, self.presence):
-            if hasattr(classifier, "crop_size"):  # the first onnxruntime call allocates
-                classifier.logit(np.ones((classifier.crop_size, classifier.crop_size), np.float32))
         s = self.estimator.backend.crop_size
         # A crop of nothing but background, 0.5 m ahead: what the network makes of it is
         # finite, so the refit runs on it.

@@ -219,6 +219,23 @@ def likeliest_hand(
     return centre, logit, spent_ms
 
 
+def warm_up_preparation(config: PrepareConfig, classifiers=()) -> None:
+    """Prepare a blank frame once, so that the first real frame pays none of the one-off
+    costs: segmentation's and the crop's numba kernels loaded from their cache (compiled
+    there on a run's first use after installation) and each crop classifier's first
+    onnxruntime call, which allocates. ``prepare_frame`` itself, whatever a caller prepares
+    frames with (a benchmark may replace it with one that keeps its first answer)."""
+    size = 32  # segmentation's grid takes every pixel of so small a frame
+    blank = np.zeros((size, size), np.float32)
+    intrinsics = CameraIntrinsics(size, size, 30.0, 30.0, size / 2, size / 2)
+    prepare_frame(blank, intrinsics, None, config, None)
+    # A blank frame has no hand to crop: the crop's hole fill, on a plane.
+    make_crop(np.full((size, size), 0.5, np.float32), intrinsics, np.array([0.0, 0.0, 0.5]), config.cube_size_m)
+    for classifier in classifiers:
+        if hasattr(classifier, "crop_size"):
+            classifier.logit(np.ones((classifier.crop_size, classifier.crop_size), np.float32))
+
+
 def serve(connection, config: PrepareConfig, prepare=prepare_frame) -> None:
     """A worker process: the first message on ``connection`` is the side and the
     hand-presence classifier, each (ONNX bytes, manifest) as the main process checked them,
@@ -243,6 +260,9 @@ def serve(connection, config: PrepareConfig, prepare=prepare_frame) -> None:
         return
     classifier = None if classifier_onnx is None else SideClassifier.from_onnx(*classifier_onnx)
     presence = None if presence_onnx is None else HandPresence.from_onnx(*presence_onnx)
+    # While the first frame is on its way: a live one would otherwise wait for this, and
+    # the frames behind it be dropped (a few hundred milliseconds of a camera's).
+    warm_up_preparation(config, (classifier, presence))
     blocks: dict[str, shared_memory.SharedMemory] = {}
     try:
         while True:
