@@ -419,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         hand_model = HandModel.load()
         weights = args.weights or WEIGHTS_DIR
         manifest = load_manifest(weights)
-        # Live, as the tracker runs a camera: no workers, and the backend set up for none.
+        # Live, as the tracker runs a camera: no workers unless the live one is asked for
+        # (--segment-ahead 1), and the backend set up for what there is.
         ahead = (0 if args.pace is not None else default_segment_ahead(args.backend)) if args.segment_ahead is None else args.segment_ahead
         config = TrackerConfig(cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest), segment_ahead=ahead)
         if args.side_check_every is not None:

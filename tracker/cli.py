@@ -289,9 +289,10 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     # source's actual pace, so both are decided here, once.
     paced_by_default = kind in ("realsense", "recording")
     realtime = args.realtime if args.realtime is not None else paced_by_default
-    # Frames are prepared ahead only when every frame is processed (a live camera would wait
-    # for them) and the source outpaces the tracker: the renderer behind the synthetic
-    # source is slower than the tracker, and a worker would only take its cores.
+    # By default frames are prepared ahead only when every frame is processed (a live camera
+    # would wait for them) and the source outpaces the tracker: the renderer behind the
+    # synthetic source is slower than the tracker, and a worker would only take its cores.
+    # Live, one worker on request segments each frame as it arrives (tracker.pipeline).
     if args.segment_ahead is not None and args.segment_ahead > 1 and realtime:
         live = "a live camera" if kind == "realsense" else "--realtime"
         print(f"error: with {live} one worker process at most segments the frames, each as it arrives: --segment-ahead 0 or 1 "
