@@ -911,10 +911,9 @@ class _LiveAhead(_FrameHandover):
     def put(self, frame: DepthFrame, stop: threading.Event, arrival: dict, lost_before: int = 0) -> None:
         with self.condition:
             self.dropped += lost_before
-            arrival[id(frame)] = time.perf_counter()
             if self._closed or self._worker_error is not None:
-                arrival.pop(id(frame), None)
                 return
+            arrival[id(frame)] = time.perf_counter()
             if not self._sent:
                 self._send(frame)
             else:
