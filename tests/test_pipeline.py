@@ -373,7 +373,11 @@ def test_after_warming_up_the_first_frames_compile_no_kernel():
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["hands"] == 3  # real frames, tracked: segmentation, network, refit and overlay all ran
     warmed, after = seen["warmed"], seen["after"]
-    for kernel in ("depth_edges.depth_edges", "depth_holes.fill_isolated_holes", "refit.fit_part_transforms", "lbs.linear_blend_skinning", "raster.rasterize_mesh"):
+    segmentation = [
+        "blobs." + name
+        for name in ("label_sizes_and_front_votes", "blob_points", "outline_cuts", "border_contacts", "gaps_to_contact", "tip_means", "mean_shift", "nearest_squared_distance")
+    ]
+    for kernel in ["depth_edges.depth_edges", *segmentation, "depth_holes.fill_isolated_holes", "refit.fit_part_transforms", "lbs.linear_blend_skinning", "raster.rasterize_mesh"]:
         assert warmed[kernel] >= 1, kernel
     assert {name: (warmed[name], count) for name, count in after.items() if count != warmed[name]} == {}
 

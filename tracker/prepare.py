@@ -229,6 +229,13 @@ def warm_up_preparation(config: PrepareConfig, classifiers=()) -> None:
     blank = np.zeros((size, size), np.float32)
     intrinsics = CameraIntrinsics(size, size, 30.0, 30.0, size / 2, size / 2)
     prepare_frame(blank, intrinsics, None, config, None)
+    # An arm reaching in from the image's side, found afresh and then tracked: every
+    # segmentation kernel runs (border contact, the arm's ends, the mean-shift, the prior).
+    arm = np.zeros((48, 64), np.float32)
+    arm[20:28, :50] = 0.5
+    arm_intrinsics = CameraIntrinsics(64, 48, 60.0, 60.0, 32.0, 24.0)
+    found = prepare_frame(arm, arm_intrinsics, None, config, None).centre
+    prepare_frame(arm, arm_intrinsics, found, config, None)
     # A blank frame has no hand to crop: the crop's hole fill, on a plane.
     make_crop(np.full((size, size), 0.5, np.float32), intrinsics, np.array([0.0, 0.0, 0.5]), config.cube_size_m)
     for classifier in classifiers:

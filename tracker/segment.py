@@ -69,9 +69,11 @@ and each is judged before it may count as the hand.
    by area a forearm outweighs a hand seen edge-on or curled.
 
 Candidates are found on a grid about ``grid_width_px`` wide (every 3rd pixel at 640 or
-848 px), which keeps a frame at a couple of milliseconds (the ``segment`` stage of
-``benchmarks.pipeline_speed``); the metric thresholds do not depend on it, and the
-SR305 palm tests hold at every 2nd pixel too.
+848 px), which keeps a frame at about a millisecond on one laptop-class core (the
+``segment`` stage of ``benchmarks.pipeline_speed``); the metric thresholds do not depend on
+it, and the SR305 palm tests hold at every 2nd pixel too. The per-candidate measures and
+the mean-shift are numba kernels (``kernels.blobs``): as numpy steps, their call overhead
+alone took as long again.
 In a stream, ``track_hand_center`` passes the last centre down as the prior and, when
 nothing is found, falls back on a mean-shift from it. ``hand_centre_candidates`` lists,
 after the centre chosen, the other places the hand may be (the arm's other end, the other
@@ -89,6 +91,7 @@ import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
+from kernels.blobs import blob_points, border_contacts, gaps_to_contact, label_sizes_and_front_votes, mean_shift, nearest_squared_distance, outline_cuts, tip_means
 from kernels.depth_edges import depth_edges
 from tracker.types import CameraIntrinsics
 
@@ -206,9 +209,15 @@ def percentile(values: np.ndarray, q: float):
     return upper - step * (1 - gamma) if gamma >= 0.5 else lower + step * gamma
 
 
+def pixels_of(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.nonzero(mask)`` of a 2-D mask (rows, columns; row-major order), the same arrays:
+    numpy's 2-D nonzero costs ~0.1 ms on a candidate grid, ten times the flat one."""
+    return np.divmod(np.flatnonzero(mask), mask.shape[1])
+
+
 def back_project(depth_m: np.ndarray, intrinsics: CameraIntrinsics, mask: np.ndarray) -> np.ndarray:
     """(N, 3) float64 camera-frame points of the masked pixels (pinhole)."""
-    v, u = np.nonzero(mask)
+    v, u = pixels_of(mask)
     z = depth_m[v, u].astype(np.float64)
     return np.stack([(u - intrinsics.cx) / intrinsics.fx * z, (v - intrinsics.cy) / intrinsics.fy * z, z], axis=1)
 
@@ -216,30 +225,18 @@ def back_project(depth_m: np.ndarray, intrinsics: CameraIntrinsics, mask: np.nda
 def _mean_shift(
     points: np.ndarray, start: np.ndarray, radius: float, config: SegmentConfig, max_travel_m: float | None = None
 ) -> np.ndarray | None:
-    """Mean-shift from ``start``; with ``max_travel_m`` the centre stays within that of the start."""
-    start = np.asarray(start, np.float64)
-    centre = start
-    r2 = radius**2
-    # |p - c|^2 = |p|^2 - 2 p.c + |c|^2: one matrix-vector product per iteration.
-    p2 = np.einsum("ij,ij->i", points, points)
-    # Each pixel weighs the surface area it sees (~z^2): by pixel count, a nearer forearm
-    # would outweigh the hand behind it and draw the centre onto itself.
-    area = points[:, 2] ** 2
-    for _ in range(config.iterations):
-        near = (p2 - 2.0 * (points @ centre) + centre @ centre) < r2
-        count = np.count_nonzero(near)
-        if count == 0 or count < config.min_points // 2:
-            return None
-        weight = np.where(near, area, 0.0)
-        new = (weight @ points) / weight.sum()
-        if max_travel_m is not None:
-            travel = float(np.linalg.norm(new - start))
-            if travel > max_travel_m:
-                new = start + (new - start) * (max_travel_m / travel)
-        if np.linalg.norm(new - centre) < 1e-4:
-            return new
-        centre = new
-    return centre
+    """Mean-shift from ``start``; with ``max_travel_m`` the centre stays within that of the start.
+    Each point weighs the surface area it sees (~z^2): by pixel count, a nearer forearm would
+    outweigh the hand behind it and draw the centre onto itself."""
+    centre, found = mean_shift(
+        np.ascontiguousarray(points, np.float64),
+        np.asarray(start, np.float64).reshape(3),
+        float(radius),
+        config.iterations,
+        config.min_points // 2,
+        -1.0 if max_travel_m is None else float(max_travel_m),
+    )
+    return centre if found else None
 
 
 def _subsample(points: np.ndarray, n: int, *arrays):
@@ -323,15 +320,14 @@ class _Grid:
             back = nearest + c.depth_band_m
             band = remaining & (self.depth < back)
             count, labels = cv2.connectedComponents((band & ~self.behind_edge).view(np.uint8), connectivity=8)
-            sizes = np.bincount(labels.ravel(), minlength=count)
+            # The blob holding the nearest points (not merely the biggest: that may be the body).
+            sizes, votes = label_sizes_and_front_votes(labels, count, band, self.depth, np.float32(nearest + 0.02))
             # Too few pixels for even part of a hand were they all at the band's far face.
             tiny = sizes * (back * self.pixel_at_1m) ** 2 < c.min_part_area_m2
             tiny[0] = False
             if tiny.any():
-                remaining &= ~tiny[labels]
-            # The blob holding the nearest points (not merely the biggest: that may be the body).
-            at_front = band & (self.depth < nearest + 0.02)
-            votes = np.bincount(labels[at_front], minlength=count)
+                remaining &= ~np.take(tiny, labels)
+            front_edges = votes[0] > 0  # band pixels at the front on the far side of a jump
             votes[0] = 0
             votes[tiny] = 0
             if votes.max() == 0:
@@ -341,7 +337,8 @@ class _Grid:
                 # taken): look behind them. Either way the nearest point goes, with the band
                 # around it, except blobs in the band well apart from what was taken and from
                 # those edges: a hand a few cm behind a line of edge pixels along a body.
-                if (labels[at_front] == 0).any():
+                if front_edges:
+                    at_front = band & (self.depth < nearest + 0.02)
                     taken_or_edge = ((self.taken_back > 0) | (at_front & (labels == 0))).view(np.uint8)
                     beside = cv2.dilate(taken_or_edge, None, iterations=2).view(bool)
                     touching = np.unique(labels[beside & band])
@@ -390,7 +387,7 @@ class _Grid:
         squares fit of 1/z over the grid, refitted without the points more than
         ``min_relief_m`` in front of or behind it until those stay the same."""
         c = self.config
-        gv, gu = np.nonzero(mask)
+        gv, gu = pixels_of(mask)
         z = self.depth[gv, gu].astype(np.float64)
         design = np.stack([gu, gv, np.ones_like(gu)], axis=1).astype(np.float64)
         # The fit on evenly spread points: a wall fills much of the grid.
@@ -441,7 +438,9 @@ class _Grid:
         grow_back = nearest + self.config.grow_band_m
         region = remaining & (self.depth < grow_back) & ~self.behind_edge
         _, labels = cv2.connectedComponents(region.view(np.uint8), connectivity=8)
-        grown_mask = np.isin(labels, np.unique(labels[mask]).tolist()) & region  # mask lies within region
+        touched = np.zeros(int(labels.max()) + 1, bool)
+        touched[labels[mask]] = True  # mask lies within region: no label 0 among them
+        grown_mask = np.take(touched, labels) & region
         if np.count_nonzero(grown_mask) <= np.count_nonzero(mask):
             return mask, blob, back
         grown = self._judge(grown_mask | mask, grow_back)
@@ -451,15 +450,11 @@ class _Grid:
 
     def _judge(self, mask: np.ndarray, back_m: float) -> _Blob:
         c, k = self.config, self.k
-        gv, gu = np.nonzero(mask)
-        z = self.depth[gv, gu].astype(np.float64)
-        u, v = gu * self.step, gv * self.step
-        points = np.stack([(u - k.cx) / k.fx * z, (v - k.cy) / k.fy * z, z], axis=1)
-        size = z * self.pixel_at_1m  # metres per grid pixel at each point
-        area = float(np.sum(size * size))
         h, w = self.depth.shape
-        at_edge = (gu < self.zone) | (gv < self.zone) | (gu >= w - self.zone) | (gv >= h - self.zone)
-        blob = _Blob(points, float(percentile(z, 2)), at_edge)
+        gv, gu, points, at_edge, area, across_variance = blob_points(
+            mask, self.depth, self.step, k.fx, k.fy, k.cx, k.cy, self.pixel_at_1m, self.zone
+        )
+        blob = _Blob(points, float(percentile(points[:, 2], 2)), at_edge)
         if area > c.max_hand_area_m2:
             blob.verdict, blob.reason, blob.merged = NOT_HAND, f"larger than an arm ({area * 1e4:.0f} cm^2)", True
             return blob
@@ -469,8 +464,7 @@ class _Grid:
         # Width across the blob's long axis in the image plane (a uniform strip's is
         # sqrt(12) standard deviations): a line of edge pixels along a body's outline can have
         # the area of part of a hand, but even one finger seen alone is wider.
-        spread = np.cov(points[:, :2].T) if len(points) > 2 else np.zeros((2, 2))
-        width = float(np.sqrt(12.0 * max(float(np.linalg.eigvalsh(spread)[0]), 0.0)))
+        width = float(np.sqrt(12.0 * across_variance))
         if width < c.min_width_m:
             blob.verdict, blob.reason = NOT_HAND, f"a sliver {width * 1000:.0f} mm wide"
             return blob
@@ -481,42 +475,27 @@ class _Grid:
         y0, y1 = max(int(gv.min()) - 1, 0), min(int(gv.max()) + 2, h)
         x0, x1 = max(int(gu.min()) - 1, 0), min(int(gu.max()) + 2, w)
         inside = np.ascontiguousarray(mask[y0:y1, x0:x1])
-        depth = self.depth[y0:y1, x0:x1]
-        ring = cv2.dilate(inside.view(np.uint8), _CROSS).view(bool) & ~inside
-        inner = cv2.dilate(np.where(inside, depth, 0.0).astype(np.float32), _CROSS)[ring]
-        around = depth[ring]
-        continues = (around > 0) & (np.abs(around - inner) < c.continuation_m)
-        taken_back = self.taken_back[y0:y1, x0:x1][ring]
-        into_nearer = continues & (taken_back > 0)
-        join_m = float(np.sum(around[into_nearer])) * self.pixel_at_1m
+        into_nearer, behind_band, runs_on = outline_cuts(
+            inside, self.depth[y0:y1, x0:x1], self.taken_back[y0:y1, x0:x1], np.float32(c.continuation_m), np.float32(back_m)
+        )
+        join_m = into_nearer * self.pixel_at_1m
         if join_m > c.min_join_m:
             blob.verdict, blob.reason = NOT_HAND, f"continues a nearer candidate along {join_m * 100:.0f} cm"
             return blob
-        runs_on = continues & (taken_back == 0) & (around >= back_m)
-        cut_m = blob.runs_on_m = float(np.sum(around[runs_on])) * self.pixel_at_1m
+        cut_m = blob.runs_on_m = behind_band * self.pixel_at_1m
         # Blob points within the border zone's width of such a cut are at the cut, too.
-        cut_roi = np.zeros(inside.shape, np.uint8)
-        cut_roi[ring] = runs_on
-        near_cut = cv2.dilate(cut_roi, None, iterations=self.zone).view(bool)
-        blob.cut = blob.cut | near_cut[inside]  # row-major order, as np.nonzero gave the points
+        near_cut = cv2.dilate(runs_on, None, iterations=self.zone).view(bool)
+        blob.cut = blob.cut | near_cut[inside]  # row-major order, as the points
 
         # Contact with the image border: its length along the edges, and how far the blob
         # reaches from where it is cut off (3-D distance to the nearest contact point).
         reach, contact_m, side_contact_m = np.inf, 0.0, 0.0
         if np.count_nonzero(at_edge) >= 2:
-            z_ = self.zone
-            for edge, (at, along) in enumerate(((gv < z_, gu), (gv >= h - z_, gu), (gu < z_, gv), (gu >= w - z_, gv))):
-                if at.any():
-                    length = len(np.unique(along[at])) * float(np.mean(size[at]))
-                    contact_m += length
-                    if edge >= 2:
-                        side_contact_m = max(side_contact_m, length)
+            lengths = border_contacts(gv, gu, points[:, 2].copy(), self.pixel_at_1m, self.zone, h, w)
+            contact_m = float(lengths.sum())
+            side_contact_m = float(max(lengths[2], lengths[3]))
             cut_m += contact_m
-            contact = points[at_edge]
-            contact = contact[:: max(1, len(contact) // 64)]
-            sample = points[:: max(1, len(points) // 256)]
-            gap2 = np.sum(sample**2, axis=1)[:, None] + np.sum(contact**2, axis=1)[None, :] - 2.0 * sample @ contact.T
-            reach = float(np.sqrt(max(percentile(np.min(gap2, axis=1), 98), 0.0)))
+            reach = float(np.sqrt(percentile(gaps_to_contact(points, at_edge, 256, 64), 98)))
         if cut_m > c.max_attachment_m and cut_m - side_contact_m <= c.max_attachment_m and width < c.max_border_contact_m and blob.runs_on_m < c.min_border_reach_m:
             # Lying along a side of the image, narrow as an arm: a hand near that side with
             # its forearm hanging down along it, or the other arm, or a torso's edge.
@@ -595,8 +574,7 @@ def _pick(candidates, prior: np.ndarray | None, config: SegmentConfig) -> _Blob 
                 along_side = blob
             continue
         if near_prior:
-            sample = blob.points[:: max(1, len(blob.points) // 2000)]
-            if np.min(np.sum((sample - prior) ** 2, axis=1)) < config.prior_radius_m**2:
+            if nearest_squared_distance(blob.points, max(1, len(blob.points) // 2000), prior) < config.prior_radius_m**2:
                 if blob.verdict == HAND:
                     return blob
                 tracked_partial = tracked_partial or blob
@@ -662,10 +640,11 @@ def _hand_end(points: np.ndarray, cut: np.ndarray, along: np.ndarray, mean: np.n
     """Which end of an arm is its hand's: +1 the end at ``along.max()``, -1 the other."""
     ends, to_prior = [], []
     for sign in (1.0, -1.0):
-        tip = sign * along > percentile(sign * along, 90)  # the last 10 % of the blob
-        ends.append((float(np.mean(cut[tip])), float(points[tip, 2].mean()), sign))
+        # The tip: the last 10 % of the blob.
+        cut_share, tip_mean = tip_means(points, cut, along, sign, float(percentile(sign * along, 90)))
+        ends.append((cut_share, float(tip_mean[2]), sign))
         if prior is not None:
-            to_prior.append(float(np.linalg.norm(points[tip].mean(axis=0) - prior)))
+            to_prior.append(float(np.linalg.norm(tip_mean - prior)))
     # At the forearm's end the arm runs on, out of the image or behind the band: prefer
     # the end where it does not. With both ends cut (fingers touch the border too) or
     # neither, the clearly wider end is the hand's, then the one cut much less, then the
