@@ -306,3 +306,29 @@ def test_isolated_holes_are_filled_and_silhouettes_kept():
     assert np.count_nonzero(interior & ~filled.measured) < 0.01 * np.count_nonzero(interior)
     np.testing.assert_allclose(filled.depth[filled.measured & inside], whole.depth[filled.measured & inside], atol=1e-6)
     assert not np.any(filled.measured & ~inside)  # no depth made up beside the disc
+
+
+@pytest.mark.parametrize("frame", ["camera", "ray"])
+@pytest.mark.parametrize("out_of_image", [OutOfImage.FAR, OutOfImage.MARKED])
+def test_the_mirrored_crop_is_the_other_sides_crop(frame, out_of_image):
+    from tracker.crop import mirrored
+
+    rng = np.random.default_rng(7)
+    depth = _sphere_depth(np.array([0.1, -0.05, 0.55]), 0.08)
+    depth[depth == 0] = 0.9
+    depth[rng.random(depth.shape) < 0.1] = 0.0  # holes to fill, at every slant of the sphere
+    # Well inside the image, and reaching past its left edge (the marked pixels mirror too).
+    for centre in (np.array([0.1, -0.05, 0.5]), np.array([-0.33, 0.02, 0.5])):
+        for side in (Handedness.RIGHT, Handedness.LEFT):
+            crop = make_crop(depth, K, centre, 0.26, side, frame=frame, out_of_image=out_of_image)
+            other = make_crop(depth, K, centre, 0.26, Handedness.LEFT if side == Handedness.RIGHT else Handedness.RIGHT, frame=frame, out_of_image=out_of_image)
+            flipped = mirrored(crop)
+            assert flipped.handedness == other.handedness
+            np.testing.assert_array_equal(flipped.image_from_crop, other.image_from_crop)
+            np.testing.assert_array_equal(flipped.cam_from_crop, other.cam_from_crop)
+            np.testing.assert_array_equal(flipped.center_cam_m, other.center_cam_m)
+            # A filled hole's depth sums its neighbours in mirrored order: float32 rounding.
+            np.testing.assert_allclose(flipped.depth, other.depth, rtol=0, atol=1e-6)
+            assert flipped.depth.flags.c_contiguous
+            if out_of_image == OutOfImage.MARKED and centre[0] < 0:
+                assert np.any(flipped.depth == OUT_OF_IMAGE_DEPTH)

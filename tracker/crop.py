@@ -27,6 +27,7 @@ Two crop frames (``CropFrame``); the weights' manifest says which one they were 
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 
 import cv2
@@ -77,15 +78,23 @@ HOLE_FILL_MAX_SPREAD_M = 0.02012
 def cam_from_ray(center_cam_m: np.ndarray) -> np.ndarray:
     """(3, 3) float64 rotation taking the camera's optical axis onto the ray to the centre,
     the smallest such (about the axis z x ray); the identity on the optical axis."""
-    c = np.asarray(center_cam_m, np.float64)
-    ray = c / np.linalg.norm(c)
-    axis = np.array([-ray[1], ray[0], 0.0])  # z x ray
-    sin, cos = np.linalg.norm(axis), ray[2]
+    # Rodrigues' formula written out in floats: as 3 x 3 numpy products it cost ~50 us, and
+    # each crop of a frame takes it twice.
+    x, y, z = np.asarray(center_cam_m, np.float64).reshape(3).tolist()
+    norm = math.sqrt(x * x + y * y + z * z)
+    if not norm > 0:
+        raise ValueError(f"no ray to the camera's centre itself: {(x, y, z)}")
+    ax, ay = -y / norm, x / norm  # z x ray; its z component is 0
+    sin, cos = math.hypot(ax, ay), z / norm
     if sin < 1e-12:
         return np.eye(3)
-    k = axis / sin
-    cross = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-    return np.eye(3) + sin * cross + (1.0 - cos) * (cross @ cross)  # Rodrigues
+    kx, ky, t = ax / sin, ay / sin, 1.0 - cos
+    # I + sin K + (1 - cos) K^2, K the cross-product matrix of the unit axis (kx, ky, 0).
+    return np.array([
+        [1.0 - t * ky * ky, t * kx * ky, sin * ky],
+        [t * kx * ky, 1.0 - t * kx * kx, -sin * kx],
+        [-sin * ky, sin * kx, 1.0 - t * (kx * kx + ky * ky)],
+    ])
 
 
 def crop_window(
@@ -124,7 +133,7 @@ def resample(image: np.ndarray, image_from_crop: np.ndarray, crop_size: int, fil
     projective ``image_from_crop``)."""
     if image.ndim == 3 and image.shape[2] > 4:
         raise ValueError("at most 4 channels")
-    affine = np.allclose(image_from_crop[2], (0.0, 0.0, 1.0))
+    affine = _is_affine(image_from_crop)
     size, flags = (crop_size, crop_size), cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
     source = image.astype(np.uint8) if image.dtype == np.bool_ else image
     border = 0 if image.dtype == np.bool_ else fill
@@ -133,6 +142,13 @@ def resample(image: np.ndarray, image_from_crop: np.ndarray, crop_size: int, fil
     else:
         out = cv2.warpPerspective(source, image_from_crop, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=border)
     return out > 0 if image.dtype == np.bool_ else out
+
+
+def _is_affine(image_from_crop: np.ndarray) -> bool:
+    """``np.allclose(image_from_crop[2], (0, 0, 1))``, its default tolerances, in plain floats:
+    numpy's costs ~80 us a call, and a frame resamples several crops."""
+    a, b, c = image_from_crop[2].tolist()
+    return abs(a) <= 1e-8 and abs(b) <= 1e-8 and abs(c - 1.0) <= 1e-8 + 1e-5
 
 
 def make_crop(
@@ -162,8 +178,7 @@ def make_crop(
         raise ValueError(f"depth_m must be float metres, got {np.asarray(depth_m).dtype}: scale a camera's units by its depth scale (DepthFrame.depth_m)")
     image_from_crop = crop_window(center_cam_m, cube_size_m, intrinsics, crop_size, frame)
     if handedness == Handedness.LEFT:
-        flip = np.array([[-1.0, 0.0, crop_size - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-        image_from_crop = image_from_crop @ flip
+        image_from_crop = image_from_crop @ _mirror(crop_size)
     depth = resample(depth_m.astype(np.float32, copy=False), image_from_crop, crop_size, 0.0)
     if fill_holes:
         depth, _ = fill_isolated_holes(depth, HOLE_FILL_MIN_MEASURED, np.float32(HOLE_FILL_MAX_STEP_M), np.float32(HOLE_FILL_MAX_SPREAD_M))
@@ -192,6 +207,26 @@ def make_crop(
         handedness=Handedness(handedness),
         cam_from_crop=cam_from_crop,
     )
+
+
+def mirrored(crop: HandCrop) -> HandCrop:
+    """``crop`` taken as the other hand: what ``make_crop`` cuts from the same frame and cube
+    for the other handedness, without resampling the frame again. The nearest-neighbour map
+    takes a mirrored crop pixel to the same image pixel, and every later step treats both
+    sides alike, so the two agree but for the rounding of a filled hole's depth."""
+    return HandCrop(
+        depth=np.ascontiguousarray(crop.depth[:, ::-1]),
+        center_cam_m=crop.center_cam_m.copy(),
+        cube_size_m=crop.cube_size_m,
+        image_from_crop=crop.image_from_crop @ _mirror(crop.depth.shape[1]),  # its own inverse
+        handedness=Handedness.RIGHT if crop.handedness == Handedness.LEFT else Handedness.LEFT,
+        cam_from_crop=crop.cam_from_crop.copy(),
+    )
+
+
+def _mirror(crop_size: int) -> np.ndarray:
+    """(3, 3) crop_from_mirrored_crop: column i <-> crop_size - 1 - i."""
+    return np.array([[-1.0, 0.0, crop_size - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
 
 
 def _inside_image(

@@ -27,7 +27,7 @@ from multiprocessing import shared_memory
 import cv2
 import numpy as np
 
-from tracker.crop import CROP_SIZE, CropFrame, OutOfImage, make_crop
+from tracker.crop import CROP_SIZE, CropFrame, OutOfImage, make_crop, mirrored
 from tracker.lens import pinhole_view
 from tracker.segment import SegmentConfig, hand_centre_candidates, track_hand_center
 from tracker.side_inference import CropClassifier, HandPresence, SideClassifier, classifier_crop
@@ -161,11 +161,10 @@ def prepare_frame(
         timings["presence"] = presence_ms
     if centre is None:
         return Prepared(None, {}, None, timings)
-    sides = (Handedness.RIGHT, Handedness.LEFT) if config.handedness is None else (config.handedness,)
-    crops = {
-        side: make_crop(depth_m, intrinsics, centre, config.cube_size_m, side, config.crop_size, config.crop_frame, config.out_of_image)
-        for side in sides
-    }
+    side = Handedness.RIGHT if config.handedness is None else config.handedness
+    crops = {side: make_crop(depth_m, intrinsics, centre, config.cube_size_m, side, config.crop_size, config.crop_frame, config.out_of_image)}
+    if config.handedness is None:
+        crops[Handedness.LEFT] = mirrored(crops[side])
     t2 = time.perf_counter()
     timings["crop"] = 1e3 * (t2 - t1)
     right_logit = None
