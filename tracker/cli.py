@@ -109,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         "synthetic input). A frame's segmentation then starts from the hand found N + 1 frames before it (N + 3 with a GPU backend, "
         "which holds two frames' networks) rather than the frame before, so results differ slightly with N: 0 gives what tracker.api "
         "gives, on any machine. Live (a camera, --realtime) 1 is the most: a worker process segments each frame as it arrives while "
-        "the network runs on the frame before, which drops fewer frames where the tracker cannot keep up but adds to each frame's "
-        "latency where the worker and the network share two cores (docs/performance.md); default 0 live",
+        "the network runs on the frame before, which with a core to spare may drop fewer frames where the tracker cannot keep up, "
+        "and adds to each frame's latency where the worker and the network share two cores (docs/performance.md); default 0 live",
     )
     return parser
 
@@ -645,12 +645,14 @@ def _classifier_record(classifier) -> dict | None:
     return {"file": None if source is None else str(Path(source).absolute()), "sha256": classifier.manifest["files"][classifier.onnx_name]}
 
 
-def _lighter_network_note(stats: dict, realtime: bool, backend: str, weights: Path, segment_ahead: int = 0) -> str | None:
+def _lighter_network_note(stats: dict, realtime: bool, backend: str, weights: Path, segment_ahead: int = 0, cores: int | None = None) -> str | None:
     """For a live run on the CPU that fell behind its input: the lighter networks to try, and
-    the live worker where the run had none and there is a core for it, or None. A frame is
-    dropped as well where the camera or the USB lost it, which no network helps: the tracker
-    is taken to have fallen behind where its processing (median) took nine tenths of the
-    frames' interval or more."""
+    the live worker where the run had none and there is a core to spare for it (three or
+    more: on two, the worker and the network share them, and the worker now saves no frames
+    there; docs/performance.md), or None. A frame is dropped as well where the camera or the
+    USB lost it, which no network helps: the tracker is taken to have fallen behind where its
+    processing (median) took nine tenths of the frames' interval or more. ``cores``: the
+    cores this process may use (default: as the OS says)."""
     from tracker.pipeline import ONNXRUNTIME_CPU_BACKENDS
     from tracker.weights import WEIGHTS_DIR
 
@@ -666,8 +668,9 @@ def _lighter_network_note(stats: dict, realtime: bool, backend: str, weights: Pa
         options.append(f"--weights {fast} (a network with 40 % fewer operations, a little less accurate: {fast / 'MODEL_CARD.md'})")
     if backend == "onnxruntime":
         options.append("--backend onnxruntime-int8 (the 8-bit network, much faster on CPUs with AVX-512 VNNI)")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    worker = not segment_ahead and cores >= 2
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    worker = not segment_ahead and cores >= 3
     if not options and not worker:
         return None
     note = (
@@ -677,8 +680,8 @@ def _lighter_network_note(stats: dict, realtime: bool, backend: str, weights: Pa
     if options:
         note += " A lighter network keeps up better: " + "; or ".join(options) + "."
     if worker:
-        note += (" --segment-ahead 1 drops fewer frames too: a worker process segments each frame as it arrives, "
-                 "which makes each estimate a few ms later (docs/performance.md).")
+        note += (" --segment-ahead 1 may drop fewer frames too: a worker process segments each frame as it arrives, "
+                 "on a core of its own, which makes each estimate a few ms later (docs/performance.md).")
     return note
 
 
