@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--segment-ahead", type=int, default=None, metavar="N",
         help="segment the next N frames in N worker processes beside the network "
-        "(default: as the tracker does, 1 with onnxruntime on 2+ cores, 0 with torch on the CPU, up to 3 on GPU backends); "
+        "(default: as the tracker does, 1 with onnxruntime on 3+ cores, 0 with torch on the CPU, up to 3 on GPU backends); "
         "with --pace: 0 (the default) or 1, the live worker that segments each frame as it arrives",
     )
     parser.add_argument(

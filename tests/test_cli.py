@@ -421,7 +421,7 @@ def test_in_real_time_dropped_frames_do_not_count_towards_max_frames(tmp_path, m
 
 
 def test_segment_ahead_0_gives_on_a_folder_what_the_library_gives(tmp_path, monkeypatch):
-    # With workers (the default on 2 or more cores) a frame's segmentation starts from the hand
+    # With workers (the default on 3 or more cores) a frame's segmentation starts from the hand
     # of two frames before: a slightly different answer, which --segment-ahead 0 takes away.
     from tracker.api import track
 

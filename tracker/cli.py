@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--segment-ahead", type=int, metavar="N",
         help="where every frame is taken as fast as possible (a folder, --no-realtime), segment the next N frames in N worker "
-        "processes while the network runs (default: 1 with onnxruntime on 2 or more cores, up to 3 with a GPU backend, 0 with the "
+        "processes while the network runs (default: 1 with onnxruntime on 3 or more cores, up to 3 with a GPU backend, 0 with the "
         "synthetic input). A frame's segmentation then starts from the hand found N + 1 frames before it (N + 3 with a GPU backend, "
         "which holds two frames' networks) rather than the frame before, so results differ slightly with N: 0 gives what tracker.api "
         "gives, on any machine. Live (a camera, --realtime) 1 is the most: a worker process segments each frame as it arrives while "

@@ -169,16 +169,19 @@ def default_segment_ahead(backend: str) -> int:
     With a GPU backend up to 3, a process each, leaving a core to the tracker thread and
     one to capture: segmentation costs about twice what the rest of a frame costs on the
     CPU, so 2-3 workers keep the tracker thread busy. With onnxruntime on the CPU one, when
-    there are two cores or more: preparation (about 4 ms a frame) then overlaps the network
-    instead of waiting for it, 65 against 59 frames/s end to end on a 2-core CPU, although
-    the network slows from 9 to 13 ms sharing the cores (two workers measured 59). The torch
-    CPU backend gains nothing from a worker (33 frames/s either way), so it gets none.
+    there are three cores or more, so that the worker has one of its own. On two, where the
+    worker and the network share the cores, it once paid (65 against 59 frames/s end to end,
+    while preparation took about 4 ms a frame); since segmentation got leaner it no longer
+    does: 75.5 and 76.4 frames/s with the worker against 74.4 and 76.6 without, the latency
+    p50 38 against 25-27 ms, and the worker's 240 MB more memory
+    (``benchmarks/results/playback_avx2_segment_ahead/``). The torch CPU backend gains
+    nothing from a worker (33 frames/s either way), so it gets none.
     """
     # The CPUs this process may use (a container's or taskset's share); Linux only.
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if backend in GPU_BACKENDS:
         return max(1, min(3, cores - 2))
-    if backend in ONNXRUNTIME_CPU_BACKENDS and cores >= 2:
+    if backend in ONNXRUNTIME_CPU_BACKENDS and cores >= 3:
         return 1
     return 0
 
