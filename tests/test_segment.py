@@ -658,3 +658,44 @@ def test_an_arm_whose_hand_end_has_no_centre_gives_none_not_its_other_end(hand_m
 
     monkeypatch.setattr(segment, "_mean_shift", first_fails)
     assert find_hand_center(depth, K) is None and len(shifts) == 1
+
+
+_KERNEL_SIGNATURES = """
+import json
+import numpy as np
+import kernels.blobs as blobs
+from tracker.segment import find_hand_center, track_hand_center
+from tracker.types import CameraIntrinsics
+
+k = CameraIntrinsics(640, 480, 475.0, 475.0, 319.5, 239.5)
+frames = []
+hand = np.zeros((480, 640), np.float32)
+hand[200:300, 280:360] = 0.5  # a hand-sized blob, well inside
+frames.append(hand)
+table = hand.copy()
+table[380:, :] = 0.4  # nearer than the hand, the grid's full width: a window as wide as the grid
+frames.append(table)
+arm = np.zeros((480, 640), np.float32)
+arm[220:260, :400] = 0.6  # an arm from the left edge: border contact, the arm's ends
+frames.append(arm)
+prior = None
+for depth in frames + frames[::-1]:
+    find_hand_center(depth, k)
+    prior = track_hand_center(depth, k, prior)
+print(json.dumps({name: len(kernel.signatures) for name, kernel in vars(blobs).items() if hasattr(kernel, "signatures")}))
+"""
+
+
+def test_each_segmentation_kernel_compiles_once_whatever_the_frame():
+    # A fresh process (numba's compiled versions are per process): an argument with another
+    # array layout (a window as wide as the grid is contiguous, a narrower one is not) would
+    # have a kernel compiled again mid-run, a stall of a second and memory that stays.
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", _KERNEL_SIGNATURES], capture_output=True, text=True, timeout=600, cwd=root)
+    assert done.returncode == 0, done.stderr
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(counts) == 8
+    assert counts == {name: 1 for name in counts}

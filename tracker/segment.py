@@ -474,9 +474,15 @@ class _Grid:
         # is cut off there; into a nearer candidate, the blob continues that candidate.
         y0, y1 = max(int(gv.min()) - 1, 0), min(int(gv.max()) + 2, h)
         x0, x1 = max(int(gu.min()) - 1, 0), min(int(gu.max()) + 2, w)
+        # Contiguous copies, always: a window the grid's full width would be contiguous
+        # already, another type to numba, compiled anew mid-run the first time one comes.
         inside = np.ascontiguousarray(mask[y0:y1, x0:x1])
         into_nearer, behind_band, runs_on = outline_cuts(
-            inside, self.depth[y0:y1, x0:x1], self.taken_back[y0:y1, x0:x1], np.float32(c.continuation_m), np.float32(back_m)
+            inside,
+            np.ascontiguousarray(self.depth[y0:y1, x0:x1]),
+            np.ascontiguousarray(self.taken_back[y0:y1, x0:x1]),
+            np.float32(c.continuation_m),
+            np.float32(back_m),
         )
         join_m = into_nearer * self.pixel_at_1m
         if join_m > c.min_join_m:
