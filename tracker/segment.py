@@ -230,7 +230,7 @@ def _mean_shift(
     outweigh the hand behind it and draw the centre onto itself."""
     centre, found = mean_shift(
         np.ascontiguousarray(points, np.float64),
-        np.asarray(start, np.float64).reshape(3),
+        np.ascontiguousarray(start, np.float64).reshape(3),
         float(radius),
         config.iterations,
         config.min_points // 2,
@@ -249,8 +249,6 @@ def _subsample(points: np.ndarray, n: int, *arrays):
 
 #: Verdicts on a candidate, best first.
 HAND, PARTIAL, ALONG_SIDE, NOT_HAND = 0, 1, 2, 3
-
-_CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)
 
 
 @dataclass
@@ -716,7 +714,8 @@ def hand_centre_candidates(
     depth_m = np.asarray(depth_m)
     if depth_m.ndim != 2 or depth_m.size == 0:
         return
-    prior = None if previous_center is None else np.asarray(previous_center, np.float64).reshape(3)
+    # Contiguous, whatever the caller holds it in: one array type for the kernels it goes to.
+    prior = None if previous_center is None else np.ascontiguousarray(previous_center, np.float64).reshape(3)
     if prior is not None and not np.all(np.isfinite(prior)):
         prior = None
     candidates = _Grid(depth_m, intrinsics, config).candidates()
