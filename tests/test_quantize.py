@@ -258,10 +258,10 @@ def test_network_speed_skips_a_missing_int8_model_and_fails_on_a_damaged_one(sma
     assert "no 8-bit network" in json.loads((tmp_path / "without.json").read_text())["backends"]["onnxruntime-int8"]["skipped"]
 
 
-@pytest.mark.parametrize("cores", [1, 2, 8])
+@pytest.mark.parametrize("cores", [1, 2, 3, 8])
 def test_the_live_loop_treats_it_as_onnxruntime(monkeypatch, cores):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
-    assert default_segment_ahead("onnxruntime-int8") == default_segment_ahead("onnxruntime") == (1 if cores >= 2 else 0)
+    assert default_segment_ahead("onnxruntime-int8") == default_segment_ahead("onnxruntime") == (1 if cores >= 3 else 0)
     assert backend_options("onnxruntime-int8", 1) == backend_options("onnxruntime", 1) == {"spin": False}
 
 
