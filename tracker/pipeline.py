@@ -167,13 +167,14 @@ def default_segment_ahead(backend: str) -> int:
     """Frames to prepare ahead with this backend when playing as fast as possible.
 
     With a GPU backend up to 3, a process each, leaving a core to the tracker thread and
-    one to capture: segmentation costs about twice what the rest of a frame costs on the
-    CPU, so 2-3 workers keep the tracker thread busy. With onnxruntime on the CPU one, when
-    there are three cores or more, so that the worker has one of its own. On two, where the
-    worker and the network share the cores, it once paid (65 against 59 frames/s end to end,
-    while preparation took about 4 ms a frame); since segmentation got leaner it no longer
-    does: 75.5 and 76.4 frames/s with the worker against 74.4 and 76.6 without, the latency
-    p50 38 against 25-27 ms, and the worker's 240 MB more memory
+    one to capture: segmentation cost about twice what the rest of a frame cost on the CPU
+    when this was measured, so 2-3 workers kept the tracker thread busy. With onnxruntime on
+    the CPU one, when there are three cores or more, so that the worker has one of its own.
+    On two, where the worker and the network share the cores, it once paid (65 against 59
+    frames/s end to end, while preparation took about 4 ms a frame); since segmentation got
+    leaner it no longer does: 75.5 and 76.4 frames/s with the worker against 74.4 and 76.6
+    without (8-bit: 108.4 and 93.5 against 96.0 and 98.4), the latency p50 38 against 25-27
+    ms, and the worker's 240 MB more memory
     (``benchmarks/results/playback_avx2_segment_ahead/``). The torch CPU backend gains
     nothing from a worker (33 frames/s either way), so it gets none.
     """
