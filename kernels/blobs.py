@@ -19,8 +19,8 @@ def label_sizes_and_front_votes(labels, count, band, depth, front_m):
 
     labels: (H, W) int32 component labels 0..count-1 (0: background);
     band: (H, W) bool, the pixels of the depth band (labelled or not);
-    depth: (H, W) float32 metres; front_m: float, the depth below which a band pixel is at
-    the front.
+    depth: (H, W) float32 metres; front_m: the depth below which a band pixel is at the
+    front, a float32 as numpy compares a float32 array with a Python float.
     Returns (sizes, votes), both (count,) int64: ``np.bincount(labels.ravel())`` and
     ``np.bincount(labels[band & (depth < front_m)])``, each with ``minlength=count``.
     """
@@ -64,7 +64,7 @@ def mean_shift(points, start, radius, iterations, min_count, max_travel):
                 sx += area * x
                 sy += area * y
                 sz += area * z
-        if count == 0 or count < min_count:
+        if count == 0 or count < min_count or not total > 0:  # no weight: only points at z = 0
             return centre, False
         new = np.array([sx / total, sy / total, sz / total])
         if max_travel >= 0.0:

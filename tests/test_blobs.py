@@ -80,6 +80,9 @@ def test_mean_shift_golden():
     np.testing.assert_allclose(centre, [0.0, 0.0, 1.8], atol=1e-15)
     _, found = mean_shift(points, np.array([5.0, 0.0, 1.5]), 1.0, 15, 1, -1.0)
     assert not found
+    # Points with no weight (z = 0) give no centre rather than a division by zero.
+    _, found = mean_shift(np.zeros((5, 3)), np.zeros(3), 1.0, 15, 1, -1.0)
+    assert not found
     # A travel limit of 10 cm stops it 10 cm from the start.
     centre, found = mean_shift(points, np.array([0.0, 0.0, 1.5]), 1.0, 15, 1, 0.1)
     assert found
