@@ -689,7 +689,8 @@ print(json.dumps({name: len(kernel.signatures) for name, kernel in vars(blobs).i
 def test_each_segmentation_kernel_compiles_once_whatever_the_frame():
     # A fresh process (numba's compiled versions are per process): an argument with another
     # array layout (a window as wide as the grid is contiguous, a narrower one is not) would
-    # have a kernel compiled again mid-run, a stall of a second and memory that stays.
+    # have a kernel compiled again mid-run (or a second version loaded from numba's cache):
+    # the stall the warm-up is there to keep out of a run.
     import subprocess
     import sys
 
