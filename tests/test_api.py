@@ -295,6 +295,8 @@ def test_bad_arguments_are_refused_clearly(tmp_path):
         open_tracker(weights=tmp_path)
     with pytest.raises(ValueError, match="unknown inference backend 'cuda'; choose one of: auto, onnxruntime"):
         open_tracker(backend="cuda")
+    with pytest.raises(ValueError, match="keep_planes must be True or False"):
+        open_tracker(keep_planes="no")
     with pytest.raises(ValueError, match="at least 1"):
         track("synthetic", max_frames=0)
 

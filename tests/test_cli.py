@@ -41,8 +41,18 @@ def test_default_run_tracks_the_built_in_input(tmp_path, capsys, monkeypatch, no
         assert resolved["weights"][name] == {"file": str(shipped), "sha256": hashlib.sha256(shipped.read_bytes()).hexdigest()}
     # The renderer is slower than the tracker: no worker would help it.
     assert resolved["tracker"]["segment_ahead"] == 0
+    # A wall or table behind the hand is cleared from the crops unless asked otherwise.
+    assert resolved["tracker"]["background_plane"]["clearance_m"] > 0
     # The automatic choice (onnxruntime in the tests, GPU or not: conftest.py), named in the settings.
     assert resolved["command"]["backend"] == "onnxruntime" and "backend: onnxruntime" in messages
+
+
+def test_keep_planes_leaves_the_surface_behind_the_hand_in_the_crops(tmp_path, capsys, no_camera):
+    out = tmp_path / "t.jsonl"
+    assert main(["--max-frames", "2", "--out", str(out), "--no-viewer", "--keep-planes"]) == 0
+    resolved = json.loads((tmp_path / "t.config.json").read_text())
+    assert resolved["tracker"]["background_plane"] is None
+    assert len(out.read_text().splitlines()) == 2
 
 
 @pytest.mark.parametrize("seconds, noted", [(0.2, False), (4.5, True)])

@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
         "out of view or hidden, a ball, a box). 0 to below 0.99; 0 turns the classifier off (default %(default)s)",
     )
     parser.add_argument(
+        "--keep-planes", action="store_true",
+        help="leave a wall or table right behind the hand in the network's crop. By default a plane found behind the hand "
+        "(a hand resting on a desk, held against a wall or a screen) is cleared from the crop first: the networks were trained "
+        "with such surfaces 8 cm or more behind the wrist and fit a hand nearer one far worse (docs/network.md)",
+    )
+    parser.add_argument(
         "--segment-ahead", type=int, metavar="N",
         help="where every frame is taken as fast as possible (a folder, --no-realtime), segment the next N frames in N worker "
         "processes while the network runs (default: 1 with onnxruntime on 3 or more cores, up to 3 with a GPU backend, 0 with the "
@@ -322,6 +328,7 @@ def _track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest), handedness=handedness, smooth=args.smooth,
                 min_hand_probability=args.min_hand_probability,
                 segment_ahead=segment_ahead,
+                **({"background_plane": None} if args.keep_planes else {}),
             )
             side_classifier, presence = crop_classifiers(weights, handedness, args.min_hand_probability)
             tracker = HandTracker(HandEstimator(backend, hand_model), config, side_classifier, presence)

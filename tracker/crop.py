@@ -6,7 +6,9 @@ c; the crop is the cube seen by a virtual camera, resampled with nearest-neighbo
 (depth must not be blended across edges). Depth becomes (depth - depth of c) / (cube / 2),
 and everything outside [-1, 1] or missing becomes 1, the far face of the cube, except isolated
 holes inside a surface, which take their neighbours' depth first (``fill_holes``; see
-``kernels.depth_holes``). Where the cube
+``kernels.depth_holes``); and, where asked (``BackgroundPlane``), a wall or table behind the
+hand, which the network's training scenes never put that near, is cleared to the far face
+too (``kernels.background_plane``). Where the cube
 reaches past the image's edge the crop shows the far face too (``OutOfImage.FAR``), or, for
 weights trained so (their manifest says), ``OUT_OF_IMAGE_DEPTH`` (``OutOfImage.MARKED``): a
 hand cut by the edge of the view then does not look like a hand that ends there. Predictions
@@ -28,11 +30,13 @@ Two crop frames (``CropFrame``); the weights' manifest says which one they were 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from enum import Enum
 
 import cv2
 import numpy as np
 
+from kernels.background_plane import clear_plane_behind
 from kernels.depth_holes import fill_isolated_holes
 from tracker.types import CameraIntrinsics, Handedness, HandCrop
 
@@ -73,6 +77,41 @@ HOLE_FILL_MAX_STEP_M = 0.00503
 #: turned up to 60 degrees from the camera; steeper ones, a finger's side, are left as the
 #: network learned them. 2.012 cm, for the reason above.
 HOLE_FILL_MAX_SPREAD_M = 0.02012
+
+
+@dataclass(frozen=True)
+class BackgroundPlane:
+    """How a crop finds a wall or a table behind the hand and clears it to background
+    (``kernels.background_plane``): the plane within ``band_m`` of the most pixels of the
+    crop's back half, which must hold ``min_share`` of the crop spread ``min_spread`` of it
+    wide, lie flat to ``max_rms_m`` and pass at least ``min_behind_m`` behind the cube's
+    centre; what lies less than ``clearance_m`` in front of it, or behind it, becomes
+    background."""
+
+    #: As ``SegmentConfig.min_relief_m``: a hand's own relief stands out of a plane by more.
+    band_m: float = 0.015
+    #: A wall behind the hand fills most of what the hand leaves of the crop, a table seen at
+    #: a slant or beside a hand near the camera much less. Against a fifth or a quarter,
+    #: this found the plane in more rendered crops of hands before one (0 to 8 cm behind)
+    #: and in none of those with no surface (``benchmarks/near_surfaces.py``'s scenes 200-399).
+    min_share: float = 0.15
+    #: As ``SegmentConfig.max_plane_rms_m``: a stereo camera's noise on a wall at a metre
+    #: and less, while a torso's curve is further off any plane.
+    max_rms_m: float = 0.006
+    #: A flat hand over nothing is itself a plane, but one through the cube's centre, which
+    #: segmentation puts on the visible hand.
+    min_behind_m: float = 0.01
+    #: A quarter of a 26 cm crop is 6.5 cm, more than a forearm's width: a forearm reaching
+    #: away behind the hand lies within ``band_m`` of a plane along its length, but a
+    #: narrow one. A desk's band along the bottom of the crop, seen at a slant, is wider.
+    min_spread: float = 0.25
+    #: Under a finger resting on a table its visible side curves down to the table, its
+    #: widest about 8 mm up; below that the surface is the table's as much as the hand's.
+    clearance_m: float = 0.008
+    #: Planes through three points tried: with half the back half's points on the wall, all
+    #: three of a try are, one time in eight, so 48 tries all miss one time in 600.
+    hypotheses: int = 48
+    rounds: int = 6
 
 
 def cam_from_ray(center_cam_m: np.ndarray) -> np.ndarray:
@@ -162,6 +201,7 @@ def make_crop(
     out_of_image: OutOfImage = OutOfImage.FAR,
     sensor: CameraIntrinsics | None = None,
     fill_holes: bool = True,
+    background_plane: BackgroundPlane | None = None,
 ) -> HandCrop:
     """Crop and normalise (H, W) float32 metres depth around a 3-D centre (camera frame, m).
 
@@ -171,6 +211,7 @@ def make_crop(
     in the image show background, as for any pixel with no depth; with ``out_of_image``
     marked, only those past the whole image are marked, as they would be in a real frame.
     ``fill_holes``: fill isolated holes (``HOLE_FILL_MIN_MEASURED``) before normalising.
+    ``background_plane``: clear a wall or table behind the hand to background (None: keep it).
     """
     frame = CropFrame(frame)
     if not np.issubdtype(np.asarray(depth_m).dtype, np.floating):
@@ -195,6 +236,12 @@ def make_crop(
     normalised = (depth - np.float32(centre_depth)) / np.float32(cube_size_m / 2)
     # Written so NaN or infinite depth (holes some sources mark that way) fails too: background.
     normalised[(depth <= 0) | ~(np.abs(normalised) <= 1)] = 1.0
+    if background_plane is not None:
+        p = background_plane
+        normalised, _ = clear_plane_behind(
+            normalised, float(centre_depth), float(cube_size_m) / 2, float(p.band_m), float(p.min_share), float(p.max_rms_m),
+            float(p.min_behind_m), float(p.min_spread), float(p.clearance_m), int(p.hypotheses), int(p.rounds),
+        )
     if OutOfImage(out_of_image) == OutOfImage.MARKED:
         # The same nearest-neighbour map as the depth's, so the two agree pixel for pixel.
         inside = _inside_image(depth_m.shape[:2], intrinsics, image_from_crop, crop_size, sensor)

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from tracker.confidence import depth_agreement
-from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, CropFrame, OutOfImage
+from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, BackgroundPlane, CropFrame, OutOfImage
 from tracker.estimator import HandEstimator, Launched
 from tracker.lens import pinhole_view, project
 from tracker.prepare import PREPARE_OPENCV_THREADS, HandChoiceConfig, PrepareConfig, Prepared, PrepareWorkerEnded, PrepareWorkers, prepare_frame, side_classifier_crop, warm_up_preparation
@@ -124,6 +124,11 @@ class TrackerConfig:
     #: On a track's first frame, the hand-presence classifier may take another place
     #: segmentation found over its first choice (``tracker.prepare.HandChoiceConfig``).
     hand_choice: HandChoiceConfig = field(default_factory=HandChoiceConfig)
+    #: A wall or table right behind the hand (a hand resting on a desk, held against a
+    #: screen) is cleared from the crops before the network and the classifiers see them
+    #: (``tracker.crop.BackgroundPlane``); None: crops keep it, as the networks' training
+    #: crops do.
+    background_plane: BackgroundPlane | None = field(default_factory=BackgroundPlane)
 
 
 #: Backends whose network runs off the CPU, where segmenting ahead pays.
@@ -498,6 +503,7 @@ class HandTracker:
             self.config.hand_choice,
             # The network's own input size (64 for every shipped one).
             int(getattr(getattr(self.estimator, "backend", None), "crop_size", CROP_SIZE)),
+            self.config.background_plane,
         )
 
     @property

@@ -27,7 +27,7 @@ from multiprocessing import shared_memory
 import cv2
 import numpy as np
 
-from tracker.crop import CROP_SIZE, CropFrame, OutOfImage, make_crop, mirrored
+from tracker.crop import CROP_SIZE, BackgroundPlane, CropFrame, OutOfImage, make_crop, mirrored
 from tracker.lens import pinhole_view
 from tracker.segment import SegmentConfig, hand_centre_candidates, track_hand_center
 from tracker.side_inference import CropClassifier, HandPresence, SideClassifier, classifier_crop
@@ -86,6 +86,9 @@ class PrepareConfig:
     hand_choice: HandChoiceConfig = HandChoiceConfig()
     #: The network's input size, pixels (its weights say).
     crop_size: int = CROP_SIZE
+    #: A wall or table behind the hand cleared from every crop, the network's and the
+    #: classifiers' (None: kept).
+    background_plane: BackgroundPlane | None = BackgroundPlane()
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ def side_classifier_crop(
         and right.depth.shape == (classifier.crop_size, classifier.crop_size)
     ):
         return right.depth
-    return classifier_crop(classifier, depth_m, intrinsics, centre, config.cube_size_m)
+    return classifier_crop(classifier, depth_m, intrinsics, centre, config.cube_size_m, background_plane=config.background_plane)
 
 
 def prepare_frame(
@@ -162,7 +165,12 @@ def prepare_frame(
     if centre is None:
         return Prepared(None, {}, None, timings)
     side = Handedness.RIGHT if config.handedness is None else config.handedness
-    crops = {side: make_crop(depth_m, intrinsics, centre, config.cube_size_m, side, config.crop_size, config.crop_frame, config.out_of_image)}
+    crops = {
+        side: make_crop(
+            depth_m, intrinsics, centre, config.cube_size_m, side, config.crop_size, config.crop_frame, config.out_of_image,
+            background_plane=config.background_plane,
+        )
+    }
     if config.handedness is None:
         crops[Handedness.LEFT] = mirrored(crops[side])
     t2 = time.perf_counter()
@@ -205,7 +213,7 @@ def likeliest_hand(
     def hand_logit(place: np.ndarray) -> float:
         nonlocal spent_ms
         t0 = time.perf_counter()
-        logit = float(presence.logit(classifier_crop(presence, depth_m, intrinsics, place, config.cube_size_m, sensor)))
+        logit = float(presence.logit(classifier_crop(presence, depth_m, intrinsics, place, config.cube_size_m, sensor, config.background_plane)))
         spent_ms += 1e3 * (time.perf_counter() - t0)
         return logit
 
@@ -235,8 +243,8 @@ def warm_up_preparation(config: PrepareConfig, classifiers=()) -> None:
     arm_intrinsics = CameraIntrinsics(64, 48, 60.0, 60.0, 32.0, 24.0)
     found = prepare_frame(arm, arm_intrinsics, None, config, None).centre
     prepare_frame(arm, arm_intrinsics, found, config, None)
-    # A blank frame has no hand to crop: the crop's hole fill, on a plane.
-    make_crop(np.full((size, size), 0.5, np.float32), intrinsics, np.array([0.0, 0.0, 0.5]), config.cube_size_m)
+    # A blank frame has no hand to crop: the crop's hole fill and background plane, on a plane.
+    make_crop(np.full((size, size), 0.5, np.float32), intrinsics, np.array([0.0, 0.0, 0.45]), config.cube_size_m, background_plane=BackgroundPlane())
     for classifier in classifiers:
         if hasattr(classifier, "crop_size"):
             classifier.logit(np.ones((classifier.crop_size, classifier.crop_size), np.float32))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tracker.crop import OutOfImage, make_crop
+from tracker.crop import BackgroundPlane, OutOfImage, make_crop
 from tracker.types import CameraIntrinsics, Handedness
 
 ONNX = "side.onnx"
@@ -110,15 +110,17 @@ class CropClassifier:
 
 
 def classifier_crop(
-    classifier, depth_m: np.ndarray, intrinsics: CameraIntrinsics, centre: np.ndarray, cube_size_m: float, sensor: CameraIntrinsics | None = None
+    classifier, depth_m: np.ndarray, intrinsics: CameraIntrinsics, centre: np.ndarray, cube_size_m: float, sensor: CameraIntrinsics | None = None,
+    background_plane: BackgroundPlane | None = None,
 ) -> np.ndarray:
     """(S, S) float32: the crop ``classifier`` (its ``crop_size``, ``cube_size_m`` and
     ``out_of_image``) takes of (H, W) float32 metres around the camera-frame ``centre`` (m):
     unmirrored, in the camera frame, of its own cube where it names one (else ``cube_size_m``).
-    ``sensor``: the whole image's intrinsics where ``depth_m`` is a window of it (``make_crop``)."""
+    ``sensor``: the whole image's intrinsics where ``depth_m`` is a window of it, and
+    ``background_plane`` whether to clear a wall or table behind the hand (``make_crop``)."""
     return make_crop(
         depth_m, intrinsics, centre, classifier.cube_size_m or cube_size_m, Handedness.RIGHT, crop_size=classifier.crop_size,
-        out_of_image=classifier.out_of_image, sensor=sensor,
+        out_of_image=classifier.out_of_image, sensor=sensor, background_plane=background_plane,
     ).depth
 
 

@@ -1,0 +1,194 @@
+"""A wall or a table behind the hand in the network's crop, found and cleared to background
+(numba, host side).
+
+A hand resting on a table, or held a few centimetres in front of a wall or a screen, shares
+the crop's 26 cm cube with that surface. The network and the crop classifiers were trained
+on scenes whose desk or wall lies 8 cm or more behind the wrist, and a surface nearer than
+that costs them dearly: hands with a wall 4 cm behind their joints' mean were fitted to
+19 mm instead of 8, and the hand-presence classifier kept 12 % of them. Cleared to the
+cube's far face, the surface is no longer there to mislead them, and a hand in front of
+background is what they know best.
+
+The crop is a pinhole view (the camera's own, or a virtual one turned to look at the cube's
+centre), so a plane's inverse depth along the view's axis is linear in the crop's pixel
+coordinates, as in ``tracker.segment``'s fit over the image: 1 / z = a i + b j + c. Of
+planes through three points of the crop's back half (a fixed pseudo-random choice), the one
+within ``band`` of the most pixels is refitted by least squares to the pixels within
+``band`` of it until those stay the same, and it counts only where it holds a good share of
+the crop, spread wide across it, lies flat to within the sensor's noise, and passes behind
+the cube's centre (which segmentation put on the visible hand): a flat hand over nothing is
+itself such a plane, but it runs through its own centre.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def _fit(ii, jj, inverse, inliers, centre):
+    """Least-squares (a, b, c) of inverse = a (i - centre) + b (j - centre) + c over the
+    inliers, by Cramer's rule on the normal equations (centred coordinates keep them well
+    conditioned); ok False where the inliers are too few or on one line."""
+    sii = sij = sjj = si = sj = n = 0.0
+    sti = stj = st = 0.0
+    for k in range(len(ii)):
+        if inliers[k]:
+            x, y, t = ii[k] - centre, jj[k] - centre, inverse[k]
+            sii += x * x
+            sij += x * y
+            sjj += y * y
+            si += x
+            sj += y
+            n += 1.0
+            sti += t * x
+            stj += t * y
+            st += t
+    det = sii * (sjj * n - sj * sj) - sij * (sij * n - sj * si) + si * (sij * sj - sjj * si)
+    # Relative to the scale of its terms: 3 points on a line give 0 up to rounding.
+    if n < 3.0 or abs(det) <= 1e-9 * sii * sjj * n:
+        return 0.0, 0.0, 0.0, False
+    a = (sti * (sjj * n - sj * sj) - sij * (stj * n - sj * st) + si * (stj * sj - sjj * st)) / det
+    b = (sii * (stj * n - st * sj) - sti * (sij * n - sj * si) + si * (sij * st - stj * si)) / det
+    c = (sii * (sjj * st - stj * sj) - sij * (sij * st - stj * si) + sti * (sij * sj - sjj * si)) / det
+    return a, b, c, True
+
+
+@njit(cache=True, nogil=True)
+def _through(i0, j0, t0, i1, j1, t1, i2, j2, t2, centre):
+    """(a, b, c) of the plane inverse = a (i - centre) + b (j - centre) + c through three
+    points; ok False where they are on one line."""
+    x0, y0, x1, y1, x2, y2 = i0 - centre, j0 - centre, i1 - centre, j1 - centre, i2 - centre, j2 - centre
+    det = x0 * (y1 - y2) - y0 * (x1 - x2) + (x1 * y2 - x2 * y1)
+    if abs(det) < 1e-6:
+        return 0.0, 0.0, 0.0, False
+    a = (t0 * (y1 - y2) - y0 * (t1 - t2) + (t1 * y2 - t2 * y1)) / det
+    b = (x0 * (t1 - t2) - t0 * (x1 - x2) + (x1 * t2 - x2 * t1)) / det
+    c = (x0 * (y1 * t2 - y2 * t1) - y0 * (x1 * t2 - x2 * t1) + t0 * (x1 * y2 - x2 * y1)) / det
+    return a, b, c, True
+
+
+@njit(cache=True, nogil=True)
+def _next(state):
+    """A 64-bit linear congruential step (Knuth's MMIX constants): the same hypotheses for
+    the same crop, whatever thread or process draws them."""
+    return state * np.uint64(6364136223846793005) + np.uint64(1442695040888963407)
+
+
+@njit(cache=True, nogil=True)
+def clear_plane_behind(depth, centre_depth, half_cube, band, min_share, max_rms, min_behind, min_spread, clearance, hypotheses, rounds):
+    """Find the plane behind the hand in a normalised crop and clear it.
+
+    depth: (S, S) float32 normalised crop (``tracker.types.HandCrop.depth``): (z - centre
+      depth) / half_cube, z the depth along the view's axis; measured where strictly
+      between -1 and 1 (1: background or missing, -1: past the image's edge).
+    centre_depth: the cube centre's depth along the view's axis, metres.
+    half_cube: half the cube's edge, metres.
+    band: metres; the plane's inliers lie this close to it (in depth).
+    min_share: the plane needs inliers on at least this share of the crop's S * S pixels,
+    max_rms: metres; ... their RMS distance from it (in depth) at most this,
+    min_behind: metres; ... to pass at least this far behind the cube's centre, at the crop's
+      middle pixel,
+    min_spread: ... and its inliers to spread at least this share of S across their narrower
+      direction (their standard deviation there, times sqrt(12): a strip's width), which a
+      forearm reaching away behind the hand, nearly a plane along a strip, does not.
+    clearance: metres; a pixel less than this in front of the plane, or behind it, is
+      cleared to 1 (background).
+    hypotheses: planes through three points of the crop's back half tried; the one with the
+      most inliers (passing behind the centre) is refitted by least squares to its inliers,
+    rounds: ... at most this many times, until they stay the same.
+
+    Returns (cleared, found): a new (S, S) float32 crop, the input's copy where no plane was
+    found; and whether one was.
+    """
+    rows, cols = depth.shape
+    out = depth.copy()
+    n = 0
+    for j in range(rows):
+        for i in range(cols):
+            if -1.0 < depth[j, i] < 1.0:
+                n += 1
+    if n < 3 or n < min_share * rows * cols:
+        return out, False
+    ii = np.empty(n, np.float64)
+    jj = np.empty(n, np.float64)
+    z = np.empty(n, np.float64)
+    k = 0
+    for j in range(rows):
+        for i in range(cols):
+            value = depth[j, i]
+            if -1.0 < value < 1.0:
+                ii[k], jj[k], z[k] = i, j, centre_depth + half_cube * value
+                k += 1
+    inverse = 1.0 / z
+    middle = (rows - 1) / 2.0
+    # The plane lies behind the hand: hypotheses through points of the crop's back half.
+    back = np.nonzero(z >= np.median(z))[0]
+    # Scored on at most ~500 points spread over the crop.
+    stride = max(1, n // 500)
+    best, best_a, best_b, best_c = -1, 0.0, 0.0, 0.0
+    state = np.uint64(n)
+    for _ in range(hypotheses):
+        picks = np.empty(3, np.int64)
+        for m in range(3):
+            state = _next(state)
+            picks[m] = back[int(state >> np.uint64(33)) % len(back)]
+        p0, p1, p2 = picks[0], picks[1], picks[2]
+        a, b, c, ok = _through(ii[p0], jj[p0], inverse[p0], ii[p1], jj[p1], inverse[p1], ii[p2], jj[p2], inverse[p2], middle)
+        if not ok or c <= 0.0 or 1.0 / c - centre_depth < min_behind:
+            continue
+        count = 0
+        for m in range(0, n, stride):
+            plane_inverse = a * (ii[m] - middle) + b * (jj[m] - middle) + c
+            if plane_inverse > 0.0 and abs(1.0 / plane_inverse - z[m]) < band:
+                count += 1
+        if count > best:
+            best, best_a, best_b, best_c = count, a, b, c
+    if best < 3:
+        return out, False
+    inliers = np.zeros(n, np.bool_)
+    relief = np.empty(n)
+    a, b, c = best_a, best_b, best_c
+    for attempt in range(rounds + 1):
+        changed = False
+        for m in range(n):
+            plane_inverse = a * (ii[m] - middle) + b * (jj[m] - middle) + c
+            if plane_inverse <= 0.0:
+                return out, False  # the plane passes behind the camera here: no plane at all
+            relief[m] = 1.0 / plane_inverse - z[m]  # > 0: in front of the plane
+            inlier = abs(relief[m]) < band
+            if inlier != inliers[m]:
+                changed = True
+                inliers[m] = inlier
+        if not changed or attempt == rounds:
+            break  # the relief is that of (a, b, c)
+        a, b, c, ok = _fit(ii, jj, inverse, inliers, middle)
+        if not ok:
+            return out, False
+    count = 0
+    squares = si = sj = sii = sij = sjj = 0.0
+    for m in range(n):
+        if inliers[m]:
+            count += 1
+            squares += relief[m] * relief[m]
+            si += ii[m]
+            sj += jj[m]
+            sii += ii[m] * ii[m]
+            sij += ii[m] * jj[m]
+            sjj += jj[m] * jj[m]
+    if count < 3 or count < min_share * rows * cols or np.sqrt(squares / count) > max_rms:
+        return out, False
+    if c <= 0.0 or 1.0 / c - centre_depth < min_behind:
+        return out, False
+    # The smaller eigenvalue of the inliers' 2 x 2 pixel covariance.
+    vii = sii / count - (si / count) ** 2
+    vjj = sjj / count - (sj / count) ** 2
+    vij = sij / count - (si / count) * (sj / count)
+    narrow = 0.5 * (vii + vjj) - np.sqrt(0.25 * (vii - vjj) ** 2 + vij * vij)
+    if np.sqrt(12.0 * max(narrow, 0.0)) < min_spread * rows:
+        return out, False
+    for m in range(n):
+        if relief[m] < clearance:
+            out[int(jj[m]), int(ii[m])] = 1.0
+    return out, True

@@ -1,0 +1,199 @@
+"""The crop's background plane: a wall or table right behind the hand found and cleared
+(``kernels.background_plane``, ``tracker.crop.BackgroundPlane``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kernels.background_plane import _fit, clear_plane_behind
+from tracker.crop import BackgroundPlane, CropFrame, make_crop, resample
+from tracker.types import CameraIntrinsics, Handedness
+
+K = CameraIntrinsics(640, 480, 600.0, 600.0, 319.5, 239.5)
+PLANE = BackgroundPlane()
+
+
+def _clear(depth, centre_depth, half_cube=0.13, plane=PLANE):
+    p = plane
+    return clear_plane_behind(
+        np.ascontiguousarray(depth, np.float32), float(centre_depth), float(half_cube), p.band_m, p.min_share, p.max_rms_m, p.min_behind_m,
+        p.min_spread, p.clearance_m, p.hypotheses, p.rounds,
+    )
+
+
+def _scene(centre, wall_normal, wall_behind_m, block_half_m=0.035, noise_m=0.0, seed=0):
+    """(H, W) float32 metres: a wall through the point ``wall_behind_m`` behind ``centre``
+    along the camera's axis, facing ``wall_normal``, and in front of it a box 7 cm across and
+    4 cm deep whose front face is 2 cm before ``centre``: a stand-in for a hand. And the
+    box's mask."""
+    v, u = np.mgrid[: K.height, : K.width].astype(np.float64)
+    rays = np.stack([(u - K.cx) / K.fx, (v - K.cy) / K.fy, np.ones_like(u)], axis=-1)
+    normal = np.asarray(wall_normal, np.float64) / np.linalg.norm(wall_normal)
+    point = np.asarray(centre, np.float64) + np.array([0.0, 0.0, wall_behind_m])
+    wall = (point @ normal) / (rays @ normal)
+    front = centre[2] - 0.02
+    x, y = rays[..., 0] * front, rays[..., 1] * front
+    box = (np.abs(x - centre[0]) < block_half_m) & (np.abs(y - centre[1]) < block_half_m) & (front < wall)
+    depth = np.where(box, front, wall)
+    depth += np.random.default_rng(seed).normal(0.0, noise_m, depth.shape)
+    return depth.astype(np.float32), box
+
+
+def test_the_fit_is_least_squares():
+    # Cramer's rule on the normal equations against numpy's least squares, on noisy points of
+    # a plane over part of a crop.
+    rng = np.random.default_rng(3)
+    ii, jj = rng.uniform(0, 63, 500), rng.uniform(0, 63, 500)
+    inverse = 0.004 * (ii - 31.5) - 0.002 * (jj - 31.5) + 2.1 + rng.normal(0, 0.01, 500)
+    inliers = rng.uniform(size=500) < 0.7
+    a, b, c, ok = _fit(ii, jj, inverse, inliers, 31.5)
+    design = np.stack([ii - 31.5, jj - 31.5, np.ones(500)], axis=1)
+    expected = np.linalg.lstsq(design[inliers], inverse[inliers], rcond=None)[0]
+    assert ok
+    np.testing.assert_allclose([a, b, c], expected, rtol=1e-9, atol=1e-12)
+
+
+def test_points_on_a_line_give_no_plane():
+    ii = np.arange(10.0)
+    assert not _fit(ii, 2.0 * ii, np.ones(10), np.ones(10, bool), 31.5)[3]
+    assert not _fit(ii[:2], ii[:2], np.ones(2), np.ones(2, bool), 31.5)[3]
+
+
+def test_a_wall_behind_a_block_is_cleared_and_the_block_kept_golden():
+    # On the optical axis, a wall 4 cm behind the centre: every wall pixel goes, exactly the
+    # block stays, and its depths are untouched.
+    centre = np.array([0.0, 0.0, 0.5])
+    depth, box = _scene(centre, (0.0, 0.0, -1.0), 0.04)
+    crop = make_crop(depth, K, centre, 0.26)
+    cleared = make_crop(depth, K, centre, 0.26, background_plane=PLANE)
+    block = crop.depth < 0.0  # the block's front is 2 cm before the centre: -0.154 normalised
+    assert block.sum() == 18 * 18  # 7 cm at 0.48 m through a 26 cm cube at 0.5 m onto 64 pixels
+    np.testing.assert_array_equal(cleared.depth[block], crop.depth[block])
+    assert np.all(cleared.depth[~block] == 1.0)
+    assert np.count_nonzero(crop.depth[~block] < 1.0) == 64 * 64 - 18 * 18  # the wall filled the rest
+
+
+@pytest.mark.parametrize("frame", list(CropFrame))
+@pytest.mark.parametrize("normal", [(0.0, 0.0, -1.0), (0.0, -0.5, -0.866), (0.3, 0.3, -0.906)], ids=["wall", "table", "slanted"])
+def test_walls_and_tables_at_a_slant_off_the_axis_go_in_either_crop_frame(frame, normal):
+    # Off the optical axis (the ray frame's virtual camera turned 17 degrees), tilted by up
+    # to 30 degrees, and with a stereo camera's noise at half a metre (1 mm): the plane's
+    # inverse depth is linear in either crop's pixels, and noise and the pixels'
+    # nearest-neighbour steps stay well inside the 1.5 cm band.
+    centre = np.array([0.12, -0.08, 0.45])
+    depth, box = _scene(centre, normal, 0.06, noise_m=0.001, seed=1)
+    crop = make_crop(depth, K, centre, 0.26, frame=frame)
+    cleared = make_crop(depth, K, centre, 0.26, frame=frame, background_plane=PLANE)
+    block = resample(box, crop.image_from_crop, 64, 0)
+    assert 250 < block.sum() < 400  # about 18 x 18, as on the axis
+    np.testing.assert_array_equal(cleared.depth[block], crop.depth[block])
+    wall = crop.measured & ~block
+    # Only the few noisy pixels along the block's outline where the wall blends in may stay.
+    assert np.mean(cleared.depth[wall] == 1.0) > 0.99
+
+
+def test_a_left_crop_is_cleared_as_the_mirrored_right_one():
+    centre = np.array([0.05, 0.02, 0.5])
+    depth, _ = _scene(centre, (0.2, -0.5, -0.84), 0.05, noise_m=0.001)
+    right = make_crop(depth, K, centre, 0.26, Handedness.RIGHT, frame=CropFrame.RAY, background_plane=PLANE)
+    left = make_crop(depth, K, centre, 0.26, Handedness.LEFT, frame=CropFrame.RAY, background_plane=PLANE)
+    np.testing.assert_array_equal(left.depth, right.depth[:, ::-1])
+
+
+def test_a_flat_hand_over_nothing_is_no_background():
+    # A flat plate through the centre with nothing behind it is a plane filling much of the
+    # crop, but it runs through the centre, where segmentation puts the visible hand.
+    centre = np.array([0.0, 0.0, 0.5])
+    depth = np.zeros((K.height, K.width), np.float32)
+    depth[190:290, 270:370] = 0.5  # 17 cm at 0.5 m: most of the crop
+    crop = make_crop(depth, K, centre, 0.26)
+    cleared, found = _clear(crop.depth, 0.5)
+    assert not found
+    np.testing.assert_array_equal(cleared, crop.depth)
+    np.testing.assert_array_equal(make_crop(depth, K, centre, 0.26, background_plane=PLANE).depth, crop.depth)
+
+
+def test_a_rounded_body_behind_is_no_plane():
+    # A torso-sized ball 6 cm behind the centre: its curve is no plane within the noise of one
+    # (6 mm RMS), so it stays, as the network was trained with bodies behind hands.
+    centre = np.array([0.0, 0.0, 0.5])
+    v, u = np.mgrid[: K.height, : K.width].astype(np.float64)
+    x, y = (u - K.cx) / K.fx * 0.6, (v - K.cy) / K.fy * 0.6
+    ball = 0.56 + 0.15 - np.sqrt(np.clip(0.15**2 - x**2 - y**2, 0, None))
+    depth = np.where(x**2 + y**2 < 0.15**2, ball, 0.0).astype(np.float32)
+    depth[220:260, 300:340] = 0.49
+    crop = make_crop(depth, K, centre, 0.26)
+    assert crop.measured.mean() > 0.5
+    _, found = _clear(crop.depth, 0.5)
+    assert not found
+
+
+def test_too_little_plane_or_too_near_is_kept():
+    centre = np.array([0.0, 0.0, 0.5])
+    # A wall only in one corner of the crop: too little of it.
+    depth, _ = _scene(centre, (0.0, 0.0, -1.0), 0.05)
+    depth[:, : int(K.cx) + 40] = 0.0
+    depth[: int(K.cy) + 40] = 0.0
+    crop = make_crop(depth, K, centre, 0.26)
+    assert 0.05 < (crop.measured & (crop.depth > 0)).mean() < PLANE.min_share
+    assert not _clear(crop.depth, 0.5)[1]
+    # A wall passing less than 1 cm behind the centre: the centre is on the wall, no hand before it.
+    depth, _ = _scene(centre, (0.0, 0.0, -1.0), 0.005, block_half_m=0.0)
+    assert not _clear(make_crop(depth, K, centre, 0.26).depth, 0.5)[1]
+
+
+def test_a_board_as_narrow_as_a_forearm_behind_the_hand_is_kept():
+    # A flat strip 6 cm wide (a forearm's width, and flatter than one) runs across the crop
+    # 4 cm behind the centre: plane enough and a fifth of the crop, but too narrow for a wall.
+    centre = np.array([0.0, 0.0, 0.5])
+    depth, _ = _scene(centre, (0.0, 0.0, -1.0), 0.04)
+    x = (np.arange(K.width) - K.cx) / K.fx * 0.54
+    depth[:, np.abs(x) > 0.03] = 0.0
+    depth[220:260, 300:340] = 0.48
+    crop = make_crop(depth, K, centre, 0.26)
+    board = crop.measured & (crop.depth > 0.2)
+    assert board.mean() > PLANE.min_share
+    assert not _clear(crop.depth, 0.5)[1]
+    # Wider, as a wall seen through a gap, it goes.
+    depth, _ = _scene(centre, (0.0, 0.0, -1.0), 0.04)
+    depth[:, np.abs(x) > 0.05] = 0.0
+    assert _clear(make_crop(depth, K, centre, 0.26).depth, 0.5)[1]
+
+
+def test_a_steep_wall_with_the_arm_across_the_back_half_is_found():
+    # A wall slanting 60 degrees away to one side: its near part is as near as the hand and
+    # its far part leaves the cube, and an arm runs to the far side. The plane is still found
+    # among its points, and the hand and arm in front are kept.
+    centre = np.array([0.0, 0.0, 0.5])
+    depth, box = _scene(centre, (0.866, 0.0, -0.5), 0.05)
+    v, u = np.mgrid[: K.height, : K.width]
+    arm = (np.abs(v - K.cy) < 25) & (u > K.cx) & (u < K.cx + 200)
+    depth[arm] = np.minimum(depth[arm], 0.5 + (u[arm] - K.cx) / 200 * 0.05)
+    crop = make_crop(depth, K, centre, 0.26)
+    cleared, found = _clear(crop.depth, 0.5)
+    assert found
+    kept = resample(box | arm, crop.image_from_crop, 64, 0)
+    np.testing.assert_array_equal(cleared[kept], crop.depth[kept])
+
+
+def test_noise_rougher_than_a_plane_is_kept():
+    # A wall with 1 cm of noise: no plane to 6 mm RMS, whatever lies in front of it.
+    centre = np.array([0.0, 0.0, 0.5])
+    depth, _ = _scene(centre, (0.0, 0.0, -1.0), 0.05, noise_m=0.01, seed=2)
+    assert not _clear(make_crop(depth, K, centre, 0.26).depth, 0.5)[1]
+
+
+def test_pixels_past_the_image_and_empty_crops_are_left_alone():
+    centre = np.array([0.0, 0.0, 0.5])
+    empty = np.ones((64, 64), np.float32)
+    cleared, found = _clear(empty, 0.5)
+    assert not found and np.all(cleared == 1.0)
+    marked = empty.copy()
+    marked[:, :20] = -1.0  # past the image's edge: not measured, and kept as marked
+    depth, _ = _scene(centre, (0.0, 0.0, -1.0), 0.05)
+    crop = make_crop(depth, K, centre, 0.26).depth.copy()
+    crop[:, :20] = -1.0
+    cleared, found = _clear(crop, 0.5)
+    assert found
+    assert np.all(cleared[:, :20] == -1.0)
