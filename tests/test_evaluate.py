@@ -169,6 +169,9 @@ def test_bad_arguments_get_clear_errors_before_any_work(tmp_path, capsys):
         evaluate_main(["--crop-frame", "ray", "--frames", "2"])
     assert "--crop-frame needs --out elsewhere" in capsys.readouterr().err
     with pytest.raises(SystemExit):
+        evaluate_main(["--keep-planes", "--frames", "2"])
+    assert "--keep-planes needs --out elsewhere" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
         evaluate_main(["--stream-seed", "7", "--frames", "2"])
     assert "--stream-seed needs --out elsewhere" in capsys.readouterr().err
     for stream, what in (

@@ -35,7 +35,7 @@ from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 from kernels.raster import render_mesh
-from tracker.crop import CROP_SIZE, CropFrame, OutOfImage, camera_to_crop, crop_points_camera, make_crop
+from tracker.crop import CROP_SIZE, BackgroundPlane, CropFrame, OutOfImage, camera_to_crop, crop_points_camera, make_crop
 from tracker.backends import BACKENDS, BackendUnavailable, create_backend
 from tracker.estimator import HandEstimator
 from tracker.hand_model import HandModel, HandModelError
@@ -111,17 +111,19 @@ def training_stream_overlap(count: int, manifest: dict, progress: bool = True, s
 
 def evaluate_synthetic(
     estimator: HandEstimator, count: int, config: ExampleConfig = ExampleConfig(), progress: bool = True, stream_seed: int = EVAL_STREAM_SEED,
-    weights_dir: str | None = None,
+    weights_dir: str | None = None, background_plane: BackgroundPlane | None = BackgroundPlane(),
 ) -> dict:
     """Held-out synthetic metrics; ``weights_dir``: whose hand-presence classifier chooses a
-    track's first place for ``segmentation_centred`` (see ``first_frame_centre``)."""
+    track's first place for ``segmentation_centred`` (see ``first_frame_centre``).
+    ``background_plane``: each crop clears a wall or table behind the hand, as the tracker's
+    do (None: the crops keep it, as the training crops do)."""
     model = estimator.hand_model
     joint_errors, initial_errors, refined_errors, in_image, visible, off_axis = [], [], [], [], [], []
     segmented_errors, centre_offsets = [], []
     for i in tqdm(range(count), desc="held-out synthetic", disable=not progress, unit="frame"):
         seed = sample_seed(stream_seed, i)
         sample = render_sample(model, config.scene, seed)
-        example = example_from_sample(sample, config, seed)
+        example = example_from_sample(sample, config, seed, background_plane)
         in_image.append(keypoints_in_image(sample.joints, sample.intrinsics if sample.sensor is None else sample.sensor))
         visible.append(float(sample.vertex_visible.mean()))
         centre = example["center_cam_m"].astype(np.float64)
@@ -132,7 +134,7 @@ def evaluate_synthetic(
         joint_errors.append(np.linalg.norm(refit.joints - example["joints"], axis=1) * to_mm)
         initial_errors.append(np.linalg.norm(outputs["vertices"][0] - example["vertices"], axis=1).mean() * to_mm)
         refined_errors.append(np.linalg.norm(refit.vertices - example["vertices"], axis=1).mean() * to_mm)
-        segmented_error, centre_offset = _segmentation_centred_error(estimator, sample, config, weights_dir)
+        segmented_error, centre_offset = _segmentation_centred_error(estimator, sample, config, weights_dir, background_plane)
         segmented_errors.append(segmented_error)
         centre_offsets.append(centre_offset)
     joint_errors = np.array(joint_errors)
@@ -183,28 +185,32 @@ def _hand_presence(weights_dir: str | None) -> HandPresence:
 def first_frame_centre(
     depth_m: np.ndarray, intrinsics: CameraIntrinsics, cube_size_m: float, segment: SegmentConfig = SegmentConfig(),
     hand_choice: HandChoiceConfig = HandChoiceConfig(), weights_dir: str | None = None, sensor: CameraIntrinsics | None = None,
+    background_plane: BackgroundPlane | None = BackgroundPlane(),
 ) -> np.ndarray | None:
     """(3,) float64 camera-frame centre (m) where a run's tracker on ``weights_dir`` (None:
     the shipped weights) centres a track's first crop in (H, W) float32 metres of a pinhole
     view, or None where it finds no hand. ``sensor``: the whole image's intrinsics where
-    ``depth_m`` is a rendered window of it."""
+    ``depth_m`` is a rendered window of it; ``background_plane``: as the run's crops."""
     presence = _hand_presence(None if weights_dir is None else str(weights_dir))
-    return likeliest_hand(depth_m, intrinsics, PrepareConfig(segment, cube_size_m, None, hand_choice=hand_choice), presence, sensor)[0]
+    config = PrepareConfig(segment, cube_size_m, None, hand_choice=hand_choice, background_plane=background_plane)
+    return likeliest_hand(depth_m, intrinsics, config, presence, sensor)[0]
 
 
-def _segmentation_centred_error(estimator: HandEstimator, sample, config: ExampleConfig, weights_dir: str | None = None) -> tuple[float | None, float | None]:
+def _segmentation_centred_error(
+    estimator: HandEstimator, sample, config: ExampleConfig, weights_dir: str | None = None, background_plane: BackgroundPlane | None = BackgroundPlane()
+) -> tuple[float | None, float | None]:
     """The frame's mean joint error (mm) with the crop centred where a run's tracker
     centres a track's first crop in the rendered frame (the whole image, or the window of it
     that ``config.scene.render_window_m`` renders), as a run does, instead of on the true
     visible centroid; and how far (mm) that centre is from the centroid. (None, None) where
     it finds no hand. The side is the true one: this measures the crop, not the side vote."""
     depth_m, centroid = measured_hand(sample)
-    found = first_frame_centre(depth_m, sample.intrinsics, config.cube_size_m, weights_dir=weights_dir, sensor=sample.sensor)
+    found = first_frame_centre(depth_m, sample.intrinsics, config.cube_size_m, weights_dir=weights_dir, sensor=sample.sensor, background_plane=background_plane)
     if found is None:
         return None, None
     crop = make_crop(
         depth_m, sample.intrinsics, found, config.cube_size_m, sample.pose.handedness, crop_size=config.crop_size, frame=config.crop_frame,
-        out_of_image=config.out_of_image, sensor=sample.sensor,
+        out_of_image=config.out_of_image, sensor=sample.sensor, background_plane=background_plane,
     )
     outputs = estimator.backend.run(crop.depth[None, None].astype(np.float32))
     joints = estimator.refit.fit(outputs["vertices"][0]).joints
@@ -307,11 +313,14 @@ def crop_pixels(
     return (crop_size - 1) / 2 + pixels_per_ray * (camera[:, :2] / camera[:, 2:3] - centre[:2] / centre[2])
 
 
-def synthetic_frame_row(estimator: HandEstimator, config: ExampleConfig, frame: dict, panel: int = 200, stream_seed: int = EVAL_STREAM_SEED) -> np.ndarray:
+def synthetic_frame_row(
+    estimator: HandEstimator, config: ExampleConfig, frame: dict, panel: int = 200, stream_seed: int = EVAL_STREAM_SEED,
+    background_plane: BackgroundPlane | None = BackgroundPlane(),
+) -> np.ndarray:
     """One held-out frame: its depth crop with the true skeleton | with the estimated one."""
     seed = sample_seed(stream_seed, frame["frame"])
     sample = render_sample(estimator.hand_model, config.scene, seed)
-    example = example_from_sample(sample, config, seed)
+    example = example_from_sample(sample, config, seed, background_plane)
     mirrored = sample.pose.handedness == Handedness.LEFT
     outputs = estimator.backend.run(example["depth"][None])
     estimate = estimator.refit.fit(outputs["vertices"][0]).joints
@@ -374,6 +383,7 @@ def evaluate_real(
     out_of_image: OutOfImage = OutOfImage.FAR,
     weights_dir: str | None = None,
     hand: str = Handedness.RIGHT.value,
+    background_plane: BackgroundPlane | None = BackgroundPlane(),
 ) -> tuple[dict, list[np.ndarray]]:
     """The self-supervised fitting error on a folder of real depth frames, each taken as a
     track's first: its hand's side given (``hand`` "right", as the SR305 frames' hands are,
@@ -387,19 +397,19 @@ def evaluate_real(
     for path, frame in zip(source.files, source.frames()):
         name = str(path.relative_to(folder))
         depth_m, intrinsics = pinhole_view(frame.depth_m(), frame.intrinsics)
-        centre = first_frame_centre(depth_m, intrinsics, cube_size_m, weights_dir=weights_dir)
+        centre = first_frame_centre(depth_m, intrinsics, cube_size_m, weights_dir=weights_dir, background_plane=background_plane)
         if centre is None:
             results.append({"frame": name, "hand_found": False})
             continue
         fits = {}
         for side in (Handedness.RIGHT, Handedness.LEFT) if side_classifier is not None else (Handedness(hand),):
-            crop = make_crop(depth_m, intrinsics, centre, cube_size_m, side, crop_size, crop_frame, out_of_image)
+            crop = make_crop(depth_m, intrinsics, centre, cube_size_m, side, crop_size, crop_frame, out_of_image, background_plane=background_plane)
             fits[side] = (crop, estimator.run(crop)[0])
         side = next(iter(fits))
         if side_classifier is not None:
             vote = SideVote()
             vote_side_check(vote, {s: estimator.to_estimate(crop, output, {}, intrinsics).confidence for s, (crop, output) in fits.items()})
-            side = vote.update(side_classifier.logit(classifier_crop(side_classifier, depth_m, intrinsics, centre, cube_size_m)))
+            side = vote.update(side_classifier.logit(classifier_crop(side_classifier, depth_m, intrinsics, centre, cube_size_m, background_plane=background_plane)))
         crop, output = fits[side]
         crop_points, measured = crop_points_camera(crop, intrinsics)
         points = crop_points[measured & (output.hand_probability > 0.5)]
@@ -795,6 +805,11 @@ def main(argv: list[str] | None = None) -> int:
         help="draw the held-out frames from this seed stream instead (default %(default)s; the streams other parts of the project "
         "draw from are refused): a second set of frames to check figures against; needs --out, writes no model card",
     )
+    parser.add_argument(
+        "--keep-planes", action="store_true",
+        help="leave a wall or table behind the hand in the crops, as the networks' training crops have it, instead of clearing it "
+        "as the tracker does (a diagnostic: needs --out, writes no model card)",
+    )
     args = parser.parse_args(argv)
     if args.frames < 1:
         parser.error("--frames must be at least 1")
@@ -808,6 +823,8 @@ def main(argv: list[str] | None = None) -> int:
     into_own = (args.out or args.weights / EVAL_DIR).resolve() == (args.weights / EVAL_DIR).resolve()
     if args.crop_frame and into_own:
         parser.error("--crop-frame needs --out elsewhere than WEIGHTS/eval: the weights' own results there stay as they are")
+    if args.keep_planes and into_own:
+        parser.error("--keep-planes needs --out elsewhere than WEIGHTS/eval: the weights' own results there stay as they are")
     if args.backend != "onnxruntime" and into_own:
         parser.error(f"--backend {args.backend} needs --out elsewhere than WEIGHTS/eval, which holds the onnxruntime network's figures")
     if args.stream_seed != EVAL_STREAM_SEED and into_own:
@@ -850,15 +867,20 @@ def main(argv: list[str] | None = None) -> int:
     example_config = example_config_for(manifest)
     if args.crop_frame:
         example_config = dataclasses.replace(example_config, crop_frame=CropFrame(args.crop_frame))
+    background_plane = None if args.keep_planes else BackgroundPlane()
     # What produced each results file, so a figure can be traced to its weights, data and code.
     provenance = {
         "command": ["python", "-m", "tracker.evaluate", *(sys.argv[1:] if argv is None else argv)],
         # The manifest's files, and those this run read (each checked against its checksum).
         "weights": {"directory": str(args.weights.absolute()), "files": manifest.get("files"), "files_read": _files_read(args.backend, int8_estimator is not None)},
         "example_config": config_to_dict(example_config),
+        # What every crop clears behind the hand, as the tracker's (None: nothing).
+        "background_plane": None if background_plane is None else config_to_dict(background_plane),
         "machine": machine_info(),
     }
-    synthetic = evaluate_synthetic(estimator, args.frames, example_config, stream_seed=args.stream_seed, weights_dir=str(args.weights))
+    synthetic = evaluate_synthetic(
+        estimator, args.frames, example_config, stream_seed=args.stream_seed, weights_dir=str(args.weights), background_plane=background_plane
+    )
     synthetic["backend"] = args.backend
     synthetic["training_overlap"] = training_stream_overlap(args.frames, manifest, stream_seed=args.stream_seed)
     trained_on = manifest.get("training", {}).get("recipe", {}).get("data")
@@ -870,7 +892,10 @@ def main(argv: list[str] | None = None) -> int:
         print("warning: the weights do not record how much of the training stream they saw; whether any held-out frame is a training sample is not known")
     (out / "synthetic_metrics.json").write_text(json.dumps(synthetic, indent=2) + "\n")
     plot_success_curve(synthetic, out / "success_curve.png")
-    write_sheet([synthetic_frame_row(estimator, example_config, f, stream_seed=args.stream_seed) for f in synthetic["worst_frames"]], out / "synthetic_worst.png")
+    write_sheet(
+        [synthetic_frame_row(estimator, example_config, f, stream_seed=args.stream_seed, background_plane=background_plane) for f in synthetic["worst_frames"]],
+        out / "synthetic_worst.png",
+    )
     training = manifest.get("training", {})
     trained_samples = training.get("samples_seen_total", training.get("samples_seen"))
     history = write_training_curve(
@@ -879,7 +904,9 @@ def main(argv: list[str] | None = None) -> int:
     int8 = None
     if int8_estimator is not None:
         # The same frames, so the model card can say what the 8-bit network costs.
-        int8 = evaluate_synthetic(int8_estimator, args.frames, example_config, stream_seed=args.stream_seed, weights_dir=str(args.weights))
+        int8 = evaluate_synthetic(
+            int8_estimator, args.frames, example_config, stream_seed=args.stream_seed, weights_dir=str(args.weights), background_plane=background_plane
+        )
         int8["backend"] = "onnxruntime-int8"
         int8["quantization"] = manifest["onnx_int8"]
         int8.update(provenance)
@@ -893,7 +920,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             real, rows = evaluate_real(
                 estimator, args.real_dir, manifest["cube_size_m"], example_config.crop_frame, example_config.crop_size, example_config.out_of_image,
-                str(args.weights), args.real_hand,
+                str(args.weights), args.real_hand, background_plane,
             )
         except SourceError as exc:  # a damaged frame in the folder
             print(f"error: {exc} (the synthetic results are in {out}; no model card was written)", file=sys.stderr)
@@ -916,7 +943,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"results in {out} ({time.perf_counter() - began:.0f} s)")
     # The card is the weights' own: written from their float run into WEIGHTS/eval, whose
     # images it shows. Another backend, frame or folder is a diagnostic beside it.
-    own_run = args.backend == "onnxruntime" and args.crop_frame is None and args.stream_seed == EVAL_STREAM_SEED and out.resolve() == (args.weights / EVAL_DIR).resolve()
+    own_run = args.backend == "onnxruntime" and args.crop_frame is None and not args.keep_planes and args.stream_seed == EVAL_STREAM_SEED and out.resolve() == (args.weights / EVAL_DIR).resolve()
     if own_run and not args.no_model_card:
         command = "python -m tracker.evaluate" + (f" --weights {args.weights}" if args.weights.resolve() != WEIGHTS_DIR.resolve() else "") + f" --frames {args.frames}"
         if args.real_dir != DEFAULT_REAL_DIR:

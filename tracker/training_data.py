@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, CropFrame, OutOfImage, camera_to_crop, make_crop, resample
+from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, BackgroundPlane, CropFrame, OutOfImage, camera_to_crop, make_crop, resample
 from tracker.hand_model import HandModel
 from tracker.synth.dataset import sample_seed
 from tracker.synth.scene import SceneConfig, SyntheticSample, render_sample
@@ -87,15 +87,19 @@ def make_example(model: HandModel, config: ExampleConfig, seed: int) -> dict[str
     return example_from_sample(render_sample(model, config.scene, seed), config, seed)
 
 
-def example_from_sample(sample: SyntheticSample, config: ExampleConfig, seed: int) -> dict[str, np.ndarray]:
-    """``make_example`` for an already rendered sample (its seed also draws the jitter)."""
+def example_from_sample(
+    sample: SyntheticSample, config: ExampleConfig, seed: int, background_plane: BackgroundPlane | None = None
+) -> dict[str, np.ndarray]:
+    """``make_example`` for an already rendered sample (its seed also draws the jitter).
+    ``background_plane``: clear a wall or table behind the hand from the crop, as the
+    tracker does (evaluation); training crops keep it."""
     depth_m, centroid = measured_hand(sample)
     rng = np.random.default_rng([seed, 1])
     centre = centroid + rng.normal(0.0, config.center_jitter_m, 3)
     # A left hand is mirrored into the right-hand network, targets with it, as at inference.
     crop = make_crop(
         depth_m, sample.intrinsics, centre, config.cube_size_m, sample.pose.handedness, crop_size=config.crop_size, frame=config.crop_frame,
-        out_of_image=config.out_of_image, sensor=sample.sensor,
+        out_of_image=config.out_of_image, sensor=sample.sensor, background_plane=background_plane,
     )
     coords = resample(sample.mesh_coords, crop.image_from_crop, config.crop_size, (np.nan, np.nan, np.nan, np.nan))
     mask = resample(sample.mask, crop.image_from_crop, config.crop_size, 0)
