@@ -1,0 +1,178 @@
+"""Hands near a surface: how often the tracker reports a hand resting on a desk or held in
+front of a wall, and how well it fits it, with the crop's background plane cleared (the
+default) and kept.
+
+    python -m benchmarks.near_surfaces                        # 100 scenes x 8 gaps
+    python -m benchmarks.near_surfaces --scenes 10 --out /tmp/near.json
+
+Each scene is one of the hand network's kind (``tracker.synth.scene``: a hand at the end of
+an arm that runs on out of view), drawn from seed stream 9, which nothing trains on, in a
+whole 640 x 480-class frame, with a surface added behind the hand as the renderer draws
+desks and walls: a desk under the hand (its normal up, tilted by up to 35 degrees) or a wall
+facing the camera (tilted by up to 30), one or the other at random. The surface lies a given
+gap behind the hand's rearmost point along its normal (0: the hand rests on it) and hides
+whatever lies behind it, the arm's far part as a rule; the stereo noise is then made over the
+whole frame. The same scene is also tracked with no surface at all. The renderer's own
+scenes put the surface behind the arm as well, 8 cm or more behind the wrist, and the
+networks were trained on those. Each frame is tracked as a track's first (no prior, the side decided from
+that frame alone), by the command line's tracker (``tracker.api.open_tracker``: the shipped
+weights and classifiers), once with ``keep_planes`` and once without.
+
+Per gap and setting: the share of frames with a hand reported, judged to hold
+none, or with nothing found; the mean joint error of the hands reported (mm, against the
+rendered joints); the share given the right side.
+
+Writes ``benchmarks/results/near_surfaces.json`` (with the command, machine and settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+from tqdm import tqdm
+
+from benchmarks import cell, check_output_path, print_table, result_header, write_result
+from benchmarks.working_distance import outcome_summary
+from tracker.backends import AUTO_BACKEND, BACKENDS
+from kernels.raster import composite_plane
+from kernels.sensor_noise import apply_stereo_noise
+from tracker.synth.dataset import sample_seed
+from tracker.synth.scene import SceneConfig, SceneLabel, render_sample, to_depth_units
+from tracker.types import DepthFrame
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+
+#: The scenes' seed stream: no network or classifier draws from it.
+SCENE_STREAM = 9
+
+
+@dataclass(frozen=True)
+class NearSurfacesConfig:
+    scenes: int = 100
+    #: Gaps between the hand's rearmost point and the surface along its normal, metres.
+    #: None: no surface.
+    gaps_m: tuple[float | None, ...] = (None, 0.0, 0.01, 0.02, 0.04, 0.06, 0.08, 0.12)
+    backend: str = "onnxruntime"
+
+
+def surface_normal(rng: np.random.Generator) -> np.ndarray:
+    """A desk's or a wall's unit normal, towards the camera, as ``tracker.synth.scene`` draws
+    them."""
+    desk = Rotation.from_euler("xz", rng.uniform(-35, 35, size=2), degrees=True).apply([0.0, -1.0, 0.0])
+    wall = Rotation.from_euler("xy", rng.uniform(-30, 30, size=2), degrees=True).apply([0.0, 0.0, -1.0])
+    return wall if rng.uniform() < 0.5 else desk
+
+
+def scene_at(index: int, gap_m: float | None, hand_model) -> tuple[np.ndarray, object]:
+    """Scene ``index`` of the stream with a surface ``gap_m`` behind the hand (None: none):
+    (H, W) uint16 depth in the sample's units, with noise, and the clean sample (its joints,
+    side, camera and depth scale)."""
+    seed = sample_seed(SCENE_STREAM, index)
+    scene = dataclasses.replace(SceneConfig(), body_probability=0.0, table_probability=0.0, noise_probability=0.0)
+    sample = render_sample(hand_model, scene, seed)
+    depth = sample.depth.astype(np.float32) * np.float32(sample.depth_scale)
+    rng = np.random.default_rng([seed, 1])
+    normal = surface_normal(rng)  # drawn whatever the gap: each gap shows the same surface
+    if gap_m is not None:
+        # The plane through the hand's rearmost point along the normal, moved the gap further.
+        point = sample.vertices[np.argmin(sample.vertices @ normal)] - normal * gap_m
+        k = sample.intrinsics
+        labels = np.zeros(depth.shape, np.int16)
+        # Behind the plane nothing is seen: clear what lies there before compositing it.
+        v, u = np.mgrid[: k.height, : k.width]
+        rays = np.stack([(u - k.cx) / k.fx, (v - k.cy) / k.fy, np.ones(depth.shape)], axis=-1)
+        behind = (depth > 0) & (((rays * depth[..., None]) - point) @ normal < 0)
+        depth[behind] = 0.0
+        composite_plane(point, normal, k.fx, k.fy, k.cx, k.cy, depth, labels, np.int16(SceneLabel.TABLE), scene.max_depth_m)
+    noisy = apply_stereo_noise(depth, sample.intrinsics.fx, scene.noise, rng)
+    return to_depth_units(noisy, sample.depth_scale, scene.max_depth_m), sample
+
+
+def outcome(tracker, depth: np.ndarray, sample) -> dict:
+    """``depth`` tracked as a track's first frame: what became of it, the joint error (mm) and
+    the side of the hand reported."""
+    tracker.reset()
+    result = tracker.process(DepthFrame(depth, sample.depth_scale, sample.intrinsics))
+    hand = result.hands[0] if result.hands else None
+    return {
+        "outcome": "hand" if hand is not None else "judged_no_hand" if result.judged_no_hand else "nothing_found",
+        "joint_error_mm": None if hand is None else float(1000 * np.linalg.norm(hand.joints_cam_m - sample.joints, axis=1).mean()),
+        "side_right": None if hand is None else hand.handedness == sample.pose.handedness,
+    }
+
+
+def measure(config: NearSurfacesConfig, progress: bool = True) -> list[dict]:
+    from tracker.api import open_tracker
+    from tracker.hand_model import HandModel
+
+    hand_model = HandModel.load()
+    settings = {"cleared": False, "kept": True}
+    frames = {(z, name): [] for z in config.gaps_m for name in settings}
+    trackers = {name: open_tracker(backend=config.backend, keep_planes=keep) for name, keep in settings.items()}
+    try:
+        for index in tqdm(range(config.scenes), desc="scenes", disable=not progress):
+            for z in config.gaps_m:
+                depth, sample = scene_at(index, z, hand_model)
+                for name, tracker in trackers.items():
+                    frames[z, name].append({"scene": index, **outcome(tracker, depth, sample)})
+    finally:
+        for tracker in trackers.values():
+            tracker.close()
+    return [
+        {"gap_m": z, "background_plane": name, **outcome_summary(rows), "per_scene": rows}
+        for (z, name), rows in frames.items()
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.near_surfaces",
+        description="How often a hand resting on a desk or held before a wall is reported, and how well it is fitted, with the "
+        "crop's background plane cleared and kept (synthetic scenes, each tracked as a track's first frame).",
+    )
+    parser.add_argument("--scenes", type=int, default=NearSurfacesConfig.scenes, help="scenes per gap (default %(default)s)")
+    parser.add_argument(
+        "--gaps", type=float, nargs="+", default=[z for z in NearSurfacesConfig.gaps_m if z is not None], metavar="M",
+        help="gaps between the hand and the surface behind it, metres, besides the scenes with no surface (default %(default)s)",
+    )
+    parser.add_argument("--backend", default=NearSurfacesConfig.backend, choices=[AUTO_BACKEND, *BACKENDS], help="inference backend (default %(default)s)")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS_DIR / "near_surfaces.json", help="result JSON (default benchmarks/results/near_surfaces.json)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.scenes < 1:
+        parser.error("--scenes must be at least 1")
+    if not all(0.0 <= z <= 0.4 for z in args.gaps):
+        parser.error("--gaps must lie between 0 and 0.4 m")
+    check_output_path(parser, "--out", args.out)
+    config = NearSurfacesConfig(scenes=args.scenes, gaps_m=(None, *args.gaps), backend=args.backend)
+
+    began = time.perf_counter()
+    rows = measure(config, progress=not args.no_progress)
+    write_result(args.out, {**result_header("near_surfaces", argv), "config": asdict(config), "rows": rows, "seconds": time.perf_counter() - began})
+    print_table(
+        ["gap", "plane", "hand", "judged no hand", "nothing", "joint error", "side right"],
+        [
+            [
+                "none" if row["gap_m"] is None else f"{100 * row['gap_m']:.0f} cm", row["background_plane"],
+                f"{row['hand_reported']:.0%}", f"{row['judged_no_hand']:.0%}", f"{row['nothing_found']:.0%}",
+                cell(row["mean_joint_error_mm"], ".1f", " mm"), cell(row["side_right"], ".0%"),
+            ]
+            for row in rows
+        ],
+    )
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

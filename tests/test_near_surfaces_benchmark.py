@@ -1,0 +1,48 @@
+"""The near-surfaces benchmark (benchmarks.near_surfaces): its surfaces lie where it says, and
+it writes its table."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks.near_surfaces import main, scene_at
+from tracker.hand_model import HandModel
+from tracker.synth.scene import SceneLabel
+
+
+@pytest.fixture(scope="module")
+def hand_model():
+    return HandModel.load()
+
+
+@pytest.mark.parametrize("gap_m", [0.0, 0.04])
+def test_the_surface_lies_the_gap_behind_the_hand_and_hides_what_is_behind_it(hand_model, gap_m):
+    depth, sample = scene_at(3, gap_m, hand_model)
+    bare, same = scene_at(3, None, hand_model)
+    np.testing.assert_array_equal(sample.joints, same.joints)  # the same scene, with and without
+    k = sample.intrinsics
+    v, u = np.nonzero(depth > 0)
+    z = depth[v, u].astype(np.float64) * sample.depth_scale
+    points = np.stack([(u - k.cx) / k.fx * z, (v - k.cy) / k.fy * z, z], axis=1)
+    # The surface: the measured points the bare scene does not have.
+    new = (bare[v, u] == 0) & (sample.labels[v, u] != SceneLabel.FOREARM)
+    surface = points[new]
+    assert len(surface) > 1000
+    # A plane through them (least squares), and the hand's rearmost vertex the gap before it.
+    centroid = surface.mean(axis=0)
+    normal = np.linalg.svd(surface - centroid, full_matrices=False)[2][-1]
+    normal *= -np.sign(normal @ centroid)  # towards the camera
+    residual = (surface - centroid) @ normal
+    # Stereo noise at up to a metre or so, and 1 mm depth steps.
+    assert np.sqrt(np.mean(residual**2)) < 0.01
+    gap = float(np.min((sample.vertices - centroid) @ normal))
+    assert gap == pytest.approx(gap_m, abs=0.006)
+
+
+def test_a_run_writes_each_gap_with_the_plane_cleared_and_kept(tmp_path):
+    out = tmp_path / "near.json"
+    assert main(["--scenes", "1", "--gaps", "0", "--out", str(out), "--no-progress"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["gap_m"], row["background_plane"]) for row in rows] == [(None, "cleared"), (None, "kept"), (0.0, "cleared"), (0.0, "kept")]
+    assert all(row["frames"] == 1 and len(row["per_scene"]) == 1 for row in rows)
