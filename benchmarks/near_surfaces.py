@@ -10,9 +10,9 @@ an arm that runs on out of view), drawn from seed stream 9, which nothing trains
 whole 640 x 480-class frame, with a surface added behind the hand as the renderer draws
 desks and walls: a desk under the hand (its normal up, tilted by up to 35 degrees) or a wall
 facing the camera (tilted by up to 30), one or the other at random. The surface lies a given
-gap behind the hand's rearmost point along its normal (0: the hand rests on it) and hides
-whatever lies behind it, the arm's far part as a rule; the stereo noise is then made over the
-whole frame. The same scene is also tracked with no surface at all. The renderer's own
+gap behind the hand's rearmost point along its normal (0: the hand rests on it), with the
+camera 10 cm or more in front of it, and hides whatever lies behind it, the arm's far part
+as a rule; the stereo noise is then made over the whole frame. The same scene is also tracked with no surface at all. The renderer's own
 scenes put the surface behind the arm as well, 8 cm or more behind the wrist, and the
 networks were trained on those. Each frame is tracked as a track's first (no prior, the side decided from
 that frame alone), by the command line's tracker (``tracker.api.open_tracker``: the shipped
@@ -52,6 +52,10 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 #: The scenes' seed stream: no network or classifier draws from it.
 SCENE_STREAM = 9
+#: The camera lies at least this far in front of the surface (a camera standing on the desk
+#: looks along it from a few centimetres up); a surface drawn nearer, or with the camera
+#: behind it (where it would hide the hand), is drawn again.
+CAMERA_CLEARANCE_M = 0.1
 
 
 @dataclass(frozen=True)
@@ -80,10 +84,18 @@ def scene_at(index: int, gap_m: float | None, hand_model) -> tuple[np.ndarray, o
     sample = render_sample(hand_model, scene, seed)
     depth = sample.depth.astype(np.float32) * np.float32(sample.depth_scale)
     rng = np.random.default_rng([seed, 1])
-    normal = surface_normal(rng)  # drawn whatever the gap: each gap shows the same surface
+    # Drawn whatever the gap, so each gap shows the same surface: at no gap it comes nearest
+    # the camera.
+    for _ in range(100):
+        normal = surface_normal(rng)
+        rearmost = sample.vertices[np.argmin(sample.vertices @ normal)]
+        if -float(rearmost @ normal) >= CAMERA_CLEARANCE_M:
+            break
+    else:
+        raise RuntimeError(f"scene {index}: no surface behind the hand clear of the camera in 100 draws")
     if gap_m is not None:
         # The plane through the hand's rearmost point along the normal, moved the gap further.
-        point = sample.vertices[np.argmin(sample.vertices @ normal)] - normal * gap_m
+        point = rearmost - normal * gap_m
         k = sample.intrinsics
         labels = np.zeros(depth.shape, np.int16)
         # Behind the plane nothing is seen: clear what lies there before compositing it.
