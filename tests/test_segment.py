@@ -294,6 +294,28 @@ def test_hand_flat_on_a_wall_is_found_standing_out_of_it():
     assert distance(track_hand_center(depth, K, hand, off), hand) < ON_HAND_M
 
 
+def test_hand_resting_on_a_desk_seen_along_it_is_found(hand_model):
+    # A camera just above a desk looks along it: the desk runs from the bottom of the image
+    # on through every depth band, and each band's slice of it continues the nearer one
+    # along its whole width. The hand rests on it, with its arm, in the second slice: only
+    # taken as a surface that may hold the hand (too attached, as a wall is) does that
+    # slice give it, by its front part.
+    from benchmarks.near_surfaces import scene_at
+
+    depth, sample = scene_at(3, 0.0, hand_model)
+    depth_m = depth.astype(np.float32) * np.float32(sample.depth_scale)
+    centre = find_hand_center(depth_m, sample.intrinsics)
+    assert centre is not None
+    # On the hand, though nearer its front than the visible centroid (which the hand's
+    # front part alone pulls it to), and every joint inside the 26 cm crop cube around it.
+    k = sample.intrinsics
+    v, u = np.nonzero(sample.mask & (depth_m > 0))
+    z = depth_m[v, u].astype(np.float64)
+    hand = np.stack([(u - k.cx) / k.fx * z, (v - k.cy) / k.fy * z, z], axis=1)
+    assert np.min(np.linalg.norm(hand - centre, axis=1)) < 0.015
+    assert np.all(np.abs(sample.joints - centre) < 0.13)
+
+
 def _wall_at(z):
     depth = np.zeros((K.height, K.width), np.float32)
     add_wall(depth, np.zeros(depth.shape, np.int16), z, normal=(0.1, 0.0, -1.0))

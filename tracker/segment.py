@@ -28,7 +28,9 @@ and each is judged before it may count as the hand.
      its surface runs on without a jump behind the band. A piece of a torso or of the other
      arm is cut along a much longer outline;
    - its surface runs on into a nearer candidate: it is that candidate's continuation (a
-     forearm behind its hand, a torso behind a shoulder), not a new object.
+     forearm behind its hand, a torso behind a shoulder), not a new object. Along more
+     than ``max_attachment_m`` it counts as too attached as well (the next slice of a desk
+     seen along it, which a hand may rest on).
    ALONG_SIDE, the last resort: attached too long only for lying along a side of the image
    (the border zone) while no wider than ``max_border_contact_m`` and running on behind
    the band less than ``min_border_reach_m``: a hand near that side with its forearm
@@ -485,6 +487,9 @@ class _Grid:
         join_m = into_nearer * self.pixel_at_1m
         if join_m > c.min_join_m:
             blob.verdict, blob.reason = NOT_HAND, f"continues a nearer candidate along {join_m * 100:.0f} cm"
+            # Along more than an arm's attachment: the next band's slice of a surface that
+            # runs on from the last, a desk seen at a slant, which a hand may rest on.
+            blob.merged = join_m > c.max_attachment_m
             return blob
         cut_m = blob.runs_on_m = behind_band * self.pixel_at_1m
         # Blob points within the border zone's width of such a cut are at the cut, too.
