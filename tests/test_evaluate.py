@@ -66,6 +66,8 @@ def test_evaluation_writes_metrics_plots_and_a_model_card(smoke_weights, tmp_pat
     assert metrics["example_config"]["crop_frame"] == "ray" and "scene" in metrics["example_config"]
     assert "git_commit" in metrics["machine"] and real["machine"] == metrics["machine"] and real["real_dir"]
     assert "None of these frames is a training sample" in card
+    # Cut as the tracker cuts its crops, and said so.
+    assert metrics["background_plane"]["clearance_m"] > 0 and "a wall or table right behind the hand is cleared" in card
     stdout = capsys.readouterr().out
     assert "held-out synthetic (3 frames)" in stdout and "no 8-bit network" in stdout
     assert "8-bit network" not in card and not (out / "synthetic_metrics_int8.json").exists()

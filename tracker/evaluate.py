@@ -498,6 +498,19 @@ def scene_differences(trained_on: dict | None, held_out: dict, defaults: dict | 
     return lines
 
 
+def _background_plane_lines(background_plane) -> list[str]:
+    """What the card says of the crops' background plane (the results' record of it)."""
+    if background_plane == "not recorded":
+        return []
+    if background_plane is None:
+        return ["Crops cut as in training, a wall or table right behind the hand left in them (`--keep-planes`).", ""]
+    return [
+        "Crops cut as the tracker cuts them: a wall or table right behind the hand is cleared to background "
+        "(`tracker.crop.BackgroundPlane`; the training crops kept it).",
+        "",
+    ]
+
+
 def _overlap_lines(overlap: dict | None) -> list[str]:
     if overlap is None:
         return []
@@ -637,6 +650,7 @@ def write_model_card(
         "",
         f"Held-out synthetic set ({synthetic['frames']} frames, seed stream {synthetic['stream_seed']}, with sensor noise):",
         "",
+        *_background_plane_lines(synthetic.get("background_plane", "not recorded")),
         *_overlap_lines(synthetic.get("training_overlap")),
         *_scene_difference_lines(synthetic.get("scenes_differ_from_training")),
         "| metric | value |",
