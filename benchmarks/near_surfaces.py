@@ -22,7 +22,9 @@ Per gap and setting: the share of frames with a hand reported, judged to hold
 none, or with nothing found; the mean joint error of the hands reported (mm, against the
 rendered joints); the share given the right side.
 
-Writes ``benchmarks/results/near_surfaces.json`` (with the command, machine and settings).
+Writes ``benchmarks/results/near_surfaces.json`` (with the command, machine and settings)
+and beside it ``near_surfaces.png``: the first scenes with the hand resting on the surface,
+the whole frame, then the network's crop with the plane kept and cleared.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 from tqdm import tqdm
@@ -144,6 +147,33 @@ def measure(config: NearSurfacesConfig, progress: bool = True) -> list[dict]:
     ]
 
 
+def write_picture(path: Path, hand_model, scenes: int = 6, gap_m: float = 0.0, panel: int = 192) -> None:
+    """``scenes`` rows: the frame with a surface ``gap_m`` behind the hand, then the crop the
+    network sees around the visible hand (right-hand view, ray frame, 26 cm cube) with the
+    plane kept and cleared; crop depth coloured from the cube's near face (red) to its far
+    face (blue), background black."""
+    from tracker.crop import BackgroundPlane, CropFrame, make_crop
+    from tracker.synth.contact_sheet import colourise_depth
+    from tracker.training_data import hand_centroid
+
+    rows = []
+    for index in range(scenes):
+        depth, sample = scene_at(index, gap_m, hand_model)
+        depth_m = depth.astype(np.float32) * np.float32(sample.depth_scale)
+        frame = colourise_depth(depth_m, 0.2, 1.5)
+        frame = cv2.resize(frame, (panel * frame.shape[1] // frame.shape[0], panel), interpolation=cv2.INTER_AREA)
+        centre = hand_centroid(depth_m, sample.mask, sample.intrinsics, sample.joints.mean(axis=0))
+        tiles = [frame]
+        for label, plane in (("kept", None), ("cleared", BackgroundPlane())):
+            crop = make_crop(depth_m, sample.intrinsics, centre, 0.26, sample.pose.handedness, frame=CropFrame.RAY, background_plane=plane)
+            tile = colourise_depth(np.where(crop.measured, crop.depth + 2.0, 0.0), 1.0, 3.0)
+            tile = cv2.resize(tile, (panel, panel), interpolation=cv2.INTER_NEAREST)
+            cv2.putText(tile, label, (6, panel - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+            tiles.append(tile)
+        rows.append(np.hstack(tiles))
+    cv2.imwrite(str(path), np.vstack(rows))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.near_surfaces",
@@ -171,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     rows = measure(config, progress=not args.no_progress)
     write_result(args.out, {**result_header("near_surfaces", argv), "config": asdict(config), "rows": rows, "seconds": time.perf_counter() - began})
+    from tracker.hand_model import HandModel
+
+    write_picture(args.out.with_suffix(".png"), HandModel.load())
     print_table(
         ["gap", "plane", "hand", "judged no hand", "nothing", "joint error", "side right"],
         [
@@ -182,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             for row in rows
         ],
     )
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0
 
 

@@ -3,6 +3,7 @@ it writes its table."""
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
@@ -46,3 +47,5 @@ def test_a_run_writes_each_gap_with_the_plane_cleared_and_kept(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [(row["gap_m"], row["background_plane"]) for row in rows] == [(None, "cleared"), (None, "kept"), (0.0, "cleared"), (0.0, "kept")]
     assert all(row["frames"] == 1 and len(row["per_scene"]) == 1 for row in rows)
+    picture = cv2.imread(str(out.with_suffix(".png")))
+    assert picture is not None and picture.shape[0] == 6 * 192  # six scenes, a row each
