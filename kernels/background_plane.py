@@ -77,7 +77,7 @@ def _next(state):
 
 
 @njit(cache=True, nogil=True)
-def clear_plane_behind(depth, centre_depth, half_cube, band, min_share, max_rms, min_behind, min_spread, clearance, hypotheses, rounds):
+def clear_plane_behind(depth, centre_depth, half_cube, band, min_share, max_rms, min_behind, min_spread, min_border, clearance, hypotheses, rounds):
     """Find the plane behind the hand in a normalised crop and clear it.
 
     depth: (S, S) float32 normalised crop (``tracker.types.HandCrop.depth``): (z - centre
@@ -92,7 +92,10 @@ def clear_plane_behind(depth, centre_depth, half_cube, band, min_share, max_rms,
       middle pixel,
     min_spread: ... and its inliers to spread at least this share of S across their narrower
       direction (their standard deviation there, times sqrt(12): a strip's width), which a
-      forearm reaching away behind the hand, nearly a plane along a strip, does not.
+      forearm reaching away behind the hand, nearly a plane along a strip, does not,
+    min_border: ... and to hold at least this share of the crop's outermost ring of pixels:
+      a wall or a table runs on past the crop, while a flat hand and its forearm, which may
+      be as big and as flat, cross its edge with the forearm only.
     clearance: metres; a pixel less than this in front of the plane, or behind it, is
       cleared to 1 (background).
     hypotheses: planes through three points of the crop's back half tried; the one with the
@@ -167,10 +170,13 @@ def clear_plane_behind(depth, centre_depth, half_cube, band, min_share, max_rms,
         if not ok:
             return out, False
     count = 0
+    border = 0
     squares = si = sj = sii = sij = sjj = 0.0
     for m in range(n):
         if inliers[m]:
             count += 1
+            if ii[m] == 0 or jj[m] == 0 or ii[m] == cols - 1 or jj[m] == rows - 1:
+                border += 1
             squares += relief[m] * relief[m]
             si += ii[m]
             sj += jj[m]
@@ -178,6 +184,8 @@ def clear_plane_behind(depth, centre_depth, half_cube, band, min_share, max_rms,
             sij += ii[m] * jj[m]
             sjj += jj[m] * jj[m]
     if count < 3 or count < min_share * rows * cols or np.sqrt(squares / count) > max_rms:
+        return out, False
+    if border < min_border * (2 * (rows + cols) - 4):
         return out, False
     if c <= 0.0 or 1.0 / c - centre_depth < min_behind:
         return out, False

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -18,7 +20,7 @@ def _clear(depth, centre_depth, half_cube=0.13, plane=PLANE):
     p = plane
     return clear_plane_behind(
         np.ascontiguousarray(depth, np.float32), float(centre_depth), float(half_cube), p.band_m, p.min_share, p.max_rms_m, p.min_behind_m,
-        p.min_spread, p.clearance_m, p.hypotheses, p.rounds,
+        p.min_spread, p.min_border, p.clearance_m, p.hypotheses, p.rounds,
     )
 
 
@@ -112,6 +114,27 @@ def test_a_flat_hand_over_nothing_is_no_background():
     assert not found
     np.testing.assert_array_equal(cleared, crop.depth)
     np.testing.assert_array_equal(make_crop(depth, K, centre, 0.26, background_plane=PLANE).depth, crop.depth)
+
+
+def test_a_flat_hand_and_its_forearm_in_one_plane_are_no_background():
+    # A flat hand 9 x 18 cm and its forearm 6 cm wide, one slanted plane over nothing, with
+    # the crop centred 1.5 cm in front of it (where segmentation's centre may sit on a hand
+    # seen so): flat, big and wide enough, and behind the centre, but it reaches the crop's
+    # edge with the forearm only.
+    centre = np.array([0.0, 0.0, 0.5])
+    v, u = np.mgrid[: K.height, : K.width].astype(np.float64)
+    rays = np.stack([(u - K.cx) / K.fx, (v - K.cy) / K.fy, np.ones_like(u)], axis=-1)
+    normal = np.array([0.0, 0.5, -0.866])
+    point = centre + np.array([0.0, 0.0, 0.015])
+    z = (point @ normal) / (rays @ normal)
+    x, y = rays[..., 0] * z, rays[..., 1] * z
+    hand = (np.abs(x) < 0.045) & (np.abs(y + 0.02) < 0.09)
+    forearm = (np.abs(x - 0.01) < 0.03) & (y > 0.0) & (y < 0.4)
+    depth = np.where(hand | forearm, z, 0.0).astype(np.float32)
+    crop = make_crop(depth, K, centre, 0.26)
+    assert crop.measured.mean() > 0.25
+    assert not _clear(crop.depth, 0.5)[1]
+    assert _clear(crop.depth, 0.5, plane=dataclasses.replace(PLANE, min_border=0.0))[1]  # what the edge rule tells apart
 
 
 def test_a_rounded_body_behind_is_no_plane():
