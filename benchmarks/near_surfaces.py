@@ -42,7 +42,7 @@ from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
 from benchmarks import cell, check_output_path, print_table, result_header, write_result
-from benchmarks.working_distance import outcome_summary
+from benchmarks.working_distance import outcome_summary, track_first_frame
 from tracker.backends import AUTO_BACKEND, BACKENDS
 from kernels.raster import composite_plane
 from kernels.sensor_noise import apply_stereo_noise
@@ -111,19 +111,6 @@ def scene_at(index: int, gap_m: float | None, hand_model) -> tuple[np.ndarray, o
     return to_depth_units(noisy, sample.depth_scale, scene.max_depth_m), sample
 
 
-def outcome(tracker, depth: np.ndarray, sample) -> dict:
-    """``depth`` tracked as a track's first frame: what became of it, the joint error (mm) and
-    the side of the hand reported."""
-    tracker.reset()
-    result = tracker.process(DepthFrame(depth, sample.depth_scale, sample.intrinsics))
-    hand = result.hands[0] if result.hands else None
-    return {
-        "outcome": "hand" if hand is not None else "judged_no_hand" if result.judged_no_hand else "nothing_found",
-        "joint_error_mm": None if hand is None else float(1000 * np.linalg.norm(hand.joints_cam_m - sample.joints, axis=1).mean()),
-        "side_right": None if hand is None else hand.handedness == sample.pose.handedness,
-    }
-
-
 def measure(config: NearSurfacesConfig, progress: bool = True) -> list[dict]:
     from tracker.api import open_tracker
     from tracker.hand_model import HandModel
@@ -137,7 +124,8 @@ def measure(config: NearSurfacesConfig, progress: bool = True) -> list[dict]:
             for z in config.gaps_m:
                 depth, sample = scene_at(index, z, hand_model)
                 for name, tracker in trackers.items():
-                    frames[z, name].append({"scene": index, **outcome(tracker, depth, sample)})
+                    frame = DepthFrame(depth, sample.depth_scale, sample.intrinsics)
+                    frames[z, name].append({"scene": index, **track_first_frame(tracker, frame, sample.joints, sample.pose.handedness)})
     finally:
         for tracker in trackers.values():
             tracker.close()

@@ -77,13 +77,20 @@ def pose_at_distance(seed: int, distance_m: float) -> tuple[SyntheticSource, np.
 def first_frame_outcome(tracker, source: SyntheticSource, depth: np.ndarray, posed) -> dict:
     """Track ``depth`` as a track's first frame: what became of it, and the joint error (mm)
     and side of the hand reported."""
+    return track_first_frame(tracker, DepthFrame(depth, source.depth_scale, source.intrinsics), posed.joints, source.hand)
+
+
+def track_first_frame(tracker, frame: DepthFrame, joints_cam_m: np.ndarray, side) -> dict:
+    """``frame`` tracked as a track's first: what became of it ("hand", "judged_no_hand",
+    "nothing_found"), the joint error (mm) against the (21, 3) true joints and whether the
+    hand reported is on the true ``side``."""
     tracker.reset()
-    result = tracker.process(DepthFrame(depth, source.depth_scale, source.intrinsics))
+    result = tracker.process(frame)
     hand = result.hands[0] if result.hands else None
     return {
         "outcome": "hand" if hand is not None else "judged_no_hand" if result.judged_no_hand else "nothing_found",
-        "joint_error_mm": None if hand is None else float(1000 * np.linalg.norm(hand.joints_cam_m - posed.joints, axis=1).mean()),
-        "side_right": None if hand is None else hand.handedness == source.hand,
+        "joint_error_mm": None if hand is None else float(1000 * np.linalg.norm(hand.joints_cam_m - joints_cam_m, axis=1).mean()),
+        "side_right": None if hand is None else hand.handedness == side,
     }
 
 
