@@ -15,9 +15,10 @@ coordinates, as in ``tracker.segment``'s fit over the image: 1 / z = a i + b j +
 planes through three points of the crop's back half (a fixed pseudo-random choice), the one
 within ``band`` of the most pixels is refitted by least squares to the pixels within
 ``band`` of it until those stay the same, and it counts only where it holds a good share of
-the crop, spread wide across it, lies flat to within the sensor's noise, and passes behind
-the cube's centre (which segmentation put on the visible hand): a flat hand over nothing is
-itself such a plane, but it runs through its own centre.
+the crop, spread wide across it and along its edge (a wall runs on past the crop; a flat
+hand and its forearm cross the edge with the forearm only), lies flat to within the
+sensor's noise, and passes behind the cube's centre (which segmentation put on the visible
+hand): a flat hand over nothing is itself such a plane, but it runs through its own centre.
 """
 
 from __future__ import annotations

@@ -6,9 +6,8 @@ c; the crop is the cube seen by a virtual camera, resampled with nearest-neighbo
 (depth must not be blended across edges). Depth becomes (depth - depth of c) / (cube / 2),
 and everything outside [-1, 1] or missing becomes 1, the far face of the cube, except isolated
 holes inside a surface, which take their neighbours' depth first (``fill_holes``; see
-``kernels.depth_holes``); and, where asked (``BackgroundPlane``), a wall or table behind the
-hand, which the network's training scenes never put that near, is cleared to the far face
-too (``kernels.background_plane``). Where the cube
+``kernels.depth_holes``); and, where asked (``BackgroundPlane``), a wall or table right
+behind the hand is cleared to the far face too (``kernels.background_plane``). Where the cube
 reaches past the image's edge the crop shows the far face too (``OutOfImage.FAR``), or, for
 weights trained so (their manifest says), ``OUT_OF_IMAGE_DEPTH`` (``OutOfImage.MARKED``): a
 hand cut by the edge of the view then does not look like a hand that ends there. Predictions
@@ -85,8 +84,8 @@ class BackgroundPlane:
     (``kernels.background_plane``): the plane within ``band_m`` of the most pixels of the
     crop's back half, which must hold ``min_share`` of the crop spread ``min_spread`` of it
     wide and ``min_border`` of its edge, lie flat to ``max_rms_m`` and pass at least
-    ``min_behind_m`` behind the cube's centre; what lies less than ``clearance_m`` in front of it, or behind it, becomes
-    background."""
+    ``min_behind_m`` behind the cube's centre; what lies less than ``clearance_m`` in front
+    of it, or behind it, becomes background."""
 
     #: As ``SegmentConfig.min_relief_m``: a hand's own relief stands out of a plane by more.
     band_m: float = 0.015
