@@ -19,6 +19,9 @@ the crop, spread wide across it and along its edge (a wall runs on past the crop
 hand and its forearm cross the edge with the forearm only), lies flat to within the
 sensor's noise, and passes behind the cube's centre (which segmentation put on the visible
 hand): a flat hand over nothing is itself such a plane, but it runs through its own centre.
+
+The plane search itself (``robust_plane``) is segmentation's too, where it finds the wall or
+table a hand stands out of over the whole image (``tracker.segment``).
 """
 
 from __future__ import annotations
@@ -78,6 +81,75 @@ def _next(state):
 
 
 @njit(cache=True, nogil=True)
+def robust_plane(ii, jj, z, picks, centre, band, hypotheses, rounds, stride, offset, min_behind, horizon_ok):
+    """The plane 1 / z = a (i - centre) + b (j - centre) + c that the most points lie near,
+    robust to what stands out of it (a hand on a table, in front of a wall), for a pinhole
+    view's points: pixel coordinates ``ii``, ``jj`` and depths ``z`` (metres, > 0), float64.
+
+    Of ``hypotheses`` planes through three points drawn from the indices ``picks`` (a fixed
+    pseudo-random choice, seeded by the number of points), the one within ``band`` (metres,
+    in depth) of the most of every ``stride``-th point, and passing at least ``min_behind``
+    behind ``offset`` (metres, at the middle pixel; 0 and 0 for no such bound), is refitted
+    by least squares to the points within ``band`` of it until those stay the same, at most
+    ``rounds`` times. A least-squares fit over all the points instead is drawn towards what
+    stands out, by a hand's own share of them.
+
+    A point whose ray never meets the plane in front of the camera lies beyond its horizon
+    (a table seen along it, an arm raised above it): with ``horizon_ok`` it stands out of the
+    plane without bound; without, there is no plane at all.
+
+    Returns (a, b, c, inliers, relief, found): inliers (n,) bool; relief (n,) float64
+    metres in front of the plane (< 0: behind; inf beyond its horizon); found False where
+    no three points drawn span a plane in front of the camera, or (without ``horizon_ok``)
+    the plane passes behind the camera at a point.
+    """
+    n = len(z)
+    inverse = 1.0 / z
+    inliers = np.zeros(n, np.bool_)
+    relief = np.empty(n)
+    best, best_a, best_b, best_c = -1, 0.0, 0.0, 0.0
+    state = np.uint64(n)
+    for _ in range(hypotheses):
+        p = np.empty(3, np.int64)
+        for m in range(3):
+            state = _next(state)
+            p[m] = picks[int(state >> np.uint64(33)) % len(picks)]
+        a, b, c, ok = _through(ii[p[0]], jj[p[0]], inverse[p[0]], ii[p[1]], jj[p[1]], inverse[p[1]], ii[p[2]], jj[p[2]], inverse[p[2]], centre)
+        if not ok or c <= 0.0 or 1.0 / c - offset < min_behind:
+            continue
+        count = 0
+        for m in range(0, n, stride):
+            plane_inverse = a * (ii[m] - centre) + b * (jj[m] - centre) + c
+            if plane_inverse > 0.0 and abs(1.0 / plane_inverse - z[m]) < band:
+                count += 1
+        if count > best:
+            best, best_a, best_b, best_c = count, a, b, c
+    if best < 3:
+        return 0.0, 0.0, 0.0, inliers, relief, False
+    a, b, c = best_a, best_b, best_c
+    for attempt in range(rounds + 1):
+        changed = False
+        for m in range(n):
+            plane_inverse = a * (ii[m] - centre) + b * (jj[m] - centre) + c
+            if plane_inverse > 0.0:
+                relief[m] = 1.0 / plane_inverse - z[m]
+            elif horizon_ok:
+                relief[m] = np.inf
+            else:
+                return a, b, c, inliers, relief, False
+            inlier = abs(relief[m]) < band
+            if inlier != inliers[m]:
+                changed = True
+                inliers[m] = inlier
+        if not changed or attempt == rounds:
+            break  # the relief is that of (a, b, c)
+        a, b, c, ok = _fit(ii, jj, inverse, inliers, centre)
+        if not ok:
+            return a, b, c, inliers, relief, False
+    return a, b, c, inliers, relief, True
+
+
+@njit(cache=True, nogil=True)
 def clear_plane_behind(depth, centre_depth, half_cube, band, min_share, max_rms, min_behind, min_spread, min_border, clearance, hypotheses, rounds):
     """Find the plane behind the hand in a normalised crop and clear it.
 
@@ -125,51 +197,13 @@ def clear_plane_behind(depth, centre_depth, half_cube, band, min_share, max_rms,
             if -1.0 < value < 1.0:
                 ii[k], jj[k], z[k] = i, j, centre_depth + half_cube * value
                 k += 1
-    inverse = 1.0 / z
     middle = (rows - 1) / 2.0
-    # The plane lies behind the hand: hypotheses through points of the crop's back half.
+    # The plane lies behind the hand: hypotheses through points of the crop's back half,
+    # scored on at most ~500 points spread over the crop.
     back = np.nonzero(z >= np.median(z))[0]
-    # Scored on at most ~500 points spread over the crop.
-    stride = max(1, n // 500)
-    best, best_a, best_b, best_c = -1, 0.0, 0.0, 0.0
-    state = np.uint64(n)
-    for _ in range(hypotheses):
-        picks = np.empty(3, np.int64)
-        for m in range(3):
-            state = _next(state)
-            picks[m] = back[int(state >> np.uint64(33)) % len(back)]
-        p0, p1, p2 = picks[0], picks[1], picks[2]
-        a, b, c, ok = _through(ii[p0], jj[p0], inverse[p0], ii[p1], jj[p1], inverse[p1], ii[p2], jj[p2], inverse[p2], middle)
-        if not ok or c <= 0.0 or 1.0 / c - centre_depth < min_behind:
-            continue
-        count = 0
-        for m in range(0, n, stride):
-            plane_inverse = a * (ii[m] - middle) + b * (jj[m] - middle) + c
-            if plane_inverse > 0.0 and abs(1.0 / plane_inverse - z[m]) < band:
-                count += 1
-        if count > best:
-            best, best_a, best_b, best_c = count, a, b, c
-    if best < 3:
+    a, b, c, inliers, relief, found = robust_plane(ii, jj, z, back, middle, band, hypotheses, rounds, max(1, n // 500), centre_depth, min_behind, False)
+    if not found:
         return out, False
-    inliers = np.zeros(n, np.bool_)
-    relief = np.empty(n)
-    a, b, c = best_a, best_b, best_c
-    for attempt in range(rounds + 1):
-        changed = False
-        for m in range(n):
-            plane_inverse = a * (ii[m] - middle) + b * (jj[m] - middle) + c
-            if plane_inverse <= 0.0:
-                return out, False  # the plane passes behind the camera here: no plane at all
-            relief[m] = 1.0 / plane_inverse - z[m]  # > 0: in front of the plane
-            inlier = abs(relief[m]) < band
-            if inlier != inliers[m]:
-                changed = True
-                inliers[m] = inlier
-        if not changed or attempt == rounds:
-            break  # the relief is that of (a, b, c)
-        a, b, c, ok = _fit(ii, jj, inverse, inliers, middle)
-        if not ok:
-            return out, False
     count = 0
     border = 0
     squares = si = sj = sii = sij = sjj = 0.0

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from kernels.background_plane import _fit, clear_plane_behind
+from kernels.background_plane import _fit, clear_plane_behind, robust_plane
 from tracker.crop import BackgroundPlane, CropFrame, make_crop, resample
 from tracker.types import CameraIntrinsics, Handedness
 
@@ -54,6 +54,62 @@ def test_the_fit_is_least_squares():
     expected = np.linalg.lstsq(design[inliers], inverse[inliers], rcond=None)[0]
     assert ok
     np.testing.assert_allclose([a, b, c], expected, rtol=1e-9, atol=1e-12)
+
+
+def _table_seen_along(share_standing_out, camera_height_m=0.1, seed=5):
+    """Grid points of a table seen along it from ``camera_height_m`` above it, with
+    ``share_standing_out`` of them 3-8 cm above it (a hand and forearm resting on it):
+    (ii, jj, z) float64 and which stand out. The table's plane is y = camera height in the
+    camera frame, so 1 / z = (j - cy) / (f * height) exactly."""
+    rng = np.random.default_rng(seed)
+    n = 3000
+    ii, jj = rng.uniform(0, 212, n), rng.uniform(85, 159, n)
+    table = 200.0 * camera_height_m / (jj - 79.5)  # f = 200 px, cy = 79.5
+    up = rng.uniform(size=n) < share_standing_out
+    # Raised by h along the table's normal: on a ray at row j a point h above the table
+    # meets it at depth f (height - h) / (j - cy).
+    z = np.where(up, 200.0 * (camera_height_m - rng.uniform(0.03, 0.08, n)) / (jj - 79.5), table)
+    return ii, jj, z, up
+
+
+@pytest.mark.parametrize("share", [0.1, 0.25, 0.35])
+def test_the_robust_plane_is_the_table_and_not_the_hand_on_it(share):
+    # The hand's own share of the points draws a least-squares plane towards it; the plane
+    # most points lie near is the table's, whatever stands on it.
+    ii, jj, z, up = _table_seen_along(share)
+    centre = 106.0
+    a, b, c, inliers, relief, found = robust_plane(ii, jj, z, np.arange(len(z)), centre, 0.015, 48, 5, 6, 0.0, 0.0, True)
+    assert found
+    assert np.array_equal(inliers, ~up)  # every point of the table, none of the hand
+    # The table's inverse depth, 1 / z = (j - 79.5) / 20: a = 0, b = 0.05 per row.
+    np.testing.assert_allclose([a, b, c], [0.0, 0.05, (centre - 79.5) / 20.0], atol=1e-9)
+    assert np.all(relief[up] > 0.03)
+    # Least squares over them all is not the table: the hand's points pull it off by more
+    # than the band on many of the table's points.
+    design = np.stack([ii - centre, jj - centre, np.ones_like(ii)], axis=1)
+    fit = np.linalg.lstsq(design, 1.0 / z, rcond=None)[0]
+    assert np.count_nonzero(np.abs(1.0 / (design[~up] @ fit) - z[~up]) >= 0.015) > 0.1 * np.count_nonzero(~up)
+
+
+def test_points_beyond_the_horizon_stand_out_without_bound_or_end_the_search():
+    # An arm raised above a table seen along it: rays above the table's horizon (row 79.5
+    # here) never meet it.
+    ii, jj, z, up = _table_seen_along(0.0)
+    raised = np.arange(200)
+    jj[raised] = np.linspace(20.0, 70.0, 200)
+    z[raised] = 0.5
+    a, b, c, inliers, relief, found = robust_plane(ii, jj, z, np.arange(len(z)), 106.0, 0.015, 48, 5, 6, 0.0, 0.0, True)
+    assert found and np.all(relief[raised] == np.inf) and not inliers[raised].any() and inliers[200:].all()
+    assert not robust_plane(ii, jj, z, np.arange(len(z)), 106.0, 0.015, 48, 5, 6, 0.0, 0.0, False)[5]
+
+
+def test_planes_too_near_the_offset_are_not_tried():
+    # The crop's use: only planes passing min_behind behind the cube's centre at the middle
+    # pixel count, so a table in front of that never wins.
+    ii, jj, z, _ = _table_seen_along(0.0)
+    depth_at_middle = 20.0 / (106.0 - 79.5)  # 0.755 m
+    assert robust_plane(ii, jj, z, np.arange(len(z)), 106.0, 0.015, 48, 5, 6, depth_at_middle - 0.05, 0.01, True)[5]
+    assert not robust_plane(ii, jj, z, np.arange(len(z)), 106.0, 0.015, 48, 5, 6, depth_at_middle, 0.01, True)[5]
 
 
 def test_points_on_a_line_give_no_plane():

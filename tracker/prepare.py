@@ -243,6 +243,10 @@ def warm_up_preparation(config: PrepareConfig, classifiers=()) -> None:
     arm_intrinsics = CameraIntrinsics(64, 48, 60.0, 60.0, 32.0, 24.0)
     found = prepare_frame(arm, arm_intrinsics, None, config, None).centre
     prepare_frame(arm, arm_intrinsics, found, config, None)
+    # A block standing 2 cm out of a wall, one surface with it: the wall's plane is fitted.
+    wall = np.full((48, 64), 0.5, np.float32)
+    wall[18:30, 26:38] = 0.48
+    prepare_frame(wall, arm_intrinsics, None, config, None)
     # A blank frame has no hand to crop: the crop's hole fill and background plane, on a plane.
     make_crop(np.full((size, size), 0.5, np.float32), intrinsics, np.array([0.0, 0.0, 0.45]), config.cube_size_m, background_plane=BackgroundPlane())
     for classifier in classifiers:

@@ -93,6 +93,7 @@ import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
+from kernels.background_plane import robust_plane
 from kernels.blobs import blob_points, border_contacts, gaps_to_contact, label_sizes_and_front_votes, mean_shift, nearest_squared_distance, outline_cuts, tip_means
 from kernels.depth_edges import depth_edges
 from tracker.types import CameraIntrinsics
@@ -189,7 +190,9 @@ class SegmentConfig:
     #: ... spread about it by no more than this (RMS): a wall or table with the camera's
     #: noise; a torso or a room is no plane.
     max_plane_rms_m: float = 0.006
-    #: Refits of the plane without the points standing out, at most.
+    #: Planes through three of its points tried, for the one the most points lie near,
+    relief_hypotheses: int = 48
+    #: ... then refitted without the points standing out, at most this many times.
     relief_fit_rounds: int = 5
 
 
@@ -383,29 +386,24 @@ class _Grid:
         mostly lies in, holding the nearest points: (grid) mask, or None where the candidate
         is no plane (a torso, a room) or nothing stands out of it.
 
-        A plane's inverse depth is linear in the pixel coordinates, so the plane is a least-
-        squares fit of 1/z over the grid, refitted without the points more than
-        ``min_relief_m`` in front of or behind it until those stay the same."""
+        A plane's inverse depth is linear in the pixel coordinates. The plane is the one
+        within ``min_relief_m`` of the most points among ``relief_hypotheses`` through three
+        of them, refitted by least squares to those points until they stay the same
+        (``kernels.background_plane.robust_plane``). A least-squares fit over the whole
+        candidate would be drawn towards the hand by the hand's own share of it: a slice of
+        a desk seen along it, with a hand and forearm resting on it, is a quarter hand."""
         c = self.config
         gv, gu = pixels_of(mask)
         z = self.depth[gv, gu].astype(np.float64)
-        design = np.stack([gu, gv, np.ones_like(gu)], axis=1).astype(np.float64)
-        # The fit on evenly spread points: a wall fills much of the grid.
-        fit = np.linspace(0, len(z) - 1, min(len(z), c.max_points)).astype(np.intp)
-        on_plane = np.ones(len(z), bool)
-        for _ in range(c.relief_fit_rounds):
-            used = fit[on_plane[fit]]
-            if len(used) < 3:
-                return None
-            coef, *_ = np.linalg.lstsq(design[used], 1.0 / z[used], rcond=None)
-            inverse = design @ coef
-            if np.any(inverse <= 0):  # the plane passes behind the camera: no plane at all
-                return None
-            relief = 1.0 / inverse - z  # > 0: in front of the plane
-            kept = np.abs(relief) < c.min_relief_m
-            if np.array_equal(kept, on_plane):
-                break
-            on_plane = kept
+        if len(z) < 3:
+            return None
+        # Scored on at most ~500 points spread over the candidate, as a wall fills much of the grid.
+        _, _, _, on_plane, relief, found = robust_plane(
+            gu.astype(np.float64), gv.astype(np.float64), z, np.arange(len(z)), (self.depth.shape[1] - 1) / 2.0, c.min_relief_m,
+            c.relief_hypotheses, c.relief_fit_rounds, max(1, len(z) // 500), 0.0, 0.0, True,
+        )
+        if not found:
+            return None
         if np.count_nonzero(on_plane) < c.min_plane_share * len(z) or np.sqrt(np.mean(relief[on_plane] ** 2)) > c.max_plane_rms_m:
             return None
         out = np.zeros(mask.shape, bool)
