@@ -89,19 +89,19 @@ def robust_plane(ii, jj, z, picks, centre, band, hypotheses, rounds, stride, off
     Of ``hypotheses`` planes through three points drawn from the indices ``picks`` (a fixed
     pseudo-random choice, seeded by the number of points), the one within ``band`` (metres,
     in depth) of the most of every ``stride``-th point, and passing at least ``min_behind``
-    behind ``offset`` (metres, at the middle pixel; 0 and 0 for no such bound), is refitted
-    by least squares to the points within ``band`` of it until those stay the same, at most
-    ``rounds`` times. A least-squares fit over all the points instead is drawn towards what
-    stands out, by a hand's own share of them.
+    behind ``offset`` (metres) at the pixel (centre, centre) (0 and 0: no such bound), is
+    refitted by least squares to the points within ``band`` of it until those stay the
+    same, at most ``rounds`` times. A least-squares fit over all the points instead is
+    drawn towards what stands out, by a hand's own share of them.
 
     A point whose ray never meets the plane in front of the camera lies beyond its horizon
-    (a table seen along it, an arm raised above it): with ``horizon_ok`` it stands out of the
-    plane without bound; without, there is no plane at all.
+    (a table seen along it, an arm raised above it). With ``horizon_ok`` it stands out of
+    the plane without bound, and a plane whose horizon the pixel (centre, centre) lies
+    beyond passes infinitely far behind it; without, such a plane is no plane at all.
 
     Returns (a, b, c, inliers, relief, found): inliers (n,) bool; relief (n,) float64
     metres in front of the plane (< 0: behind; inf beyond its horizon); found False where
-    no three points drawn span a plane in front of the camera, or (without ``horizon_ok``)
-    the plane passes behind the camera at a point.
+    no three points drawn span a plane that counts, or a refit does not.
     """
     n = len(z)
     inverse = 1.0 / z
@@ -115,8 +115,13 @@ def robust_plane(ii, jj, z, picks, centre, band, hypotheses, rounds, stride, off
             state = _next(state)
             p[m] = picks[int(state >> np.uint64(33)) % len(picks)]
         a, b, c, ok = _through(ii[p[0]], jj[p[0]], inverse[p[0]], ii[p[1]], jj[p[1]], inverse[p[1]], ii[p[2]], jj[p[2]], inverse[p[2]], centre)
-        if not ok or c <= 0.0 or 1.0 / c - offset < min_behind:
+        if not ok:
             continue
+        if c > 0.0:
+            if 1.0 / c - offset < min_behind:
+                continue
+        elif not horizon_ok:
+            continue  # the middle pixel's ray never meets it: with a horizon, infinitely far behind
         count = 0
         for m in range(0, n, stride):
             plane_inverse = a * (ii[m] - centre) + b * (jj[m] - centre) + c
@@ -162,7 +167,7 @@ def clear_plane_behind(depth, centre_depth, half_cube, band, min_share, max_rms,
     min_share: the plane needs inliers on at least this share of the crop's S * S pixels,
     max_rms: metres; ... their RMS distance from it (in depth) at most this,
     min_behind: metres; ... to pass at least this far behind the cube's centre, at the crop's
-      middle pixel,
+      middle pixel (a table seen along it may pass that pixel's ray by: beyond its horizon),
     min_spread: ... and its inliers to spread at least this share of S across their narrower
       direction (their standard deviation there, times sqrt(12): a strip's width), which a
       forearm reaching away behind the hand, nearly a plane along a strip, does not,
@@ -170,7 +175,7 @@ def clear_plane_behind(depth, centre_depth, half_cube, band, min_share, max_rms,
       a wall or a table runs on past the crop, while a flat hand and its forearm, which may
       be as big and as flat, cross its edge with the forearm only.
     clearance: metres; a pixel less than this in front of the plane, or behind it, is
-      cleared to 1 (background).
+      cleared to 1 (background); one beyond its horizon stands out of it and is kept.
     hypotheses: planes through three points of the crop's back half tried; the one with the
       most inliers (passing behind the centre) is refitted by least squares to its inliers,
     rounds: ... at most this many times, until they stay the same.
@@ -201,7 +206,7 @@ def clear_plane_behind(depth, centre_depth, half_cube, band, min_share, max_rms,
     # The plane lies behind the hand: hypotheses through points of the crop's back half,
     # scored on at most ~500 points spread over the crop.
     back = np.nonzero(z >= np.median(z))[0]
-    a, b, c, inliers, relief, found = robust_plane(ii, jj, z, back, middle, band, hypotheses, rounds, max(1, n // 500), centre_depth, min_behind, False)
+    a, b, c, inliers, relief, found = robust_plane(ii, jj, z, back, middle, band, hypotheses, rounds, max(1, n // 500), centre_depth, min_behind, True)
     if not found:
         return out, False
     count = 0
@@ -222,8 +227,8 @@ def clear_plane_behind(depth, centre_depth, half_cube, band, min_share, max_rms,
         return out, False
     if border < min_border * (2 * (rows + cols) - 4):
         return out, False
-    if c <= 0.0 or 1.0 / c - centre_depth < min_behind:
-        return out, False
+    if c > 0.0 and 1.0 / c - centre_depth < min_behind:
+        return out, False  # (c <= 0: the middle pixel's ray never meets the plane, infinitely far behind)
     # The smaller eigenvalue of the inliers' 2 x 2 pixel covariance.
     vii = sii / count - (si / count) ** 2
     vjj = sjj / count - (sj / count) ** 2

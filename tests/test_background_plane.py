@@ -132,6 +132,36 @@ def test_a_wall_behind_a_block_is_cleared_and_the_block_kept_golden():
     assert np.count_nonzero(crop.depth[~block] < 1.0) == 64 * 64 - 18 * 18  # the wall filled the rest
 
 
+def test_a_table_seen_along_it_is_cleared_though_the_arm_rises_past_its_horizon():
+    # A camera 10 cm above a table looks along it at a hand (a box 3 cm tall) resting on it
+    # 38 cm away, its forearm rising behind it above the camera's height: that part of the
+    # crop lies beyond the table's horizon, where no ray meets it. It stands out of the
+    # plane, which is still the table's; and the table, which crosses the crop as a band
+    # reaching only its sides, is wide enough along the crop's edge.
+    height = 0.10
+    v, u = np.mgrid[: K.height, : K.width].astype(np.float64)
+    across, down = (u - K.cx) / K.fx, (v - K.cy) / K.fy
+    depth = np.where(down > 0, height / np.maximum(down, 1e-9), 0.0)  # the table, y = height (y down)
+    hand = (np.abs(across * 0.38) < 0.045) & (down * 0.38 > height - 0.03) & (down * 0.38 < height)
+    arm = (np.abs(across * 0.42) < 0.03) & (down * 0.42 > -0.06) & (down * 0.42 <= height - 0.03)
+    depth = np.where(arm & ((depth == 0) | (depth > 0.42)), 0.42, depth)
+    depth = np.where(hand, 0.38, depth).astype(np.float32)
+    centre = np.array([0.0, 0.085, 0.395])
+    crop = make_crop(depth, K, centre, 0.26, frame=CropFrame.RAY)
+    cleared = make_crop(depth, K, centre, 0.26, frame=CropFrame.RAY, background_plane=PLANE)
+    measured = crop.depth < 1.0
+    on_hand = resample(hand.astype(np.uint8), crop.image_from_crop, 64, 0).astype(bool) & measured
+    on_arm = resample(arm.astype(np.uint8), crop.image_from_crop, 64, 0).astype(bool) & measured
+    table = measured & ~on_hand & ~on_arm
+    assert on_hand.sum() > 150 and on_arm.sum() > 150 and table.sum() > 800
+    assert np.all(cleared.depth[table] == 1.0)
+    np.testing.assert_array_equal(cleared.depth[on_arm], crop.depth[on_arm])
+    # The box's lowest rows, where its front meets the table, lie within the clearance (8 mm
+    # in depth) of it and go with it, as a finger's underside does: a row or two of pixels.
+    kept = cleared.depth[on_hand] == crop.depth[on_hand]
+    assert kept.mean() > 0.85 and np.all(cleared.depth[on_hand][~kept] == 1.0)
+
+
 @pytest.mark.parametrize("frame", list(CropFrame))
 @pytest.mark.parametrize("normal", [(0.0, 0.0, -1.0), (0.0, -0.5, -0.866), (0.3, 0.3, -0.906)], ids=["wall", "table", "slanted"])
 def test_walls_and_tables_at_a_slant_off_the_axis_go_in_either_crop_frame(frame, normal):
