@@ -20,7 +20,7 @@ weights and classifiers), once with ``keep_planes`` and once without.
 
 Per gap and setting: the share of frames with a hand reported, judged to hold
 none, or with nothing found; the mean joint error of the hands reported (mm, against the
-rendered joints); the share given the right side.
+rendered joints), and of those given the right side; the share given the right side.
 
 Writes ``benchmarks/results/near_surfaces.json`` (with the command, machine and settings)
 and beside it ``near_surfaces.png``: the first scenes with the hand resting on the surface,
@@ -130,9 +130,18 @@ def measure(config: NearSurfacesConfig, progress: bool = True) -> list[dict]:
         for tracker in trackers.values():
             tracker.close()
     return [
-        {"gap_m": z, "background_plane": name, **outcome_summary(rows), "per_scene": rows}
+        {"gap_m": z, "background_plane": name, **outcome_summary(rows), "mean_joint_error_side_right_mm": side_right_error(rows), "per_scene": rows}
         for (z, name), rows in frames.items()
     ]
+
+
+def side_right_error(rows: list[dict]) -> float | None:
+    """Mean joint error (mm) of the hands reported on their true side: a track's first frame
+    given the wrong side is fitted mirrored, some 50-70 mm off, and the track's vote puts
+    it right within its first side checks (``tracker.side_vote``), so the fit apart from
+    that is worth its own figure."""
+    errors = [row["joint_error_mm"] for row in rows if row["outcome"] == "hand" and row["side_right"]]
+    return float(np.mean(errors)) if errors else None
 
 
 def write_picture(path: Path, hand_model, scenes: int = 6, gap_m: float = 0.0, panel: int = 192) -> None:
@@ -193,12 +202,12 @@ def main(argv: list[str] | None = None) -> int:
 
     write_picture(args.out.with_suffix(".png"), HandModel.load())
     print_table(
-        ["gap", "plane", "hand", "judged no hand", "nothing", "joint error", "side right"],
+        ["gap", "plane", "hand", "judged no hand", "nothing", "joint error", "on the right side", "side right"],
         [
             [
                 "none" if row["gap_m"] is None else f"{100 * row['gap_m']:.0f} cm", row["background_plane"],
                 f"{row['hand_reported']:.0%}", f"{row['judged_no_hand']:.0%}", f"{row['nothing_found']:.0%}",
-                cell(row["mean_joint_error_mm"], ".1f", " mm"), cell(row["side_right"], ".0%"),
+                cell(row["mean_joint_error_mm"], ".1f", " mm"), cell(row["mean_joint_error_side_right_mm"], ".1f", " mm"), cell(row["side_right"], ".0%"),
             ]
             for row in rows
         ],

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks.near_surfaces import main, scene_at
+from benchmarks.near_surfaces import main, scene_at, side_right_error
 from tracker.hand_model import HandModel
 from tracker.synth.scene import SceneLabel
 
@@ -47,5 +47,20 @@ def test_a_run_writes_each_gap_with_the_plane_cleared_and_kept(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [(row["gap_m"], row["background_plane"]) for row in rows] == [(None, "cleared"), (None, "kept"), (0.0, "cleared"), (0.0, "kept")]
     assert all(row["frames"] == 1 and len(row["per_scene"]) == 1 for row in rows)
+    for row in rows:
+        (scene,) = row["per_scene"]
+        expected = scene["joint_error_mm"] if scene["outcome"] == "hand" and scene["side_right"] else None
+        assert row["mean_joint_error_side_right_mm"] == expected
     picture = cv2.imread(str(out.with_suffix(".png")))
     assert picture is not None and picture.shape[0] == 6 * 192  # six scenes, a row each
+
+
+def test_the_error_on_the_right_side_leaves_out_the_mirrored_fits_and_the_misses():
+    rows = [
+        {"outcome": "hand", "joint_error_mm": 6.0, "side_right": True},
+        {"outcome": "hand", "joint_error_mm": 60.0, "side_right": False},
+        {"outcome": "hand", "joint_error_mm": 8.0, "side_right": True},
+        {"outcome": "nothing_found", "joint_error_mm": None, "side_right": None},
+    ]
+    assert side_right_error(rows) == 7.0
+    assert side_right_error(rows[1:2] + rows[3:]) is None
