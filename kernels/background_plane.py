@@ -121,7 +121,7 @@ def robust_plane(ii, jj, z, picks, centre, band, hypotheses, rounds, stride, off
             if 1.0 / c - offset < min_behind:
                 continue
         elif not horizon_ok:
-            continue  # the middle pixel's ray never meets it: with a horizon, infinitely far behind
+            continue  # the ray at (centre, centre) never meets it: with a horizon, infinitely far behind
         count = 0
         for m in range(0, n, stride):
             plane_inverse = a * (ii[m] - centre) + b * (jj[m] - centre) + c
