@@ -137,9 +137,9 @@ def measure(config: NearSurfacesConfig, progress: bool = True) -> list[dict]:
 
 def side_right_error(rows: list[dict]) -> float | None:
     """Mean joint error (mm) of the hands reported on their true side: a track's first frame
-    given the wrong side is fitted mirrored, some 50-70 mm off, and the track's vote puts
-    it right within its first side checks (``tracker.side_vote``), so the fit apart from
-    that is worth its own figure."""
+    given the wrong side is fitted mirrored, some 30-70 mm off, and a track's later frames
+    add to its side vote (``tracker.side_vote``), so the fit apart from that is worth its
+    own figure."""
     errors = [row["joint_error_mm"] for row in rows if row["outcome"] == "hand" and row["side_right"]]
     return float(np.mean(errors)) if errors else None
 
