@@ -22,6 +22,13 @@ Per gap and setting: the share of frames with a hand reported, judged to hold
 none, or with nothing found; the mean joint error of the hands reported (mm, against the
 rendered joints), and of those given the right side; the share given the right side.
 
+Tracked (``--track-sequences``): the built-in input's moving hands (seeds 40 on, a right
+and a left hand each) with a desk or wall moved along behind the hand at a given gap in
+every frame, tracked as a run tracks them: the frames with a hand, the side reported (of
+all frames with a hand, and at a track's 1st, 16th and 31st frame: after its first, second
+and third side check), the side changes, and the mean joint error, of all frames with a
+hand and of those on the right side.
+
 Writes ``benchmarks/results/near_surfaces.json`` (with the command, machine and settings)
 and beside it ``near_surfaces.png``: the first scenes with the hand resting on the surface,
 the whole frame, then the network's crop with the plane kept and cleared.
@@ -45,10 +52,11 @@ from benchmarks import cell, check_output_path, print_table, result_header, writ
 from benchmarks.working_distance import outcome_summary, track_first_frame
 from tracker.backends import AUTO_BACKEND, BACKENDS
 from kernels.raster import composite_plane
-from kernels.sensor_noise import apply_stereo_noise
+from kernels.sensor_noise import StereoNoiseModel, apply_stereo_noise
+from tracker.sources import SyntheticSource, render_hand_pose
 from tracker.synth.dataset import sample_seed
 from tracker.synth.scene import SceneConfig, SceneLabel, render_sample, to_depth_units
-from tracker.types import DepthFrame
+from tracker.types import DepthFrame, Handedness
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -61,6 +69,14 @@ SCENE_STREAM = 9
 CAMERA_CLEARANCE_M = 0.1
 
 
+#: The tracked sequences' first seed of the built-in input (``SyntheticSource``): the
+#: committed benchmarks that track its sequences use seeds 0-33.
+TRACK_FIRST_SEED = 40
+#: Track frames (1 = the first) at which the side reported is counted: the first, and
+#: the frames after the next side checks (``TrackerConfig.side_check_every``, 15).
+SIDE_AT_FRAMES = (1, 16, 31)
+
+
 @dataclass(frozen=True)
 class NearSurfacesConfig:
     scenes: int = 100
@@ -68,6 +84,12 @@ class NearSurfacesConfig:
     #: None: no surface.
     gaps_m: tuple[float | None, ...] = (None, 0.0, 0.01, 0.02, 0.04, 0.06, 0.08, 0.12)
     backend: str = "onnxruntime"
+    #: Tracked sequences (``sequence_frames``): seeds from ``track_first_seed`` on, a right
+    #: and a left hand each (0: none), so many frames each, at these gaps.
+    track_sequences: int = 6
+    track_first_seed: int = TRACK_FIRST_SEED
+    track_frames: int = 90
+    track_gaps_m: tuple[float | None, ...] = (None, 0.0, 0.02)
 
 
 def surface_normal(rng: np.random.Generator) -> np.ndarray:
@@ -76,6 +98,19 @@ def surface_normal(rng: np.random.Generator) -> np.ndarray:
     desk = Rotation.from_euler("xz", rng.uniform(-35, 35, size=2), degrees=True).apply([0.0, -1.0, 0.0])
     wall = Rotation.from_euler("xy", rng.uniform(-30, 30, size=2), degrees=True).apply([0.0, 0.0, -1.0])
     return wall if rng.uniform() < 0.5 else desk
+
+
+def add_surface(depth: np.ndarray, point: np.ndarray, normal: np.ndarray, k, max_depth_m: float) -> None:
+    """In place: the plane through ``point`` facing ``normal`` (unit, towards the camera) drawn
+    into ``depth`` ((H, W) float32 metres, 0: nothing, camera ``k``), hiding what lies
+    behind it."""
+    labels = np.zeros(depth.shape, np.int16)
+    # Behind the plane nothing is seen: clear what lies there before compositing it.
+    v, u = np.mgrid[: k.height, : k.width]
+    rays = np.stack([(u - k.cx) / k.fx, (v - k.cy) / k.fy, np.ones(depth.shape)], axis=-1)
+    behind = (depth > 0) & (((rays * depth[..., None]) - point) @ normal < 0)
+    depth[behind] = 0.0
+    composite_plane(point, normal, k.fx, k.fy, k.cx, k.cy, depth, labels, np.int16(SceneLabel.TABLE), max_depth_m)
 
 
 def scene_at(index: int, gap_m: float | None, hand_model) -> tuple[np.ndarray, object]:
@@ -97,16 +132,7 @@ def scene_at(index: int, gap_m: float | None, hand_model) -> tuple[np.ndarray, o
     else:
         raise RuntimeError(f"scene {index}: no surface behind the hand clear of the camera in 100 draws")
     if gap_m is not None:
-        # The plane through the hand's rearmost point along the normal, moved the gap further.
-        point = rearmost - normal * gap_m
-        k = sample.intrinsics
-        labels = np.zeros(depth.shape, np.int16)
-        # Behind the plane nothing is seen: clear what lies there before compositing it.
-        v, u = np.mgrid[: k.height, : k.width]
-        rays = np.stack([(u - k.cx) / k.fx, (v - k.cy) / k.fy, np.ones(depth.shape)], axis=-1)
-        behind = (depth > 0) & (((rays * depth[..., None]) - point) @ normal < 0)
-        depth[behind] = 0.0
-        composite_plane(point, normal, k.fx, k.fy, k.cx, k.cy, depth, labels, np.int16(SceneLabel.TABLE), scene.max_depth_m)
+        add_surface(depth, rearmost - normal * gap_m, normal, sample.intrinsics, scene.max_depth_m)
     noisy = apply_stereo_noise(depth, sample.intrinsics.fx, scene.noise, rng)
     return to_depth_units(noisy, sample.depth_scale, scene.max_depth_m), sample
 
@@ -142,6 +168,84 @@ def side_right_error(rows: list[dict]) -> float | None:
     own figure."""
     errors = [row["joint_error_mm"] for row in rows if row["outcome"] == "hand" and row["side_right"]]
     return float(np.mean(errors)) if errors else None
+
+
+def sequence_frames(seed: int, hand: Handedness, frames: int, gap_m: float | None, hand_model):
+    """Yield (frame, (21, 3) true joints) for the first ``frames`` frames of the built-in
+    input's moving ``hand`` (``SyntheticSource(seed)``) with a surface ``gap_m`` behind the
+    hand's rearmost point in every frame (None: none): a desk or a wall drawn once for the
+    sequence, as for the scenes, clear of the camera in every frame, and moved with the hand
+    so that the gap stays the same, as a hand sliding over a desk or along a wall. The
+    stereo noise is made over the whole frame."""
+    source = SyntheticSource(seed=seed, max_frames=frames, hand=hand, hand_model=hand_model)
+    k, scale, max_depth_m = source.intrinsics, source.depth_scale, 3.0
+    poses = [source.pose_at(i) for i in range(frames)]
+    hands = [hand_model.pose(pose.local_rotations, pose.bone_scales, pose.cam_from_hand, pose.handedness) for pose in poses]
+    rng = np.random.default_rng([seed, int(hand == Handedness.LEFT), SCENE_STREAM])
+    for _ in range(100):
+        normal = surface_normal(rng)
+        if all(-float(np.min(posed.vertices @ normal)) >= CAMERA_CLEARANCE_M for posed in hands):
+            break
+    else:
+        raise RuntimeError(f"seed {seed}: no surface behind the hand clear of the camera in every frame in 100 draws")
+    noise = StereoNoiseModel()
+    for i, (pose, posed) in enumerate(zip(poses, hands)):
+        depth, _, _ = render_hand_pose(hand_model, pose, k, scale, forearm=True, arm_length_m=source.ARM_LENGTH_M, max_depth_m=max_depth_m)
+        depth_m = depth.astype(np.float32) * np.float32(scale)
+        if gap_m is not None:
+            rearmost = posed.vertices[np.argmin(posed.vertices @ normal)]
+            add_surface(depth_m, rearmost - normal * gap_m, normal, k, max_depth_m)
+        noisy = apply_stereo_noise(depth_m, k.fx, noise, np.random.default_rng([seed, i]))
+        frame = DepthFrame(
+            to_depth_units(noisy, scale, max_depth_m), scale, k, timestamp_ms=1000.0 * i / source.fps, serial="synthetic", frame_number=i
+        )
+        yield frame, posed.joints
+
+
+def measure_tracked(config: NearSurfacesConfig, progress: bool = True) -> list[dict]:
+    """Per gap: the tracked sequences' frames with a hand reported, the share of those on
+    the true side (all, and at ``SIDE_AT_FRAMES`` of each track), the side changes, and the
+    mean joint error (mm), of all and of those on the true side."""
+    from tracker.api import open_tracker
+    from tracker.hand_model import HandModel
+
+    hand_model = HandModel.load()
+    seeds = range(config.track_first_seed, config.track_first_seed + config.track_sequences)
+    runs = [(z, seed, hand) for z in config.track_gaps_m for seed in seeds for hand in (Handedness.RIGHT, Handedness.LEFT)]
+    outcomes = {z: {"right": [], "errors": [], "changes": 0, "at": {n: [] for n in SIDE_AT_FRAMES}} for z in config.track_gaps_m}
+    with open_tracker(backend=config.backend) as tracker:
+        for z, seed, hand in tqdm(runs, desc="tracked sequences", disable=not progress):
+            tracker.reset()
+            last, track_frame, out = None, 0, outcomes[z]
+            for frame, joints in sequence_frames(seed, hand, config.track_frames, z, hand_model):
+                result = tracker.process(frame)
+                if not result.hands:
+                    last, track_frame = None, 0
+                    continue
+                track_frame += 1
+                reported = result.hands[0].handedness
+                out["right"].append(reported == hand)
+                out["errors"].append(float(1000 * np.linalg.norm(result.hands[0].joints_cam_m - joints, axis=1).mean()))
+                out["changes"] += last is not None and reported != last
+                if track_frame in out["at"]:
+                    out["at"][track_frame].append(reported == hand)
+                last = reported
+    rows = []
+    for z, out in outcomes.items():
+        right, errors = np.array(out["right"], bool), np.array(out["errors"])
+        rows.append({
+            "gap_m": z,
+            "sequences": 2 * config.track_sequences,
+            "frames": 2 * config.track_sequences * config.track_frames,
+            "frames_with_a_hand": int(len(right)),
+            "side_right": float(right.mean()) if len(right) else None,
+            "side_right_at_track_frame": {str(n): float(np.mean(v)) if v else None for n, v in out["at"].items()},
+            "tracks_at_track_frame": {str(n): len(v) for n, v in out["at"].items()},
+            "side_changes": int(out["changes"]),
+            "mean_joint_error_mm": float(errors.mean()) if len(errors) else None,
+            "mean_joint_error_side_right_mm": float(errors[right].mean()) if right.any() else None,
+        })
+    return rows
 
 
 def write_picture(path: Path, hand_model, scenes: int = 6, gap_m: float = 0.0, panel: int = 192) -> None:
@@ -182,6 +286,12 @@ def main(argv: list[str] | None = None) -> int:
         "--gaps", type=float, nargs="+", default=[z for z in NearSurfacesConfig.gaps_m if z is not None], metavar="M",
         help="gaps between the hand and the surface behind it, metres, besides the scenes with no surface (default %(default)s)",
     )
+    parser.add_argument(
+        "--track-sequences", type=int, default=NearSurfacesConfig.track_sequences,
+        help="tracked sequences of the built-in input, a right and a left hand each, with the surface moved along behind the hand "
+        "(default %(default)s; 0: none)",
+    )
+    parser.add_argument("--track-frames", type=int, default=NearSurfacesConfig.track_frames, help="frames per tracked sequence (default %(default)s)")
     parser.add_argument("--backend", default=NearSurfacesConfig.backend, choices=[AUTO_BACKEND, *BACKENDS], help="inference backend (default %(default)s)")
     parser.add_argument(
         "--out", type=Path, default=RESULTS_DIR / "near_surfaces.json", help="result JSON (default benchmarks/results/near_surfaces.json)"
@@ -190,14 +300,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.scenes < 1:
         parser.error("--scenes must be at least 1")
+    if args.track_sequences < 0 or args.track_frames < 1:
+        parser.error("--track-sequences must be at least 0 and --track-frames at least 1")
     if not all(0.0 <= z <= 0.4 for z in args.gaps):
         parser.error("--gaps must lie between 0 and 0.4 m")
     check_output_path(parser, "--out", args.out)
-    config = NearSurfacesConfig(scenes=args.scenes, gaps_m=(None, *args.gaps), backend=args.backend)
+    config = NearSurfacesConfig(
+        scenes=args.scenes, gaps_m=(None, *args.gaps), backend=args.backend, track_sequences=args.track_sequences, track_frames=args.track_frames
+    )
 
     began = time.perf_counter()
     rows = measure(config, progress=not args.no_progress)
-    write_result(args.out, {**result_header("near_surfaces", argv), "config": asdict(config), "rows": rows, "seconds": time.perf_counter() - began})
+    tracked = measure_tracked(config, progress=not args.no_progress) if config.track_sequences else []
+    write_result(
+        args.out, {**result_header("near_surfaces", argv), "config": asdict(config), "rows": rows, "tracked": tracked, "seconds": time.perf_counter() - began}
+    )
     from tracker.hand_model import HandModel
 
     write_picture(args.out.with_suffix(".png"), HandModel.load())
@@ -212,6 +329,18 @@ def main(argv: list[str] | None = None) -> int:
             for row in rows
         ],
     )
+    if tracked:
+        print_table(
+            ["gap", "tracked frames with a hand", "side right", *(f"at frame {n}" for n in SIDE_AT_FRAMES), "side changes", "joint error", "on the right side"],
+            [
+                [
+                    "none" if row["gap_m"] is None else f"{100 * row['gap_m']:.0f} cm", f"{row['frames_with_a_hand']} of {row['frames']}",
+                    cell(row["side_right"], ".1%"), *(cell(row["side_right_at_track_frame"][str(n)], ".0%") for n in SIDE_AT_FRAMES),
+                    str(row["side_changes"]), cell(row["mean_joint_error_mm"], ".1f", " mm"), cell(row["mean_joint_error_side_right_mm"], ".1f", " mm"),
+                ]
+                for row in tracked
+            ],
+        )
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0
 
