@@ -108,8 +108,8 @@ class BackgroundPlane:
     #: forearm, as flat and as big as a plane seen through the crop can be, cross the edge
     #: with the forearm only (6 to 8 % of it in the two held-out frames of
     #: ``tracker.evaluate`` where they were taken for a plane without this). A desk seen
-    #: along it runs past the crop's bottom edge alone, 10 to 15 % of it where a hand rests
-    #: on it; at 0.12 rather than 0.15 the plane was found in 89.8 % rather than 88.5 % of
+    #: along it runs past the crop's sides alone, often less than 15 % of it where a hand
+    #: rests on it; at 0.12 rather than 0.15 the plane was found in 89.8 % rather than 88.5 % of
     #: the crops of hands resting on one, and still in none with no surface
     #: (``python -m benchmarks.plane_thresholds --min-border 0.10 0.12 0.15``: scenes
     #: 200-399 as above; 90.8 % at 0.10).
