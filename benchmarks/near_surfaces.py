@@ -27,7 +27,7 @@ and a left hand each) with a desk or wall moved along behind the hand at a given
 every frame, tracked as a run tracks them: the frames with a hand, the side reported (of
 all frames with a hand, and at a track's 1st, 16th and 31st frame: after its first, second
 and third side check), the side changes, and the mean joint error, of all frames with a
-hand and of those on the right side.
+hand and of those on the right side; and each stage's median time.
 
 Writes ``benchmarks/results/near_surfaces.json`` (with the command, machine and settings)
 and beside it ``near_surfaces.png``: the first scenes with the hand resting on the surface,
@@ -204,21 +204,24 @@ def sequence_frames(seed: int, hand: Handedness, frames: int, gap_m: float | Non
 
 def measure_tracked(config: NearSurfacesConfig, progress: bool = True) -> list[dict]:
     """Per gap: the tracked sequences' frames with a hand reported, the share of those on
-    the true side (all, and at ``SIDE_AT_FRAMES`` of each track), the side changes, and the
-    mean joint error (mm), of all and of those on the true side."""
+    the true side (all, and at ``SIDE_AT_FRAMES`` of each track), the side changes, the
+    mean joint error (mm), of all and of those on the true side, and each stage's median
+    milliseconds (``FrameResult.timings_ms``, on the machine the result file names)."""
     from tracker.api import open_tracker
     from tracker.hand_model import HandModel
 
     hand_model = HandModel.load()
     seeds = range(config.track_first_seed, config.track_first_seed + config.track_sequences)
     runs = [(z, seed, hand) for z in config.track_gaps_m for seed in seeds for hand in (Handedness.RIGHT, Handedness.LEFT)]
-    outcomes = {z: {"right": [], "errors": [], "changes": 0, "at": {n: [] for n in SIDE_AT_FRAMES}} for z in config.track_gaps_m}
+    outcomes = {z: {"right": [], "errors": [], "changes": 0, "at": {n: [] for n in SIDE_AT_FRAMES}, "ms": {}} for z in config.track_gaps_m}
     with open_tracker(backend=config.backend) as tracker:
         for z, seed, hand in tqdm(runs, desc="tracked sequences", disable=not progress):
             tracker.reset()
             last, track_frame, out = None, 0, outcomes[z]
             for frame, joints in sequence_frames(seed, hand, config.track_frames, z, hand_model):
                 result = tracker.process(frame)
+                for stage, ms in result.timings_ms.items():
+                    out["ms"].setdefault(stage, []).append(ms)
                 if not result.hands:
                     last, track_frame = None, 0
                     continue
@@ -244,6 +247,9 @@ def measure_tracked(config: NearSurfacesConfig, progress: bool = True) -> list[d
             "side_changes": int(out["changes"]),
             "mean_joint_error_mm": float(errors.mean()) if len(errors) else None,
             "mean_joint_error_side_right_mm": float(errors[right].mean()) if right.any() else None,
+            # Over the frames each stage ran in: segmentation (every frame) is what a surface
+            # behind the hand costs most, each candidate it peels off a slice of it.
+            "median_stage_ms": {stage: float(np.median(ms)) for stage, ms in out["ms"].items()},
         })
     return rows
 
@@ -331,12 +337,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     if tracked:
         print_table(
-            ["gap", "tracked frames with a hand", "side right", *(f"at frame {n}" for n in SIDE_AT_FRAMES), "side changes", "joint error", "on the right side"],
+            ["gap", "tracked frames with a hand", "side right", *(f"at frame {n}" for n in SIDE_AT_FRAMES), "side changes", "joint error", "on the right side", "segment"],
             [
                 [
                     "none" if row["gap_m"] is None else f"{100 * row['gap_m']:.0f} cm", f"{row['frames_with_a_hand']} of {row['frames']}",
                     cell(row["side_right"], ".1%"), *(cell(row["side_right_at_track_frame"][str(n)], ".0%") for n in SIDE_AT_FRAMES),
                     str(row["side_changes"]), cell(row["mean_joint_error_mm"], ".1f", " mm"), cell(row["mean_joint_error_side_right_mm"], ".1f", " mm"),
+                    cell(row["median_stage_ms"].get("segment"), ".2f", " ms"),
                 ]
                 for row in tracked
             ],

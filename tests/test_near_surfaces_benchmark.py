@@ -101,3 +101,4 @@ def test_a_run_tracks_the_sequences_at_each_gap(tmp_path):
         assert row["sequences"] == 2 and row["frames"] == 6 and 0 <= row["frames_with_a_hand"] <= 6
         assert set(row["side_right_at_track_frame"]) == {str(n) for n in SIDE_AT_FRAMES}
         assert row["tracks_at_track_frame"]["16"] == 0  # 3 frames: no track reaches its 16th
+        assert row["median_stage_ms"]["segment"] > 0.0  # every frame is segmented
