@@ -1,5 +1,5 @@
-"""A wall or a table behind the hand in the network's crop, found and cleared to background
-(numba, host side).
+"""A wall, a table or the body right behind the hand in the network's crop, found and
+cleared to background (numba, host side).
 
 A hand resting on a table, or held a few centimetres in front of a wall or a screen, shares
 the crop's 26 cm cube with that surface. The network and the crop classifiers were trained
@@ -20,8 +20,16 @@ hand and its forearm cross the edge with the forearm only), lies flat to within 
 sensor's noise, and passes behind the cube's centre (which segmentation put on the visible
 hand): a flat hand over nothing is itself such a plane, but it runs through its own centre.
 
-The plane search itself (``robust_plane``) is segmentation's too, where it finds the wall or
-table a hand stands out of over the whole image (``tracker.segment``).
+A hand held against the body, or a few centimetres before it, has the body's front behind
+it instead, which no plane fits: a plane holds a strip of it. Grown from that strip into
+the smooth surface whose inverse depth is quadratic in the pixel coordinates
+(``curve_surface``), the front of a torso or a shoulder is cleared as a wall is, under the
+same checks, where it bends away from the camera as a body's front does; a plane and an
+arm rising out of it, which a quadratic could join, bend the other way.
+
+The plane search itself (``robust_plane``) and its growth are segmentation's too, where
+they find the wall, table or body a hand stands out of over the whole image
+(``tracker.segment``).
 """
 
 from __future__ import annotations
@@ -155,8 +163,157 @@ def robust_plane(ii, jj, z, picks, centre, band, hypotheses, rounds, stride, off
 
 
 @njit(cache=True, nogil=True)
-def clear_plane_behind(depth, centre_depth, half_cube, band, min_share, max_rms, min_behind, min_spread, min_border, clearance, hypotheses, rounds):
-    """Find the plane behind the hand in a normalised crop and clear it.
+def _solve(m, v):
+    """Solution of the small linear system m x = v by Gaussian elimination with partial
+    pivoting (m, v are overwritten); ok False where a pivot vanishes relative to the
+    matrix's scale (the points too few, or on one conic)."""
+    size = len(v)
+    scale = 0.0
+    for r in range(size):
+        for col in range(size):
+            scale = max(scale, abs(m[r, col]))
+    x = np.zeros(size)
+    if scale == 0.0:
+        return x, False
+    for col in range(size):
+        pivot = col
+        for r in range(col + 1, size):
+            if abs(m[r, col]) > abs(m[pivot, col]):
+                pivot = r
+        if abs(m[pivot, col]) <= 1e-12 * scale:
+            return x, False
+        if pivot != col:
+            for k in range(size):
+                m[col, k], m[pivot, k] = m[pivot, k], m[col, k]
+            v[col], v[pivot] = v[pivot], v[col]
+        for r in range(col + 1, size):
+            f = m[r, col] / m[col, col]
+            for k in range(col, size):
+                m[r, k] -= f * m[col, k]
+            v[r] -= f * v[col]
+    for r in range(size - 1, -1, -1):
+        acc = v[r]
+        for k in range(r + 1, size):
+            acc -= m[r, k] * x[k]
+        x[r] = acc / m[r, r]
+    return x, True
+
+
+@njit(cache=True, nogil=True)
+def _curved_inverse(coefficients, x, y):
+    return (coefficients[0] + coefficients[1] * x + coefficients[2] * y
+            + coefficients[3] * x * x + coefficients[4] * x * y + coefficients[5] * y * y)
+
+
+@njit(cache=True, nogil=True)
+def curve_surface(ii, jj, z, inliers, centre, scale, band, rounds, horizon_ok, max_concave):
+    """The smooth surface 1 / z = q(x, y), q quadratic in x = (i - centre) / scale and
+    y = (j - centre) / scale, grown from the ``inliers`` (n,) bool of a plane
+    (``robust_plane``'s): refitted by least squares to the points within ``band`` (metres,
+    in depth) of it until those stay the same, at most ``rounds`` times.
+
+    A torso or a shoulder behind the hand is no plane: one fits only a strip of it within
+    the band. Its front is smooth over much more than a hand's width, and within the 26 cm of
+    a crop, or a hand's surroundings, its inverse depth is close to quadratic in the pixel
+    coordinates (a plane's is linear). What stands out of it by a hand's relief stays out: a
+    quadratic cannot bend into a bump a hand's width across without leaving the rest of the
+    surface, which holds most of the inliers. It can, though, join a plane to an arm rising
+    out of it, bending towards the camera where a body's front bends away: the surface
+    counts only where its quadratic part's larger eigenvalue (its bend towards the camera,
+    in inverse depth per unit of x or y squared) is at most ``max_concave``. A sphere of
+    radius R seen from within, concave towards the camera, bends by m^2 / (2 R) there, m the
+    metres across per unit of x at a metre's depth.
+
+    Returns (coefficients, inliers, relief, found): coefficients (6,) of 1, x, y, x^2, x y,
+    y^2; relief (n,) metres in front of the surface (< 0: behind; inf beyond its horizon,
+    with ``horizon_ok``; without, a point there ends the search: found False); found False
+    too where the inliers do not fix a quadratic, or it bends too far towards the camera.
+    """
+    n = len(z)
+    inside = inliers.copy()
+    relief = np.empty(n)
+    coefficients = np.zeros(6)
+    for attempt in range(rounds):
+        m = np.zeros((6, 6))
+        v = np.zeros(6)
+        terms = np.empty(6)
+        count = 0
+        for k in range(n):
+            if inside[k]:
+                x, y = (ii[k] - centre) / scale, (jj[k] - centre) / scale
+                terms[0], terms[1], terms[2], terms[3], terms[4], terms[5] = 1.0, x, y, x * x, x * y, y * y
+                t = 1.0 / z[k]
+                for r in range(6):
+                    v[r] += terms[r] * t
+                    for col in range(r, 6):
+                        m[r, col] += terms[r] * terms[col]
+                count += 1
+        if count < 6:
+            return coefficients, inside, relief, False
+        for r in range(6):
+            for col in range(r):
+                m[r, col] = m[col, r]
+        coefficients, ok = _solve(m, v)
+        if not ok:
+            return coefficients, inside, relief, False
+        changed = False
+        for k in range(n):
+            surface_inverse = _curved_inverse(coefficients, (ii[k] - centre) / scale, (jj[k] - centre) / scale)
+            if surface_inverse > 0.0:
+                relief[k] = 1.0 / surface_inverse - z[k]
+            elif horizon_ok:
+                relief[k] = np.inf
+            else:
+                return coefficients, inside, relief, False
+            inlier = abs(relief[k]) < band
+            if inlier != inside[k]:
+                changed = True
+                inside[k] = inlier
+        if not changed:
+            break
+    # The quadratic part's larger eigenvalue: how far the surface bends towards the camera
+    # along its most concave direction.
+    half_trace = 0.5 * (coefficients[3] + coefficients[5])
+    bend = half_trace + np.sqrt((0.5 * (coefficients[3] - coefficients[5])) ** 2 + (0.5 * coefficients[4]) ** 2)
+    return coefficients, inside, relief, bend <= max_concave
+
+
+@njit(cache=True, nogil=True)
+def _counts(ii, jj, inliers, relief, inverse_at_middle, rows, cols, centre_depth, min_share, max_rms, min_behind, min_spread, min_border):
+    """Whether a surface found in a crop (its ``inliers`` and ``relief``, and its inverse
+    depth at the crop's middle pixel) counts as background: ``clear_plane_behind``'s
+    checks."""
+    count = 0
+    border = 0
+    squares = si = sj = sii = sij = sjj = 0.0
+    for m in range(len(ii)):
+        if inliers[m]:
+            count += 1
+            if ii[m] == 0 or jj[m] == 0 or ii[m] == cols - 1 or jj[m] == rows - 1:
+                border += 1
+            squares += relief[m] * relief[m]
+            si += ii[m]
+            sj += jj[m]
+            sii += ii[m] * ii[m]
+            sij += ii[m] * jj[m]
+            sjj += jj[m] * jj[m]
+    if count < 3 or count < min_share * rows * cols or np.sqrt(squares / count) > max_rms:
+        return False
+    if border < min_border * (2 * (rows + cols) - 4):
+        return False
+    if inverse_at_middle > 0.0 and 1.0 / inverse_at_middle - centre_depth < min_behind:
+        return False  # (<= 0: the middle pixel's ray never meets the surface, infinitely far behind)
+    # The smaller eigenvalue of the inliers' 2 x 2 pixel covariance.
+    vii = sii / count - (si / count) ** 2
+    vjj = sjj / count - (sj / count) ** 2
+    vij = sij / count - (si / count) * (sj / count)
+    narrow = 0.5 * (vii + vjj) - np.sqrt(0.25 * (vii - vjj) ** 2 + vij * vij)
+    return np.sqrt(12.0 * max(narrow, 0.0)) >= min_spread * rows
+
+
+@njit(cache=True, nogil=True)
+def clear_plane_behind(depth, centre_depth, half_cube, band, min_share, max_rms, min_behind, min_spread, min_border, clearance, hypotheses, rounds, curved_rounds, min_concave_radius):
+    """Find the plane, or the body's front, behind the hand in a normalised crop and clear it.
 
     depth: (S, S) float32 normalised crop (``tracker.types.HandCrop.depth``): (z - centre
       depth) / half_cube, z the depth along the view's axis; measured where strictly
@@ -179,6 +336,11 @@ def clear_plane_behind(depth, centre_depth, half_cube, band, min_share, max_rms,
     hypotheses: planes through three points of the crop's back half tried; the one with the
       most inliers (passing behind the centre) is refitted by least squares to its inliers,
     rounds: ... at most this many times, until they stay the same.
+    curved_rounds: the plane is also grown into the smooth curved surface it may be a strip
+      of (``curve_surface``: a torso, a shoulder) by this many least-squares rounds at most,
+      and that is cleared instead where it passes the checks above (0: the plane only),
+    min_concave_radius: metres; ... and bends towards the camera no more than a sphere this
+      big seen from within.
 
     Returns (cleared, found): a new (S, S) float32 crop, the input's copy where no plane was
     found; and whether one was.
@@ -209,32 +371,16 @@ def clear_plane_behind(depth, centre_depth, half_cube, band, min_share, max_rms,
     a, b, c, inliers, relief, found = robust_plane(ii, jj, z, back, middle, band, hypotheses, rounds, max(1, n // 500), centre_depth, min_behind, True)
     if not found:
         return out, False
-    count = 0
-    border = 0
-    squares = si = sj = sii = sij = sjj = 0.0
-    for m in range(n):
-        if inliers[m]:
-            count += 1
-            if ii[m] == 0 or jj[m] == 0 or ii[m] == cols - 1 or jj[m] == rows - 1:
-                border += 1
-            squares += relief[m] * relief[m]
-            si += ii[m]
-            sj += jj[m]
-            sii += ii[m] * ii[m]
-            sij += ii[m] * jj[m]
-            sjj += jj[m] * jj[m]
-    if count < 3 or count < min_share * rows * cols or np.sqrt(squares / count) > max_rms:
-        return out, False
-    if border < min_border * (2 * (rows + cols) - 4):
-        return out, False
-    if c > 0.0 and 1.0 / c - centre_depth < min_behind:
-        return out, False  # (c <= 0: the middle pixel's ray never meets the plane, infinitely far behind)
-    # The smaller eigenvalue of the inliers' 2 x 2 pixel covariance.
-    vii = sii / count - (si / count) ** 2
-    vjj = sjj / count - (sj / count) ** 2
-    vij = sij / count - (si / count) * (sj / count)
-    narrow = 0.5 * (vii + vjj) - np.sqrt(0.25 * (vii - vjj) ** 2 + vij * vij)
-    if np.sqrt(12.0 * max(narrow, 0.0)) < min_spread * rows:
+    if curved_rounds > 0:
+        # Metres across per unit of the fit's coordinates, per metre of depth: its bound on
+        # the bend towards the camera (``curve_surface``).
+        across = middle * 2.0 * half_cube / (cols * centre_depth)
+        coefficients, curved_inliers, curved_relief, curved = curve_surface(
+            ii, jj, z, inliers, middle, middle, band, curved_rounds, True, across * across / (2.0 * min_concave_radius)
+        )
+        if curved and _counts(ii, jj, curved_inliers, curved_relief, coefficients[0], rows, cols, centre_depth, min_share, max_rms, min_behind, min_spread, min_border):
+            inliers, relief, c = curved_inliers, curved_relief, coefficients[0]
+    if not _counts(ii, jj, inliers, relief, c, rows, cols, centre_depth, min_share, max_rms, min_behind, min_spread, min_border):
         return out, False
     for m in range(n):
         if relief[m] < clearance:

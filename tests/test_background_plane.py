@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from kernels.background_plane import _fit, clear_plane_behind, robust_plane
+from kernels.background_plane import _fit, _solve, clear_plane_behind, curve_surface, robust_plane
 from tracker.crop import BackgroundPlane, CropFrame, make_crop, resample
 from tracker.types import CameraIntrinsics, Handedness
 
@@ -20,7 +20,7 @@ def _clear(depth, centre_depth, half_cube=0.13, plane=PLANE):
     p = plane
     return clear_plane_behind(
         np.ascontiguousarray(depth, np.float32), float(centre_depth), float(half_cube), p.band_m, p.min_share, p.max_rms_m, p.min_behind_m,
-        p.min_spread, p.min_border, p.clearance_m, p.hypotheses, p.rounds,
+        p.min_spread, p.min_border, p.clearance_m, p.hypotheses, p.rounds, p.curved_rounds, p.min_concave_radius_m,
     )
 
 
@@ -223,19 +223,87 @@ def test_a_flat_hand_and_its_forearm_in_one_plane_are_no_background():
     assert _clear(crop.depth, 0.5, plane=dataclasses.replace(PLANE, min_border=0.0))[1]  # what the edge rule tells apart
 
 
-def test_a_rounded_body_behind_is_no_plane():
-    # A torso-sized ball 6 cm behind the centre: its curve is no plane within the noise of one
-    # (6 mm RMS), so it stays, as the network was trained with bodies behind hands.
-    centre = np.array([0.0, 0.0, 0.5])
+def _ball_behind(radius_m, behind_m, hand=True):
+    """(H, W) float32 metres: a ball of ``radius_m`` whose front lies ``behind_m`` behind the
+    point 0.5 m down the optical axis, seen from the camera, with a block 6.5 cm across (a
+    stand-in for a hand) 1 cm before that point."""
     v, u = np.mgrid[: K.height, : K.width].astype(np.float64)
     x, y = (u - K.cx) / K.fx * 0.6, (v - K.cy) / K.fy * 0.6
-    ball = 0.56 + 0.15 - np.sqrt(np.clip(0.15**2 - x**2 - y**2, 0, None))
-    depth = np.where(x**2 + y**2 < 0.15**2, ball, 0.0).astype(np.float32)
-    depth[220:260, 300:340] = 0.49
+    ball = 0.5 + behind_m + radius_m - np.sqrt(np.clip(radius_m**2 - x**2 - y**2, 0, None))
+    depth = np.where(x**2 + y**2 < radius_m**2, ball, 0.0).astype(np.float32)
+    if hand:
+        depth[200:280, 280:360] = 0.49
+    return depth
+
+
+def test_the_front_of_a_body_behind_the_hand_is_cleared_and_the_hand_kept():
+    # A torso-sized ball (20 cm radius) 4 cm behind the centre fills the crop and reaches its
+    # edge all round, but its curve is no plane: a plane through it holds a ring of it within
+    # 1.5 cm, about a third, and clears that only. Grown into the curved surface, all of it
+    # goes, and the block in front stays as it was.
+    centre = np.array([0.0, 0.0, 0.5])
+    depth = _ball_behind(0.2, 0.04)
     crop = make_crop(depth, K, centre, 0.26)
+    block = crop.depth < 0.0  # the block lies 1 cm before the centre, the ball 4 cm behind
+    assert crop.measured.mean() > 0.8 and 0.05 < block.mean() < 0.15
+    cleared, found = _clear(crop.depth, 0.5)
+    assert found
+    np.testing.assert_array_equal(cleared[block], crop.depth[block])
+    assert np.all(cleared[~block] == 1.0)
+    planes_only, _ = _clear(crop.depth, 0.5, plane=dataclasses.replace(PLANE, curved_rounds=0))
+    assert np.count_nonzero(planes_only[~block] < 1.0) > 0.4 * np.count_nonzero(~block)
+
+
+def test_a_ball_behind_the_hand_within_the_crop_is_no_background():
+    # A ball of 15 cm radius 6 cm behind the centre lies within the crop but for its edge:
+    # curved as a body's front is, and fitted as well, but something held, not what the
+    # hand is in front of.
+    centre = np.array([0.0, 0.0, 0.5])
+    crop = make_crop(_ball_behind(0.15, 0.06), K, centre, 0.26)
     assert crop.measured.mean() > 0.5
     _, found = _clear(crop.depth, 0.5)
     assert not found
+
+
+def test_a_curved_surface_is_recovered_exactly_from_a_strip_of_it():
+    # Points of a surface whose inverse depth is quadratic in the pixel coordinates, started
+    # from the inliers of a strip across it (what a plane fits of it): the fit takes the whole
+    # surface, the coefficients to rounding, and the block in front stays out.
+    ii, jj = np.meshgrid(np.arange(64.0), np.arange(64.0))
+    ii, jj = ii.ravel(), jj.ravel()
+    x, y = (ii - 31.5) / 31.5, (jj - 31.5) / 31.5
+    # A body's front: the inverse depth falls off every way from the middle, as depth grows.
+    coefficients = np.array([1.0 / 0.56, 0.02, -0.03, -0.09, 0.01, -0.05])
+    z = 1.0 / (coefficients[0] + coefficients[1] * x + coefficients[2] * y + coefficients[3] * x * x + coefficients[4] * x * y + coefficients[5] * y * y)
+    block = (np.abs(x) < 0.3) & (np.abs(y) < 0.3)
+    z[block] -= 0.05
+    strip = (np.abs(y - 0.6) < 0.15) & ~block
+    fitted, inliers, relief, found = curve_surface(ii, jj, z, strip, 31.5, 31.5, 0.015, 8, True, 0.0)
+    assert found
+    np.testing.assert_allclose(fitted, coefficients, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(inliers, ~block)
+    np.testing.assert_allclose(relief[block], 0.05, atol=1e-12)
+    # The same surface bent the other way, towards the camera (what a plane and an arm rising
+    # from it come to), is refused beyond the bend allowed.
+    concave = coefficients * np.array([1, 1, 1, -1, -1, -1])
+    z_concave = 1.0 / (concave[0] + concave[1] * x + concave[2] * y + concave[3] * x * x + concave[4] * x * y + concave[5] * y * y)
+    assert not curve_surface(ii, jj, z_concave, strip, 31.5, 31.5, 0.015, 8, True, 0.0)[3]
+    assert curve_surface(ii, jj, z_concave, strip, 31.5, 31.5, 0.015, 8, True, 0.1)[3]
+    # Too few points, or points on one line, fix no quadratic.
+    assert not curve_surface(ii, jj, z, np.arange(len(z)) < 5, 31.5, 31.5, 0.015, 8, True, 0.0)[3]
+    assert not curve_surface(ii, jj, z, jj == 10, 31.5, 31.5, 0.015, 8, True, 0.0)[3]
+
+
+def test_the_small_solver_pivots_and_refuses_singular_systems():
+    rng = np.random.default_rng(4)
+    m = rng.normal(size=(6, 6))
+    m[0, 0] = 0.0  # needs a row swap
+    v = rng.normal(size=6)
+    x, ok = _solve(m.copy(), v.copy())
+    assert ok
+    np.testing.assert_allclose(x, np.linalg.solve(m, v), rtol=1e-10)
+    m[5] = m[4]
+    assert not _solve(m.copy(), v.copy())[1]
 
 
 def test_too_little_plane_or_too_near_is_kept():

@@ -294,6 +294,19 @@ def test_hand_flat_on_a_wall_is_found_standing_out_of_it():
     assert distance(track_hand_center(depth, K, hand, off), hand) < ON_HAND_M
 
 
+@pytest.mark.parametrize("torso_xy", [(0.0, 0.1), (0.08, 0.15), (-0.05, 0.0)])
+def test_hand_resting_on_the_body_is_found_standing_out_of_its_curved_front(torso_xy):
+    # A torso's front (an ellipsoid 36 cm wide, 24 cm deep) touching the hand's back: one
+    # surface with it at every band, and no plane, so nothing stood out of a plane fitted to
+    # it. Grown from that plane's strip into the curved surface, the hand stands out of it.
+    hand = ((0.0, 0.0, 0.60), HAND_RADII, (0, 0, 0))
+    torso = ((*torso_xy, 0.615 + 0.12), (0.18, 0.30, 0.12), (0, 0, 10))
+    depth, labels = render(hand, torso)
+    centroid = visible_centroid(depth, labels, 0)
+    assert distance(find_hand_center(depth, K), centroid) < ON_HAND_M
+    assert find_hand_center(depth, K, SegmentConfig(relief_curved_rounds=0)) is None
+
+
 @pytest.mark.parametrize("scene", [3, 4, 27, 64])
 def test_hand_resting_on_a_desk_seen_along_it_is_found(hand_model, scene):
     # A camera just above a desk looks along it: the desk runs from the bottom of the image

@@ -80,10 +80,11 @@ HOLE_FILL_MAX_SPREAD_M = 0.02012
 
 @dataclass(frozen=True)
 class BackgroundPlane:
-    """How a crop finds a wall or a table behind the hand and clears it to background
-    (``kernels.background_plane``): of planes through three pixels of the crop's back half,
-    the one within ``band_m`` of the most pixels, which must hold ``min_share`` of the crop spread ``min_spread`` of it
-    wide and ``min_border`` of its edge, lie flat to ``max_rms_m`` and pass at least
+    """How a crop finds a wall, a table or the body behind the hand and clears it to
+    background (``kernels.background_plane``): of planes through three pixels of the crop's
+    back half, the one within ``band_m`` of the most pixels, or the curved surface it grows
+    into, which must hold ``min_share`` of the crop spread ``min_spread`` of it wide and
+    ``min_border`` of its edge, lie within ``max_rms_m`` of its pixels and pass at least
     ``min_behind_m`` behind the cube's centre; what lies less than ``clearance_m`` in front
     of it, or behind it, becomes background."""
 
@@ -124,6 +125,16 @@ class BackgroundPlane:
     #: three of a try are, one time in eight, so 48 tries all miss one time in 600.
     hypotheses: int = 48
     rounds: int = 6
+    #: A body's front right behind the hand (a torso, a shoulder) is no plane, and costs the
+    #: network and the classifiers as a wall does (``benchmarks.near_body``). The plane,
+    #: grown into the curved surface it is a strip of by least-squares rounds on the pixels
+    #: within ``band_m`` of it until they stay the same (``curve_surface``), counts instead
+    #: where it passes the checks above; each round reaches a band further round the curve,
+    #: so it takes several. 0: planes only.
+    curved_rounds: int = 30
+    #: ... bending towards the camera no more than a sphere this big: a body's front bends
+    #: away; a plane grown into an arm rising out of it would bend towards it.
+    min_concave_radius_m: float = 1.0
 
 
 def cam_from_ray(center_cam_m: np.ndarray) -> np.ndarray:
@@ -252,7 +263,8 @@ def make_crop(
         p = background_plane
         normalised, _ = clear_plane_behind(
             normalised, float(centre_depth), float(cube_size_m) / 2, float(p.band_m), float(p.min_share), float(p.max_rms_m),
-            float(p.min_behind_m), float(p.min_spread), float(p.min_border), float(p.clearance_m), int(p.hypotheses), int(p.rounds),
+            float(p.min_behind_m), float(p.min_spread), float(p.min_border), float(p.clearance_m), int(p.hypotheses), int(p.rounds), int(p.curved_rounds),
+            float(p.min_concave_radius_m),
         )
     if OutOfImage(out_of_image) == OutOfImage.MARKED:
         # The same nearest-neighbour map as the depth's, so the two agree pixel for pixel.

@@ -247,6 +247,11 @@ def warm_up_preparation(config: PrepareConfig, classifiers=()) -> None:
     wall = np.full((48, 64), 0.5, np.float32)
     wall[18:30, 26:38] = 0.48
     prepare_frame(wall, arm_intrinsics, None, config, None)
+    # The same block out of a body's rounded front, no plane: the plane is grown into it.
+    v, u = np.mgrid[:48, :64]
+    body = (0.5 + ((u - 32.0) ** 2 + (v - 24.0) ** 2) / 60.0**2 * 0.25 / (2 * 0.25)).astype(np.float32)
+    body[18:30, 26:38] = 0.48
+    prepare_frame(body, arm_intrinsics, None, config, None)
     # A blank frame has no hand to crop: the crop's hole fill and background plane, on a plane.
     make_crop(np.full((size, size), 0.5, np.float32), intrinsics, np.array([0.0, 0.0, 0.45]), config.cube_size_m, background_plane=BackgroundPlane())
     for classifier in classifiers:

@@ -93,7 +93,7 @@ import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
-from kernels.background_plane import robust_plane
+from kernels.background_plane import curve_surface, robust_plane
 from kernels.blobs import blob_points, border_contacts, gaps_to_contact, label_sizes_and_front_votes, mean_shift, nearest_squared_distance, outline_cuts, tip_means
 from kernels.depth_edges import depth_edges
 from tracker.types import CameraIntrinsics
@@ -194,6 +194,13 @@ class SegmentConfig:
     relief_hypotheses: int = 48
     #: ... then refitted without the points standing out, at most this many times.
     relief_fit_rounds: int = 5
+    #: A candidate whose plane holds too little of it, or too loosely, may be a body's front
+    #: with a hand resting on it: the plane is grown into the curved surface it is a strip
+    #: of, so many rounds at most (``tracker.crop.BackgroundPlane.curved_rounds``; 0: planes
+    #: only), and what stands out of that is looked at as out of a plane,
+    relief_curved_rounds: int = 30
+    #: ... a surface bending towards the camera no more than a sphere this big.
+    relief_min_concave_radius_m: float = 1.0
 
 
 def percentile(values: np.ndarray, q: float):
@@ -382,29 +389,40 @@ class _Grid:
             yield blob
 
     def _standing_out(self, mask: np.ndarray) -> np.ndarray | None:
-        """Of a candidate too big or too attached, the blob standing out of the plane it
-        mostly lies in, holding the nearest points: (grid) mask, or None where the candidate
-        is no plane (a torso, a room) or nothing stands out of it.
+        """Of a candidate too big or too attached, the blob standing out of the plane or
+        the body's front it mostly lies in, holding the nearest points: (grid) mask, or None
+        where the candidate is neither (a room) or nothing stands out of it.
 
         A plane's inverse depth is linear in the pixel coordinates. The plane is the one
         within ``min_relief_m`` of the most points among ``relief_hypotheses`` through three
         of them, refitted by least squares to those points until they stay the same
         (``kernels.background_plane.robust_plane``). A least-squares fit over the whole
         candidate would be drawn towards the hand by the hand's own share of it: a slice of
-        a desk seen along it, with a hand and forearm resting on it, is a quarter hand."""
+        a desk seen along it, with a hand and forearm resting on it, is a quarter hand.
+        Where that plane holds too little of the candidate, or too loosely, it is grown into
+        the curved surface it is a strip of (``kernels.background_plane.curve_surface``): a
+        torso's front, smooth over much more than a hand's width."""
         c = self.config
         gv, gu = pixels_of(mask)
         z = self.depth[gv, gu].astype(np.float64)
         if len(z) < 3:
             return None
         # Scored on at most ~500 points spread over the candidate, as a wall fills much of the grid.
-        _, _, _, on_plane, relief, found = robust_plane(
+        _, _, _, on_surface, relief, found = robust_plane(
             gu.astype(np.float64), gv.astype(np.float64), z, np.arange(len(z)), (self.depth.shape[1] - 1) / 2.0, c.min_relief_m,
             c.relief_hypotheses, c.relief_fit_rounds, max(1, len(z) // 500), 0.0, 0.0, True,
         )
         if not found:
             return None
-        if np.count_nonzero(on_plane) < c.min_plane_share * len(z) or np.sqrt(np.mean(relief[on_plane] ** 2)) > c.max_plane_rms_m:
+        if not self._holds(on_surface, relief) and c.relief_curved_rounds > 0:
+            # No plane: perhaps a body's front, of which the plane holds a strip.
+            centre = (self.depth.shape[1] - 1) / 2.0
+            across = centre * self.pixel_at_1m
+            _, on_surface, relief, found = curve_surface(
+                gu.astype(np.float64), gv.astype(np.float64), z, on_surface, centre, centre, c.min_relief_m, c.relief_curved_rounds, True,
+                across * across / (2.0 * c.relief_min_concave_radius_m),
+            )
+        if not found or not self._holds(on_surface, relief):
             return None
         out = np.zeros(mask.shape, bool)
         out[gv[relief >= c.min_relief_m], gu[relief >= c.min_relief_m]] = True
@@ -426,6 +444,13 @@ class _Grid:
         if not ring.any() or np.median(relief_map[ring]) > c.min_relief_m / 2:
             return None
         return part
+
+    def _holds(self, on_surface: np.ndarray, relief: np.ndarray) -> bool:
+        """Whether a surface fitted to a candidate holds enough of it, closely enough, for
+        what stands out of it to be looked at."""
+        c = self.config
+        count = np.count_nonzero(on_surface)
+        return count >= max(c.min_plane_share * len(relief), 1) and np.sqrt(np.mean(relief[on_surface] ** 2)) <= c.max_plane_rms_m
 
     def _follow_behind_band(self, mask: np.ndarray, blob: _Blob, back: float, nearest: float, remaining: np.ndarray):
         """The candidate followed along its surface up to ``grow_band_m`` behind its front, if
