@@ -24,7 +24,7 @@ relief_curved_rounds`` and ``BackgroundPlane.curved_rounds`` 0).
 Per gap and setting, as ``benchmarks.near_surfaces``: the share of frames with a hand
 reported, judged to hold none, or with nothing found; the mean joint error of the hands
 reported (mm, against the rendered joints), and of those given the right side; the share
-given the right side.
+given the right side; and each stage's median time.
 
 Writes ``benchmarks/results/near_body.json`` (with the command, machine and settings) and
 beside it ``near_body.png``: the first scenes with the hand resting on the torso, the whole
@@ -157,6 +157,7 @@ def measure(config: NearBodyConfig, progress: bool = True) -> list[dict]:
 
     hand_model = HandModel.load()
     frames = {(z, name): [] for z in config.gaps_m for name in SETTINGS}
+    stage_ms = {(z, name): {} for z in config.gaps_m for name in SETTINGS}
     trackers = {name: open_tracker(backend=config.backend) for name in SETTINGS}
     planes_only(trackers["planes only"])
     try:
@@ -165,12 +166,20 @@ def measure(config: NearBodyConfig, progress: bool = True) -> list[dict]:
                 depth, sample = scene_at(index, z, hand_model)
                 for name, tracker in trackers.items():
                     frame = DepthFrame(depth, sample.depth_scale, sample.intrinsics)
-                    frames[z, name].append({"scene": index, **track_first_frame(tracker, frame, sample.joints, sample.pose.handedness)})
+                    timings: dict = {}
+                    frames[z, name].append({"scene": index, **track_first_frame(tracker, frame, sample.joints, sample.pose.handedness, timings)})
+                    for stage, ms in timings.items():
+                        stage_ms[z, name].setdefault(stage, []).append(ms)
     finally:
         for tracker in trackers.values():
             tracker.close()
     return [
-        {"gap_m": z, "setting": name, **outcome_summary(rows), "mean_joint_error_side_right_mm": side_right_error(rows), "per_scene": rows}
+        {
+            "gap_m": z, "setting": name, **outcome_summary(rows), "mean_joint_error_side_right_mm": side_right_error(rows),
+            # Over the frames each stage ran in, on the machine the result file names.
+            "median_stage_ms": {stage: float(np.median(ms)) for stage, ms in stage_ms[z, name].items()},
+            "per_scene": rows,
+        }
         for (z, name), rows in frames.items()
     ]
 
@@ -233,12 +242,13 @@ def main(argv: list[str] | None = None) -> int:
 
     write_picture(args.out.with_suffix(".png"), HandModel.load())
     print_table(
-        ["gap", "setting", "hand", "judged no hand", "nothing", "joint error", "on the right side", "side right"],
+        ["gap", "setting", "hand", "judged no hand", "nothing", "joint error", "on the right side", "side right", "segment", "crop"],
         [
             [
                 "none" if row["gap_m"] is None else f"{100 * row['gap_m']:.0f} cm", row["setting"],
                 f"{row['hand_reported']:.0%}", f"{row['judged_no_hand']:.0%}", f"{row['nothing_found']:.0%}",
                 cell(row["mean_joint_error_mm"], ".1f", " mm"), cell(row["mean_joint_error_side_right_mm"], ".1f", " mm"), cell(row["side_right"], ".0%"),
+                cell(row["median_stage_ms"].get("segment"), ".2f", " ms"), cell(row["median_stage_ms"].get("crop"), ".2f", " ms"),
             ]
             for row in rows
         ],

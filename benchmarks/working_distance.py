@@ -80,12 +80,15 @@ def first_frame_outcome(tracker, source: SyntheticSource, depth: np.ndarray, pos
     return track_first_frame(tracker, DepthFrame(depth, source.depth_scale, source.intrinsics), posed.joints, source.hand)
 
 
-def track_first_frame(tracker, frame: DepthFrame, joints_cam_m: np.ndarray, side) -> dict:
+def track_first_frame(tracker, frame: DepthFrame, joints_cam_m: np.ndarray, side, timings_ms: dict | None = None) -> dict:
     """``frame`` tracked as a track's first: what became of it ("hand", "judged_no_hand",
     "nothing_found"), the joint error (mm) against the (21, 3) true joints and whether the
-    hand reported is on the true ``side``."""
+    hand reported is on the true ``side``. ``timings_ms``, if given, gets each stage's
+    milliseconds (``FrameResult.timings_ms``)."""
     tracker.reset()
     result = tracker.process(frame)
+    if timings_ms is not None:
+        timings_ms.update(result.timings_ms)
     hand = result.hands[0] if result.hands else None
     return {
         "outcome": "hand" if hand is not None else "judged_no_hand" if result.judged_no_hand else "nothing_found",

@@ -51,6 +51,7 @@ def test_a_run_writes_each_gap_with_both_settings(tmp_path):
     result = json.loads(out.read_text())
     assert [(row["gap_m"], row["setting"]) for row in result["rows"]] == [(None, "curved"), (None, "planes only"), (0.0, "curved"), (0.0, "planes only")]
     assert all(row["frames"] == 1 and len(row["per_scene"]) == 1 for row in result["rows"])
+    assert all(row["median_stage_ms"]["segment"] > 0 for row in result["rows"])  # every frame is segmented
     assert result["config"]["first_scene"] == 0
     picture = cv2.imread(str(out.with_suffix(".png")))
     assert picture is not None and picture.shape[0] == 6 * 192  # six scenes, a row each
