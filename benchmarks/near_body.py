@@ -2,8 +2,8 @@
 front of a torso, or resting on it, and how well it fits it, with the curved surface behind
 the hand taken into account (the default) and with planes only, as before.
 
-    python -m benchmarks.near_body                        # 100 scenes x 6 gaps
-    python -m benchmarks.near_body --scenes 10 --out /tmp/body.json
+    python -m benchmarks.near_body                        # 100 scenes x 6 gaps, 12 sequences
+    python -m benchmarks.near_body --scenes 10 --track-sequences 0 --out /tmp/body.json
 
 Each scene is one of ``benchmarks.near_surfaces``' (seed stream 9, which nothing trains on: a
 hand at the end of an arm that runs on out of view, in a whole 640 x 480-class frame) with a
@@ -26,6 +26,11 @@ reported, judged to hold none, or with nothing found; the mean joint error of th
 reported (mm, against the rendered joints), and of those given the right side; the share
 given the right side; and each stage's median time.
 
+Tracked (``--track-sequences``), as ``benchmarks.near_surfaces``' tracked part: the built-in
+input's moving hands (seeds 40 on, a right and a left hand each) with a torso drawn once
+per sequence and moved along behind the hand at a given gap in every frame, tracked as a
+run tracks them, with both settings.
+
 Writes ``benchmarks/results/near_body.json`` (with the command, machine and settings) and
 beside it ``near_body.png``: the first scenes with the hand resting on the torso, the whole
 frame, then the network's crop with planes only cleared and with the curved surface cleared.
@@ -46,7 +51,7 @@ from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
 from benchmarks import cell, check_output_path, print_table, result_header, write_result
-from benchmarks.near_surfaces import SCENE_STREAM, side_right_error
+from benchmarks.near_surfaces import SCENE_STREAM, SIDE_AT_FRAMES, TRACK_FIRST_SEED, measure_tracked, side_right_error
 from benchmarks.working_distance import outcome_summary, track_first_frame
 from kernels.raster import composite_ellipsoid
 from kernels.sensor_noise import apply_stereo_noise
@@ -68,6 +73,13 @@ class NearBodyConfig:
     #: metres. None: no torso.
     gaps_m: tuple[float | None, ...] = (None, 0.0, 0.02, 0.04, 0.08, 0.15)
     backend: str = "onnxruntime"
+    #: Tracked sequences (``benchmarks.near_surfaces.measure_tracked``): seeds from
+    #: ``track_first_seed`` on, a right and a left hand each (0: none), so many frames
+    #: each, at these gaps, with the torso moved along behind the hand.
+    track_sequences: int = 6
+    track_first_seed: int = TRACK_FIRST_SEED
+    track_frames: int = 90
+    track_gaps_m: tuple[float | None, ...] = (None, 0.0, 0.02)
 
 
 @dataclass(frozen=True)
@@ -103,11 +115,20 @@ def gap_to(torso: Torso, vertices: np.ndarray) -> float:
     return float(np.min(z[hit] - vertices[hit, 2])) if hit.any() else np.inf
 
 
-def torso_behind(vertices: np.ndarray, gap_m: float, rng: np.random.Generator) -> Torso:
-    """A torso placed as the module says, ``gap_m`` behind the hand's ``vertices``."""
+def draw_torso(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A torso's radii (3,), rotation (3, 3) and centre's offset (3,) from the hand's
+    centre, drawn as the module says (its depth is set by ``place_torso``)."""
     radii = np.array([rng.uniform(0.15, 0.22), rng.uniform(0.25, 0.35), rng.uniform(0.10, 0.14)])
     rotation = Rotation.from_euler("z", rng.uniform(-20, 20), degrees=True).as_matrix()
-    centre = vertices.mean(axis=0) + np.array([rng.uniform(-0.12, 0.12), rng.uniform(-0.05, 0.2), 0.0])
+    offset = np.array([rng.uniform(-0.12, 0.12), rng.uniform(-0.05, 0.2), 0.0])
+    return radii, rotation, offset
+
+
+def place_torso(shape: tuple[np.ndarray, np.ndarray, np.ndarray], vertices: np.ndarray, gap_m: float) -> Torso:
+    """The torso of ``shape`` (``draw_torso``) at the depth where it lies ``gap_m`` behind
+    the hand's ``vertices`` ((n, 3) camera frame)."""
+    radii, rotation, offset = shape
+    centre = vertices.mean(axis=0) + offset
     # The gap grows with the centre's depth: bisect for it, to well under the sensor's noise.
     near, far = float(centre[2]) - 0.5, float(centre[2]) + 1.5
     for _ in range(40):
@@ -117,6 +138,29 @@ def torso_behind(vertices: np.ndarray, gap_m: float, rng: np.random.Generator) -
         else:
             far = middle
     return Torso(np.array([centre[0], centre[1], far]), rotation, radii)
+
+
+def torso_behind(vertices: np.ndarray, gap_m: float, rng: np.random.Generator) -> Torso:
+    """A torso drawn as the module says, ``gap_m`` behind the hand's ``vertices``."""
+    return place_torso(draw_torso(rng), vertices, gap_m)
+
+
+def add_torso(depth_m: np.ndarray, torso: Torso, k) -> None:
+    """In place: ``torso`` drawn into ``depth_m`` ((H, W) float32 metres, 0: nothing, camera
+    ``k``), hiding what lies behind it."""
+    labels = np.zeros(depth_m.shape, np.int16)
+    composite_ellipsoid(torso.centre, torso.rotation, torso.radii, k.fx, k.fy, k.cx, k.cy, depth_m, labels, np.int16(SceneLabel.BODY))
+
+
+def torso_backdrop(rng: np.random.Generator, hands: list, k, max_depth_m: float):
+    """``benchmarks.near_surfaces.sequence_frames``' backdrop: a torso drawn once for the
+    sequence and moved with the hand, ``gap_m`` behind it in every frame."""
+    shape = draw_torso(rng)
+
+    def add(depth_m: np.ndarray, posed, gap_m: float) -> None:
+        add_torso(depth_m, place_torso(shape, posed.vertices, gap_m), k)
+
+    return add
 
 
 def scene_at(index: int, gap_m: float | None, hand_model) -> tuple[np.ndarray, object]:
@@ -130,10 +174,7 @@ def scene_at(index: int, gap_m: float | None, hand_model) -> tuple[np.ndarray, o
     # shape and place at every gap.
     rng = np.random.default_rng([seed, 2])
     if gap_m is not None:
-        torso = torso_behind(sample.vertices, gap_m, rng)
-        k = sample.intrinsics
-        labels = np.zeros(depth.shape, np.int16)
-        composite_ellipsoid(torso.centre, torso.rotation, torso.radii, k.fx, k.fy, k.cx, k.cy, depth, labels, np.int16(SceneLabel.BODY))
+        add_torso(depth, torso_behind(sample.vertices, gap_m, rng), sample.intrinsics)
     noisy = apply_stereo_noise(depth, sample.intrinsics.fx, scene.noise, np.random.default_rng([seed, 3]))
     return to_depth_units(noisy, sample.depth_scale, scene.max_depth_m), sample
 
@@ -224,20 +265,37 @@ def main(argv: list[str] | None = None) -> int:
         help="least gaps between the hand and the torso's front along the hand's lines of sight, metres, besides the scenes "
         "with no torso (default %(default)s)",
     )
+    parser.add_argument(
+        "--track-sequences", type=int, default=NearBodyConfig.track_sequences,
+        help="tracked sequences of the built-in input, a right and a left hand each, with the torso moved along behind the hand "
+        "(default %(default)s; 0: none)",
+    )
+    parser.add_argument("--track-frames", type=int, default=NearBodyConfig.track_frames, help="frames per tracked sequence (default %(default)s)")
     parser.add_argument("--backend", default=NearBodyConfig.backend, choices=[AUTO_BACKEND, *BACKENDS], help="inference backend (default %(default)s)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "near_body.json", help="result JSON (default benchmarks/results/near_body.json)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.scenes < 1 or args.first_scene < 0:
         parser.error("--scenes must be at least 1 and --first-scene at least 0")
+    if args.track_sequences < 0 or args.track_frames < 1:
+        parser.error("--track-sequences must be at least 0 and --track-frames at least 1")
     if not all(0.0 <= z <= 0.4 for z in args.gaps):
         parser.error("--gaps must lie between 0 and 0.4 m")
     check_output_path(parser, "--out", args.out)
-    config = NearBodyConfig(scenes=args.scenes, first_scene=args.first_scene, gaps_m=(None, *args.gaps), backend=args.backend)
+    config = NearBodyConfig(
+        scenes=args.scenes, first_scene=args.first_scene, gaps_m=(None, *args.gaps), backend=args.backend,
+        track_sequences=args.track_sequences, track_frames=args.track_frames,
+    )
 
     began = time.perf_counter()
     rows = measure(config, progress=not args.no_progress)
-    write_result(args.out, {**result_header("near_body", argv), "config": asdict(config), "rows": rows, "seconds": time.perf_counter() - began})
+    tracked = []
+    if config.track_sequences:
+        for name, adjust in (("curved", None), ("planes only", planes_only)):
+            tracked += [{"setting": name, **row} for row in measure_tracked(config, not args.no_progress, torso_backdrop, adjust)]
+    write_result(
+        args.out, {**result_header("near_body", argv), "config": asdict(config), "rows": rows, "tracked": tracked, "seconds": time.perf_counter() - began}
+    )
     from tracker.hand_model import HandModel
 
     write_picture(args.out.with_suffix(".png"), HandModel.load())
@@ -253,6 +311,19 @@ def main(argv: list[str] | None = None) -> int:
             for row in rows
         ],
     )
+    if tracked:
+        print_table(
+            ["gap", "setting", "tracked frames with a hand", "side right", *(f"at frame {n}" for n in SIDE_AT_FRAMES), "side changes", "joint error", "on the right side", "segment", "crop"],
+            [
+                [
+                    "none" if row["gap_m"] is None else f"{100 * row['gap_m']:.0f} cm", row["setting"], f"{row['frames_with_a_hand']} of {row['frames']}",
+                    cell(row["side_right"], ".1%"), *(cell(row["side_right_at_track_frame"][str(n)], ".0%") for n in SIDE_AT_FRAMES),
+                    str(row["side_changes"]), cell(row["mean_joint_error_mm"], ".1f", " mm"), cell(row["mean_joint_error_side_right_mm"], ".1f", " mm"),
+                    cell(row["median_stage_ms"].get("segment"), ".2f", " ms"), cell(row["median_stage_ms"].get("crop"), ".2f", " ms"),
+                ]
+                for row in tracked
+            ],
+        )
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0
 

@@ -170,11 +170,29 @@ def side_right_error(rows: list[dict]) -> float | None:
     return float(np.mean(errors)) if errors else None
 
 
-def sequence_frames(seed: int, hand: Handedness, frames: int, gap_m: float | None, hand_model):
+def plane_backdrop(rng: np.random.Generator, hands: list, k, max_depth_m: float):
+    """A desk or a wall drawn once for a sequence (``sequence_frames``), as for the scenes,
+    clear of the camera with every one of the posed ``hands``: a function (depth_m, posed,
+    gap_m) that draws it ``gap_m`` behind the posed hand's rearmost point into depth_m."""
+    for _ in range(100):
+        normal = surface_normal(rng)
+        if all(-float(np.min(posed.vertices @ normal)) >= CAMERA_CLEARANCE_M for posed in hands):
+            break
+    else:
+        raise RuntimeError("no surface behind the hand clear of the camera in every frame in 100 draws")
+
+    def add(depth_m: np.ndarray, posed, gap_m: float) -> None:
+        rearmost = posed.vertices[np.argmin(posed.vertices @ normal)]
+        add_surface(depth_m, rearmost - normal * gap_m, normal, k, max_depth_m)
+
+    return add
+
+
+def sequence_frames(seed: int, hand: Handedness, frames: int, gap_m: float | None, hand_model, backdrop=plane_backdrop):
     """Yield (frame, (21, 3) true joints) for the first ``frames`` frames of the built-in
     input's moving ``hand`` (``SyntheticSource(seed)``) with a surface ``gap_m`` behind the
-    hand's rearmost point in every frame (None: none): a desk or a wall drawn once for the
-    sequence, as for the scenes, clear of the camera in every frame, and moved with the hand
+    hand in every frame (None: none): by default a desk or a wall (``plane_backdrop``;
+    ``backdrop``: another of its kind), drawn once for the sequence and moved with the hand
     so that the gap stays the same, as a hand sliding over a desk or along a wall. The
     stereo noise is made over the whole frame."""
     source = SyntheticSource(seed=seed, max_frames=frames, hand=hand, hand_model=hand_model)
@@ -182,19 +200,13 @@ def sequence_frames(seed: int, hand: Handedness, frames: int, gap_m: float | Non
     poses = [source.pose_at(i) for i in range(frames)]
     hands = [hand_model.pose(pose.local_rotations, pose.bone_scales, pose.cam_from_hand, pose.handedness) for pose in poses]
     rng = np.random.default_rng([seed, int(hand == Handedness.LEFT), SCENE_STREAM])
-    for _ in range(100):
-        normal = surface_normal(rng)
-        if all(-float(np.min(posed.vertices @ normal)) >= CAMERA_CLEARANCE_M for posed in hands):
-            break
-    else:
-        raise RuntimeError(f"seed {seed}: no surface behind the hand clear of the camera in every frame in 100 draws")
+    add_behind = backdrop(rng, hands, k, max_depth_m)
     noise = StereoNoiseModel()
     for i, (pose, posed) in enumerate(zip(poses, hands)):
         depth, _, _ = render_hand_pose(hand_model, pose, k, scale, forearm=True, arm_length_m=source.ARM_LENGTH_M, max_depth_m=max_depth_m)
         depth_m = depth.astype(np.float32) * np.float32(scale)
         if gap_m is not None:
-            rearmost = posed.vertices[np.argmin(posed.vertices @ normal)]
-            add_surface(depth_m, rearmost - normal * gap_m, normal, k, max_depth_m)
+            add_behind(depth_m, posed, gap_m)
         noisy = apply_stereo_noise(depth_m, k.fx, noise, np.random.default_rng([seed, i]))
         frame = DepthFrame(
             to_depth_units(noisy, scale, max_depth_m), scale, k, timestamp_ms=1000.0 * i / source.fps, serial="synthetic", frame_number=i
@@ -202,11 +214,14 @@ def sequence_frames(seed: int, hand: Handedness, frames: int, gap_m: float | Non
         yield frame, posed.joints
 
 
-def measure_tracked(config: NearSurfacesConfig, progress: bool = True) -> list[dict]:
+def measure_tracked(config, progress: bool = True, backdrop=plane_backdrop, adjust=None) -> list[dict]:
     """Per gap: the tracked sequences' frames with a hand reported, the share of those on
     the true side (all, and at ``SIDE_AT_FRAMES`` of each track), the side changes, the
     mean joint error (mm), of all and of those on the true side, and each stage's median
-    milliseconds (``FrameResult.timings_ms``, on the machine the result file names)."""
+    milliseconds (``FrameResult.timings_ms``, on the machine the result file names).
+    ``config``: its ``track_*`` fields and ``backend`` (``NearSurfacesConfig``'s);
+    ``backdrop``: what lies behind the hand (``sequence_frames``); ``adjust``: called on the
+    tracker once opened (a benchmark's setting)."""
     from tracker.api import open_tracker
     from tracker.hand_model import HandModel
 
@@ -215,10 +230,12 @@ def measure_tracked(config: NearSurfacesConfig, progress: bool = True) -> list[d
     runs = [(z, seed, hand) for z in config.track_gaps_m for seed in seeds for hand in (Handedness.RIGHT, Handedness.LEFT)]
     outcomes = {z: {"right": [], "errors": [], "changes": 0, "at": {n: [] for n in SIDE_AT_FRAMES}, "ms": {}} for z in config.track_gaps_m}
     with open_tracker(backend=config.backend) as tracker:
+        if adjust is not None:
+            adjust(tracker)
         for z, seed, hand in tqdm(runs, desc="tracked sequences", disable=not progress):
             tracker.reset()
             last, track_frame, out = None, 0, outcomes[z]
-            for frame, joints in sequence_frames(seed, hand, config.track_frames, z, hand_model):
+            for frame, joints in sequence_frames(seed, hand, config.track_frames, z, hand_model, backdrop):
                 result = tracker.process(frame)
                 for stage, ms in result.timings_ms.items():
                     out["ms"].setdefault(stage, []).append(ms)

@@ -9,11 +9,12 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from benchmarks.near_surfaces import SCENE_STREAM
-from benchmarks.near_body import Torso, front_depth, gap_to, main, planes_only, scene_at, torso_behind
+from benchmarks.near_body import Torso, front_depth, gap_to, main, planes_only, scene_at, torso_backdrop, torso_behind
 from kernels.raster import composite_ellipsoid
 from tracker.hand_model import HandModel
 from tracker.synth.dataset import sample_seed
-from tracker.types import CameraIntrinsics
+from tracker.sources import SyntheticSource
+from tracker.types import CameraIntrinsics, Handedness
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_the_torso_lies_the_gap_behind_the_hand(hand_model, gap_m):
 
 def test_a_run_writes_each_gap_with_both_settings(tmp_path):
     out = tmp_path / "body.json"
-    assert main(["--scenes", "1", "--gaps", "0", "--out", str(out), "--no-progress"]) == 0
+    assert main(["--scenes", "1", "--gaps", "0", "--track-sequences", "0", "--out", str(out), "--no-progress"]) == 0
     result = json.loads(out.read_text())
     assert [(row["gap_m"], row["setting"]) for row in result["rows"]] == [(None, "curved"), (None, "planes only"), (0.0, "curved"), (0.0, "planes only")]
     assert all(row["frames"] == 1 and len(row["per_scene"]) == 1 for row in result["rows"])
@@ -69,3 +70,33 @@ def test_planes_only_turns_the_curved_surfaces_off_and_nothing_else():
     assert tracker.config.segment.relief_curved_rounds == 0 and tracker.config.background_plane.curved_rounds == 0
     assert before.segment.relief_curved_rounds > 0 and before.background_plane.curved_rounds > 0
     assert tracker.config.segment == type(before.segment)(**{**vars(before.segment), "relief_curved_rounds": 0})
+
+
+@pytest.mark.parametrize("gap_m", [0.0, 0.02])
+def test_a_sequence_torso_is_drawn_once_and_kept_the_gap_behind_the_moving_hand(hand_model, gap_m):
+    source = SyntheticSource(seed=40, hand=Handedness.RIGHT, hand_model=hand_model)
+    k = source.intrinsics
+    poses = [source.pose_at(i) for i in (0, 30)]
+    hands = [hand_model.pose(p.local_rotations, p.bone_scales, p.cam_from_hand, p.handedness) for p in poses]
+    add = torso_backdrop(np.random.default_rng(1), hands, k, 3.0)
+    sizes = []
+    for posed in hands:
+        depth = np.zeros((k.height, k.width), np.float32)
+        add(depth, posed, gap_m)
+        # The torso's front under each vertex's pixel: the least depth behind the hand is
+        # the gap, to the pixel's size on the curve (a few millimetres).
+        u = np.round(posed.vertices[:, 0] / posed.vertices[:, 2] * k.fx + k.cx).astype(int)
+        v = np.round(posed.vertices[:, 1] / posed.vertices[:, 2] * k.fy + k.cy).astype(int)
+        inside = (u >= 0) & (u < k.width) & (v >= 0) & (v < k.height)
+        behind = depth[v[inside], u[inside]] - posed.vertices[inside, 2]
+        assert np.min(behind[depth[v[inside], u[inside]] > 0]) == pytest.approx(gap_m, abs=0.004)
+        sizes.append(np.count_nonzero(depth))
+    assert min(sizes) > 20_000  # the same torso, whole, in both frames
+
+
+def test_a_run_tracks_the_sequences_with_both_settings(tmp_path):
+    out = tmp_path / "body.json"
+    assert main(["--scenes", "1", "--gaps", "0", "--track-sequences", "1", "--track-frames", "2", "--out", str(out), "--no-progress"]) == 0
+    tracked = json.loads(out.read_text())["tracked"]
+    assert [(row["setting"], row["gap_m"]) for row in tracked] == [(s, z) for s in ("curved", "planes only") for z in (None, 0.0, 0.02)]
+    assert all(row["frames"] == 4 for row in tracked)  # a right and a left hand, 2 frames each
