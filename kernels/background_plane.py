@@ -233,6 +233,8 @@ def curve_surface(ii, jj, z, inliers, centre, scale, band, rounds, horizon_ok, m
     inside = inliers.copy()
     relief = np.empty(n)
     coefficients = np.zeros(6)
+    if rounds < 1:
+        return coefficients, inside, relief, False
     for attempt in range(rounds):
         m = np.zeros((6, 6))
         v = np.zeros(6)

@@ -289,7 +289,8 @@ def test_a_curved_surface_is_recovered_exactly_from_a_strip_of_it():
     z_concave = 1.0 / (concave[0] + concave[1] * x + concave[2] * y + concave[3] * x * x + concave[4] * x * y + concave[5] * y * y)
     assert not curve_surface(ii, jj, z_concave, strip, 31.5, 31.5, 0.015, 8, True, 0.0)[3]
     assert curve_surface(ii, jj, z_concave, strip, 31.5, 31.5, 0.015, 8, True, 0.1)[3]
-    # Too few points, or points on one line, fix no quadratic.
+    # Too few points, or points on one line, fix no quadratic; no round fits none.
+    assert not curve_surface(ii, jj, z, strip, 31.5, 31.5, 0.015, 0, True, 0.0)[3]
     assert not curve_surface(ii, jj, z, np.arange(len(z)) < 5, 31.5, 31.5, 0.015, 8, True, 0.0)[3]
     assert not curve_surface(ii, jj, z, jj == 10, 31.5, 31.5, 0.015, 8, True, 0.0)[3]
 
