@@ -45,12 +45,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
 from benchmarks import cell, check_output_path, print_table, result_header, write_result
+from benchmarks import near_surfaces
 from benchmarks.near_surfaces import SCENE_STREAM, SIDE_AT_FRAMES, TRACK_FIRST_SEED, measure_tracked, side_right_error
 from benchmarks.working_distance import outcome_summary, track_first_frame
 from kernels.raster import composite_ellipsoid
@@ -225,31 +225,15 @@ def measure(config: NearBodyConfig, progress: bool = True) -> list[dict]:
     ]
 
 
-def write_picture(path: Path, hand_model, scenes: int = 6, gap_m: float = 0.0, panel: int = 192) -> None:
-    """``scenes`` rows: the frame with the torso ``gap_m`` behind the hand, then the crop the
-    network sees around the visible hand (right-hand view, ray frame, 26 cm cube) with planes
-    only cleared and with the curved surface cleared; crop depth coloured from the cube's
-    near face (red) to its far face (blue), background black."""
-    from tracker.crop import BackgroundPlane, CropFrame, make_crop
-    from tracker.synth.contact_sheet import colourise_depth
-    from tracker.training_data import hand_centroid
+def write_picture(path: Path, hand_model) -> None:
+    """``benchmarks.near_surfaces.write_picture``'s rows for the first six scenes resting on
+    the torso: the frame, then the network's crop with planes only cleared and with the
+    curved surface cleared."""
+    from tracker.crop import BackgroundPlane
 
-    rows = []
-    for index in range(scenes):
-        depth, sample = scene_at(index, gap_m, hand_model)
-        depth_m = depth.astype(np.float32) * np.float32(sample.depth_scale)
-        frame = colourise_depth(depth_m, 0.2, 1.5)
-        frame = cv2.resize(frame, (panel * frame.shape[1] // frame.shape[0], panel), interpolation=cv2.INTER_AREA)
-        centre = hand_centroid(depth_m, sample.mask, sample.intrinsics, sample.joints.mean(axis=0))
-        tiles = [frame]
-        for label, plane in (("planes only", dataclasses.replace(BackgroundPlane(), curved_rounds=0)), ("curved", BackgroundPlane())):
-            crop = make_crop(depth_m, sample.intrinsics, centre, 0.26, sample.pose.handedness, frame=CropFrame.RAY, background_plane=plane)
-            tile = colourise_depth(np.where(crop.measured, crop.depth + 2.0, 0.0), 1.0, 3.0)
-            tile = cv2.resize(tile, (panel, panel), interpolation=cv2.INTER_NEAREST)
-            cv2.putText(tile, label, (6, panel - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-            tiles.append(tile)
-        rows.append(np.hstack(tiles))
-    cv2.imwrite(str(path), np.vstack(rows))
+    curved = BackgroundPlane()
+    settings = (("planes only", dataclasses.replace(curved, curved_rounds=0)), ("curved", curved))
+    near_surfaces.write_picture(path, hand_model, scene=scene_at, settings=settings)
 
 
 def main(argv: list[str] | None = None) -> int:

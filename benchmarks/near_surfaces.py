@@ -271,24 +271,26 @@ def measure_tracked(config, progress: bool = True, backdrop=plane_backdrop, adju
     return rows
 
 
-def write_picture(path: Path, hand_model, scenes: int = 6, gap_m: float = 0.0, panel: int = 192) -> None:
-    """``scenes`` rows: the frame with a surface ``gap_m`` behind the hand, then the crop the
-    network sees around the visible hand (right-hand view, ray frame, 26 cm cube) with the
-    plane kept and cleared; crop depth coloured from the cube's near face (red) to its far
-    face (blue), background black."""
+def write_picture(path: Path, hand_model, scenes: int = 6, gap_m: float = 0.0, panel: int = 192, scene=scene_at, settings=None) -> None:
+    """``scenes`` rows: the frame with a surface ``gap_m`` behind the hand (``scene``: what
+    draws scene i with it, ``scene_at`` by default), then the crop the network sees around
+    the visible hand (ray frame, 26 cm cube) with each of ``settings`` ((label,
+    ``BackgroundPlane`` or None) pairs; by default the plane kept and cleared); crop depth
+    coloured from the cube's near face (red) to its far face (blue), background black."""
     from tracker.crop import BackgroundPlane, CropFrame, make_crop
     from tracker.synth.contact_sheet import colourise_depth
     from tracker.training_data import hand_centroid
 
+    settings = settings or (("kept", None), ("cleared", BackgroundPlane()))
     rows = []
     for index in range(scenes):
-        depth, sample = scene_at(index, gap_m, hand_model)
+        depth, sample = scene(index, gap_m, hand_model)
         depth_m = depth.astype(np.float32) * np.float32(sample.depth_scale)
         frame = colourise_depth(depth_m, 0.2, 1.5)
         frame = cv2.resize(frame, (panel * frame.shape[1] // frame.shape[0], panel), interpolation=cv2.INTER_AREA)
         centre = hand_centroid(depth_m, sample.mask, sample.intrinsics, sample.joints.mean(axis=0))
         tiles = [frame]
-        for label, plane in (("kept", None), ("cleared", BackgroundPlane())):
+        for label, plane in settings:
             crop = make_crop(depth_m, sample.intrinsics, centre, 0.26, sample.pose.handedness, frame=CropFrame.RAY, background_plane=plane)
             tile = colourise_depth(np.where(crop.measured, crop.depth + 2.0, 0.0), 1.0, 3.0)
             tile = cv2.resize(tile, (panel, panel), interpolation=cv2.INTER_NEAREST)
