@@ -281,18 +281,28 @@ def curve_surface(ii, jj, z, inliers, centre, scale, band, rounds, horizon_ok, m
 
 
 @njit(cache=True, nogil=True)
-def _counts(ii, jj, inliers, relief, inverse_at_middle, rows, cols, centre_depth, min_share, max_rms, min_behind, min_spread, min_border):
-    """Whether a surface found in a crop (its ``inliers`` and ``relief``, and its inverse
-    depth at the crop's middle pixel) counts as background: ``clear_plane_behind``'s
-    checks."""
+def _share_and_border(ii, jj, inliers, rows, cols):
+    """How many of the points are ``inliers``, and how many of those lie on the crop's
+    outermost ring of pixels."""
     count = 0
     border = 0
-    squares = si = sj = sii = sij = sjj = 0.0
     for m in range(len(ii)):
         if inliers[m]:
             count += 1
             if ii[m] == 0 or jj[m] == 0 or ii[m] == cols - 1 or jj[m] == rows - 1:
                 border += 1
+    return count, border
+
+
+@njit(cache=True, nogil=True)
+def _counts(ii, jj, inliers, relief, inverse_at_middle, rows, cols, centre_depth, min_share, max_rms, min_behind, min_spread, min_border):
+    """Whether a surface found in a crop (its ``inliers`` and ``relief``, and its inverse
+    depth at the crop's middle pixel) counts as background: ``clear_plane_behind``'s
+    checks."""
+    count, border = _share_and_border(ii, jj, inliers, rows, cols)
+    squares = si = sj = sii = sij = sjj = 0.0
+    for m in range(len(ii)):
+        if inliers[m]:
             squares += relief[m] * relief[m]
             si += ii[m]
             sj += jj[m]
@@ -338,9 +348,10 @@ def clear_plane_behind(depth, centre_depth, half_cube, band, min_share, max_rms,
     hypotheses: planes through three points of the crop's back half tried; the one with the
       most inliers (passing behind the centre) is refitted by least squares to its inliers,
     rounds: ... at most this many times, until they stay the same.
-    curved_rounds: the plane is also grown into the smooth curved surface it may be a strip
-      of (``curve_surface``: a torso, a shoulder) by this many least-squares rounds at most,
-      and that is cleared instead where it passes the checks above (0: the plane only),
+    curved_rounds: a plane holding half of min_share already is also
+      grown into the smooth curved surface it may be a strip of (``curve_surface``: a
+      torso, a shoulder) by this many least-squares rounds at most, and that is cleared
+      instead where it passes the checks above (0: the plane only),
     min_concave_radius: metres; ... and bends towards the camera no more than a sphere this
       big seen from within.
 
@@ -373,7 +384,11 @@ def clear_plane_behind(depth, centre_depth, half_cube, band, min_share, max_rms,
     a, b, c, inliers, relief, found = robust_plane(ii, jj, z, back, middle, band, hypotheses, rounds, max(1, n // 500), centre_depth, min_behind, True)
     if not found:
         return out, False
-    if curved_rounds > 0:
+    # Grown only from a strip holding half the share the surface needs: a body's front
+    # behind the hand gives one, while the best plane in a crop with nothing behind the hand
+    # (a patch of forearm) mostly holds less, and growing it costs time for nothing.
+    strip, _ = _share_and_border(ii, jj, inliers, rows, cols)
+    if curved_rounds > 0 and strip >= 0.5 * min_share * rows * cols:
         # Metres across per unit of the fit's coordinates, per metre of depth: its bound on
         # the bend towards the camera (``curve_surface``).
         across = middle * 2.0 * half_cube / (cols * centre_depth)
