@@ -348,7 +348,7 @@ def clear_plane_behind(depth, centre_depth, half_cube, band, min_share, max_rms,
     hypotheses: planes through three points of the crop's back half tried; the one with the
       most inliers (passing behind the centre) is refitted by least squares to its inliers,
     rounds: ... at most this many times, until they stay the same.
-    curved_rounds: a plane holding half of min_share already is also
+    curved_rounds: a plane holding min_share of the crop already is also
       grown into the smooth curved surface it may be a strip of (``curve_surface``: a
       torso, a shoulder) by this many least-squares rounds at most, and that is cleared
       instead where it passes the checks above (0: the plane only),
@@ -384,11 +384,12 @@ def clear_plane_behind(depth, centre_depth, half_cube, band, min_share, max_rms,
     a, b, c, inliers, relief, found = robust_plane(ii, jj, z, back, middle, band, hypotheses, rounds, max(1, n // 500), centre_depth, min_behind, True)
     if not found:
         return out, False
-    # Grown only from a strip holding half the share the surface needs: a body's front
+    # Grown only from a strip holding the share the surface needs already: a body's front
     # behind the hand gives one, while the best plane in a crop with nothing behind the hand
-    # (a patch of forearm) mostly holds less, and growing it costs time for nothing.
+    # (a patch of the hand or forearm) mostly holds less, and growing that costs time for
+    # nothing.
     strip, _ = _share_and_border(ii, jj, inliers, rows, cols)
-    if curved_rounds > 0 and strip >= 0.5 * min_share * rows * cols:
+    if curved_rounds > 0 and strip >= min_share * rows * cols:
         # Metres across per unit of the fit's coordinates, per metre of depth: its bound on
         # the bend towards the camera (``curve_surface``).
         across = middle * 2.0 * half_cube / (cols * centre_depth)
