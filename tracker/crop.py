@@ -127,10 +127,11 @@ class BackgroundPlane:
     rounds: int = 6
     #: A body's front right behind the hand (a torso, a shoulder) is no plane, and costs the
     #: network and the classifiers as a wall does (``benchmarks.near_body``). The plane,
-    #: grown into the curved surface it is a strip of by least-squares rounds on the pixels
-    #: within ``band_m`` of it until they stay the same (``curve_surface``), counts instead
-    #: where it passes the checks above; each round reaches a band further round the curve,
-    #: so it takes several. 0: planes only.
+    #: where it holds ``min_share`` of the crop already, is grown into the curved surface it
+    #: is a strip of by least-squares rounds on the pixels within ``band_m`` of it until
+    #: they stay the same (``curve_surface``), which counts instead where it passes the
+    #: checks above; each round reaches a band further round the curve, so it takes
+    #: several. 0: planes only.
     curved_rounds: int = 30
     #: ... bending towards the camera no more than a sphere this big: a body's front bends
     #: away; a plane grown into an arm rising out of it would bend towards it.
