@@ -389,6 +389,7 @@ def clear_plane_behind(depth, centre_depth, half_cube, band, min_share, max_rms,
     # (a patch of the hand or forearm) mostly holds less, and growing that costs time for
     # nothing.
     strip, _ = _share_and_border(ii, jj, inliers, rows, cols)
+    counts = False  # the curved surface counts; else the plane is checked
     if curved_rounds > 0 and strip >= min_share * rows * cols:
         # Metres across per unit of the fit's coordinates, per metre of depth: its bound on
         # the bend towards the camera (``curve_surface``).
@@ -397,8 +398,8 @@ def clear_plane_behind(depth, centre_depth, half_cube, band, min_share, max_rms,
             ii, jj, z, inliers, middle, middle, band, curved_rounds, True, across * across / (2.0 * min_concave_radius)
         )
         if curved and _counts(ii, jj, curved_inliers, curved_relief, coefficients[0], rows, cols, centre_depth, min_share, max_rms, min_behind, min_spread, min_border):
-            inliers, relief, c = curved_inliers, curved_relief, coefficients[0]
-    if not _counts(ii, jj, inliers, relief, c, rows, cols, centre_depth, min_share, max_rms, min_behind, min_spread, min_border):
+            inliers, relief, counts = curved_inliers, curved_relief, True
+    if not counts and not _counts(ii, jj, inliers, relief, c, rows, cols, centre_depth, min_share, max_rms, min_behind, min_spread, min_border):
         return out, False
     for m in range(n):
         if relief[m] < clearance:
