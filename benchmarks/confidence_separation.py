@@ -34,7 +34,7 @@ of them as a track's first frame: those two, and the crops the classifier doubts
 (``doubtful_hand_probability``) whose fit reaches ``min_confidence_when_doubtful``.
 
 ``side_choice``: on the ``hands`` frames, how often the side whose mesh the depth bears out
-better is the true one, against the side classifier's single-frame answer (what the side
+better (by the confidence, and within the side check's 1 cm) is the true one, against the side classifier's single-frame answer (what the side
 vote adds up) on the same crops, and the two together. ``tracked_sides``: the side the
 tracker reports over whole sequences (the side classifier's held-out seeds 22-33, a right
 and a left hand each), without side checks (``TrackerConfig.side_check_every`` 0) and with
@@ -127,6 +127,7 @@ def _scores(tracker: HandTracker, frame: DepthFrame, side: Handedness | None) ->
     hand_share = float((output.hand_probability[measured] > 0.5).mean()) if measured.any() else 0.0
     return {
         "confidence": agreement.confidence, "confirmed": agreement.confirmed, "explained": agreement.explained, "hand_share": hand_share,
+        "side_check_agreement": estimator.side_check_agreement(crop, output, frame.intrinsics),
         "joints": output.joints, "right_logit": prepared.right_logit,
         "hand_probability": None if prepared.hand_logit is None else sigmoid(prepared.hand_logit),
     }
@@ -272,12 +273,14 @@ SIDE_CHECK_WEIGHTS = (4.0, 8.0, 16.0)
 def side_choice(own: list[dict | None], other: list[dict | None], truth_is_right: list[bool]) -> dict:
     """Per frame, whether each way of choosing the side picks the true one: the side
     classifier alone (its logit's sign, what the side vote sums), the side whose mesh the
-    depth bears out better (both sides' crops run through the network), and the two
-    together (logit + w * confidence difference)."""
+    depth bears out better (both sides' crops run through the network) by the confidence
+    (2 cm) and by what a side check weighs (``side_check_agreement``, 1 cm), and the
+    classifier and the confidence together (logit + w * confidence difference)."""
     pairs = [(a, b, right) for a, b, right in zip(own, other, truth_is_right) if a is not None and b is not None]
     if not pairs:
         return {"frames": 0}
     difference = np.array([a["confidence"] - b["confidence"] for a, b, _ in pairs])  # true side minus the other
+    checked = np.array([a["side_check_agreement"] - b["side_check_agreement"] for a, b, _ in pairs])
     logit = np.array([a["right_logit"] * (1.0 if right else -1.0) for a, _, right in pairs])  # towards the true side
     return {
         "frames": len(pairs),
@@ -286,6 +289,9 @@ def side_choice(own: list[dict | None], other: list[dict | None], truth_is_right
         "confidence_wrong_by_over_0.05": float(np.mean(difference < -0.05)),
         "confidence_difference_quantiles": {f"p{q}": float(np.percentile(difference, q)) for q in (1, 5, 25, 50)},
         "combined_correct": {f"{w:g}": float(np.mean(logit + w * difference > 0)) for w in SIDE_CHECK_WEIGHTS},
+        "side_check_correct": float(np.mean(checked > 0)),
+        "side_check_wrong_by_over_0.05": float(np.mean(checked < -0.05)),
+        "side_check_difference_quantiles": {f"p{q}": float(np.percentile(checked, q)) for q in (1, 5, 25, 50)},
     }
 
 
@@ -476,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     if sides["frames"]:
         print(
             f"side of the {sides['frames']} hands: the classifier right on {sides['classifier_correct']:.1%} of frames, the better-confirmed "
-            f"side of the two on {sides['confidence_correct']:.1%}, the two together (logit + 16 x difference) on {sides['combined_correct']['16']:.1%}"
+            f"side of the two on {sides['confidence_correct']:.1%} (within 1 cm, as a side check weighs them: {sides['side_check_correct']:.1%}), "
+            f"the classifier and the confidence together (logit + 16 x difference) on {sides['combined_correct']['16']:.1%}"
         )
     tracked = result["tracked_sides"]
     if tracked:

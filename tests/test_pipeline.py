@@ -1967,7 +1967,7 @@ def test_the_network_s_own_vertices_are_mapped_to_the_camera_when_asked_for(hand
 @pytest.mark.parametrize("case", ["nan", "at the camera", "far outside the cube", "no hand", "fine"])
 @pytest.mark.filterwarnings("error")  # a very negative logit must not overflow on the way
 def test_an_estimate_that_is_not_finite_or_at_the_camera_has_no_confidence(hand_model, case):
-    from tracker.confidence import depth_agreement
+    from tracker.confidence import SIDE_CHECK_TOLERANCE_M, depth_agreement
     from tracker.crop import make_crop
     from tracker.estimator import HandEstimator
     from tracker.types import CameraIntrinsics
@@ -1995,9 +1995,12 @@ def test_an_estimate_that_is_not_finite_or_at_the_camera_has_no_confidence(hand_
     crop = dataclasses.replace(crop, depth=np.zeros_like(crop.depth))  # all of it seen, at the centre's depth
     estimator = HandEstimator(Backend(), hand_model)
     estimate = estimator.estimate(crop, k)
+    # What a side check weighs: the same agreement, within its own tolerance, and 0 where
+    # the estimate has no confidence.
+    side_check = estimator.side_check_agreement(crop, estimator.run(crop)[0], k)
     if case == "no hand":  # the mesh lies on the depth, but no pixel is hand: no hand
         assert depth_agreement(crop, estimate.vertices_cam_m, hand_model.faces, np.ones((64, 64)), (160, 120)).confirmed > 0.9
-        assert estimate.confidence == 0.0
+        assert estimate.confidence == 0.0 and side_check == 0.0
     elif case == "fine":
         agreement = depth_agreement(crop, estimate.vertices_cam_m, hand_model.faces, np.ones((64, 64)), (160, 120))
         # The refit hand is flat to within the template's thickness (< 2 cm): all of it is
@@ -2005,8 +2008,10 @@ def test_an_estimate_that_is_not_finite_or_at_the_camera_has_no_confidence(hand_
         assert agreement.confirmed > 0.9 and 0.05 < agreement.explained < 0.5
         assert estimate.confidence == pytest.approx(agreement.confidence)
         assert "confidence" in estimate.timings_ms
+        within = depth_agreement(crop, estimate.vertices_cam_m, hand_model.faces, np.ones((64, 64)), (160, 120), SIDE_CHECK_TOLERANCE_M)
+        assert side_check == pytest.approx(within.confidence) and 0.0 < side_check < estimate.confidence
     else:
-        assert estimate.confidence == 0.0
+        assert estimate.confidence == 0.0 and side_check == 0.0
 
 
 def test_every_output_is_closed_when_closing_the_source_fails(hand_model):
@@ -2331,6 +2336,9 @@ class _CheckingEstimator:
         from tracker.types import HandEstimate
 
         return HandEstimate(np.zeros((1, 3), np.float32), np.full((21, 3), 0.5, np.float32), np.zeros((21, 2), np.float32), Handedness(output), self.confidence, timings)
+
+    def side_check_agreement(self, crop, output, intrinsics):
+        return self.confidence
 
 
 def _checking_step(tracker, number, centre, hand_logit=6.0, timestamp_ms=None, confidence=1.0):

@@ -34,6 +34,17 @@ from tracker.types import HandCrop, Handedness
 #: length is a few millimetres and the network's depth error about 6 mm; a surface 2 cm
 #: behind a finger is no longer that finger (a finger is 1.5-2 cm thick).
 DEFAULT_TOLERANCE_M = 0.02
+#: The tolerance a side check compares a hand's two fits by (``side_check_agreement``):
+#: a hand fitted mirrored still lies on the hand's own surface within 2 cm over most of
+#: it, its palm curving the wrong way by less than that, so at 2 cm the two fits often
+#: score alike; within 1 cm the true side's fit stands out more (the median difference
+#: between the two fits' confidence 0.20 against 0.13 at 2 cm), while the sensor's noise at
+#: arm's length (a few millimetres, about 5 mm at 1.2 m on a D4xx) still leaves most of a
+#: good fit's pixels inside it. On 1461 tuning frames (the working distance's poses at
+#: 0.3-1.2 m, hands on or 2 cm before a desk, a wall or the body), each a track's first,
+#: the side the check and the side classifier settled on was wrong on 11 instead of 27
+#: (``docs/network.md``, "Left or right").
+SIDE_CHECK_TOLERANCE_M = 0.01
 
 
 @dataclass(frozen=True)

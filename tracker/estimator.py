@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tracker.confidence import depth_agreement
+from tracker.confidence import SIDE_CHECK_TOLERANCE_M, depth_agreement
 from tracker.crop import crop_to_camera
 from tracker.hand_model import HandModel
 from tracker.lens import project
@@ -50,6 +50,19 @@ class NetworkOutput:
         """P_s (V, 3) float32 in the camera frame (metres); mapped when first asked for, as
         tracking frame after frame never does."""
         return crop_to_camera(self.initial_vertices_crop, self.crop)
+
+
+def usable(crop: HandCrop, output: NetworkOutput) -> bool:
+    """Whether ``output`` is an estimate a hand could have given: finite, its joints before
+    the camera and within reach of its crop (else a network failure; see ``to_estimate``)."""
+    joints = output.joints
+    reach = np.abs(joints - crop.center_cam_m).max() if joints.size else 0.0
+    return bool(
+        np.all(np.isfinite(joints))
+        and np.all(joints[:, 2] >= MIN_JOINT_DEPTH_M)
+        and np.all(np.isfinite(output.refined_vertices))
+        and reach <= MAX_JOINT_REACH_CUBES * crop.cube_size_m
+    )
 
 
 @dataclass(frozen=True)
@@ -121,6 +134,17 @@ class HandEstimator:
             timings,
         )
 
+    def side_check_agreement(self, crop: HandCrop, output: NetworkOutput, intrinsics: CameraIntrinsics) -> float:
+        """How far ``crop``'s depth bears out this side's fit, for a side check to weigh
+        against the other side's: the confidence (``to_estimate``'s, 0 where that is 0) at
+        ``SIDE_CHECK_TOLERANCE_M``, which tells a mirrored fit from the true one better."""
+        if not usable(crop, output):
+            return 0.0
+        return depth_agreement(
+            crop, output.refined_vertices, self.hand_model.faces, output.hand_probability, (intrinsics.width, intrinsics.height),
+            SIDE_CHECK_TOLERANCE_M,
+        ).confidence
+
     def estimate(self, crop: HandCrop, intrinsics: CameraIntrinsics) -> HandEstimate:
         output, timings = self.run(crop)
         return self.to_estimate(crop, output, timings, intrinsics)
@@ -131,16 +155,9 @@ class HandEstimator:
         tracker) when the estimate is not finite, reaches to the camera or behind it (a crop
         cube around a centre nearer than half its size), or lies far outside its crop's cube."""
         joints = output.joints
-        reach = np.abs(joints - crop.center_cam_m).max() if joints.size else 0.0
-        usable = bool(
-            np.all(np.isfinite(joints))
-            and np.all(joints[:, 2] >= MIN_JOINT_DEPTH_M)
-            and np.all(np.isfinite(output.refined_vertices))
-            and reach <= MAX_JOINT_REACH_CUBES * crop.cube_size_m
-        )
         uv = project(joints, intrinsics)  # into the stream's own image, through its lens
         confidence = 0.0
-        if usable:
+        if usable(crop, output):
             t0 = time.perf_counter()
             agreement = depth_agreement(
                 crop, output.refined_vertices, self.hand_model.faces, output.hand_probability, (intrinsics.width, intrinsics.height)

@@ -408,7 +408,7 @@ def evaluate_real(
         side = next(iter(fits))
         if side_classifier is not None:
             vote = SideVote()
-            vote_side_check(vote, {s: estimator.to_estimate(crop, output, {}, intrinsics).confidence for s, (crop, output) in fits.items()})
+            vote_side_check(vote, {s: estimator.side_check_agreement(crop, output, intrinsics) for s, (crop, output) in fits.items()})
             side = vote.update(side_classifier.logit(classifier_crop(side_classifier, depth_m, intrinsics, centre, cube_size_m, background_plane=background_plane)))
         crop, output = fits[side]
         crop_points, measured = crop_points_camera(crop, intrinsics)

@@ -101,7 +101,7 @@ class TrackerConfig:
     #: Where the side is decided per track: on its first frame and every this many frames
     #: after (a track that takes up a lost one's vote, above, goes on with its count), the
     #: network also runs on the other side's crop, and the side whose mesh the
-    #: depth bears out better (``tracker.confidence``) gets ``SIDE_CHECK_VOTES`` frames'
+    #: depth bears out better (``HandEstimator.side_check_agreement``) gets ``SIDE_CHECK_VOTES`` frames'
     #: worth of the side vote; 0: never. Per frame that side is the true one far more often
     #: than the side classifier's (``benchmarks/results/confidence_separation.json``,
     #: ``side_choice``). A check runs with no other frame's network in flight: a run that
@@ -150,17 +150,19 @@ HAND_EVIDENCE_MAX_ABS_LOGIT = 6.0
 #: (sigmoid(6) = 0.9975), every frame would be dropped.
 MAX_MIN_HAND_PROBABILITY = 0.99
 
-#: A side check's evidence: the confidence difference (right minus left) in logit units per
-#: unit of it, clipped as any logit (``SideVoteConfig.max_abs_logit``): the median difference
-#: between the true side's fit and the other's, 0.13, is a logit of 3.9.
-SIDE_CHECK_LOGIT_PER_CONFIDENCE = 30.0
+#: A side check's evidence: the difference of the two fits' agreement with the depth
+#: (right minus left, ``HandEstimator.side_check_agreement``) in logit units per unit of it,
+#: clipped as any logit (``SideVoteConfig.max_abs_logit``): the median difference between
+#: the true side's fit and the other's, 0.20, is a logit of 4.
+SIDE_CHECK_LOGIT_PER_CONFIDENCE = 20.0
 #: ... counting as this many frames of the side classifier's: the better-confirmed side is
-#: the true one on 98 % of single frames, the classifier's on 82 %.
+#: the true one on 99 % of single frames, the classifier's on 82 %.
 SIDE_CHECK_VOTES = 10.0
 
 
 def vote_side_check(vote, confidence: dict[Handedness, float]) -> None:
-    """Add a side check's evidence, each side's confidence in its fit, to ``vote`` (a
+    """Add a side check's evidence, how far the depth bears out each side's fit
+    (``HandEstimator.side_check_agreement``), to ``vote`` (a
     ``tracker.side_vote.SideVote``); where neither fit is usable (a network failure, a mesh
     outside the image) there is no evidence."""
     if max(confidence.values()) > 0.0:
@@ -687,7 +689,7 @@ class HandTracker:
                 outputs = backend.collect() if both_at_once else backend.run(crop.depth[None, None].astype(np.float32))
                 runs[side] = Launched(crop, launch_ms.get(side, 0.0) + 1e3 * (time.perf_counter() - began), outputs)
                 output, _ = self.estimator.complete(runs[side])
-                confidence[side] = self.estimator.to_estimate(crop, output, {}, frame.intrinsics).confidence
+                confidence[side] = self.estimator.side_check_agreement(crop, output, frame.intrinsics)
         except BaseException:
             # Nothing of the check may stay queued: the next frame's network would hand back
             # its outputs. (Without ``in_flight``, the crops launched and not collected.)

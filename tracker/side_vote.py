@@ -20,7 +20,8 @@ of all frames, 88 % at frame 30, 96 % at frame 60, and all 24 right at the end.
 The tracker adds stronger evidence where it can (``TrackerConfig.side_check_every``): on a
 track's first frame (unless it takes up a lost track's vote) and every so often after, it
 runs the network on both sides' crops and adds the difference of how far the depth bears
-each fit out, as ten frames' worth of vote; the figures below are the classifier's alone.
+each fit out (within 1 cm, ``HandEstimator.side_check_agreement``), as ten frames' worth
+of vote; the figures below are the classifier's alone.
 
 Once decided, the side changes only when the mean logit passes ``switch_margin`` (0.1)
 beyond 0 the other way. Without that margin (``--switch-margin 0``) the reported side
