@@ -156,7 +156,8 @@ MAX_MIN_HAND_PROBABILITY = 0.99
 #: the true side's fit and the other's, 0.20, is a logit of 4.
 SIDE_CHECK_LOGIT_PER_CONFIDENCE = 20.0
 #: ... counting as this many frames of the side classifier's: the better-confirmed side is
-#: the true one on 99 % of single frames, the classifier's on 82 %.
+#: the true one on 98-99 % of single frames, the classifier's on 82 % (``side_choice`` in
+#: ``benchmarks/results/confidence_separation.json``; ``SIDE_CHECK_TOLERANCE_M``).
 SIDE_CHECK_VOTES = 10.0
 
 
