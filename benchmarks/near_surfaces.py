@@ -49,7 +49,7 @@ from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
 from benchmarks import cell, check_output_path, print_table, result_header, write_result
-from benchmarks.working_distance import outcome_summary, track_first_frame
+from benchmarks.working_distance import SIDE_AT_FRAMES, TRACK_FIRST_SEED, outcome_summary, track_first_frame, track_sequences
 from tracker.backends import AUTO_BACKEND, BACKENDS
 from kernels.raster import composite_plane
 from kernels.sensor_noise import StereoNoiseModel, apply_stereo_noise
@@ -67,14 +67,6 @@ SCENE_STREAM = 9
 #: looks along it from a few centimetres up); a surface drawn nearer, or with the camera
 #: behind it (where it would hide the hand), is drawn again.
 CAMERA_CLEARANCE_M = 0.1
-
-
-#: The tracked sequences' first seed of the built-in input (``SyntheticSource``): the
-#: committed benchmarks that track its sequences use seeds 0-33.
-TRACK_FIRST_SEED = 40
-#: Track frames (1 = the first) at which the side reported is counted: the first, and
-#: the frames after the next side checks (``TrackerConfig.side_check_every``, 15).
-SIDE_AT_FRAMES = (1, 16, 31)
 
 
 @dataclass(frozen=True)
@@ -215,60 +207,19 @@ def sequence_frames(seed: int, hand: Handedness, frames: int, gap_m: float | Non
 
 
 def measure_tracked(config, progress: bool = True, backdrop=plane_backdrop, adjust=None) -> list[dict]:
-    """Per gap: the tracked sequences' frames with a hand reported, the share of those on
-    the true side (all, and at ``SIDE_AT_FRAMES`` of each track), the side changes, the
-    mean joint error (mm), of all and of those on the true side, and each stage's median
-    milliseconds (``FrameResult.timings_ms``, on the machine the result file names).
-    ``config``: its ``track_*`` fields and ``backend`` (``NearSurfacesConfig``'s);
-    ``backdrop``: what lies behind the hand (``sequence_frames``); ``adjust``: called on the
-    tracker once opened (a benchmark's setting)."""
-    from tracker.api import open_tracker
+    """Per gap (``config.track_gaps_m``): the tracked sequences with a surface ``gap_m``
+    behind the hand (``sequence_frames``), as ``benchmarks.working_distance.track_sequences``
+    reports them. ``config``: its ``track_*`` fields and ``backend`` (``NearSurfacesConfig``'s);
+    ``backdrop``: what lies behind the hand; ``adjust``: called on the tracker once opened
+    (a benchmark's setting)."""
     from tracker.hand_model import HandModel
 
     hand_model = HandModel.load()
-    seeds = range(config.track_first_seed, config.track_first_seed + config.track_sequences)
-    runs = [(z, seed, hand) for z in config.track_gaps_m for seed in seeds for hand in (Handedness.RIGHT, Handedness.LEFT)]
-    outcomes = {z: {"right": [], "errors": [], "changes": 0, "at": {n: [] for n in SIDE_AT_FRAMES}, "ms": {}} for z in config.track_gaps_m}
-    with open_tracker(backend=config.backend) as tracker:
-        if adjust is not None:
-            adjust(tracker)
-        for z, seed, hand in tqdm(runs, desc="tracked sequences", disable=not progress):
-            tracker.reset()
-            last, track_frame, out = None, 0, outcomes[z]
-            for frame, joints in sequence_frames(seed, hand, config.track_frames, z, hand_model, backdrop):
-                result = tracker.process(frame)
-                for stage, ms in result.timings_ms.items():
-                    out["ms"].setdefault(stage, []).append(ms)
-                if not result.hands:
-                    last, track_frame = None, 0
-                    continue
-                track_frame += 1
-                reported = result.hands[0].handedness
-                out["right"].append(reported == hand)
-                out["errors"].append(float(1000 * np.linalg.norm(result.hands[0].joints_cam_m - joints, axis=1).mean()))
-                out["changes"] += last is not None and reported != last
-                if track_frame in out["at"]:
-                    out["at"][track_frame].append(reported == hand)
-                last = reported
-    rows = []
-    for z, out in outcomes.items():
-        right, errors = np.array(out["right"], bool), np.array(out["errors"])
-        rows.append({
-            "gap_m": z,
-            "sequences": 2 * config.track_sequences,
-            "frames": 2 * config.track_sequences * config.track_frames,
-            "frames_with_a_hand": int(len(right)),
-            "side_right": float(right.mean()) if len(right) else None,
-            "side_right_at_track_frame": {str(n): float(np.mean(v)) if v else None for n, v in out["at"].items()},
-            "tracks_at_track_frame": {str(n): len(v) for n, v in out["at"].items()},
-            "side_changes": int(out["changes"]),
-            "mean_joint_error_mm": float(errors.mean()) if len(errors) else None,
-            "mean_joint_error_side_right_mm": float(errors[right].mean()) if right.any() else None,
-            # Over the frames each stage ran in: segmentation (every frame) is what a surface
-            # behind the hand costs most, each candidate it peels off a slice of it.
-            "median_stage_ms": {stage: float(np.median(ms)) for stage, ms in out["ms"].items()},
-        })
-    return rows
+    return track_sequences(
+        config, "gap_m", config.track_gaps_m,
+        lambda seed, hand, gap_m: sequence_frames(seed, hand, config.track_frames, gap_m, hand_model, backdrop),
+        progress, adjust,
+    )
 
 
 def write_picture(path: Path, hand_model, scenes: int = 6, gap_m: float = 0.0, panel: int = 192, scene=scene_at, settings=None) -> None:

@@ -1,8 +1,8 @@
 """Working distance: how often the tracker reports a hand, and how well it fits it, by how
 far the hand is from the camera.
 
-    python -m benchmarks.working_distance                       # 100 poses x 9 distances
-    python -m benchmarks.working_distance --poses 4 --out /tmp/distance.json
+    python -m benchmarks.working_distance                       # 100 poses x 9 distances, 12 tracked x 3
+    python -m benchmarks.working_distance --poses 4 --track-sequences 0 --out /tmp/distance.json
 
 Each pose is the first frame of the built-in synthetic input (``SyntheticSource``, seeds
 S..S+N-1: right hands on even seeds, left on odd ones, an arm running out of view, stereo
@@ -16,6 +16,12 @@ Per distance: the share of frames with a hand reported, judged to hold none (a c
 and turned down by the hand-presence evidence), or with nothing found; the mean joint error
 of the hands reported, mm, against the rendered joints; the share of them given the right
 side; and the share of frames whose every keypoint lies inside the image.
+
+Tracked (``--track-sequences``, ``--track-distances``): the built-in input's moving hands
+(seeds 40-45 unless told, a right and a left hand each, 90 frames), every pose moved along
+its ray to each distance, tracked as a run tracks them; per distance, as
+``benchmarks.near_surfaces``' tracked part: the frames with a hand, the side right (all,
+and at a track's frames 1, 16 and 31), the side changes and the mean joint error.
 
 Writes ``benchmarks/results/working_distance.json`` (with the command, machine and settings).
 """
@@ -43,6 +49,14 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 
+#: The tracked sequences' first seed of the built-in input (``SyntheticSource``): the
+#: committed benchmarks that track its sequences use seeds 0-33.
+TRACK_FIRST_SEED = 40
+#: Track frames (1 = the first) at which the side reported is counted: the first, and
+#: the frames after the next side checks (``TrackerConfig.side_check_every``, 15).
+SIDE_AT_FRAMES = (1, 16, 31)
+
+
 @dataclass(frozen=True)
 class WorkingDistanceConfig:
     poses: int = 100
@@ -50,6 +64,12 @@ class WorkingDistanceConfig:
     #: Metres from the camera to the hand's origin (its wrist end), along its ray.
     distances_m: tuple[float, ...] = (0.15, 0.2, 0.3, 0.45, 0.6, 0.9, 1.2, 1.4, 1.6)
     backend: str = "onnxruntime"
+    #: Tracked sequences (``measure_tracked``): seeds from ``track_first_seed``, a right
+    #: and a left hand each, ``track_frames`` frames, at each of ``track_distances_m``.
+    track_sequences: int = 6
+    track_first_seed: int = TRACK_FIRST_SEED
+    track_frames: int = 90
+    track_distances_m: tuple[float, ...] = (0.45, 0.9, 1.2)
 
 
 def _in_image(joints_cam_m: np.ndarray, intrinsics) -> bool:
@@ -72,6 +92,96 @@ def pose_at_distance(seed: int, distance_m: float) -> tuple[SyntheticSource, np.
         noise=StereoNoiseModel(), rng=rng, arm_length_m=source.ARM_LENGTH_M,  # the built-in input's noise
     )
     return source, depth, posed
+
+
+def sequence_at_distance(seed: int, hand: Handedness, frames: int, distance_m: float, hand_model=None):
+    """Yield (frame, (21, 3) true joints) for the first ``frames`` frames of the built-in
+    input's moving ``hand`` (``SyntheticSource(seed)``), each pose moved along its ray so
+    that the hand's origin lies ``distance_m`` from the camera (as ``pose_at_distance``):
+    the hand moves across the view and turns as it does at arm's length, at that distance."""
+    source = SyntheticSource(seed=seed, max_frames=frames, hand=hand, hand_model=hand_model)
+    for i in range(frames):
+        pose = source.pose_at(i)
+        moved = np.array(pose.cam_from_hand, np.float64)
+        moved[:3, 3] *= distance_m / moved[2, 3]
+        depth, posed, _ = render_hand_pose(
+            source.hand_model, dataclasses.replace(pose, cam_from_hand=moved), source.intrinsics, source.depth_scale,
+            noise=StereoNoiseModel(), rng=np.random.default_rng([seed, i, int(round(1000 * distance_m))]), arm_length_m=source.ARM_LENGTH_M,
+        )
+        frame = DepthFrame(depth, source.depth_scale, source.intrinsics, timestamp_ms=1000.0 * i / source.fps, serial="synthetic", frame_number=i)
+        yield frame, posed.joints
+
+
+def track_sequences(config, key: str, settings, sequence, progress: bool = True, adjust=None) -> list[dict]:
+    """Track the built-in input's moving hands (``config.track_sequences`` seeds from
+    ``config.track_first_seed``, a right and a left hand each) under each of ``settings``
+    (a gap to a surface, a distance: ``key`` names it in the rows), the frames
+    ``sequence(seed, hand, setting)`` yields as (frame, true joints).
+
+    Per setting: the frames with a hand reported, the share of those on the true side (all,
+    and at ``SIDE_AT_FRAMES`` of each track), the side changes, the mean joint error (mm),
+    of all and of those on the true side, and each stage's median milliseconds
+    (``FrameResult.timings_ms``, on the machine the result file names). ``config``: also
+    its ``track_frames`` and ``backend``; ``adjust``: called on the tracker once opened (a
+    benchmark's setting)."""
+    from tracker.api import open_tracker
+
+    seeds = range(config.track_first_seed, config.track_first_seed + config.track_sequences)
+    runs = [(setting, seed, hand) for setting in settings for seed in seeds for hand in (Handedness.RIGHT, Handedness.LEFT)]
+    outcomes = {setting: {"right": [], "errors": [], "changes": 0, "at": {n: [] for n in SIDE_AT_FRAMES}, "ms": {}} for setting in settings}
+    with open_tracker(backend=config.backend) as tracker:
+        if adjust is not None:
+            adjust(tracker)
+        for setting, seed, hand in tqdm(runs, desc="tracked sequences", disable=not progress):
+            tracker.reset()
+            last, track_frame, out = None, 0, outcomes[setting]
+            for frame, joints in sequence(seed, hand, setting):
+                result = tracker.process(frame)
+                for stage, ms in result.timings_ms.items():
+                    out["ms"].setdefault(stage, []).append(ms)
+                if not result.hands:
+                    last, track_frame = None, 0
+                    continue
+                track_frame += 1
+                reported = result.hands[0].handedness
+                out["right"].append(reported == hand)
+                out["errors"].append(float(1000 * np.linalg.norm(result.hands[0].joints_cam_m - joints, axis=1).mean()))
+                out["changes"] += last is not None and reported != last
+                if track_frame in out["at"]:
+                    out["at"][track_frame].append(reported == hand)
+                last = reported
+    rows = []
+    for setting, out in outcomes.items():
+        right, errors = np.array(out["right"], bool), np.array(out["errors"])
+        rows.append({
+            key: setting,
+            "sequences": 2 * config.track_sequences,
+            "frames": 2 * config.track_sequences * config.track_frames,
+            "frames_with_a_hand": int(len(right)),
+            "side_right": float(right.mean()) if len(right) else None,
+            "side_right_at_track_frame": {str(n): float(np.mean(v)) if v else None for n, v in out["at"].items()},
+            "tracks_at_track_frame": {str(n): len(v) for n, v in out["at"].items()},
+            "side_changes": int(out["changes"]),
+            "mean_joint_error_mm": float(errors.mean()) if len(errors) else None,
+            "mean_joint_error_side_right_mm": float(errors[right].mean()) if right.any() else None,
+            # Over the frames each stage ran in: segmentation (every frame) is what a surface
+            # behind the hand costs most, each candidate it peels off a slice of it.
+            "median_stage_ms": {stage: float(np.median(ms)) for stage, ms in out["ms"].items()},
+        })
+    return rows
+
+
+def measure_tracked(config: WorkingDistanceConfig, progress: bool = True) -> list[dict]:
+    """Per distance (``config.track_distances_m``): the built-in input's moving hands
+    tracked at that distance (``sequence_at_distance``), as ``track_sequences`` reports them."""
+    from tracker.hand_model import HandModel
+
+    hand_model = HandModel.load()
+    return track_sequences(
+        config, "distance_m", config.track_distances_m,
+        lambda seed, hand, distance_m: sequence_at_distance(seed, hand, config.track_frames, distance_m, hand_model),
+        progress,
+    )
 
 
 def first_frame_outcome(tracker, source: SyntheticSource, depth: np.ndarray, posed) -> dict:
@@ -155,20 +265,37 @@ def main(argv: list[str] | None = None) -> int:
         "--distances", type=float, nargs="+", default=list(WorkingDistanceConfig.distances_m), metavar="M",
         help="distances from the camera, metres (default %(default)s)",
     )
+    parser.add_argument(
+        "--track-sequences", type=int, default=WorkingDistanceConfig.track_sequences,
+        help="tracked sequences of the built-in input, a right and a left hand each, moved to each --track-distances "
+        "(default %(default)s; 0: none)",
+    )
+    parser.add_argument("--track-frames", type=int, default=WorkingDistanceConfig.track_frames, help="frames per tracked sequence (default %(default)s)")
+    parser.add_argument(
+        "--track-distances", type=float, nargs="+", default=list(WorkingDistanceConfig.track_distances_m), metavar="M",
+        help="distances the tracked sequences are moved to, metres (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     if args.poses < 1 or args.first_seed < 0:
         parser.error("--poses must be at least 1, --first-seed at least 0")
-    if not all(0.05 < z < 3.0 for z in args.distances):
-        parser.error("--distances must lie between 0.05 and 3 m (what the renderer draws)")
+    if not all(0.05 < z < 3.0 for z in (*args.distances, *args.track_distances)):
+        parser.error("--distances and --track-distances must lie between 0.05 and 3 m (what the renderer draws)")
+    if args.track_sequences < 0 or args.track_frames < 1:
+        parser.error("--track-sequences must be at least 0 and --track-frames at least 1")
     check_output_path(parser, "--out", args.out)
-    config = WorkingDistanceConfig(poses=args.poses, first_seed=args.first_seed, distances_m=tuple(args.distances), backend=args.backend)
+    config = WorkingDistanceConfig(
+        poses=args.poses, first_seed=args.first_seed, distances_m=tuple(args.distances), backend=args.backend,
+        track_sequences=args.track_sequences, track_frames=args.track_frames, track_distances_m=tuple(args.track_distances),
+    )
 
     began = time.perf_counter()
     rows = measure(config, progress=not args.no_progress)
+    tracked = measure_tracked(config, progress=not args.no_progress) if config.track_sequences else []
     result = {
         **result_header("working_distance", argv),
         "config": asdict(config),
         "by_distance": rows,
+        "tracked": tracked,
         "seconds": time.perf_counter() - began,
     }
     write_result(args.out, result)
@@ -180,6 +307,18 @@ def main(argv: list[str] | None = None) -> int:
             for row in rows
         ],
     )
+    if tracked:
+        print_table(
+            ["distance", "tracked frames with a hand", "side right", *(f"at frame {n}" for n in SIDE_AT_FRAMES), "side changes", "joint error", "on the right side"],
+            [
+                [
+                    f"{row['distance_m']:.2f} m", f"{row['frames_with_a_hand']} of {row['frames']}", cell(row["side_right"], ".1%"),
+                    *(cell(row["side_right_at_track_frame"][str(n)], ".0%") for n in SIDE_AT_FRAMES), str(row["side_changes"]),
+                    cell(row["mean_joint_error_mm"], ".1f", " mm"), cell(row["mean_joint_error_side_right_mm"], ".1f", " mm"),
+                ]
+                for row in tracked
+            ],
+        )
     print(f"wrote {args.out}")
     return 0
 

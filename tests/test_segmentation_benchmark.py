@@ -66,7 +66,8 @@ def test_working_distance_benchmark_writes_its_table(tmp_path):
     from benchmarks import working_distance
 
     out = tmp_path / "distance.json"
-    assert working_distance.main(["--poses", "2", "--distances", "0.6", "1.9", "--out", str(out), "--no-progress"]) == 0
+    argv = ["--poses", "2", "--distances", "0.6", "1.9", "--track-sequences", "1", "--track-frames", "3", "--track-distances", "0.6", "1.9"]
+    assert working_distance.main([*argv, "--out", str(out), "--no-progress"]) == 0
     result = json.loads(out.read_text())
     near, far = result["by_distance"]
     assert result["config"]["distances_m"] == [0.6, 1.9] and near["frames"] == far["frames"] == 2
@@ -76,6 +77,31 @@ def test_working_distance_benchmark_writes_its_table(tmp_path):
     # looks at (1.5 m), so nothing is found there.
     assert near["hand_reported"] == 1.0 and near["mean_joint_error_mm"] < 20.0
     assert far["nothing_found"] == 1.0 and far["mean_joint_error_mm"] is None
+    # Tracked: seed 40's right and left hands, 3 frames each, at each distance; the same
+    # holds of them (the first two frames of both hands at 0.6 m: 5-8 mm).
+    near, far = result["tracked"]
+    assert result["config"]["track_distances_m"] == [0.6, 1.9] and near["distance_m"] == 0.6 and near["frames"] == 6
+    assert near["frames_with_a_hand"] == 6 and near["side_right"] == 1.0 and near["mean_joint_error_mm"] < 20.0
+    assert near["tracks_at_track_frame"] == {"1": 2, "16": 0, "31": 0} and "segment" in near["median_stage_ms"]
+    assert far["frames_with_a_hand"] == 0 and far["side_right"] is None and far["mean_joint_error_mm"] is None
+
+
+def test_a_sequence_at_a_distance_is_the_built_in_input_moved_along_its_rays(hand_model):
+    from benchmarks.working_distance import sequence_at_distance
+    from tracker.sources import SyntheticSource
+    from tracker.types import Handedness
+
+    source = SyntheticSource(seed=3, max_frames=3, hand=Handedness.LEFT, hand_model=hand_model)
+    moved = list(sequence_at_distance(3, Handedness.LEFT, 3, 1.1, hand_model))
+    assert [frame.frame_number for frame, _ in moved] == [0, 1, 2] and moved[1][0].timestamp_ms == pytest.approx(1000 / 30)
+    for i, (frame, joints) in enumerate(moved):
+        truth = source.ground_truth(i)
+        origin = np.asarray(source.pose_at(i).cam_from_hand)[:3, 3]
+        # The whole hand moved as its origin is, along the origin's ray to 1.1 m (float32
+        # joints: a micrometre's rounding).
+        np.testing.assert_allclose(joints, truth + origin * (1.1 / origin[2] - 1.0), atol=2e-6)
+        seen = frame.depth_m()[frame.depth_m() > 0]
+        assert seen.size > 100 and np.median(seen) == pytest.approx(1.1, abs=0.15)
 
 
 def test_depth_holes_benchmark_writes_its_table_and_leaves_the_fill_on(tmp_path):
