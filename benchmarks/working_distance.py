@@ -77,37 +77,37 @@ def _in_image(joints_cam_m: np.ndarray, intrinsics) -> bool:
     return bool(np.all(joints_cam_m[:, 2] > 0) and np.all((uv >= 0) & (uv < [intrinsics.width, intrinsics.height])))
 
 
-def pose_at_distance(seed: int, distance_m: float) -> tuple[SyntheticSource, np.ndarray, object]:
-    """The built-in input's first pose of ``seed`` (right hands on even seeds, left on odd),
-    moved along its ray so that the hand's origin lies ``distance_m`` from the camera, and
-    rendered again with the built-in input's noise: (its source, the (H, W) depth in the
-    source's units, the posed hand)."""
-    source = SyntheticSource(seed=seed, max_frames=1, hand=Handedness.RIGHT if seed % 2 == 0 else Handedness.LEFT)
-    pose = source.pose_at(0)
+def render_at_distance(source: SyntheticSource, frame_number: int, distance_m: float, rng: np.random.Generator):
+    """``source``'s pose at ``frame_number`` moved along its ray so that the hand's origin
+    lies ``distance_m`` from the camera, and rendered again with the built-in input's noise:
+    (the (H, W) depth in the source's units, the posed hand)."""
+    pose = source.pose_at(frame_number)
     moved = np.array(pose.cam_from_hand, np.float64)
     moved[:3, 3] *= distance_m / moved[2, 3]
-    rng = np.random.default_rng([seed, int(round(1000 * distance_m))])
     depth, posed, _ = render_hand_pose(
         source.hand_model, dataclasses.replace(pose, cam_from_hand=moved), source.intrinsics, source.depth_scale,
         noise=StereoNoiseModel(), rng=rng, arm_length_m=source.ARM_LENGTH_M,  # the built-in input's noise
     )
+    return depth, posed
+
+
+def pose_at_distance(seed: int, distance_m: float) -> tuple[SyntheticSource, np.ndarray, object]:
+    """The built-in input's first pose of ``seed`` (right hands on even seeds, left on odd),
+    moved along its ray to ``distance_m`` (``render_at_distance``): (its source, the (H, W)
+    depth in the source's units, the posed hand)."""
+    source = SyntheticSource(seed=seed, max_frames=1, hand=Handedness.RIGHT if seed % 2 == 0 else Handedness.LEFT)
+    depth, posed = render_at_distance(source, 0, distance_m, np.random.default_rng([seed, int(round(1000 * distance_m))]))
     return source, depth, posed
 
 
 def sequence_at_distance(seed: int, hand: Handedness, frames: int, distance_m: float, hand_model=None):
     """Yield (frame, (21, 3) true joints) for the first ``frames`` frames of the built-in
-    input's moving ``hand`` (``SyntheticSource(seed)``), each pose moved along its ray so
-    that the hand's origin lies ``distance_m`` from the camera (as ``pose_at_distance``):
-    the hand moves across the view and turns as it does at arm's length, at that distance."""
+    input's moving ``hand`` (``SyntheticSource(seed)``), each pose moved along its ray to
+    ``distance_m`` (``render_at_distance``): the hand moves across the view and turns as it
+    does at arm's length, at that distance."""
     source = SyntheticSource(seed=seed, max_frames=frames, hand=hand, hand_model=hand_model)
     for i in range(frames):
-        pose = source.pose_at(i)
-        moved = np.array(pose.cam_from_hand, np.float64)
-        moved[:3, 3] *= distance_m / moved[2, 3]
-        depth, posed, _ = render_hand_pose(
-            source.hand_model, dataclasses.replace(pose, cam_from_hand=moved), source.intrinsics, source.depth_scale,
-            noise=StereoNoiseModel(), rng=np.random.default_rng([seed, i, int(round(1000 * distance_m))]), arm_length_m=source.ARM_LENGTH_M,
-        )
+        depth, posed = render_at_distance(source, i, distance_m, np.random.default_rng([seed, i, int(round(1000 * distance_m))]))
         frame = DepthFrame(depth, source.depth_scale, source.intrinsics, timestamp_ms=1000.0 * i / source.fps, serial="synthetic", frame_number=i)
         yield frame, posed.joints
 
