@@ -375,7 +375,7 @@ def test_after_warming_up_the_first_frames_compile_no_kernel():
         "blobs." + name
         for name in ("label_sizes_and_front_votes", "blob_points", "outline_cuts", "border_contacts", "gaps_to_contact", "tip_means", "mean_shift", "nearest_squared_distance")
     ]
-    for kernel in ["depth_edges.depth_edges", *segmentation, "depth_holes.fill_isolated_holes", "background_plane.clear_plane_behind", "background_plane.robust_plane", "background_plane.curve_surface", "refit.fit_part_transforms", "lbs.linear_blend_skinning", "raster.rasterize_mesh"]:
+    for kernel in ["depth_edges.depth_edges", *segmentation, "depth_holes.fill_isolated_holes", "depth_noise.surface_noise", "depth_noise.smooth_surfaces", "background_plane.clear_plane_behind", "background_plane.robust_plane", "background_plane.curve_surface", "refit.fit_part_transforms", "lbs.linear_blend_skinning", "raster.rasterize_mesh"]:
         assert warmed[kernel] >= 1, kernel
     assert {name: (warmed[name], count) for name, count in after.items() if count != warmed[name]} == {}
 

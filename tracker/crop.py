@@ -6,7 +6,9 @@ c; the crop is the cube seen by a virtual camera, resampled with nearest-neighbo
 (depth must not be blended across edges). Depth becomes (depth - depth of c) / (cube / 2),
 and everything outside [-1, 1] or missing becomes 1, the far face of the cube, except isolated
 holes inside a surface, which take their neighbours' depth first (``fill_holes``; see
-``kernels.depth_holes``); and, where asked (``BackgroundPlane``), a wall or table right
+``kernels.depth_holes``); where its surfaces are noisier than the network learned (a hand a
+metre or more from a stereo camera), each pixel is averaged with its neighbours on the same
+surface (``smooth_noise``; see ``kernels.depth_noise``); and, where asked (``BackgroundPlane``), a wall or table right
 behind the hand is cleared to the far face too (``kernels.background_plane``). Where the cube
 reaches past the image's edge the crop shows the far face too (``OutOfImage.FAR``), or, for
 weights trained so (their manifest says), ``OUT_OF_IMAGE_DEPTH`` (``OutOfImage.MARKED``): a
@@ -37,6 +39,7 @@ import numpy as np
 
 from kernels.background_plane import clear_plane_behind
 from kernels.depth_holes import fill_isolated_holes
+from kernels.depth_noise import smooth_surfaces, surface_noise
 from tracker.types import CameraIntrinsics, Handedness, HandCrop
 
 CROP_SIZE = 64
@@ -76,6 +79,43 @@ HOLE_FILL_MAX_STEP_M = 0.00503
 #: turned up to 60 degrees from the camera; steeper ones, a finger's side, are left as the
 #: network learned them. 2.012 cm, for the reason above.
 HOLE_FILL_MAX_SPREAD_M = 0.02012
+
+#: The depth noise (standard deviation, m) the network learned to fit through: its training
+#: hands were at most 0.9 m from the camera, where the training data's stereo noise (as a
+#: D4xx's) is about 3 mm; within a crop's surfaces it measures 3.0 mm there, 1.6 mm at 0.6 m and
+#: 6.5 mm at 1.4 m (``kernels.depth_noise.surface_noise``). A crop noisier than this is
+#: smoothed down to it (``smooth_noise``).
+NOISE_LEARNED_M = 0.003
+#: Neighbours further apart in depth than this are an edge, not noise, for the estimate: a
+#: finger lies 1.5-2 cm over the palm, and the median leaves out the few such steps left.
+NOISE_EDGE_STEP_M = 0.03
+#: Fewer pixels inside a surface than this (a hand far past the image's edge, a crop of
+#: background) and the noise is not estimated: the crop is left as it is.
+NOISE_MIN_SAMPLES = 50
+#: The smoothing averages a pixel with the neighbours within this many noise deviations of
+#: its depth, and never less than ``NOISE_MIN_BAND_M``: two pixels of one surface differ by
+#: more 1 time in 30, while a step of more (2 cm at 1.4 m: a finger over the palm, a
+#: silhouette) is kept. On hands tracked at 1.4 m (tuning seeds), 2 and 4 deviations fitted
+#: them worse than 3 (15.9 and 10.5 mm against 8.3 mm).
+NOISE_BAND_SIGMAS = 3.0
+NOISE_MIN_BAND_M = 0.01
+#: The smoothing's window, (2 r + 1)^2 pixels. 3 x 3 with the band above divides a surface's
+#: noise by about 2.4 (the band, centred on a pixel's own noisy depth, leaves out more of the
+#: neighbours on the surface's other side: ``tests/test_depth_noise.py``), which takes the
+#: noise at 1.4 m (6.5 mm) below the learned level. 5 x 5 (a finger's width, 2 cm of the 26 cm
+#: cube) cuts it by 3 but blurs the fingers: on the same tuning hands at 1.4 m it fitted them
+#: worse (9.0 against 8.5 mm as a track's first frame, 8.6 against 8.3 mm tracked).
+NOISE_WINDOW_RADIUS = 1
+
+
+def smooth_noise_in(depth_m: np.ndarray) -> np.ndarray:
+    """(S, S) float32 metres, 0 where unmeasured: ``depth_m`` with its surfaces smoothed
+    where their noise is more than ``NOISE_LEARNED_M`` (``kernels.depth_noise``), else
+    ``depth_m`` itself."""
+    noise, _ = surface_noise(depth_m, NOISE_EDGE_STEP_M, NOISE_MIN_SAMPLES)
+    if not noise > NOISE_LEARNED_M:
+        return depth_m
+    return smooth_surfaces(depth_m, NOISE_WINDOW_RADIUS, max(NOISE_MIN_BAND_M, NOISE_BAND_SIGMAS * noise))
 
 
 @dataclass(frozen=True)
@@ -226,6 +266,7 @@ def make_crop(
     sensor: CameraIntrinsics | None = None,
     fill_holes: bool = True,
     background_plane: BackgroundPlane | None = None,
+    smooth_noise: bool = True,
 ) -> HandCrop:
     """Crop and normalise (H, W) float32 metres depth around a 3-D centre (camera frame, m).
 
@@ -235,6 +276,8 @@ def make_crop(
     in the image show background, as for any pixel with no depth; with ``out_of_image``
     marked, only those past the whole image are marked, as they would be in a real frame.
     ``fill_holes``: fill isolated holes (``HOLE_FILL_MIN_MEASURED``) before normalising.
+    ``smooth_noise``: then smooth the surfaces in the cube where they are noisier than the
+    network learned (``smooth_noise_in``).
     ``background_plane``: clear a wall or table behind the hand to background (None: keep it).
     """
     frame = CropFrame(frame)
@@ -259,7 +302,15 @@ def make_crop(
         depth = depth / ray_z  # 0 (no data) stays 0
     normalised = (depth - np.float32(centre_depth)) / np.float32(cube_size_m / 2)
     # Written so NaN or infinite depth (holes some sources mark that way) fails too: background.
-    normalised[(depth <= 0) | ~(np.abs(normalised) <= 1)] = 1.0
+    background = (depth <= 0) | ~(np.abs(normalised) <= 1)
+    if smooth_noise:
+        # Only what lies in the cube: the room metres behind a hand is far noisier than it.
+        in_cube = np.where(background, np.float32(0.0), depth)
+        smoothed = smooth_noise_in(in_cube)
+        if smoothed is not in_cube:
+            normalised = (smoothed - np.float32(centre_depth)) / np.float32(cube_size_m / 2)
+            background = (smoothed <= 0) | ~(np.abs(normalised) <= 1)
+    normalised[background] = 1.0
     if background_plane is not None:
         p = background_plane
         normalised, _ = clear_plane_behind(

@@ -27,7 +27,7 @@ from multiprocessing import shared_memory
 import cv2
 import numpy as np
 
-from tracker.crop import CROP_SIZE, BackgroundPlane, CropFrame, OutOfImage, make_crop, mirrored
+from tracker.crop import CROP_SIZE, BackgroundPlane, CropFrame, OutOfImage, make_crop, mirrored, smooth_noise_in
 from tracker.lens import pinhole_view
 from tracker.segment import SegmentConfig, hand_centre_candidates, track_hand_center
 from tracker.side_inference import CropClassifier, HandPresence, SideClassifier, classifier_crop
@@ -254,6 +254,10 @@ def warm_up_preparation(config: PrepareConfig, classifiers=()) -> None:
     prepare_frame(body, arm_intrinsics, None, config, None)
     # A blank frame has no hand to crop: the crop's hole fill and background plane, on a plane.
     make_crop(np.full((size, size), 0.5, np.float32), intrinsics, np.array([0.0, 0.0, 0.45]), config.cube_size_m, background_plane=BackgroundPlane())
+    # A hand far from a stereo camera: a crop's surface noisier than the network learned is
+    # smoothed (a plane at 1.4 m, every other pixel 1 cm in front of it and behind it).
+    v, u = np.mgrid[: config.crop_size, : config.crop_size]
+    smooth_noise_in(np.where((u + v) % 2 == 0, 1.39, 1.41).astype(np.float32))
     for classifier in classifiers:
         if hasattr(classifier, "crop_size"):
             classifier.logit(np.ones((classifier.crop_size, classifier.crop_size), np.float32))
