@@ -1,7 +1,7 @@
 """Working distance: how often the tracker reports a hand, and how well it fits it, by how
 far the hand is from the camera.
 
-    python -m benchmarks.working_distance                       # 100 poses x 9 distances, 12 tracked x 3
+    python -m benchmarks.working_distance                       # 100 poses x 9 distances, 12 tracked x 4
     python -m benchmarks.working_distance --poses 4 --track-sequences 0 --out /tmp/distance.json
 
 Each pose is the first frame of the built-in synthetic input (``SyntheticSource``, seeds
@@ -69,7 +69,7 @@ class WorkingDistanceConfig:
     track_sequences: int = 6
     track_first_seed: int = TRACK_FIRST_SEED
     track_frames: int = 90
-    track_distances_m: tuple[float, ...] = (0.45, 0.9, 1.2)
+    track_distances_m: tuple[float, ...] = (0.45, 0.9, 1.2, 1.4)
 
 
 def _in_image(joints_cam_m: np.ndarray, intrinsics) -> bool:
