@@ -110,11 +110,21 @@ def test_a_crop_is_smoothed_only_where_it_is_noisier_than_the_network_learned(mo
 
 
 def test_smooth_noise_in_leaves_a_quiet_crop_as_it_is():
-    quiet, _ = _noisy_slope(0.001, seed=7)
+    quiet, _ = _noisy_slope(0.0025, seed=7)
     assert smooth_noise_in(quiet) is quiet
-    loud, clean = _noisy_slope(0.007, seed=8)
+
+
+@pytest.mark.parametrize("sigma_m", [0.0035, 0.005, 0.0065])
+def test_a_noisy_crop_is_brought_down_to_the_noise_the_network_learned(sigma_m):
+    loud, clean = _noisy_slope(sigma_m, seed=8)
     smoothed = smooth_noise_in(loud)
-    assert np.std((smoothed - clean)[2:-2, 2:-2]) < 0.004
+    inner = (slice(2, -2), slice(2, -2))
+    # Moved part of the way to the 3 x 3 mean, as far as brings the noise to the 3 mm learned
+    # (NOISE_CUT is itself an average over noise levels and slopes: 10 % either way).
+    assert np.std((smoothed - clean)[inner]) == pytest.approx(crop_module.NOISE_LEARNED_M, rel=0.1)
+    full = smooth_surfaces(loud, 1, 3 * surface_noise(loud, 0.03, 50)[0])
+    share = (smoothed - loud)[inner] / (full - loud)[inner]
+    assert np.allclose(share[np.abs((full - loud)[inner]) > 1e-4], np.median(share), atol=1e-3)
 
 
 def test_the_room_behind_a_hand_does_not_make_its_crop_noisy():

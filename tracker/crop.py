@@ -83,8 +83,9 @@ HOLE_FILL_MAX_SPREAD_M = 0.02012
 #: The depth noise (standard deviation, m) the network learned to fit through: its training
 #: hands were at most 0.9 m from the camera, where the training data's stereo noise (as a
 #: D4xx's) is about 3 mm; within a crop's surfaces it measures 3.0 mm there, 1.6 mm at 0.6 m and
-#: 6.5 mm at 1.4 m (``kernels.depth_noise.surface_noise``). A crop noisier than this is
-#: smoothed down to it (``smooth_noise``).
+#: 6.5 mm at 1.4 m (``kernels.depth_noise.surface_noise``). A crop noisier than this has the
+#: excess smoothed away (``smooth_noise``). Not more: smoothed all the way down at 0.9 m, where
+#: the network needs no help, the working distance's hands were fitted 0.05 mm worse.
 NOISE_LEARNED_M = 0.003
 #: Neighbours further apart in depth than this are an edge, not noise, for the estimate: a
 #: finger lies 1.5-2 cm over the palm, and the median leaves out the few such steps left.
@@ -100,22 +101,29 @@ NOISE_MIN_SAMPLES = 50
 NOISE_BAND_SIGMAS = 3.0
 NOISE_MIN_BAND_M = 0.01
 #: The smoothing's window, (2 r + 1)^2 pixels. 3 x 3 with the band above divides a surface's
-#: noise by about 2.4 (the band, centred on a pixel's own noisy depth, leaves out more of the
-#: neighbours on the surface's other side: ``tests/test_depth_noise.py``), which takes the
-#: noise at 1.4 m (6.5 mm) below the learned level. 5 x 5 (a finger's width, 2 cm of the 26 cm
-#: cube) cuts it by 3 but blurs the fingers: on the same tuning hands at 1.4 m it fitted them
-#: worse (9.0 against 8.5 mm as a track's first frame, 8.6 against 8.3 mm tracked).
+#: noise by about 2.4 (``NOISE_CUT``: the band, centred on a pixel's own noisy depth, leaves
+#: out more of the neighbours on the surface's other side; ``tests/test_depth_noise.py``),
+#: which takes the noise at 1.4 m (6.5 mm) below the learned level. 5 x 5 (a finger's width, 2
+#: cm of the 26 cm cube) cuts it by 3 but blurs the fingers: on tuning hands at 1.4 m it fitted
+#: them worse (9.0 against 8.5 mm as a track's first frame, 8.6 against 8.3 mm tracked).
 NOISE_WINDOW_RADIUS = 1
+NOISE_CUT = 2.4
 
 
 def smooth_noise_in(depth_m: np.ndarray) -> np.ndarray:
-    """(S, S) float32 metres, 0 where unmeasured: ``depth_m`` with its surfaces smoothed
-    where their noise is more than ``NOISE_LEARNED_M`` (``kernels.depth_noise``), else
-    ``depth_m`` itself."""
+    """(S, S) float32 metres, 0 where unmeasured: ``depth_m`` with its surfaces' noise brought
+    down to ``NOISE_LEARNED_M`` where it is more (``kernels.depth_noise``), else ``depth_m``
+    itself. Each pixel moves only that share of the way to its smoothed depth: just above the
+    learned level a crop changes little, and at ``NOISE_CUT`` times it or more it is
+    smoothed all the way."""
     noise, _ = surface_noise(depth_m, NOISE_EDGE_STEP_M, NOISE_MIN_SAMPLES)
     if not noise > NOISE_LEARNED_M:
         return depth_m
-    return smooth_surfaces(depth_m, NOISE_WINDOW_RADIUS, max(NOISE_MIN_BAND_M, NOISE_BAND_SIGMAS * noise))
+    smoothed = smooth_surfaces(depth_m, NOISE_WINDOW_RADIUS, max(NOISE_MIN_BAND_M, NOISE_BAND_SIGMAS * noise))
+    share = min(1.0, (1.0 - NOISE_LEARNED_M / noise) / (1.0 - 1.0 / NOISE_CUT))
+    if share >= 1.0:
+        return smoothed
+    return (depth_m + np.float32(share) * (smoothed - depth_m)).astype(np.float32)
 
 
 @dataclass(frozen=True)
