@@ -114,14 +114,16 @@ def test_smooth_noise_in_leaves_a_quiet_crop_as_it_is():
     assert smooth_noise_in(quiet) is quiet
 
 
-@pytest.mark.parametrize("sigma_m", [0.0035, 0.005, 0.0065])
-def test_a_noisy_crop_is_brought_down_to_the_noise_the_network_learned(sigma_m):
+@pytest.mark.parametrize("sigma_m", [0.0035, 0.0045, 0.0065])
+def test_a_noisy_crop_is_brought_down_to_the_target_noise(sigma_m):
     loud, clean = _noisy_slope(sigma_m, seed=8)
     smoothed = smooth_noise_in(loud)
     inner = (slice(2, -2), slice(2, -2))
-    # Moved part of the way to the 3 x 3 mean, as far as brings the noise to the 3 mm learned
-    # (NOISE_CUT is itself an average over noise levels and slopes: 10 % either way).
-    assert np.std((smoothed - clean)[inner]) == pytest.approx(crop_module.NOISE_LEARNED_M, rel=0.1)
+    # Moved part of the way to the 3 x 3 mean, as far as brings the noise to the 2 mm target;
+    # from 4.8 mm on all the way, which leaves it at a 2.4th (NOISE_CUT is an average over
+    # noise levels and slopes: 12 % either way).
+    expected = max(crop_module.NOISE_TARGET_M, sigma_m / crop_module.NOISE_CUT)
+    assert np.std((smoothed - clean)[inner]) == pytest.approx(expected, rel=0.12)
     full = smooth_surfaces(loud, 1, 3 * surface_noise(loud, 0.03, 50)[0])
     share = (smoothed - loud)[inner] / (full - loud)[inner]
     assert np.allclose(share[np.abs((full - loud)[inner]) > 1e-4], np.median(share), atol=1e-3)

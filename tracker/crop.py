@@ -83,10 +83,15 @@ HOLE_FILL_MAX_SPREAD_M = 0.02012
 #: The depth noise (standard deviation, m) the network learned to fit through: its training
 #: hands were at most 0.9 m from the camera, where the training data's stereo noise (as a
 #: D4xx's) is about 3 mm; within a crop's surfaces it measures 3.0 mm there, 1.6 mm at 0.6 m and
-#: 6.5 mm at 1.4 m (``kernels.depth_noise.surface_noise``). A crop noisier than this has the
-#: excess smoothed away (``smooth_noise``). Not more: smoothed all the way down at 0.9 m, where
-#: the network needs no help, the working distance's hands were fitted 0.05 mm worse.
+#: 6.5 mm at 1.4 m (``kernels.depth_noise.surface_noise``). A crop noisier than this is
+#: smoothed (``smooth_noise``) down to ``NOISE_TARGET_M``, what the network saw on hands at
+#: about 0.75 m. Tuned on hands at 0.9-1.4 m that no committed figure uses (100 poses as a
+#: track's first frame and 12 moving hands at each distance): smoothed all the way wherever
+#: above 3 mm, the hands at 0.9 m were fitted 0.05 mm worse (6.12 against 6.07 mm tracked);
+#: smoothed only down to 3 mm, those at 1.4 m 0.2 mm worse (8.49 against 8.30 mm tracked);
+#: down to 2 mm, neither.
 NOISE_LEARNED_M = 0.003
+NOISE_TARGET_M = 0.002
 #: Neighbours further apart in depth than this are an edge, not noise, for the estimate: a
 #: finger lies 1.5-2 cm over the palm, and the median leaves out the few such steps left.
 NOISE_EDGE_STEP_M = 0.03
@@ -112,15 +117,14 @@ NOISE_CUT = 2.4
 
 def smooth_noise_in(depth_m: np.ndarray) -> np.ndarray:
     """(S, S) float32 metres, 0 where unmeasured: ``depth_m`` with its surfaces' noise brought
-    down to ``NOISE_LEARNED_M`` where it is more (``kernels.depth_noise``), else ``depth_m``
-    itself. Each pixel moves only that share of the way to its smoothed depth: just above the
-    learned level a crop changes little, and at ``NOISE_CUT`` times it or more it is
-    smoothed all the way."""
+    down to ``NOISE_TARGET_M`` where it is more than ``NOISE_LEARNED_M``
+    (``kernels.depth_noise``), else ``depth_m`` itself. Each pixel moves the share of the way
+    to its smoothed depth that does it; from ``NOISE_CUT`` times the target on, all the way."""
     noise, _ = surface_noise(depth_m, NOISE_EDGE_STEP_M, NOISE_MIN_SAMPLES)
     if not noise > NOISE_LEARNED_M:
         return depth_m
     smoothed = smooth_surfaces(depth_m, NOISE_WINDOW_RADIUS, max(NOISE_MIN_BAND_M, NOISE_BAND_SIGMAS * noise))
-    share = min(1.0, (1.0 - NOISE_LEARNED_M / noise) / (1.0 - 1.0 / NOISE_CUT))
+    share = min(1.0, (1.0 - NOISE_TARGET_M / noise) / (1.0 - 1.0 / NOISE_CUT))
     if share >= 1.0:
         return smoothed
     return (depth_m + np.float32(share) * (smoothed - depth_m)).astype(np.float32)
