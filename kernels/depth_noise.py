@@ -2,7 +2,7 @@
 network learned (numba, host side).
 
 A stereo camera's depth noise grows with the square of the distance: on a D4xx at 848 x 480
-about 1 mm at 0.45 m, 3 mm at 0.9 m and 7 mm at 1.4 m. The network was trained on hands 0.2 to
+about 0.8 mm at 0.45 m, 3 mm at 0.9 m and 7 mm at 1.4 m. The network was trained on hands 0.2 to
 0.9 m away, so it has seen up to about 3 mm; past a metre its fits fall apart, while the same
 hand with the noise of 0.9 m is fitted nearly as well as there (``benchmarks.working_distance``).
 The network's crop (``tracker.crop.make_crop``) therefore estimates the noise on the surfaces
