@@ -17,11 +17,21 @@ _PAIR_OFFSETS = ((0, 1), (1, 0), (1, 1), (1, -1))
 
 
 @njit(cache=True, nogil=True)
-def depth_edges(depth, valid, jump):
+def _allowed(jump, jump_from, a, b):
+    """The largest step between neighbours at depths a and b on one surface: ``jump``, times
+    the nearer depth over ``jump_from`` where that is more than 1."""
+    return jump * max(np.float32(1.0), min(a, b) / jump_from)
+
+
+@njit(cache=True, nogil=True)
+def depth_edges(depth, valid, jump, jump_from):
     """Isolated pixels and far sides of depth jumps.
 
     depth: (H, W) float32 metres; valid: (H, W) bool, pixels with a measurement;
-    jump: float32 metres, the largest depth step between neighbours on one surface.
+    jump: float32 metres, the largest depth step between neighbours on one surface up to
+    ``jump_from`` (float32 metres) from the camera; further, ``jump`` times the nearer
+    neighbour's depth over ``jump_from`` (a grid's neighbours lie further apart there, and
+    the noise is larger). Below, "more than ``jump``" means more than that step.
     Returns (isolated, behind), both (H, W) bool:
       isolated: no valid 8-neighbour within ``jump`` of the pixel's depth (invalid pixels
         included);
@@ -35,7 +45,7 @@ def depth_edges(depth, valid, jump):
                 continue
             for di, dj in _PAIR_OFFSETS:
                 ii, jj = i + di, j + dj
-                if ii < h and 0 <= jj < w and valid[ii, jj] and abs(depth[ii, jj] - depth[i, j]) <= jump:
+                if ii < h and 0 <= jj < w and valid[ii, jj] and abs(depth[ii, jj] - depth[i, j]) <= _allowed(jump, jump_from, depth[ii, jj], depth[i, j]):
                     connected[i, j] = True
                     connected[ii, jj] = True
     behind = np.zeros((h, w), np.bool_)
@@ -47,9 +57,10 @@ def depth_edges(depth, valid, jump):
                 ii, jj = i + di, j + dj
                 if ii < h and 0 <= jj < w and valid[ii, jj] and connected[ii, jj]:
                     step = depth[ii, jj] - depth[i, j]
-                    if step > jump:
+                    allowed = _allowed(jump, jump_from, depth[ii, jj], depth[i, j])
+                    if step > allowed:
                         behind[ii, jj] = True
-                    elif step < -jump:
+                    elif step < -allowed:
                         behind[i, j] = True
     isolated = ~connected
     return isolated, behind

@@ -9,7 +9,7 @@ and each is judged before it may count as the hand.
 1. Candidate: the valid points within ``depth_band_m`` behind the nearest remaining depth (a
    low percentile, so speckle does not decide), split where neighbouring depths jump by more
    than ``continuation_m`` (a hand a few centimetres in front of a wall is not one surface
-   with it), and of those the 8-connected blob that holds the nearest points. Points with
+   with it; further than ``continuation_from_m``, a jump that grows with the depth), and of those the 8-connected blob that holds the nearest points. Points with
    no neighbour on their surface (flying pixels) are dropped up front, and blobs too small
    to be even part of a hand in the same step, so speckle cannot use up the steps. A blob
    judged too big or too attached (below) is tried once more with half the band, which
@@ -134,6 +134,15 @@ class SegmentConfig:
     #: Neighbouring points closer in depth than this lie on one surface; a larger jump is an
     #: occluding edge. A surface seen at up to ~80 degrees stays below it on the grid.
     continuation_m: float = 0.03
+    #: ... up to this depth; further, between grid points of which the nearer is at depth z,
+    #: ``continuation_m * z / continuation_from_m``. The grid's points lie further apart with
+    #: the depth, so a slanted surface steps further between them, and a stereo camera's noise
+    #: grows faster still: at 1.2-1.4 m the steep sides of a hand (fingers pointing at the
+    #: camera) jumped by more than 3 cm, and the hand fell apart into pieces smaller than a
+    #: hand with no centre. On 100 tuning poses as a track's first frame, none was found on 3 %
+    #: at 1.2 m and 11 % at 1.4 m; scaled from 0.84 m (80 degrees on the grid of a 640-pixel
+    #: image) on 3 % at 1.4 m; from 0.7 or 0.5 m, on none.
+    continuation_from_m: float = 0.7
     #: Smallest visible area of a whole hand: a fist shows ~60 cm^2, a flat hand edge-on
     #: ~18 x 2.5 cm. Smaller blobs may be part of a hand (PARTIAL: still used if nothing better).
     min_hand_area_m2: float = 0.004
@@ -310,7 +319,7 @@ class _Grid:
         """Pixels with no neighbour on their own surface (8-neighbourhood); and, among the
         rest, pixels on the far side of a depth jump to a neighbour, which are left out of
         the blobs to keep surfaces that only touch in the image apart."""
-        return depth_edges(self.depth, self.valid, np.float32(self.config.continuation_m))
+        return depth_edges(self.depth, self.valid, np.float32(self.config.continuation_m), np.float32(self.config.continuation_from_m))
 
     def candidates(self):
         """Yield candidate blobs from near to far, each judged."""
