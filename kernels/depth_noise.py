@@ -6,10 +6,11 @@ about 0.8 mm at 0.45 m, 3 mm at 0.9 m and 7 mm at 1.4 m. The network was trained
 0.9 m away, so it has seen up to about 3 mm; past a metre its fits fall apart, while the same
 hand with the noise of 0.9 m is fitted nearly as well as there (``benchmarks.working_distance``).
 The network's crop (``tracker.crop.make_crop``) therefore estimates the noise on the surfaces
-it holds (``surface_noise``) and, where that is more than the network knows, averages each
-pixel with its neighbours on the same surface (``smooth_surfaces``): silhouettes, the steps
-between a finger and the palm behind it, and holes are kept, since only neighbours within a
-band of a pixel's own depth take part, and no pixel is averaged with one that has no depth.
+it holds (``surface_noise``) and, where that is more than the network knows, moves each pixel
+towards the mean of its neighbours on the same surface (``smooth_surfaces``): silhouettes,
+the steps between a finger and the palm behind it, and holes are kept, since only neighbours
+within a band of a pixel's own depth take part, and no pixel is averaged with one that has
+no depth.
 """
 
 from __future__ import annotations

@@ -6,10 +6,11 @@ c; the crop is the cube seen by a virtual camera, resampled with nearest-neighbo
 (depth must not be blended across edges). Depth becomes (depth - depth of c) / (cube / 2),
 and everything outside [-1, 1] or missing becomes 1, the far face of the cube, except isolated
 holes inside a surface, which take their neighbours' depth first (``fill_holes``; see
-``kernels.depth_holes``); where its surfaces are noisier than the network learned (a hand a
-metre or more from a stereo camera), each pixel is averaged with its neighbours on the same
-surface (``smooth_noise``; see ``kernels.depth_noise``); and, where asked (``BackgroundPlane``), a wall or table right
-behind the hand is cleared to the far face too (``kernels.background_plane``). Where the cube
+``kernels.depth_holes``); where the surfaces in the cube are noisier than the network
+learned (a hand a metre or more from a stereo camera), they are smoothed down to what it
+learned (``smooth_noise``; see ``kernels.depth_noise``); and, where asked
+(``BackgroundPlane``), a wall or table right behind the hand is cleared to the far face too
+(``kernels.background_plane``). Where the cube
 reaches past the image's edge the crop shows the far face too (``OutOfImage.FAR``), or, for
 weights trained so (their manifest says), ``OUT_OF_IMAGE_DEPTH`` (``OutOfImage.MARKED``): a
 hand cut by the edge of the view then does not look like a hand that ends there. Predictions

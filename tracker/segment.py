@@ -9,7 +9,8 @@ and each is judged before it may count as the hand.
 1. Candidate: the valid points within ``depth_band_m`` behind the nearest remaining depth (a
    low percentile, so speckle does not decide), split where neighbouring depths jump by more
    than ``continuation_m`` (a hand a few centimetres in front of a wall is not one surface
-   with it; further than ``continuation_from_m``, a jump that grows with the depth), and of those the 8-connected blob that holds the nearest points. Points with
+   with it; further than ``continuation_from_m``, by more than a step that grows with the
+   depth), and of those the 8-connected blob that holds the nearest points. Points with
    no neighbour on their surface (flying pixels) are dropped up front, and blobs too small
    to be even part of a hand in the same step, so speckle cannot use up the steps. A blob
    judged too big or too attached (below) is tried once more with half the band, which
