@@ -196,13 +196,13 @@ def outline_cuts(inside, depth, taken_back, continuation, back_m):
 
     inside: (H, W) bool, the candidate within a window of the grid (a pixel of margin where
     the grid allows); depth: (H, W) float32 metres, 0 where invalid; taken_back: (H, W)
-    float32, the far face of the band of the nearer candidate that took each pixel (0: none);
-    continuation: float32, the largest depth step along one surface; back_m: float32, the
-    far face of this candidate's band.
+    float32, the far face of the band of the nearer candidate that took each pixel (0: none;
+    < 0: set aside unjudged); continuation: float32, the largest depth step along one
+    surface; back_m: float32, the far face of this candidate's band.
     The outline ring: pixels outside the candidate with a 4-neighbour inside. A ring pixel
     with depth within ``continuation`` of its farthest 4-neighbour inside continues the
-    surface: into a nearer candidate where one took it, else, at or behind ``back_m``,
-    behind the band.
+    surface: into a nearer candidate where one took it, else, at or behind ``back_m`` or
+    where set aside, behind the band (cut off there, as much as behind it).
     Returns (into_nearer, behind_band, runs_on): the sums of those ring pixels' depths (metres;
     times the grid pixel's side at 1 m, the outline's length) and (H, W) uint8, 1 on the ring
     pixels where it runs on behind the band.
@@ -230,7 +230,7 @@ def outline_cuts(inside, depth, taken_back, continuation, back_m):
                 continue
             if taken_back[i, j] > 0:
                 into_nearer += around
-            elif around >= back_m:
+            elif around >= back_m or taken_back[i, j] < 0:
                 behind_band += around
                 runs_on[i, j] = 1
     return into_nearer, behind_band, runs_on

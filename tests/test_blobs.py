@@ -166,7 +166,7 @@ def reference_outline(inside, depth, taken_back, continuation, back_m):
     around = depth[ring]
     continues = (around > 0) & (np.abs(around - inner) < continuation)
     nearer = continues & (taken_back[ring] > 0)
-    behind = continues & (taken_back[ring] == 0) & (around >= back_m)
+    behind = continues & (((taken_back[ring] == 0) & (around >= back_m)) | (taken_back[ring] < 0))
     runs_on = np.zeros(inside.shape, np.uint8)
     runs_on[ring] = behind
     return float(np.sum(around[nearer], dtype=np.float64)), float(np.sum(around[behind], dtype=np.float64)), runs_on
@@ -178,7 +178,8 @@ def test_outline_cuts_match_the_numpy_rule():
         h, w = (int(x) for x in rng.integers(1, 40, size=2))
         depth = random_grid(rng, h, w)
         inside = (depth > 0) & (depth < 0.45) & (rng.uniform(size=(h, w)) < 0.7)
-        taken_back = np.where(rng.uniform(size=(h, w)) < 0.2, np.float32(0.4), np.float32(0.0))
+        draw = rng.uniform(size=(h, w))
+        taken_back = np.where(draw < 0.2, np.float32(0.4), np.where(draw > 0.9, np.float32(-1.0), np.float32(0.0)))
         continuation, back = np.float32(0.03), np.float32(0.45)
         nearer, behind, runs_on = outline_cuts(inside, depth, taken_back, continuation, back)
         expected_nearer, expected_behind, expected_runs_on = reference_outline(inside, depth, taken_back, continuation, back)
@@ -199,6 +200,11 @@ def test_outline_cuts_golden():
     nearer, behind, runs_on = outline_cuts(inside, depth, taken_back, np.float32(0.03), np.float32(0.41))
     assert nearer == pytest.approx(0.41) and behind == pytest.approx(0.42)
     np.testing.assert_array_equal(runs_on, [[0, 1, 0], [0, 0, 0], [0, 0, 0]])
+    # The 0.405 pixel within the band, set aside unjudged: cut off there too.
+    taken_back[1, 0] = -1.0
+    nearer, behind, runs_on = outline_cuts(inside, depth, taken_back, np.float32(0.03), np.float32(0.41))
+    assert nearer == pytest.approx(0.41) and behind == pytest.approx(0.42 + 0.405)
+    np.testing.assert_array_equal(runs_on, [[0, 1, 0], [1, 0, 0], [0, 0, 0]])
 
 
 def test_tip_means_and_nearest_distance():

@@ -737,3 +737,21 @@ def test_each_segmentation_kernel_compiles_once_whatever_the_frame():
     counts = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(counts) == 8
     assert counts == {name: 1 for name in counts}
+
+
+def test_a_torso_whose_front_was_set_aside_is_not_taken_for_a_hand(hand_model):
+    # An arm (its hand hidden) slanting in front of a torso 1.1 m away: behind the arm's
+    # edge pixels, the front of the torso beside it is set aside with the band behind them.
+    # What is left of the torso runs on into that front along most of its outline; counted
+    # as free outline, it passed as hand-like.
+    from benchmarks.confidence_separation import scene_frame
+    from tracker.synth.dataset import sample_seed
+
+    frame = scene_frame(sample_seed(8, 26), "arms_whose_hand_is_hidden", hand_model)
+    grid = segment._Grid(frame.depth_m(), frame.intrinsics, SegmentConfig())
+    candidates = list(grid.candidates())
+    # The situation: pixels set aside, and the torso's rest a candidate behind them.
+    assert np.count_nonzero(grid.taken_back == segment.SET_ASIDE) > 100
+    torso = [blob for blob in candidates if blob.front_m > 1.0 and len(blob.points) > 1000]
+    assert len(torso) == 1
+    assert torso[0].verdict == segment.NOT_HAND and torso[0].runs_on_m > 0.2, torso[0].reason

@@ -271,6 +271,8 @@ def _subsample(points: np.ndarray, n: int, *arrays):
 
 #: Verdicts on a candidate, best first.
 HAND, PARTIAL, ALONG_SIDE, NOT_HAND = 0, 1, 2, 3
+#: ``_Grid.taken_back`` of pixels set aside without being judged (``kernels.blobs.outline_cuts``).
+SET_ASIDE = np.float32(-1.0)
 
 
 @dataclass
@@ -313,7 +315,8 @@ class _Grid:
         # A point with no neighbour on its surface is a flying pixel or speckle.
         self.valid &= ~isolated
         self.depth[isolated] = 0.0
-        # Far face of the band of the candidate that took each pixel (0: none did).
+        # Far face of the band of the candidate that took each pixel (0: none did;
+        # SET_ASIDE: set aside behind a front of jump edges).
         self.taken_back = np.zeros(self.depth.shape, np.float32)
 
     def _depth_edges(self) -> tuple[np.ndarray, np.ndarray]:
@@ -364,6 +367,11 @@ class _Grid:
                     touching = np.unique(labels[beside & band])
                     apart = band & (labels > 0) & ~np.isin(labels, touching)
                     remaining &= ~(band & ~apart)
+                    # Set aside, not judged: a later candidate whose surface runs on into it
+                    # is cut off there, not free. Counted as free, the far rim of a torso
+                    # whose front was set aside here (the front lay beside an arm's edge) had
+                    # an outline short enough to pass as a hand.
+                    self.taken_back[band & ~apart] = SET_ASIDE
                 continue
             mask = labels == int(np.argmax(votes))
             blob = self._judge(mask, back)
