@@ -26,7 +26,8 @@ and each is judged before it may count as the hand.
    - attached along more than ``max_attachment_m`` of its outline. A hand hangs on the rest
      of the scene only by the forearm, so only about a forearm's width of its outline may be
      cut rather than free: in contact with the image border (within ``border_px``), or where
-     its surface runs on without a jump behind the band. A piece of a torso or of the other
+     its surface runs on without a jump behind the band, or into pixels set aside unjudged
+     (the band behind a front of jump edges, step 1's speckle-and-edges case). A piece of a torso or of the other
      arm is cut along a much longer outline;
    - its surface runs on into a nearer candidate: it is that candidate's continuation (a
      forearm behind its hand, a torso behind a shoulder), not a new object. Along more
