@@ -122,7 +122,8 @@ class TrackerConfig:
     segment_ahead: int = 0
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     #: On a track's first frame, the hand-presence classifier may take another place
-    #: segmentation found over its first choice (``tracker.prepare.HandChoiceConfig``).
+    #: segmentation found over its first choice, and on a tracked frame whose place it
+    #: denies, another near the last centre (``tracker.prepare.HandChoiceConfig``).
     hand_choice: HandChoiceConfig = field(default_factory=HandChoiceConfig)
     #: A wall or table right behind the hand (a hand resting on a desk, held against a
     #: screen) is cleared from the crops before the network and the classifiers see them
@@ -507,6 +508,7 @@ class HandTracker:
             # The network's own input size (64 for every shipped one).
             int(getattr(getattr(self.estimator, "backend", None), "crop_size", CROP_SIZE)),
             self.config.background_plane,
+            self.config.new_track_jump_m,
         )
 
     @property

@@ -29,7 +29,7 @@ import numpy as np
 
 from tracker.crop import CROP_SIZE, BackgroundPlane, CropFrame, OutOfImage, make_crop, mirrored, smooth_noise_in
 from tracker.lens import pinhole_view
-from tracker.segment import SegmentConfig, hand_centre_candidates, track_hand_center
+from tracker.segment import SegmentConfig, hand_centre_candidates, hand_near_prior, track_hand_center
 from tracker.side_inference import CropClassifier, HandPresence, SideClassifier, classifier_crop
 from tracker.types import CameraIntrinsics, DepthFrame, HandCrop, Handedness, depth_to_metres
 
@@ -69,6 +69,14 @@ class HandChoiceConfig:
     #: each hand a third past the image's edge gained costs about one such arm
     #: (``confidence_separation_choice_min_logit1.json``, ``..._min_logit0.json``).
     min_other_logit: float = 2.0
+    #: On a tracked frame the others are looked at only where the place segmentation found
+    #: near the last centre gets a logit below this (the classifier leans to "no hand"), and
+    #: only those within ``PrepareConfig.new_track_jump_m`` of the last centre, by the
+    #: rule above: a place that continues the track. Segmentation alone may take an arm's
+    #: far end for its hand where the two ends lie far apart in depth, even against the
+    #: last centre, and the track would end on that frame and be found again on the next,
+    #: by the classifier, every other frame (``tests/test_hand_choice.py``). None: never.
+    recheck_tracked_below_logit: float | None = 0.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,9 @@ class PrepareConfig:
     #: A wall or table behind the hand cleared from every crop, the network's and the
     #: classifiers' (None: kept).
     background_plane: BackgroundPlane | None = BackgroundPlane()
+    #: The tracker's ``new_track_jump_m``: how far from the last centre another place may
+    #: lie for a tracked frame to take it (``HandChoiceConfig.recheck_tracked_below_logit``).
+    new_track_jump_m: float = 0.12
 
 
 @dataclass(frozen=True)
@@ -153,9 +164,16 @@ def prepare_frame(
     depth_m, intrinsics = pinhole_view(depth_m, intrinsics)
     hand_logit = None
     presence_ms = 0.0
+    places = None
     if prior is None and presence is not None:
         # A track's first frame: the classifier may choose among the places the hand may be.
         centre, hand_logit, presence_ms = likeliest_hand(depth_m, intrinsics, config, presence)
+    elif presence is not None and config.hand_choice.recheck_tracked_below_logit is not None:
+        # The other places are kept for the classifier, should it deny this one.
+        places = hand_centre_candidates(depth_m, intrinsics, config.segment, prior)
+        centre = next(places, None)
+        if centre is None:
+            centre = hand_near_prior(depth_m, intrinsics, prior, config.segment)
     else:
         centre = track_hand_center(depth_m, intrinsics, prior, config.segment)
     t1 = time.perf_counter()
@@ -164,23 +182,7 @@ def prepare_frame(
         timings["presence"] = presence_ms
     if centre is None:
         return Prepared(None, {}, None, timings)
-    side = Handedness.RIGHT if config.handedness is None else config.handedness
-    crops = {
-        side: make_crop(
-            depth_m, intrinsics, centre, config.cube_size_m, side, config.crop_size, config.crop_frame, config.out_of_image,
-            background_plane=config.background_plane,
-        )
-    }
-    if config.handedness is None:
-        crops[Handedness.LEFT] = mirrored(crops[side])
-    t2 = time.perf_counter()
-    timings["crop"] = 1e3 * (t2 - t1)
-    right_logit = None
-    side_depth = None
-    if config.handedness is None and classifier is not None:
-        side_depth = side_classifier_crop(depth_m, intrinsics, centre, config, crops, classifier)
-        right_logit = classifier.logit(side_depth)
-        timings["side"] = 1e3 * (time.perf_counter() - t2)
+    crops, right_logit, side_depth = _crops_and_side(depth_m, intrinsics, centre, config, classifier, timings)
     if presence is not None and hand_logit is None:
         t3 = time.perf_counter()
         same = (
@@ -190,8 +192,75 @@ def prepare_frame(
             and presence.out_of_image == classifier.out_of_image
         )
         hand_logit = presence.logit(side_depth if same else side_classifier_crop(depth_m, intrinsics, centre, config, crops, presence))
+        if places is not None and hand_logit < config.hand_choice.recheck_tracked_below_logit:
+            better = _other_place(depth_m, intrinsics, config, presence, places, float(hand_logit), None, prior, config.new_track_jump_m)
+            if better is not None:
+                centre, hand_logit = better
+                crops, right_logit, _ = _crops_and_side(depth_m, intrinsics, centre, config, classifier, {})
         timings["presence"] = 1e3 * (time.perf_counter() - t3)
     return Prepared(centre, crops, right_logit, timings, hand_logit)
+
+
+def _crops_and_side(
+    depth_m: np.ndarray,
+    intrinsics: CameraIntrinsics,
+    centre: np.ndarray,
+    config: PrepareConfig,
+    classifier: SideClassifier | None,
+    timings: dict[str, float],
+) -> tuple[dict[Handedness, HandCrop], float | None, np.ndarray | None]:
+    """The network's crops around ``centre`` (see Prepared), the side classifier's logit and
+    the crop it took (None where the side is fixed or no classifier is given); the crop and
+    side stages' milliseconds go into ``timings``."""
+    t0 = time.perf_counter()
+    side = Handedness.RIGHT if config.handedness is None else config.handedness
+    crops = {
+        side: make_crop(
+            depth_m, intrinsics, centre, config.cube_size_m, side, config.crop_size, config.crop_frame, config.out_of_image,
+            background_plane=config.background_plane,
+        )
+    }
+    if config.handedness is None:
+        crops[Handedness.LEFT] = mirrored(crops[side])
+    t1 = time.perf_counter()
+    timings["crop"] = 1e3 * (t1 - t0)
+    right_logit = None
+    side_depth = None
+    if config.handedness is None and classifier is not None:
+        side_depth = side_classifier_crop(depth_m, intrinsics, centre, config, crops, classifier)
+        right_logit = classifier.logit(side_depth)
+        timings["side"] = 1e3 * (time.perf_counter() - t1)
+    return crops, right_logit, side_depth
+
+
+def _other_place(
+    depth_m: np.ndarray,
+    intrinsics: CameraIntrinsics,
+    config: PrepareConfig,
+    presence: HandPresence,
+    places,
+    logit: float,
+    sensor: CameraIntrinsics | None = None,
+    near: np.ndarray | None = None,
+    within_m: float = np.inf,
+) -> tuple[np.ndarray, float] | None:
+    """(centre, hand logit) of the place among the next ``HandChoiceConfig.others`` of
+    ``places`` (those within ``within_m`` of ``near``, where given) that the classifier
+    clearly prefers to one given ``logit``, by ``HandChoiceConfig``'s margin and floor; None
+    where none is."""
+    choice = config.hand_choice
+    if choice.others <= 0:
+        return None
+    if near is not None:
+        places = (place for place in places if np.linalg.norm(place - near) <= within_m)
+    others = [
+        (float(presence.logit(classifier_crop(presence, depth_m, intrinsics, place, config.cube_size_m, sensor, config.background_plane))), place)
+        for place in itertools.islice(places, choice.others)
+    ]
+    best_logit, best = max(others, key=lambda other: other[0], default=(-np.inf, None))
+    if best_logit > logit + choice.margin_logit and best_logit >= choice.min_other_logit:
+        return best, best_logit
+    return None
 
 
 def likeliest_hand(
@@ -199,31 +268,22 @@ def likeliest_hand(
 ) -> tuple[np.ndarray | None, float | None, float]:
     """The hand centre segmentation finds with no prior and its crop's hand logit; where the
     classifier doubts it, the other place it could be that the classifier clearly prefers
-    (``HandChoiceConfig``). And the milliseconds spent on the classifier's crops.
+    (``HandChoiceConfig``). And the milliseconds spent on the classifier's crops (with
+    the other places', segmentation's share of them too).
     ``sensor``: the whole image's intrinsics where ``depth_m`` is a window of it, so that a
     classifier trained with the image's edge marked sees the image's edges and not the
     window's (``make_crop``); a run's frames are whole images."""
-    choice = config.hand_choice
     places = hand_centre_candidates(depth_m, intrinsics, config.segment)
     centre = next(places, None)
     if centre is None:
         return None, None, 0.0
-    spent_ms = 0.0
-
-    def hand_logit(place: np.ndarray) -> float:
-        nonlocal spent_ms
-        t0 = time.perf_counter()
-        logit = float(presence.logit(classifier_crop(presence, depth_m, intrinsics, place, config.cube_size_m, sensor, config.background_plane)))
-        spent_ms += 1e3 * (time.perf_counter() - t0)
-        return logit
-
-    logit = hand_logit(centre)
-    if logit < choice.recheck_below_logit and choice.others > 0:
-        others = [(hand_logit(place), place) for place in itertools.islice(places, choice.others)]
-        best_logit, best = max(others, key=lambda other: other[0], default=(-np.inf, None))
-        if best_logit > logit + choice.margin_logit and best_logit >= choice.min_other_logit:
-            centre, logit = best, best_logit
-    return centre, logit, spent_ms
+    t0 = time.perf_counter()
+    logit = float(presence.logit(classifier_crop(presence, depth_m, intrinsics, centre, config.cube_size_m, sensor, config.background_plane)))
+    if logit < config.hand_choice.recheck_below_logit:
+        better = _other_place(depth_m, intrinsics, config, presence, places, logit, sensor)
+        if better is not None:
+            centre, logit = better
+    return centre, logit, 1e3 * (time.perf_counter() - t0)
 
 
 def warm_up_preparation(config: PrepareConfig, classifiers=()) -> None:

@@ -82,7 +82,7 @@ In a stream, ``track_hand_center`` passes the last centre down as the prior and,
 nothing is found, falls back on a mean-shift from it. ``hand_centre_candidates`` lists,
 after the centre chosen, the other places the hand may be (the arm's other end, the other
 candidates), for a crop classifier to choose among on a track's first frame
-(``tracker.prepare.likeliest_hand``).
+(``tracker.prepare.likeliest_hand``) and on a tracked frame whose place it denies.
 """
 
 from __future__ import annotations
@@ -806,6 +806,18 @@ def track_hand_center(
     centre = find_hand_center(depth_m, intrinsics, config, previous_center)
     if centre is not None or previous_center is None:
         return centre
+    return hand_near_prior(depth_m, intrinsics, previous_center, config)
+
+
+def hand_near_prior(
+    depth_m: np.ndarray,
+    intrinsics: CameraIntrinsics,
+    previous_center: np.ndarray,
+    config: SegmentConfig = SegmentConfig(),
+) -> np.ndarray | None:
+    """``track_hand_center``'s fallback where detection finds nothing: the mean-shift
+    seeded from the last centre over the pixels near it in the image and in depth; None
+    where too few are left."""
     depth_m = np.asarray(depth_m)
     previous_center = np.asarray(previous_center, np.float64)
     if not (np.all(np.isfinite(previous_center)) and previous_center[2] > config.min_depth_m):
