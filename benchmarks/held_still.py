@@ -3,6 +3,7 @@ how well it fits them, by how far the hand is from the camera.
 
     python -m benchmarks.held_still                          # 4 poses x 2 hands x 4 distances
     python -m benchmarks.held_still --frames 20 --distances 0.45 1.4 --out /tmp/still.json
+    python -m benchmarks.held_still --arm-length 0.55 --distances 1.4 --out /tmp/short.json
 
 A hand held up to point, wave or steer is often flat and facing the camera, and as still as
 a hand can be. The built-in input's random poses (``benchmarks.working_distance``) seldom
@@ -18,7 +19,8 @@ once with ``--smooth`` (the One-Euro filter's default setting).
 
 Per distance and setting, over all poses and both hands:
 
-- frames with a hand reported, the share given the right side, and the side changes;
+- frames with a hand reported, the hands lost (a frame without one after a frame with one),
+  the share given the right side, and the side changes;
 - the mean joint error, mm, against the rendered joints;
 - jitter: the root mean square of the joints' frame-to-frame movement, mm (the hand does not
   move, so all of it is the noise passing through the tracker), of all joints and of the
@@ -80,6 +82,9 @@ class HeldStillConfig:
     fps: float = 30.0
     #: Seed of the noise (each pose, side, distance and frame draws its own from it).
     seed: int = 0
+    #: The arm drawn from the wrist, metres (``ARM_LENGTH_M``): a shorter one ends in view at
+    #: the far distances, its free end as near the camera as the hand or nearer.
+    arm_length_m: float = ARM_LENGTH_M
     backend: str = "onnxruntime"
 
 
@@ -122,13 +127,13 @@ def held_pose(hand_model, facing: str, turn_deg: float, tilt_deg: float, distanc
     return HandPose(np.tile(np.eye(3), (count, 1, 1)), np.ones((count, 2)), cam_from_hand, handedness)
 
 
-def held_sequence(hand_model, source: SyntheticSource, pose, frames: int, fps: float, rng_key: list[int]):
+def held_sequence(hand_model, source: SyntheticSource, pose, frames: int, fps: float, rng_key: list[int], arm_length_m: float = ARM_LENGTH_M):
     """Yield (frame, (21, 3) true joints) for ``pose`` held ``frames`` frames, each rendered
-    with fresh stereo noise."""
+    with fresh stereo noise, on an arm ``arm_length_m`` long."""
     for i in range(frames):
         depth, posed, _ = render_hand_pose(
             hand_model, pose, source.intrinsics, source.depth_scale,
-            noise=StereoNoiseModel(), rng=np.random.default_rng([*rng_key, i]), arm_length_m=ARM_LENGTH_M,
+            noise=StereoNoiseModel(), rng=np.random.default_rng([*rng_key, i]), arm_length_m=arm_length_m,
         )
         yield DepthFrame(depth, source.depth_scale, source.intrinsics, timestamp_ms=1000.0 * i / fps, serial="synthetic", frame_number=i), posed.joints
 
@@ -167,12 +172,13 @@ def measure(config: HeldStillConfig, progress: bool = True) -> list[dict]:
             for tracker in trackers.values():
                 tracker.reset()
             tracks = {name: np.full((config.frames, 21, 3), np.nan) for name in SETTINGS}
-            outcome = {name: {"right": [], "errors": [], "changes": 0} for name in SETTINGS}
+            outcome = {name: {"right": [], "errors": [], "changes": 0, "lost": 0} for name in SETTINGS}
             last = {name: None for name in SETTINGS}
-            for i, (frame, joints) in enumerate(held_sequence(hand_model, source, pose, config.frames, config.fps, key)):
+            for i, (frame, joints) in enumerate(held_sequence(hand_model, source, pose, config.frames, config.fps, key, config.arm_length_m)):
                 for name, tracker in trackers.items():
                     result = tracker.process(frame)
                     if not result.hands:
+                        outcome[name]["lost"] += last[name] is not None
                         last[name] = None
                         continue
                     reported = result.hands[0]
@@ -186,7 +192,7 @@ def measure(config: HeldStillConfig, progress: bool = True) -> list[dict]:
                 per_run[z, name].append({
                     "pose": pose_name, "hand": hand.value, "frames_with_a_hand": len(outcome[name]["right"]),
                     "side_right": float(np.mean(outcome[name]["right"])) if outcome[name]["right"] else None,
-                    "side_changes": int(outcome[name]["changes"]),
+                    "side_changes": int(outcome[name]["changes"]), "hands_lost": int(outcome[name]["lost"]),
                     "mean_joint_error_mm": float(np.mean(outcome[name]["errors"])) if outcome[name]["errors"] else None,
                     "jitter_mm": jitter, "fingertip_jitter_mm": tips, "spread_mm": spread,
                 })
@@ -215,6 +221,7 @@ def summary(distance_m: float, setting: str, runs: list[dict], frames: int) -> d
         "frames_with_a_hand": with_hand,
         "side_right": right / with_hand if with_hand else None,
         "side_changes": sum(run["side_changes"] for run in runs),
+        "hands_lost": sum(run["hands_lost"] for run in runs),
         "mean_joint_error_mm": _mean(runs, "mean_joint_error_mm"),
         "jitter_mm": _mean(runs, "jitter_mm"),
         "fingertip_jitter_mm": _mean(runs, "fingertip_jitter_mm"),
@@ -236,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--frames", type=int, default=defaults.frames, help="frames each pose is held, at 30 frames/s (default %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the noise (default %(default)s)")
+    parser.add_argument(
+        "--arm-length", type=float, default=defaults.arm_length_m, metavar="M",
+        help="the arm drawn from the wrist, metres (default %(default)s: out of view at every distance; a shorter one ends in view "
+        "far from the camera, its free end nearer the camera than the hand in the pose tilted back)",
+    )
     parser.add_argument("--backend", default=defaults.backend, choices=[AUTO_BACKEND, *BACKENDS], help="inference backend (default %(default)s)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "held_still.json", help="result JSON (default benchmarks/results/held_still.json)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -246,17 +258,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--frames must be at least 2 (jitter is a frame-to-frame movement)")
     if args.seed < 0:
         parser.error("--seed must be at least 0")
+    if not 0.0 <= args.arm_length < 3.0:
+        parser.error("--arm-length must lie between 0 (no arm) and 3 m")
     check_output_path(parser, "--out", args.out)
-    config = dataclasses.replace(defaults, distances_m=tuple(args.distances), frames=args.frames, seed=args.seed, backend=args.backend)
+    config = dataclasses.replace(defaults, distances_m=tuple(args.distances), frames=args.frames, seed=args.seed, backend=args.backend, arm_length_m=args.arm_length)
 
     began = time.perf_counter()
     rows = measure(config, progress=not args.no_progress)
     write_result(args.out, {**result_header("held_still", argv), "config": asdict(config), "rows": rows, "seconds": time.perf_counter() - began})
     print_table(
-        ["distance", "setting", "frames with a hand", "side right", "side changes", "joint error", "jitter", "fingertip jitter", "spread"],
+        ["distance", "setting", "frames with a hand", "hands lost", "side right", "side changes", "joint error", "jitter", "fingertip jitter", "spread"],
         [
             [
-                f"{row['distance_m']:.2f} m", row["setting"], f"{row['frames_with_a_hand']} of {row['frames']}", cell(row["side_right"], ".1%"),
+                f"{row['distance_m']:.2f} m", row["setting"], f"{row['frames_with_a_hand']} of {row['frames']}", str(row["hands_lost"]), cell(row["side_right"], ".1%"),
                 str(row["side_changes"]), cell(row["mean_joint_error_mm"], ".1f", " mm"), cell(row["jitter_mm"], ".2f", " mm"),
                 cell(row["fingertip_jitter_mm"], ".2f", " mm"), cell(row["spread_mm"], ".2f", " mm"),
             ]

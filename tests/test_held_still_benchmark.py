@@ -46,6 +46,11 @@ def test_the_arm_runs_out_of_view_at_the_farthest_distance(hand_model):
         # Something drawn in the bottom row: the arm leaves the image rather than ending in it.
         assert np.count_nonzero(depth[k.height - 1] > 0) > 0, name
     assert ARM_LENGTH_M >= 0.9
+    # The built-in input's arm ends in view there, its free end short of the image's edge.
+    pose = held_pose(hand_model, "palm", 0.0, 30.0, 1.4, Handedness.RIGHT)
+    frame, _ = next(held_sequence(hand_model, source, pose, 1, 30.0, [0], arm_length_m=0.55))
+    depth = frame.depth_m()
+    assert np.count_nonzero(depth[k.height - 12 :] > 0) == 0 and np.count_nonzero(depth > 0) > 1000
 
 
 def test_steadiness_of_a_known_shake():
@@ -84,7 +89,7 @@ def test_command_writes_both_settings_per_distance(tmp_path, capsys):
     for row in rows:
         assert row["sequences"] == 2 * len(POSES) and row["frames"] == 3 * 2 * len(POSES)
         # A flat hand at 45 cm is found in every frame, on its side, within a centimetre.
-        assert row["frames_with_a_hand"] == row["frames"] and row["side_right"] == 1.0
+        assert row["frames_with_a_hand"] == row["frames"] and row["hands_lost"] == 0 and row["side_right"] == 1.0
         assert row["mean_joint_error_mm"] < 10 and row["jitter_mm"] is not None
     # The filter can only steady what it is given.
     assert rows[1]["jitter_mm"] < rows[0]["jitter_mm"]
@@ -92,6 +97,6 @@ def test_command_writes_both_settings_per_distance(tmp_path, capsys):
 
 
 def test_bad_arguments_are_refused(tmp_path):
-    for argv in (["--frames", "1"], ["--distances", "0.05"], ["--seed", "-1"]):
+    for argv in (["--frames", "1"], ["--distances", "0.05"], ["--seed", "-1"], ["--arm-length", "-0.1"], ["--arm-length", "3"]):
         with pytest.raises(SystemExit):
             main([*argv, "--out", str(tmp_path / "x.json")])
