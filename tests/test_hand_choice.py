@@ -254,15 +254,32 @@ def test_the_shipped_classifier_keeps_a_track_on_its_hand_where_segmentation_tak
     assert np.linalg.norm(tracked.centre - hand) < 0.04 and tracked.hand_logit > 5.0
 
 
+@pytest.mark.parametrize("logits, taken", [((3.0, 9.0), "hand"), ((3.0, 3.5), "arm's end"), ((9.0, 3.0), "arm's end")])
+def test_a_tracked_place_that_would_end_the_track_gives_way_to_one_near_the_last_centre(hand_model, logits, taken):
+    # The arm's far end, 60 cm from the last centre, is not denied (a first logit of 3) but
+    # would end the track: the hand's place near the last centre is looked at and taken
+    # where the classifier clearly prefers it, by the same margin as ever.
+    (frame, joints), = _held_tilted_back_frames(hand_model, 1)
+    depth, hand = frame.depth_m(), joints.mean(axis=0)
+    presence = ScriptedPresence(*logits)
+    prepared = prepare_frame(depth, frame.intrinsics, hand, _config(), None, presence)
+    assert presence.logits == []
+    if taken == "hand":
+        assert np.linalg.norm(prepared.centre - hand) < 0.04 and prepared.hand_logit == logits[1]
+    else:
+        assert np.linalg.norm(prepared.centre - hand) > 0.4 and prepared.hand_logit == logits[0]
+
+
 def test_a_track_on_a_hand_held_tilted_back_on_a_short_arm_is_kept_on_every_frame(hand_model):
     # Before the tracked frames looked at other places, the track ended on every other
     # frame: the forearm's end (a jump of 60 cm) on the tracked frames, the hand found
-    # again by the classifier on the next.
+    # again by the classifier on the next; or, where the classifier did not deny the
+    # forearm's end, went on from there.
     from tracker.api import open_tracker
 
     with open_tracker() as tracker:
         errors = []
-        for frame, joints in _held_tilted_back_frames(hand_model, 6):
+        for frame, joints in _held_tilted_back_frames(hand_model, 20):
             result = tracker.process(frame)
             assert len(result.hands) == 1, frame.frame_number
             errors.append(float(np.linalg.norm(result.hands[0].joints_cam_m - joints, axis=1).mean()))

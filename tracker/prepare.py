@@ -70,12 +70,14 @@ class HandChoiceConfig:
     #: (``confidence_separation_choice_min_logit1.json``, ``..._min_logit0.json``).
     min_other_logit: float = 2.0
     #: On a tracked frame the others are looked at only where the place segmentation found
-    #: near the last centre gets a logit below this (the classifier leans to "no hand"), and
-    #: only those within ``PrepareConfig.new_track_jump_m`` of the last centre, by the
-    #: rule above: a place that continues the track. Segmentation alone may take an arm's
-    #: far end for its hand where the two ends lie far apart in depth, even against the
-    #: last centre, and the track would end on that frame and be found again on the next,
-    #: by the classifier, every other frame (``tests/test_hand_choice.py``). None: never.
+    #: gets a logit below this (the classifier leans to "no hand") or lies further from the
+    #: last centre than ``PrepareConfig.new_track_jump_m`` (it would end the track), and
+    #: only those within that distance of the last centre, by the rule above: a place that
+    #: continues the track. Segmentation alone may take an arm's far end for its hand where
+    #: the two ends lie far apart in depth, even against the last centre: the track ended
+    #: on that frame and was found again on the next, by the classifier, every other frame,
+    #: or went on from the arm's end where the classifier did not deny it
+    #: (``benchmarks/results/held_still_short_arm.json``). None: never.
     recheck_tracked_below_logit: float | None = 0.0
 
 
@@ -97,8 +99,9 @@ class PrepareConfig:
     #: A wall or table behind the hand cleared from every crop, the network's and the
     #: classifiers' (None: kept).
     background_plane: BackgroundPlane | None = BackgroundPlane()
-    #: The tracker's ``new_track_jump_m``: how far from the last centre another place may
-    #: lie for a tracked frame to take it (``HandChoiceConfig.recheck_tracked_below_logit``).
+    #: The tracker's ``new_track_jump_m``: a tracked frame's place further than this from the
+    #: last centre ends the track, and another place within it may continue it
+    #: (``HandChoiceConfig.recheck_tracked_below_logit``).
     new_track_jump_m: float = 0.12
 
 
@@ -192,7 +195,9 @@ def prepare_frame(
             and presence.out_of_image == classifier.out_of_image
         )
         hand_logit = presence.logit(side_depth if same else side_classifier_crop(depth_m, intrinsics, centre, config, crops, presence))
-        if places is not None and hand_logit < config.hand_choice.recheck_tracked_below_logit:
+        if places is not None and (
+            hand_logit < config.hand_choice.recheck_tracked_below_logit or np.linalg.norm(centre - prior) > config.new_track_jump_m
+        ):
             better = _other_place(depth_m, intrinsics, config, presence, places, float(hand_logit), None, prior, config.new_track_jump_m)
             if better is not None:
                 centre, hand_logit = better
