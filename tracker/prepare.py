@@ -114,7 +114,8 @@ class Prepared:
         decided per track, else the fixed one); empty without a centre.
     right_logit: the side classifier's logit of "right" on the unmirrored crop; None when
         the side is fixed, or when it was left to the caller (no classifier given).
-    timings_ms: segment, crop, side and presence (those that ran), milliseconds.
+    timings_ms: segment, crop, side and presence (those that ran), milliseconds; presence
+        with the other places the classifier looked at, their segmentation and crops too.
     hand_logit: the hand-presence classifier's logit of "a hand" on the same crop; None when
         it was left to the caller (none given).
     """
