@@ -18,8 +18,9 @@ frame. The renderer's own scenes put the torso 25 cm or more behind the wrist, a
 networks were trained on those. Each frame is tracked as a track's first (no prior, the
 side decided from that frame alone), by the command line's tracker
 (``tracker.api.open_tracker``: the shipped weights and classifiers), once as it is and once
-with segmentation and the crops looking for planes only (``SegmentConfig.
-relief_curved_rounds`` and ``BackgroundPlane.curved_rounds`` 0).
+with segmentation and the crops looking for planes only, over the whole candidate
+(``SegmentConfig.relief_curved_rounds`` and ``relief_local_radius_m`` and
+``BackgroundPlane.curved_rounds`` 0).
 
 Per gap and setting, as ``benchmarks.near_surfaces``: the share of frames with a hand
 reported, judged to hold none, or with nothing found; the mean joint error of the hands
@@ -184,7 +185,7 @@ def planes_only(tracker) -> None:
     config = tracker.config
     tracker.config = dataclasses.replace(
         config,
-        segment=dataclasses.replace(config.segment, relief_curved_rounds=0),
+        segment=dataclasses.replace(config.segment, relief_curved_rounds=0, relief_local_radius_m=0.0),
         background_plane=dataclasses.replace(config.background_plane, curved_rounds=0),
     )
 

@@ -69,7 +69,8 @@ def test_planes_only_turns_the_curved_surfaces_off_and_nothing_else():
     planes_only(tracker)
     assert tracker.config.segment.relief_curved_rounds == 0 and tracker.config.background_plane.curved_rounds == 0
     assert before.segment.relief_curved_rounds > 0 and before.background_plane.curved_rounds > 0
-    assert tracker.config.segment == type(before.segment)(**{**vars(before.segment), "relief_curved_rounds": 0})
+    assert before.segment.relief_local_radius_m > 0
+    assert tracker.config.segment == type(before.segment)(**{**vars(before.segment), "relief_curved_rounds": 0, "relief_local_radius_m": 0.0})
 
 
 @pytest.mark.parametrize("gap_m", [0.0, 0.02])

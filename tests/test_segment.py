@@ -307,6 +307,21 @@ def test_hand_resting_on_the_body_is_found_standing_out_of_its_curved_front(tors
     assert find_hand_center(depth, K, SegmentConfig(relief_curved_rounds=0)) is None
 
 
+@pytest.mark.parametrize("scene", [128, 148, 196])
+def test_hand_resting_on_a_torso_too_curved_for_one_surface_is_found_by_its_front_part(hand_model, scene):
+    # Tuning scenes of benchmarks.near_body with the hand resting on the torso: the surfaces
+    # fitted to the whole torso and hand left 6.3-7.5 mm RMS, too loose for a body's front,
+    # and nothing was found; over the 20 cm around its front (the hand) the surface holds.
+    from benchmarks.near_body import scene_at
+
+    depth, sample = scene_at(scene, 0.0, hand_model)
+    depth_m = depth.astype(np.float32) * np.float32(sample.depth_scale)
+    assert find_hand_center(depth_m, sample.intrinsics, SegmentConfig(relief_local_radius_m=0.0)) is None
+    # Against the joints' mean, which the scene gives, not the visible centroid the centre
+    # seeks: they found the hand 3.0-4.7 cm from it.
+    assert distance(find_hand_center(depth_m, sample.intrinsics), sample.joints.mean(axis=0)) < 0.05
+
+
 @pytest.mark.parametrize("scene", [3, 4, 27, 64])
 def test_hand_resting_on_a_desk_seen_along_it_is_found(hand_model, scene):
     # A camera just above a desk looks along it: the desk runs from the bottom of the image
