@@ -420,9 +420,9 @@ class _Grid:
         """Of a candidate too big or too attached, the blob standing out of the plane or
         the body's front it mostly lies in (``_standing_out_of_surface``), or else out of
         that of its part near its front (``relief_local_radius_m``): (grid) mask, or None."""
-        part = self._standing_out_of_surface(mask)
+        part, held = self._standing_out_of_surface(mask)
         radius = self.config.relief_local_radius_m
-        if part is not None or radius <= 0:
+        if held or radius <= 0:
             return part
         gv, gu = pixels_of(mask)
         z = self.depth[gv, gu].astype(np.float64)
@@ -436,12 +436,13 @@ class _Grid:
             return None  # the same candidate, which no surface held
         local = np.zeros(mask.shape, bool)
         local[gv[near], gu[near]] = True
-        return self._standing_out_of_surface(local)
+        return self._standing_out_of_surface(local)[0]
 
-    def _standing_out_of_surface(self, mask: np.ndarray) -> np.ndarray | None:
+    def _standing_out_of_surface(self, mask: np.ndarray) -> tuple[np.ndarray | None, bool]:
         """Of a candidate too big or too attached, the blob standing out of the plane or
         the body's front it mostly lies in, holding the nearest points: (grid) mask, or None
-        where the candidate is neither (a room) or nothing stands out of it.
+        where the candidate is neither (a room) or nothing stands out of it; and whether a
+        surface held the candidate (``_holds``).
 
         A plane's inverse depth is linear in the pixel coordinates. The plane is the one
         within ``min_relief_m`` of the most points among ``relief_hypotheses`` through three
@@ -456,14 +457,14 @@ class _Grid:
         gv, gu = pixels_of(mask)
         z = self.depth[gv, gu].astype(np.float64)
         if len(z) < 3:
-            return None
+            return None, False
         # Scored on at most ~500 points spread over the candidate, as a wall fills much of the grid.
         _, _, _, on_surface, relief, found = robust_plane(
             gu.astype(np.float64), gv.astype(np.float64), z, np.arange(len(z)), (self.depth.shape[1] - 1) / 2.0, c.min_relief_m,
             c.relief_hypotheses, c.relief_fit_rounds, max(1, len(z) // 500), 0.0, 0.0, True,
         )
         if not found:
-            return None
+            return None, False
         if not self._holds(on_surface, relief) and c.relief_curved_rounds > 0:
             # No plane: perhaps a body's front, of which the plane holds a strip.
             centre = (self.depth.shape[1] - 1) / 2.0
@@ -473,12 +474,12 @@ class _Grid:
                 across * across / (2.0 * c.relief_min_concave_radius_m),
             )
         if not found or not self._holds(on_surface, relief):
-            return None
+            return None, False
         out = np.zeros(mask.shape, bool)
         out[gv[relief >= c.min_relief_m], gu[relief >= c.min_relief_m]] = True
         count, labels = cv2.connectedComponents(out.view(np.uint8), connectivity=8)
         if count < 2:
-            return None
+            return None, True
         nearest = float(np.min(self.depth[out]))
         votes = np.bincount(labels[out & (self.depth < nearest + 0.02)], minlength=count)
         votes[0] = 0
@@ -492,8 +493,8 @@ class _Grid:
         near = cv2.dilate(part.view(np.uint8), None).view(bool)
         ring = cv2.dilate(near.view(np.uint8), None).view(bool) & ~near & mask
         if not ring.any() or np.median(relief_map[ring]) > c.min_relief_m / 2:
-            return None
-        return part
+            return None, True
+        return part, True
 
     def _holds(self, on_surface: np.ndarray, relief: np.ndarray) -> bool:
         """Whether a surface fitted to a candidate holds enough of it, closely enough, for
