@@ -424,12 +424,11 @@ class _Grid:
         radius = self.config.relief_local_radius_m
         if held or radius <= 0:
             return part
-        gv, gu = pixels_of(mask)
-        z = self.depth[gv, gu].astype(np.float64)
-        if len(z) < 3:
+        k = self.k
+        gv, gu, points, _, _, _ = blob_points(mask, self.depth, self.step, k.fx, k.fy, k.cx, k.cy, self.pixel_at_1m, self.zone)
+        if len(points) < 3:
             return None
-        k, step = self.k, self.step
-        points = np.stack([(gu * step - k.cx) / k.fx * z, (gv * step - k.cy) / k.fy * z, z], axis=1)
+        z = points[:, 2]
         front = points[z <= percentile(z, 1)].mean(axis=0)
         near = np.sum((points - front) ** 2, axis=1) < radius * radius
         if near.all():
