@@ -69,6 +69,7 @@ def open_tracker(
     smooth: bool | OneEuroConfig = False,
     min_hand_probability: float = TrackerConfig.min_hand_probability,
     keep_planes: bool = False,
+    refine: bool = False,
 ) -> HandTracker:
     """A ``HandTracker`` ready for ``process(frame)``; close it (or use ``with``) to release
     its backend.
@@ -88,6 +89,7 @@ def open_tracker(
         sub-folders are used where it has them, else the shipped classifiers.
     keep_planes: leave a wall or table right behind the hand in the crops; by default it is
         cleared from them (``TrackerConfig.background_plane``, ``--keep-planes``).
+    refine: refine each estimate against the depth (``TrackerConfig.refine``, ``--refine``).
 
     The tracker is warmed up (``HandTracker.warm_up``): its first frame is as fast as the
     rest. Raises ``tracker.weights.WeightsError`` for missing or damaged weights.
@@ -100,8 +102,9 @@ def open_tracker(
     if isinstance(min_hand_probability, bool) or not isinstance(min_hand_probability, numbers.Real) or not 0.0 <= min_hand_probability < MAX_MIN_HAND_PROBABILITY:
         raise ValueError(f"min_hand_probability must be a number at least 0 and below {MAX_MIN_HAND_PROBABILITY}, got {min_hand_probability!r}")
     min_hand_probability = float(min_hand_probability)
-    if not isinstance(keep_planes, bool):
-        raise ValueError(f"keep_planes must be True or False, got {keep_planes!r}")
+    for name, value in (("keep_planes", keep_planes), ("refine", refine)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
     weights = Path(weights) if weights is not None else WEIGHTS_DIR
     manifest = load_manifest(weights)
     config = TrackerConfig(
@@ -111,6 +114,7 @@ def open_tracker(
         smooth=smoothing is not None,
         smoothing=smoothing or OneEuroConfig(),
         min_hand_probability=min_hand_probability,
+        refine=refine,
         **({"background_plane": None} if keep_planes else {}),
     )
     hand_model = HandModel.load()

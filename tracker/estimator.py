@@ -36,7 +36,9 @@ class NetworkOutput:
     camera frame (metres); hand probability (S, S) float32; mesh coordinates (2, S, S)
     float32 mesh-grid units (0..G), the mesh UV each crop pixel shows; the network's own
     vertices P_s (V, 3) float32 in crop-normalised units and the crop, from which
-    ``initial_vertices`` gives them in the camera frame."""
+    ``initial_vertices`` gives them in the camera frame; the refit's per-part transforms
+    (16, 4, 4) float64 template -> crop-normalised frame (``RefitResult.part_transforms``),
+    which the online refinement (``tracker.refine``) starts from."""
 
     refined_vertices: np.ndarray
     joints: np.ndarray
@@ -44,6 +46,7 @@ class NetworkOutput:
     mesh_coords: np.ndarray
     initial_vertices_crop: np.ndarray
     crop: HandCrop
+    part_transforms_crop: np.ndarray | None = None
 
     @functools.cached_property
     def initial_vertices(self) -> np.ndarray:
@@ -130,6 +133,7 @@ class HandEstimator:
                 mesh_coords=outputs["mesh_coords"][0],
                 initial_vertices_crop=vertices_crop,
                 crop=crop,
+                part_transforms_crop=refit.part_transforms,
             ),
             timings,
         )

@@ -34,9 +34,10 @@ import numpy as np
 
 from tracker.confidence import depth_agreement
 from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, BackgroundPlane, CropFrame, OutOfImage
-from tracker.estimator import HandEstimator, Launched
+from tracker.estimator import HandEstimator, Launched, usable
 from tracker.lens import pinhole_view, project
 from tracker.prepare import PREPARE_OPENCV_THREADS, HandChoiceConfig, PrepareConfig, Prepared, PrepareWorkerEnded, PrepareWorkers, prepare_frame, side_classifier_crop, warm_up_preparation
+from tracker.refine import RefineConfig, Refiner, warm_up_refiner
 from tracker.segment import SegmentConfig
 from tracker.side_vote import SideVote, SideVoteConfig
 from tracker.signals import SignalHandlers
@@ -77,6 +78,12 @@ class TrackerConfig:
     #: ``kept_by_the_tracker``). At or above ``min_hand_probability``: no such band.
     doubtful_hand_probability: float = 0.05
     min_confidence_when_doubtful: float = 0.8
+    #: Refine each estimate against its crop's depth before its confidence is judged
+    #: (``tracker.refine``: a few steps of articulated ICP after the refit; off: the
+    #: network's refitted pose as it is). ``benchmarks/refinement.py`` measures what it
+    #: gains and costs.
+    refine: bool = False
+    refinement: RefineConfig = field(default_factory=RefineConfig)
     #: Smooth the joints over time with a One-Euro filter (off: raw per-frame estimates).
     smooth: bool = False
     #: The filter's setting where ``smooth`` (``benchmarks/smoothing.py`` measured it).
@@ -326,6 +333,7 @@ class HandTracker:
         #: elsewhere for a frame or two, is still found again with its own vote.
         self._ended: list[_EndedTrack] = []
         self._smoother = OneEuroFilter(config.smoothing) if config.smooth else None
+        self._refiner = Refiner(estimator.hand_model, config.refinement) if config.refine else None
         self.side_classifier = None
         if config.handedness is None:
             if side_classifier is None:
@@ -403,6 +411,8 @@ class HandTracker:
         # as the network's answer for nothing may not be a mesh worth rendering.
         template = self.estimator.hand_model.template_vertices
         depth_agreement(background, template - template.mean(axis=0) + background.center_cam_m, self.estimator.hand_model.faces, output.hand_probability, (s, s))
+        if self._refiner is not None:
+            warm_up_refiner(self._refiner)
         return time.perf_counter() - t0
 
     def close(self) -> None:
@@ -752,6 +762,10 @@ class HandTracker:
         output, stage_ms = self.estimator.complete(begun.launched)
         timings.update(stage_ms)
         crop = begun.launched.crop
+        if self._refiner is not None and usable(crop, output):
+            t0 = time.perf_counter()
+            output, _ = self._refiner.refine(crop, output)
+            timings["refine"] = 1e3 * (time.perf_counter() - t0)
         estimate = self.estimator.to_estimate(crop, output, dict(timings), frame.intrinsics)
         # The stages the estimate itself took (its confidence) are the frame's too.
         timings.update({stage: ms for stage, ms in estimate.timings_ms.items() if stage not in timings})

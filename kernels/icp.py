@@ -1,0 +1,228 @@
+"""Articulated ICP: one Gauss-Newton step of the online refinement (numba, inference side).
+
+The refit leaves the hand as 16 per-part similarity transforms (``kernels.refit``). The
+online refinement moves each part by a small rigid motion about its own centre so that the
+skinned mesh meets the measured hand points better, point to plane (the ICP data term of
+Dual Grid Net §4.1, here solved per frame rather than used as a training loss), while a
+prior holds the parts near the network's pose and the parts that meet at a joint together.
+
+Per part p the unknowns are (omega_p, tau_p): a rotation vector and a translation (camera
+frame, radians and metres), applied as x -> R(omega_p) (x - c_p) + c_p + tau_p to the part's
+posed points, c_p the part's centre. A vertex moves with the blend of its parts' motions, so
+its derivative is sum_p w_vp [-[y_vp - c_p]x, I] with y_vp = T_p template_v.
+
+The kernels accumulate the normal equations H delta = -g directly (each residual touches at
+most four parts), so no Jacobian matrix is ever built.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+#: Unknowns per part: rotation vector (3) and translation (3).
+PART_DOF = 6
+
+
+@njit(cache=True)
+def vertex_normals(vertices, faces):
+    """(V, 3) float64 unit normals, area-weighted over each vertex's faces.
+
+    vertices: (V, 3) float32/64 metres; faces: (F, 3) int32 with outward winding. A vertex
+    of no face, or of faces with no area, gets a zero normal."""
+    normals = np.zeros((vertices.shape[0], 3))
+    for f in range(faces.shape[0]):
+        a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+        e1x, e1y, e1z = vertices[b, 0] - vertices[a, 0], vertices[b, 1] - vertices[a, 1], vertices[b, 2] - vertices[a, 2]
+        e2x, e2y, e2z = vertices[c, 0] - vertices[a, 0], vertices[c, 1] - vertices[a, 1], vertices[c, 2] - vertices[a, 2]
+        nx, ny, nz = e1y * e2z - e1z * e2y, e1z * e2x - e1x * e2z, e1x * e2y - e1y * e2x
+        for v in (a, b, c):
+            normals[v, 0] += nx
+            normals[v, 1] += ny
+            normals[v, 2] += nz
+    for v in range(vertices.shape[0]):
+        length = np.sqrt(normals[v, 0] ** 2 + normals[v, 1] ** 2 + normals[v, 2] ** 2)
+        if length > 0.0:
+            normals[v] /= length
+    return normals
+
+
+@njit(cache=True)
+def nearest_front_vertices(points, vertices, normals, max_distance_m):
+    """For each point the nearest vertex facing the camera, or -1 beyond ``max_distance_m``.
+
+    points: (N, 3) float64 camera frame metres; vertices: (V, 3) float64 same frame;
+    normals: (V, 3) float64 unit outward normals. A vertex faces the camera (at the origin)
+    where its normal points against its ray: the depth camera sees only that side, so a
+    measured point never belongs on the back of the mesh (Dual Grid Net §4.1, after Tkach
+    et al.). Brute force: a few hundred points against about half of 1159 vertices.
+    Returns (N,) int64."""
+    front = np.empty(vertices.shape[0], np.int64)
+    count = 0
+    for v in range(vertices.shape[0]):
+        if normals[v, 0] * vertices[v, 0] + normals[v, 1] * vertices[v, 1] + normals[v, 2] * vertices[v, 2] < 0.0:
+            front[count] = v
+            count += 1
+    matches = np.full(points.shape[0], -1, np.int64)
+    limit = max_distance_m * max_distance_m
+    for i in range(points.shape[0]):
+        best = limit
+        for c in range(count):
+            v = front[c]
+            dx = vertices[v, 0] - points[i, 0]
+            dy = vertices[v, 1] - points[i, 1]
+            dz = vertices[v, 2] - points[i, 2]
+            d = dx * dx + dy * dy + dz * dz
+            if d < best:
+                best = d
+                matches[i] = v
+    return matches
+
+
+@njit(cache=True)
+def point_to_plane_normal_equations(points, matches, vertices, normals, template, vertex_parts, vertex_part_weights,
+                                    transforms, part_centres, huber_m, weight, hessian, gradient):
+    """Add the point-to-plane ICP term to ``hessian`` and ``gradient``; returns its cost.
+
+    Residual per matched point: r = n_k . (v_k - x), weighted by ``weight`` and robustly by
+    a Huber weight (1 within ``huber_m``, huber_m / |r| beyond: iteratively reweighted least
+    squares, so a stray point pulls with a bounded force).
+    points: (N, 3) float64; matches: (N,) int64 vertex per point or -1 (skipped);
+    vertices, normals: (V, 3) float64 the current skinned mesh and its unit normals;
+    template: (V, 3) float64 rest vertices; vertex_parts: (V, K) int64 the parts moving each
+    vertex, -1 padded; vertex_part_weights: (V, K) float64 their blend weights;
+    transforms: (P, 4, 4) float64 current camera_from_template per part;
+    part_centres: (P, 3) float64 each part's centre, about which it rotates;
+    hessian: (6P, 6P) float64 and gradient: (6P,) float64, added to in place.
+    Cost: sum of weight * rho(r) with rho the Huber function (r^2 / 2 inside)."""
+    cost = 0.0
+    k_max = vertex_parts.shape[1]
+    rows = np.zeros((k_max, PART_DOF))
+    for i in range(points.shape[0]):
+        k = matches[i]
+        if k < 0:
+            continue
+        nx, ny, nz = normals[k, 0], normals[k, 1], normals[k, 2]
+        r = nx * (vertices[k, 0] - points[i, 0]) + ny * (vertices[k, 1] - points[i, 1]) + nz * (vertices[k, 2] - points[i, 2])
+        magnitude = abs(r)
+        if magnitude <= huber_m:
+            robust = 1.0
+            cost += weight * 0.5 * r * r
+        else:
+            robust = huber_m / magnitude
+            cost += weight * huber_m * (magnitude - 0.5 * huber_m)
+        w = weight * robust
+        for a in range(k_max):
+            p = vertex_parts[k, a]
+            if p < 0:
+                break
+            blend = vertex_part_weights[k, a]
+            t = transforms[p]
+            tx, ty, tz = template[k, 0], template[k, 1], template[k, 2]
+            # y - c: the vertex as this part alone places it, from the part's centre
+            ax = t[0, 0] * tx + t[0, 1] * ty + t[0, 2] * tz + t[0, 3] - part_centres[p, 0]
+            ay = t[1, 0] * tx + t[1, 1] * ty + t[1, 2] * tz + t[1, 3] - part_centres[p, 1]
+            az = t[2, 0] * tx + t[2, 1] * ty + t[2, 2] * tz + t[2, 3] - part_centres[p, 2]
+            # d r / d omega = (y - c) x n; d r / d tau = n
+            rows[a, 0] = blend * (ay * nz - az * ny)
+            rows[a, 1] = blend * (az * nx - ax * nz)
+            rows[a, 2] = blend * (ax * ny - ay * nx)
+            rows[a, 3] = blend * nx
+            rows[a, 4] = blend * ny
+            rows[a, 5] = blend * nz
+        for a in range(k_max):
+            pa = vertex_parts[k, a]
+            if pa < 0:
+                break
+            for da in range(PART_DOF):
+                gradient[PART_DOF * pa + da] += w * rows[a, da] * r
+                for b in range(k_max):
+                    pb = vertex_parts[k, b]
+                    if pb < 0:
+                        break
+                    for db in range(PART_DOF):
+                        hessian[PART_DOF * pa + da, PART_DOF * pb + db] += w * rows[a, da] * rows[b, db]
+    return cost
+
+
+@njit(cache=True)
+def joint_link_normal_equations(link_parts, link_points, transforms, part_centres, weight, hessian, gradient):
+    """Add the term that holds two parts together where they meet; returns its cost.
+
+    For each link (parent part a, child part b, the joint's rest position j) the residual is
+    T_a j - T_b j (3 rows, metres): where the two parts place their shared joint.
+    link_parts: (L, 2) int64; link_points: (L, 3) float64 rest positions; transforms,
+    part_centres, hessian, gradient as in ``point_to_plane_normal_equations``."""
+    cost = 0.0
+    for link in range(link_parts.shape[0]):
+        ends = np.zeros((2, 3))
+        for e in range(2):
+            t = transforms[link_parts[link, e]]
+            for r in range(3):
+                ends[e, r] = t[r, 0] * link_points[link, 0] + t[r, 1] * link_points[link, 1] + t[r, 2] * link_points[link, 2] + t[r, 3]
+        residual = ends[0] - ends[1]
+        cost += weight * 0.5 * (residual[0] ** 2 + residual[1] ** 2 + residual[2] ** 2)
+        # Jacobian (3, 12): d(R(w)(y - c))/dw = -[y - c]x; the child's end enters with a minus.
+        jac = np.zeros((3, 2 * PART_DOF))
+        for e in range(2):
+            sign = 1.0 if e == 0 else -1.0
+            p = link_parts[link, e]
+            ax = ends[e, 0] - part_centres[p, 0]
+            ay = ends[e, 1] - part_centres[p, 1]
+            az = ends[e, 2] - part_centres[p, 2]
+            base = PART_DOF * e
+            # -[a]x = [[0, az, -ay], [-az, 0, ax], [ay, -ax, 0]]
+            jac[0, base + 1] = sign * az
+            jac[0, base + 2] = -sign * ay
+            jac[1, base + 0] = -sign * az
+            jac[1, base + 2] = sign * ax
+            jac[2, base + 0] = sign * ay
+            jac[2, base + 1] = -sign * ax
+            for r in range(3):
+                jac[r, base + 3 + r] = sign
+        for ea in range(2):
+            pa = link_parts[link, ea]
+            for da in range(PART_DOF):
+                col_a = PART_DOF * ea + da
+                for r in range(3):
+                    gradient[PART_DOF * pa + da] += weight * jac[r, col_a] * residual[r]
+                for eb in range(2):
+                    pb = link_parts[link, eb]
+                    for db in range(PART_DOF):
+                        col_b = PART_DOF * eb + db
+                        total = 0.0
+                        for r in range(3):
+                            total += jac[r, col_a] * jac[r, col_b]
+                        hessian[PART_DOF * pa + da, PART_DOF * pb + db] += weight * total
+    return cost
+
+
+@njit(cache=True)
+def apply_part_motions(transforms, part_centres, delta):
+    """(P, 4, 4) float64: each part's transform moved by its (omega, tau) from ``delta``
+    ((6P,) float64), rotating about its centre: T -> [R | c - R c + tau] T."""
+    out = np.empty_like(transforms)
+    for p in range(transforms.shape[0]):
+        wx, wy, wz = delta[PART_DOF * p], delta[PART_DOF * p + 1], delta[PART_DOF * p + 2]
+        angle = np.sqrt(wx * wx + wy * wy + wz * wz)
+        rotation = np.eye(3)
+        if angle > 1e-15:
+            kx, ky, kz = wx / angle, wy / angle, wz / angle
+            s, c = np.sin(angle), 1.0 - np.cos(angle)
+            rotation[0, 0] = 1.0 - c * (ky * ky + kz * kz)
+            rotation[0, 1] = -s * kz + c * kx * ky
+            rotation[0, 2] = s * ky + c * kx * kz
+            rotation[1, 0] = s * kz + c * kx * ky
+            rotation[1, 1] = 1.0 - c * (kx * kx + kz * kz)
+            rotation[1, 2] = -s * kx + c * ky * kz
+            rotation[2, 0] = -s * ky + c * kx * kz
+            rotation[2, 1] = s * kx + c * ky * kz
+            rotation[2, 2] = 1.0 - c * (kx * kx + ky * ky)
+        motion = np.eye(4)
+        motion[:3, :3] = rotation
+        for r in range(3):
+            motion[r, 3] = part_centres[p, r] + delta[PART_DOF * p + 3 + r]
+            for c2 in range(3):
+                motion[r, 3] -= rotation[r, c2] * part_centres[p, c2]
+        out[p] = motion @ transforms[p]
+    return out

@@ -1,0 +1,207 @@
+"""Online refinement: a few Gauss-Newton steps of articulated ICP after the refit.
+
+Between the refit (``tracker.refit``: the network's vertices -> 16 per-part similarity
+transforms -> skinned mesh) and the confidence, each part is moved by a small rigid motion
+so that the mesh meets the crop's measured hand points, point to plane, from the side the
+camera sees (Dual Grid Net §4.1's ICP term, minimised per frame instead of used as a
+training loss). Two priors keep it a hand: each part stays near where the network put it,
+and parts that meet at a joint stay together. The kernels are in ``kernels.icp``.
+
+Why: the network regresses the mesh from a 64x64 crop and leaves millimetres on the table
+that the depth itself can settle; the refinement takes them back where the hand is seen,
+and the network's pose stands where it is not (a finger hidden behind the palm has no
+points and stays put). ``benchmarks/refinement.py`` measures it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from kernels.icp import PART_DOF, apply_part_motions, joint_link_normal_equations, nearest_front_vertices, point_to_plane_normal_equations, vertex_normals
+from kernels.lbs import linear_blend_skinning
+from tracker.confidence import crop_camera
+from tracker.estimator import NetworkOutput
+from tracker.hand_model import HandModel
+from tracker.refit import Refit
+from tracker.skeleton import NUM_PARTS, SKIN_JOINT_PARENTS, SKIN_JOINT_PART
+from tracker.types import Handedness, HandCrop
+
+#: Crop pixels the network gives at least this hand probability are the hand's points.
+HAND_PIXEL_PROBABILITY = 0.5
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    #: Gauss-Newton steps per frame (each matches points anew). Two reach nearly all of the
+    #: gain on synthetic frames (a third: 0.015 mm more for a third more time).
+    iterations: int = 2
+    #: At most this many of the crop's hand pixels are matched (evenly spread over them).
+    max_points: int = 256
+    #: Fewer hand pixels than this: too little of the hand to move 16 parts by; the
+    #: network's pose is kept.
+    min_points: int = 20
+    #: Scale of the mean point-to-plane residual against the priors below: the data term
+    #: is mean((r / point_sigma_m)^2) over the points, so its pull does not grow with the
+    #: number of points (a near hand has more).
+    point_sigma_m: float = 0.0003
+    #: Residuals beyond this pull with a constant force (Huber): sensor noise is ~1 mm at
+    #: arm's length, and a stray point (a fingertip's edge, the forearm) must not dominate.
+    huber_m: float = 0.002
+    #: A point further than this from every camera-facing vertex is not matched: it is not
+    #: on this hand, or the mesh is too far from it for a nearest vertex to mean anything.
+    max_match_distance_m: float = 0.03
+    #: How far each part may move from the network's pose before the prior outweighs a
+    #: residual of one ``point_sigma_m`` (rotation about the part's centre, translation).
+    rotation_sigma_rad: float = 0.3
+    translation_sigma_m: float = 0.01
+    #: Two parts' placements of the joint they share may part by about this much.
+    joint_gap_sigma_m: float = 0.03
+
+    def __post_init__(self) -> None:
+        if self.iterations < 0 or self.max_points < 1 or self.min_points < 1:
+            raise ValueError(f"iterations >= 0, max_points >= 1 and min_points >= 1 needed, got {self.iterations}, {self.max_points}, {self.min_points}")
+        for name in ("point_sigma_m", "huber_m", "max_match_distance_m", "rotation_sigma_rad", "translation_sigma_m", "joint_gap_sigma_m"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value}")
+
+
+def crop_hand_points(crop: HandCrop, hand_probability: np.ndarray, max_points: int) -> np.ndarray:
+    """(N, 3) float64 camera-frame points (metres) of the crop's pixels that are measured
+    (depth inside the cube) and that the network calls hand, at most ``max_points`` of
+    them, evenly spread. Through the crop's own virtual camera (``confidence.crop_camera``),
+    so any lens the frame had is already undone."""
+    size = crop.depth.shape[0]
+    hand = crop.measured & (hand_probability > HAND_PIXEL_PROBABILITY)
+    index = np.flatnonzero(hand)
+    if len(index) > max_points:
+        index = index[np.linspace(0, len(index) - 1, max_points).astype(np.int64)]
+    rows, cols = np.divmod(index, size)
+    if crop.handedness == Handedness.LEFT:  # the crop is mirrored; its camera is not
+        cols = size - 1 - cols
+    focal, cx, cy = crop_camera(crop)
+    centre_depth = float((crop.cam_from_crop.T @ np.asarray(crop.center_cam_m, np.float64))[2])
+    depth = centre_depth + crop.depth.ravel()[index].astype(np.float64) * crop.cube_size_m / 2
+    points_crop_axes = np.stack([(cols - cx) / focal * depth, (rows - cy) / focal * depth, depth], axis=1)
+    return points_crop_axes @ crop.cam_from_crop.T
+
+
+def camera_part_transforms(part_transforms_crop: np.ndarray, crop: HandCrop) -> np.ndarray:
+    """(P, 4, 4) float64 camera_from_template per part, from the refit's transforms in the
+    crop's normalised (and, for a left hand, mirrored) frame: ``crop_to_camera`` after them."""
+    cam_from_points = np.asarray(crop.cam_from_crop, np.float64) * (crop.cube_size_m / 2)
+    if crop.handedness == Handedness.LEFT:
+        cam_from_points = cam_from_points.copy()
+        cam_from_points[:, 0] *= -1
+    out = np.zeros_like(part_transforms_crop, dtype=np.float64)
+    out[:, :3, :] = cam_from_points @ part_transforms_crop[:, :3, :]
+    out[:, :3, 3] += crop.center_cam_m
+    out[:, 3, 3] = 1.0
+    return out
+
+
+class Refiner:
+    """Refines a crop's network output against the crop's depth (``refine``)."""
+
+    def __init__(self, model: HandModel, config: RefineConfig = RefineConfig()) -> None:
+        self.config = config
+        refit = Refit(model)
+        self.template = refit.template
+        self.vertex_part_weights = refit.vertex_part_weights
+        self.keypoint_rest = refit.keypoint_rest
+        self.keypoint_part_weights = refit.keypoint_part_weights
+        self.faces = {side: np.ascontiguousarray(model.faces_for(side), np.int32) for side in Handedness}
+        # The parts moving each vertex, compact (at most four on this model), for the kernel.
+        weights = self.vertex_part_weights
+        count = int((weights > 0).sum(1).max())
+        self.vertex_parts = np.full((len(weights), count), -1, np.int64)
+        self.vertex_blend = np.zeros((len(weights), count))
+        for v, row in enumerate(weights):
+            parts = np.flatnonzero(row > 0)
+            self.vertex_parts[v, : len(parts)] = parts
+            self.vertex_blend[v, : len(parts)] = row[parts]
+        # Each part's centre in the template: it rotates about where its vertices are.
+        self.part_rest_centres = (weights.T @ self.template) / weights.sum(0)[:, None]
+        rest = model.hand_from_joint_bind[:, :3, 3].astype(np.float64)
+        links = [(int(SKIN_JOINT_PART[p]), int(SKIN_JOINT_PART[j]), j) for j, p in enumerate(SKIN_JOINT_PARENTS) if p >= 0 and SKIN_JOINT_PART[j] != SKIN_JOINT_PART[p]]
+        self.link_parts = np.array([[a, b] for a, b, _ in links], np.int64).reshape(-1, 2)
+        self.link_points = np.array([rest[j] for _, _, j in links], np.float64).reshape(-1, 3)
+        c = config
+        self.prior = np.tile(np.r_[np.full(3, c.rotation_sigma_rad ** -2), np.full(3, c.translation_sigma_m ** -2)], NUM_PARTS)
+
+    def refine(self, crop: HandCrop, output: NetworkOutput, measure: bool = False) -> tuple[NetworkOutput, dict]:
+        """``output`` with its mesh and joints refined against ``crop``'s depth, and what the
+        refinement did: the Gauss-Newton ``steps`` taken and the hand ``points`` matched on
+        the first; with ``measure``, also the mean point-to-plane distance (mm) of the
+        matched points before (``before_mm``) and after (``after_mm``, which costs one more
+        matching). The output comes back unchanged where too few hand points were seen or
+        the result is not finite (a numerical failure)."""
+        c = self.config
+        report = {"points": 0, "steps": 0, "before_mm": None, "after_mm": None}
+        if output.part_transforms_crop is None or not np.all(np.isfinite(output.refined_vertices)):
+            return output, report
+        points = crop_hand_points(crop, output.hand_probability, c.max_points)
+        if len(points) < c.min_points:
+            return output, report
+        faces = self.faces[crop.handedness]
+        transforms = camera_part_transforms(np.asarray(output.part_transforms_crop, np.float64), crop)
+        weight = 1.0 / (len(points) * c.point_sigma_m**2)
+        link_weight = c.joint_gap_sigma_m ** -2
+        total = np.zeros(PART_DOF * NUM_PARTS)
+        vertices = np.asarray(output.refined_vertices, np.float64)
+        for step in range(c.iterations + (1 if measure else 0)):
+            normals = vertex_normals(vertices, faces)
+            matches = nearest_front_vertices(points, vertices, normals, c.max_match_distance_m)
+            if step == 0:
+                report["points"] = int((matches >= 0).sum())
+            if measure:
+                report["before_mm" if step == 0 else "after_mm"] = _mean_point_to_plane_mm(points, matches, vertices, normals)
+            if step == c.iterations or not (matches >= 0).any():
+                break
+            centres = np.einsum("prc,pc->pr", transforms[:, :3, :3], self.part_rest_centres) + transforms[:, :3, 3]
+            hessian = np.diag(self.prior)
+            gradient = self.prior * total
+            point_to_plane_normal_equations(
+                points, matches, vertices, normals, self.template, self.vertex_parts, self.vertex_blend, transforms, centres, c.huber_m, weight, hessian, gradient
+            )
+            joint_link_normal_equations(self.link_parts, self.link_points, transforms, centres, link_weight, hessian, gradient)
+            delta = -np.linalg.solve(hessian, gradient)
+            total += delta
+            transforms = apply_part_motions(transforms, centres, delta)
+            vertices = linear_blend_skinning(self.template, self.vertex_part_weights, transforms)
+            report["steps"] = step + 1
+        if measure and report["steps"] == 0:
+            report["after_mm"] = report["before_mm"]
+        joints = linear_blend_skinning(self.keypoint_rest, self.keypoint_part_weights, transforms)
+        if not (np.all(np.isfinite(vertices)) and np.all(np.isfinite(joints))):
+            return output, {**report, "steps": 0, "after_mm": report["before_mm"]}
+        return dataclasses.replace(output, refined_vertices=vertices.astype(np.float32), joints=joints.astype(np.float32)), report
+
+
+def _mean_point_to_plane_mm(points: np.ndarray, matches: np.ndarray, vertices: np.ndarray, normals: np.ndarray) -> float | None:
+    """Mean |n . (v - x)| (mm) over the matched points; None where none matched."""
+    matched = matches >= 0
+    if not matched.any():
+        return None
+    k = matches[matched]
+    return float(np.abs(np.einsum("ij,ij->i", normals[k], vertices[k] - points[matched])).mean() * 1e3)
+
+
+def warm_up_refiner(refiner: Refiner) -> None:
+    """Run each kernel once (on the template 0.5 m ahead), so that a run's first refined
+    frame pays no numba compilation or cache load."""
+    vertices = refiner.template + np.array([0.0, 0.0, 0.5])
+    transforms = np.tile(np.eye(4), (NUM_PARTS, 1, 1))
+    transforms[:, 2, 3] = 0.5
+    normals = vertex_normals(vertices, refiner.faces[Handedness.RIGHT])
+    points = vertices[:: max(1, len(vertices) // 8)]
+    matches = nearest_front_vertices(points, vertices, normals, refiner.config.max_match_distance_m)
+    centres = refiner.part_rest_centres + np.array([0.0, 0.0, 0.5])
+    hessian, gradient = np.diag(refiner.prior), np.zeros(PART_DOF * NUM_PARTS)
+    point_to_plane_normal_equations(points, matches, vertices, normals, refiner.template, refiner.vertex_parts, refiner.vertex_blend, transforms, centres, refiner.config.huber_m, 1.0, hessian, gradient)
+    joint_link_normal_equations(refiner.link_parts, refiner.link_points, transforms, centres, 1.0, hessian, gradient)
+    moved = apply_part_motions(transforms, centres, -np.linalg.solve(hessian, gradient))
+    linear_blend_skinning(refiner.template, refiner.vertex_part_weights, moved)
