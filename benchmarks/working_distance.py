@@ -23,6 +23,9 @@ its ray to each distance, tracked as a run tracks them; per distance, as
 ``benchmarks.near_surfaces``' tracked part: the frames with a hand, the side right (all,
 and at a track's frames 1, 16 and 31), the side changes and the mean joint error.
 
+``--refine``: the same with the online refinement (``tracker.refine``), as
+``run_tracker.py --refine`` tracks; ``benchmarks/results/working_distance_refine.json``.
+
 Writes ``benchmarks/results/working_distance.json`` (with the command, machine and settings).
 """
 
@@ -70,6 +73,8 @@ class WorkingDistanceConfig:
     track_first_seed: int = TRACK_FIRST_SEED
     track_frames: int = 90
     track_distances_m: tuple[float, ...] = (0.45, 0.9, 1.2, 1.4)
+    #: Track with the online refinement (``--refine``, ``tracker.refine``).
+    refine: bool = False
 
 
 def _in_image(joints_cam_m: np.ndarray, intrinsics) -> bool:
@@ -122,14 +127,14 @@ def track_sequences(config, key: str, settings, sequence, progress: bool = True,
     and at ``SIDE_AT_FRAMES`` of each track), the side changes, the mean joint error (mm),
     of all and of those on the true side, and each stage's median milliseconds
     (``FrameResult.timings_ms``, on the machine the result file names). ``config``: also
-    its ``track_frames`` and ``backend``; ``adjust``: called on the tracker once opened (a
-    benchmark's setting)."""
+    its ``track_frames``, ``backend`` and, where it has one, ``refine``; ``adjust``: called
+    on the tracker once opened (a benchmark's setting)."""
     from tracker.api import open_tracker
 
     seeds = range(config.track_first_seed, config.track_first_seed + config.track_sequences)
     runs = [(setting, seed, hand) for setting in settings for seed in seeds for hand in (Handedness.RIGHT, Handedness.LEFT)]
     outcomes = {setting: {"right": [], "errors": [], "changes": 0, "at": {n: [] for n in SIDE_AT_FRAMES}, "ms": {}} for setting in settings}
-    with open_tracker(backend=config.backend) as tracker:
+    with open_tracker(backend=config.backend, refine=getattr(config, "refine", False)) as tracker:
         if adjust is not None:
             adjust(tracker)
         for setting, seed, hand in tqdm(runs, desc="tracked sequences", disable=not progress):
@@ -224,7 +229,7 @@ def measure(config: WorkingDistanceConfig, progress: bool = True) -> list[dict]:
     from tracker.api import open_tracker
 
     outcomes = {z: [] for z in config.distances_m}
-    with open_tracker(backend=config.backend) as tracker:
+    with open_tracker(backend=config.backend, refine=config.refine) as tracker:
         seeds = range(config.first_seed, config.first_seed + config.poses)
         for seed in tqdm(seeds, desc="poses", disable=not progress):
             for z in config.distances_m:
@@ -275,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         "--track-distances", type=float, nargs="+", default=list(WorkingDistanceConfig.track_distances_m), metavar="M",
         help="distances the tracked sequences are moved to, metres (default %(default)s)",
     )
+    parser.add_argument("--refine", action="store_true", help="track with the online refinement (run_tracker.py --refine)")
     args = parser.parse_args(argv)
     if args.poses < 1 or args.first_seed < 0:
         parser.error("--poses must be at least 1, --first-seed at least 0")
@@ -286,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     config = WorkingDistanceConfig(
         poses=args.poses, first_seed=args.first_seed, distances_m=tuple(args.distances), backend=args.backend,
         track_sequences=args.track_sequences, track_frames=args.track_frames, track_distances_m=tuple(args.track_distances),
+        refine=args.refine,
     )
 
     began = time.perf_counter()

@@ -55,6 +55,15 @@ def test_keep_planes_leaves_the_surface_behind_the_hand_in_the_crops(tmp_path, c
     assert len(out.read_text().splitlines()) == 2
 
 
+def test_refine_adds_its_stage_and_is_saved_with_the_run(tmp_path, no_camera):
+    out = tmp_path / "t.jsonl"
+    assert main(["--max-frames", "3", "--out", str(out), "--no-viewer", "--refine"]) == 0
+    resolved = json.loads((tmp_path / "t.config.json").read_text())
+    assert resolved["tracker"]["refine"] is True and resolved["tracker"]["refinement"]["iterations"] == 2
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 3 and all(line["hands"] and "refine" in line["timings_ms"] for line in lines)
+
+
 @pytest.mark.parametrize("seconds, noted", [(0.2, False), (4.5, True)])
 def test_the_tracker_warms_up_before_the_source_opens_and_a_slow_warm_up_is_explained(tmp_path, capsys, monkeypatch, seconds, noted):
     import tracker.sources
