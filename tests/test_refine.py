@@ -209,12 +209,18 @@ def test_warm_up_compiles_every_kernel_without_a_frame(hand_model):
     warm_up_refiner(Refiner(hand_model))
 
 
+def _projected(joints_cam_m: np.ndarray, intrinsics) -> np.ndarray:
+    from tracker.lens import project
+
+    return project(joints_cam_m, intrinsics)
+
+
 def test_a_tracker_that_refines_reports_its_time_and_tracks_closer():
     # Round trip through the whole tracker: the built-in moving hand, tracked with and without.
     from tracker.api import open_tracker
     from tracker.sources import SyntheticSource
 
-    errors = {}
+    errors, confidences = {}, {}
     for refine in (False, True):
         source = SyntheticSource(seed=3, max_frames=10)
         with open_tracker(hand="right", refine=refine) as hand_tracker:
@@ -222,6 +228,11 @@ def test_a_tracker_that_refines_reports_its_time_and_tracks_closer():
         assert all(len(r.hands) == 1 for r in results)
         assert all(("refine" in r.timings_ms) == refine for r in results)
         errors[refine] = np.mean([np.linalg.norm(r.hands[0].joints_cam_m - source.ground_truth(r.frame.frame_number), axis=1).mean() for r in results])
+        confidences[refine] = [r.hands[0].confidence for r in results]
+        hand = results[-1].hands[0]
+        np.testing.assert_allclose(hand.joints_uv_px, _projected(hand.joints_cam_m, results[-1].frame.intrinsics), atol=1e-3)
+    # Whether a hand is reported is the network's fit's to decide, refined or not.
+    assert confidences[True] == confidences[False]
     # 10 frames of seed 3: ~8 mm without, the refinement takes ~0.5 mm off (the built-in
     # input's 120 frames: 7.7 against 7.2 mm). Closer by any amount is the claim here.
     assert errors[True] < errors[False], errors

@@ -34,7 +34,7 @@ import numpy as np
 
 from tracker.confidence import depth_agreement
 from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, BackgroundPlane, CropFrame, OutOfImage
-from tracker.estimator import HandEstimator, Launched, usable
+from tracker.estimator import HandEstimator, Launched
 from tracker.lens import pinhole_view, project
 from tracker.prepare import PREPARE_OPENCV_THREADS, HandChoiceConfig, PrepareConfig, Prepared, PrepareWorkerEnded, PrepareWorkers, prepare_frame, side_classifier_crop, warm_up_preparation
 from tracker.refine import RefineConfig, Refiner, warm_up_refiner
@@ -78,10 +78,10 @@ class TrackerConfig:
     #: ``kept_by_the_tracker``). At or above ``min_hand_probability``: no such band.
     doubtful_hand_probability: float = 0.05
     min_confidence_when_doubtful: float = 0.8
-    #: Refine each estimate against its crop's depth before its confidence is judged
-    #: (``tracker.refine``: a few steps of articulated ICP after the refit; off: the
-    #: network's refitted pose as it is). ``benchmarks/refinement.py`` measures what it
-    #: gains and costs.
+    #: Refine each estimate kept against its crop's depth (``tracker.refine``: a few steps
+    #: of articulated ICP after the refit; off: the network's refitted pose as it is). The
+    #: confidence, and so whether a hand is reported, is the network's fit's either way.
+    #: ``benchmarks/refinement.py`` measures what it gains and costs.
     refine: bool = False
     refinement: RefineConfig = field(default_factory=RefineConfig)
     #: Smooth the joints over time with a One-Euro filter (off: raw per-frame estimates).
@@ -762,10 +762,6 @@ class HandTracker:
         output, stage_ms = self.estimator.complete(begun.launched)
         timings.update(stage_ms)
         crop = begun.launched.crop
-        if self._refiner is not None and usable(crop, output):
-            t0 = time.perf_counter()
-            output, _ = self._refiner.refine(crop, output)
-            timings["refine"] = 1e3 * (time.perf_counter() - t0)
         estimate = self.estimator.to_estimate(crop, output, dict(timings), frame.intrinsics)
         # The stages the estimate itself took (its confidence) are the frame's too.
         timings.update({stage: ms for stage, ms in estimate.timings_ms.items() if stage not in timings})
@@ -778,6 +774,15 @@ class HandTracker:
             return FrameResult(frame, (), timings, judged_no_hand=begun.doubtful)
         if current:
             self._previous_center = begun.centre
+        if self._refiner is not None:
+            # After the confidence, which judges the network's own fit: a refined mesh meets
+            # the depth better wherever it is, so judged after refinement, a fit to the wrong
+            # thing (a desk under a hand 1 cm above it) could pass (``docs/network.md``).
+            t0 = time.perf_counter()
+            refined, _ = self._refiner.refine(crop, output)
+            timings["refine"] = 1e3 * (time.perf_counter() - t0)
+            uv = project(refined.joints, frame.intrinsics)
+            estimate = dataclasses.replace(estimate, joints_cam_m=refined.joints, vertices_cam_m=refined.refined_vertices, joints_uv_px=uv.astype(np.float32))
         if begun.smoother is not None:
             # Joints and mesh through one filter, so the drawn and written mesh stays on the
             # smoothed skeleton rather than jittering around it.
