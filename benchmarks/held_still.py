@@ -15,7 +15,8 @@ rendered at each distance (the wrist that far along the optical axis, the palm n
 image's centre) ``frames`` times at 30 frames/s, unmoving, each frame with fresh stereo
 noise (``kernels.sensor_noise.StereoNoiseModel``, the built-in input's), and tracked as a run
 tracks it: by the command line's tracker (``tracker.api.open_tracker``), once as it is and
-once with ``--smooth`` (the One-Euro filter's default setting).
+once with ``--smooth`` (the One-Euro filter's default setting); ``--refine`` tracks both
+with the online refinement (``benchmarks/results/held_still_refine.json``).
 
 Per distance and setting, over all poses and both hands:
 
@@ -86,6 +87,8 @@ class HeldStillConfig:
     #: the far distances, its free end as near the camera as the hand or nearer.
     arm_length_m: float = ARM_LENGTH_M
     backend: str = "onnxruntime"
+    #: Track with the online refinement (``--refine``, ``tracker.refine``), both settings.
+    refine: bool = False
 
 
 def hand_frame_axes(hand_model) -> tuple[np.ndarray, np.ndarray]:
@@ -164,7 +167,7 @@ def measure(config: HeldStillConfig, progress: bool = True) -> list[dict]:
     source = SyntheticSource(seed=0, max_frames=1, hand_model=hand_model)
     runs = [(z, pose, hand) for z in config.distances_m for pose in POSES for hand in (Handedness.RIGHT, Handedness.LEFT)]
     per_run: dict = {(z, name): [] for z in config.distances_m for name in SETTINGS}
-    trackers = {name: open_tracker(backend=config.backend, smooth=name == "smoothed") for name in SETTINGS}
+    trackers = {name: open_tracker(backend=config.backend, smooth=name == "smoothed", refine=config.refine) for name in SETTINGS}
     try:
         for z, (pose_name, facing, turn, tilt), hand in tqdm(runs, desc="held poses", disable=not progress):
             pose = held_pose(hand_model, facing, turn, tilt, z, hand)
@@ -249,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         "far from the camera, its free end nearer the camera than the hand in the pose tilted back)",
     )
     parser.add_argument("--backend", default=defaults.backend, choices=[AUTO_BACKEND, *BACKENDS], help="inference backend (default %(default)s)")
+    parser.add_argument("--refine", action="store_true", help="track with the online refinement (run_tracker.py --refine), raw and smoothed")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "held_still.json", help="result JSON (default benchmarks/results/held_still.json)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -261,7 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 <= args.arm_length < 3.0:
         parser.error("--arm-length must lie between 0 (no arm) and 3 m")
     check_output_path(parser, "--out", args.out)
-    config = dataclasses.replace(defaults, distances_m=tuple(args.distances), frames=args.frames, seed=args.seed, backend=args.backend, arm_length_m=args.arm_length)
+    config = dataclasses.replace(
+        defaults, distances_m=tuple(args.distances), frames=args.frames, seed=args.seed, backend=args.backend, arm_length_m=args.arm_length,
+        refine=args.refine,
+    )
 
     began = time.perf_counter()
     rows = measure(config, progress=not args.no_progress)

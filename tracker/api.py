@@ -250,6 +250,7 @@ def track(
     realtime: bool | None = None,
     max_frames: int | None = None,
     min_hand_probability: float = TrackerConfig.min_hand_probability,
+    refine: bool = False,
 ) -> TrackedFrames:
     """Each frame of ``source`` tracked, in order, as a ``FrameResult`` (``hands`` empty where
     no hand is seen); the tracker and the source are opened here, so bad weights or a missing
@@ -286,7 +287,7 @@ def track(
             open_source(str(source))  # refuses it, as it refuses any unknown source, before the tracker's warm-up
         if not opened and max_frames is None and source_kind(source if isinstance(source, os.PathLike) else str(source)) == "synthetic":
             max_frames = DEFAULT_SYNTHETIC_FRAMES  # as on the command line; an opened one may be endless
-        hand_tracker = open_tracker(weights, backend, hand, smooth, min_hand_probability)
+        hand_tracker = open_tracker(weights, backend, hand, smooth, min_hand_probability, refine=refine)
     except BaseException:
         if opened:  # closed with the rest, however the call fails
             source.close()
