@@ -40,6 +40,19 @@ def test_points_match_only_vertices_facing_the_camera():
     np.testing.assert_array_equal(nearest_front_vertices(points, vertices, normals, 0.5), [-1, -1, 5])
 
 
+def test_the_pruned_search_finds_what_a_search_of_every_vertex_finds(hand_model):
+    vertices = hand_model.template_vertices.astype(np.float64) + [0.02, -0.01, 0.5]
+    normals = vertex_normals(vertices, np.ascontiguousarray(hand_model.faces, np.int32))
+    front = np.flatnonzero(np.einsum("ij,ij->i", normals, vertices) < 0)
+    rng = np.random.default_rng(5)
+    points = vertices[rng.choice(len(vertices), 300)] + rng.normal(0, 0.01, (300, 3))
+    for limit in (0.03, 0.005):
+        distance = np.linalg.norm(points[:, None] - vertices[front][None], axis=2)
+        expected = np.where(distance.min(1) < limit, front[distance.argmin(1)], -1)
+        np.testing.assert_array_equal(nearest_front_vertices(points, vertices, normals, limit), expected)
+        assert (expected >= 0).sum() > (30 if limit < 0.01 else 250)
+
+
 def test_part_motion_rotates_about_the_centre_and_then_translates():
     transforms = np.tile(np.eye(4), (2, 1, 1))
     centres = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels.icp import PART_DOF, apply_part_motions, joint_link_normal_equations, nearest_front_vertices, point_to_plane_normal_equations, vertex_normals
+from kernels.icp import nearest_front_vertices, refine_part_transforms, vertex_normals
 from kernels.lbs import linear_blend_skinning
 from tracker.confidence import crop_camera
 from tracker.estimator import NetworkOutput
@@ -148,41 +148,27 @@ class Refiner:
             return output, report
         faces = self.faces[crop.handedness]
         transforms = camera_part_transforms(np.asarray(output.part_transforms_crop, np.float64), crop)
-        weight = 1.0 / (len(points) * c.point_sigma_m**2)
-        link_weight = c.joint_gap_sigma_m ** -2
-        total = np.zeros(PART_DOF * NUM_PARTS)
         vertices = np.asarray(output.refined_vertices, np.float64)
-        for step in range(c.iterations + (1 if measure else 0)):
-            normals = vertex_normals(vertices, faces)
-            matches = nearest_front_vertices(points, vertices, normals, c.max_match_distance_m)
-            if step == 0:
-                report["points"] = int((matches >= 0).sum())
-            if measure:
-                report["before_mm" if step == 0 else "after_mm"] = _mean_point_to_plane_mm(points, matches, vertices, normals)
-            if step == c.iterations or not (matches >= 0).any():
-                break
-            centres = np.einsum("prc,pc->pr", transforms[:, :3, :3], self.part_rest_centres) + transforms[:, :3, 3]
-            hessian = np.diag(self.prior)
-            gradient = self.prior * total
-            point_to_plane_normal_equations(
-                points, matches, vertices, normals, self.template, self.vertex_parts, self.vertex_blend, transforms, centres, c.huber_m, weight, hessian, gradient
-            )
-            joint_link_normal_equations(self.link_parts, self.link_points, transforms, centres, link_weight, hessian, gradient)
-            delta = -np.linalg.solve(hessian, gradient)
-            total += delta
-            transforms = apply_part_motions(transforms, centres, delta)
-            vertices = linear_blend_skinning(self.template, self.vertex_part_weights, transforms)
-            report["steps"] = step + 1
-        if measure and report["steps"] == 0:
-            report["after_mm"] = report["before_mm"]
+        if measure:
+            report["before_mm"] = _mean_point_to_plane_mm(points, vertices, faces, c.max_match_distance_m)
+        transforms, vertices, report["points"], report["steps"] = refine_part_transforms(
+            points, transforms, vertices, faces, self.template, self.vertex_parts, self.vertex_blend, self.vertex_part_weights,
+            self.part_rest_centres, self.link_parts, self.link_points, self.prior, c.iterations,
+            1.0 / (len(points) * c.point_sigma_m**2), c.joint_gap_sigma_m**-2, c.huber_m, c.max_match_distance_m,
+        )
+        if measure:
+            report["after_mm"] = _mean_point_to_plane_mm(points, vertices, faces, c.max_match_distance_m)
         joints = linear_blend_skinning(self.keypoint_rest, self.keypoint_part_weights, transforms)
         if not (np.all(np.isfinite(vertices)) and np.all(np.isfinite(joints))):
             return output, {**report, "steps": 0, "after_mm": report["before_mm"]}
         return dataclasses.replace(output, refined_vertices=vertices.astype(np.float32), joints=joints.astype(np.float32)), report
 
 
-def _mean_point_to_plane_mm(points: np.ndarray, matches: np.ndarray, vertices: np.ndarray, normals: np.ndarray) -> float | None:
-    """Mean |n . (v - x)| (mm) over the matched points; None where none matched."""
+def _mean_point_to_plane_mm(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, max_distance_m: float) -> float | None:
+    """Mean |n . (v - x)| (mm) of the points matched to the mesh as a step matches them;
+    None where none is."""
+    normals = vertex_normals(vertices, faces)
+    matches = nearest_front_vertices(points, vertices, normals, max_distance_m)
     matched = matches >= 0
     if not matched.any():
         return None
@@ -191,17 +177,16 @@ def _mean_point_to_plane_mm(points: np.ndarray, matches: np.ndarray, vertices: n
 
 
 def warm_up_refiner(refiner: Refiner) -> None:
-    """Run each kernel once (on the template 0.5 m ahead), so that a run's first refined
-    frame pays no numba compilation or cache load."""
-    vertices = refiner.template + np.array([0.0, 0.0, 0.5])
+    """Run the kernels once (the template 0.5 m ahead, its own vertices for points), so that
+    a run's first refined frame pays no numba compilation or cache load."""
     transforms = np.tile(np.eye(4), (NUM_PARTS, 1, 1))
     transforms[:, 2, 3] = 0.5
-    normals = vertex_normals(vertices, refiner.faces[Handedness.RIGHT])
-    points = vertices[:: max(1, len(vertices) // 8)]
-    matches = nearest_front_vertices(points, vertices, normals, refiner.config.max_match_distance_m)
-    centres = refiner.part_rest_centres + np.array([0.0, 0.0, 0.5])
-    hessian, gradient = np.diag(refiner.prior), np.zeros(PART_DOF * NUM_PARTS)
-    point_to_plane_normal_equations(points, matches, vertices, normals, refiner.template, refiner.vertex_parts, refiner.vertex_blend, transforms, centres, refiner.config.huber_m, 1.0, hessian, gradient)
-    joint_link_normal_equations(refiner.link_parts, refiner.link_points, transforms, centres, 1.0, hessian, gradient)
-    moved = apply_part_motions(transforms, centres, -np.linalg.solve(hessian, gradient))
-    linear_blend_skinning(refiner.template, refiner.vertex_part_weights, moved)
+    vertices = linear_blend_skinning(refiner.template, refiner.vertex_part_weights, transforms)
+    points = np.ascontiguousarray(vertices[:: max(1, len(vertices) // 32)])
+    faces = refiner.faces[Handedness.RIGHT]
+    c = refiner.config
+    refine_part_transforms(
+        points, transforms, vertices, faces, refiner.template, refiner.vertex_parts, refiner.vertex_blend, refiner.vertex_part_weights,
+        refiner.part_rest_centres, refiner.link_parts, refiner.link_points, refiner.prior, 1, 1.0, 1.0, c.huber_m, c.max_match_distance_m,
+    )
+    _mean_point_to_plane_mm(points, vertices, faces, c.max_match_distance_m)
