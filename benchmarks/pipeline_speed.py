@@ -265,6 +265,8 @@ def default_result_path(args: argparse.Namespace) -> Path:
         suffix += f"_paced{args.pace:g}"
     if args.video:
         suffix += "_video"
+    if args.refine:
+        suffix += "_refine"
     return RESULTS / f"pipeline_speed_{args.backend}{suffix}.json"
 
 
@@ -339,12 +341,13 @@ def main(argv: list[str] | None = None) -> int:
         help="also write the overlay video (depth colour map, mesh, skeleton; 30 frames/s, into a temporary file), "
         "as run_tracker.py --video does",
     )
+    parser.add_argument("--refine", action="store_true", help="track with the online refinement, as run_tracker.py --refine does")
     parser.add_argument(
         "--weights", type=Path, default=None, metavar="DIR",
         help="network weights directory, with its own classifiers where it has them, as run_tracker.py --weights takes it "
         "(default: the shipped weights/; another needs --out)",
     )
-    parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>[_memory][_replayed_network][_as_gpu][_replayed_preparation][_gpuMSms][_one_network_at_a_time][_aheadN][_read_aheadN][_side_check_everyN][_pacedFPS][_video].json)")
+    parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>[_memory][_replayed_network][_as_gpu][_replayed_preparation][_gpuMSms][_one_network_at_a_time][_aheadN][_read_aheadN][_side_check_everyN][_pacedFPS][_video][_refine].json)")
     args = parser.parse_args(argv)
     # Imported here, not at the top: segmentation worker processes import this module again
     # when they start, and need none of torch, numba or the inference runtimes.
@@ -425,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         config = TrackerConfig(cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest), segment_ahead=ahead)
         if args.side_check_every is not None:
             config = dataclasses.replace(config, side_check_every=args.side_check_every)
+        if args.refine:
+            config = dataclasses.replace(config, refine=True)
         backend = create_backend(args.backend, weights, **backend_options(args.backend, ahead))
         estimator = HandEstimator(backend, hand_model)  # checks the weights were made for this hand model
         classifiers = crop_classifiers(weights, None, config.min_hand_probability)
