@@ -510,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = {
         k: float(np.median(v))
         # Replayed, the preparation's timings are its first frame's, every frame: not a measurement.
-        for k in (("side_check", "network", "refit", "confidence") if args.replay_preparation else ("segment", "crop", "side", "presence", "side_check", "network", "refit", "confidence"))
+        for k in (("side_check", "network", "refit", "confidence", "refine") if args.replay_preparation else ("segment", "crop", "side", "presence", "side_check", "network", "refit", "confidence", "refine"))
         if (v := _measured(probe.stage_ms.get(k, array("d"))[skip:])).size
     }
     # Paced, the frames the tracker could not keep up with were dropped, not lost.

@@ -211,10 +211,18 @@ def test_too_few_hand_pixels_leave_the_networks_fit_as_it_is(hand_model):
 
 
 @pytest.mark.parametrize(
-    "change", [{"iterations": -1}, {"max_points": 0}, {"huber_m": 0.0}, {"point_sigma_m": float("nan")}, {"translation_sigma_m": -0.01}]
+    "change, named",
+    [
+        ({"iterations": -1}, "iterations"),
+        ({"max_points": 0}, "max_points"),
+        ({"min_points": 300}, "min_points <= max_points"),
+        ({"huber_m": 0.0}, "huber_m"),
+        ({"point_sigma_m": float("nan")}, "point_sigma_m"),
+        ({"translation_sigma_m": -0.01}, "translation_sigma_m"),
+    ],
 )
-def test_a_setting_out_of_range_is_refused(change):
-    with pytest.raises(ValueError, match=next(iter(change)).split("_sigma")[0].split("_m")[0]):
+def test_a_setting_out_of_range_is_refused(change, named):
+    with pytest.raises(ValueError, match=named):
         RefineConfig(**change)
 
 

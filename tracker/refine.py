@@ -1,11 +1,12 @@
 """Online refinement: a few Gauss-Newton steps of articulated ICP after the refit.
 
-Between the refit (``tracker.refit``: the network's vertices -> 16 per-part similarity
-transforms -> skinned mesh) and the confidence, each part is moved by a small rigid motion
-so that the mesh meets the crop's measured hand points, point to plane, from the side the
-camera sees (Dual Grid Net §4.1's ICP term, minimised per frame instead of used as a
+After the refit (``tracker.refit``: the network's vertices -> 16 per-part similarity
+transforms -> skinned mesh), each part is moved by a small rigid motion so that the mesh
+meets the crop's measured hand points, point to plane, from the side the camera sees (Dual Grid Net §4.1's ICP term, minimised per frame instead of used as a
 training loss). Two priors keep it a hand: each part stays near where the network put it,
-and parts that meet at a joint stay together. The kernels are in ``kernels.icp``.
+and parts that meet at a joint stay together. The kernels are in ``kernels.icp``. The
+tracker (``TrackerConfig.refine``) refines the hands it keeps, after their confidence: a
+refined mesh meets the depth wherever it lies, so it must not decide whether a hand is there.
 
 Why: the network regresses the mesh from a 64x64 crop and leaves millimetres on the table
 that the depth itself can settle; the refinement takes them back where the hand is seen,
@@ -61,8 +62,8 @@ class RefineConfig:
     joint_gap_sigma_m: float = 0.03
 
     def __post_init__(self) -> None:
-        if self.iterations < 0 or self.max_points < 1 or self.min_points < 1:
-            raise ValueError(f"iterations >= 0, max_points >= 1 and min_points >= 1 needed, got {self.iterations}, {self.max_points}, {self.min_points}")
+        if self.iterations < 0 or not 1 <= self.min_points <= self.max_points:
+            raise ValueError(f"iterations >= 0 and 1 <= min_points <= max_points needed, got {self.iterations}, {self.min_points}, {self.max_points}")
         for name in ("point_sigma_m", "huber_m", "max_match_distance_m", "rotation_sigma_rad", "translation_sigma_m", "joint_gap_sigma_m"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0):
