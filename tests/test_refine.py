@@ -215,7 +215,7 @@ def test_too_few_hand_pixels_leave_the_networks_fit_as_it_is(hand_model):
     [
         ({"iterations": -1}, "iterations"),
         ({"max_points": 0}, "max_points"),
-        ({"min_points": 300}, "min_points <= max_points"),
+        ({"min_points": 300, "max_points": 256}, "min_points <= max_points"),
         ({"huber_m": 0.0}, "huber_m"),
         ({"point_sigma_m": float("nan")}, "point_sigma_m"),
         ({"translation_sigma_m": -0.01}, "translation_sigma_m"),

@@ -39,8 +39,10 @@ class RefineConfig:
     #: Gauss-Newton steps per frame (each matches points anew). Two reach nearly all of the
     #: gain on synthetic frames (a third: 0.015 mm more for a third more time).
     iterations: int = 2
-    #: At most this many of the crop's hand pixels are matched (evenly spread over them).
-    max_points: int = 256
+    #: At most this many of the crop's hand pixels are matched (evenly spread over them);
+    #: by default all of a 64x64 crop's. More points average the depth's noise away: with
+    #: at most 256 of them, a hand held still shook more refined than not (``docs/network.md``).
+    max_points: int = 4096
     #: Fewer hand pixels than this: too little of the hand to move 16 parts by; the
     #: network's pose is kept.
     min_points: int = 20
