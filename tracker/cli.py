@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--refine", action="store_true",
         help="refine each estimate against the depth it was cut from (a few steps of articulated ICP after the network; "
-        "about 0.8 ms a hand on one CPU core, 13 %% lower mean joint error on held-out synthetic frames: benchmarks/results/refinement.json; off by default)",
+        "about 0.7 ms a hand on one CPU core, 15 %% lower mean joint error on held-out synthetic frames: benchmarks/results/refinement.json; off by default)",
     )
     parser.add_argument(
         "--weights", type=_folder_argument,
