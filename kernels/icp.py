@@ -1,4 +1,4 @@
-"""Articulated ICP: one Gauss-Newton step of the online refinement (numba, inference side).
+"""Articulated ICP: the online refinement's Gauss-Newton steps (numba, inference side).
 
 The refit leaves the hand as 16 per-part similarity transforms (``kernels.refit``). The
 online refinement moves each part by a small rigid motion about its own centre so that the
@@ -12,13 +12,15 @@ posed points, c_p the part's centre. A vertex moves with the blend of its parts'
 its derivative is sum_p w_vp [-[y_vp - c_p]x, I] with y_vp = T_p template_v.
 
 The kernels accumulate the normal equations H delta = -g directly (each residual touches at
-most four parts), so no Jacobian matrix is ever built.
+most four parts on the shipped hand model), so no Jacobian matrix is ever built;
+``refine_part_transforms`` runs the whole loop.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
 from kernels.lbs import linear_blend_skinning
 
 #: Unknowns per part: rotation vector (3) and translation (3).

@@ -190,7 +190,7 @@ def test_refinement_brings_a_disturbed_fit_back_to_the_rendered_hand(hand_model)
     # ...and the joints come back part of the way: the disturbance moves them 5-7 mm on
     # average (the true pose's own refit is ~1 mm off its joints, bone lengths being drawn
     # apart); surfaces that slide along themselves (a finger turned about its own length)
-    # leave the rest to the prior that holds each part near the network's pose. 2.8-4.4 mm
+    # leave the rest to the prior that holds each part near the network's pose. 2.8-4.3 mm
     # measured; every frame closer, and a third of the error gone over the four.
     assert np.mean(errors_before) > 0.004
     assert all(after < before for before, after in zip(errors_before, errors_after))
