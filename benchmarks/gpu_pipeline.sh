@@ -11,9 +11,9 @@
 # 3. the whole tracking pipeline on the GPU, frames from memory, segmenting ahead in WORKERS
 #    worker processes; then with the network's output replayed (the ceiling the CPU stages
 #    set), with a capture thread reading the frames (one ahead) instead of the tracker thread
-#    itself (tracker.pipeline.default_read_ahead), and with one network at a time instead
-#    of the next frame's begun before the last one's is completed, and with no side checks
-#    (--side-check-every 0, as with --hand left|right: what the checks cost);
+#    itself (tracker.pipeline.default_read_ahead), without the online refinement
+#    (--no-refine: segment to refit and output alone, what the refinement costs), and with
+#    no side checks (--side-check-every 0, as with --hand left|right: what the checks cost);
 # 4. live use: frames arriving at 90 frames/s as from a camera, the tracker keeping the newest
 #    (no workers), and the latency from each frame's due time;
 # 5. where the tracker thread spends its time: a cProfile of the main thread (the worker
@@ -21,7 +21,7 @@
 #
 # Results in $OUT: session.log, network_speed_gpu.json, pipeline_speed_gpu_aheadN.json,
 # pipeline_speed_gpu_aheadN_replayed_network.json, pipeline_speed_gpu_aheadN_read_ahead1.json,
-# pipeline_speed_gpu_aheadN_one_network_at_a_time.json,
+# pipeline_speed_gpu_aheadN_no_refine.json,
 # pipeline_speed_gpu_aheadN_side_check_every0.json, pipeline_speed_gpu_paced90.json (8 files,
 # as many as the device machine brings back). Each is written as soon as it exists, so a run cut short
 # keeps what was done. Needs what benchmarks/gpu_session.sh needs. GPU_SESSION_SMOKE=1 runs
@@ -71,9 +71,9 @@ run_stage "pipeline ($most workers, network replayed)" 60 "$python" -m benchmark
 run_stage "pipeline ($most workers, capture thread)" 60 "$python" -m benchmarks.pipeline_speed --input memory \
   --frames "$frames" --backend "$backend" --segment-ahead "$most" --read-ahead 1 \
   --out "$out/pipeline_speed_gpu_ahead${most}_read_ahead1.json"
-run_stage "pipeline ($most workers, one network at a time)" 60 "$python" -m benchmarks.pipeline_speed --input memory \
-  --frames "$frames" --backend "$backend" --segment-ahead "$most" --one-network-at-a-time \
-  --out "$out/pipeline_speed_gpu_ahead${most}_one_network_at_a_time.json"
+run_stage "pipeline ($most workers, no refinement)" 60 "$python" -m benchmarks.pipeline_speed --input memory \
+  --frames "$frames" --backend "$backend" --segment-ahead "$most" --no-refine \
+  --out "$out/pipeline_speed_gpu_ahead${most}_no_refine.json"
 run_stage "pipeline ($most workers, no side checks)" 60 "$python" -m benchmarks.pipeline_speed --input memory \
   --frames "$frames" --backend "$backend" --segment-ahead "$most" --side-check-every 0 \
   --out "$out/pipeline_speed_gpu_ahead${most}_side_check_every0.json"

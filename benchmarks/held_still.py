@@ -15,8 +15,9 @@ rendered at each distance (the wrist that far along the optical axis, the palm n
 image's centre) ``frames`` times at 30 frames/s, unmoving, each frame with fresh stereo
 noise (``kernels.sensor_noise.StereoNoiseModel``, the built-in input's), and tracked as a run
 tracks it: by the command line's tracker (``tracker.api.open_tracker``), once as it is and
-once with ``--smooth`` (the One-Euro filter's default setting); ``--refine`` tracks both
-with the online refinement (``benchmarks/results/held_still_refine.json``).
+once with ``--smooth`` (the One-Euro filter's default setting), both refining their
+estimates as ``run_tracker.py`` does by default; ``--no-refine`` tracks both without the
+online refinement (``benchmarks/results/held_still_no_refine.json``).
 
 Per distance and setting, over all poses and both hands:
 
@@ -87,8 +88,8 @@ class HeldStillConfig:
     #: the far distances, its free end as near the camera as the hand or nearer.
     arm_length_m: float = ARM_LENGTH_M
     backend: str = "onnxruntime"
-    #: Track with the online refinement (``--refine``, ``tracker.refine``), both settings.
-    refine: bool = False
+    #: Track with the online refinement (``tracker.refine``; the tracker's default), both settings.
+    refine: bool = True
 
 
 def hand_frame_axes(hand_model) -> tuple[np.ndarray, np.ndarray]:
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "far from the camera, its free end nearer the camera than the hand in the pose tilted back)",
     )
     parser.add_argument("--backend", default=defaults.backend, choices=[AUTO_BACKEND, *BACKENDS], help="inference backend (default %(default)s)")
-    parser.add_argument("--refine", action="store_true", help="track with the online refinement (run_tracker.py --refine), raw and smoothed")
+    parser.add_argument("--refine", action=argparse.BooleanOptionalAction, default=True, help="track with the online refinement, raw and smoothed, as run_tracker.py does by default (--no-refine: without it)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "held_still.json", help="result JSON (default benchmarks/results/held_still.json)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)

@@ -1,13 +1,14 @@
 """End-to-end tracking capacity: a recording played as fast as possible through the tracker.
 
     python -m benchmarks.pipeline_speed [--frames 2000] [--backend onnxruntime] [--input recording|memory]
-        [--segment-ahead N] [--replay-network] [--warmup N] [--pace FPS] [--video]
+        [--segment-ahead N] [--replay-network] [--warmup N] [--pace FPS] [--video] [--no-refine]
 
 Builds a .db3 recording of the synthetic moving hand (rs.software_device + rs.recorder),
 then runs the whole chain on it, every frame, no viewer: playback -> segment -> crop ->
-side vote -> network -> refit -> JSON lines. ``--input memory`` plays the same frames
-from memory instead (the first 500 rendered, looped), for machines without the RealSense
-SDK (GPU boxes) or to take the playback out of the measurement. ``--replay-network``
+side vote -> network -> refit -> online refinement (``--no-refine``: none) -> JSON lines.
+``--input memory`` plays the same frames from memory instead (the first 500 rendered,
+looped), for machines without the RealSense SDK (GPU boxes) or to take the playback out of
+the measurement. ``--replay-network``
 runs the network once and replays its output, which measures what the CPU stages alone
 allow: no backend, however fast, can take the pipeline past that. Reports frames/s (median
 over 100-frame windows, and overall), latency (p50/p99) and per-stage medians, all after
@@ -265,8 +266,8 @@ def default_result_path(args: argparse.Namespace) -> Path:
         suffix += f"_paced{args.pace:g}"
     if args.video:
         suffix += "_video"
-    if args.refine:
-        suffix += "_refine"
+    if not args.refine:
+        suffix += "_no_refine"
     return RESULTS / f"pipeline_speed_{args.backend}{suffix}.json"
 
 
@@ -341,13 +342,16 @@ def main(argv: list[str] | None = None) -> int:
         help="also write the overlay video (depth colour map, mesh, skeleton; 30 frames/s, into a temporary file), "
         "as run_tracker.py --video does",
     )
-    parser.add_argument("--refine", action="store_true", help="track with the online refinement, as run_tracker.py --refine does")
+    parser.add_argument(
+        "--refine", action=argparse.BooleanOptionalAction, default=True,
+        help="track with the online refinement, as run_tracker.py does by default (--no-refine: without it, segment to refit and output alone)",
+    )
     parser.add_argument(
         "--weights", type=Path, default=None, metavar="DIR",
         help="network weights directory, with its own classifiers where it has them, as run_tracker.py --weights takes it "
         "(default: the shipped weights/; another needs --out)",
     )
-    parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>[_memory][_replayed_network][_as_gpu][_replayed_preparation][_gpuMSms][_one_network_at_a_time][_aheadN][_read_aheadN][_side_check_everyN][_pacedFPS][_video][_refine].json)")
+    parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/pipeline_speed_<backend>[_memory][_replayed_network][_as_gpu][_replayed_preparation][_gpuMSms][_one_network_at_a_time][_aheadN][_read_aheadN][_side_check_everyN][_pacedFPS][_video][_no_refine].json)")
     args = parser.parse_args(argv)
     # Imported here, not at the top: segmentation worker processes import this module again
     # when they start, and need none of torch, numba or the inference runtimes.
@@ -428,8 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         config = TrackerConfig(cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest), segment_ahead=ahead)
         if args.side_check_every is not None:
             config = dataclasses.replace(config, side_check_every=args.side_check_every)
-        if args.refine:
-            config = dataclasses.replace(config, refine=True)
+        config = dataclasses.replace(config, refine=args.refine)
         backend = create_backend(args.backend, weights, **backend_options(args.backend, ahead))
         estimator = HandEstimator(backend, hand_model)  # checks the weights were made for this hand model
         classifiers = crop_classifiers(weights, None, config.min_hand_probability)

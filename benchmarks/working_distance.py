@@ -23,8 +23,8 @@ its ray to each distance, tracked as a run tracks them; per distance, as
 ``benchmarks.near_surfaces``' tracked part: the frames with a hand, the side right (all,
 and at a track's frames 1, 16 and 31), the side changes and the mean joint error.
 
-``--refine``: the same with the online refinement (``tracker.refine``), as
-``run_tracker.py --refine`` tracks; ``benchmarks/results/working_distance_refine.json``.
+The tracker refines its estimates (``tracker.refine``), as ``run_tracker.py`` does by
+default; ``--no-refine`` tracks without (``benchmarks/results/working_distance_no_refine.json``).
 
 Writes ``benchmarks/results/working_distance.json`` (with the command, machine and settings).
 """
@@ -73,8 +73,8 @@ class WorkingDistanceConfig:
     track_first_seed: int = TRACK_FIRST_SEED
     track_frames: int = 90
     track_distances_m: tuple[float, ...] = (0.45, 0.9, 1.2, 1.4)
-    #: Track with the online refinement (``--refine``, ``tracker.refine``).
-    refine: bool = False
+    #: Track with the online refinement (``tracker.refine``; the tracker's default).
+    refine: bool = True
 
 
 def _in_image(joints_cam_m: np.ndarray, intrinsics) -> bool:
@@ -134,7 +134,7 @@ def track_sequences(config, key: str, settings, sequence, progress: bool = True,
     seeds = range(config.track_first_seed, config.track_first_seed + config.track_sequences)
     runs = [(setting, seed, hand) for setting in settings for seed in seeds for hand in (Handedness.RIGHT, Handedness.LEFT)]
     outcomes = {setting: {"right": [], "errors": [], "changes": 0, "at": {n: [] for n in SIDE_AT_FRAMES}, "ms": {}} for setting in settings}
-    with open_tracker(backend=config.backend, refine=getattr(config, "refine", False)) as tracker:
+    with open_tracker(backend=config.backend, refine=getattr(config, "refine", True)) as tracker:
         if adjust is not None:
             adjust(tracker)
         for setting, seed, hand in tqdm(runs, desc="tracked sequences", disable=not progress):
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         "--track-distances", type=float, nargs="+", default=list(WorkingDistanceConfig.track_distances_m), metavar="M",
         help="distances the tracked sequences are moved to, metres (default %(default)s)",
     )
-    parser.add_argument("--refine", action="store_true", help="track with the online refinement (run_tracker.py --refine)")
+    parser.add_argument("--refine", action=argparse.BooleanOptionalAction, default=True, help="track with the online refinement, as run_tracker.py does by default (--no-refine: without it)")
     args = parser.parse_args(argv)
     if args.poses < 1 or args.first_seed < 0:
         parser.error("--poses must be at least 1, --first-seed at least 0")

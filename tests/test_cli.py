@@ -55,13 +55,14 @@ def test_keep_planes_leaves_the_surface_behind_the_hand_in_the_crops(tmp_path, c
     assert len(out.read_text().splitlines()) == 2
 
 
-def test_refine_adds_its_stage_and_is_saved_with_the_run(tmp_path, no_camera):
+@pytest.mark.parametrize("flags, refined", [([], True), (["--refine"], True), (["--no-refine"], False)])
+def test_the_refinement_is_on_by_default_timed_and_saved_with_the_run(tmp_path, no_camera, flags, refined):
     out = tmp_path / "t.jsonl"
-    assert main(["--max-frames", "3", "--out", str(out), "--no-viewer", "--refine"]) == 0
+    assert main(["--max-frames", "3", "--out", str(out), "--no-viewer", *flags]) == 0
     resolved = json.loads((tmp_path / "t.config.json").read_text())
-    assert resolved["tracker"]["refine"] is True and resolved["tracker"]["refinement"]["iterations"] == 2
+    assert resolved["tracker"]["refine"] is refined and resolved["tracker"]["refinement"]["iterations"] == 2
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(lines) == 3 and all(line["hands"] and "refine" in line["timings_ms"] for line in lines)
+    assert len(lines) == 3 and all(line["hands"] and ("refine" in line["timings_ms"]) == refined for line in lines)
 
 
 @pytest.mark.parametrize("seconds, noted", [(0.2, False), (4.5, True)])

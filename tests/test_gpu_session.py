@@ -81,15 +81,16 @@ def test_gpu_pipeline_smoke_run_brings_back_every_result(tmp_path):
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "failed" not in (out / "session.log").read_text()
-    for variant in ("", "_replayed_network", "_read_ahead1", "_one_network_at_a_time", "_side_check_every0"):
+    for variant in ("", "_replayed_network", "_read_ahead1", "_no_refine", "_side_check_every0"):
         pipeline = json.loads((out / f"pipeline_speed_gpu_ahead2{variant}.json").read_text())
         assert pipeline["frames"] == 60 and pipeline["tracker_config"]["segment_ahead"] == 2
         assert pipeline["network"].startswith("replayed") == (variant == "_replayed_network")
         # The smoke run's CPU backend reads with a capture thread by default too, and runs
-        # one network at a time; on the GPU the defaults are the tracker thread reading and
-        # two networks in flight, and these stages compare each with the other way.
+        # one network at a time; on the GPU the default is the tracker thread reading, and
+        # this stage compares it with the other way.
         assert pipeline["read_ahead"] == 1 and ("--read-ahead" in pipeline["command"]) == (variant == "_read_ahead1")
-        assert ("--one-network-at-a-time" in pipeline["command"]) == (variant == "_one_network_at_a_time")
+        assert pipeline["tracker_config"]["refine"] == (variant != "_no_refine")
+        assert ("refine" in pipeline["stage_median_ms"]) == (variant != "_no_refine")
         assert pipeline["pipelined_networks"] is False and pipeline["tracker_thread_cpu_ms_per_frame"] > 0
         assert pipeline["tracker_config"]["side_check_every"] == (0 if variant == "_side_check_every0" else 15)
     assert "onnxruntime" in json.loads((out / "network_speed_gpu.json").read_text())["backends"]

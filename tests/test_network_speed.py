@@ -101,9 +101,10 @@ def test_pipeline_speed_measures_the_tracker_thread_alone_on_a_gpu_backend_s_pat
     # starts): at most 500 * 30 / 29 frames/s, 2 % more for sleep and clock granularity.
     assert result["frames_per_second_overall"] <= 500 * 30 / 29 * 1.02
     # The replayed preparation's timings are its first frame's: left out, not reported as
-    # measured. The side checks (frames 15 and 30, the tracker's default) are the tracker's own.
+    # measured. The side checks (frames 15 and 30, the tracker's default) and the refinement
+    # (on by default) are the tracker's own.
     assert result["tracker_config"]["side_check_every"] == 15
-    assert set(result["stage_median_ms"]) == {"side_check", "network", "refit", "confidence"}
+    assert set(result["stage_median_ms"]) == {"side_check", "network", "refit", "confidence", "refine"}
     # The tracker thread's CPU time per frame is part of the time it takes per frame.
     per_frame_ms = 1e3 / result["frames_per_second_overall"]
     assert 0 < result["tracker_thread_cpu_ms_per_frame"] <= 1.5 * per_frame_ms

@@ -448,7 +448,7 @@ def test_the_tracker_thread_reading_the_input_itself_keeps_every_frame_before_a_
             yield from self._frames  # not read: the stop is seen first
 
     source, sink = FailsAfterThree(frames), _Collect()
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, handedness=Handedness.RIGHT))
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(refine=False, min_hand_probability=0.0, handedness=Handedness.RIGHT))
     previous = signal.getsignal(signal.SIGTERM)
     summary = run_pipeline(source, tracker, [sink], drop_old_frames=False, read_ahead=0)
     assert signal.getsignal(signal.SIGTERM) is previous and source.closed
@@ -480,7 +480,7 @@ def test_a_source_that_cannot_start_giving_frames_is_an_input_error_with_everyth
             self.closed = True
 
     source, sink = OpensInFrames(), ClosableCollect()
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, handedness=Handedness.RIGHT))
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(refine=False, min_hand_probability=0.0, handedness=Handedness.RIGHT))
     summary = run_pipeline(source, tracker, [sink], drop_old_frames=False, read_ahead=read_ahead)
     assert summary.stopped_by == "input error" and summary.error == "device busy" and summary.frames == 0
     assert source.closed and sink.closed
@@ -506,7 +506,7 @@ def test_the_tracker_thread_reading_the_input_ends_it_before_the_source_is_close
         def close(self):
             events.append("source closed")
 
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, handedness=Handedness.RIGHT))
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(refine=False, min_hand_probability=0.0, handedness=Handedness.RIGHT))
     summary = run_pipeline(Playback(), tracker, [_Collect()], drop_old_frames=False, max_frames=2, read_ahead=0)
     assert summary.frames == 2 and events == ["playback stopped", "source closed"]
 
@@ -810,7 +810,7 @@ def test_frames_begun_before_the_last_is_completed_come_out_as_one_at_a_time():
     # The track found again at 10 votes afresh, or takes up the one lost at 9.
     sides = {}
     for resume_ms in (0.0, TrackerConfig.resume_side_within_ms):
-        config = TrackerConfig(min_hand_probability=0.0, side_check_every=0, smooth=True, resume_side_within_ms=resume_ms)
+        config = TrackerConfig(refine=False, min_hand_probability=0.0, side_check_every=0, smooth=True, resume_side_within_ms=resume_ms)
         one = HandTracker(Moving(), config)
         alone = [one.finish(*step(n)) for n in range(len(logits))]
         two = HandTracker(Moving(), config)
@@ -850,7 +850,7 @@ def test_a_frame_completed_after_its_track_ended_is_reported_but_does_not_carry_
             return HandEstimate(np.zeros((1, 3), np.float32), joints, np.zeros((21, 2), np.float32), Handedness.RIGHT, self.confidence.get(self.frame, 1.0), timings)
 
     estimator = Echo()
-    tracker = HandTracker(estimator, TrackerConfig(min_hand_probability=0.0, handedness=Handedness.RIGHT, smooth=True))
+    tracker = HandTracker(estimator, TrackerConfig(refine=False, min_hand_probability=0.0, handedness=Handedness.RIGHT, smooth=True))
     intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
 
     def begin(number, centre):
@@ -1353,16 +1353,16 @@ def test_the_tracker_crops_in_the_frame_and_cube_its_weights_were_trained_on(han
         manifest = {"crop_frame": "ray", "cube_size_m": 0.3}
 
     estimator = type("Estimator", (), {"backend": Backend()})()
-    tracker = HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT))
+    tracker = HandTracker(estimator, TrackerConfig(refine=False, handedness=Handedness.RIGHT))
     assert tracker.config.crop_frame == CropFrame.RAY and tracker.prepare_config.crop_frame == CropFrame.RAY
     assert tracker.config.cube_size_m == tracker.prepare_config.cube_size_m == 0.3
     with pytest.raises(ValueError, match="weights trained in the ray frame"):
-        HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT, crop_frame=CropFrame.CAMERA))
+        HandTracker(estimator, TrackerConfig(refine=False, handedness=Handedness.RIGHT, crop_frame=CropFrame.CAMERA))
     with pytest.raises(ValueError, match="a 0.26 m crop cube for weights trained on 0.3 m cubes"):
-        HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT, cube_size_m=0.26))
-    assert HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT, cube_size_m=0.3)).config.cube_size_m == 0.3
+        HandTracker(estimator, TrackerConfig(refine=False, handedness=Handedness.RIGHT, cube_size_m=0.26))
+    assert HandTracker(estimator, TrackerConfig(refine=False, handedness=Handedness.RIGHT, cube_size_m=0.3)).config.cube_size_m == 0.3
     Backend.manifest = {}  # from before either was recorded: the camera frame, the default cube
-    tracker = HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT))
+    tracker = HandTracker(estimator, TrackerConfig(refine=False, handedness=Handedness.RIGHT))
     assert tracker.config.crop_frame == CropFrame.CAMERA and tracker.config.cube_size_m == DEFAULT_CUBE_SIZE_M
 
 
@@ -1383,10 +1383,10 @@ def test_the_tracker_fills_past_the_image_as_its_weights_were_trained_and_the_si
             return 1.0
 
     estimator = type("Estimator", (), {"backend": Backend()})()
-    config = HandTracker(estimator, TrackerConfig(), side_classifier=Recorder()).prepare_config
+    config = HandTracker(estimator, TrackerConfig(refine=False), side_classifier=Recorder()).prepare_config
     assert config.out_of_image == OutOfImage.MARKED and config.crop_frame == CropFrame.CAMERA
     Backend.manifest = {"crop_frame": "camera"}  # from before the choice: the far face
-    assert HandTracker(estimator, TrackerConfig(), side_classifier=Recorder()).prepare_config.out_of_image == OutOfImage.FAR
+    assert HandTracker(estimator, TrackerConfig(refine=False), side_classifier=Recorder()).prepare_config.out_of_image == OutOfImage.FAR
 
     frame = next(iter(SyntheticSource(seed=6, max_frames=1, hand_model=hand_model).frames()))
     intrinsics = frame.intrinsics
@@ -1424,7 +1424,7 @@ def test_a_side_left_to_the_tracker_is_judged_on_the_camera_frame_crop(hand_mode
 
     frame = next(iter(SyntheticSource(seed=6, max_frames=1, hand_model=hand_model).frames()))
     classifier = Recorder()
-    tracker = HandTracker(type("Estimator", (), {"backend": Backend()})(), TrackerConfig(min_hand_probability=0.0, side_check_every=0), side_classifier=classifier)
+    tracker = HandTracker(type("Estimator", (), {"backend": Backend()})(), TrackerConfig(refine=False, min_hand_probability=0.0, side_check_every=0), side_classifier=classifier)
     prepared = prepare_frame(frame.depth_m(), frame.intrinsics, None, dc.replace(_prepare_config(), crop_frame=CropFrame.RAY))
     assert prepared.right_logit is None
     crop, _ = tracker._crop(frame, prepared, {})
@@ -1435,7 +1435,9 @@ def test_a_side_left_to_the_tracker_is_judged_on_the_camera_frame_crop(hand_mode
 
 class _SideEchoEstimator:
     """Stands in for the network: joints 0.5 m away on the right crop, 0.6 m on the left,
-    full confidence, so what the tracker did with sides and smoothing shows in the output."""
+    full confidence, so what the tracker did with sides and smoothing shows in the output.
+    Its outputs are no network's, with nothing to refine: its trackers have ``refine=False``,
+    as have those of the other stand-ins below."""
 
     backend = type("Backend", (), {"manifest": {"crop_frame": "ray"}})()
 
@@ -1470,7 +1472,7 @@ def _side_echo_step(tracker, frame_number: int, centre, right_logit: float, time
 def test_a_hand_found_far_from_the_last_one_starts_a_new_track():
     from tracker.pipeline import HandTracker, TrackerConfig
 
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, side_check_every=0, smooth=True), side_classifier=object())
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(refine=False, min_hand_probability=0.0, side_check_every=0, smooth=True), side_classifier=object())
     for i in range(5):  # a right hand, tracked long enough to hold a clear vote
         assert _side_echo_step(tracker, i, [0.0, 0.0, 0.5], 3.0).handedness == Handedness.RIGHT
     # It leaves; segmentation finds a left hand 30 cm away. Were it the same track, the
@@ -1494,7 +1496,7 @@ def test_a_hand_found_far_from_the_last_one_starts_a_new_track():
 def test_a_gap_a_restarted_counter_or_another_camera_starts_a_new_track(frame_number, timestamp_ms, serial):
     from tracker.pipeline import HandTracker, TrackerConfig
 
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, side_check_every=0), side_classifier=object())
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(refine=False, min_hand_probability=0.0, side_check_every=0), side_classifier=object())
     for i in range(5):
         assert _side_echo_step(tracker, i, [0.0, 0.0, 0.5], 3.0).handedness == Handedness.RIGHT
     # A left hand where the right one was: only a new track lets its first frame decide.
@@ -1550,7 +1552,7 @@ def test_the_frame_a_stream_breaks_at_is_segmented_without_the_old_prior(monkeyp
     monkeypatch.setattr(pipeline, "PrepareWorkers", Workers)
     intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
     frames = [DepthFrame(np.zeros((48, 64), np.uint16), 0.001, intrinsics, i * 33.0, "a" if i < 6 else "b", i) for i in range(12)]
-    tracker = Tracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, side_check_every=0, segment_ahead=segment_ahead), side_classifier=object())
+    tracker = Tracker(_SideEchoEstimator(), TrackerConfig(refine=False, min_hand_probability=0.0, side_check_every=0, segment_ahead=segment_ahead), side_classifier=object())
     run_pipeline(_ClosableSource(frames), tracker, [_Collect()], drop_old_frames=False)
     sent = [priors[("a" if i < 6 else "b", i)] for i in range(12)]
     assert sent[0] is None and sent[5] is not None  # camera a: tracked from its second frame on
@@ -1575,7 +1577,7 @@ def test_each_run_starts_with_a_new_track_and_reading_past_max_frames_is_no_erro
         """The side-echo network on prepared frames whose centre and logit are fixed."""
 
         def __init__(self, logit):
-            super().__init__(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, side_check_every=0), side_classifier=object())
+            super().__init__(_SideEchoEstimator(), TrackerConfig(refine=False, min_hand_probability=0.0, side_check_every=0), side_classifier=object())
             self.logit = logit
 
         def prepare(self, frame, prior):
@@ -1610,7 +1612,7 @@ def test_each_run_starts_with_a_new_track_and_reading_past_max_frames_is_no_erro
 def test_smoothing_starts_over_when_the_side_vote_changes_its_mind():
     from tracker.pipeline import HandTracker, TrackerConfig
 
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, side_check_every=0, smooth=True), side_classifier=object())
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(refine=False, min_hand_probability=0.0, side_check_every=0, smooth=True), side_classifier=object())
     assert _side_echo_step(tracker, 0, [0.0, 0.0, 0.5], 1.0).handedness == Handedness.RIGHT
     right = _side_echo_step(tracker, 1, [0.0, 0.0, 0.5], 0.5)
     flipped = _side_echo_step(tracker, 2, [0.0, 0.0, 0.5], -3.0)  # the vote turns left
@@ -1629,7 +1631,7 @@ def test_smoothing_moves_the_mesh_with_the_joints():
             z = 0.5 if self.calls == 1 else 0.6
             return HandEstimate(np.full((50, 3), z, np.float32), np.full((21, 3), z, np.float32), np.zeros((21, 2), np.float32), Handedness.RIGHT, 1.0, timings)
 
-    tracker = HandTracker(Stepping(), TrackerConfig(min_hand_probability=0.0, smooth=True, handedness=Handedness.RIGHT))
+    tracker = HandTracker(Stepping(), TrackerConfig(refine=False, min_hand_probability=0.0, smooth=True, handedness=Handedness.RIGHT))
     _side_echo_step(tracker, 0, [0.0, 0.0, 0.5], 1.0)
     moved = _side_echo_step(tracker, 1, [0.0, 0.0, 0.5], 1.0)
     assert 0.5 < moved.joints_cam_m[0, 2] < 0.6  # on its way, not jumped
@@ -1651,7 +1653,7 @@ def test_an_estimate_without_confidence_is_no_hand_and_ends_the_track(tmp_path):
             z = 0.5 if self.calls == 1 else 0.7  # the hand found again elsewhere
             return HandEstimate(np.full((5, 3), z, np.float32), np.full((21, 3), z, np.float32), np.zeros((21, 2), np.float32), Handedness.RIGHT, 1.0, timings)
 
-    tracker = HandTracker(Failing(), TrackerConfig(min_hand_probability=0.0, smooth=True, handedness=Handedness.RIGHT))
+    tracker = HandTracker(Failing(), TrackerConfig(refine=False, min_hand_probability=0.0, smooth=True, handedness=Handedness.RIGHT))
     intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
     sink = JsonLinesSink(tmp_path / "x.jsonl")
     results = []
@@ -2025,7 +2027,7 @@ def test_every_output_is_closed_when_closing_the_source_fails(hand_model):
     sink = _Collect()
     sink.closed = False
     sink.close = lambda: setattr(sink, "closed", True)
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, handedness=Handedness.RIGHT))
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(refine=False, min_hand_probability=0.0, handedness=Handedness.RIGHT))
     with pytest.raises(OSError, match="device vanished"):
         run_pipeline(BadClose(), tracker, [sink], drop_old_frames=False)
     assert sink.closed
@@ -2063,7 +2065,7 @@ def test_a_signal_while_the_stop_handlers_go_in_still_closes_everything(monkeypa
     source, sink = _ClosableSource(), _Collect()
     sink.closed = False
     sink.close = lambda: setattr(sink, "closed", True)
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, handedness=Handedness.RIGHT))
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(refine=False, min_hand_probability=0.0, handedness=Handedness.RIGHT))
     try:
         with pytest.raises(KeyboardInterrupt):
             run_pipeline(source, tracker, [sink], drop_old_frames=False)
@@ -2093,7 +2095,7 @@ def test_frames_the_camera_lost_count_as_dropped_live(live):
                     time.sleep(0.005)
                 yield DepthFrame(np.zeros((12, 16), np.uint16), 0.001, k, timestamp_ms=float(number), serial="s", frame_number=number)
 
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, handedness=Handedness.RIGHT))
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(refine=False, min_hand_probability=0.0, handedness=Handedness.RIGHT))
     summary = run_pipeline(Paced(), tracker, [sink], drop_old_frames=live)
     assert [r.frame.frame_number for r in sink.results] == [10, 11, 12, 16, 17, 3, 4]
     # As fast as possible every frame is the input's, gaps and all: none was dropped.
@@ -2168,7 +2170,7 @@ def test_an_input_fault_names_its_type_keeps_its_trace_and_is_never_an_empty_mes
             raise AssertionError()  # str() of it is ""
             yield
 
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, handedness=Handedness.RIGHT))
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(refine=False, min_hand_probability=0.0, handedness=Handedness.RIGHT))
     summary = run_pipeline(Faulty(), tracker, [_Collect()], drop_old_frames=False)
     assert summary.stopped_by == "input error" and summary.error == "AssertionError"
     assert "Traceback" in summary.error_traceback and "in frames" in summary.error_traceback
@@ -2184,7 +2186,7 @@ def test_a_signal_while_the_run_closes_keeps_why_it_ended():
 
     intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
     frames = [DepthFrame(np.zeros((48, 64), np.uint16), 0.001, intrinsics, i * 33.0, "cam", i) for i in range(2)]
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0, handedness=Handedness.RIGHT))
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(refine=False, min_hand_probability=0.0, handedness=Handedness.RIGHT))
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever the test run inherited
     try:
         summary = run_pipeline(_ClosableSource(frames), tracker, [SignalsWhileClosing()], drop_old_frames=False)
@@ -2226,7 +2228,7 @@ def test_the_hand_presence_evidence_keeps_a_hand_through_a_denied_frame_drops_an
             return -9.0
 
     estimator, presence = Counting(), AskedOnlyWithoutALogit()
-    tracker = HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT), presence=presence)
+    tracker = HandTracker(estimator, TrackerConfig(refine=False, handedness=Handedness.RIGHT), presence=presence)
     intrinsics = CameraIntrinsics(64, 48, 50.0, 50.0, 32.0, 24.0)
 
     def hands(number, hand_logit, confidence=1.0):
@@ -2257,7 +2259,7 @@ def test_the_hand_presence_evidence_keeps_a_hand_through_a_denied_frame_drops_an
 
     # With no doubtful band (at min_hand_probability), a doubted frame is refused outright.
     estimator.started = 0
-    tracker = HandTracker(estimator, TrackerConfig(handedness=Handedness.RIGHT, doubtful_hand_probability=0.5), presence=presence)
+    tracker = HandTracker(estimator, TrackerConfig(refine=False, handedness=Handedness.RIGHT, doubtful_hand_probability=0.5), presence=presence)
     assert [hands(n, logit, confidence=0.85) for n, logit in zip((20, 21, 22), (8.0, -8.0, -8.0))] == [1, 1, 0]
     assert hands(23, -2.0, confidence=0.85) == 0 and estimator.started == 2
 
@@ -2370,7 +2372,7 @@ def test_side_check_due_says_beforehand_which_frames_begin_with_a_side_check(han
     ]
     presence = type("Presence", (), {})()  # its logits come with each frame (Prepared.hand_logit)
     for resume_ms, expected in ((0.0, [0, 3, 5, 8, 10, 13, 15, 18, 21]), (TrackerConfig.resume_side_within_ms, [0, 3, 5, 9, 10, 13, 16, 19, 22])):
-        config = TrackerConfig(handedness=handedness, side_check_every=every, resume_side_within_ms=resume_ms)
+        config = TrackerConfig(refine=False, handedness=handedness, side_check_every=every, resume_side_within_ms=resume_ms)
         tracker = HandTracker(_CheckingEstimator(), config, side_classifier=object(), presence=presence)
         due, checked, gap_ms = [], [], 0.0
         for number, step in enumerate(steps):
@@ -2399,7 +2401,7 @@ def test_side_check_due_knows_a_jump_back_takes_up_the_track_lost_there():
     centres = [a] * 5 + [None, b] + [a] * 4
     presence = type("Presence", (), {})()
     for resume_ms, expected in ((TrackerConfig.resume_side_within_ms, [0, 3, 6, 8]), (0.0, [0, 3, 6, 7, 10])):
-        tracker = HandTracker(_CheckingEstimator(), TrackerConfig(side_check_every=3, resume_side_within_ms=resume_ms), side_classifier=object(), presence=presence)
+        tracker = HandTracker(_CheckingEstimator(), TrackerConfig(refine=False, side_check_every=3, resume_side_within_ms=resume_ms), side_classifier=object(), presence=presence)
         due, checked = [], []
         for number, centre in enumerate(centres):
             frame, prepared = _checking_step(tracker, 100 + number, centre, timestamp_ms=33.0 * number)
@@ -2413,7 +2415,7 @@ def test_a_side_check_that_fails_leaves_nothing_queued():
     from tracker.pipeline import HandTracker, TrackerConfig
 
     estimator = _CheckingEstimator(two_in_flight=True, collect_fails=True)
-    tracker = HandTracker(estimator, TrackerConfig(min_hand_probability=0.0, side_check_every=3), side_classifier=object())
+    tracker = HandTracker(estimator, TrackerConfig(refine=False, min_hand_probability=0.0, side_check_every=3), side_classifier=object())
     for number in range(3):
         tracker.finish(*_checking_step(tracker, number, [0.0, 0.0, 0.5]))
     assert not estimator.backend.queued
@@ -2425,7 +2427,7 @@ def test_a_side_check_that_fails_leaves_nothing_queued():
 def test_process_takes_a_depth_frame_and_says_how_to_make_one():
     from tracker.pipeline import HandTracker, TrackerConfig
 
-    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(min_hand_probability=0.0), side_classifier=object())
+    tracker = HandTracker(_SideEchoEstimator(), TrackerConfig(refine=False, min_hand_probability=0.0), side_classifier=object())
     with pytest.raises(TypeError, match=r"takes a DepthFrame, not ndarray: .*DepthFrame.from_metres"):
         tracker.process(np.zeros((48, 64), np.float32))
 

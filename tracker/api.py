@@ -69,7 +69,7 @@ def open_tracker(
     smooth: bool | OneEuroConfig = False,
     min_hand_probability: float = TrackerConfig.min_hand_probability,
     keep_planes: bool = False,
-    refine: bool = False,
+    refine: bool = True,
 ) -> HandTracker:
     """A ``HandTracker`` ready for ``process(frame)``; close it (or use ``with``) to release
     its backend.
@@ -89,7 +89,8 @@ def open_tracker(
         sub-folders are used where it has them, else the shipped classifiers.
     keep_planes: leave a wall or table right behind the hand in the crops; by default it is
         cleared from them (``TrackerConfig.background_plane``, ``--keep-planes``).
-    refine: refine each estimate against the depth (``TrackerConfig.refine``, ``--refine``).
+    refine: refine each estimate against the depth (``TrackerConfig.refine``, on by
+        default; False as ``--no-refine``: the network's fit as it is, a little faster).
 
     The tracker is warmed up (``HandTracker.warm_up``): its first frame is as fast as the
     rest. Raises ``tracker.weights.WeightsError`` for missing or damaged weights.
@@ -250,7 +251,7 @@ def track(
     realtime: bool | None = None,
     max_frames: int | None = None,
     min_hand_probability: float = TrackerConfig.min_hand_probability,
-    refine: bool = False,
+    refine: bool = True,
 ) -> TrackedFrames:
     """Each frame of ``source`` tracked, in order, as a ``FrameResult`` (``hands`` empty where
     no hand is seen); the tracker and the source are opened here, so bad weights or a missing
