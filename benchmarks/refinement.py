@@ -1,4 +1,4 @@
-"""What the online refinement (``tracker.refine``, ``--refine``) gains and costs.
+"""What the online refinement (``tracker.refine``, on by default; ``--no-refine``) gains and costs.
 
     python -m benchmarks.refinement                          # 500 held-out frames + the SR305 frames
     python -m benchmarks.refinement --frames 50 --out /tmp/refinement.json
