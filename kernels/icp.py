@@ -28,6 +28,48 @@ PART_DOF = 6
 
 
 @njit(cache=True)
+def crop_pixel_points(depth, hand_probability, min_probability, max_points, mirrored, focal, cx, cy, centre_depth, half_cube_m, cam_from_crop):
+    """(N, 3) float64 camera-frame points (metres) of a crop's pixels with a depth inside the
+    cube (-1 < depth < 1) and ``hand_probability`` above ``min_probability``, at most
+    ``max_points`` of them, evenly spread over them in row order.
+
+    depth: (S, S) float32 normalised crop depth (``HandCrop.depth``); hand_probability:
+    (S, S) float32; mirrored: the crop is a left hand's, mirrored in x (its camera is not);
+    focal, cx, cy: the crop's virtual pinhole camera in crop pixels; centre_depth: the cube
+    centre's depth along that camera's axis, metres; half_cube_m: half the cube's edge;
+    cam_from_crop: (3, 3) float64 rotation from the crop's axes to the camera's."""
+    size = depth.shape[0]
+    index = np.empty(size * size, np.int64)
+    count = 0
+    for r in range(size):
+        for c in range(size):
+            d = depth[r, c]
+            if -1.0 < d < 1.0 and hand_probability[r, c] > min_probability:
+                index[count] = r * size + c
+                count += 1
+    if count > max_points:
+        # As np.linspace(0, count - 1, max_points) truncated; each taken index lies at or
+        # after its slot, so the list thins in place.
+        if max_points > 1:
+            step = (count - 1) / (max_points - 1)
+            for k in range(max_points - 1):
+                index[k] = index[int(k * step)]
+            index[max_points - 1] = index[count - 1]
+        count = max_points  # one point: the first
+    points = np.empty((count, 3))
+    for k in range(count):
+        r = index[k] // size
+        column = index[k] % size
+        z = centre_depth + depth[r, column] * half_cube_m
+        u = size - 1 - column if mirrored else column
+        x = (u - cx) / focal * z
+        y = (r - cy) / focal * z
+        for a in range(3):
+            points[k, a] = cam_from_crop[a, 0] * x + cam_from_crop[a, 1] * y + cam_from_crop[a, 2] * z
+    return points
+
+
+@njit(cache=True)
 def vertex_normals(vertices, faces):
     """(V, 3) float64 unit normals, area-weighted over each vertex's faces.
 
@@ -52,7 +94,8 @@ def vertex_normals(vertices, faces):
 
 @njit(cache=True)
 def nearest_front_vertices(points, vertices, normals, max_distance_m):
-    """For each point the nearest vertex facing the camera, or -1 beyond ``max_distance_m``.
+    """For each point the nearest vertex facing the camera, or -1 beyond ``max_distance_m``
+    (``nearest_front_vertices_from`` with no guesses).
 
     points: (N, 3) float64 camera frame metres; vertices: (V, 3) float64 same frame;
     normals: (V, 3) float64 unit outward normals. A vertex faces the camera (at the origin)
@@ -62,6 +105,16 @@ def nearest_front_vertices(points, vertices, normals, max_distance_m):
     from its own x until the x distance alone exceeds the best match: a hand spans ~10 cm in
     x and a match lies a few mm away, so a few dozen of the ~600 are looked at.
     Returns (N,) int64."""
+    return nearest_front_vertices_from(points, vertices, normals, max_distance_m, np.full(points.shape[0], -1, np.int64))
+
+
+@njit(cache=True)
+def nearest_front_vertices_from(points, vertices, normals, max_distance_m, guesses):
+    """``nearest_front_vertices``, each point's search starting from a guess: ``guesses``
+    (N,) int64, a vertex per point or -1. A guess that faces the camera and lies within
+    ``max_distance_m`` bounds the search from the start, so a point whose last match moved
+    a little looks at a handful of vertices; the nearest is found all the same (a guess at
+    the same distance as another vertex is kept)."""
     front_all = np.empty(vertices.shape[0], np.int64)
     count = 0
     for v in range(vertices.shape[0]):
@@ -76,6 +129,12 @@ def nearest_front_vertices(points, vertices, normals, max_distance_m):
     limit = max_distance_m * max_distance_m
     for i in range(points.shape[0]):
         best = limit
+        g = guesses[i]
+        if g >= 0 and normals[g, 0] * vertices[g, 0] + normals[g, 1] * vertices[g, 1] + normals[g, 2] * vertices[g, 2] < 0.0:
+            d = (vertices[g, 0] - points[i, 0]) ** 2 + (vertices[g, 1] - points[i, 1]) ** 2 + (vertices[g, 2] - points[i, 2]) ** 2
+            if d < best:
+                best = d
+                matches[i] = g
         start = np.searchsorted(xs, points[i, 0])
         # Outwards on both sides at once would interleave; one side, then the other, is as good.
         for direction in (1, -1):
@@ -245,6 +304,28 @@ def apply_part_motions(transforms, part_centres, delta):
 
 
 @njit(cache=True)
+def solve_positive_definite(matrix, vector):
+    """x with matrix @ x = vector, for a symmetric positive definite (n, n) float64 matrix
+    (Cholesky, then two triangular solves): the Gauss-Newton system, whose prior makes it
+    so, in half the time of a general solve."""
+    lower = np.linalg.cholesky(matrix)
+    n = vector.shape[0]
+    y = np.empty(n)
+    for i in range(n):
+        total = vector[i]
+        for k in range(i):
+            total -= lower[i, k] * y[k]
+        y[i] = total / lower[i, i]
+    x = np.empty(n)
+    for i in range(n - 1, -1, -1):
+        total = y[i]
+        for k in range(i + 1, n):
+            total -= lower[k, i] * x[k]
+        x[i] = total / lower[i, i]
+    return x
+
+
+@njit(cache=True)
 def refine_part_transforms(points, transforms, vertices, faces, template, vertex_parts, vertex_blend, vertex_part_weights,
                            part_rest_centres, link_parts, link_points, prior, iterations, weight, link_weight, huber_m, max_distance_m):
     """The online refinement's Gauss-Newton loop: ``iterations`` steps, each matching the
@@ -263,9 +344,11 @@ def refine_part_transforms(points, transforms, vertices, faces, template, vertex
     total = np.zeros(dof)
     matched_first = 0
     steps = 0
+    # Each step's matches start from the last step's: the mesh moved by millimetres.
+    matches = np.full(points.shape[0], -1, np.int64)
     for step in range(iterations):
         normals = vertex_normals(vertices, faces)
-        matches = nearest_front_vertices(points, vertices, normals, max_distance_m)
+        matches = nearest_front_vertices_from(points, vertices, normals, max_distance_m, matches)
         matched = 0
         for i in range(matches.shape[0]):
             if matches[i] >= 0:
@@ -287,7 +370,7 @@ def refine_part_transforms(points, transforms, vertices, faces, template, vertex
             gradient[d] = prior[d] * total[d]
         point_to_plane_normal_equations(points, matches, vertices, normals, template, vertex_parts, vertex_blend, transforms, centres, huber_m, weight, hessian, gradient)
         joint_link_normal_equations(link_parts, link_points, transforms, centres, link_weight, hessian, gradient)
-        delta = -np.linalg.solve(hessian, gradient)
+        delta = -solve_positive_definite(hessian, gradient)
         total += delta
         transforms = apply_part_motions(transforms, centres, delta)
         vertices = linear_blend_skinning(template, vertex_part_weights, transforms)

@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from kernels.icp import PART_DOF, apply_part_motions, joint_link_normal_equations, nearest_front_vertices, point_to_plane_normal_equations, vertex_normals
+from kernels.icp import (
+    PART_DOF,
+    apply_part_motions,
+    joint_link_normal_equations,
+    nearest_front_vertices,
+    nearest_front_vertices_from,
+    point_to_plane_normal_equations,
+    solve_positive_definite,
+    vertex_normals,
+)
 from kernels.lbs import linear_blend_skinning
 from tracker.crop import BackgroundPlane, camera_to_crop, crop_points_camera, crop_to_camera, make_crop
 from tracker.estimator import NetworkOutput
@@ -51,6 +60,20 @@ def test_the_pruned_search_finds_what_a_search_of_every_vertex_finds(hand_model)
         expected = np.where(distance.min(1) < limit, front[distance.argmin(1)], -1)
         np.testing.assert_array_equal(nearest_front_vertices(points, vertices, normals, limit), expected)
         assert (expected >= 0).sum() > (30 if limit < 0.01 else 250)
+        # Started from guesses (the last step's matches in the refinement): the same matches
+        # whatever the guess, right, near, back-facing, beyond the limit or none.
+        for guesses in (expected, np.where(expected >= 0, expected + 1, -1), rng.integers(-1, len(vertices), 300)):
+            found = nearest_front_vertices_from(points, vertices, normals, limit, np.ascontiguousarray(guesses, np.int64))
+            np.testing.assert_array_equal(found, expected)
+
+
+def test_the_positive_definite_solve_solves():
+    rng = np.random.default_rng(3)
+    root = rng.normal(size=(96, 96))
+    matrix = root @ root.T + np.diag(rng.uniform(0.1, 10.0, 96))  # as the prior makes the Gauss-Newton system
+    vector = rng.normal(size=96)
+    # Both are backward-stable solves of a system whose condition number is ~1e4 here.
+    np.testing.assert_allclose(solve_positive_definite(matrix, vector), np.linalg.solve(matrix, vector), rtol=1e-9, atol=1e-12)
 
 
 def test_part_motion_rotates_about_the_centre_and_then_translates():
@@ -136,7 +159,9 @@ def test_crop_hand_points_are_the_crops_measured_points_for_either_side(hand_mod
         theirs = points_image[measured]
         assert len(ours) == len(theirs) > 100
         np.testing.assert_allclose(np.sort(ours, axis=0), np.sort(theirs, axis=0), atol=1e-7)
-        assert len(crop_hand_points(crop, everything, 50)) == 50
+        # Fewer asked for: evenly spread over them, the first and the last among them.
+        np.testing.assert_array_equal(crop_hand_points(crop, everything, 50), ours[np.linspace(0, len(ours) - 1, 50).astype(np.int64)])
+        np.testing.assert_array_equal(crop_hand_points(crop, everything, 1), ours[:1])
 
 
 def _disturbed_output(hand_model, refit: Refit, seed: int):
@@ -226,8 +251,20 @@ def test_a_setting_out_of_range_is_refused(change, named):
         RefineConfig(**change)
 
 
-def test_warm_up_compiles_every_kernel_without_a_frame(hand_model):
-    warm_up_refiner(Refiner(hand_model))
+def test_warm_up_compiles_every_kernel_a_frame_needs(hand_model):
+    # What the warm-up compiles (or loads from numba's cache) is what a frame uses: the
+    # first frame then compiles nothing, the same argument types and all.
+    from kernels import icp
+
+    frames = [_disturbed_output(hand_model, Refit(hand_model), seed)[:2] for seed in (31, 8)]  # a right and a left hand
+    refiner = Refiner(hand_model)
+    warm_up_refiner(refiner)
+    kernels = [icp.crop_pixel_points, icp.refine_part_transforms, icp.nearest_front_vertices, icp.vertex_normals, linear_blend_skinning]
+    compiled = {kernel: set(kernel.signatures) for kernel in kernels}
+    assert all(compiled.values())
+    for crop, output in frames:
+        assert refiner.refine(crop, output, measure=True)[1]["steps"] == 2
+    assert {kernel: set(kernel.signatures) for kernel in kernels} == compiled
 
 
 def _projected(joints_cam_m: np.ndarray, intrinsics) -> np.ndarray:

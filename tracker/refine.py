@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels.icp import nearest_front_vertices, refine_part_transforms, vertex_normals
+from kernels.icp import crop_pixel_points, nearest_front_vertices, refine_part_transforms, vertex_normals
 from kernels.lbs import linear_blend_skinning
 from tracker.confidence import crop_camera
 from tracker.estimator import NetworkOutput
@@ -77,19 +77,13 @@ def crop_hand_points(crop: HandCrop, hand_probability: np.ndarray, max_points: i
     (depth inside the cube) and that the network calls hand, at most ``max_points`` of
     them, evenly spread. Through the crop's own virtual camera (``confidence.crop_camera``),
     so any lens the frame had is already undone."""
-    size = crop.depth.shape[0]
-    hand = crop.measured & (hand_probability > HAND_PIXEL_PROBABILITY)
-    index = np.flatnonzero(hand)
-    if len(index) > max_points:
-        index = index[np.linspace(0, len(index) - 1, max_points).astype(np.int64)]
-    rows, cols = np.divmod(index, size)
-    if crop.handedness == Handedness.LEFT:  # the crop is mirrored; its camera is not
-        cols = size - 1 - cols
     focal, cx, cy = crop_camera(crop)
-    centre_depth = float((crop.cam_from_crop.T @ np.asarray(crop.center_cam_m, np.float64))[2])
-    depth = centre_depth + crop.depth.ravel()[index].astype(np.float64) * crop.cube_size_m / 2
-    points_crop_axes = np.stack([(cols - cx) / focal * depth, (rows - cy) / focal * depth, depth], axis=1)
-    return points_crop_axes @ crop.cam_from_crop.T
+    cam_from_crop = np.ascontiguousarray(crop.cam_from_crop, np.float64)
+    centre_depth = float((cam_from_crop.T @ np.asarray(crop.center_cam_m, np.float64))[2])
+    return crop_pixel_points(
+        np.ascontiguousarray(crop.depth, np.float32), np.ascontiguousarray(hand_probability, np.float32), HAND_PIXEL_PROBABILITY, max_points,
+        crop.handedness == Handedness.LEFT, focal, cx, cy, centre_depth, crop.cube_size_m / 2, cam_from_crop,
+    )
 
 
 def camera_part_transforms(part_transforms_crop: np.ndarray, crop: HandCrop) -> np.ndarray:
@@ -188,6 +182,7 @@ def warm_up_refiner(refiner: Refiner) -> None:
     points = np.ascontiguousarray(vertices[:: max(1, len(vertices) // 32)])
     faces = refiner.faces[Handedness.RIGHT]
     c = refiner.config
+    crop_pixel_points(np.zeros((4, 4), np.float32), np.ones((4, 4), np.float32), HAND_PIXEL_PROBABILITY, c.max_points, False, 1.0, 1.5, 1.5, 0.5, 0.13, np.eye(3))
     refine_part_transforms(
         points, transforms, vertices, faces, refiner.template, refiner.vertex_parts, refiner.vertex_blend, refiner.vertex_part_weights,
         refiner.part_rest_centres, refiner.link_parts, refiner.link_points, refiner.prior, 1, 1.0, 1.0, c.huber_m, c.max_match_distance_m,
