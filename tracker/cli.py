@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--refine", action=argparse.BooleanOptionalAction, default=True,
         help="refine each estimate against the depth it was cut from (a few steps of articulated ICP after the network; "
-        "about 0.7 ms a hand on one CPU core, 15 %% lower mean joint error on held-out synthetic frames: benchmarks/results/refinement.json). "
+        "under 1 ms a hand on one CPU core, 15 %% lower mean joint error on held-out synthetic frames: benchmarks/results/refinement.json). "
         "On by default; --no-refine keeps the network's fit as it is, for the most frames a second",
     )
     parser.add_argument(

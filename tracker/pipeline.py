@@ -81,7 +81,7 @@ class TrackerConfig:
     #: Refine each estimate kept against its crop's depth (``tracker.refine``: a few steps
     #: of articulated ICP after the refit; off: the network's refitted pose as it is). The
     #: confidence, and so whether a hand is reported, is the network's fit's either way.
-    #: On by default: 15 % less joint error for about 0.7 ms a hand on one CPU core, and
+    #: On by default: 15 % less joint error for under 1 ms a hand on one CPU core, and
     #: no added jitter (``benchmarks/refinement.py``, ``benchmarks/held_still.py``).
     refine: bool = True
     refinement: RefineConfig = field(default_factory=RefineConfig)
