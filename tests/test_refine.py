@@ -164,9 +164,9 @@ def test_crop_hand_points_are_the_crops_measured_points_for_either_side(hand_mod
         np.testing.assert_array_equal(crop_hand_points(crop, everything, 1), ours[:1])
 
 
-def _disturbed_output(hand_model, refit: Refit, seed: int):
+def _disturbed_output(hand_model, refit: Refit, seed: int, degrees: float = 20.0):
     """A rendered hand's crop and a NetworkOutput whose fit is the true one with the index
-    finger turned 20 degrees about its knuckle and the hand shifted 3 mm; and the truth."""
+    finger turned ``degrees`` about its knuckle and the hand shifted 3 mm; and the truth."""
     config = SceneConfig(noise_probability=0.0, body_probability=0.0, table_probability=0.0)
     sample = render_sample(hand_model, config, seed)
     depth_m, centroid = measured_hand(sample)
@@ -180,7 +180,7 @@ def _disturbed_output(hand_model, refit: Refit, seed: int):
     delta = np.zeros(PART_DOF * NUM_PARTS)
     centres = np.repeat(knuckle[None], NUM_PARTS, 0)
     for part in (HandPart.INDEX_PROXIMAL, HandPart.INDEX_INTERMEDIATE, HandPart.INDEX_DISTAL):
-        delta[PART_DOF * part : PART_DOF * part + 3] = np.radians(20) * axis
+        delta[PART_DOF * part : PART_DOF * part + 3] = np.radians(degrees) * axis
     disturbed = apply_part_motions(transforms, centres, delta)
     disturbed[:, :3, 3] += [0.003, -0.002, 0.0]
     # Back to the crop frame, as the estimator hands the refit's transforms over.
@@ -222,6 +222,59 @@ def test_refinement_brings_a_disturbed_fit_back_to_the_rendered_hand(hand_model)
     assert np.mean(errors_after) < 0.67 * np.mean(errors_before), (errors_before, errors_after)
 
 
+def _true_pose(refit: Refit, crop, sample) -> np.ndarray:
+    """The rendered hand's parts' poses, camera_from_template, as a track's last refined
+    pose would hold them: the refit of its true vertices."""
+    return camera_part_transforms(refit.fit(camera_to_crop(sample.vertices, crop)).part_transforms, crop)
+
+
+def test_refinement_may_start_from_an_earlier_pose(hand_model):
+    refit = Refit(hand_model)
+    refiner = Refiner(hand_model)
+    crop, output, sample = _disturbed_output(hand_model, refit, 22, degrees=60.0)
+    start = _true_pose(refit, crop, sample)
+    kept = start.copy()
+    refined, report = refiner.refine(crop, output, start=start)
+    np.testing.assert_array_equal(start, kept)  # the caller's poses are not moved in place
+    assert report["steps"] == 2 and report["cam_from_template"].shape == (NUM_PARTS, 4, 4)
+    # From the true pose the mesh stays on the hand (noiseless depth; the refit of the true
+    # vertices is ~1 mm off its joints; 0.9 mm measured), wherever the network's fit was.
+    assert np.linalg.norm(refined.joints - sample.joints, axis=1).mean() < 0.002
+    np.testing.assert_allclose(
+        refined.joints, linear_blend_skinning(refit.keypoint_rest, refit.keypoint_part_weights, report["cam_from_template"]), atol=1e-6
+    )
+
+
+def test_a_tracked_frame_keeps_whichever_fit_the_depth_bears_out_better(hand_model):
+    refit = Refit(hand_model)
+    refiner = Refiner(hand_model)
+    for seed in (22, 25):  # a right hand and a left one
+        # The network's fit broken: the index finger turned 60 degrees, further than the
+        # refinement's prior lets it come back from. The last frame's pose was the truth.
+        crop, broken, sample = _disturbed_output(hand_model, refit, seed, degrees=60.0)
+        size = (sample.intrinsics.width, sample.intrinsics.height)
+        truth = _true_pose(refit, crop, sample)
+        alone, _ = refiner.refine(crop, broken)
+        tracked, report = refiner.refine_tracked(crop, broken, size, truth)
+        # Measured: agreement 0.75 against 0.97 and 0.67 against 0.86; joints 12 mm off
+        # refined alone, 0.9 and 1.2 mm from the last pose.
+        assert report["from_last_frame"] and report["agreement"][1] > report["agreement"][0]
+        error = {name: np.linalg.norm(fit.joints - sample.joints, axis=1).mean() for name, fit in (("alone", alone), ("tracked", tracked))}
+        assert error["tracked"] < 0.5 * error["alone"], error
+        # The network's fit good (the finger 5 degrees off) and the last pose broken: the
+        # network's is kept.
+        _, good, _ = _disturbed_output(hand_model, refit, seed, degrees=5.0)
+        last_broken = camera_part_transforms(broken.part_transforms_crop, crop)
+        kept, report = refiner.refine_tracked(crop, good, size, last_broken)
+        assert not report["from_last_frame"]
+        np.testing.assert_array_equal(kept.joints, refiner.refine(crop, good)[0].joints)
+        # No last pose (a track's first frame), or turned off: the network's fit alone.
+        for tracker_refiner, last in ((refiner, None), (Refiner(hand_model, RefineConfig(from_last_frame=False)), truth)):
+            fit, report = tracker_refiner.refine_tracked(crop, broken, size, last)
+            assert not report["from_last_frame"] and "agreement" not in report
+            np.testing.assert_array_equal(fit.joints, alone.joints)
+
+
 def test_too_few_hand_pixels_leave_the_networks_fit_as_it_is(hand_model):
     refit = Refit(hand_model)
     crop, output, _ = _disturbed_output(hand_model, refit, 21)
@@ -244,6 +297,7 @@ def test_too_few_hand_pixels_leave_the_networks_fit_as_it_is(hand_model):
         ({"huber_m": 0.0}, "huber_m"),
         ({"point_sigma_m": float("nan")}, "point_sigma_m"),
         ({"translation_sigma_m": -0.01}, "translation_sigma_m"),
+        ({"from_last_frame": "no"}, "from_last_frame"),  # a non-empty string would be true
     ],
 )
 def test_a_setting_out_of_range_is_refused(change, named):
@@ -303,3 +357,37 @@ def test_a_tracker_that_refines_reports_its_time_and_tracks_closer():
     assert errors[True] < errors[False], errors
     with pytest.raises(ValueError, match="refine"):
         open_tracker(refine="yes")
+
+
+def test_a_far_hand_held_still_keeps_its_pose_where_the_networks_fit_breaks():
+    # Round trip: a flat hand 1.4 m away, its back to the camera, held still, each frame
+    # with fresh stereo noise (the held_still benchmark's rendering, another noise seed).
+    # There the sensor's noise breaks up the ring and little fingers, and on some frames the
+    # network's fit puts their tips centimetres off; refined from the last frame's pose,
+    # the track keeps the hand whole.
+    from benchmarks.held_still import held_pose, held_sequence, steadiness
+    from tracker.api import open_tracker
+    from tracker.hand_model import HandModel
+    from tracker.sources import SyntheticSource
+
+    hand_model = HandModel.load()
+    source = SyntheticSource(seed=0, max_frames=1, hand_model=hand_model)
+    pose = held_pose(hand_model, "back", 0.0, 0.0, 1.4, Handedness.RIGHT)
+    frames = list(held_sequence(hand_model, source, pose, 30, 30.0, [1, 7, 0, 1400]))
+    tracks, confidences, errors = {}, {}, {}
+    for from_last_frame in (False, True):
+        with open_tracker(hand="right", refine=RefineConfig(from_last_frame=from_last_frame)) as hand_tracker:
+            results = [hand_tracker.process(frame) for frame, _ in frames]
+        tracks[from_last_frame] = np.array([r.hands[0].joints_cam_m if r.hands else np.full((21, 3), np.nan) for r in results])
+        confidences[from_last_frame] = [r.hands[0].confidence if r.hands else None for r in results]
+        errors[from_last_frame] = np.nanmean(np.linalg.norm(tracks[from_last_frame] - np.array([joints for _, joints in frames]), axis=2))
+    # Which frames report a hand, and how sure, is still the network's fit's to say.
+    assert confidences[True] == confidences[False] and sum(c is not None for c in confidences[True]) >= 27
+    jitter = {key: steadiness(track)[0] for key, track in tracks.items()}
+    # Measured on these 30 frames: jitter 17.5 against 3.8 mm, error 9.6 against 5.8 mm
+    # (a hand on all 30 either way). Half the jitter and four fifths of the error are
+    # claimed here.
+    assert jitter[True] < 0.5 * jitter[False], jitter
+    assert errors[True] < 0.8 * errors[False], errors
+    with pytest.raises(ValueError, match="refine"):
+        open_tracker(refine=RefineConfig)  # the class, not a setting

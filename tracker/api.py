@@ -39,6 +39,7 @@ from tracker.backends import AUTO_BACKEND, start_backend
 from tracker.estimator import HandEstimator
 from tracker.hand_model import HandModel
 from tracker.pipeline import MAX_MIN_HAND_PROBABILITY, FrameGaps, FrameResult, HandTracker, TrackerConfig
+from tracker.refine import RefineConfig
 from tracker.sinks import frame_line
 from tracker.smoothing import OneEuroConfig
 from tracker.sources import DEFAULT_SYNTHETIC_FRAMES, FrameSource, SourceError, open_source, source_kind
@@ -69,7 +70,7 @@ def open_tracker(
     smooth: bool | OneEuroConfig = False,
     min_hand_probability: float = TrackerConfig.min_hand_probability,
     keep_planes: bool = False,
-    refine: bool = True,
+    refine: bool | RefineConfig = True,
 ) -> HandTracker:
     """A ``HandTracker`` ready for ``process(frame)``; close it (or use ``with``) to release
     its backend.
@@ -90,7 +91,8 @@ def open_tracker(
     keep_planes: leave a wall or table right behind the hand in the crops; by default it is
         cleared from them (``TrackerConfig.background_plane``, ``--keep-planes``).
     refine: refine each estimate against the depth (``TrackerConfig.refine``, on by
-        default; False as ``--no-refine``: the network's fit as it is, a little faster).
+        default; False as ``--no-refine``: the network's fit as it is, a little faster),
+        or a ``tracker.refine.RefineConfig`` to refine with settings of one's own.
 
     The tracker is warmed up (``HandTracker.warm_up``): its first frame is as fast as the
     rest. Raises ``tracker.weights.WeightsError`` for missing or damaged weights.
@@ -103,9 +105,10 @@ def open_tracker(
     if isinstance(min_hand_probability, bool) or not isinstance(min_hand_probability, numbers.Real) or not 0.0 <= min_hand_probability < MAX_MIN_HAND_PROBABILITY:
         raise ValueError(f"min_hand_probability must be a number at least 0 and below {MAX_MIN_HAND_PROBABILITY}, got {min_hand_probability!r}")
     min_hand_probability = float(min_hand_probability)
-    for name, value in (("keep_planes", keep_planes), ("refine", refine)):
-        if not isinstance(value, bool):
-            raise ValueError(f"{name} must be True or False, got {value!r}")
+    if not isinstance(keep_planes, bool):
+        raise ValueError(f"keep_planes must be True or False, got {keep_planes!r}")
+    if not isinstance(refine, (bool, RefineConfig)):
+        raise ValueError(f"refine must be True, False or a tracker.refine.RefineConfig, got {refine!r}")
     weights = Path(weights) if weights is not None else WEIGHTS_DIR
     manifest = load_manifest(weights)
     config = TrackerConfig(
@@ -115,7 +118,8 @@ def open_tracker(
         smooth=smoothing is not None,
         smoothing=smoothing or OneEuroConfig(),
         min_hand_probability=min_hand_probability,
-        refine=refine,
+        refine=refine is not False,
+        refinement=refine if isinstance(refine, RefineConfig) else RefineConfig(),
         **({"background_plane": None} if keep_planes else {}),
     )
     hand_model = HandModel.load()
@@ -251,7 +255,7 @@ def track(
     realtime: bool | None = None,
     max_frames: int | None = None,
     min_hand_probability: float = TrackerConfig.min_hand_probability,
-    refine: bool = True,
+    refine: bool | RefineConfig = True,
 ) -> TrackedFrames:
     """Each frame of ``source`` tracked, in order, as a ``FrameResult`` (``hands`` empty where
     no hand is seen); the tracker and the source are opened here, so bad weights or a missing

@@ -335,6 +335,9 @@ class HandTracker:
         self._ended: list[_EndedTrack] = []
         self._smoother = OneEuroFilter(config.smoothing) if config.smooth else None
         self._refiner = Refiner(estimator.hand_model, config.refinement) if config.refine else None
+        #: The current track's last refined pose, which the next frame's refinement also
+        #: starts from (``RefineConfig.from_last_frame``); None at a track's start.
+        self._last_pose: _RefinedPose | None = None
         self.side_classifier = None
         if config.handedness is None:
             if side_classifier is None:
@@ -495,6 +498,7 @@ class HandTracker:
             self._ended = [*self._ended, ended][-_ENDED_TRACKS_KEPT:]
             self._side_vote = SideVote(self.config.side_vote)
         self._previous_center = self._begun_center = self._begun_position = None
+        self._last_pose = None
         self._hand_evidence = None
         self._track_frames = 0
         self._side_checked_at: int | None = None
@@ -780,7 +784,13 @@ class HandTracker:
             # the depth better wherever it is, so judged after refinement, a fit to the wrong
             # thing (a desk under a hand 1 cm above it) could pass (``docs/network.md``).
             t0 = time.perf_counter()
-            refined, _ = self._refiner.refine(crop, output)
+            # A frame completed after a later one ended its track neither starts from nor
+            # leaves a pose for the new track.
+            last = self._last_pose if current and self._last_pose is not None and self._last_pose.handedness == crop.handedness else None
+            size = (frame.intrinsics.width, frame.intrinsics.height)
+            refined, report = self._refiner.refine_tracked(crop, output, size, None if last is None else last.cam_from_template)
+            if current:
+                self._last_pose = _RefinedPose(crop.handedness, report["cam_from_template"]) if "cam_from_template" in report else None
             timings["refine"] = 1e3 * (time.perf_counter() - t0)
             uv = project(refined.joints, frame.intrinsics)
             estimate = dataclasses.replace(estimate, joints_cam_m=refined.joints, vertices_cam_m=refined.refined_vertices, joints_uv_px=uv.astype(np.float32))
@@ -812,6 +822,14 @@ class _EndedTrack(NamedTuple):
     side_checked_at: int | None
     center: np.ndarray | None
     position: "_StreamPosition | None"
+
+
+class _RefinedPose(NamedTuple):
+    """A frame's refined hand: its side and its parts' poses ((P, 4, 4) float64
+    camera_from_template, ``Refiner.refine``'s ``cam_from_template``)."""
+
+    handedness: Handedness
+    cam_from_template: np.ndarray
 
 
 class _StreamPosition(NamedTuple):

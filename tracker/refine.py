@@ -7,6 +7,9 @@ training loss). Two priors keep it a hand: each part stays near where the networ
 and parts that meet at a joint stay together. The kernels are in ``kernels.icp``. The
 tracker (``TrackerConfig.refine``) refines the hands it keeps, after their confidence: a
 refined mesh meets the depth wherever it lies, so it must not decide whether a hand is there.
+Within a track it also refines the last frame's refined pose against the new frame and
+keeps whichever fit the depth bears out better (``Refiner.refine_tracked``), so a frame
+whose network fit breaks does not break the track's hand.
 
 Why: the network regresses the mesh from a 64x64 crop and leaves millimetres on the table
 that the depth itself can settle; the refinement takes them back where the hand is seen,
@@ -23,7 +26,7 @@ import numpy as np
 
 from kernels.icp import crop_pixel_points, nearest_front_vertices, refine_part_transforms, vertex_normals
 from kernels.lbs import linear_blend_skinning
-from tracker.confidence import crop_camera
+from tracker.confidence import crop_camera, depth_agreement
 from tracker.estimator import NetworkOutput
 from tracker.hand_model import HandModel
 from tracker.refit import Refit
@@ -62,8 +65,18 @@ class RefineConfig:
     translation_sigma_m: float = 0.01
     #: Two parts' placements of the joint they share may part by about this much.
     joint_gap_sigma_m: float = 0.03
+    #: While tracking, also refine the track's last refined pose against each new frame and
+    #: keep whichever of the two fits the depth bears out better (``Refiner.refine_tracked``).
+    #: The network fits each frame afresh, and now and then, mostly on a far hand whose thin
+    #: fingers the sensor's noise breaks up, a fit comes out broken (fingertips centimetres
+    #: off) between good ones; the last frame's pose, refined, then fits better and is kept.
+    #: Where the hand moved, the network's fit does. It costs a second refinement and two
+    #: agreements a tracked frame (``docs/network.md``, "Online refinement").
+    from_last_frame: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.from_last_frame, bool):
+            raise ValueError(f"from_last_frame must be True or False, got {self.from_last_frame!r}")
         if self.iterations < 0 or not 1 <= self.min_points <= self.max_points:
             raise ValueError(f"iterations >= 0 and 1 <= min_points <= max_points needed, got {self.iterations}, {self.min_points}, {self.max_points}")
         for name in ("point_sigma_m", "huber_m", "max_match_distance_m", "rotation_sigma_rad", "translation_sigma_m", "joint_gap_sigma_m"):
@@ -111,6 +124,7 @@ class Refiner:
         self.keypoint_rest = refit.keypoint_rest
         self.keypoint_part_weights = refit.keypoint_part_weights
         self.faces = {side: np.ascontiguousarray(model.faces_for(side), np.int32) for side in Handedness}
+        self.agreement_faces = np.ascontiguousarray(model.faces, np.int32)  # as the estimator's confidence has them
         # The parts moving each vertex, compact (at most four on this model), for the kernel.
         weights = self.vertex_part_weights
         count = int((weights > 0).sum(1).max())
@@ -129,13 +143,17 @@ class Refiner:
         c = config
         self.prior = np.tile(np.r_[np.full(3, c.rotation_sigma_rad ** -2), np.full(3, c.translation_sigma_m ** -2)], NUM_PARTS)
 
-    def refine(self, crop: HandCrop, output: NetworkOutput, measure: bool = False) -> tuple[NetworkOutput, dict]:
+    def refine(self, crop: HandCrop, output: NetworkOutput, measure: bool = False, start: np.ndarray | None = None) -> tuple[NetworkOutput, dict]:
         """``output`` with its mesh and joints refined against ``crop``'s depth, and what the
-        refinement did: the Gauss-Newton ``steps`` taken and the hand ``points`` matched on
-        the first; with ``measure``, also the mean point-to-plane distance (mm) of the
-        matched points before (``before_mm``) and after (``after_mm``, which costs one more
-        matching). The output comes back unchanged where too few hand points were seen or
-        the result is not finite (a numerical failure)."""
+        refinement did: the Gauss-Newton ``steps`` taken, the hand ``points`` matched on
+        the first and the parts' poses it ended at (``cam_from_template``, (P, 4, 4) float64,
+        camera_from_template per part; only where it refined); with ``measure``, also the
+        mean point-to-plane distance (mm) of the matched points before (``before_mm``) and
+        after (``after_mm``, which costs one more matching). ``start``, such poses, is where
+        it starts instead of the network's fit (the hand's pose in an earlier frame), the
+        network's hand pixels still telling which points are the hand's. The output comes
+        back unchanged where too few hand points were seen or the result is not finite (a
+        numerical failure)."""
         c = self.config
         report = {"points": 0, "steps": 0, "before_mm": None, "after_mm": None}
         if output.part_transforms_crop is None or not np.all(np.isfinite(output.refined_vertices)):
@@ -144,8 +162,12 @@ class Refiner:
         if len(points) < c.min_points:
             return output, report
         faces = self.faces[crop.handedness]
-        transforms = camera_part_transforms(np.asarray(output.part_transforms_crop, np.float64), crop)
-        vertices = np.asarray(output.refined_vertices, np.float64)
+        if start is None:
+            transforms = camera_part_transforms(np.asarray(output.part_transforms_crop, np.float64), crop)
+            vertices = np.asarray(output.refined_vertices, np.float64)
+        else:
+            transforms = np.ascontiguousarray(start, np.float64)
+            vertices = linear_blend_skinning(self.template, self.vertex_part_weights, transforms)
         if measure:
             report["before_mm"] = _mean_point_to_plane_mm(points, vertices, faces, c.max_match_distance_m)
         transforms, vertices, report["points"], report["steps"] = refine_part_transforms(
@@ -156,9 +178,36 @@ class Refiner:
         if measure:
             report["after_mm"] = _mean_point_to_plane_mm(points, vertices, faces, c.max_match_distance_m)
         joints = linear_blend_skinning(self.keypoint_rest, self.keypoint_part_weights, transforms)
-        if not (np.all(np.isfinite(vertices)) and np.all(np.isfinite(joints))):
+        if not (np.all(np.isfinite(vertices)) and np.all(np.isfinite(joints)) and np.all(np.isfinite(transforms))):
             return output, {**report, "steps": 0, "after_mm": report["before_mm"]}
+        report["cam_from_template"] = transforms
         return dataclasses.replace(output, refined_vertices=vertices.astype(np.float32), joints=joints.astype(np.float32)), report
+
+    def refine_tracked(self, crop: HandCrop, output: NetworkOutput, image_size: tuple[int, int], last: np.ndarray | None) -> tuple[NetworkOutput, dict]:
+        """``refine`` for a frame of a track: where ``last`` is the track's last refined pose
+        (``refine``'s ``cam_from_template``, the same side) and ``RefineConfig.from_last_frame``
+        holds, that pose is refined against ``crop`` too, and of the two refined fits the one
+        the crop's depth bears out better is kept (``tracker.confidence.depth_agreement``, the
+        tracker's confidence measure; the network's fit on a tie). The report says which
+        (``from_last_frame``) and, where both were weighed, their ``agreement``s (network's,
+        last pose's). ``image_size``: (width, height) of the image the crop was cut from."""
+        refined, report = self.refine(crop, output)
+        report["from_last_frame"] = False
+        if last is None or not self.config.from_last_frame or "cam_from_template" not in report:
+            return refined, report
+        carried, carried_report = self.refine(crop, output, start=last)
+        if "cam_from_template" not in carried_report:
+            return refined, report
+        # Each fit judged as the tracker judges the network's (faces and all): mesh over
+        # empty space or sunk into the surface counts against it, which matching the
+        # hand's points to the mesh alone would not see (a broken finger over background).
+        ours, theirs = (
+            depth_agreement(crop, fit.refined_vertices, self.agreement_faces, output.hand_probability, image_size).confidence
+            for fit in (refined, carried)
+        )
+        if theirs > ours:
+            return carried, {**carried_report, "from_last_frame": True, "agreement": (ours, theirs)}
+        return refined, {**report, "agreement": (ours, theirs)}
 
 
 def _mean_point_to_plane_mm(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, max_distance_m: float) -> float | None:
