@@ -63,9 +63,10 @@ GRID = {
     "speed_coefficient": (4.0, 10.0, 20.0, 40.0, 80.0, 160.0),
     "derivative_cutoff_hz": (1.0, 2.0, 4.0),
 }
-#: The default before this measurement, for comparison: chosen by it on the unrefined
-#: tracker's estimates, before the online refinement was on by default.
-EARLIER_DEFAULT = OneEuroConfig(min_cutoff_hz=1.5, speed_coefficient=40.0, derivative_cutoff_hz=4.0)
+#: The default before this measurement, for comparison: chosen by it on the tracker's
+#: estimates when the refinement started from the network's fit alone (the one before
+#: that, 1.5 Hz, 40, 4 Hz, on unrefined estimates).
+EARLIER_DEFAULT = OneEuroConfig(min_cutoff_hz=2.5, speed_coefficient=80.0, derivative_cutoff_hz=1.0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,18 +16,19 @@ import numpy as np
 @dataclass(frozen=True)
 class OneEuroConfig:
     """The default: of the settings ``benchmarks/smoothing.py`` tried on rendered moving
-    hands tracked as by default (refined), the one with the least jitter among those that
-    add at most a tenth to the mean joint error, at 30 and at 90 frames/s
-    (``benchmarks/results/smoothing.json``: jitter 40 % and 48 % lower, error 4.4 % and
-    9.7 % higher). The one before it (1.5 Hz, 40, 4 Hz), chosen so on unrefined estimates,
-    added 12 % and 15 % to the refined ones' error."""
+    hands tracked as by default (refined, within a track from the last frame's pose too),
+    the one with the least jitter among those that add at most a tenth to the mean joint
+    error, at 30 and at 90 frames/s (``benchmarks/results/smoothing.json``: jitter 32 % and
+    39 % lower, error 7.2 % and 9.7 % higher). The one before it (2.5 Hz, 80, 1 Hz), chosen
+    so when the refinement started from the network's fit alone, added 6.7 % and 13 % to
+    these estimates' error."""
 
     #: Cut-off at rest, Hz: lower = smoother when still.
-    min_cutoff_hz: float = 2.5
+    min_cutoff_hz: float = 1.5
     #: How fast the cut-off rises with speed (per m/s): higher = less lag in fast motion.
     speed_coefficient: float = 80.0
     #: Cut-off for the speed estimate itself, Hz.
-    derivative_cutoff_hz: float = 1.0
+    derivative_cutoff_hz: float = 2.0
 
 
 #: The interval assumed between frames until the timestamps show one (30 frames/s).
