@@ -81,8 +81,10 @@ class TrackerConfig:
     #: Refine each estimate kept against its crop's depth (``tracker.refine``: a few steps
     #: of articulated ICP after the refit; off: the network's refitted pose as it is). The
     #: confidence, and so whether a hand is reported, is the network's fit's either way.
-    #: On by default: 15 % less joint error for under 1 ms a hand on one CPU core, and
-    #: no added jitter (``benchmarks/refinement.py``, ``benchmarks/held_still.py``).
+    #: On by default: 15 % less joint error on held-out frames, and within a track (where it
+    #: also refines the last frame's pose) a hand held still shakes less, for about 1 ms a
+    #: hand on one CPU core, 2 ms within a track (``benchmarks/refinement.py``,
+    #: ``benchmarks/held_still.py``).
     refine: bool = True
     refinement: RefineConfig = field(default_factory=RefineConfig)
     #: Smooth the joints over time with a One-Euro filter (off: raw per-frame estimates).

@@ -154,12 +154,20 @@ class Refiner:
         network's hand pixels still telling which points are the hand's. The output comes
         back unchanged where too few hand points were seen or the result is not finite (a
         numerical failure)."""
+        return self._refine_points(crop, output, self._hand_points(crop, output), measure, start)
+
+    def _hand_points(self, crop: HandCrop, output: NetworkOutput) -> np.ndarray | None:
+        """The crop's hand points the refinement matches (``crop_hand_points``), or None
+        where the network's fit cannot be refined (no refit transforms, not finite)."""
+        if output.part_transforms_crop is None or not np.all(np.isfinite(output.refined_vertices)):
+            return None
+        return crop_hand_points(crop, output.hand_probability, self.config.max_points)
+
+    def _refine_points(self, crop: HandCrop, output: NetworkOutput, points: np.ndarray | None, measure: bool, start: np.ndarray | None) -> tuple[NetworkOutput, dict]:
+        """``refine`` on hand points already gathered (``_hand_points``)."""
         c = self.config
         report = {"points": 0, "steps": 0, "before_mm": None, "after_mm": None}
-        if output.part_transforms_crop is None or not np.all(np.isfinite(output.refined_vertices)):
-            return output, report
-        points = crop_hand_points(crop, output.hand_probability, c.max_points)
-        if len(points) < c.min_points:
+        if points is None or len(points) < c.min_points:
             return output, report
         faces = self.faces[crop.handedness]
         if start is None:
@@ -191,11 +199,12 @@ class Refiner:
         tracker's confidence measure; the network's fit on a tie). The report says which
         (``from_last_frame``) and, where both were weighed, their ``agreement``s (network's,
         last pose's). ``image_size``: (width, height) of the image the crop was cut from."""
-        refined, report = self.refine(crop, output)
+        points = self._hand_points(crop, output)  # the same for both fits
+        refined, report = self._refine_points(crop, output, points, False, None)
         report["from_last_frame"] = False
         if last is None or not self.config.from_last_frame or "cam_from_template" not in report:
             return refined, report
-        carried, carried_report = self.refine(crop, output, start=last)
+        carried, carried_report = self._refine_points(crop, output, points, False, last)
         if "cam_from_template" not in carried_report:
             return refined, report
         # Each fit judged as the tracker judges the network's (faces and all): mesh over
