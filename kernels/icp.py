@@ -27,7 +27,7 @@ from kernels.lbs import linear_blend_skinning
 PART_DOF = 6
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def crop_pixel_points(depth, hand_probability, min_probability, max_points, mirrored, focal, cx, cy, centre_depth, half_cube_m, cam_from_crop):
     """(N, 3) float64 camera-frame points (metres) of a crop's pixels with a depth inside the
     cube (-1 < depth < 1) and ``hand_probability`` above ``min_probability``, at most
@@ -69,7 +69,7 @@ def crop_pixel_points(depth, hand_probability, min_probability, max_points, mirr
     return points
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def vertex_normals(vertices, faces):
     """(V, 3) float64 unit normals, area-weighted over each vertex's faces.
 
@@ -92,7 +92,7 @@ def vertex_normals(vertices, faces):
     return normals
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def nearest_front_vertices(points, vertices, normals, max_distance_m):
     """For each point the nearest vertex facing the camera, or -1 beyond ``max_distance_m``
     (``nearest_front_vertices_from`` with no guesses).
@@ -108,7 +108,7 @@ def nearest_front_vertices(points, vertices, normals, max_distance_m):
     return nearest_front_vertices_from(points, vertices, normals, max_distance_m, np.full(points.shape[0], -1, np.int64))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def nearest_front_vertices_from(points, vertices, normals, max_distance_m, guesses):
     """``nearest_front_vertices``, each point's search starting from a guess: ``guesses``
     (N,) int64, a vertex per point or -1. A guess that faces the camera and lies within
@@ -154,7 +154,7 @@ def nearest_front_vertices_from(points, vertices, normals, max_distance_m, guess
     return matches
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def point_to_plane_normal_equations(points, matches, vertices, normals, template, vertex_parts, vertex_part_weights,
                                     transforms, part_centres, huber_m, weight, hessian, gradient):
     """Add the point-to-plane ICP term to ``hessian`` and ``gradient``; returns its cost.
@@ -169,16 +169,20 @@ def point_to_plane_normal_equations(points, matches, vertices, normals, template
     transforms: (P, 4, 4) float64 current camera_from_template per part;
     part_centres: (P, 3) float64 each part's centre, about which it rotates;
     hessian: (6P, 6P) float64 and gradient: (6P,) float64, added to in place.
-    Cost: sum of weight * rho(r) with rho the Huber function (r^2 / 2 inside)."""
+    Cost: sum of weight * rho(r) with rho the Huber function (r^2 / 2 inside).
+
+    A residual's derivative depends on its vertex alone (n_k and the vertex's parts), so
+    the points are summed per vertex first (their weights, and weights times residuals) and
+    each matched vertex's outer product is added once: a vertex takes several points where
+    the hand is near, and its 24 x 24 product is most of the work."""
     cost = 0.0
-    k_max = vertex_parts.shape[1]
-    rows = np.zeros((k_max, PART_DOF))
+    vertex_weight = np.zeros(vertices.shape[0])
+    vertex_weighted_residual = np.zeros(vertices.shape[0])
     for i in range(points.shape[0]):
         k = matches[i]
         if k < 0:
             continue
-        nx, ny, nz = normals[k, 0], normals[k, 1], normals[k, 2]
-        r = nx * (vertices[k, 0] - points[i, 0]) + ny * (vertices[k, 1] - points[i, 1]) + nz * (vertices[k, 2] - points[i, 2])
+        r = normals[k, 0] * (vertices[k, 0] - points[i, 0]) + normals[k, 1] * (vertices[k, 1] - points[i, 1]) + normals[k, 2] * (vertices[k, 2] - points[i, 2])
         magnitude = abs(r)
         if magnitude <= huber_m:
             robust = 1.0
@@ -186,14 +190,25 @@ def point_to_plane_normal_equations(points, matches, vertices, normals, template
         else:
             robust = huber_m / magnitude
             cost += weight * huber_m * (magnitude - 0.5 * huber_m)
-        w = weight * robust
+        vertex_weight[k] += weight * robust
+        vertex_weighted_residual[k] += weight * robust * r
+    k_max = vertex_parts.shape[1]
+    rows = np.zeros((k_max, PART_DOF))
+    for k in range(vertices.shape[0]):
+        w = vertex_weight[k]
+        if w == 0.0:
+            continue
+        wr = vertex_weighted_residual[k]
+        nx, ny, nz = normals[k, 0], normals[k, 1], normals[k, 2]
+        tx, ty, tz = template[k, 0], template[k, 1], template[k, 2]
+        count = 0
         for a in range(k_max):
             p = vertex_parts[k, a]
             if p < 0:
                 break
+            count += 1
             blend = vertex_part_weights[k, a]
             t = transforms[p]
-            tx, ty, tz = template[k, 0], template[k, 1], template[k, 2]
             # y - c: the vertex as this part alone places it, from the part's centre
             ax = t[0, 0] * tx + t[0, 1] * ty + t[0, 2] * tz + t[0, 3] - part_centres[p, 0]
             ay = t[1, 0] * tx + t[1, 1] * ty + t[1, 2] * tz + t[1, 3] - part_centres[p, 1]
@@ -205,22 +220,27 @@ def point_to_plane_normal_equations(points, matches, vertices, normals, template
             rows[a, 3] = blend * nx
             rows[a, 4] = blend * ny
             rows[a, 5] = blend * nz
-        for a in range(k_max):
-            pa = vertex_parts[k, a]
-            if pa < 0:
-                break
+        for a in range(count):
+            base_a = PART_DOF * vertex_parts[k, a]
             for da in range(PART_DOF):
-                gradient[PART_DOF * pa + da] += w * rows[a, da] * r
-                for b in range(k_max):
-                    pb = vertex_parts[k, b]
-                    if pb < 0:
-                        break
+                gradient[base_a + da] += rows[a, da] * wr
+                scaled = w * rows[a, da]
+                # The product is symmetric: each pair of unknowns is worked out once.
+                for db in range(da, PART_DOF):
+                    value = scaled * rows[a, db]
+                    hessian[base_a + da, base_a + db] += value
+                    if db != da:
+                        hessian[base_a + db, base_a + da] += value
+                for b in range(a + 1, count):
+                    base_b = PART_DOF * vertex_parts[k, b]
                     for db in range(PART_DOF):
-                        hessian[PART_DOF * pa + da, PART_DOF * pb + db] += w * rows[a, da] * rows[b, db]
+                        value = scaled * rows[b, db]
+                        hessian[base_a + da, base_b + db] += value
+                        hessian[base_b + db, base_a + da] += value
     return cost
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def joint_link_normal_equations(link_parts, link_points, transforms, part_centres, weight, hessian, gradient):
     """Add the term that holds two parts together where they meet; returns its cost.
 
@@ -272,7 +292,7 @@ def joint_link_normal_equations(link_parts, link_points, transforms, part_centre
     return cost
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def apply_part_motions(transforms, part_centres, delta):
     """(P, 4, 4) float64: each part's transform moved by its (omega, tau) from ``delta``
     ((6P,) float64), rotating about its centre: T -> [R | c - R c + tau] T."""
@@ -303,7 +323,7 @@ def apply_part_motions(transforms, part_centres, delta):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def solve_positive_definite(matrix, vector):
     """x with matrix @ x = vector, for a symmetric positive definite (n, n) float64 matrix
     (Cholesky, then two triangular solves): the Gauss-Newton system, whose prior makes it
@@ -325,7 +345,7 @@ def solve_positive_definite(matrix, vector):
     return x
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def refine_part_transforms(points, transforms, vertices, faces, template, vertex_parts, vertex_blend, vertex_part_weights,
                            part_rest_centres, link_parts, link_points, prior, iterations, weight, link_weight, huber_m, max_distance_m):
     """The online refinement's Gauss-Newton loop: ``iterations`` steps, each matching the
