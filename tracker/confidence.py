@@ -104,38 +104,56 @@ def depth_agreement(
     the crop as it saw it (mirrored for a left hand); ``image_size`` (width, height) of the
     image the crop was cut from. A mesh that covers no pixel inside the image is confirmed
     nowhere (0); with no pixel the network calls hand there is no hand to explain (0): the
-    confidence is 0 either way."""
-    size = crop.depth.shape[0]
-    vertices = np.asarray(vertices_cam_m, np.float64)
-    faces = np.ascontiguousarray(faces, dtype=np.int32)
-    # The kernel reads vertices by index unchecked.
-    if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
-        raise ValueError(f"vertices (V, 3) and faces (F, 3) expected, got {vertices.shape} and {faces.shape}")
-    if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
-        raise ValueError(f"faces name vertices {faces.min()}..{faces.max()}, but there are {len(vertices)}")
-    if hand_probability.shape != crop.depth.shape:
-        raise ValueError(f"hand probability {hand_probability.shape} for a {crop.depth.shape} crop")
-    focal, cx, cy = crop_camera(crop)
-    inside = inside_image(crop, *image_size)
-    centre_depth = float((crop.cam_from_crop.T @ np.asarray(crop.center_cam_m, np.float64))[2])
-    mesh_pixels, confirmed, hand_pixels, covered_hand = agreement_counts(
-        np.ascontiguousarray(vertices @ crop.cam_from_crop),
-        faces,
-        focal, cx, cy,
-        crop.handedness == Handedness.LEFT,
-        np.ascontiguousarray(crop.depth, dtype=np.float32),
-        np.ascontiguousarray(hand_probability, dtype=np.float32),
-        _all_inside(size) if inside is None else inside,
-        centre_depth,
-        crop.cube_size_m / 2,
-        float(tolerance_m),
-    )
-    return DepthAgreement(
-        confirmed=confirmed / mesh_pixels if mesh_pixels else 0.0,
-        explained=covered_hand / hand_pixels if hand_pixels else 0.0,
-        mesh_pixels=int(mesh_pixels),
-        hand_pixels=int(hand_pixels),
-    )
+    confidence is 0 either way. ``CropAgreement`` weighs several meshes against one crop."""
+    return CropAgreement(crop, hand_probability, image_size).of(vertices_cam_m, faces, tolerance_m)
+
+
+class CropAgreement:
+    """``depth_agreement`` against one crop and its hand probability, for any number of
+    meshes (``of``): what depends on the crop alone (its virtual camera, which of its pixels
+    lie inside the image) is worked out once, and each mesh then costs its rendering."""
+
+    def __init__(self, crop: HandCrop, hand_probability: np.ndarray, image_size: tuple[int, int]) -> None:
+        size = crop.depth.shape[0]
+        if hand_probability.shape != crop.depth.shape:
+            raise ValueError(f"hand probability {hand_probability.shape} for a {crop.depth.shape} crop")
+        self.crop = crop
+        self.camera = crop_camera(crop)
+        inside = inside_image(crop, *image_size)
+        self.inside = _all_inside(size) if inside is None else inside
+        self.centre_depth_m = float((crop.cam_from_crop.T @ np.asarray(crop.center_cam_m, np.float64))[2])
+        self.depth = np.ascontiguousarray(crop.depth, dtype=np.float32)
+        self.hand_probability = np.ascontiguousarray(hand_probability, dtype=np.float32)
+
+    def of(self, vertices_cam_m: np.ndarray, faces: np.ndarray, tolerance_m: float = DEFAULT_TOLERANCE_M) -> DepthAgreement:
+        """``depth_agreement`` of the mesh ``vertices_cam_m`` (V, 3), ``faces`` (F, 3)."""
+        vertices = np.asarray(vertices_cam_m, np.float64)
+        faces = np.ascontiguousarray(faces, dtype=np.int32)
+        # The kernel reads vertices by index unchecked.
+        if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
+            raise ValueError(f"vertices (V, 3) and faces (F, 3) expected, got {vertices.shape} and {faces.shape}")
+        if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
+            raise ValueError(f"faces name vertices {faces.min()}..{faces.max()}, but there are {len(vertices)}")
+        crop = self.crop
+        focal, cx, cy = self.camera
+        mesh_pixels, confirmed, hand_pixels, covered_hand = agreement_counts(
+            np.ascontiguousarray(vertices @ crop.cam_from_crop),
+            faces,
+            focal, cx, cy,
+            crop.handedness == Handedness.LEFT,
+            self.depth,
+            self.hand_probability,
+            self.inside,
+            self.centre_depth_m,
+            crop.cube_size_m / 2,
+            float(tolerance_m),
+        )
+        return DepthAgreement(
+            confirmed=confirmed / mesh_pixels if mesh_pixels else 0.0,
+            explained=covered_hand / hand_pixels if hand_pixels else 0.0,
+            mesh_pixels=int(mesh_pixels),
+            hand_pixels=int(hand_pixels),
+        )
 
 
 @functools.lru_cache(maxsize=4)
