@@ -1292,6 +1292,8 @@ def test_onnxruntime_backend_without_spinning_gives_the_same_outputs():
     key = "session.intra_op.allow_spinning"
     assert spinning.session.get_session_options().get_session_config_entry(key) == "1"
     assert waiting.session.get_session_options().get_session_config_entry(key) == "0"
+    # Either way the threads sleep between runs, leaving the cores to the tracker's others.
+    assert {backend.session.get_session_options().get_session_config_entry("session.force_spinning_stop") for backend in (spinning, waiting)} == {"1"}
     a, b = spinning.run(depth), waiting.run(depth)
     for name in a:
         np.testing.assert_array_equal(a[name], b[name])

@@ -355,7 +355,8 @@ class OnnxRuntimeBackend(_BackendBase):
     is busy with other work, fewer threads than cores avoid stalls (see
     ``benchmarks.network_speed --threads``).
 
-    ``spin``: whether idle intra-op threads spin-wait for the next operator. Spinning is
+    ``spin``: whether idle intra-op threads spin-wait for the next operator within a run
+    (between runs they sleep, whichever it is). Spinning is
     faster when the network has the cores to itself (60 against 51 frames/s end to end on
     a 2-core CPU, 2000-frame runs); when frame-preparation worker processes share those cores, the spinning
     threads steal their time, and turning it off is faster (70 against 58 frames/s with one
@@ -398,6 +399,10 @@ class OnnxRuntimeBackend(_BackendBase):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.spin = bool(spin)
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
+        # Within a run only: left spinning after it, the threads hold the cores through the
+        # tracker's own work between two networks (the refinement's second thread, the
+        # capture thread), which then waits for them.
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=list(self.providers))
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
