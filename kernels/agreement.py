@@ -17,7 +17,7 @@ from kernels.raster import rasterize_mesh
 NEAR_M = 0.05
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def agreement_counts(vertices_virtual_m, faces, focal, cx, cy, mirrored, crop_depth, hand_probability, inside, centre_depth_m, half_cube_m, tolerance_m):
     """(mesh_pixels, confirmed_pixels, hand_pixels, hand_pixels_covered), int64.
 

@@ -66,7 +66,7 @@ def skinning_transforms(hand_from_joint, joint_from_hand_bind, length_scales, th
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def linear_blend_skinning(template_vertices, skin_weights, skin_transforms):
     """Blend per-joint transforms of the template vertices.
 

@@ -275,6 +275,36 @@ def test_a_tracked_frame_keeps_whichever_fit_the_depth_bears_out_better(hand_mod
             np.testing.assert_array_equal(fit.joints, alone.joints)
 
 
+def test_the_two_fits_side_by_side_give_what_one_after_the_other_gives(hand_model, monkeypatch):
+    import tracker.refine
+
+    monkeypatch.setattr(tracker.refine, "usable_cpus", lambda: 2)  # a worker thread even on one CPU
+    refit = Refit(hand_model)
+    side_by_side, one_after_the_other = Refiner(hand_model), Refiner(hand_model, parallel=False)
+    assert side_by_side._second_fit is not None and one_after_the_other._second_fit is None
+    crop, broken, sample = _disturbed_output(hand_model, refit, 25, degrees=60.0)
+    _, good, _ = _disturbed_output(hand_model, refit, 25, degrees=5.0)
+    size = (sample.intrinsics.width, sample.intrinsics.height)
+    truth = _true_pose(refit, crop, sample)
+    # Either fit kept: the last pose over a broken fit, the network's over a broken last pose.
+    for output, last in ((broken, truth), (good, camera_part_transforms(broken.part_transforms_crop, crop))):
+        (ours, ours_report), (theirs, theirs_report) = (refiner.refine_tracked(crop, output, size, last) for refiner in (side_by_side, one_after_the_other))
+        assert ours_report["agreement"] == theirs_report["agreement"] and ours_report["from_last_frame"] == theirs_report["from_last_frame"]
+        np.testing.assert_array_equal(ours.joints, theirs.joints)
+        np.testing.assert_array_equal(ours.refined_vertices, theirs.refined_vertices)
+    # An error in the worker's fit (the last pose's) reaches the caller.
+    refine_points = side_by_side._refine_points
+
+    def failing_from_the_last_pose(crop, output, points, measure, start):
+        if start is not None:
+            raise FloatingPointError("the last pose's fit")
+        return refine_points(crop, output, points, measure, start)
+
+    monkeypatch.setattr(side_by_side, "_refine_points", failing_from_the_last_pose)
+    with pytest.raises(FloatingPointError, match="last pose"):
+        side_by_side.refine_tracked(crop, broken, size, truth)
+
+
 def test_too_few_hand_pixels_leave_the_networks_fit_as_it_is(hand_model):
     refit = Refit(hand_model)
     crop, output, _ = _disturbed_output(hand_model, refit, 21)

@@ -19,14 +19,17 @@ points and stays put). ``benchmarks/refinement.py`` measures it.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import os
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
 from kernels.icp import crop_pixel_points, nearest_front_vertices, refine_part_transforms, vertex_normals
 from kernels.lbs import linear_blend_skinning
-from tracker.confidence import crop_camera, depth_agreement
+from tracker.confidence import CropAgreement, crop_camera
 from tracker.estimator import NetworkOutput
 from tracker.hand_model import HandModel
 from tracker.refit import Refit
@@ -113,10 +116,20 @@ def camera_part_transforms(part_transforms_crop: np.ndarray, crop: HandCrop) -> 
     return out
 
 
-class Refiner:
-    """Refines a crop's network output against the crop's depth (``refine``)."""
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
-    def __init__(self, model: HandModel, config: RefineConfig = RefineConfig()) -> None:
+
+class Refiner:
+    """Refines a crop's network output against the crop's depth (``refine``).
+    ``parallel``: a tracked frame's two fits (``refine_tracked``) run side by side where
+    more than one CPU is free to take them; the results are the same either way."""
+
+    def __init__(self, model: HandModel, config: RefineConfig = RefineConfig(), parallel: bool = True) -> None:
         self.config = config
         refit = Refit(model)
         self.template = refit.template
@@ -141,6 +154,11 @@ class Refiner:
         self.link_parts = np.array([[a, b] for a, b, _ in links], np.int64).reshape(-1, 2)
         self.link_points = np.array([rest[j] for _, _, j in links], np.float64).reshape(-1, 3)
         c = config
+        # A thread for the second of a tracked frame's two fits, where this process may run
+        # on more than one CPU; shut down with the refiner.
+        self._second_fit = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="refine") if parallel and usable_cpus() > 1 else None
+        if self._second_fit is not None:
+            weakref.finalize(self, self._second_fit.shutdown, wait=False)
         self.prior = np.tile(np.r_[np.full(3, c.rotation_sigma_rad ** -2), np.full(3, c.translation_sigma_m ** -2)], NUM_PARTS)
 
     def refine(self, crop: HandCrop, output: NetworkOutput, measure: bool = False, start: np.ndarray | None = None) -> tuple[NetworkOutput, dict]:
@@ -200,20 +218,29 @@ class Refiner:
         (``from_last_frame``) and, where both were weighed, their ``agreement``s (network's,
         last pose's). ``image_size``: (width, height) of the image the crop was cut from."""
         points = self._hand_points(crop, output)  # the same for both fits
-        refined, report = self._refine_points(crop, output, points, False, None)
-        report["from_last_frame"] = False
-        if last is None or not self.config.from_last_frame or "cam_from_template" not in report:
-            return refined, report
-        carried, carried_report = self._refine_points(crop, output, points, False, last)
-        if "cam_from_template" not in carried_report:
+        if last is None or not self.config.from_last_frame or points is None or len(points) < self.config.min_points:
+            refined, report = self._refine_points(crop, output, points, False, None)
+            report["from_last_frame"] = False
             return refined, report
         # Each fit judged as the tracker judges the network's (faces and all): mesh over
         # empty space or sunk into the surface counts against it, which matching the
         # hand's points to the mesh alone would not see (a broken finger over background).
-        ours, theirs = (
-            depth_agreement(crop, fit.refined_vertices, self.agreement_faces, output.hand_probability, image_size).confidence
-            for fit in (refined, carried)
-        )
+        judge = CropAgreement(crop, output.hand_probability, image_size)
+
+        def judged(start: np.ndarray | None) -> tuple[NetworkOutput, dict, float | None]:
+            fit, fit_report = self._refine_points(crop, output, points, False, start)
+            agreement = judge.of(fit.refined_vertices, self.agreement_faces).confidence if "cam_from_template" in fit_report else None
+            return fit, fit_report, agreement
+
+        # The two fits are independent: the last pose's goes to the worker thread, where
+        # there is one, while this thread does the network's (the kernels release the
+        # interpreter lock), and the result is the same as one after the other.
+        carrying = self._second_fit.submit(judged, last) if self._second_fit is not None else None
+        refined, report, ours = judged(None)
+        carried, carried_report, theirs = carrying.result() if carrying is not None else judged(last)
+        report["from_last_frame"] = False
+        if ours is None or theirs is None:
+            return refined, report
         if theirs > ours:
             return carried, {**carried_report, "from_last_frame": True, "agreement": (ours, theirs)}
         return refined, {**report, "agreement": (ours, theirs)}
