@@ -769,10 +769,21 @@ class HandTracker:
         output, stage_ms = self.estimator.complete(begun.launched)
         timings.update(stage_ms)
         crop = begun.launched.crop
+        current = begun.track == self._track
+        refining = None
+        if self._refiner is not None:
+            t0 = time.perf_counter()
+            # Begun before the confidence, so that the last pose's fit, on the refinement's
+            # own thread, runs while this one judges the network's fit. A frame completed
+            # after a later one ended its track neither starts from nor leaves a pose for
+            # the new track.
+            last = self._last_pose if current and self._last_pose is not None and self._last_pose.handedness == crop.handedness else None
+            size = (frame.intrinsics.width, frame.intrinsics.height)
+            refining = self._refiner.start_tracked(crop, output, size, None if last is None else last.cam_from_template)
+            refine_begun_ms = 1e3 * (time.perf_counter() - t0)
         estimate = self.estimator.to_estimate(crop, output, dict(timings), frame.intrinsics)
         # The stages the estimate itself took (its confidence) are the frame's too.
         timings.update({stage: ms for stage, ms in estimate.timings_ms.items() if stage not in timings})
-        current = begun.track == self._track
         min_confidence = max(self.config.min_confidence, self.config.min_confidence_when_doubtful) if begun.doubtful else self.config.min_confidence
         if estimate.confidence < min_confidence:
             if current:
@@ -781,19 +792,15 @@ class HandTracker:
             return FrameResult(frame, (), timings, judged_no_hand=begun.doubtful)
         if current:
             self._previous_center = begun.centre
-        if self._refiner is not None:
-            # After the confidence, which judges the network's own fit: a refined mesh meets
-            # the depth better wherever it is, so judged after refinement, a fit to the wrong
-            # thing (a desk under a hand 1 cm above it) could pass (``docs/network.md``).
+        if refining is not None:
+            # Taken after the confidence, which judges the network's own fit: a refined mesh
+            # meets the depth better wherever it is, so judged after refinement, a fit to the
+            # wrong thing (a desk under a hand 1 cm above it) could pass (``docs/network.md``).
             t0 = time.perf_counter()
-            # A frame completed after a later one ended its track neither starts from nor
-            # leaves a pose for the new track.
-            last = self._last_pose if current and self._last_pose is not None and self._last_pose.handedness == crop.handedness else None
-            size = (frame.intrinsics.width, frame.intrinsics.height)
-            refined, report = self._refiner.refine_tracked(crop, output, size, None if last is None else last.cam_from_template)
+            refined, report = refining.finish()
             if current:
                 self._last_pose = _RefinedPose(crop.handedness, report["cam_from_template"]) if "cam_from_template" in report else None
-            timings["refine"] = 1e3 * (time.perf_counter() - t0)
+            timings["refine"] = refine_begun_ms + 1e3 * (time.perf_counter() - t0)
             uv = project(refined.joints, frame.intrinsics)
             estimate = dataclasses.replace(estimate, joints_cam_m=refined.joints, vertices_cam_m=refined.refined_vertices, joints_uv_px=uv.astype(np.float32))
         if begun.smoother is not None:

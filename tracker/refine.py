@@ -217,27 +217,48 @@ class Refiner:
         tracker's confidence measure; the network's fit on a tie). The report says which
         (``from_last_frame``) and, where both were weighed, their ``agreement``s (network's,
         last pose's). ``image_size``: (width, height) of the image the crop was cut from."""
-        points = self._hand_points(crop, output)  # the same for both fits
-        if last is None or not self.config.from_last_frame or points is None or len(points) < self.config.min_points:
-            refined, report = self._refine_points(crop, output, points, False, None)
-            report["from_last_frame"] = False
-            return refined, report
+        return self.start_tracked(crop, output, image_size, last).finish()
+
+    def start_tracked(self, crop: HandCrop, output: NetworkOutput, image_size: tuple[int, int], last: np.ndarray | None) -> "TrackedRefinement":
+        """``refine_tracked`` begun: the last pose's fit goes to the worker thread, where
+        there is one, and the caller's thread is free until it calls ``finish`` on what this
+        returns (the tracker judges the network's fit meanwhile). Not finished, it is let go."""
+        return TrackedRefinement(self, crop, output, image_size, last)
+
+
+class TrackedRefinement:
+    """A tracked frame's refinement under way (``Refiner.start_tracked``)."""
+
+    def __init__(self, refiner: Refiner, crop: HandCrop, output: NetworkOutput, image_size: tuple[int, int], last: np.ndarray | None) -> None:
+        self.refiner, self.crop, self.output = refiner, crop, output
+        self.points = refiner._hand_points(crop, output)  # the same for both fits
+        self.last = last
+        if last is None or not refiner.config.from_last_frame or self.points is None or len(self.points) < refiner.config.min_points:
+            self.last = None
+            return
         # Each fit judged as the tracker judges the network's (faces and all): mesh over
         # empty space or sunk into the surface counts against it, which matching the
         # hand's points to the mesh alone would not see (a broken finger over background).
-        judge = CropAgreement(crop, output.hand_probability, image_size)
-
-        def judged(start: np.ndarray | None) -> tuple[NetworkOutput, dict, float | None]:
-            fit, fit_report = self._refine_points(crop, output, points, False, start)
-            agreement = judge.of(fit.refined_vertices, self.agreement_faces).confidence if "cam_from_template" in fit_report else None
-            return fit, fit_report, agreement
-
+        self.judge = CropAgreement(crop, output.hand_probability, image_size)
         # The two fits are independent: the last pose's goes to the worker thread, where
-        # there is one, while this thread does the network's (the kernels release the
-        # interpreter lock), and the result is the same as one after the other.
-        carrying = self._second_fit.submit(judged, last) if self._second_fit is not None else None
-        refined, report, ours = judged(None)
-        carried, carried_report, theirs = carrying.result() if carrying is not None else judged(last)
+        # there is one (the kernels release the interpreter lock), and the result is the
+        # same as one after the other.
+        worker = refiner._second_fit
+        self.carrying = worker.submit(self._judged, last) if worker is not None else None
+
+    def _judged(self, start: np.ndarray | None) -> tuple[NetworkOutput, dict, float | None]:
+        fit, report = self.refiner._refine_points(self.crop, self.output, self.points, False, start)
+        agreement = self.judge.of(fit.refined_vertices, self.refiner.agreement_faces).confidence if "cam_from_template" in report else None
+        return fit, report, agreement
+
+    def finish(self) -> tuple[NetworkOutput, dict]:
+        """``Refiner.refine_tracked``'s result."""
+        if self.last is None:
+            refined, report = self.refiner._refine_points(self.crop, self.output, self.points, False, None)
+            report["from_last_frame"] = False
+            return refined, report
+        refined, report, ours = self._judged(None)
+        carried, carried_report, theirs = self.carrying.result() if self.carrying is not None else self._judged(self.last)
         report["from_last_frame"] = False
         if ours is None or theirs is None:
             return refined, report
