@@ -360,7 +360,8 @@ class OnnxRuntimeBackend(_BackendBase):
     faster when the network has the cores to itself (60 against 51 frames/s end to end on
     a 2-core CPU, 2000-frame runs); when frame-preparation worker processes share those cores, the spinning
     threads steal their time, and turning it off is faster (70 against 58 frames/s with one
-    worker). ``tracker.pipeline.backend_options`` chooses.
+    worker; both measured while the threads still spun between runs too).
+    ``tracker.pipeline.backend_options`` chooses.
     """
 
     name = "onnxruntime"

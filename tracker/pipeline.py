@@ -83,8 +83,9 @@ class TrackerConfig:
     #: confidence, and so whether a hand is reported, is the network's fit's either way.
     #: On by default: 15 % less joint error on held-out frames, and within a track (where it
     #: also refines the last frame's pose) a hand held still shakes less, for about 1 ms a
-    #: hand on one CPU core, 2 ms within a track (``benchmarks/refinement.py``,
-    #: ``benchmarks/held_still.py``).
+    #: hand on one CPU core; within a track its two fits take 2 ms one after the other, and
+    #: 1.1-1.2 ms of this thread's time side by side on two cores (``benchmarks/refinement.py``,
+    #: ``benchmarks/held_still.py``, ``docs/performance.md``).
     refine: bool = True
     refinement: RefineConfig = field(default_factory=RefineConfig)
     #: Smooth the joints over time with a One-Euro filter (off: raw per-frame estimates).

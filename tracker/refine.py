@@ -9,7 +9,9 @@ tracker (``TrackerConfig.refine``) refines the hands it keeps, after their confi
 refined mesh meets the depth wherever it lies, so it must not decide whether a hand is there.
 Within a track it also refines the last frame's refined pose against the new frame and
 keeps whichever fit the depth bears out better (``Refiner.refine_tracked``), so a frame
-whose network fit breaks does not break the track's hand.
+whose network fit breaks does not break the track's hand. The two fits are independent, and
+where the process has a second CPU the last pose's runs on a thread of its own, begun before
+the tracker judges the network's fit (``Refiner.start_tracked``).
 
 Why: the network regresses the mesh from a 64x64 crop and leaves millimetres on the table
 that the depth itself can settle; the refinement takes them back where the hand is seen,
@@ -74,7 +76,8 @@ class RefineConfig:
     #: fingers the sensor's noise breaks up, a fit comes out broken (fingertips centimetres
     #: off) between good ones; the last frame's pose, refined, then fits better and is kept.
     #: Where the hand moved, the network's fit does. It costs a second refinement and two
-    #: agreements a tracked frame (``docs/network.md``, "Online refinement").
+    #: agreements a tracked frame, on a second thread where there is a CPU for it
+    #: (``docs/network.md``, "Online refinement").
     from_last_frame: bool = True
 
     def __post_init__(self) -> None:
