@@ -130,7 +130,7 @@ def usable_cpus() -> int:
 class Refiner:
     """Refines a crop's network output against the crop's depth (``refine``).
     ``parallel``: a tracked frame's two fits (``refine_tracked``) run side by side where
-    more than one CPU is free to take them; the results are the same either way."""
+    the process may run on more than one CPU; the results are the same either way."""
 
     def __init__(self, model: HandModel, config: RefineConfig = RefineConfig(), parallel: bool = True) -> None:
         self.config = config
