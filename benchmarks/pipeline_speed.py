@@ -576,7 +576,8 @@ def main(argv: list[str] | None = None) -> int:
         "estimate, sinks) per frame over the timed frames, its blocking waits left out; with the network replayed, 1000 / this "
         "is the most frames/s that thread allows on this machine, with no worker left waiting. onnxruntime also runs part of "
         "the network in this thread, and a wait for a GPU's outputs (a stand-in's with --replay-gpu-ms, torch's "
-        "synchronisation) spins, so it counts",
+        "synchronisation) spins, so it counts. The online refinement's second fit, on a thread of its own where the process "
+        "has more than one CPU, does not count, nor does this thread's (blocking) wait for it",
         **(_paced_figures(probe, source, warmup, ahead) if live else {}),
         "rss_mb_start": rss_start,
         "rss_mb_end": rss_end,
