@@ -136,6 +136,41 @@ def test_normal_equations_hold_the_gradient_of_their_cost(hand_model, huber_m):
     np.testing.assert_allclose(hessian, hessian.T, atol=1e-12)
 
 
+@pytest.mark.parametrize("huber_m", [1.0, 0.001])
+def test_normal_equations_are_the_sum_over_points_of_each_residuals_product(hand_model, huber_m):
+    # The kernel sums points per vertex before the outer products; here every point's own
+    # Jacobian row, written out densely, several points sharing a vertex.
+    refiner = Refiner(hand_model)
+    transforms = _posed(refiner, 3)
+    vertices = linear_blend_skinning(refiner.template, refiner.vertex_part_weights, transforms)
+    normals = vertex_normals(vertices, refiner.faces[Handedness.RIGHT])
+    centres = np.einsum("prc,pc->pr", transforms[:, :3, :3], refiner.part_rest_centres) + transforms[:, :3, 3]
+    rng = np.random.default_rng(4)
+    matches = np.r_[rng.choice(len(vertices), 150), -1, -1].astype(np.int64)  # repeats and unmatched points
+    points = vertices[np.maximum(matches, 0)] + rng.normal(0, 0.003, (len(matches), 3))
+    hessian, gradient = np.zeros((PART_DOF * NUM_PARTS,) * 2), np.zeros(PART_DOF * NUM_PARTS)
+    point_to_plane_normal_equations(
+        points, matches, vertices, normals, refiner.template, refiner.vertex_parts, refiner.vertex_blend, transforms, centres, huber_m, 2.0, hessian, gradient
+    )
+    expected_hessian, expected_gradient = np.zeros_like(hessian), np.zeros_like(gradient)
+    for point, k in zip(points, matches):
+        if k < 0:
+            continue
+        n = normals[k]
+        r = n @ (vertices[k] - point)
+        w = 2.0 * (1.0 if abs(r) <= huber_m else huber_m / abs(r))
+        row = np.zeros(PART_DOF * NUM_PARTS)
+        for part in np.flatnonzero(refiner.vertex_part_weights[k]):
+            placed = transforms[part, :3, :3] @ refiner.template[k] + transforms[part, :3, 3] - centres[part]
+            row[PART_DOF * part : PART_DOF * part + 6] += refiner.vertex_part_weights[k, part] * np.r_[np.cross(placed, n), n]
+        expected_hessian += w * np.outer(row, row)
+        expected_gradient += w * r * row
+    # Sums in another order: equal to rounding, far below 1e-9 of their scale.
+    np.testing.assert_allclose(hessian, expected_hessian, rtol=0, atol=1e-9 * np.abs(expected_hessian).max())
+    np.testing.assert_allclose(gradient, expected_gradient, rtol=0, atol=1e-9 * np.abs(expected_gradient).max())
+    np.testing.assert_array_equal(hessian, hessian.T)
+
+
 def test_refit_transforms_map_to_the_camera_as_the_vertices_do(hand_model):
     refit = Refit(hand_model)
     sample = render_sample(hand_model, SceneConfig(), 11)
