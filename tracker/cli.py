@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tracker.machine import usable_cpus
 from tracker.signals import SignalHandlers
 from tracker.sources import DEFAULT_SYNTHETIC_FRAMES
 from tracker.types import HAND_CHOICES
@@ -684,7 +685,7 @@ def _lighter_network_note(stats: dict, realtime: bool, backend: str, weights: Pa
     if backend == "onnxruntime":
         options.append("--backend onnxruntime-int8 (the 8-bit network, much faster on CPUs with AVX-512 VNNI)")
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = usable_cpus()
     worker = not segment_ahead and cores >= 3
     if not options and not worker:
         return None

@@ -15,6 +15,12 @@ from pathlib import Path
 VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (a container's or taskset's share)
+    where the platform has one (Linux), else all of them."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def machine_info() -> dict:
     cpu = platform.processor() or platform.machine()
     fields: dict[str, str] = {}

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import signal
 import threading
 import time
@@ -36,6 +35,7 @@ from tracker.confidence import depth_agreement
 from tracker.crop import CROP_SIZE, DEFAULT_CUBE_SIZE_M, BackgroundPlane, CropFrame, OutOfImage
 from tracker.estimator import HandEstimator, Launched
 from tracker.lens import pinhole_view, project
+from tracker.machine import usable_cpus
 from tracker.prepare import PREPARE_OPENCV_THREADS, HandChoiceConfig, PrepareConfig, Prepared, PrepareWorkerEnded, PrepareWorkers, prepare_frame, side_classifier_crop, warm_up_preparation
 from tracker.refine import RefineConfig, Refiner, warm_up_refiner
 from tracker.segment import SegmentConfig
@@ -198,8 +198,7 @@ def default_segment_ahead(backend: str) -> int:
     (``benchmarks/results/playback_avx2_segment_ahead/``). The torch CPU backend gains
     nothing from a worker (33 frames/s either way), so it gets none.
     """
-    # The CPUs this process may use (a container's or taskset's share); Linux only.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cpus()
     if backend in GPU_BACKENDS:
         return max(1, min(3, cores - 2))
     if backend in ONNXRUNTIME_CPU_BACKENDS and cores >= 3:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import os
 import weakref
 from dataclasses import dataclass
 
@@ -34,6 +33,7 @@ from kernels.lbs import linear_blend_skinning
 from tracker.confidence import CropAgreement, crop_camera
 from tracker.estimator import NetworkOutput
 from tracker.hand_model import HandModel
+from tracker.machine import usable_cpus
 from tracker.refit import Refit
 from tracker.skeleton import NUM_PARTS, SKIN_JOINT_PARENTS, SKIN_JOINT_PART
 from tracker.types import Handedness, HandCrop
@@ -117,14 +117,6 @@ def camera_part_transforms(part_transforms_crop: np.ndarray, crop: HandCrop) -> 
     out[:, :3, 3] += crop.center_cam_m
     out[:, 3, 3] = 1.0
     return out
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the platform has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 class Refiner:
