@@ -39,6 +39,7 @@ from tracker.machine import usable_cpus
 from tracker.prepare import PREPARE_OPENCV_THREADS, HandChoiceConfig, PrepareConfig, Prepared, PrepareWorkerEnded, PrepareWorkers, prepare_frame, side_classifier_crop, warm_up_preparation
 from tracker.refine import RefineConfig, Refiner, warm_up_refiner
 from tracker.segment import SegmentConfig
+from tracker.skeleton import HandPart
 from tracker.side_vote import SideVote, SideVoteConfig
 from tracker.signals import SignalHandlers
 from tracker.smoothing import OneEuroConfig, OneEuroFilter
@@ -779,7 +780,8 @@ class HandTracker:
             # the new track.
             last = self._last_pose if current and self._last_pose is not None and self._last_pose.handedness == crop.handedness else None
             size = (frame.intrinsics.width, frame.intrinsics.height)
-            refining = self._refiner.start_tracked(crop, output, size, None if last is None else last.cam_from_template)
+            start = None if last is None else self._refiner.start_from_last(last.cam_from_template, last.timestamp_ms, last.previous_palm, last.previous_ms, frame.timestamp_ms)
+            refining = self._refiner.start_tracked(crop, output, size, start)
             refine_begun_ms = 1e3 * (time.perf_counter() - t0)
         estimate = self.estimator.to_estimate(crop, output, dict(timings), frame.intrinsics)
         # The stages the estimate itself took (its confidence) are the frame's too.
@@ -799,7 +801,13 @@ class HandTracker:
             t0 = time.perf_counter()
             refined, report = refining.finish()
             if current:
-                self._last_pose = _RefinedPose(crop.handedness, report["cam_from_template"]) if "cam_from_template" in report else None
+                before = self._last_pose if self._last_pose is not None and self._last_pose.handedness == crop.handedness else None
+                self._last_pose = None
+                if "cam_from_template" in report:
+                    self._last_pose = _RefinedPose(
+                        crop.handedness, report["cam_from_template"], frame.timestamp_ms,
+                        None if before is None else before.cam_from_template[HandPart.PALM], 0.0 if before is None else before.timestamp_ms,
+                    )
             timings["refine"] = refine_begun_ms + 1e3 * (time.perf_counter() - t0)
             uv = project(refined.joints, frame.intrinsics)
             estimate = dataclasses.replace(estimate, joints_cam_m=refined.joints, vertices_cam_m=refined.refined_vertices, joints_uv_px=uv.astype(np.float32))
@@ -834,11 +842,17 @@ class _EndedTrack(NamedTuple):
 
 
 class _RefinedPose(NamedTuple):
-    """A frame's refined hand: its side and its parts' poses ((P, 4, 4) float64
-    camera_from_template, ``Refiner.refine``'s ``cam_from_template``)."""
+    """A frame's refined hand: its side, its parts' poses ((P, 4, 4) float64
+    camera_from_template, ``Refiner.refine``'s ``cam_from_template``) and the frame's
+    timestamp (ms); and of the track's frame before, where it was refined on the same side,
+    the palm's pose ((4, 4) float64 camera_from_template) and timestamp: how the hand was
+    moving (``Refiner.start_from_last``)."""
 
     handedness: Handedness
     cam_from_template: np.ndarray
+    timestamp_ms: float
+    previous_palm: np.ndarray | None
+    previous_ms: float
 
 
 class _StreamPosition(NamedTuple):

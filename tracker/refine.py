@@ -27,6 +27,7 @@ import weakref
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from kernels.icp import crop_pixel_points, nearest_front_vertices, refine_part_transforms, vertex_normals
 from kernels.lbs import linear_blend_skinning
@@ -35,7 +36,7 @@ from tracker.estimator import NetworkOutput
 from tracker.hand_model import HandModel
 from tracker.machine import usable_cpus
 from tracker.refit import Refit
-from tracker.skeleton import NUM_PARTS, SKIN_JOINT_PARENTS, SKIN_JOINT_PART
+from tracker.skeleton import NUM_PARTS, SKIN_JOINT_PARENTS, SKIN_JOINT_PART, HandPart
 from tracker.types import Handedness, HandCrop
 
 #: Crop pixels the network gives at least this hand probability are the hand's points.
@@ -79,10 +80,22 @@ class RefineConfig:
     #: agreements a tracked frame, on a second thread where there is a CPU for it
     #: (``docs/network.md``, "Online refinement").
     from_last_frame: bool = True
+    #: ... moved on first as the hand was moving (``continued_pose``): where the palm moved
+    #: further than this between the track's last two frames, the last pose is carried on
+    #: by that motion (translation and turn about the palm's centre, per the frames' clock)
+    #: before it is refined, so that on a moving hand it starts where the hand now is
+    #: rather than a frame behind. The limit is for a palm at 0.45 m and grows with the
+    #: square of its distance, as the depth's noise does: a hand held still must not be
+    #: pushed on by its own jitter. None: the last pose as it was. Chosen ad hoc
+    #: (``docs/network.md``, "From the last frame's pose").
+    continue_motion_above_m: float | None = 0.001
 
     def __post_init__(self) -> None:
         if not isinstance(self.from_last_frame, bool):
             raise ValueError(f"from_last_frame must be True or False, got {self.from_last_frame!r}")
+        limit = self.continue_motion_above_m
+        if limit is not None and not (isinstance(limit, (int, float)) and np.isfinite(limit) and limit >= 0):
+            raise ValueError(f"continue_motion_above_m must be None or a distance of 0 or more (metres), got {limit!r}")
         if self.iterations < 0 or not 1 <= self.min_points <= self.max_points:
             raise ValueError(f"iterations >= 0 and 1 <= min_points <= max_points needed, got {self.iterations}, {self.min_points}, {self.max_points}")
         for name in ("point_sigma_m", "huber_m", "max_match_distance_m", "rotation_sigma_rad", "translation_sigma_m", "joint_gap_sigma_m"):
@@ -117,6 +130,34 @@ def camera_part_transforms(part_transforms_crop: np.ndarray, crop: HandCrop) -> 
     out[:, :3, 3] += crop.center_cam_m
     out[:, 3, 3] = 1.0
     return out
+
+
+#: Depth at which ``RefineConfig.continue_motion_above_m`` holds as given.
+CONTINUE_MOTION_REFERENCE_DEPTH_M = 0.45
+#: At most this many of the last frame-to-frame steps are carried on (frames dropped in
+#: between): a longer guess, from one step's noisy motion, is more likely wrong than right.
+MAX_CONTINUED_STEPS = 3.0
+
+
+def continued_pose(last: np.ndarray, previous_palm: np.ndarray, palm_centre: np.ndarray, steps: float) -> np.ndarray:
+    """(P, 4, 4) float64 camera_from_template per part: ``last`` moved on rigidly by
+    ``steps`` times the palm's motion from ``previous_palm`` to ``last[PALM]`` (each a
+    (4, 4) camera_from_template of the palm part): its centre (``palm_centre``, (3,) in the
+    template, metres) carried along in a straight line, and the whole hand turned about it
+    by that many times the palm's turn. Parts' poses are similarities: only their rotation
+    is carried on, never a change of scale."""
+    last = np.asarray(last, np.float64)
+    before, after = np.asarray(previous_palm, np.float64), last[HandPart.PALM]
+    centre_before = before[:3, :3] @ palm_centre + before[:3, 3]
+    centre_after = after[:3, :3] @ palm_centre + after[:3, 3]
+    # A similarity's linear part is its rotation times a scale: the cube root of the
+    # determinant takes the scale off.
+    turn = (after[:3, :3] / np.cbrt(np.linalg.det(after[:3, :3]))) @ (before[:3, :3] / np.cbrt(np.linalg.det(before[:3, :3]))).T
+    rotation = Rotation.from_rotvec(steps * Rotation.from_matrix(turn).as_rotvec()).as_matrix()
+    moved_from_last = np.eye(4)
+    moved_from_last[:3, :3] = rotation
+    moved_from_last[:3, 3] = centre_after + steps * (centre_after - centre_before) - rotation @ centre_after
+    return moved_from_last[None] @ last
 
 
 class Refiner:
@@ -155,6 +196,26 @@ class Refiner:
         if self._second_fit is not None:
             weakref.finalize(self, self._second_fit.shutdown, wait=False)
         self.prior = np.tile(np.r_[np.full(3, c.rotation_sigma_rad ** -2), np.full(3, c.translation_sigma_m ** -2)], NUM_PARTS)
+
+    def start_from_last(self, last: np.ndarray, last_ms: float, previous_palm: np.ndarray | None, previous_ms: float, now_ms: float) -> np.ndarray:
+        """Where a tracked frame at ``now_ms`` (the frames' clock, milliseconds) starts its
+        fit from the last frame's (``refine_tracked``'s ``last``): ``last``, the track's last
+        refined pose (at ``last_ms``), moved on as the palm moved since the frame before
+        (``previous_palm``, its palm's camera_from_template then, at ``previous_ms``; None
+        where the track has no such frame) where that motion is larger than the depth's
+        noise would make it (``RefineConfig.continue_motion_above_m``); else ``last``."""
+        limit = self.config.continue_motion_above_m
+        if limit is None or previous_palm is None or not now_ms > last_ms > previous_ms:
+            return last  # no motion known, or no clock to carry it on by
+        centre = self.part_rest_centres[HandPart.PALM]
+        after = last[HandPart.PALM, :3, :3] @ centre + last[HandPart.PALM, :3, 3]
+        before = previous_palm[:3, :3] @ centre + previous_palm[:3, 3]
+        depth = max(float(after[2]), 1e-3)
+        if not np.linalg.norm(after - before) > limit * (depth / CONTINUE_MOTION_REFERENCE_DEPTH_M) ** 2:
+            return last
+        steps = min((now_ms - last_ms) / (last_ms - previous_ms), MAX_CONTINUED_STEPS)
+        moved = continued_pose(last, previous_palm, centre, steps)
+        return moved if np.all(np.isfinite(moved)) else last
 
     def refine(self, crop: HandCrop, output: NetworkOutput, measure: bool = False, start: np.ndarray | None = None) -> tuple[NetworkOutput, dict]:
         """``output`` with its mesh and joints refined against ``crop``'s depth, and what the
