@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--refine", action=argparse.BooleanOptionalAction, default=True,
         help="refine each estimate against the depth it was cut from (a few steps of articulated ICP after the network; "
         "15 %% lower mean joint error on held-out synthetic frames: benchmarks/results/refinement.json). Within a track the "
-        "last frame's pose is refined too and the fit the depth bears out better is kept, which steadies a far hand held still "
+        "last frame's pose (on a moving hand, carried on by its last motion) is refined too and the fit the depth bears out better is kept, which steadies a far hand held still "
         "(benchmarks/results/held_still.json). About 1 ms a hand on one CPU core; within a track 2 ms, or about 1.2 ms with a second core for the last pose's fit. "
         "On by default; --no-refine keeps the network's fit as it is, for the most frames a second",
     )

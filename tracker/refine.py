@@ -9,7 +9,8 @@ tracker (``TrackerConfig.refine``) refines the hands it keeps, after their confi
 refined mesh meets the depth wherever it lies, so it must not decide whether a hand is there.
 Within a track it also refines the last frame's refined pose against the new frame and
 keeps whichever fit the depth bears out better (``Refiner.refine_tracked``), so a frame
-whose network fit breaks does not break the track's hand. The two fits are independent, and
+whose network fit breaks does not break the track's hand; on a moving hand that pose is
+first carried on by the palm's last motion (``Refiner.start_from_last``). The two fits are independent, and
 where the process has a second CPU the last pose's runs on a thread of its own, begun before
 the tracker judges the network's fit (``Refiner.start_tracked``).
 
