@@ -567,7 +567,7 @@ def test_a_tracker_that_refines_reports_its_time_and_tracks_closer():
     with track("synthetic:3", max_frames=2, hand="right", refine=False) as tracked:
         assert all("refine" not in r.timings_ms for r in tracked)
     # 10 frames of seed 3: ~8 mm without, the refinement takes ~0.5 mm off (the built-in
-    # input's 120 frames: 7.7 without against 7.2 mm). Closer by any amount is the claim here.
+    # input's 120 frames: 7.7 without against 6.8 mm). Closer by any amount is the claim here.
     assert errors[True] < errors[False], errors
     with pytest.raises(ValueError, match="refine"):
         open_tracker(refine="yes")
