@@ -282,8 +282,13 @@ def test_a_side_check_runs_both_sides_on_a_track_s_first_frame_and_every_so_ofte
     assert checked._side_vote.frames == 1 + SIDE_CHECK_VOTES
     for frame in frames[1:]:
         assert checked.process(frame).hands[0].handedness == Handedness.LEFT
-    # Checks at the track's frames 0, 15 and 30: one network more each (the side taken
-    # reuses its run).
+    # Checks at the track's frames 0 and 15, one network more each (the side taken reuses
+    # its run); the one at 15 bore out the side decided, so the next is 30 frames on, at 45.
+    assert backend.runs == 31 + 2 and checked._side_check_interval == 30
+    # At a fixed interval (``side_check_every_at_most`` as short): 0, 15 and 30.
+    fixed_interval = HandTracker(HandEstimator(backend, hand_model), TrackerConfig(side_check_every=15, side_check_every_at_most=15))
+    backend.runs = 0
+    assert all(fixed_interval.process(frame).hands[0].handedness == Handedness.LEFT for frame in frames)
     assert backend.runs == 31 + 3
     # A backend with a frame in flight is not interrupted: no check then.
     checked.reset()
@@ -310,7 +315,7 @@ def test_warming_up_leaves_the_tracker_as_it_was(hand_model):
     warmed, plain = (HandTracker(HandEstimator(create_backend("onnxruntime"), hand_model)) for _ in range(2))
     for frame in frames[:2]:
         warmed.process(frame), plain.process(frame)
-    state = ("_previous_center", "_begun_center", "_begun_position", "_ended", "_track", "_last_frame", "_side", "_track_frames", "_side_checked_at")
+    state = ("_previous_center", "_begun_center", "_begun_position", "_ended", "_track", "_last_frame", "_side", "_track_frames", "_side_checked_at", "_side_check_interval")
     before = {name: getattr(warmed, name) for name in state}
     votes_before = vars(warmed._side_vote).copy()
     assert warmed.warm_up() > 0
@@ -2281,8 +2286,9 @@ def test_the_tracker_loads_the_shipped_hand_presence_classifier_unless_turned_of
         dict(min_hand_probability=0.999), dict(min_hand_probability=-0.1), dict(hand_evidence_weight=0.0), dict(hand_evidence_weight=1.5),
         dict(doubtful_hand_probability=-0.01), dict(min_confidence_when_doubtful=1.2),
         dict(resume_side_within_ms=-1.0), dict(resume_side_within_ms=float("nan")),
+        dict(side_check_every=15, side_check_every_at_most=10),  # shorter than the shortest
     ):
-        with pytest.raises(ValueError, match="min_hand_probability|hand_evidence_weight|doubtful|resume_side_within_ms"):
+        with pytest.raises(ValueError, match="min_hand_probability|hand_evidence_weight|doubtful|resume_side_within_ms|side_check_every_at_most"):
             HandTracker(estimator, TrackerConfig(**bad))
 
 
@@ -2342,7 +2348,9 @@ class _CheckingEstimator:
         return HandEstimate(np.zeros((1, 3), np.float32), np.full((21, 3), 0.5, np.float32), np.zeros((21, 2), np.float32), Handedness(output), self.confidence, timings)
 
     def side_check_agreement(self, crop, output, intrinsics):
-        return self.confidence
+        # Where a side is favoured, the depth bears out the other's fit less well.
+        favoured = getattr(self, "favoured", None)
+        return self.confidence if favoured in (None, crop.side) else self.confidence - 0.2
 
 
 def _checking_step(tracker, number, centre, hand_logit=6.0, timestamp_ms=None, confidence=1.0):
@@ -2391,6 +2399,32 @@ def test_side_check_due_says_beforehand_which_frames_begin_with_a_side_check(han
             # evidence; the second is doubted, and its fit is not good enough then), as does
             # the poor fit.
             assert [n for n, d in enumerate(due) if d] == expected, resume_ms
+
+
+def test_side_checks_space_out_while_they_bear_out_the_side_decided():
+    from tracker.pipeline import HandTracker, TrackerConfig
+
+    presence = type("Presence", (), {})()
+    tracker = HandTracker(_CheckingEstimator(), TrackerConfig(refine=False, side_check_every=2, side_check_every_at_most=8), side_classifier=object(), presence=presence)
+    checks, sides = [], []
+    for number in range(60):
+        # The depth bears out the right side's fit, then from frame 23 on the left's.
+        tracker.estimator.favoured = Handedness.RIGHT if number < 23 else Handedness.LEFT
+        frame, prepared = _checking_step(tracker, 100 + number, [0.0, 0.0, 0.5], timestamp_ms=33.0 * number)
+        result = tracker.finish(frame, prepared)
+        checks += ["side_check" in result.timings_ms]
+        sides += [result.hands[0].handedness]
+    # Each check that bears out the side decided doubles the frames to the next, up to 8:
+    # 2, 4, 8, 8. From frame 23 the checks go against it (at 30): every second frame again
+    # until their votes outweigh the classifier's (right on every frame here) at 44, and
+    # from there they agree and space out once more.
+    assert [n for n, c in enumerate(checks) if c] == [0, 2, 6, 14, 22, *range(30, 46, 2), 46, 50, 58]
+    assert "".join(side.value[0] for side in sides) == "r" * 44 + "l" * 16
+    # A check without evidence (both fits alike) leaves the spacing as it was.
+    tracker.estimator.favoured = None
+    spacing = tracker._side_check_interval
+    tracker._space_side_checks({Handedness.RIGHT: 0.7, Handedness.LEFT: 0.7})
+    assert tracker._side_check_interval == spacing == 8
 
 
 def test_side_check_due_knows_a_jump_back_takes_up_the_track_lost_there():

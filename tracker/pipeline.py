@@ -119,6 +119,13 @@ class TrackerConfig:
     #: ``side_choice``). A check runs with no other frame's network in flight: a run that
     #: keeps two in flight (a GPU's, ``run_pipeline``) completes the frames before it first.
     side_check_every: int = 15
+    #: ... and the frames between checks double after each check that bears out the side the
+    #: track had decided, up to this many; a check that goes against it brings them back
+    #: to ``side_check_every``. A check runs the network a second time, and on a 2-core CPU
+    #: those frames were the slowest hundredth (``docs/performance.md``); once a track's
+    #: checks agree, further ones seldom change anything. ``side_check_every``: a check at
+    #: that fixed interval.
+    side_check_every_at_most: int = 120
     #: When playing a recording as fast as possible, prepare the next N frames (segment,
     #: crop, side classifier: ``tracker.prepare``) in N worker processes while the network
     #: runs on this one (0: each frame when its turn comes). Segmentation is the costliest
@@ -321,6 +328,8 @@ class HandTracker:
             raise ValueError(f"min_confidence_when_doubtful must be between 0 and 1, got {config.min_confidence_when_doubtful!r}")
         if not config.resume_side_within_ms >= 0.0:
             raise ValueError(f"resume_side_within_ms must be 0 or more, got {config.resume_side_within_ms!r}")
+        if config.side_check_every > 0 and not config.side_check_every_at_most >= config.side_check_every:
+            raise ValueError(f"side_check_every_at_most must be at least side_check_every ({config.side_check_every}), got {config.side_check_every_at_most!r}")
         if not 0.0 < config.hand_evidence_weight <= 1.0:
             raise ValueError(f"hand_evidence_weight must be above 0 and at most 1, got {config.hand_evidence_weight}")
         self.config = config
@@ -363,6 +372,8 @@ class HandTracker:
         #: the last side check was made at (None: none yet in this track).
         self._track_frames = 0
         self._side_checked_at: int | None = None
+        #: Frames from the last side check to the next (``_space_side_checks``).
+        self._side_check_interval = config.side_check_every
         #: Counts the tracks ended (``_lost``): a frame whose network ran while its track
         #: ended (``run_pipeline`` may begin the next frame before completing this one)
         #: is reported, but does not carry the new track on.
@@ -497,7 +508,9 @@ class HandTracker:
         if self._side_vote.frames > 0:
             # A new vote object: the ended one is kept as it stands for a track that may
             # take it up (``_resume_side``).
-            ended = _EndedTrack(self._side_vote, self._side, self._track_frames, self._side_checked_at, self._begun_center, self._begun_position)
+            ended = _EndedTrack(
+                self._side_vote, self._side, self._track_frames, self._side_checked_at, self._side_check_interval, self._begun_center, self._begun_position
+            )
             self._ended = [*self._ended, ended][-_ENDED_TRACKS_KEPT:]
             self._side_vote = SideVote(self.config.side_vote)
         self._previous_center = self._begun_center = self._begun_position = None
@@ -505,6 +518,7 @@ class HandTracker:
         self._hand_evidence = None
         self._track_frames = 0
         self._side_checked_at: int | None = None
+        self._side_check_interval = self.config.side_check_every
         self._side = None
         self._restart_smoothing()
 
@@ -581,6 +595,8 @@ class HandTracker:
             timings["side"] = 1e3 * (time.perf_counter() - t0)
         checked = self._side_check(frame, prepared)
         if checked is not None:
+            # Spaced by what the vote had decided before this check's evidence joins it.
+            self._space_side_checks(checked[0])
             vote_side_check(self._side_vote, checked[0])
         self._track_frames += 1
         side = Handedness.LEFT if self._side_vote.update(logit) == Handedness.LEFT else Handedness.RIGHT
@@ -617,8 +633,21 @@ class HandTracker:
         return "doubtful" if probability >= self.config.doubtful_hand_probability else "no hand"
 
     def _side_check_due_in_track(self) -> bool:
-        every = self.config.side_check_every
-        return every > 0 and (self._side_checked_at is None or self._track_frames - self._side_checked_at >= every)
+        return self.config.side_check_every > 0 and (self._side_checked_at is None or self._track_frames - self._side_checked_at >= self._side_check_interval)
+
+    def _space_side_checks(self, confidence: dict[Handedness, float]) -> None:
+        """After a side check (each side's fit's agreement with the depth): the frames to
+        the next, doubled where it bore out the side the track had decided, else back to
+        the shortest (``TrackerConfig.side_check_every_at_most``). A check with no evidence
+        (neither fit usable, or both alike) leaves them as they were."""
+        right, left = confidence[Handedness.RIGHT], confidence[Handedness.LEFT]
+        if max(right, left) <= 0.0 or right == left:
+            return
+        found = Handedness.RIGHT if right > left else Handedness.LEFT
+        if self._side_vote.side == found:
+            self._side_check_interval = min(2 * self._side_check_interval, self.config.side_check_every_at_most)
+        else:
+            self._side_check_interval = self.config.side_check_every
 
     def _resumable(self, frame: DepthFrame, centre: np.ndarray, ended_tracks: list[_EndedTrack] | None = None) -> _EndedTrack | None:
         """The lost track a track that begins with ``frame``, its hand at ``centre``, would
@@ -654,6 +683,7 @@ class HandTracker:
             # again, often in the pose it was lost in, fits both sides badly.
             self._side_vote, self._side = ended.vote, ended.side
             self._track_frames, self._side_checked_at = ended.track_frames, ended.side_checked_at
+            self._side_check_interval = ended.side_check_interval
 
     def _jumped(self, centre: np.ndarray) -> bool:
         """Whether the hand found at ``centre`` is too far from the last one begun to be the same."""
@@ -680,8 +710,7 @@ class HandTracker:
         else:
             ended = self._resumable(frame, prepared.centre) if self._track_frames == 0 else None
         if ended is not None:
-            every = self.config.side_check_every
-            return ended.side_checked_at is None or ended.track_frames - ended.side_checked_at >= every
+            return ended.side_checked_at is None or ended.track_frames - ended.side_checked_at >= ended.side_check_interval
         return self._side_check_due_in_track()
 
     def _side_check(self, frame: DepthFrame, prepared: Prepared):
@@ -830,13 +859,14 @@ _ENDED_TRACKS_KEPT = 4
 
 class _EndedTrack(NamedTuple):
     """A track that ended with a side vote: the vote, the side it reported, its frames and
-    last side check (as ``HandTracker`` counts them), and the hand centre and stream
+    last side check and the frames to the next (as ``HandTracker`` counts them), and the hand centre and stream
     position of its last frame begun (``HandTracker._resume_side``)."""
 
     vote: SideVote
     side: Handedness | None
     track_frames: int
     side_checked_at: int | None
+    side_check_interval: int
     center: np.ndarray | None
     position: "_StreamPosition | None"
 
