@@ -110,8 +110,9 @@ class TrackerConfig:
     #: checks go on as the lost track had them due. 0, or frames without a clock (every
     #: timestamp 0): every track votes afresh.
     resume_side_within_ms: float = 200.0
-    #: Where the side is decided per track: on its first frame and every this many frames
-    #: after (a track that takes up a lost one's vote, above, goes on with its count), the
+    #: Where the side is decided per track: on its first frame and this many frames after
+    #: (then further apart, below; a track that takes up a lost one's vote, above, goes on
+    #: with its count), the
     #: network also runs on the other side's crop, and the side whose mesh the
     #: depth bears out better (``HandEstimator.side_check_agreement``) gets ``SIDE_CHECK_VOTES`` frames'
     #: worth of the side vote; 0: never. Per frame that side is the true one far more often
