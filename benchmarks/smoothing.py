@@ -64,9 +64,10 @@ GRID = {
     "derivative_cutoff_hz": (1.0, 2.0, 4.0),
 }
 #: The default before this measurement, for comparison: chosen by it on the tracker's
-#: estimates when the refinement started from the network's fit alone (the one before
-#: that, 1.5 Hz, 40, 4 Hz, on unrefined estimates).
-EARLIER_DEFAULT = OneEuroConfig(min_cutoff_hz=2.5, speed_coefficient=80.0, derivative_cutoff_hz=1.0)
+#: estimates when the refinement started from the last frame's pose as it was, not yet
+#: carried on by the hand's motion (before it: 2.5 Hz, 80, 1 Hz, when the refinement started
+#: from the network's fit alone; 1.5 Hz, 40, 4 Hz on unrefined estimates).
+EARLIER_DEFAULT = OneEuroConfig(min_cutoff_hz=1.5, speed_coefficient=80.0, derivative_cutoff_hz=2.0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,8 +8,10 @@ def test_still_hand_jitter_is_reduced():
     truth = np.full((21, 3), 0.5)
     f = OneEuroFilter()
     out = np.array([f(truth + rng.normal(0, 0.003, truth.shape), t / 30) for t in range(300)])
-    # At 1.5 Hz cut-off and 30 fps the noise alone would drop to a third; the noise's own
-    # apparent speed raises the cut-off (the price of little lag in motion), leaving 0.58.
+    # At the default's cut-off (0.5 Hz) and 30 fps the noise alone would drop to a fifth;
+    # the noise's own apparent speed raises the cut-off (the price of little lag in
+    # motion), leaving 0.61 (0.58 at 1.5 Hz, the default before, where a lagging output
+    # sees less of that speed).
     assert np.std(out[100:] - truth) < 0.65 * 0.003
 
 
@@ -19,7 +21,7 @@ def test_moving_hand_is_followed_with_little_lag():
     positions = 0.3 * times  # 30 cm/s
     out = np.array([f(np.full((21, 3), p), t)[0, 0] for p, t in zip(positions, times)])
     # A first-order low-pass lags by about v * tau, tau = 1 / (2 pi f_c); the speed term
-    # raises f_c from 1.5 to 13.5 Hz at 30 cm/s, bounding the lag by ~3.5 mm (9x less than
+    # raises f_c from 0.5 to 24.5 Hz at 30 cm/s, bounding the lag by ~2 mm (49x less than
     # without it).
     config = OneEuroConfig()
     cutoff = config.min_cutoff_hz + config.speed_coefficient * 0.3

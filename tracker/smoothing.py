@@ -24,7 +24,7 @@ class OneEuroConfig:
     these estimates' error."""
 
     #: Cut-off at rest, Hz: lower = smoother when still.
-    min_cutoff_hz: float = 1.5
+    min_cutoff_hz: float = 0.5
     #: How fast the cut-off rises with speed (per m/s): higher = less lag in fast motion.
     speed_coefficient: float = 80.0
     #: Cut-off for the speed estimate itself, Hz.
