@@ -19,9 +19,10 @@ class OneEuroConfig:
     hands tracked as by default (refined, within a track from the last frame's pose too),
     the one with the least jitter among those that add at most a tenth to the mean joint
     error, at 30 and at 90 frames/s (``benchmarks/results/smoothing.json``: jitter 32 % and
-    39 % lower, error 7.2 % and 9.7 % higher). The one before it (2.5 Hz, 80, 1 Hz), chosen
-    so when the refinement started from the network's fit alone, added 6.7 % and 13 % to
-    these estimates' error."""
+    38 % lower, error 7.6 % and 9.2 % higher). The one before it (1.5 Hz, 80, 2 Hz), chosen
+    so when the last frame's pose was not yet carried on by the hand's motion, gives 31 % and
+    37 % less jitter for 6.4 % and 8.5 % more error; then the 0.5 Hz cut-off added 10.4 %
+    at 90 frames/s."""
 
     #: Cut-off at rest, Hz: lower = smoother when still.
     min_cutoff_hz: float = 0.5
