@@ -324,8 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--side-check-every", type=int, default=None, metavar="N",
-        help="check the hand's side on a track's first frame and every N frames after, by running the network as both "
-        "sides (default: as the tracker does, TrackerConfig.side_check_every; 0: never, as with --hand left|right)",
+        help="check the hand's side on a track's first frame and N frames after, by running the network as both "
+        "sides, then further apart while the checks agree (default: as the tracker does, TrackerConfig.side_check_every "
+        "and side_check_every_at_most; 0: never, as with --hand left|right)",
     )
     parser.add_argument(
         "--profile", type=Path, metavar="FILE",
@@ -431,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         ahead = (0 if args.pace is not None else default_segment_ahead(args.backend)) if args.segment_ahead is None else args.segment_ahead
         config = TrackerConfig(cube_size_m=manifest["cube_size_m"], crop_frame=crop_frame_of(manifest), segment_ahead=ahead)
         if args.side_check_every is not None:
-            config = dataclasses.replace(config, side_check_every=args.side_check_every)
+            # A first interval longer than the tracker's longest makes that the longest too.
+            at_most = max(config.side_check_every_at_most, args.side_check_every)
+            config = dataclasses.replace(config, side_check_every=args.side_check_every, side_check_every_at_most=at_most)
         config = dataclasses.replace(config, refine=args.refine)
         backend = create_backend(args.backend, weights, **backend_options(args.backend, ahead))
         estimator = HandEstimator(backend, hand_model)  # checks the weights were made for this hand model

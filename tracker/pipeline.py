@@ -122,10 +122,10 @@ class TrackerConfig:
     side_check_every: int = 15
     #: ... and the frames between checks double after each check that bears out the side the
     #: track had decided, up to this many; a check that goes against it brings them back
-    #: to ``side_check_every``. A check runs the network a second time, and on a 2-core CPU
-    #: those frames were the slowest hundredth (``docs/performance.md``); once a track's
-    #: checks agree, further ones seldom change anything. ``side_check_every``: a check at
-    #: that fixed interval.
+    #: to ``side_check_every``. A check runs the network a second time: every 15 frames,
+    #: those frames were the slowest on a 2-core CPU and set the latency's 99th percentile
+    #: (``docs/performance.md``), and once a track's checks agree, further ones seldom
+    #: change anything. ``side_check_every``: a check at that fixed interval.
     side_check_every_at_most: int = 120
     #: When playing a recording as fast as possible, prepare the next N frames (segment,
     #: crop, side classifier: ``tracker.prepare``) in N worker processes while the network
