@@ -363,6 +363,8 @@ def _moved_hand(centre_template: np.ndarray, seed: int, degrees: float, step_m):
 
 
 def test_a_continued_pose_carries_the_palms_motion_on_in_a_straight_line_and_turn(hand_model):
+    from scipy.spatial.transform import Rotation
+
     centre_template = Refiner(hand_model, parallel=False).part_rest_centres[HandPart.PALM]
     step = np.array([0.004, -0.002, 0.003])
     previous, last, turn = _moved_hand(centre_template, 1, 6.0, step)
@@ -377,8 +379,6 @@ def test_a_continued_pose_carries_the_palms_motion_on_in_a_straight_line_and_tur
         # about it, every part with it (their poses relative to the palm's as they were),
         # and nothing changes their scale (1.03).
         np.testing.assert_allclose(palm_centre(moved), palm_centre(last) + steps * step, atol=1e-12)
-        from scipy.spatial.transform import Rotation
-
         turned = Rotation.from_rotvec(steps * Rotation.from_matrix(turn).as_rotvec()).as_matrix()
         np.testing.assert_allclose(moved[HandPart.PALM, :3, :3], turned @ last[HandPart.PALM, :3, :3], atol=1e-12)
         np.testing.assert_allclose(np.linalg.inv(moved[0]) @ moved, np.linalg.inv(last[0]) @ last, atol=1e-9)

@@ -10,8 +10,8 @@ def test_still_hand_jitter_is_reduced():
     out = np.array([f(truth + rng.normal(0, 0.003, truth.shape), t / 30) for t in range(300)])
     # At the default's cut-off (0.5 Hz) and 30 fps the noise alone would drop to a fifth;
     # the noise's own apparent speed raises the cut-off (the price of little lag in
-    # motion), leaving 0.61 (0.58 at 1.5 Hz, the default before, where a lagging output
-    # sees less of that speed).
+    # motion), leaving 0.61 (0.58 at 1.5 Hz, the default before: the further the output
+    # lags behind the noise, the faster the noise looks).
     assert np.std(out[100:] - truth) < 0.65 * 0.003
 
 
