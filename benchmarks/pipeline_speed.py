@@ -12,8 +12,9 @@ the measurement. ``--replay-network``
 runs the network once and replays its output, which measures what the CPU stages alone
 allow: no backend, however fast, can take the pipeline past that. Reports frames/s (median
 over 100-frame windows, and overall), latency (p50/p99) and per-stage medians, all after
-the first ``--warmup`` frames (loading numba's cache, the runtimes' first runs, the workers
-starting), and the resident memory at the start and end of the run (growth over all the
+the first ``--warmup`` frames (the runtimes' first runs, the workers starting; the tracker
+is warmed up before the run, as ``run_tracker.py`` warms it up, so that a cold numba cache
+is compiled before it), and the resident memory at the start and end of the run (growth over all the
 frames). Two latencies: from the frame's arrival to its estimate written, which here
 includes waiting for the frame before it (played as fast as possible, each frame arrives
 as soon as the one before is taken: latency at saturation), and from the tracker taking
@@ -126,6 +127,7 @@ class _ReplayedNetwork:
     def __init__(self, backend, asynchronous: bool = False, gpu_ms: float = 0.0) -> None:
         self.backend, self.name, self.output = backend, f"{backend.name} (replayed)", None
         self.manifest = getattr(backend, "manifest", None)  # the crop frame and hand model it was trained with
+        self.crop_size = backend.crop_size
         self.asynchronous = asynchronous
         self.frames_in_flight = 2 if asynchronous else 1
         self.gpu_seconds = gpu_ms / 1e3
@@ -476,6 +478,16 @@ def main(argv: list[str] | None = None) -> int:
         probe = _Probe()
         machine_at_start = machine_info()
         rss_start = rss_mb()
+        # As run_tracker.py does before its source starts: a first run after installing
+        # compiles the numba kernels here (tens of seconds) instead of in the timed frames,
+        # or, paced, while a camera's frames go by and are dropped.
+        warm_up_s = tracker.warm_up()
+        if args.replay_network:
+            estimator.backend.output = None  # the warm-up's blank crop is not the frame to replay
+        if args.video:
+            from tracker.viewer import warm_up_rasteriser
+
+            warm_up_s += warm_up_rasteriser(hand_model.faces)
         sinks = [JsonLinesSink(Path(tmp) / "out.jsonl"), probe]
         if args.video:
             from tracker.sinks import BackgroundSink
@@ -552,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         "error": stats["error"],
         "frames_with_hand": stats["frames_with_hand"],
         "frames_judged_no_hand": stats["frames_judged_no_hand"],
+        "warm_up_s": warm_up_s,
         "warmup_frames": warmup,
         "timed_frames": max(len(done) - 1, 0) if skip else len(done),
         "windows_of_100_frames": len(windows),

@@ -55,6 +55,10 @@ def test_pipeline_speed_measures_a_short_run_after_its_warm_up(tmp_path):
     assert pipeline_speed(["--input", "memory", "--frames", "30", "--warmup", "10", "--segment-ahead", "0", "--replay-network", "--out", str(out)]) == 0
     result = json.loads(out.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
     assert result["frames"] == 30 and result["warmup_frames"] == 10
+    # The tracker is warmed up before the run, as run_tracker.py warms it up; the replayed
+    # network's answer is then the first frame's, not the warm-up's blank crop's (which
+    # would leave no frame with a hand: measured, 0 of 30).
+    assert result["warm_up_s"] > 0 and result["frames_with_hand"] == 30
     assert result["timed_frames"] == 20 and result["windows_of_100_frames"] == 0
     assert result["frames_per_second_median_100_frame_windows"] is None  # 20 timed frames: no window
     assert result["stopped_by"] == "end of input" and result["error"] is None and result["dropped"] == 0
