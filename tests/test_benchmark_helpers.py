@@ -35,3 +35,29 @@ def test_a_table_aligns_each_column_to_its_widest_cell(capsys):
         "  0.30 m       5.5 mm",
         "  1.40 m            -",
     ]
+
+
+def test_the_cpu_headline_script_writes_each_figure_s_result_file(tmp_path):
+    import os
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "cpu_headline.sh"
+    env = {**os.environ, "CPU_HEADLINE_SMOKE": "1", "OUT": str(tmp_path / "out"), "PYTHON": sys.executable}
+    shown = subprocess.run(["bash", str(script), "--help"], env=env, capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0 and shown.stdout.startswith("The README's CPU speed") and "OUT=/some/dir" in shown.stdout
+    refused = subprocess.run(["bash", str(script), "3"], env=env, capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 2 and refused.stderr.startswith("usage:") and not (tmp_path / "out").exists()
+
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = tmp_path / "out"
+    speed, fast = (json.loads((out / name).read_text()) for name in ("network_speed_cpu.json", "network_speed_cpu_fast.json"))
+    assert set(speed["backends"]) == {"onnxruntime", "onnxruntime-int8", "torch"} and speed["refit"]["median_ms"] > 0
+    assert set(fast["backends"]) == {"onnxruntime", "onnxruntime-int8"} and fast["weights"]["dir"].endswith("fast")
+    capacity = json.loads((out / "pipeline_speed_onnxruntime.json").read_text())
+    assert capacity["frames"] == 30 and "pace_frames_per_second" not in capacity
+    for name, weights in (("", "weights"), ("_fast", "fast")):
+        live = json.loads((out / f"pipeline_speed_onnxruntime_memory_paced90{name}.json").read_text())
+        assert live["pace_frames_per_second"] == 90.0 and live["frames"] + live["dropped"] == 30
+        assert live["weights_dir"].endswith(weights)
