@@ -975,7 +975,9 @@ def network_speeds(manifest: dict, results_dir: Path = ROOT / "benchmarks" / "re
     result for other weights, kept for comparison, is left out; so is an 8-bit figure of
     another 8-bit file)."""
     speed = {}
-    for f in sorted(results_dir.glob("network_speed_*.json")):
+    # Sub-folders too: a set of figures measured together (benchmarks/cpu_headline.sh) keeps
+    # its files' names, told apart by the folder's.
+    for f in sorted(results_dir.rglob("network_speed_*.json")):
         data = json.loads(f.read_text())
         weights = data.get("weights", {})
         if weights.get("onnx_sha256") != manifest["files"].get(ONNX):
@@ -985,7 +987,7 @@ def network_speeds(manifest: dict, results_dir: Path = ROOT / "benchmarks" / "re
             stages.pop("onnxruntime-int8", None)
         if "refit" in data:
             stages["refit_numba"] = data["refit"].get("median_ms")
-        speed[f.stem] = stages
+        speed[f.relative_to(results_dir).with_suffix("").as_posix()] = stages
     return speed or None
 
 
