@@ -14,8 +14,8 @@
 #    (pipeline_speed_onnxruntime_memory_paced90.json);
 # 5. the same with weights/fast (pipeline_speed_onnxruntime_memory_paced90_fast.json).
 #
-# Each result records its machine, load, commit and command. The first step also fills
-# numba's cache, and each benchmark warms the tracker up before it is timed. A failed step is
+# Each result records its machine, load, commit and command. Each benchmark warms the
+# tracker up before it is timed, so an empty numba cache costs time, not figures. A failed step is
 # reported and the others still run; the exit status is then 1. CPU_HEADLINE_SMOKE=1 runs
 # every step tiny (tests/test_benchmark_helpers.py).
 set -uo pipefail
